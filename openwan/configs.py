@@ -1,0 +1,248 @@
+"""Configurations of every published Wan 2.1 variant, plus tiny ones for tests.
+
+Each config is a frozen dataclass. The DiT config's field names are the ones of the
+official ``config.json`` so a checkpoint directory's config maps onto it one to one.
+A :class:`Variant` bundles the component configs with the sampling defaults of the
+reference ``generate.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# The reference's default negative prompt (t2v); i2v and flf2v add a prefix.
+NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+I2V_NEGATIVE_PREFIX = "镜头晃动，"
+FLF2V_NEGATIVE_PREFIX = "镜头切换，"
+
+VAE_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+            0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+VAE_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+           3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+
+class ConfigMixin:
+    """to_dict / from_dict helpers shared by every config dataclass."""
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, strict: bool = False):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if strict and unknown:
+            raise ValueError(f"{cls.__name__}: unknown config fields {unknown}; known: {sorted(names)}")
+        kw = {}
+        for k, v in d.items():
+            if k in names:
+                kw[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class DiTConfig(ConfigMixin):
+    """The Wan DiT's constructor arguments, named as in the official config.json."""
+    model_type: str = "t2v"            # t2v | i2v | flf2v  (vace is t2v + vace_layers)
+    patch_size: tuple = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 16
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 12
+    num_layers: int = 30
+    window_size: tuple = (-1, -1)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    vace_layers: Optional[tuple] = None
+    vace_in_dim: Optional[int] = None
+    image_dim: int = 1280              # CLIP feature width (i2v / flf2v); not in config.json
+
+    def __post_init__(self):
+        if self.model_type not in ("t2v", "i2v", "flf2v", "vace"):
+            raise ValueError(f"model_type must be t2v, i2v, flf2v or vace, got {self.model_type!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if (self.dim // self.num_heads) % 2:
+            raise ValueError(f"head dim {self.dim // self.num_heads} must be even for RoPE")
+        if self.vace_layers is not None and self.vace_in_dim is None:
+            object.__setattr__(self, "vace_in_dim", 96)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def is_vace(self) -> bool:
+        return self.vace_layers is not None
+
+    @property
+    def has_image_input(self) -> bool:
+        return self.model_type in ("i2v", "flf2v")
+
+
+@dataclass(frozen=True)
+class VAEConfig(ConfigMixin):
+    """Wan-VAE (3D causal). Wan 2.1: dim 96, z 16, mults 1,2,4,4, 2 res blocks, no attn scales."""
+    dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple = ()
+    temporal_downsample: tuple = (False, True, True)
+    mean: tuple = VAE_MEAN
+    std: tuple = VAE_STD
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig(ConfigMixin):
+    """umT5 encoder, named as the official T5Encoder's constructor."""
+    vocab: int = 256384
+    dim: int = 4096
+    dim_attn: int = 4096
+    dim_ffn: int = 10240
+    num_heads: int = 64
+    num_layers: int = 24
+    num_buckets: int = 32
+    max_dist: int = 128
+    text_len: int = 512
+    eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig(ConfigMixin):
+    """CLIP ViT vision tower (open-clip ViT-H/14 for Wan)."""
+    image_size: int = 224
+    patch_size: int = 14
+    dim: int = 1280
+    mlp_ratio: int = 4
+    num_heads: int = 16
+    num_layers: int = 32
+    norm_eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class SampleDefaults(ConfigMixin):
+    """Sampling defaults of the reference generate.py for one variant."""
+    steps: int = 50
+    shift: float = 5.0
+    guide_scale: float = 5.0
+    frame_num: int = 81
+    solver: str = "unipc"
+    sizes: tuple = ("832*480", "480*832")
+    size: str = "832*480"
+    fps: int = 16
+    negative_prompt: str = NEGATIVE_PROMPT
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One published (or test / demo) model: its components and sampling defaults."""
+    name: str
+    task: str                           # t2v | t2i | i2v | flf2v | vace
+    dit: DiTConfig
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    image_encoder: Optional[ImageEncoderConfig] = None
+    sample: SampleDefaults = field(default_factory=SampleDefaults)
+    # file names inside an official checkpoint directory
+    files: dict = field(default_factory=dict)
+
+    def replace(self, **kw) -> "Variant":
+        return dataclasses.replace(self, **kw)
+
+
+OFFICIAL_FILES = {
+    "t5": "models_t5_umt5-xxl-enc-bf16.pth",
+    "tokenizer": "google/umt5-xxl",
+    "vae": "Wan2.1_VAE.pth",
+    "clip": "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+    "clip_tokenizer": "xlm-roberta-large",
+}
+
+DIT_1_3B = DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+DIT_14B = DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+
+SIZES_14B = ("1280*720", "720*1280", "832*480", "480*832")
+SIZES_1_3B = ("832*480", "480*832")
+
+VARIANTS: dict[str, Variant] = {
+    "t2v-1.3B": Variant("t2v-1.3B", "t2v", DIT_1_3B,
+                        sample=SampleDefaults(sizes=SIZES_1_3B, size="832*480")),
+    "t2v-14B": Variant("t2v-14B", "t2v", DIT_14B,
+                       sample=SampleDefaults(sizes=SIZES_14B, size="1280*720")),
+    "t2i-14B": Variant("t2i-14B", "t2i", DIT_14B,
+                       sample=SampleDefaults(frame_num=1, sizes=SIZES_14B + ("1024*1024",), size="1280*720")),
+    "i2v-14B-480P": Variant("i2v-14B-480P", "i2v", DIT_14B.replace(model_type="i2v", in_dim=36),
+                            image_encoder=ImageEncoderConfig(),
+                            sample=SampleDefaults(steps=40, shift=3.0, sizes=SIZES_14B, size="832*480",
+                                                  negative_prompt=I2V_NEGATIVE_PREFIX + NEGATIVE_PROMPT)),
+    "i2v-14B-720P": Variant("i2v-14B-720P", "i2v", DIT_14B.replace(model_type="i2v", in_dim=36),
+                            image_encoder=ImageEncoderConfig(),
+                            sample=SampleDefaults(steps=40, shift=5.0, sizes=SIZES_14B, size="1280*720",
+                                                  negative_prompt=I2V_NEGATIVE_PREFIX + NEGATIVE_PROMPT)),
+    "flf2v-14B": Variant("flf2v-14B", "flf2v", DIT_14B.replace(model_type="flf2v", in_dim=36),
+                         image_encoder=ImageEncoderConfig(),
+                         sample=SampleDefaults(shift=16.0, sizes=SIZES_14B, size="1280*720",
+                                               negative_prompt=FLF2V_NEGATIVE_PREFIX + I2V_NEGATIVE_PREFIX
+                                               + NEGATIVE_PROMPT)),
+    "vace-1.3B": Variant("vace-1.3B", "vace",
+                         DIT_1_3B.replace(vace_layers=tuple(range(0, 30, 2)), vace_in_dim=96),
+                         sample=SampleDefaults(shift=16.0, sizes=SIZES_1_3B, size="832*480")),
+    "vace-14B": Variant("vace-14B", "vace",
+                        DIT_14B.replace(vace_layers=tuple(range(0, 40, 5)), vace_in_dim=96),
+                        sample=SampleDefaults(shift=16.0, sizes=SIZES_14B, size="1280*720")),
+}
+for _v in VARIANTS.values():
+    object.__setattr__(_v, "files", dict(OFFICIAL_FILES))
+
+# ---- tiny configs for tests (and the shape of the reference golden vectors) ----
+TINY_DIT = DiTConfig(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=512)
+TINY_VAE = VAEConfig(dim=8)
+TINY_TEXT_ENCODER = TextEncoderConfig(vocab=100, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2)
+TINY_IMAGE_ENCODER = ImageEncoderConfig(image_size=28, patch_size=14, dim=32, num_heads=4, num_layers=3)
+
+TINY_VARIANTS: dict[str, Variant] = {
+    "tiny-t2v": Variant("tiny-t2v", "t2v", TINY_DIT, TINY_VAE, TINY_TEXT_ENCODER,
+                        sample=SampleDefaults(steps=4, frame_num=5, sizes=("64*32", "32*32"), size="64*32")),
+    "tiny-i2v": Variant("tiny-i2v", "i2v", TINY_DIT.replace(model_type="i2v", in_dim=36, image_dim=32),
+                        TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER,
+                        sample=SampleDefaults(steps=4, frame_num=5, shift=3.0, sizes=("64*32", "32*32"),
+                                              size="64*32")),
+    "tiny-flf2v": Variant("tiny-flf2v", "flf2v", TINY_DIT.replace(model_type="flf2v", in_dim=36, image_dim=32),
+                          TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER,
+                          sample=SampleDefaults(steps=4, frame_num=5, shift=16.0, sizes=("64*32", "32*32"),
+                                                size="64*32")),
+    "tiny-vace": Variant("tiny-vace", "vace", TINY_DIT.replace(vace_layers=(0, 1), vace_in_dim=96),
+                         TINY_VAE, TINY_TEXT_ENCODER,
+                         sample=SampleDefaults(steps=4, frame_num=5, shift=16.0, sizes=("64*32", "32*32"),
+                                               size="64*32")),
+}
+
+
+def get_variant(name: str) -> Variant:
+    """Look a variant up by name (published, tiny or demo), with a clear error."""
+    table = {**VARIANTS, **TINY_VARIANTS}
+    if name in table:
+        return table[name]
+    if name == "demo":
+        from openwan.demo import demo_variant  # lazy: the demo package is optional at import time
+        return demo_variant()
+    known = ", ".join(sorted(table) + ["demo"])
+    raise ValueError(f"unknown variant/task {name!r}; choose one of: {known}")
