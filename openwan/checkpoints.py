@@ -15,6 +15,7 @@ theirs beside their modules' loaders but use the I/O helpers below.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -139,7 +140,8 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLik
 
 
 def save_sharded(state_dict: dict[str, torch.Tensor], directory: str | os.PathLike,
-                 prefix: str = "diffusion_pytorch_model", max_shard_bytes: int = 5 * 2**30) -> list[Path]:
+                 prefix: str = "diffusion_pytorch_model", max_shard_bytes: int = 5 * 2**30,
+                 metadata: Optional[dict] = None) -> list[Path]:
     """Write a state dict as one file, or as shards plus an index json above max_shard_bytes."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -153,10 +155,10 @@ def save_sharded(state_dict: dict[str, torch.Tensor], directory: str | os.PathLi
         shards[-1][k] = v
         size += nbytes
     if len(shards) == 1:
-        return [save_safetensors(shards[0], directory / f"{prefix}.safetensors")]
+        return [save_safetensors(shards[0], directory / f"{prefix}.safetensors", metadata)]
     n = len(shards)
     names = [f"{prefix}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    paths = [save_safetensors(s, directory / name) for s, name in zip(shards, names)]
+    paths = [save_safetensors(s, directory / name, metadata) for s, name in zip(shards, names)]
     index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state_dict.values())},
              "weight_map": {k: name for s, name in zip(shards, names) for k in s}}
     atomic_write(directory / f"{prefix}.safetensors.index.json",
@@ -206,3 +208,257 @@ def check_keys(expected: dict[str, tuple], got: dict[str, tuple], what: str, sou
 
 def natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# ============================================================================ DiT key maps
+# Module paths, official name -> diffusers name (parameter suffixes such as .weight ride along).
+
+DIT_TOP = {
+    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
+    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
+    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
+    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
+    "time_projection.1": "condition_embedder.time_proj",
+    "img_emb.proj.0": "condition_embedder.image_embedder.norm1",
+    "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
+    "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2",
+    "img_emb.proj.4": "condition_embedder.image_embedder.norm2",
+    "img_emb.emb_pos": "condition_embedder.image_embedder.pos_embed",
+    "head.head": "proj_out",
+    "head.modulation": "scale_shift_table",
+}
+DIT_BLOCK = {
+    "modulation": "scale_shift_table",
+    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0", "self_attn.norm_q": "attn1.norm_q", "self_attn.norm_k": "attn1.norm_k",
+    "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k", "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0", "cross_attn.norm_q": "attn2.norm_q", "cross_attn.norm_k": "attn2.norm_k",
+    "cross_attn.k_img": "attn2.add_k_proj", "cross_attn.v_img": "attn2.add_v_proj",
+    "cross_attn.norm_k_img": "attn2.norm_added_k",
+    "norm3": "norm2",
+    "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2",
+    "before_proj": "proj_in", "after_proj": "proj_out",
+}
+_BLOCK_RE = re.compile(r"^((?:vace_)?blocks\.\d+)\.(.+)$")
+
+
+def _rename(rest: str, table: dict) -> str:
+    for src in sorted(table, key=len, reverse=True):  # longest module path first
+        if rest == src or rest.startswith(src + "."):
+            return table[src] + rest[len(src):]
+    return rest
+
+
+def dit_official_to_diffusers(sd: dict) -> dict:
+    return _map_keys(sd, DIT_TOP, DIT_BLOCK)
+
+
+def dit_diffusers_to_official(sd: dict) -> dict:
+    return _map_keys(sd, {v: k for k, v in DIT_TOP.items()}, {v: k for k, v in DIT_BLOCK.items()})
+
+
+def _map_keys(sd: dict, top: dict, block: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        m = _BLOCK_RE.match(k)
+        out[f"{m.group(1)}.{_rename(m.group(2), block)}" if m else _rename(k, top)] = v
+    return out
+
+
+def is_diffusers_dit(keys) -> bool:
+    return any(k.startswith("condition_embedder.") or k == "scale_shift_table" for k in keys)
+
+
+COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
+
+
+# ============================================================================ DiT configs
+
+def dit_config_from_official_json(d: dict):
+    from openwan.configs import DiTConfig
+    d = dict(d)
+    if d.get("model_type") == "vace" or d.get("_class_name") == "VaceWanModel":
+        d["model_type"] = "t2v"
+        d.setdefault("vace_layers", list(range(0, d.get("num_layers", 30), 2)))
+        d.setdefault("vace_in_dim", 96)
+    return DiTConfig.from_dict(d)
+
+
+def dit_config_to_official_json(cfg) -> dict:
+    d = cfg.to_dict()
+    if not cfg.is_vace:
+        d.pop("vace_layers"), d.pop("vace_in_dim")
+    else:
+        d["model_type"] = "vace"
+    if not cfg.has_image_input:
+        d.pop("image_dim")
+    d["_class_name"] = "VaceWanModel" if cfg.is_vace else "WanModel"
+    return d
+
+
+def dit_config_from_diffusers_json(d: dict):
+    from openwan.configs import DiTConfig
+    image_dim = d.get("image_dim")
+    model_type = "t2v"
+    if image_dim:
+        model_type = "flf2v" if d.get("pos_embed_seq_len") else "i2v"
+    qk = d.get("qk_norm", "rms_norm_across_heads")
+    kw = dict(model_type=model_type, patch_size=tuple(d.get("patch_size", (1, 2, 2))),
+              in_dim=d.get("in_channels", 16), out_dim=d.get("out_channels", 16),
+              dim=d["num_attention_heads"] * d["attention_head_dim"], num_heads=d["num_attention_heads"],
+              ffn_dim=d["ffn_dim"], freq_dim=d.get("freq_dim", 256), text_dim=d.get("text_dim", 4096),
+              num_layers=d["num_layers"], qk_norm=bool(qk), cross_attn_norm=d.get("cross_attn_norm", True),
+              eps=d.get("eps", 1e-6), image_dim=image_dim or 1280)
+    if "vace_layers" in d:
+        kw.update(vace_layers=tuple(d["vace_layers"]), vace_in_dim=d.get("vace_in_channels", 96))
+    return DiTConfig(**kw)
+
+
+def dit_config_to_diffusers_json(cfg) -> dict:
+    d = {"_class_name": "WanVACETransformer3DModel" if cfg.is_vace else "WanTransformer3DModel",
+         "patch_size": list(cfg.patch_size), "num_attention_heads": cfg.num_heads,
+         "attention_head_dim": cfg.head_dim, "in_channels": cfg.in_dim, "out_channels": cfg.out_dim,
+         "text_dim": cfg.text_dim, "freq_dim": cfg.freq_dim, "ffn_dim": cfg.ffn_dim, "num_layers": cfg.num_layers,
+         "cross_attn_norm": cfg.cross_attn_norm, "qk_norm": "rms_norm_across_heads" if cfg.qk_norm else None,
+         "eps": cfg.eps, "image_dim": cfg.image_dim if cfg.has_image_input else None,
+         "added_kv_proj_dim": cfg.dim if cfg.has_image_input else None, "rope_max_seq_len": 1024,
+         "pos_embed_seq_len": 514 if cfg.model_type == "flf2v" else None}
+    if cfg.is_vace:
+        d.update(vace_layers=list(cfg.vace_layers), vace_in_channels=cfg.vace_in_dim)
+    return d
+
+
+def infer_dit_config(shapes: dict[str, tuple]):
+    """Rebuild a DiTConfig from official key shapes (heads assume the published head_dim 128)."""
+    from openwan.configs import DiTConfig
+    try:
+        pe = shapes["patch_embedding.weight"]
+        dim, in_dim, patch = pe[0], pe[1], tuple(pe[2:])
+        if dim % 128:
+            raise CheckpointError(f"cannot infer the number of heads of a DiT of width {dim} (published models use "
+                                  f"head_dim 128): pass config= (a DiTConfig) or a directory with config.json")
+        n_layers = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+        model_type = "flf2v" if "img_emb.emb_pos" in shapes else ("i2v" if "img_emb.proj.0.weight" in shapes else "t2v")
+        kw = dict(model_type=model_type, patch_size=patch, in_dim=in_dim, dim=dim,
+                  ffn_dim=shapes["blocks.0.ffn.0.weight"][0], freq_dim=shapes["time_embedding.0.weight"][1],
+                  text_dim=shapes["text_embedding.0.weight"][1],
+                  out_dim=shapes["head.head.weight"][0] // math.prod(patch),
+                  num_heads=dim // 128, num_layers=n_layers,
+                  qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
+                  cross_attn_norm="blocks.0.norm3.weight" in shapes)
+        if model_type != "t2v":
+            kw["image_dim"] = shapes["img_emb.proj.0.weight"][0]
+        n_vace = len({k.split(".")[1] for k in shapes if k.startswith("vace_blocks.")})
+        if n_vace:
+            step = max(1, n_layers // n_vace)
+            kw.update(vace_layers=tuple(range(0, step * n_vace, step)),
+                      vace_in_dim=shapes["vace_patch_embedding.weight"][1])
+        return DiTConfig(**kw)
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"not a Wan DiT checkpoint: key {e} is missing") from None
+
+
+def matching_variants(cfg) -> list[str]:
+    """Names of published variants whose DiT has the same architecture as cfg."""
+    from openwan.configs import VARIANTS
+    fields = ("model_type", "in_dim", "dim", "ffn_dim", "num_layers", "out_dim", "text_dim", "vace_layers")
+    return [n for n, v in VARIANTS.items() if all(getattr(v.dit, f) == getattr(cfg, f) for f in fields)]
+
+
+# ============================================================================ DiT load / save
+
+def _dit_source(path: Path):
+    """Resolve a path to (files, layout, config_json or None)."""
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path}: a DiT file must be .safetensors (got {path.suffix or 'no suffix'})")
+        return [path], None, None
+    if not path.exists():
+        raise CheckpointError(f"checkpoint path not found: {path}")
+    if (path / "transformer").is_dir() and not list(path.glob("diffusion_pytorch_model*.safetensors")):
+        path = path / "transformer"
+    cfg_json = None
+    if (path / "config.json").exists():
+        cfg_json = json.loads((path / "config.json").read_text())
+    layout = None
+    if cfg_json is not None:
+        layout = "diffusers" if "num_attention_heads" in cfg_json else "official"
+    return safetensors_files(path), layout, cfg_json
+
+
+def load_dit(path, dtype=None, device=None, config=None):
+    """Build a WanModel on the meta device and assign the weights shard by shard (no 2x RAM)."""
+    from safetensors import SafetensorError, safe_open
+    from openwan.models.dit import WanModel
+    path = Path(path)
+    files, layout, cfg_json = _dit_source(path)
+
+    # Read shapes first (cheap: headers only) to detect the layout and validate.
+    shapes: dict[str, tuple] = {}
+    for f in files:
+        _check_file(f)
+        try:
+            with safe_open(str(f), "pt") as fh:
+                if cfg_json is None and (fh.metadata() or {}).get("openwan_config"):
+                    cfg_json = json.loads(fh.metadata()["openwan_config"])  # written by save_dit
+                for k in fh.keys():
+                    shapes[k] = tuple(fh.get_slice(k).get_shape())
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read {f}: {e}. The file is truncated or not safetensors; "
+                                  f"download or copy it again.") from None
+    prefix = next((p for p in COMFY_PREFIXES if shapes and all(k.startswith(p) for k in shapes)), "")
+    prefix_free = {k[len(prefix):]: v for k, v in shapes.items()}
+    diffusers = layout == "diffusers" or (layout is None and is_diffusers_dit(prefix_free))
+    to_official = dit_diffusers_to_official if diffusers else (lambda d: d)
+    off_shapes = to_official(prefix_free)
+
+    if config is None:
+        if cfg_json is not None:
+            config = (dit_config_from_diffusers_json(cfg_json) if diffusers
+                      else dit_config_from_official_json(cfg_json))
+        else:
+            config = infer_dit_config(off_shapes)
+    with torch.device("meta"):
+        model = WanModel(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        check_keys(expected, off_shapes, f"the DiT config ({config.model_type}, dim {config.dim}, "
+                   f"{config.num_layers} layers)", str(path))
+    except CheckpointError as e:
+        try:
+            fits = matching_variants(infer_dit_config(off_shapes))
+        except CheckpointError:
+            fits = []
+        hint = (f"\n  this checkpoint fits the variant(s): {', '.join(fits)}" if fits else
+                "\n  pass the matching config (or variant) for this checkpoint")
+        raise CheckpointError(str(e) + hint) from None
+
+    for f in files:
+        part = {}
+        with safe_open(str(f), "pt", device="cpu") as fh:
+            for k in fh.keys():
+                t = fh.get_tensor(k)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                part[k[len(prefix):]] = t.to(device) if device is not None else t
+        part = to_official(part)
+        model.load_state_dict(part, strict=False, assign=True)
+        del part
+    return model.eval().requires_grad_(False)
+
+
+def save_dit(model, path, layout: str = "official", max_shard_bytes: int = 5 * 2**30):
+    """Write config.json + diffusion_pytorch_model(-0000i-of-0000n).safetensors in either layout."""
+    if layout not in ("official", "diffusers"):
+        raise ValueError(f"layout must be 'official' or 'diffusers', got {layout!r}")
+    path = Path(path)
+    sd = model.state_dict()
+    if layout == "official":
+        cfg = dit_config_to_official_json(model.config)
+    else:
+        sd = dit_official_to_diffusers(sd)
+        cfg = dit_config_to_diffusers_json(model.config)
+    meta = {"format": "pt", "openwan_config": json.dumps(cfg)}
+    files = save_sharded(sd, path, max_shard_bytes=max_shard_bytes, metadata=meta)
+    write_json(cfg, path / "config.json")
+    return files

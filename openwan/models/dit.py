@@ -1,0 +1,459 @@
+"""The Wan 2.1 diffusion transformer (DiT), read top to bottom like the paper's Figure.
+
+    video latent x [B, C, F, H, W]  --patch_embedding (Conv3d, stride (1,2,2))-->  tokens [B, L, dim]
+    timestep t  --sinusoid(256, float64)--> time_embedding --> e [B, dim] --> time_projection --> e0 [B, 6, dim]
+    text  [B, <=512, 4096] --zero-pad to 512--> text_embedding --> context [B, 512, dim]
+    (i2v / flf2v) CLIP features [B, 257 or 514, 1280] --img_emb--> prepended to the context
+    N x block:  x += gate1 * self_attn(mod(norm1(x), shift1, scale1))      (q/k RMSNorm, 3D RoPE)
+                x += cross_attn(norm3(x), context)                         (text, + image for i2v)
+                x += gate2 * ffn(mod(norm2(x), shift2, scale2))
+    (vace) hints from the VACE blocks are added after the listed main blocks
+    head: mod(norm(x), e) --> Linear --> unpatchify --> [B, out_dim, F, H, W]
+
+State-dict keys and shapes are exactly the official ones, so an official checkpoint loads with
+``strict=True``. Numerics follow the reference: the sinusoid and RoPE in float64, norms, modulation,
+the residual stream, time embedding and head in fp32; when the weights are bf16 the other linear
+layers (and attention) run in bf16, as under the reference's autocast.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from openwan.configs import DiTConfig
+from openwan.models.attention import attention
+
+TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A Linear layer run in its weight's dtype (bf16 weights -> bf16 matmul)."""
+    return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
+
+
+def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A Linear layer run in fp32 whatever its storage dtype (the reference's fp32 islands)."""
+    b = None if layer.bias is None else layer.bias.float()
+    return F.linear(x.float(), layer.weight.float(), b)
+
+
+def sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """cat[cos(t w), sin(t w)] with w_i = 10000^(-i/half), i < half (cos first)."""
+    half = dim // 2
+    w = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angle = torch.outer(t.to(dtype), w)
+    return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 (weight key: ``weight``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.to(x.dtype) * self.weight.to(x.dtype)
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in fp32, returning fp32 (the residual stream's dtype)."""
+
+    def forward(self, x):
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+# ----------------------------------------------------------------------------- 3D RoPE
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Real dims given to the (frame, height, width) axes: d - 4*(d//6), 2*(d//6), 2*(d//6)."""
+    s = head_dim // 6
+    return head_dim - 4 * s, 2 * s, 2 * s
+
+
+def rope_angles(grid: Sequence[int], head_dim: int, theta: float = 10000.0,
+                device=None) -> torch.Tensor:
+    """Angles [f*h*w, head_dim/2] (float64) for a token grid, frame slowest (f, h, w row-major)."""
+    f, h, w = grid
+    out = []
+    for n, a in zip((f, h, w), rope_axis_dims(head_dim)):
+        freqs = 1.0 / torch.pow(theta, torch.arange(0, a, 2, dtype=torch.float64, device=device) / a)
+        out.append(torch.outer(torch.arange(n, dtype=torch.float64, device=device), freqs))
+    af, ah, aw = out
+    angles = torch.cat([af[:, None, None, :].expand(f, h, w, -1),
+                        ah[None, :, None, :].expand(f, h, w, -1),
+                        aw[None, None, :, :].expand(f, h, w, -1)], dim=-1)
+    return angles.reshape(f * h * w, -1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (x[2j], x[2j+1]) of x [B, L, N, D] by the angles.
+
+    cos/sin: [B, L, 1, D/2] in the compute dtype; positions past a sample's length carry angle 0
+    (cos 1, sin 0), so padding tokens pass through unrotated.
+    """
+    dt = cos.dtype
+    xr = x.to(dt).unflatten(-1, (-1, 2))
+    x0, x1 = xr[..., 0], xr[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    return out.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- attention layers
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(self, x, seq_lens, rope):
+        n = self.num_heads
+        q = self.norm_q(linear(self.q, x)).unflatten(-1, (n, -1))
+        k = self.norm_k(linear(self.k, x)).unflatten(-1, (n, -1))
+        v = linear(self.v, x).unflatten(-1, (n, -1))
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = attention(q, k, v, k_lens=seq_lens)
+        return linear(self.o, y.flatten(2))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; with ``image=True`` (i2v/flf2v) a second attention over image tokens.
+
+    In the image case the context is [image tokens, 512 text tokens] and the two attention outputs
+    are summed before the output projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6,
+                 image: bool = False, text_len: int = 512):
+        super().__init__()
+        self.num_heads = num_heads
+        self.text_len = text_len
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.image = image
+        if image:
+            self.k_img = nn.Linear(dim, dim)
+            self.v_img = nn.Linear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(self, x, context):
+        n = self.num_heads
+        q = self.norm_q(linear(self.q, x)).unflatten(-1, (n, -1))
+        if self.image:
+            img, context = context[:, :-self.text_len], context[:, -self.text_len:]
+        k = self.norm_k(linear(self.k, context)).unflatten(-1, (n, -1))
+        v = linear(self.v, context).unflatten(-1, (n, -1))
+        y = attention(q, k, v)
+        if self.image:
+            ki = self.norm_k_img(linear(self.k_img, img)).unflatten(-1, (n, -1))
+            vi = linear(self.v_img, img).unflatten(-1, (n, -1))
+            y = y + attention(q, ki, vi)
+        return linear(self.o, y.flatten(2))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, ffn_dim: int):
+        super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+
+    def forward(self, x):
+        return linear(self[2], self[1](linear(self[0], x)))
+
+
+# ----------------------------------------------------------------------------- the block
+
+class WanBlock(nn.Module):
+    """One DiT block: modulated self-attention, text (+image) cross-attention, modulated FFN."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps)
+        self.norm3 = LayerNorm32(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps,
+                                         image=cfg.has_image_input, text_len=cfg.text_len)
+        self.norm2 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+
+    def forward(self, x, e0, context, seq_lens, rope):
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
+        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), seq_lens, rope)
+        x = x + y.float() * gate1
+        x = x + self.cross_attn(self.norm3(x).float(), context).float()
+        y = self.ffn(modulate(self.norm2(x), shift2, scale2))
+        return x + y.float() * gate2
+
+
+class VaceBlock(WanBlock):
+    """A VACE block: a DiT block over the control stream c, with in/out projections.
+
+    The first VACE block adds ``before_proj(c)`` to the main stream's patch tokens; every VACE
+    block emits a hint ``after_proj(c)`` that is added to the output of one main block.
+    """
+
+    def __init__(self, cfg: DiTConfig, index: int):
+        super().__init__(cfg)
+        if index == 0:
+            self.before_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.after_proj = nn.Linear(cfg.dim, cfg.dim)
+
+    def forward(self, c, x, e0, context, seq_lens, rope):
+        if hasattr(self, "before_proj"):
+            c = linear32(self.before_proj, c) + x
+        c = super().forward(c, e0, context, seq_lens, rope)
+        return c, linear32(self.after_proj, c)
+
+
+class Head(nn.Module):
+    def __init__(self, dim: int, out_dim: int, patch_size, eps: float):
+        super().__init__()
+        self.norm = LayerNorm32(dim, eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, math.prod(patch_size) * out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+
+    def forward(self, x, e):
+        shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
+        return linear32(self.head, modulate(self.norm(x), shift, scale))
+
+
+class ImageEmbedding(nn.Module):
+    """CLIP features -> DiT width: LayerNorm, Linear, GELU, Linear, LayerNorm (keys img_emb.proj.{0,1,3,4}).
+
+    flf2v adds a learned position embedding ``emb_pos`` over the two images' 2x257 tokens.
+    """
+
+    def __init__(self, in_dim: int, dim: int, flf_tokens: Optional[int] = None):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
+                                  nn.Linear(in_dim, dim), nn.LayerNorm(dim))
+        if flf_tokens:
+            self.emb_pos = nn.Parameter(torch.zeros(1, flf_tokens, in_dim))
+
+    def forward(self, clip_fea):
+        x = clip_fea.float()
+        if hasattr(self, "emb_pos"):
+            b = x.shape[0] * x.shape[1] // self.emb_pos.shape[1]
+            x = x.reshape(b, self.emb_pos.shape[1], -1) + self.emb_pos.float()
+        p = self.proj
+        x = F.layer_norm(x, p[0].normalized_shape, p[0].weight.float(), p[0].bias.float(), p[0].eps)
+        x = linear32(p[3], p[2](linear32(p[1], x)))
+        return F.layer_norm(x, p[4].normalized_shape, p[4].weight.float(), p[4].bias.float(), p[4].eps)
+
+
+# ----------------------------------------------------------------------------- the model
+
+class WanModel(nn.Module):
+    """The Wan 2.1 DiT for every variant (t2v, i2v, flf2v, vace), official key layout."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = cfg = config
+        dim = cfg.dim
+        self.patch_size = tuple(cfg.patch_size)
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
+        self.head = Head(dim, cfg.out_dim, self.patch_size, cfg.eps)
+        if cfg.has_image_input:
+            self.img_emb = ImageEmbedding(cfg.image_dim, dim, 514 if cfg.model_type == "flf2v" else None)
+        if cfg.is_vace:
+            bad = [i for i in cfg.vace_layers if not 0 <= i < cfg.num_layers]
+            if bad:
+                raise ValueError(f"vace_layers {bad} out of range for num_layers={cfg.num_layers}")
+            self.vace_patch_embedding = nn.Conv3d(cfg.vace_in_dim, dim, kernel_size=self.patch_size,
+                                                  stride=self.patch_size)
+            self.vace_blocks = nn.ModuleList([VaceBlock(cfg, j) for j in range(len(cfg.vace_layers))])
+            self._hint_of_block = {b: j for j, b in enumerate(cfg.vace_layers)}
+        # Numerics switches: the reference uses float64 for both; diffusers uses fp32 sinusoids.
+        self.sinusoid_dtype = torch.float64
+        self.rope_dtype = torch.float64
+        self.gradient_checkpointing = False
+
+    # --------------------------------------------------------------- inputs to tokens
+
+    def _embed(self, conv: nn.Conv3d, xs: list[torch.Tensor]):
+        """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens, grids)."""
+        toks, grids = [], []
+        for u in xs:
+            u = F.conv3d(u[None].to(conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
+            grids.append(tuple(u.shape[2:]))
+            toks.append(u.flatten(2).transpose(1, 2)[0].float())
+        lens = [t.shape[0] for t in toks]
+        n = max(lens)
+        x = torch.stack([F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])
+        return x, torch.tensor(lens, dtype=torch.long, device=x.device), grids
+
+    def _rope(self, grids, n, device):
+        """cos/sin [B, n, 1, head_dim/2]; zero angle (identity) on padding tokens."""
+        tables = []
+        for g in grids:
+            a = rope_angles(g, self.config.head_dim, device=device)
+            tables.append(F.pad(a, (0, 0, 0, n - a.shape[0])))
+        ang = torch.stack(tables)[:, :, None, :]
+        return ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype)
+
+    def _context(self, context: TensorOrList) -> torch.Tensor:
+        """Cut/zero-pad every sample's text features to text_len, then text_embedding."""
+        L = self.config.text_len
+        rows = []
+        for c in context:
+            if c.shape[0] > L:
+                raise ValueError(f"text context has {c.shape[0]} tokens, more than text_len={L}")
+            rows.append(F.pad(c.float(), (0, 0, 0, L - c.shape[0])))
+        c = torch.stack(rows)
+        te = self.text_embedding
+        return linear(te[2], te[1](linear(te[0], c))).float()
+
+    def _check_inputs(self, xs, clip_fea, y, vace_context):
+        cfg = self.config
+        c_in = xs[0].shape[0] + (y[0].shape[0] if y is not None else 0)
+        if c_in != cfg.in_dim:
+            raise ValueError(f"the DiT expects {cfg.in_dim} input channels (x{' + y' if y is not None else ''}), "
+                             f"got {c_in}" + (" (i2v/flf2v need y: mask 4 + image latent 16 channels)"
+                                              if cfg.has_image_input and y is None else ""))
+        if cfg.has_image_input and clip_fea is None:
+            raise ValueError(f"a {cfg.model_type} model needs clip_fea (CLIP image features)")
+        if cfg.is_vace and vace_context is None:
+            raise ValueError("a VACE model needs vace_context (96-channel control latent)")
+        for u in xs:
+            pf, ph, pw = self.patch_size
+            if u.shape[1] % pf or u.shape[2] % ph or u.shape[3] % pw:
+                raise ValueError(f"latent size {tuple(u.shape[1:])} is not divisible by the patch {self.patch_size}")
+
+    # --------------------------------------------------------------- forward
+
+    def forward(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
+                clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
+                vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0):
+        """Predict the flow v for latents x at integer timesteps t.
+
+        x: [B, C, F, H, W] or a list of [C, F_i, H_i, W_i]; t: [B] (or a scalar);
+        context: [B, L, text_dim] or a list of [L_i, text_dim] (zero-padded to text_len here);
+        clip_fea: [B, 257, image_dim] (flf2v: [2B, 257, image_dim] or [B, 514, image_dim]);
+        y: [B, C_y, F, H, W] concatenated to x on channels (i2v/flf2v mask + image latent);
+        vace_context: [B, 96, F, H, W] for VACE. Returns [B, out_dim, F, H, W] (a list for list input).
+        """
+        as_list = not torch.is_tensor(x)
+        xs = list(x)
+        ys = None if y is None else list(y)
+        self._check_inputs(xs, clip_fea, ys, vace_context)
+        if ys is not None:
+            xs = [torch.cat([u, v.to(u.dtype)]) for u, v in zip(xs, ys)]
+        b = len(xs)
+        device = xs[0].device
+
+        x, seq_lens, grids = self._embed(self.patch_embedding, xs)
+        n = x.shape[1]
+        rope = self._rope(grids, n, device)
+
+        t = torch.as_tensor(t, device=device)
+        t = t.expand(b) if t.ndim == 0 else t
+        e = linear32(self.time_embedding[2], F.silu(linear32(self.time_embedding[0],
+                                                             sinusoid(t, self.config.freq_dim, self.sinusoid_dtype))))
+        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(1, (6, -1))
+
+        ctx = self._context(context)
+        if self.config.has_image_input:
+            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)
+
+        hints = None
+        if self.config.is_vace:
+            hints = self._vace_hints(vace_context, x, e0, ctx, seq_lens, rope)
+
+        for i, block in enumerate(self.blocks):
+            x = self._run(block, x, e0, ctx, seq_lens, rope)
+            if hints is not None and i in self._hint_of_block:
+                x = x + hints[self._hint_of_block[i]] * vace_context_scale
+
+        x = self.head(x, e)
+        out = [self._unpatchify(u, g) for u, g in zip(x, grids)]
+        return out if as_list else torch.stack(out)
+
+    def _run(self, block, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def _vace_hints(self, vace_context, x, e0, ctx, seq_lens, rope):
+        c, _, _ = self._embed(self.vace_patch_embedding, list(vace_context))
+        if c.shape[1] != x.shape[1]:
+            raise ValueError("vace_context must have the same frames/height/width as x")
+        hints = []
+        for block in self.vace_blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                c, h = torch.utils.checkpoint.checkpoint(block, c, x, e0, ctx, seq_lens, rope, use_reentrant=False)
+            else:
+                c, h = block(c, x, e0, ctx, seq_lens, rope)
+            hints.append(h)
+        return hints
+
+    def _unpatchify(self, u: torch.Tensor, grid) -> torch.Tensor:
+        """Tokens [L, pt*ph*pw*c] (c fastest) -> video [c, F*pt, H*ph, W*pw]."""
+        f, h, w = grid
+        pt, ph, pw = self.patch_size
+        c = self.config.out_dim
+        u = u[: f * h * w].view(f, h, w, pt, ph, pw, c)
+        u = u.permute(6, 0, 3, 1, 4, 2, 5)
+        return u.reshape(c, f * pt, h * ph, w * pw)
+
+    # --------------------------------------------------------------- precision / loading
+
+    def to_precision(self, dtype: torch.dtype) -> "WanModel":
+        """Store weights in dtype (bf16/fp16 for CUDA); the fp32 islands still compute in fp32."""
+        return self.to(dtype)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: Optional[torch.dtype] = None, device=None,
+                        config: Optional[DiTConfig] = None) -> "WanModel":
+        """Load official-layout dirs, diffusers dirs (``transformer/``) or one .safetensors file."""
+        from openwan.checkpoints import load_dit
+        return load_dit(path, dtype=dtype, device=device, config=config)
+
+    def save_pretrained(self, path, layout: str = "official", max_shard_bytes: int = 5 * 2**30):
+        from openwan.checkpoints import save_dit
+        return save_dit(self, path, layout=layout, max_shard_bytes=max_shard_bytes)
+
+
+def init_weights(model: WanModel) -> WanModel:
+    """The reference's initialisation (xavier linears, zero head, normal embeddings)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.xavier_uniform_(model.patch_embedding.weight.flatten(1))
+    for m in list(model.text_embedding) + list(model.time_embedding):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+    nn.init.zeros_(model.head.head.weight)
+    return model
