@@ -217,20 +217,22 @@ TINY_DIT = DiTConfig(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32,
 TINY_VAE = VAEConfig(dim=8)
 TINY_TEXT_ENCODER = TextEncoderConfig(vocab=100, dim=32, dim_attn=32, dim_ffn=48, num_heads=4, num_layers=2)
 TINY_IMAGE_ENCODER = ImageEncoderConfig(image_size=28, patch_size=14, dim=32, num_heads=4, num_layers=3)
+# the tiny pipelines pair the tiny umT5 with the shipped tiny tokenizer (1000 tokens)
+_TINY_TE = TINY_TEXT_ENCODER.replace(vocab=1000)
 
 TINY_VARIANTS: dict[str, Variant] = {
-    "tiny-t2v": Variant("tiny-t2v", "t2v", TINY_DIT, TINY_VAE, TINY_TEXT_ENCODER,
+    "tiny-t2v": Variant("tiny-t2v", "t2v", TINY_DIT, TINY_VAE, _TINY_TE,
                         sample=SampleDefaults(steps=4, frame_num=5, sizes=("64*32", "32*32"), size="64*32")),
     "tiny-i2v": Variant("tiny-i2v", "i2v", TINY_DIT.replace(model_type="i2v", in_dim=36, image_dim=32),
-                        TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER,
+                        TINY_VAE, _TINY_TE, TINY_IMAGE_ENCODER,
                         sample=SampleDefaults(steps=4, frame_num=5, shift=3.0, sizes=("64*32", "32*32"),
                                               size="64*32")),
     "tiny-flf2v": Variant("tiny-flf2v", "flf2v", TINY_DIT.replace(model_type="flf2v", in_dim=36, image_dim=32),
-                          TINY_VAE, TINY_TEXT_ENCODER, TINY_IMAGE_ENCODER,
+                          TINY_VAE, _TINY_TE, TINY_IMAGE_ENCODER,
                           sample=SampleDefaults(steps=4, frame_num=5, shift=16.0, sizes=("64*32", "32*32"),
                                                 size="64*32")),
     "tiny-vace": Variant("tiny-vace", "vace", TINY_DIT.replace(vace_layers=(0, 1), vace_in_dim=96),
-                         TINY_VAE, TINY_TEXT_ENCODER,
+                         TINY_VAE, _TINY_TE,
                          sample=SampleDefaults(steps=4, frame_num=5, shift=16.0, sizes=("64*32", "32*32"),
                                                size="64*32")),
 }

@@ -1,0 +1,242 @@
+"""The `openwan` command: generate | train | cache-latents | convert | bench.
+
+    openwan generate "a red circle moving to the right"            # the embedded demo model
+    openwan generate --task t2v-1.3B --ckpt_dir ./Wan2.1-T2V-1.3B --size 832*480 --prompt "..."
+    openwan generate --from outputs/video.json                     # reproduce a earlier run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+# Flags whose values are recorded in a run's settings, with the name they have there.
+SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "size", "frame_num": "frame_num",
+                 "sample_steps": "sample_steps", "sample_shift": "sample_shift",
+                 "sample_guide_scale": "guide_scale", "sample_solver": "sample_solver", "base_seed": "seed",
+                 "task": "task", "ckpt_dir": "checkpoint", "image": "image", "first_frame": "first_frame",
+                 "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
+                 "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale"}
+
+TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _generate_parser(sub):
+    p = sub.add_parser("generate", help="generate a video (or image) from a prompt",
+                       description="Generate a video. With no --ckpt_dir the embedded demo model is used.")
+    p.add_argument("prompt_pos", nargs="?", metavar="PROMPT", help="the prompt (or use --prompt)")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--neg_prompt", "--negative_prompt", dest="neg_prompt", default=None,
+                   help="negative prompt (default: the reference's)")
+    p.add_argument("--task", default=None,
+                   help="t2v-1.3B, t2v-14B, t2i-14B, i2v-14B(-480P/-720P), flf2v-14B, vace-1.3B, vace-14B, v2v, "
+                        "demo; default: the checkpoint's own (demo without --ckpt_dir)")
+    p.add_argument("--ckpt_dir", default=None, help="checkpoint directory (official or diffusers layout)")
+    p.add_argument("--size", default=None, help="W*H, e.g. 832*480")
+    p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1")
+    p.add_argument("--sample_steps", type=int, default=None)
+    p.add_argument("--sample_shift", type=float, default=None)
+    p.add_argument("--sample_guide_scale", type=float, default=None)
+    p.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler"], default=None)
+    p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None, help="-1 or none: random")
+    p.add_argument("--offload_model", choices=["none", "sequential"], default="none",
+                   help="sequential: release the text encoder after use, move the DiT off before decoding")
+    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
+    p.add_argument("--image", default=None, help="i2v: the first frame")
+    p.add_argument("--first_frame", default=None, help="flf2v: the first frame")
+    p.add_argument("--last_frame", default=None, help="flf2v: the last frame")
+    p.add_argument("--src_video", default=None, help="vace / v2v: source video")
+    p.add_argument("--src_mask", default=None, help="vace: mask video (white = generate)")
+    p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated")
+    p.add_argument("--context_scale", type=float, default=None, help="vace: strength of the control")
+    p.add_argument("--strength", type=float, default=None, help="v2v: noise strength in (0, 1]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+
+def _slug(text: str, n: int = 40) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:n]
+    return s or "video"
+
+
+def _load_from(path: str) -> dict:
+    p = Path(path)
+    if p.suffix.lower() in (".mp4", ".png"):
+        from openwan.video import read_image_metadata, read_video_metadata
+        meta = read_image_metadata(p) if p.suffix.lower() == ".png" else read_video_metadata(p)
+    else:
+        if not p.exists():
+            raise CLIError(f"--from {path}: file not found")
+        try:
+            meta = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise CLIError(f"--from {path}: not valid JSON ({e})") from None
+    settings = meta.get("openwan", meta)
+    if "prompt" not in settings:
+        raise CLIError(f"--from {path}: no openwan settings found in it")
+    return settings
+
+
+def cmd_generate(a) -> int:
+    from openwan.configs import VARIANTS, get_variant
+    if a.from_json:
+        s = _load_from(a.from_json)
+        inv = {v: k for k, v in SETTING_FLAGS.items()}
+        for key, val in s.items():
+            flag = inv.get(key)
+            if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
+                setattr(a, flag, val)
+        if s.get("variant") and a.task is None:
+            a.task = s["variant"]
+        if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
+            a.ckpt_dir = s["checkpoint"]
+    prompt = a.prompt_pos or a.prompt
+    if not prompt:
+        raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
+
+    task = TASK_ALIASES.get(a.task, a.task)
+    variant = None
+    pipe_task = None
+    if task is not None:
+        if task in ("v2v",):
+            pipe_task = "v2v"
+        else:
+            try:
+                variant = get_variant(task)
+            except ValueError:
+                raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(list(VARIANTS) + ['v2v', 'demo'])}")
+            pipe_task = variant.task
+    if a.ckpt_dir is None:
+        if variant is not None and variant.name not in ("demo",) and not variant.name.startswith("tiny"):
+            raise CLIError(f"--task {variant.name} needs --ckpt_dir: the folder with its downloaded weights "
+                           f"(only the embedded demo model runs without one)")
+        ckpt = "demo"
+    else:
+        ckpt = a.ckpt_dir
+        if not Path(ckpt).is_dir():
+            raise CLIError(f"--ckpt_dir {ckpt}: directory not found")
+
+    import torch
+    from openwan.pipelines import load_pipeline
+    t0 = time.perf_counter()
+    pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
+                         device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu, progress=not a.quiet)
+    out = a.save_file
+    if out is None:
+        ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
+    kw = dict(negative_prompt=a.neg_prompt, size=a.size, frame_num=a.frame_num, sample_steps=a.sample_steps,
+              sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
+              seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
+    for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
+                 "context_scale"):
+        if getattr(a, name) is not None:
+            kw[name] = getattr(a, name)
+    kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
+    import inspect
+    params = inspect.signature(pipe.__call__).parameters
+    extra = [k for k in kw if k not in params and k not in ("negative_prompt",)]
+    if extra:
+        raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
+    with torch.inference_mode():
+        result = pipe(prompt, **kw)
+    dt = time.perf_counter() - t0
+    print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
+          f"{Path(result.path).with_suffix('.json')}")
+    return 0
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="fine-tune a model (full or LoRA) from a YAML config")
+    p.add_argument("--config", required=True, help="training YAML (see docs/training.md)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: _delegate("openwan.training.trainer", ["--config", a.config] + a.rest))
+    c = sub.add_parser("cache-latents", help="encode a captioned video folder to latents once, for training",
+                       add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=lambda a: _delegate("openwan.training.cache", a.rest))
+
+
+def _delegate(module: str, argv) -> int:
+    import importlib
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise CLIError(f"{module} is not available ({e})") from None
+    return int(mod.main(list(argv)) or 0)
+
+
+def _convert_parser(sub):
+    p = sub.add_parser("convert", help="convert a checkpoint between the official and diffusers layouts")
+    p.add_argument("src", help="checkpoint directory (official or diffusers)")
+    p.add_argument("dst", help="output directory (must not exist)")
+    p.add_argument("--to", choices=["official", "diffusers"], required=True)
+    p.add_argument("--dtype", choices=["keep", "bf16", "fp16", "fp32"], default="keep")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(a) -> int:
+    import torch
+    from openwan.pipelines import load_components
+    dst = Path(a.dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise CLIError(f"{dst} exists and is not empty: choose a new output directory")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "keep": None}[a.dtype]
+    c = load_components(a.src, device="cpu", dtype=dtype or torch.float32)
+    if dtype is not None:
+        c.dit.to(dtype)
+    c.dit.save_pretrained(dst / "transformer" if a.to == "diffusers" else dst, layout=a.to)
+    c.vae.save_pretrained(dst / "vae" if a.to == "diffusers" else dst, layout=a.to)
+    c.text_encoder.save_pretrained(dst, layout=a.to)
+    if c.image_encoder is not None:
+        c.image_encoder.save_pretrained(dst, layout=a.to)
+    print(f"wrote {a.to} layout to {dst}")
+    return 0
+
+
+def _bench_parser(sub):
+    p = sub.add_parser("bench", help="benchmarks: `openwan bench demo`")
+    p.add_argument("what", choices=["demo"])
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: _delegate("openwan.demo.bench", a.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openwan", description="Wan 2.1 video generation, from scratch in PyTorch.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _generate_parser(sub)
+    _train_parser(sub)
+    _convert_parser(sub)
+    _bench_parser(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
+    from openwan.checkpoints import CheckpointError
+    try:
+        return a.func(a)
+    except (CLIError, ValueError, CheckpointError, FileExistsError, FileNotFoundError, PermissionError,
+            OSError) as e:
+        print(f"openwan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openwan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Generation pipelines, each a thin composition of the components and a solver.
+
+    pipe = openwan.load_pipeline("path/to/Wan2.1-T2V-1.3B")      # or "demo", or a diffusers folder
+    video = pipe("a red circle moving to the right", seed=0).frames[0]   # [F, H, W, 3] uint8
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from openwan.pipelines.base import Components, GenerationOutput, WanPipeline, load_components
+from openwan.pipelines.t2v import TextToImage, TextToVideo
+
+PIPELINES = {"t2v": TextToVideo, "t2i": TextToImage}
+
+
+def _task_pipeline(task: str):
+    if task in PIPELINES:
+        return PIPELINES[task]
+    try:  # the other tasks live in their own modules
+        import importlib
+        mod = importlib.import_module(f"openwan.pipelines.{task}")
+        return mod.PIPELINE
+    except ModuleNotFoundError:
+        raise ValueError(f"unknown task {task!r}; choose one of t2v, t2i, i2v, flf2v, vace, v2v") from None
+
+
+def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
+                  device=None, dtype: Optional[torch.dtype] = None, offload: str = "none", t5_cpu: bool = False,
+                  progress: bool = True) -> WanPipeline:
+    """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
+
+    ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
+    fine: pass task="t2v"). ``variant`` names a published variant to take the defaults from when
+    the checkpoint is not recognised automatically.
+    """
+    if ckpt is None or str(ckpt) == "demo":
+        from openwan.demo import demo_checkpoint_dir
+        ckpt, variant = demo_checkpoint_dir(), variant or "demo"
+    comps = load_components(ckpt, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
+    task = task or comps.variant.task
+    return _task_pipeline(task)(comps, offload=offload, progress=progress)
+
+
+__all__ = ["load_pipeline", "load_components", "Components", "GenerationOutput", "WanPipeline", "TextToVideo",
+           "TextToImage"]

@@ -1,0 +1,325 @@
+"""What every Wan pipeline shares: loading the components, prompts, noise, the guided denoising
+loop, decoding and writing the result.
+
+A pipeline is a thin composition: text encoder -> (image encoder) -> DiT + solver -> VAE.
+The task pipelines (t2v, i2v, flf2v, vace, v2v) only build their conditioning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from openwan import sampling
+from openwan.configs import SampleDefaults, Variant, get_variant
+
+PathLike = Union[str, Path]
+OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
+
+
+# ----------------------------------------------------------------------------- components
+
+@dataclass
+class Components:
+    """The loaded models of one checkpoint: DiT, VAE, text encoder, optional image encoder."""
+    dit: Any
+    vae: Any
+    text_encoder: Any
+    image_encoder: Any = None
+    variant: Optional[Variant] = None
+    source: str = ""
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
+                    dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
+                    need_image_encoder: Optional[bool] = None) -> Components:
+    """Load every model of a checkpoint directory, official or diffusers layout.
+
+    Official: config.json + diffusion_pytorch_model*.safetensors, models_t5_umt5-xxl-enc-bf16.pth,
+    google/umt5-xxl/, Wan2.1_VAE.pth (+ models_clip_...pth for i2v/flf2v).
+    Diffusers: transformer/, vae/, text_encoder/, tokenizer/ (+ image_encoder/).
+    """
+    from openwan.checkpoints import CheckpointError, matching_variants
+    from openwan.models.dit import WanModel
+    from openwan.models.text_encoder import TextEncoder
+    from openwan.models.vae import WanVAE
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
+                              f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
+    device = _device(device)
+    # On CPU compute in fp32 (no fast bf16 matmul); on CUDA keep the published bf16.
+    dit_dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    dit = WanModel.from_pretrained(path, dtype=dit_dtype, device=device)
+    if isinstance(variant, str):
+        variant = get_variant(variant)
+    if variant is None:
+        fits = matching_variants(dit.config)
+        variant = get_variant(fits[0]) if fits else _custom_variant(dit.config)
+    vae = WanVAE.from_pretrained(path, device=device)
+    te_device = torch.device("cpu") if t5_cpu else device
+    text_encoder = TextEncoder.from_pretrained(path, device=te_device)
+    image_encoder = None
+    if need_image_encoder if need_image_encoder is not None else dit.config.has_image_input:
+        from openwan.models.image_encoder import ImageEncoder
+        image_encoder = ImageEncoder.from_pretrained(path, device=device)
+    return Components(dit, vae, text_encoder, image_encoder, variant, str(path))
+
+
+def _custom_variant(dit_config) -> Variant:
+    """Defaults for a checkpoint that is none of the published ones (tests, fine-tunes)."""
+    task = "vace" if dit_config.is_vace else dit_config.model_type
+    sample = SampleDefaults(sizes=(), size="832*480")
+    if task == "i2v":
+        sample = sample.replace(steps=40, shift=3.0)
+    elif task in ("flf2v", "vace"):
+        sample = sample.replace(shift=16.0)
+    return Variant(f"custom-{task}", task, dit_config, sample=sample)
+
+
+# ----------------------------------------------------------------------------- settings
+
+def parse_size(size: Union[str, Sequence[int], None], default: str) -> tuple[int, int]:
+    """'W*H' (the reference's notation) or (W, H) -> (width, height)."""
+    size = size or default
+    if isinstance(size, str):
+        parts = size.lower().replace("x", "*").split("*")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"size {size!r} is not of the form W*H, e.g. 832*480")
+        return int(parts[0]), int(parts[1])
+    w, h = size
+    return int(w), int(h)
+
+
+def check_frames(frame_num: int) -> None:
+    if not isinstance(frame_num, int) or frame_num < 1 or (frame_num - 1) % 4:
+        lo = max(1, 1 + 4 * ((max(frame_num, 1) - 1) // 4)) if isinstance(frame_num, int) else 81
+        raise ValueError(f"frame_num must be of the form 4n+1 (1, 5, 9, ..., 81); got {frame_num!r}, "
+                         f"use {lo} or {lo + 4}")
+
+
+def check_size(width: int, height: int, variant: Variant, strict: bool) -> None:
+    if width % 16 or height % 16 or width <= 0 or height <= 0:
+        raise ValueError(f"size {width}*{height}: width and height must be positive multiples of 16 "
+                         f"(e.g. {max(16, width // 16 * 16)}*{max(16, height // 16 * 16)})")
+    allowed = variant.sample.sizes
+    if strict and allowed and f"{width}*{height}" not in allowed:
+        raise ValueError(f"size {width}*{height} is not supported by {variant.name}; choose one of "
+                         f"{', '.join(allowed)} (or pass strict_size=False to try anyway)")
+
+
+def resolve_seed(seed: Optional[int]) -> int:
+    if seed is None or seed < 0:
+        return random.randint(0, 2**31 - 1)
+    return int(seed)
+
+
+def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
+    """fp32 noise from a CPU generator, so a seed gives the same video on any device."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(tuple(shape), generator=g, dtype=torch.float32).to(device)
+
+
+@dataclass
+class GenerationOutput:
+    """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested)."""
+    frames: list
+    settings: dict = field(default_factory=dict)
+    path: Optional[Path] = None
+    latents: Optional[torch.Tensor] = None
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+class WanPipeline:
+    """Base class: holds the components and runs the guided denoising loop.
+
+    Memory plans (``offload``):
+      * ``"none"``: every model stays resident on the device (fastest).
+      * ``"sequential"``: the text encoder is released after encoding (its prompts stay cached
+        in memory for this pipeline), and the DiT is moved to the CPU before the VAE decodes.
+    ``t5_cpu=True`` (at load time) runs the text encoder on the CPU while the DiT is elsewhere.
+    """
+
+    task = "t2v"
+
+    def __init__(self, components: Components, offload: str = "none", progress: bool = True):
+        if offload not in ("none", "sequential"):
+            raise ValueError(f"offload must be 'none' or 'sequential', got {offload!r}")
+        self.c = components
+        self.variant = components.variant
+        self.offload = offload
+        self.progress = progress
+        self._prompt_memo: dict[str, torch.Tensor] = {}
+
+    # -------------------------------------------------------------- convenience
+    @property
+    def dit(self):
+        return self.c.dit
+
+    @property
+    def vae(self):
+        return self.c.vae
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, path: PathLike, **kw):
+        from openwan.pipelines import load_pipeline
+        return load_pipeline(path, task=cls.task, **kw)
+
+    def defaults(self) -> SampleDefaults:
+        return self.variant.sample
+
+    # -------------------------------------------------------------- prompts
+    def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Text features [L_i, dim] on the DiT's device, memoised per prompt for this pipeline."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._prompt_memo]
+        if todo:
+            te = self.c.text_encoder
+            if te is None or getattr(te, "released", False):
+                raise RuntimeError("the text encoder was released (offload='sequential'); only prompts encoded "
+                                   "before can be reused. Load the pipeline again for new prompts.")
+            for p, e in zip(todo, te.encode(todo)):
+                self._prompt_memo[p] = e.float()
+        if self.offload == "sequential" and self.c.text_encoder is not None:
+            self.c.text_encoder.release()
+        return [self._prompt_memo[p].to(self.device) for p in prompts]
+
+    # -------------------------------------------------------------- denoising
+    def denoise(self, noise: torch.Tensor, context: torch.Tensor, context_null: Optional[torch.Tensor], *,
+                steps: int, shift: float, guide_scale: float, solver: str = "unipc",
+                sigmas: Optional[torch.Tensor] = None, start: Optional[torch.Tensor] = None,
+                cfg_batch: bool = True, model_kwargs: Optional[dict] = None,
+                callback: Optional[Callable] = None) -> torch.Tensor:
+        """Integrate the flow from noise to a clean latent [C, F, H, W] with classifier-free guidance.
+
+        ``cfg_batch`` runs cond and uncond in one batched forward; guidance is skipped at scale 1.
+        ``model_kwargs`` are per-sample DiT inputs (y, clip_fea, vace_context...) without the batch dim.
+        ``sigmas``/``start`` let video-to-video begin part-way along the grid from a noised latent.
+        """
+        if sigmas is None:
+            sigmas = sampling.sigmas_for(solver, steps, shift)
+        x = noise if start is None else start
+        kw = model_kwargs or {}
+        guided = guide_scale != 1.0 and context_null is not None
+        dit = self.dit
+        dt = next(dit.parameters()).dtype
+
+        def batch(v, n):
+            if v is None or not torch.is_tensor(v):
+                return v
+            return torch.stack([v] * n) if n > 1 else v[None]
+
+        def model_fn(xt, t, sigma):
+            if guided and cfg_batch:
+                kwb = {k: (v if k == "vace_context_scale" else batch(v, 2)) for k, v in kw.items()}
+                if "clip_fea" in kw:  # clip features already carry their own leading dim
+                    kwb["clip_fea"] = torch.cat([kw["clip_fea"], kw["clip_fea"]])
+                out = dit(torch.stack([xt, xt]).to(dt), t.expand(2), [context, context_null], **kwb)
+                return sampling.cfg(out[0].float(), out[1].float(), guide_scale)
+            kw1 = {k: (v if k in ("vace_context_scale", "clip_fea") else batch(v, 1)) for k, v in kw.items()}
+            cond = dit(xt[None].to(dt), t, [context], **kw1)[0].float()
+            if not guided:
+                return cond
+            uncond = dit(xt[None].to(dt), t, [context_null], **kw1)[0].float()
+            return sampling.cfg(cond, uncond, guide_scale)
+
+        bar = None
+        n_steps = len(sigmas) - 1
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=n_steps, desc="denoising", unit="step", leave=False)
+        t0 = time.perf_counter()
+
+        def on_step(i, t, x_next):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{(time.perf_counter() - t0) / (i + 1):.2f}s/step")
+            if callback is not None:
+                callback(i, t, x_next)
+
+        with torch.inference_mode():
+            out = sampling.sample(model_fn, x, sigmas, solver=solver, callback=on_step)
+        if bar is not None:
+            bar.close()
+        return out
+
+    # -------------------------------------------------------------- decoding
+    def _before_decode(self):
+        if self.offload == "sequential" and self.device.type != "cpu":
+            self.dit.to("cpu")
+            torch.cuda.empty_cache()
+
+    def decode_frames(self, latent: torch.Tensor):
+        """Latent [C, T, h, w] -> iterator of uint8 frame chunks [n, H, W, 3] (streamed)."""
+        from openwan.video import to_uint8
+        self._before_decode()
+        z = latent[None].to(self.vae.device)
+        for chunk in self.vae.decode_stream(z):
+            yield to_uint8(chunk[0].float())
+
+    def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
+               output_path: Optional[PathLike] = None, overwrite: bool = False,
+               fps: Optional[int] = None, return_frames: bool = True) -> GenerationOutput:
+        """Decode, optionally write the file (frames streamed straight into the writer), and return."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type == "latent":
+            return GenerationOutput([latent], settings, latents=latent)
+        from openwan.video import write_image, write_video
+        kept: list[np.ndarray] = []
+        fps = fps or self.variant.sample.fps
+
+        def frames():
+            for chunk in self.decode_frames(latent):
+                if return_frames:
+                    kept.append(chunk)
+                yield chunk
+
+        path = None
+        if output_path is not None:
+            output_path = Path(output_path)
+            meta = {"openwan": settings}
+            if settings.get("frame_num", 2) == 1 or output_path.suffix.lower() == ".png":
+                chunk = np.concatenate(list(frames()))
+                path = write_image(chunk[0], output_path, metadata=meta, overwrite=overwrite)
+            else:
+                path = write_video(frames(), output_path, fps=fps, metadata=meta, overwrite=overwrite)
+        else:
+            for _ in frames():
+                pass
+        video = np.concatenate(kept) if kept else None
+        return GenerationOutput([self._convert(video, output_type)] if video is not None else [], settings, path)
+
+    @staticmethod
+    def _convert(video: np.ndarray, output_type: str):
+        if output_type == "uint8":
+            return video
+        if output_type == "np":
+            return video.astype(np.float32) / 255.0
+        if output_type == "pt":
+            return torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255.0
+        from PIL import Image
+        return [Image.fromarray(f) for f in video]
+
+    # -------------------------------------------------------------- settings record
+    def settings(self, **kw) -> dict:
+        d = {"task": self.task, "variant": self.variant.name, "checkpoint": self.c.source}
+        d.update({k: v for k, v in kw.items() if v is not None})
+        return d
