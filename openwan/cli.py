@@ -17,7 +17,7 @@ from pathlib import Path
 SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "size", "frame_num": "frame_num",
                  "sample_steps": "sample_steps", "sample_shift": "sample_shift",
                  "sample_guide_scale": "guide_scale", "sample_solver": "sample_solver", "base_seed": "seed",
-                 "task": "task", "ckpt_dir": "checkpoint", "image": "image", "first_frame": "first_frame",
+                 "image": "image", "first_frame": "first_frame",
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale"}
 
@@ -97,8 +97,11 @@ def cmd_generate(a) -> int:
             flag = inv.get(key)
             if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
                 setattr(a, flag, val)
-        if s.get("variant") and a.task is None:
-            a.task = s["variant"]
+        if a.task is None:
+            if s.get("task") == "v2v":
+                a.task = "v2v"
+            elif s.get("variant") and not str(s["variant"]).startswith("custom-"):
+                a.task = s["variant"]
         if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
             a.ckpt_dir = s["checkpoint"]
     prompt = a.prompt_pos or a.prompt

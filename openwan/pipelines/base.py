@@ -60,6 +60,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
                               f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
+    check_checkpoint_dir(path)
     device = _device(device)
     # On CPU compute in fp32 (no fast bf16 matmul); on CUDA keep the published bf16.
     dit_dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
@@ -77,6 +78,28 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         from openwan.models.image_encoder import ImageEncoder
         image_encoder = ImageEncoder.from_pretrained(path, device=device)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path))
+
+
+OFFICIAL_NEEDS = {"DiT config": ["config.json"],
+                  "VAE": ["Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors"],
+                  "text encoder": ["models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors"],
+                  "tokenizer": ["google/umt5-xxl"]}
+DIFFUSERS_NEEDS = {"DiT": ["transformer"], "VAE": ["vae"], "text encoder": ["text_encoder"],
+                   "tokenizer": ["tokenizer"]}
+
+
+def check_checkpoint_dir(path: Path) -> None:
+    """Name every file a checkpoint directory lacks before loading anything."""
+    from openwan.checkpoints import CheckpointError
+    diffusers = (path / "transformer").is_dir() or (path / "model_index.json").exists()
+    needs = DIFFUSERS_NEEDS if diffusers else OFFICIAL_NEEDS
+    missing = [f"{what} ({' or '.join(names)})" for what, names in needs.items()
+               if not any((path / n).exists() for n in names)]
+    if not diffusers and not list(path.glob("diffusion_pytorch_model*.safetensors")):
+        missing.insert(0, "DiT weights (diffusion_pytorch_model*.safetensors)")
+    if missing:
+        layout = "diffusers" if diffusers else "official"
+        raise CheckpointError(f"checkpoint directory {path} ({layout} layout) is missing: {'; '.join(missing)}")
 
 
 def _custom_variant(dit_config) -> Variant:
