@@ -18,11 +18,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import torch
+
+from openwan.fileio import atomic_write, write_json  # noqa: F401 - re-exported
 
 
 class CheckpointError(RuntimeError):
@@ -116,22 +117,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- writing
 
-def atomic_write(path: str | os.PathLike, write_fn, suffix: str = "") -> Path:
-    """Call write_fn(tmp_path) then rename tmp -> path, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
                      metadata: Optional[dict] = None) -> Path:
     from safetensors.torch import save_file
@@ -164,10 +149,6 @@ def save_sharded(state_dict: dict[str, torch.Tensor], directory: str | os.PathLi
     atomic_write(directory / f"{prefix}.safetensors.index.json",
                  lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
     return paths
-
-
-def write_json(obj, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False)))
 
 
 # ----------------------------------------------------------------------------- key checks
