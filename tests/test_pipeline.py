@@ -176,3 +176,52 @@ def test_cli_errors_with_checkpoint(ckpts, tmp_path, capsys):
         assert "error" in capsys.readouterr().err
     finally:
         ro.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- parity with diffusers
+
+def test_t2v_run_matches_diffusers_wan_pipeline(ckpts):
+    """One whole sampling run vs diffusers' WanPipeline on the same tiny weights and the same grid.
+
+    Both get the same initial noise, prompts and the reference's UniPC grid (diffusers' own default grid
+    is 0.001 higher before the shift, so it is fed our unshifted sigmas). Remaining differences: the
+    DiT's time sinusoid and RoPE (float64 here, fp32 in diffusers, ~1e-5 per step), and the final
+    uint8 conversion (the reference truncates; diffusers returns floats).
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    from openwan import sampling
+    from openwan.pipelines.base import make_noise
+
+    root = ckpts["diffusers"]
+    steps, shift, scale, seed = 4, 3.0, 5.0, 123
+    ours = load_pipeline(root, variant="tiny-t2v", progress=False)
+    res = ours("a red circle moving right", negative_prompt="blurry", seed=seed, sample_steps=steps,
+               sample_shift=shift, guide_scale=scale, frame_num=5, size="64*32", output_type="latent")
+
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
+                                    num_train_timesteps=1000)
+    base = sampling.unipc_sigmas(steps, 1.0)[:-1].numpy()  # the reference's unshifted grid
+    orig = sched.set_timesteps
+    sched.set_timesteps = lambda n, device=None, **kw: orig(sigmas=base.copy(), device=device)
+    pipe = WanPipeline(tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer"),
+                       text_encoder=UMT5EncoderModel.from_pretrained(root / "text_encoder"),
+                       transformer=WanTransformer3DModel.from_pretrained(root / "transformer"),
+                       vae=AutoencoderKLWan.from_pretrained(root / "vae"), scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    noise = make_noise((16, 2, 4, 8), seed, "cpu")[None]
+    lat = pipe("a red circle moving right", negative_prompt="blurry", height=32, width=64, num_frames=5,
+               num_inference_steps=steps, guidance_scale=scale, latents=noise.clone(), output_type="latent",
+               max_sequence_length=512).frames[0]
+    assert torch.allclose(torch.tensor(sched.timesteps[:steps].numpy(), dtype=torch.int64),
+                          sampling.timesteps_from_sigmas(sampling.unipc_sigmas(steps, shift)[:-1]))
+    diff = (res.latents - lat.float()).abs().max().item()
+    assert diff <= 1e-4, diff  # measured 3.7e-6
+    # decoded through each side's VAE: within one uint8 level plus the truncation step
+    video = pipe.vae.decode(lat * torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
+                            + torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1),
+                            return_dict=False)[0]
+    ref_u8 = ((video[0].clamp(-1, 1) + 1) / 2 * 255).permute(1, 2, 3, 0).to(torch.uint8).numpy()
+    ours_u8 = ours.finish(res.latents, {}, "uint8").frames[0]
+    assert np.abs(ours_u8.astype(int) - ref_u8.astype(int)).max() <= 2
