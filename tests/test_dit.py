@@ -399,3 +399,17 @@ print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     base, peak = map(int, out.stdout.split())
     # one model copy plus about one shard in flight; a load through a full state dict would be >= 2x
     assert peak - base < 1.5 * model_bytes, (peak - base) / model_bytes
+
+
+def test_chunked_ffn_equals_whole():
+    from openwan.models.dit import FeedForward
+    cfg = tiny("t2v")
+    m = rand_model(cfg)
+    x, ctx, _ = inputs(cfg, f=4, h=16, w=16)  # 256 tokens
+    with torch.no_grad():
+        FeedForward.chunk_tokens = 0
+        whole = m(x, torch.tensor([500]), ctx)
+        FeedForward.chunk_tokens = 48
+        chunked = m(x, torch.tensor([500]), ctx)
+        FeedForward.chunk_tokens = 2048
+    assert (whole - chunked).abs().max().item() <= 1e-6

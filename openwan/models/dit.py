@@ -178,11 +178,22 @@ class CrossAttention(nn.Module):
 
 
 class FeedForward(nn.Sequential):
+    """Linear, GELU(tanh), Linear. Long sequences run in token chunks, so the ffn_dim-wide
+    intermediate (the largest activation of the model) never exists for the whole sequence."""
+
+    chunk_tokens = 2048
+
     def __init__(self, dim: int, ffn_dim: int):
         super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
 
-    def forward(self, x):
+    def _ffn(self, x):
         return linear(self[2], self[1](linear(self[0], x)))
+
+    def forward(self, x):
+        n = self.chunk_tokens
+        if not n or x.shape[1] <= n or torch.is_grad_enabled():
+            return self._ffn(x)
+        return torch.cat([self._ffn(c) for c in x.split(n, dim=1)], dim=1)
 
 
 # ----------------------------------------------------------------------------- the block
