@@ -227,8 +227,9 @@ TINY_VARIANTS: dict[str, Variant] = {
                         TINY_VAE, _TINY_TE, TINY_IMAGE_ENCODER,
                         sample=SampleDefaults(steps=4, frame_num=5, shift=3.0, sizes=("64*32", "32*32"),
                                               size="64*32")),
+    # flf2v's emb_pos covers 2 x 257 CLIP tokens: its tiny CLIP keeps the 224-pixel input (16x16 patches + cls)
     "tiny-flf2v": Variant("tiny-flf2v", "flf2v", TINY_DIT.replace(model_type="flf2v", in_dim=36, image_dim=32),
-                          TINY_VAE, _TINY_TE, TINY_IMAGE_ENCODER,
+                          TINY_VAE, _TINY_TE, TINY_IMAGE_ENCODER.replace(image_size=224),
                           sample=SampleDefaults(steps=4, frame_num=5, shift=16.0, sizes=("64*32", "32*32"),
                                                 size="64*32")),
     "tiny-vace": Variant("tiny-vace", "vace", TINY_DIT.replace(vace_layers=(0, 1), vace_in_dim=96),

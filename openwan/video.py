@@ -330,7 +330,7 @@ def _parse_metadata(text: Optional[str], path: Path) -> dict:
     return {}
 
 
-def _to_rgb_array(img) -> np.ndarray:
+def to_rgb_array(img) -> np.ndarray:
     """Any Pillow image -> RGB uint8 [H, W, 3]."""
     from PIL import Image
 
@@ -372,7 +372,7 @@ def read_image(path: PathLike) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img) or img
-            return _to_rgb_array(img)
+            return to_rgb_array(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _open_error(path, "image", e) from None
 

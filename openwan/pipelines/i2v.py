@@ -1,0 +1,353 @@
+"""Image-to-video: an image and a prompt -> a video that starts on that image.
+
+    image --CLIP (penultimate block)--> clip_fea [1, 257, 1280] ------------------------.
+    image --bicubic to h x w--> [image, 0, 0, ... 0] (F frames) --VAE--> latent [16, T', h/8, w/8]
+    first-frame mask [4, T', h/8, w/8]                                                   |
+    y = cat[mask, latent] (20 ch);  DiT input = cat[noise (16), y] = 36 ch  <-------------'
+    prompt --umT5--> context;  guided flow (UniPC) --> latent --VAE--> video
+
+The output size follows the image's aspect ratio at the area of ``size`` (the reference rule):
+latent side = floor(sqrt(area * aspect) / 8 / 2) * 2, pixels = latent side * 8. So ``size="832*480"``
+(area 399360) with a square image gives 624*624, with a 4:3 landscape image 720*544, with an
+832x480 image 832*480 (see :func:`i2v_size`).
+
+This module also holds the small input helpers the other task pipelines share (image loading,
+aspect-preserving fits, the frame mask).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
+                                    make_noise, parse_size, resolve_seed)
+
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
+
+# The reference's shift for i2v depends on the chosen size, not on the checkpoint (generate.py).
+SHIFT_480P, SHIFT_720P = 3.0, 5.0
+SIZES_480P = ("832*480", "480*832")
+SIZES_720P = ("1280*720", "720*1280")
+
+
+# ============================================================================ input helpers (shared)
+
+def _is_path(x) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def _array_to_rgb(a: np.ndarray, what: str) -> np.ndarray:
+    """uint8/uint16 [H, W], [H, W, 1|3|4] -> RGB uint8 [H, W, 3] (alpha composited on white)."""
+    if a.dtype == np.bool_ or not (a.dtype == np.uint8 or a.dtype == np.uint16):
+        raise ValueError(f"{what}: an image array must be uint8 (0..255) or uint16, got {a.dtype}; convert float "
+                         f"images in [0, 1] with (x * 255).round().astype(np.uint8)")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"{what}: an image array must be [H, W, 3] (RGB, channels last), [H, W, 4] (RGBA) or "
+                         f"[H, W] (grayscale), got shape {tuple(a.shape)}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{what}: the image is empty (shape {tuple(a.shape)})")
+    x = a.astype(np.float64)
+    if a.dtype == np.uint16:
+        x = x / 257.0                                 # 0..65535 -> 0..255
+    if a.shape[-1] == 4:                              # alpha over white, as read_image does
+        alpha = x[..., 3:] / 255.0
+        x = x[..., :3] * alpha + 255.0 * (1 - alpha)
+    if a.dtype == np.uint8 and a.shape[-1] == 3:
+        return np.ascontiguousarray(a)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def load_image(image: ImageLike, what: str = "image") -> np.ndarray:
+    """Any image input -> RGB uint8 [H, W, 3].
+
+    Accepts a file path (read with :func:`openwan.video.read_image`: EXIF rotation, alpha on white,
+    grayscale and 16-bit converted), a PIL image (same conversions), or a uint8/uint16 array or
+    tensor [H, W, 3], [H, W, 4] or [H, W]. A missing file raises FileNotFoundError, a corrupt one or
+    a wrong array ValueError; both messages name ``what`` (e.g. "first_frame").
+    """
+    from openwan.video import to_rgb_array, read_image
+    if image is None:
+        raise ValueError(f"{what} is required (a file path, a PIL image or a uint8 [H, W, 3] array)")
+    if _is_path(image):
+        if str(image).strip() == "":
+            raise ValueError(f"{what}: empty path")
+        try:
+            return read_image(image)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what}: no such file: {image}") from None
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"{what}: the image is empty ({image.width}x{image.height})")
+        return to_rgb_array(ImageOps.exif_transpose(image) or image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, what)
+    raise ValueError(f"{what} must be a file path, a PIL image or a uint8 [H, W, 3] array, got "
+                     f"{type(image).__name__}")
+
+
+def image_to_tensor(img: np.ndarray, device=None) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1] ((x/255 - 0.5) / 0.5, as the reference)."""
+    t = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float()
+    return t.div(255.0).sub(0.5).div(0.5)
+
+
+def fit_cover(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
+    """Aspect-preserving resize so ``x`` covers height x width, then a centre crop to exactly that.
+
+    ``x``: [C, H, W] or [N, C, H, W]. Smooth modes (bicubic, bilinear) antialias when shrinking and the
+    result is clamped to the input's range, so [-1, 1] images stay in [-1, 1]; use
+    ``mode="nearest-exact"`` for masks. An input already of the target size is returned unchanged.
+    """
+    single = x.ndim == 3
+    xb = x[None] if single else x
+    h0, w0 = xb.shape[-2:]
+    if (h0, w0) == (height, width):
+        return x
+    scale = max(height / h0, width / w0)
+    nh, nw = max(height, round(h0 * scale)), max(width, round(w0 * scale))
+    if mode in ("bicubic", "bilinear"):
+        lo, hi = xb.min(), xb.max()
+        y = F.interpolate(xb.float(), size=(nh, nw), mode=mode, align_corners=False, antialias=True)
+        y = y.clamp(lo, hi)
+    else:
+        y = F.interpolate(xb.float(), size=(nh, nw), mode=mode)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    y = y[..., top:top + height, left:left + width].to(x.dtype)
+    return y[0] if single else y
+
+
+def fit_contain(x: torch.Tensor, height: int, width: int, fill: float = 1.0) -> torch.Tensor:
+    """The reference's placement of a VACE reference image: scale [3, H, W] to fit inside
+    height x width (bilinear, align_corners False), centred on a ``fill`` canvas (1 = white in [-1, 1]).
+    An image already of the target size is returned unchanged."""
+    h0, w0 = x.shape[-2:]
+    if (h0, w0) == (height, width):
+        return x
+    scale = min(height / h0, width / w0)
+    nh, nw = max(1, int(h0 * scale)), max(1, int(w0 * scale))
+    y = F.interpolate(x[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    canvas = torch.full((x.shape[0], height, width), fill, dtype=torch.float32, device=x.device)
+    top, left = (height - nh) // 2, (width - nw) // 2
+    canvas[:, top:top + nh, left:left + nw] = y
+    return canvas.to(x.dtype)
+
+
+def i2v_size(image_h: int, image_w: int, area: int, stride: int = 8, patch: int = 2) -> tuple[int, int]:
+    """Output (height, width) for an image of image_h x image_w at ``area`` pixels.
+
+    latent h = round(sqrt(area * image_h / image_w)) // stride // patch * patch (likewise w with the
+    inverse ratio); pixels = latent * stride, so both sides are multiples of stride * patch = 16.
+
+    The reference code floors sqrt(...) instead of rounding it. Mathematically the two agree except
+    within half a pixel below a multiple of 16, but in float arithmetic the floor loses a whole
+    block exactly when the image already has the target aspect: an 832x480 image at area 832*480
+    gives sqrt(...) = 479.99999999999994 and the reference makes a 832x464 video. Rounding first
+    (as diffusers' Wan I2V example does) gives 832x480.
+    """
+    ratio = image_h / image_w
+    lat_h = round(math.sqrt(area * ratio)) // stride // patch * patch
+    lat_w = round(math.sqrt(area / ratio)) // stride // patch * patch
+    if lat_h < patch or lat_w < patch:
+        raise ValueError(f"an image of {image_w}x{image_h} (aspect {image_w / image_h:.3g}) is too elongated for "
+                         f"an area of {area} pixels: the video would be {lat_w * stride}x{lat_h * stride}; "
+                         f"crop the image or choose a larger size")
+    return lat_h * stride, lat_w * stride
+
+
+def frame_mask(frame_num: int, lat_h: int, lat_w: int, known: Sequence[int] = (0,),
+               temporal_ratio: int = 4) -> torch.Tensor:
+    """The I2V/FLF2V conditioning mask [4, T', lat_h, lat_w]: 1 where a pixel frame is given.
+
+    Pixel-frame mask m[F] (1 at ``known``), the first frame repeated ``temporal_ratio`` times (F+3
+    entries), viewed as [T', 4] and transposed: channel c of latent frame t is frame 4t+c-3 (t > 0).
+    So i2v gives latent frame 0 all ones; flf2v also sets channel 3 of the last latent frame.
+    """
+    m = torch.zeros(frame_num, lat_h, lat_w)
+    m[list(known)] = 1.0
+    m = torch.cat([m[:1].expand(temporal_ratio, -1, -1), m[1:]])
+    return m.view(-1, temporal_ratio, lat_h, lat_w).transpose(0, 1).contiguous()
+
+
+def source_name(x) -> Optional[str]:
+    """What to record in the settings for an input: its path, or None for in-memory data."""
+    return str(x) if _is_path(x) else None
+
+
+def check_output_free(output_path: Optional[PathLike], overwrite: bool) -> None:
+    """Fail before any work when the output exists (the writer would refuse it at the end)."""
+    if output_path is not None and not overwrite and Path(output_path).exists():
+        raise FileExistsError(f"{output_path} already exists; pass overwrite=True (or choose another name) "
+                              f"to replace it")
+
+
+def check_prompt(prompt) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+
+
+def with_prefix(negative_prompt: str, *prefixes: str) -> str:
+    """The task's default negative prompt: add the reference's prefixes to the plain t2v default
+    (tiny/custom variants carry the plain one); any other text is left alone."""
+    return "".join(prefixes) + negative_prompt if negative_prompt == NEGATIVE_PROMPT else negative_prompt
+
+
+# ============================================================================ the pipeline
+
+class ImageToVideo(WanPipeline):
+    """``pipe(prompt, image=...)`` -> :class:`GenerationOutput` with ``frames[0]`` = [F, H, W, 3] uint8.
+
+    ``size`` picks the area (one of the variant's sizes); the output's aspect ratio is the image's.
+    Every argument left None takes the variant's default (the reference generate.py's): 40 steps,
+    guidance 5, shift 3.0 at the 480p sizes and 5.0 at the 720p ones, and the negative prompt with
+    the i2v prefix.
+    """
+
+    task = "i2v"
+    model_type = "i2v"          # the DiT this pipeline needs
+
+    def __init__(self, components, offload: str = "none", progress: bool = True):
+        super().__init__(components, offload=offload, progress=progress)
+        cfg = self.dit.config
+        if cfg.model_type != self.model_type:
+            kind = "vace" if cfg.is_vace else cfg.model_type
+            raise ValueError(f"the {self.task} task needs a {self.model_type} checkpoint (DiT model_type "
+                             f"{self.model_type!r}, 36 input channels, CLIP image input); this one is a {kind} "
+                             f"model ({self.variant.name}). Load a Wan2.1-{self.model_type.upper()}-14B checkpoint.")
+        if self.c.image_encoder is None:
+            raise ValueError(f"the {self.task} task needs the CLIP image encoder "
+                             f"(models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth or image_encoder/) "
+                             f"in the checkpoint directory")
+
+    # -------------------------------------------------------------- defaults
+    def default_shift(self, width: int, height: int) -> float:
+        size = f"{width}*{height}"
+        if size in SIZES_480P:
+            return SHIFT_480P
+        if size in SIZES_720P:
+            return SHIFT_720P
+        return self.defaults().shift
+
+    def default_negative_prompt(self) -> str:
+        return with_prefix(self.defaults().negative_prompt, I2V_NEGATIVE_PREFIX)
+
+    # -------------------------------------------------------------- call
+    def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, image: ImageLike = None,
+                 size: Union[str, tuple, None] = None, frame_num: Optional[int] = None,
+                 sample_steps: Optional[int] = None, sample_shift: Optional[float] = None,
+                 guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
+                 seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
+                 overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
+                 return_frames: bool = True, callback=None) -> GenerationOutput:
+        """Generate a video whose first frame is ``image`` (a path, PIL image or uint8 [H, W, 3] array)."""
+        img = load_image(image, "image")
+        return self._generate([image_to_tensor(img)], {"image": source_name(image)}, prompt, negative_prompt,
+                              size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
+                              guide_scale=guide_scale, sample_solver=sample_solver, seed=seed,
+                              output_type=output_type, output_path=output_path, overwrite=overwrite,
+                              cfg_batch=cfg_batch, strict_size=strict_size, return_frames=return_frames,
+                              callback=callback)
+
+    # -------------------------------------------------------------- conditioning
+    def clip_features(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [-1, 1] -> CLIP features [N, 257, 1280] (fp32, on the DiT's device)."""
+        enc = self.c.image_encoder
+        return enc.encode(images.to(enc.device)).float().to(self.device)
+
+    def condition_latent(self, images: dict[int, torch.Tensor], frame_num: int, height: int,
+                         width: int) -> torch.Tensor:
+        """VAE latent [16, T', h, w] of a clip that is ``images[i]`` at frame i and zero elsewhere.
+
+        Each image [3, H, W] in [-1, 1] is resized to height x width by bicubic interpolation
+        (align_corners False, no antialias: the reference's rule). The clip is streamed to the
+        encoder 1 then 4 frames at a time, so the zero frames are never held all at once.
+        """
+        vae = self.vae
+        r = vae.temporal_ratio
+        resized = {i: F.interpolate(im[None].float(), size=(height, width), mode="bicubic",
+                                    align_corners=False)[0] for i, im in images.items()}
+
+        def chunks():
+            start = 0
+            while start < frame_num:
+                n = 1 if start == 0 else r
+                c = torch.zeros(1, 3, n, height, width, device=vae.device, dtype=vae.dtype)
+                for i, im in resized.items():
+                    if start <= i < start + n:
+                        c[0, :, i - start] = im.to(c)
+                yield c
+                start += n
+
+        return vae.encode(chunks())[0].float()
+
+    def condition(self, images: list[torch.Tensor], frame_num: int, height: int, width: int) -> dict:
+        """The DiT's extra inputs: ``y`` = cat[mask (4), image latent (16)] and ``clip_fea``.
+
+        ``images``: one ([first]) or two ([first, last]) tensors [3, H, W] in [-1, 1] of equal size.
+        """
+        s = self.vae.spatial_ratio
+        known = [0] if len(images) == 1 else [0, frame_num - 1]
+        latent = self.condition_latent(dict(zip(known, images)), frame_num, height, width)
+        mask = frame_mask(frame_num, height // s, width // s, known, self.vae.temporal_ratio).to(latent)
+        y = torch.cat([mask, latent]).to(self.device)
+        clip_fea = self.clip_features(torch.stack(images))
+        return {"y": y, "clip_fea": clip_fea}
+
+    # -------------------------------------------------------------- shared generation
+    def _generate(self, images: list[torch.Tensor], sources: dict, prompt, negative_prompt, *, size, frame_num,
+                  sample_steps, sample_shift, guide_scale, sample_solver, seed, output_type, output_path,
+                  overwrite, cfg_batch, strict_size, return_frames, callback) -> GenerationOutput:
+        d = self.defaults()
+        width, height = parse_size(size, d.size)
+        frame_num = d.frame_num if frame_num is None else frame_num
+        check_frames(frame_num)
+        if len(images) == 2 and frame_num < 5:
+            raise ValueError(f"frame_num must be at least 5 for first-last-frame generation, got {frame_num}")
+        check_size(width, height, self.variant, strict_size)
+        check_prompt(prompt)
+        ih, iw = images[0].shape[-2:]
+        out_h, out_w = i2v_size(ih, iw, width * height, self.vae.spatial_ratio, self.dit.patch_size[1])
+        steps = sample_steps or d.steps
+        shift = self.default_shift(width, height) if sample_shift is None else sample_shift
+        scale = d.guide_scale if guide_scale is None else guide_scale
+        solver = sample_solver or d.solver
+        negative_prompt = self.default_negative_prompt() if negative_prompt is None else negative_prompt
+        seed = resolve_seed(seed)
+        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
+                                 video_size=f"{out_w}*{out_h}", frame_num=frame_num, sample_steps=steps,
+                                 sample_shift=shift, guide_scale=scale, sample_solver=solver, seed=seed, **sources)
+        check_output_free(output_path, overwrite)
+
+        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        with torch.inference_mode():
+            cond = self.condition([im.to(self.vae.device) for im in images], frame_num, out_h, out_w)
+        vae = self.vae
+        s, r = vae.spatial_ratio, vae.temporal_ratio
+        noise = make_noise((vae.z_dim, (frame_num - 1) // r + 1, out_h // s, out_w // s), seed, self.device)
+        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
+                              guide_scale=scale, solver=solver, cfg_batch=cfg_batch, model_kwargs=cond,
+                              callback=callback)
+        return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
+
+
+PIPELINE = ImageToVideo
+
+__all__ = ["ImageToVideo", "load_image", "image_to_tensor", "fit_cover", "fit_contain", "i2v_size", "frame_mask"]

@@ -1,0 +1,183 @@
+"""Video-to-video (SDEdit): re-render a source video along a prompt, with any text-to-video checkpoint.
+
+    source video --fit to size (cover + centre crop)--> [3, F, H, W] --VAE--> x0 [16, T', h, w]
+    grid = the tail of the full ``steps``-step grid from the first sigma <= strength
+    x = (1 - sigma_0) x0 + sigma_0 noise            (openwan.sampling.add_noise)
+    guided flow from sigma_0 to 0 --> VAE --> video
+
+``strength`` is the noise level the source is pushed to (0 keeps it, 1 ignores it); see
+:func:`openwan.sampling.sigmas_for_strength` for how it maps to steps (with shift > 1 fewer than
+``strength * steps`` steps run). This module also holds the video-loading helpers VACE shares.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from openwan import sampling
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
+                                    make_noise, parse_size, resolve_seed)
+from openwan.pipelines.i2v import (_is_path, check_output_free, check_prompt, fit_cover, load_image, source_name)
+
+VideoLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, list]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_STRENGTH = 0.8
+
+
+# ============================================================================ input helpers (shared with VACE)
+
+def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = False) -> np.ndarray:
+    """A video input -> RGB uint8 [F, H, W, 3].
+
+    Accepts a video file path (any format PyAV reads), a uint8 array/tensor [F, H, W, 3], or a list
+    of frames (paths, PIL images or [H, W, 3] arrays). With ``allow_image`` a still-image path or a
+    single [H, W, 3] frame is a one-frame video. Errors (ValueError; FileNotFoundError for a missing
+    file) name ``what``.
+    """
+    from openwan.video import read_video
+    if video is None:
+        raise ValueError(f"{what} is required (a video file path or a uint8 [F, H, W, 3] array)")
+    if _is_path(video):
+        if str(video).strip() == "":
+            raise ValueError(f"{what}: empty path")
+        if Path(video).suffix.lower() in IMAGE_SUFFIXES:
+            if not allow_image:
+                raise ValueError(f"{what}: {video} is an image; give a video file (or a list of frames)")
+            return load_image(video, what)[None]
+        try:
+            frames, _ = read_video(video)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what}: no such file: {video}") from None
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+        return frames
+    if isinstance(video, (list, tuple)):
+        if not video:
+            raise ValueError(f"{what}: the list of frames is empty")
+        frames = [load_image(f, f"{what} frame {i}") for i, f in enumerate(video)]
+        if any(f.shape != frames[0].shape for f in frames):
+            sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
+            raise ValueError(f"{what}: all frames must have the same size, got {', '.join(sizes)}")
+        return np.stack(frames)
+    if isinstance(video, torch.Tensor):
+        video = video.detach().cpu().numpy()
+    if isinstance(video, np.ndarray):
+        if video.ndim == 3 and allow_image:
+            return load_image(video, what)[None]
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"{what}: a video array must be uint8 [F, H, W, 3] (RGB, channels last), got shape "
+                             f"{tuple(video.shape)}")
+        if video.dtype != np.uint8:
+            raise ValueError(f"{what}: a video array must be uint8 (0..255), got {video.dtype}")
+        if video.shape[0] == 0:
+            raise ValueError(f"{what}: the video has no frames")
+        if video.shape[1] == 0 or video.shape[2] == 0:
+            raise ValueError(f"{what}: the video frames are empty (shape {tuple(video.shape)})")
+        return np.ascontiguousarray(video)
+    raise ValueError(f"{what} must be a video file path, a uint8 [F, H, W, 3] array or a list of frames, got "
+                     f"{type(video).__name__}")
+
+
+def video_to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> float32 [3, F, H, W] in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(3, 0, 1, 2).float()
+    return t.div(255.0).sub(0.5).div(0.5)
+
+
+def fit_video(video: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
+    """[C, F, H, W] -> [C, F, height, width] by :func:`fit_cover` on every frame (aspect kept, centre crop)."""
+    return fit_cover(video.transpose(0, 1), height, width, mode=mode).transpose(0, 1)
+
+
+def choose_frames(available: int, frame_num: Optional[int], what: str = "src_video") -> int:
+    """How many source frames to use: ``frame_num`` (the source must have that many), or by default
+    the largest 4n+1 the source has."""
+    if frame_num is None:
+        return 1 + 4 * ((available - 1) // 4)
+    check_frames(frame_num)
+    if available < frame_num:
+        raise ValueError(f"{what} has {available} frames, fewer than frame_num={frame_num}; pass "
+                         f"frame_num={1 + 4 * ((available - 1) // 4)} (or leave it unset to use all it has)")
+    return frame_num
+
+
+def check_strength(strength) -> float:
+    ok = isinstance(strength, (int, float, np.floating)) and not isinstance(strength, bool)
+    if not ok or not (0.0 < float(strength) <= 1.0):
+        raise ValueError(f"strength must be a number in (0, 1] (the noise level the source is pushed to: small keeps "
+                         f"more of it, 1 ignores it), got {strength!r}")
+    return float(strength)
+
+
+# ============================================================================ the pipeline
+
+class VideoToVideo(WanPipeline):
+    """``pipe(prompt, src_video=..., strength=0.8)`` -> :class:`GenerationOutput` (SDEdit).
+
+    Works with any text-to-video checkpoint: ``load_pipeline(ckpt, task="v2v")``. The source is fitted
+    to ``size`` (aspect-preserving resize + centre crop); by default all its frames are used (the
+    largest 4n+1). Other defaults are the checkpoint's t2v ones.
+    """
+
+    task = "v2v"
+
+    def __init__(self, components, offload: str = "none", progress: bool = True):
+        super().__init__(components, offload=offload, progress=progress)
+        cfg = self.dit.config
+        if cfg.has_image_input or cfg.is_vace:
+            kind = "vace" if cfg.is_vace else cfg.model_type
+            raise ValueError(f"video-to-video needs a text-to-video checkpoint; this one is a {kind} model "
+                             f"({self.variant.name}). Use a Wan2.1-T2V checkpoint.")
+
+    def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
+                 strength: Optional[float] = None, size: Union[str, tuple, None] = None,
+                 frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
+                 sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
+                 sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
+                 output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
+                 strict_size: bool = True, return_frames: bool = True, callback=None) -> GenerationOutput:
+        """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``."""
+        d = self.defaults()
+        width, height = parse_size(size, d.size)
+        check_size(width, height, self.variant, strict_size)
+        check_prompt(prompt)
+        strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
+        frames = load_video(src_video, "src_video")
+        frame_num = choose_frames(frames.shape[0], frame_num)
+        steps = sample_steps or d.steps
+        shift = d.shift if sample_shift is None else sample_shift
+        scale = d.guide_scale if guide_scale is None else guide_scale
+        solver = sample_solver or d.solver
+        sigmas = sampling.sigmas_for_strength(steps, shift, strength, solver)
+        if len(sigmas) < 2:
+            lowest = sampling.sigmas_for(solver, steps, shift)[-2].item()
+            raise ValueError(f"strength {strength} is below the lowest noise level of the {steps}-step grid "
+                             f"({lowest:.4f}): no denoising step would run; use a strength >= {lowest:.4f}")
+        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
+        seed = resolve_seed(seed)
+        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
+                                 frame_num=frame_num, sample_steps=steps, sample_shift=shift, guide_scale=scale,
+                                 sample_solver=solver, seed=seed, src_video=source_name(src_video),
+                                 strength=strength, steps_run=len(sigmas) - 1)
+        check_output_free(output_path, overwrite)
+
+        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        vae = self.vae
+        with torch.inference_mode():
+            video = fit_video(video_to_tensor(frames[:frame_num], vae.device), height, width)
+            x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
+        noise = make_noise(x0.shape, seed, self.device)
+        start = sampling.add_noise(x0, noise, sigmas[0].float())
+        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
+                              guide_scale=scale, solver=solver, sigmas=sigmas, start=start, cfg_batch=cfg_batch,
+                              callback=callback)
+        return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
+
+
+PIPELINE = VideoToVideo
+
+__all__ = ["VideoToVideo", "load_video", "video_to_tensor", "fit_video", "choose_frames", "check_strength"]
