@@ -11,20 +11,20 @@ from typing import Optional, Union
 import torch
 
 from openwan.pipelines.base import Components, GenerationOutput, WanPipeline, load_components
+from openwan.pipelines.flf2v import FirstLastFrameToVideo
+from openwan.pipelines.i2v import ImageToVideo
 from openwan.pipelines.t2v import TextToImage, TextToVideo
+from openwan.pipelines.v2v import VideoToVideo
+from openwan.pipelines.vace import VACE
 
-PIPELINES = {"t2v": TextToVideo, "t2i": TextToImage}
+PIPELINES = {"t2v": TextToVideo, "t2i": TextToImage, "i2v": ImageToVideo, "flf2v": FirstLastFrameToVideo,
+             "vace": VACE, "v2v": VideoToVideo}
 
 
 def _task_pipeline(task: str):
-    if task in PIPELINES:
-        return PIPELINES[task]
-    try:  # the other tasks live in their own modules
-        import importlib
-        mod = importlib.import_module(f"openwan.pipelines.{task}")
-        return mod.PIPELINE
-    except ModuleNotFoundError:
-        raise ValueError(f"unknown task {task!r}; choose one of t2v, t2i, i2v, flf2v, vace, v2v") from None
+    if task not in PIPELINES:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(PIPELINES)}")
+    return PIPELINES[task]
 
 
 def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
@@ -45,4 +45,4 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
 
 
 __all__ = ["load_pipeline", "load_components", "Components", "GenerationOutput", "WanPipeline", "TextToVideo",
-           "TextToImage"]
+           "TextToImage", "ImageToVideo", "FirstLastFrameToVideo", "VACE", "VideoToVideo", "PIPELINES"]
