@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 # The reference's default negative prompt (t2v); i2v and flf2v add a prefix.
 NEGATIVE_PROMPT = (

@@ -6,8 +6,6 @@ The task pipelines (t2v, i2v, flf2v, vace, v2v) only build their conditioning.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -144,6 +142,27 @@ def check_size(width: int, height: int, variant: Variant, strict: bool) -> None:
                          f"{', '.join(allowed)} (or pass strict_size=False to try anyway)")
 
 
+def check_prompt(prompt) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The resolved sampling settings of one call (the call's arguments over the variant's defaults)."""
+    steps: int
+    shift: float
+    guide_scale: float
+    solver: str
+    negative_prompt: str
+    seed: int
+
+    def settings(self) -> dict:
+        """As recorded in the output's metadata (the CLI's flag names)."""
+        return {"negative_prompt": self.negative_prompt, "sample_steps": self.steps, "sample_shift": self.shift,
+                "guide_scale": self.guide_scale, "sample_solver": self.solver, "seed": self.seed}
+
+
 def resolve_seed(seed: Optional[int]) -> int:
     if seed is None or seed < 0:
         return random.randint(0, 2**31 - 1)
@@ -208,6 +227,23 @@ class WanPipeline:
 
     def defaults(self) -> SampleDefaults:
         return self.variant.sample
+
+    def default_negative_prompt(self) -> str:
+        return self.defaults().negative_prompt
+
+    def default_shift(self, width: int, height: int) -> float:
+        return self.defaults().shift
+
+    def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
+                         sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
+        """Fill every sampling argument left None from the variant's defaults; draw a seed if none."""
+        d = self.defaults()
+        return Sampling(steps=sample_steps or d.steps,
+                        shift=self.default_shift(width, height) if sample_shift is None else sample_shift,
+                        guide_scale=d.guide_scale if guide_scale is None else guide_scale,
+                        solver=sample_solver or d.solver,
+                        negative_prompt=self.default_negative_prompt() if negative_prompt is None else negative_prompt,
+                        seed=resolve_seed(seed))
 
     # -------------------------------------------------------------- prompts
     def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:

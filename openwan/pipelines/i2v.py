@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
-                                    make_noise, parse_size, resolve_seed)
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+                                    check_size, make_noise, parse_size)
 
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 
@@ -199,11 +199,6 @@ def check_output_free(output_path: Optional[PathLike], overwrite: bool) -> None:
                               f"to replace it")
 
 
-def check_prompt(prompt) -> None:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("prompt must be a non-empty string")
-
-
 def with_prefix(negative_prompt: str, *prefixes: str) -> str:
     """The task's default negative prompt: add the reference's prefixes to the plain t2v default
     (tiny/custom variants carry the plain one); any other text is left alone."""
@@ -325,26 +320,20 @@ class ImageToVideo(WanPipeline):
         check_prompt(prompt)
         ih, iw = images[0].shape[-2:]
         out_h, out_w = i2v_size(ih, iw, width * height, self.vae.spatial_ratio, self.dit.patch_size[1])
-        steps = sample_steps or d.steps
-        shift = self.default_shift(width, height) if sample_shift is None else sample_shift
-        scale = d.guide_scale if guide_scale is None else guide_scale
-        solver = sample_solver or d.solver
-        negative_prompt = self.default_negative_prompt() if negative_prompt is None else negative_prompt
-        seed = resolve_seed(seed)
-        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
-                                 video_size=f"{out_w}*{out_h}", frame_num=frame_num, sample_steps=steps,
-                                 sample_shift=shift, guide_scale=scale, sample_solver=solver, seed=seed, **sources)
+        sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed,
+                                   width=width, height=height)
+        settings = self.settings(prompt=prompt, size=f"{width}*{height}", video_size=f"{out_w}*{out_h}",
+                                 frame_num=frame_num, **sp.settings(), **sources)
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
         with torch.inference_mode():
             cond = self.condition([im.to(self.vae.device) for im in images], frame_num, out_h, out_w)
         vae = self.vae
         s, r = vae.spatial_ratio, vae.temporal_ratio
-        noise = make_noise((vae.z_dim, (frame_num - 1) // r + 1, out_h // s, out_w // s), seed, self.device)
-        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
-                              guide_scale=scale, solver=solver, cfg_batch=cfg_batch, model_kwargs=cond,
-                              callback=callback)
+        noise = make_noise((vae.z_dim, (frame_num - 1) // r + 1, out_h // s, out_w // s), sp.seed, self.device)
+        latent = self.denoise(noise, ctx, ctx_null, steps=sp.steps, shift=sp.shift, guide_scale=sp.guide_scale,
+                              solver=sp.solver, cfg_batch=cfg_batch, model_kwargs=cond, callback=callback)
         return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
 
 

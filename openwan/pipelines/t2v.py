@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
-                                    make_noise, parse_size, resolve_seed)
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+                                    check_size, make_noise, parse_size)
 
 
 class TextToVideo(WanPipeline):
@@ -27,25 +27,17 @@ class TextToVideo(WanPipeline):
         frame_num = d.frame_num if frame_num is None else frame_num
         check_frames(frame_num)
         check_size(width, height, self.variant, strict_size)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
-        steps = sample_steps or d.steps
-        shift = d.shift if sample_shift is None else sample_shift
-        scale = d.guide_scale if guide_scale is None else guide_scale
-        solver = sample_solver or d.solver
-        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        seed = resolve_seed(seed)
-        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
-                                 frame_num=frame_num, sample_steps=steps, sample_shift=shift, guide_scale=scale,
-                                 sample_solver=solver, seed=seed)
+        check_prompt(prompt)
+        sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
+        settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings())
 
-        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
         vae = self.vae
         s, r = vae.spatial_ratio, vae.temporal_ratio
         shape = (vae.z_dim, (frame_num - 1) // r + 1, height // s, width // s)
-        noise = make_noise(shape, seed, self.device)
-        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
-                              guide_scale=scale, solver=solver, cfg_batch=cfg_batch, callback=callback)
+        noise = make_noise(shape, sp.seed, self.device)
+        latent = self.denoise(noise, ctx, ctx_null, steps=sp.steps, shift=sp.shift, guide_scale=sp.guide_scale,
+                              solver=sp.solver, cfg_batch=cfg_batch, callback=callback)
         return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
 
 

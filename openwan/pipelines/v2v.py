@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from openwan import sampling
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
-                                    make_noise, parse_size, resolve_seed)
-from openwan.pipelines.i2v import (_is_path, check_output_free, check_prompt, fit_cover, load_image, source_name)
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+                                    check_size, make_noise, parse_size)
+from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, source_name)
 
 VideoLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, list]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -148,32 +148,26 @@ class VideoToVideo(WanPipeline):
         strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
         frames = load_video(src_video, "src_video")
         frame_num = choose_frames(frames.shape[0], frame_num)
-        steps = sample_steps or d.steps
-        shift = d.shift if sample_shift is None else sample_shift
-        scale = d.guide_scale if guide_scale is None else guide_scale
-        solver = sample_solver or d.solver
+        sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
+        steps, shift, solver = sp.steps, sp.shift, sp.solver
         sigmas = sampling.sigmas_for_strength(steps, shift, strength, solver)
         if len(sigmas) < 2:
             lowest = sampling.sigmas_for(solver, steps, shift)[-2].item()
             raise ValueError(f"strength {strength} is below the lowest noise level of the {steps}-step grid "
                              f"({lowest:.4f}): no denoising step would run; use a strength >= {lowest:.4f}")
-        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        seed = resolve_seed(seed)
-        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
-                                 frame_num=frame_num, sample_steps=steps, sample_shift=shift, guide_scale=scale,
-                                 sample_solver=solver, seed=seed, src_video=source_name(src_video),
-                                 strength=strength, steps_run=len(sigmas) - 1)
+        settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
+                                 src_video=source_name(src_video), strength=strength, steps_run=len(sigmas) - 1)
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
         vae = self.vae
         with torch.inference_mode():
             video = fit_video(video_to_tensor(frames[:frame_num], vae.device), height, width)
             x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
-        noise = make_noise(x0.shape, seed, self.device)
+        noise = make_noise(x0.shape, sp.seed, self.device)
         start = sampling.add_noise(x0, noise, sigmas[0].float())
-        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
-                              guide_scale=scale, solver=solver, sigmas=sigmas, start=start, cfg_batch=cfg_batch,
+        latent = self.denoise(noise, ctx, ctx_null, steps=steps, shift=shift,
+                              guide_scale=sp.guide_scale, solver=solver, sigmas=sigmas, start=start, cfg_batch=cfg_batch,
                               callback=callback)
         return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
 

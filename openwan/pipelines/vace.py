@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_size,
-                                    make_noise, parse_size, resolve_seed)
-from openwan.pipelines.i2v import (ImageLike, _is_path, check_output_free, check_prompt, fit_contain,
+from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+                                    check_size, make_noise, parse_size)
+from openwan.pipelines.i2v import (ImageLike, _is_path, check_output_free, fit_contain,
                                    image_to_tensor, load_image, source_name)
 from openwan.pipelines.v2v import VideoLike, choose_frames, fit_video, load_video, video_to_tensor
 
@@ -221,27 +221,21 @@ class VACE(WanPipeline):
             raise ValueError(f"context_scale must be a finite number (1.0 = as trained), got {context_scale!r}")
         frames, mask, refs, frame_num = self.prepare_inputs(src_video, src_mask, src_ref_images, frame_num,
                                                             width, height)
-        steps = sample_steps or d.steps
-        shift = d.shift if sample_shift is None else sample_shift
-        scale = d.guide_scale if guide_scale is None else guide_scale
-        solver = sample_solver or d.solver
-        negative_prompt = d.negative_prompt if negative_prompt is None else negative_prompt
-        seed = resolve_seed(seed)
+        sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         ref_names = [source_name(r) for r in parse_ref_images(src_ref_images)]
-        settings = self.settings(prompt=prompt, negative_prompt=negative_prompt, size=f"{width}*{height}",
-                                 frame_num=frame_num, sample_steps=steps, sample_shift=shift, guide_scale=scale,
-                                 sample_solver=solver, seed=seed, src_video=source_name(src_video),
+        settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
+                                 src_video=source_name(src_video),
                                  src_mask=source_name(src_mask),
                                  src_ref_images=",".join(ref_names) if ref_names and all(ref_names) else None,
                                  context_scale=float(context_scale))
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, negative_prompt])
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
         with torch.inference_mode():
             vace_context = self.encode_context(frames, mask, refs).to(self.device)
-        noise = make_noise((self.vae.z_dim, *vace_context.shape[1:]), seed, self.device)
-        latent = self.denoise(noise, ctx, ctx_null if scale != 1.0 else None, steps=steps, shift=shift,
-                              guide_scale=scale, solver=solver, cfg_batch=cfg_batch, callback=callback,
+        noise = make_noise((self.vae.z_dim, *vace_context.shape[1:]), sp.seed, self.device)
+        latent = self.denoise(noise, ctx, ctx_null, steps=sp.steps, shift=sp.shift, guide_scale=sp.guide_scale,
+                              solver=sp.solver, cfg_batch=cfg_batch, callback=callback,
                               model_kwargs={"vace_context": vace_context,
                                             "vace_context_scale": float(context_scale)})
         latent = latent[:, len(refs):]
