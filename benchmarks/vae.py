@@ -1,0 +1,177 @@
+"""Benchmark the Wan-VAE: time and peak memory of encode / decode, ours vs diffusers' AutoencoderKLWan.
+
+Every case runs in its own subprocess, so peak RSS (``resource.getrusage`` in the child) never mixes
+between cases. Both models use the full-width published config (dim 96) with random weights; ours
+runs whole, streaming (``decode_stream`` / ``encode_stream`` with chunks consumed and dropped) and
+tiled (``--tile`` 256 px tiles, ``--overlap`` 64 px, like diffusers' defaults); diffusers runs plain and with
+``enable_tiling()``.
+
+Columns: ``time_s`` wall time of the call; ``peak_MB`` the child's peak RSS (model included);
+``op_MB`` the peak RSS during the call minus the RSS before it (Linux: VmHWM reset through
+/proc/self/clear_refs; blank elsewhere). Ratios are ours / diffusers (plain) for the same case.
+
+    python benchmarks/vae.py --quick                       # 64x64, 5 and 17 frames, decode only
+    python benchmarks/vae.py --ops decode --sizes 256x256 --frames 17 81 --modes stream diffusers
+    python benchmarks/vae.py --sizes 256x256 480x832 --frames 17 81       # everything (slow on CPU)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+OURS = ("whole", "stream", "tiled")
+THEIRS = ("diffusers", "diffusers-tiled")
+
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int) -> dict:
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    latent_frames = 1 + (frames - 1) // 4
+    with torch.no_grad():
+        if mode in OURS:
+            from openwan.models.vae import WanVAE
+            model = WanVAE().eval().requires_grad_(False)
+        else:
+            from diffusers import AutoencoderKLWan
+            model = AutoencoderKLWan().eval().requires_grad_(False)
+            if mode == "diffusers-tiled":
+                model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                                    tile_sample_stride_height=tile - overlap,
+                                    tile_sample_stride_width=tile - overlap)
+        if op == "decode":
+            z = torch.randn(1, 16, latent_frames, h // 8, w // 8)
+        elif mode != "stream":
+            x = torch.rand(1, 3, frames, h, w) * 2 - 1
+        before = _rss_kb("VmRSS")
+        can_reset = _reset_peak()
+        t0 = time.perf_counter()
+        if op == "decode":
+            if mode == "whole":
+                out = model.decode(z)
+            elif mode == "stream":
+                n = 0
+                for chunk in model.decode_stream(z):
+                    n += chunk.shape[2]          # consume and drop each chunk
+                assert n == frames
+            elif mode == "tiled":
+                out = model.decode(z, tile=tile, overlap=overlap)
+            else:
+                out = model.decode(z).sample
+        else:
+            if mode == "whole":
+                out = model.encode(x)
+            elif mode == "stream":
+                g = torch.Generator().manual_seed(0)
+                frames_iter = (torch.rand(1, 3, h, w, generator=g) * 2 - 1 for _ in range(frames))
+                out = torch.cat(list(model.encode_stream(frames_iter)), 2)
+            elif mode == "tiled":
+                out = model.encode(x, tile=tile, overlap=overlap)
+            else:
+                out = model.encode(x).latent_dist.mean
+        elapsed = time.perf_counter() - t0
+        hwm = _rss_kb("VmHWM") if can_reset else None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"time_s": elapsed, "peak_MB": peak / 1024,
+            "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None}
+
+
+def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child",
+           json.dumps([op, mode, h, w, frames, threads, tile, overlap])]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout {timeout}s"}
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
+    p.add_argument("--sizes", nargs="+", default=["256x256", "480x832"], help="HxW, multiples of 8")
+    p.add_argument("--frames", nargs="+", type=int, default=[17, 81])
+    p.add_argument("--modes", nargs="+", default=list(OURS + THEIRS), choices=list(OURS + THEIRS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels for the tiled modes")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels for the tiled modes")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    p.add_argument("--quick", action="store_true", help="64x64, 5 and 17 frames, decode, stream + diffusers")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(*json.loads(a.child))))
+        return
+    if a.quick:
+        a.ops, a.sizes, a.frames, a.modes = ["decode"], ["64x64"], [5, 17], ["whole", "stream", "diffusers"]
+    rows = []
+    print(f"{'op':7} {'size':8} {'F':>3} {'mode':16} {'time_s':>8} {'peak_MB':>8} {'op_MB':>8} "
+          f"{'time/diff':>9} {'peak/diff':>9} {'op/diff':>8}", flush=True)
+    for op in a.ops:
+        for size in a.sizes:
+            h, w = (int(v) for v in size.lower().split("x"))
+            for f in a.frames:
+                base = None
+                for mode in sorted(a.modes, key=lambda m: m not in THEIRS):   # diffusers first
+                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout)
+                    r.update(op=op, size=size, frames=f, mode=mode)
+                    rows.append(r)
+                    if mode == "diffusers" and "error" not in r:
+                        base = r
+                    if "error" in r:
+                        print(f"{op:7} {size:8} {f:>3} {mode:16} {r['error']}", flush=True)
+                        continue
+                    ratio = ({k: r[k] / base[k] if r.get(k) and base.get(k) else None
+                              for k in ("time_s", "peak_MB", "op_MB")} if base and mode in OURS else {})
+                    print(f"{op:7} {size:8} {f:>3} {mode:16} {r['time_s']:8.1f} {r['peak_MB']:8.0f} "
+                          f"{_fmt(r['op_MB'], '8.0f'):>8} {_fmt(ratio.get('time_s'), '9.2f'):>9} "
+                          f"{_fmt(ratio.get('peak_MB'), '9.2f'):>9} {_fmt(ratio.get('op_MB'), '8.2f'):>8}",
+                          flush=True)
+    # streaming decode: peak for the most frames vs the fewest, per size
+    for size in a.sizes:
+        s = {r["frames"]: r for r in rows if r["op"] == "decode" and r["mode"] == "stream"
+             and r["size"] == size and "error" not in r}
+        if len(s) >= 2:
+            lo, hi = min(s), max(s)
+            print(f"stream decode {size}: peak RSS {hi} frames / {lo} frames = "
+                  f"{s[hi]['peak_MB'] / s[lo]['peak_MB']:.3f}"
+                  + (f" (op-only {s[hi]['op_MB'] / s[lo]['op_MB']:.3f})" if s[lo].get("op_MB") else ""))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Wan-VAE: golden vectors of the reference, parity with diffusers, streaming, tiling, checkpoints."""
+import json
+import math
+
+import pytest
+import torch
+
+import openwan.models.vae as vae_mod
+from openwan.checkpoints import CheckpointError
+from openwan.configs import VAEConfig
+from openwan.models.vae import OFFICIAL_FILE, WanVAE, diffusers_key_map, official_to_diffusers
+
+TINY = VAEConfig(dim=8)                    # 4 levels, 2 res blocks, temporal F,T,T: the golden config
+
+
+def randomize(model: WanVAE, seed: int = 0) -> WanVAE:
+    """Give EVERY parameter a random value (zero-init biases and unit gammas included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("gamma"):
+                p.copy_(1.0 + 0.25 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(noise / math.sqrt(fan_in))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WanVAE:
+    return randomize(WanVAE(TINY))
+
+
+def video(f, h=16, w=24, b=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, f, h, w, generator=g) * 2 - 1
+
+
+# ----------------------------------------------------------------------------- golden vectors
+
+@pytest.fixture(scope="module")
+def golden(reference_dir):
+    from safetensors.torch import load_file
+    d = load_file(str(reference_dir / "vae.safetensors"))
+    cfg = json.loads((reference_dir / "README.json").read_text())["vae"]["config"]
+    config = VAEConfig(dim=cfg["dim"], z_dim=cfg["z_dim"], dim_mult=tuple(cfg["dim_mult"]),
+                       num_res_blocks=cfg["num_res_blocks"], attn_scales=tuple(cfg["attn_scales"]),
+                       temporal_downsample=tuple(cfg["temperal_downsample"]))
+    model = WanVAE(config)
+    model.load_state_dict({k[len("model."):]: v for k, v in d.items() if k.startswith("model.")}, strict=True)
+    return model.eval(), d
+
+
+@pytest.mark.parametrize("n", [1, 5, 17])
+def test_golden_encode_decode(golden, n):
+    model, d = golden
+    lat = model.encode(d[f"in.video_f{n}"])
+    assert lat.shape == d[f"out.latent_f{n}"].shape
+    assert (lat - d[f"out.latent_f{n}"]).abs().max().item() <= 1e-5
+    dec = model.decode(d[f"out.latent_f{n}"])
+    assert dec.shape == d[f"out.decoded_f{n}"].shape == (1, 3, n, 32, 48)
+    assert (dec - d[f"out.decoded_f{n}"]).abs().max().item() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- diffusers parity
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def diffusers_from_ours(model: WanVAE):
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+    c = model.config
+    ref = AutoencoderKLWan(base_dim=c.dim, z_dim=c.z_dim, dim_mult=list(c.dim_mult),
+                           num_res_blocks=c.num_res_blocks, attn_scales=list(c.attn_scales),
+                           temperal_downsample=list(c.temporal_downsample),
+                           latents_mean=list(c.mean), latents_std=list(c.std))
+    sd = convert_wan_vae_to_diffusers({k: v.clone() for k, v in model.state_dict().items()})
+    ref.load_state_dict(sd, strict=True)
+    return ref.eval()
+
+
+def test_key_map_matches_diffusers_converter():
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+    for config in (VAEConfig(), TINY):
+        with torch.device("meta"):
+            ours = WanVAE(config).state_dict()
+            theirs = AutoencoderKLWan(base_dim=config.dim).state_dict()
+        converted = convert_wan_vae_to_diffusers(dict(ours))
+        mapping = diffusers_key_map(config)
+        assert set(mapping.values()) == set(converted) == set(theirs)
+        for k, v in ours.items():
+            assert converted[mapping[k]] is v, k
+        # official layout: the published key names of section 3
+        assert {"encoder.conv1.weight", "conv1.weight", "conv2.weight", "decoder.head.2.weight",
+                "encoder.middle.1.to_qkv.weight", "decoder.upsamples.3.time_conv.weight",
+                "encoder.downsamples.5.time_conv.weight", "decoder.upsamples.4.shortcut.weight"} <= set(ours)
+        assert ours["encoder.downsamples.0.residual.0.gamma"].shape == (config.dim, 1, 1, 1)
+        assert ours["decoder.middle.1.norm.gamma"].shape == (config.dim * 4, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def pair(tiny):
+    return tiny, diffusers_from_ours(tiny)
+
+
+@pytest.mark.parametrize("f", [1, 5, 9, 17])
+def test_parity_with_diffusers(pair, f):
+    ours, ref = pair
+    x = video(f, seed=f)
+    mean, inv_std = ours._stats("cpu")
+    with torch.no_grad():
+        mu = ref.encode(x).latent_dist.mean
+    lat = ours.encode(x)
+    assert lat.shape == (1, 16, 1 + (f - 1) // 4, 2, 3)
+    assert (lat - (mu - mean) * inv_std).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        dec_ref = ref.decode(lat / inv_std + mean).sample
+    dec = ours.decode(lat)
+    assert dec.shape == x.shape
+    inside = (dec_ref.abs() < 1).float().mean().item()
+    assert inside > 0.3, "random weights saturate the output; the comparison would be weak"
+    assert (dec - dec_ref).abs().max().item() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- streaming
+
+@pytest.mark.parametrize("f", [1, 9])
+def test_decode_stream_equals_decode(tiny, f):
+    lat = tiny.encode(video(f))
+    chunks = list(tiny.decode_stream(lat))
+    assert [c.shape[2] for c in chunks] == [1] + [4] * ((f - 1) // 4)
+    assert torch.equal(torch.cat(chunks, 2), tiny.decode(lat))
+
+
+def test_encode_stream_equals_encode(tiny):
+    x = video(13, b=2)
+    whole = tiny.encode(x)
+    # frames one by one, and pieces of uneven sizes (1, 3, 2, 7): same result
+    one_by_one = torch.cat(list(tiny.encode_stream(x[:, :, i] for i in range(13))), 2)
+    pieces = [x[:, :, 0:1], x[:, :, 1:4], x[:, :, 4:6], x[:, :, 6:13]]
+    uneven = tiny.encode(iter(pieces))
+    assert (one_by_one - whole).abs().max().item() <= 1e-6
+    assert torch.equal(uneven, one_by_one)
+
+
+def test_two_calls_do_not_interfere(tiny):
+    la, lb = tiny.encode(video(5, seed=3)), tiny.encode(video(5, seed=4))
+    ga, gb = tiny.decode_stream(la), tiny.decode_stream(lb)
+    inter_a, inter_b = [], []
+    for ca, cb in zip(ga, gb):               # interleaved generators
+        inter_a.append(ca)
+        inter_b.append(cb)
+    assert torch.equal(torch.cat(inter_a, 2), tiny.decode(la))
+    assert torch.equal(torch.cat(inter_b, 2), tiny.decode(lb))
+
+
+@pytest.fixture
+def cache_spy(monkeypatch):
+    made = []
+
+    class Spy(vae_mod.FeatureCache):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(vae_mod, "FeatureCache", Spy)
+    return made
+
+
+def test_stream_memory_does_not_grow(tiny, cache_spy):
+    lat = torch.randn(1, 16, 8, 2, 3)
+    sizes = []
+    for _ in tiny.decode_stream(lat):
+        (cache,) = cache_spy
+        sizes.append((cache.nbytes(), len(cache)))
+    assert sizes[0][0] > 0
+    # from the 3rd latent frame on every conv holds exactly CACHE_T frames: constant size
+    assert len({s for s in sizes[2:]}) == 1, sizes
+    cache_spy.clear()
+    enc_sizes = []
+    for _ in tiny.encode_stream(video(1, seed=i)[:, :, 0] for i in range(25)):
+        enc_sizes.append(cache_spy[0].nbytes())
+    assert len(enc_sizes) == 7 and len(set(enc_sizes[1:])) == 1, enc_sizes
+
+
+# ----------------------------------------------------------------------------- tiling
+
+@pytest.fixture(scope="module")
+def big_input(tiny):
+    x = video(5, h=64, w=80, seed=7)
+    return x, tiny.encode(x)
+
+
+def test_tiled_decode_close_to_untiled(tiny, big_input):
+    _, lat = big_input
+    full = tiny.decode(lat)
+    tiled = tiny.decode(lat, tile=32, overlap=16)
+    bigger = tiny.decode(lat, tile=64, overlap=32)
+    assert tiled.shape == full.shape
+    # random weights and a global per-frame attention make seams matter more than with real weights;
+    # the error is bounded and shrinks as tiles grow (measured: mean 0.136 and 0.030, |full| mean 0.31)
+    err_small, err_big = (tiled - full).abs().mean().item(), (bigger - full).abs().mean().item()
+    assert err_small < 0.6 * full.abs().mean().item()
+    assert err_big < 0.5 * err_small
+    # a tile as big as the frame is the untiled computation
+    assert torch.equal(tiny.decode(lat, tile=(64, 80)), full)
+    # tiled streaming = tiled whole decode
+    assert torch.equal(torch.cat(list(tiny.decode_stream(lat, tile=32, overlap=16)), 2), tiled)
+
+
+def test_tiled_encode_close_to_untiled(tiny, big_input):
+    x, lat = big_input
+    tiled = tiny.encode(x, tile=32, overlap=16)
+    bigger = tiny.encode(x, tile=64, overlap=32)
+    assert tiled.shape == lat.shape
+    scale = lat.abs().mean().item()
+    err_small, err_big = (tiled - lat).abs().mean().item(), (bigger - lat).abs().mean().item()
+    assert err_small < 0.5 * scale and err_big < 0.5 * err_small   # measured: 0.25 and 0.054 of scale
+    assert torch.equal(tiny.encode(x, tile=True), lat)        # a 256 px tile covers 64x80: untiled
+    streamed = torch.cat(list(tiny.encode_stream(iter(x.unbind(2)), tile=32, overlap=16)), 2)
+    assert (streamed - tiled).abs().max().item() <= 1e-6
+
+
+def test_tile_plan_and_blend_weights():
+    tiles = vae_mod._axis_tiles(20, 8, 3)
+    assert tiles == [(0, 8), (4, 12), (8, 16), (12, 20)]     # evenly spaced, overlap 4 >= 3
+    assert vae_mod._axis_tiles(8, 8, 3) == [(0, 8)] and vae_mod._axis_tiles(5, 8, 3) == [(0, 5)]
+    ws = vae_mod._axis_weights(tiles, 8)
+    assert torch.allclose(ws[1][:32], torch.arange(1, 33) / 33)   # linear ramp over the 32 px overlap
+    total = torch.zeros(160)
+    for (s, e), w in zip(tiles, ws):
+        total[s * 8:e * 8] += w
+    assert torch.allclose(total, torch.ones(160))           # pairwise overlaps cross-fade exactly
+
+
+# ----------------------------------------------------------------------------- errors and dtype
+
+def test_bad_shapes_raise(tiny):
+    with pytest.raises(ValueError, match=r"6 frames is not 4n\+1 \(use 5 or 9 frames\)"):
+        tiny.encode(video(6))
+    with pytest.raises(ValueError, match=r"height 20 is not a multiple of 8 \(use 16 or 24\)"):
+        tiny.encode(video(1, h=20))
+    with pytest.raises(ValueError, match=r"width 30 is not a multiple of 8 \(use 24 or 32\)"):
+        tiny.encode(video(1, w=30))
+    with pytest.raises(ValueError, match=r"use 5 or 9 frames"):
+        list(tiny.encode_stream(iter(video(7).unbind(2))))
+    with pytest.raises(ValueError, match="latent"):
+        tiny.decode(torch.randn(1, 4, 2, 2, 2))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        tiny.decode(torch.randn(1, 16, 1, 4, 4), tile=20)
+
+
+def test_bf16_runs_close_to_fp32(tiny):
+    half = randomize(WanVAE(TINY)).to(torch.bfloat16)
+    x = video(5)
+    lat16 = half.encode(x)
+    assert lat16.dtype == torch.float32 and torch.isfinite(lat16).all()
+    dec16 = half.decode(lat16)
+    assert dec16.dtype == torch.bfloat16
+    ref = randomize(WanVAE(TINY))
+    lat32 = ref.encode(x)
+    assert (lat16 - lat32).abs().max().item() < 0.1 * lat32.abs().max().item()
+    assert (dec16.float() - ref.decode(lat32)).abs().mean().item() < 0.05
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_save_load_official(tiny, tmp_path):
+    out = tiny.save_pretrained(tmp_path, layout="official")
+    assert out.name == OFFICIAL_FILE and (tmp_path / "vae_config.json").is_file()
+    sd = torch.load(out, weights_only=True)
+    assert set(sd) == set(tiny.state_dict())
+    for src in (tmp_path, out):
+        loaded = WanVAE.from_pretrained(src)
+        assert loaded.config == TINY
+        for k, v in tiny.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v)
+    lat = torch.randn(1, 16, 2, 2, 3)
+    assert torch.equal(WanVAE.from_pretrained(tmp_path).decode(lat), tiny.decode(lat))
+    # without vae_config.json the published config is assumed, so shapes do not fit
+    (tmp_path / "vae_config.json").unlink()
+    with pytest.raises(CheckpointError, match="vae_config.json"):
+        WanVAE.from_pretrained(tmp_path)
+    half = WanVAE.from_pretrained(tmp_path, config=TINY, dtype=torch.bfloat16, device="cpu")
+    assert half.config == TINY and half.dtype == torch.bfloat16 and not half.training
+
+
+def test_save_load_diffusers(tiny, tmp_path):
+    from diffusers import AutoencoderKLWan
+    vae_dir = tmp_path / "vae"
+    tiny.save_pretrained(vae_dir, layout="diffusers")
+    cfg = json.loads((vae_dir / "config.json").read_text())
+    assert cfg["_class_name"] == "AutoencoderKLWan" and cfg["base_dim"] == 8
+    assert cfg["temperal_downsample"] == [False, True, True]
+    # vae/ folder, a diffusers root with vae/, and the weights file itself (config.json beside it)
+    for src in (vae_dir, tmp_path, vae_dir / "diffusion_pytorch_model.safetensors"):
+        loaded = WanVAE.from_pretrained(src)
+        assert loaded.config == TINY
+        for k, v in tiny.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v)
+    ref = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+    x = video(5)
+    mean, inv_std = tiny._stats("cpu")
+    with torch.no_grad():
+        mu = ref.encode(x).latent_dist.mean
+    assert (tiny.encode(x) - (mu - mean) * inv_std).abs().max().item() <= 1e-5
+    # diffusers' own save -> our loader
+    ref.save_pretrained(tmp_path / "theirs")
+    theirs = WanVAE.from_pretrained(tmp_path / "theirs")
+    assert torch.equal(theirs.encode(x), tiny.encode(x))
+
+
+def test_diffusers_renaming_roundtrip(tiny):
+    sd = tiny.state_dict()
+    d = official_to_diffusers(sd, TINY)
+    assert "quant_conv.weight" in d and "decoder.up_blocks.1.resnets.0.conv_shortcut.weight" in d
+    assert vae_mod.diffusers_to_official(d, TINY).keys() == sd.keys()
+
+
+def test_truncated_and_wrong_checkpoints(tiny, tmp_path):
+    out = tiny.save_pretrained(tmp_path / "ok", layout="official")
+    data = out.read_bytes()
+    bad = tmp_path / "bad" / OFFICIAL_FILE
+    bad.parent.mkdir()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        WanVAE.from_pretrained(bad)
+    st = tiny.save_pretrained(tmp_path / "d", layout="diffusers")
+    st.write_bytes(st.read_bytes()[:1000])
+    with pytest.raises(CheckpointError):
+        WanVAE.from_pretrained(tmp_path / "d")
+    sd = {k: v for k, v in tiny.state_dict().items() if k != "conv2.bias"}
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match=r"(?s)missing keys: conv2.bias.*unexpected keys: extra.weight"):
+        WanVAE.from_pretrained(tmp_path / "missing.pth", config=TINY)
+    with pytest.raises(CheckpointError, match="holds no Wan VAE"):
+        WanVAE.from_pretrained(tmp_path)
