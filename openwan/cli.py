@@ -162,14 +162,11 @@ def cmd_generate(a) -> int:
 
 
 def _train_parser(sub):
-    p = sub.add_parser("train", help="fine-tune a model (full or LoRA) from a YAML config")
-    p.add_argument("--config", required=True, help="training YAML (see docs/training.md)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _delegate("openwan.training.trainer", ["--config", a.config] + a.rest))
-    c = sub.add_parser("cache-latents", help="encode a captioned video folder to latents once, for training",
-                       add_help=False)
-    c.add_argument("rest", nargs=argparse.REMAINDER)
-    c.set_defaults(func=lambda a: _delegate("openwan.training.cache", a.rest))
+    # listed for --help; main() hands their options to the training modules' own parsers
+    sub.add_parser("train", help="fine-tune a model (full or LoRA): openwan train --config train.yaml "
+                                 "[--set key=value] [--resume auto|none|PATH] [--nproc N]")
+    sub.add_parser("cache-latents", help="encode a captioned video folder to latents once, for training "
+                                         "(openwan cache-latents --help)")
 
 
 def _delegate(module: str, argv) -> int:
@@ -210,10 +207,8 @@ def cmd_convert(a) -> int:
 
 
 def _bench_parser(sub):
-    p = sub.add_parser("bench", help="benchmarks: `openwan bench demo`")
+    p = sub.add_parser("bench", help="benchmarks: openwan bench demo [--help]")
     p.add_argument("what", choices=["demo"])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _delegate("openwan.demo.bench", a.rest))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,11 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Subcommands whose own module parses the options (the CLI hands them the rest of the line).
+DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.training.cache"}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(argv)
     from openwan.checkpoints import CheckpointError
     try:
+        if argv and argv[0] in DELEGATED:
+            return _delegate(DELEGATED[argv[0]], argv[1:])
+        if argv[:2] == ["bench", "demo"]:
+            return _delegate("openwan.demo.bench", argv[2:])
+        a = build_parser().parse_args(argv)
         return a.func(a)
     except (CLIError, ValueError, CheckpointError, FileExistsError, FileNotFoundError, PermissionError,
             OSError) as e:

@@ -39,9 +39,10 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A Linear layer run in fp32 whatever its storage dtype (the reference's fp32 islands)."""
+    """A Linear layer run in fp32 whatever its storage dtype (the reference's fp32 islands), autocast or not."""
     b = None if layer.bias is None else layer.bias.float()
-    return F.linear(x.float(), layer.weight.float(), b)
+    with torch.autocast(x.device.type, enabled=False):
+        return F.linear(x.float(), layer.weight.float(), b)
 
 
 def sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

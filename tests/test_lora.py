@@ -1,0 +1,315 @@
+"""LoRA: training hooks, the file formats (diffusers' loader as the reference), stacking, merge/unmerge."""
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from openwan.checkpoints import CheckpointError
+from openwan.configs import DiTConfig
+from openwan.models.dit import WanModel
+from openwan.training.lora import (add_lora, find_targets, load_lora, lora_parameters, lora_summary, merge_lora,
+                                   remove_lora, save_lora, set_lora_strength, unmerge_lora)
+
+ALL = ["q", "k", "v", "o", "ffn.0", "ffn.2"]
+
+
+def tiny(**kw):
+    return DiTConfig(**{**dict(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32), **kw})
+
+
+def rand_model(cfg=None, seed=0):
+    torch.manual_seed(seed)
+    m = WanModel(cfg or tiny()).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return m.requires_grad_(False)
+
+
+def inputs(cfg, b=2, f=3, h=6, w=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 16, f, h, w, generator=g), torch.tensor([500, 200][:b]),
+            torch.randn(b, 7, cfg.text_dim, generator=g))
+
+
+def randomize_lora(model, seed=3, std=0.3):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in lora_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def fwd(model, x, t, ctx):
+    with torch.no_grad():
+        return model(x, t, ctx)
+
+
+# --------------------------------------------------------------------------- training side
+
+def test_targets_and_zero_init():
+    m = rand_model()
+    names = find_targets(m, ["q", "ffn.0"])
+    assert names == ["blocks.0.self_attn.q", "blocks.0.cross_attn.q", "blocks.0.ffn.0",
+                     "blocks.1.self_attn.q", "blocks.1.cross_attn.q", "blocks.1.ffn.0"]
+    assert find_targets(m, ["self_attn.o"]) == ["blocks.0.self_attn.o", "blocks.1.self_attn.o"]
+    assert find_targets(m, ["blocks.1.*.v"]) == ["blocks.1.self_attn.v", "blocks.1.cross_attn.v"]
+    assert find_targets(m, ["re:blocks\\.0\\.ffn\\.\\d"]) == ["blocks.0.ffn.0", "blocks.0.ffn.2"]
+    with pytest.raises(ValueError, match="match no Linear"):
+        find_targets(m, ["nonexistent"])
+
+    cfg = m.config
+    x, t, ctx = inputs(cfg)
+    before = fwd(m, x, t, ctx)
+    params = add_lora(m, rank=4, alpha=8, targets=ALL)
+    assert len(params) == 2 * 20 and all(p.requires_grad for p in params)
+    assert lora_summary(m) == {"default": {"layers": 20, "rank": 4, "strength": 1.0}}
+    assert torch.equal(fwd(m, x, t, ctx), before)  # B = 0: the adapter starts as the identity
+
+    # gradients reach A and B only; an optimizer step leaves the base weights untouched
+    base = {k: v.clone() for k, v in m.state_dict().items() if "adapters" not in k}
+    randomize_lora(m)
+    out = m(x, t, ctx)
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+    assert all(p.grad is None for n, p in m.named_parameters() if "adapters" not in n)
+    torch.optim.SGD(params, lr=0.1).step()
+    after = {k: v for k, v in m.state_dict().items() if "adapters" not in k}
+    assert all(torch.equal(base[k], after[k]) for k in base)
+
+
+def test_effective_weight_is_hand_computed():
+    m = rand_model()
+    W = m.blocks[1].ffn[2].weight.clone()
+    add_lora(m, rank=3, alpha=6, targets=["ffn.2"])
+    randomize_lora(m)
+    a = m.blocks[1].ffn[2].parametrizations.weight[0].adapters["default"]
+    assert torch.allclose(m.blocks[1].ffn[2].weight, W + 2.0 * a.B @ a.A, atol=1e-7)
+    set_lora_strength(m, "default", 0.5)
+    assert torch.allclose(m.blocks[1].ffn[2].weight, W + 1.0 * a.B @ a.A, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- diffusers as the reference
+
+def diffusers_transformer(cfg, official_sd):
+    from diffusers import WanTransformer3DModel
+    from openwan.checkpoints import dit_config_to_diffusers_json, dit_official_to_diffusers
+    kw = {k: v for k, v in dit_config_to_diffusers_json(cfg).items() if not k.startswith("_")}
+    ref = WanTransformer3DModel(**kw)
+    ref.load_state_dict(dit_official_to_diffusers(official_sd), strict=True)
+    return ref.eval()
+
+
+def diffusers_fwd(ref, cfg, x, t, ctx):
+    ctx = torch.nn.functional.pad(ctx, (0, 0, 0, cfg.text_len - ctx.shape[1]))
+    with torch.no_grad():
+        return ref(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "comfyui", "musubi"])
+def test_saved_lora_loads_in_diffusers_with_the_same_effect(tmp_path, fmt):
+    pytest.importorskip("peft")
+    from diffusers.loaders import WanLoraLoaderMixin
+    cfg = tiny()
+    m = rand_model(cfg)
+    ref = diffusers_transformer(cfg, m.state_dict())
+    add_lora(m, rank=4, alpha=8, targets=ALL)  # musubi files need every block's q,k,v,o,ffn in diffusers
+    randomize_lora(m)
+    path = save_lora(m, tmp_path / f"lora_{fmt}.safetensors", format=fmt)
+    x, t, ctx = inputs(cfg)
+    m.sinusoid_dtype = m.rope_dtype = torch.float32  # diffusers' numerics (see test_dit)
+    ours = fwd(m, x, t, ctx)
+    base = diffusers_fwd(ref, cfg, x, t, ctx)
+
+    sd = WanLoraLoaderMixin.lora_state_dict(str(path))  # diffusers' own format conversion
+    assert len(sd) == 2 * 20
+    ref.load_lora_adapter(sd, prefix="transformer", adapter_name="ours")
+    theirs = diffusers_fwd(ref, cfg, x, t, ctx)
+    assert (theirs - base).abs().max().item() > 1.0  # the LoRA changes the output a lot ...
+    assert (ours - theirs).abs().max().item() <= 1e-5 * max(1.0, ours.abs().max().item())  # ... the same way
+
+    # and our loader reads the file back to the same model
+    m2 = rand_model(cfg)
+    m2.sinusoid_dtype = m2.rope_dtype = torch.float32
+    load_lora(m2, path)
+    assert (fwd(m2, x, t, ctx) - ours).abs().max().item() <= 1e-5
+
+
+# --------------------------------------------------------------------------- community formats
+
+def _ab(rank, w, g):
+    return torch.randn(rank, w.shape[1], generator=g) * 0.3, torch.randn(w.shape[0], rank, generator=g) * 0.3
+
+
+def community_files(model, tmp_path):
+    """The same LoRA (A, B, alpha 2 on rank 4) written in every format we read, plus expected deltas."""
+    from openwan.checkpoints import dit_official_to_diffusers
+    g = torch.Generator().manual_seed(7)
+    mods = dict(model.named_modules())
+    names = find_targets(model, ALL)
+    ab = {n: _ab(4, mods[n].weight, g) for n in names}
+    alpha = 2.0
+    expected = {n: (alpha / 4) * B @ A for n, (A, B) in ab.items()}
+    dmap = {n: next(iter(dit_official_to_diffusers({n + ".weight": 0})))[:-7] for n in names}
+    files = {}
+
+    def put(name, sd):
+        files[name] = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(files[name]))
+
+    # official / ComfyUI names, lora_down/lora_up + alpha
+    put("comfy_down_up", {k: v for n, (A, B) in ab.items() for k, v in
+                          ((f"diffusion_model.{n}.lora_down.weight", A), (f"diffusion_model.{n}.lora_up.weight", B),
+                           (f"diffusion_model.{n}.alpha", torch.tensor(alpha)))})
+    # official names, lora_A/lora_B + alpha (Comfy-Org repacks)
+    put("comfy_A_B", {k: v for n, (A, B) in ab.items() for k, v in
+                      ((f"diffusion_model.{n}.lora_A.weight", A), (f"diffusion_model.{n}.lora_B.weight", B),
+                       (f"diffusion_model.{n}.alpha", torch.tensor(alpha)))})
+    # ComfyUI full-model prefix
+    put("comfy_model_prefix", {k: v for n, (A, B) in ab.items() for k, v in
+                               ((f"model.diffusion_model.{n}.lora_down.weight", A),
+                                (f"model.diffusion_model.{n}.lora_up.weight", B),
+                                (f"model.diffusion_model.{n}.alpha", torch.tensor(alpha)))})
+    # diffusers / PEFT: transformer.* diffusers names, no alpha (scale folded into B)
+    put("diffusers_peft", {k: v for n, (A, B) in ab.items() for k, v in
+                           ((f"transformer.{dmap[n]}.lora_A.weight", A),
+                            (f"transformer.{dmap[n]}.lora_B.weight", B * (alpha / 4)))})
+    # musubi-tuner: lora_unet_ + underscored official names
+    put("musubi", {k: v for n, (A, B) in ab.items() for k, v in
+                   ((f"lora_unet_{n.replace('.', '_')}.lora_down.weight", A),
+                    (f"lora_unet_{n.replace('.', '_')}.lora_up.weight", B),
+                    (f"lora_unet_{n.replace('.', '_')}.alpha", torch.tensor(alpha)))})
+    return files, expected
+
+
+def test_every_community_format_loads_with_the_same_deltas(tmp_path):
+    m = rand_model()
+    base = {n: mod.weight.clone() for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)}
+    files, expected = community_files(m, tmp_path)
+    x, t, ctx = inputs(m.config)
+    outs = []
+    for name, f in files.items():
+        key = load_lora(m, f, strength=0.5)
+        mods = dict(m.named_modules())
+        for n, d in expected.items():
+            got = mods[n].weight - base[n]
+            assert torch.allclose(got, 0.5 * d, atol=1e-6), (name, n)
+        outs.append(fwd(m, x, t, ctx))
+        remove_lora(m, key)
+        assert lora_summary(m) == {}
+    for o in outs[1:]:
+        assert (o - outs[0]).abs().max().item() <= 1e-5
+
+
+def test_diff_and_bias_delta_keys(tmp_path):
+    m = rand_model()
+    W, b = m.head.head.weight.clone(), m.blocks[0].self_attn.q.bias.clone()
+    D = torch.randn_like(W)
+    db = torch.randn_like(b)
+    load_lora(m, {"diffusion_model.head.head.diff": D, "diffusion_model.blocks.0.self_attn.q.diff_b": db}, strength=2.0)
+    assert torch.allclose(m.head.head.weight, W + 2 * D, atol=1e-6)
+    assert torch.allclose(m.blocks[0].self_attn.q.bias, b + 2 * db, atol=1e-6)
+    remove_lora(m)
+    assert torch.equal(m.head.head.weight, W) and torch.equal(m.blocks[0].self_attn.q.bias, b)
+
+
+def test_bad_lora_files_give_clear_errors(tmp_path):
+    m = rand_model()
+    A, B = torch.zeros(4, 24), torch.zeros(24, 4)
+    with pytest.raises(CheckpointError, match=r"2 key\(s\) match no layer.*blocks\.0\.self_attn\.qq"):
+        load_lora(m, {"diffusion_model.blocks.0.self_attn.qq.lora_down.weight": A,
+                      "diffusion_model.blocks.0.self_attn.qq.lora_up.weight": B,
+                      "diffusion_model.blocks.0.self_attn.q.lora_down.weight": A,
+                      "diffusion_model.blocks.0.self_attn.q.lora_up.weight": B})
+    with pytest.raises(CheckpointError, match="no layer.*blocks.7"):
+        load_lora(m, {"diffusion_model.blocks.7.self_attn.q.lora_down.weight": A})
+    with pytest.raises(CheckpointError, match="not its up/B partner"):
+        load_lora(m, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": A})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_lora(m, {"diffusion_model.blocks.0.ffn.0.lora_down.weight": A,
+                      "diffusion_model.blocks.0.ffn.0.lora_up.weight": B})
+    with pytest.raises(CheckpointError, match="DoRA"):
+        load_lora(m, {"diffusion_model.blocks.0.self_attn.q.dora_scale": torch.ones(24)})
+    assert lora_summary(m) == {}  # nothing half-attached
+
+
+# --------------------------------------------------------------------------- stacking / merging
+
+def test_stacking_two_loras_sums_their_deltas(tmp_path):
+    m = rand_model()
+    files, expected = community_files(m, tmp_path)
+    base = {n: dict(m.named_modules())[n].weight.clone() for n in expected}
+    # a second, different LoRA on a subset of layers
+    g = torch.Generator().manual_seed(11)
+    second, d2 = {}, {}
+    for n in find_targets(m, ["ffn.0"]):
+        A, B = _ab(2, base[n], g)
+        second[f"diffusion_model.{n}.lora_down.weight"] = A
+        second[f"diffusion_model.{n}.lora_up.weight"] = B
+        d2[n] = B @ A  # no alpha: scale 1
+    load_lora(m, files["musubi"], strength=0.7, name="style")
+    load_lora(m, second, strength=-1.5, name="detail")
+    assert set(lora_summary(m)) == {"style", "detail"}
+    mods = dict(m.named_modules())
+    for n in expected:
+        want = base[n] + 0.7 * expected[n] + (-1.5 * d2[n] if n in d2 else 0)
+        assert torch.allclose(mods[n].weight, want, atol=1e-6), n
+    remove_lora(m, "style")
+    for n in expected:
+        want = base[n] + (-1.5 * d2[n] if n in d2 else 0)
+        assert torch.allclose(mods[n].weight, want, atol=1e-6), n
+
+
+def test_merge_and_unmerge_are_exact(tmp_path):
+    m = rand_model()
+    files, _ = community_files(m, tmp_path)
+    x, t, ctx = inputs(m.config)
+    original = {k: v.clone() for k, v in m.state_dict().items()}
+    plain = fwd(m, x, t, ctx)
+    load_lora(m, files["comfy_down_up"], strength=0.8)
+    load_lora(m, files["diffusers_peft"], strength=0.3)
+    dynamic = fwd(m, x, t, ctx)
+    assert (dynamic - plain).abs().max().item() > 0.1
+
+    assert merge_lora(m) == 20
+    assert set(m.state_dict()) == set(original)  # plain weights again: no parametrization keys
+    assert torch.equal(fwd(m, x, t, ctx), dynamic)  # merged weight = the on-the-fly weight, bit for bit
+    with pytest.raises(RuntimeError, match="unmerge_lora"):
+        load_lora(m, files["musubi"])
+
+    unmerge_lora(m)
+    assert torch.equal(fwd(m, x, t, ctx), dynamic)
+    remove_lora(m)
+    sd = m.state_dict()
+    assert set(sd) == set(original) and all(torch.equal(sd[k], original[k]) for k in sd)
+    assert torch.equal(fwd(m, x, t, ctx), plain)
+
+    # without keeping the originals, unmerge subtracts: exact up to rounding
+    load_lora(m, files["comfy_down_up"])
+    merge_lora(m, keep_original=False)
+    unmerge_lora(m)
+    remove_lora(m)
+    assert max((m.state_dict()[k] - original[k]).abs().max().item() for k in original) <= 1e-6
+
+
+def test_bf16_weights_merge_like_on_the_fly(tmp_path):
+    m = rand_model().to(torch.bfloat16)
+    files, _ = community_files(m, tmp_path)
+    load_lora(m, files["comfy_down_up"])
+    w_dyn = m.blocks[0].ffn[0].weight.clone()
+    assert w_dyn.dtype == torch.bfloat16
+    merge_lora(m)
+    assert torch.equal(m.blocks[0].ffn[0].weight, w_dyn)
+
+
+def test_saved_comfyui_file_roundtrip_keys(tmp_path):
+    m = rand_model()
+    add_lora(m, rank=2, alpha=1, targets=["self_attn.q", "ffn.2"])
+    randomize_lora(m)
+    p = save_lora(m, tmp_path / "c.safetensors", format="comfyui")
+    sd = load_file(str(p))
+    assert set(sd) == {f"diffusion_model.blocks.{i}.{n}.{s}" for i in (0, 1) for n in ("self_attn.q", "ffn.2")
+                       for s in ("lora_down.weight", "lora_up.weight", "alpha")}
+    assert sd["diffusion_model.blocks.0.ffn.2.alpha"].item() == 1.0
+    m2 = rand_model()
+    load_lora(m2, p)
+    assert torch.allclose(m2.blocks[1].ffn[2].weight, m.blocks[1].ffn[2].weight, atol=1e-7)
