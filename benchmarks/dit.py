@@ -3,7 +3,8 @@
 Each case runs in its own subprocess; after the weights are loaded the peak RSS counter is reset
 (/proc/self/clear_refs), so the peak measured is that of the forward passes. Reported:
 median forward time, peak RSS during the forwards, that peak over the weights-loaded baseline
-(activations + workspace), and the
+(activations + workspace; children run with MALLOC_MMAP_THRESHOLD_=65536 so that RSS follows the
+live tensors rather than allocator arenas), and the
 ratio ours/diffusers (< 1 means openwan is faster / lighter).
 
     python benchmarks/dit.py                       # 1.3B width, 2 layers, 1560 tokens, fp32 + bf16
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -92,6 +94,9 @@ def main(argv=None):
     from openwan.models.dit import WanModel
     cfg = DiTConfig(dim=a.dim, ffn_dim=a.ffn_dim, num_heads=a.heads, num_layers=a.layers)
     tokens = a.latent[0] * (a.latent[1] // 2) * (a.latent[2] // 2)
+    # A fixed glibc mmap threshold makes RSS follow the live tensors instead of the allocator's
+    # arena growth, which otherwise adds +-100 MB of noise to either side.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "w.safetensors"
         torch.manual_seed(0)
@@ -110,7 +115,8 @@ def main(argv=None):
             for impl in ("diffusers", "openwan"):
                 args = dict(cfg=cfg.to_dict(), weights=str(weights), dtype=dt, impl=impl, latent=list(a.latent),
                             repeats=a.repeats, threads=a.threads)
-                out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+                out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
+                                     env=env)
                 if out.returncode != 0:
                     print(f"{dt:6} {impl:9} failed: {out.stderr.strip().splitlines()[-1]}")
                     continue

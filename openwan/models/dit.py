@@ -109,11 +109,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     cos/sin: [B, L, 1, D/2] in the compute dtype; positions past a sample's length carry angle 0
     (cos 1, sin 0), so padding tokens pass through unrotated.
     """
-    dt = cos.dtype
-    xr = x.to(dt).unflatten(-1, (-1, 2))
+    xr = x.to(cos.dtype).unflatten(-1, (-1, 2))
     x0, x1 = xr[..., 0], xr[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
-    return out.to(x.dtype)
+    out = torch.empty_like(xr)  # written in place: two full-size temporaries at most, not six
+    o0, o1 = out[..., 0], out[..., 1]
+    torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
+    torch.mul(x0, sin, out=o1).addcmul_(x1, cos)             # x0 sin + x1 cos
+    return out.flatten(-2).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------- attention layers
