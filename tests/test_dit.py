@@ -413,3 +413,15 @@ def test_chunked_ffn_equals_whole():
         chunked = m(x, torch.tensor([500]), ctx)
         FeedForward.chunk_tokens = 2048
     assert (whole - chunked).abs().max().item() <= 1e-6
+
+
+def test_rope_inference_and_training_forms_agree():
+    from openwan.models.dit import apply_rope, rope_angles
+    ang = rope_angles((2, 3, 4), 12)[None, :, None, :]
+    x = torch.randn(1, 24, 2, 12)
+    a = apply_rope(x, ang.cos(), ang.sin())
+    b = apply_rope(x.clone().requires_grad_(), ang.cos(), ang.sin())
+    assert torch.equal(a, b.detach())
+    # rotation keeps each pair's norm and rotates position 0 by nothing
+    assert torch.allclose(a.unflatten(-1, (-1, 2)).norm(dim=-1), x.unflatten(-1, (-1, 2)).norm(dim=-1), atol=1e-6)
+    assert torch.equal(a[:, 0], x[:, 0])

@@ -111,7 +111,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     xr = x.to(cos.dtype).unflatten(-1, (-1, 2))
     x0, x1 = xr[..., 0], xr[..., 1]
-    out = torch.empty_like(xr)  # written in place: two full-size temporaries at most, not six
+    if torch.is_grad_enabled() and x.requires_grad:  # training: the differentiable form
+        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).to(x.dtype)
+    out = torch.empty_like(xr)  # inference, written in place: fewer full-size temporaries
     o0, o1 = out[..., 0], out[..., 1]
     torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
     torch.mul(x0, sin, out=o1).addcmul_(x1, cos)             # x0 sin + x1 cos
