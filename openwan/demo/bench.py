@@ -1,0 +1,173 @@
+"""`openwan bench demo`: does the embedded demo model do what its prompts say?
+
+For every prompt of the fixed benchmark (:func:`openwan.demo.world.benchmark_prompts`: 24 prompts whose
+(color, shape, motion) combinations were seen in training, 12 held out from it) and every seed, the demo
+pipeline generates a video; the world's detector (:func:`openwan.demo.detect.detect`) measures the object's
+color, shape and motion, and :func:`openwan.demo.detect.score` compares them with the prompt. The report
+gives the accuracy of each attribute and of all three together, for seen and held-out prompts apart, and
+the seconds per video (model load apart).
+
+    openwan bench demo                          # the shipped defaults, 2 seeds per prompt
+    openwan bench demo --seeds 4 --out bench/   # also write every video (mp4) and results.json there
+    openwan bench demo --json -                 # results as JSON on stdout
+    openwan bench demo --check                  # exit 1 when a target is missed (CI)
+
+Targets (issue 7): attribute accuracy >= 90% on seen combinations, >= 75% on held-out ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+ATTRIBUTES = ("color", "shape", "motion")
+TARGETS = {"seen": 0.90, "heldout": 0.75}
+
+
+def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int] = (0, 1),
+                  out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list[dict]:
+    """Generate and score one video per (prompt, seed). ``prompts``: BenchmarkPrompts (default: all of
+    :func:`~openwan.demo.world.benchmark_prompts`); ``sample_kw`` go to the pipeline (sample_steps,
+    sample_shift, guide_scale, sample_solver, ...). Returns one record per video."""
+    from openwan.demo import detect, world
+    prompts = list(world.benchmark_prompts() if prompts is None else prompts)
+    records = []
+    for i, bp in enumerate(prompts):
+        for seed in seeds:
+            path = None
+            if out_dir is not None:
+                slug = bp.prompt.replace(" ", "_")
+                path = Path(out_dir) / f"{bp.split}_{slug}_seed{seed}.mp4"
+            t0 = time.perf_counter()
+            out = pipe(bp.prompt, seed=int(seed), output_path=path, overwrite=True, **sample_kw)
+            dt = time.perf_counter() - t0
+            det = detect.detect(out.frames[0])
+            sc = detect.score(det, bp.attributes)
+            rec = {"prompt": bp.prompt, "split": bp.split, "seed": int(seed),
+                   "expected": dict(bp.attributes._asdict()),
+                   "detected": {k: det.get(k) for k in ATTRIBUTES}, "found": bool(det.get("found")),
+                   "correct": sc, "seconds": dt}
+            if path is not None:
+                rec["video"] = str(path)
+            records.append(rec)
+            if progress:
+                mark = "ok " if sc["all"] else "BAD"
+                got = "/".join(str(det.get(k)) for k in ATTRIBUTES)
+                print(f"  [{len(records):3d}] {mark} {bp.split:7s} {bp.prompt!r} seed {seed}: {got} ({dt:.2f}s)",
+                      file=sys.stderr, flush=True)
+    return records
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """Accuracy per attribute and overall ("all": every attribute right) per split, and seconds per video."""
+    out = {}
+    for split in ("seen", "heldout", "total"):
+        rs = [r for r in records if split == "total" or r["split"] == split]
+        if not rs:
+            continue
+        acc = {k: sum(r["correct"][k] for r in rs) / len(rs) for k in ATTRIBUTES + ("all",)}
+        acc["attribute_mean"] = sum(acc[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
+        out[split] = {"videos": len(rs), "accuracy": acc,
+                      "seconds_per_video": sum(r["seconds"] for r in rs) / len(rs)}
+    return out
+
+
+def meets_targets(summary: dict) -> dict:
+    """{split: True/False}: every attribute's accuracy at or above the split's target."""
+    return {split: all(summary[split]["accuracy"][k] >= t for k in ATTRIBUTES)
+            for split, t in TARGETS.items() if split in summary}
+
+
+def format_report(summary: dict, settings: dict) -> str:
+    lines = [f"openwan bench demo  ({settings.get('checkpoint', 'demo')})",
+             "settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "checkpoint"),
+             "",
+             f"{'split':8s} {'videos':>6s} {'color':>7s} {'shape':>7s} {'motion':>7s} {'all 3':>7s} {'s/video':>8s}"]
+    for split in ("seen", "heldout", "total"):
+        if split not in summary:
+            continue
+        s = summary[split]
+        a = s["accuracy"]
+        lines.append(f"{split:8s} {s['videos']:6d} " + " ".join(f"{100 * a[k]:6.1f}%" for k in
+                                                                 ATTRIBUTES + ("all",))
+                     + f" {s['seconds_per_video']:8.2f}")
+    ok = meets_targets(summary)
+    if ok:
+        lines.append("")
+        lines.append("targets: " + ", ".join(f"{split} >= {100 * TARGETS[split]:.0f}% per attribute: "
+                                              f"{'met' if v else 'MISSED'}" for split, v in ok.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
+    ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")
+    ap.add_argument("--split", choices=["all", "seen", "heldout"], default="all")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split")
+    ap.add_argument("--sample_steps", type=int, default=None)
+    ap.add_argument("--sample_shift", type=float, default=None)
+    ap.add_argument("--sample_guide_scale", type=float, default=None)
+    ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler"], default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--out", default=None, help="folder for the videos (mp4) and results.json")
+    ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--quiet", action="store_true", help="no per-video lines")
+    a = ap.parse_args(argv)
+    if a.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
+
+    import torch
+    from openwan.demo import world
+    from openwan.pipelines import load_pipeline
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    prompts = world.benchmark_prompts()
+    if a.split != "all":
+        prompts = [p for p in prompts if p.split == a.split]
+    if a.limit is not None:
+        keep = []
+        for split in ("seen", "heldout"):
+            keep += [p for p in prompts if p.split == split][:a.limit]
+        prompts = keep
+    t0 = time.perf_counter()
+    pipe = load_pipeline(a.ckpt_dir or "demo", task="t2v", variant="demo", progress=False)
+    load_s = time.perf_counter() - t0
+    kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
+                                guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver).items()
+          if v is not None}
+    d = pipe.defaults()
+    settings = {"checkpoint": a.ckpt_dir or "demo", "steps": kw.get("sample_steps", d.steps),
+                "shift": kw.get("sample_shift", d.shift), "guide_scale": kw.get("guide_scale", d.guide_scale),
+                "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
+                "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2)}
+    out_dir = Path(a.out) if a.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        records = run_benchmark(pipe, prompts, range(a.seeds), out_dir=out_dir, progress=not a.quiet, **kw)
+    summary = summarize(records)
+    result = {"settings": settings, "summary": summary, "targets": TARGETS, "meets_targets": meets_targets(summary),
+              "videos": records}
+    text = json.dumps(result, indent=2)
+    if out_dir is not None:
+        from openwan.checkpoints import atomic_write
+        atomic_write(out_dir / "results.json", lambda tmp: Path(tmp).write_text(text))
+    if a.json == "-":
+        print(text)
+    else:
+        print(format_report(summary, settings))
+        if a.json:
+            from openwan.checkpoints import atomic_write
+            atomic_write(Path(a.json), lambda tmp: Path(tmp).write_text(text))
+    if a.check and not all(result["meets_targets"].values()):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,552 @@
+"""The recipe of the embedded demo model: train it from scratch on the procedural world, then ship it.
+
+    python -m openwan.demo.train --stage all            # vae -> latents -> dit -> export
+    python -m openwan.demo.train --stage vae            # 1. the video autoencoder (own small loop)
+    python -m openwan.demo.train --stage latents        # 2. encode world clips + captions once
+    python -m openwan.demo.train --stage dit            # 3. the DiT, with openwan.training's Trainer
+    python -m openwan.demo.train --stage export         # 4. half-precision checkpoint into the package
+
+Every stage reads and writes ``--work_dir`` (default ``runs/demo``), checkpoints as it goes and picks up
+where it stopped when run again, so a run can be interrupted at any time.
+
+1. **VAE** -- :class:`~openwan.models.vae.WanVAE` with :data:`openwan.demo.DEMO_VAE`'s architecture, trained
+   for reconstruction on world clips (``split="train"``: the held-out combinations are never shown to any
+   component). Loss: L1 over pixels, weighted up on the object (the background is most of every frame),
+   plus a small penalty on the latent's magnitude (``WanVAE.encode`` returns the posterior mean only, so
+   the log-variance half of ``conv1`` is left unused); the decoder sees the latent plus a little noise
+   (5% of its std), so it tolerates the small latent errors a diffusion model makes. (Sampling from a
+   learned posterior instead collapses here: at initialisation its noise drowns the mean and the decoder
+   settles on the background.) Forward and
+   backward run through the exact chunked (causal, cached) passes that :meth:`WanVAE.encode` /
+   :meth:`WanVAE.decode` use at inference. At the end, the per-channel mean and std of the latents (mu)
+   over world clips become the config's ``mean`` / ``std``, as for the published VAE.
+2. **Latents** -- ``--n_clips`` training clips are rendered and encoded once; each gets ``--captions``
+   paraphrased captions (:func:`openwan.demo.world.make_caption`), encoded by the frozen text encoder: a
+   randomly initialised tiny umT5 (seeded, :data:`openwan.demo.DEMO_TEXT_ENCODER`) with the shipped tiny
+   tokenizer; the DiT learns to read its features. A fraction ``--caption_dropout`` of the items carries
+   the empty prompt instead (classifier-free guidance; the demo's negative prompt is "").
+3. **DiT** -- :class:`~openwan.models.dit.WanModel` with :data:`openwan.demo.DEMO_DIT`'s config, trained
+   from scratch by :class:`openwan.training.trainer.Trainer` (flow matching, AdamW, cosine schedule,
+   EMA) on an :class:`~openwan.training.data.InMemoryLatentDataset`.
+4. **Export** -- DiT, VAE and text encoder in the official checkpoint layout, half precision, into
+   ``openwan/demo/assets/demo_checkpoint`` (or ``--export_dir``); the loaders upcast to fp32 on the CPU.
+
+The numbers of the shipped run are in docs/demo.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE
+
+STAGES = ("vae", "latents", "dit", "export")
+TEXT_ENCODER_SEED = 1234            # the frozen random umT5 is a function of this seed
+DEMO_FRAMES = DEMO_SAMPLE.frame_num  # 17
+DEMO_SIZE = 64
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ============================================================================ data
+
+def world_batch(rng: np.random.Generator, n: int, frames: int, size: int = DEMO_SIZE, split: str = "train",
+                two_object_prob: float = 0.0) -> torch.Tensor:
+    """n random world clips as one float batch [n, 3, frames, size, size] in [-1, 1]."""
+    from openwan.demo import world
+    clips = []
+    for _ in range(n):
+        k = 2 if rng.random() < two_object_prob else 1
+        clips.append(world.clip_tensor(world.sample_clip(rng, split=split, n_objects=k), size=size, frames=frames))
+    return torch.stack(clips)
+
+
+def round_to_half_(module: torch.nn.Module) -> torch.nn.Module:
+    """Round every floating-point weight to fp16 precision (kept in fp32): the model trained or encoded with
+    is then exactly the one shipped in half precision."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return module
+
+
+def make_text_encoder(device="cpu"):
+    """The frozen text encoder of the demo: a seeded random tiny umT5 (weights rounded to fp16 precision, as
+    shipped) + the shipped tiny tokenizer."""
+    from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
+    state = torch.random.get_rng_state()
+    try:
+        te = TextEncoder(DEMO_TEXT_ENCODER, TINY_TOKENIZER_DIR, seed=TEXT_ENCODER_SEED, cache_dir=False,
+                         dtype=torch.float32, device=device)
+    finally:
+        torch.random.set_rng_state(state)
+    round_to_half_(te.model)
+    return te
+
+
+# ============================================================================ differentiable VAE passes
+
+def vae_posterior(vae, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (un-normalized) posterior mean and log-variance [B, z, T, h, w] of a video [B, 3, F, H, W].
+
+    The same chunked causal pass as ``WanVAE.encode`` (frame 0 alone, then 4 frames per chunk, with the
+    feature cache), but with gradients."""
+    from openwan.models.vae import FeatureCache
+    cache = FeatureCache()
+    n = 1 + (video.shape[2] - 1) // vae.temporal_ratio
+    chunks = [vae.encoder(video[:, :, vae._chunk_frames(i)], cache) for i in range(n)]
+    stats = vae.conv1(torch.cat(chunks, dim=2))
+    return stats[:, :vae.z_dim], stats[:, vae.z_dim:]
+
+
+def vae_reconstruct(vae, z: torch.Tensor) -> torch.Tensor:
+    """Decode a raw latent [B, z, T, h, w] to pixels [B, 3, F, H, W] (unclamped), one latent frame at a time
+    with the feature cache, as ``WanVAE.decode`` does, but with gradients."""
+    from openwan.models.vae import FeatureCache
+    x = vae.conv2(z)
+    cache = FeatureCache()
+    return torch.cat([vae.decoder(x[:, :, i:i + 1], cache) for i in range(x.shape[2])], dim=2)
+
+
+def object_weight(video: torch.Tensor, background=(32, 32, 32), boost: float = 4.0) -> torch.Tensor:
+    """Per-pixel loss weight [B, 1, F, H, W]: 1 on the background, 1 + boost where the frame shows an object
+    (any pixel more than ~4 levels from the background color)."""
+    bg = torch.tensor(background, dtype=video.dtype, device=video.device).view(1, 3, 1, 1, 1) / 127.5 - 1.0
+    fg = ((video - bg).abs().amax(dim=1, keepdim=True) > 0.03).to(video.dtype)
+    return 1.0 + boost * fg
+
+
+# ============================================================================ stage 1: VAE
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    from openwan.checkpoints import atomic_write
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _lr(step: int, total: int, base: float, warmup: int = 20, floor: float = 0.05) -> float:
+    """Linear warmup, then cosine decay to ``floor`` x base at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def inflate_init_(vae) -> None:
+    """Start the VAE as a per-frame image autoencoder ("inflation"): every causal 3x3x3 conv sees only the
+    current frame (its taps on the two previous frames are zeroed), the temporal downsamplers pick every
+    other frame and the temporal upsamplers repeat frames (identity on the newest tap). Image pre-training
+    (1-frame clips) then trains exactly the weights a video uses, and video training learns the temporal
+    taps from there. The decoder's output bias starts at the world's background level."""
+    from openwan.models.vae import CausalConv3d, Resample
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, Resample) and hasattr(m, "time_conv"):
+                w = m.time_conv.weight                      # [C_out, C_in, 3, 1, 1]
+                w.zero_()
+                eye = torch.eye(w.shape[1])
+                w[:, :, -1, 0, 0] = eye.repeat(w.shape[0] // w.shape[1], 1)
+                m.time_conv.bias.zero_()
+        for m in vae.modules():
+            if isinstance(m, CausalConv3d) and m.kernel_size[0] > 1 and m.causal_padding[4] > 0:
+                m.weight[:, :, :-1].zero_()
+        vae.decoder.head[-1].bias.fill_(32 / 127.5 - 1.0)
+
+
+def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, steps: int = 200, batch: int = 4,
+              frames: int = 9, image_lr: float = 1e-3, lr: float = 5e-4, latent_penalty: float = 1e-4,
+              noise: float = 0.05, boost: float = 10.0, seed: int = 0, save_every: int = 25,
+              stats_clips: int = 128) -> Path:
+    """Train the demo VAE (resumable); returns the folder of the finished VAE (``work_dir/vae``).
+
+    Phase 1 (``image_steps``): 1-frame clips, batch ``image_batch``, constant ``image_lr`` after a warmup.
+    Phase 2 (``steps``): ``frames``-frame clips, batch ``batch``, ``lr`` with warmup and cosine decay.
+    Loss: (L1 + L2) of the pixels, weighted 1 + ``boost`` on the object, + ``latent_penalty`` mean(mu^2);
+    the decoder sees mu + ``noise`` x std(mu) x N(0, 1)."""
+    from openwan.models.vae import WanVAE
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = work_dir / "vae_train.pt"
+    torch.manual_seed(seed)
+    vae = WanVAE(DEMO_VAE).train()
+    inflate_init_(vae)
+    opt = torch.optim.AdamW(vae.parameters(), lr=image_lr, weight_decay=0.0, betas=(0.9, 0.99))
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        log(f"vae: resumed at step {step}")
+    total = image_steps + steps
+    t0 = time.perf_counter()
+    start = step
+    while step < total:
+        image = step < image_steps
+        rng = np.random.default_rng([seed, 1, step])        # batch of a step: a function of the step
+        video = world_batch(rng, image_batch if image else batch, 1 if image else frames)
+        g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+        for grp in opt.param_groups:
+            grp["lr"] = (_lr(step, 10 ** 9, image_lr, floor=1.0) if image
+                         else _lr(step - image_steps, steps, lr))
+        mu, _ = vae_posterior(vae, video)
+        z = mu + noise * mu.detach().std() * torch.randn(mu.shape, generator=g)
+        rec = vae_reconstruct(vae, z)
+        w = object_weight(video)
+        err = rec - video
+        rec_loss = ((err.abs() + err.pow(2)) * (1.0 + boost * (w > 1))).mean() / (1.0 + boost * (w > 1)).float().mean()
+        norm = mu.pow(2).mean()
+        loss = rec_loss + latent_penalty * norm
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0 or step == total:
+            el = time.perf_counter() - t0
+            with torch.no_grad():
+                e = err.detach().abs().mean(1, keepdim=True)
+                fg = w > 1
+                fg_err, bg_err = e[fg].mean().item(), e[~fg].mean().item()
+            log(f"vae {'image' if image else 'video'} step {step}/{total} loss {loss.item():.4f} "
+                f"object err {fg_err:.3f} background err {bg_err:.3f} mu^2 {norm.item():.3f} gn {gn:.3f} "
+                f"{el / (step - start):.2f}s/step")
+        if step % save_every == 0 or step == total:
+            _atomic_torch_save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step}, ckpt)
+    return finish_vae(work_dir, vae.eval(), stats_clips=stats_clips, seed=seed)
+
+
+@torch.no_grad()
+def latent_stats(vae, n_clips: int = 256, seed: int = 0, batch: int = 8) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the raw latents (mu) of ``n_clips`` world clips at the demo size."""
+    rng = np.random.default_rng([seed, 2])
+    s1 = torch.zeros(vae.z_dim, dtype=torch.float64)
+    s2 = torch.zeros(vae.z_dim, dtype=torch.float64)
+    count = 0
+    for i in range(0, n_clips, batch):
+        mu, _ = vae_posterior(vae, world_batch(rng, min(batch, n_clips - i), DEMO_FRAMES))
+        mu = mu.double().transpose(0, 1).reshape(vae.z_dim, -1)
+        s1 += mu.sum(1)
+        s2 += (mu * mu).sum(1)
+        count += mu.shape[1]
+    mean = s1 / count
+    std = (s2 / count - mean * mean).clamp_min(1e-8).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def finish_vae(work_dir: Path, vae, stats_clips: int = 128, seed: int = 0) -> Path:
+    """Measure the latent statistics, put them in the config and save the VAE (fp32) in ``work_dir/vae``."""
+    from openwan.models.vae import WanVAE
+    mean, std = latent_stats(vae, stats_clips, seed)
+    log(f"vae latent mean {mean}")
+    log(f"vae latent std  {std}")
+    final = WanVAE(DEMO_VAE.replace(mean=mean, std=std))
+    final.load_state_dict(vae.state_dict())
+    out = work_dir / "vae"
+    final.save_pretrained(out)
+    log(f"vae: saved {out}")
+    return out
+
+
+def load_trained_vae(work_dir: Path):
+    from openwan.models.vae import WanVAE
+    path = work_dir / "vae"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no trained VAE in {path}: run `python -m openwan.demo.train --stage vae` first")
+    return round_to_half_(WanVAE.from_pretrained(path))
+
+
+@torch.no_grad()
+def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all") -> dict:
+    """Detector accuracy and PSNR of VAE reconstructions (encode -> decode) of world clips."""
+    from openwan.demo import detect, world
+    rng = np.random.default_rng([seed, 3])
+    hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
+    truth_hits = dict(hits)
+    psnr = []
+    for _ in range(n_clips):
+        clip = world.sample_clip(rng, split=split)
+        frames = world.render_clip(clip, size=DEMO_SIZE, frames=DEMO_FRAMES)
+        rec = vae.decode(vae.encode(world.to_tensor(frames)[None]))[0]
+        rec_frames = world.from_tensor(rec)
+        mse = np.mean((rec_frames.astype(np.float64) - frames.astype(np.float64)) ** 2)
+        psnr.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+        s = detect.score(detect.detect(rec_frames), clip.objects[0].attributes)
+        t = detect.score(detect.detect(frames), clip.objects[0].attributes)
+        for k in hits:
+            hits[k] += int(s[k])
+            truth_hits[k] += int(t[k])
+    return {"n": n_clips, "psnr": float(np.mean(psnr)),
+            "accuracy": {k: v / n_clips for k, v in hits.items()},
+            "accuracy_on_originals": {k: v / n_clips for k, v in truth_hits.items()}}
+
+
+# ============================================================================ stage 2: latents
+
+
+def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
+    """The clip's own caption plus k-1 other paraphrases of the same objects (distinct when possible)."""
+    from openwan.demo import world
+    out = [clip.caption]
+    for _ in range(8 * k):
+        if len(out) >= k:
+            break
+        c = world.make_caption(list(clip.objects), rng)
+        if c not in out:
+            out.append(c)
+    while len(out) < k:
+        out.append(clip.caption)
+    return out
+
+
+@torch.no_grad()
+def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
+                   seed: int = 0, batch: int = 16) -> Path:
+    """Render + encode ``n_clips`` training clips and their captions once; resumable. Writes
+    ``work_dir/latents.pt``: {"latents": [N, 16, T, h, w] fp32 (normalized), "captions": [[str]*k]*N,
+    "attributes": [[(c, s, m), ...]] * N, "text": {caption: [L, D] features}}."""
+    from openwan.demo import world
+    out = work_dir / "latents.pt"
+    part = work_dir / "latents_partial.pt"
+    vae = load_trained_vae(work_dir)
+    state = {"latents": [], "captions": [], "attributes": []}
+    if part.exists():
+        state = torch.load(part, map_location="cpu", weights_only=False)
+        log(f"latents: resumed at {len(state['latents'])} clips")
+    elif out.exists():                  # extend a finished set (clip i is a function of (seed, i))
+        done = torch.load(out, map_location="cpu", weights_only=False)
+        if len(done["latents"]) >= n_clips:
+            log(f"latents: {out} already holds {len(done['latents'])} clips")
+            return out
+        state = {"latents": list(done["latents"]), "captions": done["captions"], "attributes": done["attributes"]}
+        log(f"latents: extending {out} from {len(state['latents'])} clips")
+    t0 = time.perf_counter()
+    while len(state["latents"]) < n_clips:
+        i0 = len(state["latents"])
+        n = min(batch, n_clips - i0)
+        clips, videos = [], []
+        for i in range(i0, i0 + n):
+            rng = np.random.default_rng([seed, 4, i])
+            k = 2 if rng.random() < two_object_prob else 1
+            clip = world.sample_clip(rng, split="train", n_objects=k)
+            clips.append((clip, rng))
+            videos.append(world.clip_tensor(clip, size=DEMO_SIZE, frames=DEMO_FRAMES))
+        lat = vae.encode(torch.stack(videos))
+        for (clip, rng), z in zip(clips, lat):
+            state["latents"].append(z.clone())
+            state["captions"].append(caption_variants(clip, rng, captions))
+            state["attributes"].append([tuple(a) for a in clip.attributes])
+        done = len(state["latents"])
+        if done // (batch * 16) != i0 // (batch * 16) or done == n_clips:   # every 256 clips
+            _atomic_torch_save(state, part)
+            el = time.perf_counter() - t0
+            log(f"latents: {done}/{n_clips} clips ({el:.0f}s)")
+    te = make_text_encoder()
+    unique = sorted({c for caps in state["captions"] for c in caps} | {""})
+    text = {}
+    for i in range(0, len(unique), 256):
+        chunk = unique[i:i + 256]
+        for c, e in zip(chunk, te.encode(chunk)):
+            text[c] = e.float().clone()
+    log(f"latents: {len(unique)} unique captions encoded")
+    result = {"latents": torch.stack(state["latents"]), "captions": state["captions"],
+              "attributes": state["attributes"], "text": text, "vae_config": vae.config.to_dict()}
+    _atomic_torch_save(result, out)
+    part.unlink(missing_ok=True)
+    log(f"latents: saved {out}")
+    return out
+
+
+# ============================================================================ stage 3: DiT
+
+def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0):
+    """The in-memory training set: one item per (clip, caption); a fraction ``caption_dropout`` of the items
+    get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items."""
+    from openwan.training.data import InMemoryLatentDataset
+    data = torch.load(latents_file, map_location="cpu", weights_only=False)
+    rng = np.random.default_rng([seed, 5])
+    text = data["text"]
+    items = []
+    for z, caps in zip(data["latents"], data["captions"]):
+        for c in caps:
+            ctx = text[""] if rng.random() < caption_dropout else text[c]
+            items.append({"latent": z, "context": ctx})
+    return InMemoryLatentDataset(items), data
+
+
+def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
+    """A Trainer ``on_validate`` hook: generate the first ``prompts_per_split`` seen and held-out benchmark
+    prompts with the model being trained (few sampling steps) and log the detector's accuracy."""
+    from openwan.demo import demo_variant, world
+    from openwan.demo.bench import run_benchmark, summarize
+    from openwan.pipelines.base import Components
+    from openwan.pipelines.t2v import TextToVideo
+    vae = load_trained_vae(work_dir)
+    te = make_text_encoder()
+    bench = world.benchmark_prompts()
+    prompts = [p for p in bench if p.split == "seen"][:prompts_per_split]
+    prompts += [p for p in bench if p.split == "heldout"][:prompts_per_split]
+
+    def validate(model, step):
+        pipe = TextToVideo(Components(model, vae, te, variant=demo_variant()), progress=False)
+        t0 = time.perf_counter()
+        s = summarize(run_benchmark(pipe, prompts, seeds=(0,), progress=False, sample_steps=steps))
+        acc = {k: {a: round(v, 2) for a, v in s[k]["accuracy"].items() if a != "attribute_mean"}
+               for k in ("seen", "heldout")}
+        log(f"dit validate step {step}: {acc} ({time.perf_counter() - t0:.0f}s)")
+    return validate
+
+
+def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e-4, caption_dropout: float = 0.1,
+              ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
+              timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250) -> Path:
+    """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint)."""
+    from openwan.training.trainer import Trainer
+    latents_file = work_dir / "latents.pt"
+    if not latents_file.exists():
+        raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
+    dataset, _ = build_dataset(latents_file, caption_dropout, seed)
+    log(f"dit: {len(dataset)} training items")
+    dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEMO_DIT.to_dict().items()}
+    config = {
+        "model": {"dit": dit_cfg, "dtype": "fp32"},
+        "optimizer": {"lr": lr, "betas": [0.9, 0.99], "weight_decay": weight_decay},
+        "schedule": {"type": "cosine", "warmup_steps": min(100, steps // 10), "min_lr_ratio": 0.1},
+        "timesteps": {"distribution": "uniform", "shift": timestep_shift},
+        "ema": {"decay": ema} if ema else None,
+        "steps": steps, "batch_size": batch, "grad_clip": 1.0, "precision": "fp32",
+        "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
+        "output_dir": str(work_dir / "dit"), "seed": seed, "resume": "auto", "progress": False,
+    }
+    on_validate = make_validator(work_dir) if validate_every else None
+    config["validate_every"] = validate_every
+    trainer = Trainer(config, dataset=dataset, device="cpu", on_validate=on_validate)
+    summary = trainer.train()
+    log(f"dit: {summary}")
+    return work_dir / "dit"
+
+
+# ============================================================================ stage 4: export
+
+def trained_dit_weights(work_dir: Path) -> Path:
+    """The DiT to ship: the Trainer's final EMA weights, else the newest checkpoint's EMA (or raw) weights."""
+    root = work_dir / "dit"
+    for name in ("final_ema", "final"):
+        if (root / name / "config.json").exists():
+            return root / name
+    done = sorted(p for p in (root / "checkpoints").glob("step-*") if (p / "state.json").exists())
+    if not done:
+        raise FileNotFoundError(f"no trained DiT under {root}: run `python -m openwan.demo.train --stage dit` first")
+    ema = done[-1] / "ema.safetensors"
+    return ema if ema.exists() else done[-1] / "model.safetensors"
+
+
+def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None) -> Path:
+    """Write the shipped checkpoint: official layout (config.json + diffusion_pytorch_model.safetensors,
+    Wan2.1_VAE + vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/), every
+    tensor in half precision. The folder is built beside the target and swapped in, then loaded back with
+    strict key checks through ``load_pipeline``."""
+    from openwan.checkpoints import CheckpointError
+    from openwan.models.dit import WanModel
+    export_dir = Path(export_dir)
+    dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
+    dit = WanModel.from_pretrained(dit_path, dtype=torch.float32, config=DEMO_DIT)
+    if dit.config != DEMO_DIT:
+        raise CheckpointError(f"the trained DiT's config differs from DEMO_DIT: {dit.config} vs {DEMO_DIT}")
+    vae = load_trained_vae(work_dir)
+    if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
+        raise CheckpointError(f"the trained VAE's architecture differs from DEMO_VAE: {vae.config}")
+    if (vae.config.mean, vae.config.std) != (DEMO_VAE.mean, DEMO_VAE.std):
+        log("note: DEMO_VAE's mean/std in openwan/demo/__init__.py differ from the trained VAE's; copy them:\n"
+            f"  mean={vae.config.mean},\n  std={vae.config.std}")
+    te = make_text_encoder()
+    tmp = export_dir.parent / f".{export_dir.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dit.half().save_pretrained(tmp)
+    vae.half().save_pretrained(tmp)
+    te.save_pretrained(tmp, dtype=torch.float16)
+    old = export_dir.parent / f".{export_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if export_dir.exists():
+        os.replace(export_dir, old)
+    os.replace(tmp, export_dir)
+    if old.exists():
+        shutil.rmtree(old)
+    from openwan.pipelines import load_pipeline
+    pipe = load_pipeline(export_dir, task="t2v", variant="demo", device="cpu", progress=False)
+    size = sum(f.stat().st_size for f in export_dir.rglob("*") if f.is_file())
+    log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; DiT dtype "
+        f"{next(pipe.dit.parameters()).dtype}")
+    return export_dir
+
+
+# ============================================================================ CLI
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m openwan.demo.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae"), default="all")
+    ap.add_argument("--work_dir", default="runs/demo")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--seed", type=int, default=0)
+    g = ap.add_argument_group("vae")
+    g.add_argument("--vae_image_steps", type=int, default=1000, help="phase 1: steps on 1-frame clips")
+    g.add_argument("--vae_image_batch", type=int, default=8)
+    g.add_argument("--vae_image_lr", type=float, default=1e-3)
+    g.add_argument("--vae_steps", type=int, default=200, help="phase 2: steps on --vae_frames-frame clips")
+    g.add_argument("--vae_batch", type=int, default=4)
+    g.add_argument("--vae_frames", type=int, default=9)
+    g.add_argument("--vae_lr", type=float, default=5e-4)
+    g.add_argument("--vae_latent_penalty", type=float, default=1e-4, help="weight of mean(mu^2)")
+    g.add_argument("--vae_noise", type=float, default=0.05,
+                   help="std of the noise added to the latent before decoding, relative to the latent's std")
+    g = ap.add_argument_group("latents")
+    g.add_argument("--n_clips", type=int, default=4000)
+    g.add_argument("--captions", type=int, default=3, help="captions per clip")
+    g = ap.add_argument_group("dit")
+    g.add_argument("--dit_steps", type=int, default=2000)
+    g.add_argument("--dit_batch", type=int, default=32)
+    g.add_argument("--dit_lr", type=float, default=5e-4)
+    g.add_argument("--caption_dropout", type=float, default=0.1)
+    g.add_argument("--ema", type=float, default=0.998)
+    g.add_argument("--timestep_shift", type=float, default=1.0,
+                   help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
+    g = ap.add_argument_group("export")
+    g.add_argument("--export_dir", default=str(DEMO_DIR))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    work = Path(a.work_dir)
+    stages = STAGES if a.stage == "all" else (a.stage,)
+    for stage in stages:
+        t0 = time.perf_counter()
+        if stage == "vae":
+            train_vae(work, image_steps=a.vae_image_steps, image_batch=a.vae_image_batch, steps=a.vae_steps,
+                      batch=a.vae_batch, frames=a.vae_frames, image_lr=a.vae_image_lr, lr=a.vae_lr,
+                      latent_penalty=a.vae_latent_penalty, noise=a.vae_noise, seed=a.seed)
+        elif stage == "eval-vae":
+            print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
+        elif stage == "latents":
+            encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed)
+        elif stage == "dit":
+            train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
+                      ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift)
+        elif stage == "export":
+            export(work, Path(a.export_dir))
+        log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The embedded demo model: shipped files, strict loading, generation, the recipe's pieces, the benchmark."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE, demo_checkpoint_dir
+
+SEEN_PROMPT = "a red circle moving to the right"   # ("red", "circle", "right") is a training combination
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from openwan.pipelines import load_pipeline
+    return load_pipeline("demo", progress=False)
+
+
+# ----------------------------------------------------------------------------- the shipped files
+
+def test_shipped_checkpoint_is_small_half_precision_official_layout():
+    from safetensors import safe_open
+    d = demo_checkpoint_dir()
+    assert d == DEMO_DIR
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "vae_config.json", "t5_config.json",
+                 "google/umt5-xxl/tokenizer.json"):
+        assert (d / name).is_file(), name
+    assert (d / "Wan2.1_VAE.pth").is_file() or (d / "Wan2.1_VAE.safetensors").is_file()
+    total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    assert total < 15 * 2 ** 20, f"demo checkpoint is {total / 2 ** 20:.1f} MiB"
+    with safe_open(str(d / "diffusion_pytorch_model.safetensors"), "pt") as fh:
+        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+    assert dtypes == {"F16"}
+
+
+def test_demo_configs_match_the_shipped_files():
+    from openwan.checkpoints import dit_config_from_official_json
+    from openwan.configs import TextEncoderConfig, VAEConfig
+    d = demo_checkpoint_dir()
+    assert dit_config_from_official_json(json.loads((d / "config.json").read_text())) == DEMO_DIT
+    assert VAEConfig.from_dict(json.loads((d / "vae_config.json").read_text()), strict=True) == DEMO_VAE
+    assert TextEncoderConfig.from_dict(json.loads((d / "t5_config.json").read_text()), strict=True) == DEMO_TEXT_ENCODER
+    # the VAE's latent normalization was measured on the world (not the published VAE's numbers)
+    assert DEMO_VAE.mean != VAEConfig().mean and all(s > 0 for s in DEMO_VAE.std)
+
+
+def test_shipped_weights_load_strictly_and_upcast_to_fp32(tmp_path):
+    from openwan.checkpoints import CheckpointError, read_safetensors, save_safetensors
+    from openwan.models.dit import WanModel
+    d = demo_checkpoint_dir()
+    dit = WanModel.from_pretrained(d, dtype=torch.float32)
+    assert dit.config == DEMO_DIT
+    assert all(p.dtype == torch.float32 for p in dit.parameters())
+    sd = read_safetensors(d / "diffusion_pytorch_model.safetensors")
+    assert set(sd) == set(dit.state_dict())
+    k = "blocks.0.self_attn.q.weight"
+    assert torch.equal(dit.state_dict()[k], sd[k].float())
+    # strict: one missing tensor is a CheckpointError naming it
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((d / "config.json").read_text())
+    save_safetensors({n: t for n, t in sd.items() if n != k}, bad / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CheckpointError, match="missing keys: blocks.0.self_attn.q.weight"):
+        WanModel.from_pretrained(bad, dtype=torch.float32)
+
+
+def test_load_pipeline_demo_uses_the_demo_variant(pipe):
+    assert pipe.variant.name == "demo"
+    assert pipe.dit.config == DEMO_DIT
+    assert pipe.vae.config == DEMO_VAE
+    assert pipe.c.text_encoder.config == DEMO_TEXT_ENCODER
+    assert next(pipe.dit.parameters()).dtype == torch.float32
+    assert pipe.vae.dtype == torch.float32
+
+
+def test_generation_shape(pipe):
+    out = pipe(SEEN_PROMPT, seed=0, sample_steps=3)
+    video = out.frames[0]
+    assert video.dtype == np.uint8 and video.shape == (DEMO_SAMPLE.frame_num, 64, 64, 3)
+    assert out.settings["sample_steps"] == 3 and out.settings["variant"] == "demo"
+
+
+# ----------------------------------------------------------------------------- the recipe's pieces
+
+@pytest.fixture(scope="module")
+def small_vae():
+    from openwan.configs import VAEConfig
+    from openwan.models.vae import WanVAE
+    from openwan.testing import randomize_
+    torch.manual_seed(0)
+    cfg = VAEConfig(dim=4, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(False, True),
+                    mean=(0.1, -0.2, 0.3, 0.0), std=(0.5, 2.0, 1.0, 1.5))
+    return randomize_(WanVAE(cfg), seed=3, std=0.05).eval()
+
+
+def test_differentiable_vae_passes_match_encode_and_decode(small_vae):
+    """The training loop's encode/decode (with gradients) are the inference passes exactly."""
+    from openwan.demo.train import vae_posterior, vae_reconstruct
+    vae = small_vae
+    video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    mu, logvar = vae_posterior(vae, video)
+    assert mu.shape == logvar.shape == (2, 4, 5, 4, 4)   # temporal ratio 2, spatial 4
+    mean = torch.tensor(vae.config.mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.std).view(1, -1, 1, 1, 1)
+    z = vae.encode(video)
+    torch.testing.assert_close((mu - mean) / std, z, rtol=1e-5, atol=1e-5)
+    rec = vae_reconstruct(vae, mu)
+    assert rec.shape == video.shape
+    torch.testing.assert_close(rec.clamp(-1, 1), vae.decode(z), rtol=1e-4, atol=1e-5)
+    # and gradients flow to the encoder's first conv
+    video.requires_grad_(False)
+    with torch.enable_grad():
+        vae.requires_grad_(True)
+        mu, _ = vae_posterior(vae, video)
+        vae_reconstruct(vae, mu).abs().mean().backward()
+        assert vae.encoder.conv1.weight.grad is not None and vae.encoder.conv1.weight.grad.abs().sum() > 0
+        vae.zero_grad(set_to_none=True)
+        vae.requires_grad_(False)
+
+
+def test_inflated_vae_is_a_per_frame_autoencoder():
+    """After inflate_init_, a still video reconstructs to identical frames (every causal conv sees only the
+    current frame, temporal down/upsampling picks/repeats frames); a plain random VAE mixes frames."""
+    from openwan.configs import VAEConfig
+    from openwan.demo.train import inflate_init_
+    from openwan.models.vae import WanVAE
+    from openwan.testing import randomize_
+    cfg = VAEConfig(dim=4, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True),
+                    mean=(0.0,) * 4, std=(1.0,) * 4)
+    frame = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    still = frame.expand(1, 3, 9, 16, 16).contiguous()
+    plain = randomize_(WanVAE(cfg), seed=1, std=0.2).eval()
+    out = plain.decode(plain.encode(still))[0]
+    assert (out[:, 1:] - out[:, :1]).abs().max() > 1e-3
+    inflated = randomize_(WanVAE(cfg), seed=1, std=0.2).eval()
+    inflate_init_(inflated)
+    assert torch.all(inflated.decoder.head[-1].bias == 32 / 127.5 - 1)
+    out = inflated.decode(inflated.encode(still))[0]
+    torch.testing.assert_close(out, out[:, :1].expand_as(out), rtol=0, atol=1e-5)
+    # and frame 0 alone gives the same frame: the video path is the image path
+    torch.testing.assert_close(inflated.decode(inflated.encode(frame))[0, :, 0], out[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_object_weight_marks_the_object():
+    from openwan.demo import world
+    from openwan.demo.train import object_weight
+    clip = world.make_clip(0, attributes=[("red", "square", "still")])
+    frames = world.render_clip(clip, size=32, frames=1)
+    w = object_weight(world.to_tensor(frames)[None], boost=4.0)[0, 0, 0].numpy()
+    differs = np.abs(frames[0].astype(int) - 32).max(axis=-1) > 3
+    assert set(np.unique(w)) == {1.0, 5.0}
+    np.testing.assert_array_equal(w == 5.0, differs)
+
+
+def test_caption_variants_paraphrase_the_same_attributes():
+    from openwan.demo import world
+    from openwan.demo.train import caption_variants
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        clip = world.make_clip(i)
+        caps = caption_variants(clip, rng, 3)
+        assert len(caps) == 3 and caps[0] == clip.caption and len(set(caps)) == 3
+        assert all(world.parse_prompt(c) == clip.objects[0].attributes for c in caps)
+
+
+def test_text_encoder_is_deterministic_and_half_exact():
+    from openwan.demo.train import make_text_encoder
+    a, b = make_text_encoder(), make_text_encoder()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(p, p.half().float())      # exactly representable in the shipped fp16
+
+
+def test_shipped_text_encoder_is_the_training_one(pipe):
+    from openwan.demo.train import make_text_encoder
+    te = make_text_encoder()
+    prompts = [SEEN_PROMPT, ""]
+    for x, y in zip(te.encode(prompts), pipe.c.text_encoder.encode(prompts)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+def _record(split, ok):
+    return {"split": split, "seconds": 1.0, "correct": {"color": ok[0], "shape": ok[1], "motion": ok[2],
+                                                         "all": all(ok)}}
+
+
+def test_bench_summary_hand_computed():
+    from openwan.demo.bench import format_report, meets_targets, summarize
+    recs = [_record("seen", (True, True, True)), _record("seen", (True, False, True)),
+            _record("heldout", (True, True, False)), _record("heldout", (False, True, False))]
+    s = summarize(recs)
+    assert s["seen"]["accuracy"] == {"color": 1.0, "shape": 0.5, "motion": 1.0, "all": 0.5,
+                                     "attribute_mean": pytest.approx(2.5 / 3)}
+    assert s["heldout"]["accuracy"]["motion"] == 0.0 and s["heldout"]["accuracy"]["color"] == 0.5
+    assert s["total"]["videos"] == 4 and s["total"]["accuracy"]["all"] == 0.25
+    assert meets_targets(s) == {"seen": False, "heldout": False}
+    assert meets_targets(summarize([_record("seen", (True,) * 3), _record("heldout", (True,) * 3)])) == \
+        {"seen": True, "heldout": True}
+    text = format_report(s, {"steps": 3})
+    assert "seen" in text and "50.0%" in text and "MISSED" in text
+
+
+def test_bench_cli_json(tmp_path, capsys):
+    from openwan.demo.bench import main
+    out = tmp_path / "r.json"
+    assert main(["--limit", "1", "--seeds", "1", "--sample_steps", "2", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert [v["split"] for v in r["videos"]] == ["seen", "heldout"]
+    assert set(r["summary"]) == {"seen", "heldout", "total"}
+    assert r["settings"]["steps"] == 2
+    assert "color" in capsys.readouterr().out
