@@ -143,8 +143,9 @@ class SelfAttention(nn.Module):
         return linear(self.o, y.flatten(2))
 
 
-class CrossAttention(nn.Module):
-    """Text cross-attention; with ``image=True`` (i2v/flf2v) a second attention over image tokens.
+class CrossAttention(SelfAttention):
+    """Text cross-attention (the same projections as self-attention, no RoPE); with ``image=True``
+    (i2v/flf2v) a second attention over image tokens.
 
     In the image case the context is [image tokens, 512 text tokens] and the two attention outputs
     are summed before the output projection.
@@ -152,15 +153,8 @@ class CrossAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6,
                  image: bool = False, text_len: int = 512):
-        super().__init__()
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, qk_norm, eps)
         self.text_len = text_len
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.image = image
         if image:
             self.k_img = nn.Linear(dim, dim)
