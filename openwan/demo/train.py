@@ -11,15 +11,18 @@ where it stopped when run again, so a run can be interrupted at any time.
 
 1. **VAE** -- :class:`~openwan.models.vae.WanVAE` with :data:`openwan.demo.DEMO_VAE`'s architecture, trained
    for reconstruction on world clips (``split="train"``: the held-out combinations are never shown to any
-   component). Loss: L1 over pixels, weighted up on the object (the background is most of every frame),
-   plus a small penalty on the latent's magnitude (``WanVAE.encode`` returns the posterior mean only, so
-   the log-variance half of ``conv1`` is left unused); the decoder sees the latent plus a little noise
-   (5% of its std), so it tolerates the small latent errors a diffusion model makes. (Sampling from a
-   learned posterior instead collapses here: at initialisation its noise drowns the mean and the decoder
-   settles on the background.) Forward and
-   backward run through the exact chunked (causal, cached) passes that :meth:`WanVAE.encode` /
-   :meth:`WanVAE.decode` use at inference. At the end, the per-channel mean and std of the latents (mu)
-   over world clips become the config's ``mean`` / ``std``, as for the published VAE.
+   component), in two phases. It starts "inflated" (:func:`inflate_init_`): a per-frame image autoencoder
+   (causal convs see only the current frame, temporal resamplers pick / repeat frames), so phase 1 trains on
+   1-frame clips, which is 10x cheaper per step and is where the slow part happens (a small autoencoder
+   first settles on the flat background and needs ~600 steps to start drawing the small objects); phase 2
+   trains on 9- then 17-frame clips and learns the temporal taps. Loss: (L1 + L2) over pixels, weighted
+   11x on the object (the background is most of every frame), plus a tiny penalty on the latent's
+   magnitude. ``WanVAE.encode`` returns the posterior mean only, so the log-variance half of ``conv1`` is
+   unused; the decoder sees the latent plus a little noise (5% of its std). (Sampling from a learned
+   posterior instead collapses here: at initialisation its noise drowns the mean and the decoder settles on
+   the background.) Forward and backward run through the exact chunked (causal, cached) passes that
+   :meth:`WanVAE.encode` / :meth:`WanVAE.decode` use at inference. At the end, the per-channel mean and std
+   of the latents (mu) over world clips become the config's ``mean`` / ``std``, as for the published VAE.
 2. **Latents** -- ``--n_clips`` training clips are rendered and encoded once; each gets ``--captions``
    paraphrased captions (:func:`openwan.demo.world.make_caption`), encoded by the frozen text encoder: a
    randomly initialised tiny umT5 (seeded, :data:`openwan.demo.DEMO_TEXT_ENCODER`) with the shipped tiny
