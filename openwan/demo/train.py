@@ -512,6 +512,7 @@ def main(argv=None) -> int:
     g.add_argument("--vae_batch", type=int, default=4)
     g.add_argument("--vae_frames", type=int, default=9)
     g.add_argument("--vae_lr", type=float, default=5e-4)
+    g.add_argument("--vae_stats_clips", type=int, default=128, help="clips for the latent mean/std")
     g.add_argument("--vae_latent_penalty", type=float, default=1e-4, help="weight of mean(mu^2)")
     g.add_argument("--vae_noise", type=float, default=0.05,
                    help="std of the noise added to the latent before decoding, relative to the latent's std")
@@ -537,7 +538,8 @@ def main(argv=None) -> int:
         if stage == "vae":
             train_vae(work, image_steps=a.vae_image_steps, image_batch=a.vae_image_batch, steps=a.vae_steps,
                       batch=a.vae_batch, frames=a.vae_frames, image_lr=a.vae_image_lr, lr=a.vae_lr,
-                      latent_penalty=a.vae_latent_penalty, noise=a.vae_noise, seed=a.seed)
+                      latent_penalty=a.vae_latent_penalty, noise=a.vae_noise, seed=a.seed,
+                      stats_clips=a.vae_stats_clips)
         elif stage == "eval-vae":
             print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
         elif stage == "latents":
