@@ -39,6 +39,7 @@ The numbers of the shipped run are in docs/demo.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from openwan.configs import DiTConfig
 from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE
 
 STAGES = ("vae", "latents", "dit", "export")
@@ -171,19 +173,24 @@ def inflate_init_(vae) -> None:
 def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, steps: int = 200, batch: int = 4,
               frames: int = 9, image_lr: float = 1e-3, lr: float = 5e-4, latent_penalty: float = 1e-4,
               noise: float = 0.05, boost: float = 10.0, seed: int = 0, save_every: int = 25,
-              stats_clips: int = 128) -> Path:
+              stats_clips: int = 128, init: Optional[Path] = None) -> Path:
     """Train the demo VAE (resumable); returns the folder of the finished VAE (``work_dir/vae``).
 
     Phase 1 (``image_steps``): 1-frame clips, batch ``image_batch``, constant ``image_lr`` after a warmup.
     Phase 2 (``steps``): ``frames``-frame clips, batch ``batch``, ``lr`` with warmup and cosine decay.
     Loss: (L1 + L2) of the pixels, weighted 1 + ``boost`` on the object, + ``latent_penalty`` mean(mu^2);
-    the decoder sees mu + ``noise`` x std(mu) x N(0, 1)."""
+    the decoder sees mu + ``noise`` x std(mu) x N(0, 1). ``init``: start from a trained VAE folder instead of
+    the inflated random init (fine-tuning; pass ``image_steps=0`` to skip phase 1)."""
     from openwan.models.vae import WanVAE
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / "vae_train.pt"
     torch.manual_seed(seed)
     vae = WanVAE(DEMO_VAE).train()
-    inflate_init_(vae)
+    if init is not None:
+        vae.load_state_dict(WanVAE.from_pretrained(init).state_dict())
+        log(f"vae: starting from {init}")
+    else:
+        inflate_init_(vae)
     opt = torch.optim.AdamW(vae.parameters(), lr=image_lr, weight_decay=0.0, betas=(0.9, 0.99))
     step = 0
     if ckpt.exists():
@@ -413,17 +420,20 @@ def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
 
 def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e-4, caption_dropout: float = 0.1,
               ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
-              timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250) -> Path:
-    """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint)."""
+              timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
+              dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None) -> Path:
+    """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
+    ``dit_config`` (default ``DEMO_DIT``) lets experiments try other sizes; export checks it equals DEMO_DIT.
+    ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init."""
     from openwan.training.trainer import Trainer
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
     dataset, _ = build_dataset(latents_file, caption_dropout, seed)
     log(f"dit: {len(dataset)} training items")
-    dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEMO_DIT.to_dict().items()}
+    dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_DIT).to_dict().items()}
     config = {
-        "model": {"dit": dit_cfg, "dtype": "fp32"},
+        "model": {"dit": dit_cfg, "dtype": "fp32", **({"path": str(init)} if init else {})},
         "optimizer": {"lr": lr, "betas": [0.9, 0.99], "weight_decay": weight_decay},
         "schedule": {"type": "cosine", "warmup_steps": min(100, steps // 10), "min_lr_ratio": 0.1},
         "timesteps": {"distribution": "uniform", "shift": timestep_shift},
@@ -498,6 +508,20 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
 
 # ============================================================================ CLI
 
+def _dit_overrides(a) -> DiTConfig:
+    """DEMO_DIT with the --dit_* overrides applied (width and FFN scale together, FFN = 4 x width)."""
+    changes = {}
+    if a.dit_dim:
+        changes.update(dim=a.dit_dim, ffn_dim=4 * a.dit_dim)
+    if a.dit_layers:
+        changes["num_layers"] = a.dit_layers
+    if a.dit_heads:
+        changes["num_heads"] = a.dit_heads
+    if a.dit_patch:
+        changes["patch_size"] = tuple(int(v) for v in a.dit_patch.split(","))
+    return dataclasses.replace(DEMO_DIT, **changes)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m openwan.demo.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae"), default="all")
@@ -513,6 +537,7 @@ def main(argv=None) -> int:
     g.add_argument("--vae_frames", type=int, default=9)
     g.add_argument("--vae_lr", type=float, default=5e-4)
     g.add_argument("--vae_stats_clips", type=int, default=128, help="clips for the latent mean/std")
+    g.add_argument("--init_vae", help="fine-tune this trained VAE folder (use with --vae_image_steps 0)")
     g.add_argument("--vae_latent_penalty", type=float, default=1e-4, help="weight of mean(mu^2)")
     g.add_argument("--vae_noise", type=float, default=0.05,
                    help="std of the noise added to the latent before decoding, relative to the latent's std")
@@ -525,6 +550,11 @@ def main(argv=None) -> int:
     g.add_argument("--dit_lr", type=float, default=5e-4)
     g.add_argument("--caption_dropout", type=float, default=0.1)
     g.add_argument("--ema", type=float, default=0.998)
+    g.add_argument("--init_dit", help="start the DiT from these weights (folder or .safetensors)")
+    g.add_argument("--dit_dim", type=int, help="override DEMO_DIT's width (experiments)")
+    g.add_argument("--dit_layers", type=int, help="override DEMO_DIT's depth (experiments)")
+    g.add_argument("--dit_heads", type=int, help="override DEMO_DIT's head count (experiments)")
+    g.add_argument("--dit_patch", help="override DEMO_DIT's patch size, e.g. 1,1,1 (experiments)")
     g.add_argument("--timestep_shift", type=float, default=1.0,
                    help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
     g = ap.add_argument_group("export")
@@ -539,14 +569,15 @@ def main(argv=None) -> int:
             train_vae(work, image_steps=a.vae_image_steps, image_batch=a.vae_image_batch, steps=a.vae_steps,
                       batch=a.vae_batch, frames=a.vae_frames, image_lr=a.vae_image_lr, lr=a.vae_lr,
                       latent_penalty=a.vae_latent_penalty, noise=a.vae_noise, seed=a.seed,
-                      stats_clips=a.vae_stats_clips)
+                      stats_clips=a.vae_stats_clips, init=Path(a.init_vae) if a.init_vae else None)
         elif stage == "eval-vae":
             print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
         elif stage == "latents":
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed)
         elif stage == "dit":
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
-                      ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift)
+                      ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift,
+                      dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None)
         elif stage == "export":
             export(work, Path(a.export_dir))
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
