@@ -376,6 +376,7 @@ def test_never_unpickles(tmp_path):
 def test_sharded_load_peak_memory(tmp_path):
     """Loading a sharded checkpoint holds about one copy of the model, not two (meta + assign)."""
     cfg = tiny("t2v", dim=1024, ffn_dim=4096, num_heads=8, num_layers=4, text_dim=64)
+    small = tiny("t2v", dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=64)
     with torch.device("meta"):
         n = sum(p.numel() for p in WanModel(cfg).parameters())
     model_bytes = n * 4
@@ -384,10 +385,12 @@ import sys, torch
 from openwan.models.dit import WanModel
 from openwan.configs import DiTConfig
 WanModel(DiTConfig(**{cfg.to_dict()!r})).save_pretrained(sys.argv[1], max_shard_bytes={model_bytes // 6})
+WanModel(DiTConfig(**{small.to_dict()!r})).save_pretrained(sys.argv[1] + "_small", max_shard_bytes=2 ** 14)
 """
     load = """
 import resource, sys, torch
 from openwan.models.dit import WanModel
+WanModel.from_pretrained(sys.argv[1] + "_small")  # first, so lazy imports are not counted as the load's
 base = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
 m = WanModel.from_pretrained(sys.argv[1])
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
