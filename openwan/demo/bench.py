@@ -153,17 +153,15 @@ def main(argv=None) -> int:
     summary = summarize(records)
     result = {"settings": settings, "summary": summary, "targets": TARGETS, "meets_targets": meets_targets(summary),
               "videos": records}
-    text = json.dumps(result, indent=2)
+    from openwan.fileio import write_json
     if out_dir is not None:
-        from openwan.checkpoints import atomic_write
-        atomic_write(out_dir / "results.json", lambda tmp: Path(tmp).write_text(text))
+        write_json(result, out_dir / "results.json")
     if a.json == "-":
-        print(text)
+        print(json.dumps(result, indent=2))
     else:
         print(format_report(summary, settings))
         if a.json:
-            from openwan.checkpoints import atomic_write
-            atomic_write(Path(a.json), lambda tmp: Path(tmp).write_text(text))
+            write_json(result, Path(a.json))
     if a.check and not all(result["meets_targets"].values()):
         return 1
     return 0

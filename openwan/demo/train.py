@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shutil
 import sys
@@ -141,14 +140,6 @@ def _atomic_torch_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def _lr(step: int, total: int, base: float, warmup: int = 20, floor: float = 0.05) -> float:
-    """Linear warmup, then cosine decay to ``floor`` x base at ``total``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 def inflate_init_(vae) -> None:
     """Start the VAE as a per-frame image autoencoder ("inflation"): every causal 3x3x3 conv sees only the
     current frame (its taps on the two previous frames are zeroed), the temporal downsamplers pick every
@@ -182,6 +173,7 @@ def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, ste
     the decoder sees mu + ``noise`` x std(mu) x N(0, 1). ``init``: start from a trained VAE folder instead of
     the inflated random init (fine-tuning; pass ``image_steps=0`` to skip phase 1)."""
     from openwan.models.vae import WanVAE
+    from openwan.training.trainer import lr_multiplier
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / "vae_train.pt"
     torch.manual_seed(seed)
@@ -207,15 +199,15 @@ def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, ste
         rng = np.random.default_rng([seed, 1, step])        # batch of a step: a function of the step
         video = world_batch(rng, image_batch if image else batch, 1 if image else frames)
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
-        for grp in opt.param_groups:
-            grp["lr"] = (_lr(step, 10 ** 9, image_lr, floor=1.0) if image
-                         else _lr(step - image_steps, steps, lr))
+        for grp in opt.param_groups:    # warmup of 20 steps, then constant (phase 1) / cosine to 5% (phase 2)
+            grp["lr"] = (image_lr * lr_multiplier(step, "constant", warmup=20) if image
+                         else lr * lr_multiplier(step - image_steps, "cosine", 20, steps, min_ratio=0.05))
         mu, _ = vae_posterior(vae, video)
         z = mu + noise * mu.detach().std() * torch.randn(mu.shape, generator=g)
         rec = vae_reconstruct(vae, z)
-        w = object_weight(video)
+        w = object_weight(video, boost=boost)
         err = rec - video
-        rec_loss = ((err.abs() + err.pow(2)) * (1.0 + boost * (w > 1))).mean() / (1.0 + boost * (w > 1)).float().mean()
+        rec_loss = ((err.abs() + err.pow(2)) * w).mean() / w.mean()
         norm = mu.pow(2).mean()
         loss = rec_loss + latent_penalty * norm
         opt.zero_grad(set_to_none=True)
@@ -441,9 +433,9 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
         "steps": steps, "batch_size": batch, "grad_clip": 1.0, "precision": "fp32",
         "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
         "output_dir": str(work_dir / "dit"), "seed": seed, "resume": "auto", "progress": False,
+        "validate_every": validate_every,
     }
     on_validate = make_validator(work_dir) if validate_every else None
-    config["validate_every"] = validate_every
     trainer = Trainer(config, dataset=dataset, device="cpu", on_validate=on_validate)
     summary = trainer.train()
     log(f"dit: {summary}")
@@ -474,7 +466,10 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     from openwan.models.dit import WanModel
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
-    dit = WanModel.from_pretrained(dit_path, dtype=torch.float32, config=DEMO_DIT)
+    # A folder carries its config (then it is checked against DEMO_DIT); a bare checkpoint file does not say
+    # its head count or text length, so it is loaded as DEMO_DIT (strict keys and shapes).
+    has_config = (dit_path / "config.json").is_file()
+    dit = WanModel.from_pretrained(dit_path, dtype=torch.float32, config=None if has_config else DEMO_DIT)
     if dit.config != DEMO_DIT:
         raise CheckpointError(f"the trained DiT's config differs from DEMO_DIT: {dit.config} vs {DEMO_DIT}")
     vae = load_trained_vae(work_dir)
