@@ -206,9 +206,13 @@ def test_shipped_text_encoder_is_the_training_one(pipe):
 
 # ----------------------------------------------------------------------------- the benchmark
 
-def _record(split, ok):
-    return {"split": split, "seconds": 1.0, "correct": {"color": ok[0], "shape": ok[1], "motion": ok[2],
-                                                         "all": all(ok)}}
+def _record(split, ok, expected=None, detected=None):
+    r = {"split": split, "seconds": 1.0, "correct": {"color": ok[0], "shape": ok[1], "motion": ok[2],
+                                                      "all": all(ok)}}
+    if expected is not None:
+        r["expected"] = dict(zip(("color", "shape", "motion"), expected))
+        r["detected"] = dict(zip(("color", "shape", "motion"), detected))
+    return r
 
 
 def test_bench_summary_hand_computed():
@@ -227,13 +231,30 @@ def test_bench_summary_hand_computed():
     assert "seen" in text and "50.0%" in text and "MISSED" in text
 
 
+def test_bench_summary_by_value():
+    from openwan.demo.bench import format_report, summarize
+    up, left = ("red", "circle", "up"), ("red", "square", "left")
+    recs = [_record("seen", (True, True, False), up, ("red", "circle", "down")),
+            _record("seen", (True, True, False), up, ("red", "circle", "down")),
+            _record("heldout", (True, True, True), up, up),
+            _record("seen", (True, False, False), left, ("red", None, None))]
+    s = summarize(recs)
+    m = s["by_value"]["motion"]
+    assert m["up"] == {"videos": 3, "correct": 1, "mistaken_for": {"down": 2}}
+    assert m["left"] == {"videos": 1, "correct": 0, "mistaken_for": {"None": 1}}
+    assert s["by_value"]["color"]["red"] == {"videos": 4, "correct": 4, "mistaken_for": {}}
+    assert s["by_value"]["shape"]["square"]["mistaken_for"] == {"None": 1}
+    text = format_report(s, {})
+    assert "motion by prompt: up 1/3, left 0/1" in text and "up->down x2" in text
+
+
 def test_bench_cli_json(tmp_path, capsys):
     from openwan.demo.bench import main
     out = tmp_path / "r.json"
     assert main(["--limit", "1", "--seeds", "1", "--sample_steps", "2", "--json", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
     assert [v["split"] for v in r["videos"]] == ["seen", "heldout"]
-    assert set(r["summary"]) == {"seen", "heldout", "total"}
+    assert set(r["summary"]) == {"seen", "heldout", "total", "by_value"}
     assert r["settings"]["steps"] == 2
     assert "color" in capsys.readouterr().out
 

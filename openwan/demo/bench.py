@@ -62,7 +62,9 @@ def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int]
 
 
 def summarize(records: Sequence[dict]) -> dict:
-    """Accuracy per attribute and overall ("all": every attribute right) per split, and seconds per video."""
+    """Accuracy per attribute and overall ("all": every attribute right) per split, and seconds per video;
+    under ``"by_value"``, for every attribute and expected value over all splits: videos, correct, and what the
+    detector saw instead ({detected: count}, None when no object was found) -- where a model goes wrong."""
     out = {}
     for split in ("seen", "heldout", "total"):
         rs = [r for r in records if split == "total" or r["split"] == split]
@@ -72,6 +74,20 @@ def summarize(records: Sequence[dict]) -> dict:
         acc["attribute_mean"] = sum(acc[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
         out[split] = {"videos": len(rs), "accuracy": acc,
                       "seconds_per_video": sum(r["seconds"] for r in rs) / len(rs)}
+    by_value: dict = {}
+    for r in records:
+        if "expected" not in r:
+            continue
+        for k in ATTRIBUTES:
+            v = by_value.setdefault(k, {}).setdefault(r["expected"][k], {"videos": 0, "correct": 0, "mistaken_for": {}})
+            v["videos"] += 1
+            if r["correct"][k]:
+                v["correct"] += 1
+            else:
+                got = str(r["detected"].get(k))
+                v["mistaken_for"][got] = v["mistaken_for"].get(got, 0) + 1
+    if by_value:
+        out["by_value"] = by_value
     return out
 
 
@@ -94,6 +110,15 @@ def format_report(summary: dict, settings: dict) -> str:
         lines.append(f"{split:8s} {s['videos']:6d} " + " ".join(f"{100 * a[k]:6.1f}%" for k in
                                                                  ATTRIBUTES + ("all",))
                      + f" {s['seconds_per_video']:8.2f}")
+    if "by_value" in summary:
+        lines.append("")
+        for k in ATTRIBUTES:
+            vals = summary["by_value"].get(k, {})
+            lines.append(f"{k} by prompt: " + ", ".join(f"{v} {d['correct']}/{d['videos']}" for v, d in vals.items()))
+            wrong = [f"{v}->{g} x{n}" for v, d in vals.items()
+                     for g, n in sorted(d["mistaken_for"].items(), key=lambda t: -t[1])]
+            if wrong:
+                lines.append(f"  mistaken: " + ", ".join(wrong))
     ok = meets_targets(summary)
     if ok:
         lines.append("")
