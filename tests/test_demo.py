@@ -246,6 +246,26 @@ def test_bench_summary_by_value():
     assert s["by_value"]["shape"]["square"]["mistaken_for"] == {"None": 1}
     text = format_report(s, {})
     assert "motion by prompt: up 1/3, left 0/1" in text and "up->down x2" in text
+    assert "translations" not in s          # no tracks in these records
+
+
+def test_bench_translation_placement():
+    from openwan.demo.bench import format_report, summarize, translation_placement
+    def rec(motion, start, dx, dy):
+        r = _record("seen", (True, True, True), ("red", "circle", motion), ("red", "circle", motion))
+        r["track"] = {"start": list(start), "dx": dx, "dy": dy}
+        return r
+    recs = [rec("up", (0.5, 0.8), 0.0, -0.4),      # starts low, moves up: right side, right sign, away
+            rec("up", (0.5, 0.2), 0.0, 0.4),       # starts high, moves down: wrong side, wrong sign, away
+            rec("right", (0.7, 0.5), 0.1, 0.0),    # starts right, moves right: wrong side, right sign, toward
+            rec("still", (0.5, 0.5), 0.0, 0.0),    # not a translation: ignored
+            rec("down", (0.5, 0.3), float("nan"), float("nan"))]   # no track: ignored
+    t = translation_placement(recs)
+    assert t == {"videos": 3, "start_on_needed_side": 1, "move_sign_as_prompted": 2,
+                 "move_away_from_nearer_border": 2}
+    s = summarize(recs)
+    assert s["translations"] == t
+    assert "translations (3 videos): start on the side the motion needs 1" in format_report(s, {})
 
 
 def test_bench_cli_json(tmp_path, capsys):
@@ -254,7 +274,8 @@ def test_bench_cli_json(tmp_path, capsys):
     assert main(["--limit", "1", "--seeds", "1", "--sample_steps", "2", "--json", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
     assert [v["split"] for v in r["videos"]] == ["seen", "heldout"]
-    assert set(r["summary"]) == {"seen", "heldout", "total", "by_value"}
+    assert {"seen", "heldout", "total", "by_value"} <= set(r["summary"])
+    assert all(0 <= v <= 1 for v in r["videos"][0]["track"]["start"])
     assert r["settings"]["steps"] == 2
     assert "color" in capsys.readouterr().out
 

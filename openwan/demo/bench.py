@@ -50,6 +50,10 @@ def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int]
                    "expected": dict(bp.attributes._asdict()),
                    "detected": {k: det.get(k) for k in ATTRIBUTES}, "found": bool(det.get("found")),
                    "correct": sc, "seconds": dt}
+            m = det.get("measurements", {})
+            if "centroid_start" in m:   # where the object starts (fractions of the frame) and its drift per clip
+                rec["track"] = {"start": [round(v, 4) for v in m["centroid_start"]],
+                                "dx": round(float(m["dx"]), 4), "dy": round(float(m["dy"]), 4)}
             if path is not None:
                 rec["video"] = str(path)
             records.append(rec)
@@ -88,7 +92,38 @@ def summarize(records: Sequence[dict]) -> dict:
                 v["mistaken_for"][got] = v["mistaken_for"].get(got, 0) + 1
     if by_value:
         out["by_value"] = by_value
+    placement = translation_placement(records)
+    if placement["videos"]:
+        out["translations"] = placement
     return out
+
+
+# For a translation the object has to start on the side it moves away from: (axis of the start centroid, sign
+# of the move along it). The world starts a "right" object in [margin + r, 1 - margin - r - 0.35] of the width.
+_TRANSLATIONS = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
+
+
+def translation_placement(records: Sequence[dict]) -> dict:
+    """For translation prompts (left/right/up/down) with a detected object: how often it starts on the side the
+    motion needs (the half of the frame it moves away from), how often the move along that axis has the
+    prompt's sign, and how often that sign is simply "away from the nearer border" of where it started. A model
+    that cannot place objects (no absolute positions) shows the third number high and the first near 50%."""
+    n = side = sign = away = 0
+    for r in records:
+        axis_sign = _TRANSLATIONS.get(r.get("expected", {}).get("motion"))
+        tr = r.get("track")
+        if axis_sign is None or tr is None:
+            continue
+        axis, want = axis_sign
+        start, move = tr["start"][axis], (tr["dx"], tr["dy"])[axis]
+        if move != move:    # NaN: fewer than two frames with the object
+            continue
+        n += 1
+        side += (start < 0.5) == (want > 0)
+        sign += (move > 0) == (want > 0)
+        away += (move > 0) == (start < 0.5)
+    return {"videos": n, "start_on_needed_side": side, "move_sign_as_prompted": sign,
+            "move_away_from_nearer_border": away}
 
 
 def meets_targets(summary: dict) -> dict:
@@ -119,6 +154,11 @@ def format_report(summary: dict, settings: dict) -> str:
                      for g, n in sorted(d["mistaken_for"].items(), key=lambda t: -t[1])]
             if wrong:
                 lines.append(f"  mistaken: " + ", ".join(wrong))
+    if "translations" in summary:
+        t = summary["translations"]
+        lines.append(f"translations ({t['videos']} videos): start on the side the motion needs "
+                     f"{t['start_on_needed_side']}, move with the prompted sign {t['move_sign_as_prompted']}, "
+                     f"move away from the nearer border {t['move_away_from_nearer_border']}")
     ok = meets_targets(summary)
     if ok:
         lines.append("")
