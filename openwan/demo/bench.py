@@ -153,7 +153,7 @@ def format_report(summary: dict, settings: dict) -> str:
             wrong = [f"{v}->{g} x{n}" for v, d in vals.items()
                      for g, n in sorted(d["mistaken_for"].items(), key=lambda t: -t[1])]
             if wrong:
-                lines.append(f"  mistaken: " + ", ".join(wrong))
+                lines.append("  mistaken: " + ", ".join(wrong))
     if "translations" in summary:
         t = summary["translations"]
         lines.append(f"translations ({t['videos']} videos): start on the side the motion needs "
