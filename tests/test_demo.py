@@ -1,5 +1,6 @@
 """The embedded demo model: shipped files, strict loading, generation, the recipe's pieces, the benchmark."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -296,7 +297,13 @@ def test_recipe_end_to_end_tiny(tmp_path):
     assert data["latents"].shape == (4, 16, 5, 8, 8) and len(data["captions"]) == 4 and "" in data["text"]
     path = train.train_dit(work, steps=2, batch=2, validate_every=0, checkpoint_every=1)
     assert (path / "final_ema" / "config.json").is_file()
+    assert train.trained_dit_weights(work) == path / "final_ema"
     out = train.export(work, tmp_path / "ckpt")
     pipe = load_pipeline(out, variant="demo", progress=False)
     assert pipe.dit.config == DEMO_DIT and pipe.vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) == DEMO_VAE
     assert pipe(SEEN_PROMPT, seed=0, sample_steps=2).frames[0].shape == (17, 64, 64, 3)
+    # A run resumed for more steps and stopped early leaves an older final_ema: export takes the newer checkpoint.
+    newest = sorted((path / "checkpoints").glob("step-*"))[-1]
+    t = (path / "final_ema" / "config.json").stat().st_mtime + 10
+    os.utime(newest / "state.json", (t, t))
+    assert train.trained_dit_weights(work) == newest / "ema.safetensors"

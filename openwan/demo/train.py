@@ -445,12 +445,16 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
 # ============================================================================ stage 4: export
 
 def trained_dit_weights(work_dir: Path) -> Path:
-    """The DiT to ship: the Trainer's final EMA weights, else the newest checkpoint's EMA (or raw) weights."""
+    """The DiT to ship: the Trainer's final EMA weights (else final raw weights), unless a checkpoint is newer
+    than them (a run resumed for more steps and stopped before its end leaves the previous run's final
+    folders behind): then the newest checkpoint's EMA (or raw) weights."""
     root = work_dir / "dit"
-    for name in ("final_ema", "final"):
-        if (root / name / "config.json").exists():
-            return root / name
     done = sorted(p for p in (root / "checkpoints").glob("step-*") if (p / "state.json").exists())
+    newest = (done[-1] / "state.json").stat().st_mtime if done else float("-inf")
+    for name in ("final_ema", "final"):
+        cfg = root / name / "config.json"
+        if cfg.exists() and cfg.stat().st_mtime >= newest:
+            return root / name
     if not done:
         raise FileNotFoundError(f"no trained DiT under {root}: run `python -m openwan.demo.train --stage dit` first")
     ema = done[-1] / "ema.safetensors"
