@@ -307,3 +307,12 @@ def test_recipe_end_to_end_tiny(tmp_path):
     t = (path / "final_ema" / "config.json").stat().st_mtime + 10
     os.utime(newest / "state.json", (t, t))
     assert train.trained_dit_weights(work) == newest / "ema.safetensors"
+    # --dit_weights picks the weights to ship explicitly (here the raw, non-EMA weights of the first checkpoint).
+    first = sorted((path / "checkpoints").glob("step-*"))[0]
+    assert train.main(["--stage", "export", "--work_dir", str(work), "--export_dir", str(tmp_path / "ck2"),
+                       "--dit_weights", str(first / "model.safetensors")]) == 0
+    from safetensors.torch import load_file
+    raw = load_file(first / "model.safetensors")
+    shipped = load_file(tmp_path / "ck2" / "diffusion_pytorch_model.safetensors")
+    assert shipped.keys() == raw.keys()
+    assert all(torch.equal(shipped[k], raw[k].half()) for k in raw)

@@ -558,6 +558,8 @@ def main(argv=None) -> int:
                    help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
     g = ap.add_argument_group("export")
     g.add_argument("--export_dir", default=str(DEMO_DIR))
+    g.add_argument("--dit_weights", help="ship these DiT weights (e.g. a checkpoint's ema.safetensors, or a final "
+                                         "folder) instead of the run's newest")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -578,7 +580,7 @@ def main(argv=None) -> int:
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift,
                       dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None)
         elif stage == "export":
-            export(work, Path(a.export_dir))
+            export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
     return 0
 
