@@ -302,6 +302,27 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, lora, how):
     assert rows("a") == rows("b") and len(rows("a")) == 7
 
 
+def test_stop_at_ends_part_way_through_the_schedule(tmp_path):
+    """stop_at ends a run at that step with a checkpoint and no final weights; running again with a later (or no)
+    stop_at continues on the same schedule, bit-identical to the run that never stopped."""
+    kw = dict(schedule={"type": "cosine", "warmup_steps": 1}, ema={"decay": 0.9}, steps=5, save_final=True)
+    ds = latents(8)
+    Trainer(config(tmp_path / "a", **kw), model=rand_model(), dataset=ds).train()
+    summary = Trainer(config(tmp_path / "b", stop_at=2, **kw), model=rand_model(), dataset=ds).train()
+    assert summary["step"] == 2 and not (tmp_path / "b/final").exists()
+    assert (tmp_path / "b/checkpoints/step-00000002/state.json").is_file()
+    Trainer(config(tmp_path / "b", stop_at=4, **kw), model=rand_model(), dataset=ds).train()
+    assert not (tmp_path / "b/final").exists()
+    Trainer(config(tmp_path / "b", **kw), model=rand_model(), dataset=ds).train()
+    for f in ("model", "ema"):
+        a = load_file(str(tmp_path / f"a/checkpoints/step-00000005/{f}.safetensors"))
+        b = load_file(str(tmp_path / f"b/checkpoints/step-00000005/{f}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), f
+    assert (tmp_path / "b/final_ema/config.json").is_file()
+    with pytest.raises(ValueError, match="stop_at must be an integer >= 1"):
+        Trainer(config(tmp_path / "c", stop_at=0, **kw), model=rand_model(), dataset=ds)
+
+
 def test_checkpoints_are_pruned_and_complete(tmp_path):
     Trainer(config(tmp_path, steps=5, checkpoint_every=1, keep_checkpoints=2), dataset=latents()).train()
     root = tmp_path / "checkpoints"

@@ -413,10 +413,12 @@ def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
 def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e-4, caption_dropout: float = 0.1,
               ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
-              dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None) -> Path:
+              dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
+              stop_at: Optional[int] = None) -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_DIT``) lets experiments try other sizes; export checks it equals DEMO_DIT.
-    ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init."""
+    ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init.
+    ``stop_at``: end this run at that step (a checkpoint) while the schedule still runs over ``steps``."""
     from openwan.training.trainer import Trainer
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
@@ -430,7 +432,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
         "schedule": {"type": "cosine", "warmup_steps": min(100, steps // 10), "min_lr_ratio": 0.1},
         "timesteps": {"distribution": "uniform", "shift": timestep_shift},
         "ema": {"decay": ema} if ema else None,
-        "steps": steps, "batch_size": batch, "grad_clip": 1.0, "precision": "fp32",
+        "steps": steps, "stop_at": stop_at, "batch_size": batch, "grad_clip": 1.0, "precision": "fp32",
         "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
         "output_dir": str(work_dir / "dit"), "seed": seed, "resume": "auto", "progress": False,
         "validate_every": validate_every,
@@ -554,6 +556,8 @@ def main(argv=None) -> int:
     g.add_argument("--dit_layers", type=int, help="override DEMO_DIT's depth (experiments)")
     g.add_argument("--dit_heads", type=int, help="override DEMO_DIT's head count (experiments)")
     g.add_argument("--dit_patch", help="override DEMO_DIT's patch size, e.g. 1,1,1 (experiments)")
+    g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
+                                                   "schedule still spanning --dit_steps")
     g.add_argument("--timestep_shift", type=float, default=1.0,
                    help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
     g = ap.add_argument_group("export")
@@ -578,7 +582,8 @@ def main(argv=None) -> int:
         elif stage == "dit":
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift,
-                      dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None)
+                      dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None,
+                      stop_at=a.dit_stop_at)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")

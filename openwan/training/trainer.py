@@ -65,6 +65,7 @@ class TrainConfig:
     lora: Optional[dict] = None                      # rank, alpha, targets (None: full fine-tuning)
     ema: Optional[dict] = None                       # decay (None: no EMA)
     steps: int = 1000
+    stop_at: Optional[int] = None                    # end this run at this step (a checkpoint), schedule still over `steps`
     batch_size: int = 1                              # per process
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
@@ -116,6 +117,8 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if zero_ok else 1):
                 raise ValueError(f"{name} must be an integer >= {0 if zero_ok else 1}, got {v!r}")
         pos_int("steps", self.steps)
+        if self.stop_at is not None:
+            pos_int("stop_at", self.stop_at)
         pos_int("batch_size", self.batch_size)
         pos_int("grad_accum", self.grad_accum)
         pos_int("checkpoint_every", self.checkpoint_every, zero_ok=True)
@@ -482,7 +485,8 @@ class Trainer:
             handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         t0 = time.perf_counter()
         try:
-            while self.step < cfg.steps:
+            end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+            while self.step < end:
                 stop = self._stop_requested()
                 if stop == 2:
                     raise KeyboardInterrupt
