@@ -5,7 +5,8 @@ For every prompt of the fixed benchmark (:func:`openwan.demo.world.benchmark_pro
 pipeline generates a video; the world's detector (:func:`openwan.demo.detect.detect`) measures the object's
 color, shape and motion, and :func:`openwan.demo.detect.score` compares them with the prompt. The report
 gives the accuracy of each attribute and of all three together, for seen and held-out prompts apart, and
-the seconds per video (model load apart).
+the seconds per video (model load apart); then each attribute per prompted value with what it was mistaken
+for, and whether translating objects start on the side their motion needs (:func:`translation_placement`).
 
     openwan bench demo                          # the shipped defaults, 2 seeds per prompt
     openwan bench demo --seeds 4 --out bench/   # also write every video (mp4) and results.json there
