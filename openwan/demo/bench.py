@@ -100,7 +100,8 @@ def summarize(records: Sequence[dict]) -> dict:
 
 
 # For a translation the object has to start on the side it moves away from: (axis of the start centroid, sign
-# of the move along it). The world starts a "right" object in [margin + r, 1 - margin - r - 0.35] of the width.
+# of the move along it). The world starts a "right" object within [margin + r, 1 - margin - r - distance] of
+# the width (world.sample_object), so in its left part.
 _TRANSLATIONS = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
 
 

@@ -65,7 +65,7 @@ class TrainConfig:
     lora: Optional[dict] = None                      # rank, alpha, targets (None: full fine-tuning)
     ema: Optional[dict] = None                       # decay (None: no EMA)
     steps: int = 1000
-    stop_at: Optional[int] = None                    # end this run at this step (a checkpoint), schedule still over `steps`
+    stop_at: Optional[int] = None                    # end this run here (checkpoint); schedule still spans `steps`
     batch_size: int = 1                              # per process
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
