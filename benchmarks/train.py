@@ -9,6 +9,11 @@ time over ``--repeats`` steps after one warm-up step, the peak RSS of the proces
 
     python benchmarks/train.py                     # 2 layers, latent 5x16x16 (320 tokens), CPU, 1 thread
     python benchmarks/train.py --layers 4 --latent 5 16 32 --threads 2
+    python benchmarks/train.py --modes lora lora-unfactored   # LoRA as trained vs through W + BA
+
+``lora-unfactored`` runs LoRA the way a plain weight parametrization would (every layer reads the
+adapted weight W + s B A, which autograd keeps for backward, and gets a full-size weight gradient);
+``lora`` is what openwan trains with (W x + s B (A x) while gradients are on).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ from openwan.configs import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.training.data import InMemoryLatentDataset
 from openwan.training.trainer import Trainer
+if args["unfactored"]:
+    from openwan.training.lora import LoRAParametrization
+    del LoRAParametrization.linear  # openwan.models.dit.linear then reads the adapted weight
 torch.manual_seed(0)
 model = WanModel(DiTConfig(**args["cfg"]))
 f, h, w = args["latent"]
@@ -66,7 +74,7 @@ def main(argv=None):
                     help="latent frames, height, width (tokens = T * H/2 * W/2)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora"])
+    ap.add_argument("--modes", nargs="+", default=["full", "lora"], choices=["full", "lora", "lora-unfactored"])
     a = ap.parse_args(argv)
     cfg = dict(dim=a.dim, ffn_dim=a.ffn_dim, num_heads=a.heads, num_layers=a.layers, text_dim=4096)
     t, h, w = a.latent
@@ -76,7 +84,8 @@ def main(argv=None):
     rows = []
     for mode in a.modes:
         for ckpt in (False, True):
-            args = dict(cfg=cfg, latent=a.latent, repeats=a.repeats, threads=a.threads, ckpt=ckpt, lora=mode == "lora")
+            args = dict(cfg=cfg, latent=a.latent, repeats=a.repeats, threads=a.threads, ckpt=ckpt,
+                        lora=mode != "full", unfactored=mode == "lora-unfactored")
             r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
             if r.returncode:
                 print(r.stderr[-3000:])

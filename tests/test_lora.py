@@ -88,6 +88,57 @@ def test_effective_weight_is_hand_computed():
     assert torch.allclose(m.blocks[1].ffn[2].weight, W + 1.0 * a.B @ a.A, atol=1e-7)
 
 
+def _train_pass(m, x, t, ctx):
+    """loss, grads of the LoRA parameters, and the tensors autograd saved for backward that are not
+    the model's own parameters and have the shape of a LoRA'd weight (as (shape, bytes) pairs)."""
+    own = {p.data_ptr() for p in m.parameters()}
+    shapes = {tuple(mod.weight.shape) for mod in m.modules() if hasattr(mod, "parametrizations")}
+    saved = {}
+
+    def pack(tensor):
+        if tensor.data_ptr() not in own and tuple(tensor.shape) in shapes:
+            saved[tensor.data_ptr()] = (tuple(tensor.shape), tensor.numel() * tensor.element_size())
+        return tensor
+
+    for p in lora_parameters(m):
+        p.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = m(x, t, ctx).square().mean()
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in lora_parameters(m)], sorted(saved.values())
+
+
+def test_training_runs_lora_factored_without_adapted_weights(monkeypatch):
+    """With gradients on, LoRA layers compute W x + s B (A x): same loss and gradients as the merged
+    weight (W + s B A) x, but autograd keeps no full-size copy of the adapted weight per layer."""
+    from openwan.training.lora import LoRAParametrization
+    cfg = tiny(dim=64, ffn_dim=256, num_heads=4)
+    m = rand_model(cfg)
+    add_lora(m, rank=4, alpha=8, targets=ALL)
+    randomize_lora(m)
+    # a loaded full-matrix delta stacked on one trained layer goes through the factored path too
+    D = torch.randn(256, 64, generator=torch.Generator().manual_seed(5)) * 0.05
+    load_lora(m, {"diffusion_model.blocks.0.ffn.0.diff": D}, strength=0.5, name="extra")
+    x, t, ctx = inputs(cfg)
+    loss, grads, saved = _train_pass(m, x, t, ctx)
+    with torch.no_grad():
+        assert abs(m(x, t, ctx).square().mean().item() - loss.item()) <= 1e-5 * loss.item()
+    # the only weight-sized tensor kept for backward is the full delta itself (for d/dx; F.linear
+    # keeps it as its transpose view)
+    assert saved == [((64, 256), 256 * 64 * 4)], saved
+
+    monkeypatch.delattr(LoRAParametrization, "linear")  # back to the parametrization: adapted weights
+    loss_p, grads_p, saved_p = _train_pass(m, x, t, ctx)
+    assert abs(loss_p.item() - loss.item()) <= 1e-5 * loss.item()
+    for g, gp in zip(grads, grads_p):
+        assert (g - gp).abs().max().item() <= 1e-4 * gp.abs().max().item() + 1e-7
+    # ... while the parametrized path keeps the adapted weight of every LoRA'd layer whose input
+    # needs a gradient: not cross-attention k / v (constant text context), nor block 0's self-attention
+    # q / k / v (frozen patch embedding below them); 9 of the 16 attention layers and all 4 FFN layers
+    assert sorted(saved_p) == sorted([((64, 64), 64 * 64 * 4)] * 9 + [((64, 256), 256 * 64 * 4)] * 2
+                                   + [((256, 64), 256 * 64 * 4)] * 2), saved_p  # (transposed views)
+
+
 # --------------------------------------------------------------------------- diffusers as the reference
 
 def diffusers_transformer(cfg, official_sd):

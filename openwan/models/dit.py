@@ -34,7 +34,18 @@ TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 # ----------------------------------------------------------------------------- small pieces
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A Linear layer run in its weight's dtype (bf16 weights -> bf16 matmul)."""
+    """A Linear layer run in its weight's dtype (bf16 weights -> bf16 matmul).
+
+    A weight parametrization that offers ``linear(x, weight, bias)`` (LoRA, openwan.training.lora)
+    computes the layer in factored form while gradients are on, so training never materializes
+    the adapted weight.
+    """
+    if torch.is_grad_enabled():
+        plist = getattr(layer, "parametrizations", None)
+        if plist is not None and "weight" in plist and len(plist.weight) == 1 \
+                and hasattr(plist.weight[0], "linear"):
+            w = plist.weight.original
+            return plist.weight[0].linear(x.to(w.dtype), w, layer.bias)
     return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
 
 

@@ -38,6 +38,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 DEFAULT_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
@@ -66,6 +67,11 @@ class LowRank(nn.Module):
         d = self.B.float().flatten(1) @ self.A.float().flatten(1)
         return (d * (self.scale * self.strength)).reshape(shape)
 
+    def apply(self, x: torch.Tensor, shape) -> torch.Tensor:
+        """delta @ x for a Linear, as strength * scale * B (A x): rank-r intermediates only."""
+        h = F.linear(F.linear(x.to(self.A.dtype), self.A), self.B)
+        return (h * (self.scale * self.strength)).to(x.dtype)
+
 
 class FullDelta(nn.Module):
     """A full-size additive delta (``.diff`` / ``.diff_b`` keys): delta = strength * D."""
@@ -77,6 +83,9 @@ class FullDelta(nn.Module):
 
     def delta(self, shape) -> torch.Tensor:
         return (self.D.float() * self.strength).reshape(shape)
+
+    def apply(self, x: torch.Tensor, shape) -> torch.Tensor:
+        return F.linear(x, self.delta(shape).to(x.dtype))
 
 
 class LoRAParametrization(nn.Module):
@@ -95,6 +104,21 @@ class LoRAParametrization(nn.Module):
         if w.dtype == torch.float32:
             return w + d
         return (w.float() + d).to(w.dtype)
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``F.linear(x, self(w), bias)`` without building the adapted weight: W x + sum_i delta_i x.
+
+        The DiT's ``linear`` takes this path while gradients are on (training). Autograd then keeps x
+        and the rank-r activations A x instead of a full copy of W + delta per layer, and the
+        adapters' backward costs O(tokens (in + out) r) instead of a full-size weight gradient. With
+        gradients off (inference) the DiT reads ``layer.weight`` (the merged weight), which is cheaper
+        for many tokens and gives exactly :func:`merge_lora`'s outputs; the two paths differ by fp
+        rounding only (tested).
+        """
+        y = F.linear(x, w, bias)
+        for a in self.adapters.values():
+            y = y + a.apply(x, w.shape)
+        return y
 
 
 def _param_lora(module: nn.Module, pname: str, create: bool) -> Optional[LoRAParametrization]:
