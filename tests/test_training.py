@@ -235,6 +235,64 @@ def test_cache_latents_with_the_real_tiny_vae_and_text_encoder(tmp_path):
     assert torch.allclose(item["context"], te.encode(["a red ball"])[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("task", ["i2v", "flf2v"])
+def test_cache_latents_image_condition_for_i2v_and_flf2v_training(tmp_path, task):
+    """--task i2v / flf2v stores y (mask + latent of the clip's first / last frame with zeros between)
+    and clip_fea, built by hand here; an I2V / FLF2V DiT trains on it; mismatched model/cache is a clear error."""
+    from openwan.configs import TINY_VARIANTS
+    from openwan.models.image_encoder import ImageEncoder
+    from openwan.models.text_encoder import TextEncoder
+    from openwan.models.vae import WanVAE
+    from openwan.training.cache import cache_latents
+    var = TINY_VARIANTS[f"tiny-{task}"]
+    torch.manual_seed(0)
+    vae = WanVAE(var.vae).eval()
+    te = TextEncoder(var.text_encoder, seed=0, cache_dir=False)
+    ie = ImageEncoder(var.image_encoder, seed=0)
+    _write_clip(tmp_path / "a.mp4", frames=9, h=32, w=32)
+    (tmp_path / "d.csv").write_text("path,caption\na.mp4,a grey fade\n")
+    with pytest.raises(ValueError, match="needs an image encoder"):
+        cache_latents(tmp_path / "d.csv", tmp_path / "x", vae, te, [[9, 32, 32]], progress=False, task=task)
+    cache_latents(tmp_path / "d.csv", tmp_path / "cache", vae, te, [[9, 32, 32]], progress=False, task=task,
+                  image_encoder=ie)
+    item = CachedLatentDataset(tmp_path / "cache")[0]
+    video, _ = prepare_media(tmp_path / "a.mp4", [(9, 32, 32)])
+    cond = torch.zeros_like(video)
+    cond[:, 0] = video[:, 0]
+    if task == "flf2v":
+        cond[:, -1] = video[:, -1]
+    mask = torch.zeros(4, 3, 4, 4)
+    mask[:, 0] = 1          # latent frame 0 <- pixel frame 0 (repeated 4x)
+    if task == "flf2v":
+        mask[3, 2] = 1      # channel 3 of latent frame 2 <- pixel frame 8 = 4*2 + 3 - 3
+    assert torch.equal(item["y"][:4], mask)
+    assert torch.allclose(item["y"][4:], vae.encode(cond[None])[0], atol=1e-6)
+    frames = video[:, [0]] if task == "i2v" else video[:, [0, -1]]
+    assert torch.allclose(item["clip_fea"], ie.encode(frames.transpose(0, 1)), atol=1e-6)
+    assert torch.allclose(item["latent"], vae.encode(video[None])[0], atol=1e-6)
+
+    ds = CachedLatentDataset(tmp_path / "cache")
+    torch.manual_seed(0)
+    model = WanModel(var.dit)
+    summary = Trainer(config(tmp_path / "run", steps=2, batch_size=1), model=model, dataset=ds).train()
+    assert summary["step"] == 2 and math.isfinite(summary["loss"]) and summary["loss"] > 0, summary
+    with pytest.raises(ValueError, match="image condition"):
+        Trainer(config(tmp_path / "run2", steps=1, batch_size=1), dataset=ds)  # the config's t2v DiT
+    t2v_cache = tmp_path / "t2v"
+    cache_latents(tmp_path / "d.csv", t2v_cache, vae, te, [[9, 32, 32]], progress=False)
+    with pytest.raises(ValueError, match=f"--task {task}"):
+        Trainer(config(tmp_path / "run3", steps=1, batch_size=1), model=WanModel(var.dit),
+                dataset=CachedLatentDataset(t2v_cache))
+
+    # the trainer builds the same cache itself from a checkpoint directory (data.file + data.task)
+    from openwan.testing import make_tiny_checkpoint
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", f"tiny-{task}")
+    summary = Trainer(config(tmp_path / "run4", steps=1, batch_size=1, model={"path": str(ckpt)},
+                             data={"file": str(tmp_path / "d.csv"), "buckets": [[9, 32, 32]], "task": task})).train()
+    cached = CachedLatentDataset(tmp_path / "run4" / "latent_cache")
+    assert summary["step"] == 1 and set(cached[0]) == {"latent", "context", "y", "clip_fea"}
+
+
 def test_bucket_batches_deterministic_grouped_and_sharded():
     items = [(torch.zeros(16, 1, 2, 2), torch.zeros(3, 32))] * 7 + [(torch.zeros(16, 1, 2, 4), torch.zeros(3, 32))] * 5
     ds = InMemoryLatentDataset(items)

@@ -187,6 +187,46 @@ def frame_mask(frame_num: int, lat_h: int, lat_w: int, known: Sequence[int] = (0
     return m.view(-1, temporal_ratio, lat_h, lat_w).transpose(0, 1).contiguous()
 
 
+def condition_latent(vae, images: dict[int, torch.Tensor], frame_num: int, height: int,
+                     width: int) -> torch.Tensor:
+    """VAE latent [16, T', h, w] of a clip that is ``images[i]`` at frame i and zero elsewhere.
+
+    Each image [3, H, W] in [-1, 1] is resized to height x width by bicubic interpolation
+    (align_corners False, no antialias: the reference's rule; the identity at the same size). The
+    clip is streamed to the encoder 1 then 4 frames at a time, so the zero frames are
+    never held all at once.
+    """
+    r = vae.temporal_ratio
+    resized = {i: F.interpolate(im[None].float(), size=(height, width), mode="bicubic",
+                                align_corners=False)[0] for i, im in images.items()}
+
+    def chunks():
+        start = 0
+        while start < frame_num:
+            n = 1 if start == 0 else r
+            c = torch.zeros(1, 3, n, height, width, device=vae.device, dtype=vae.dtype)
+            for i, im in resized.items():
+                if start <= i < start + n:
+                    c[0, :, i - start] = im.to(c)
+            yield c
+            start += n
+
+    return vae.encode(chunks())[0].float()
+
+
+def image_condition(vae, images: dict[int, torch.Tensor], frame_num: int, height: int,
+                    width: int) -> torch.Tensor:
+    """The I2V / FLF2V DiT input ``y`` [4 + 16, T', h, w]: cat[frame mask, condition latent].
+
+    ``images`` maps pixel-frame index -> image [3, H, W] in [-1, 1] ({0: first} for i2v,
+    {0: first, frame_num - 1: last} for flf2v).
+    """
+    s = vae.spatial_ratio
+    latent = condition_latent(vae, images, frame_num, height, width)
+    mask = frame_mask(frame_num, height // s, width // s, sorted(images), vae.temporal_ratio).to(latent)
+    return torch.cat([mask, latent])
+
+
 def source_name(x) -> Optional[str]:
     """What to record in the settings for an input: its path, or None for in-memory data."""
     return str(x) if _is_path(x) else None
@@ -269,40 +309,16 @@ class ImageToVideo(WanPipeline):
 
     def condition_latent(self, images: dict[int, torch.Tensor], frame_num: int, height: int,
                          width: int) -> torch.Tensor:
-        """VAE latent [16, T', h, w] of a clip that is ``images[i]`` at frame i and zero elsewhere.
-
-        Each image [3, H, W] in [-1, 1] is resized to height x width by bicubic interpolation
-        (align_corners False, no antialias: the reference's rule). The clip is streamed to the
-        encoder 1 then 4 frames at a time, so the zero frames are never held all at once.
-        """
-        vae = self.vae
-        r = vae.temporal_ratio
-        resized = {i: F.interpolate(im[None].float(), size=(height, width), mode="bicubic",
-                                    align_corners=False)[0] for i, im in images.items()}
-
-        def chunks():
-            start = 0
-            while start < frame_num:
-                n = 1 if start == 0 else r
-                c = torch.zeros(1, 3, n, height, width, device=vae.device, dtype=vae.dtype)
-                for i, im in resized.items():
-                    if start <= i < start + n:
-                        c[0, :, i - start] = im.to(c)
-                yield c
-                start += n
-
-        return vae.encode(chunks())[0].float()
+        """VAE latent [16, T', h, w] of a clip that is ``images[i]`` at frame i and zero elsewhere."""
+        return condition_latent(self.vae, images, frame_num, height, width)
 
     def condition(self, images: list[torch.Tensor], frame_num: int, height: int, width: int) -> dict:
         """The DiT's extra inputs: ``y`` = cat[mask (4), image latent (16)] and ``clip_fea``.
 
         ``images``: one ([first]) or two ([first, last]) tensors [3, H, W] in [-1, 1] of equal size.
         """
-        s = self.vae.spatial_ratio
         known = [0] if len(images) == 1 else [0, frame_num - 1]
-        latent = self.condition_latent(dict(zip(known, images)), frame_num, height, width)
-        mask = frame_mask(frame_num, height // s, width // s, known, self.vae.temporal_ratio).to(latent)
-        y = torch.cat([mask, latent]).to(self.device)
+        y = image_condition(self.vae, dict(zip(known, images)), frame_num, height, width).to(self.device)
         clip_fea = self.clip_features(torch.stack(images))
         return {"y": y, "clip_fea": clip_fea}
 

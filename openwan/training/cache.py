@@ -7,8 +7,13 @@
     -> <out_dir>/manifest.json            (the files of this run, read by CachedLatentDataset)
 
 Each file is written atomically (temp file + rename). The file name hashes (path, caption, bucket
-list, fps), so re-running skips the samples already done (resumable) and a changed caption is
+list, fps, task), so re-running skips the samples already done (resumable) and a changed caption is
 re-encoded. Unreadable media files are skipped with a warning and listed in the manifest.
+
+``task="i2v"`` / ``"flf2v"`` adds what the image-conditioned DiTs take, built from the clip's own
+first (and last) frame exactly as the I2V / FLF2V pipelines build it from the user's image(s):
+``y`` [20, T, h, w] (frame mask + VAE latent of the frame(s) with zeros elsewhere) and
+``clip_fea`` [1 or 2, 257, 1280] (CLIP features of the frame(s)).
 
 ``encode_video`` / ``encode_text`` may be any callables (``video [1,3,F,H,W] -> latent`` and
 ``list[str] -> list[Tensor [L, D]]``), or the real :class:`~openwan.models.vae.WanVAE` /
@@ -56,19 +61,48 @@ def _as_text_encoder(text_encoder) -> Callable[[list], list]:
                     f"got {type(text_encoder).__name__}")
 
 
-def sample_name(sample: Sample, buckets: Sequence, target_fps: Optional[float]) -> str:
+TASKS = ("t2v", "i2v", "flf2v")
+
+
+def sample_name(sample: Sample, buckets: Sequence, target_fps: Optional[float], task: str = "t2v") -> str:
     """A stable file name for a sample: readable stem + hash of everything that changes its content."""
-    key = json.dumps([str(Path(sample.path).resolve()), sample.caption, [list(b) for b in buckets], target_fps])
+    parts = [str(Path(sample.path).resolve()), sample.caption, [list(b) for b in buckets], target_fps]
+    key = json.dumps(parts if task == "t2v" else parts + [task])
     h = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(sample.path).stem)[:40] or "sample"
     return f"{stem}-{h}.safetensors"
 
 
+def _image_conditioner(task: str, vae, image_encoder) -> Optional[Callable[[torch.Tensor], dict]]:
+    """video [3, F, H, W] -> {"y", "clip_fea"} for i2v / flf2v (None for t2v)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "t2v":
+        return None
+    if not (hasattr(vae, "encode") and hasattr(vae, "temporal_ratio")):
+        raise TypeError(f"task {task!r} builds the image condition with the VAE: give a WanVAE, not a callable")
+    if image_encoder is None:
+        raise ValueError(f"task {task!r} needs an image encoder (CLIP) for clip_fea: pass image_encoder= "
+                         f"(openwan.models.image_encoder.ImageEncoder), or on the command line a --ckpt_dir "
+                         f"that holds it or --image_encoder")
+    from openwan.pipelines.i2v import image_condition
+
+    def condition(video):
+        f, h, w = video.shape[1:]
+        images = {0: video[:, 0]} if task == "i2v" else {0: video[:, 0], f - 1: video[:, -1]}
+        y = image_condition(vae, images, f, h, w)
+        clip_fea = image_encoder.encode(torch.stack(list(images.values())))
+        return {"y": y, "clip_fea": clip_fea}
+
+    return condition
+
+
 def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[str, Path], vae, text_encoder,
                   buckets, *, target_fps: Optional[float] = None, dtype: torch.dtype = torch.float32,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, task: str = "t2v", image_encoder=None) -> dict:
     """Encode every sample of ``data_file`` into ``out_dir`` (skipping those already there).
 
+    ``task`` "i2v" / "flf2v" also stores ``y`` and ``clip_fea`` (needs a WanVAE and ``image_encoder``).
     Returns a summary: ``{"written": n, "skipped": n (already cached), "failed": [paths], "files": [...]}``.
     """
     from openwan.checkpoints import save_safetensors, write_json
@@ -76,6 +110,9 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
     buckets = parse_buckets(buckets)
     encode_video = _as_video_encoder(vae)
     encode_text = _as_text_encoder(text_encoder)
+    image_cond = _image_conditioner(task, vae, image_encoder)
+    if task == "flf2v" and any(b[0] == 1 for b in buckets):
+        raise ValueError("flf2v samples need a first and a last frame: use buckets of 5 or more frames")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -85,7 +122,7 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
         from tqdm.auto import tqdm
         bar = tqdm(total=len(samples), desc="cache-latents", unit="sample")
     for s in samples:
-        name = sample_name(s, buckets, target_fps)
+        name = sample_name(s, buckets, target_fps, task)
         target = out_dir / name
         if target.exists():
             skipped += 1
@@ -100,9 +137,12 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
                     latent = encode_video(video[None])
                     latent = latent[0] if latent.ndim == 5 else latent
                     context = encode_text([s.caption])[0]
-                meta = {"path": str(s.path), "caption": s.caption, "bucket": json.dumps(list(bucket))}
-                save_safetensors({"latent": latent.detach().to("cpu", dtype),
-                                  "context": context.detach().to("cpu", dtype)}, target, metadata=meta)
+                    tensors = {"latent": latent, "context": context}
+                    if image_cond is not None:
+                        tensors.update(image_cond(video))
+                meta = {"path": str(s.path), "caption": s.caption, "bucket": json.dumps(list(bucket)), "task": task}
+                save_safetensors({k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, target,
+                                 metadata=meta)
                 written += 1
                 files.append(name)
         if bar is not None:
@@ -114,23 +154,33 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
         warnings.warn(f"cache-latents: {len(failed)} unreadable/unfit file(s) skipped: {failed[:5]}"
                       + (" ..." if len(failed) > 5 else ""), stacklevel=2)
     write_json({"files": files, "failed": failed, "buckets": [list(b) for b in buckets], "target_fps": target_fps,
-                "source": str(data_file) if isinstance(data_file, (str, Path)) else None}, out_dir / MANIFEST)
+                "task": task, "source": str(data_file) if isinstance(data_file, (str, Path)) else None}, out_dir / MANIFEST)
     return {"written": written, "skipped": skipped, "failed": failed, "files": files}
 
 
 def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path, None] = None, buckets=None, *,
-                                  vae_path=None, text_encoder_path=None, device=None, target_fps=None,
-                                  dtype: torch.dtype = torch.float32, progress: bool = True) -> dict:
-    """:func:`cache_latents` with the VAE and text encoder loaded from a checkpoint directory
-    (official or diffusers layout), or from their own paths."""
+                                  vae_path=None, text_encoder_path=None, image_encoder_path=None, device=None,
+                                  target_fps=None, dtype: torch.dtype = torch.float32, progress: bool = True,
+                                  task: str = "t2v") -> dict:
+    """:func:`cache_latents` with the VAE and text encoder (and for i2v / flf2v the CLIP image
+    encoder) loaded from a checkpoint directory (official or diffusers layout), or from their own paths."""
     from openwan.models.text_encoder import TextEncoder
     from openwan.models.vae import WanVAE
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if ckpt_dir is None and (vae_path is None or text_encoder_path is None):
         raise ValueError("give ckpt_dir, or both vae_path and text_encoder_path")
+    if task != "t2v" and ckpt_dir is None and image_encoder_path is None:
+        raise ValueError(f"task {task!r} needs the CLIP image encoder: give ckpt_dir or image_encoder_path")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae = WanVAE.from_pretrained(vae_path or ckpt_dir, device=dev)
     te = TextEncoder.from_pretrained(text_encoder_path or ckpt_dir, device=dev)
-    return cache_latents(data_file, out_dir, vae, te, buckets, target_fps=target_fps, dtype=dtype, progress=progress)
+    ie = None
+    if task != "t2v":
+        from openwan.models.image_encoder import ImageEncoder
+        ie = ImageEncoder.from_pretrained(image_encoder_path or ckpt_dir, device=dev)
+    return cache_latents(data_file, out_dir, vae, te, buckets, target_fps=target_fps, dtype=dtype, progress=progress,
+                         task=task, image_encoder=ie)
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -142,6 +192,11 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint directory holding the VAE and text encoder")
     ap.add_argument("--vae", default=None, help="VAE weights (overrides --ckpt_dir)")
     ap.add_argument("--text_encoder", default=None, help="text encoder weights (overrides --ckpt_dir)")
+    ap.add_argument("--task", choices=TASKS, default="t2v",
+                    help="i2v / flf2v also store the image condition (y, clip_fea) from each clip's first "
+                         "(and last) frame, for training the I2V / FLF2V models")
+    ap.add_argument("--image_encoder", default=None, help="CLIP image encoder weights (i2v/flf2v; overrides "
+                                                          "--ckpt_dir)")
     ap.add_argument("--bucket", action="append", required=True,
                     help="FRAMESxHEIGHTxWIDTH, repeatable (frames 4n+1, sizes multiples of 16), e.g. 33x480x832")
     ap.add_argument("--fps", type=float, default=None, help="resample videos to this frame rate (Wan: 16)")
@@ -149,12 +204,13 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="storage dtype of the cache")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    from openwan.checkpoints import CheckpointError
     try:
         summary = cache_latents_from_checkpoint(
             a.data, a.out, a.ckpt_dir, a.bucket, vae_path=a.vae, text_encoder_path=a.text_encoder,
-            device=a.device, target_fps=a.fps, dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32,
-            progress=not a.quiet)
-    except (ValueError, FileNotFoundError) as e:
+            image_encoder_path=a.image_encoder, device=a.device, target_fps=a.fps,
+            dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32, progress=not a.quiet, task=a.task)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}")
         return 2
     print(f"cached {summary['written']} new, {summary['skipped']} already done, {len(summary['failed'])} skipped "

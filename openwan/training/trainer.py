@@ -308,6 +308,7 @@ class Trainer:
         self.module = model if model is not None else build_model(self.cfg.model, self.cfg.seed)
         self.module.to(self.device)
         self.module.train()
+        self._check_conditioning()
         self.is_lora = self.cfg.lora is not None
         if self.is_lora:
             from openwan.training.lora import DEFAULT_TARGETS, add_lora
@@ -377,13 +378,29 @@ class Trainer:
     def model(self, m):
         self._model = m
 
+    def _check_conditioning(self) -> None:
+        """The samples carry the image condition exactly when the DiT takes one (i2v / flf2v)."""
+        cfg = getattr(self.module, "config", None)
+        if cfg is None or not len(self.dataset):
+            return
+        item = self.dataset[0]
+        has = "y" in item and "clip_fea" in item
+        kind = getattr(cfg, "model_type", "t2v")
+        if cfg.has_image_input and not has:
+            raise ValueError(f"the model is an {kind} DiT (image-conditioned) but the training samples have no "
+                             f"image condition (y, clip_fea): cache them with `openwan cache-latents --task "
+                             f"{kind}` (or data.task: {kind})")
+        if not cfg.has_image_input and ("y" in item or "clip_fea" in item):
+            raise ValueError(f"the training samples carry an image condition (y / clip_fea, an i2v/flf2v cache) "
+                             f"but the model is a {kind} DiT: use an I2V/FLF2V model, or cache with --task t2v")
+
     def _build_dataset(self) -> LatentDataset:
         dc = dict(self.cfg.data)
         unknown = sorted(set(dc) - {"cache_dir", "file", "buckets", "ckpt_dir", "vae", "text_encoder", "fps",
-                                    "shuffle"})
+                                    "shuffle", "task", "image_encoder"})
         if unknown:
             raise ValueError(f"unknown data fields {unknown}; use cache_dir, file, buckets, ckpt_dir, vae, "
-                             f"text_encoder, fps, shuffle")
+                             f"text_encoder, image_encoder, task, fps, shuffle")
         cache_dir = Path(dc.get("cache_dir") or self.out / "latent_cache")
         if dc.get("file"):
             if "buckets" not in dc:
@@ -393,7 +410,8 @@ class Trainer:
                 ckpt = dc.get("ckpt_dir") or self.cfg.model.get("path")
                 cache_latents_from_checkpoint(dc["file"], cache_dir, ckpt, dc["buckets"], vae_path=dc.get("vae"),
                                               text_encoder_path=dc.get("text_encoder"), device=self.device,
-                                              target_fps=dc.get("fps"), progress=self.cfg.progress)
+                                              target_fps=dc.get("fps"), progress=self.cfg.progress,
+                                              task=dc.get("task", "t2v"), image_encoder_path=dc.get("image_encoder"))
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()  # the encoders are gone; give their memory back
             _barrier()
