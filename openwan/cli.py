@@ -19,7 +19,8 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "sample_guide_scale": "guide_scale", "sample_solver": "sample_solver", "base_seed": "seed",
                  "image": "image", "first_frame": "first_frame",
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
-                 "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale"}
+                 "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
+                 "src_fps": "src_fps"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 
@@ -61,6 +62,9 @@ def _generate_parser(sub):
     p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated")
     p.add_argument("--context_scale", type=float, default=None, help="vace: strength of the control")
     p.add_argument("--strength", type=float, default=None, help="v2v: noise strength in (0, 1]")
+    p.add_argument("--src_fps", type=float, default=None,
+                   help="vace / v2v: resample a source video file to this frame rate first (default 16, Wan's; "
+                        "0 uses every frame)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
@@ -144,7 +148,7 @@ def cmd_generate(a) -> int:
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale"):
+                 "context_scale", "src_fps"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}

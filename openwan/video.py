@@ -15,6 +15,7 @@ Existing files are never overwritten unless ``overwrite=True``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from fractions import Fraction
@@ -280,6 +281,19 @@ def _check_exists(path: PathLike) -> Path:
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a file")
     return path
+
+
+def frame_indices(num_frames: int, fps: float, target_fps: Optional[float]) -> np.ndarray:
+    """Indices of the source frames to use when resampling fps -> target_fps (all when unset).
+
+    Frame k of the output is the source frame nearest to time k / target_fps (rounded index k * fps /
+    target_fps); the output covers the source's duration.
+    """
+    if not target_fps or not fps or fps <= 0 or num_frames <= 1:
+        return np.arange(num_frames)
+    step = fps / float(target_fps)
+    n = int(math.floor((num_frames - 1) / step + 1e-9)) + 1
+    return np.minimum(np.round(np.arange(n) * step).astype(np.int64), num_frames - 1)
 
 
 def read_video(path: PathLike) -> tuple[np.ndarray, float]:

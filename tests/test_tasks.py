@@ -550,6 +550,36 @@ def test_bad_images_leave_no_output(pipes, tmp_path):
     assert not out.exists() and not out.parent.exists()
 
 
+def test_source_video_files_are_resampled_to_16_fps(pipes, tmp_path):
+    """A 32 fps source (and mask) file is taken at 16 fps by default (every 2nd frame), like the
+    reference; src_fps=0 keeps every frame; arrays carry no rate and are used as they are."""
+    from openwan.pipelines.v2v import load_video
+    levels = 12 * np.arange(17)                                   # frame i is uniformly grey at 12 i
+    vid = np.broadcast_to(levels[:, None, None, None].astype(np.uint8), (17, 32, 64, 3)).copy()
+    src = write_video(vid, tmp_path / "s32.mp4", fps=32)
+    got = load_video(str(src), target_fps=16)
+    assert got.shape[0] == 9 and np.abs(got.mean(axis=(1, 2, 3)) - levels[::2]).max() < 3
+    assert load_video(str(src)).shape[0] == 17 and load_video(vid, target_fps=16).shape[0] == 17
+    assert load_video(str(src), target_fps=8).shape[0] == 5
+
+    v2v, vace = pipes("t2v", task="v2v"), pipes("vace")
+    mask = np.zeros((17, 32, 64, 3), np.uint8)
+    mask[:, 8:24, 16:48] = 255
+    msk = write_video(mask, tmp_path / "m32.mp4", fps=32)
+    for pipe, kw in ((v2v, dict(strength=0.9)), (vace, dict(src_mask=str(msk)))):
+        out = pipe(PROMPT, src_video=str(src), seed=1, sample_steps=2, output_type="latent", **kw)
+        assert out.settings["frame_num"] == 9 and out.settings["src_fps"] == 16.0
+        assert out.latents.shape[-3] == 3                          # 9 frames -> 3 latent frames
+        out = pipe(PROMPT, src_video=str(src), seed=1, sample_steps=2, output_type="latent", src_fps=0, **kw)
+        assert out.settings["frame_num"] == 17 and out.settings["src_fps"] == 0
+        with pytest.raises(ValueError, match="src_fps must be a frame rate"):
+            pipe(PROMPT, src_video=str(src), src_fps=-1, **kw)
+    # a 16 fps mask next to the 32 fps source: the counts differ after resampling, which is named
+    msk16 = write_video(mask, tmp_path / "m16.mp4", fps=16)
+    with pytest.raises(ValueError, match="src_mask has 17 frames but src_video has 9"):
+        vace(PROMPT, src_video=str(src), src_mask=str(msk16))
+
+
 def test_bad_videos_and_masks_leave_no_output(pipes, tmp_path):
     vace, v2v = pipes("vace"), pipes("t2v", task="v2v")
     out = tmp_path / "v.mp4"
@@ -604,7 +634,7 @@ def test_cli_vace_and_i2v(ckpts, tmp_path, capsys):
               "--save_file", str(out), "--quiet"])
     assert rc == 0 and read_video(out)[0].shape == (5, 32, 64, 3)
     meta = json.loads(out.with_suffix(".json").read_text())["openwan"]
-    assert meta["context_scale"] == 0.5 and meta["src_ref_images"] == f"{ref},{ref}"
+    assert meta["context_scale"] == 0.5 and meta["src_ref_images"] == f"{ref},{ref}" and meta["src_fps"] == 16.0
     again = tmp_path / "again.mp4"                                   # reproduce from the settings
     assert cli(["generate", "--from", str(out.with_suffix(".json")), "--save_file", str(again), "--quiet"]) == 0
     assert np.array_equal(read_video(again)[0], read_video(out)[0])

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -30,15 +31,18 @@ DEFAULT_STRENGTH = 0.8
 
 # ============================================================================ input helpers (shared with VACE)
 
-def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = False) -> np.ndarray:
+def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = False,
+               target_fps: Optional[float] = None) -> np.ndarray:
     """A video input -> RGB uint8 [F, H, W, 3].
 
     Accepts a video file path (any format PyAV reads), a uint8 array/tensor [F, H, W, 3], or a list
     of frames (paths, PIL images or [H, W, 3] arrays). With ``allow_image`` a still-image path or a
-    single [H, W, 3] frame is a one-frame video. Errors (ValueError; FileNotFoundError for a missing
-    file) name ``what``.
+    single [H, W, 3] frame is a one-frame video. A video file whose frame rate differs from
+    ``target_fps`` (when given) is resampled to it by nearest-frame selection
+    (:func:`openwan.video.frame_indices`); arrays and frame lists carry no rate and are used as they
+    are. Errors (ValueError; FileNotFoundError for a missing file) name ``what``.
     """
-    from openwan.video import read_video
+    from openwan.video import frame_indices, read_video
     if video is None:
         raise ValueError(f"{what} is required (a video file path or a uint8 [F, H, W, 3] array)")
     if _is_path(video):
@@ -49,11 +53,13 @@ def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = Fa
                 raise ValueError(f"{what}: {video} is an image; give a video file (or a list of frames)")
             return load_image(video, what)[None]
         try:
-            frames, _ = read_video(video)
+            frames, fps = read_video(video)
         except FileNotFoundError:
             raise FileNotFoundError(f"{what}: no such file: {video}") from None
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
+        if target_fps and fps and abs(fps - target_fps) > 1e-3 * target_fps:
+            frames = frames[frame_indices(len(frames), fps, target_fps)]
         return frames
     if isinstance(video, (list, tuple)):
         if not video:
@@ -105,6 +111,21 @@ def choose_frames(available: int, frame_num: Optional[int], what: str = "src_vid
     return frame_num
 
 
+SOURCE_FPS = 16.0  # Wan's frame rate: file sources are resampled to it by default (as the reference does)
+
+
+def check_src_fps(src_fps) -> Optional[float]:
+    """``src_fps`` -> the rate to resample file sources to: None -> 16 (Wan's), 0 -> None (every frame)."""
+    if src_fps is None:
+        return SOURCE_FPS
+    ok = isinstance(src_fps, (int, float, np.floating)) and not isinstance(src_fps, bool) \
+        and math.isfinite(float(src_fps)) and float(src_fps) >= 0
+    if not ok:
+        raise ValueError(f"src_fps must be a frame rate > 0 to resample a source video file to (default 16, Wan's), "
+                         f"or 0 to use every frame as it is; got {src_fps!r}")
+    return float(src_fps) or None
+
+
 def check_strength(strength) -> float:
     ok = isinstance(strength, (int, float, np.floating)) and not isinstance(strength, bool)
     if not ok or not (0.0 < float(strength) <= 1.0):
@@ -134,19 +155,24 @@ class VideoToVideo(WanPipeline):
                              f"({self.variant.name}). Use a Wan2.1-T2V checkpoint.")
 
     def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
-                 strength: Optional[float] = None, size: Union[str, tuple, None] = None,
+                 strength: Optional[float] = None, src_fps: Optional[float] = None,
+                 size: Union[str, tuple, None] = None,
                  frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                  output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
                  strict_size: bool = True, return_frames: bool = True, callback=None) -> GenerationOutput:
-        """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``."""
+        """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``.
+
+        A video file is first resampled to ``src_fps`` frames per second (default 16, Wan's rate; 0
+        keeps every frame)."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
         check_size(width, height, self.variant, strict_size)
         check_prompt(prompt)
         strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
-        frames = load_video(src_video, "src_video")
+        fps = check_src_fps(src_fps)
+        frames = load_video(src_video, "src_video", target_fps=fps)
         frame_num = choose_frames(frames.shape[0], frame_num)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         steps, shift, solver = sp.steps, sp.shift, sp.solver
@@ -156,7 +182,8 @@ class VideoToVideo(WanPipeline):
             raise ValueError(f"strength {strength} is below the lowest noise level of the {steps}-step grid "
                              f"({lowest:.4f}): no denoising step would run; use a strength >= {lowest:.4f}")
         settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
-                                 src_video=source_name(src_video), strength=strength, steps_run=len(sigmas) - 1)
+                                 src_video=source_name(src_video), strength=strength, src_fps=fps or 0,
+                                 steps_run=len(sigmas) - 1)
         check_output_free(output_path, overwrite)
 
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])

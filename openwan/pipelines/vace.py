@@ -33,19 +33,20 @@ from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, che
                                     check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import (ImageLike, _is_path, check_output_free, fit_contain,
                                    image_to_tensor, load_image, source_name)
-from openwan.pipelines.v2v import VideoLike, choose_frames, fit_video, load_video, video_to_tensor
+from openwan.pipelines.v2v import VideoLike, check_src_fps, choose_frames, fit_video, load_video, video_to_tensor
 
 MaskLike = Union[str, np.ndarray, torch.Tensor, list]
 
 
 # ============================================================================ inputs
 
-def load_mask(mask: MaskLike, what: str = "src_mask") -> np.ndarray:
+def load_mask(mask: MaskLike, what: str = "src_mask", target_fps: Optional[float] = None) -> np.ndarray:
     """A mask input -> float32 [F, H, W] in [0, 1] (1 = generate).
 
     Accepts a video or image file, a uint8 video/frame array ([F, H, W, 3], [F, H, W], [H, W, 3]),
     a float or bool array [F, H, W] (values in [0, 1]), or a list of frames. Colour masks use their
-    first (red) channel, as the reference does. A single frame applies to every frame.
+    first (red) channel, as the reference does. A single frame applies to every frame. A mask video
+    file is resampled to ``target_fps`` like the source video (``load_video``).
     """
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
@@ -65,7 +66,7 @@ def load_mask(mask: MaskLike, what: str = "src_mask") -> np.ndarray:
         return m
     if isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.ndim == 3 and mask.shape[-1] not in (3, 4):
         mask = mask[..., None].repeat(3, axis=-1)       # uint8 [F, H, W] grayscale frames
-    frames = load_video(mask, what, allow_image=True)
+    frames = load_video(mask, what, allow_image=True, target_fps=target_fps)
     return frames[..., 0].astype(np.float32) / 255.0
 
 
@@ -112,9 +113,11 @@ class VACE(WanPipeline):
 
     * ``src_video``: path, uint8 [F, H, W, 3] array or list of frames; fitted to ``size``
       (aspect-preserving resize + centre crop). Its first ``frame_num`` frames are used (default:
-      the largest 4n+1 it has). Frame rates are not resampled.
+      the largest 4n+1 it has), after resampling a video file to ``src_fps`` (default 16, Wan's
+      rate, as the reference does; 0 keeps every frame; arrays are used as they are).
     * ``src_mask``: same kinds (or float/bool [F, H, W] in [0, 1]); white = generate. It must have
-      the source's size and frame count (a single image applies to every frame).
+      the source's size and frame count (a single image applies to every frame); a mask video file is
+      resampled to ``src_fps`` too.
     * ``src_ref_images``: paths (a list or one comma-separated string), PIL images or arrays; each is
       scaled to fit inside the video size on a white canvas (the reference's placement).
     * ``context_scale``: strength of the VACE hints.
@@ -160,14 +163,15 @@ class VACE(WanPipeline):
         return torch.cat([z, m])
 
     def prepare_inputs(self, src_video, src_mask, src_ref_images, frame_num: Optional[int], width: int,
-                       height: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int]:
+                       height: int, src_fps: Optional[float] = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int]:
         """Read and fit every input: (frames [3, F, H, W], mask [F, H, W], refs [[3, H, W]], F).
 
         All checks happen here, before any model runs.
         """
         d = self.defaults()
         if src_video is not None:
-            video = load_video(src_video, "src_video")
+            video = load_video(src_video, "src_video", target_fps=src_fps)
             n = video.shape[0]
             frame_num = choose_frames(n, frame_num)
         else:
@@ -178,7 +182,7 @@ class VACE(WanPipeline):
             check_frames(frame_num)
         mask_np = None
         if src_mask is not None:
-            mask_np = load_mask(src_mask, "src_mask")
+            mask_np = load_mask(src_mask, "src_mask", target_fps=src_fps)
             if mask_np.shape[1:] != video.shape[1:3]:
                 raise ValueError(f"src_mask is {mask_np.shape[2]}x{mask_np.shape[1]} but src_video is "
                                  f"{video.shape[2]}x{video.shape[1]}: the mask must have the video's size")
@@ -204,7 +208,8 @@ class VACE(WanPipeline):
     # -------------------------------------------------------------- call
     def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
                  src_mask: MaskLike = None, src_ref_images: Union[str, Sequence[ImageLike], None] = None,
-                 context_scale: Optional[float] = None, size: Union[str, tuple, None] = None,
+                 context_scale: Optional[float] = None, src_fps: Optional[float] = None,
+                 size: Union[str, tuple, None] = None,
                  frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
@@ -219,15 +224,17 @@ class VACE(WanPipeline):
         if isinstance(context_scale, bool) or not isinstance(context_scale, (int, float)) \
                 or not math.isfinite(context_scale):
             raise ValueError(f"context_scale must be a finite number (1.0 = as trained), got {context_scale!r}")
+        fps = check_src_fps(src_fps)
         frames, mask, refs, frame_num = self.prepare_inputs(src_video, src_mask, src_ref_images, frame_num,
-                                                            width, height)
+                                                            width, height, fps)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         ref_names = [source_name(r) for r in parse_ref_images(src_ref_images)]
         settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
                                  src_video=source_name(src_video),
                                  src_mask=source_name(src_mask),
                                  src_ref_images=",".join(ref_names) if ref_names and all(ref_names) else None,
-                                 context_scale=float(context_scale))
+                                 context_scale=float(context_scale),
+                                 src_fps=(fps or 0) if src_video is not None else None)
         check_output_free(output_path, overwrite)
 
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from openwan.video import frame_indices  # noqa: F401 - re-exported (the training data's fps resampling)
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
 PATH_COLUMNS = ("path", "file", "video", "image", "media", "filename", "file_name")
@@ -191,15 +193,6 @@ def load_media(path: Union[str, Path]) -> tuple[np.ndarray, float]:
     if not frames:
         raise ValueError(f"{path}: no decodable frames")
     return np.stack(frames), fps
-
-
-def frame_indices(num_frames: int, fps: float, target_fps: Optional[float]) -> np.ndarray:
-    """Indices of the source frames to use when resampling fps -> target_fps (all when unset)."""
-    if not target_fps or not fps or fps <= 0 or num_frames <= 1:
-        return np.arange(num_frames)
-    step = fps / float(target_fps)
-    n = int(math.floor((num_frames - 1) / step + 1e-9)) + 1
-    return np.minimum(np.round(np.arange(n) * step).astype(np.int64), num_frames - 1)
 
 
 def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
