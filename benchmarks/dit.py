@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import add_dit_args
+
 CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
@@ -77,10 +79,7 @@ print(json.dumps({"time": statistics.median(times), "peak_over_weights": peak - 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dim", type=int, default=1536)
-    ap.add_argument("--ffn-dim", type=int, default=8960)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--layers", type=int, default=2)
+    add_dit_args(ap)
     ap.add_argument("--latent", type=int, nargs=3, default=(1, 60, 104),
                     help="latent F H W (default 1x60x104 = 1560 tokens, one 480x832 latent frame)")
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])

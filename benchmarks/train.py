@@ -22,6 +22,8 @@ import json
 import subprocess
 import sys
 
+from common import add_dit_args
+
 CHILD = r"""
 import json, statistics, sys, time, tempfile
 import torch
@@ -66,10 +68,7 @@ print(json.dumps({"time": statistics.median(times), "peak": peak, "over": peak -
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dim", type=int, default=1536)
-    ap.add_argument("--ffn-dim", type=int, default=8960)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--layers", type=int, default=2)
+    add_dit_args(ap)
     ap.add_argument("--latent", type=int, nargs=3, default=[5, 16, 16], metavar=("T", "H", "W"),
                     help="latent frames, height, width (tokens = T * H/2 * W/2)")
     ap.add_argument("--repeats", type=int, default=2)

@@ -24,28 +24,10 @@ import subprocess
 import sys
 import time
 
+from common import reset_peak, rss_kb
+
 OURS = ("whole", "stream", "tiled")
 THEIRS = ("diffusers", "diffusers-tiled")
-
-
-def _rss_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int) -> dict:
@@ -68,8 +50,8 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
             z = torch.randn(1, 16, latent_frames, h // 8, w // 8)
         elif mode != "stream":
             x = torch.rand(1, 3, frames, h, w) * 2 - 1
-        before = _rss_kb("VmRSS")
-        can_reset = _reset_peak()
+        before = rss_kb("VmRSS")
+        can_reset = reset_peak()
         t0 = time.perf_counter()
         if op == "decode":
             if mode == "whole":
@@ -95,7 +77,7 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
             else:
                 out = model.encode(x).latent_dist.mean
         elapsed = time.perf_counter() - t0
-        hwm = _rss_kb("VmHWM") if can_reset else None
+        hwm = rss_kb("VmHWM") if can_reset else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"time_s": elapsed, "peak_MB": peak / 1024,
             "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None}

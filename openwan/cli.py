@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 import time
@@ -51,6 +52,9 @@ def _generate_parser(sub):
                    help="sequential: release the text encoder after use, move the DiT off before decoding")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--ulysses_size", type=int, default=None,
+                   help="sequence parallel over this many processes (= torchrun --nproc_per_node; one GPU each): "
+                        "torchrun --nproc_per_node 2 -m openwan.cli generate ... --ulysses_size 2")
     p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
@@ -136,14 +140,22 @@ def cmd_generate(a) -> int:
 
     import torch
     from openwan.pipelines import load_pipeline
+    dist_run = _setup_sequence_parallel(a)   # (rank, created) under torchrun, else None
+    rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
-                         device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu, progress=not a.quiet)
+                         device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu,
+                         progress=not a.quiet and rank == 0)
+    if dist_run:
+        from openwan.parallel import enable_sequence_parallel
+        enable_sequence_parallel(pipe.dit)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")
         out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
+        if dist_run:  # one name for every process (their clocks may tick apart)
+            out = _broadcast(str(out))
     kw = dict(negative_prompt=a.neg_prompt, size=a.size, frame_num=a.frame_num, sample_steps=a.sample_steps,
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
@@ -157,12 +169,55 @@ def cmd_generate(a) -> int:
     extra = [k for k in kw if k not in params and k not in ("negative_prompt",)]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
-    with torch.inference_mode():
-        result = pipe(prompt, **kw)
+    if dist_run:
+        from openwan.pipelines.i2v import check_output_free
+        check_output_free(out, a.overwrite)          # on every process, so none waits for a failed one
+        if kw.get("seed") is None or kw["seed"] < 0:  # one random seed for every process
+            kw["seed"] = _broadcast(random.randint(0, 2**31 - 1))
+        if rank != 0:                                # only the first process decodes and writes
+            kw.update(output_path=None, output_type="latent")
+    try:
+        with torch.inference_mode():
+            result = pipe(prompt, **kw)
+    finally:
+        if dist_run and dist_run[1]:
+            import torch.distributed as dist
+            dist.destroy_process_group()
     dt = time.perf_counter() - t0
-    print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
-          f"{Path(result.path).with_suffix('.json')}")
+    if rank == 0:
+        print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
+              f"{Path(result.path).with_suffix('.json')}")
     return 0
+
+
+def _setup_sequence_parallel(a):
+    """Under torchrun with --ulysses_size N (N = the process count): join the group, pick this
+    process's device. Returns (rank, created the group) or None for a single-process run."""
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    size = a.ulysses_size or 1
+    if size < 1:
+        raise CLIError(f"--ulysses_size must be >= 1, got {size}")
+    if size == 1 and world == 1:
+        return None
+    if size != world:
+        raise CLIError(f"--ulysses_size {size} must equal the number of processes ({world}); start with "
+                       f"torchrun --nproc_per_node {size} -m openwan.cli generate ... --ulysses_size {size}")
+    import torch
+    import torch.distributed as dist
+    from openwan.parallel import init_process_group
+    created = init_process_group()
+    if torch.cuda.is_available() and (a.device is None or a.device == "cuda"):
+        a.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return dist.get_rank(), created
+
+
+def _broadcast(value):
+    """Process 0's value on every process."""
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _train_parser(sub):

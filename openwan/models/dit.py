@@ -14,6 +14,9 @@ State-dict keys and shapes are exactly the official ones, so an official checkpo
 ``strict=True``. Numerics follow the reference: the sinusoid and RoPE in float64, norms, modulation,
 the residual stream, time embedding and head in fp32; when the weights are bf16 the other linear
 layers (and attention) run in bf16, as under the reference's autocast.
+
+Sequence parallel inference (``openwan.parallel``) splits the tokens over processes: ``self.sp``
+on the model and its self-attention layers; everything else here is unchanged by it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch.utils.checkpoint
 
 from openwan.configs import DiTConfig
 from openwan.models.attention import attention
+from openwan.parallel.sequence import gather_tokens, split_tokens, ulysses_attention
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -143,6 +147,7 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.sp = None  # openwan.parallel: x holds this process's tokens; attention sees them all
 
     def forward(self, x, seq_lens, rope):
         n = self.num_heads
@@ -150,7 +155,10 @@ class SelfAttention(nn.Module):
         k = self.norm_k(linear(self.k, x)).unflatten(-1, (n, -1))
         v = linear(self.v, x).unflatten(-1, (n, -1))
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = attention(q, k, v, k_lens=seq_lens)
+        if self.sp is None:
+            y = attention(q, k, v, k_lens=seq_lens)
+        else:
+            y = ulysses_attention(q, k, v, seq_lens, self.sp)
         return linear(self.o, y.flatten(2))
 
 
@@ -318,6 +326,7 @@ class WanModel(nn.Module):
         # Numerics switches: the reference uses float64 for both; diffusers uses fp32 sinusoids.
         self.sinusoid_dtype = torch.float64
         self.rope_dtype = torch.float64
+        self.sp = None  # openwan.parallel.enable_sequence_parallel: tokens split over processes
         self.gradient_checkpointing = False
 
     # --------------------------------------------------------------- inputs to tokens
@@ -396,6 +405,9 @@ class WanModel(nn.Module):
         x, seq_lens, grids = self._embed(self.patch_embedding, xs)
         n = x.shape[1]
         rope = self._rope(grids, n, device)
+        if self.sp is not None:  # sequence parallel: keep this process's slice of the tokens
+            x = split_tokens(x, self.sp)
+            rope = tuple(split_tokens(r, self.sp) for r in rope)
 
         t = torch.as_tensor(t, device=device)
         t = t.expand(b) if t.ndim == 0 else t
@@ -409,7 +421,7 @@ class WanModel(nn.Module):
 
         hints = None
         if self.config.is_vace:
-            hints = self._vace_hints(vace_context, x, e0, ctx, seq_lens, rope)
+            hints = self._vace_hints(vace_context, x, n, e0, ctx, seq_lens, rope)
 
         for i, block in enumerate(self.blocks):
             x = self._run(block, x, e0, ctx, seq_lens, rope)
@@ -417,6 +429,8 @@ class WanModel(nn.Module):
                 x = x + hints[self._hint_of_block[i]] * vace_context_scale
 
         x = self.head(x, e)
+        if self.sp is not None:
+            x = gather_tokens(x, self.sp, n)
         out = [self._unpatchify(u, g) for u, g in zip(x, grids)]
         return out if as_list else torch.stack(out)
 
@@ -425,10 +439,12 @@ class WanModel(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def _vace_hints(self, vace_context, x, e0, ctx, seq_lens, rope):
+    def _vace_hints(self, vace_context, x, n, e0, ctx, seq_lens, rope):
         c, _, _ = self._embed(self.vace_patch_embedding, list(vace_context))
-        if c.shape[1] != x.shape[1]:
+        if c.shape[1] != n:
             raise ValueError("vace_context must have the same frames/height/width as x")
+        if self.sp is not None:
+            c = split_tokens(c, self.sp)
         hints = []
         for block in self.vace_blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -1,0 +1,5 @@
+"""Multi-process inference on torch.distributed (training scales with openwan.training: FSDP2 / DDP)."""
+from openwan.parallel.sequence import (SequenceParallel, enable_sequence_parallel, init_process_group,
+                                       set_sequence_parallel)
+
+__all__ = ["SequenceParallel", "enable_sequence_parallel", "init_process_group", "set_sequence_parallel"]

@@ -1,0 +1,127 @@
+"""Sequence parallel inference (openwan.parallel): 2 CPU processes on gloo vs one process."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+from openwan.configs import TINY_VARIANTS
+from openwan.models.dit import WanModel
+from openwan.parallel import enable_sequence_parallel, set_sequence_parallel
+from openwan.parallel.sequence import SequenceParallel, split_tokens
+from openwan.testing import make_tiny_checkpoint, randomize_
+
+PROMPT = "a red circle moving to the right"
+
+
+def _cases():
+    """name -> (model, args, kwargs): odd token counts (padding), a batch of unequal lengths, i2v, vace."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    t2v = randomize_(WanModel(TINY_VARIANTS["tiny-t2v"].dit), 1).eval()
+    i2v = randomize_(WanModel(TINY_VARIANTS["tiny-i2v"].dit), 2).eval()
+    vace = randomize_(WanModel(TINY_VARIANTS["tiny-vace"].dit), 3).eval()
+    return {
+        "t2v_15_tokens": (t2v, (r(1, 16, 1, 6, 10), torch.tensor([700]), [r(7, 32)]), {}),
+        "t2v_batch_15_and_36": (t2v, ([r(16, 1, 6, 10), r(16, 3, 6, 8)], torch.tensor([900, 100]),
+                                      [r(5, 32), r(11, 32)]), {}),
+        "i2v": (i2v, (r(1, 16, 2, 4, 6), torch.tensor([500]), [r(7, 32)]),
+                {"y": r(1, 20, 2, 4, 6), "clip_fea": r(1, 5, 32)}),
+        "vace": (vace, (r(1, 16, 3, 4, 6), torch.tensor([300]), [r(7, 32)]),
+                 {"vace_context": r(1, 96, 3, 4, 6), "vace_context_scale": 0.7}),
+    }
+
+
+def _worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = {}
+        for name, (model, args, kwargs) in _cases().items():
+            with torch.no_grad():
+                ref = model(*args, **kwargs)
+                sp = enable_sequence_parallel(model)
+                assert model.sp is sp and model.blocks[0].self_attn.sp is sp and model.blocks[0].cross_attn.sp is None
+                got = model(*args, **kwargs)
+                set_sequence_parallel(model, None)
+            results[name] = (ref, got)
+        with pytest.raises(RuntimeError, match="for inference"):
+            model, args, kwargs = _cases()["t2v_15_tokens"]
+            enable_sequence_parallel(model)
+            model(*args, **kwargs)          # gradients on
+        torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sequence_parallel_dit_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    for name in r0:
+        refs, gots = r0[name]
+        refs = refs if isinstance(refs, list) else [refs]
+        gots0 = gots if isinstance(gots, list) else [gots]
+        gots1 = r1[name][1] if isinstance(r1[name][1], list) else [r1[name][1]]
+        for ref, got, got1 in zip(refs, gots0, gots1):
+            assert got.shape == ref.shape, name
+            assert torch.equal(got, got1), name                      # every process ends with the same output
+            err = (got - ref).abs().max().item()
+            assert err <= 1e-5 * ref.abs().max().item(), (name, err)
+
+
+def test_split_tokens_pads_and_slices():
+    x = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
+    parts = [split_tokens(x, SequenceParallel(None, r, 2)) for r in range(2)]
+    assert [p.shape for p in parts] == [(2, 3, 3), (2, 3, 3)]
+    assert torch.equal(torch.cat(parts, 1)[:, :5], x) and parts[1][:, 2].abs().sum() == 0
+
+
+def test_needs_a_process_group_and_divisible_heads(monkeypatch):
+    model = WanModel(TINY_VARIANTS["tiny-t2v"].dit.replace(num_heads=3, dim=24))
+    with pytest.raises(RuntimeError, match="torchrun"):
+        enable_sequence_parallel(model)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    with pytest.raises(ValueError, match=r"head count \(3\) to divide by it; use one of \[1, 3\]"):
+        enable_sequence_parallel(model)
+
+
+def _run(cmd, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_torchrun_ulysses_equals_one_process(tmp_path):
+    from openwan.video import read_video
+    ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
+    common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
+              "--frame_num", "9", "--size", "64*32", "--quiet"]
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "two.mp4"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("saved ") == 1                          # only the first process writes / reports
+    seed = json.loads((tmp_path / "two.json").read_text())["openwan"]["seed"]   # drawn once, shared
+    again = _run([sys.executable, "-m", "openwan.cli", *common, "--seed", str(seed), "-o", "again.mp4"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    a, b = read_video(tmp_path / "again.mp4")[0].astype(int), read_video(tmp_path / "two.mp4")[0].astype(int)
+    assert a.shape == (9, 32, 64, 3) and np.abs(a - b).max() <= 1
+    # without torchrun, or with a size other than the process count: one clear line
+    bad = _run([sys.executable, "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "x.mp4"], tmp_path)
+    assert bad.returncode == 2 and "--ulysses_size 2 must equal the number of processes (1)" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()
