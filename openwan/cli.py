@@ -226,6 +226,8 @@ def _train_parser(sub):
                                  "[--set key=value] [--resume auto|none|PATH] [--nproc N]")
     sub.add_parser("cache-latents", help="encode a captioned video folder to latents once, for training "
                                          "(openwan cache-latents --help)")
+    sub.add_parser("serve", help="keep a pipeline loaded and generate over HTTP: openwan serve [--ckpt_dir DIR] "
+                                 "[--port 8000] (openwan serve --help)")
 
 
 def _delegate(module: str, argv) -> int:
@@ -281,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands whose own module parses the options (the CLI hands them the rest of the line).
-DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.training.cache"}
+DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.training.cache",
+             "serve": "openwan.serve"}
 
 
 def main(argv=None) -> int:
