@@ -55,6 +55,8 @@ def _generate_parser(sub):
     p.add_argument("--ulysses_size", type=int, default=None,
                    help="sequence parallel over this many processes (= torchrun --nproc_per_node; one GPU each): "
                         "torchrun --nproc_per_node 2 -m openwan.cli generate ... --ulysses_size 2")
+    p.add_argument("--dit_fsdp", action="store_true",
+                   help="under torchrun: shard the DiT's weights over the processes (FSDP2), ~1/N of them each")
     p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
@@ -147,8 +149,11 @@ def cmd_generate(a) -> int:
                          device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu,
                          progress=not a.quiet and rank == 0)
     if dist_run:
-        from openwan.parallel import enable_sequence_parallel
-        enable_sequence_parallel(pipe.dit)
+        from openwan.parallel import enable_sequence_parallel, shard_dit
+        if a.dit_fsdp:
+            shard_dit(pipe.dit)
+        if (a.ulysses_size or 1) > 1:
+            enable_sequence_parallel(pipe.dit)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
@@ -191,18 +196,26 @@ def cmd_generate(a) -> int:
 
 
 def _setup_sequence_parallel(a):
-    """Under torchrun with --ulysses_size N (N = the process count): join the group, pick this
-    process's device. Returns (rank, created the group) or None for a single-process run."""
+    """Under torchrun with --ulysses_size N (N = the process count) and/or --dit_fsdp: join the group,
+    pick this process's device. Returns (rank, created the group) or None for a single-process run."""
     import os
     world = int(os.environ.get("WORLD_SIZE", "1"))
     size = a.ulysses_size or 1
     if size < 1:
         raise CLIError(f"--ulysses_size must be >= 1, got {size}")
-    if size == 1 and world == 1:
+    if size == 1 and world == 1 and not a.dit_fsdp:
         return None
-    if size != world:
+    if size not in (1, world):
         raise CLIError(f"--ulysses_size {size} must equal the number of processes ({world}); start with "
                        f"torchrun --nproc_per_node {size} -m openwan.cli generate ... --ulysses_size {size}")
+    if world == 1:
+        raise CLIError("--dit_fsdp shards the DiT over several processes: start with torchrun --nproc_per_node N "
+                       "-m openwan.cli generate ... --dit_fsdp (with --ulysses_size N to split the work too)")
+    if size == 1 and not a.dit_fsdp:
+        raise CLIError(f"running as {world} processes needs --ulysses_size {world} (split each video's tokens) "
+                       f"and/or --dit_fsdp (shard the DiT's weights)")
+    if a.dit_fsdp and a.offload_model != "none":
+        raise CLIError("--dit_fsdp keeps the sharded DiT in place: use it without --offload_model sequential")
     import torch
     import torch.distributed as dist
     from openwan.parallel import init_process_group

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from openwan.configs import TINY_VARIANTS
 from openwan.models.dit import WanModel
-from openwan.parallel import enable_sequence_parallel, set_sequence_parallel
+from openwan.parallel import enable_sequence_parallel, set_sequence_parallel, shard_dit
 from openwan.parallel.sequence import SequenceParallel, split_tokens
 from openwan.testing import make_tiny_checkpoint, randomize_
 
@@ -54,6 +54,18 @@ def _worker(rank, world, port, out_dir):
                 got = model(*args, **kwargs)
                 set_sequence_parallel(model, None)
             results[name] = (ref, got)
+        for name in ("t2v_batch_15_and_36", "vace"):     # + weights sharded over the processes (FSDP2)
+            model, args, kwargs = _cases()[name]
+            with torch.inference_mode():
+                ref = model(*args, **kwargs)
+            full = model.blocks[0].ffn[0].weight.numel()
+            shard_dit(model)
+            assert model.blocks[0].ffn[0].weight.to_local().numel() == full // world
+            for sp in (False, True):
+                if sp:
+                    enable_sequence_parallel(model)
+                with torch.inference_mode():
+                    results[f"{name}_sharded{'_sp' if sp else ''}"] = (ref, model(*args, **kwargs))
         with pytest.raises(RuntimeError, match="for inference"):
             model, args, kwargs = _cases()["t2v_15_tokens"]
             enable_sequence_parallel(model)
@@ -107,13 +119,14 @@ def _run(cmd, cwd):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_cli_torchrun_ulysses_equals_one_process(tmp_path):
+def test_cli_torchrun_ulysses_and_sharded_dit_equal_one_process(tmp_path):
     from openwan.video import read_video
     ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
     common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
               "--frame_num", "9", "--size", "64*32", "--quiet"]
     two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "two.mp4"], tmp_path)
+                str(_free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "--dit_fsdp", "-o", "two.mp4"],
+               tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("saved ") == 1                          # only the first process writes / reports
     seed = json.loads((tmp_path / "two.json").read_text())["openwan"]["seed"]   # drawn once, shared
@@ -125,3 +138,5 @@ def test_cli_torchrun_ulysses_equals_one_process(tmp_path):
     bad = _run([sys.executable, "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "x.mp4"], tmp_path)
     assert bad.returncode == 2 and "--ulysses_size 2 must equal the number of processes (1)" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()
+    bad = _run([sys.executable, "-m", "openwan.cli", *common, "--dit_fsdp", "-o", "x.mp4"], tmp_path)
+    assert bad.returncode == 2 and "--dit_fsdp shards the DiT over several processes: start with torchrun" in bad.stderr

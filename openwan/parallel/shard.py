@@ -1,0 +1,29 @@
+"""Sharded DiT weights for multi-process inference (the reference's ``--dit_fsdp``), with FSDP2.
+
+Each process keeps 1/N of every DiT parameter; a block's full weights exist only while that block
+runs (gathered before, freed after), so the resident weight memory per process is about 1/N of
+the model plus one block. Combine with sequence parallel (``enable_sequence_parallel``) so the N
+processes also split the work; alone, every process computes the whole forward.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+
+def shard_dit(model, device: Optional[torch.device] = None):
+    """Shard ``model`` (a WanModel on its device) over all processes: every block, then the rest."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("sharding the DiT needs torch.distributed: start with torchrun --nproc_per_node N "
+                           "and call openwan.parallel.init_process_group() first")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    device = device or next(model.parameters()).device
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for name in ("blocks", "vace_blocks"):
+        for block in getattr(model, name, None) or []:
+            fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
