@@ -10,6 +10,8 @@ Linux ``clear_refs``: the activations of one forward), and the max abs differenc
     python benchmarks/parallel.py                                  # 1.3B width, 2 layers, 1950 tokens, 2 procs
     python benchmarks/parallel.py --layers 1 --latent 3 16 16 --repeats 1    # a quick look
 
+``openwan-fsdp`` adds ``--dit_fsdp`` (weights sharded with FSDP2) to the sequence-parallel run.
+
 diffusers picks an accelerator device per rank (``rank % torch.accelerator.device_count()``); on a
 CPU-only machine the child reports one device so that it runs on the CPU (no other change).
 """
@@ -50,9 +52,11 @@ def child(args: dict) -> None:
     x = torch.randn(1, 16, f, h, w, generator=g)
     t = torch.tensor([700])
     ctx = torch.randn(64, cfg.text_dim, generator=g)
-    if args["impl"] == "openwan":
+    if args["impl"] in ("openwan", "openwan-fsdp"):
         if world > 1:
-            from openwan.parallel import enable_sequence_parallel
+            from openwan.parallel import enable_sequence_parallel, shard_dit
+            if args["impl"] == "openwan-fsdp":
+                shard_dit(model)
             enable_sequence_parallel(model)
 
         def fwd():
@@ -129,7 +133,9 @@ def main(argv=None):
     ap.add_argument("--nproc", type=int, default=2, help="processes of the parallel cases")
     ap.add_argument("--threads", type=int, default=1, help="threads per process")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--impls", nargs="+", default=["openwan", "diffusers"], choices=["openwan", "diffusers"])
+    ap.add_argument("--impls", nargs="+", default=["openwan", "openwan-fsdp", "diffusers"],
+                    choices=["openwan", "openwan-fsdp", "diffusers"],
+                    help="openwan-fsdp: sequence parallel + weights sharded over the processes (--dit_fsdp)")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -145,7 +151,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         ref_out = None
         for impl in a.impls:
-            for n in (1, a.nproc):
+            for n in ((a.nproc,) if impl == "openwan-fsdp" else (1, a.nproc)):
                 out = os.path.join(tmp, f"{impl}{n}.pt")
                 res = run_case(impl, n, a, cfg, out)
                 y = torch.load(out)
@@ -156,6 +162,8 @@ def main(argv=None):
                                  op_MB=None if res[0]["op"] is None else max(r["op"] for r in res) / 2**20,
                                  diff=(y - ref_out).abs().max().item()))
     base = {r["impl"]: r for r in rows if r["nproc"] == 1}
+    if "openwan" in base:
+        base["openwan-fsdp"] = base["openwan"]
     print("\n| implementation | processes | time / forward (s) | speed-up vs 1 process | peak RSS per process (MB) "
           "| forward's peak over start, per process (MB) | max abs diff vs openwan x1 |")
     print("|---|---|---|---|---|---|---|")
