@@ -142,7 +142,7 @@ def cmd_generate(a) -> int:
 
     import torch
     from openwan.pipelines import load_pipeline
-    dist_run = _setup_sequence_parallel(a)   # (rank, created) under torchrun, else None
+    dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
@@ -195,7 +195,7 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def _setup_sequence_parallel(a):
+def _setup_distributed(a):
     """Under torchrun with --ulysses_size N (N = the process count) and/or --dit_fsdp: join the group,
     pick this process's device. Returns (rank, created the group) or None for a single-process run."""
     import os
