@@ -3,7 +3,8 @@
 
 Every case runs in fresh processes (``torchrun --nproc_per_node N`` for N > 1, gloo on CPU), with the
 same random weights (ours, moved to diffusers' layout with openwan's key map) and the same inputs.
-Reported per case: median time of one forward (after a warm-up), the peak RSS of each process
+Reported per case: median time of one forward (after a warm-up), the DiT weights each process holds
+(local shards under FSDP), the peak RSS of each process
 (``VmHWM``, model included) and the peak during the first forward over the RSS before it (``op_MB``,
 Linux ``clear_refs``: the activations of one forward), and the max abs difference of the output from openwan on one process.
 
@@ -61,6 +62,7 @@ def child(args: dict) -> None:
 
         def fwd():
             return model(x, t, [ctx])
+        held = model
     else:
         from diffusers import ContextParallelConfig, WanTransformer3DModel
         ctx_512 = torch.nn.functional.pad(ctx, (0, 0, 0, cfg.text_len - ctx.shape[0]))[None]  # as its pipeline pads
@@ -76,6 +78,7 @@ def child(args: dict) -> None:
 
         def fwd():
             return ref(x, t, ctx_512, return_dict=False)[0]
+        held = ref
     import gc
     gc.collect()
     with torch.no_grad():
@@ -90,7 +93,9 @@ def child(args: dict) -> None:
             t0 = time.perf_counter()
             out = fwd()
             times.append(time.perf_counter() - t0)
-    res = {"rank": rank, "time": statistics.median(times), "peak": rss_kb("VmHWM") * 1024, "op": op}
+    weights = sum((p.to_local() if hasattr(p, "to_local") else p).nbytes for p in held.parameters())
+    res = {"rank": rank, "time": statistics.median(times), "peak": rss_kb("VmHWM") * 1024, "op": op,
+           "weights": weights}
     if rank == 0:
         torch.save(out.float(), args["out"])
     if world > 1:
@@ -158,19 +163,22 @@ def main(argv=None):
                 if ref_out is None:
                     ref_out = y
                 rows.append(dict(impl=impl, nproc=n, time=max(r["time"] for r in res),
+                                 weights_MB=max(r["weights"] for r in res) / 2**20,
                                  peak_MB=max(r["peak"] for r in res) / 2**20,
                                  op_MB=None if res[0]["op"] is None else max(r["op"] for r in res) / 2**20,
                                  diff=(y - ref_out).abs().max().item()))
     base = {r["impl"]: r for r in rows if r["nproc"] == 1}
     if "openwan" in base:
         base["openwan-fsdp"] = base["openwan"]
-    print("\n| implementation | processes | time / forward (s) | speed-up vs 1 process | peak RSS per process (MB) "
-          "| forward's peak over start, per process (MB) | max abs diff vs openwan x1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| implementation | processes | time / forward (s) | speed-up vs 1 process | DiT weights per process (MB) "
+          "| peak RSS per process (MB) | forward's peak over start, per process (MB) | max abs diff vs openwan x1 |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        b = base[r["impl"]]
+        b = base.get(r["impl"])
+        speed = f"{b['time'] / r['time']:.2f}x" if b else ""
         op = "" if r["op_MB"] is None else f"{r['op_MB']:.0f}"
-        print(f"| {r['impl']} | {r['nproc']} | {r['time']:.2f} | {b['time'] / r['time']:.2f}x | {r['peak_MB']:.0f} | "
+        print(f"| {r['impl']} | {r['nproc']} | {r['time']:.2f} | {speed} | {r['weights_MB']:.0f} | "
+              f"{r['peak_MB']:.0f} | "
               f"{op} | {r['diff']:.1e} |")
     if set(a.impls) == {"openwan", "diffusers"}:
         for n in (1, a.nproc):

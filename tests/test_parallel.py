@@ -66,6 +66,9 @@ def _worker(rank, world, port, out_dir):
                     enable_sequence_parallel(model)
                 with torch.inference_mode():
                     results[f"{name}_sharded{'_sp' if sp else ''}"] = (ref, model(*args, **kwargs))
+                # after a forward only the shards stay resident (the root's weights too)
+                held = sum(p.to_local().numel() for p in model.parameters())
+                assert held <= sum(p.numel() for p in model.parameters()) // world + 6 * 64, held
         with pytest.raises(RuntimeError, match="for inference"):
             model, args, kwargs = _cases()["t2v_15_tokens"]
             enable_sequence_parallel(model)

@@ -26,4 +26,7 @@ def shard_dit(model, device: Optional[torch.device] = None):
         for block in getattr(model, name, None) or []:
             fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    # FSDP2 keeps the root's own weights (embeddings, head) gathered after a forward, expecting a
+    # backward; in inference give them back after every call so only the shards stay resident.
+    model.register_forward_hook(lambda module, args, output: module.reshard())
     return model
