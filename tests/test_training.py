@@ -409,20 +409,22 @@ def test_grad_accumulation_and_checkpointing_match_the_plain_batch(tmp_path):
 
 
 def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
-    """FSDP2 (full fine-tuning) and DDP (LoRA) on 2 CPU processes (gloo) vs one process, batch 2x."""
+    """FSDP2 (full fine-tuning and LoRA) and DDP (LoRA) on 2 CPU processes (gloo) vs one process, batch 2x."""
     ckpt = tmp_path / "base"
     rand_model().save_pretrained(ckpt)
     ds = latents(8)
     common = dict(model={"path": str(ckpt)}, steps=3, grad_accum=2, ema={"decay": 0.5})
     lora = {"rank": 2, "targets": ["q", "ffn.0"]}
     runs = {"fsdp": config(tmp_path / "fsdp", batch_size=1, parallel="fsdp", **common),
-            "ddp": config(tmp_path / "ddp", batch_size=1, parallel="ddp", lora=lora, **common)}
+            "ddp": config(tmp_path / "ddp", batch_size=1, parallel="ddp", lora=lora, **common),
+            "fsdp_lora": config(tmp_path / "fsdp_lora", batch_size=1, parallel="fsdp", lora=lora, **common)}
     launch_local(list(runs.values()), 2, dataset=ds, start_method="fork")  # fork: no re-import of torch
     init = rand_model().state_dict()
-    for name, lo in (("fsdp", None), ("ddp", lora)):
-        Trainer(config(tmp_path / f"one_{name}", batch_size=2, lora=lo, **common), dataset=ds).train()
+    for name, lo, single in (("fsdp", None, "one_fsdp"), ("ddp", lora, "one_lora"), ("fsdp_lora", lora, "one_lora")):
+        if not (tmp_path / single).exists():
+            Trainer(config(tmp_path / single, batch_size=2, lora=lo, **common), dataset=ds).train()
         for f in ("model", "ema"):
-            one = load_file(str(tmp_path / f"one_{name}/checkpoints/step-00000003/{f}.safetensors"))
+            one = load_file(str(tmp_path / f"{single}/checkpoints/step-00000003/{f}.safetensors"))
             two = load_file(str(tmp_path / f"{name}/checkpoints/step-00000003/{f}.safetensors"))
             assert set(one) == set(two) and len(one) == (69 if lo is None else 12)
             diff = max((one[k] - two[k]).abs().max().item() for k in one)
@@ -432,7 +434,7 @@ def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
                 moved = max(one[k].abs().max().item() for k in one if k.endswith(".B"))
             assert diff <= 1e-6 and moved > 1e-4, (name, f, diff)
         rows = lambda d: [r[1] for r in csv.reader(open(tmp_path / d / "loss.csv"))][1:]  # noqa: E731
-        assert np.allclose(np.array(rows(name), float), np.array(rows(f"one_{name}"), float), rtol=1e-5)
+        assert np.allclose(np.array(rows(name), float), np.array(rows(single), float), rtol=1e-5)
 
 
 def test_overfits_one_tiny_clip(tmp_path):
