@@ -4,9 +4,9 @@
     openwan serve --ckpt_dir ./Wan2.1-T2V-1.3B --port 8080 --output_dir outputs/serve
 
     curl -s localhost:8000/generate -d '{"prompt": "a red circle moving to the right", "seed": 1}'
-    -> {"path": ".../t2v_a_red_circle_..._s1.mp4", "url": "/outputs/t2v_a_red_circle_..._s1.mp4",
-        "settings": {...}, "seconds": 2.1}
-    curl -s localhost:8000/outputs/t2v_a_red_circle_..._s1.mp4 -o video.mp4
+    -> {"path": "outputs/serve/t2v_a_red_circle_moving_to_the_right_<time>.mp4",
+        "url": "/outputs/t2v_a_red_circle_moving_to_the_right_<time>.mp4", "settings": {...}, "seconds": 2.1}
+    curl -s localhost:8000/outputs/t2v_a_red_circle_moving_to_the_right_<time>.mp4 -o video.mp4
 
 Endpoints:
 
@@ -73,7 +73,8 @@ class GenerationService:
         return req
 
     def _name(self, req) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", req["prompt"]).strip("_")[:40] or "video"
+        from openwan.cli import _slug
+        slug = _slug(req["prompt"])
         ext = ".png" if req.get("frame_num") == 1 or self.pipe.task == "t2i" else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")
         for i in range(1000):

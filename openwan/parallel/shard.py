@@ -13,19 +13,23 @@ import torch
 import torch.distributed as dist
 
 
-def shard_dit(model, device: Optional[torch.device] = None):
-    """Shard ``model`` (a WanModel on its device) over all processes: every block, then the rest."""
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("sharding the DiT needs torch.distributed: start with torchrun --nproc_per_node N "
-                           "and call openwan.parallel.init_process_group() first")
+def fully_shard_dit(model, device_type: str) -> None:
+    """FSDP2 over all processes: every block (main and VACE), then the root (training and inference)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
-    device = device or next(model.parameters()).device
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     for name in ("blocks", "vace_blocks"):
         for block in getattr(model, name, None) or []:
             fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def shard_dit(model, device: Optional[torch.device] = None):
+    """Shard ``model`` (a WanModel on its device) over all processes for inference."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("sharding the DiT needs torch.distributed: start with torchrun --nproc_per_node N "
+                           "and call openwan.parallel.init_process_group() first")
+    fully_shard_dit(model, (device or next(model.parameters()).device).type)
     # FSDP2 keeps the root's own weights (embeddings, head) gathered after a forward, expecting a
     # backward; in inference give them back after every call so only the shards stay resident.
     model.register_forward_hook(lambda module, args, output: module.reshard())

@@ -307,11 +307,6 @@ class ImageToVideo(WanPipeline):
         enc = self.c.image_encoder
         return enc.encode(images.to(enc.device)).float().to(self.device)
 
-    def condition_latent(self, images: dict[int, torch.Tensor], frame_num: int, height: int,
-                         width: int) -> torch.Tensor:
-        """VAE latent [16, T', h, w] of a clip that is ``images[i]`` at frame i and zero elsewhere."""
-        return condition_latent(self.vae, images, frame_num, height, width)
-
     def condition(self, images: list[torch.Tensor], frame_num: int, height: int, width: int) -> dict:
         """The DiT's extra inputs: ``y`` = cat[mask (4), image latent (16)] and ``clip_fea``.
 

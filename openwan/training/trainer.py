@@ -356,13 +356,8 @@ class Trainer:
         if mode == "none":
             raise ValueError("parallel: none with several processes; use fsdp or ddp")
         if mode == "fsdp":
-            from torch.distributed.device_mesh import init_device_mesh
-            from torch.distributed.fsdp import fully_shard
-            mesh = init_device_mesh(self.device.type, (self.world,))
-            for name in ("blocks", "vace_blocks"):
-                for block in getattr(self.module, name, []):
-                    fully_shard(block, mesh=mesh)
-            fully_shard(self.module, mesh=mesh)
+            from openwan.parallel.shard import fully_shard_dit
+            fully_shard_dit(self.module, self.device.type)
             self.model = self.module
         else:
             from torch.nn.parallel import DistributedDataParallel as DDP
