@@ -43,3 +43,51 @@ def make_tiny_checkpoint(path: Union[str, Path], variant: str = "tiny-t2v", layo
         from openwan.models.image_encoder import ImageEncoder
         ImageEncoder(v.image_encoder, seed=seed + 3).save_pretrained(path, layout=layout)
     return path
+
+
+class PeakLiveTensors:
+    """Peak bytes of tensor storage made while the context is active (a ``TorchDispatchMode``).
+
+    Every storage an op creates is counted from its creation until it is freed, so ``peak`` is the
+    most activation memory alive at once: deterministic and independent of the allocator, unlike RSS.
+    Tensors that existed before the context (weights, inputs) are not counted. ``where`` names the op
+    at the peak.
+    """
+
+    def __init__(self):
+        self.peak = 0
+        self.where = None
+
+    def __enter__(self) -> "PeakLiveTensors":
+        import weakref
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+        live: dict[int, int] = {}
+        tracker = self
+        current = [0]
+
+        def free(key):
+            current[0] -= live.pop(key, 0)
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                        st = t.untyped_storage()
+                        key = st.data_ptr()
+                        if key and key not in live:
+                            live[key] = st.nbytes()
+                            current[0] += st.nbytes()
+                            weakref.finalize(st, free, key)
+                if current[0] > tracker.peak:
+                    tracker.peak, tracker.where = current[0], str(func)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)

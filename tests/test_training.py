@@ -432,7 +432,9 @@ def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
                 moved = max((one[k] - init[k]).abs().max().item() for k in one)
             else:
                 moved = max(one[k].abs().max().item() for k in one if k.endswith(".B"))
-            assert diff <= 1e-6 and moved > 1e-4, (name, f, diff)
+            # float summation order only: a wrong gradient reduction moves weights by ~lr (1e-3); the
+            # order of the sums gives 1e-7 on AVX2 machines and 1.2e-6 on AVX-512 ones (moved: 3e-3)
+            assert diff <= 5e-6 and moved > 1e-4, (name, f, diff)
         rows = lambda d: [r[1] for r in csv.reader(open(tmp_path / d / "loss.csv"))][1:]  # noqa: E731
         assert np.allclose(np.array(rows(name), float), np.array(rows(single), float), rtol=1e-5)
 

@@ -341,3 +341,31 @@ def test_truncated_and_wrong_checkpoints(tiny, tmp_path):
         WanVAE.from_pretrained(tmp_path / "missing.pth", config=TINY)
     with pytest.raises(CheckpointError, match="holds no Wan VAE"):
         WanVAE.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------- activation memory
+
+def test_activation_memory_below_diffusers(pair):
+    """Peak live activation bytes of encode and decode, ours vs diffusers on the same input.
+
+    Ours writes each norm + SiLU straight into its conv's padded buffer and keeps no caller reference
+    to a finished activation; at the conv of a full-resolution residual block diffusers holds the
+    block input, the SiLU output, the cache-concatenated input and its padded copy, ours the block
+    input and the padded buffer only. Measured: encode 0.84x, decode 0.80x of diffusers (a 480x832
+    trace gives the same ratios: every activation scales with H x W)."""
+    from openwan.testing import PeakLiveTensors
+    ours, ref = pair
+    x = video(9, h=48, w=64, seed=5)
+    lat = ours.encode(x)
+    mean, inv_std = ours._stats("cpu")
+    peaks = {}
+    with torch.no_grad():
+        for name, run in {"ours-encode": lambda: ours.encode(x),
+                          "diffusers-encode": lambda: ref.encode(x).latent_dist.mean,
+                          "ours-decode": lambda: ours.decode(lat),
+                          "diffusers-decode": lambda: ref.decode(lat / inv_std + mean).sample}.items():
+            with PeakLiveTensors() as m:
+                run()
+            peaks[name] = m.peak
+    assert peaks["ours-encode"] <= 0.88 * peaks["diffusers-encode"], peaks
+    assert peaks["ours-decode"] <= 0.85 * peaks["diffusers-decode"], peaks

@@ -104,19 +104,40 @@ class CausalConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor, history: Optional[torch.Tensor] = None) -> torch.Tensor:
         pw, _, ph, _, front, _ = self.causal_padding
+        if front == 0 and ph == 0 and pw == 0:             # a 1x1x1 conv: nothing to pad
+            return super().forward(x)
+        buf, inner = self.padded_input(x, history)
+        inner.copy_(x)
+        return super().forward(buf)
+
+    def padded_input(self, x: torch.Tensor, history: Optional[torch.Tensor] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(buffer, view): a zeroed [zeros | history | x] buffer with the spatial padding, and the view of
+        it where ``x`` goes (left for the caller to fill, so a producer can write its output there)."""
+        pw, _, ph, _, front, _ = self.causal_padding
         if history is None or front == 0:
             history = x[:, :, :0]
         elif history.shape[2] > front:
             history = history[:, :, -front:]
         front -= history.shape[2]
-        if front == 0 and ph == 0 and pw == 0 and history.shape[2] == 0:
-            return super().forward(x)
         b, c, t, h, w = x.shape
         buf = x.new_zeros(b, c, front + history.shape[2] + t, h + 2 * ph, w + 2 * pw)
         inner = buf[:, :, :, ph:ph + h, pw:pw + w]
         inner[:, :, front:front + history.shape[2]] = history
-        inner[:, :, front + history.shape[2]:] = x
+        return buf, inner[:, :, front + history.shape[2]:]
+
+    def forward_padded(self, buf: torch.Tensor) -> torch.Tensor:
+        """The convolution of a buffer from :meth:`padded_input` (already padded)."""
         return super().forward(buf)
+
+
+def _keep(x: torch.Tensor, history: Optional[torch.Tensor]) -> torch.Tensor:
+    """The history to save after chunk ``x``: its last CACHE_T frames, a 1-frame chunk completed with the
+    last frame of the previous history."""
+    keep = x[:, :, -CACHE_T:].clone()
+    if keep.shape[2] < CACHE_T and history is not None:
+        keep = torch.cat([history[:, :, -1:].to(keep.device), keep], dim=2)
+    return keep
 
 
 def cached_conv(conv: CausalConv3d, x: torch.Tensor, cache: Optional[FeatureCache]) -> torch.Tensor:
@@ -128,12 +149,36 @@ def cached_conv(conv: CausalConv3d, x: torch.Tensor, cache: Optional[FeatureCach
     if cache is None:
         return conv(x)
     history = cache.get(conv)
-    keep = x[:, :, -CACHE_T:].clone()
-    if keep.shape[2] < CACHE_T and history is not None:
-        keep = torch.cat([history[:, :, -1:].to(keep.device), keep], dim=2)
+    keep = _keep(x, history)
     out = conv(x, history)
     cache.set(conv, keep)
     return out
+
+
+def padded_activation(norm: "RMSNorm", conv: CausalConv3d, x: torch.Tensor, cache: Optional[FeatureCache],
+                      dropout: Optional[nn.Module] = None) -> torch.Tensor:
+    """The padded input of ``conv`` (see :meth:`CausalConv3d.padded_input`) holding
+    ``dropout(SiLU(norm(x)))`` after the cached history, which it updates; ``conv.forward_padded`` of
+    it is the pre-activation conv of a residual block or a head.
+
+    Without gradients (and with dropout inactive) the activation is computed straight into the buffer
+    instead of into a tensor of its own that is then copied there, and the caller drops ``x`` by
+    rebinding it to the buffer: at the conv only the buffer, the output and the caches are alive,
+    two activations of the chunk's size less than a plain norm -> SiLU -> pad -> conv. Same operations
+    on the same values, so the results are bit-identical.
+    """
+    history = cache.get(conv) if cache is not None else None
+    if torch.is_grad_enabled() or (dropout is not None and dropout.training and dropout.p > 0):
+        y = F.silu(norm(x))
+        y = dropout(y) if dropout is not None else y
+        buf, inner = conv.padded_input(y, history)
+        inner.copy_(y)
+    else:
+        buf, inner = conv.padded_input(x, history)
+        y = F.silu(norm(x, out=inner), inplace=True)
+    if cache is not None:
+        cache.set(conv, _keep(y, history))
+    return buf
 
 
 class RMSNorm(nn.Module):
@@ -147,13 +192,23 @@ class RMSNorm(nn.Module):
         self.scale = dim ** 0.5
         self.gamma = nn.Parameter(torch.ones((dim, 1, 1) if images else (dim, 1, 1, 1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.normalize(x.float(), dim=1)
-        if torch.is_grad_enabled():
-            y = y * self.scale * self.gamma.float()
-        else:                                   # same arithmetic in place: one activation less
-            y.mul_(self.scale).mul_(self.gamma.float())
-        return y.to(x.dtype)
+    def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``out``: write the result there (a tensor of x's shape, any dtype or strides; no gradients)."""
+        if out is None:
+            y = F.normalize(x.float(), dim=1)
+            if torch.is_grad_enabled():
+                y = y * self.scale * self.gamma.float()
+            else:                                   # same arithmetic in place: one activation less
+                y.mul_(self.scale).mul_(self.gamma.float())
+            return y.to(x.dtype)
+        x = x.float()                               # F.normalize's own steps, the quotient written to out
+        denom = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
+        if out.dtype == torch.float32:
+            y = torch.div(x, denom.expand_as(x), out=out)
+        else:
+            y = x / denom
+        y.mul_(self.scale).mul_(self.gamma.float())
+        return y if y is out else out.copy_(y)
 
 
 class SiLU(nn.SiLU):
@@ -199,9 +254,11 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: Optional[FeatureCache] = None) -> torch.Tensor:
         h = self.shortcut(x)
-        for layer in self.residual:
-            x = cached_conv(layer, x, cache) if isinstance(layer, CausalConv3d) else layer(x)
-        return x + h
+        norm1, _, conv1, norm2, _, dropout, conv2 = self.residual
+        x = conv1.forward_padded(padded_activation(norm1, conv1, x, cache))
+        x = padded_activation(norm2, conv2, x, cache, dropout)    # rebinding x frees conv1's output
+        x = conv2.forward_padded(x)
+        return x + h if torch.is_grad_enabled() else x.add_(h)
 
 
 class AttentionBlock(nn.Module):
@@ -291,13 +348,24 @@ class Resample(nn.Module):
 
 
 def _run(layers: Iterable[nn.Module], x: torch.Tensor, cache: Optional[FeatureCache]) -> torch.Tensor:
-    for layer in layers:
+    """Run ``layers`` in order on one chunk. A (norm, SiLU, conv) head is one fused step. The caller
+    passes every layer of a stack in one call, so no caller keeps an intermediate activation alive."""
+    layers = list(layers)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, RMSNorm) and i + 2 < len(layers) and isinstance(layers[i + 2], CausalConv3d):
+            x = padded_activation(layer, layers[i + 2], x, cache)
+            x = layers[i + 2].forward_padded(x)
+            i += 3
+            continue
         if isinstance(layer, (ResidualBlock, Resample, AttentionBlock)):
             x = layer(x, cache)
         elif isinstance(layer, CausalConv3d):
             x = cached_conv(layer, x, cache)
         else:
             x = layer(x)
+        i += 1
     return x
 
 
@@ -329,10 +397,7 @@ class Encoder3d(nn.Module):
                                   CausalConv3d(cout, z_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: Optional[FeatureCache]) -> torch.Tensor:
-        x = cached_conv(self.conv1, x, cache)
-        x = _run(self.downsamples, x, cache)
-        x = _run(self.middle, x, cache)
-        return _run(self.head, x, cache)
+        return _run([self.conv1, *self.downsamples, *self.middle, *self.head], x, cache)
 
 
 class Decoder3d(nn.Module):
@@ -363,10 +428,7 @@ class Decoder3d(nn.Module):
                                   CausalConv3d(cout, 3, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: Optional[FeatureCache]) -> torch.Tensor:
-        x = cached_conv(self.conv1, x, cache)
-        x = _run(self.middle, x, cache)
-        x = _run(self.upsamples, x, cache)
-        return _run(self.head, x, cache)
+        return _run([self.conv1, *self.middle, *self.upsamples, *self.head], x, cache)
 
 
 # ============================================================================ tiling helpers
