@@ -136,7 +136,11 @@ def test_cli_torchrun_ulysses_and_sharded_dit_equal_one_process(tmp_path):
     again = _run([sys.executable, "-m", "openwan.cli", *common, "--seed", str(seed), "-o", "again.mp4"], tmp_path)
     assert again.returncode == 0, again.stderr
     a, b = read_video(tmp_path / "again.mp4")[0].astype(int), read_video(tmp_path / "two.mp4")[0].astype(int)
-    assert a.shape == (9, 32, 64, 3) and np.abs(a - b).max() <= 1
+    # The pixels go through a lossy H.264 encode: now and then (seen in ~1 of 3 runs on a loaded machine,
+    # between two plain single-process runs too) a few frames come back up to ~30 levels apart, mean
+    # 0.2-0.8. Another seed differs by ~35 on average. The exact equality of the sharded, sequence-
+    # parallel DiT is test_sequence_parallel_dit_equals_one_process; here: same seed, same video.
+    assert a.shape == (9, 32, 64, 3) and np.abs(a - b).mean() <= 3.0, np.abs(a - b).mean()
     # without torchrun, or with a size other than the process count: one clear line
     bad = _run([sys.executable, "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "x.mp4"], tmp_path)
     assert bad.returncode == 2 and "--ulysses_size 2 must equal the number of processes (1)" in bad.stderr
