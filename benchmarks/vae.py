@@ -8,11 +8,14 @@ tiled (``--tile`` 256 px tiles, ``--overlap`` 64 px, like diffusers' defaults); 
 
 Columns: ``time_s`` wall time of the call; ``peak_MB`` the child's peak RSS (model included);
 ``op_MB`` the peak RSS during the call minus the RSS before it (Linux: VmHWM reset through
-/proc/self/clear_refs; blank elsewhere). Ratios are ours / diffusers (plain) for the same case.
+/proc/self/clear_refs; blank elsewhere); with ``--live``, ``live_MB`` the peak bytes of tensors alive
+at once during the call (``openwan.testing.PeakLiveTensors``: exact and repeatable, no allocator
+slack, weights and input not counted). Ratios are ours / diffusers (plain) for the same case.
 
     python benchmarks/vae.py --quick                       # 64x64, 5 and 17 frames, decode only
     python benchmarks/vae.py --ops decode --sizes 256x256 --frames 17 81 --modes stream diffusers
     python benchmarks/vae.py --sizes 256x256 480x832 --frames 17 81       # everything (slow on CPU)
+    python benchmarks/vae.py --sizes 240x416 --frames 9 --modes diffusers whole --live   # + live tensors
 """
 from __future__ import annotations
 
@@ -30,7 +33,10 @@ OURS = ("whole", "stream", "tiled")
 THEIRS = ("diffusers", "diffusers-tiled")
 
 
-def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int) -> dict:
+def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int,
+          live: bool = False) -> dict:
+    import contextlib
+
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -46,46 +52,54 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
                 model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
                                     tile_sample_stride_height=tile - overlap,
                                     tile_sample_stride_width=tile - overlap)
+        z = x = None
         if op == "decode":
             z = torch.randn(1, 16, latent_frames, h // 8, w // 8)
         elif mode != "stream":
             x = torch.rand(1, 3, frames, h, w) * 2 - 1
         before = rss_kb("VmRSS")
         can_reset = reset_peak()
+        if live:
+            from openwan.testing import PeakLiveTensors
+        tracker = PeakLiveTensors() if live else contextlib.nullcontext()
         t0 = time.perf_counter()
-        if op == "decode":
-            if mode == "whole":
-                out = model.decode(z)
-            elif mode == "stream":
-                n = 0
-                for chunk in model.decode_stream(z):
-                    n += chunk.shape[2]          # consume and drop each chunk
-                assert n == frames
-            elif mode == "tiled":
-                out = model.decode(z, tile=tile, overlap=overlap)
-            else:
-                out = model.decode(z).sample
-        else:
-            if mode == "whole":
-                out = model.encode(x)
-            elif mode == "stream":
-                g = torch.Generator().manual_seed(0)
-                frames_iter = (torch.rand(1, 3, h, w, generator=g) * 2 - 1 for _ in range(frames))
-                out = torch.cat(list(model.encode_stream(frames_iter)), 2)
-            elif mode == "tiled":
-                out = model.encode(x, tile=tile, overlap=overlap)
-            else:
-                out = model.encode(x).latent_dist.mean
+        with tracker:
+            out = _call(model, op, mode, z, x, h, w, frames, tile, overlap)
         elapsed = time.perf_counter() - t0
         hwm = rss_kb("VmHWM") if can_reset else None
+    del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"time_s": elapsed, "peak_MB": peak / 1024,
-            "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None}
+            "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None,
+            "live_MB": tracker.peak / 2**20 if live else None}
 
 
-def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout) -> dict:
+def _call(model, op, mode, z, x, h, w, frames, tile, overlap):
+    """The measured call of one case; returns its output (None for a streaming decode, whose chunks are
+    consumed and dropped)."""
+    import torch
+    if op == "decode":
+        if mode == "stream":
+            n = 0
+            for chunk in model.decode_stream(z):
+                n += chunk.shape[2]
+            assert n == frames
+            return None
+        if mode == "tiled":
+            return model.decode(z, tile=tile, overlap=overlap)
+        return model.decode(z) if mode == "whole" else model.decode(z).sample
+    if mode == "stream":
+        g = torch.Generator().manual_seed(0)
+        frames_iter = (torch.rand(1, 3, h, w, generator=g) * 2 - 1 for _ in range(frames))
+        return torch.cat(list(model.encode_stream(frames_iter)), 2)
+    if mode == "tiled":
+        return model.encode(x, tile=tile, overlap=overlap)
+    return model.encode(x) if mode == "whole" else model.encode(x).latent_dist.mean
+
+
+def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child",
-           json.dumps([op, mode, h, w, frames, threads, tile, overlap])]
+           json.dumps([op, mode, h, w, frames, threads, tile, overlap, live])]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -110,6 +124,8 @@ def main(argv=None):
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels for the tiled modes")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     p.add_argument("--quick", action="store_true", help="64x64, 5 and 17 frames, decode, stream + diffusers")
+    p.add_argument("--live", action="store_true",
+                   help="also measure the peak bytes of live tensors (live_MB; a dispatch-mode tracker)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -119,15 +135,16 @@ def main(argv=None):
     if a.quick:
         a.ops, a.sizes, a.frames, a.modes = ["decode"], ["64x64"], [5, 17], ["whole", "stream", "diffusers"]
     rows = []
-    print(f"{'op':7} {'size':8} {'F':>3} {'mode':16} {'time_s':>8} {'peak_MB':>8} {'op_MB':>8} "
-          f"{'time/diff':>9} {'peak/diff':>9} {'op/diff':>8}", flush=True)
+    keys = ("time_s", "peak_MB", "op_MB") + (("live_MB",) if a.live else ())
+    print(f"{'op':7} {'size':8} {'F':>3} {'mode':16} " + " ".join(f"{k:>8}" for k in keys) + " "
+          + " ".join(f"{k.split('_')[0] + '/diff':>9}" for k in keys), flush=True)
     for op in a.ops:
         for size in a.sizes:
             h, w = (int(v) for v in size.lower().split("x"))
             for f in a.frames:
                 base = None
                 for mode in sorted(a.modes, key=lambda m: m not in THEIRS):   # diffusers first
-                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout)
+                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout, a.live)
                     r.update(op=op, size=size, frames=f, mode=mode)
                     rows.append(r)
                     if mode == "diffusers" and "error" not in r:
@@ -135,12 +152,11 @@ def main(argv=None):
                     if "error" in r:
                         print(f"{op:7} {size:8} {f:>3} {mode:16} {r['error']}", flush=True)
                         continue
-                    ratio = ({k: r[k] / base[k] if r.get(k) and base.get(k) else None
-                              for k in ("time_s", "peak_MB", "op_MB")} if base and mode in OURS else {})
-                    print(f"{op:7} {size:8} {f:>3} {mode:16} {r['time_s']:8.1f} {r['peak_MB']:8.0f} "
-                          f"{_fmt(r['op_MB'], '8.0f'):>8} {_fmt(ratio.get('time_s'), '9.2f'):>9} "
-                          f"{_fmt(ratio.get('peak_MB'), '9.2f'):>9} {_fmt(ratio.get('op_MB'), '8.2f'):>8}",
-                          flush=True)
+                    ratio = ({k: r[k] / base[k] if r.get(k) and base.get(k) else None for k in keys}
+                             if base and mode in OURS else {})
+                    print(f"{op:7} {size:8} {f:>3} {mode:16} "
+                          + " ".join(f"{_fmt(r.get(k), '8.1f' if k == 'time_s' else '8.0f'):>8}" for k in keys) + " "
+                          + " ".join(f"{_fmt(ratio.get(k), '9.2f'):>9}" for k in keys), flush=True)
     # streaming decode: peak for the most frames vs the fewest, per size
     for size in a.sizes:
         s = {r["frames"]: r for r in rows if r["op"] == "decode" and r["mode"] == "stream"
