@@ -354,7 +354,8 @@ def _run(layers: Iterable[nn.Module], x: torch.Tensor, cache: Optional[FeatureCa
     i = 0
     while i < len(layers):
         layer = layers[i]
-        if isinstance(layer, RMSNorm) and i + 2 < len(layers) and isinstance(layers[i + 2], CausalConv3d):
+        if (isinstance(layer, RMSNorm) and i + 2 < len(layers) and isinstance(layers[i + 1], SiLU)
+                and isinstance(layers[i + 2], CausalConv3d)):
             x = padded_activation(layer, layers[i + 2], x, cache)
             x = layers[i + 2].forward_padded(x)
             i += 3
