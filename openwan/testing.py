@@ -50,8 +50,8 @@ class PeakLiveTensors:
 
     Every storage an op creates is counted from its creation until it is freed, so ``peak`` is the
     most activation memory alive at once: deterministic and independent of the allocator, unlike RSS.
-    Tensors that existed before the context (weights, inputs) are not counted. ``where`` names the op
-    at the peak.
+    Outputs that share storage with an op's inputs (views, in-place ops) are not new memory, and tensors
+    that existed before the context (weights, inputs) are not counted. ``where`` names the op at the peak.
     """
 
     def __init__(self):
@@ -73,11 +73,13 @@ class PeakLiveTensors:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
+                inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0]
+                          if isinstance(a, torch.Tensor) and a.device.type != "meta"}
                 for t in tree_flatten(out)[0]:
                     if isinstance(t, torch.Tensor) and t.device.type != "meta":
                         st = t.untyped_storage()
                         key = st.data_ptr()
-                        if key and key not in live:
+                        if key and key not in live and key not in inputs:
                             live[key] = st.nbytes()
                             current[0] += st.nbytes()
                             weakref.finalize(st, free, key)

@@ -351,8 +351,8 @@ def test_activation_memory_below_diffusers(pair):
     Ours writes each norm + SiLU straight into its conv's padded buffer and keeps no caller reference
     to a finished activation; at the conv of a full-resolution residual block diffusers holds the
     block input, the SiLU output, the cache-concatenated input and its padded copy, ours the block
-    input and the padded buffer only. Measured: encode 0.84x, decode 0.80x of diffusers (a 480x832
-    trace gives the same ratios: every activation scales with H x W)."""
+    input and the padded buffer only. Every activation scales with H x W, so the ratio hardly depends
+    on the size: here encode 0.84x, decode 0.82x; `benchmarks/vae.py --live` at 240x416 gives the same."""
     from openwan.testing import PeakLiveTensors
     ours, ref = pair
     x = video(9, h=48, w=64, seed=5)
