@@ -71,6 +71,9 @@ def _generate_parser(sub):
     p.add_argument("--src_fps", type=float, default=None,
                    help="vace / v2v: resample a source video file to this frame rate first (default 16, Wan's; "
                         "0 uses every frame)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for the embedded demo model, which runs fastest on "
+                        "one thread and is not slowed by other busy processes; torch's default otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
@@ -142,6 +145,11 @@ def cmd_generate(a) -> int:
 
     import torch
     from openwan.pipelines import load_pipeline
+    threads = a.threads if a.threads is not None else (1 if ckpt == "demo" else None)
+    if threads is not None:
+        if threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
