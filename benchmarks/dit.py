@@ -3,12 +3,17 @@
 Each case runs in its own subprocess; after the weights are loaded the peak RSS counter is reset
 (/proc/self/clear_refs), so the peak measured is that of the forward passes. Reported:
 median forward time, peak RSS during the forwards, that peak over the weights-loaded baseline
-(activations + workspace; children run with MALLOC_MMAP_THRESHOLD_=65536 so that RSS follows the
-live tensors rather than allocator arenas), and the
-ratio ours/diffusers (< 1 means openwan is faster / lighter).
+(activations + workspace), and the ratio ours/diffusers (< 1 means openwan is faster / lighter).
+
+Time and memory come from separate processes: memory runs set MALLOC_MMAP_THRESHOLD_=65536 so that RSS
+follows the live tensors rather than allocator arenas, but that setting makes every large allocation a fresh
+mmap (page faults on each forward: +44% on bf16 time), so timed runs leave the allocator alone. The two
+implementations alternate (diffusers, openwan, openwan, diffusers, ...) for --rounds rounds, so a machine
+that slows down during the run weighs on both alike; the time reported is the median over all rounds.
 
     python benchmarks/dit.py                       # 1.3B width, 2 layers, 1560 tokens, fp32 + bf16
     python benchmarks/dit.py --layers 4 --dtypes fp32 --repeats 5
+    python benchmarks/dit.py --compile --dtypes fp32   # torch.compile on both sides
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ else:
             return model(x.to(dtype), t, ctx.to(dtype), return_dict=False)[0]
 model.eval()
 del sd
+if args["compile"]:
+    model = torch.compile(model)
 f, h, w = args["latent"]
 g = torch.Generator().manual_seed(1)
 x = torch.randn(1, 16, f, h, w, generator=g)
@@ -72,7 +79,7 @@ with torch.no_grad():
         out = run(x, t, ctx)
         times.append(time.perf_counter() - t0)
 peak = status("VmHWM")
-print(json.dumps({"time": statistics.median(times), "peak_over_weights": peak - base, "peak": peak,
+print(json.dumps({"time": statistics.median(times), "times": times, "peak_over_weights": peak - base, "peak": peak,
                   "out_std": float(out.float().std())}))
 """
 
@@ -85,17 +92,22 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of timed runs per implementation")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models (timed after a warm-up)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the separate memory runs")
     a = ap.parse_args(argv)
 
+    import statistics
     import torch
     from openwan.checkpoints import save_safetensors
     from openwan.configs import DiTConfig
     from openwan.models.dit import WanModel
     cfg = DiTConfig(dim=a.dim, ffn_dim=a.ffn_dim, num_heads=a.heads, num_layers=a.layers)
     tokens = a.latent[0] * (a.latent[1] // 2) * (a.latent[2] // 2)
+    timed_env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
     # A fixed glibc mmap threshold makes RSS follow the live tensors instead of the allocator's
-    # arena growth, which otherwise adds +-100 MB of noise to either side.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"))
+    # arena growth, which otherwise adds +-100 MB of noise to either side (memory runs only).
+    memory_env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"))
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "w.safetensors"
         torch.manual_seed(0)
@@ -107,26 +119,41 @@ def main(argv=None):
         n_params = sum(p.numel() for p in m.parameters())
         del m
         print(f"DiT dim {a.dim}, ffn {a.ffn_dim}, {a.heads} heads, {a.layers} layers ({n_params / 1e6:.0f}M params), "
-              f"{tokens} tokens, {a.threads} threads, median of {a.repeats}")
+              f"{tokens} tokens, {a.threads} threads, {'compiled' if a.compile else 'eager'}, "
+              f"{a.rounds} alternating rounds x {a.repeats} forwards")
         print(f"{'dtype':6} {'impl':9} {'time s':>9} {'peak MB':>9} {'act MB':>8} {'time ratio':>11} {'act ratio':>10}")
+
+        def child(impl, dt, env):
+            args = dict(cfg=cfg.to_dict(), weights=str(weights), dtype=dt, impl=impl, latent=list(a.latent),
+                        repeats=a.repeats, threads=a.threads, compile=a.compile)
+            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
+                                 env=env)
+            if out.returncode != 0:
+                print(f"{dt:6} {impl:9} failed: {out.stderr.strip().splitlines()[-1]}")
+                return None
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
         for dt in a.dtypes:
-            res = {}
+            times = {"diffusers": [], "openwan": []}
+            for r in range(a.rounds):
+                for impl in (("diffusers", "openwan") if r % 2 == 0 else ("openwan", "diffusers")):
+                    res = child(impl, dt, timed_env)
+                    if res:
+                        times[impl] += res["times"]
+            mem = {} if a.no_memory else {impl: child(impl, dt, memory_env) for impl in ("diffusers", "openwan")}
+            med = {impl: statistics.median(ts) for impl, ts in times.items() if ts}
             for impl in ("diffusers", "openwan"):
-                args = dict(cfg=cfg.to_dict(), weights=str(weights), dtype=dt, impl=impl, latent=list(a.latent),
-                            repeats=a.repeats, threads=a.threads)
-                out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
-                                     env=env)
-                if out.returncode != 0:
-                    print(f"{dt:6} {impl:9} failed: {out.stderr.strip().splitlines()[-1]}")
+                if impl not in med:
                     continue
-                res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            for impl, r in res.items():
+                m_ = mem.get(impl) or {}
+                peak = f"{m_['peak'] / 2**20:9.0f}" if m_ else f"{'-':>9}"
+                act = f"{m_['peak_over_weights'] / 2**20:8.0f}" if m_ else f"{'-':>8}"
                 ratio_t = ratio_m = ""
-                if impl == "openwan" and "diffusers" in res:
-                    ratio_t = f"{r['time'] / res['diffusers']['time']:.2f}x"
-                    ratio_m = f"{r['peak_over_weights'] / max(1, res['diffusers']['peak_over_weights']):.2f}x"
-                print(f"{dt:6} {impl:9} {r['time']:9.3f} {r['peak'] / 2**20:9.0f} "
-                      f"{r['peak_over_weights'] / 2**20:8.0f} {ratio_t:>11} {ratio_m:>10}")
+                if impl == "openwan" and "diffusers" in med:
+                    ratio_t = f"{med['openwan'] / med['diffusers']:.2f}x"
+                    if mem.get("openwan") and mem.get("diffusers"):
+                        ratio_m = f"{mem['openwan']['peak_over_weights'] / max(1, mem['diffusers']['peak_over_weights']):.2f}x"
+                print(f"{dt:6} {impl:9} {med[impl]:9.3f} {peak} {act} {ratio_t:>11} {ratio_m:>10}")
 
 
 if __name__ == "__main__":
