@@ -1,0 +1,119 @@
+"""Long video: videos past the model's native length, in bounded memory.
+
+Two ways, both in latent space (no decode / re-encode between windows, the cause of colour drift elsewhere):
+
+- ``windows``: one long latent, denoised by overlapping windows of the native length at every step. The DiT
+  sees one window at a time; where windows overlap their velocity predictions are blended with weights that
+  ramp linearly across the overlap, so every frame's weights sum to 1. The whole video shares one sampling
+  trajectory and is decoded once, streaming.
+- ``continue``: window after window; each new window's first ``overlap`` latent frames are the last ones of
+  the previous window, re-imposed at the current noise level after every solver step (inpainting style:
+  ``(1 - sigma) * known + sigma * noise``, the flow-matching forward process with a fixed noise draw).
+
+Everything here is a pure function of tensors and counts; the pipelines wire it into the model call.
+Counts are latent frames: ``(frame_num - 1) // 4 + 1`` for the Wan VAEs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+METHODS = ("windows", "continue")
+
+
+class LongVideoError(ValueError):
+    """Bad long-video settings (the message names the setting and the fix)."""
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Overlapping temporal windows over ``total`` latent frames: ``spans`` = [(start, end)), in order."""
+    total: int
+    length: int
+    overlap: int
+    spans: tuple
+
+    def settings(self) -> dict:
+        return {"latent_frames": self.total, "window": self.length, "overlap": self.overlap,
+                "windows": len(self.spans)}
+
+
+def plan_windows(total: int, length: int, overlap: int) -> WindowPlan:
+    """Windows of ``length`` latent frames sharing ``overlap`` frames with the next, covering ``total`` frames.
+
+    The last window is moved back to end exactly at ``total`` (so it may share more than ``overlap`` frames
+    with the one before); a video no longer than one window is one window.
+    """
+    for name, v in (("total", total), ("window", length)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise LongVideoError(f"{name} must be a positive number of latent frames, got {v!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise LongVideoError(f"overlap must be an integer >= 0 latent frames, got {overlap!r}")
+    if overlap >= length:
+        raise LongVideoError(f"overlap ({overlap}) must be smaller than the window ({length} latent frames): "
+                             f"lower --long_overlap")
+    if total <= length:
+        return WindowPlan(total, total, 0, ((0, total),))
+    stride = length - overlap
+    starts = list(range(0, total - length, stride)) + [total - length]
+    return WindowPlan(total, length, overlap, tuple((s, s + length) for s in starts))
+
+
+def blend_weights(plan: WindowPlan) -> torch.Tensor:
+    """[windows, total] float32 weights: within each window 1 except linear ramps over the frames it shares
+    with its neighbours, normalised so that every frame's weights sum to exactly 1 over the windows."""
+    w = torch.zeros(len(plan.spans), plan.total, dtype=torch.float64)
+    for i, (s, e) in enumerate(plan.spans):
+        ramp = torch.ones(e - s, dtype=torch.float64)
+        if i > 0:                                           # fade in over the frames shared with the previous
+            shared = plan.spans[i - 1][1] - s
+            ramp[:shared] = torch.arange(1, shared + 1, dtype=torch.float64) / (shared + 1)
+        if i + 1 < len(plan.spans):                         # fade out over the frames shared with the next
+            shared = e - plan.spans[i + 1][0]
+            ramp[e - s - shared:] = torch.minimum(ramp[e - s - shared:],
+                                                  torch.arange(shared, 0, -1, dtype=torch.float64) / (shared + 1))
+        w[i, s:e] = ramp
+    return (w / w.sum(0, keepdim=True)).float()
+
+
+def split_prompts(prompt: Union[str, Sequence[str]], windows: int) -> list[str]:
+    """A prompt schedule -> one prompt per window. ``"a | b"`` (or a list) spreads the segments evenly over the
+    windows in order (with more segments than windows, the extra ones are refused)."""
+    segments = [p.strip() for p in (prompt.split("|") if isinstance(prompt, str) else prompt)]
+    if not segments or any(not isinstance(p, str) or not p for p in segments):
+        raise LongVideoError(f"empty prompt segment in {prompt!r}: every part between '|' needs text")
+    if len(segments) > windows:
+        raise LongVideoError(f"{len(segments)} prompt segments for {windows} window(s): give at most one segment "
+                             f"per window, or a longer --frame_num")
+    return [segments[w * len(segments) // windows] for w in range(windows)]
+
+
+def noised(known: torch.Tensor, noise: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
+    """The flow-matching forward process: known latents at noise level ``sigma``."""
+    return (1 - sigma) * known + sigma * noise
+
+
+def reimpose(x: torch.Tensor, known: torch.Tensor, noise: torch.Tensor, sigma, frames: int) -> torch.Tensor:
+    """``x`` [C, F, H, W] with its first ``frames`` latent frames replaced by ``known`` noised to ``sigma``."""
+    if frames == 0:
+        return x
+    out = x.clone()
+    out[:, :frames] = noised(known[:, :frames].to(x.dtype), noise[:, :frames].to(x.dtype), sigma)
+    return out
+
+
+def latent_frames(frame_num: int, temporal_ratio: int = 4) -> int:
+    return (frame_num - 1) // temporal_ratio + 1
+
+
+def windowed_velocity(model, x: torch.Tensor, plan: WindowPlan, weights: Optional[torch.Tensor] = None,
+                      window_model=None) -> torch.Tensor:
+    """Blend ``model(window_index, x[:, s:e]) -> v`` over the plan's windows into one velocity for all of x."""
+    weights = blend_weights(plan) if weights is None else weights
+    v = torch.zeros_like(x, dtype=torch.float32)
+    for i, (s, e) in enumerate(plan.spans):
+        vi = model(i, x[:, s:e]).float()
+        v[:, s:e] += vi * weights[i, s:e].to(vi.device).view(1, -1, *([1] * (x.dim() - 2)))
+    return v
