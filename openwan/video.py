@@ -1,10 +1,10 @@
 """Video and image files: what a generation is written to, and what conditioning is read from.
 
 * :func:`to_uint8` turns the VAE's [-1, 1] output into uint8 frames with the reference's rule.
-* :func:`write_video` encodes H.264 mp4 (yuv420p) with PyAV. It takes the whole clip or an
-  *iterator of frame chunks*, so a VAE decode can stream frames straight into the encoder; it
-  writes atomically (temp file in the target directory, then ``os.replace``) and stores the
-  generation settings both in the container (``comment`` tag, JSON) and in a ``.json`` beside it.
+* :func:`write_video` encodes H.264 mp4 with PyAV, the same bytes for the same frames. It takes the
+  whole clip or an *iterator of frame chunks*, so a VAE decode can stream frames straight into the
+  encoder; it stores the generation settings both in the container (``comment`` tag, JSON) and in a
+  ``.json`` beside it, and publishes the two as one unit (openwan.fileio.write_files).
 * :func:`write_image` does the same for single frames (text-to-image): PNG with a text chunk.
 * :func:`read_video`, :func:`read_video_metadata`, :func:`read_image` read them back; the latter
   turns any Pillow-readable image (RGBA, grayscale, 16-bit, palette, EXIF-rotated) into RGB uint8.
@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from openwan.fileio import OutputPathError, atomic_write  # noqa: F401 - OutputPathError re-exported
+from openwan.fileio import OutputPathError, check_free, write_files  # noqa: F401 - OutputPathError re-exported
 
 __all__ = [
     "OutputPathError", "to_uint8", "write_video", "write_image", "read_video", "read_video_metadata",
@@ -37,6 +37,11 @@ Frames = Union[np.ndarray, torch.Tensor]
 
 METADATA_KEY = "comment"          # mp4 tag and PNG text keyword holding the settings as JSON
 DEFAULT_CRF = 18                  # x264 constant rate factor: ~visually lossless, small files
+SMALL_FRAME_PIXELS = 256 * 256    # frames up to this size are stored near-lossless (yuv444p, crf 0)
+PIX_FMTS = ("yuv420p", "yuv444p")
+# Repeatable x264: one thread, and no MB-tree rate control (its float propagation made repeated encodes of
+# the same frames differ, up to tens of levels after decoding, even on one thread).
+ENCODER_OPTIONS = {"threads": "1", "x264-params": "mbtree=0"}
 
 
 # ============================================================================ tensors -> uint8
@@ -94,13 +99,16 @@ def _iter_chunks(frames) -> Iterator[np.ndarray]:
         yield _to_numpy_frames(chunk, what=f"frame chunk {i}")
 
 
-def _prepare_output(path: PathLike, overwrite: bool) -> Path:
-    """Check (or create) the output directory and refuse to clobber an existing file."""
+def check_output(path: PathLike, overwrite: bool, sidecar: bool = True) -> Path:
+    """Refuse an output before any work: a directory, an unwritable place, an existing file (or, with
+    ``sidecar``, an existing ``.json`` beside it) without ``overwrite``, or a ``.json`` name that its own
+    settings file would collide with. Creates the output directory."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"{path} is a directory; give a file name such as {path / 'out.mp4'}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (or choose another name) to replace it")
+    side = sidecar_path(path)
+    if sidecar and path.suffix.lower() == ".json":
+        raise ValueError(f"output {path}: a .json name collides with the settings file written beside the output; "
+                         f"name it {path.with_suffix('.mp4')} (video) or {path.with_suffix('.png')} (image)")
+    check_free([path, side] if sidecar else [path], overwrite)
     parent = path.parent
     for ancestor in (parent, *parent.parents):
         if ancestor.exists():
@@ -125,19 +133,29 @@ def _metadata_json(metadata: Optional[dict], ascii_only: bool) -> Optional[str]:
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict (prompt, seed, settings), got {type(metadata).__name__}")
     try:
-        return json.dumps(metadata, ensure_ascii=ascii_only, indent=None if ascii_only else 2, default=str)
-    except (TypeError, ValueError) as e:
+        text = json.dumps(metadata, ensure_ascii=ascii_only, indent=None if ascii_only else 2, default=str)
+        if not ascii_only:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:      # lone surrogates (undecodable bytes in a prompt): escape them
+                text = json.dumps(metadata, ensure_ascii=True, indent=2, default=str)
+        return text
+    except (TypeError, ValueError, RecursionError) as e:
         raise ValueError(f"metadata cannot be stored as JSON: {e}") from None
 
 
-def _write_sidecar(path: Path, metadata: Optional[dict], replacing: bool) -> None:
-    """Write <name>.json; when an output was replaced without metadata, drop its stale .json."""
+def _publish(path: Path, write_fn, metadata: Optional[dict], overwrite: bool) -> Path:
+    """The output and its sidecar as one unit (both or neither); a replaced output's stale sidecar goes."""
     text = _metadata_json(metadata, ascii_only=False)
     side = sidecar_path(path)
+    replacing = overwrite and path.exists()
+    items = [(path, write_fn)]
     if text is not None:
-        atomic_write(side, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
-    elif replacing and side.is_file():
+        items.append((side, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8")))
+    write_files(items, overwrite=overwrite)
+    if text is None and replacing and side.is_file():
         side.unlink()
+    return path
 
 
 def _even_pad(chunk: np.ndarray) -> np.ndarray:
@@ -162,9 +180,25 @@ def _rate(fps) -> Union[int, Fraction]:
 
 # ============================================================================ writing
 
+def encode_settings(width: int, height: int, crf: Optional[int] = None,
+                    pix_fmt: Optional[str] = None) -> tuple[int, str]:
+    """(crf, pix_fmt) for a clip of this frame size: small frames (up to SMALL_FRAME_PIXELS) are stored
+    near-lossless (yuv444p, crf 0: only the RGB -> YUV rounding, a level or two); larger ones as
+    yuv420p at crf 18, the widely playable ~visually lossless default. Explicit values win."""
+    small = width * height <= SMALL_FRAME_PIXELS
+    crf = (0 if small else DEFAULT_CRF) if crf is None else crf
+    pix_fmt = pix_fmt or ("yuv444p" if small else "yuv420p")
+    if isinstance(crf, bool) or not (isinstance(crf, (int, np.integer)) and 0 <= crf <= 51):
+        raise ValueError(f"crf must be an integer in [0, 51] (lower is better quality), got {crf!r}")
+    if pix_fmt not in PIX_FMTS:
+        raise ValueError(f"pix_fmt must be one of {', '.join(PIX_FMTS)}, got {pix_fmt!r}")
+    return int(crf), pix_fmt
+
+
 def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: float = 16,
-                metadata: Optional[dict] = None, crf: int = DEFAULT_CRF, overwrite: bool = False) -> Path:
-    """Encode frames as an H.264 (yuv420p) mp4, atomically.
+                metadata: Optional[dict] = None, crf: Optional[int] = None, overwrite: bool = False,
+                pix_fmt: Optional[str] = None) -> Path:
+    """Encode frames as an H.264 mp4, atomically and reproducibly.
 
     Args:
         frames: uint8 [F, H, W, 3] (numpy or torch), or an iterable of such chunks (a chunk may
@@ -173,19 +207,21 @@ def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: fl
         path: the .mp4 to write. Its directory is created if missing.
         fps: frame rate (Wan: 16).
         metadata: dict (prompt, seed, settings...). Stored as JSON in the container's ``comment``
-            tag and in ``<name>.json`` beside the video.
-        crf: x264 constant rate factor (0 = lossless luma, 18 ~ visually lossless, 23 = x264 default).
-        overwrite: replace an existing file instead of raising FileExistsError.
+            tag and in ``<name>.json`` beside the video; the two files are published together.
+        crf, pix_fmt: x264 quality (0 = lossless .. 51) and chroma layout; default by frame size, see
+            :func:`encode_settings` (pass ``pix_fmt="yuv420p"`` for players without H.264 4:4:4).
+        overwrite: replace an existing file (and sidecar) instead of raising FileExistsError.
 
-    Odd heights/widths are padded by one replicated row/column (yuv420p needs even sizes); the
+    The same frames always give the same bytes (see ENCODER_OPTIONS; the RGB -> YUV conversion is
+    done explicitly before encoding).
+    Odd heights/widths are padded by one replicated row/column (4:2:0 needs even sizes); the
     file then reads back one pixel larger there. Raises ValueError for bad frames (nothing is
     left on disk), FileExistsError, or OutputPathError when the directory cannot be written.
     """
-    path = _prepare_output(path, overwrite)
-    replacing = path.exists()
+    path = check_output(path, overwrite, sidecar=metadata is not None)
     rate = _rate(fps)
-    if not (isinstance(crf, (int, np.integer)) and 0 <= crf <= 51):
-        raise ValueError(f"crf must be an integer in [0, 51] (lower is better quality), got {crf!r}")
+    if crf is not None or pix_fmt is not None:
+        encode_settings(64, 64, crf, pix_fmt)               # argument errors before any work
     comment = _metadata_json(metadata, ascii_only=True)
     chunks = _iter_chunks(frames)
 
@@ -196,35 +232,37 @@ def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: fl
         with av.open(tmp, mode="w", format="mp4") as container:
             if comment is not None:
                 container.metadata[METADATA_KEY] = comment
-            stream = None
+            stream = fmt = None
             for chunk in chunks:
                 if size is None:
                     size = chunk.shape[1:3]
+                    q, fmt = encode_settings(size[1], size[0], crf, pix_fmt)
                     stream = container.add_stream("libx264", rate=rate)
                     stream.height, stream.width = _even_pad(chunk[:1]).shape[1:3]
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(int(crf))}
+                    stream.pix_fmt = fmt
+                    stream.options = dict(ENCODER_OPTIONS, crf=str(q))
+                    stream.codec_context.thread_count = 1
                 elif chunk.shape[1:3] != size:
                     raise ValueError(f"frame chunk of size {chunk.shape[1:3]} after frames of size {size}: "
                                      f"all frames of a video must have the same height and width")
                 for frame in _even_pad(chunk):
-                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                    vf = av.VideoFrame.from_ndarray(np.array(frame, order="C"), format="rgb24").reformat(format=fmt)
+                    vf.pts = count
+                    vf.time_base = Fraction(1) / Fraction(rate)
                     container.mux(stream.encode(vf))
                     count += 1
             if count == 0:
                 raise ValueError("no frames to write: the frames array or iterator was empty")
             container.mux(stream.encode(None))
 
-    atomic_write(path, encode)
-    _write_sidecar(path, metadata, replacing)
-    return path
+    return _publish(path, encode, metadata, overwrite)
 
 
 def write_image(frame: Frames, path: PathLike, metadata: Optional[dict] = None, overwrite: bool = False) -> Path:
     """Write one uint8 [H, W, 3] frame (or [1, H, W, 3]) as PNG, atomically.
 
-    ``metadata`` goes into an iTXt chunk with keyword ``comment`` (JSON, UTF-8) and into
-    ``<name>.json`` beside the image.
+    ``metadata`` goes into an iTXt chunk with keyword ``comment`` (JSON) and into ``<name>.json``
+    beside the image (both or neither).
     """
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -232,16 +270,13 @@ def write_image(frame: Frames, path: PathLike, metadata: Optional[dict] = None, 
     arr = _to_numpy_frames(frame, what="image")
     if arr.shape[0] != 1:
         raise ValueError(f"write_image takes one frame, got {arr.shape[0]}; use write_video for several")
-    path = _prepare_output(path, overwrite)
+    path = check_output(path, overwrite, sidecar=metadata is not None)
     info = PngInfo()
     comment = _metadata_json(metadata, ascii_only=False)
     if comment is not None:
         info.add_itxt(METADATA_KEY, comment)
     image = Image.fromarray(np.ascontiguousarray(arr[0]))
-    replacing = path.exists()
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
-    _write_sidecar(path, metadata, replacing)
-    return path
+    return _publish(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info), metadata, overwrite)
 
 
 def export_to_video(frames, path: Optional[PathLike] = None, fps: float = 16, overwrite: bool = False,
