@@ -84,21 +84,36 @@ def _slug(text: str, n: int = 40) -> str:
 
 
 def _load_from(path: str) -> dict:
+    """The settings recorded by an earlier run (its .json, or the .mp4/.png holding them), type-checked."""
+    from openwan import validate
     p = Path(path)
+    if not p.exists():
+        raise CLIError(f"--from {path}: file not found")
     if p.suffix.lower() in (".mp4", ".png"):
         from openwan.video import read_image_metadata, read_video_metadata
         meta = read_image_metadata(p) if p.suffix.lower() == ".png" else read_video_metadata(p)
     else:
-        if not p.exists():
-            raise CLIError(f"--from {path}: file not found")
-        try:
-            meta = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise CLIError(f"--from {path}: not valid JSON ({e})") from None
-    settings = meta.get("openwan", meta)
-    if "prompt" not in settings:
-        raise CLIError(f"--from {path}: no openwan settings found in it")
-    return settings
+        meta = validate.read_json(p, what="--from")
+    return validate.settings_file(meta, path)
+
+
+# How the CLI names the arguments it validates (for the messages).
+CLI_NAMES = {"prompt": "the prompt", "negative_prompt": "--neg_prompt", "size": "--size", "frame_num": "--frame_num",
+             "sample_steps": "--sample_steps", "sample_shift": "--sample_shift",
+             "guide_scale": "--sample_guide_scale", "sample_solver": "--sample_solver", "seed": "--seed",
+             "strength": "--strength", "context_scale": "--context_scale", "src_fps": "--src_fps",
+             "threads": "--threads"}
+
+
+def _check_args(a, prompt: str) -> None:
+    """Every value checked (openwan.validate) before a model is loaded."""
+    from openwan import validate
+    validate.generation_args(names=CLI_NAMES, prompt=prompt, negative_prompt=a.neg_prompt, size=a.size,
+                             frame_num=a.frame_num, sample_steps=a.sample_steps, sample_shift=a.sample_shift,
+                             guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver, seed=a.base_seed,
+                             strength=a.strength, context_scale=a.context_scale, src_fps=a.src_fps, threads=a.threads)
+    if a.save_file is not None:
+        validate.output_path(a.save_file, "--output", overwrite=a.overwrite)
 
 
 def cmd_generate(a) -> int:
@@ -120,6 +135,7 @@ def cmd_generate(a) -> int:
     prompt = a.prompt_pos or a.prompt
     if not prompt:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
+    _check_args(a, prompt)
 
     task = TASK_ALIASES.get(a.task, a.task)
     variant = None
@@ -147,8 +163,6 @@ def cmd_generate(a) -> int:
     from openwan.pipelines import load_pipeline
     threads = a.threads if a.threads is not None else (1 if ckpt == "demo" else None)
     if threads is not None:
-        if threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -25,6 +26,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from openwan import validate
 from openwan.fileio import OutputPathError, check_free, write_files  # noqa: F401 - OutputPathError re-exported
 
 __all__ = [
@@ -104,11 +106,10 @@ def check_output(path: PathLike, overwrite: bool, sidecar: bool = True) -> Path:
     ``sidecar``, an existing ``.json`` beside it) without ``overwrite``, or a ``.json`` name that its own
     settings file would collide with. Creates the output directory."""
     path = Path(path)
-    side = sidecar_path(path)
-    if sidecar and path.suffix.lower() == ".json":
-        raise ValueError(f"output {path}: a .json name collides with the settings file written beside the output; "
-                         f"name it {path.with_suffix('.mp4')} (video) or {path.with_suffix('.png')} (image)")
-    check_free([path, side] if sidecar else [path], overwrite)
+    if sidecar:
+        validate.output_path(path, "output", overwrite=overwrite)
+    else:
+        check_free([path], overwrite)
     parent = path.parent
     for ancestor in (parent, *parent.parents):
         if ancestor.exists():
@@ -340,8 +341,11 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float]:
             if not container.streams.video:
                 raise ValueError("it has no video stream")
             stream = container.streams.video[0]
+            validate.image_size(stream.width, stream.height, what=f"video {path}")
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except validate.ResourceLimit:
+        raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for bad files
         raise _open_error(path, "video", e) from None
     if not frames:
@@ -418,10 +422,15 @@ def read_image(path: PathLike) -> np.ndarray:
 
     path = _check_exists(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return to_rgb_array(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # our own limit speaks instead
+            with Image.open(path) as img:
+                validate.image_size(img.width, img.height, what=f"image {path}")   # from the header, before decoding
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return to_rgb_array(img)
+    except validate.ResourceLimit:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _open_error(path, "image", e) from None
 

@@ -6,6 +6,7 @@ The task pipelines (t2v, i2v, flf2v, vace, v2v) only build their conditioning.
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -197,6 +198,18 @@ class WanPipeline:
     """
 
     task = "t2v"
+
+    def __init_subclass__(cls, **kw):
+        """Every task's ``__call__`` checks all its arguments first (openwan.validate), before any work."""
+        super().__init_subclass__(**kw)
+        call = cls.__dict__.get("__call__")
+        if call is not None:
+            @functools.wraps(call)
+            def checked(self, prompt, *args, **kwargs):
+                from openwan import validate
+                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt))
+                return call(self, kwargs.pop("prompt"), *args, **kwargs)
+            cls.__call__ = checked
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential"):

@@ -1,0 +1,226 @@
+"""Hostile input: every bad value gets a clear error (exit 2 from the CLI, InvalidArgument from the API),
+nothing is created, replaced or left behind, and the same settings give the same file."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+from openwan import fileio, validate
+from openwan.cli import main as cli
+from openwan.video import write_video
+
+PROMPT = "a red circle moving to the right"
+
+
+def _files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    import openwan
+    return openwan.load_pipeline("demo", progress=False)
+
+
+# ----------------------------------------------------------------------------- no silent garbage, no exhaustion
+
+@pytest.mark.parametrize("flags, says", [
+    (["--sample_guide_scale", "nan"], "--sample_guide_scale must be a finite number"),
+    (["--sample_guide_scale", "inf"], "--sample_guide_scale must be a finite number"),
+    (["--sample_guide_scale", "-3"], "--sample_guide_scale must be in"),
+    (["--sample_shift", "0"], "--sample_shift must be in (0.0"),
+    (["--sample_steps", "0"], "--sample_steps must be >= 1, got 0"),
+    (["--sample_steps", "-4"], "--sample_steps must be >= 1"),
+    (["--sample_steps", "1000000000"], "OPENWAN_MAX_STEPS=1000000000"),
+    (["--frame_num", "100001"], "OPENWAN_MAX_FRAMES=100001"),
+    (["--frame_num", "0"], "--frame_num must be >= 1"),
+    (["--seed", "-5"], "--seed -5 is out of range"),
+    (["--seed", str(2**64)], f"--seed {2**64} is out of range"),
+    (["--size", "64*-64"], "not of the form W*H"),
+    (["--threads", "0"], "--threads must be in [1, 4096]"),
+    (["-o", "clip.json"], "collides with the settings file"),
+    (["-o", "clip.JSON"], "collides with the settings file"),
+])
+def test_cli_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys, flags, says):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["generate", PROMPT, "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert _files(tmp_path) == []                         # no outputs/ folder, no file
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(guide_scale=float("nan")), "guide_scale must be a finite number"),
+    (dict(guide_scale=float("inf")), "guide_scale must be a finite number"),
+    (dict(sample_steps=0), "sample_steps must be >= 1"),
+    (dict(sample_steps=10**9), "OPENWAN_MAX_STEPS"),
+    (dict(frame_num=100001), "OPENWAN_MAX_FRAMES"),
+    (dict(size="16384*16384", strict_size=False), "OPENWAN_MAX_TOKENS"),
+    (dict(seed=-5), "seed -5 is out of range"),
+    (dict(seed=True), "seed must be an integer"),
+    (dict(seed="abc"), "seed must be an integer"),
+    (dict(size=[64, 64.5]), "size must be an integer"),
+    (dict(sample_shift=float("nan")), "sample_shift must be a finite number"),
+    (dict(overwrite="yes"), "overwrite must be true or false"),
+    (dict(output_type="jpeg"), "output_type must be one of"),
+])
+def test_api_refuses_bad_values_before_any_work(pipe, tmp_path, kw, says):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(validate.InvalidArgument, match=None) as e:
+        pipe(PROMPT, output_path=out, **kw)
+    assert says in str(e.value)
+    assert _files(tmp_path) == []
+
+
+def test_memory_estimate_refuses_with_the_way_past_it(pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENWAN_MAX_MEMORY_GB", "0.0001")       # ~100 KiB: less than 17 frames of 64x64 RGB
+    with pytest.raises(validate.ResourceLimit, match="OPENWAN_MAX_MEMORY_GB=1 to try anyway"):
+        pipe(PROMPT, sample_steps=1, output_path=tmp_path / "v.mp4")
+    assert _files(tmp_path) == []
+    est = validate.estimate(64, 64, 17, patch=(1, 1, 1), z_dim=16, dim=128, ffn_dim=512, vae_dim=8)
+    assert est["tokens"] == 5 * 8 * 8                            # (17-1)/4+1 latent frames of 8x8, patch 1
+    assert est["frames"] == 17 * 64 * 64 * 3 * 2                 # counted twice when also returned
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height, with a 1-pixel body: decoding would fail, the header reads."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
+                     + chunk(b"IEND", b""))
+
+
+def test_huge_image_is_refused_from_its_header(tmp_path):
+    from openwan.video import read_image
+    big = tmp_path / "big.png"
+    _png_header_only(big, 12000, 12000)
+    with pytest.raises(validate.ResourceLimit, match=r"12000x12000 = 144000000 pixels.*OPENWAN_MAX_IMAGE_PIXELS"):
+        read_image(big)
+
+
+# ----------------------------------------------------------------------------- no tracebacks: --from, config
+
+@pytest.mark.parametrize("content, says", [
+    ("[1, 2]", "expected a JSON object"),
+    ("[" * 200_000, "nested too deeply"),
+    ('{"prompt": "x", "seed": true}', "field 'seed'"),
+    ('{"prompt": "x", "seed": "abc"}', "field 'seed'"),
+    ('{"prompt": 5}', "field 'prompt'"),
+    ('{"openwan": [1]}', "'openwan' must be an object"),
+    ('{"prompt": "x", "frame_num": 1e400}', "field 'frame_num'"),
+    ('{"prompt": "x", "guide_scale": NaN}', "field 'guide_scale'"),
+    ('{"prompt": "x", "size": {"w": 1}}', "field 'size'"),
+    ('{"prompt": "x", "task": 3}', "field 'task'"),
+    ("{not json", "not valid JSON"),
+    (b"\xff\xfe{}", "not UTF-8"),
+])
+def test_from_file_errors_name_the_file_and_field(tmp_path, monkeypatch, capsys, content, says):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "run.json"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert cli(["generate", "--from", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "run.json" in err and "Traceback" not in err
+    assert _files(tmp_path) == ["run.json"]
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+def test_existing_sidecar_is_never_overwritten(pipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.json").write_text("my notes")
+    assert cli(["generate", PROMPT, "--quiet", "--sample_steps", "1", "-o", "clip.mp4"]) == 2
+    assert "clip.json already exists" in capsys.readouterr().err
+    assert _files(tmp_path) == ["clip.json"] and (tmp_path / "clip.json").read_text() == "my notes"
+    with pytest.raises(FileExistsError, match="clip.json already exists"):           # the API too, before work
+        pipe(PROMPT, sample_steps=1, output_path=tmp_path / "clip.mp4")
+    assert _files(tmp_path) == ["clip.json"]
+
+
+def test_sidecar_failure_leaves_nothing_and_the_retry_works(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+    frames = np.zeros((5, 16, 16, 3), np.uint8)
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="no space left while writing .*clip.json.*nothing was saved"):
+        write_video(frames, tmp_path / "clip.mp4", metadata={"prompt": "x"})
+    assert _files(tmp_path) == []
+    monkeypatch.setattr(Path, "write_text", real)
+    write_video(frames, tmp_path / "clip.mp4", metadata={"prompt": "x"})
+    assert _files(tmp_path) == ["clip.json", "clip.mp4"]
+
+
+def test_undecodable_prompt_bytes_are_kept_in_the_sidecar(tmp_path):
+    prompt = "caf\udce9"                                 # how Python passes the byte 0xe9 of a non-UTF-8 argv
+    out = write_video(np.zeros((1, 16, 16, 3), np.uint8), tmp_path / "v.mp4", metadata={"prompt": prompt})
+    assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["prompt"] == prompt
+
+
+def test_two_writers_race_exactly_one_wins(tmp_path):
+    """Both pass the existence check before either publishes (a barrier holds them); the link that
+    publishes refuses the second: one result, one clear error, no temp file left."""
+    target = tmp_path / "clip.mp4"
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def writer(tag):
+        def write_fn(tmp):
+            barrier.wait(timeout=10)
+            with open(tmp, "w") as f:
+                f.write(tag)
+        try:
+            fileio.write_files([(target, write_fn), (target.with_suffix(".json"), lambda t: open(t, "w").write(tag))],
+                               overwrite=False)
+            results[tag] = "won"
+        except FileExistsError as e:
+            results[tag] = str(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [t for t, r in results.items() if r == "won"]
+    assert len(winners) == 1, results
+    loser = ({"A", "B"} - set(winners)).pop()
+    assert "already exists" in results[loser] and "nothing was replaced" in results[loser]
+    assert target.read_text() == winners[0] and target.with_suffix(".json").read_text() == winners[0]
+    assert _files(tmp_path) == ["clip.json", "clip.mp4"]
+
+
+def test_stale_temp_files_of_dead_runs_are_cleaned(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = fileio._host()
+    stale = tmp_path / f"{fileio.TMP_PREFIX}{host}.{dead.pid}.0123abcd.old.mp4"
+    alive = tmp_path / f"{fileio.TMP_PREFIX}{host}.{os.getppid()}.0123abcd.busy.mp4"
+    other = tmp_path / f"{fileio.TMP_PREFIX}otherhost.{dead.pid}.0123abcd.remote.mp4"
+    for p in (stale, alive, other):
+        p.write_text("partial")
+    write_video(np.zeros((1, 16, 16, 3), np.uint8), tmp_path / "new.mp4")
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
+# ----------------------------------------------------------------------------- reproducible outputs
+
+def test_same_command_and_from_give_identical_files(pipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["generate", PROMPT, "--quiet", "--sample_steps", "2", "--seed", "11"]
+    assert cli([*common, "-o", "a.mp4"]) == 0
+    assert cli([*common, "-o", "b.mp4"]) == 0
+    assert cli(["generate", "--from", "a.json", "--quiet", "-o", "c.mp4"]) == 0
+    a = (tmp_path / "a.mp4").read_bytes()
+    assert (tmp_path / "b.mp4").read_bytes() == a and (tmp_path / "c.mp4").read_bytes() == a
+    assert cli([*common, "-o", "a.mp4"]) == 2                     # and a rerun does not replace it
+    assert (tmp_path / "a.mp4").read_bytes() == a
