@@ -129,6 +129,61 @@ def test_video_refuses_to_overwrite(tmp_path):
     assert listing(tmp_path) == ["v.mp4"]
 
 
+def _chunks(clip, n=4):
+    for i in range(0, len(clip), n):
+        yield clip[i:i + n].copy()                          # fresh buffers, as a streaming decode gives
+
+
+def moving_circle(frames=17, size=64, noise=8.0):
+    """A red disc crossing a grey field with sensor-like noise: content on which x264's MB-tree rate
+    control gave 3-8 different files in 12 encodes of the same frames (measured before the fix)."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
+    clip = np.empty((frames, size, size, 3))
+    clip[:] = (200, 200, 190)
+    clip[((x - (12 + 2.5 * t)) ** 2 + (y - 32) ** 2) < 100] = (210, 30, 30)
+    clip += np.random.default_rng(0).normal(0, noise, clip.shape)
+    return np.clip(clip, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pix_fmt, crf", [(None, None), ("yuv444p", 18), ("yuv420p", 18)])
+def test_encode_is_repeatable(tmp_path, pix_fmt, crf):
+    """The same frames, streamed in chunks, give the same bytes every time."""
+    clip = moving_circle()
+    files = [write_video(_chunks(clip), tmp_path / f"v{i}.mp4", fps=8, crf=crf, pix_fmt=pix_fmt).read_bytes()
+             for i in range(12)]
+    assert all(f == files[0] for f in files)
+
+
+def test_small_video_is_near_lossless(tmp_path):
+    """Frames up to 256x256 are stored as yuv444p at crf 0 (lossless in YUV), so the only error is the
+    8-bit RGB -> YCbCr -> RGB rounding: half a step of Y (255/219) plus half a step of the chroma
+    (255/224) times the largest chroma coefficient (1.772 for B), and the final rounding:
+    0.58 + 1.01 + 0.5 = 2.1 levels; swscale's fixed-point tables may add one."""
+    clip = np.random.default_rng(1).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    path = write_video(clip, tmp_path / "v.mp4")
+    frames, _ = read_video(path)
+    assert np.abs(frames.astype(int) - clip).max() <= 3
+    big = write_video(np.repeat(np.repeat(clip[:2], 5, 1), 5, 2), tmp_path / "big.mp4")   # 320x320: yuv420p
+    import av
+    with av.open(str(big)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+def test_sidecar_collisions_are_refused(tmp_path):
+    clip = smooth_clip(frames=2)
+    with pytest.raises(ValueError, match="collides with the settings file"):
+        write_video(clip, tmp_path / "clip.json", metadata=META)
+    (tmp_path / "notes.json").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.json already exists"):
+        write_video(clip, tmp_path / "notes.mp4", metadata=META)
+    with pytest.raises(FileExistsError, match="notes.json already exists"):
+        write_image(clip[0], tmp_path / "notes.png", metadata=META)
+    assert listing(tmp_path) == ["notes.json"] and (tmp_path / "notes.json").read_text() == "mine"
+    write_video(clip, tmp_path / "notes.mp4", metadata=META, overwrite=True)     # both replaced together
+    assert read_video_metadata(tmp_path / "notes.mp4") == META
+    assert json.loads((tmp_path / "notes.json").read_text()) == META
+
+
 def test_video_unwritable_output(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(OutputPathError, match="not a directory"):
