@@ -360,7 +360,10 @@ def _dit_source(path: Path):
         path = path / "transformer"
     cfg_json = None
     if (path / "config.json").exists():
-        cfg_json = json.loads((path / "config.json").read_text())
+        from openwan import validate
+        cfg_json = validate.read_json(path / "config.json", what="checkpoint config")
+        if not isinstance(cfg_json, dict):
+            raise CheckpointError(f"{path / 'config.json'} must hold a JSON object, got {type(cfg_json).__name__}")
     layout = None
     if cfg_json is not None:
         layout = "diffusers" if "num_attention_heads" in cfg_json else "official"
@@ -395,8 +398,16 @@ def load_dit(path, dtype=None, device=None, config=None):
 
     if config is None:
         if cfg_json is not None:
-            config = (dit_config_from_diffusers_json(cfg_json) if diffusers
-                      else dit_config_from_official_json(cfg_json))
+            from openwan import validate
+            try:
+                config = (dit_config_from_diffusers_json(cfg_json) if diffusers
+                          else dit_config_from_official_json(cfg_json))
+                validate.config_fields(config, path / "config.json")
+            except (TypeError, KeyError, AttributeError, ValueError) as e:
+                msg = str(e) if isinstance(e, validate.InvalidArgument) else (
+                    f"{path / 'config.json'}: a field has the wrong type or value ({type(e).__name__}: {e}); "
+                    f"fix the file or download it again")
+                raise CheckpointError(msg) from None
         else:
             config = infer_dit_config(off_shapes)
     with torch.device("meta"):

@@ -224,3 +224,25 @@ def test_same_command_and_from_give_identical_files(pipe, tmp_path, monkeypatch)
     assert (tmp_path / "b.mp4").read_bytes() == a and (tmp_path / "c.mp4").read_bytes() == a
     assert cli([*common, "-o", "a.mp4"]) == 2                     # and a rerun does not replace it
     assert (tmp_path / "a.mp4").read_bytes() == a
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: c.update(num_layers=2.5), "field 'num_layers' must be int, got 2.5"),
+    (lambda c: c.update(qk_norm="yes"), "field 'qk_norm' must be bool"),
+    (lambda c: c.update(dim="abc"), "a field has the wrong type or value"),
+    (lambda c: "[1]", "must hold a JSON object"),
+    (lambda c: "{bad", "is not valid JSON"),
+])
+def test_bad_checkpoint_config_names_the_file(tmp_path, monkeypatch, capsys, edit, says):
+    import shutil
+    from openwan.demo import DEMO_DIR
+    ck = tmp_path / "ck"
+    shutil.copytree(DEMO_DIR, ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    new = edit(cfg)
+    (ck / "config.json").write_text(new if isinstance(new, str) else json.dumps(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert cli(["generate", PROMPT, "--ckpt_dir", str(ck), "--task", "demo", "--quiet", "-o", "v.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "config.json" in err and "Traceback" not in err
+    assert not (tmp_path / "v.mp4").exists()
