@@ -80,8 +80,14 @@ def integer(value, name: str, lo: Optional[int] = None, hi: Optional[int] = None
 
 
 def number(value, name: str, lo: Optional[float] = None, hi: Optional[float] = None, *,
-           lo_open: bool = False, hint: str = "") -> float:
-    """A finite real number (int or float, not bool/str) within [lo, hi] (or (lo, hi] with lo_open)."""
+           lo_open: bool = False, hint: str = "", expect: str = "") -> float:
+    """A finite real number (int or float, not bool/str) within [lo, hi] (or (lo, hi] with lo_open).
+    ``expect`` replaces the generic wording: "{name} must be {expect}, got {value!r}"."""
+    if expect:
+        try:
+            return number(value, name, lo, hi, lo_open=lo_open)
+        except InvalidArgument:
+            raise InvalidArgument(name, f"{name} must be {expect}, got {value!r}{hint}") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidArgument(name, f"{name} must be a number, got {value!r} ({type(value).__name__}){hint}")
     value = float(value)
@@ -207,15 +213,19 @@ def generation_args(names: Optional[Mapping[str, str]] = None, **kw) -> dict:
         elif key in ("seed", "base_seed"):
             out[key] = seed(value, n(key))
         elif key == "strength":
-            out[key] = number(value, n(key), 0.0, 1.0, lo_open=True)
+            out[key] = number(value, n(key), 0.0, 1.0, lo_open=True,
+                              expect="a number in (0, 1] (the noise level the source is pushed to: small keeps "
+                                     "more of it, 1 ignores it)")
         elif key == "context_scale":
             out[key] = number(value, n(key), 0.0, 100.0)
         elif key == "src_fps":
-            out[key] = number(value, n(key), 0.0, 1000.0)
+            out[key] = number(value, n(key), 0.0, 1000.0,
+                              expect="a frame rate > 0 (up to 1000) to resample a source video file to (default "
+                                     "16, Wan's), or 0 to use every frame as it is")
         elif key == "fps":
             out[key] = number(value, n(key), 0.0, 1000.0, lo_open=True)
         elif key == "threads":
-            out[key] = integer(value, n(key), 1, 4096)
+            out[key] = integer(value, n(key), 1)
         elif key == "output_type":
             if value not in OUTPUT_TYPES:
                 raise InvalidArgument(key, f"{n(key)} must be one of {', '.join(OUTPUT_TYPES)}, got {value!r}")
@@ -335,12 +345,19 @@ def read_json(path, what: str = "file"):
         raise InvalidArgument(what, f"{what} {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise InvalidArgument(what, f"cannot read {what} {p}: {e.strerror or e}") from None
+    return loads(raw, f"{what} {p}")
+
+
+def loads(text: str, what: str = "request"):
+    """json.loads with one clear error for bad JSON, bare NaN/Infinity and nesting too deep."""
+    def no_constants(name):
+        raise InvalidArgument(what, f"{what} holds {name}, which is not a JSON number; use a finite number")
     try:
-        return json.loads(raw)
+        return json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as e:
-        raise InvalidArgument(what, f"{what} {p} is not valid JSON ({e})") from None
+        raise InvalidArgument(what, f"{what} is not valid JSON ({e})") from None
     except RecursionError:
-        raise InvalidArgument(what, f"{what} {p} is nested too deeply to be a settings file") from None
+        raise InvalidArgument(what, f"{what} is nested too deeply to be a settings file") from None
 
 
 def settings_file(obj: Any, source: str) -> dict:

@@ -43,7 +43,7 @@ def pipe():
     (["--seed", "-5"], "--seed -5 is out of range"),
     (["--seed", str(2**64)], f"--seed {2**64} is out of range"),
     (["--size", "64*-64"], "not of the form W*H"),
-    (["--threads", "0"], "--threads must be in [1, 4096]"),
+    (["--threads", "0"], "--threads must be >= 1"),
     (["-o", "clip.json"], "collides with the settings file"),
     (["-o", "clip.JSON"], "collides with the settings file"),
 ])
@@ -62,6 +62,7 @@ def test_cli_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys, f
     (dict(sample_steps=10**9), "OPENWAN_MAX_STEPS"),
     (dict(frame_num=100001), "OPENWAN_MAX_FRAMES"),
     (dict(size="16384*16384", strict_size=False), "OPENWAN_MAX_TOKENS"),
+    (dict(size="2048*2048", frame_num=81, strict_size=False), "OPENWAN_MAX_TOKENS"),
     (dict(seed=-5), "seed -5 is out of range"),
     (dict(seed=True), "seed must be an integer"),
     (dict(seed="abc"), "seed must be an integer"),
@@ -115,7 +116,8 @@ def test_huge_image_is_refused_from_its_header(tmp_path):
     ('{"prompt": 5}', "field 'prompt'"),
     ('{"openwan": [1]}', "'openwan' must be an object"),
     ('{"prompt": "x", "frame_num": 1e400}', "field 'frame_num'"),
-    ('{"prompt": "x", "guide_scale": NaN}', "field 'guide_scale'"),
+    ('{"prompt": "x", "guide_scale": NaN}', "holds NaN"),
+    ('{"prompt": "x", "guide_scale": 1e999}', "field 'guide_scale'"),
     ('{"prompt": "x", "size": {"w": 1}}', "field 'size'"),
     ('{"prompt": "x", "task": 3}', "field 'task'"),
     ("{not json", "not valid JSON"),
@@ -165,6 +167,15 @@ def test_undecodable_prompt_bytes_are_kept_in_the_sidecar(tmp_path):
     prompt = "caf\udce9"                                 # how Python passes the byte 0xe9 of a non-UTF-8 argv
     out = write_video(np.zeros((1, 16, 16, 3), np.uint8), tmp_path / "v.mp4", metadata={"prompt": prompt})
     assert json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["prompt"] == prompt
+
+
+def test_cli_prompt_with_undecodable_bytes_saves_both_files_and_reproduces(pipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompt = "a red circle caf\udce9"                   # argv bytes b"caf\xe9" under a UTF-8 locale
+    assert cli(["generate", prompt, "--quiet", "--sample_steps", "1", "--seed", "3", "-o", "u.mp4"]) == 0
+    assert json.loads((tmp_path / "u.json").read_text(encoding="utf-8"))["openwan"]["prompt"] == prompt
+    assert cli(["generate", "--from", "u.json", "--quiet", "-o", "v.mp4"]) == 0
+    assert (tmp_path / "v.mp4").read_bytes() == (tmp_path / "u.mp4").read_bytes()
 
 
 def test_two_writers_race_exactly_one_wins(tmp_path):
