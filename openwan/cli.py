@@ -181,6 +181,10 @@ def cmd_generate(a) -> int:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")
         out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
+        n = 1
+        while out.exists() or out.with_suffix(".json").exists():   # a run in the same second: next free name
+            n += 1
+            out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}_{n}{ext}"
         if dist_run:  # one name for every process (their clocks may tick apart)
             out = _broadcast(str(out))
     kw = dict(negative_prompt=a.neg_prompt, size=a.size, frame_num=a.frame_num, sample_steps=a.sample_steps,

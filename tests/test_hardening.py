@@ -257,3 +257,13 @@ def test_bad_checkpoint_config_names_the_file(tmp_path, monkeypatch, capsys, edi
     err = capsys.readouterr().err
     assert says in err and "config.json" in err and "Traceback" not in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_default_output_names_never_collide(pipe, tmp_path, monkeypatch):
+    import time
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101_000000")     # two runs in the same second
+    for _ in range(2):
+        assert cli(["generate", PROMPT, "--quiet", "--sample_steps", "1", "--frame_num", "5"]) == 0
+    stem = "outputs/t2v_a_red_circle_moving_to_the_right_20260101_000000"
+    assert _files(tmp_path) == ["outputs", f"{stem}.json", f"{stem}.mp4", f"{stem}_2.json", f"{stem}_2.mp4"]
