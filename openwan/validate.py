@@ -260,14 +260,15 @@ def available_memory(device=None) -> tuple[float, str]:
 
 def estimate(width: int, height: int, frame_num: int, *, patch=(1, 2, 2), vae_stride=(4, 8, 8), z_dim: int = 16,
              dim: int = 1536, ffn_dim: int = 8960, vae_dim: int = 96, act_bytes: int = 4, cfg: int = 2,
-             return_frames: bool = True) -> dict:
-    """Rough peak memory (bytes) of a generation, by part. Conservative: each part counts its largest
-    live tensors a few times over (residual, norm, q/k/v and the FFN's hidden; a VAE chunk's caches)."""
+             return_frames: bool = True, parallel: int = 1) -> dict:
+    """Rough peak memory (bytes) of a generation, by part: each part counts its largest live tensors a
+    few times over (residual, norm, q/k/v and the FFN's hidden; a VAE chunk's caches). ``parallel``
+    processes under sequence parallel each hold 1/parallel of the DiT's tokens."""
     lt = (frame_num - 1) // vae_stride[0] + 1
     lh, lw = height // vae_stride[1], width // vae_stride[2]
     tokens = lt * max(1, lh // patch[1]) * max(1, lw // patch[2])
     latent = z_dim * lt * lh * lw * 4
-    dit = cfg * tokens * (6 * dim + ffn_dim) * act_bytes + 8 * latent
+    dit = cfg * -(-tokens // max(1, parallel)) * (6 * dim + ffn_dim) * act_bytes + 8 * latent
     vae = vae_stride[0] * height * width * vae_dim * 4 * 12
     frames = frame_num * height * width * 3 * (2 if return_frames else 1)
     return {"tokens": tokens, "dit": dit, "vae": vae, "frames": frames, "total": max(dit, vae) + frames}
@@ -325,7 +326,14 @@ def for_pipeline(pipe, kw: dict) -> dict:
         act_bytes = next(pipe.dit.parameters()).element_size()
     except (StopIteration, AttributeError):
         act_bytes = 4
-    resources(w, h, frames, device=getattr(pipe, "device", None), patch=tuple(cfg.patch_size),
+    parallel = 1
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            parallel = dist.get_world_size()
+    except ImportError:                      # pragma: no cover
+        pass
+    resources(w, h, frames, device=getattr(pipe, "device", None), parallel=parallel, patch=tuple(cfg.patch_size),
               vae_stride=(vae.temporal_ratio, vae.spatial_ratio, vae.spatial_ratio), z_dim=vae.z_dim, dim=cfg.dim,
               ffn_dim=cfg.ffn_dim, vae_dim=getattr(getattr(vae, "config", None), "dim", 96), act_bytes=act_bytes,
               return_frames=frames_kept)

@@ -371,13 +371,13 @@ def _parse_metadata(text: Optional[str], path: Path) -> dict:
         try:
             value = json.loads(text)
             return value if isinstance(value, dict) else {METADATA_KEY: value}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return {METADATA_KEY: text}
     side = sidecar_path(path)
     if side.is_file():
         try:
             value = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"cannot read metadata file {side}: {e}") from None
         return value if isinstance(value, dict) else {METADATA_KEY: value}
     return {}

@@ -87,6 +87,8 @@ def test_memory_estimate_refuses_with_the_way_past_it(pipe, tmp_path, monkeypatc
     est = validate.estimate(64, 64, 17, patch=(1, 1, 1), z_dim=16, dim=128, ffn_dim=512, vae_dim=8)
     assert est["tokens"] == 5 * 8 * 8                            # (17-1)/4+1 latent frames of 8x8, patch 1
     assert est["frames"] == 17 * 64 * 64 * 3 * 2                 # counted twice when also returned
+    split = validate.estimate(64, 64, 17, patch=(1, 1, 1), z_dim=16, dim=128, ffn_dim=512, vae_dim=8, parallel=2)
+    assert split["dit"] < est["dit"] and split["tokens"] == est["tokens"]   # each process holds half the tokens
 
 
 def _png_header_only(path, width, height):
