@@ -269,3 +269,24 @@ def test_default_output_names_never_collide(pipe, tmp_path, monkeypatch):
         assert cli(["generate", PROMPT, "--quiet", "--sample_steps", "1", "--frame_num", "5"]) == 0
     stem = "outputs/t2v_a_red_circle_moving_to_the_right_20260101_000000"
     assert _files(tmp_path) == ["outputs", f"{stem}.json", f"{stem}.mp4", f"{stem}_2.json", f"{stem}_2.mp4"]
+
+
+@pytest.mark.slow                                   # two fresh processes: ~60 s on a busy 2-core machine
+def test_two_cli_runs_to_one_output_one_wins_and_its_files_match(tmp_path):
+    """Two processes with different seeds and the same -o: one exits 0, the other 2 naming the file (at its
+    start or at publication, whichever it reaches), and the .mp4 and .json left are the same run's."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = [subprocess.Popen([sys.executable, "-m", "openwan.cli", "generate", PROMPT, "--quiet", "--sample_steps",
+                              "1", "--frame_num", "5", "--seed", str(seed), "-o", "same.mp4"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outs = [r.communicate(timeout=300) for r in runs]
+    codes = sorted(r.returncode for r in runs)
+    assert codes == [0, 2], outs
+    loser_err = outs[[r.returncode for r in runs].index(2)][1]
+    assert "same" in loser_err and "already exists" in loser_err and "Traceback" not in loser_err
+    assert _files(tmp_path) == ["same.json", "same.mp4"]
+    from openwan.video import read_video_metadata
+    sidecar = json.loads((tmp_path / "same.json").read_text())
+    assert read_video_metadata(tmp_path / "same.mp4") == sidecar
+    winner_seed = (1, 2)[[r.returncode for r in runs].index(0)]
+    assert sidecar["openwan"]["seed"] == winner_seed
