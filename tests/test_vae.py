@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import openwan.models.vae as vae_mod
+import openwan.models.vae_stream as vae_stream
 from openwan.checkpoints import CheckpointError
 from openwan.configs import VAEConfig
 from openwan.models.vae import OFFICIAL_FILE, WanVAE, diffusers_key_map, official_to_diffusers
@@ -168,7 +169,8 @@ def cache_spy(monkeypatch):
             super().__init__()
             made.append(self)
 
-    monkeypatch.setattr(vae_mod, "FeatureCache", Spy)
+    # the caches of encode / decode / the streams are made by the chunked API (vae_stream)
+    monkeypatch.setattr(vae_stream, "FeatureCache", Spy)
     return made
 
 
