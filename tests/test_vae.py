@@ -371,3 +371,19 @@ def test_activation_memory_below_diffusers(pair):
             peaks[name] = m.peak
     assert peaks["ours-encode"] <= 0.88 * peaks["diffusers-encode"], peaks
     assert peaks["ours-decode"] <= 0.85 * peaks["diffusers-decode"], peaks
+
+
+# ----------------------------------------------------------------------------- the VAE protocol
+
+def test_wan_vae_satisfies_the_protocol(tiny):
+    from openwan.models.vae_protocol import VideoVAE, check_size, latent_shape, size_multiple
+    assert isinstance(tiny, VideoVAE)
+    assert not isinstance(torch.nn.Linear(2, 2), VideoVAE)          # the check is not vacuous
+    assert (tiny.z_dim, tiny.spatial_ratio, tiny.temporal_ratio) == (16, 8, 4)
+    assert tiny.device == torch.device("cpu") and tiny.dtype == torch.float32
+    # the size multiple: VAE ratio x DiT spatial patch (Wan 2.1: 8 x 2; Wan 2.2 TI2V: 16 x 2)
+    assert size_multiple(tiny, (1, 2, 2)) == 16 and size_multiple(16, (1, 2, 2)) == 32 and size_multiple(8, 1) == 8
+    assert latent_shape(tiny, 81, 480, 832) == (16, 21, 60, 104)
+    check_size(832, 480, 16)
+    with pytest.raises(ValueError, match=r"multiples of 32 .*width 832 or 864, height 480 or 512"):
+        check_size(848, 496, 32)
