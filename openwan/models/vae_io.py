@@ -134,9 +134,10 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         f"found: {', '.join(present) or 'nothing'}")
 
 
-def detect_version(path: Union[str, os.PathLike]) -> str:
-    """"2.1" or "2.2" for the VAE behind ``path``; CheckpointError if the files do not say which."""
-    ck = read_checkpoint(path)
+def detect_version(path: Union[str, os.PathLike, Checkpoint]) -> str:
+    """"2.1" or "2.2" for the VAE behind ``path`` (or an already read :class:`Checkpoint`); CheckpointError
+    if the files do not say which."""
+    ck = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     if ck.version is None:
         keys = sorted(ck.state_dict)[:6]
         raise CheckpointError(f"{ck.source}: cannot tell whether this is a Wan 2.1 or a Wan 2.2 VAE: no "
@@ -207,8 +208,9 @@ def to_diffusers_config(config, version: str) -> dict:
 # ============================================================================ load / save for any VAE class
 
 def load_pretrained(cls, path, dtype: Optional[torch.dtype] = None, device=None, config=None):
-    """Build ``cls`` from the checkpoint at ``path`` (see :func:`read_checkpoint`); strict key/shape check."""
-    ck = read_checkpoint(path)
+    """Build ``cls`` from the checkpoint at ``path`` (see :func:`read_checkpoint`; or a :class:`Checkpoint`
+    already read); strict key/shape check."""
+    ck = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     if ck.version is not None and ck.version != cls.version:
         raise CheckpointError(f"{ck.source} is a {DESCRIPTION[ck.version]}, not a {DESCRIPTION[cls.version]}: load "
                               f"it with {LOADER[ck.version]} (or openwan.models.vaes.load_vae, which picks the "
