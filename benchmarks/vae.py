@@ -16,6 +16,11 @@ slack, weights and input not counted). Ratios are ours / diffusers (plain) for t
     python benchmarks/vae.py --ops decode --sizes 256x256 --frames 17 81 --modes stream diffusers
     python benchmarks/vae.py --sizes 256x256 480x832 --frames 17 81       # everything (slow on CPU)
     python benchmarks/vae.py --sizes 240x416 --frames 9 --modes diffusers whole --live   # + live tensors
+    python benchmarks/vae.py --vae 2.2 --sizes 256x256 --frames 17 --modes diffusers whole --live   # Wan 2.2 VAE
+
+``--vae 2.2`` runs the Wan 2.2 VAE (``WanVAE22``, published config: encoder base 160, decoder base 256,
+z 48, 16x) against diffusers' ``AutoencoderKLWan`` configured as 2.2 (``is_residual``, patch 2); sizes
+must then be multiples of 16.
 """
 from __future__ import annotations
 
@@ -33,8 +38,18 @@ OURS = ("whole", "stream", "tiled")
 THEIRS = ("diffusers", "diffusers-tiled")
 
 
+def _diffusers_22():
+    from diffusers import AutoencoderKLWan
+
+    from openwan.models.vae22 import VAE22Config
+    c = VAE22Config()
+    return AutoencoderKLWan(base_dim=c.dim, decoder_base_dim=c.dec_dim, z_dim=c.z_dim, is_residual=True,
+                            in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                            latents_mean=list(c.mean), latents_std=list(c.std))
+
+
 def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int,
-          live: bool = False) -> dict:
+          live: bool = False, version: str = "2.1") -> dict:
     import contextlib
 
     import torch
@@ -44,17 +59,19 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
     with torch.no_grad():
         if mode in OURS:
             from openwan.models.vae import WanVAE
-            model = WanVAE().eval().requires_grad_(False)
+            from openwan.models.vae22 import WanVAE22
+            model = (WanVAE22() if version == "2.2" else WanVAE()).eval().requires_grad_(False)
         else:
             from diffusers import AutoencoderKLWan
-            model = AutoencoderKLWan().eval().requires_grad_(False)
+            model = (_diffusers_22() if version == "2.2" else AutoencoderKLWan()).eval().requires_grad_(False)
             if mode == "diffusers-tiled":
                 model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
                                     tile_sample_stride_height=tile - overlap,
                                     tile_sample_stride_width=tile - overlap)
         z = x = None
         if op == "decode":
-            z = torch.randn(1, 16, latent_frames, h // 8, w // 8)
+            s, zc = (16, 48) if version == "2.2" else (8, 16)
+            z = torch.randn(1, zc, latent_frames, h // s, w // s)
         elif mode != "stream":
             x = torch.rand(1, 3, frames, h, w) * 2 - 1
         before = rss_kb("VmRSS")
@@ -97,9 +114,9 @@ def _call(model, op, mode, z, x, h, w, frames, tile, overlap):
     return model.encode(x) if mode == "whole" else model.encode(x).latent_dist.mean
 
 
-def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False) -> dict:
+def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False, version="2.1") -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child",
-           json.dumps([op, mode, h, w, frames, threads, tile, overlap, live])]
+           json.dumps([op, mode, h, w, frames, threads, tile, overlap, live, version])]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -116,7 +133,7 @@ def _fmt(v, spec):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
-    p.add_argument("--sizes", nargs="+", default=["256x256", "480x832"], help="HxW, multiples of 8")
+    p.add_argument("--sizes", nargs="+", default=["256x256", "480x832"], help="HxW, multiples of 8 (16 with --vae 2.2)")
     p.add_argument("--frames", nargs="+", type=int, default=[17, 81])
     p.add_argument("--modes", nargs="+", default=list(OURS + THEIRS), choices=list(OURS + THEIRS))
     p.add_argument("--threads", type=int, default=1)
@@ -126,6 +143,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="64x64, 5 and 17 frames, decode, stream + diffusers")
     p.add_argument("--live", action="store_true",
                    help="also measure the peak bytes of live tensors (live_MB; a dispatch-mode tracker)")
+    p.add_argument("--vae", default="2.1", choices=["2.1", "2.2"], help="which Wan VAE (default 2.1)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -144,7 +162,8 @@ def main(argv=None):
             for f in a.frames:
                 base = None
                 for mode in sorted(a.modes, key=lambda m: m not in THEIRS):   # diffusers first
-                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout, a.live)
+                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout, a.live,
+                                 a.vae)
                     r.update(op=op, size=size, frames=f, mode=mode)
                     rows.append(r)
                     if mode == "diffusers" and "error" not in r:
