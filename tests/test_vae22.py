@@ -158,7 +158,8 @@ def test_key_map_matches_diffusers():
         assert all(tuple(ours[k].shape) == tuple(theirs[m[k]].shape) for k in ours)
     # the published key names of WAN22_REFERENCE.md section 7
     assert {"encoder.conv1.weight", "conv1.weight", "conv2.weight", "decoder.head.2.weight",
-            "encoder.downsamples.1.downsamples.0.shortcut.weight", "encoder.downsamples.2.downsamples.2.time_conv.weight",
+            "encoder.downsamples.1.downsamples.0.shortcut.weight",
+            "encoder.downsamples.2.downsamples.2.time_conv.weight",
             "encoder.downsamples.0.downsamples.2.resample.1.weight", "decoder.upsamples.0.upsamples.3.time_conv.weight",
             "decoder.upsamples.2.upsamples.3.resample.1.weight", "decoder.upsamples.3.upsamples.0.shortcut.weight",
             "encoder.middle.1.to_qkv.weight"} <= set(ours)
@@ -328,6 +329,14 @@ def test_version_detection_and_clear_errors(tiny, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(CheckpointError, match=r"holds no Wan VAE: expected Wan2.1_VAE.pth .*Wan2.2_VAE.pth.*notes.txt"):
         load_vae(tmp_path / "empty")
+    # an official DiT folder without its VAE file: its config.json is the DiT's, not a VAE's
+    dit_dir = tmp_path / "dit_only"
+    dit_dir.mkdir()
+    (dit_dir / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 8}))
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(1)}, str(dit_dir / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"holds no Wan VAE.*config.json, diffusion_pytorch_model"):
+        load_vae(dit_dir)
     # a diffusers 2.2 config with options neither VAE has
     cfg_file = tmp_path / "d22" / "vae" / "config.json"
     tiny.save_pretrained(cfg_file.parent, layout="diffusers")
@@ -335,3 +344,22 @@ def test_version_detection_and_clear_errors(tiny, tmp_path):
     cfg_file.write_text(json.dumps({**cfg, "patch_size": 4}))
     with pytest.raises(CheckpointError, match=r"unsupported AutoencoderKLWan options: patch_size=4"):
         load_vae(tmp_path / "d22")
+
+
+def test_training_path_has_gradients(tiny):
+    """With gradients on, the stages take the out-of-place path (autograd keeps what it needs): the
+    same values up to the in-place SiLU's rounding, and gradients reach the first encoder conv."""
+    from openwan.models.vae_layers import FeatureCache
+    model = randomize(WanVAE22(TINY)).train()
+    x = video(5, seed=9)
+    with torch.no_grad():
+        want = tiny.encode(x)
+    cache = FeatureCache()
+    h = torch.cat([model.encode_chunk(x[:, :, :1], cache), model.encode_chunk(x[:, :, 1:], cache)], 2)
+    lat = model.latent_from_features(h)
+    assert (lat - want).abs().max().item() <= BOUND
+    cache = FeatureCache()
+    z = model.decoder_input(lat)
+    out = torch.cat([model.decode_chunk(z[:, :, i:i + 1], cache) for i in range(z.shape[2])], 2)
+    out.square().mean().backward()
+    assert model.encoder.conv1.weight.grad is not None and model.encoder.conv1.weight.grad.abs().sum() > 0

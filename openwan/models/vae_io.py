@@ -120,8 +120,10 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
                               f"({found[0]} or {found[1]})")
     if found:
         return read_checkpoint(found[0])
-    if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.index.json"))):
-        version, cfg = read_diffusers_config(path / "config.json", required=True)
+    weights = any(path.glob("*.safetensors")) or any(path.glob("*.index.json"))
+    found = read_diffusers_config(path / "config.json", required=False) if (path / "config.json").is_file() else None
+    if found and weights:                  # (an official DiT folder has a config.json too: not a VAE's)
+        version, cfg = found
         sd = read_state_dict(path)
         version = _agree(str(path), version, f"{path / 'config.json'}", sd)
         return Checkpoint(sd, cfg, "diffusers", version, str(path))

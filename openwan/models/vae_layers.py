@@ -136,9 +136,10 @@ def padded_activation(norm: "RMSNorm", conv: CausalConv3d, x: torch.Tensor, cach
     Same operations on the same values, but not always the same rounding: the SiLU runs in place on a
     strided view (each row of the view ends at the padding), and PyTorch's CPU kernels compute the last
     ``n mod vector width`` elements of every contiguous run with the scalar formula instead of the
-    vectorized one. Where the two round differently (measured on AVX-512 with 45-wide rows: the last 13 of
-    each row take the scalar path, and 495 of those 12480 elements differ, by 1 ulp) a plain contiguous SiLU differs from this one in
-    those elements; the plain path's own tail elements (one per tensor, or per thread chunk) likewise.
+    vectorized one. Where the two round differently (measured on AVX-512 with 45-wide rows: the last 13
+    of each row take the scalar path, and 495 of those 12480 elements differ, by 1 ulp) a plain
+    contiguous SiLU differs from this one in those elements; the plain path's own tail elements (one
+    per tensor, or per thread chunk) likewise.
     Whether results are bit-identical to the reference therefore depends on the CPU, the width and the
     thread count; the tests bound the difference by float32 rounding instead of asserting equality.
     """
