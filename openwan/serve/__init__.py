@@ -1,0 +1,109 @@
+"""`openwan serve`: video jobs over HTTP the OpenAI way, a queue that survives restarts, a web page.
+
+    openwan serve                                   # the embedded demo model on http://127.0.0.1:8000
+    openwan serve --ckpt_dir ./Wan2.1-T2V-1.3B --devices cuda:0,cuda:1 --output_dir outputs/serve
+
+    curl -s localhost:8000/v1/videos -H 'Content-Type: application/json' \\
+         -d '{"prompt": "a red circle moving to the right", "seconds": "2", "size": "64x64", "seed": 1}'
+    -> {"id": "video_...", "object": "video", "status": "queued", "progress": 0, ...}
+    curl -s localhost:8000/v1/videos/video_...             # status, progress 0-100, settings, error
+    curl -s localhost:8000/v1/videos/video_.../content -o video.mp4
+
+Files: ``service`` (store + workers), ``jobs`` (the SQLite queue), ``workers``, ``params`` (request
+checks), ``httpd`` (routes and the hardened server), ``page.html`` (the page at ``/``). See docs/serve.md.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from openwan.serve.httpd import Server, make_handler
+from openwan.serve.params import RequestError
+from openwan.serve.service import FolderInUse, VideoService
+
+__all__ = ["make_server", "main", "RequestError", "VideoService", "Server"]
+
+
+def make_server(pipe, host: str = "127.0.0.1", port: int = 8000, output_dir="outputs/serve",
+                quiet: bool = False, *, max_queue: int = 100, api_key=None, read_timeout: float = 30.0,
+                max_connections: int = 64, log=None) -> Server:
+    """An HTTP server over one pipeline or a list (one worker each); call ``serve_forever()``.
+
+    Port 0 picks a free one. ``server_close()`` stops the workers (a running job goes back to the queue).
+    """
+    pipes = pipe if isinstance(pipe, (list, tuple)) else [pipe]
+    service = VideoService(pipes, output_dir, max_queue=max_queue, log=log)
+    try:
+        server = Server((host, port), make_handler(service, api_key, read_timeout), service, max_connections)
+    except BaseException:
+        service.close()
+        raise
+    server.quiet = quiet
+    return server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="openwan serve", description="Serve video generation jobs over HTTP "
+                                 "(OpenAI /v1/videos, a durable queue, a web page at /).")
+    ap.add_argument("--ckpt_dir", default=None, help="checkpoint directory (default: the embedded demo model)")
+    ap.add_argument("--task", default=None, help="pipeline task (t2v, t2i, i2v, flf2v, vace, v2v); default: the "
+                                                 "checkpoint's own")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                       "use --api_key when binding others)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--output_dir", default="outputs/serve", help="videos and the job queue (jobs.sqlite3)")
+    ap.add_argument("--devices", default=None, help="one worker per device, comma-separated: cuda:0,cuda:1 or "
+                                                    "cpu,cpu (default: one worker on --device)")
+    ap.add_argument("--device", default=None, help="the device of a single worker (default: cuda if available)")
+    ap.add_argument("--t5_cpu", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 for the demo "
+                                                              "model, else torch's)")
+    ap.add_argument("--max_queue", type=int, default=100, help="queued jobs before POST answers 429")
+    ap.add_argument("--max_connections", type=int, default=64, help="requests served at once (more get 503)")
+    ap.add_argument("--read_timeout", type=float, default=30.0, help="seconds a client may take to send a request")
+    ap.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY' (the page asks for it)")
+    ap.add_argument("--quiet", action="store_true", help="no request log")
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    for name in ("max_queue", "max_connections"):
+        if getattr(a, name) < 1:
+            print(f"openwan serve: error: --{name} must be >= 1", file=sys.stderr)
+            return 2
+    import torch
+    from openwan.pipelines import load_pipeline
+    threads = a.threads if a.threads is not None else (1 if a.ckpt_dir in (None, "demo") else None)
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
+    pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, t5_cpu=a.t5_cpu, progress=False)
+             for d in devices]
+    log = None if a.quiet else (lambda msg: print(f"openwan serve: {msg}", file=sys.stderr, flush=True))
+    try:
+        server = make_server(pipes, a.host, a.port, a.output_dir, quiet=a.quiet, max_queue=a.max_queue,
+                             api_key=a.api_key, read_timeout=a.read_timeout, max_connections=a.max_connections,
+                             log=log)
+    except FolderInUse as e:
+        print(f"openwan serve: error: {e}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    pipe, svc = pipes[0], server.service
+    print(f"openwan serve: {pipe.task} ({pipe.variant.name}) on http://{host}:{port}  "
+          f"({len(pipes)} worker(s): {', '.join(w.label for w in svc.workers)}; page at /, API at /v1/videos); "
+          f"outputs in {a.output_dir}" + (f"; {len(svc.requeued)} interrupted job(s) queued again"
+                                          if svc.requeued else ""), flush=True)
+
+    def on_term(signum, frame):
+        threading.Thread(target=server.stop, daemon=True).start()   # shutdown() must not run in serve_forever's thread
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,3 @@
+from openwan.serve import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Check a job request before it is queued: every field by name and type, with a 400 naming it.
+
+A request is a JSON object (or multipart form) of the pipeline's ``__call__`` arguments by name,
+plus OpenAI's ``seconds`` (clip length, turned into ``frame_num`` at the model's fps), ``model``
+(ignored unless it names another model) and ``input_reference`` (the i2v image, an upload).
+
+TODO(validate.py): once openwan/validate.py (the shared argument validator of the CLI, the Python
+API and ``--from``) lands, ``check_request`` should call it for the numeric ranges below
+(``LIMITS``) instead of keeping its own copy; the type checks and the OpenAI field mapping stay here.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+# Arguments the server sets itself (clients cannot).
+RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self"}
+# Image/video arguments: server-side paths in JSON, or uploaded files in a multipart form.
+FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "input_reference"}
+# (min, max) of the numbers a request may ask for; past these a job could hold a worker for days.
+LIMITS = {"sample_steps": (1, 1000), "frame_num": (1, 1001), "sample_shift": (0.0, 100.0),
+          "guide_scale": (0.0, 100.0), "seed": (0, 2**63 - 1), "strength": (0.0, 1.0), "src_fps": (0.1, 1000.0),
+          "seconds": (0.0, 600.0)}
+# Types of the usual arguments (others are read from the pipeline's signature).
+KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num": "int", "sample_steps": "int",
+         "sample_shift": "float", "guide_scale": "float", "sample_solver": "str", "seed": "int",
+         "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
+         "model": "str", "lora": "any", "step_cache": "any"}
+
+
+class RequestError(ValueError):
+    """A client error: answered with status 400 and ``{"error": message}``."""
+
+
+def parameter_kinds(call: Callable) -> dict[str, str]:
+    """name -> kind ("str", "int", "float", "bool", "size", "file", "any") of what a pipeline call takes."""
+    kinds = {}
+    for name, p in inspect.signature(call).parameters.items():
+        if name in RESERVED or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if name in KNOWN:
+            kinds[name] = KNOWN[name]
+        elif name in FILE_FIELDS:
+            kinds[name] = "file"
+        else:
+            ann = str(p.annotation)
+            kinds[name] = ("bool" if "bool" in ann else "float" if "float" in ann else
+                           "int" if "int" in ann else "str" if ann in ("str", "Optional[str]") else "any")
+    return kinds
+
+
+def _number(name: str, v: Any, kind: str):
+    # bool is an int in Python, never a number here: `seed: true` is a mistake, not seed 1.
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+        raise RequestError(f"{name!r} must be {'an integer' if kind == 'int' else 'a number'}, got "
+                           f"{type(v).__name__} {v!r:.40}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RequestError(f"{name!r} must be finite, got {v}")
+    lo, hi = LIMITS.get(name, (None, None))
+    if lo is not None and not lo <= v <= hi:
+        raise RequestError(f"{name!r} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _size(v: Any, sizes) -> str:
+    if not isinstance(v, str):
+        raise RequestError(f"'size' must be a string \"WIDTHxHEIGHT\" (or W*H), e.g. \"{(sizes or ['832*480'])[0]}\", "
+                           f"got {type(v).__name__} {v!r:.40}")
+    parts = v.lower().replace("x", "*").split("*")
+    if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 5 for p in parts):
+        raise RequestError(f"'size' {v!r:.40} is not of the form WIDTHxHEIGHT, e.g. \"{(sizes or ['832*480'])[0]}\"")
+    return f"{int(parts[0])}*{int(parts[1])}"
+
+
+def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=(), files: frozenset = frozenset()) -> dict:
+    """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError.
+
+    ``files`` names the fields that arrived as uploads (already saved; their values are paths).
+    """
+    if not isinstance(req, dict):
+        raise RequestError("the body must be a JSON object, e.g. {\"prompt\": \"a red circle moving to the right\"}")
+    allowed = set(kinds) | {"seconds", "model"} | ({"input_reference"} if "image" in kinds else set())
+    unknown = sorted(set(req) - allowed)
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}; this server takes {sorted(allowed)}")
+    out: dict[str, Any] = {}
+    for name, v in req.items():
+        kind = kinds.get(name) or KNOWN.get(name) or "file"
+        if v is None and name != "prompt":
+            continue                                                 # null = the default
+        if kind == "str":
+            if not isinstance(v, str):
+                raise RequestError(f"{name!r} must be a string, got {type(v).__name__} {v!r:.40}")
+            if len(v) > 10000:
+                raise RequestError(f"{name!r} is {len(v)} characters; at most 10000")
+        elif kind in ("int", "float"):
+            v = _number(name, v, kind)
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise RequestError(f"{name!r} must be true or false, got {type(v).__name__} {v!r:.40}")
+        elif kind == "size":
+            v = _size(v, sizes)
+        elif kind == "seconds":
+            if isinstance(v, str):                                  # OpenAI sends "4"
+                try:
+                    v = float(v)
+                except ValueError:
+                    raise RequestError(f"'seconds' must be a number (e.g. \"4\"), got {v!r:.40}") from None
+            v = _number(name, v, "float")
+        elif kind == "file":
+            if not isinstance(v, str) and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                raise RequestError(f"{name!r} must be a path on the server (a string) or an uploaded file")
+        out[name] = v
+    if not isinstance(out.get("prompt"), str) or not out["prompt"].strip():
+        raise RequestError("\"prompt\" (a non-empty string) is required")
+    if "model" in out:
+        out.pop("model")                                             # one model per server; the reply names it
+    if "input_reference" in out:
+        if "image" in out:
+            raise RequestError("give the i2v image as 'image' or 'input_reference', not both")
+        out["image"] = out.pop("input_reference")
+    if "seconds" in out:
+        if "frame_num" in out:
+            raise RequestError("give 'seconds' or 'frame_num', not both")
+        n = max(1, round(out.pop("seconds") * fps))
+        out["frame_num"] = 4 * round((n - 1) / 4) + 1               # Wan takes 4n+1 frames
+    n = out.get("frame_num")
+    if n is not None and (n - 1) % 4:
+        lo = 1 + 4 * ((n - 1) // 4)
+        raise RequestError(f"'frame_num' must be of the form 4n+1 (1, 5, 9, ..., 81); got {n}, use {lo} or {lo + 4}")
+    return out

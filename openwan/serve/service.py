@@ -1,0 +1,230 @@
+"""The serving service: the job store, the workers and what the HTTP layer asks of them.
+
+``VideoService(pipes, folder)`` locks the folder (one server per folder), puts jobs a killed server
+was running back in the queue, removes the temp files such a kill left, and starts one worker per
+pipeline. The HTTP handler only parses and answers; everything stateful is here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+from openwan.serve.jobs import FINISHED, JobStore, QueueFull, new_id
+from openwan.serve.params import RequestError, check_request, parameter_kinds
+from openwan.serve.workers import Worker
+
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class FolderInUse(RuntimeError):
+    """Another server holds the output folder."""
+
+
+class ServiceStopping(Exception):
+    """The server stops: the job stays queued and runs after a restart."""
+
+
+def _lock_folder(folder: Path):
+    f = open(folder / ".serve.lock", "a+")
+    try:
+        import fcntl
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process guard
+        pass
+    except OSError:
+        f.close()
+        raise FolderInUse(f"another openwan serve uses {folder}; stop it or give another --output_dir") from None
+    return f
+
+
+class VideoService:
+    def __init__(self, pipes, folder, max_queue: int = 100, names=None, log=None):
+        self.pipes = list(pipes)
+        self.pipe = self.pipes[0]
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_folder(self.folder)
+        self.log = log or (lambda msg: None)
+        self.store = JobStore(self.folder, max_queue=max_queue)
+        self.requeued = self.store.recover()
+        self.removed_temp = self._clean_temp()
+        self.kinds = parameter_kinds(self.pipe.__call__)
+        self.fps = self.pipe.variant.sample.fps
+        self.stopping = False
+        names = names or [f"{i}:{getattr(p, 'device', 'cpu')}" for i, p in enumerate(self.pipes)]
+        self.workers = [Worker(n, p, self.store, self.folder, log=self.log) for n, p in zip(names, self.pipes)]
+        for w in self.workers:
+            w.start()
+
+    def _clean_temp(self) -> list[str]:
+        """Temp files of writes a kill interrupted (atomic_write's ``.<name>.*.tmp``)."""
+        gone = []
+        for d in (self.folder, self.folder / "uploads"):
+            for p in d.glob(".video_*.tmp") if d.is_dir() else []:
+                p.unlink(missing_ok=True)
+                gone.append(p.name)
+        return gone
+
+    def close(self) -> None:
+        """Stop the workers (a running job stops at its next step and goes back to the queue)."""
+        self.stopping = True
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout=600)
+        with self.store.changed:
+            self.store.changed.notify_all()
+        self.store.close()
+        self._lock_file.close()
+
+    # ------------------------------------------------------------------ information
+    def health(self) -> dict:
+        d = self.pipe.variant.sample
+        return {"status": "stopping" if self.stopping else "ok", "task": self.pipe.task,
+                "variant": self.pipe.variant.name, "checkpoint": str(self.pipe.c.source),
+                "busy": any(w.current for w in self.workers), "generated": self.store.counts()["completed"],
+                "queue": self.store.counts(), "max_queue": self.store.max_queue,
+                "workers": [{"name": w.label, "job": w.current} for w in self.workers],
+                "parameters": sorted(self.kinds), "sizes": list(d.sizes), "fps": self.fps,
+                "defaults": {"size": d.size, "frame_num": d.frame_num, "sample_steps": d.steps,
+                             "guide_scale": d.guide_scale, "sample_shift": d.shift, "sample_solver": d.solver},
+                "needs_image": "image" in self.kinds}
+
+    def video(self, j: dict) -> dict:
+        """A job as the OpenAI video object (plus ``settings``, ``request``, timings)."""
+        req, st = j["request"], j["settings"] or {}
+        size = st.get("size") or req.get("size") or self.pipe.variant.sample.size
+        frames = st.get("frame_num") or req.get("frame_num") or self.pipe.variant.sample.frame_num
+        err = None
+        if j["status"] in ("failed", "cancelled"):
+            err = {"code": j["status"], "message": j["error"] or j["status"]}
+        return {"id": j["id"], "object": "video", "status": j["status"], "progress": j["progress"],
+                "created_at": int(j["created_at"]),
+                "completed_at": int(j["completed_at"]) if j["completed_at"] else None,
+                "model": self.pipe.variant.name, "prompt": req.get("prompt"),
+                "seconds": f"{frames / self.fps:g}", "size": str(size).replace("*", "x"), "error": err,
+                "settings": st or None, "request": req, "attempts": j["attempts"], "worker": j["worker"],
+                "queue_seconds": round(j["started_at"] - j["created_at"], 3) if j["started_at"] else None,
+                "run_seconds": (round(j["completed_at"] - j["started_at"], 3)
+                                if j["completed_at"] and j["started_at"] else None),
+                "url": f"/v1/videos/{j['id']}/content" if j["status"] == "completed" else None}
+
+    def retry_after(self) -> int:
+        """Seconds until a queue slot is likely free (for 429's Retry-After)."""
+        mean = self.store.mean_run_seconds() or 10.0
+        return max(1, int(mean * max(1, self.store.counts()["queued"]) / max(1, len(self.workers)) / 4 + 0.5))
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, req, uploads: Optional[dict] = None) -> dict:
+        """Validate and queue; ``uploads`` = {field: (filename, bytes)} from a multipart form."""
+        if self.stopping:
+            raise ServiceStopping()
+        job_id = new_id()
+        req = dict(req) if isinstance(req, dict) else req
+        saved = []
+        try:
+            for field, (_, data) in (uploads or {}).items():
+                if field not in ("input_reference", "image", "first_frame", "last_frame"):
+                    raise RequestError(f"unexpected file field {field!r}; upload the i2v image as 'input_reference'")
+                if isinstance(req, dict):
+                    path = self._save_image(job_id, field, data)
+                    saved.append(path)
+                    req[field] = str(path)
+            kw = check_request(req, self.kinds, fps=self.fps, sizes=self.pipe.variant.sample.sizes)
+            return self.store.add(kw, job_id=job_id)
+        except BaseException:
+            for p in saved:
+                p.unlink(missing_ok=True)
+            raise
+
+    def _save_image(self, job_id: str, field: str, data: bytes) -> Path:
+        import io
+        from PIL import Image
+        from openwan.fileio import atomic_write
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise RequestError(f"{field!r} is {w}x{h}; at most {MAX_IMAGE_PIXELS} pixels (resize it first)")
+                im.load()
+                img = im.convert("RGB")
+        except RequestError:
+            raise
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for bad data
+            raise RequestError(f"{field!r} is not a readable image ({type(e).__name__}); upload a PNG or JPEG") \
+                from None
+        path = self.folder / "uploads" / f"{job_id}_{field}.png"
+        return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+    def get(self, job_id: str) -> Optional[dict]:
+        return self.store.get(job_id) if valid_id(job_id) else None
+
+    def delete(self, job_id: str, wait: float = 30.0) -> Optional[dict]:
+        """Cancel (queued/running: the running one stops at its next step) or delete a finished job."""
+        j = self.get(job_id)
+        if j is None:
+            return None
+        if j["status"] not in FINISHED:
+            self.store.cancel(job_id)
+            j = self.store.wait(job_id, wait)
+            return {**self.video(j), "deleted": False}
+        self.store.delete(job_id)
+        for p in self._files(j):
+            p.unlink(missing_ok=True)
+        return {"id": job_id, "object": "video.deleted", "deleted": True}
+
+    def _files(self, j: dict) -> list[Path]:
+        files = [self.folder / f"{j['id']}{ext}" for ext in (".mp4", ".png", ".json")]
+        return files + list((self.folder / "uploads").glob(f"{j['id']}_*.png"))
+
+    def content(self, job_id: str) -> Optional[Path]:
+        j = self.get(job_id)
+        if j is None or j["status"] != "completed" or not j["path"]:
+            return None
+        p = Path(j["path"])
+        return p if p.is_file() else None
+
+    def generate(self, req) -> dict:
+        """The synchronous POST /generate: queue, wait, answer {path, url, settings, seconds}."""
+        t0 = time.perf_counter()
+        j = self.submit(req)
+        while True:
+            j = self.store.wait(j["id"], 1.0)
+            if j["status"] in FINISHED:
+                break
+            if self.stopping:
+                raise ServiceStopping(j["id"])
+        if j["status"] != "completed":
+            raise RequestError(j["error"] or j["status"]) if _client_error(j["error"]) else \
+                RuntimeError(j["error"] or j["status"])
+        name = Path(j["path"]).name
+        # seconds: from the request's arrival to the file, queue time included
+        return {"id": j["id"], "path": j["path"], "url": f"/outputs/{name}", "settings": j["settings"],
+                "seconds": round(time.perf_counter() - t0, 3),
+                "queue_seconds": round(j["started_at"] - j["created_at"], 3)}
+
+    def output_file(self, name: str) -> Optional[Path]:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+\.(mp4|png|json)", name) or name.startswith("."):
+            return None
+        p = self.folder / name
+        return p if p.is_file() else None
+
+
+def valid_id(job_id: str) -> bool:
+    return bool(re.fullmatch(r"video_[0-9a-f]{24}", job_id or ""))
+
+
+def _client_error(msg: Optional[str]) -> bool:
+    # errors the pipeline raised about the request itself (ValueError and friends) vs crashes
+    return bool(msg) and not re.match(r"[A-Z][A-Za-z]*(Error|Exception): ", msg)
+
+
+def pid_alive(pid: int) -> bool:  # pragma: no cover - helper for tools
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
