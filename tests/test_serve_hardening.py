@@ -1,0 +1,159 @@
+"""`openwan serve` against hostile clients: bad headers, slow clients, too many connections, bad values."""
+import json
+import socket
+import time
+
+import pytest
+from serve_helpers import PROMPT, Running, call, jcall
+
+from openwan.pipelines import load_pipeline
+from openwan.serve import build_parser
+from openwan.serve.httpd import _finite
+from openwan.serve.service import FolderInUse
+from openwan.testing import make_tiny_checkpoint
+
+
+def strict_json(data: bytes):
+    """JSON as the spec has it: NaN/Infinity are not JSON."""
+    def no(name):
+        raise AssertionError(f"reply holds {name}: not valid JSON")
+    return json.loads(data, parse_constant=no)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("harden")
+    pipe = load_pipeline(make_tiny_checkpoint(tmp / "ck", "tiny-t2v"), variant="tiny-t2v", progress=False)
+    r = Running(pipe, tmp / "out", read_timeout=1.0, max_connections=3, api_key=None)
+    yield r
+    r.close()
+
+
+def raw(port, data: bytes, timeout=10.0) -> bytes:
+    """Send raw bytes on a fresh connection; what comes back until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return out
+            out += c
+
+
+def status_and_json(reply: bytes):
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), strict_json(body)
+
+
+@pytest.mark.parametrize("header, code, msg", [
+    (b"Content-Length: -1\r\n", 400, "not a non-negative integer"),
+    (b"Content-Length: abc\r\n", 400, "not a non-negative integer"),
+    (b"Content-Length: 1e3\r\n", 400, "not a non-negative integer"),
+    (b"", 411, "Content-Length header is required"),
+    (b"Transfer-Encoding: chunked\r\n", 411, "chunked"),
+    (b"Content-Length: 99999999999\r\n", 413, "over the limit"),
+])
+def test_bad_content_length_is_refused_before_reading(server, header, code, msg):
+    for path in (b"/v1/videos", b"/generate"):
+        reply = raw(server.port, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n{}")
+        status, body = status_and_json(reply)
+        assert status == code and msg in body["error"], (path, body)
+    assert not jcall(server.base + "/v1/videos")[1]["data"]
+
+
+def test_a_slow_client_is_timed_out(server):
+    t0 = time.monotonic()
+    # headers that never end: the connection is closed after the 1 s read timeout
+    assert raw(server.port, b"POST /v1/videos HTTP/1.1\r\nHost: x\r\n") == b""
+    # a body that stops arriving: 408 with the reason
+    status, body = status_and_json(raw(server.port, b"POST /v1/videos HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pr"))
+    assert status == 408 and "did not arrive" in body["error"]
+    # both within a few read timeouts, not forever (10 s: 1 s timeout x 2 requests + generous scheduling slack)
+    assert time.monotonic() - t0 < 10
+
+
+def test_connections_are_bounded(server):
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+    try:
+        time.sleep(0.2)                                              # the server has taken all three
+        status, body = status_and_json(raw(server.port, b"GET /health HTTP/1.1\r\n\r\n"))
+        assert status == 503 and "too many connections" in body["error"]
+    finally:
+        for s in idle:
+            s.close()
+    # the slots come back once those connections end (the read timeout is 1 s)
+    deadline = time.monotonic() + 10
+    while call(server.base + "/health")[0] != 200:
+        assert time.monotonic() < deadline, "slots never freed"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("body, field, msg", [
+    ('{"prompt": "p", "seed": true}', "seed", "must be an integer"),
+    ('{"prompt": "p", "seed": "abc"}', "seed", "must be an integer"),
+    ('{"prompt": "p", "seed": 1.5}', "seed", "must be an integer"),
+    ('{"prompt": "p", "seed": -5}', "seed", "must be in"),
+    ('{"prompt": "p", "size": [64, 64]}', "size", "must be a string"),
+    ('{"prompt": "p", "size": "big"}', "size", "not of the form"),
+    ('{"prompt": "p", "sample_steps": 0}', "sample_steps", "must be in [1, 1000]"),
+    ('{"prompt": "p", "sample_steps": 1000000000}', "sample_steps", "must be in [1, 1000]"),
+    ('{"prompt": "p", "frame_num": 100001}', "frame_num", "must be in"),
+    ('{"prompt": "p", "frame_num": 6}', "frame_num", "4n+1"),
+    ('{"prompt": "p", "guide_scale": NaN}', None, "not JSON"),
+    ('{"prompt": "p", "guide_scale": 1e999}', "guide_scale", "must be finite"),
+    ('{"prompt": "p", "guide_scale": "5"}', "guide_scale", "must be a number"),
+    ('{"prompt": "p", "cfg_batch": "yes"}', "cfg_batch", "true or false"),
+    ('{"prompt": 5}', "prompt", "must be a string"),
+    ('{"prompt": "  "}', "prompt", "is required"),
+    ('{"prompt": "p", "seconds": "abc"}', "seconds", "must be a number"),
+    ('{"prompt": "p", "seconds": 1, "frame_num": 5}', "seconds", "not both"),
+    ('{"prompt": "p", "sample_solver": 3}', "sample_solver", "must be a string"),
+    ('{"prompt": "p", "input_reference": "x.png"}', "input_reference", "unknown field"),   # t2v takes no image
+    ('[' * 100000, None, "not JSON"),
+])
+def test_every_value_is_type_checked(server, body, field, msg):
+    for path in ("/v1/videos", "/generate"):
+        status, data, h = call(server.base + path, raw=body.encode(), headers={"Content-Type": "application/json"})
+        err = strict_json(data)["error"]
+        assert status == 400 and h["Content-Type"] == "application/json" and msg in err, err
+        assert field is None or field in err
+    assert not jcall(server.base + "/v1/videos")[1]["data"]                 # nothing queued
+
+
+def test_routes_and_ids_are_checked(server):
+    for method, path, code in [("GET", "/nowhere", 404), ("GET", "/v1/videos/video_nope", 404),
+                               ("GET", "/v1/videos/../../etc/passwd", 404), ("DELETE", "/v1/videos/x", 404),
+                               ("POST", "/v1/elsewhere", 404), ("GET", "/outputs/jobs.sqlite3", 404),
+                               ("GET", "/v1/videos?limit=0", 400), ("GET", "/v1/videos?limit=x", 400),
+                               ("GET", "/v1/videos?after=video_nope", 400)]:
+        status, data, _ = call(server.base + path, method=method, raw=b"{}" if method == "POST" else None)
+        assert status == code and "error" in strict_json(data), (method, path)
+
+
+def test_replies_never_hold_nan():
+    assert json.dumps(_finite({"a": [float("nan"), 1.0, {"b": float("inf")}]}), allow_nan=False) == \
+        '{"a": [null, 1.0, {"b": null}]}'
+
+
+def test_api_key_and_default_host(tmp_path):
+    assert build_parser().parse_args([]).host == "127.0.0.1"
+    ck = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
+    r = Running(load_pipeline(ck, variant="tiny-t2v", progress=False), tmp_path / "out", api_key="s3cret")
+    try:
+        assert r.srv.server_address[0] == "127.0.0.1"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            for method, path in [("GET", "/health"), ("GET", "/v1/videos"), ("POST", "/v1/videos"),
+                                 ("POST", "/generate"), ("DELETE", "/v1/videos/video_0")]:
+                body = {"prompt": PROMPT} if method == "POST" else None
+                status, data, h = call(r.base + path, body, method=method, headers=headers)
+                assert status == 401 and h["WWW-Authenticate"] == "Bearer", (path, headers)
+        assert not r.srv.service.store.counts()["queued"]
+        ok = {"Authorization": "Bearer s3cret"}
+        assert call(r.base + "/health", headers=ok)[0] == 200
+        assert call(r.base + "/")[0] == 200                                  # the page itself holds no data
+        # a second server on the same folder is refused (one queue, one owner)
+        with pytest.raises(FolderInUse, match="another openwan serve"):
+            Running(load_pipeline(ck, variant="tiny-t2v", progress=False), tmp_path / "out")
+    finally:
+        r.close()
