@@ -28,13 +28,14 @@ __all__ = ["make_server", "main", "RequestError", "VideoService", "Server"]
 
 def make_server(pipe, host: str = "127.0.0.1", port: int = 8000, output_dir="outputs/serve",
                 quiet: bool = False, *, max_queue: int = 100, api_key=None, read_timeout: float = 30.0,
-                max_connections: int = 64, log=None) -> Server:
+                max_connections: int = 64, log=None, worker_class=None) -> Server:
     """An HTTP server over one pipeline or a list (one worker each); call ``serve_forever()``.
 
     Port 0 picks a free one. ``server_close()`` stops the workers (a running job goes back to the queue).
     """
     pipes = pipe if isinstance(pipe, (list, tuple)) else [pipe]
-    service = VideoService(pipes, output_dir, max_queue=max_queue, log=log)
+    service = VideoService(pipes, output_dir, max_queue=max_queue, log=log,
+                           **({"worker_class": worker_class} if worker_class else {}))
     try:
         server = Server((host, port), make_handler(service, api_key, read_timeout), service, max_connections)
     except BaseException:
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "cpu,cpu (default: one worker on --device)")
     ap.add_argument("--device", default=None, help="the device of a single worker (default: cuda if available)")
     ap.add_argument("--t5_cpu", action="store_true")
+    ap.add_argument("--ulysses_size", type=int, default=None, help="under torchrun: split each video's tokens "
+                    "over the N processes, which serve as one worker (docs/serve.md)")
+    ap.add_argument("--dit_fsdp", action="store_true", help="under torchrun: shard the DiT's weights over the "
+                                                            "processes")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 for the demo "
                                                               "model, else torch's)")
     ap.add_argument("--max_queue", type=int, default=100, help="queued jobs before POST answers 429")
@@ -79,21 +84,44 @@ def main(argv=None) -> int:
     threads = a.threads if a.threads is not None else (1 if a.ckpt_dir in (None, "demo") else None)
     if threads is not None:
         torch.set_num_threads(max(1, threads))
-    devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
-    pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, t5_cpu=a.t5_cpu, progress=False)
-             for d in devices]
+    from openwan.serve.group import GroupWorker, follow, parallelize, setup_group
+    try:
+        group = setup_group(a.ulysses_size, a.dit_fsdp)
+    except ValueError as e:
+        print(f"openwan serve: error: {e}", file=sys.stderr)
+        return 2
+    if group is not None:
+        import os
+        if a.devices:
+            print("openwan serve: error: a torchrun group is one worker: use --devices without torchrun",
+                  file=sys.stderr)
+            return 2
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+        pipe = load_pipeline(a.ckpt_dir or "demo", task=a.task, device=device, t5_cpu=a.t5_cpu, progress=False)
+        parallelize(pipe, a.ulysses_size, a.dit_fsdp)
+        if group[0] != 0:
+            follow(pipe)
+            return _end_group()
+        pipes = [pipe]
+    else:
+        devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
+        pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, t5_cpu=a.t5_cpu, progress=False)
+                 for d in devices]
     log = None if a.quiet else (lambda msg: print(f"openwan serve: {msg}", file=sys.stderr, flush=True))
     try:
         server = make_server(pipes, a.host, a.port, a.output_dir, quiet=a.quiet, max_queue=a.max_queue,
                              api_key=a.api_key, read_timeout=a.read_timeout, max_connections=a.max_connections,
-                             log=log)
+                             log=log, worker_class=GroupWorker if group else None)
     except FolderInUse as e:
         print(f"openwan serve: error: {e}", file=sys.stderr)
+        if group:
+            from openwan.serve.group import _broadcast
+            _broadcast(None)                                         # release the followers
         return 2
     host, port = server.server_address[:2]
     pipe, svc = pipes[0], server.service
     print(f"openwan serve: {pipe.task} ({pipe.variant.name}) on http://{host}:{port}  "
-          f"({len(pipes)} worker(s): {', '.join(w.label for w in svc.workers)}; page at /, API at /v1/videos); "
+          f"({f'a group of {group[1]} processes as ' if group else ''}{len(pipes)} worker(s): {', '.join(w.label for w in svc.workers)}; page at /, API at /v1/videos); "
           f"outputs in {a.output_dir}" + (f"; {len(svc.requeued)} interrupted job(s) queued again"
                                           if svc.requeued else ""), flush=True)
 
@@ -106,4 +134,11 @@ def main(argv=None) -> int:
         pass
     finally:
         server.server_close()
+    return _end_group() if group else 0
+
+
+def _end_group() -> int:
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0

@@ -6,7 +6,6 @@ pipeline. The HTTP handler only parses and answers; everything stateful is here.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ def _lock_folder(folder: Path):
 
 
 class VideoService:
-    def __init__(self, pipes, folder, max_queue: int = 100, names=None, log=None):
+    def __init__(self, pipes, folder, max_queue: int = 100, names=None, log=None, worker_class=Worker):
         self.pipes = list(pipes)
         self.pipe = self.pipes[0]
         self.folder = Path(folder)
@@ -55,7 +54,7 @@ class VideoService:
         self.fps = self.pipe.variant.sample.fps
         self.stopping = False
         names = names or [f"{i}:{getattr(p, 'device', 'cpu')}" for i, p in enumerate(self.pipes)]
-        self.workers = [Worker(n, p, self.store, self.folder, log=self.log) for n, p in zip(names, self.pipes)]
+        self.workers = [worker_class(n, p, self.store, self.folder, log=self.log) for n, p in zip(names, self.pipes)]
         for w in self.workers:
             w.start()
 
@@ -220,11 +219,3 @@ def valid_id(job_id: str) -> bool:
 def _client_error(msg: Optional[str]) -> bool:
     # errors the pipeline raised about the request itself (ValueError and friends) vs crashes
     return bool(msg) and not re.match(r"[A-Z][A-Za-z]*(Error|Exception): ", msg)
-
-
-def pid_alive(pid: int) -> bool:  # pragma: no cover - helper for tools
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

@@ -50,8 +50,7 @@ class Worker(threading.Thread):
                 self.log(f"worker {self.label}: cannot claim a job: {e}")
                 return
             if job is None:
-                with self.store.changed:
-                    self.store.changed.wait(1.0)
+                self.idle()
                 continue
             self.current = job["id"]
             try:
@@ -59,19 +58,32 @@ class Worker(threading.Thread):
             finally:
                 self.current = None
 
+    # hooks (a torchrun group's worker mirrors them to its other processes: see group.py)
+    def idle(self) -> None:
+        with self.store.changed:
+            self.store.changed.wait(1.0)
+
+    def prepare(self, job_id: str, kw: dict) -> dict:
+        return kw
+
+    def step_flag(self, job_id: str) -> None:
+        """Raise Stopping / Cancelled to leave the denoising loop at this step."""
+        if self.stopping.is_set():
+            raise Stopping()
+        if self.store.cancelled(job_id):
+            raise Cancelled()
+
     def run_job(self, job: dict) -> None:
         import torch
         job_id, kw = job["id"], dict(job["request"])
+        kw = self.prepare(job_id, kw)
         prompt = kw.pop("prompt")
         steps = kw.get("sample_steps") or self.pipe.variant.sample.steps
         path = self.folder / f"{job_id}{output_ext(self.pipe, kw)}"
         last = [-1]
 
         def on_step(i, t, x):
-            if self.stopping.is_set():
-                raise Stopping()
-            if self.store.cancelled(job_id):
-                raise Cancelled()
+            self.step_flag(job_id)
             p = min(99, int(100 * (i + 1) / max(steps, 1)))
             if p != last[0]:
                 last[0] = p
