@@ -96,6 +96,7 @@ def test_connections_are_bounded(server):
     ('{"prompt": "p", "seed": -5}', "seed", "must be in"),
     ('{"prompt": "p", "size": [64, 64]}', "size", "must be a string"),
     ('{"prompt": "p", "size": "big"}', "size", "not of the form"),
+    ('{"prompt": "p", "size": "20000x16", "strict_size": false}', "size", "must be in [16, 4096]"),
     ('{"prompt": "p", "sample_steps": 0}', "sample_steps", "must be in [1, 1000]"),
     ('{"prompt": "p", "sample_steps": 1000000000}', "sample_steps", "must be in [1, 1000]"),
     ('{"prompt": "p", "frame_num": 100001}', "frame_num", "must be in"),

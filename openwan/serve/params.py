@@ -22,6 +22,7 @@ FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "s
 LIMITS = {"sample_steps": (1, 1000), "frame_num": (1, 1001), "sample_shift": (0.0, 100.0),
           "guide_scale": (0.0, 100.0), "seed": (0, 2**63 - 1), "strength": (0.0, 1.0), "src_fps": (0.1, 1000.0),
           "seconds": (0.0, 600.0)}
+MAX_SIDE = 4096                           # pixels, per side of 'size'
 # Types of the usual arguments (others are read from the pipeline's signature).
 KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num": "int", "sample_steps": "int",
          "sample_shift": "float", "guide_scale": "float", "sample_solver": "str", "seed": "int",
@@ -70,14 +71,14 @@ def _size(v: Any, sizes) -> str:
     parts = v.lower().replace("x", "*").split("*")
     if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 5 for p in parts):
         raise RequestError(f"'size' {v!r:.40} is not of the form WIDTHxHEIGHT, e.g. \"{(sizes or ['832*480'])[0]}\"")
-    return f"{int(parts[0])}*{int(parts[1])}"
+    w, h = int(parts[0]), int(parts[1])
+    if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE):
+        raise RequestError(f"'size' {w}x{h}: each side must be in [16, {MAX_SIDE}] pixels")
+    return f"{w}*{h}"
 
 
-def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=(), files: frozenset = frozenset()) -> dict:
-    """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError.
-
-    ``files`` names the fields that arrived as uploads (already saved; their values are paths).
-    """
+def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> dict:
+    """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError."""
     if not isinstance(req, dict):
         raise RequestError("the body must be a JSON object, e.g. {\"prompt\": \"a red circle moving to the right\"}")
     allowed = set(kinds) | {"seconds", "model"} | ({"input_reference"} if "image" in kinds else set())
