@@ -178,3 +178,29 @@ def test_the_page_is_served(server):
     page = body.decode()
     assert "/v1/videos" in page and 'id="prompt"' in page and "<video" not in page.split("<script>")[0]
     assert "http://" not in page and "https://" not in page                 # nothing fetched from elsewhere
+
+
+def test_a_restart_requeues_the_running_job_and_removes_what_a_kill_left(ckpt, tmp_path):
+    """The store as a kill -9 leaves it (a job in_progress, temp files, an orphan upload), then a new server."""
+    from openwan.serve.jobs import JobStore
+    out = tmp_path / "out"
+    store = JobStore(out)
+    a = store.add({"prompt": PROMPT, "sample_steps": 2, "size": "32*32", "frame_num": 1})
+    b = store.add({"prompt": PROMPT + " b", "sample_steps": 2, "size": "32*32", "frame_num": 1})
+    c = store.add({"prompt": PROMPT + " c", "sample_steps": 2, "size": "32*32", "frame_num": 1})
+    assert store.claim("old")["id"] == a["id"] and store.claim("old")["id"] == b["id"]
+    store.cancel(b["id"])                                            # cancel asked, then the kill
+    store.close()
+    (out / "uploads").mkdir()
+    left = [out / f".{a['id']}.png.x1.png.tmp", out / "uploads" / f".{a['id']}_image.png.x2.png.tmp",
+            out / "uploads" / "video_0123456789abcdef01234567_input_reference.png"]
+    for p in left:
+        p.write_bytes(b"partial")
+    r = Running(tiny(ckpt), out)
+    try:
+        assert r.srv.service.requeued == [a["id"]] and sorted(r.srv.service.removed_temp) == sorted(p.name for p in left)
+        assert not any(p.exists() for p in left)
+        assert wait_done(r.base, a["id"])["attempts"] == 2 and wait_done(r.base, c["id"])["status"] == "completed"
+        assert jcall(r.base + f"/v1/videos/{b['id']}")[1]["status"] == "cancelled"
+    finally:
+        r.close()

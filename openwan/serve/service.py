@@ -65,6 +65,11 @@ class VideoService:
             for p in d.glob(".video_*.tmp") if d.is_dir() else []:
                 p.unlink(missing_ok=True)
                 gone.append(p.name)
+        # uploads saved for a request the kill stopped before its job was stored
+        for p in (self.folder / "uploads").glob("video_*_*.png") if (self.folder / "uploads").is_dir() else []:
+            if self.store.get(p.name[:30]) is None:
+                p.unlink(missing_ok=True)
+                gone.append(p.name)
         return gone
 
     def close(self) -> None:
