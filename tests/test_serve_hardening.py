@@ -158,3 +158,17 @@ def test_api_key_and_default_host(tmp_path):
             Running(load_pipeline(ck, variant="tiny-t2v", progress=False), tmp_path / "out")
     finally:
         r.close()
+
+
+def test_fields_come_from_the_pipeline_signature():
+    import openwan.pipelines as P
+    from openwan.serve.params import RequestError, check_request, parameter_kinds
+    t2i = parameter_kinds(object.__new__(P.TextToImage))              # **kw: the parent's arguments, no frame_num
+    assert t2i["seed"] == "int" and t2i["size"] == "size" and "frame_num" not in t2i
+    with pytest.raises(RequestError, match="unknown field"):
+        check_request({"prompt": "p", "seconds": 2}, t2i, fps=16)
+    flf = parameter_kinds(object.__new__(P.FirstLastFrameToVideo))
+    assert flf["first_frame"] == flf["last_frame"] == "file" and flf["seed"] == "int"
+    i2v = parameter_kinds(object.__new__(P.ImageToVideo))
+    assert check_request({"prompt": "p", "input_reference": "/x.png", "seconds": "1"}, i2v, fps=16) == \
+        {"prompt": "p", "image": "/x.png", "frame_num": 17}

@@ -2,7 +2,7 @@
 
 A request is a JSON object (or multipart form) of the pipeline's ``__call__`` arguments by name,
 plus OpenAI's ``seconds`` (clip length, turned into ``frame_num`` at the model's fps), ``model``
-(ignored unless it names another model) and ``input_reference`` (the i2v image, an upload).
+(ignored: one model per server) and ``input_reference`` (the i2v image, an upload).
 
 TODO(validate.py): once openwan/validate.py (the shared argument validator of the CLI, the Python
 API and ``--from``) lands, ``check_request`` should call it for the numeric ranges below
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from typing import Any, Callable
 
 # Arguments the server sets itself (clients cannot).
@@ -34,20 +35,25 @@ class RequestError(ValueError):
     """A client error: answered with status 400 and ``{"error": message}``."""
 
 
-def parameter_kinds(call: Callable) -> dict[str, str]:
-    """name -> kind ("str", "int", "float", "bool", "size", "file", "any") of what a pipeline call takes."""
-    kinds = {}
-    for name, p in inspect.signature(call).parameters.items():
-        if name in RESERVED or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+def parameter_kinds(pipe) -> dict[str, str]:
+    """name -> kind ("str", "int", "float", "bool", "size", "file", "any") of what ``pipe(...)`` takes.
+
+    A ``__call__`` that passes ``**kw`` on (t2i) takes its parent's arguments too; t2i fixes frame_num.
+    """
+    kinds, open_kw = {}, True
+    for cls in type(pipe).__mro__:
+        if not open_kw or "__call__" not in vars(cls):
             continue
-        if name in KNOWN:
-            kinds[name] = KNOWN[name]
-        elif name in FILE_FIELDS:
-            kinds[name] = "file"
-        else:
-            ann = str(p.annotation)
-            kinds[name] = ("bool" if "bool" in ann else "float" if "float" in ann else
-                           "int" if "int" in ann else "str" if ann in ("str", "Optional[str]") else "any")
+        open_kw = False
+        for name, p in inspect.signature(vars(cls)["__call__"]).parameters.items():
+            if p.kind == p.VAR_KEYWORD:
+                open_kw = True
+            if name in RESERVED or name in kinds or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            m = re.fullmatch(r"(?:Optional\[)?(bool|int|float|str)\]?", str(p.annotation).replace("'", ""))
+            kinds[name] = KNOWN.get(name) or ("file" if name in FILE_FIELDS else m.group(1) if m else "any")
+    if getattr(pipe, "task", None) == "t2i":
+        kinds.pop("frame_num", None)
     return kinds
 
 
@@ -81,7 +87,8 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
     """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError."""
     if not isinstance(req, dict):
         raise RequestError("the body must be a JSON object, e.g. {\"prompt\": \"a red circle moving to the right\"}")
-    allowed = set(kinds) | {"seconds", "model"} | ({"input_reference"} if "image" in kinds else set())
+    allowed = set(kinds) | {"model"} | ({"seconds"} if "frame_num" in kinds else set()) | \
+        ({"input_reference"} if "image" in kinds else set())
     unknown = sorted(set(req) - allowed)
     if unknown:
         raise RequestError(f"unknown field(s) {unknown}; this server takes {sorted(allowed)}")

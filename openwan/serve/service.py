@@ -16,6 +16,7 @@ from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
 MAX_IMAGE_PIXELS = 4096 * 4096
+IMAGE_FIELDS = ("image", "first_frame", "last_frame")     # uploadable in a multipart form
 
 
 class FolderInUse(RuntimeError):
@@ -50,7 +51,7 @@ class VideoService:
         self.store = JobStore(self.folder, max_queue=max_queue)
         self.requeued = self.store.recover()
         self.removed_temp = self._clean_temp()
-        self.kinds = parameter_kinds(self.pipe.__call__)
+        self.kinds = parameter_kinds(self.pipe)
         self.fps = self.pipe.variant.sample.fps
         self.stopping = False
         names = names or [f"{i}:{getattr(p, 'device', 'cpu')}" for i, p in enumerate(self.pipes)]
@@ -95,7 +96,7 @@ class VideoService:
                 "parameters": sorted(self.kinds), "sizes": list(d.sizes), "fps": self.fps,
                 "defaults": {"size": d.size, "frame_num": d.frame_num, "sample_steps": d.steps,
                              "guide_scale": d.guide_scale, "sample_shift": d.shift, "sample_solver": d.solver},
-                "needs_image": "image" in self.kinds}
+                "image_fields": [f for f in IMAGE_FIELDS if f in self.kinds]}
 
     def video(self, j: dict) -> dict:
         """A job as the OpenAI video object (plus ``settings``, ``request``, timings)."""
@@ -131,8 +132,11 @@ class VideoService:
         saved = []
         try:
             for field, (_, data) in (uploads or {}).items():
-                if field not in ("input_reference", "image", "first_frame", "last_frame"):
-                    raise RequestError(f"unexpected file field {field!r}; upload the i2v image as 'input_reference'")
+                if field not in ("input_reference", *IMAGE_FIELDS) or (field != "input_reference" and
+                                                                        field not in self.kinds):
+                    raise RequestError(f"unexpected file field {field!r}; this {self.pipe.task} server takes "
+                                       f"uploaded images as {[f for f in IMAGE_FIELDS if f in self.kinds] or 'none'}"
+                                       f"{' (or input_reference)' if 'image' in self.kinds else ''}")
                 if isinstance(req, dict):
                     path = self._save_image(job_id, field, data)
                     saved.append(path)
