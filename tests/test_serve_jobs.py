@@ -204,3 +204,16 @@ def test_a_restart_requeues_the_running_job_and_removes_what_a_kill_left(ckpt, t
         assert jcall(r.base + f"/v1/videos/{b['id']}")[1]["status"] == "cancelled"
     finally:
         r.close()
+
+
+def test_an_upload_over_the_pixel_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    ck = make_tiny_checkpoint(tmp_path / "i2v", "tiny-i2v")
+    monkeypatch.setenv("OPENWAN_MAX_IMAGE_PIXELS", str(64 * 32 - 1))  # one pixel under the image we send
+    r = Running(load_pipeline(ck, variant="tiny-i2v", progress=False), tmp_path / "out")
+    try:
+        body, ctype = multipart({"prompt": PROMPT}, {"input_reference": ("big.png", png_bytes(64, 32))})
+        s, e = jcall(r.base + "/v1/videos", raw=body, headers={"Content-Type": ctype})
+        assert s == 400 and "input_reference is 64x32" in e["error"] and "OPENWAN_MAX_IMAGE_PIXELS" in e["error"], e
+        assert not list((tmp_path / "out").glob("uploads/*")) and not jcall(r.base + "/v1/videos")[1]["data"]
+    finally:
+        r.close()

@@ -4,9 +4,9 @@ A request is a JSON object (or multipart form) of the pipeline's ``__call__`` ar
 plus OpenAI's ``seconds`` (clip length, turned into ``frame_num`` at the model's fps), ``model``
 (ignored: one model per server) and ``input_reference`` (the i2v image, an upload).
 
-TODO(validate.py): once openwan/validate.py (the shared argument validator of the CLI, the Python
-API and ``--from``) lands, ``check_request`` should call it for the numeric ranges below
-(``LIMITS``) instead of keeping its own copy; the type checks and the OpenAI field mapping stay here.
+Types are checked here (a JSON body or a form has its own pitfalls: ``seed: true``, ``size: [64,
+64]``, numbers as strings); ranges and resource limits are openwan.validate's, the checks the CLI and
+the Python API use (``VideoService.submit`` calls ``validate.for_pipeline`` on the result).
 """
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ from typing import Any, Callable
 RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self"}
 # Image/video arguments: server-side paths in JSON, or uploaded files in a multipart form.
 FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "input_reference"}
-# (min, max) of the numbers a request may ask for; past these a job could hold a worker for days.
-LIMITS = {"sample_steps": (1, 1000), "frame_num": (1, 1001), "sample_shift": (0.0, 100.0),
-          "guide_scale": (0.0, 100.0), "seed": (0, 2**63 - 1), "strength": (0.0, 1.0), "src_fps": (0.1, 1000.0),
-          "seconds": (0.0, 600.0)}
+# Ranges of the server's own fields (the pipeline's are openwan.validate's).
+LIMITS = {"seconds": (0.0, 600.0)}
 MAX_SIDE = 4096                           # pixels, per side of 'size'
 # Types of the usual arguments (others are read from the pipeline's signature).
 KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num": "int", "sample_steps": "int",

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from openwan import validate
 from openwan.serve.jobs import FINISHED, JobStore, QueueFull, new_id
 from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
-MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FIELDS = ("image", "first_frame", "last_frame")     # uploadable in a multipart form
 
 
@@ -142,6 +142,10 @@ class VideoService:
                     saved.append(path)
                     req[field] = str(path)
             kw = check_request(req, self.kinds, fps=self.fps, sizes=self.pipe.variant.sample.sizes)
+            try:   # ranges and resource limits: the checks the CLI and the Python API make
+                validate.for_pipeline(self.pipe, {**kw, "return_frames": False})
+            except validate.InvalidArgument as e:
+                raise RequestError(str(e)) from None
             return self.store.add(kw, job_id=job_id)
         except BaseException:
             for p in saved:
@@ -154,9 +158,10 @@ class VideoService:
         from openwan.fileio import atomic_write
         try:
             with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise RequestError(f"{field!r} is {w}x{h}; at most {MAX_IMAGE_PIXELS} pixels (resize it first)")
+                try:                                                 # from the header, before decoding
+                    validate.image_size(*im.size, what=field)
+                except validate.InvalidArgument as e:
+                    raise RequestError(str(e)) from None
                 im.load()
                 img = im.convert("RGB")
         except RequestError:
