@@ -95,6 +95,9 @@ def test_cli_serve_starts_with_the_demo_model(tmp_path):
         assert m and "t2v (demo)" in line, line
         h = json.loads(call(f"http://127.0.0.1:{m.group(1)}/health")[1])
         assert h["variant"] == "demo" and h["checkpoint"].endswith("demo_checkpoint")
+        proc.terminate()                           # SIGTERM: a clean stop (the handler ends serve_forever)
+        assert proc.wait(timeout=60) == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

@@ -1,11 +1,12 @@
 """`openwan serve` (the demo model, in a subprocess) killed with -9 or stopped with SIGTERM loses nothing."""
 import os
+import re
 import signal
 import sqlite3
 import threading
 
 import pytest
-from serve_helpers import PROMPT, call, jcall, spawn, wait_done, wait_for
+from serve_helpers import PROMPT, Running, call, jcall, spawn, wait_done, wait_for
 
 from openwan.video import read_video
 
@@ -15,7 +16,45 @@ def db_rows(out):
         return {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, status, attempts FROM jobs")}
 
 
-def kill9_and_restart(tmp_path, n_jobs, steps, then=None):
+class Subprocess:
+    """The restarted server as `openwan serve` in a subprocess (SIGTERM through the real signal)."""
+
+    def __init__(self, out):
+        self.proc, self.base, line = spawn(out)
+        m = re.search(r"(\d+) interrupted job\(s\) queued again", line)
+        self.requeued = int(m.group(1)) if m else 0
+
+    def term(self):
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(60) == 0
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+class InProcess:
+    """The restarted server in this process (no second interpreter start: the default suite stays fast);
+    ``term`` does what the SIGTERM handler does (test_serve.py checks the signal wiring)."""
+
+    def __init__(self, out):
+        from openwan.pipelines import load_pipeline
+        self.r = Running(load_pipeline("demo", progress=False), out)
+        self.base, self.requeued, self.closed = self.r.base, len(self.r.srv.service.requeued), False
+
+    def term(self):
+        threading.Thread(target=self.r.srv.stop, daemon=True).start()
+        self.r.thread.join(60)
+        self.r.srv.server_close()
+        self.closed = True
+
+    def close(self):
+        if not self.closed:
+            self.r.close()
+
+
+def kill9_and_restart(tmp_path, n_jobs, steps, then=None, restart=Subprocess):
     out = tmp_path / "out"
     proc, base, _ = spawn(out)
     try:
@@ -37,9 +76,10 @@ def kill9_and_restart(tmp_path, n_jobs, steps, then=None):
     assert len(running) == 1 and sum(s == "completed" for s, _ in at_kill.values()) >= 1, at_kill
     assert set(at_kill) == set(ids)                                  # every accepted job was stored
 
-    proc, base, line = spawn(out)
+    server = restart(out)
+    base = server.base
     try:
-        assert "1 interrupted job(s) queued again" in line, line
+        assert server.requeued == 1
         for i in ids:
             v = wait_done(base, i, timeout=240)
             assert v["status"] == "completed", v
@@ -53,24 +93,23 @@ def kill9_and_restart(tmp_path, n_jobs, steps, then=None):
         assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{i}.mp4" for i in ids)
         assert not list(out.glob(".*.tmp"))                          # no temp file left by the kill
         if then is not None:
-            then(proc, base, out)
+            then(server, out)
     finally:
-        proc.kill()
-        proc.wait(30)
+        server.close()
     return out
 
 
-def sigterm_during_a_request(proc, base, out):
+def sigterm_during_a_request(server, out):
     """SIGTERM while a synchronous /generate runs: the client gets a JSON 503, the process exits 0,
     the job stays queued (nothing half-written) and would run after the next start."""
     reply = {}
+    base = server.base
     t = threading.Thread(target=lambda: reply.update(r=jcall(base + "/generate", {
         "prompt": PROMPT, "sample_steps": 1000, "frame_num": 5}, timeout=120)))
     t.start()
     wait_for(lambda: any(j["status"] == "in_progress" and j["progress"] > 0
                          for j in jcall(base + "/v1/videos")[1]["data"]), 120, what="the job to run")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
+    server.term()
     t.join(60)
     status, body = reply["r"]
     assert status == 503 and "stays queued" in body["error"], body
@@ -79,13 +118,13 @@ def sigterm_during_a_request(proc, base, out):
 
 
 def test_kill9_restart_finishes_every_job_and_sigterm_fails_cleanly(tmp_path):
-    kill9_and_restart(tmp_path, n_jobs=3, steps=4, then=sigterm_during_a_request)
+    kill9_and_restart(tmp_path, n_jobs=3, steps=4, then=sigterm_during_a_request, restart=InProcess)
 
 
 @pytest.mark.slow
 def test_six_jobs_survive_kill9(tmp_path):
     """The issue's target: 6 jobs, kill -9 once the first completes, restart: all 6 complete, playable."""
-    kill9_and_restart(tmp_path, n_jobs=6, steps=10)
+    kill9_and_restart(tmp_path, n_jobs=6, steps=10, then=sigterm_during_a_request)
 
 
 @pytest.mark.slow
