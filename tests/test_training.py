@@ -582,3 +582,68 @@ def test_objective_selection_errors(tmp_path):
             Trainer(config(tmp_path, objective=name), dataset=latents())
     with pytest.raises(ValueError, match="bad options"):
         Trainer(config(tmp_path, objective={"name": "flow_matching", "gamma": 1}), dataset=latents())
+
+
+# =========================================================================== command-line errors and messages
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_bad_yaml_and_bad_overrides_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nmodel: {dit: [unclosed\n")
+    assert "not valid YAML (line" in _one_line_error(capsys, ["--config", str(bad)])
+    bad.write_text("- steps: 3\n- batch_size: 2\n")
+    assert "must be a mapping" in _one_line_error(capsys, ["--config", str(bad)])
+    good = tmp_path / "good.yaml"
+    good.write_text(f"model: {{dit: {json.dumps(TINY)}}}\ndata: {{cache_dir: {tmp_path / 'nocache'}}}\n")
+    for override, msg in (("optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
+                          ("steps=2.5", "steps: expected an integer, got 2.5"),
+                          ("lora.rank=big", "lora.rank: expected an integer, got 'big'"),
+                          ("ema=0.9", "ema: expected a mapping of EMAConfig fields"),
+                          ("progress=maybe", "progress: expected true or false"),
+                          ("steps.x=1", "steps: expected an integer"),
+                          ("model.dit.dim.x=1", "--set model.dit.dim.x: model.dit.dim is not a section"),
+                          ("optimizer.learning_rate=1", "unknown optimizer fields ['learning_rate']")):
+        assert msg in _one_line_error(capsys, ["--config", str(good), "--set", override]), override
+    assert "data.cache_dir" in _one_line_error(capsys, ["--config", str(good)])  # a missing prep step, named
+
+
+def test_missing_preparation_is_named_and_demo_is_a_model_path(tmp_path, capsys):
+    import yaml
+    cfg = {"model": {"path": str(tmp_path / "tiny-ckpt")}, "output_dir": str(tmp_path / "run"), "progress": False,
+           "data": {"file": str(tmp_path / "captions.csv"), "buckets": [[5, 32, 32]]}, "steps": 1}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    err = _one_line_error(capsys, ["--config", str(tmp_path / "t.yaml")])
+    assert "model.path" in err and "make_tiny_checkpoint" in err and "VAE" not in err, err
+    err = _one_line_error(capsys, ["--config", str(tmp_path / "t.yaml"), "--set", "model.path=demo"])
+    assert "data.file" in err and "captions" in err, err
+    # model.path: demo trains the embedded demo model (LoRA, on latents of its shape)
+    g = torch.Generator().manual_seed(0)
+    ds = InMemoryLatentDataset([(torch.randn(16, 1, 4, 4, generator=g), torch.randn(5, 128, generator=g))] * 2)
+    t = Trainer(config(tmp_path / "demo", model={"path": "demo"}, steps=1, lora={"rank": 2}), dataset=ds)
+    assert t.module.config.dim == 128 and t.train()["step"] == 1
+
+
+def test_a_finished_run_says_so_instead_of_loss_none(tmp_path, capsys):
+    import yaml
+    cfg = {**config(tmp_path / "run", steps=2), "data": {}}
+    del cfg["data"]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    cache = tmp_path / "cache"
+    from openwan.training.cache import cache_latents
+    _write_clip(tmp_path / "c0.mp4", frames=5, h=32, w=32)
+    (tmp_path / "d.csv").write_text("path,caption\nc0.mp4,zero\n")
+    cache_latents(tmp_path / "d.csv", cache, lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16],
+                  lambda ps: [torch.ones(3, 32)] * len(ps), [[5, 32, 32]], progress=False)
+    argv = ["--config", str(tmp_path / "t.yaml"), "--set", f"data.cache_dir={cache}", "--set", "batch_size=1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "done at step 2, last loss " in out and "None" not in out, out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "None" not in out, out
