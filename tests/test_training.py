@@ -647,3 +647,23 @@ def test_a_finished_run_says_so_instead_of_loss_none(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "None" not in out, out
+
+
+def test_the_example_yaml_runs(tmp_path):
+    """examples/train_tiny.yaml with the preparation its header gives (paths moved under tmp_path, 2 steps)."""
+    from openwan.testing import make_tiny_checkpoint
+    from openwan.video import write_video
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_tiny.yaml"
+    make_tiny_checkpoint(tmp_path / "tiny-ckpt")
+    rows = ["path,caption"]
+    for i, name in enumerate(["red", "green", "blue"]):
+        v = np.zeros((9, 48, 64, 3), np.uint8)
+        v[..., i] = 255
+        write_video(v, tmp_path / f"{name}.mp4", fps=16, overwrite=True)
+        rows.append(f"{name}.mp4,a square on {name}")
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["--config", str(example), "--set", f"model.path={tmp_path / 'tiny-ckpt'}",
+                 "--set", f"data.file={tmp_path / 'captions.csv'}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                 "--set", f"output_dir={out}", "--set", "steps=2", "--set", "progress=false"]) == 0
+    assert (out / "lora.safetensors").is_file() and (out / "lora_comfyui_ema.safetensors").is_file()
