@@ -443,7 +443,8 @@ def test_unmatched_keys_are_listed_never_dropped():
     W = m.blocks[0].modulation.clone()
     D = torch.ones_like(W)
     stray = {"diffusion_model.blocks.0.diff_m": D, "diffusion_model.blocks.0.self_attn.diff_m": torch.ones(3),
-             "diffusion_model.blocks.0.norm1.diff": torch.ones(24), "diffusion_model.img_emb.proj.0.diff_b": torch.ones(5)}
+             "diffusion_model.blocks.0.norm1.diff": torch.ones(24),
+             "diffusion_model.img_emb.proj.0.diff_b": torch.ones(5)}
     with pytest.raises(CheckpointError, match=r"3 key\(s\) match no layer.*norm1.diff, .*self_attn.diff_m, "
                                               r".*img_emb.proj.0.diff_b\."):
         load_lora(m, stray)

@@ -403,11 +403,6 @@ def _param_names(module: nn.Module) -> set:
     return names
 
 
-def _list_keys(keys: list) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
-
-
 def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoRA", strict: bool = True
                ) -> dict[tuple[str, str], dict]:
     """A LoRA state dict in any supported format -> {(official module name, parameter name): {role: tensor}}
@@ -455,7 +450,8 @@ def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoR
         raise CheckpointError(f"{source}: DoRA keys are not supported: {unsupported[:5]}")
     if unmatched:
         width = getattr(getattr(model, "config", None), "dim", "?")
-        msg = (f"{source}: {len(unmatched)} key(s) match no layer of this model: {_list_keys(unmatched)}. "
+        shown = ", ".join(sorted(unmatched)[:12]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 12 else "")
+        msg = (f"{source}: {len(unmatched)} key(s) match no layer of this model: {shown}. "
                f"Is this a LoRA for another model (Wan 2.1 {width}-wide DiT expected), or in an unknown format?")
         if strict:
             raise CheckpointError(msg)
@@ -480,11 +476,6 @@ def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoR
     return entries
 
 
-def _read_lora_file(path: Path) -> dict[str, torch.Tensor]:
-    from openwan.checkpoints import read_state_dict
-    return read_state_dict(path)
-
-
 def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: float = 1.0,
               name: Optional[str] = None, strict: bool = True) -> str:
     """Attach a LoRA file (or state dict) of any supported format as adapter ``name``; returns the name.
@@ -496,7 +487,8 @@ def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: fl
     """
     _check_not_merged(model)
     if isinstance(path_or_sd, (str, Path)):
-        sd = _read_lora_file(Path(path_or_sd))
+        from openwan.checkpoints import read_state_dict
+        sd = read_state_dict(Path(path_or_sd))
         source = str(path_or_sd)
         default_name = Path(path_or_sd).stem
     else:
