@@ -667,3 +667,17 @@ def test_the_example_yaml_runs(tmp_path):
                  "--set", f"data.file={tmp_path / 'captions.csv'}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
                  "--set", f"output_dir={out}", "--set", "steps=2", "--set", "progress=false"]) == 0
     assert (out / "lora.safetensors").is_file() and (out / "lora_comfyui_ema.safetensors").is_file()
+
+
+def test_config_sections_are_typed_and_round_trip():
+    from openwan.training.config import EMAConfig, LoRAConfig, OptimizerConfig
+    cfg = TrainConfig.from_dict({"model": {"dit": TINY}, "optimizer": {"lr": "1e-4", "betas": ["0.8", 0.9]},
+                                 "lora": {"rank": 4, "targets": "q, ffn.0"}, "ema": {}, "steps": 1e3,
+                                 "timesteps": {"type": "logit_normal", "shift": 3}, "objective": "flow_matching"})
+    assert cfg.optimizer == OptimizerConfig(lr=1e-4, betas=(0.8, 0.9)) and cfg.steps == 1000
+    assert cfg.lora == LoRAConfig(rank=4, targets=("q", "ffn.0")) and cfg.ema == EMAConfig()
+    assert cfg.timesteps.distribution == "logit_normal" and cfg.timesteps.shift == 3.0
+    d = cfg.to_dict()
+    assert d["optimizer"] == {"betas": [0.8, 0.9]} and d["ema"] == {} and d["lora"]["targets"] == ["q", "ffn.0"]
+    assert TrainConfig.from_dict(d) == cfg  # what config.json / state.json hold reads back to the same config
+    assert TrainConfig.from_dict({}).lora is None and TrainConfig.from_dict({}).ema is None
