@@ -285,7 +285,7 @@ class TrainConfig:
     validate_every: int = 0
     output_dir: str = "runs/train"
     seed: int = 0
-    resume: str = "auto"                             # auto | none | path to a checkpoint folder
+    resume: Optional[str] = "auto"                   # auto | none (or null) | path to a checkpoint folder
     progress: bool = True
     save_final: bool = True
     lora_formats: tuple[str, ...] = ("diffusers", "comfyui")

@@ -59,16 +59,16 @@ def _to_tuple(v):
     return tuple(_to_tuple(x) for x in v) if isinstance(v, list) else v
 
 
-def resolve_model_path(path: Optional[str]) -> Optional[str]:
-    """``model.path`` as a folder or file: "demo" is the embedded demo checkpoint; a missing path is an error
-    that says what to prepare."""
+def resolve_model_path(path: Optional[str], field: str = "model.path") -> Optional[str]:
+    """A checkpoint path of the config as a folder or file: "demo" is the embedded demo checkpoint; a missing
+    path is an error that names ``field`` and says what to prepare."""
     if path is None:
         return None
     if str(path) == "demo":
         from openwan.demo import demo_checkpoint_dir
         return str(demo_checkpoint_dir())
     if not Path(path).exists():
-        raise FileNotFoundError(f"model.path {path} does not exist: download or prepare the checkpoint first "
+        raise FileNotFoundError(f"{field} {path} does not exist: download or prepare the checkpoint first "
                                 f"(a tiny one: python -c \"from openwan.testing import make_tiny_checkpoint as m; "
                                 f"m('{path}')\"), or use model.path=demo for the embedded demo model")
     return str(path)
@@ -114,11 +114,10 @@ def build_dataset(cfg: TrainConfig, out: Path, device: torch.device) -> LatentDa
                                     f"(CSV or JSONL of path, caption; see docs/training.md)")
         if dc.buckets is None:
             raise ValueError("data.file needs data.buckets ([frames, height, width] triples)")
-        source = dc.ckpt_dir or cfg.model.path
-        if source is None and (dc.vae is None or dc.text_encoder is None):
+        if dc.ckpt_dir is None and cfg.model.path is None and (dc.vae is None or dc.text_encoder is None):
             raise ValueError("data.file needs the VAE and text encoder to encode the captions: set data.ckpt_dir "
                              "(or model.path, or data.vae + data.text_encoder)")
-        source = resolve_model_path(source)
+        source = resolve_model_path(dc.ckpt_dir, "data.ckpt_dir") or resolve_model_path(cfg.model.path)
         if rank() == 0:
             from openwan.training.cache import cache_latents_from_checkpoint
             cache_latents_from_checkpoint(dc.file, cache_dir, source, dc.buckets, vae_path=dc.vae,
