@@ -60,7 +60,7 @@ for _ in range(args["repeats"]):
     loss, gn = trainer.train_step()
     times.append(time.perf_counter() - t0)
 peak = status("VmHWM")
-n_train = sum(p.numel() for p in trainer._params)
+n_train = sum(p.numel() for p in trainer.params)
 print(json.dumps({"time": statistics.median(times), "peak": peak, "over": peak - base, "trainable": n_train,
                   "loss": loss}))
 """

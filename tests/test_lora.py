@@ -364,3 +364,98 @@ def test_saved_comfyui_file_roundtrip_keys(tmp_path):
     m2 = rand_model()
     load_lora(m2, p)
     assert torch.allclose(m2.blocks[1].ffn[2].weight, m.blocks[1].ffn[2].weight, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- distill LoRAs (LightX2V layout)
+
+def lightx2v_file(model, g, rank=4, alpha=2.0):
+    """A distill LoRA in the key layout of the LightX2V / CausVid / Self-Forcing files: diffusion_model.* names,
+    lora_down / lora_up + alpha on every Linear, full deltas ``diff`` (norm weights, the patch embedding),
+    ``diff_b`` (every bias) and ``diff_m`` (each block's and the head's modulation)."""
+    sd = {}
+    for name, mod in model.named_modules():
+        p = f"diffusion_model.{name}"
+        if isinstance(mod, torch.nn.Linear):
+            A, B = _ab(rank, mod.weight, g)
+            sd.update({f"{p}.lora_down.weight": A, f"{p}.lora_up.weight": B, f"{p}.alpha": torch.tensor(alpha)})
+        elif getattr(mod, "weight", None) is not None and name:  # norms with a weight, the patch embedding
+            sd[f"{p}.diff"] = torch.randn(mod.weight.shape, generator=g) * 0.1
+        if getattr(mod, "bias", None) is not None and name:
+            sd[f"{p}.diff_b"] = torch.randn(mod.bias.shape, generator=g) * 0.1
+        if isinstance(getattr(mod, "modulation", None), torch.nn.Parameter):
+            sd[f"{p}.diff_m"] = torch.randn(mod.modulation.shape, generator=g) * 0.1
+    return sd
+
+
+def by_hand(state, sd, strength):
+    """Each delta of ``sd`` applied to a plain state dict (official keys) by hand."""
+    out = {k: v.clone() for k, v in state.items()}
+    for key, v in sd.items():
+        mod = key[len("diffusion_model."):].rsplit(".", 1)[0]
+        if key.endswith(".lora_down.weight"):
+            mod = key[len("diffusion_model."):-len(".lora_down.weight")]
+            B = sd[f"diffusion_model.{mod}.lora_up.weight"]
+            scale = sd[f"diffusion_model.{mod}.alpha"].item() / v.shape[0]
+            out[f"{mod}.weight"] = out[f"{mod}.weight"] + strength * scale * (B @ v)
+        elif key.endswith(".diff"):
+            out[f"{mod}.weight"] = out[f"{mod}.weight"] + strength * v
+        elif key.endswith(".diff_b"):
+            out[f"{mod}.bias"] = out[f"{mod}.bias"] + strength * v
+        elif key.endswith(".diff_m"):
+            out[f"{mod}.modulation"] = out[f"{mod}.modulation"] + strength * v
+    return out
+
+
+def test_lightx2v_layout_with_diff_diff_b_diff_m_gives_the_hand_applied_weights(tmp_path):
+    m = rand_model()
+    m.blocks[0].ffn[0].__class__ = type("LinearSubclass", (torch.nn.Linear,), {})  # Linear subclasses count too
+    assert "blocks.0.ffn.0" in find_targets(m, ["ffn.0"])
+    sd = lightx2v_file(m, torch.Generator().manual_seed(5))
+    kinds = {k.rsplit(".", 1)[-1] for k in sd}
+    assert {"diff", "diff_b", "diff_m", "alpha"} <= kinds
+    assert "diffusion_model.blocks.1.diff_m" in sd and "diffusion_model.blocks.0.self_attn.norm_q.diff" in sd
+    path = tmp_path / "lightx2v.safetensors"
+    save_file(sd, str(path))
+    original = {k: v.clone() for k, v in m.state_dict().items()}
+    want = by_hand(original, sd, 0.7)
+    changed = [k for k in original if not torch.equal(want[k], original[k])]
+    assert len(changed) == len(original)  # every parameter of the tiny model has a delta in the file
+
+    load_lora(m, path, strength=0.7)
+    x, t, ctx = inputs(m.config)
+    dynamic = fwd(m, x, t, ctx)
+    merge_lora(m)
+    got = m.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        # values O(1) (weights ~0.2, deltas up to ~1): a few fp32 roundings (eps 1.2e-7) apart at most
+        assert torch.allclose(got[k], want[k], rtol=0, atol=1e-6), k
+    m2 = rand_model()
+    m2.load_state_dict(want)
+    assert (fwd(m2, x, t, ctx) - dynamic).abs().max().item() <= 1e-5 * max(1.0, dynamic.abs().max().item())
+    unmerge_lora(m)
+    remove_lora(m)
+    assert all(torch.equal(m.state_dict()[k], original[k]) for k in original)
+
+
+def test_unmatched_keys_are_listed_never_dropped():
+    m = rand_model()
+    W = m.blocks[0].modulation.clone()
+    D = torch.ones_like(W)
+    stray = {"diffusion_model.blocks.0.diff_m": D, "diffusion_model.blocks.0.self_attn.diff_m": torch.ones(3),
+             "diffusion_model.blocks.0.norm1.diff": torch.ones(24),
+             "diffusion_model.img_emb.proj.0.diff_b": torch.ones(5)}
+    with pytest.raises(CheckpointError, match=r"3 key\(s\) match no layer.*norm1.diff, .*self_attn.diff_m, "
+                                              r".*img_emb.proj.0.diff_b\."):
+        load_lora(m, stray)
+    assert lora_summary(m) == {}
+    with pytest.warns(UserWarning, match=r"3 key\(s\) match no layer.*NOT applied"):
+        load_lora(m, stray, strength=0.5, strict=False)
+    assert torch.equal(m.blocks[0].modulation, W + 0.5 * D)  # the key that matches is applied
+    # the modulation delta of the generic <module>.<parameter>.diff spelling too; shapes are checked
+    remove_lora(m)
+    H = m.head.modulation.clone()
+    load_lora(m, {"diffusion_model.head.modulation.diff": torch.full((1, 2, 24), 0.25)})
+    assert torch.equal(m.head.modulation, H + 0.25)
+    with pytest.raises(CheckpointError, match="delta of blocks.1.modulation has 5 values"):
+        load_lora(m, {"diffusion_model.blocks.1.diff_m": torch.ones(5)})

@@ -501,3 +501,208 @@ def test_yaml_config_command_line_and_final_export(tmp_path):
     assert main(["--config", str(tmp_path / "bad.yaml")]) == 2
     with pytest.raises(ValueError, match="unknown optimizer fields"):
         TrainConfig.from_dict({**cfg, "optimizer": {"learning_rate": 1}})
+
+
+# =========================================================================== injectable objectives
+
+class _CriticObjective:
+    """Flow matching plus a second trained part with its own optimizer (the shape of a distillation's
+    fake-score model): a linear critic regresses each sample's mean latent to a target drawn from that
+    sample's generator; its AdamW steps in after_step; both go into the checkpoint."""
+
+    def __init__(self, config, lr=1e-2):
+        from openwan.training.objectives import FlowMatching
+        self.fm = FlowMatching(config.timesteps)
+        self.lr = lr
+        self.steps_seen = []
+
+    def setup(self, ctx):
+        torch.manual_seed(123)
+        self.critic = torch.nn.Linear(16, 1).to(ctx.device)
+        self.opt = torch.optim.AdamW(self.critic.parameters(), lr=self.lr)
+
+    def __call__(self, model, batch, rng):
+        loss, _ = self.fm(model, batch, rng)
+        target = torch.stack([torch.randn((), generator=g) for g in rng]).to(batch.latent.device)
+        critic_loss = (self.critic(batch.latent.mean((2, 3, 4))).squeeze(-1) - target).pow(2).mean()
+        critic_loss.backward()  # the critic's own gradients; the DiT's come from `loss`
+        return loss, {"critic": critic_loss.detach()}
+
+    def after_step(self, step):
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.steps_seen.append(step)
+        return {}
+
+    def state_dict(self):
+        return {"critic": self.critic.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.critic.load_state_dict(state["critic"])
+        self.opt.load_state_dict(state["opt"])
+
+
+def test_a_custom_objective_with_its_own_optimizer_resumes_bit_exactly(tmp_path):
+    from openwan.training.objectives import register_objective
+    register_objective("critic_test", _CriticObjective)
+    kw = dict(objective={"name": "critic_test", "lr": 0.05}, ema={"decay": 0.9}, grad_accum=2,
+              schedule={"type": "cosine", "warmup_steps": 1})
+    ds = latents(8)
+    full = Trainer(config(tmp_path / "a", **kw), model=rand_model(), dataset=ds)
+    assert isinstance(full.objective, _CriticObjective) and full.objective.lr == 0.05  # chosen by the config
+    init = {k: v.clone() for k, v in full.objective.critic.state_dict().items()}
+    full.train()
+    assert full.objective.steps_seen == [1, 2, 3, 4, 5, 6]
+    Trainer(config(tmp_path / "b", stop_at=3, **kw), model=rand_model(), dataset=ds).train()
+    resumed = Trainer(config(tmp_path / "b", **kw), model=rand_model(), dataset=ds)
+    resumed.train()
+    assert resumed.objective.steps_seen == [4, 5, 6]
+    a = torch.load(tmp_path / "a/checkpoints/step-00000006/objective.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/step-00000006/objective.pt", weights_only=True)
+    assert not torch.equal(a["critic"]["weight"], init["weight"])  # the critic was trained ...
+    for k in a["critic"]:                                          # ... and resumed exactly, with its optimizer
+        assert torch.equal(a["critic"][k], b["critic"][k]), k
+    for k, s in a["opt"]["state"].items():
+        assert all(torch.equal(s[n], b["opt"]["state"][k][n]) for n in s)
+    for f in ("model", "ema"):
+        x = load_file(str(tmp_path / f"a/checkpoints/step-00000006/{f}.safetensors"))
+        y = load_file(str(tmp_path / f"b/checkpoints/step-00000006/{f}.safetensors"))
+        assert all(torch.equal(x[k], y[k]) for k in x), f
+    # the DiT's own curve is the plain flow-matching one: the critic's draws come after the noise's
+    plain = Trainer(config(tmp_path / "c", ema={"decay": 0.9}, grad_accum=2, schedule={"type": "cosine",
+                                                                                       "warmup_steps": 1}),
+                    model=rand_model(), dataset=ds)
+    plain.train()
+    assert plain.history == full.history
+
+
+def test_objective_selection_errors(tmp_path):
+    for name, msg in (("nope", "not a known objective"), ("openwan.nothing:f", "cannot import")):
+        with pytest.raises(ValueError, match=msg):
+            Trainer(config(tmp_path, objective=name), dataset=latents())
+    with pytest.raises(ValueError, match="bad options"):
+        Trainer(config(tmp_path, objective={"name": "flow_matching", "gamma": 1}), dataset=latents())
+
+
+# =========================================================================== command-line errors and messages
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_bad_yaml_and_bad_overrides_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nmodel: {dit: [unclosed\n")
+    assert "not valid YAML (line" in _one_line_error(capsys, ["--config", str(bad)])
+    bad.write_text("- steps: 3\n- batch_size: 2\n")
+    assert "must be a mapping" in _one_line_error(capsys, ["--config", str(bad)])
+    good = tmp_path / "good.yaml"
+    good.write_text(f"model: {{dit: {json.dumps(TINY)}}}\ndata: {{cache_dir: {tmp_path / 'nocache'}}}\n")
+    for override, msg in (("optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
+                          ("steps=2.5", "steps: expected an integer, got 2.5"),
+                          ("lora.rank=big", "lora.rank: expected an integer, got 'big'"),
+                          ("ema=0.9", "ema: expected a mapping of EMAConfig fields"),
+                          ("progress=maybe", "progress: expected true or false"),
+                          ("steps.x=1", "steps: expected an integer"),
+                          ("model.dit.dim.x=1", "--set model.dit.dim.x: model.dit.dim is not a section"),
+                          ("optimizer.learning_rate=1", "unknown optimizer fields ['learning_rate']")):
+        assert msg in _one_line_error(capsys, ["--config", str(good), "--set", override]), override
+    assert "data.cache_dir" in _one_line_error(capsys, ["--config", str(good)])  # a missing prep step, named
+
+
+def test_missing_preparation_is_named_and_demo_is_a_model_path(tmp_path, capsys):
+    import yaml
+    cfg = {"model": {"path": str(tmp_path / "tiny-ckpt")}, "output_dir": str(tmp_path / "run"), "progress": False,
+           "data": {"file": str(tmp_path / "captions.csv"), "buckets": [[5, 32, 32]]}, "steps": 1}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    err = _one_line_error(capsys, ["--config", str(tmp_path / "t.yaml")])
+    assert "model.path" in err and "make_tiny_checkpoint" in err and "VAE" not in err, err
+    err = _one_line_error(capsys, ["--config", str(tmp_path / "t.yaml"), "--set", "model.path=demo"])
+    assert "data.file" in err and "captions" in err, err
+    # model.path: demo trains the embedded demo model (LoRA, on latents of its shape)
+    g = torch.Generator().manual_seed(0)
+    ds = InMemoryLatentDataset([(torch.randn(16, 1, 4, 4, generator=g), torch.randn(5, 128, generator=g))] * 2)
+    t = Trainer(config(tmp_path / "demo", model={"path": "demo"}, steps=1, lora={"rank": 2}), dataset=ds)
+    assert t.module.config.dim == 128 and t.train()["step"] == 1
+
+
+def test_a_finished_run_says_so_instead_of_loss_none(tmp_path, capsys):
+    import yaml
+    cfg = {**config(tmp_path / "run", steps=2), "data": {}}
+    del cfg["data"]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    cache = tmp_path / "cache"
+    from openwan.training.cache import cache_latents
+    _write_clip(tmp_path / "c0.mp4", frames=5, h=32, w=32)
+    (tmp_path / "d.csv").write_text("path,caption\nc0.mp4,zero\n")
+    cache_latents(tmp_path / "d.csv", cache, lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16],
+                  lambda ps: [torch.ones(3, 32)] * len(ps), [[5, 32, 32]], progress=False)
+    argv = ["--config", str(tmp_path / "t.yaml"), "--set", f"data.cache_dir={cache}", "--set", "batch_size=1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "done at step 2, last loss " in out and "None" not in out, out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "None" not in out, out
+
+
+def _header_scripts(example: Path) -> list:
+    """The Python the header comments of an example YAML run: ``python -c "..."`` lines and ``python - <<'PY'``
+    blocks, in order."""
+    lines = [ln[4:] if ln.startswith("#   ") else None for ln in example.read_text().splitlines()]
+    scripts, block = [], None
+    for ln in lines:
+        if block is not None:
+            if ln is None or ln.strip() == "PY":
+                scripts.append("\n".join(block))
+                block = None
+            else:
+                block.append(ln)
+        elif ln is not None and ln.startswith("python - <<'PY'"):
+            block = []
+        elif ln is not None and ln.startswith('python -c "'):
+            scripts.append(ln[len('python -c "'):ln.rindex('"')])
+    return scripts
+
+
+@pytest.mark.parametrize("name,steps", [("train_tiny", 2), ("train_demo_lora", 1)])
+def test_the_example_yamls_run_as_their_headers_say(tmp_path, monkeypatch, name, steps):
+    """Each example YAML's preparation (its header), then `openwan train --config` on it (fewer steps), then
+    the header's sampling code when it has one, all in a scratch folder (the examples use relative runs/ paths)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml"
+    scripts = _header_scripts(example)
+    assert scripts, "the header has no commands"
+    monkeypatch.chdir(tmp_path)
+    prep = scripts[0].replace("range(16)", "range(2)") if name == "train_demo_lora" else "\n".join(scripts[:2])
+    exec(compile(prep, f"{name} prep", "exec"), {})  # (the demo example's 16 clips cut to 2 for time)
+    assert main(["--config", str(example), "--set", f"steps={steps}", "--set", "progress=false",
+                 "--set", "batch_size=1"]) == 0
+    out = tmp_path / yaml_output_dir(example)
+    assert (out / "lora.safetensors").is_file() and (out / "lora_comfyui.safetensors").is_file()
+    if name == "train_demo_lora":
+        sampling = scripts[1].replace("seed=0,", "seed=0, sample_steps=2,")  # the code runs; not the video's quality
+        assert sampling != scripts[1]
+        exec(compile(sampling, f"{name} sampling", "exec"), {})
+        assert (tmp_path / "runs/demo-lora.mp4").stat().st_size > 0
+
+
+def yaml_output_dir(example: Path) -> str:
+    import yaml
+    return yaml.safe_load(example.read_text())["output_dir"]
+
+
+def test_config_sections_are_typed_and_round_trip():
+    from openwan.training.config import EMAConfig, LoRAConfig, OptimizerConfig
+    cfg = TrainConfig.from_dict({"model": {"dit": TINY}, "optimizer": {"lr": "1e-4", "betas": ["0.8", 0.9]},
+                                 "lora": {"rank": 4, "targets": "q, ffn.0"}, "ema": {}, "steps": 1e3,
+                                 "timesteps": {"type": "logit_normal", "shift": 3}, "objective": "flow_matching"})
+    assert cfg.optimizer == OptimizerConfig(lr=1e-4, betas=(0.8, 0.9)) and cfg.steps == 1000
+    assert cfg.lora == LoRAConfig(rank=4, targets=("q", "ffn.0")) and cfg.ema == EMAConfig()
+    assert cfg.timesteps.distribution == "logit_normal" and cfg.timesteps.shift == 3.0
+    d = cfg.to_dict()
+    assert d["optimizer"] == {"betas": [0.8, 0.9]} and d["ema"] == {} and d["lora"]["targets"] == ["q", "ffn.0"]
+    assert TrainConfig.from_dict(d) == cfg  # what config.json / state.json hold reads back to the same config
+    assert TrainConfig.from_dict({}).lora is None and TrainConfig.from_dict({}).ema is None

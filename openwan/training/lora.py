@@ -6,8 +6,9 @@ How it attaches: the DiT calls its Linear layers through ``openwan.models.dit.li
 which reads ``layer.weight`` directly, so LoRA is a *parametrization* of the weight
 (``torch.nn.utils.parametrize``): reading ``layer.weight`` returns W plus the adapters' deltas,
 gradients flow to A and B, and the base W stays untouched (and frozen). Several adapters can sit
-on one layer (stacking); full-matrix deltas (``.diff`` / ``.diff_b`` keys of some community files)
-use the same mechanism on the weight or the bias.
+on one layer (stacking); full deltas (``.diff`` / ``.diff_b`` / ``.diff_m`` keys of the LightX2V, CausVid
+and Self-Forcing files) use the same mechanism on a weight (Linear or norm), a bias or a ``modulation``
+table. Layers are found by ``isinstance(module, nn.Linear)``, so Linear subclasses work the same.
 
 File formats (``save_lora(format=...)`` writes the first three; ``load_lora`` reads all):
 
@@ -20,8 +21,10 @@ File formats (``save_lora(format=...)`` writes the first three; ``load_lora`` re
   / ``alpha``.
 * also read: ``diffusion_model.*`` with ``lora_A``/``lora_B``; ``model.diffusion_model.*``;
   ``base_model.model.*`` (PEFT); ``lora_transformer_*`` (kohya names over diffusers modules);
-  ``.diff`` / ``.diff_b`` / ``lora_B.bias`` full deltas. Keys that match no module raise a
-  CheckpointError listing them.
+  full deltas ``.diff`` (weights, norms included), ``.diff_b`` / ``lora_B.bias`` (biases), ``.diff_m``
+  (``blocks.N.diff_m`` / ``head.diff_m``: the modulation tables), ``<module>.<parameter>.diff``. Keys
+  that match no parameter raise a CheckpointError listing them (``strict=False``: a warning listing
+  them); none is dropped silently.
 
 Merging (:func:`merge_lora`) writes W + delta into the weight (computed exactly as the dynamic
 path computes it, so merged and unmerged outputs are identical) and keeps the original tensor, so
@@ -33,6 +36,7 @@ import fnmatch
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -248,9 +252,10 @@ def set_lora_strength(model: nn.Module, name: str, strength: float) -> None:
     _check_not_merged(model)
     found = False
     for _, _, _, p in _iter_lora(model):
-        if _key(name) in p.adapters:
-            p.adapters[_key(name)].strength = float(strength)
-            found = True
+        for k in (_key(name), _key(name) + "_diff"):  # a full delta beside a low-rank pair is "<name>_diff"
+            if k in p.adapters:
+                p.adapters[k].strength = float(strength)
+                found = True
     if not found:
         raise ValueError(f"no LoRA adapter named {name!r} (have: {adapter_names(model)})")
 
@@ -343,10 +348,15 @@ _SUFFIXES = [  # (key suffix, role), longest first
     (".lora_down.weight", "down"), (".lora_up.weight", "up"),
     (".lora.down.weight", "down"), (".lora.up.weight", "up"),
     (".lora_A.weight", "down"), (".lora_B.weight", "up"),
-    (".lora_B.bias", "diff_b"), (".diff_b", "diff_b"), (".diff", "diff"), (".alpha", "alpha"),
+    (".lora_B.bias", "diff_b"), (".diff_b", "diff_b"), (".diff_m", "diff_m"), (".diff", "diff"),
+    (".alpha", "alpha"),
 ]
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "transformer.",
              "lora_unet_", "lora_transformer_", "unet.")
+# the parameter each role changes: low-rank pairs and ``diff`` the weight, ``diff_b`` the bias,
+# ``diff_m`` the modulation table of a block or of the head (LightX2V / CausVid / Self-Forcing files)
+_ROLE_PARAM = {"down": "weight", "up": "weight", "alpha": "weight", "diff": "weight", "diff_b": "bias",
+               "diff_m": "modulation"}
 
 
 def _split(key: str) -> tuple[str, Optional[str]]:
@@ -386,14 +396,28 @@ def _module_resolver(model: nn.Module):
     return resolve
 
 
-def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoRA") -> dict[str, dict]:
-    """A LoRA state dict in any supported format -> {official module name: {down, up, alpha, diff, diff_b}}.
+def _param_names(module: nn.Module) -> set:
+    names = set(module._parameters)
+    if hasattr(module, "parametrizations"):
+        names |= set(module.parametrizations.keys())
+    return names
 
-    Raises CheckpointError listing every key that matches no module of the model, or that is incomplete.
+
+def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoRA", strict: bool = True
+               ) -> dict[tuple[str, str], dict]:
+    """A LoRA state dict in any supported format -> {(official module name, parameter name): {role: tensor}}
+    with roles down, up, alpha (a low-rank pair on the weight) and diff (a full delta of that parameter).
+
+    Every key is read: ``lora_down``/``lora_up``/``lora_A``/``lora_B`` (+ ``alpha``) pairs, and the full deltas
+    ``diff`` (a weight, e.g. a norm's), ``diff_b`` (a bias) and ``diff_m`` (a block's or the head's
+    ``modulation``); ``<module>.<parameter>.diff`` names any other parameter. Keys that match no parameter
+    of the model raise a CheckpointError listing them (``strict=False``: a warning listing them, and the
+    rest is loaded). Incomplete pairs and shapes that do not fit are errors either way.
     """
     from openwan.checkpoints import CheckpointError
     resolve = _module_resolver(model)
-    entries: dict[str, dict] = {}
+    modules = dict(model.named_modules())
+    entries: dict[tuple[str, str], dict] = {}
     unmatched, unsupported = [], []
     for key, v in sd.items():
         if "dora_scale" in key:
@@ -405,58 +429,66 @@ def parse_lora(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "LoR
                 k = k[len(p):]
                 break
         mod, role = _split(k)
-        off = resolve(mod) if role is not None else None
-        if off is None:
+        target = None
+        if role is not None:
+            off = resolve(mod)
+            pname = _ROLE_PARAM[role]
+            if off is None and role == "diff" and "." in mod:  # <module>.<parameter>.diff (ComfyUI's generic keys)
+                parent, _, pname = mod.rpartition(".")
+                off = resolve(parent)
+            if off is not None and pname in _param_names(modules[off]):
+                target = (off, pname)
+        if target is None:
             unmatched.append(key)
             continue
-        e = entries.setdefault(off, {})
-        if role in e:
-            raise CheckpointError(f"{source}: two keys give the {role} of {off} (e.g. {key})")
-        e[role] = v
+        e = entries.setdefault(target, {})
+        r = "diff" if role in ("diff_b", "diff_m") else role
+        if r in e:
+            raise CheckpointError(f"{source}: two keys give the {role} of {target[0]}.{target[1]} (e.g. {key})")
+        e[r] = v
     if unsupported:
         raise CheckpointError(f"{source}: DoRA keys are not supported: {unsupported[:5]}")
     if unmatched:
+        width = getattr(getattr(model, "config", None), "dim", "?")
         shown = ", ".join(sorted(unmatched)[:12]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 12 else "")
-        raise CheckpointError(f"{source}: {len(unmatched)} key(s) match no layer of this model: {shown}. "
-                              f"Is this a LoRA for another model (Wan 2.1 {getattr(getattr(model, 'config', None), 'dim', '?')}-wide DiT "
-                              f"expected), or in an unknown format?")
-    modules = dict(model.named_modules())
-    for off, e in entries.items():
+        msg = (f"{source}: {len(unmatched)} key(s) match no layer of this model: {shown}. "
+               f"Is this a LoRA for another model (Wan 2.1 {width}-wide DiT expected), or in an unknown format?")
+        if strict:
+            raise CheckpointError(msg)
+        warnings.warn(msg + " They are NOT applied.", stacklevel=3)
+    for (off, pname), e in entries.items():
+        where = off if pname == "weight" else f"{off}.{pname}"
         if ("down" in e) != ("up" in e):
-            raise CheckpointError(f"{source}: {off} has a LoRA {'down/A' if 'down' in e else 'up/B'} matrix "
+            raise CheckpointError(f"{source}: {where} has a LoRA {'down/A' if 'down' in e else 'up/B'} matrix "
                                   f"but not its {'up/B' if 'down' in e else 'down/A'} partner")
         if "alpha" in e and "down" not in e:
-            raise CheckpointError(f"{source}: {off} has an alpha but no LoRA matrices")
-        w = modules[off].weight
+            raise CheckpointError(f"{source}: {where} has an alpha but no LoRA matrices")
+        w = getattr(modules[off], pname)
         if "down" in e:
             A, B = e["down"], e["up"]
-            if A.shape[0] != B.shape[1] or B.shape[0] != w.shape[0] or A.flatten(1).shape[1] != w[0].numel():
-                raise CheckpointError(f"{source}: {off}: LoRA shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit "
-                                      f"the weight {tuple(w.shape)}")
+            if (w.ndim < 2 or A.shape[0] != B.shape[1] or B.shape[0] != w.shape[0]
+                    or A.flatten(1).shape[1] != w[0].numel()):
+                raise CheckpointError(f"{source}: {where}: LoRA shapes A {tuple(A.shape)}, B {tuple(B.shape)} do "
+                                      f"not fit the weight {tuple(w.shape)}")
         if "diff" in e and e["diff"].numel() != w.numel():
-            raise CheckpointError(f"{source}: {off}.diff has {e['diff'].numel()} values, the weight {w.numel()}")
-        if "diff_b" in e:
-            b = getattr(modules[off], "bias", None)
-            if b is None or e["diff_b"].numel() != b.numel():
-                raise CheckpointError(f"{source}: {off} has a bias delta but the layer's bias does not fit it")
+            raise CheckpointError(f"{source}: the delta of {off}.{pname} has {e['diff'].numel()} values, "
+                                  f"the parameter {w.numel()} {tuple(w.shape)}")
     return entries
 
 
-def _read_lora_file(path: Path) -> dict[str, torch.Tensor]:
-    from openwan.checkpoints import read_state_dict
-    return read_state_dict(path)
-
-
 def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: float = 1.0,
-              name: Optional[str] = None) -> str:
+              name: Optional[str] = None, strict: bool = True) -> str:
     """Attach a LoRA file (or state dict) of any supported format as adapter ``name``; returns the name.
 
     The adapter is applied on the fly (``merge_lora`` bakes it in). Loading several adapters stacks
-    them (their deltas add). ``strength`` multiplies this adapter's delta.
+    them (their deltas add). ``strength`` multiplies this adapter's deltas (low-rank and full).
+    Keys that match no parameter are an error listing them (``strict=False``: a warning, see
+    :func:`parse_lora`).
     """
     _check_not_merged(model)
     if isinstance(path_or_sd, (str, Path)):
-        sd = _read_lora_file(Path(path_or_sd))
+        from openwan.checkpoints import read_state_dict
+        sd = read_state_dict(Path(path_or_sd))
         source = str(path_or_sd)
         default_name = Path(path_or_sd).stem
     else:
@@ -466,7 +498,7 @@ def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: fl
     if not sd:
         from openwan.checkpoints import CheckpointError
         raise CheckpointError(f"{source}: empty LoRA")
-    entries = parse_lora(model, sd, source)
+    entries = parse_lora(model, sd, source, strict=strict)
     existing = set(adapter_names(model))
     key = _key(name or default_name)
     if name is None:
@@ -477,20 +509,19 @@ def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: fl
     elif key in existing:
         raise ValueError(f"an adapter named {name!r} is already loaded (pick another name or remove_lora first)")
     modules = dict(model.named_modules())
-    for off, e in entries.items():
+    for (off, pname), e in entries.items():
         layer = modules[off]
-        w = layer.weight
+        w = getattr(layer, pname)
         if "down" in e:
             A, B = e["down"], e["up"]
             alpha = float(e["alpha"]) if "alpha" in e else float(A.shape[0])
             ad = LowRank(A.to(w.device), B.to(w.device), scale=alpha / A.shape[0], strength=strength)
-            _param_lora(layer, "weight", create=True).adapters[key] = ad
+            _param_lora(layer, pname, create=True).adapters[key] = ad
         if "diff" in e:
-            _param_lora(layer, "weight", create=True).adapters[key + "_diff"] = \
+            # beside a low-rank pair on the same weight, the full delta is a second adapter of this name
+            slot = key + "_diff" if "down" in e else key
+            _param_lora(layer, pname, create=True).adapters[slot] = \
                 FullDelta(e["diff"].to(w.device).reshape(w.shape), strength)
-        if "diff_b" in e:
-            _param_lora(layer, "bias", create=True).adapters[key] = \
-                FullDelta(e["diff_b"].to(w.device).reshape(layer.bias.shape), strength)
     return key
 
 

@@ -1,0 +1,91 @@
+"""Processes, devices and model wrapping for training: torchrun / local spawn, FSDP2 / DDP.
+
+Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the environment) :func:`init_distributed` joins
+the process group (gloo on CPU, nccl on CUDA, one GPU per process). :func:`spawn` runs a function on N
+local processes without torchrun. :func:`wrap_model` applies the config's ``parallel`` mode:
+``fsdp`` shards every DiT block then the root with FSDP2 (``fully_shard``), ``ddp`` replicates the
+model (DistributedDataParallel).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def init_distributed() -> bool:
+    """Join the process group described by RANK / WORLD_SIZE (torchrun) if not done yet.
+
+    Returns True when this call created the group (the caller then destroys it)."""
+    if not dist.is_available() or dist.is_initialized():
+        return False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return True
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world() > 1
+                            else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def wrap_model(module: nn.Module, mode: str, device: torch.device) -> tuple[nn.Module, str]:
+    """(the module to call for training, the parallel mode used) for ``mode`` auto | fsdp | ddp | none."""
+    if world() == 1:
+        return module, "none"
+    if mode == "auto":
+        mode = "fsdp"
+    if mode == "none":
+        raise ValueError("parallel: none with several processes; use fsdp or ddp")
+    if mode == "fsdp":
+        from openwan.parallel.shard import fully_shard_dit
+        fully_shard_dit(module, device.type)
+        return module, mode
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None), mode
+
+
+def _worker(local_rank: int, nprocs: int, port: int, fn: Callable, args: tuple):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
+                      WORLD_SIZE=str(nprocs), LOCAL_RANK=str(local_rank))
+    torch.set_num_threads(1)
+    init_distributed()
+    try:
+        fn(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(fn: Callable, args: tuple, nprocs: int, start_method: str = "spawn") -> None:
+    """Run ``fn(*args)`` on ``nprocs`` local processes joined in one process group (gloo on CPU, nccl on
+    CUDA). ``fn`` must be importable (a module-level function). Blocks until all finish; an error in one
+    is raised here. ``start_method="fork"`` starts faster but must not be used once CUDA is initialised."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_worker, args=(nprocs, port, fn, args), nprocs=nprocs, join=True, start_method=start_method)
