@@ -168,3 +168,21 @@ def test_train_lora_demo(tmp_path):
     before, after = read_video(w / "before.mp4")[0], read_video(w / "after.mp4")[0]
     assert before.shape == after.shape == (17, 64, 64, 3)
     assert not np.array_equal(before, after)      # the LoRA changes the video
+
+
+def test_export_to_video_takes_diffusers_style_frames(tmp_path):
+    """openwan.export_to_video(frames, path, fps): lists of PIL images, float [0, 1] or uint8 arrays."""
+    from PIL import Image
+
+    import openwan
+    from openwan.video import export_to_video
+    assert openwan.export_to_video is export_to_video
+    u8 = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    cases = {"pil": [Image.fromarray(f) for f in u8], "float": u8.astype(np.float32) / 255, "uint8": list(u8)}
+    videos = {}
+    for name, frames in cases.items():
+        path = openwan.export_to_video(frames, tmp_path / f"{name}.mp4", fps=8)
+        videos[name], fps = read_video(path)
+        assert videos[name].shape == (5, 32, 48, 3) and fps == 8
+    # float [0, 1] -> round(x * 255): the same uint8 frames, so the same encoded video
+    assert np.array_equal(videos["pil"], videos["float"]) and np.array_equal(videos["pil"], videos["uint8"])
