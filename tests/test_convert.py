@@ -132,8 +132,13 @@ def test_image_to_video_folder_loads_in_diffusers(tmp_path):
     assert out.frames.shape == (1, 5, 32, 64, 3) and np.isfinite(out.frames).all()
 
 
-@pytest.mark.parametrize("variant, cls", [("tiny-flf2v", "WanImageToVideoPipeline"), ("tiny-vace", "WanVACEPipeline")])
-def test_model_index_per_task(tmp_path, variant, cls):
+@pytest.mark.parametrize("variant, cls", [
+    pytest.param("tiny-flf2v", "WanImageToVideoPipeline", marks=pytest.mark.slow),   # ~25 s: CLIP at 224 pixels
+    ("tiny-vace", "WanVACEPipeline")])
+def test_flf2v_and_vace_folders_load_and_run_in_diffusers(tmp_path, variant, cls):
+    import diffusers
+    from PIL import Image
+
     from openwan.testing import make_tiny_checkpoint
     src = make_tiny_checkpoint(tmp_path / "src", variant)
     d = convert(src, tmp_path / "d", to="diffusers")
@@ -142,6 +147,15 @@ def test_model_index_per_task(tmp_path, variant, cls):
     assert ("image_encoder" in index) == (variant == "tiny-flf2v")
     if variant == "tiny-vace":
         assert index["transformer"] == ["diffusers", "WanVACETransformer3DModel"]
+    pipe = getattr(diffusers, cls).from_pretrained(d, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(height=32, width=64, num_frames=5, num_inference_steps=1, output_type="np", max_sequence_length=32)
+    if variant == "tiny-flf2v":
+        image = Image.fromarray(np.full((32, 64, 3), 128, np.uint8))
+        out = pipe(image, "a red circle", last_image=image, **kw)
+    else:
+        out = pipe("a red circle", **kw)
+    assert out.frames.shape == (1, 5, 32, 64, 3) and np.isfinite(out.frames).all()
 
 
 def test_errors_name_the_problem(tmp_path):
