@@ -8,4 +8,7 @@ def __getattr__(name):  # lazy: importing openwan stays cheap
     if name == "load_pipeline":
         from openwan.pipelines import load_pipeline
         return load_pipeline
+    if name == "export_to_video":
+        from openwan.video import export_to_video
+        return export_to_video
     raise AttributeError(f"module 'openwan' has no attribute {name!r}")

@@ -328,3 +328,15 @@ def test_recipe_end_to_end_tiny(tmp_path):
     shipped = load_file(tmp_path / "ck2" / "diffusion_pytorch_model.safetensors")
     assert shipped.keys() == raw.keys()
     assert all(torch.equal(shipped[k], raw[k].half()) for k in raw)
+
+
+def test_bench_lists_what_it_can_run(tmp_path):
+    from openwan.demo.bench import list_benchmarks
+    text = list_benchmarks()
+    assert "openwan bench demo" in text
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "common.py").write_text('"""helpers"""')
+    (tmp_path / "benchmarks" / "vae.py").write_text('"""VAE: ours vs diffusers.\n\nmore"""')
+    text = list_benchmarks(tmp_path)
+    assert "python benchmarks/vae.py" in text and "VAE: ours vs diffusers." in text and "common" not in text
+    assert "benchmarks/" not in list_benchmarks(tmp_path / "none")

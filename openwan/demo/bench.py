@@ -169,6 +169,27 @@ def format_report(summary: dict, settings: dict) -> str:
     return "\n".join(lines)
 
 
+def list_benchmarks(repo_root: Optional[Path] = None) -> str:
+    """What `openwan bench` can run (its text when called with no benchmark name), plus the comparison scripts
+    of a source checkout (``benchmarks/*.py``), each with the first line of its docstring."""
+    lines = ["openwan bench: benchmarks this install can run", "",
+             "  openwan bench demo    does the embedded demo model draw what its prompts say? (24 seen + 12 held-out",
+             "                        prompts x 2 seeds, about 8 s a video on one CPU core; options: openwan bench",
+             "                        demo --help; a quick look: openwan bench demo --limit 2 --seeds 1)"]
+    root = repo_root or Path(__file__).resolve().parents[2]
+    scripts = sorted(f for f in (root / "benchmarks").glob("*.py") if f.stem != "common")
+    if scripts:
+        import ast
+        lines += ["", f"In this source checkout ({root}), comparisons with diffusers:"]
+        for f in scripts:
+            try:
+                doc = ast.get_docstring(ast.parse(f.read_text())) or ""
+            except (OSError, SyntaxError, ValueError):
+                doc = ""
+            lines.append(f"  python benchmarks/{f.name:<12} {doc.splitlines()[0] if doc else ''}".rstrip())
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")

@@ -199,6 +199,75 @@ def parse_objects(text: str) -> Optional[list]:
     return out
 
 
+# Common words outside the world, so a warning can name them ("orange" is not a color the demo knows).
+OTHER_COLORS = ("orange", "pink", "brown", "black", "gray", "grey", "gold", "golden", "silver", "beige", "navy",
+                "maroon", "lime", "teal", "indigo", "rainbow")
+OTHER_SHAPES = ("star", "heart", "rectangle", "oval", "ellipse", "hexagon", "pentagon", "octagon", "diamond",
+                "cross", "line", "cube", "sphere", "cone", "cylinder", "ring", "arrow", "rhombus", "polygon")
+_OTHER_COLOR_RE = _word_pattern(OTHER_COLORS)
+_OTHER_SHAPE_RE = _word_pattern(OTHER_SHAPES + tuple(s + "s" for s in OTHER_SHAPES))
+_WORLD_SUMMARY = (f"one {'/'.join(COLOR_NAMES)} {'/'.join(SHAPES)} moving left/right/up/down, staying still, "
+                  f"growing or shrinking")
+
+
+def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:
+    if len(found) == 1:
+        return found[0], []
+    if len(found) > 1:
+        return None, [f"{len(found)} {kind}s for one object ({', '.join(found)})"]
+    if unknown:
+        return None, [f"unknown {kind} {', '.join(repr(u) for u in unknown)}"]
+    return None, [f"no {kind}"]
+
+
+def understand(prompt: str) -> tuple[Attributes, list]:
+    """What the demo model can take from a prompt: ``(Attributes(color, shape, motion), problems)``.
+
+    Fields it cannot tell are None; ``problems`` lists, in words, what lies outside the world ("unknown color
+    'orange'", "no motion", "2 objects named; the demo draws one"). An empty list means the prompt is fully
+    inside the world. With several objects the attributes are the first one's."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    t = prompt.lower()
+    objects = [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
+    problems = []
+    if len(objects) > 1:
+        problems.append(f"{len(objects)} objects named; the demo draws one object per video")
+        t = objects[0]
+    color, p1 = _one("color", _found(_COLOR_RE, t), _OTHER_COLOR_RE.findall(t))
+    shape, p2 = _one("shape", _found(_SHAPE_RE, t), _OTHER_SHAPE_RE.findall(t))
+    motion, p3 = _one("motion", _found(_MOTION_RE, t), [])
+    if color is shape is motion is None and not _OTHER_COLOR_RE.search(t) and not _OTHER_SHAPE_RE.search(t):
+        return Attributes(None, None, None), ["nothing it knows"]
+    return Attributes(color, shape, motion), problems + p1 + p2 + p3
+
+
+def outside_world_warning(prompt: str) -> Optional[str]:
+    """One line saying what the demo understood from a prompt that lies outside its world, or None."""
+    attrs, problems = understand(prompt)
+    if not problems:
+        return None
+    got = ", ".join(f"{k} {v}" for k, v in attrs._asdict().items() if v is not None) or "nothing"
+    return (f"demo model: {prompt!r} is outside its world: {'; '.join(problems)} (understood: {got}); it draws "
+            f"{_WORLD_SUMMARY}")
+
+
+_warned: set = set()
+
+
+def warn_outside_world(prompt: str) -> Optional[str]:
+    """Log :func:`outside_world_warning` once per prompt (logger ``openwan.demo``); returns the line or None."""
+    line = outside_world_warning(prompt)
+    if line is None or prompt in _warned:
+        return None
+    if len(_warned) > 10_000:     # a long-running server: stay bounded
+        _warned.clear()
+    _warned.add(prompt)
+    import logging
+    logging.getLogger("openwan.demo").warning(line)
+    return line
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Clips
 # --------------------------------------------------------------------------------------------------------------
