@@ -279,36 +279,36 @@ def _delegate(module: str, argv) -> int:
 
 
 def _convert_parser(sub):
-    p = sub.add_parser("convert", help="convert a checkpoint between the official and diffusers layouts")
-    p.add_argument("src", help="checkpoint directory (official or diffusers)")
-    p.add_argument("dst", help="output directory (must not exist)")
-    p.add_argument("--to", choices=["official", "diffusers"], required=True)
-    p.add_argument("--dtype", choices=["keep", "bf16", "fp16", "fp32"], default="keep")
+    p = sub.add_parser("convert", help="convert a whole checkpoint folder between the official and diffusers layouts",
+                       description="Write SRC (an official or diffusers folder, or 'demo') as a complete diffusers "
+                                   "pipeline folder (model_index.json, scheduler, tokenizer, text_encoder, vae, "
+                                   "transformer; image_encoder + image_processor for i2v/flf2v) or in the official "
+                                   "layout. The sampling defaults travel in openwan.json (docs/ecosystem.md).")
+    p.add_argument("src", help="checkpoint folder (official or diffusers layout) or 'demo'")
+    p.add_argument("dst", help="output folder (must not exist, or be empty)")
+    p.add_argument("--to", choices=["official", "diffusers"], required=True, help="the layout to write")
+    p.add_argument("--dtype", choices=["keep", "bf16", "fp16", "fp32"], default="keep",
+                   help="dtype of the DiT's weights (default: keep; every other component keeps its stored dtype)")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(a) -> int:
-    import torch
-    from openwan.pipelines import load_components
-    dst = Path(a.dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise CLIError(f"{dst} exists and is not empty: choose a new output directory")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "keep": None}[a.dtype]
-    c = load_components(a.src, device="cpu", dtype=dtype or torch.float32)
-    if dtype is not None:
-        c.dit.to(dtype)
-    c.dit.save_pretrained(dst / "transformer" if a.to == "diffusers" else dst, layout=a.to)
-    c.vae.save_pretrained(dst / "vae" if a.to == "diffusers" else dst, layout=a.to)
-    c.text_encoder.save_pretrained(dst, layout=a.to)
-    if c.image_encoder is not None:
-        c.image_encoder.save_pretrained(dst, layout=a.to)
-    print(f"wrote {a.to} layout to {dst}")
+    from openwan.convert import convert
+    dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
+    print(f"wrote the {a.to} layout to {dst}")
     return 0
 
 
 def _bench_parser(sub):
-    p = sub.add_parser("bench", help="benchmarks: openwan bench demo [--help]")
-    p.add_argument("what", choices=["demo"])
+    p = sub.add_parser("bench", help="benchmarks: openwan bench (lists them), openwan bench demo [--help]")
+    p.add_argument("what", nargs="?", choices=["demo"], help="the benchmark to run (none: list them)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(a) -> int:
+    from openwan.demo.bench import list_benchmarks
+    print(list_benchmarks())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

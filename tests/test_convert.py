@@ -184,7 +184,6 @@ def test_variant_record_errors(tmp_path):
     assert read_variant(tmp_path / "empty") is None
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py's convert/bench still need wiring to openwan.convert / list_benchmarks")
 def test_cli_convert_and_bench_listing(tmp_path, capsys):
     from openwan.cli import main
     assert main(["convert", "demo", str(tmp_path / "d"), "--to", "diffusers"]) == 0
