@@ -18,7 +18,13 @@ This module, top to bottom:
    :class:`EulerSolver` (first order), :class:`DPMPP2MSolver` (DPM-Solver++ 2M, midpoint form),
    :class:`UniPCSolver` (UniPC, B(h) = e^h - 1 ("bh2"), order 2, data prediction, with the UniC
    corrector). Their arithmetic is done in float32 on float32 sigmas, like the reference.
-3. **Driver.** :func:`sample` runs any solver with a ``model_fn(x, t, sigma) -> v``.
+3. **Driver.** :func:`run` walks a grid with a ``denoiser(x, step) -> v`` (``step`` a :class:`Step`:
+   i, n, t, sigma, sigma_next), hands the x0 prediction to ``on_step``, lets ``post_step`` return a
+   modified sample, and passes a ``generator`` to re-noising solvers; :func:`sample` is the same
+   with a plain ``model_fn(x, t, sigma) -> v``. :data:`SOLVERS` is the one table of solvers:
+   ``name -> (stepper class, default grid)``. :func:`sigmas_from_timesteps` builds the grid of an
+   explicit timestep list (few-step students: ``[999, 750, 500, 250]``), walked by "euler" (plain
+   Euler) or "consistency" (denoise to x0, re-noise to the next sigma).
 4. **Helpers.** :func:`cfg` (classifier-free guidance) and :func:`add_noise` (forward process).
 
 Step orders of the multistep solvers (N steps, step index i = 0..N-1):
@@ -36,15 +42,16 @@ current grid point, ``s1`` for the previous one, ``t`` for the target.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 __all__ = [
-    "NUM_TRAIN_TIMESTEPS", "SOLVERS", "shift_sigmas", "unipc_sigmas", "dpmpp_sigmas", "euler_sigmas",
-    "sigmas_for", "timesteps_from_sigmas", "sigmas_for_strength", "EulerSolver", "DPMPP2MSolver",
-    "UniPCSolver", "make_solver", "sample", "cfg", "add_noise",
+    "NUM_TRAIN_TIMESTEPS", "SOLVERS", "Step", "shift_sigmas", "unipc_sigmas", "dpmpp_sigmas", "euler_sigmas",
+    "sigmas_for", "sigmas_from_timesteps", "timesteps_from_sigmas", "sigmas_for_strength", "EulerSolver",
+    "DPMPP2MSolver", "UniPCSolver", "ConsistencySolver", "make_solver", "run", "sample", "cfg", "add_noise",
 ]
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -53,8 +60,6 @@ NUM_TRAIN_TIMESTEPS = 1000
 # holds as a float32 tensor and reads back as a Python float: 0.9990000128746033, not 0.999. Using
 # the float32 value makes our float64 grid bit-identical to the reference's (checked by the tests).
 _UNIPC_SIGMA_MAX = float(np.float32(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS))
-
-SOLVERS = ("unipc", "dpm++", "euler")
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float], float]
 
@@ -113,9 +118,22 @@ def euler_sigmas(steps: int, shift: float) -> torch.Tensor:
 
 
 def sigmas_for(solver: str, steps: int, shift: float) -> torch.Tensor:
-    """The default grid of a solver name ("unipc", "dpm++" or "euler")."""
-    solver = _check_solver(solver)
-    return {"unipc": unipc_sigmas, "dpm++": dpmpp_sigmas, "euler": euler_sigmas}[solver](steps, shift)
+    """The default grid of a solver name (a key of :data:`SOLVERS`)."""
+    return SOLVERS[_check_solver(solver)][1](steps, shift)
+
+
+def sigmas_from_timesteps(timesteps: Sequence[int]) -> torch.Tensor:
+    """The grid of an explicit list of integer timesteps (high to low), with a final 0: ``t / 1000``.
+
+    For few-step students trained on fixed timesteps (e.g. ``[999, 750, 500, 250]``). Float64, and
+    :func:`timesteps_from_sigmas` gives the list back exactly (``int64(t / 1000 * 1000) == t`` for
+    every t in 0..1000 in float64).
+    """
+    ts = [int(t) for t in timesteps]
+    if not ts or any(not 0 < t <= NUM_TRAIN_TIMESTEPS for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps must be a non-empty, strictly decreasing list of integers in "
+                         f"1..{NUM_TRAIN_TIMESTEPS}, e.g. [999, 750, 500, 250]; got {list(timesteps)!r}")
+    return torch.tensor([t / NUM_TRAIN_TIMESTEPS for t in ts] + [0.0], dtype=torch.float64)
 
 
 def timesteps_from_sigmas(sigmas: ArrayLike) -> torch.Tensor:
@@ -178,9 +196,10 @@ class _Solver:
     ``x``'s dtype. Arithmetic is float32.
     """
 
-    def __init__(self, sigmas: ArrayLike):
+    def __init__(self, sigmas: ArrayLike, generator: Optional[torch.Generator] = None):
         self.sigmas = _check_grid(sigmas).to(torch.float32)
         self.num_steps = self.sigmas.numel() - 1
+        self.generator = generator      # used by re-noising solvers only
         self._next = 0
 
     def _begin(self, v: torch.Tensor, x: torch.Tensor, i: int):
@@ -215,8 +234,8 @@ class DPMPP2MSolver(_Solver):
     float arithmetic below yields that on its own (1/inf = 0).
     """
 
-    def __init__(self, sigmas: ArrayLike):
-        super().__init__(sigmas)
+    def __init__(self, sigmas: ArrayLike, generator: Optional[torch.Generator] = None):
+        super().__init__(sigmas, generator)
         self._x0_prev: Optional[torch.Tensor] = None
 
     def step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
@@ -257,8 +276,8 @@ class UniPCSolver(_Solver):
       ``phi_1 = (e^hh - 1)/hh - 1`` and ``phi_2 = phi_1/hh - 1/2`` (the reference's h_phi_k recursion).
     """
 
-    def __init__(self, sigmas: ArrayLike):
-        super().__init__(sigmas)
+    def __init__(self, sigmas: ArrayLike, generator: Optional[torch.Generator] = None):
+        super().__init__(sigmas, generator)
         self._x0: list[torch.Tensor] = []     # x0 predictions, newest last (at most 2 kept)
         self._last_sample: Optional[torch.Tensor] = None   # the (corrected) sample the last predictor started from
         self._last_order = 0
@@ -324,30 +343,101 @@ class UniPCSolver(_Solver):
         return self._predict(x32, i, order).to(x.dtype)
 
 
+class ConsistencySolver(_Solver):
+    """Denoise to x0, then re-noise to the next sigma with fresh noise (consistency / DMD-style students).
+
+    ``x0 = x - sigma * v``; ``x_next = (1 - sigma_next) * x0 + sigma_next * n`` with ``n ~ N(0, I)`` drawn
+    from ``generator`` (the global RNG when None) in float32 on the generator's device; the last step to
+    sigma 0 returns ``x0``. Meant for an explicit timestep list (:func:`sigmas_from_timesteps`).
+    """
+
+    def step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+        v32, x32, s0, t = self._begin(v, x, i)
+        x0 = x32 - s0 * v32
+        if float(t) == 0.0:
+            return x0.to(x.dtype)
+        dev = self.generator.device if self.generator is not None else torch.device("cpu")
+        n = torch.randn(tuple(x.shape), generator=self.generator, dtype=torch.float32, device=dev).to(x.device)
+        return ((1 - t) * x0 + t * n).to(x.dtype)
+
+
+# The one table of solvers: name -> (stepper class, default grid (steps, shift) -> float64 sigmas).
+SOLVERS: dict[str, tuple[type, Callable[[int, float], torch.Tensor]]] = {
+    "unipc": (UniPCSolver, unipc_sigmas),
+    "dpm++": (DPMPP2MSolver, dpmpp_sigmas),
+    "euler": (EulerSolver, euler_sigmas),
+    "consistency": (ConsistencySolver, euler_sigmas),
+}
+SOLVER_ALIASES = {"dpmpp": "dpm++", "dpm++2m": "dpm++", "dpmpp_2m": "dpm++"}
+
+
 def _check_solver(solver: str) -> str:
     name = solver.lower() if isinstance(solver, str) else solver
-    aliases = {"dpmpp": "dpm++", "dpm++2m": "dpm++", "dpmpp_2m": "dpm++"}
-    name = aliases.get(name, name)
+    name = SOLVER_ALIASES.get(name, name)
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     return name
 
 
-def make_solver(solver: str, sigmas: ArrayLike) -> _Solver:
-    """A fresh stepper for ``solver`` ("unipc", "dpm++" or "euler") over the grid ``sigmas``."""
-    cls = {"unipc": UniPCSolver, "dpm++": DPMPP2MSolver, "euler": EulerSolver}[_check_solver(solver)]
-    return cls(sigmas)
+def make_solver(solver: str, sigmas: ArrayLike, generator: Optional[torch.Generator] = None) -> _Solver:
+    """A fresh stepper for ``solver`` (a key of :data:`SOLVERS`) over the grid ``sigmas``."""
+    return SOLVERS[_check_solver(solver)][0](sigmas, generator)
 
 
 # ============================================================================ 3. driver
 
-ModelFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+@dataclass(frozen=True)
+class Step:
+    """Where a model call sits on the grid: step ``i`` of ``n``, the DiT's integer timestep ``t``
+    (int64 [1] on the sample's device), the float32 grid values ``sigma`` and ``sigma_next``."""
+    i: int
+    n: int
+    t: torch.Tensor
+    sigma: float
+    sigma_next: float
+
+
+Denoise = Callable[[torch.Tensor, Step], torch.Tensor]
+StepHook = Callable[[Step, torch.Tensor, torch.Tensor], Optional[torch.Tensor]]
 
 
 @torch.no_grad()
-def sample(model_fn: ModelFn, x: torch.Tensor, sigmas: ArrayLike, solver: str = "unipc",
-           callback: Optional[Callable[[int, int, torch.Tensor], None]] = None) -> torch.Tensor:
+def run(denoiser: Denoise, x: torch.Tensor, sigmas: ArrayLike, solver: str = "unipc", *,
+        on_step: Optional[StepHook] = None, post_step: Optional[StepHook] = None,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Integrate the flow from ``sigmas[0]`` to ``sigmas[-1]`` starting at the sample ``x``.
+
+    Each step: ``v = denoiser(x, step)``; ``x = stepper.step(v, x, i)``; then, with the model's x0
+    prediction ``x0 = x_in - sigma * v`` (float32), ``post_step(step, x, x0)`` may return a modified
+    sample (None keeps it; e.g. re-imposing known frames), and ``on_step(step, x, x0)`` observes the
+    result. ``generator`` feeds re-noising solvers ("consistency"). Returns ``x``'s dtype.
+    """
+    grid = _check_grid(sigmas)
+    stepper = make_solver(solver, grid, generator)
+    timesteps = timesteps_from_sigmas(grid[:-1])
+    n = stepper.num_steps
+    sig = stepper.sigmas.tolist()
+    for i in range(n):
+        step = Step(i, n, timesteps[i: i + 1].to(x.device), sig[i], sig[i + 1])
+        v = denoiser(x, step)
+        x_next = stepper.step(v, x, i)
+        if on_step is not None or post_step is not None:
+            x0 = x.to(torch.float32) - stepper.sigmas[i].to(x.device) * v.to(torch.float32)
+            if post_step is not None:
+                new = post_step(step, x_next, x0)
+                x_next = x_next if new is None else new
+            if on_step is not None:
+                on_step(step, x_next, x0)
+        x = x_next
+    return x
+
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def sample(model_fn: ModelFn, x: torch.Tensor, sigmas: ArrayLike, solver: str = "unipc",
+           callback: Optional[Callable[[int, int, torch.Tensor], None]] = None, **hooks) -> torch.Tensor:
+    """:func:`run` with a plain ``model_fn(x, t, sigma) -> v``.
 
     Args:
         model_fn: ``model_fn(x, t, sigma) -> v`` with ``t`` an int64 tensor of shape [1] on
@@ -357,19 +447,19 @@ def sample(model_fn: ModelFn, x: torch.Tensor, sigmas: ArrayLike, solver: str = 
         x: the starting sample (noise for text-to-video, a noised latent for SDEdit), any dtype;
             the result has the same dtype.
         sigmas: the grid, e.g. ``unipc_sigmas(50, 5.0)`` (float64 keeps the timesteps exact).
-        solver: "unipc" (the reference default), "dpm++" or "euler".
-        callback: called as ``callback(i, t, x_next)`` after each step.
+        solver: a key of :data:`SOLVERS` ("unipc", the reference default, "dpm++", "euler", "consistency").
+        callback: called as ``callback(i, t, x_next)`` after each step (``t`` an int).
+        hooks: ``on_step``, ``post_step``, ``generator`` as in :func:`run`.
     """
-    grid = _check_grid(sigmas)
-    stepper = make_solver(solver, grid)
-    timesteps = timesteps_from_sigmas(grid[:-1])
-    for i in range(stepper.num_steps):
-        t = timesteps[i : i + 1].to(x.device)
-        v = model_fn(x, t, stepper.sigmas[i].item())
-        x = stepper.step(v, x, i)
-        if callback is not None:
-            callback(i, int(timesteps[i]), x)
-    return x
+    on_step = hooks.pop("on_step", None)
+    if callback is not None:
+        inner = on_step
+
+        def on_step(step, x_next, x0):
+            if inner is not None:
+                inner(step, x_next, x0)
+            callback(step.i, int(step.t), x_next)
+    return run(lambda xt, step: model_fn(xt, step.t, step.sigma), x, sigmas, solver, on_step=on_step, **hooks)
 
 
 # ============================================================================ 4. helpers

@@ -6,9 +6,12 @@ The task pipelines (t2v, i2v, flf2v, vace, v2v) only build their conditioning.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import time
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -18,6 +21,7 @@ import torch
 
 from openwan import sampling
 from openwan.configs import SampleDefaults, Variant, get_variant
+from openwan.denoiser import Conditioning, Denoiser, Guidance
 
 PathLike = Union[str, Path]
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
@@ -185,31 +189,78 @@ class GenerationOutput:
     latents: Optional[torch.Tensor] = None
 
 
+class Cancelled(RuntimeError):
+    """Raised by :meth:`WanPipeline.run` when its ``cancelled()`` check returns True."""
+
+
+@dataclass
+class Job:
+    """A prepared generation: every input validated and encoded, ready for the denoising loop.
+
+    ``start`` is the sample the loop starts from (noise, or a noised latent for video-to-video) on
+    ``sigmas[0]``; ``drop_frames`` leading latent frames are removed before decoding (VACE's reference
+    images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs).
+    """
+    settings: dict
+    start: torch.Tensor
+    cond: Conditioning
+    guidance: Guidance
+    sigmas: torch.Tensor
+    solver: str
+    step_cache: Any = None
+    drop_frames: int = 0
+    output_type: str = "uint8"
+    output_path: Optional[PathLike] = None
+    overwrite: bool = False
+    return_frames: bool = True
+
+    @property
+    def stats(self) -> dict:
+        return self.settings["stats"]
+
+
+def module_device(module) -> torch.device:
+    """The device of a module's first parameter (CPU for one without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 class WanPipeline:
     """Base class: holds the components and runs the guided denoising loop.
 
-    Memory plans (``offload``):
+    A call is three parts: ``prepare(...)`` (validate every input, encode prompts and conditions, draw
+    the noise: everything before the loop) -> :class:`Job`; ``run(job, on_step, cancelled)`` (the
+    denoising loop) -> latent; ``complete(job, latent)`` (decode, write) -> :class:`GenerationOutput`.
+
+    Memory plans (``offload``), applied by :meth:`resident` around every model call:
       * ``"none"``: every model stays resident on the device (fastest).
       * ``"sequential"``: the text encoder is released after encoding (its prompts stay cached
-        in memory for this pipeline), and the DiT is moved to the CPU before the VAE decodes.
+        in memory for this pipeline), and the DiT leaves the device after the denoising loop (before
+        the VAE decodes); the next call brings it back.
     ``t5_cpu=True`` (at load time) runs the text encoder on the CPU while the DiT is elsewhere.
+    The pipeline's device is where the DiT was when the pipeline was made (not where it is now).
     """
 
     task = "t2v"
 
     def __init_subclass__(cls, **kw):
-        """Every task's ``__call__`` checks all its arguments first (openwan.validate), before any work."""
+        """Every task's ``prepare`` (which every call goes through) checks all its arguments first
+        (openwan.validate), before any work."""
         super().__init_subclass__(**kw)
-        call = cls.__dict__.get("__call__")
-        if call is not None:
-            @functools.wraps(call)
+        prepare = cls.__dict__.get("prepare")
+        if prepare is not None:
+            @functools.wraps(prepare)
             def checked(self, prompt, *args, **kwargs):
                 from openwan import validate
                 kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt))
-                return call(self, kwargs.pop("prompt"), *args, **kwargs)
-            cls.__call__ = checked
+                return prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+            cls.prepare = checked
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential"):
@@ -218,7 +269,10 @@ class WanPipeline:
         self.variant = components.variant
         self.offload = offload
         self.progress = progress
-        self._prompt_memo: dict[str, torch.Tensor] = {}
+        self._device = module_device(components.dit)
+        self.offload_device = torch.device("cpu")
+        self.load_seconds: Optional[float] = None
+        self._prompt_memo: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     # -------------------------------------------------------------- convenience
     @property
@@ -231,7 +285,8 @@ class WanPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.dit.parameters()).device
+        """The compute device (stored: the DiT may be off it between calls under offload='sequential')."""
+        return self._device
 
     @classmethod
     def from_pretrained(cls, path: PathLike, **kw):
@@ -258,98 +313,159 @@ class WanPipeline:
                         negative_prompt=self.default_negative_prompt() if negative_prompt is None else negative_prompt,
                         seed=resolve_seed(seed))
 
+    def new_settings(self, step_cache=None, **kw) -> dict:
+        """The settings record of a call, with its step cache and an empty ``stats`` to be filled."""
+        from openwan.cache import parse_step_cache
+        spec = parse_step_cache(step_cache)
+        d = self.settings(**kw)
+        d["step_cache"] = "none" if spec is None else str(spec)
+        d["stats"] = {} if self.load_seconds is None else {"load": round(self.load_seconds, 4)}
+        return d
+
+    # -------------------------------------------------------------- residency
+    @contextmanager
+    def resident(self, module):
+        """``module`` on the pipeline's device for the block, under the memory plan: moved in when it is
+        elsewhere; with offload='sequential' the DiT leaves for ``offload_device`` afterwards. Objects that
+        are not ``nn.Module`` (the text and image encoders' wrappers, which keep their own device, e.g.
+        ``t5_cpu``) manage their own residency and pass through unchanged."""
+        if not isinstance(module, torch.nn.Module):
+            yield module
+            return
+        if module_device(module) != self.device:
+            module.to(self.device)
+        try:
+            yield module
+        finally:
+            if module is self.dit and self.offload == "sequential" and self.device != self.offload_device:
+                module.to(self.offload_device)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
     # -------------------------------------------------------------- prompts
-    def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Text features [L_i, dim] on the DiT's device, memoised per prompt for this pipeline."""
+    def encode_prompts(self, prompts: Sequence[str], stats: Optional[dict] = None) -> list[torch.Tensor]:
+        """Text features [L_i, dim] on the pipeline's device, memoised per prompt (the last
+        ``PROMPT_MEMO_MAX`` prompts used). ``stats["text"]`` gets the seconds spent."""
+        t0 = time.perf_counter()
         todo = [p for p in dict.fromkeys(prompts) if p not in self._prompt_memo]
         if todo:
             te = self.c.text_encoder
             if te is None or getattr(te, "released", False):
                 raise RuntimeError("the text encoder was released (offload='sequential'); only prompts encoded "
                                    "before can be reused. Load the pipeline again for new prompts.")
-            for p, e in zip(todo, te.encode(todo)):
-                self._prompt_memo[p] = e.float()
+            with self.resident(te):
+                for p, e in zip(todo, te.encode(todo)):
+                    self._prompt_memo[p] = e.float()
         if self.offload == "sequential" and self.c.text_encoder is not None:
             self.c.text_encoder.release()
-        return [self._prompt_memo[p].to(self.device) for p in prompts]
+        out = []
+        for p in prompts:
+            self._prompt_memo.move_to_end(p)
+            out.append(self._prompt_memo[p].to(self.device))
+        while len(self._prompt_memo) > max(PROMPT_MEMO_MAX, len(set(prompts))):
+            self._prompt_memo.popitem(last=False)
+        if stats is not None:
+            stats["text"] = round(time.perf_counter() - t0, 4)
+        return out
 
     # -------------------------------------------------------------- denoising
-    def denoise(self, noise: torch.Tensor, context: torch.Tensor, context_null: Optional[torch.Tensor], *,
-                steps: int, shift: float, guide_scale: float, solver: str = "unipc",
-                sigmas: Optional[torch.Tensor] = None, start: Optional[torch.Tensor] = None,
-                cfg_batch: bool = True, model_kwargs: Optional[dict] = None,
-                callback: Optional[Callable] = None) -> torch.Tensor:
-        """Integrate the flow from noise to a clean latent [C, F, H, W] with classifier-free guidance.
+    def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None):
+        """The model call of a run: the guided :class:`~openwan.denoiser.Denoiser` and, composed over it
+        here (the one place wrappers are applied), the step cache."""
+        from openwan.cache import step_cache_wrapper
+        d = Denoiser(self.dit, cond, guidance)
+        wrap = step_cache_wrapper(step_cache)
+        return d if wrap is None else wrap(d)
 
-        ``cfg_batch`` runs cond and uncond in one batched forward; guidance is skipped at scale 1.
-        ``model_kwargs`` are per-sample DiT inputs (y, clip_fea, vace_context...) without the batch dim.
-        ``sigmas``/``start`` let video-to-video begin part-way along the grid from a noised latent.
-        """
+    def make_job(self, settings: dict, start: torch.Tensor, cond: Conditioning, sp: Sampling, *,
+                 cfg_batch: bool = True, sigmas: Optional[torch.Tensor] = None, step_cache=None,
+                 **output) -> Job:
+        """A :class:`Job` from the prepared pieces (``sigmas`` defaults to the solver's grid)."""
         if sigmas is None:
-            sigmas = sampling.sigmas_for(solver, steps, shift)
-        x = noise if start is None else start
-        kw = model_kwargs or {}
-        guided = guide_scale != 1.0 and context_null is not None
-        dit = self.dit
-        dt = next(dit.parameters()).dtype
+            sigmas = sampling.sigmas_for(sp.solver, sp.steps, sp.shift)
+        return Job(settings, start, cond, Guidance(sp.guide_scale, cfg_batch), sigmas, sp.solver, step_cache,
+                   **output)
 
-        def batch(v, n):
-            if v is None or not torch.is_tensor(v):
-                return v
-            return torch.stack([v] * n) if n > 1 else v[None]
+    def run(self, job: Job, on_step: Optional[Callable] = None,
+            cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+        """The denoising loop: ``job.start`` -> a clean latent [C, F, H, W] (float32).
 
-        def model_fn(xt, t, sigma):
-            if guided and cfg_batch:
-                kwb = {k: (v if k == "vace_context_scale" else batch(v, 2)) for k, v in kw.items()}
-                if "clip_fea" in kw:  # clip features already carry their own leading dim
-                    kwb["clip_fea"] = torch.cat([kw["clip_fea"], kw["clip_fea"]])
-                out = dit(torch.stack([xt, xt]).to(dt), t.expand(2), [context, context_null], **kwb)
-                return sampling.cfg(out[0].float(), out[1].float(), guide_scale)
-            kw1 = {k: (v if k in ("vace_context_scale", "clip_fea") else batch(v, 1)) for k, v in kw.items()}
-            cond = dit(xt[None].to(dt), t, [context], **kw1)[0].float()
-            if not guided:
-                return cond
-            uncond = dit(xt[None].to(dt), t, [context_null], **kw1)[0].float()
-            return sampling.cfg(cond, uncond, guide_scale)
-
+        ``on_step(step, x, x0)`` is called after every step (:class:`openwan.sampling.Step`, the new sample,
+        the model's x0 prediction); ``cancelled()`` is checked before every step and raises
+        :class:`Cancelled` when it returns True. ``job.stats`` gets ``denoise`` seconds and the DiT forward
+        counts.
+        """
+        d = self.denoiser(job.cond, job.guidance, job.step_cache)
+        n_steps = len(job.sigmas) - 1
         bar = None
-        n_steps = len(sigmas) - 1
         if self.progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=n_steps, desc="denoising", unit="step", leave=False)
         t0 = time.perf_counter()
 
-        def on_step(i, t, x_next):
+        def check():
+            if cancelled is not None and cancelled():
+                raise Cancelled("generation cancelled")
+
+        def hook(step, x, x0):
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"{(time.perf_counter() - t0) / (i + 1):.2f}s/step")
-            if callback is not None:
-                callback(i, t, x_next)
+                bar.set_postfix_str(f"{(time.perf_counter() - t0) / (step.i + 1):.2f}s/step")
+            if on_step is not None:
+                on_step(step, x, x0)
+            if step.i + 1 < step.n:
+                check()
 
-        with torch.inference_mode():
-            out = sampling.sample(model_fn, x, sigmas, solver=solver, callback=on_step)
-        if bar is not None:
-            bar.close()
+        try:
+            check()
+            with self.resident(self.dit), torch.inference_mode():
+                out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook)
+        finally:
+            if bar is not None:
+                bar.close()
+            job.stats["denoise"] = round(time.perf_counter() - t0, 4)
+            job.stats.update(d.stats)
         return out
 
-    # -------------------------------------------------------------- decoding
-    def _before_decode(self):
-        if self.offload == "sequential" and self.device.type != "cpu":
-            self.dit.to("cpu")
-            torch.cuda.empty_cache()
+    def generate(self, job: Job, callback: Optional[Callable] = None,
+                 cancelled: Optional[Callable[[], bool]] = None) -> GenerationOutput:
+        """run + complete; ``callback(i, t, x)`` after every step (``t`` the integer timestep)."""
+        on_step = None if callback is None else (lambda step, x, x0: callback(step.i, int(step.t), x))
+        return self.complete(job, self.run(job, on_step, cancelled))
 
-    def decode_frames(self, latent: torch.Tensor):
-        """Latent [C, T, h, w] -> iterator of uint8 frame chunks [n, H, W, 3] (streamed)."""
+    def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
+        """Decode and write the result of a run (the job's output options)."""
+        return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
+                           job.overwrite, return_frames=job.return_frames)
+
+    # -------------------------------------------------------------- decoding
+    def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None):
+        """Latent [C, T, h, w] -> iterator of uint8 frame chunks [n, H, W, 3] (streamed).
+        ``stats["decode"]`` accumulates the seconds spent decoding."""
         from openwan.video import to_uint8
-        self._before_decode()
-        z = latent[None].to(self.vae.device)
-        for chunk in self.vae.decode_stream(z):
-            yield to_uint8(chunk[0].float())
+        with self.resident(self.vae) as vae:
+            z = latent[None].to(vae.device)
+            it = iter(vae.decode_stream(z))
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(it, None)
+                if chunk is not None:
+                    chunk = to_uint8(chunk[0].float())
+                if stats is not None:
+                    stats["decode"] = round(stats.get("decode", 0.0) + time.perf_counter() - t0, 4)
+                if chunk is None:
+                    return
+                yield chunk
 
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
                fps: Optional[int] = None, return_frames: bool = True) -> GenerationOutput:
-        """Decode, optionally write the file (frames streamed straight into the writer), and return."""
+        """Decode, optionally write the file (frames streamed straight into the writer), and return.
+
+        ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record;
+        the file's record holds the stats known when writing starts (an mp4's tag is written first, so its
+        decode and write times are only in the returned settings; a PNG's record has the decode time).
+        """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if output_type == "latent":
@@ -357,9 +473,11 @@ class WanPipeline:
         from openwan.video import write_image, write_video
         kept: list[np.ndarray] = []
         fps = fps or self.variant.sample.fps
+        stats = settings.get("stats")
+        t0 = time.perf_counter()
 
         def frames():
-            for chunk in self.decode_frames(latent):
+            for chunk in self.decode_frames(latent, stats):
                 if return_frames:
                     kept.append(chunk)
                 yield chunk
@@ -367,12 +485,15 @@ class WanPipeline:
         path = None
         if output_path is not None:
             output_path = Path(output_path)
-            meta = {"openwan": settings}
             if settings.get("frame_num", 2) == 1 or output_path.suffix.lower() == ".png":
                 chunk = np.concatenate(list(frames()))
-                path = write_image(chunk[0], output_path, metadata=meta, overwrite=overwrite)
+                path = write_image(chunk[0], output_path, metadata={"openwan": copy.deepcopy(settings)},
+                                   overwrite=overwrite)
             else:
-                path = write_video(frames(), output_path, fps=fps, metadata=meta, overwrite=overwrite)
+                path = write_video(frames(), output_path, fps=fps, metadata={"openwan": copy.deepcopy(settings)},
+                                   overwrite=overwrite)
+            if stats is not None:
+                stats["write"] = round(max(0.0, time.perf_counter() - t0 - stats.get("decode", 0.0)), 4)
         else:
             for _ in frames():
                 pass

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from openwan.configs import FLF2V_NEGATIVE_PREFIX, I2V_NEGATIVE_PREFIX
-from openwan.pipelines.base import GenerationOutput, PathLike
+from openwan.pipelines.base import GenerationOutput, Job, PathLike
 from openwan.pipelines.i2v import (ImageLike, ImageToVideo, fit_cover, image_to_tensor, load_image, source_name,
                                    with_prefix)
 
@@ -66,17 +66,23 @@ class FirstLastFrameToVideo(ImageToVideo):
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                  output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
-                 strict_size: bool = True, return_frames: bool = True, callback=None) -> GenerationOutput:
+                 strict_size: bool = True, return_frames: bool = True, callback=None,
+                 step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate a video from ``first_frame`` to ``last_frame`` (frame_num >= 5)."""
+        job = self.prepare(prompt, negative_prompt, first_frame=first_frame, last_frame=last_frame, size=size,
+                           frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
+                           guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
+                           output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,
+                           strict_size=strict_size, return_frames=return_frames, step_cache=step_cache)
+        return self.generate(job, callback)
+
+    def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, first_frame: ImageLike = None,
+                last_frame: ImageLike = None, **kw) -> Job:
+        """Validate, encode the prompts and both frames, draw the noise: a :class:`Job` for :meth:`run`."""
         first = image_to_tensor(load_image(first_frame, "first_frame"))
         last = match_last_frame(first, image_to_tensor(load_image(last_frame, "last_frame")))
         sources = {"first_frame": source_name(first_frame), "last_frame": source_name(last_frame)}
-        return self._generate([first, last], sources, prompt, negative_prompt,
-                              size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
-                              guide_scale=guide_scale, sample_solver=sample_solver, seed=seed,
-                              output_type=output_type, output_path=output_path, overwrite=overwrite,
-                              cfg_batch=cfg_batch, strict_size=strict_size, return_frames=return_frames,
-                              callback=callback)
+        return self._prepare([first, last], sources, prompt, negative_prompt, **kw)
 
 
 PIPELINE = FirstLastFrameToVideo

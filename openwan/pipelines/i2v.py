@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+from openwan.denoiser import Conditioning
+from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
 
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
@@ -291,15 +292,20 @@ class ImageToVideo(WanPipeline):
                  guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
                  seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                  overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
-                 return_frames: bool = True, callback=None) -> GenerationOutput:
+                 return_frames: bool = True, callback=None, step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate a video whose first frame is ``image`` (a path, PIL image or uint8 [H, W, 3] array)."""
+        job = self.prepare(prompt, negative_prompt, image=image, size=size, frame_num=frame_num,
+                           sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=guide_scale,
+                           sample_solver=sample_solver, seed=seed, output_type=output_type, output_path=output_path,
+                           overwrite=overwrite, cfg_batch=cfg_batch, strict_size=strict_size,
+                           return_frames=return_frames, step_cache=step_cache)
+        return self.generate(job, callback)
+
+    def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, image: ImageLike = None,
+                **kw) -> Job:
+        """Validate, encode the prompts and the image, draw the noise: a :class:`Job` for :meth:`run`."""
         img = load_image(image, "image")
-        return self._generate([image_to_tensor(img)], {"image": source_name(image)}, prompt, negative_prompt,
-                              size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
-                              guide_scale=guide_scale, sample_solver=sample_solver, seed=seed,
-                              output_type=output_type, output_path=output_path, overwrite=overwrite,
-                              cfg_batch=cfg_batch, strict_size=strict_size, return_frames=return_frames,
-                              callback=callback)
+        return self._prepare([image_to_tensor(img)], {"image": source_name(image)}, prompt, negative_prompt, **kw)
 
     # -------------------------------------------------------------- conditioning
     def clip_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -310,17 +316,22 @@ class ImageToVideo(WanPipeline):
     def condition(self, images: list[torch.Tensor], frame_num: int, height: int, width: int) -> dict:
         """The DiT's extra inputs: ``y`` = cat[mask (4), image latent (16)] and ``clip_fea``.
 
+        The VAE and the image encoder each run under :meth:`resident`.
+
         ``images``: one ([first]) or two ([first, last]) tensors [3, H, W] in [-1, 1] of equal size.
         """
         known = [0] if len(images) == 1 else [0, frame_num - 1]
-        y = image_condition(self.vae, dict(zip(known, images)), frame_num, height, width).to(self.device)
-        clip_fea = self.clip_features(torch.stack(images))
+        with self.resident(self.vae) as vae:
+            y = image_condition(vae, dict(zip(known, images)), frame_num, height, width).to(self.device)
+        with self.resident(self.c.image_encoder):
+            clip_fea = self.clip_features(torch.stack(images))
         return {"y": y, "clip_fea": clip_fea}
 
-    # -------------------------------------------------------------- shared generation
-    def _generate(self, images: list[torch.Tensor], sources: dict, prompt, negative_prompt, *, size, frame_num,
-                  sample_steps, sample_shift, guide_scale, sample_solver, seed, output_type, output_path,
-                  overwrite, cfg_batch, strict_size, return_frames, callback) -> GenerationOutput:
+    # -------------------------------------------------------------- shared preparation
+    def _prepare(self, images: list[torch.Tensor], sources: dict, prompt, negative_prompt, *, size=None,
+                 frame_num=None, sample_steps=None, sample_shift=None, guide_scale=None, sample_solver=None,
+                 seed=None, output_type="uint8", output_path=None, overwrite=False, cfg_batch=True,
+                 strict_size=True, return_frames=True, step_cache=None) -> Job:
         d = self.defaults()
         width, height = parse_size(size, d.size)
         frame_num = d.frame_num if frame_num is None else frame_num
@@ -333,19 +344,19 @@ class ImageToVideo(WanPipeline):
         out_h, out_w = i2v_size(ih, iw, width * height, self.vae.spatial_ratio, self.dit.patch_size[1])
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed,
                                    width=width, height=height)
-        settings = self.settings(prompt=prompt, size=f"{width}*{height}", video_size=f"{out_w}*{out_h}",
-                                 frame_num=frame_num, **sp.settings(), **sources)
+        settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}",
+                                     video_size=f"{out_w}*{out_h}", frame_num=frame_num, **sp.settings(), **sources)
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
         with torch.inference_mode():
             cond = self.condition([im.to(self.vae.device) for im in images], frame_num, out_h, out_w)
         vae = self.vae
         s, r = vae.spatial_ratio, vae.temporal_ratio
         noise = make_noise((vae.z_dim, (frame_num - 1) // r + 1, out_h // s, out_w // s), sp.seed, self.device)
-        latent = self.denoise(noise, ctx, ctx_null, steps=sp.steps, shift=sp.shift, guide_scale=sp.guide_scale,
-                              solver=sp.solver, cfg_batch=cfg_batch, model_kwargs=cond, callback=callback)
-        return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
+        return self.make_job(settings, noise, Conditioning(ctx, ctx_null, clip_fea=cond["clip_fea"], y=cond["y"]),
+                             sp, cfg_batch=cfg_batch, step_cache=step_cache, output_type=output_type,
+                             output_path=output_path, overwrite=overwrite, return_frames=return_frames)
 
 
 PIPELINE = ImageToVideo

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from openwan import sampling
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+from openwan.denoiser import Conditioning
+from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, source_name)
 
@@ -161,11 +162,28 @@ class VideoToVideo(WanPipeline):
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                  output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
-                 strict_size: bool = True, return_frames: bool = True, callback=None) -> GenerationOutput:
+                 strict_size: bool = True, return_frames: bool = True, callback=None,
+                 step_cache: Optional[str] = None) -> GenerationOutput:
         """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``.
 
         A video file is first resampled to ``src_fps`` frames per second (default 16, Wan's rate; 0
         keeps every frame)."""
+        job = self.prepare(prompt, negative_prompt, src_video=src_video, strength=strength, src_fps=src_fps,
+                           size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
+                           guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
+                           output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,
+                           strict_size=strict_size, return_frames=return_frames, step_cache=step_cache)
+        return self.generate(job, callback)
+
+    def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
+                strength: Optional[float] = None, src_fps: Optional[float] = None,
+                size: Union[str, tuple, None] = None,
+                frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
+                sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
+                sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
+                output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
+                strict_size: bool = True, return_frames: bool = True, step_cache: Optional[str] = None) -> Job:
+        """Validate, read and encode the source, noise it onto the grid: a :class:`Job` for :meth:`run`."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
         check_size(width, height, self.variant, strict_size)
@@ -181,22 +199,20 @@ class VideoToVideo(WanPipeline):
             lowest = sampling.sigmas_for(solver, steps, shift)[-2].item()
             raise ValueError(f"strength {strength} is below the lowest noise level of the {steps}-step grid "
                              f"({lowest:.4f}): no denoising step would run; use a strength >= {lowest:.4f}")
-        settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
-                                 src_video=source_name(src_video), strength=strength, src_fps=fps or 0,
-                                 steps_run=len(sigmas) - 1)
+        settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
+                                     **sp.settings(), src_video=source_name(src_video), strength=strength,
+                                     src_fps=fps or 0, steps_run=len(sigmas) - 1)
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
-        vae = self.vae
-        with torch.inference_mode():
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
+        with torch.inference_mode(), self.resident(self.vae) as vae:
             video = fit_video(video_to_tensor(frames[:frame_num], vae.device), height, width)
             x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
         noise = make_noise(x0.shape, sp.seed, self.device)
         start = sampling.add_noise(x0, noise, sigmas[0].float())
-        latent = self.denoise(noise, ctx, ctx_null, steps=steps, shift=shift,
-                              guide_scale=sp.guide_scale, solver=solver, sigmas=sigmas, start=start, cfg_batch=cfg_batch,
-                              callback=callback)
-        return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
+        return self.make_job(settings, start, Conditioning(ctx, ctx_null), sp, cfg_batch=cfg_batch, sigmas=sigmas,
+                             step_cache=step_cache, output_type=output_type, output_path=output_path,
+                             overwrite=overwrite, return_frames=return_frames)
 
 
 PIPELINE = VideoToVideo

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from openwan.pipelines.base import (GenerationOutput, PathLike, WanPipeline, check_frames, check_prompt,
+from openwan.denoiser import Conditioning
+from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import (ImageLike, _is_path, check_output_free, fit_contain,
                                    image_to_tensor, load_image, source_name)
@@ -214,8 +215,27 @@ class VACE(WanPipeline):
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                  output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
-                 strict_size: bool = True, return_frames: bool = True, callback=None) -> GenerationOutput:
+                 strict_size: bool = True, return_frames: bool = True, callback=None,
+                 step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate with VACE controls; every control is optional (none = text-to-video)."""
+        job = self.prepare(prompt, negative_prompt, src_video=src_video, src_mask=src_mask,
+                           src_ref_images=src_ref_images, context_scale=context_scale, src_fps=src_fps, size=size,
+                           frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
+                           guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
+                           output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,
+                           strict_size=strict_size, return_frames=return_frames, step_cache=step_cache)
+        return self.generate(job, callback)
+
+    def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
+                src_mask: MaskLike = None, src_ref_images: Union[str, Sequence[ImageLike], None] = None,
+                context_scale: Optional[float] = None, src_fps: Optional[float] = None,
+                size: Union[str, tuple, None] = None,
+                frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
+                sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
+                sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
+                output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
+                strict_size: bool = True, return_frames: bool = True, step_cache: Optional[str] = None) -> Job:
+        """Validate and fit every input, encode the prompts and the VACE context, draw the noise."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
         check_size(width, height, self.variant, strict_size)
@@ -229,24 +249,22 @@ class VACE(WanPipeline):
                                                             width, height, fps)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         ref_names = [source_name(r) for r in parse_ref_images(src_ref_images)]
-        settings = self.settings(prompt=prompt, size=f"{width}*{height}", frame_num=frame_num, **sp.settings(),
-                                 src_video=source_name(src_video),
-                                 src_mask=source_name(src_mask),
-                                 src_ref_images=",".join(ref_names) if ref_names and all(ref_names) else None,
-                                 context_scale=float(context_scale),
-                                 src_fps=(fps or 0) if src_video is not None else None)
+        settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
+                                     **sp.settings(), src_video=source_name(src_video),
+                                     src_mask=source_name(src_mask),
+                                     src_ref_images=",".join(ref_names) if ref_names and all(ref_names) else None,
+                                     context_scale=float(context_scale),
+                                     src_fps=(fps or 0) if src_video is not None else None)
         check_output_free(output_path, overwrite)
 
-        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt])
-        with torch.inference_mode():
+        ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
+        with torch.inference_mode(), self.resident(self.vae):
             vace_context = self.encode_context(frames, mask, refs).to(self.device)
         noise = make_noise((self.vae.z_dim, *vace_context.shape[1:]), sp.seed, self.device)
-        latent = self.denoise(noise, ctx, ctx_null, steps=sp.steps, shift=sp.shift, guide_scale=sp.guide_scale,
-                              solver=sp.solver, cfg_batch=cfg_batch, callback=callback,
-                              model_kwargs={"vace_context": vace_context,
-                                            "vace_context_scale": float(context_scale)})
-        latent = latent[:, len(refs):]
-        return self.finish(latent, settings, output_type, output_path, overwrite, return_frames=return_frames)
+        cond = Conditioning(ctx, ctx_null, vace_context=vace_context, vace_scale=float(context_scale))
+        return self.make_job(settings, noise, cond, sp, cfg_batch=cfg_batch, step_cache=step_cache,
+                             drop_frames=len(refs), output_type=output_type, output_path=output_path,
+                             overwrite=overwrite, return_frames=return_frames)
 
 
 PIPELINE = VACE

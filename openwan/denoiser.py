@@ -1,0 +1,141 @@
+"""The model call as an object: ``Denoiser(dit, conditioning, guidance)(x, step) -> velocity``.
+
+    cond = Conditioning(context, context_null, y=y, clip_fea=clip_fea)     # per-sample, no batch dim
+    d = Denoiser(dit, cond, Guidance(scale=5.0))                            # CFG: cond + uncond in one pass
+    d = StepCache(d)                                                         # wrappers compose, k-diffusion style
+    latent = sampling.run(d, noise, sigmas, "unipc")
+
+:class:`Conditioning` holds everything the DiT is conditioned on besides ``x`` and ``t``, and knows how
+to batch itself (``.batch(n)``: the DiT keyword arguments for n samples) and to slice itself in time
+(``.frames(a, b)``: the latent frames a..b of the per-frame conditionings, for windows over a long
+video). :class:`Denoiser` is the guided call; :class:`Wrapper` is the base of every wrapper (step cache,
+expert switch, windows, guidance-free students): it forwards the call and every attribute to ``inner``.
+
+Counting: every Denoiser keeps ``stats`` = {"dit_forwards", "dit_forwards_skipped"}: a DiT forward pass
+is one call of the DiT (a batched cond + uncond pass counts once; unbatched CFG makes two per step).
+A wrapper that skips a step adds the passes the step would have made (``passes``) to the skipped count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from openwan.sampling import Step, cfg
+
+__all__ = ["Conditioning", "Guidance", "Denoiser", "Wrapper", "Step"]
+
+
+def _repeat(v: torch.Tensor, n: int) -> torch.Tensor:
+    """[...] -> [n, ...] (n copies)."""
+    return v[None] if n == 1 else torch.stack([v] * n)
+
+
+@dataclass
+class Conditioning:
+    """What the DiT is conditioned on, per sample (no batch dim).
+
+    context, context_null: text features [L, text_dim] of the prompt and the negative prompt (None: no CFG);
+    clip_fea: CLIP image features [N_img, 257, image_dim] (it carries its own leading dim: flf2v has 2);
+    y: i2v/flf2v mask + image latent [4 + 16, F, H, W]; vace_context: [96, F, H, W], vace_scale its weight.
+    """
+    context: torch.Tensor
+    context_null: Optional[torch.Tensor] = None
+    clip_fea: Optional[torch.Tensor] = None
+    y: Optional[torch.Tensor] = None
+    vace_context: Optional[torch.Tensor] = None
+    vace_scale: float = 1.0
+
+    def batch(self, n: int) -> dict:
+        """The DiT's keyword arguments for a batch of ``n`` samples with this conditioning (text apart:
+        see :meth:`contexts`). Absent inputs are left out."""
+        kw = {}
+        if self.y is not None:
+            kw["y"] = _repeat(self.y, n)
+        if self.clip_fea is not None:
+            kw["clip_fea"] = self.clip_fea if n == 1 else torch.cat([self.clip_fea] * n)
+        if self.vace_context is not None:
+            kw["vace_context"] = _repeat(self.vace_context, n)
+            kw["vace_context_scale"] = self.vace_scale
+        return kw
+
+    def contexts(self, guided: bool) -> list[torch.Tensor]:
+        """Text contexts of one pass: [cond] or [cond, uncond] (the batched CFG order)."""
+        return [self.context, self.context_null] if guided else [self.context]
+
+    def frames(self, a: int, b: int) -> "Conditioning":
+        """The latent frames ``a:b`` of the per-frame conditionings (y, vace_context); text and CLIP
+        features are global and kept."""
+        def cut(v):
+            return None if v is None else v[:, a:b]
+        return replace(self, y=cut(self.y), vace_context=cut(self.vace_context))
+
+    def to(self, device) -> "Conditioning":
+        def mv(v):
+            return v.to(device) if torch.is_tensor(v) else v
+        return replace(self, context=mv(self.context), context_null=mv(self.context_null), clip_fea=mv(self.clip_fea),
+                       y=mv(self.y), vace_context=mv(self.vace_context))
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance: ``scale`` (1 = none) and whether cond + uncond share one batched pass."""
+    scale: float = 1.0
+    cfg_batch: bool = True
+
+
+class Denoiser:
+    """``Denoiser(dit, cond, guidance)(x, step)`` -> the guided velocity, float32 [C, F, H, W].
+
+    ``x`` is one sample [C, F, H, W] (any dtype; cast to the DiT's). Guidance runs when the scale is not 1
+    and there is a negative context: one batched forward of [cond, uncond] (``cfg_batch``), or two.
+    """
+
+    def __init__(self, dit, cond: Conditioning, guidance: Guidance = Guidance()):
+        self.dit = dit
+        self.cond = cond
+        self.guidance = guidance
+        self.dtype = next(dit.parameters()).dtype
+        self.stats = {"dit_forwards": 0, "dit_forwards_skipped": 0}
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance.scale != 1.0 and self.cond.context_null is not None
+
+    @property
+    def passes(self) -> int:
+        """DiT forward passes one call makes."""
+        return 2 if self.guided and not self.guidance.cfg_batch else 1
+
+    def _forward(self, x, t, contexts, kw):
+        self.stats["dit_forwards"] += 1
+        return self.dit(x, t, contexts, **kw)
+
+    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        c, t, dt = self.cond, step.t, self.dtype
+        if self.guided and self.guidance.cfg_batch:
+            out = self._forward(torch.stack([x, x]).to(dt), t.expand(2), c.contexts(True), c.batch(2))
+            return cfg(out[0].float(), out[1].float(), self.guidance.scale)
+        kw = c.batch(1)
+        cond = self._forward(x[None].to(dt), t, [c.context], kw)[0].float()
+        if not self.guided:
+            return cond
+        uncond = self._forward(x[None].to(dt), t, [c.context_null], kw)[0].float()
+        return cfg(cond, uncond, self.guidance.scale)
+
+
+class Wrapper:
+    """Base of a denoiser wrapper: ``Wrapper(inner)(x, step)`` calls ``inner``; attributes it does not
+    have (dit, cond, guidance, stats, passes...) are the inner denoiser's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        return self.inner(x, step)
+
+    def __getattr__(self, name):
+        if name == "inner":          # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
