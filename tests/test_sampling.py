@@ -340,3 +340,92 @@ def test_sigmas_for_strength():
     calls = []
     out = sample(lambda x, t, s: calls.append(t) or x, start, sigmas_for_strength(50, 5.0, 0.0), "unipc")
     assert torch.equal(out, start) and calls == []
+
+
+# ----------------------------------------------------------------------------- the step protocol
+
+def test_solver_table_is_the_one_place():
+    """Every solver name maps to (stepper class, default grid); sigmas_for and make_solver read it."""
+    assert set(sampling.SOLVERS) >= {"unipc", "dpm++", "euler", "consistency"}
+    for name, (cls, grid) in sampling.SOLVERS.items():
+        assert torch.equal(sigmas_for(name, 6, 3.0), grid(6, 3.0))
+        assert type(make_solver(name, grid(6, 3.0))) is cls
+    assert type(make_solver("dpmpp", dpmpp_sigmas(3, 1.0))) is DPMPP2MSolver      # aliases still work
+
+
+def test_run_hooks_get_step_x_and_x0_and_post_step_modifies_x():
+    grid = dpmpp_sigmas(4, 2.0)
+    seen, posts = [], []
+    x_in = []
+
+    def denoiser(x, step):
+        x_in.append(x.clone())
+        return torch.tanh(x) * (step.t / 1000) - 0.3 * x
+
+    def post_step(step, x, x0):
+        posts.append(step.i)
+        return x + 1.0 if step.i == 1 else None            # modify after step 1 only
+
+    def on_step(step, x, x0):
+        seen.append((step, x.clone(), x0.clone()))
+
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
+    out = sampling.run(denoiser, x, grid, "euler", on_step=on_step, post_step=post_step)
+    sig = grid.float().tolist()
+    ts = timesteps_from_sigmas(grid[:-1]).tolist()
+    assert posts == [0, 1, 2, 3] and len(seen) == 4
+    for i, (step, xi, x0) in enumerate(seen):
+        assert (step.i, step.n, int(step.t), step.sigma, step.sigma_next) == (i, 4, ts[i], sig[i], sig[i + 1])
+        v = denoiser(x_in[i], step)
+        assert torch.equal(x0, x_in[i] - sig[i] * v)                      # the x0 prediction of that step
+        euler = x_in[i] + (torch.tensor(sig[i + 1]) - torch.tensor(sig[i])) * v
+        assert torch.equal(xi, euler + 1.0 if i == 1 else euler)           # on_step sees the modified sample
+        if i + 1 < 4:
+            assert torch.equal(x_in[i + 1], xi)                            # ... and so does the next model call
+    assert torch.equal(out, seen[-1][1])
+
+
+def test_sample_keeps_legacy_callback_and_takes_hooks():
+    grid = unipc_sigmas(3, 5.0)
+    calls, x0s = [], []
+    x = torch.randn(4, generator=torch.Generator().manual_seed(0))
+    out = sample(fake_model, x, grid, "unipc", callback=lambda i, t, xi: calls.append((i, t)),
+                 on_step=lambda step, xi, x0: x0s.append(step.i))
+    assert calls == list(enumerate(timesteps_from_sigmas(grid[:-1]).tolist())) and x0s == [0, 1, 2]
+    assert torch.equal(out, sample(fake_model, x, grid, "unipc"))
+
+
+def test_explicit_timestep_list_euler_and_consistency_by_hand():
+    """A few-step student's timesteps [999, 750, 500, 250]: the grid is t/1000 (+0), the model sees exactly
+    those timesteps; Euler and "denoise to x0, re-noise" (with a seeded generator) against hand arithmetic."""
+    ts = [999, 750, 500, 250]
+    grid = sampling.sigmas_from_timesteps(ts)
+    assert grid.tolist() == [0.999, 0.75, 0.5, 0.25, 0.0]
+    assert timesteps_from_sigmas(grid[:-1]).tolist() == ts
+    assert all(int(np.float64(t / 1000) * 1000) == t for t in range(1001))   # exact for every timestep
+    x0_true = torch.tensor([0.5, -1.0, 2.0])
+    start = torch.tensor([1.0, 0.3, -0.7])
+
+    def model(x, t, sigma):            # a straight flow towards x0_true: v = (x - x0) / sigma
+        return (x - x0_true) / sigma
+
+    seen = []
+    out = sample(lambda x, t, s: seen.append(int(t)) or model(x, t, s), start, grid, "euler")
+    assert seen == ts
+    x = start.clone()
+    for s0, s1 in zip(grid.float().tolist(), grid.float().tolist()[1:]):
+        x = x + (torch.tensor(s1) - torch.tensor(s0)) * model(x, None, s0)
+    assert torch.equal(out, x)
+    # a straight flow: Euler is exact up to rounding, a few fp32 ulps of the values per step (4 steps)
+    assert (out - x0_true).abs().max() <= 4 * 4 * torch.finfo(torch.float32).eps * x0_true.abs().max()
+
+    gen = torch.Generator().manual_seed(7)
+    out = sampling.run(lambda x, step: model(x, step.t, step.sigma), start, grid, "consistency", generator=gen)
+    hand, g = start.clone(), torch.Generator().manual_seed(7)
+    sig = grid.float()
+    for i in range(4):
+        x0 = hand - sig[i] * model(hand, None, sig[i].item())
+        hand = x0 if i == 3 else (1 - sig[i + 1]) * x0 + sig[i + 1] * torch.randn(3, generator=g)
+    assert torch.equal(out, hand)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sampling.sigmas_from_timesteps([500, 750])
