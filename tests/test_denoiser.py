@@ -120,7 +120,7 @@ def test_settings_record_stats_and_step_cache(pipe, tmp_path):
     assert s["step_cache"] == "none"
     st = s["stats"]
     assert st["dit_forwards"] == 3 and st["dit_forwards_skipped"] == 0     # batched cond+uncond counts once
-    assert all(st[k] >= 0 for k in ("text", "denoise", "decode", "write"))
+    assert all(st[k] >= 0 for k in ("load", "text", "denoise", "decode", "write"))
     meta = read_video_metadata(out.path)["openwan"]                      # the file has what was known when written
     assert meta["stats"]["dit_forwards"] == 3 and meta["step_cache"] == "none" and "denoise" in meta["stats"]
     unbatched = pipe("a red circle", seed=1, sample_steps=3, frame_num=5, cfg_batch=False, output_type="latent")

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -39,9 +40,12 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     if ckpt is None or str(ckpt) == "demo":
         from openwan.demo import demo_checkpoint_dir
         ckpt, variant = demo_checkpoint_dir(), variant or "demo"
+    t0 = time.perf_counter()
     comps = load_components(ckpt, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
     task = task or comps.variant.task
-    return _task_pipeline(task)(comps, offload=offload, progress=progress)
+    pipe = _task_pipeline(task)(comps, offload=offload, progress=progress)
+    pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings
+    return pipe
 
 
 __all__ = ["load_pipeline", "load_components", "Components", "GenerationOutput", "WanPipeline", "TextToVideo",
