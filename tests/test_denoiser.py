@@ -173,3 +173,21 @@ def test_sequential_offload_brings_the_dit_back_for_the_next_call(ckpt, monkeypa
     assert p.device == torch.device("cpu")
     assert inputs == [(torch.device("cpu"), torch.device("cpu"))] * 4   # every forward on the pipeline's device
     assert np.array_equal(a, b)
+
+
+def test_job_post_step_and_reproducible_consistency_solver(pipe):
+    job = pipe.prepare("a red circle", seed=2, sample_steps=3, frame_num=5, output_type="latent")
+    seen = []
+
+    def post_step(step, x, x0):
+        out = x.clone()
+        out[:, 0] = 0.0                                   # re-impose a "known" first latent frame
+        return out
+
+    job.post_step = post_step
+    latent = pipe.run(job, on_step=lambda step, x, x0: seen.append(x[:, 0].abs().max().item()))
+    assert seen == [0.0, 0.0, 0.0] and latent[:, 0].abs().max() == 0
+    a = pipe("a red circle", seed=2, sample_steps=3, sample_solver="consistency", output_type="latent").latents
+    b = pipe("a red circle", seed=2, sample_steps=3, sample_solver="consistency", output_type="latent").latents
+    c = pipe("a red circle", seed=2, sample_steps=3, sample_solver="euler", output_type="latent").latents
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -199,7 +199,9 @@ class Job:
 
     ``start`` is the sample the loop starts from (noise, or a noised latent for video-to-video) on
     ``sigmas[0]``; ``drop_frames`` leading latent frames are removed before decoding (VACE's reference
-    images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs).
+    images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs);
+    ``post_step(step, x, x0)`` may return a modified sample after each step (e.g. re-imposing known frames);
+    ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible).
     """
     settings: dict
     start: torch.Tensor
@@ -213,6 +215,8 @@ class Job:
     output_path: Optional[PathLike] = None
     overwrite: bool = False
     return_frames: bool = True
+    post_step: Optional[Callable] = None
+    generator: Optional[torch.Generator] = None
 
     @property
     def stats(self) -> dict:
@@ -383,8 +387,11 @@ class WanPipeline:
         """A :class:`Job` from the prepared pieces (``sigmas`` defaults to the solver's grid)."""
         if sigmas is None:
             sigmas = sampling.sigmas_for(sp.solver, sp.steps, sp.shift)
+        # re-noising solvers draw from their own stream, derived from the seed but apart from the initial noise
+        renoise_seed = (sp.seed * 6364136223846793005 + 1442695040888963407) % 2**63
+        generator = torch.Generator("cpu").manual_seed(renoise_seed)
         return Job(settings, start, cond, Guidance(sp.guide_scale, cfg_batch), sigmas, sp.solver, step_cache,
-                   **output)
+                   generator=generator, **output)
 
     def run(self, job: Job, on_step: Optional[Callable] = None,
             cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
@@ -419,7 +426,8 @@ class WanPipeline:
         try:
             check()
             with self.resident(self.dit), torch.inference_mode():
-                out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook)
+                out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook, post_step=job.post_step,
+                                   generator=job.generator)
         finally:
             if bar is not None:
                 bar.close()
