@@ -13,7 +13,7 @@ output, so every process makes the same decision).
 
 The rule, per step j with input x_j (the sampler's sample) and output v_j (the guided velocity):
 
-* The first ``warmup`` steps and the last step are always computed.
+* The first 20% of the steps (``warmup``; at least 2) and the last step are always computed.
 * After two computed steps c' < c the *transformation rate* is
   ``k = mean|v_c - v_c'| / mean|x_c - x_c'|`` (how much the output moves per unit of input movement; the
   paper observes it is stable along the trajectory), and the cached *transformation* is ``D = v_c - x_c``.
@@ -113,8 +113,6 @@ def parse_step_cache(spec: Union[str, StepCacheSpec, None]) -> Optional[StepCach
     """``None``/"none" -> None; "easycache" -> the recommended threshold; "easycache:0.1" -> that threshold."""
     if spec is None or isinstance(spec, StepCacheSpec):
         return spec
-    if spec is True:
-        spec = DEFAULT_STEP_CACHE
     if not isinstance(spec, str):
         raise ValueError(f"step_cache must be 'none', a method name ({', '.join(STEP_CACHES)}) or NAME:THRESHOLD, "
                          f"got {spec!r}")
@@ -123,8 +121,9 @@ def parse_step_cache(spec: Union[str, StepCacheSpec, None]) -> Optional[StepCach
         return None
     name, _, thr = text.partition(":")
     if name not in STEP_CACHES:
+        example = f"{DEFAULT_STEP_CACHE}:{STEP_CACHES[DEFAULT_STEP_CACHE][1] / 2:g}"
         raise ValueError(f"unknown step cache {name!r}: choose 'none' or one of {', '.join(STEP_CACHES)} "
-                         f"(optionally NAME:THRESHOLD, e.g. {DEFAULT_STEP_CACHE}:{STEP_CACHES[DEFAULT_STEP_CACHE][1]:g})")
+                         f"(optionally NAME:THRESHOLD, e.g. {example})")
     if not thr:
         return StepCacheSpec(name, STEP_CACHES[name][1])
     try:
