@@ -69,7 +69,8 @@ class FirstLastFrameToVideo(ImageToVideo):
                  strict_size: bool = True, return_frames: bool = True, callback=None,
                  step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate a video from ``first_frame`` to ``last_frame`` (frame_num >= 5)."""
-        job = self.prepare(prompt, negative_prompt, first_frame=first_frame, last_frame=last_frame, size=size,
+        job = self.prepare(prompt, negative_prompt=negative_prompt,
+                           first_frame=first_frame, last_frame=last_frame, size=size,
                            frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
                            guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
                            output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,

@@ -294,7 +294,8 @@ class ImageToVideo(WanPipeline):
                  overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
                  return_frames: bool = True, callback=None, step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate a video whose first frame is ``image`` (a path, PIL image or uint8 [H, W, 3] array)."""
-        job = self.prepare(prompt, negative_prompt, image=image, size=size, frame_num=frame_num,
+        job = self.prepare(prompt, negative_prompt=negative_prompt,
+                           image=image, size=size, frame_num=frame_num,
                            sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=guide_scale,
                            sample_solver=sample_solver, seed=seed, output_type=output_type, output_path=output_path,
                            overwrite=overwrite, cfg_batch=cfg_batch, strict_size=strict_size,

@@ -24,7 +24,8 @@ class TextToVideo(WanPipeline):
                  seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                  overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
                  return_frames: bool = True, callback=None, step_cache: Optional[str] = None) -> GenerationOutput:
-        job = self.prepare(prompt, negative_prompt, size=size, frame_num=frame_num, sample_steps=sample_steps,
+        job = self.prepare(prompt, negative_prompt=negative_prompt,
+                           size=size, frame_num=frame_num, sample_steps=sample_steps,
                            sample_shift=sample_shift, guide_scale=guide_scale, sample_solver=sample_solver,
                            seed=seed, output_type=output_type, output_path=output_path, overwrite=overwrite,
                            cfg_batch=cfg_batch, strict_size=strict_size, return_frames=return_frames,
@@ -70,4 +71,4 @@ class TextToImage(TextToVideo):
 
     def prepare(self, prompt: str, negative_prompt: Optional[str] = None, **kw) -> Job:
         kw["frame_num"] = 1
-        return super().prepare(prompt, negative_prompt, **kw)
+        return super().prepare(prompt, negative_prompt=negative_prompt, **kw)

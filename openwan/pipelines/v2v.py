@@ -168,7 +168,8 @@ class VideoToVideo(WanPipeline):
 
         A video file is first resampled to ``src_fps`` frames per second (default 16, Wan's rate; 0
         keeps every frame)."""
-        job = self.prepare(prompt, negative_prompt, src_video=src_video, strength=strength, src_fps=src_fps,
+        job = self.prepare(prompt, negative_prompt=negative_prompt,
+                           src_video=src_video, strength=strength, src_fps=src_fps,
                            size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
                            guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
                            output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,

@@ -218,7 +218,8 @@ class VACE(WanPipeline):
                  strict_size: bool = True, return_frames: bool = True, callback=None,
                  step_cache: Optional[str] = None) -> GenerationOutput:
         """Generate with VACE controls; every control is optional (none = text-to-video)."""
-        job = self.prepare(prompt, negative_prompt, src_video=src_video, src_mask=src_mask,
+        job = self.prepare(prompt, negative_prompt=negative_prompt,
+                           src_video=src_video, src_mask=src_mask,
                            src_ref_images=src_ref_images, context_scale=context_scale, src_fps=src_fps, size=size,
                            frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
                            guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
