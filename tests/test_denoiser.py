@@ -121,8 +121,8 @@ def test_settings_record_stats_and_step_cache(pipe, tmp_path):
     st = s["stats"]
     assert st["dit_forwards"] == 3 and st["dit_forwards_skipped"] == 0     # batched cond+uncond counts once
     assert all(st[k] >= 0 for k in ("load", "text", "denoise", "decode", "write"))
-    meta = read_video_metadata(out.path)["openwan"]                      # the file has what was known when written
-    assert meta["stats"]["dit_forwards"] == 3 and meta["step_cache"] == "none" and "denoise" in meta["stats"]
+    meta = read_video_metadata(out.path)["openwan"]       # the file keeps the counts, not the wall seconds
+    assert meta["stats"] == {"dit_forwards": 3, "dit_forwards_skipped": 0} and meta["step_cache"] == "none"
     unbatched = pipe("a red circle", seed=1, sample_steps=3, frame_num=5, cfg_batch=False, output_type="latent")
     assert unbatched.settings["stats"]["dit_forwards"] == 6
     assert pipe("a", seed=1, sample_steps=2, guide_scale=1.0, output_type="latent").settings["stats"][

@@ -230,6 +230,17 @@ def module_device(module) -> torch.device:
     return torch.device("cpu")
 
 
+FILE_STATS = ("dit_forwards", "dit_forwards_skipped")   # the stats written into output files
+
+
+def file_record(settings: dict) -> dict:
+    """The metadata written with an output: the settings, with only the deterministic stats."""
+    rec = copy.deepcopy(settings)
+    if isinstance(rec.get("stats"), dict):
+        rec["stats"] = {k: v for k, v in rec["stats"].items() if k in FILE_STATS}
+    return {"openwan": rec}
+
+
 PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
 
 
@@ -470,9 +481,9 @@ class WanPipeline:
                fps: Optional[int] = None, return_frames: bool = True) -> GenerationOutput:
         """Decode, optionally write the file (frames streamed straight into the writer), and return.
 
-        ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record;
-        the file's record holds the stats known when writing starts (an mp4's tag is written first, so its
-        decode and write times are only in the returned settings; a PNG's record has the decode time).
+        ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
+        The file's record (tag and .json) keeps only the deterministic stats (:data:`FILE_STATS`): wall
+        seconds differ between runs, and the same command must write the same bytes.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
@@ -495,10 +506,10 @@ class WanPipeline:
             output_path = Path(output_path)
             if settings.get("frame_num", 2) == 1 or output_path.suffix.lower() == ".png":
                 chunk = np.concatenate(list(frames()))
-                path = write_image(chunk[0], output_path, metadata={"openwan": copy.deepcopy(settings)},
+                path = write_image(chunk[0], output_path, metadata=file_record(settings),
                                    overwrite=overwrite)
             else:
-                path = write_video(frames(), output_path, fps=fps, metadata={"openwan": copy.deepcopy(settings)},
+                path = write_video(frames(), output_path, fps=fps, metadata=file_record(settings),
                                    overwrite=overwrite)
             if stats is not None:
                 stats["write"] = round(max(0.0, time.perf_counter() - t0 - stats.get("decode", 0.0)), 4)
