@@ -21,9 +21,29 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "image": "image", "first_frame": "first_frame",
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
-                 "src_fps": "src_fps"}
+                 "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
+SOLVER_CHOICES = ("unipc", "dpm++", "euler", "consistency")   # openwan.sampling.SOLVERS (a test keeps them equal)
+
+# Flags of the reference generate.py that openwan accepts only to say what to do instead.
+UNSUPPORTED_OFFICIAL_FLAGS = {
+    "--t5_fsdp": "the text encoder runs once per prompt and is released under --offload_model sequential; "
+                 "keep it off the GPU with --t5_cpu (--dit_fsdp shards the DiT)",
+    "--ring_size": "ring attention is not implemented; use --ulysses_size N (DeepSpeed-Ulysses sequence parallel)",
+    "--use_prompt_extend": "prompt extension calls an external LLM (Qwen / DashScope); extend the prompt yourself",
+    "--prompt_extend_method": "prompt extension is not implemented (see --use_prompt_extend)",
+    "--prompt_extend_model": "prompt extension is not implemented (see --use_prompt_extend)",
+    "--prompt_extend_target_lang": "prompt extension is not implemented (see --use_prompt_extend)",
+    "--convert_model_dtype": "openwan picks the dtype with --dtype (auto, fp32, bf16)",
+}
+
+
+def _offload_choice(value: str) -> str:
+    v = {"true": "sequential", "false": "none", "none": "none", "sequential": "sequential"}.get(str(value).lower())
+    if v is None:
+        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose none, sequential, True or False)")
+    return v
 
 
 class CLIError(Exception):
@@ -43,13 +63,31 @@ def _generate_parser(sub):
     p.add_argument("--ckpt_dir", default=None, help="checkpoint directory (official or diffusers layout)")
     p.add_argument("--size", default=None, help="W*H, e.g. 832*480")
     p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1")
-    p.add_argument("--sample_steps", type=int, default=None)
-    p.add_argument("--sample_shift", type=float, default=None)
-    p.add_argument("--sample_guide_scale", type=float, default=None)
-    p.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler"], default=None)
-    p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None, help="-1 or none: random")
-    p.add_argument("--offload_model", choices=["none", "sequential"], default="none",
-                   help="sequential: release the text encoder after use, move the DiT off before decoding")
+    p.add_argument("--sample_steps", type=int, default=None,
+                   help="denoising steps (default: the variant's: 50 for t2v, 40 for i2v, 30 for the demo)")
+    p.add_argument("--sample_shift", type=float, default=None,
+                   help="noise schedule shift (default: the variant's, e.g. 5.0 for t2v at 480p, 3.0 at 480p i2v)")
+    p.add_argument("--sample_guide_scale", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v)")
+    p.add_argument("--sample_solver", choices=SOLVER_CHOICES, default=None,
+                   help="flow-matching solver (default: unipc, the reference's)")
+    p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None,
+                   help="random seed (default, or -1: a random one, recorded in the settings)")
+    p.add_argument("--offload_model", type=_offload_choice, default="none", metavar="{none,sequential,True,False}",
+                   help="memory plan. sequential (= the reference's True): release the text encoder after use and "
+                        "move the DiT off the GPU before decoding; none (= False, default): keep everything resident")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="DiT compute dtype. auto (default): bf16 where the device multiplies it fast (CUDA, CPUs "
+                        "with AMX) and the model is big enough to gain, fp32 elsewhere; the choice is printed")
+    p.add_argument("--step_cache", nargs="?", const="easycache", default=None, metavar="NAME[:THRESHOLD]",
+                   help="skip DiT forwards whose output can be predicted: the bare flag = easycache at its "
+                        "recommended threshold (0.2); NAME:THRESHOLD picks one (e.g. easycache:0.1); none (default)")
+    p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
+                   help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
+                        "applied unmerged at STRENGTH (default 1.0); repeat for several")
+    p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
+    for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
+        p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--ulysses_size", type=int, default=None,
@@ -132,6 +170,12 @@ def cmd_generate(a) -> int:
                 a.task = s["variant"]
         if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
             a.ckpt_dir = s["checkpoint"]
+    for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
+        value = getattr(a, flag.lstrip("-"), None)
+        if value is not None and str(value).lower() not in ("false", "0", "none"):
+            raise CLIError(f"{flag} (from the reference generate.py) is not supported: {why}")
+    if a.lora is not None and a.lora and isinstance(a.lora[0], dict):   # from a --from settings record
+        a.lora = [f"{d['path']}:{d['strength']}" for d in a.lora]
     prompt = a.prompt_pos or a.prompt
     if not prompt:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
@@ -161,15 +205,18 @@ def cmd_generate(a) -> int:
 
     import torch
     from openwan.pipelines import load_pipeline
-    threads = a.threads if a.threads is not None else (1 if ckpt == "demo" else None)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    elif ckpt == "demo":            # known to be small: one thread from the start (load included)
+        torch.set_num_threads(1)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
                          device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu,
-                         progress=not a.quiet and rank == 0)
+                         progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads)
+    if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
+        print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
         from openwan.parallel import enable_sequence_parallel, shard_dit
         if a.dit_fsdp:
@@ -191,13 +238,13 @@ def cmd_generate(a) -> int:
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale", "src_fps"):
+                 "context_scale", "src_fps", "step_cache", "lora", "fps"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
-    extra = [k for k in kw if k not in params and k not in ("negative_prompt",)]
+    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

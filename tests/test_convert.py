@@ -100,7 +100,6 @@ def test_round_trip_keeps_weights_and_defaults(folders):
     assert np.array_equal(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="load_components does not read openwan.json yet (the lead wires it)")
 def test_openwan_loads_a_converted_folder_with_its_defaults(folders):
     from openwan import load_pipeline
     for folder in folders.values():

@@ -372,7 +372,6 @@ def test_warn_outside_world_once_per_prompt(caplog):
     assert len(caplog.records) == 1 and "unknown shape 'hexagon'" in caplog.records[0].getMessage()
 
 
-@pytest.mark.xfail(strict=True, reason="the demo pipeline does not call world.warn_outside_world yet (the lead wires it)")
 def test_demo_pipeline_warns_once_for_a_prompt_outside_its_world(caplog):
     from openwan.pipelines import load_pipeline
     pipe = load_pipeline("demo", progress=False)

@@ -144,17 +144,20 @@ def test_cli_generate_and_reproduce_from_json(ckpts, tmp_path, capsys):
 
 
 def test_cli_threads(ckpts, tmp_path, monkeypatch, capsys):
-    """--threads sets torch's CPU threads; the embedded demo model defaults to 1 (a tiny model is
-    fastest on one thread, and several threads slow it down badly when other processes hold the cores)."""
-    calls = []
-    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    """--threads sets torch's CPU threads; without it a small model (the demo, the tiny test models) gets
+    one (openwan.runtime's policy: a tiny model is fastest on one thread, and several threads slow it down
+    badly when other processes hold the cores)."""
+    calls, state = [], [4]
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), state.__setitem__(0, n)))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: state[0])
+    monkeypatch.delenv("OPENWAN_THREADS", raising=False)
     base = ["generate", "a purple square", "--sample_steps", "1", "--frame_num", "5", "--quiet"]
     assert cli(base + ["--ckpt_dir", str(ckpts["official"]), "--task", "tiny-t2v", "--threads", "2",
                        "--save_file", str(tmp_path / "a.mp4")]) == 0
     assert cli(base + ["--ckpt_dir", str(ckpts["official"]), "--task", "tiny-t2v",
                        "--save_file", str(tmp_path / "b.mp4")]) == 0
     assert cli(base + ["--save_file", str(tmp_path / "c.mp4")]) == 0          # the demo model
-    assert calls == [2, 1]
+    assert calls == [2, 1, 1] and state == [1]
     assert cli(base + ["--threads", "0", "--save_file", str(tmp_path / "d.mp4")]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err and not (tmp_path / "d.mp4").exists()
 

@@ -29,13 +29,18 @@ def _task_pipeline(task: str):
 
 
 def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
-                  device=None, dtype: Optional[torch.dtype] = None, offload: str = "none", t5_cpu: bool = False,
-                  progress: bool = True) -> WanPipeline:
+                  device=None, dtype: Union[None, str, torch.dtype] = None, offload: str = "none",
+                  t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
+                  lora=None) -> WanPipeline:
     """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
     fine: pass task="t2v"). ``variant`` names a published variant to take the defaults from when
-    the checkpoint is not recognised automatically.
+    the checkpoint is not recognised automatically. ``dtype``: None (fp32 on CPU, bf16 on CUDA), "auto"
+    (bf16 where the device multiplies it fast: CUDA, AMX CPUs), "fp32", "bf16" or a torch dtype.
+    ``threads``: torch's CPU threads; None applies the policy of :mod:`openwan.runtime` (one thread for a
+    model whose forward pass is small, like the demo's; torch's default otherwise; ``OPENWAN_THREADS``
+    overrides). ``lora``: adapters for every call that does not name its own (see ``pipe(..., lora=)``).
     """
     if ckpt is None or str(ckpt) == "demo":
         from openwan.demo import demo_checkpoint_dir
@@ -45,7 +50,22 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     task = task or comps.variant.task
     pipe = _task_pipeline(task)(comps, offload=offload, progress=progress)
     pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings
+    _apply_threads(pipe, threads)
+    if lora is not None:
+        pipe._call_options({"lora": lora})
     return pipe
+
+
+def _apply_threads(pipe: WanPipeline, threads: Optional[int]) -> int:
+    """Threads by the work of one DiT forward at the variant's default size (openwan.runtime's policy)."""
+    from openwan import runtime
+    d = pipe.defaults()
+    w, h = (int(v) for v in d.size.split("*"))
+    vae, patch = pipe.vae, pipe.dit.config.patch_size
+    tokens = ((d.frame_num - 1) // vae.temporal_ratio + 1) // patch[0] * (h // vae.spatial_ratio // patch[1]) \
+        * (w // vae.spatial_ratio // patch[2])
+    params = sum(p.numel() for p in pipe.dit.parameters())
+    return runtime.apply_threads(runtime.forward_flops(params, tokens), threads)
 
 
 __all__ = ["load_pipeline", "load_components", "Components", "GenerationOutput", "WanPipeline", "TextToVideo",

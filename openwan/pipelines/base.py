@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import random
 import time
 from collections import OrderedDict
@@ -38,6 +39,7 @@ class Components:
     image_encoder: Any = None
     variant: Optional[Variant] = None
     source: str = ""
+    dtype_reason: str = ""
 
 
 def _device(device) -> torch.device:
@@ -64,23 +66,45 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
                               f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
     check_checkpoint_dir(path)
+    from openwan.variant_io import read_variant
+    stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
     device = _device(device)
-    # On CPU compute in fp32 (no fast bf16 matmul); on CUDA keep the published bf16.
-    dit_dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
-    dit = WanModel.from_pretrained(path, dtype=dit_dtype, device=device)
+    dit_dtype, dtype_reason = _dit_dtype(dtype, device)
+    dit = WanModel.from_pretrained(path, dtype=dit_dtype, device=device, config=stored.dit if stored else None)
+    if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
+            and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
+        dit = dit.to(torch.float32)
+        dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
     if isinstance(variant, str):
         variant = get_variant(variant)
+    if variant is None:
+        variant = stored
     if variant is None:
         fits = matching_variants(dit.config)
         variant = get_variant(fits[0]) if fits else _custom_variant(dit.config)
     vae = WanVAE.from_pretrained(path, device=device)
     te_device = torch.device("cpu") if t5_cpu else device
-    text_encoder = TextEncoder.from_pretrained(path, device=te_device)
+    text_encoder = TextEncoder.from_pretrained(path, device=te_device,
+                                               config=stored.text_encoder if stored else None)
     image_encoder = None
     if need_image_encoder if need_image_encoder is not None else dit.config.has_image_input:
         from openwan.models.image_encoder import ImageEncoder
         image_encoder = ImageEncoder.from_pretrained(path, device=device)
-    return Components(dit, vae, text_encoder, image_encoder, variant, str(path))
+    return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason)
+
+
+# With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are
+# too small for bf16 GEMM to pay for the casts (the embedded demo DiT has 1.8M parameters).
+AUTO_BF16_MIN_PARAMS = 50_000_000
+
+
+def _dit_dtype(dtype, device: torch.device) -> tuple[torch.dtype, str]:
+    """The DiT's dtype: None = fp32 on CPU, bf16 on CUDA (the published weights' dtype); "auto" = bf16 where
+    the device multiplies bf16 fast (CUDA, AMX CPUs), fp32 elsewhere; or a name / torch dtype."""
+    from openwan import runtime
+    if dtype is None:
+        return (torch.float32, "default on CPU") if device.type == "cpu" else (torch.bfloat16, "default on CUDA")
+    return runtime.resolve_dtype(dtype, device)
 
 
 OFFICIAL_NEEDS = {"DiT config": ["config.json"],
@@ -217,6 +241,7 @@ class Job:
     return_frames: bool = True
     post_step: Optional[Callable] = None
     generator: Optional[torch.Generator] = None
+    fps: Optional[int] = None
 
     @property
     def stats(self) -> dict:
@@ -240,6 +265,10 @@ def file_record(settings: dict) -> dict:
         rec["stats"] = {k: v for k, v in rec["stats"].items() if k in FILE_STATS}
     return {"openwan": rec}
 
+
+# Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
+# lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate.
+CALL_OPTIONS = ("lora", "fps")
 
 PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
 
@@ -273,9 +302,44 @@ class WanPipeline:
             @functools.wraps(prepare)
             def checked(self, prompt, *args, **kwargs):
                 from openwan import validate
+                self._call_options(kwargs)
+                fps, self._fps = self._fps, None
                 kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt))
-                return prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                if self._loras:
+                    job.settings["lora"] = [dict(s) for s in self._loras]
+                if fps is not None:
+                    job.fps = job.settings["fps"] = fps
+                return job
             cls.prepare = checked
+        call = cls.__dict__.get("__call__")
+        if call is not None:
+            @functools.wraps(call)
+            def with_options(self, prompt, *args, **kwargs):
+                self._fps = None
+                self._call_options(kwargs)
+                return call(self, prompt, *args, **kwargs)
+            sig = inspect.signature(call)
+            extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+                     for name in CALL_OPTIONS if name not in sig.parameters]
+            params = list(sig.parameters.values())
+            tail = [q for q in params if q.kind == inspect.Parameter.VAR_KEYWORD]
+            head = [q for q in params if q.kind != inspect.Parameter.VAR_KEYWORD]
+            with_options.__signature__ = sig.replace(parameters=head + extra + tail)
+            cls.__call__ = with_options
+
+    def _call_options(self, kwargs: dict) -> None:
+        """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
+        if "fps" in kwargs:
+            fps = kwargs.pop("fps")
+            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240):
+                raise ValueError(f"fps must be a whole number from 1 to 240, got {fps!r}")
+            self._fps = fps
+        if "lora" in kwargs:
+            lora = kwargs.pop("lora")
+            if lora is not None or self._loras:
+                from openwan.pipelines.adapters import use_loras
+                self._loras = use_loras(self.dit, lora)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential"):
@@ -287,6 +351,8 @@ class WanPipeline:
         self._device = module_device(components.dit)
         self.offload_device = torch.device("cpu")
         self.load_seconds: Optional[float] = None
+        self._loras: list[dict] = []      # the LoRA adapters in use: [{"path", "strength"}]
+        self._fps: Optional[int] = None   # a call's fps, from its __call__ to its prepare
         self._prompt_memo: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     # -------------------------------------------------------------- convenience
@@ -455,7 +521,7 @@ class WanPipeline:
     def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
         """Decode and write the result of a run (the job's output options)."""
         return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
-                           job.overwrite, return_frames=job.return_frames)
+                           job.overwrite, fps=job.fps, return_frames=job.return_frames)
 
     # -------------------------------------------------------------- decoding
     def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None):
@@ -532,6 +598,9 @@ class WanPipeline:
 
     # -------------------------------------------------------------- settings record
     def settings(self, **kw) -> dict:
-        d = {"task": self.task, "variant": self.variant.name, "checkpoint": self.c.source}
+        from openwan.runtime import dtype_name
+        dit_dtype = next(self.dit.parameters()).dtype
+        d = {"task": self.task, "variant": self.variant.name, "checkpoint": self.c.source,
+             "dtype": dtype_name(dit_dtype)}
         d.update({k: v for k, v in kw.items() if v is not None})
         return d

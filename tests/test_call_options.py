@@ -1,0 +1,112 @@
+"""Options every pipeline call takes (LoRA per call) and the load-time compute dtype."""
+import copy
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from openwan.pipelines import load_pipeline
+from openwan.pipelines.adapters import parse_lora_specs
+
+FAST = dict(sample_steps=3, seed=3, output_type="latent")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("demo", progress=False)
+
+
+@pytest.fixture(scope="module")
+def lora_file(pipe, tmp_path_factory):
+    from openwan.training.lora import add_lora, remove_lora, save_lora
+    model = copy.deepcopy(pipe.dit)
+    params = add_lora(model, rank=2, targets=["q", "ffn.0"], name="style")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    path = tmp_path_factory.mktemp("lora") / "style.safetensors"
+    save_lora(model, path, name="style")
+    remove_lora(model)
+    return path
+
+
+def test_lora_per_call_is_applied_recorded_and_turned_off_again(pipe, lora_file):
+    assert "lora" in inspect.signature(pipe.__call__).parameters          # the server reads the signature
+    base = pipe("a red circle moving to the right", **FAST)
+    full = pipe("a red circle moving to the right", lora=str(lora_file), **FAST)
+    half = pipe("a red circle moving to the right", lora=f"{lora_file}:0.5", **FAST)
+    assert full.settings["lora"] == [{"path": str(lora_file), "strength": 1.0}]
+    assert half.settings["lora"] == [{"path": str(lora_file), "strength": 0.5}]
+    d_full = (full.latents - base.latents).abs().max().item()
+    d_half = (half.latents - base.latents).abs().max().item()
+    assert d_full > 1e-3 and 0 < d_half < d_full
+    again = pipe("a red circle moving to the right", lora=[], **FAST)      # off again: the base model exactly
+    assert torch.equal(again.latents, base.latents) and "lora" not in again.settings
+    job = pipe.prepare("a red circle moving to the right", lora=(str(lora_file), 0.5), **FAST)
+    assert job.settings["lora"] == [{"path": str(lora_file), "strength": 0.5}]
+    pipe("a red circle moving to the right", lora=[], **FAST)
+
+
+def test_lora_spec_errors_name_the_problem(tmp_path):
+    f = tmp_path / "x.safetensors"
+    f.write_bytes(b"")
+    assert parse_lora_specs([str(f), f"{f}:0.25"]) == [{"path": str(f), "strength": 1.0},
+                                                        {"path": str(f), "strength": 0.25}]
+    with pytest.raises(FileNotFoundError, match="lora nope.safetensors: file not found"):
+        parse_lora_specs("nope.safetensors")
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+        parse_lora_specs({"path": str(f), "strength": float("nan")})
+    with pytest.raises(ValueError, match="expected 'FILE\\[:STRENGTH\\]'"):
+        parse_lora_specs([3])
+
+
+def test_dtype_auto_keeps_small_models_in_fp32_and_names_the_choice():
+    p = load_pipeline("demo", dtype="auto", progress=False)
+    assert next(p.dit.parameters()).dtype == torch.float32 and p.c.dtype_reason.startswith("auto")
+    assert load_pipeline("demo", progress=False).c.dtype_reason == "default on CPU"
+    b = load_pipeline("demo", dtype="bf16", progress=False)
+    assert next(b.dit.parameters()).dtype == torch.bfloat16
+    out = b("a red circle moving to the right", **FAST)
+    assert out.settings["dtype"] == "bf16" and torch.isfinite(out.latents).all()
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        load_pipeline("demo", dtype="fp8", progress=False)
+
+
+def test_fps_per_call_is_written_and_recorded(pipe, tmp_path):
+    from openwan.video import read_video_metadata
+    import av
+    out = pipe("a red circle moving to the right", sample_steps=2, seed=1, fps=12, output_path=tmp_path / "a.mp4")
+    assert out.settings["fps"] == 12 and read_video_metadata(out.path)["openwan"]["fps"] == 12
+    with av.open(str(out.path)) as c:
+        assert c.streams.video[0].average_rate == 12
+    plain = pipe("a red circle moving to the right", sample_steps=2, seed=1, output_path=tmp_path / "b.mp4")
+    assert "fps" not in plain.settings                                   # per call: not carried over
+    with av.open(str(plain.path)) as c:
+        assert c.streams.video[0].average_rate == pipe.variant.sample.fps
+    with pytest.raises(ValueError, match="fps must be a whole number from 1 to 240"):
+        pipe("a red circle moving to the right", fps=0)
+
+
+def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
+    from openwan.cli import SOLVER_CHOICES, main
+    from openwan.sampling import SOLVERS
+    assert set(SOLVER_CHOICES) == set(SOLVERS)
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "a red circle moving to the right", "--sample_steps", "4", "--seed", "2", "-o", str(out),
+                 "--step_cache", "--lora", f"{lora_file}:0.5", "--fps", "10", "--offload_model", "False",
+                 "--quiet"]) == 0
+    import json
+    rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert rec["step_cache"] == "easycache:0.2" and rec["fps"] == 10 and rec["dtype"] == "fp32"
+    assert rec["lora"] == [{"path": str(lora_file), "strength": 0.5}]
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
+    assert again.read_bytes() == out.read_bytes()                         # --from reproduces every setting
+    capsys.readouterr()
+    assert main(["generate", "x", "--ring_size", "2"]) == 2
+    assert "--ring_size (from the reference generate.py) is not supported: ring attention" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                       # argparse: invalid choice
+        main(["generate", "x", "--offload_model", "maybe"])
+    assert "invalid choice 'maybe' (choose none, sequential, True or False)" in capsys.readouterr().err
