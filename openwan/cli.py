@@ -21,7 +21,8 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "image": "image", "first_frame": "first_frame",
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
-                 "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype"}
+                 "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
+                 "long_method": "long_method", "long_overlap": "long_overlap"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 SOLVER_CHOICES = ("unipc", "dpm++", "euler", "consistency")   # openwan.sampling.SOLVERS (a test keeps them equal)
@@ -86,6 +87,13 @@ def _generate_parser(sub):
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several")
     p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
+    p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
+                   help="--frame_num past the model's native length (81; the demo's 17): windows (default: "
+                        "overlapping windows denoised together, one trajectory), continue (window after window, "
+                        "each continuing the last one's latent frames) or none (one pass over every frame). "
+                        "A prompt 'A | B' spreads its parts over the windows")
+    p.add_argument("--long_overlap", type=int, default=None, metavar="LATENT_FRAMES",
+                   help="latent frames shared by neighbouring windows (default: a quarter of a window)")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
@@ -163,6 +171,10 @@ def cmd_generate(a) -> int:
             flag = inv.get(key)
             if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
                 setattr(a, flag, val)
+        long = s.get("long_video")
+        if isinstance(long, dict):
+            a.long_method = a.long_method if a.long_method is not None else long.get("method")
+            a.long_overlap = a.long_overlap if a.long_overlap is not None else long.get("overlap")
         if a.task is None:
             if s.get("task") == "v2v":
                 a.task = "v2v"
@@ -238,13 +250,13 @@ def cmd_generate(a) -> int:
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale", "src_fps", "step_cache", "lora", "fps"):
+                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
-    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps")]
+    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

@@ -15,12 +15,15 @@ Counts are latent frames: ``(frame_num - 1) // 4 + 1`` for the Wan VAEs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import torch
 
+from openwan.denoiser import Wrapper
+
 METHODS = ("windows", "continue")
+DEFAULT_METHOD = "windows"
 
 
 class LongVideoError(ValueError):
@@ -117,3 +120,79 @@ def windowed_velocity(model, x: torch.Tensor, plan: WindowPlan, weights: Optiona
         vi = model(i, x[:, s:e]).float()
         v[:, s:e] += vi * weights[i, s:e].to(vi.device).view(1, -1, *([1] * (x.dim() - 2)))
     return v
+
+
+# ----------------------------------------------------------------------------- in the pipelines
+
+@dataclass(frozen=True)
+class LongVideo:
+    """A call's long-video settings: the method, its window plan, and the prompt of each window."""
+    method: str
+    plan: WindowPlan
+    prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
+
+    def settings(self) -> dict:
+        d = {"method": self.method, **self.plan.settings()}
+        if self.prompts:
+            d["prompts"] = list(self.prompts)
+        return d
+
+
+def default_overlap(window: int) -> int:
+    """A quarter of the window (at least one latent frame): 5 of Wan's 21, 1 of the demo's 5."""
+    return max(1, window // 4)
+
+
+def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = None,
+                    overlap: Optional[int] = None, prompt: Optional[str] = None,
+                    temporal_ratio: int = 4) -> Optional[LongVideo]:
+    """The long-video plan of a call, or None when ``frame_num`` fits the model's native length (the call
+    is then exactly today's single pass) or the method is ``"none"``."""
+    method = DEFAULT_METHOD if method in (None, "auto") else method
+    if method not in METHODS + ("none",):
+        raise LongVideoError(f"unknown long-video method {method!r}: use {', '.join(METHODS)} or none")
+    total = latent_frames(frame_num, temporal_ratio)
+    window = latent_frames(native_frames, temporal_ratio)
+    schedule = isinstance(prompt, str) and "|" in prompt
+    if method == "none" or total <= window:
+        if schedule:
+            raise LongVideoError(f"a prompt schedule ('|') needs a video longer than the model's {native_frames} "
+                                 f"frames (give --frame_num > {native_frames})")
+        return None
+    plan = plan_windows(total, window, default_overlap(window) if overlap is None else overlap)
+    prompts = tuple(split_prompts(prompt, len(plan.spans))) if schedule else None
+    return LongVideo(method, plan, prompts)
+
+
+class Windowed(Wrapper):
+    """The ``windows`` method over a denoiser: each step, the velocity of the whole long latent is the blend
+    of the inner denoiser's velocities on each window (with that window's conditioning)."""
+
+    def __init__(self, inner, plan: WindowPlan, conds: Optional[Sequence] = None):
+        super().__init__(inner)
+        self.plan = plan
+        self.weights = blend_weights(plan)
+        self.conds = conds           # per-window Conditioning (sliced in time, with its prompt), or None
+
+    def __call__(self, x, step):
+        base = self.inner.cond
+
+        def one(i, xi):
+            if self.conds is not None:
+                self.inner.cond = self.conds[i]
+            try:
+                return self.inner(xi, step)
+            finally:
+                self.inner.cond = base
+        return windowed_velocity(one, x, self.plan, self.weights)
+
+
+def window_conditions(cond, plan: WindowPlan, contexts: Optional[Sequence[torch.Tensor]] = None) -> list:
+    """Each window's conditioning: per-frame inputs sliced to the window, and its own prompt's features."""
+    out = []
+    for i, (s, e) in enumerate(plan.spans):
+        c = cond.frames(s, e)
+        if contexts is not None:
+            c = replace(c, context=contexts[i])
+        out.append(c)
+    return out

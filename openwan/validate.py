@@ -260,13 +260,15 @@ def available_memory(device=None) -> tuple[float, str]:
 
 def estimate(width: int, height: int, frame_num: int, *, patch=(1, 2, 2), vae_stride=(4, 8, 8), z_dim: int = 16,
              dim: int = 1536, ffn_dim: int = 8960, vae_dim: int = 96, act_bytes: int = 4, cfg: int = 2,
-             return_frames: bool = True, parallel: int = 1) -> dict:
+             return_frames: bool = True, parallel: int = 1, dit_frames: Optional[int] = None) -> dict:
     """Rough peak memory (bytes) of a generation, by part: each part counts its largest live tensors a
     few times over (residual, norm, q/k/v and the FFN's hidden; a VAE chunk's caches). ``parallel``
-    processes under sequence parallel each hold 1/parallel of the DiT's tokens."""
+    processes under sequence parallel each hold 1/parallel of the DiT's tokens; ``dit_frames``: the frames
+    the DiT sees at once when fewer than the video's (long video, one window at a time)."""
     lt = (frame_num - 1) // vae_stride[0] + 1
     lh, lw = height // vae_stride[1], width // vae_stride[2]
-    tokens = lt * max(1, lh // patch[1]) * max(1, lw // patch[2])
+    tokens = ((min(frame_num, dit_frames or frame_num) - 1) // vae_stride[0] + 1) \
+        * max(1, lh // patch[1]) * max(1, lw // patch[2])
     latent = z_dim * lt * lh * lw * 4
     dit = cfg * -(-tokens // max(1, parallel)) * (6 * dim + ffn_dim) * act_bytes + 8 * latent
     vae = vae_stride[0] * height * width * vae_dim * 4 * 12
@@ -309,9 +311,10 @@ def image_size(width: int, height: int, what: str = "image") -> None:
                                   f"{mx}; downscale it first, or {_raise_hint('image_pixels', width * height)}")
 
 
-def for_pipeline(pipe, kw: dict) -> dict:
+def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
     """generation_args + the output check + resources, with the pipeline's defaults filled in for the
-    estimate (the returned dict keeps None where the caller left the default)."""
+    estimate (the returned dict keeps None where the caller left the default). ``dit_frames``: the frames
+    the DiT sees at once (a long video's window)."""
     out = generation_args(**kw)
     d = pipe.defaults()
     w, h = (int(v) for v in (out.get("size") or d.size).split("*"))
@@ -336,7 +339,7 @@ def for_pipeline(pipe, kw: dict) -> dict:
     resources(w, h, frames, device=getattr(pipe, "device", None), parallel=parallel, patch=tuple(cfg.patch_size),
               vae_stride=(vae.temporal_ratio, vae.spatial_ratio, vae.spatial_ratio), z_dim=vae.z_dim, dim=cfg.dim,
               ffn_dim=cfg.ffn_dim, vae_dim=getattr(getattr(vae, "config", None), "dim", 96), act_bytes=act_bytes,
-              return_frames=frames_kept)
+              return_frames=frames_kept, dit_frames=dit_frames)
     return out
 
 

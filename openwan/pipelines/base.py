@@ -242,6 +242,8 @@ class Job:
     post_step: Optional[Callable] = None
     generator: Optional[torch.Generator] = None
     fps: Optional[int] = None
+    long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
+    window_conds: Optional[list] = None
 
     @property
     def stats(self) -> dict:
@@ -267,8 +269,10 @@ def file_record(settings: dict) -> dict:
 
 
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
-# lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate.
-CALL_OPTIONS = ("lora", "fps")
+# lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
+# long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
+# model's native length (openwan.long_video).
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap")
 
 PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
 
@@ -304,8 +308,14 @@ class WanPipeline:
                 from openwan import validate
                 self._call_options(kwargs)
                 fps, self._fps = self._fps, None
-                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt))
+                long_opts, self._long_opts = self._long_opts, {}
+                native = self.defaults().frame_num
+                frames = kwargs.get("frame_num") or native
+                long_on = frames > native and long_opts.get("method") != "none"
+                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt),
+                                               dit_frames=native if long_on else None)
                 job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                self._plan_long_video(job, prompt, native, long_opts)
                 if self._loras:
                     job.settings["lora"] = [dict(s) for s in self._loras]
                 if fps is not None:
@@ -316,7 +326,7 @@ class WanPipeline:
         if call is not None:
             @functools.wraps(call)
             def with_options(self, prompt, *args, **kwargs):
-                self._fps = None
+                self._fps, self._long_opts = None, {}
                 self._call_options(kwargs)
                 return call(self, prompt, *args, **kwargs)
             sig = inspect.signature(call)
@@ -328,6 +338,20 @@ class WanPipeline:
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
 
+    def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
+        """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
+        from openwan.long_video import plan_long_video, window_conditions
+        long = plan_long_video(job.settings.get("frame_num", native), native, opts.get("method"),
+                               opts.get("overlap"), prompt, self.vae.temporal_ratio)
+        if long is None:
+            return
+        contexts = None
+        if long.prompts:
+            feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
+            contexts = [feats[p] for p in long.prompts]
+        job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
+        job.settings["long_video"] = long.settings()
+
     def _call_options(self, kwargs: dict) -> None:
         """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
         if "fps" in kwargs:
@@ -335,6 +359,11 @@ class WanPipeline:
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240):
                 raise ValueError(f"fps must be a whole number from 1 to 240, got {fps!r}")
             self._fps = fps
+        for key in ("long_method", "long_overlap"):
+            if key in kwargs:
+                value = kwargs.pop(key)
+                if value is not None:
+                    self._long_opts[key.split("_")[1]] = value
         if "lora" in kwargs:
             lora = kwargs.pop("lora")
             if lora is not None or self._loras:
@@ -353,6 +382,7 @@ class WanPipeline:
         self.load_seconds: Optional[float] = None
         self._loras: list[dict] = []      # the LoRA adapters in use: [{"path", "strength"}]
         self._fps: Optional[int] = None   # a call's fps, from its __call__ to its prepare
+        self._long_opts: dict = {}        # a call's long-video options (method, overlap), likewise
         self._prompt_memo: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     # -------------------------------------------------------------- convenience
@@ -450,11 +480,15 @@ class WanPipeline:
         return out
 
     # -------------------------------------------------------------- denoising
-    def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None):
+    def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None, windows=None):
         """The model call of a run: the guided :class:`~openwan.denoiser.Denoiser` and, composed over it
-        here (the one place wrappers are applied), the step cache."""
+        here (the one place wrappers are applied), long-video windows ((plan, per-window conditionings))
+        and the step cache."""
         from openwan.cache import step_cache_wrapper
         d = Denoiser(self.dit, cond, guidance)
+        if windows is not None:
+            from openwan.long_video import Windowed
+            d = Windowed(d, *windows)
         wrap = step_cache_wrapper(step_cache)
         return d if wrap is None else wrap(d)
 
@@ -479,7 +513,11 @@ class WanPipeline:
         :class:`Cancelled` when it returns True. ``job.stats`` gets ``denoise`` seconds and the DiT forward
         counts.
         """
-        d = self.denoiser(job.cond, job.guidance, job.step_cache)
+        if job.long is not None and job.long.method == "continue":
+            from openwan.pipelines.long import run_continued
+            return run_continued(self, job, on_step, cancelled)
+        windows = None if job.long is None else (job.long.plan, job.window_conds)
+        d = self.denoiser(job.cond, job.guidance, job.step_cache, windows)
         n_steps = len(job.sigmas) - 1
         bar = None
         if self.progress:

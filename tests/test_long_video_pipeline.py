@@ -1,0 +1,88 @@
+"""Long video through the pipeline: past the native length the DiT sees one window at a time."""
+import json
+
+import pytest
+import torch
+
+from openwan.pipelines import load_pipeline
+
+FAST = dict(sample_steps=4, seed=5, output_type="latent")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("demo", progress=False)
+
+
+def _frames_seen(pipe):
+    seen = []
+    handle = pipe.dit.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    return seen, handle
+
+
+def test_native_length_is_todays_single_pass(pipe):
+    a = pipe("a red circle moving to the right", **FAST)
+    b = pipe("a red circle moving to the right", long_method="continue", long_overlap=2, **FAST)
+    assert torch.equal(a.latents, b.latents) and "long_video" not in b.settings
+
+
+@pytest.mark.parametrize("method", ["windows", "continue"])
+def test_past_the_native_length_the_dit_sees_windows(pipe, method):
+    seen, handle = _frames_seen(pipe)
+    try:
+        out = pipe("a red circle moving to the right", frame_num=49, long_method=method, **FAST)
+    finally:
+        handle.remove()
+    assert out.latents.shape[1] == 13                                  # (49 - 1) / 4 + 1 latent frames
+    assert {s[2] for s in seen} == {5}                                 # the demo's native 17 frames = 5
+    assert out.settings["long_video"] == {"method": method, "latent_frames": 13, "window": 5, "overlap": 1,
+                                          "windows": 3}
+    assert out.settings["stats"]["dit_forwards"] == len(seen) == 3 * 4  # 3 windows x 4 steps, batched CFG
+    assert torch.isfinite(out.latents).all()
+
+
+def test_continue_keeps_each_windows_shared_frames_exactly(pipe, monkeypatch):
+    results = []
+    run = type(pipe).run
+
+    def spy(self, job, *a, **kw):
+        out = run(self, job, *a, **kw)
+        if job.long is None:
+            results.append(out.clone())
+        return out
+    monkeypatch.setattr(type(pipe), "run", spy)
+    out = pipe("a red circle moving to the right", frame_num=49, long_method="continue", **FAST).latents
+    spans = ((0, 5), (4, 9), (8, 13))
+    assert len(results) == 3
+    for (s, e), r in zip(spans, results):
+        assert torch.equal(out[:, s:e], r)
+    # the frame window 1 shares with window 0 ends as window 0 made it: re-imposed at sigma 0 = the known latent
+    assert torch.equal(results[1][:, 0], results[0][:, 4]) and torch.equal(results[2][:, 0], results[1][:, 4])
+
+
+def test_prompt_schedule_spreads_over_windows(pipe):
+    out = pipe("a red circle moving to the right | a blue square moving up", frame_num=49, **FAST)
+    assert out.settings["long_video"]["prompts"] == ["a red circle moving to the right"] * 2 + \
+        ["a blue square moving up"]
+    with pytest.raises(ValueError, match="prompt schedule .* needs a video longer"):
+        pipe("a red circle | a blue square", **FAST)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(long_overlap=5), "overlap \\(5\\) must be smaller than the window"),
+                                      (dict(long_method="zigzag"), "unknown long-video method 'zigzag'"),
+                                      (dict(long_overlap=-1), "overlap must be an integer >= 0")])
+def test_bad_long_video_settings_are_clear_errors(pipe, kw, match):
+    with pytest.raises(ValueError, match=match):
+        pipe("a red circle moving to the right", frame_num=49, **dict(FAST, **kw))
+
+
+def test_cli_long_video_and_from(tmp_path):
+    from openwan.cli import main
+    out = tmp_path / "long.mp4"
+    assert main(["generate", "a red circle moving to the right | a red circle moving up", "--frame_num", "33",
+                 "--sample_steps", "3", "--seed", "1", "--long_method", "continue", "-o", str(out), "--quiet"]) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert rec["long_video"]["method"] == "continue" and rec["long_video"]["windows"] == 2
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
+    assert again.read_bytes() == out.read_bytes()
