@@ -706,3 +706,17 @@ def test_config_sections_are_typed_and_round_trip():
     assert d["optimizer"] == {"betas": [0.8, 0.9]} and d["ema"] == {} and d["lora"]["targets"] == ["q", "ffn.0"]
     assert TrainConfig.from_dict(d) == cfg  # what config.json / state.json hold reads back to the same config
     assert TrainConfig.from_dict({}).lora is None and TrainConfig.from_dict({}).ema is None
+
+
+def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
+    """A kill while pruning or writing leaves a half-deleted or half-written folder: the next save removes it."""
+    from openwan.training.checkpoint import clean_leftovers
+    root = tmp_path / "checkpoints"
+    Trainer(config(tmp_path, steps=2, checkpoint_every=1, keep_checkpoints=5), dataset=latents()).train()
+    half = root / "step-00000001"
+    (half / "state.json").unlink()                        # pruning killed after its first file
+    (root / ".step-00000009.tmp").mkdir()                 # a save killed before its rename
+    (root / ".step-00000000.deleting").mkdir()            # a prune killed after its rename
+    assert sorted(p.name for p in clean_leftovers(root)) == [".step-00000000.deleting", ".step-00000009.tmp",
+                                                             "step-00000001"]
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000002"]

@@ -86,6 +86,31 @@ def latest_checkpoint(out: Union[str, Path]) -> Optional[Path]:
     return done[-1] if done else None
 
 
+def _discard(path: Path) -> None:
+    """Delete a checkpoint folder so that a kill part-way leaves nothing that looks like one: first an atomic
+    rename to a hidden ``.NAME.deleting``, then the removal (a leftover is finished by clean_leftovers)."""
+    doomed = path.with_name(f".{path.name}.deleting")
+    if doomed.exists():
+        shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove what killed runs left in a checkpoints folder: half-deleted (``.*.deleting``) and half-written
+    (``.*.tmp``) folders, and step folders without their ``state.json`` (written last, so never complete).
+    Returns what was removed."""
+    gone = []
+    for p in sorted(Path(root).glob(".*.deleting")) + sorted(Path(root).glob(".*.tmp")):
+        shutil.rmtree(p, ignore_errors=True)
+        gone.append(p)
+    for p in sorted(Path(root).glob(f"{CKPT_PREFIX}*")):
+        if p.is_dir() and not (p / "state.json").exists():
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
 def save_checkpoint(tr) -> Optional[Path]:
     """Write a checkpoint of the trainer's current step; returns its folder on process 0."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -120,10 +145,11 @@ def save_checkpoint(tr) -> Optional[Path]:
                     "lora": tr.is_lora, "loss": tr.history[-1] if tr.history else None,
                     "config": tr.cfg.to_dict()}, tmp / "state.json")
         if path.exists():
-            shutil.rmtree(path)
+            _discard(path)
         os.replace(tmp, path)
         for p in checkpoints(tr.out)[:-tr.cfg.keep_checkpoints]:
-            shutil.rmtree(p, ignore_errors=True)
+            _discard(p)
+        clean_leftovers(root)
     tr.last_saved = tr.step
     barrier()
     return path
