@@ -199,8 +199,13 @@ def main(argv=None) -> int:
     ap.add_argument("--sample_steps", type=int, default=None)
     ap.add_argument("--sample_shift", type=float, default=None)
     ap.add_argument("--sample_guide_scale", type=float, default=None)
-    ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler"], default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
+    ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",
+                    help="step cache for every video (e.g. easycache, easycache:0.1; default none)")
+    ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default=None,
+                    help="DiT compute dtype (default fp32 on CPU; auto: bf16 where it is fast)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: openwan's policy, one for the small demo model)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4) and results.json")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -223,16 +228,19 @@ def main(argv=None) -> int:
             keep += [p for p in prompts if p.split == split][:a.limit]
         prompts = keep
     t0 = time.perf_counter()
-    pipe = load_pipeline(a.ckpt_dir or "demo", task="t2v", variant="demo", progress=False)
+    pipe = load_pipeline(a.ckpt_dir or "demo", task="t2v", variant="demo", progress=False, dtype=a.dtype,
+                         threads=a.threads)
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
-                                guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver).items()
+                                guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
+                                step_cache=a.step_cache).items()
           if v is not None}
     d = pipe.defaults()
     settings = {"checkpoint": a.ckpt_dir or "demo", "steps": kw.get("sample_steps", d.steps),
                 "shift": kw.get("sample_shift", d.shift), "guide_scale": kw.get("guide_scale", d.guide_scale),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
-                "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2)}
+                "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
+                "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
