@@ -20,7 +20,9 @@ on the model and its self-attention layers; everything else here is unchanged by
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
@@ -298,6 +300,25 @@ class ImageEmbedding(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
+@dataclass
+class State:
+    """What flows between :meth:`WanModel.embed`, :meth:`WanModel.run_blocks` and :meth:`WanModel.run_head`.
+
+    Under sequence parallel, token tensors hold this process's slice (L/P tokens, padded).
+    """
+    x: torch.Tensor                      # tokens [B, L, dim], fp32 residual stream
+    e: torch.Tensor                      # time embedding [B, dim] (head modulation)
+    e0: torch.Tensor                     # time projection [B, 6, dim] (block modulation)
+    ctx: torch.Tensor                    # text (+image) context [B, Lc, dim]
+    rope: tuple                          # (cos, sin) [B, L, 1, head_dim/2]
+    seq_lens: torch.Tensor               # [B] real tokens per sample (keys past them are masked)
+    grids: list                          # per sample (f, h, w) token grid
+    n: int                               # tokens per sample before sequence-parallel padding (longest sample)
+    hints: Optional[list] = None         # VACE: one [B, L, dim] hint per VACE block
+    vace_context_scale: float = 1.0
+    as_list: bool = False                # the input x was a list: return a list
+
+
 class WanModel(nn.Module):
     """The Wan 2.1 DiT for every variant (t2v, i2v, flf2v, vace), official key layout."""
 
@@ -393,58 +414,76 @@ class WanModel(nn.Module):
         y: [B, C_y, F, H, W] concatenated to x on channels (i2v/flf2v mask + image latent);
         vace_context: [B, 96, F, H, W] for VACE. Returns [B, out_dim, F, H, W] (a list for list input).
         """
+        s = self.embed(x, t, context, clip_fea=clip_fea, y=y,  # s.x tokens [B, L, dim], s.e0 [B, 1, 6, dim]
+                       vace_context=vace_context, vace_context_scale=vace_context_scale)
+        s = self.run_blocks(s)                                 # s.x [B, L, dim] after every block (+ VACE hints)
+        return self.run_head(s)                                # [B, out_dim, F, H, W] (a list for list input)
+
+    def embed(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
+              clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
+              vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0) -> "State":
+        """Inputs to a :class:`State`: tokens, time embeddings, text (+image) context, RoPE, hints."""
         as_list = not torch.is_tensor(x)
         xs = list(x)
         ys = None if y is None else list(y)
         self._check_inputs(xs, clip_fea, ys, vace_context)
         if ys is not None:
-            xs = [torch.cat([u, v.to(u.dtype)]) for u, v in zip(xs, ys)]
+            xs = [torch.cat([u, v.to(u.dtype)]) for u, v in zip(xs, ys)]   # [C_x + C_y, F, H, W] each
         b = len(xs)
         device = xs[0].device
 
-        x, seq_lens, grids = self._embed(self.patch_embedding, xs)
-        n = x.shape[1]
-        rope = self._rope(grids, n, device)
+        tokens, seq_lens, grids = self._embed(self.patch_embedding, xs)    # [B, L, dim], [B], B x (f, h, w)
+        n = tokens.shape[1]
+        rope = self._rope(grids, n, device)                                # cos, sin [B, L, 1, head_dim/2]
         if self.sp is not None:  # sequence parallel: keep this process's slice of the tokens
-            x = split_tokens(x, self.sp)
-            rope = tuple(split_tokens(r, self.sp) for r in rope)
+            tokens = split_tokens(tokens, self.sp)                         # [B, L/P, dim]
+            rope = tuple(split_tokens(r, self.sp) for r in rope)           # [B, L/P, 1, head_dim/2]
 
         t = torch.as_tensor(t, device=device)
-        t = t.expand(b) if t.ndim == 0 else t
+        t = t.expand(b) if t.ndim == 0 else t                              # [B]
         e = linear32(self.time_embedding[2], F.silu(linear32(self.time_embedding[0],
                                                              sinusoid(t, self.config.freq_dim, self.sinusoid_dtype))))
-        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(1, (6, -1))
+        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(1, (6, -1))   # [B, 6, dim]
 
-        ctx = self._context(context)
+        ctx = self._context(context)                                       # [B, text_len, dim]
         if self.config.has_image_input:
-            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)
+            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)          # [B, 257 (514) + text_len, dim]
 
-        hints = None
+        s = State(tokens, e, e0, ctx, rope, seq_lens, grids, n, as_list=as_list,
+                  vace_context_scale=vace_context_scale)
         if self.config.is_vace:
-            hints = self._vace_hints(vace_context, x, n, e0, ctx, seq_lens, rope)
+            s.hints = self._vace_hints(vace_context, s)                    # per VACE block [B, L, dim]
+        return s
 
+    def run_blocks(self, s: "State") -> "State":
+        """The transformer blocks on ``s.x`` (VACE hints added after their blocks); returns a new State."""
+        x = s.x
         for i, block in enumerate(self.blocks):
-            x = self._run(block, x, e0, ctx, seq_lens, rope)
-            if hints is not None and i in self._hint_of_block:
-                x = x + hints[self._hint_of_block[i]] * vace_context_scale
+            x = self._run(block, x, s.e0, s.ctx, s.seq_lens, s.rope)
+            if s.hints is not None and i in self._hint_of_block:
+                x = x + s.hints[self._hint_of_block[i]] * s.vace_context_scale
+        return dataclasses.replace(s, x=x)
 
-        x = self.head(x, e)
+    def run_head(self, s: "State"):
+        """Head modulation and projection, gather under sequence parallel, unpatchify to video latents."""
+        x = self.head(s.x, s.e)                                            # [B, L, pt*ph*pw*out_dim]
         if self.sp is not None:
-            x = gather_tokens(x, self.sp, n)
-        out = [self._unpatchify(u, g) for u, g in zip(x, grids)]
-        return out if as_list else torch.stack(out)
+            x = gather_tokens(x, self.sp, s.n)                             # [B, L, ...] on every process
+        out = [self._unpatchify(u, g) for u, g in zip(x, s.grids)]         # B x [out_dim, F, H, W]
+        return out if s.as_list else torch.stack(out)
 
     def _run(self, block, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def _vace_hints(self, vace_context, x, n, e0, ctx, seq_lens, rope):
+    def _vace_hints(self, vace_context, s: "State"):
         c, _, _ = self._embed(self.vace_patch_embedding, list(vace_context))
-        if c.shape[1] != n:
+        if c.shape[1] != s.n:
             raise ValueError("vace_context must have the same frames/height/width as x")
         if self.sp is not None:
             c = split_tokens(c, self.sp)
+        x, e0, ctx, seq_lens, rope = s.x, s.e0, s.ctx, s.seq_lens, s.rope
         hints = []
         for block in self.vace_blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
