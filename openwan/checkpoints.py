@@ -273,6 +273,8 @@ def dit_config_to_official_json(cfg) -> dict:
         d["model_type"] = "vace"
     if not cfg.has_image_input:
         d.pop("image_dim")
+    if cfg.clip_input is None:
+        d.pop("clip_input")  # the model type's default: the official config.json has no such field
     d["_class_name"] = "VaceWanModel" if cfg.is_vace else "WanModel"
     return d
 

@@ -55,7 +55,7 @@ class ConfigMixin:
 @dataclass(frozen=True)
 class DiTConfig(ConfigMixin):
     """The Wan DiT's constructor arguments, named as in the official config.json."""
-    model_type: str = "t2v"            # t2v | i2v | flf2v  (vace is t2v + vace_layers)
+    model_type: str = "t2v"            # t2v | i2v | flf2v | ti2v  (vace is t2v + vace_layers)
     patch_size: tuple = (1, 2, 2)
     text_len: int = 512
     in_dim: int = 16
@@ -73,10 +73,15 @@ class DiTConfig(ConfigMixin):
     vace_layers: Optional[tuple] = None
     vace_in_dim: Optional[int] = None
     image_dim: int = 1280              # CLIP feature width (i2v / flf2v); not in config.json
+    # CLIP image input (img_emb + image cross-attention): None = Wan 2.1's rule (i2v / flf2v have it);
+    # Wan 2.2's i2v-A14B has none (False). Not in the official config.json (read from the keys).
+    clip_input: Optional[bool] = None
 
     def __post_init__(self):
-        if self.model_type not in ("t2v", "i2v", "flf2v", "vace"):
-            raise ValueError(f"model_type must be t2v, i2v, flf2v or vace, got {self.model_type!r}")
+        if self.model_type not in ("t2v", "i2v", "flf2v", "vace", "ti2v"):
+            raise ValueError(f"model_type must be t2v, i2v, flf2v, ti2v or vace, got {self.model_type!r}")
+        if self.clip_input and self.model_type not in ("i2v", "flf2v"):
+            raise ValueError(f"clip_input (CLIP image features) needs model_type i2v or flf2v, not {self.model_type}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if (self.dim // self.num_heads) % 2:
@@ -94,7 +99,8 @@ class DiTConfig(ConfigMixin):
 
     @property
     def has_image_input(self) -> bool:
-        return self.model_type in ("i2v", "flf2v")
+        """CLIP image features go in (img_emb, image cross-attention): Wan 2.1 i2v / flf2v."""
+        return self.model_type in ("i2v", "flf2v") if self.clip_input is None else self.clip_input
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,8 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x, e0, context, seq_lens, rope):
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).chunk(6, dim=1)
+        # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (per sample or per token)
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float()[:, None] + e0).unbind(2)
         y = self.self_attn(modulate(self.norm1(x), shift1, scale1), seq_lens, rope)
         x = x + y.float() * gate1
         x = x + self.cross_attn(self.norm3(x).float(), context).float()
@@ -270,7 +271,7 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
 
     def forward(self, x, e):
-        shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
+        shift, scale = (self.modulation.float()[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
         return linear32(self.head, modulate(self.norm(x), shift, scale))
 
 
@@ -307,8 +308,8 @@ class State:
     Under sequence parallel, token tensors hold this process's slice (L/P tokens, padded).
     """
     x: torch.Tensor                      # tokens [B, L, dim], fp32 residual stream
-    e: torch.Tensor                      # time embedding [B, dim] (head modulation)
-    e0: torch.Tensor                     # time projection [B, 6, dim] (block modulation)
+    e: torch.Tensor                      # time embedding [B, 1 or L, dim] (head modulation)
+    e0: torch.Tensor                     # time projection [B, 1 or L, 6, dim] (block modulation)
     ctx: torch.Tensor                    # text (+image) context [B, Lc, dim]
     rope: tuple                          # (cos, sin) [B, L, 1, head_dim/2]
     seq_lens: torch.Tensor               # [B] real tokens per sample (keys past them are masked)
@@ -408,13 +409,14 @@ class WanModel(nn.Module):
                 vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0):
         """Predict the flow v for latents x at integer timesteps t.
 
-        x: [B, C, F, H, W] or a list of [C, F_i, H_i, W_i]; t: [B] (or a scalar);
+        x: [B, C, F, H, W] or a list of [C, F_i, H_i, W_i]; t: [B] (or a scalar), or [B, L] with one
+        timestep per token (L = tokens of the longest sample after patchify; Wan 2.2 TI2V: 0 on frame 0);
         context: [B, L, text_dim] or a list of [L_i, text_dim] (zero-padded to text_len here);
         clip_fea: [B, 257, image_dim] (flf2v: [2B, 257, image_dim] or [B, 514, image_dim]);
         y: [B, C_y, F, H, W] concatenated to x on channels (i2v/flf2v mask + image latent);
         vace_context: [B, 96, F, H, W] for VACE. Returns [B, out_dim, F, H, W] (a list for list input).
         """
-        s = self.embed(x, t, context, clip_fea=clip_fea, y=y,  # s.x tokens [B, L, dim], s.e0 [B, 1, 6, dim]
+        s = self.embed(x, t, context, clip_fea=clip_fea, y=y,  # s.x [B, L, dim], s.e0 [B, 1 or L, 6, dim]
                        vace_context=vace_context, vace_context_scale=vace_context_scale)
         s = self.run_blocks(s)                                 # s.x [B, L, dim] after every block (+ VACE hints)
         return self.run_head(s)                                # [B, out_dim, F, H, W] (a list for list input)
@@ -439,11 +441,15 @@ class WanModel(nn.Module):
             tokens = split_tokens(tokens, self.sp)                         # [B, L/P, dim]
             rope = tuple(split_tokens(r, self.sp) for r in rope)           # [B, L/P, 1, head_dim/2]
 
-        t = torch.as_tensor(t, device=device)
-        t = t.expand(b) if t.ndim == 0 else t                              # [B]
-        e = linear32(self.time_embedding[2], F.silu(linear32(self.time_embedding[0],
-                                                             sinusoid(t, self.config.freq_dim, self.sinusoid_dtype))))
-        e0 = linear32(self.time_projection[1], F.silu(e)).unflatten(1, (6, -1))   # [B, 6, dim]
+        t = self._timesteps(t, b, n, device)                               # [B, 1] or [B, L] (one per token)
+        te = self.time_embedding
+        f = sinusoid(t.flatten(), self.config.freq_dim, self.sinusoid_dtype)  # [B*Lt, freq_dim] (Lt = 1 or L)
+        e = linear32(te[2], F.silu(linear32(te[0], f)))                    # [B*Lt, dim]
+        e0 = linear32(self.time_projection[1], F.silu(e))                  # [B*Lt, 6*dim]
+        e = e.unflatten(0, t.shape)                                        # [B, Lt, dim]
+        e0 = e0.unflatten(0, t.shape).unflatten(-1, (6, -1))               # [B, Lt, 6, dim]
+        if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
+            e, e0 = split_tokens(e, self.sp), split_tokens(e0, self.sp)    # [B, L/P, dim], [B, L/P, 6, dim]
 
         ctx = self._context(context)                                       # [B, text_len, dim]
         if self.config.has_image_input:
@@ -454,6 +460,27 @@ class WanModel(nn.Module):
         if self.config.is_vace:
             s.hints = self._vace_hints(vace_context, s)                    # per VACE block [B, L, dim]
         return s
+
+    def _timesteps(self, t, b: int, n: int, device) -> torch.Tensor:
+        """t as [B, 1] (one timestep per sample) or [B, n] (one per token).
+
+        Accepted: a scalar, [B] (or [1], broadcast), [B, L] with L >= n (positions past the longest
+        sample are padding and ignored, as the reference's padded seq_len). A [B, L] whose rows are
+        each constant takes the one-per-sample path: the same result as [B], bit for bit.
+        """
+        t = torch.as_tensor(t, device=device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        if t.ndim == 1 and t.shape[0] in (1, b):
+            return t[:, None]
+        if t.ndim == 2 and t.shape[0] in (1, b) and t.shape[1] >= n:
+            t = t[:, :n]
+            if not torch.compiler.is_compiling() and bool((t == t[:, :1]).all()):
+                return t[:, :1]
+            return t
+        raise ValueError(f"timesteps t must be a scalar, [B] or [B, L] with B = {b} samples and L >= {n} tokens "
+                         f"(latent frames x (height/{self.patch_size[1]}) x (width/{self.patch_size[2]})); "
+                         f"got shape {tuple(t.shape)}")
 
     def run_blocks(self, s: "State") -> "State":
         """The transformer blocks on ``s.x`` (VACE hints added after their blocks); returns a new State."""
