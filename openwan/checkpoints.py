@@ -19,7 +19,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
@@ -372,10 +372,16 @@ def _dit_source(path: Path):
     return safetensors_files(path), layout, cfg_json
 
 
-def load_dit(path, dtype=None, device=None, config=None):
-    """Build a WanModel on the meta device and assign the weights shard by shard (no 2x RAM)."""
+def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hook: Optional[Callable] = None):
+    """Build ``build(config)`` (a WanModel class) on the meta device and assign the weights shard by shard.
+
+    Only one shard is read at a time, so loading never holds two copies of the model.
+    ``hook(name, tensor)``, with official key names, sees every tensor after the dtype cast and
+    returns the tensor to store (e.g. a quantized one), or an ``nn.Module`` that replaces the
+    module owning that parameter (e.g. a quantized Linear built from ``blocks.0.ffn.0.weight``;
+    its other parameters, such as the bias, are then loaded into the new module by name).
+    """
     from safetensors import SafetensorError, safe_open
-    from openwan.models.dit import WanModel
     path = Path(path)
     files, layout, cfg_json = _dit_source(path)
 
@@ -413,7 +419,7 @@ def load_dit(path, dtype=None, device=None, config=None):
         else:
             config = infer_dit_config(off_shapes)
     with torch.device("meta"):
-        model = WanModel(config)
+        model = build(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
         check_keys(expected, off_shapes, f"the DiT config ({config.model_type}, dim {config.dim}, "
@@ -436,9 +442,33 @@ def load_dit(path, dtype=None, device=None, config=None):
                     t = t.to(dtype)
                 part[k[len(prefix):]] = t.to(device) if device is not None else t
         part = to_official(part)
+        if hook is not None:
+            part = _apply_hook(model, part, hook)
         model.load_state_dict(part, strict=False, assign=True)
         del part
+    left = [k for k, v in model.state_dict().items() if v.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: no weights were loaded for {_short(left)}"
+                              + (" (the load hook returned None for them)" if hook is not None else ""))
     return model.eval().requires_grad_(False)
+
+
+def _apply_hook(model, part: dict, hook: Callable) -> dict:
+    """Run ``hook`` on one shard's tensors; a returned module replaces the parameter's owner module."""
+    out = {}
+    for name, t in part.items():
+        r = hook(name, t)
+        if isinstance(r, torch.nn.Module):
+            owner, _, _ = name.rpartition(".")
+            parent, _, leaf = owner.rpartition(".")
+            old = model.get_submodule(owner)
+            loaded = {k: v for k, v in old.state_dict().items() if not v.is_meta}  # from an earlier shard
+            setattr(model.get_submodule(parent) if parent else model, leaf, r)
+            if loaded:
+                r.load_state_dict(loaded, strict=False, assign=True)
+        elif r is not None:
+            out[name] = r
+    return out
 
 
 def save_dit(model, path, layout: str = "official", max_shard_bytes: int = 5 * 2**30):

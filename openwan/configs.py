@@ -245,13 +245,28 @@ TINY_VARIANTS: dict[str, Variant] = {
 }
 
 
+# ---- the embedded demo model (openwan.demo ships its weights; openwan/demo/train.py keeps them in sync) ----
+DEMO_TEXT_ENCODER = TextEncoderConfig(vocab=1000, dim=128, dim_attn=128, dim_ffn=256, num_heads=4, num_layers=2,
+                                      text_len=32)
+# The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
+DEMO_VAE = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 8), num_res_blocks=1, attn_scales=(),
+                     temporal_downsample=(False, True, True),
+                     mean=(-0.1094, 0.1125, -0.3659, -0.2712, -0.013, -0.2894, 0.2902, -0.2672,
+                           -0.0064, 0.1434, -0.1982, -0.4761, 0.3349, -0.1938, -0.3018, 0.095),
+                     std=(0.8874, 1.0143, 1.0944, 0.9364, 0.6674, 0.4543, 0.8954, 1.198,
+                          0.9253, 0.9718, 0.9995, 1.1265, 1.1449, 1.0283, 0.761, 0.5871))
+DEMO_DIT = DiTConfig(model_type="t2v", patch_size=(1, 1, 1), text_len=32, in_dim=16, dim=128, ffn_dim=512,
+                     freq_dim=256, text_dim=128,
+                     out_dim=16, num_heads=4, num_layers=6)
+DEMO_SAMPLE = SampleDefaults(steps=30, shift=3.0, guide_scale=5.0, frame_num=17, solver="unipc",
+                             sizes=("64*64",), size="64*64", fps=8, negative_prompt="")
+DEMO_VARIANT = Variant("demo", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_SAMPLE)
+
+
 def get_variant(name: str) -> Variant:
     """Look a variant up by name (published, tiny or demo), with a clear error."""
-    table = {**VARIANTS, **TINY_VARIANTS}
+    table = {**VARIANTS, **TINY_VARIANTS, "demo": DEMO_VARIANT}
     if name in table:
         return table[name]
-    if name == "demo":
-        from openwan.demo import demo_variant  # lazy: the demo package is optional at import time
-        return demo_variant()
-    known = ", ".join(sorted(table) + ["demo"])
+    known = ", ".join(sorted(table))
     raise ValueError(f"unknown variant/task {name!r}; choose one of: {known}")

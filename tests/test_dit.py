@@ -428,3 +428,116 @@ def test_rope_inference_and_training_forms_agree():
     # rotation keeps each pair's norm and rotates position 0 by nothing
     assert torch.allclose(a.unflatten(-1, (-1, 2)).norm(dim=-1), x.unflatten(-1, (-1, 2)).norm(dim=-1), atol=1e-6)
     assert torch.equal(a[:, 0], x[:, 0])
+
+
+# --------------------------------------------------------------------------- import graph
+
+def _openwan_import_graph():
+    """module -> set of openwan modules it imports (module level and inside functions), from the source.
+
+    ``from openwan.x import y`` is an edge to openwan.x; a package's __init__ is the node of its own name."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    mods = {}
+    for p in (root / "openwan").rglob("*.py"):
+        parts = list(p.relative_to(root).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                deps.add(node.module)
+            elif isinstance(node, ast.ImportFrom):
+                raise AssertionError(f"{p}: relative import; openwan uses absolute imports")
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def _cycles(graph):
+    """The strongly connected components with more than one module (Tarjan), as frozensets."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(frozenset(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+# Known cycles in files outside the DiT's, to be removed by their owners (then shrink this list):
+# openwan.pipelines.base imports `from openwan import sampling` (an edge to the package openwan, whose
+# __init__ lazily imports openwan.pipelines) and lazily `from openwan.pipelines import load_pipeline`;
+# openwan.pipelines (__init__) imports every pipeline module, and v2v/vace import i2v/base.
+KNOWN_CYCLES = [frozenset({"openwan", "openwan.pipelines", "openwan.pipelines.base", "openwan.pipelines.flf2v",
+                           "openwan.pipelines.i2v", "openwan.pipelines.t2v", "openwan.pipelines.v2v",
+                           "openwan.pipelines.vace"})]
+
+
+def test_no_import_cycles():
+    graph = _openwan_import_graph()
+    assert "openwan.checkpoints" in graph["openwan.models.dit"] and "openwan.configs" in graph["openwan.demo"]
+    # the cycles this test exists for are gone
+    for a, b in (("openwan.checkpoints", "openwan.models.dit"), ("openwan.parallel.sequence", "openwan.models.dit"),
+                 ("openwan.models.dit", "openwan.parallel.sequence"), ("openwan.configs", "openwan.demo")):
+        assert b not in graph[a], f"{a} imports {b}"
+    # a cycle check that can fail: an injected back edge is found
+    assert any("openwan.models.dit" in c for c in _cycles({**graph, "openwan.checkpoints":
+                                                             graph["openwan.checkpoints"] | {"openwan.models.dit"}}))
+    new = [sorted(c) for c in _cycles(graph) if not any(c <= k for k in KNOWN_CYCLES)]
+    assert not new, f"import cycles between openwan modules (lazy imports included): {new}"
+
+
+def test_load_dit_builds_the_given_class_and_runs_the_hook(tmp_path):
+    from openwan.checkpoints import load_dit
+    cfg = tiny("t2v")
+    m = rand_model(cfg)
+    m.save_pretrained(tmp_path / "m", max_shard_bytes=20_000)   # several shards: the hook runs shard by shard
+
+    class MyWan(WanModel):
+        pass
+
+    class Marked(torch.nn.Linear):
+        pass
+
+    seen = []
+
+    def hook(name, t):
+        seen.append(name)
+        if name == "blocks.1.ffn.0.weight":   # replace the owner module (its bias then loads into it)
+            layer = Marked(t.shape[1], t.shape[0], device="meta")
+            layer.weight = torch.nn.Parameter(t * 2, requires_grad=False)
+            return layer
+        return t.to(torch.bfloat16) if name.endswith("self_attn.q.weight") else t
+
+    loaded = load_dit(tmp_path / "m", build=MyWan, hook=hook)
+    assert type(loaded) is MyWan and sorted(seen) == sorted(m.state_dict())
+    assert loaded.blocks[0].self_attn.q.weight.dtype == torch.bfloat16
+    ffn0 = loaded.blocks[1].ffn[0]
+    assert isinstance(ffn0, Marked) and torch.equal(ffn0.weight, 2 * m.blocks[1].ffn[0].weight)
+    assert torch.equal(ffn0.bias, m.blocks[1].ffn[0].bias)
+    with pytest.raises(CheckpointError, match=r"no weights were loaded for blocks\.0\.ffn\.2\.bias"):
+        load_dit(tmp_path / "m", build=WanModel, hook=lambda n, t: None if n == "blocks.0.ffn.2.bias" else t)

@@ -15,24 +15,25 @@ State-dict keys and shapes are exactly the official ones, so an official checkpo
 the residual stream, time embedding and head in fp32; when the weights are bf16 the other linear
 layers (and attention) run in bf16, as under the reference's autocast.
 
-Sequence parallel inference (``openwan.parallel``) splits the tokens over processes: ``self.sp``
-on the model and its self-attention layers; everything else here is unchanged by it.
+Sequence parallel inference (``openwan.parallel``) splits the tokens over processes: it sets
+``self.sp`` on the model (an object with ``split(x)`` / ``gather(x, n)``) and the attention function
+``attn_fn`` of the self-attention layers; this file imports nothing from ``openwan.parallel``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from openwan.checkpoints import load_dit, save_dit
 from openwan.configs import DiTConfig
 from openwan.models.attention import attention
-from openwan.parallel.sequence import gather_tokens, split_tokens, ulysses_attention
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -140,6 +141,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------- attention layers
 
 class SelfAttention(nn.Module):
+    """Self-attention over the video tokens (q/k RMSNorm, 3D RoPE).
+
+    ``attn_fn(q, k, v, k_lens)`` is a slot: ``None`` is :func:`openwan.models.attention.attention`;
+    sequence parallel puts its all-to-all attention there (and ``sp``), sparse or quantized
+    attention can go there too.
+    """
+
+    is_self_attention = True  # the layers whose attn_fn sees the whole (sequence-parallel) token sequence
+
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
@@ -149,7 +159,8 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.sp = None  # openwan.parallel: x holds this process's tokens; attention sees them all
+        self.attn_fn: Optional[Callable] = None
+        self.sp = None  # set with attn_fn by openwan.parallel (x holds this process's tokens)
 
     def forward(self, x, seq_lens, rope):
         n = self.num_heads
@@ -157,10 +168,7 @@ class SelfAttention(nn.Module):
         k = self.norm_k(linear(self.k, x)).unflatten(-1, (n, -1))
         v = linear(self.v, x).unflatten(-1, (n, -1))
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.sp is None:
-            y = attention(q, k, v, k_lens=seq_lens)
-        else:
-            y = ulysses_attention(q, k, v, seq_lens, self.sp)
+        y = (self.attn_fn or attention)(q, k, v, seq_lens)
         return linear(self.o, y.flatten(2))
 
 
@@ -171,6 +179,8 @@ class CrossAttention(SelfAttention):
     In the image case the context is [image tokens, 512 text tokens] and the two attention outputs
     are summed before the output projection.
     """
+
+    is_self_attention = False  # the context is not split over processes: plain attention
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6,
                  image: bool = False, text_len: int = 512):
@@ -438,8 +448,8 @@ class WanModel(nn.Module):
         n = tokens.shape[1]
         rope = self._rope(grids, n, device)                                # cos, sin [B, L, 1, head_dim/2]
         if self.sp is not None:  # sequence parallel: keep this process's slice of the tokens
-            tokens = split_tokens(tokens, self.sp)                         # [B, L/P, dim]
-            rope = tuple(split_tokens(r, self.sp) for r in rope)           # [B, L/P, 1, head_dim/2]
+            tokens = self.sp.split(tokens)                                 # [B, L/P, dim]
+            rope = tuple(self.sp.split(r) for r in rope)                   # [B, L/P, 1, head_dim/2]
 
         t = self._timesteps(t, b, n, device)                               # [B, 1] or [B, L] (one per token)
         te = self.time_embedding
@@ -449,7 +459,7 @@ class WanModel(nn.Module):
         e = e.unflatten(0, t.shape)                                        # [B, Lt, dim]
         e0 = e0.unflatten(0, t.shape).unflatten(-1, (6, -1))               # [B, Lt, 6, dim]
         if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
-            e, e0 = split_tokens(e, self.sp), split_tokens(e0, self.sp)    # [B, L/P, dim], [B, L/P, 6, dim]
+            e, e0 = self.sp.split(e), self.sp.split(e0)                    # [B, L/P, dim], [B, L/P, 6, dim]
 
         ctx = self._context(context)                                       # [B, text_len, dim]
         if self.config.has_image_input:
@@ -495,7 +505,7 @@ class WanModel(nn.Module):
         """Head modulation and projection, gather under sequence parallel, unpatchify to video latents."""
         x = self.head(s.x, s.e)                                            # [B, L, pt*ph*pw*out_dim]
         if self.sp is not None:
-            x = gather_tokens(x, self.sp, s.n)                             # [B, L, ...] on every process
+            x = self.sp.gather(x, s.n)                                     # [B, L, ...] on every process
         out = [self._unpatchify(u, g) for u, g in zip(x, s.grids)]         # B x [out_dim, F, H, W]
         return out if s.as_list else torch.stack(out)
 
@@ -509,7 +519,7 @@ class WanModel(nn.Module):
         if c.shape[1] != s.n:
             raise ValueError("vace_context must have the same frames/height/width as x")
         if self.sp is not None:
-            c = split_tokens(c, self.sp)
+            c = self.sp.split(c)
         x, e0, ctx, seq_lens, rope = s.x, s.e0, s.ctx, s.seq_lens, s.rope
         hints = []
         for block in self.vace_blocks:
@@ -537,13 +547,15 @@ class WanModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, dtype: Optional[torch.dtype] = None, device=None,
-                        config: Optional[DiTConfig] = None) -> "WanModel":
-        """Load official-layout dirs, diffusers dirs (``transformer/``) or one .safetensors file."""
-        from openwan.checkpoints import load_dit
-        return load_dit(path, dtype=dtype, device=device, config=config)
+                        config: Optional[DiTConfig] = None, hook: Optional[Callable] = None) -> "WanModel":
+        """Load official-layout dirs, diffusers dirs (``transformer/``) or one .safetensors file.
+
+        ``hook(name, tensor)`` (official key names) may replace each tensor as it is read, shard by
+        shard, e.g. to quantize a 14B model without holding it in full precision (see ``load_dit``).
+        """
+        return load_dit(path, build=cls, dtype=dtype, device=device, config=config, hook=hook)
 
     def save_pretrained(self, path, layout: str = "official", max_shard_bytes: int = 5 * 2**30):
-        from openwan.checkpoints import save_dit
         return save_dit(self, path, layout=layout, max_shard_bytes=max_shard_bytes)
 
 

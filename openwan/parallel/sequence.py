@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import torch
@@ -41,6 +42,12 @@ class SequenceParallel:
     group: Optional[dist.ProcessGroup]
     rank: int
     world: int
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return split_tokens(x, self)
+
+    def gather(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return gather_tokens(x, self, n)
 
 
 def init_process_group() -> bool:
@@ -76,12 +83,16 @@ def enable_sequence_parallel(model, group: Optional[dist.ProcessGroup] = None) -
 
 
 def set_sequence_parallel(model, sp: Optional[SequenceParallel]) -> None:
-    """Attach (or with None detach) ``sp`` to the model and its self-attention layers."""
-    from openwan.models.dit import SelfAttention, CrossAttention
+    """Attach (or with None detach) ``sp`` to the model (it splits / gathers its tokens with ``sp``)
+    and the all-to-all attention to its self-attention layers (their ``attn_fn`` slot).
+
+    The model classes are not imported: a self-attention layer is a module with ``is_self_attention``.
+    """
     model.sp = sp
     for m in model.modules():
-        if isinstance(m, SelfAttention) and not isinstance(m, CrossAttention):
+        if getattr(m, "is_self_attention", False):
             m.sp = sp
+            m.attn_fn = None if sp is None else partial(ulysses_attention, sp=sp)
 
 
 # ----------------------------------------------------------------------------- token split / gather
