@@ -541,3 +541,46 @@ def test_load_dit_builds_the_given_class_and_runs_the_hook(tmp_path):
     assert torch.equal(ffn0.bias, m.blocks[1].ffn[0].bias)
     with pytest.raises(CheckpointError, match=r"no weights were loaded for blocks\.0\.ffn\.2\.bias"):
         load_dit(tmp_path / "m", build=WanModel, hook=lambda n, t: None if n == "blocks.0.ffn.2.bias" else t)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+def _compile_case():
+    cfg = tiny("t2v")
+    m = rand_model(cfg)
+    x, ctx, _ = inputs(cfg, b=2, f=3, h=6, w=8)                          # 2 x 36 tokens
+    per_token = torch.tensor([[0] * 12 + [900] * 24, list(range(0, 36 * 25, 25))])
+    return m, x, ctx, (torch.tensor([999, 3]), per_token)
+
+
+def test_forward_traces_as_one_graph():
+    """fullgraph=True raises on any graph break (host syncs, out= into views, loops over tensors)."""
+    import torch._dynamo
+    m, x, ctx, ts = _compile_case()
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend="eager")         # dynamo's tracing only: fast
+    with torch.no_grad():
+        for t in ts:
+            ref = m(x, t, ctx)
+            out = compiled(x, t, ctx)
+            # the traced graph runs the same kernels; only RoPE takes its plain (not in-place) form,
+            # which gives the same values (test_rope_inference_and_training_forms_agree)
+            assert torch.equal(out, ref)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_inductor_compiled_equals_eager():
+    """torch.compile with inductor (fused kernels, other summation order) matches eager to float rounding."""
+    import torch._dynamo
+    m, x, ctx, ts = _compile_case()
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True)
+    with torch.no_grad():
+        for t in ts:
+            ref = m(x, t, ctx)
+            out = compiled(x, t, ctx)
+            # fusion changes the order of fp32 sums and may use FMA: a few ulps per layer of the ~8 chained
+            # layers; 16 ulps of the largest output (|v| ~ 11 here: 2e-5) bounds it on any CPU
+            assert (out - ref).abs().max().item() <= 16 * torch.finfo(torch.float32).eps * ref.abs().max().item()
+    torch._dynamo.reset()

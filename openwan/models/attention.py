@@ -1,7 +1,9 @@
 """One attention function for every model: torch SDPA by default, flash-attn on CUDA when installed.
 
 Inputs are laid out [B, L, heads, head_dim] (the reference's layout). ``k_lens`` masks the keys
-beyond each sample's real length (padding); ``None`` means every key is real.
+beyond each sample's real length (padding); ``None`` means every key is real. Callers pass ``None``
+when nothing is padded (the DiT knows it from the token counts on the host): looking at ``k_lens``
+here would need a device-to-host sync (and break a ``torch.compile`` graph).
 """
 from __future__ import annotations
 
@@ -31,10 +33,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     Returns [B, Lq, N, D] in q's dtype.
     """
-    b, lq, n, d = q.shape
     lk = k.shape[1]
-    if k_lens is not None and bool((k_lens >= lk).all()):
-        k_lens = None  # nothing to mask: take the fast unmasked path
     if _use_flash(q):
         return _flash(q, k, v, k_lens, scale)
     mask = None

@@ -1,19 +1,24 @@
-"""The Wan 2.1 diffusion transformer (DiT), read top to bottom like the paper's Figure.
+"""The Wan 2.1 / 2.2 diffusion transformer (DiT), read top to bottom like the paper's Figure.
 
     video latent x [B, C, F, H, W]  --patch_embedding (Conv3d, stride (1,2,2))-->  tokens [B, L, dim]
-    timestep t  --sinusoid(256, float64)--> time_embedding --> e [B, dim] --> time_projection --> e0 [B, 6, dim]
+    timestep t [B] (or [B, L]: one per token, Wan 2.2 TI2V)  --sinusoid(256, float64)--> time_embedding
+        --> e [B, 1 or L, dim] --> time_projection --> e0 [B, 1 or L, 6, dim]
     text  [B, <=512, 4096] --zero-pad to 512--> text_embedding --> context [B, 512, dim]
-    (i2v / flf2v) CLIP features [B, 257 or 514, 1280] --img_emb--> prepended to the context
+    (2.1 i2v / flf2v) CLIP features [B, 257 or 514, 1280] --img_emb--> prepended to the context
     N x block:  x += gate1 * self_attn(mod(norm1(x), shift1, scale1))      (q/k RMSNorm, 3D RoPE)
-                x += cross_attn(norm3(x), context)                         (text, + image for i2v)
+                x += cross_attn(norm3(x), context)                         (text, + image for 2.1 i2v)
                 x += gate2 * ffn(mod(norm2(x), shift2, scale2))
     (vace) hints from the VACE blocks are added after the listed main blocks
     head: mod(norm(x), e) --> Linear --> unpatchify --> [B, out_dim, F, H, W]
 
+``forward`` = ``run_head(run_blocks(embed(...)))``: :meth:`WanModel.embed` returns a :class:`State`
+(tokens, e, e0, context, RoPE, lengths, grids), so a step cache can compare ``e0`` and reuse the
+blocks' residual, and a wrapper can call the three parts on its own.
+
 State-dict keys and shapes are exactly the official ones, so an official checkpoint loads with
 ``strict=True``. Numerics follow the reference: the sinusoid and RoPE in float64, norms, modulation,
-the residual stream, time embedding and head in fp32; when the weights are bf16 the other linear
-layers (and attention) run in bf16, as under the reference's autocast.
+the residual stream, time embedding and head in fp32 (``WanLinear(fp32=True)``); when the weights
+are bf16 the other linear layers (and attention) run in bf16, as under the reference's autocast.
 
 Sequence parallel inference (``openwan.parallel``) splits the tokens over processes: it sets
 ``self.sp`` on the model (an object with ``split(x)`` / ``gather(x, n)``) and the attention function
@@ -40,27 +45,40 @@ TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 # ----------------------------------------------------------------------------- small pieces
 
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A Linear layer run in its weight's dtype (bf16 weights -> bf16 matmul).
+class WanLinear(nn.Linear):
+    """A Linear layer that carries its compute dtype: its weight's (``fp32=False``: bf16 weights give a
+    bf16 matmul, as under the reference's autocast) or fp32 whatever the storage (``fp32=True``: the
+    reference's fp32 islands, autocast or not). Same parameters and state-dict keys as ``nn.Linear``.
 
-    A weight parametrization that offers ``linear(x, weight, bias)`` (LoRA, openwan.training.lora)
-    computes the layer in factored form while gradients are on, so training never materializes
-    the adapted weight.
+    A quantized subclass dequantizes in its own ``forward``. A weight parametrization that offers
+    ``linear(x, weight, bias)`` (LoRA, openwan.training.lora) computes the layer in factored form
+    while gradients are on, so training never materializes the adapted weight.
     """
-    if torch.is_grad_enabled():
-        plist = getattr(layer, "parametrizations", None)
-        if plist is not None and "weight" in plist and len(plist.weight) == 1 \
-                and hasattr(plist.weight[0], "linear"):
-            w = plist.weight.original
-            return plist.weight[0].linear(x.to(w.dtype), w, layer.bias)
-    return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
 
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, fp32: bool = False,
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.fp32 = fp32
 
-def linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A Linear layer run in fp32 whatever its storage dtype (the reference's fp32 islands), autocast or not."""
-    b = None if layer.bias is None else layer.bias.float()
-    with torch.autocast(x.device.type, enabled=False):
-        return F.linear(x.float(), layer.weight.float(), b)
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.float32 if self.fp32 else self.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp32:
+            b = None if self.bias is None else self.bias.float()
+            with torch.autocast(x.device.type, enabled=False):
+                return F.linear(x.float(), self.weight.float(), b)
+        if torch.is_grad_enabled():
+            plist = getattr(self, "parametrizations", None)
+            if plist is not None and "weight" in plist and len(plist.weight) == 1 \
+                    and hasattr(plist.weight[0], "linear"):
+                w = plist.weight.original
+                return plist.weight[0].linear(x.to(w.dtype), w, self.bias)
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", fp32=True" if self.fp32 else "")
 
 
 def sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -129,9 +147,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     xr = x.to(cos.dtype).unflatten(-1, (-1, 2))
     x0, x1 = xr[..., 0], xr[..., 1]
-    if torch.is_grad_enabled() and x.requires_grad:  # training: the differentiable form
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+        # training, or traced by torch.compile (which fuses it): the plain form (the same values)
         return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).to(x.dtype)
-    out = torch.empty_like(xr)  # inference, written in place: fewer full-size temporaries
+    out = torch.empty_like(xr)  # eager inference, written in place: fewer full-size temporaries
     o0, o1 = out[..., 0], out[..., 1]
     torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
     torch.mul(x0, sin, out=o1).addcmul_(x1, cos)             # x0 sin + x1 cos
@@ -153,10 +172,10 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = WanLinear(dim, dim)
+        self.k = WanLinear(dim, dim)
+        self.v = WanLinear(dim, dim)
+        self.o = WanLinear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.attn_fn: Optional[Callable] = None
@@ -164,12 +183,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, seq_lens, rope):
         n = self.num_heads
-        q = self.norm_q(linear(self.q, x)).unflatten(-1, (n, -1))
-        k = self.norm_k(linear(self.k, x)).unflatten(-1, (n, -1))
-        v = linear(self.v, x).unflatten(-1, (n, -1))
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
+        k = self.norm_k(self.k(x)).unflatten(-1, (n, -1))
+        v = self.v(x).unflatten(-1, (n, -1))
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         y = (self.attn_fn or attention)(q, k, v, seq_lens)
-        return linear(self.o, y.flatten(2))
+        return self.o(y.flatten(2))
 
 
 class CrossAttention(SelfAttention):
@@ -188,23 +207,23 @@ class CrossAttention(SelfAttention):
         self.text_len = text_len
         self.image = image
         if image:
-            self.k_img = nn.Linear(dim, dim)
-            self.v_img = nn.Linear(dim, dim)
+            self.k_img = WanLinear(dim, dim)
+            self.v_img = WanLinear(dim, dim)
             self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def forward(self, x, context):
         n = self.num_heads
-        q = self.norm_q(linear(self.q, x)).unflatten(-1, (n, -1))
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
         if self.image:
             img, context = context[:, :-self.text_len], context[:, -self.text_len:]
-        k = self.norm_k(linear(self.k, context)).unflatten(-1, (n, -1))
-        v = linear(self.v, context).unflatten(-1, (n, -1))
+        k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
+        v = self.v(context).unflatten(-1, (n, -1))
         y = attention(q, k, v)
         if self.image:
-            ki = self.norm_k_img(linear(self.k_img, img)).unflatten(-1, (n, -1))
-            vi = linear(self.v_img, img).unflatten(-1, (n, -1))
+            ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
+            vi = self.v_img(img).unflatten(-1, (n, -1))
             y = y + attention(q, ki, vi)
-        return linear(self.o, y.flatten(2))
+        return self.o(y.flatten(2))
 
 
 class FeedForward(nn.Sequential):
@@ -214,10 +233,10 @@ class FeedForward(nn.Sequential):
     chunk_tokens = 2048
 
     def __init__(self, dim: int, ffn_dim: int):
-        super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        super().__init__(WanLinear(dim, ffn_dim), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim))
 
     def _ffn(self, x):
-        return linear(self[2], self[1](linear(self[0], x)))
+        return self[2](self[1](self[0](x)))
 
     def forward(self, x):
         n = self.chunk_tokens
@@ -263,26 +282,26 @@ class VaceBlock(WanBlock):
     def __init__(self, cfg: DiTConfig, index: int):
         super().__init__(cfg)
         if index == 0:
-            self.before_proj = nn.Linear(cfg.dim, cfg.dim)
-        self.after_proj = nn.Linear(cfg.dim, cfg.dim)
+            self.before_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
+        self.after_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
 
     def forward(self, c, x, e0, context, seq_lens, rope):
         if hasattr(self, "before_proj"):
-            c = linear32(self.before_proj, c) + x
+            c = self.before_proj(c) + x
         c = super().forward(c, e0, context, seq_lens, rope)
-        return c, linear32(self.after_proj, c)
+        return c, self.after_proj(c)
 
 
 class Head(nn.Module):
     def __init__(self, dim: int, out_dim: int, patch_size, eps: float):
         super().__init__()
         self.norm = LayerNorm32(dim, eps, elementwise_affine=False)
-        self.head = nn.Linear(dim, math.prod(patch_size) * out_dim)
+        self.head = WanLinear(dim, math.prod(patch_size) * out_dim, fp32=True)
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
 
     def forward(self, x, e):
         shift, scale = (self.modulation.float()[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
-        return linear32(self.head, modulate(self.norm(x), shift, scale))
+        return self.head(modulate(self.norm(x), shift, scale))
 
 
 class ImageEmbedding(nn.Module):
@@ -293,8 +312,8 @@ class ImageEmbedding(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, flf_tokens: Optional[int] = None):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
-                                  nn.Linear(in_dim, dim), nn.LayerNorm(dim))
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), WanLinear(in_dim, in_dim, fp32=True), nn.GELU(),
+                                  WanLinear(in_dim, dim, fp32=True), nn.LayerNorm(dim))
         if flf_tokens:
             self.emb_pos = nn.Parameter(torch.zeros(1, flf_tokens, in_dim))
 
@@ -305,7 +324,7 @@ class ImageEmbedding(nn.Module):
             x = x.reshape(b, self.emb_pos.shape[1], -1) + self.emb_pos.float()
         p = self.proj
         x = F.layer_norm(x, p[0].normalized_shape, p[0].weight.float(), p[0].bias.float(), p[0].eps)
-        x = linear32(p[3], p[2](linear32(p[1], x)))
+        x = p[3](p[2](p[1](x)))
         return F.layer_norm(x, p[4].normalized_shape, p[4].weight.float(), p[4].bias.float(), p[4].eps)
 
 
@@ -322,7 +341,7 @@ class State:
     e0: torch.Tensor                     # time projection [B, 1 or L, 6, dim] (block modulation)
     ctx: torch.Tensor                    # text (+image) context [B, Lc, dim]
     rope: tuple                          # (cos, sin) [B, L, 1, head_dim/2]
-    seq_lens: torch.Tensor               # [B] real tokens per sample (keys past them are masked)
+    seq_lens: Optional[torch.Tensor]     # [B] real tokens per sample (keys past them are masked); None: no padding
     grids: list                          # per sample (f, h, w) token grid
     n: int                               # tokens per sample before sequence-parallel padding (longest sample)
     hints: Optional[list] = None         # VACE: one [B, L, dim] hint per VACE block
@@ -339,10 +358,11 @@ class WanModel(nn.Module):
         dim = cfg.dim
         self.patch_size = tuple(cfg.patch_size)
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
-                                            nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.text_embedding = nn.Sequential(WanLinear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
+                                            WanLinear(dim, dim))
+        self.time_embedding = nn.Sequential(WanLinear(cfg.freq_dim, dim, fp32=True), nn.SiLU(),
+                                            WanLinear(dim, dim, fp32=True))
+        self.time_projection = nn.Sequential(nn.SiLU(), WanLinear(dim, dim * 6, fp32=True))
         self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(dim, cfg.out_dim, self.patch_size, cfg.eps)
         if cfg.has_image_input:
@@ -360,45 +380,61 @@ class WanModel(nn.Module):
         self.rope_dtype = torch.float64
         self.sp = None  # openwan.parallel.enable_sequence_parallel: tokens split over processes
         self.gradient_checkpointing = False
+        self._rope_cache: dict = {}  # (grid, head_dim, device, dtype) -> (cos, sin)
 
     # --------------------------------------------------------------- inputs to tokens
 
-    def _embed(self, conv: nn.Conv3d, xs: list[torch.Tensor]):
-        """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens, grids)."""
+    def _embed(self, conv: nn.Conv3d, xs: TensorOrList):
+        """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens (ints), grids)."""
         toks, grids = [], []
-        for u in xs:
-            u = F.conv3d(u[None].to(conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
+        for i in range(len(xs)):  # one sample per call: the same numerics for a batch and a list
+            u = F.conv3d(xs[i][None].to(conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
             grids.append(tuple(u.shape[2:]))
             toks.append(u.flatten(2).transpose(1, 2)[0].float())
         lens = [t.shape[0] for t in toks]
         n = max(lens)
         x = torch.stack([F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])
-        return x, torch.tensor(lens, dtype=torch.long, device=x.device), grids
+        return x, lens, grids
+
+    def _rope_table(self, grid, device):
+        """cos, sin [f*h*w, 1, head_dim/2] for one token grid: computed in float64 once, then cached."""
+        key = (tuple(grid), self.config.head_dim, str(device), self.rope_dtype)
+        table = None if torch.compiler.is_compiling() else self._rope_cache.get(key)
+        if table is None:
+            ang = rope_angles(grid, self.config.head_dim, device=device)[:, None, :]
+            table = (ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype))
+            if not torch.compiler.is_compiling():
+                if len(self._rope_cache) >= 8:  # a server sees few sizes; bound it anyway
+                    self._rope_cache.pop(next(iter(self._rope_cache)))
+                self._rope_cache[key] = table
+        return table
 
     def _rope(self, grids, n, device):
-        """cos/sin [B, n, 1, head_dim/2]; zero angle (identity) on padding tokens."""
-        tables = []
-        for g in grids:
-            a = rope_angles(g, self.config.head_dim, device=device)
-            tables.append(F.pad(a, (0, 0, 0, n - a.shape[0])))
-        ang = torch.stack(tables)[:, :, None, :]
-        return ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype)
+        """cos/sin [B, n, 1, head_dim/2]; zero angle (cos 1, sin 0: identity) on padding tokens."""
+        if all(g == grids[0] for g in grids) and math.prod(grids[0]) == n:
+            cos, sin = self._rope_table(grids[0], device)
+            return cos.expand(len(grids), *cos.shape), sin.expand(len(grids), *sin.shape)
+        tables = [self._rope_table(g, device) for g in grids]
+        pad = [(0, 0, 0, 0, 0, n - c.shape[0]) for c, _ in tables]
+        return (torch.stack([F.pad(c, p, value=1.0) for (c, _), p in zip(tables, pad)]),
+                torch.stack([F.pad(s, p) for (_, s), p in zip(tables, pad)]))
 
     def _context(self, context: TensorOrList) -> torch.Tensor:
         """Cut/zero-pad every sample's text features to text_len, then text_embedding."""
         L = self.config.text_len
-        rows = []
-        for c in context:
-            if c.shape[0] > L:
-                raise ValueError(f"text context has {c.shape[0]} tokens, more than text_len={L}")
-            rows.append(F.pad(c.float(), (0, 0, 0, L - c.shape[0])))
-        c = torch.stack(rows)
+        lens = [context.shape[1]] if torch.is_tensor(context) else [c.shape[0] for c in context]
+        if max(lens) > L:
+            raise ValueError(f"text context has {max(lens)} tokens, more than text_len={L}")
+        if torch.is_tensor(context):
+            c = F.pad(context.float(), (0, 0, 0, L - context.shape[1]))
+        else:
+            c = torch.stack([F.pad(c.float(), (0, 0, 0, L - c.shape[0])) for c in context])
         te = self.text_embedding
-        return linear(te[2], te[1](linear(te[0], c))).float()
+        return te[2](te[1](te[0](c))).float()
 
     def _check_inputs(self, xs, clip_fea, y, vace_context):
         cfg = self.config
-        c_in = xs[0].shape[0] + (y[0].shape[0] if y is not None else 0)
+        c_in = xs[0].shape[0] + (y[0].shape[0] if y is not None else 0)   # a sample: [C, F, H, W]
         if c_in != cfg.in_dim:
             raise ValueError(f"the DiT expects {cfg.in_dim} input channels (x{' + y' if y is not None else ''}), "
                              f"got {c_in}" + (" (i2v/flf2v need y: mask 4 + image latent 16 channels)"
@@ -407,10 +443,10 @@ class WanModel(nn.Module):
             raise ValueError(f"a {cfg.model_type} model needs clip_fea (CLIP image features)")
         if cfg.is_vace and vace_context is None:
             raise ValueError("a VACE model needs vace_context (96-channel control latent)")
-        for u in xs:
-            pf, ph, pw = self.patch_size
-            if u.shape[1] % pf or u.shape[2] % ph or u.shape[3] % pw:
-                raise ValueError(f"latent size {tuple(u.shape[1:])} is not divisible by the patch {self.patch_size}")
+        pf, ph, pw = self.patch_size
+        for size in ([tuple(xs.shape[2:])] if torch.is_tensor(xs) else [tuple(u.shape[1:]) for u in xs]):
+            if size[0] % pf or size[1] % ph or size[2] % pw:
+                raise ValueError(f"latent size {size} is not divisible by the patch {self.patch_size}")
 
     # --------------------------------------------------------------- forward
 
@@ -436,17 +472,23 @@ class WanModel(nn.Module):
               vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0) -> "State":
         """Inputs to a :class:`State`: tokens, time embeddings, text (+image) context, RoPE, hints."""
         as_list = not torch.is_tensor(x)
-        xs = list(x)
-        ys = None if y is None else list(y)
-        self._check_inputs(xs, clip_fea, ys, vace_context)
-        if ys is not None:
-            xs = [torch.cat([u, v.to(u.dtype)]) for u, v in zip(xs, ys)]   # [C_x + C_y, F, H, W] each
-        b = len(xs)
-        device = xs[0].device
+        if as_list:
+            x, y = list(x), (None if y is None else list(y))
+        elif y is not None and not torch.is_tensor(y):
+            y = torch.stack(list(y))
+        self._check_inputs(x, clip_fea, y, vace_context)
+        if y is not None and as_list:
+            x = [torch.cat([u, v.to(u.dtype)]) for u, v in zip(x, y)]      # B x [C_x + C_y, F, H, W]
+        elif y is not None:
+            x = torch.cat([x, y.to(x.dtype)], dim=1)                       # [B, C_x + C_y, F, H, W]
+        b = len(x)
+        device = x[0].device
 
-        tokens, seq_lens, grids = self._embed(self.patch_embedding, xs)    # [B, L, dim], [B], B x (f, h, w)
+        tokens, lens, grids = self._embed(self.patch_embedding, x)         # [B, L, dim], B ints, B x (f, h, w)
         n = tokens.shape[1]
         rope = self._rope(grids, n, device)                                # cos, sin [B, L, 1, head_dim/2]
+        padded = n * b != sum(lens) or (self.sp is not None and n % self.sp.world != 0)
+        seq_lens = torch.tensor(lens, dtype=torch.long, device=device) if padded else None   # [B] or None
         if self.sp is not None:  # sequence parallel: keep this process's slice of the tokens
             tokens = self.sp.split(tokens)                                 # [B, L/P, dim]
             rope = tuple(self.sp.split(r) for r in rope)                   # [B, L/P, 1, head_dim/2]
@@ -454,8 +496,8 @@ class WanModel(nn.Module):
         t = self._timesteps(t, b, n, device)                               # [B, 1] or [B, L] (one per token)
         te = self.time_embedding
         f = sinusoid(t.flatten(), self.config.freq_dim, self.sinusoid_dtype)  # [B*Lt, freq_dim] (Lt = 1 or L)
-        e = linear32(te[2], F.silu(linear32(te[0], f)))                    # [B*Lt, dim]
-        e0 = linear32(self.time_projection[1], F.silu(e))                  # [B*Lt, 6*dim]
+        e = te[2](F.silu(te[0](f)))                                        # [B*Lt, dim]
+        e0 = self.time_projection[1](F.silu(e))                            # [B*Lt, 6*dim]
         e = e.unflatten(0, t.shape)                                        # [B, Lt, dim]
         e0 = e0.unflatten(0, t.shape).unflatten(-1, (6, -1))               # [B, Lt, 6, dim]
         if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
@@ -506,8 +548,9 @@ class WanModel(nn.Module):
         x = self.head(s.x, s.e)                                            # [B, L, pt*ph*pw*out_dim]
         if self.sp is not None:
             x = self.sp.gather(x, s.n)                                     # [B, L, ...] on every process
-        out = [self._unpatchify(u, g) for u, g in zip(x, s.grids)]         # B x [out_dim, F, H, W]
-        return out if s.as_list else torch.stack(out)
+        if s.as_list:
+            return [self._unpatchify(x[i], g) for i, g in enumerate(s.grids)]   # B x [out_dim, F_i, H_i, W_i]
+        return self._unpatchify(x, s.grids[0])                             # [B, out_dim, F, H, W]
 
     def _run(self, block, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -515,7 +558,8 @@ class WanModel(nn.Module):
         return block(*args)
 
     def _vace_hints(self, vace_context, s: "State"):
-        c, _, _ = self._embed(self.vace_patch_embedding, list(vace_context))
+        c, _, _ = self._embed(self.vace_patch_embedding,
+                              vace_context if torch.is_tensor(vace_context) else list(vace_context))
         if c.shape[1] != s.n:
             raise ValueError("vace_context must have the same frames/height/width as x")
         if self.sp is not None:
@@ -531,13 +575,15 @@ class WanModel(nn.Module):
         return hints
 
     def _unpatchify(self, u: torch.Tensor, grid) -> torch.Tensor:
-        """Tokens [L, pt*ph*pw*c] (c fastest) -> video [c, F*pt, H*ph, W*pw]."""
+        """Tokens [(B,) L, pt*ph*pw*c] (c fastest) -> video [(B,) c, F*pt, H*ph, W*pw]."""
         f, h, w = grid
         pt, ph, pw = self.patch_size
         c = self.config.out_dim
-        u = u[: f * h * w].view(f, h, w, pt, ph, pw, c)
-        u = u.permute(6, 0, 3, 1, 4, 2, 5)
-        return u.reshape(c, f * pt, h * ph, w * pw)
+        lead = u.shape[:-2]                                                # () or (B,)
+        u = u[..., : f * h * w, :].reshape(*lead, f, h, w, pt, ph, pw, c)
+        k = len(lead)
+        u = u.permute(*range(k), k + 6, k, k + 3, k + 1, k + 4, k + 2, k + 5)
+        return u.reshape(*lead, c, f * pt, h * ph, w * pw)
 
     # --------------------------------------------------------------- precision / loading
 
