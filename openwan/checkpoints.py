@@ -282,16 +282,19 @@ def dit_config_to_official_json(cfg) -> dict:
 def dit_config_from_diffusers_json(d: dict):
     from openwan.configs import DiTConfig
     image_dim = d.get("image_dim")
-    model_type = "t2v"
+    in_dim, out_dim = d.get("in_channels", 16), d.get("out_channels", 16)
+    model_type, clip_input = _model_type_without_clip(in_dim, out_dim), None
     if image_dim:
         model_type = "flf2v" if d.get("pos_embed_seq_len") else "i2v"
+    elif model_type == "i2v":
+        clip_input = False  # Wan 2.2 i2v-A14B: image latent channels, no CLIP
     qk = d.get("qk_norm", "rms_norm_across_heads")
     kw = dict(model_type=model_type, patch_size=tuple(d.get("patch_size", (1, 2, 2))),
               in_dim=d.get("in_channels", 16), out_dim=d.get("out_channels", 16),
               dim=d["num_attention_heads"] * d["attention_head_dim"], num_heads=d["num_attention_heads"],
               ffn_dim=d["ffn_dim"], freq_dim=d.get("freq_dim", 256), text_dim=d.get("text_dim", 4096),
               num_layers=d["num_layers"], qk_norm=bool(qk), cross_attn_norm=d.get("cross_attn_norm", True),
-              eps=d.get("eps", 1e-6), image_dim=image_dim or 1280)
+              eps=d.get("eps", 1e-6), image_dim=image_dim or 1280, clip_input=clip_input)
     if "vace_layers" in d:
         kw.update(vace_layers=tuple(d["vace_layers"]), vace_in_dim=d.get("vace_in_channels", 96))
     return DiTConfig(**kw)
@@ -311,6 +314,21 @@ def dit_config_to_diffusers_json(cfg) -> dict:
     return d
 
 
+def _model_type_without_clip(in_dim: int, out_dim: int) -> str:
+    """A DiT without CLIP input: i2v (Wan 2.2 A14B) when the input adds the 20 channels of mask + image
+    latent to the output's, ti2v for the Wan 2.2 VAE's 48 channels, else t2v."""
+    if in_dim == out_dim + 20:
+        return "i2v"
+    return "ti2v" if in_dim == out_dim == 48 else "t2v"
+
+
+def fit_clip_input(cfg, shapes) -> object:
+    """An i2v config whose checkpoint has no ``img_emb`` is Wan 2.2's (no CLIP input): say so."""
+    if cfg.model_type == "i2v" and cfg.clip_input is None and shapes and "img_emb.proj.0.weight" not in shapes:
+        return cfg.replace(clip_input=False)
+    return cfg
+
+
 def infer_dit_config(shapes: dict[str, tuple]):
     """Rebuild a DiTConfig from official key shapes (heads assume the published head_dim 128)."""
     from openwan.configs import DiTConfig
@@ -321,16 +339,19 @@ def infer_dit_config(shapes: dict[str, tuple]):
             raise CheckpointError(f"cannot infer the number of heads of a DiT of width {dim} (published models use "
                                   f"head_dim 128): pass config= (a DiTConfig) or a directory with config.json")
         n_layers = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
-        model_type = "flf2v" if "img_emb.emb_pos" in shapes else ("i2v" if "img_emb.proj.0.weight" in shapes else "t2v")
+        out_dim = shapes["head.head.weight"][0] // math.prod(patch)
+        model_type = "flf2v" if "img_emb.emb_pos" in shapes else ("i2v" if "img_emb.proj.0.weight" in shapes else
+                                                                  _model_type_without_clip(in_dim, out_dim))
         kw = dict(model_type=model_type, patch_size=patch, in_dim=in_dim, dim=dim,
                   ffn_dim=shapes["blocks.0.ffn.0.weight"][0], freq_dim=shapes["time_embedding.0.weight"][1],
-                  text_dim=shapes["text_embedding.0.weight"][1],
-                  out_dim=shapes["head.head.weight"][0] // math.prod(patch),
+                  text_dim=shapes["text_embedding.0.weight"][1], out_dim=out_dim,
                   num_heads=dim // 128, num_layers=n_layers,
                   qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
                   cross_attn_norm="blocks.0.norm3.weight" in shapes)
-        if model_type != "t2v":
+        if "img_emb.proj.0.weight" in shapes:
             kw["image_dim"] = shapes["img_emb.proj.0.weight"][0]
+        elif model_type == "i2v":
+            kw["clip_input"] = False
         n_vace = len({k.split(".")[1] for k in shapes if k.startswith("vace_blocks.")})
         if n_vace:
             step = max(1, n_layers // n_vace)
@@ -343,9 +364,11 @@ def infer_dit_config(shapes: dict[str, tuple]):
 
 def matching_variants(cfg) -> list[str]:
     """Names of published variants whose DiT has the same architecture as cfg."""
-    from openwan.configs import VARIANTS
-    fields = ("model_type", "in_dim", "dim", "ffn_dim", "num_layers", "out_dim", "text_dim", "vace_layers")
-    return [n for n, v in VARIANTS.items() if all(getattr(v.dit, f) == getattr(cfg, f) for f in fields)]
+    from openwan.configs import VARIANTS, WAN22_VARIANTS
+    fields = ("model_type", "in_dim", "dim", "ffn_dim", "num_layers", "out_dim", "text_dim", "vace_layers",
+              "has_image_input")
+    return [n for n, v in {**VARIANTS, **WAN22_VARIANTS}.items()
+            if all(getattr(v.dit, f) == getattr(cfg, f) for f in fields)]
 
 
 # ============================================================================ DiT load / save
@@ -418,6 +441,7 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
                 raise CheckpointError(msg) from None
         else:
             config = infer_dit_config(off_shapes)
+        config = fit_clip_input(config, off_shapes)  # i2v without img_emb keys: Wan 2.2's (no CLIP)
     with torch.device("meta"):
         model = build(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

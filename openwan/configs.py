@@ -1,4 +1,4 @@
-"""Configurations of every published Wan 2.1 variant, plus tiny ones for tests.
+"""Configurations of every published Wan 2.1 and 2.2 variant, plus tiny ones for tests.
 
 Each config is a frozen dataclass. The DiT config's field names are the ones of the
 official ``config.json`` so a checkpoint directory's config maps onto it one to one.
@@ -24,6 +24,15 @@ VAE_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
             0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 VAE_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
            3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+# The Wan 2.2 VAE's 48 latent channel means / stds (Wan2.2_VAE.pth, WAN22_REFERENCE.md section 7).
+VAE22_MEAN = (-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+              0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+              -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
+              -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667)
+VAE22_STD = (0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
+             0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+             0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
+             0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744)
 
 
 class ConfigMixin:
@@ -105,7 +114,11 @@ class DiTConfig(ConfigMixin):
 
 @dataclass(frozen=True)
 class VAEConfig(ConfigMixin):
-    """Wan-VAE (3D causal). Wan 2.1: dim 96, z 16, mults 1,2,4,4, 2 res blocks, no attn scales."""
+    """Wan-VAE (3D causal). Wan 2.1: dim 96, z 16, mults 1,2,4,4, 2 res blocks, no attn scales.
+
+    Wan 2.2 (TI2V-5B): encoder base 160, decoder base 256 (``dec_dim``), z 48, a 2x2 patchify
+    (``patch_size`` 2) and residual average / duplicate shortcuts (``is_residual``): see VAE22.
+    """
     dim: int = 96
     z_dim: int = 16
     dim_mult: tuple = (1, 2, 4, 4)
@@ -114,6 +127,19 @@ class VAEConfig(ConfigMixin):
     temporal_downsample: tuple = (False, True, True)
     mean: tuple = VAE_MEAN
     std: tuple = VAE_STD
+    dec_dim: Optional[int] = None      # decoder base width; None = dim (Wan 2.1)
+    is_residual: bool = False          # Wan 2.2's per-stage shortcuts
+    patch_size: int = 1                # spatial patchify before the encoder (Wan 2.2: 2)
+
+    @property
+    def spatial_ratio(self) -> int:
+        """Pixels per latent cell along height / width (2.1: 8; 2.2: 2 x 8 = 16)."""
+        return self.patch_size * 2 ** len(self.temporal_downsample)
+
+    @property
+    def temporal_ratio(self) -> int:
+        """Frames per latent frame after the first (4 for both)."""
+        return 2 ** sum(bool(t) for t in self.temporal_downsample)
 
 
 @dataclass(frozen=True)
@@ -155,13 +181,24 @@ class SampleDefaults(ConfigMixin):
     size: str = "832*480"
     fps: int = 16
     negative_prompt: str = NEGATIVE_PROMPT
+    # Wan 2.2 A14B (two experts): the high-noise expert runs while the solver's timestep t >= boundary * 1000;
+    # guide_scales = (low-noise expert's, high-noise expert's), the reference config's order. guide_scale is
+    # then the high-noise expert's (the first steps').
+    boundary: Optional[float] = None
+    guide_scales: Optional[tuple] = None
+
+    def guide_scale_at(self, t: float) -> float:
+        """The guidance scale for solver timestep t (per expert for two-expert models)."""
+        if self.boundary is None or self.guide_scales is None:
+            return self.guide_scale
+        return self.guide_scales[1] if t >= self.boundary * 1000 else self.guide_scales[0]
 
 
 @dataclass(frozen=True)
 class Variant:
     """One published (or test / demo) model: its components and sampling defaults."""
     name: str
-    task: str                           # t2v | t2i | i2v | flf2v | vace
+    task: str                           # t2v | t2i | i2v | flf2v | vace | ti2v
     dit: DiTConfig
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -217,6 +254,32 @@ VARIANTS: dict[str, Variant] = {
 }
 for _v in VARIANTS.values():
     object.__setattr__(_v, "files", dict(OFFICIAL_FILES))
+
+# ---- Wan 2.2 (WAN22_REFERENCE.md sections 1-3) ----
+# The A14B models hold two experts of the 14B architecture (high_noise_model/, low_noise_model/), switched
+# at boundary x 1000; no CLIP anywhere (i2v-A14B: 36 input channels, no img_emb). TI2V-5B: one DiT on the
+# Wan 2.2 VAE (z 48, 16x16x4); its tokens of latent frame 0 get timestep 0 in image-to-video.
+# Not yet in get_variant(): the pipelines read them once they run two experts / the 2.2 VAE.
+VAE22 = VAEConfig(dim=160, dec_dim=256, z_dim=48, is_residual=True, patch_size=2, mean=VAE22_MEAN, std=VAE22_STD)
+DIT_TI2V_5B = DiTConfig(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48,
+                        out_dim=48)
+_FILES22 = {k: v for k, v in OFFICIAL_FILES.items() if not k.startswith("clip")}
+FILES_A14B = {**_FILES22, "dit_high": "high_noise_model", "dit_low": "low_noise_model"}
+FILES_TI2V = {**_FILES22, "vae": "Wan2.2_VAE.pth"}
+SIZES_TI2V = ("1280*704", "704*1280")
+
+WAN22_VARIANTS: dict[str, Variant] = {
+    "t2v-A14B": Variant("t2v-A14B", "t2v", DIT_14B, files=FILES_A14B,
+                        sample=SampleDefaults(steps=40, shift=12.0, guide_scale=4.0, guide_scales=(3.0, 4.0),
+                                              boundary=0.875, sizes=SIZES_14B, size="1280*720")),
+    "i2v-A14B": Variant("i2v-A14B", "i2v", DIT_14B.replace(model_type="i2v", in_dim=36, clip_input=False),
+                        files=FILES_A14B,
+                        sample=SampleDefaults(steps=40, shift=5.0, guide_scale=3.5, guide_scales=(3.5, 3.5),
+                                              boundary=0.9, sizes=SIZES_14B, size="1280*720")),
+    "ti2v-5B": Variant("ti2v-5B", "ti2v", DIT_TI2V_5B, VAE22, files=FILES_TI2V,
+                       sample=SampleDefaults(steps=50, shift=5.0, guide_scale=5.0, frame_num=121, fps=24,
+                                             sizes=SIZES_TI2V, size="1280*704")),
+}
 
 # ---- tiny configs for tests (and the shape of the reference golden vectors) ----
 TINY_DIT = DiTConfig(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=512)

@@ -584,3 +584,19 @@ def test_inductor_compiled_equals_eager():
             # layers; 16 ulps of the largest output (|v| ~ 11 here: 2e-5) bounds it on any CPU
             assert (out - ref).abs().max().item() <= 16 * torch.finfo(torch.float32).eps * ref.abs().max().item()
     torch._dynamo.reset()
+
+
+def test_wan_linear_carries_its_compute_dtype():
+    from openwan.models.dit import WanLinear
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    lin, lin32 = WanLinear(8, 4).to(torch.bfloat16), WanLinear(8, 4, fp32=True).to(torch.bfloat16)
+    lin32.load_state_dict(lin.state_dict())
+    assert lin.compute_dtype == torch.bfloat16 and lin32.compute_dtype == torch.float32
+    assert lin(x).dtype == torch.bfloat16                  # the weight's dtype (as under autocast)
+    w, b = lin.weight.float(), lin.bias.float()
+    assert torch.equal(lin32(x), torch.nn.functional.linear(x, w, b))   # an fp32 island, bf16 storage
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin32(x).dtype == torch.float32             # autocast does not reach inside
+    m = WanModel(tiny("t2v"))
+    assert isinstance(m.blocks[0].ffn[0], torch.nn.Linear) and m.head.head.fp32 and not m.blocks[0].self_attn.q.fp32

@@ -155,3 +155,126 @@ def test_sequence_parallel_per_token_timesteps(tmp_path):
     (ref, got0), (_, got1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     assert torch.equal(got0, got1)
     assert (got0 - ref).abs().max().item() <= ulp_bound(ref)
+
+
+# --------------------------------------------------------------------------- Wan 2.2 variants (configs as data)
+
+def test_wan22_variants_sampling_defaults():
+    """WAN22_REFERENCE.md section 2, as data the pipelines read."""
+    from openwan.configs import NEGATIVE_PROMPT, SIZES_14B, WAN22_VARIANTS
+    t2v, i2v, ti2v = (WAN22_VARIANTS[n] for n in ("t2v-A14B", "i2v-A14B", "ti2v-5B"))
+    assert (t2v.sample.steps, t2v.sample.shift, t2v.sample.boundary, t2v.sample.guide_scales) == (40, 12.0, 0.875,
+                                                                                                  (3.0, 4.0))
+    assert (i2v.sample.steps, i2v.sample.shift, i2v.sample.boundary, i2v.sample.guide_scales) == (40, 5.0, 0.9,
+                                                                                                  (3.5, 3.5))
+    assert (ti2v.sample.steps, ti2v.sample.shift, ti2v.sample.guide_scale, ti2v.sample.boundary) == (50, 5.0, 5.0, None)
+    assert (ti2v.sample.fps, ti2v.sample.frame_num, ti2v.sample.sizes, ti2v.sample.size) == \
+        (24, 121, ("1280*704", "704*1280"), "1280*704")
+    for v in (t2v, i2v):
+        assert (v.sample.fps, v.sample.frame_num, v.sample.sizes) == (16, 81, SIZES_14B)
+        assert v.files["dit_high"] == "high_noise_model" and v.files["dit_low"] == "low_noise_model"
+        assert v.files["vae"] == "Wan2.1_VAE.pth" and v.vae.z_dim == 16
+    for v in (t2v, i2v, ti2v):
+        assert v.sample.negative_prompt == NEGATIVE_PROMPT and v.image_encoder is None and "clip" not in v.files
+    assert ti2v.files["vae"] == "Wan2.2_VAE.pth" and ti2v.vae.z_dim == 48 and ti2v.vae.spatial_ratio == 16
+    # the expert switch rule: t >= boundary x 1000 -> the high-noise expert's scale (reference tuple: low, high)
+    assert [t2v.sample.guide_scale_at(t) for t in (999, 875, 874.9, 3)] == [4.0, 4.0, 3.0, 3.0]
+    assert ti2v.sample.guide_scale_at(999) == 5.0
+
+
+def official_keys(dim, ffn, in_dim, out_dim, layers):
+    """The Wan 2.2 official key set (WAN22_REFERENCE.md section 4: the 2.1 t2v keys, new shapes)."""
+    s = {"patch_embedding.weight": (dim, in_dim, 1, 2, 2), "patch_embedding.bias": (dim,),
+         "text_embedding.0.weight": (dim, 4096), "text_embedding.0.bias": (dim,),
+         "text_embedding.2.weight": (dim, dim), "text_embedding.2.bias": (dim,),
+         "time_embedding.0.weight": (dim, 256), "time_embedding.0.bias": (dim,),
+         "time_embedding.2.weight": (dim, dim), "time_embedding.2.bias": (dim,),
+         "time_projection.1.weight": (6 * dim, dim), "time_projection.1.bias": (6 * dim,),
+         "head.modulation": (1, 2, dim), "head.head.weight": (4 * out_dim, dim), "head.head.bias": (4 * out_dim,)}
+    for i in range(layers):
+        b = f"blocks.{i}."
+        s.update({b + "modulation": (1, 6, dim), b + "norm3.weight": (dim,), b + "norm3.bias": (dim,),
+                  b + "ffn.0.weight": (ffn, dim), b + "ffn.0.bias": (ffn,), b + "ffn.2.weight": (dim, ffn),
+                  b + "ffn.2.bias": (dim,)})
+        for a in ("self_attn", "cross_attn"):
+            for p in "qkvo":
+                s[f"{b}{a}.{p}.weight"], s[f"{b}{a}.{p}.bias"] = (dim, dim), (dim,)
+            s[f"{b}{a}.norm_q.weight"] = s[f"{b}{a}.norm_k.weight"] = (dim,)
+    return s
+
+
+@pytest.mark.parametrize("name,count", [("t2v-A14B", 1.4288e10), ("i2v-A14B", 1.4288e10), ("ti2v-5B", 5.0e9)])
+def test_wan22_variant_keys_and_counts(name, count):
+    from openwan.checkpoints import infer_dit_config, matching_variants
+    from openwan.configs import WAN22_VARIANTS
+    cfg = WAN22_VARIANTS[name].dit
+    with torch.device("meta"):
+        m = WanModel(cfg)
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == official_keys(cfg.dim, cfg.ffn_dim, cfg.in_dim, cfg.out_dim, cfg.num_layers)
+    n = sum(v.numel() for v in m.parameters())
+    assert abs(n / count - 1) < 1e-3, n    # 14B per expert (as Wan 2.1 14B); TI2V-5B: 4.9998e9
+    assert infer_dit_config(shapes) == cfg and name in matching_variants(cfg)
+
+
+# --------------------------------------------------------------------------- loading Wan 2.2 folders
+
+def test_load_wan22_official_and_diffusers_layouts(tmp_path):
+    from openwan.checkpoints import save_safetensors, write_json
+    cases = {"i2v": (tiny22("i2v"), {"y": torch.randn(1, 20, 2, 4, 6)}), "ti2v": (tiny22("ti2v"), {})}
+    for kind, (cfg, kw) in cases.items():
+        m = rand_model(cfg)
+        x = torch.randn(1, cfg.in_dim - (20 if kw else 0), 2, 4, 6)
+        ctx = torch.randn(1, 7, 32)
+        with torch.no_grad():
+            ref = m(x, torch.tensor([500]), ctx, **kw)
+        # an official Wan 2.2 folder: its config.json names model_type only (no CLIP flag)
+        off = tmp_path / kind / "high_noise_model"
+        save_safetensors(m.state_dict(), off / "diffusion_pytorch_model.safetensors")
+        write_json({k: v for k, v in cfg.to_dict().items() if k not in ("clip_input", "image_dim",
+                                                                       "vace_layers", "vace_in_dim")},
+                   off / "config.json")
+        m.save_pretrained(tmp_path / kind / "dif" / "transformer", layout="diffusers")
+        m.save_pretrained(tmp_path / kind / "ours")
+        for p in (off, tmp_path / kind / "dif", tmp_path / kind / "ours",
+                  off / "diffusion_pytorch_model.safetensors"):
+            loaded = WanModel.from_pretrained(p, config=None if p.is_dir() else cfg)   # a file: config given
+            assert loaded.config.model_type == kind and not loaded.config.has_image_input, p
+            assert not hasattr(loaded, "img_emb")
+            with torch.no_grad():
+                assert torch.equal(loaded(x, torch.tensor([500]), ctx, **kw), ref), p
+
+
+# --------------------------------------------------------------------------- diffusers parity
+
+@pytest.mark.parametrize("kind", ["ti2v", "i2v"])
+def test_parity_with_diffusers_per_token(kind):
+    """diffusers' WanTransformer3DModel (Wan 2.2: [B, L] timesteps for TI2V) on the same tiny weights, moved by
+    diffusers' own converter; batched CFG with a different per-token t per sample."""
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+    cfg = tiny22(kind)
+    ours = rand_model(cfg, std=0.1)
+    ref = WanTransformer3DModel(patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads,
+                                attention_head_dim=cfg.head_dim, in_channels=cfg.in_dim, out_channels=cfg.out_dim,
+                                text_dim=cfg.text_dim, freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim,
+                                num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm, eps=cfg.eps).eval()
+    ref.load_state_dict(convert_wan_transformer_to_diffusers(
+        {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}), strict=True)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 48 if kind == "ti2v" else 16, 3, 4, 6, generator=g)       # 18 tokens per sample
+    y = torch.randn(2, 20, 3, 4, 6, generator=g) if kind == "i2v" else None
+    ctx = torch.randn(2, 7, 32, generator=g)
+    ts = [torch.tensor([700, 300])]
+    if kind == "ti2v":   # frame-0 tokens at 0 (TI2V image-to-video), and arbitrary values per token
+        ts += [torch.tensor([[0] * 6 + [900] * 12, [0] * 6 + [400] * 12]),
+               torch.randint(0, 1000, (2, 18), generator=g)]
+    # diffusers builds the sinusoid and RoPE in fp32 (the reference: float64): switch ours to the same
+    ours.sinusoid_dtype = ours.rope_dtype = torch.float32
+    with torch.no_grad():
+        for t in ts:
+            o = ours(x, t, ctx, y=y)
+            r = ref(hidden_states=x if y is None else torch.cat([x, y], 1), timestep=t,
+                    encoder_hidden_states=torch.nn.functional.pad(ctx, (0, 0, 0, cfg.text_len - 7)),
+                    return_dict=False)[0]
+            assert (o - r).abs().max().item() <= ulp_bound(r), (kind, t)
