@@ -263,13 +263,18 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x, e0, context, seq_lens, rope):
-        # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (per sample or per token)
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float()[:, None] + e0).unbind(2)
-        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), seq_lens, rope)
-        x = x + y.float() * gate1
+        # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
+        # shift2, scale2, gate2), each made where it is used: per token, two [B, L, dim] live at a time, not six
+        m = self.modulation.float()
+
+        def mod(i):
+            return m[:, None, i] + e0[:, :, i]
+
+        y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
+        x = x + y.float() * mod(2)
         x = x + self.cross_attn(self.norm3(x).float(), context).float()
-        y = self.ffn(modulate(self.norm2(x), shift2, scale2))
-        return x + y.float() * gate2
+        y = self.ffn(modulate(self.norm2(x), mod(3), mod(4)))
+        return x + y.float() * mod(5)
 
 
 class VaceBlock(WanBlock):
