@@ -131,6 +131,14 @@ class VAEConfig(ConfigMixin):
     is_residual: bool = False          # Wan 2.2's per-stage shortcuts
     patch_size: int = 1                # spatial patchify before the encoder (Wan 2.2: 2)
 
+    def to_dict(self) -> dict:
+        """As ConfigMixin, without the Wan 2.2 fields at their 2.1 values (2.1 vae_config.json stays as it was)."""
+        d = super().to_dict()
+        for k, v in (("dec_dim", None), ("is_residual", False), ("patch_size", 1)):
+            if d[k] == v:
+                d.pop(k)
+        return d
+
     @property
     def spatial_ratio(self) -> int:
         """Pixels per latent cell along height / width (2.1: 8; 2.2: 2 x 8 = 16)."""
