@@ -24,15 +24,6 @@ VAE_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
             0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 VAE_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
            3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
-# The Wan 2.2 VAE's 48 latent channel means / stds (Wan2.2_VAE.pth, WAN22_REFERENCE.md section 7).
-VAE22_MEAN = (-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
-              0.1570, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
-              -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230, -0.0313, -0.1649, 0.0117, 0.0723,
-              -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667)
-VAE22_STD = (0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901,
-             0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
-             0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944,
-             0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744)
 
 
 class ConfigMixin:
@@ -114,11 +105,7 @@ class DiTConfig(ConfigMixin):
 
 @dataclass(frozen=True)
 class VAEConfig(ConfigMixin):
-    """Wan-VAE (3D causal). Wan 2.1: dim 96, z 16, mults 1,2,4,4, 2 res blocks, no attn scales.
-
-    Wan 2.2 (TI2V-5B): encoder base 160, decoder base 256 (``dec_dim``), z 48, a 2x2 patchify
-    (``patch_size`` 2) and residual average / duplicate shortcuts (``is_residual``): see VAE22.
-    """
+    """Wan-VAE (3D causal). Wan 2.1: dim 96, z 16, mults 1,2,4,4, 2 res blocks, no attn scales."""
     dim: int = 96
     z_dim: int = 16
     dim_mult: tuple = (1, 2, 4, 4)
@@ -127,27 +114,6 @@ class VAEConfig(ConfigMixin):
     temporal_downsample: tuple = (False, True, True)
     mean: tuple = VAE_MEAN
     std: tuple = VAE_STD
-    dec_dim: Optional[int] = None      # decoder base width; None = dim (Wan 2.1)
-    is_residual: bool = False          # Wan 2.2's per-stage shortcuts
-    patch_size: int = 1                # spatial patchify before the encoder (Wan 2.2: 2)
-
-    def to_dict(self) -> dict:
-        """As ConfigMixin, without the Wan 2.2 fields at their 2.1 values (2.1 vae_config.json stays as it was)."""
-        d = super().to_dict()
-        for k, v in (("dec_dim", None), ("is_residual", False), ("patch_size", 1)):
-            if d[k] == v:
-                d.pop(k)
-        return d
-
-    @property
-    def spatial_ratio(self) -> int:
-        """Pixels per latent cell along height / width (2.1: 8; 2.2: 2 x 8 = 16)."""
-        return self.patch_size * 2 ** len(self.temporal_downsample)
-
-    @property
-    def temporal_ratio(self) -> int:
-        """Frames per latent frame after the first (4 for both)."""
-        return 2 ** sum(bool(t) for t in self.temporal_downsample)
 
 
 @dataclass(frozen=True)
@@ -208,7 +174,7 @@ class Variant:
     name: str
     task: str                           # t2v | t2i | i2v | flf2v | vace | ti2v
     dit: DiTConfig
-    vae: VAEConfig = field(default_factory=VAEConfig)
+    vae: Optional[VAEConfig] = field(default_factory=VAEConfig)   # None: see ti2v-5B below
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image_encoder: Optional[ImageEncoderConfig] = None
     sample: SampleDefaults = field(default_factory=SampleDefaults)
@@ -268,7 +234,6 @@ for _v in VARIANTS.values():
 # at boundary x 1000; no CLIP anywhere (i2v-A14B: 36 input channels, no img_emb). TI2V-5B: one DiT on the
 # Wan 2.2 VAE (z 48, 16x16x4); its tokens of latent frame 0 get timestep 0 in image-to-video.
 # Not yet in get_variant(): the pipelines read them once they run two experts / the 2.2 VAE.
-VAE22 = VAEConfig(dim=160, dec_dim=256, z_dim=48, is_residual=True, patch_size=2, mean=VAE22_MEAN, std=VAE22_STD)
 DIT_TI2V_5B = DiTConfig(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48,
                         out_dim=48)
 _FILES22 = {k: v for k, v in OFFICIAL_FILES.items() if not k.startswith("clip")}
@@ -284,7 +249,9 @@ WAN22_VARIANTS: dict[str, Variant] = {
                         files=FILES_A14B,
                         sample=SampleDefaults(steps=40, shift=5.0, guide_scale=3.5, guide_scales=(3.5, 3.5),
                                               boundary=0.9, sizes=SIZES_14B, size="1280*720")),
-    "ti2v-5B": Variant("ti2v-5B", "ti2v", DIT_TI2V_5B, VAE22, files=FILES_TI2V,
+    # vae: the Wan 2.2 VAE's config is openwan.models.vae22.VAE22Config (configs cannot import it: imports flow
+    # down); it belongs here as data once vae22 imports it from this file.
+    "ti2v-5B": Variant("ti2v-5B", "ti2v", DIT_TI2V_5B, None, files=FILES_TI2V,
                        sample=SampleDefaults(steps=50, shift=5.0, guide_scale=5.0, frame_num=121, fps=24,
                                              sizes=SIZES_TI2V, size="1280*704")),
 }

@@ -176,7 +176,7 @@ def test_wan22_variants_sampling_defaults():
         assert v.files["vae"] == "Wan2.1_VAE.pth" and v.vae.z_dim == 16
     for v in (t2v, i2v, ti2v):
         assert v.sample.negative_prompt == NEGATIVE_PROMPT and v.image_encoder is None and "clip" not in v.files
-    assert ti2v.files["vae"] == "Wan2.2_VAE.pth" and ti2v.vae.z_dim == 48 and ti2v.vae.spatial_ratio == 16
+    assert ti2v.files["vae"] == "Wan2.2_VAE.pth" and ti2v.dit.in_dim == ti2v.dit.out_dim == 48
     # the expert switch rule: t >= boundary x 1000 -> the high-noise expert's scale (reference tuple: low, high)
     assert [t2v.sample.guide_scale_at(t) for t in (999, 875, 874.9, 3)] == [4.0, 4.0, 3.0, 3.0]
     assert ti2v.sample.guide_scale_at(999) == 5.0
