@@ -112,6 +112,14 @@ class LayerNorm32(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
 
 
+def _normal(*shape: int, div: float) -> torch.Tensor:
+    """torch.randn(shape) / div (the same numbers), but nothing drawn on the meta device: a model built there
+    to be loaded would otherwise pull in torch's meta kernels for randn (sympy and torch._dynamo: ~1.3 s and
+    70 MB at start-up)."""
+    t = torch.empty(*shape)
+    return t if t.is_meta else t.normal_().div_(div)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -260,7 +268,7 @@ class WanBlock(nn.Module):
                                          image=cfg.has_image_input, text_len=cfg.text_len)
         self.norm2 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
         self.ffn = FeedForward(dim, cfg.ffn_dim)
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+        self.modulation = nn.Parameter(_normal(1, 6, dim, div=dim ** 0.5))
 
     def forward(self, x, e0, context, seq_lens, rope):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
@@ -302,7 +310,7 @@ class Head(nn.Module):
         super().__init__()
         self.norm = LayerNorm32(dim, eps, elementwise_affine=False)
         self.head = WanLinear(dim, math.prod(patch_size) * out_dim, fp32=True)
-        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+        self.modulation = nn.Parameter(_normal(1, 2, dim, div=dim ** 0.5))
 
     def forward(self, x, e):
         shift, scale = (self.modulation.float()[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
