@@ -86,6 +86,8 @@ def _generate_parser(sub):
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the DiT (pays off over many steps or videos; the first step compiles)")
     p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
     p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
                    help="--frame_num past the model's native length (81; the demo's 17): windows (default: "
@@ -226,7 +228,8 @@ def cmd_generate(a) -> int:
     t0 = time.perf_counter()
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
                          device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu,
-                         progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads)
+                         progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads,
+                         compile=a.compile)
     if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:

@@ -31,7 +31,7 @@ def _task_pipeline(task: str):
 def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
                   device=None, dtype: Union[None, str, torch.dtype] = None, offload: str = "none",
                   t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
-                  lora=None) -> WanPipeline:
+                  lora=None, compile: bool = False) -> WanPipeline:
     """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
@@ -41,6 +41,7 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     ``threads``: torch's CPU threads; None applies the policy of :mod:`openwan.runtime` (one thread for a
     model whose forward pass is small, like the demo's; torch's default otherwise; ``OPENWAN_THREADS``
     overrides). ``lora``: adapters for every call that does not name its own (see ``pipe(..., lora=)``).
+    ``compile``: torch.compile the DiT (its forward traces as one graph; the first call pays the compile).
     """
     if ckpt is None or str(ckpt) == "demo":
         from openwan.demo import demo_checkpoint_dir
@@ -51,6 +52,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     pipe = _task_pipeline(task)(comps, offload=offload, progress=progress)
     pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings
     _apply_threads(pipe, threads)
+    if compile:
+        pipe.dit.compile()
     if lora is not None:
         pipe._call_options({"lora": lora})
     return pipe
