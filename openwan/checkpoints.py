@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -369,6 +370,65 @@ def matching_variants(cfg) -> list[str]:
               "has_image_input")
     return [n for n, v in {**VARIANTS, **WAN22_VARIANTS}.items()
             if all(getattr(v.dit, f) == getattr(cfg, f) for f in fields)]
+
+
+# ============================================================================ checkpoint folders (Wan 2.1 / 2.2)
+
+EXPERT_DIRS = ("high_noise_model", "low_noise_model")       # Wan 2.2 A14B, official layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a checkpoint folder holds: ``kind`` official | diffusers, the DiT folders (one, or the high-
+    and low-noise experts), the expert boundary of a diffusers folder, its expand_timesteps flag."""
+    kind: str
+    dits: tuple
+    boundary: Optional[float] = None
+    expand_timesteps: bool = False
+
+
+def _model_index(path: Path) -> dict:
+    from openwan import validate
+    f = path / "model_index.json"
+    if not f.exists():
+        return {}
+    d = validate.read_json(f, what="diffusers model index")
+    return d if isinstance(d, dict) else {}
+
+
+def checkpoint_layout(path: Path) -> Layout:
+    """The layout of a checkpoint folder, Wan 2.1 or 2.2, or a CheckpointError naming what is missing or
+    contradictory (never a silent fallback: a folder with a second expert loads both or fails)."""
+    path = Path(path)
+    diffusers = (path / "transformer").is_dir() or (path / "model_index.json").exists()
+    if not diffusers:
+        experts = [(path / d).is_dir() for d in EXPERT_DIRS]
+        if any(experts):
+            if not all(experts):
+                have, lack = (EXPERT_DIRS if experts[0] else EXPERT_DIRS[::-1])
+                raise CheckpointError(f"{path}: a Wan 2.2 A14B checkpoint holds {have}/ and {lack}/; {lack}/ is "
+                                      f"missing (download the whole Wan2.2-*-A14B folder)")
+            return Layout("official", tuple(path / d for d in EXPERT_DIRS))
+        return Layout("official", (path,))
+    idx = _model_index(path)
+    boundary = idx.get("boundary_ratio")
+    second_listed = isinstance(idx.get("transformer_2"), list) and idx["transformer_2"][0] is not None
+    second_dir = (path / "transformer_2").is_dir()
+    if second_listed and not second_dir:
+        raise CheckpointError(f"{path}: model_index.json lists transformer_2 (the Wan 2.2 low-noise expert) but the "
+                              f"folder transformer_2/ is missing")
+    if second_dir and boundary is None:
+        raise CheckpointError(f"{path}: transformer_2/ (a Wan 2.2 low-noise expert) is present but model_index.json "
+                              f"gives no boundary_ratio (0.875 for T2V-A14B, 0.9 for I2V-A14B): add it, openwan "
+                              f"does not guess when to switch experts")
+    if boundary is not None and not second_dir:
+        raise CheckpointError(f"{path}: model_index.json gives boundary_ratio {boundary} (two experts) but "
+                              f"transformer_2/ (the low-noise expert) is missing")
+    if boundary is not None and not (isinstance(boundary, (int, float)) and 0 < boundary < 1):
+        raise CheckpointError(f"{path}: model_index.json boundary_ratio must be a number in (0, 1), got {boundary!r}")
+    dits = (path / "transformer", path / "transformer_2") if second_dir else (path / "transformer",)
+    return Layout("diffusers", dits, None if boundary is None else float(boundary),
+                  bool(idx.get("expand_timesteps", False)))
 
 
 # ============================================================================ DiT load / save

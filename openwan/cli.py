@@ -60,7 +60,8 @@ def _generate_parser(sub):
                    help="negative prompt (default: the reference's)")
     p.add_argument("--task", default=None,
                    help="t2v-1.3B, t2v-14B, t2i-14B, i2v-14B(-480P/-720P), flf2v-14B, vace-1.3B, vace-14B, v2v, "
-                        "demo; default: the checkpoint's own (demo without --ckpt_dir)")
+                        "Wan 2.2: t2v-A14B, i2v-A14B, ti2v-5B; demo; default: the checkpoint's own (demo without "
+                        "--ckpt_dir)")
     p.add_argument("--ckpt_dir", default=None, help="checkpoint directory (official or diffusers layout)")
     p.add_argument("--size", default=None, help="W*H, e.g. 832*480")
     p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1")
@@ -68,8 +69,10 @@ def _generate_parser(sub):
                    help="denoising steps (default: the variant's: 50 for t2v, 40 for i2v, 30 for the demo)")
     p.add_argument("--sample_shift", type=float, default=None,
                    help="noise schedule shift (default: the variant's, e.g. 5.0 for t2v at 480p, 3.0 at 480p i2v)")
-    p.add_argument("--sample_guide_scale", type=float, default=None,
-                   help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v)")
+    p.add_argument("--sample_guide_scale", type=_guide_scale, default=None, metavar="SCALE|LOW,HIGH",
+                   help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v); Wan 2.2 "
+                        "A14B: one value for both experts or LOW,HIGH (low-noise, high-noise expert; 3.0,4.0 for "
+                        "t2v-A14B)")
     p.add_argument("--sample_solver", choices=SOLVER_CHOICES, default=None,
                    help="flow-matching solver (default: unipc, the reference's)")
     p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None,
@@ -126,6 +129,18 @@ def _generate_parser(sub):
     p.set_defaults(func=cmd_generate)
 
 
+def _guide_scale(text: str):
+    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model)."""
+    parts = [t.strip() for t in str(text).split(",")]
+    try:
+        nums = [float(t) for t in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or LOW,HIGH (e.g. 5.0 or 3.0,4.0)")
+    return nums[0] if len(nums) == 1 else tuple(nums)
+
+
 def _slug(text: str, n: int = 40) -> str:
     s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:n]
     return s or "video"
@@ -165,7 +180,8 @@ def _check_args(a, prompt: str) -> None:
 
 
 def cmd_generate(a) -> int:
-    from openwan.configs import VARIANTS, get_variant
+    from openwan.configs import VARIANTS, WAN22_VARIANTS
+    from openwan.pipelines.base import lookup_variant as get_variant
     if a.from_json:
         s = _load_from(a.from_json)
         inv = {v: k for k, v in SETTING_FLAGS.items()}
@@ -205,7 +221,8 @@ def cmd_generate(a) -> int:
             try:
                 variant = get_variant(task)
             except ValueError:
-                raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(list(VARIANTS) + ['v2v', 'demo'])}")
+                raise CLIError(f"unknown task {a.task!r}; choose one of: "
+                               f"{', '.join(list(VARIANTS) + list(WAN22_VARIANTS) + ['v2v', 'demo'])}")
             pipe_task = variant.task
     if a.ckpt_dir is None:
         if variant is not None and variant.name not in ("demo",) and not variant.name.startswith("tiny"):
@@ -234,10 +251,11 @@ def cmd_generate(a) -> int:
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
         from openwan.parallel import enable_sequence_parallel, shard_dit
-        if a.dit_fsdp:
-            shard_dit(pipe.dit)
-        if (a.ulysses_size or 1) > 1:
-            enable_sequence_parallel(pipe.dit)
+        for dit in getattr(pipe, "experts", {"dit": pipe.dit}).values():   # Wan 2.2 A14B: both experts
+            if a.dit_fsdp:
+                shard_dit(dit)
+            if (a.ulysses_size or 1) > 1:
+                enable_sequence_parallel(dit)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
@@ -355,8 +373,28 @@ def _convert_parser(sub):
 
 
 def cmd_convert(a) -> int:
-    from openwan.convert import convert
-    dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
+    from openwan.checkpoints import checkpoint_layout
+    src = Path(a.src)
+    wan22 = a.src != "demo" and src.is_dir() and (len(checkpoint_layout(src).dits) == 2
+                                                   or (src / "Wan2.2_VAE.pth").exists()
+                                                   or checkpoint_layout(src).expand_timesteps)
+    if not wan22:                      # Wan 2.1 and the demo: whole pipeline folders (openwan.convert)
+        from openwan.convert import convert
+        dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
+        print(f"wrote the {a.to} layout to {dst}")
+        return 0
+    import torch
+    from openwan.pipelines import load_components
+    from openwan.pipelines.base import save_components
+    dst = Path(a.dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise CLIError(f"{dst} exists and is not an empty folder: choose a new output directory")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "keep": None}[a.dtype]
+    c = load_components(a.src, device="cpu", dtype=dtype or torch.float32)
+    for dit in (c.dit, c.dit_low):
+        if dtype is not None and dit is not None:
+            dit.to(dtype)
+    save_components(c, dst, a.to)      # Wan 2.2: both experts (+ boundary_ratio), TI2V expand_timesteps
     print(f"wrote the {a.to} layout to {dst}")
     return 0
 

@@ -115,7 +115,8 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         c, t, dt = self.cond, step.t, self.dtype
         if self.guided and self.guidance.cfg_batch:
-            out = self._forward(torch.stack([x, x]).to(dt), t.expand(2), c.contexts(True), c.batch(2))
+            out = self._forward(torch.stack([x, x]).to(dt), t.expand(2, *t.shape[1:]), c.contexts(True),
+                                c.batch(2))   # t [1] or per token [1, L]
             return cfg(out[0].float(), out[1].float(), self.guidance.scale)
         kw = c.batch(1)
         cond = self._forward(x[None].to(dt), t, [c.context], kw)[0].float()

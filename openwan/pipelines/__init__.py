@@ -14,24 +14,28 @@ import torch
 from openwan.pipelines.base import Components, GenerationOutput, WanPipeline, load_components
 from openwan.pipelines.flf2v import FirstLastFrameToVideo
 from openwan.pipelines.i2v import ImageToVideo
+from openwan.pipelines.moe import ImageToVideoA14B, TextToVideoA14B, moe_pipeline
 from openwan.pipelines.t2v import TextToImage, TextToVideo
+from openwan.pipelines.ti2v import TextImageToVideo
 from openwan.pipelines.v2v import VideoToVideo
 from openwan.pipelines.vace import VACE
 
 PIPELINES = {"t2v": TextToVideo, "t2i": TextToImage, "i2v": ImageToVideo, "flf2v": FirstLastFrameToVideo,
-             "vace": VACE, "v2v": VideoToVideo}
+             "vace": VACE, "v2v": VideoToVideo, "ti2v": TextImageToVideo}
+# Wan 2.2 task names (the reference's): the task and the variant whose defaults they take
+WAN22_TASKS = {"t2v-A14B": "t2v", "i2v-A14B": "i2v", "ti2v-5B": "ti2v"}
 
 
-def _task_pipeline(task: str):
+def _task_pipeline(task: str, two_experts: bool = False):
     if task not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(PIPELINES)}")
-    return PIPELINES[task]
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join([*PIPELINES, *WAN22_TASKS])}")
+    return moe_pipeline(task) if two_experts else PIPELINES[task]
 
 
 def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
                   device=None, dtype: Union[None, str, torch.dtype] = None, offload: str = "none",
                   t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
-                  lora=None, compile: bool = False) -> WanPipeline:
+                  lora=None, compile: bool = False, experts: str = "one") -> WanPipeline:
     """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
@@ -42,14 +46,24 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     model whose forward pass is small, like the demo's; torch's default otherwise; ``OPENWAN_THREADS``
     overrides). ``lora``: adapters for every call that does not name its own (see ``pipe(..., lora=)``).
     ``compile``: torch.compile the DiT (its forward traces as one graph; the first call pays the compile).
+    Wan 2.2: task "t2v-A14B", "i2v-A14B" or "ti2v-5B" (or
+    the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
+    its memory plan ("one": only the active expert on the device; "both").
     """
+    if task in WAN22_TASKS:
+        task, variant = WAN22_TASKS[task], variant or task
     if ckpt is None or str(ckpt) == "demo":
         from openwan.demo import demo_checkpoint_dir
         ckpt, variant = demo_checkpoint_dir(), variant or "demo"
     t0 = time.perf_counter()
     comps = load_components(ckpt, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
     task = task or comps.variant.task
-    pipe = _task_pipeline(task)(comps, offload=offload, progress=progress)
+    cls = _task_pipeline(task, comps.dit_low is not None)
+    if task in ("t2v", "i2v") and comps.variant.name.endswith("-A14B") and comps.dit_low is None:
+        raise ValueError(f"{comps.variant.name} needs two experts (high_noise_model/ and low_noise_model/, or "
+                         f"diffusers transformer/ and transformer_2/); {ckpt} holds one DiT")
+    kw = {"experts": experts} if comps.dit_low is not None else {}
+    pipe = cls(comps, offload=offload, progress=progress, **kw)
     pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings
     _apply_threads(pipe, threads)
     if compile:
@@ -72,4 +86,5 @@ def _apply_threads(pipe: WanPipeline, threads: Optional[int]) -> int:
 
 
 __all__ = ["load_pipeline", "load_components", "Components", "GenerationOutput", "WanPipeline", "TextToVideo",
-           "TextToImage", "ImageToVideo", "FirstLastFrameToVideo", "VACE", "VideoToVideo", "PIPELINES"]
+           "TextToImage", "ImageToVideo", "FirstLastFrameToVideo", "VACE", "VideoToVideo", "PIPELINES",
+           "TextToVideoA14B", "ImageToVideoA14B", "TextImageToVideo", "WAN22_TASKS"]

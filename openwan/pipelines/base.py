@@ -21,124 +21,14 @@ import numpy as np
 import torch
 
 from openwan import sampling
-from openwan.configs import SampleDefaults, Variant, get_variant
+from openwan.configs import SampleDefaults, Variant
 from openwan.denoiser import Conditioning, Denoiser, Guidance
+# loading and saving live in components.py; re-exported here, where the pipelines and callers look for them
+from openwan.pipelines.components import (Components, _device, check_checkpoint_dir, load_components,  # noqa: F401
+                                          lookup_variant, save_components)
 
 PathLike = Union[str, Path]
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
-
-
-# ----------------------------------------------------------------------------- components
-
-@dataclass
-class Components:
-    """The loaded models of one checkpoint: DiT, VAE, text encoder, optional image encoder."""
-    dit: Any
-    vae: Any
-    text_encoder: Any
-    image_encoder: Any = None
-    variant: Optional[Variant] = None
-    source: str = ""
-    dtype_reason: str = ""
-
-
-def _device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
-                    dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
-                    need_image_encoder: Optional[bool] = None) -> Components:
-    """Load every model of a checkpoint directory, official or diffusers layout.
-
-    Official: config.json + diffusion_pytorch_model*.safetensors, models_t5_umt5-xxl-enc-bf16.pth,
-    google/umt5-xxl/, Wan2.1_VAE.pth (+ models_clip_...pth for i2v/flf2v).
-    Diffusers: transformer/, vae/, text_encoder/, tokenizer/ (+ image_encoder/).
-    """
-    from openwan.checkpoints import CheckpointError, matching_variants
-    from openwan.models.dit import WanModel
-    from openwan.models.text_encoder import TextEncoder
-    from openwan.models.vae import WanVAE
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
-                              f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
-    check_checkpoint_dir(path)
-    from openwan.variant_io import read_variant
-    stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
-    device = _device(device)
-    dit_dtype, dtype_reason = _dit_dtype(dtype, device)
-    dit = WanModel.from_pretrained(path, dtype=dit_dtype, device=device, config=stored.dit if stored else None)
-    if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
-            and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
-        dit = dit.to(torch.float32)
-        dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
-    if isinstance(variant, str):
-        variant = get_variant(variant)
-    if variant is None:
-        variant = stored
-    if variant is None:
-        fits = matching_variants(dit.config)
-        variant = get_variant(fits[0]) if fits else _custom_variant(dit.config)
-    vae = WanVAE.from_pretrained(path, device=device)
-    te_device = torch.device("cpu") if t5_cpu else device
-    text_encoder = TextEncoder.from_pretrained(path, device=te_device,
-                                               config=stored.text_encoder if stored else None)
-    image_encoder = None
-    if need_image_encoder if need_image_encoder is not None else dit.config.has_image_input:
-        from openwan.models.image_encoder import ImageEncoder
-        image_encoder = ImageEncoder.from_pretrained(path, device=device)
-    return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason)
-
-
-# With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are
-# too small for bf16 GEMM to pay for the casts (the embedded demo DiT has 1.8M parameters).
-AUTO_BF16_MIN_PARAMS = 50_000_000
-
-
-def _dit_dtype(dtype, device: torch.device) -> tuple[torch.dtype, str]:
-    """The DiT's dtype: None = fp32 on CPU, bf16 on CUDA (the published weights' dtype); "auto" = bf16 where
-    the device multiplies bf16 fast (CUDA, AMX CPUs), fp32 elsewhere; or a name / torch dtype."""
-    from openwan import runtime
-    if dtype is None:
-        return (torch.float32, "default on CPU") if device.type == "cpu" else (torch.bfloat16, "default on CUDA")
-    return runtime.resolve_dtype(dtype, device)
-
-
-OFFICIAL_NEEDS = {"DiT config": ["config.json"],
-                  "VAE": ["Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors"],
-                  "text encoder": ["models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors"],
-                  "tokenizer": ["google/umt5-xxl"]}
-DIFFUSERS_NEEDS = {"DiT": ["transformer"], "VAE": ["vae"], "text encoder": ["text_encoder"],
-                   "tokenizer": ["tokenizer"]}
-
-
-def check_checkpoint_dir(path: Path) -> None:
-    """Name every file a checkpoint directory lacks before loading anything."""
-    from openwan.checkpoints import CheckpointError
-    diffusers = (path / "transformer").is_dir() or (path / "model_index.json").exists()
-    needs = DIFFUSERS_NEEDS if diffusers else OFFICIAL_NEEDS
-    missing = [f"{what} ({' or '.join(names)})" for what, names in needs.items()
-               if not any((path / n).exists() for n in names)]
-    if not diffusers and not list(path.glob("diffusion_pytorch_model*.safetensors")):
-        missing.insert(0, "DiT weights (diffusion_pytorch_model*.safetensors)")
-    if missing:
-        layout = "diffusers" if diffusers else "official"
-        raise CheckpointError(f"checkpoint directory {path} ({layout} layout) is missing: {'; '.join(missing)}")
-
-
-def _custom_variant(dit_config) -> Variant:
-    """Defaults for a checkpoint that is none of the published ones (tests, fine-tunes)."""
-    task = "vace" if dit_config.is_vace else dit_config.model_type
-    sample = SampleDefaults(sizes=(), size="832*480")
-    if task == "i2v":
-        sample = sample.replace(steps=40, shift=3.0)
-    elif task in ("flf2v", "vace"):
-        sample = sample.replace(shift=16.0)
-    return Variant(f"custom-{task}", task, dit_config, sample=sample)
-
 
 # ----------------------------------------------------------------------------- settings
 
@@ -161,7 +51,15 @@ def check_frames(frame_num: int) -> None:
                          f"use {lo} or {lo + 4}")
 
 
-def check_size(width: int, height: int, variant: Variant, strict: bool) -> None:
+def check_size(width: int, height: int, variant: Variant, strict: bool, vae=None) -> None:
+    from openwan.models.vae_protocol import check_size as check_multiple, size_multiple
+    if vae is not None:                                               # the loaded VAE's own ratio (8 or 16)
+        multiple = size_multiple(vae.spatial_ratio, variant.dit.patch_size)
+    else:
+        vae_patch = getattr(variant.vae, "patch_size", 1) or 1      # Wan 2.2 VAE: 2x2 patchify, 16x
+        multiple = size_multiple(8 * vae_patch, variant.dit.patch_size)
+    if multiple > 16:                                                 # Wan 2.2 TI2V: 32 (VAE 16 x patch 2)
+        check_multiple(width, height, multiple, variant.name)
     if width % 16 or height % 16 or width <= 0 or height <= 0:
         raise ValueError(f"size {width}*{height}: width and height must be positive multiples of 16 "
                          f"(e.g. {max(16, width // 16 * 16)}*{max(16, height // 16 * 16)})")
@@ -296,6 +194,7 @@ class WanPipeline:
     """
 
     task = "t2v"
+    two_experts = False          # True for the Wan 2.2 A14B pipelines (openwan.pipelines.moe)
 
     def __init_subclass__(cls, **kw):
         """Every task's ``prepare`` (which every call goes through) checks all its arguments first
@@ -400,9 +299,21 @@ class WanPipeline:
         return self._device
 
     @classmethod
-    def from_pretrained(cls, path: PathLike, **kw):
-        from openwan.pipelines import load_pipeline
-        return load_pipeline(path, task=cls.task, **kw)
+    def from_pretrained(cls, path: PathLike = "demo", *, variant=None, device=None, dtype=None,
+                        offload: str = "none", t5_cpu: bool = False, progress: bool = True, **kw):
+        """This pipeline class on the checkpoint at ``path`` (as :func:`openwan.load_pipeline`, without
+        importing the package: no import cycle). A two-expert (Wan 2.2 A14B) folder needs an A14B class."""
+        if path is None or str(path) == "demo":
+            from openwan.demo import demo_checkpoint_dir
+            path, variant = demo_checkpoint_dir(), variant or "demo"
+        t0 = time.perf_counter()
+        comps = load_components(path, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
+        if comps.dit_low is not None and not cls.two_experts:
+            raise ValueError(f"{path} holds two experts (Wan 2.2 A14B): use openwan.load_pipeline or "
+                             f"TextToVideoA14B / ImageToVideoA14B.from_pretrained, not {cls.__name__}")
+        pipe = cls(comps, offload=offload, progress=progress, **kw)
+        pipe.load_seconds = time.perf_counter() - t0
+        return pipe
 
     def defaults(self) -> SampleDefaults:
         return self.variant.sample
@@ -416,6 +327,9 @@ class WanPipeline:
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
         """Fill every sampling argument left None from the variant's defaults; draw a seed if none."""
+        if isinstance(guide_scale, (tuple, list)):
+            raise ValueError(f"guide_scale {tuple(guide_scale)}: a pair (low-noise, high-noise) is for the Wan 2.2 "
+                             f"A14B two-expert models; {self.variant.name} takes one number")
         d = self.defaults()
         return Sampling(steps=sample_steps or d.steps,
                         shift=self.default_shift(width, height) if sample_shift is None else sample_shift,

@@ -339,7 +339,7 @@ class ImageToVideo(WanPipeline):
         check_frames(frame_num)
         if len(images) == 2 and frame_num < 5:
             raise ValueError(f"frame_num must be at least 5 for first-last-frame generation, got {frame_num}")
-        check_size(width, height, self.variant, strict_size)
+        check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         ih, iw = images[0].shape[-2:]
         out_h, out_w = i2v_size(ih, iw, width * height, self.vae.spatial_ratio, self.dit.patch_size[1])

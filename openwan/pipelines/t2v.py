@@ -44,7 +44,7 @@ class TextToVideo(WanPipeline):
         width, height = parse_size(size, d.size)
         frame_num = d.frame_num if frame_num is None else frame_num
         check_frames(frame_num)
-        check_size(width, height, self.variant, strict_size)
+        check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         if self.variant.name.startswith("demo"):        # the demo knows a small world: say what it did not get
             from openwan.demo.world import warn_outside_world

@@ -187,7 +187,7 @@ class VideoToVideo(WanPipeline):
         """Validate, read and encode the source, noise it onto the grid: a :class:`Job` for :meth:`run`."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
-        check_size(width, height, self.variant, strict_size)
+        check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
         fps = check_src_fps(src_fps)

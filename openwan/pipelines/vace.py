@@ -239,7 +239,7 @@ class VACE(WanPipeline):
         """Validate and fit every input, encode the prompts and the VACE context, draw the noise."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
-        check_size(width, height, self.variant, strict_size)
+        check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         context_scale = 1.0 if context_scale is None else context_scale
         if isinstance(context_scale, bool) or not isinstance(context_scale, (int, float)) \

@@ -1,0 +1,205 @@
+"""Loading a checkpoint folder's models (Wan 2.1 and 2.2, official and diffusers layouts) and saving them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from openwan.configs import SampleDefaults, Variant, get_variant
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Components:
+    """The loaded models of one checkpoint: DiT, VAE, text encoder, optional image encoder.
+
+    Wan 2.2 A14B: ``dit`` is the high-noise expert and ``dit_low`` the low-noise one (None otherwise);
+    ``boundary`` the switch point read from a diffusers folder (None: the variant's)."""
+    dit: Any
+    vae: Any
+    text_encoder: Any
+    image_encoder: Any = None
+    variant: Optional[Variant] = None
+    source: str = ""
+    dtype_reason: str = ""
+    dit_low: Any = None
+    boundary: Optional[float] = None
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
+                    dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
+                    need_image_encoder: Optional[bool] = None) -> Components:
+    """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
+
+    Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
+    low_noise_model/), models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/, Wan2.1_VAE.pth or Wan2.2_VAE.pth
+    (+ models_clip_...pth for 2.1 i2v/flf2v).
+    Diffusers: transformer/ (+ transformer_2/ = the low-noise expert, with model_index.json's
+    boundary_ratio), vae/, text_encoder/, tokenizer/ (+ image_encoder/).
+    The A14B low-noise expert is loaded onto the CPU when the device is not (only the active expert needs
+    the device; the pipeline moves them). What the folder holds is checked first (:func:`checkpoint_layout`).
+    """
+    from openwan.checkpoints import CheckpointError, matching_variants
+    from openwan.models.dit import WanModel
+    from openwan.models.text_encoder import TextEncoder
+    from openwan.models.vaes import load_vae
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
+                              f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
+    lay = check_checkpoint_dir(path)
+    from openwan.variant_io import read_variant
+    stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
+    device = _device(device)
+    dit_dtype, dtype_reason = _dit_dtype(dtype, device)
+    dit = WanModel.from_pretrained(lay.dits[0], dtype=dit_dtype, device=device,
+                                   config=stored.dit if stored else None)
+    if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
+            and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
+        dit_dtype = torch.float32
+        dit = dit.to(dit_dtype)
+        dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
+    dit_low = None
+    if len(lay.dits) == 2:
+        dit_low = WanModel.from_pretrained(lay.dits[1], dtype=dit_dtype, device=torch.device("cpu"))
+        if dit_low.config != dit.config:
+            raise CheckpointError(f"{path}: the two experts differ ({lay.dits[0].name}: {dit.config.model_type}, "
+                                  f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
+                                  f"{dit_low.config.dim}); both must be of the same architecture")
+    if lay.expand_timesteps and dit.config.model_type != "ti2v":
+        raise CheckpointError(f"{path}: model_index.json sets expand_timesteps (Wan 2.2 TI2V) but the DiT is "
+                              f"{dit.config.model_type!r} with {dit.config.in_dim} input channels, not a TI2V-5B DiT")
+    if isinstance(variant, str):
+        variant = lookup_variant(variant)
+    if variant is None:
+        variant = stored
+    if variant is None:
+        fits = [n for n in matching_variants(dit.config) if _is_moe_name(n) == (dit_low is not None)]
+        variant = lookup_variant(fits[0]) if fits else _custom_variant(dit.config, dit_low is not None)
+    vae = load_vae(path, device=device)
+    if vae.z_dim != dit.config.out_dim:
+        raise CheckpointError(f"{path}: the VAE's latent has {vae.z_dim} channels but the DiT predicts "
+                              f"{dit.config.out_dim}: Wan 2.2 TI2V-5B needs Wan2.2_VAE.pth (z 48), the 2.1 models "
+                              f"and the A14B experts Wan2.1_VAE.pth (z 16)")
+    te_device = torch.device("cpu") if t5_cpu else device
+    text_encoder = TextEncoder.from_pretrained(path, device=te_device,
+                                               config=stored.text_encoder if stored else None)
+    image_encoder = None
+    if need_image_encoder if need_image_encoder is not None else dit.config.has_image_input:
+        from openwan.models.image_encoder import ImageEncoder
+        image_encoder = ImageEncoder.from_pretrained(path, device=device)
+    return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
+                      boundary=lay.boundary)
+
+
+# With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are
+# too small for bf16 GEMM to pay for the casts (the embedded demo DiT has 1.8M parameters).
+AUTO_BF16_MIN_PARAMS = 50_000_000
+
+
+def _dit_dtype(dtype, device: torch.device) -> tuple[torch.dtype, str]:
+    """The DiT's dtype: None = fp32 on CPU, bf16 on CUDA (the published weights' dtype); "auto" = bf16 where
+    the device multiplies bf16 fast (CUDA, AMX CPUs), fp32 elsewhere; or a name / torch dtype."""
+    from openwan import runtime
+    if dtype is None:
+        return (torch.float32, "default on CPU") if device.type == "cpu" else (torch.bfloat16, "default on CUDA")
+    return runtime.resolve_dtype(dtype, device)
+
+
+def _is_moe_name(name: str) -> bool:
+    return name.endswith("-A14B")
+
+
+def lookup_variant(name: str) -> Variant:
+    """A variant by name: the Wan 2.2 ones (t2v-A14B, i2v-A14B, ti2v-5B) or any of get_variant's."""
+    from openwan.configs import WAN22_VARIANTS
+    return WAN22_VARIANTS[name] if name in WAN22_VARIANTS else get_variant(name)
+
+
+OFFICIAL_NEEDS = {"DiT config": ["config.json"],
+                  "VAE": ["Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors", "Wan2.2_VAE.pth", "Wan2.2_VAE.safetensors"],
+                  "text encoder": ["models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors"],
+                  "tokenizer": ["google/umt5-xxl"]}
+DIFFUSERS_NEEDS = {"DiT": ["transformer"], "VAE": ["vae"], "text encoder": ["text_encoder"],
+                   "tokenizer": ["tokenizer"]}
+def check_checkpoint_dir(path: Path):
+    """Name every file a checkpoint directory lacks before loading anything; returns its
+    :class:`openwan.checkpoints.Layout` (Wan 2.1 or 2.2, one DiT or two experts)."""
+    from openwan.checkpoints import CheckpointError, checkpoint_layout
+    lay = checkpoint_layout(path)
+    needs = dict(DIFFUSERS_NEEDS if lay.kind == "diffusers" else OFFICIAL_NEEDS)
+    if lay.dits[0] != path and lay.kind == "official":
+        needs.pop("DiT config")
+    missing = [f"{what} ({' or '.join(names)})" for what, names in needs.items()
+               if not any((path / n).exists() for n in names)]
+    if lay.kind == "official":
+        for d in lay.dits:
+            where = "" if d == path else f" in {d.name}/"
+            if d != path and not (d / "config.json").exists():
+                missing.append(f"DiT config{where} (config.json)")
+            if not list(d.glob("diffusion_pytorch_model*.safetensors")):
+                missing.insert(0, f"DiT weights{where} (diffusion_pytorch_model*.safetensors)")
+    if missing:
+        raise CheckpointError(f"checkpoint directory {path} ({lay.kind} layout) is missing: {'; '.join(missing)}")
+    return lay
+
+
+def save_components(c: Components, dst: PathLike, layout: str) -> Path:
+    """Write loaded components in the official or the diffusers layout (Wan 2.1 or 2.2): the A14B experts
+    as high_noise_model/ + low_noise_model/ or transformer/ + transformer_2/ with model_index.json's
+    boundary_ratio; TI2V's diffusers folder gets expand_timesteps."""
+    import json
+    from openwan.fileio import write_json
+    dst = Path(dst)
+    dits = [c.dit] if c.dit_low is None else [c.dit, c.dit_low]
+    if layout == "diffusers":
+        dirs = [dst / "transformer", dst / "transformer_2"]
+    else:
+        from openwan.checkpoints import EXPERT_DIRS
+        dirs = [dst] if c.dit_low is None else [dst / d for d in EXPERT_DIRS]
+    for dit, d in zip(dits, dirs):
+        dit.save_pretrained(d, layout=layout)
+    c.vae.save_pretrained(dst / "vae" if layout == "diffusers" else dst, layout=layout)
+    c.text_encoder.save_pretrained(dst, layout=layout)
+    if c.image_encoder is not None:
+        c.image_encoder.save_pretrained(dst, layout=layout)
+    if layout == "diffusers" and (c.dit_low is not None or c.dit.config.model_type == "ti2v"):
+        idx = {}
+        f = dst / "model_index.json"
+        if f.exists():
+            idx = json.loads(f.read_text())
+        if c.dit_low is not None:
+            boundary = c.boundary or (c.variant.sample.boundary if c.variant else None)
+            if boundary is None:
+                raise ValueError("two experts but no boundary: pass a variant (t2v-A14B / i2v-A14B) when loading")
+            idx.update(boundary_ratio=boundary, transformer_2=["diffusers", "WanTransformer3DModel"])
+        else:
+            idx["expand_timesteps"] = True
+        write_json(idx, f)
+    return dst
+
+
+def _custom_variant(dit_config, two_experts: bool = False) -> Variant:
+    """Defaults for a checkpoint that is none of the published ones (tests, fine-tunes). Wan 2.2 shapes
+    (two experts, or a ti2v DiT) take the sampling defaults of their published variant, any size."""
+    from openwan.configs import WAN22_VARIANTS
+    task = "vace" if dit_config.is_vace else dit_config.model_type
+    if two_experts or task == "ti2v":
+        base = WAN22_VARIANTS["ti2v-5B" if task == "ti2v" else f"{task}-A14B"]
+        return base.replace(name=f"custom-{base.name}", dit=dit_config, vae=base.vae,
+                            sample=base.sample.replace(sizes=()))
+    sample = SampleDefaults(sizes=(), size="832*480")
+    if task == "i2v":
+        sample = sample.replace(steps=40, shift=3.0)
+    elif task in ("flf2v", "vace"):
+        sample = sample.replace(shift=16.0)
+    return Variant(f"custom-{task}", task, dit_config, sample=sample)
