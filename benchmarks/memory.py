@@ -1,0 +1,232 @@
+"""Memory benchmarks for docs/memory.md: quantized loading, int8/fp8 accuracy, block swap, the planner.
+
+    python benchmarks/memory.py load    [--layers 8]                 # load peaks: bf16, fp32, int8 (+fp32 parts)
+    python benchmarks/memory.py quality [--layers 4] [--tokens 1560] # int8 / fp8 vs float output, rel. L2
+    python benchmarks/memory.py swap    [--layers 30 --resident 2]   # block swap: bytes on the device, output
+    python benchmarks/memory.py planner                              # DiT forward peak vs openwan.plan.estimate
+
+Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
+RssAnon (anonymous resident memory, sampled every 1 ms by a thread) over its value before the
+operation: file pages of memory-mapped checkpoints are not counted (they are the page cache, not the
+model). Every case runs in its own subprocess, with MALLOC_MMAP_THRESHOLD_=65536 so that glibc gives
+each tensor its own mapping and RSS follows the live tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_dit_args  # noqa: E402
+
+MB = 2**20
+
+
+def rss_anon() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class PeakAnon:
+    """Context manager: .peak = max RssAnon during the block minus RssAnon at its start (bytes)."""
+
+    def __enter__(self):
+        self.base = rss_anon()
+        self.max = self.base
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            self.max = max(self.max, rss_anon())
+            time.sleep(0.001)
+
+    def __exit__(self, *a):
+        self._stop = True
+        self._t.join()
+        self.max = max(self.max, rss_anon())
+        self.peak = self.max - self.base
+
+
+def dit_config(args, layers=None):
+    from openwan.configs import DiTConfig
+    return DiTConfig(dim=args.dim, ffn_dim=args.ffn_dim, num_heads=args.heads,
+                     num_layers=layers if layers is not None else args.layers)
+
+
+def random_dit(cfg, dtype=torch.float32, seed=0):
+    from openwan.models.dit import WanModel
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        m = WanModel(cfg)
+    m = m.to_empty(device="cpu").to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():   # unit-variance inputs keep unit-variance outputs: std 1/sqrt(fan_in)
+            fan = p.shape[-1] if p.dim() >= 2 else p.numel()
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) / fan ** 0.5)
+    return m.eval().requires_grad_(False)
+
+
+def inputs(cfg, f, h, w, batch=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 16, f, 2 * h, 2 * w, generator=g)
+    ctx = torch.randn(batch, 64, cfg.text_dim, generator=g)
+    return x, ctx
+
+
+def run_child(mode, **kw):
+    """Run one case in a fresh interpreter; returns its JSON result."""
+    cmd = [sys.executable, __file__, "_child", json.dumps({"mode": mode, **kw})]
+    # glibc: tensors above 64 KiB get their own mapping, returned on free, so RSS follows the live tensors
+    # (otherwise freed heap chunks inflate the peak by an amount that depends on the allocation order)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- cases (in the child)
+
+def child(spec):
+    torch.set_num_threads(1)
+    from openwan import quant
+    from openwan.checkpoints import load_dit
+    mode = spec["mode"]
+    if mode == "load":
+        dtype = getattr(torch, spec["dtype"])
+        with PeakAnon() as pk:
+            if spec["quantize"] == "none":
+                m = load_dit(spec["path"], dtype=dtype)
+            else:
+                m = quant.load_dit_quantized(spec["path"], spec["quantize"], dtype=dtype)
+        return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
+    if mode == "forward":
+        from openwan.configs import DiTConfig
+        cfg = DiTConfig(**spec["cfg"])
+        dtype = getattr(torch, spec["dtype"])
+        x, ctx = inputs(cfg, *spec["grid"], batch=spec["batch"])
+        m = random_dit(cfg, dtype)
+        with PeakAnon() as pk, torch.no_grad():
+            m(x, torch.tensor([500] * spec["batch"]), ctx)
+        return {"peak": pk.peak + quant.weight_bytes(m), "weights": quant.weight_bytes(m), "act": pk.peak}
+    raise ValueError(mode)
+
+
+# ----------------------------------------------------------------------------- benchmarks (parent)
+
+def bench_load(args):
+    from openwan.quant import weight_bytes
+    cfg = dit_config(args)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for dt in ("bfloat16", "float32"):
+            random_dit(cfg, getattr(torch, dt)).save_pretrained(Path(d) / dt)
+        cases = [("bf16 file -> bf16", "bfloat16", "bfloat16", "none"),
+                 ("fp32 file -> fp32", "float32", "float32", "none"),
+                 ("bf16 file -> int8 (bf16 parts)", "bfloat16", "bfloat16", "int8"),
+                 ("bf16 file -> fp8 (bf16 parts)", "bfloat16", "bfloat16", "fp8"),
+                 ("fp32 file -> int8 (fp32 parts)", "float32", "float32", "int8")]
+        for name, src, dt, q in cases:
+            r = run_child("load", path=str(Path(d) / src), dtype=dt, quantize=q)
+            rows.append((name, r["peak"], r["weights"]))
+    base = {"bf16": rows[0][1], "fp32": rows[1][1]}
+    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers; load peak = RssAnon peak over start")
+    print("| load | peak MB | weights MB | peak / bf16 load | peak / fp32 load |\n|---|---|---|---|---|")
+    for name, peak, w in rows:
+        print(f"| {name} | {peak / MB:.0f} | {w / MB:.0f} | {peak / base['bf16']:.3f} | {peak / base['fp32']:.3f} |")
+    del weight_bytes
+
+
+def bench_quality(args):
+    from openwan.quant import quantize_model_
+    cfg = dit_config(args)
+    f, h, w = 2, 6, args.tokens // 12
+    x, ctx = inputs(cfg, f, h, w)
+    print(f"DiT dim {cfg.dim}, {cfg.num_layers} layers, {f * h * w} tokens, t=500; relative L2 vs the float model "
+          f"of the same dtype")
+    print("| compute dtype | quantize | rel. L2 |\n|---|---|---|")
+    for dt in (torch.float32, torch.bfloat16):
+        with torch.no_grad():
+            ref = random_dit(cfg, dt)(x, torch.tensor([500]), ctx).float()
+            for kind in ("int8", "fp8"):
+                out = quantize_model_(random_dit(cfg, dt), kind)(x, torch.tensor([500]), ctx).float()
+                print(f"| {str(dt)[6:]} | {kind} | {((out - ref).norm() / ref.norm()).item():.4f} |")
+
+
+def bench_swap(args):
+    from openwan.offload import enable_block_swap
+    from openwan.quant import weight_bytes
+    cfg = dit_config(args)
+    m = random_dit(cfg, torch.bfloat16)
+    x, ctx = inputs(cfg, 1, 4, 4)
+    with torch.no_grad():
+        ref = m(x, torch.tensor([500]), ctx)
+        total = weight_bytes(m)
+        block = weight_bytes(m.blocks[0])
+        other = total - sum(weight_bytes(b) for b in m.blocks)
+        for prefetch in (False, True):
+            swap = enable_block_swap(m, resident=args.resident, device="cpu", prefetch=prefetch)
+            out = m(x, torch.tensor([500]), ctx)
+            peak = other + args.resident * block + swap.peak_bytes
+            target = total * (args.resident + 1) / cfg.num_layers + block
+            print(f"prefetch={prefetch}: peak on device {peak / MB:.0f} MB of {total / MB:.0f} MB "
+                  f"({peak / total:.3f} of the model; target {target / MB:.0f} MB = {target / total:.3f}); "
+                  f"blocks on device at most {swap.peak_blocks}; output identical: {torch.equal(out, ref)}")
+            from openwan.offload import disable_block_swap
+            disable_block_swap(m)
+
+
+def bench_planner(args):
+    from openwan.configs import get_variant
+    from openwan.plan import estimate
+    v = get_variant("t2v-1.3B")
+    cases = [(dict(num_layers=2), (2, 16, 16), 1), (dict(num_layers=1), (2, 30, 52), 1),
+             (dict(num_layers=1), (5, 16, 16), 2), (dict(num_layers=1), (5, 30, 52), 1)]
+    print("peak = weights (tensor bytes) + the forward's RssAnon peak over its start; fp32, 1 thread")
+    print("| DiT | tokens | batch | measured MB (activations) | estimated MB (activations) | est / measured |")
+    print("|---|---|---|---|---|---|")
+    for over, grid, batch in cases:
+        cfg = v.dit.replace(**over)
+        r = run_child("forward", cfg=cfg.to_dict(), grid=grid, batch=batch, dtype="float32")
+        f, h, w = grid
+        size = f"{w * 16}*{h * 16}"
+        e = estimate(v, size, (f - 1) * 4 + 1, dtype=torch.float32, device="cpu", cfg_batch=batch == 2,
+                     dit_config=cfg, include_encoders=False)
+        e_tot = e.parts["dit weights"] + e.parts["dit activations"]
+        print(f"| 1.3B width, {cfg.num_layers} layers | {f * h * w} | {batch} | {r['peak'] / MB:.0f} "
+              f"({r['act'] / MB:.0f}) | {e_tot / MB:.0f} ({e.parts['dit activations'] / MB:.0f}) | "
+              f"{e_tot / r['peak']:.3f} |")
+
+
+def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "_child":
+        print(json.dumps(child(json.loads(sys.argv[2]))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["load", "quality", "swap", "planner"])
+    add_dit_args(ap, layers=8)
+    ap.add_argument("--tokens", type=int, default=1560)
+    ap.add_argument("--resident", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    {"load": bench_load, "quality": bench_quality, "swap": bench_swap, "planner": bench_planner}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
