@@ -157,3 +157,31 @@ def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[s
         if hasattr(m, "compute_dtype") and hasattr(m, "qweight"):
             m.compute_dtype = dtype
     return model.eval().requires_grad_(False)
+
+
+def find_gguf(path) -> Optional[Path]:
+    """The .gguf DiT file at ``path`` (a file, or a directory holding exactly one), else None."""
+    from openwan.checkpoints import CheckpointError
+    path = Path(path)
+    if path.is_file():
+        return path if path.suffix == ".gguf" else None
+    found = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(found) > 1:
+        raise CheckpointError(f"{path} holds several .gguf files ({', '.join(f.name for f in found)}): "
+                              f"pass the one to use")
+    return found[0] if found else None
+
+
+def load_any_dit(path, dtype: Optional[torch.dtype] = None, quantize: Optional[str] = None, device=None,
+                 config=None):
+    """One entry for the pipelines: a .gguf DiT, a quantized openwan file, or a float checkpoint
+    (quantized while loading when ``quantize`` is int8/fp8)."""
+    g = find_gguf(path)
+    if g is not None:
+        return load_dit_gguf(g, dtype or torch.float32, quantize, config=config, device=device)
+    from openwan.quant import is_quantized_checkpoint, load_dit_quantized
+    if quantize in (None, "none") and not is_quantized_checkpoint(path):
+        from openwan.checkpoints import load_dit
+        return load_dit(path, dtype=dtype, device=device, config=config)
+    return load_dit_quantized(path, None if quantize == "none" else quantize, dtype=dtype, device=device,
+                              config=config)

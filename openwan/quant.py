@@ -37,6 +37,7 @@ openwan reads (openwan.training.lora) to ``QuantLinear.adapters``, which forward
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -261,13 +262,13 @@ def _read_shapes(files):
 
 @torch.no_grad()
 def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[torch.dtype] = None,
-                       device=None, config=None, include=None, rows_per_read: int = 1024,
+                       device=None, config=None, include=None, rows_per_read: Optional[int] = None,
                        build=None):
     """Load a DiT (official/diffusers safetensors, or a file written by :func:`save_quantized`) with its
     Linear layers quantized as they are read: the float model is never materialised.
 
-    Float weights of quantized layers are read ``rows_per_read`` rows at a time, so the transient is a
-    few MB whatever the layer's size. ``dtype`` is the compute/storage dtype of the float parts
+    Float weights of quantized layers are read ``rows_per_read`` rows at a time (default: 8 MB of fp32
+    per read), so the transient is a few MB whatever the layer's size. ``dtype`` is the compute/storage dtype of the float parts
     (default: the file's). A file written by :func:`save_quantized` reloads with its own kind and
     layers (``quantize`` may be None then).
     """
@@ -339,15 +340,26 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     return model.eval().requires_grad_(False)
 
 
-def _load_rows(layer: QuantLinear, sl, shape, rows: int, device) -> None:
+def _load_rows(layer: QuantLinear, sl, shape, rows: Optional[int], device) -> None:
     """Quantize a float weight read from a safetensors slice, ``rows`` output channels at a time."""
     out = shape[0]
+    rows = rows or max(1, (8 << 20) // (4 * max(1, math.prod(shape[1:]))))
     q = torch.empty(shape, dtype=QDTYPE[layer.kind], device=device)
     s = torch.empty(out, dtype=torch.float32, device=device)
     for a in range(0, out, rows):
         qa, sa = quantize_tensor(sl[a:a + rows].to(device), layer.kind)
         q[a:a + rows], s[a:a + rows] = qa, sa
     layer.qweight, layer.weight_scale = q, s
+
+
+def is_quantized_checkpoint(path) -> bool:
+    """Whether ``path`` (file or directory) was written by :func:`save_quantized`."""
+    from openwan import checkpoints as ck
+    try:
+        files, _, _ = ck._dit_source(Path(path))
+        return bool(_read_shapes(files)[2].get("openwan_quant"))
+    except ck.CheckpointError:
+        return False
 
 
 def save_quantized(model: nn.Module, path) -> Path:
@@ -420,3 +432,8 @@ def remove_lora(model: nn.Module, name: Optional[str] = None) -> None:
                         del d[k]
     if any(True for _ in L._iter_lora(model)):
         L.remove_lora(model, name)
+
+
+def convert_checkpoint(src, dst, quantize: str = "int8", dtype: Optional[torch.dtype] = torch.bfloat16) -> Path:
+    """``openwan convert --quantize int8``: a float DiT checkpoint -> a quantized safetensors file."""
+    return save_quantized(load_dit_quantized(src, check_kind(quantize), dtype=dtype), dst)

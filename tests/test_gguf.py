@@ -149,3 +149,17 @@ def test_not_a_gguf_file(tmp_path):
     p.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(CheckpointError, match="GGUF"):
         load_gguf_state_dict(p)
+
+
+def test_load_any_dit_dispatch(tmp_path):
+    from openwan.gguf import load_any_dit
+    from openwan.quant import convert_checkpoint
+    src = rand_model()
+    (tmp_path / "g").mkdir()
+    write(tmp_path / "g" / "dit.gguf", src, QT.Q8_0)
+    assert isinstance(load_any_dit(tmp_path / "g", quantize="int8").blocks[0].ffn[0], QuantLinear)
+    src.save_pretrained(tmp_path / "f")
+    assert isinstance(load_any_dit(tmp_path / "f").blocks[0].ffn[0], torch.nn.Linear)
+    convert_checkpoint(tmp_path / "f", tmp_path / "q", "int8", dtype=torch.float32)
+    back = load_any_dit(tmp_path / "q")
+    assert isinstance(back.blocks[0].ffn[0], QuantLinear) and back.blocks[0].ffn[0].qweight.dtype == torch.int8
