@@ -16,9 +16,10 @@ What is counted (bytes on the compute device):
   [B, L, dim] token tensor (D = B L dim), from the code of openwan.models.dit:
   residual stream x (fp32, 4 bytes) + the block input after norm/modulation (fp32, 4) + q, k, v in the
   compute dtype (3c) + rotated q and k (2c: ``q, k = rope(q), rope(k)`` keeps the unrotated q alive) +
-  RoPE's float64 copy of k and its float64 output (16): 24 + 5c bytes per element at the RoPE of k; or, in the FFN, x + input (8) + chunk outputs and their concatenation (2c)
-  per element plus the ffn_dim-wide Linear and GELU outputs of one 2048-token chunk (2 x B x 2048 x
-  ffn_dim x c), whichever is larger; plus the RoPE tables (2 x float64 [B, L, head_dim/2]) and the
+  RoPE's float64 copy of k and its float64 output (16): 24 + 5c bytes per element at the RoPE of k;
+  or, in the FFN, x + input (8) + chunk outputs and their concatenation (2c) per element plus the
+  ffn_dim-wide Linear and GELU outputs of one 2048-token chunk (2 x B x 2048 x ffn_dim x c),
+  whichever is larger; plus the RoPE tables (2 x float64 [B, L, head_dim/2]) and the
   padded text features and their embedding (fp32).
 * VAE decode: the streaming decode's peak grows with the pixels of one frame, not with the frame
   count (docs/vae.md: ~1400 MB over the model at 256x256 in fp32); 21.4 KB per output pixel in fp32,
@@ -74,7 +75,9 @@ def dit_weight_bytes(cfg, dtype=torch.bfloat16, quantize: Optional[str] = None) 
         m = WanModel(cfg).to(dtype)
         if quantize not in (None, "none"):
             quantize_model_(m, quantize)
-    size = lambda mod: sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))  # noqa: E731
+    def size(mod):
+        return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
+
     blocks = [size(b) for b in m.blocks]
     return {"blocks": tuple(blocks), "other": size(m) - sum(blocks)}
 

@@ -268,9 +268,9 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     Linear layers quantized as they are read: the float model is never materialised.
 
     Float weights of quantized layers are read ``rows_per_read`` rows at a time (default: 8 MB of fp32
-    per read), so the transient is a few MB whatever the layer's size. ``dtype`` is the compute/storage dtype of the float parts
-    (default: the file's). A file written by :func:`save_quantized` reloads with its own kind and
-    layers (``quantize`` may be None then).
+    per read), so the transient is a few MB whatever the layer's size. ``dtype`` is the compute and
+    storage dtype of the float parts (default: the file's). A file written by :func:`save_quantized`
+    reloads with its own kind and layers (``quantize`` may be None then).
     """
     from safetensors import safe_open
     from openwan import checkpoints as ck
@@ -292,8 +292,12 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     official = to_official({k: k for k in free})  # official key -> key in the file (minus the prefix)
     off_shapes = {o: free[f] for o, f in official.items() if not o.endswith(("weight_scale", "scale_weight"))}
     if config is None:
-        config = ((ck.dit_config_from_diffusers_json(cfg_json) if diffusers else ck.dit_config_from_official_json(cfg_json))
-                  if cfg_json is not None else ck.infer_dit_config(off_shapes))
+        if cfg_json is None:
+            config = ck.infer_dit_config(off_shapes)
+        elif diffusers:
+            config = ck.dit_config_from_diffusers_json(cfg_json)
+        else:
+            config = ck.dit_config_from_official_json(cfg_json)
     if build is None:
         from openwan.models.dit import WanModel
         build = WanModel
