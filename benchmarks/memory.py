@@ -6,9 +6,8 @@
     python benchmarks/memory.py planner                              # DiT forward peak vs openwan.plan.estimate
 
 Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
-RssAnon (anonymous resident memory, sampled every 1 ms by a thread) over its value before the
-operation: file pages of memory-mapped checkpoints are not counted (they are the page cache, not the
-model). Every case runs in its own subprocess, with MALLOC_MMAP_THRESHOLD_=65536 so that glibc gives
+VmRSS (sampled every 1 ms by a thread) over its value before the operation; it counts the pages of a
+memory-mapped checkpoint that the loaded model's tensors point into. Every case runs in its own subprocess, with MALLOC_MMAP_THRESHOLD_=65536 so that glibc gives
 each tensor its own mapping and RSS follows the live tensors.
 """
 from __future__ import annotations
@@ -31,19 +30,20 @@ from common import add_dit_args  # noqa: E402
 MB = 2**20
 
 
-def rss_anon() -> int:
+def rss() -> int:
+    """VmRSS: anonymous memory + mapped file pages (a checkpoint's tensors may be views of its mmap)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("RssAnon:"):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-class PeakAnon:
-    """Context manager: .peak = max RssAnon during the block minus RssAnon at its start (bytes)."""
+class PeakRSS:
+    """Context manager: .peak = max VmRSS during the block minus VmRSS at its start (bytes)."""
 
     def __enter__(self):
-        self.base = rss_anon()
+        self.base = rss()
         self.max = self.base
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -52,13 +52,13 @@ class PeakAnon:
 
     def _run(self):
         while not self._stop:
-            self.max = max(self.max, rss_anon())
+            self.max = max(self.max, rss())
             time.sleep(0.001)
 
     def __exit__(self, *a):
         self._stop = True
         self._t.join()
-        self.max = max(self.max, rss_anon())
+        self.max = max(self.max, rss())
         self.peak = self.max - self.base
 
 
@@ -110,11 +110,13 @@ def child(spec):
     mode = spec["mode"]
     if mode == "load":
         dtype = getattr(torch, spec["dtype"])
-        with PeakAnon() as pk:
+        with PeakRSS() as pk:
             if spec["quantize"] == "none":
                 m = load_dit(spec["path"], dtype=dtype)
             else:
                 m = quant.load_dit_quantized(spec["path"], spec["quantize"], dtype=dtype)
+            for t in m.state_dict().values():   # page in tensors that are views of the file's mmap
+                t.detach().contiguous().view(-1).view(torch.uint8)[::4096].sum()
         return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
     if mode == "forward":
         from openwan.configs import DiTConfig
@@ -122,7 +124,7 @@ def child(spec):
         dtype = getattr(torch, spec["dtype"])
         x, ctx = inputs(cfg, *spec["grid"], batch=spec["batch"])
         m = random_dit(cfg, dtype)
-        with PeakAnon() as pk, torch.no_grad():
+        with PeakRSS() as pk, torch.no_grad():
             m(x, torch.tensor([500] * spec["batch"]), ctx)
         return {"peak": pk.peak + quant.weight_bytes(m), "weights": quant.weight_bytes(m), "act": pk.peak}
     raise ValueError(mode)
@@ -146,7 +148,7 @@ def bench_load(args):
             r = run_child("load", path=str(Path(d) / src), dtype=dt, quantize=q)
             rows.append((name, r["peak"], r["weights"]))
     base = {"bf16": rows[0][1], "fp32": rows[1][1]}
-    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers; load peak = RssAnon peak over start")
+    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers; load peak = VmRSS peak over start")
     print("| load | peak MB | weights MB | peak / bf16 load | peak / fp32 load |\n|---|---|---|---|---|")
     for name, peak, w in rows:
         print(f"| {name} | {peak / MB:.0f} | {w / MB:.0f} | {peak / base['bf16']:.3f} | {peak / base['fp32']:.3f} |")
@@ -198,7 +200,7 @@ def bench_planner(args):
     v = get_variant("t2v-1.3B")
     cases = [(dict(num_layers=2), (2, 16, 16), 1), (dict(num_layers=1), (2, 30, 52), 1),
              (dict(num_layers=1), (5, 16, 16), 2), (dict(num_layers=1), (5, 30, 52), 1)]
-    print("peak = weights (tensor bytes) + the forward's RssAnon peak over its start; fp32, 1 thread")
+    print("peak = weights (tensor bytes) + the forward's VmRSS peak over its start; fp32, 1 thread")
     print("| DiT | tokens | batch | measured MB (activations) | estimated MB (activations) | est / measured |")
     print("|---|---|---|---|---|---|")
     for over, grid, batch in cases:

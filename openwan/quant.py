@@ -267,7 +267,7 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     """Load a DiT (official/diffusers safetensors, or a file written by :func:`save_quantized`) with its
     Linear layers quantized as they are read: the float model is never materialised.
 
-    Float weights of quantized layers are read ``rows_per_read`` rows at a time (default: 8 MB of fp32
+    Float weights of quantized layers are read ``rows_per_read`` rows at a time (default: 4 MB of fp32
     per read), so the transient is a few MB whatever the layer's size. ``dtype`` is the compute and
     storage dtype of the float parts (default: the file's). A file written by :func:`save_quantized`
     reloads with its own kind and layers (``quantize`` may be None then).
@@ -324,9 +324,8 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
         if off.endswith((".weight_scale", ".scale_weight")):
             continue  # taken with its weight
         if off in qnames and dtypes[key] in ("F32", "F16", "BF16"):  # float weight: quantize rows as read
-            with safe_open(str(where[key]), "pt", device="cpu") as fh:
-                _load_rows(model.get_submodule(off[: -len(".weight")]), fh.get_slice(key), shapes[key],
-                           rows_per_read, dev)
+            _load_rows(model.get_submodule(off[: -len(".weight")]), _row_reader(where[key], key), shapes[key],
+                       rows_per_read, dev)
             continue
         sd = {off: get(key)}
         if off in qnames:  # a quantized weight (ours, or an fp8 file) with its scale if any
@@ -344,14 +343,24 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     return model.eval().requires_grad_(False)
 
 
-def _load_rows(layer: QuantLinear, sl, shape, rows: Optional[int], device) -> None:
-    """Quantize a float weight read from a safetensors slice, ``rows`` output channels at a time."""
+def _row_reader(file, key):
+    """read(a, b) -> rows a:b of a tensor, the file mapped only for the read (its pages leave RSS after)."""
+    from safetensors import safe_open
+
+    def read(a, b):
+        with safe_open(str(file), "pt", device="cpu") as fh:
+            return fh.get_slice(key)[a:b]
+    return read
+
+
+def _load_rows(layer: QuantLinear, read, shape, rows: Optional[int], device) -> None:
+    """Quantize a float weight given by ``read(a, b)`` (rows a:b), ``rows`` output channels at a time."""
     out = shape[0]
-    rows = rows or max(1, (8 << 20) // (4 * max(1, math.prod(shape[1:]))))
+    rows = rows or max(1, (4 << 20) // (4 * max(1, math.prod(shape[1:]))))
     q = torch.empty(shape, dtype=QDTYPE[layer.kind], device=device)
     s = torch.empty(out, dtype=torch.float32, device=device)
     for a in range(0, out, rows):
-        qa, sa = quantize_tensor(sl[a:a + rows].to(device), layer.kind)
+        qa, sa = quantize_tensor(read(a, a + rows).to(device), layer.kind)
         q[a:a + rows], s[a:a + rows] = qa, sa
     layer.qweight, layer.weight_scale = q, s
 
