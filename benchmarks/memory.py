@@ -185,7 +185,7 @@ def bench_swap(args):
         for prefetch in (False, True):
             swap = enable_block_swap(m, resident=args.resident, device="cpu", prefetch=prefetch)
             out = m(x, torch.tensor([500]), ctx)
-            peak = other + args.resident * block + swap.peak_bytes
+            peak = other + swap.permanent * block + swap.peak_bytes
             target = total * (args.resident + 1) / cfg.num_layers + block
             print(f"prefetch={prefetch}: peak on device {peak / MB:.0f} MB of {total / MB:.0f} MB "
                   f"({peak / total:.3f} of the model; target {target / MB:.0f} MB = {target / total:.3f}); "

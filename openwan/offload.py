@@ -11,9 +11,10 @@ nothing is copied back: inference does not change weights). With ``prefetch`` (d
 pre-hook of block i also starts copying the next streamed block on a side CUDA stream, which the
 compute stream waits for (an event) only when that block starts: the copy overlaps block i's compute.
 
-Device memory for the blocks: ``resident`` blocks + the running block + (with prefetch) the next
-one, i.e. N+1 blocks without prefetch, N+2 with it; the rest of the model (embeddings, head) stays on
-the device. While a block is out its tensors are meta tensors, so a block that ran without being
+Device memory for the blocks: at most ``resident`` + 1 blocks. Without prefetch the first N blocks
+stay and the running one is the +1; with prefetch the first N-1 stay and the running block and the
+incoming next one take the other two slots (N = 0 turns prefetch off). The rest of the model
+(embeddings, head) stays on the device. While a block is out its tensors are meta tensors, so a block that ran without being
 brought in would fail loudly instead of silently computing on the CPU.
 
 Works for any module with a list of blocks (``blocks=``): the DiT (``dit.blocks``, and
@@ -62,10 +63,14 @@ class BlockSwap:
             raise ValueError(f"resident must be between 0 and the number of blocks ({len(self.blocks)}), "
                              f"got {resident}")
         self.resident = resident
-        self.streamed = list(range(resident, len(self.blocks)))
+        if self.prefetch and resident == 0:
+            self.prefetch = False   # no slot for the incoming block: load each block when it starts
+        # with prefetch one of the N slots holds the incoming block: N-1 blocks stay, N+1 at most on the device
+        self.permanent = resident - 1 if self.prefetch else resident
+        self.streamed = list(range(self.permanent, len(self.blocks)))
         self.home, self.slots, self.size = {}, {}, {}
         for i, b in enumerate(self.blocks):
-            if i < resident:
+            if i < self.permanent:
                 b.to(self.device)
                 continue
             slots = _slots(b)
@@ -81,7 +86,7 @@ class BlockSwap:
             self._set(i, [torch.empty_like(t, device="meta") for t in home])
         self.block_bytes = max(self.size.values(), default=0)
         self.on_device: set[int] = set()
-        self.peak_blocks = resident
+        self.peak_blocks = self.permanent
         self.peak_bytes = 0
         self.loads = 0
         self._stream = torch.cuda.Stream(self.device) if cuda and self.prefetch else None
@@ -114,7 +119,7 @@ class BlockSwap:
         self._set(i, ts)
         self.on_device.add(i)
         self.loads += 1
-        self.peak_blocks = max(self.peak_blocks, self.resident + len(self.on_device))
+        self.peak_blocks = max(self.peak_blocks, self.permanent + len(self.on_device))
         self.peak_bytes = max(self.peak_bytes, sum(self.size[j] for j in self.on_device))
 
     def _unload(self, i: int) -> None:

@@ -8,8 +8,8 @@ What is counted (bytes on the compute device):
 
 * weights: every tensor of the DiT at its storage size (built on the meta device, so counts are
   exact): quantized layers (openwan.quant) 1 byte per weight + a 4-byte scale per output row; with
-  ``offload="blocks:N"`` only the non-block weights, N blocks and the streamed ones in flight (one,
-  two with prefetch on CUDA) are on the device. Text encoder (umT5) and CLIP weights by their configs;
+  ``offload="blocks:N"`` only the non-block weights and N + 1 blocks are on the device
+  (openwan.offload). Text encoder (umT5) and CLIP weights by their configs;
   VAE weights.
 * DiT activations at L tokens (L = latent frames x (h/16) x (w/16)), B = 2 with classifier-free
   guidance batched (cond + uncond in one forward, the pipeline's default), per element of the
@@ -177,8 +177,7 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
     if n_res is None:
         dit_w = wb["other"] + sum(wb["blocks"])
     else:
-        in_flight = 2 if device == "cuda" else 1
-        dit_w = wb["other"] + sum(sorted(wb["blocks"], reverse=True)[: min(cfg.num_layers, n_res + in_flight)])
+        dit_w = wb["other"] + sum(sorted(wb["blocks"], reverse=True)[: min(cfg.num_layers, n_res + 1)])
     act = dit_activation_bytes(cfg, tokens, 2 if cfg_batch else 1, dtype)
     parts = {"dit weights": dit_w, "dit activations": act}
     phases = {"denoise": dit_w + act}
