@@ -125,7 +125,13 @@ class QuantLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.dequantized()
+        """The dequantized weight in the compute dtype, LoRA deltas added (for code that reads
+        ``layer.weight`` instead of calling the layer, as ``F.linear(x, layer.weight, layer.bias)``)."""
+        w = self.dequantized(torch.float32 if len(self.adapters) else None)
+        if len(self.adapters):
+            shape = (self.out_features, self.in_features)
+            w = (w + sum(a.delta(shape) for a in self.adapters.values())).to(self.compute_dtype)
+        return w
 
     def dequantized(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         return dequantize_tensor(self.qweight, self.weight_scale, dtype or self.compute_dtype)

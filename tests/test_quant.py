@@ -147,29 +147,33 @@ def test_lora_on_quantized_layers_stays_unmerged():
     sd = {}
     for n in ("blocks.0.self_attn.q", "blocks.1.ffn.0", "head.head"):   # two quantized, one float layer
         lin = m.get_submodule(n)
-        sd[f"diffusion_model.{n}.lora_down.weight"] = torch.randn(4, lin.in_features, generator=g) * 0.1
-        sd[f"diffusion_model.{n}.lora_up.weight"] = torch.randn(lin.out_features, 4, generator=g) * 0.1
+        sd[f"diffusion_model.{n}.lora_down.weight"] = torch.randn(4, lin.in_features, generator=g) * 0.3
+        sd[f"diffusion_model.{n}.lora_up.weight"] = torch.randn(lin.out_features, 4, generator=g) * 0.3
         sd[f"diffusion_model.{n}.alpha"] = torch.tensor(2.0)
     x, ctx = inputs(cfg)
     quantize_model_(m, "int8")
     base = m(x, torch.tensor([500]), ctx)
+    # the expected model: a float twin holding the dequantized weights with the LoRA deltas merged (fp32)
+    twin = rand_model(cfg)
+    with torch.no_grad():
+        for n in quant.quantizable_names(twin):
+            twin.get_submodule(n).weight.copy_(m.get_submodule(n).dequantized(torch.float32))
+        for n in ("blocks.0.self_attn.q", "blocks.1.ffn.0", "head.head"):
+            d = sd[f"diffusion_model.{n}.lora_up.weight"] @ sd[f"diffusion_model.{n}.lora_down.weight"] * (0.8 * 2 / 4)
+            twin.get_submodule(n).weight.add_(d)
     name = quant.load_lora(m, sd, strength=0.8)
     q = m.blocks[0].self_attn.q
     assert name in q.adapters and isinstance(m.head.head, nn.Linear)
     assert q.qweight.dtype == torch.int8   # nothing merged into the int8 weight
     y = m(x, torch.tensor([500]), ctx)
-    # reference: the same dequantized weights with the LoRA delta merged in fp32
-    ref_layers = {}
-    for n in ("blocks.0.self_attn.q", "blocks.1.ffn.0"):
-        layer = m.get_submodule(n)
-        d = sd[f"diffusion_model.{n}.lora_up.weight"] @ sd[f"diffusion_model.{n}.lora_down.weight"] * (0.8 * 2 / 4)
-        ref_layers[n] = (layer.dequantized(torch.float32) + d, layer.bias)
-    y_in = torch.randn(3, q.in_features)
-    w, b = ref_layers["blocks.0.self_attn.q"]
-    # factored vs merged: the same sums in a different order, bounded by fp32 eps times the magnitudes
-    bound = 64 * EPS32 * (y_in.abs() @ w.abs().T + b.abs()).max()
-    assert (q(y_in) - F.linear(y_in, w, b)).abs().max() <= bound
-    assert rel(y, base) > 1e-3    # the adapters change the output
+    ref = twin(x, torch.tensor([500]), ctx)
+    assert rel(ref, base) > 1e-2   # the adapters change the output ...
+    # ... to the merged twin's, up to fp32 rounding of the same sums in another order (factored vs merged),
+    # amplified through two blocks: a few hundred eps relative
+    assert rel(y, ref) < 1000 * EPS32
+    y_in = torch.randn(3, q.in_features)   # the layer's own forward (factored) against its merged weight
+    w, b = q.weight, q.bias
+    assert (q(y_in) - F.linear(y_in, w, b)).abs().max() <= 64 * EPS32 * (y_in.abs() @ w.abs().T + b.abs()).max()
     assert L.lora_summary(m)   # the float layer got the usual parametrization
     quant.remove_lora(m)
     assert not len(q.adapters) and not L.lora_summary(m)
