@@ -4,6 +4,7 @@
     python benchmarks/memory.py quality [--layers 4] [--tokens 1560] # int8 / fp8 vs float output, rel. L2
     python benchmarks/memory.py swap    [--layers 30 --resident 2]   # block swap: bytes on the device, output
     python benchmarks/memory.py planner                              # DiT forward peak vs openwan.plan.estimate
+    python benchmarks/memory.py demo [--seeds 2]                     # demo bench accuracy: float, int8, fp8
 
 Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
 VmRSS (sampled every 1 ms by a thread) over its value before the operation; it counts the pages of a
@@ -110,6 +111,11 @@ def child(spec):
     mode = spec["mode"]
     if mode == "load":
         dtype = getattr(torch, spec["dtype"])
+        with tempfile.TemporaryDirectory() as d:   # warm-up: imports and lazy initialisation outside the measure
+            from openwan.configs import TINY_DIT
+            random_dit(TINY_DIT).save_pretrained(d)
+            load_dit(d, dtype=dtype)
+            quant.load_dit_quantized(d, "int8", dtype=dtype)
         with PeakRSS() as pk:
             if spec["quantize"] == "none":
                 m = load_dit(spec["path"], dtype=dtype)
@@ -124,8 +130,12 @@ def child(spec):
         dtype = getattr(torch, spec["dtype"])
         x, ctx = inputs(cfg, *spec["grid"], batch=spec["batch"])
         m = random_dit(cfg, dtype)
+        t = torch.tensor([500] * spec["batch"])
+        with torch.no_grad():   # warm-up (lazy kernel and thread-pool set-up) on a 2-token input
+            x0, ctx0 = inputs(cfg, 1, 1, 2, batch=spec["batch"])
+            m(x0, t, ctx0)
         with PeakRSS() as pk, torch.no_grad():
-            m(x, torch.tensor([500] * spec["batch"]), ctx)
+            m(x, t, ctx)
         return {"peak": pk.peak + quant.weight_bytes(m), "weights": quant.weight_bytes(m), "act": pk.peak}
     raise ValueError(mode)
 
@@ -138,7 +148,9 @@ def bench_load(args):
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for dt in ("bfloat16", "float32"):
-            random_dit(cfg, getattr(torch, dt)).save_pretrained(Path(d) / dt)
+            m = random_dit(cfg, getattr(torch, dt))
+            m.save_pretrained(Path(d) / dt)
+            del m
         cases = [("bf16 file -> bf16", "bfloat16", "bfloat16", "none"),
                  ("fp32 file -> fp32", "float32", "float32", "none"),
                  ("bf16 file -> int8 (bf16 parts)", "bfloat16", "bfloat16", "int8"),
@@ -148,7 +160,8 @@ def bench_load(args):
             r = run_child("load", path=str(Path(d) / src), dtype=dt, quantize=q)
             rows.append((name, r["peak"], r["weights"]))
     base = {"bf16": rows[0][1], "fp32": rows[1][1]}
-    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers; load peak = VmRSS peak over start")
+    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers; load peak = VmRSS peak over start "
+          f"(after a warm-up load of a tiny DiT)")
     print("| load | peak MB | weights MB | peak / bf16 load | peak / fp32 load |\n|---|---|---|---|---|")
     for name, peak, w in rows:
         print(f"| {name} | {peak / MB:.0f} | {w / MB:.0f} | {peak / base['bf16']:.3f} | {peak / base['fp32']:.3f} |")
@@ -216,18 +229,37 @@ def bench_planner(args):
               f"{e_tot / r['peak']:.3f} |")
 
 
+def bench_demo(args):
+    """The demo benchmark (openwan bench demo) with the float DiT and with its Linear layers in int8/fp8."""
+    from openwan.demo.bench import run_benchmark, summarize
+    from openwan.pipelines import load_pipeline
+    from openwan.quant import quantize_model_
+    print("| DiT | split | videos | color | shape | motion | all 3 |\n|---|---|---|---|---|---|---|")
+    for kind in ("none", "int8", "fp8"):
+        pipe = load_pipeline("demo", task="t2v", variant="demo", progress=False)
+        quantize_model_(pipe.c.dit, kind)
+        with torch.inference_mode():
+            summary = summarize(run_benchmark(pipe, seeds=range(args.seeds), progress=False))
+        for split in ("seen", "heldout", "total"):
+            a = summary[split]["accuracy"]
+            print(f"| {kind} | {split} | {summary[split]['videos']} | " +
+                  " | ".join(f"{100 * a[k]:.1f}%" for k in ("color", "shape", "motion", "all")) + " |", flush=True)
+
+
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "_child":
         print(json.dumps(child(json.loads(sys.argv[2]))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["load", "quality", "swap", "planner"])
+    ap.add_argument("what", choices=["load", "quality", "swap", "planner", "demo"])
     add_dit_args(ap, layers=8)
     ap.add_argument("--tokens", type=int, default=1560)
     ap.add_argument("--resident", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    {"load": bench_load, "quality": bench_quality, "swap": bench_swap, "planner": bench_planner}[args.what](args)
+    {"load": bench_load, "quality": bench_quality, "swap": bench_swap, "planner": bench_planner,
+     "demo": bench_demo}[args.what](args)
 
 
 if __name__ == "__main__":
