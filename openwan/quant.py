@@ -283,14 +283,14 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
     path = Path(path)
     files, layout, cfg_json = ck._dit_source(path)
     shapes, dtypes, meta = _read_shapes(files)
-    saved = json.loads(meta["openwan_quant"]) if meta.get("openwan_quant") else None
+    saved = _meta_json(meta, "openwan_quant", path)
     if saved is not None:
         if quantize not in (None, "none", saved["kind"]):
             raise ValueError(f"{path} holds {saved['kind']} weights; load it with quantize={saved['kind']!r} "
                              f"(or None), or convert the float checkpoint to {quantize}")
         quantize, include = saved["kind"], [re.escape(n) for n in saved["layers"]]
     if cfg_json is None and meta.get("openwan_config"):
-        cfg_json = json.loads(meta["openwan_config"])
+        cfg_json = _meta_json(meta, "openwan_config", path)
     prefix = next((p for p in ck.COMFY_PREFIXES if shapes and all(k.startswith(p) for k in shapes)), "")
     free = {k[len(prefix):]: v for k, v in shapes.items()}
     diffusers = layout == "diffusers" or (layout is None and ck.is_diffusers_dit(free))
@@ -347,6 +347,24 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
             if m.bias is not None:
                 m.bias = nn.Parameter(m.bias.to(m.compute_dtype), requires_grad=False)
     return model.eval().requires_grad_(False)
+
+
+def _meta_json(meta: dict, key: str, path):
+    """A JSON object from the safetensors metadata, or a CheckpointError naming the file."""
+    from openwan.checkpoints import CheckpointError
+    if not meta.get(key):
+        return None
+    try:
+        v = json.loads(meta[key])
+    except (ValueError, RecursionError):
+        v = None
+    ok = isinstance(v, dict) and (key != "openwan_quant"
+                                  or (v.get("kind") in KINDS and isinstance(v.get("layers"), list)))
+    if not ok:
+        raise CheckpointError(f"{path}: the metadata {key} is not valid (expected a JSON object"
+                              f"{' with kind int8/fp8 and a list of layers' if key == 'openwan_quant' else ''}); "
+                              f"write the file again with openwan.quant.save_quantized")
+    return v
 
 
 def _row_reader(file, key):

@@ -178,3 +178,11 @@ def test_lora_on_quantized_layers_stays_unmerged():
     quant.remove_lora(m)
     assert not len(q.adapters) and not L.lora_summary(m)
     assert torch.equal(m(x, torch.tensor([500]), ctx), base)
+
+
+def test_bad_quant_metadata_is_a_clear_error(tmp_path):
+    from openwan.checkpoints import CheckpointError, save_safetensors
+    m = quantize_model_(rand_model(tiny()), "int8")
+    save_safetensors(m.state_dict(), tmp_path / "q.safetensors", metadata={"openwan_quant": "[1, 2"})
+    with pytest.raises(CheckpointError, match="openwan_quant"):
+        quant.load_dit_quantized(tmp_path / "q.safetensors", None, config=tiny())
