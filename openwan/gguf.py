@@ -12,7 +12,8 @@ Q2_K/Q3_K; any other type is a CheckpointError naming the type and the tensor.
 
 Dequantized at load, per tensor, into the compute dtype (or, with ``quantize="int8"``/``"fp8"``,
 straight into :class:`openwan.quant.QuantLinear`, so a Q8_0/Q4_K file needs int8-sized memory, not
-bf16-sized). Why not keep the GGUF blocks and dequantize in forward: that needs a torch port of each
+bf16-sized). With ``quantize="int8"`` a Q8_0 weight is not re-quantized: its int8 values and f16
+block scales go into the layer as they are (one scale per 32 inputs), dequantized in forward. Why not keep the GGUF blocks and dequantize in forward: that needs a torch port of each
 K-quant's bit unpacking to run on the device (gguf's dequantizers are numpy, CPU only); with the
 int8 path the memory is already ~0.5x bf16 and the compute identical to ``--quantize int8``.
 
@@ -81,6 +82,28 @@ def _official_names(names):
     return free
 
 
+def _q8_0_keep(path, model) -> dict:
+    """{official key: (int8 values [out, in], f16 block scales [out, in/32])} of the file's Q8_0 weights
+    that land on int8 QuantLinear layers (a Q8_0 block: f16 scale d, then 32 int8 values; W = d * q)."""
+    r = _reader(path)
+    m = _official_names([t.name for t in r.tensors])
+    by = {t.name: t for t in r.tensors}
+    out = {}
+    for off, fname in m.items():
+        t = by[fname]
+        if t.tensor_type.name != "Q8_0" or not off.endswith(".weight"):
+            continue
+        layer = model.get_submodule(off[: -len(".weight")]) if off.count(".") else None
+        if getattr(layer, "kind", None) != "int8" or not hasattr(layer, "qweight"):
+            continue
+        rows, cols = layer.out_features, layer.in_features
+        raw = np.asarray(t.data, dtype=np.uint8).reshape(rows, cols // 32, 34)
+        d = torch.from_numpy(np.ascontiguousarray(raw[..., :2]).view(np.float16)[..., 0].astype(np.float32))
+        qs = torch.from_numpy(np.ascontiguousarray(raw[..., 2:]).view(np.int8).reshape(rows, cols))
+        out[off] = (qs, d)
+    return out
+
+
 def gguf_shapes(path) -> dict[str, tuple]:
     """{official key: shape as stored} from the header only."""
     r = _reader(path)
@@ -97,8 +120,8 @@ def gguf_types(path) -> dict[str, str]:
     return {o: by[f].tensor_type.name for o, f in m.items()}
 
 
-def iter_gguf_tensors(path, dtype: Optional[torch.dtype] = None,
-                      shapes: Optional[dict] = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_gguf_tensors(path, dtype: Optional[torch.dtype] = None, shapes: Optional[dict] = None,
+                      skip=frozenset()) -> Iterator[tuple[str, torch.Tensor]]:
     """(official key, tensor) for every tensor of the file, dequantized one at a time.
 
     ``shapes`` (official key -> model shape) reshapes flattened tensors back to the model's shape.
@@ -108,6 +131,8 @@ def iter_gguf_tensors(path, dtype: Optional[torch.dtype] = None,
     m = _official_names([t.name for t in r.tensors])
     by = {t.name: t for t in r.tensors}
     for off, fname in m.items():
+        if off in skip:
+            continue
         a = _dequantize(by[fname], path)
         t = torch.from_numpy(np.array(a, copy=not a.flags.writeable, order="C"))
         if shapes is not None and off in shapes and tuple(t.shape) != tuple(shapes[off]):
@@ -151,7 +176,11 @@ def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[s
                   f"{config.num_layers} layers)", str(path))
     quantize_model_(model, quantize, include)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    for k, t in iter_gguf_tensors(path, dtype, expected):
+    q8 = _q8_0_keep(path, model) if quantize == "int8" else {}
+    for k, (qs, d) in q8.items():   # Q8_0 into int8 layers: the file's int8 values and block scales as they are
+        model.load_state_dict({k: qs.to(dev), k[: -len("weight")] + "weight_scale": d.to(dev)},
+                              strict=False, assign=True)
+    for k, t in iter_gguf_tensors(path, dtype, expected, skip=set(q8)):
         model.load_state_dict({k: t.to(dev)}, strict=False, assign=True)
     for m in model.modules():
         if hasattr(m, "compute_dtype") and hasattr(m, "qweight"):

@@ -27,7 +27,8 @@ QuantLinear given a float ``weight`` quantizes it as it arrives, so the float mo
 :func:`load_dit_quantized` does exactly this (reading each weight row block by row block).
 
 File layout (:func:`save_quantized`): one safetensors file with the official keys; a quantized
-layer's ``<name>.weight`` is int8 or F8_E4M3 [out, in] and ``<name>.weight_scale`` is F32 [out];
+layer's ``<name>.weight`` is int8 or F8_E4M3 [out, in] and ``<name>.weight_scale`` is F32 [out]
+(or [out, in/32]: one scale per block of 32 inputs, for GGUF Q8_0 weights kept as they are);
 metadata ``openwan_config`` (official config.json) and ``openwan_quant`` (json: kind, layer names).
 
 LoRA stays unmerged on a quantized layer: :func:`load_lora` attaches the adapters of any format
@@ -78,6 +79,11 @@ def quantize_tensor(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def dequantize_tensor(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """q * scale: ``scale`` [out] (per output channel) or [out, G] (one scale per group of in/G inputs,
+    as GGUF's Q8_0 blocks of 32)."""
+    if scale.dim() == 2 and scale.shape[1] > 1:
+        out, g = scale.shape
+        return (q.reshape(out, g, -1).to(dtype) * scale.to(dtype)[..., None]).reshape(q.shape)
     return q.to(dtype) * scale.to(dtype).reshape(-1, *([1] * (q.dim() - 1)))
 
 
@@ -165,7 +171,9 @@ class QuantLinear(nn.Module):
             if s is None:
                 s = torch.ones(())
             self.qweight = w.to(self.qweight.device) if self.qweight.device.type != "meta" else w
-            self.weight_scale = s.float().expand(self.out_features).clone().to(self.qweight.device)
+            s = s.float()
+            s = s if s.dim() == 2 and s.shape[0] == self.out_features else s.reshape(-1).expand(self.out_features)
+            self.weight_scale = s.clone().to(self.qweight.device)
         elif w.is_floating_point() and w.dtype not in (torch.float8_e4m3fn, torch.float8_e5m2):
             if s is not None:  # a float weight that carries a scale: W = w * s
                 w = w.float() * s.float().reshape(-1, *([1] * (w.dim() - 1)))

@@ -163,3 +163,19 @@ def test_load_any_dit_dispatch(tmp_path):
     convert_checkpoint(tmp_path / "f", tmp_path / "q", "int8", dtype=torch.float32)
     back = load_any_dit(tmp_path / "q")
     assert isinstance(back.blocks[0].ffn[0], QuantLinear) and back.blocks[0].ffn[0].qweight.dtype == torch.int8
+
+
+def test_q8_0_kept_as_int8_blocks(tmp_path):
+    """quantize="int8" takes Q8_0 weights as they are: the layer's weight equals gguf's own dequantization."""
+    src = rand_model()
+    write(tmp_path / "m.gguf", src, QT.Q8_0)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, quantize="int8")
+    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    layer = m.blocks[1].ffn[2]
+    assert layer.weight_scale.shape == (layer.out_features, layer.in_features // 32)
+    assert torch.equal(layer.weight, f.blocks[1].ffn[2].weight)   # d * q in fp32, as gguf computes it
+    x, ctx = inputs()
+    assert torch.equal(m(x, torch.tensor([500]), ctx), f(x, torch.tensor([500]), ctx))
+    from openwan.quant import load_dit_quantized, save_quantized
+    back = load_dit_quantized(save_quantized(m, tmp_path / "q"), None)   # block scales survive save/reload
+    assert torch.equal(back(x, torch.tensor([500]), ctx), f(x, torch.tensor([500]), ctx))
