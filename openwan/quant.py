@@ -428,26 +428,48 @@ def save_quantized(model: nn.Module, path) -> Path:
 def load_lora(model: nn.Module, path_or_sd, strength: float = 1.0, name: Optional[str] = None) -> str:
     """Attach a LoRA (any format openwan.training.lora reads) to a model with quantized layers.
 
-    Adapters on :class:`QuantLinear` layers stay unmerged (added in forward); adapters on float layers
-    take the usual parametrization path. Returns the adapter name.
+    Adapters on :class:`QuantLinear` layers stay unmerged (added in forward); the keys of float layers
+    go to ``openwan.training.lora.load_lora`` (the usual parametrization). Returns the adapter name.
     """
+    from openwan.checkpoints import CheckpointError, read_state_dict
     from openwan.training import lora as L
     if isinstance(path_or_sd, (str, Path)):
-        sd, source, default = L._read_lora_file(Path(path_or_sd)), str(path_or_sd), Path(path_or_sd).stem
+        sd, source, default = read_state_dict(Path(path_or_sd)), str(path_or_sd), Path(path_or_sd).stem
     else:
         sd, source, default = dict(path_or_sd), "LoRA state dict", "lora"
-    entries = L.parse_lora(model, sd, source)
     key = L._key(name or default)
+    resolve = L._module_resolver(model)
     modules = dict(model.named_modules())
-    float_sd = {}
+    entries: dict[str, dict] = {}
+    rest = {}
+    for k, v in sd.items():   # keys of quantized layers here, the others to the float path
+        kk = next((k[len(p):] for p in L._PREFIXES if k.startswith(p)), k)
+        mod, role = L._split(kk)
+        off = resolve(mod) if role in ("down", "up", "alpha", "diff", "diff_b") else None
+        if off is not None and isinstance(modules[off], QuantLinear):
+            if role in entries.setdefault(off, {}):
+                raise CheckpointError(f"{source}: two keys give the {role} of {off} (e.g. {k})")
+            entries[off][role] = v
+        else:
+            rest[k] = v
     for off, e in entries.items():
         layer = modules[off]
-        if not isinstance(layer, QuantLinear):
-            for role, v in e.items():
-                float_sd[f"diffusion_model.{off}.{_ROLE_SUFFIX[role]}"] = v
-            continue
+        if ("down" in e) != ("up" in e) or ("alpha" in e and "down" not in e):
+            raise CheckpointError(f"{source}: {off} has an incomplete LoRA pair ({', '.join(sorted(e))})")
+        if "down" in e:
+            A, B = e["down"], e["up"]
+            if (A.shape[0] != B.shape[1] or B.shape[0] != layer.out_features
+                    or A.flatten(1).shape[1] != layer.in_features):
+                raise CheckpointError(f"{source}: {off}: LoRA shapes A {tuple(A.shape)}, B {tuple(B.shape)} do not fit "
+                                      f"the weight ({layer.out_features}, {layer.in_features})")
+        if "diff" in e and e["diff"].numel() != layer.out_features * layer.in_features:
+            raise CheckpointError(f"{source}: the delta of {off}.weight has {e['diff'].numel()} values")
+        if "diff_b" in e and (layer.bias is None or e["diff_b"].numel() != layer.out_features):
+            raise CheckpointError(f"{source}: {off} has a bias delta that does not fit its bias")
         if key in layer.adapters:
-            raise ValueError(f"an adapter named {key!r} is already on {off}")
+            raise ValueError(f"an adapter named {key!r} is already on {off} (pick another name or remove_lora first)")
+    for off, e in entries.items():
+        layer = modules[off]
         dev = layer.qweight.device
         if "down" in e:
             A, B = e["down"], e["up"]
@@ -457,13 +479,11 @@ def load_lora(model: nn.Module, path_or_sd, strength: float = 1.0, name: Optiona
             layer.adapters[key + "_diff"] = L.FullDelta(e["diff"].to(dev).reshape(layer.out_features, -1), strength)
         if "diff_b" in e:
             layer.bias_adapters[key] = L.FullDelta(e["diff_b"].to(dev).reshape(-1), strength)
-    if float_sd:
-        L.load_lora(model, float_sd, strength=strength, name=key)
+    if rest:
+        L.load_lora(model, rest, strength=strength, name=key)
+    elif not entries:
+        raise CheckpointError(f"{source}: empty LoRA")
     return key
-
-
-_ROLE_SUFFIX = {"down": "lora_down.weight", "up": "lora_up.weight", "alpha": "alpha",
-                "diff": "diff", "diff_b": "diff_b"}
 
 
 def remove_lora(model: nn.Module, name: Optional[str] = None) -> None:

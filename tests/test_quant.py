@@ -186,3 +186,12 @@ def test_bad_quant_metadata_is_a_clear_error(tmp_path):
     save_safetensors(m.state_dict(), tmp_path / "q.safetensors", metadata={"openwan_quant": "[1, 2"})
     with pytest.raises(CheckpointError, match="openwan_quant"):
         quant.load_dit_quantized(tmp_path / "q.safetensors", None, config=tiny())
+
+
+def test_lora_shape_mismatch_on_quantized_layer_is_named():
+    from openwan.checkpoints import CheckpointError
+    m = quantize_model_(rand_model(tiny()), "int8")
+    bad = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(4, 7),
+           "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(48, 4)}
+    with pytest.raises(CheckpointError, match="blocks.0.self_attn.q"):
+        quant.load_lora(m, bad)
