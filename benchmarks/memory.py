@@ -108,17 +108,18 @@ def child(spec):
     torch.set_num_threads(1)
     from openwan import quant
     from openwan.checkpoints import load_dit
+    from openwan.models.dit import WanModel
     mode = spec["mode"]
     if mode == "load":
         dtype = getattr(torch, spec["dtype"])
         with tempfile.TemporaryDirectory() as d:   # warm-up: imports and lazy initialisation outside the measure
             from openwan.configs import TINY_DIT
             random_dit(TINY_DIT).save_pretrained(d)
-            load_dit(d, dtype=dtype)
+            load_dit(d, build=WanModel, dtype=dtype)
             quant.load_dit_quantized(d, "int8", dtype=dtype)
         with PeakRSS() as pk:
             if spec["quantize"] == "none":
-                m = load_dit(spec["path"], dtype=dtype)
+                m = load_dit(spec["path"], build=WanModel, dtype=dtype)
             else:
                 m = quant.load_dit_quantized(spec["path"], spec["quantize"], dtype=dtype)
             for t in m.state_dict().values():   # page in tensors that are views of the file's mmap

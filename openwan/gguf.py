@@ -211,6 +211,7 @@ def load_any_dit(path, dtype: Optional[torch.dtype] = None, quantize: Optional[s
     from openwan.quant import is_quantized_checkpoint, load_dit_quantized
     if quantize in (None, "none") and not is_quantized_checkpoint(path):
         from openwan.checkpoints import load_dit
-        return load_dit(path, dtype=dtype, device=device, config=config)
+        from openwan.models.dit import WanModel
+        return load_dit(path, build=WanModel, dtype=dtype, device=device, config=config)
     return load_dit_quantized(path, None if quantize == "none" else quantize, dtype=dtype, device=device,
                               config=config)

@@ -239,6 +239,26 @@ def quantize_model_(model: nn.Module, kind: str, include=None) -> nn.Module:
     return model
 
 
+def load_hook(kind: str, include=None):
+    """A ``hook(name, tensor)`` for ``checkpoints.load_dit(..., hook=)`` / ``WanModel.from_pretrained(hook=)``:
+    the float weight of every targeted Linear comes back as a :class:`QuantLinear` (quantized at once,
+    computing in the tensor's dtype), which replaces the layer; every other tensor passes unchanged.
+    The layer's bias is then loaded into the new module by name (all Wan Linear layers have one)."""
+    if kind in (None, "none"):
+        return None
+    check_kind(kind)
+    hit = _matcher(include)
+
+    def hook(name: str, t: torch.Tensor):
+        owner, _, leaf = name.rpartition(".")
+        if leaf != "weight" or t.dim() != 2 or not t.is_floating_point() or not hit(owner):
+            return t
+        q = QuantLinear(t.shape[1], t.shape[0], True, kind, t.dtype, device="meta")
+        q.set_weight(t)
+        return q
+    return hook
+
+
 def quant_info(model: nn.Module) -> Optional[dict]:
     """{"kind", "layers"} of a quantized model, None for a float one."""
     layers = [n for n, m in model.named_modules() if isinstance(m, QuantLinear)]

@@ -195,3 +195,16 @@ def test_lora_shape_mismatch_on_quantized_layer_is_named():
            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(48, 4)}
     with pytest.raises(CheckpointError, match="blocks.0.self_attn.q"):
         quant.load_lora(m, bad)
+
+
+def test_load_hook_with_load_dit_gives_the_same_model(tmp_path):
+    from openwan.checkpoints import load_dit
+    cfg = tiny()
+    src = rand_model(cfg).to(torch.bfloat16)
+    src.save_pretrained(tmp_path / "f")
+    m = load_dit(tmp_path / "f", build=WanModel, hook=quant.load_hook("int8"))
+    ref = quant.load_dit_quantized(tmp_path / "f", "int8")
+    assert isinstance(m.blocks[0].ffn[0], QuantLinear) and m.blocks[0].ffn[0].compute_dtype == torch.bfloat16
+    assert isinstance(m.head.head, nn.Linear) and not isinstance(m.head.head, QuantLinear)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
