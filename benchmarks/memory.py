@@ -8,8 +8,9 @@
 
 Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
 VmRSS (sampled every 1 ms by a thread) over its value before the operation; it counts the pages of a
-memory-mapped checkpoint that the loaded model's tensors point into. Every case runs in its own subprocess, with MALLOC_MMAP_THRESHOLD_=65536 so that glibc gives
-each tensor its own mapping and RSS follows the live tensors.
+memory-mapped checkpoint that the loaded model's tensors point into. Every case runs in its own
+subprocess, with MALLOC_MMAP_THRESHOLD_=65536 so that glibc gives each tensor its own mapping and RSS
+follows the live tensors.
 """
 from __future__ import annotations
 

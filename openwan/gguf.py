@@ -13,9 +13,10 @@ Q2_K/Q3_K; any other type is a CheckpointError naming the type and the tensor.
 Dequantized at load, per tensor, into the compute dtype (or, with ``quantize="int8"``/``"fp8"``,
 straight into :class:`openwan.quant.QuantLinear`, so a Q8_0/Q4_K file needs int8-sized memory, not
 bf16-sized). With ``quantize="int8"`` a Q8_0 weight is not re-quantized: its int8 values and f16
-block scales go into the layer as they are (one scale per 32 inputs), dequantized in forward. Why not keep the GGUF blocks and dequantize in forward: that needs a torch port of each
-K-quant's bit unpacking to run on the device (gguf's dequantizers are numpy, CPU only); with the
-int8 path the memory is already ~0.5x bf16 and the compute identical to ``--quantize int8``.
+block scales go into the layer as they are (one scale per 32 inputs), dequantized in forward. K-quant
+blocks (Q6_K/Q5_K/Q4_K) are not kept: that needs a torch port of each one's bit unpacking to run on
+the device (gguf's dequantizers are numpy, CPU only); with the int8 path the memory is already ~0.5x
+bf16 and the compute identical to ``--quantize int8``.
 
 Key names: official (``blocks.0.self_attn.q.weight``), optionally under ComfyUI's
 ``model.diffusion_model.`` prefix, or diffusers names. Tensors stored with fewer dimensions than the
