@@ -14,8 +14,8 @@ compute stream waits for (an event) only when that block starts: the copy overla
 Device memory for the blocks: at most ``resident`` + 1 blocks. Without prefetch the first N blocks
 stay and the running one is the +1; with prefetch the first N-1 stay and the running block and the
 incoming next one take the other two slots (N = 0 turns prefetch off). The rest of the model
-(embeddings, head) stays on the device. While a block is out its tensors are meta tensors, so a block that ran without being
-brought in would fail loudly instead of silently computing on the CPU.
+(embeddings, head) stays on the device. While a block is out its tensors are meta tensors, so a block
+that ran without being brought in would fail loudly instead of silently computing on the CPU.
 
 Works for any module with a list of blocks (``blocks=``): the DiT (``dit.blocks``, and
 ``dit.vace_blocks``), transformers' umT5 encoder (``model.encoder.block``). Quantized layers
