@@ -1,0 +1,218 @@
+"""DiT weights published as GGUF (the community's Wan files): read, dequantize per tensor, load.
+
+The ``gguf`` package (PyPI, ``pip install openwan[gguf]``) parses the file and holds the
+dequantizers; the tensors are memory-mapped, so reading one does not read the others.
+
+    load_gguf_state_dict(path, dtype)      -> {official key: tensor in dtype}   (whole dict)
+    iter_gguf_tensors(path, dtype)         -> (official key, tensor) one at a time
+    load_dit_gguf(path, dtype, quantize)   -> a WanModel, tensor by tensor: peak = model + one tensor
+
+Types: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q4_K (the published Wan GGUFs), also Q4_0/Q4_1/Q5_0/Q5_1/
+Q2_K/Q3_K; any other type is a CheckpointError naming the type and the tensor.
+
+Dequantized at load, per tensor, into the compute dtype (or, with ``quantize="int8"``/``"fp8"``,
+straight into :class:`openwan.quant.QuantLinear`, so a Q8_0/Q4_K file needs int8-sized memory, not
+bf16-sized). With ``quantize="int8"`` a Q8_0 weight is not re-quantized: its int8 values and f16
+block scales go into the layer as they are (one scale per 32 inputs), dequantized in forward. K-quant
+blocks (Q6_K/Q5_K/Q4_K) are not kept: that needs a torch port of each one's bit unpacking to run on
+the device (gguf's dequantizers are numpy, CPU only); with the int8 path the memory is already ~0.5x
+bf16 and the compute identical to ``--quantize int8``.
+
+Key names: official (``blocks.0.self_attn.q.weight``), optionally under ComfyUI's
+``model.diffusion_model.`` prefix, or diffusers names. Tensors stored with fewer dimensions than the
+model's (GGUF holds at most 4: the 5-D patch-embedding conv is flattened by converters) are reshaped
+to the model's shape when their sizes agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+SUPPORTED = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q4_K",
+             "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K")
+
+
+def _gguf():
+    try:
+        import gguf  # the PyPI package (this module is openwan.gguf)
+    except ImportError:
+        raise ImportError("reading .gguf files needs the gguf package: pip install gguf "
+                          "(or pip install 'openwan[gguf]')") from None
+    return gguf
+
+
+def _reader(path):
+    from openwan.checkpoints import CheckpointError, _check_file
+    path = Path(path)
+    _check_file(path)
+    try:
+        return _gguf().GGUFReader(str(path), "r")
+    except (ValueError, OSError, KeyError, IndexError) as e:
+        raise CheckpointError(f"cannot read {path} as GGUF: {e}. The file is truncated or not a GGUF file; "
+                              f"download or copy it again.") from None
+
+
+def _dequantize(t, path) -> np.ndarray:
+    """One ReaderTensor -> float32 numpy array in row-major (torch) shape."""
+    from openwan.checkpoints import CheckpointError
+    g = _gguf()
+    name = t.tensor_type.name
+    if name not in SUPPORTED:
+        raise CheckpointError(f"{path}: tensor {t.name} has GGUF type {name}, which openwan does not read "
+                              f"(supported: {', '.join(SUPPORTED)}); convert the file to one of these "
+                              f"(e.g. Q8_0 or Q4_K_M)")
+    shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # ggml lists the fastest dimension first
+    if name == "F32":
+        a = np.asarray(t.data, dtype=np.float32)
+    elif name == "F16":
+        a = np.asarray(t.data).view(np.float16).astype(np.float32)
+    else:
+        a = g.quants.dequantize(np.asarray(t.data), t.tensor_type)
+    return a.reshape(shape)
+
+
+def _official_names(names):
+    from openwan.checkpoints import COMFY_PREFIXES, dit_diffusers_to_official, is_diffusers_dit
+    prefix = next((p for p in COMFY_PREFIXES if names and all(k.startswith(p) for k in names)), "")
+    free = {k[len(prefix):]: k for k in names}
+    if is_diffusers_dit(free):
+        return dit_diffusers_to_official(free)
+    return free
+
+
+def _q8_0_keep(path, model) -> dict:
+    """{official key: (int8 values [out, in], f16 block scales [out, in/32])} of the file's Q8_0 weights
+    that land on int8 QuantLinear layers (a Q8_0 block: f16 scale d, then 32 int8 values; W = d * q)."""
+    r = _reader(path)
+    m = _official_names([t.name for t in r.tensors])
+    by = {t.name: t for t in r.tensors}
+    out = {}
+    for off, fname in m.items():
+        t = by[fname]
+        if t.tensor_type.name != "Q8_0" or not off.endswith(".weight"):
+            continue
+        layer = model.get_submodule(off[: -len(".weight")]) if off.count(".") else None
+        if getattr(layer, "kind", None) != "int8" or not hasattr(layer, "qweight"):
+            continue
+        rows, cols = layer.out_features, layer.in_features
+        raw = np.asarray(t.data, dtype=np.uint8).reshape(rows, cols // 32, 34)
+        d = torch.from_numpy(np.ascontiguousarray(raw[..., :2]).view(np.float16)[..., 0].astype(np.float32))
+        qs = torch.from_numpy(np.ascontiguousarray(raw[..., 2:]).view(np.int8).reshape(rows, cols))
+        out[off] = (qs, d)
+    return out
+
+
+def gguf_shapes(path) -> dict[str, tuple]:
+    """{official key: shape as stored} from the header only."""
+    r = _reader(path)
+    m = _official_names([t.name for t in r.tensors])
+    by = {t.name: t for t in r.tensors}
+    return {o: tuple(int(d) for d in reversed(by[f].shape.tolist())) for o, f in m.items()}
+
+
+def gguf_types(path) -> dict[str, str]:
+    """{official key: GGUF type name} (F32, Q8_0, Q4_K ...)."""
+    r = _reader(path)
+    m = _official_names([t.name for t in r.tensors])
+    by = {t.name: t for t in r.tensors}
+    return {o: by[f].tensor_type.name for o, f in m.items()}
+
+
+def iter_gguf_tensors(path, dtype: Optional[torch.dtype] = None, shapes: Optional[dict] = None,
+                      skip=frozenset()) -> Iterator[tuple[str, torch.Tensor]]:
+    """(official key, tensor) for every tensor of the file, dequantized one at a time.
+
+    ``shapes`` (official key -> model shape) reshapes flattened tensors back to the model's shape.
+    """
+    from openwan.checkpoints import CheckpointError
+    r = _reader(path)
+    m = _official_names([t.name for t in r.tensors])
+    by = {t.name: t for t in r.tensors}
+    for off, fname in m.items():
+        if off in skip:
+            continue
+        a = _dequantize(by[fname], path)
+        t = torch.from_numpy(np.array(a, copy=not a.flags.writeable, order="C"))
+        if shapes is not None and off in shapes and tuple(t.shape) != tuple(shapes[off]):
+            if t.numel() != int(np.prod(shapes[off])):
+                raise CheckpointError(f"{path}: tensor {fname} has shape {tuple(t.shape)}, the model expects "
+                                      f"{tuple(shapes[off])}: is this a GGUF of another Wan model?")
+            t = t.reshape(shapes[off])
+        yield off, (t.to(dtype) if dtype is not None else t)
+
+
+def load_gguf_state_dict(path, dtype: Optional[torch.dtype] = torch.float32,
+                         shapes: Optional[dict] = None) -> dict[str, torch.Tensor]:
+    """The whole file as an official-key state dict, every tensor dequantized to ``dtype``."""
+    return dict(iter_gguf_tensors(path, dtype, shapes))
+
+
+@torch.no_grad()
+def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[str] = None,
+                  config=None, device=None, include=None):
+    """Build a WanModel from a GGUF DiT, tensor by tensor (config inferred from the shapes).
+
+    ``quantize`` ("int8"/"fp8") converts the Linear layers while loading (openwan.quant); None keeps
+    every tensor in ``dtype``.
+    """
+    from openwan import checkpoints as ck
+    from openwan.models.dit import WanModel
+    from openwan.quant import quantize_model_
+    stored = gguf_shapes(path)
+    if config is None:
+        probe = dict(stored)
+        pe = probe.get("patch_embedding.weight")
+        if pe is not None and len(pe) < 5:  # flattened conv: dim, in_dim, patch (1, 2, 2) as published
+            probe["patch_embedding.weight"] = (pe[0], int(np.prod(pe[1:])) // 4, 1, 2, 2)
+        config = ck.infer_dit_config(probe)
+    with torch.device("meta"):
+        model = WanModel(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fixed = {k: (expected[k] if k in expected and int(np.prod(v)) == int(np.prod(expected[k])) else v)
+             for k, v in stored.items()}
+    ck.check_keys(expected, fixed, f"the DiT config ({config.model_type}, dim {config.dim}, "
+                  f"{config.num_layers} layers)", str(path))
+    quantize_model_(model, quantize, include)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    q8 = _q8_0_keep(path, model) if quantize == "int8" else {}
+    for k, (qs, d) in q8.items():   # Q8_0 into int8 layers: the file's int8 values and block scales as they are
+        model.load_state_dict({k: qs.to(dev), k[: -len("weight")] + "weight_scale": d.to(dev)},
+                              strict=False, assign=True)
+    for k, t in iter_gguf_tensors(path, dtype, expected, skip=set(q8)):
+        model.load_state_dict({k: t.to(dev)}, strict=False, assign=True)
+    for m in model.modules():
+        if hasattr(m, "compute_dtype") and hasattr(m, "qweight"):
+            m.compute_dtype = dtype
+    return model.eval().requires_grad_(False)
+
+
+def find_gguf(path) -> Optional[Path]:
+    """The .gguf DiT file at ``path`` (a file, or a directory holding exactly one), else None."""
+    from openwan.checkpoints import CheckpointError
+    path = Path(path)
+    if path.is_file():
+        return path if path.suffix == ".gguf" else None
+    found = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(found) > 1:
+        raise CheckpointError(f"{path} holds several .gguf files ({', '.join(f.name for f in found)}): "
+                              f"pass the one to use")
+    return found[0] if found else None
+
+
+def load_any_dit(path, dtype: Optional[torch.dtype] = None, quantize: Optional[str] = None, device=None,
+                 config=None):
+    """One entry for the pipelines: a .gguf DiT, a quantized openwan file, or a float checkpoint
+    (quantized while loading when ``quantize`` is int8/fp8)."""
+    g = find_gguf(path)
+    if g is not None:
+        return load_dit_gguf(g, dtype or torch.float32, quantize, config=config, device=device)
+    from openwan.quant import is_quantized_checkpoint, load_dit_quantized
+    if quantize in (None, "none") and not is_quantized_checkpoint(path):
+        from openwan.checkpoints import load_dit
+        from openwan.models.dit import WanModel
+        return load_dit(path, build=WanModel, dtype=dtype, device=device, config=config)
+    return load_dit_quantized(path, None if quantize == "none" else quantize, dtype=dtype, device=device,
+                              config=config)

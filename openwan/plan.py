@@ -1,0 +1,266 @@
+"""Memory planner: estimate the peak memory of a generation, and pick the cheapest settings that fit.
+
+    estimate("t2v-14B", "1280*720", 81, dtype=torch.bfloat16, quantize="int8", offload="blocks:4")
+        -> Estimate(total, phases, parts)        # bytes; str() prints a table
+    plan("i2v-14B-480P", "832*480", 81, device_memory="24GB") -> Plan(settings, estimate) or a clear error
+
+What is counted (bytes on the compute device):
+
+* weights: every tensor of the DiT at its storage size (built on the meta device, so counts are
+  exact): quantized layers (openwan.quant) 1 byte per weight + a 4-byte scale per output row; with
+  ``offload="blocks:N"`` only the non-block weights and N + 1 blocks are on the device
+  (openwan.offload). Text encoder (umT5) and CLIP weights by their configs;
+  VAE weights.
+* DiT activations at L tokens (L = latent frames x (h/16) x (w/16)), B = 2 with classifier-free
+  guidance batched (cond + uncond in one forward, the pipeline's default), per element of the
+  [B, L, dim] token tensor (D = B L dim), from the code of openwan.models.dit:
+  residual stream x (fp32, 4 bytes) + the block input after norm/modulation (fp32, 4) + q, k, v in the
+  compute dtype (3c) + rotated q and k (2c: ``q, k = rope(q), rope(k)`` keeps the unrotated q alive) +
+  RoPE's float64 copy of k and its float64 output (16): 24 + 5c bytes per element at the RoPE of k;
+  or, in the FFN, x + input (8) + chunk outputs and their concatenation (2c) per element plus the
+  ffn_dim-wide Linear and GELU outputs of one 2048-token chunk (2 x B x 2048 x ffn_dim x c),
+  whichever is larger; plus the RoPE tables (2 x float64 [B, L, head_dim/2]) and the
+  padded text features and their embedding (fp32).
+* VAE decode: the streaming decode's peak grows with the pixels of one frame, not with the frame
+  count (docs/vae.md: ~1400 MB over the model at 256x256 in fp32); 21.4 KB per output pixel in fp32,
+  half in bf16; tiled decode (``vae_tile``) bounds it by the tile (256 px tiles: ~0.35x at 256x256).
+* phases: encode (text encoder + its activations), denoise (DiT weights + activations), decode (VAE);
+  what stays loaded across phases follows the offload setting ("none": everything stays;
+  "sequential" / "blocks:N": the text encoder is released after encoding and the DiT is off the
+  device during decode). A fixed runtime overhead (CUDA context, allocator slack) is added on CUDA.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import torch
+
+GB = 2**30
+MB = 2**20
+VAE_DECODE_BYTES_PER_PIXEL_FP32 = 1400 * MB / (256 * 256)   # docs/vae.md: stream decode, op peak at 256x256
+VAE_TILE_FACTOR = 0.35                                      # docs/vae.md: tiled (128 px) / stream, 256x256
+CUDA_OVERHEAD = 1 * GB                                      # context + allocator slack, a round number
+RUNTIME_OVERHEAD = {"cuda": CUDA_OVERHEAD, "cpu": 0}
+
+
+def parse_bytes(s: Union[str, int, float]) -> int:
+    """'24GB', '24G', '24 GiB', '800MB', 24e9 -> bytes (GB = GiB = 2^30, as torch reports)."""
+    if isinstance(s, (int, float)):
+        return int(s)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", s.lower())
+    if not m:
+        raise ValueError(f"cannot read the memory size {s!r}: write e.g. 24GB, 16GiB or 800MB")
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index(m.group(2) or "b"))
+
+
+def _fmt(n: int) -> str:
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / MB:.0f} MB"
+
+
+def _dtype_bytes(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+# ----------------------------------------------------------------------------- model sizes
+
+@functools.lru_cache(maxsize=64)
+def dit_weight_bytes(cfg, dtype=torch.bfloat16, quantize: Optional[str] = None) -> dict:
+    """{"blocks": [bytes per block], "other": bytes} of a DiT at dtype, optionally quantized."""
+    from openwan.models.dit import WanModel
+    from openwan.quant import quantize_model_
+    with torch.device("meta"):
+        m = WanModel(cfg).to(dtype)
+        if quantize not in (None, "none"):
+            quantize_model_(m, quantize)
+    def size(mod):
+        return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
+
+    blocks = [size(b) for b in m.blocks]
+    return {"blocks": tuple(blocks), "other": size(m) - sum(blocks)}
+
+
+def text_encoder_weight_bytes(cfg, dtype=torch.bfloat16) -> int:
+    """umT5 encoder: token embedding + per layer attention (4), gated FFN (3), norms, position bias."""
+    per_layer = 4 * cfg.dim * cfg.dim_attn + 3 * cfg.dim * cfg.dim_ffn + 2 * cfg.dim + cfg.num_buckets * cfg.num_heads
+    return (cfg.vocab * cfg.dim + cfg.num_layers * per_layer + cfg.dim) * _dtype_bytes(dtype)
+
+
+def image_encoder_weight_bytes(cfg, dtype=torch.bfloat16) -> int:
+    d = cfg.dim
+    per_layer = 4 * d * d + 2 * d * d * cfg.mlp_ratio + 9 * d
+    return (cfg.num_layers * per_layer + 3 * 14 * 14 * d + 300 * d) * _dtype_bytes(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def vae_weight_bytes(vae_cfg, dtype=torch.float32) -> int:
+    from openwan.models.vae import WanVAE
+    with torch.device("meta"):
+        try:
+            m = WanVAE(vae_cfg)
+        except TypeError:
+            m = WanVAE(config=vae_cfg)
+    return sum(p.numel() for p in m.parameters()) * _dtype_bytes(dtype)
+
+
+# ----------------------------------------------------------------------------- activations
+
+def latent_grid(size: str, frame_num: int, patch=(1, 2, 2), vae_stride=(4, 8, 8)) -> tuple[int, int, int]:
+    """(frames, h, w) of the DiT's token grid for a 'W*H' size (the reference's order) and frame count."""
+    try:
+        w, h = (int(v) for v in size.lower().replace("x", "*").split("*"))
+    except ValueError:
+        raise ValueError(f"size must look like 832*480 (width*height), got {size!r}") from None
+    f = (frame_num - 1) // vae_stride[0] + 1
+    return f // patch[0], h // vae_stride[1] // patch[1], w // vae_stride[2] // patch[2]
+
+
+def dit_activation_bytes(cfg, tokens: int, batch: int = 2, dtype=torch.bfloat16, context: int = 512,
+                         ffn_chunk: int = 2048) -> int:
+    """Peak bytes of the DiT's live activations at ``tokens`` tokens (see the module docstring)."""
+    c = _dtype_bytes(dtype)
+    d = batch * tokens * cfg.dim                                  # elements of one [B, L, dim] tensor
+    rope_stage = d * (4 + 4 + 5 * c + 16)                         # x, input, q k v, rotated q and k, float64 in/out
+    chunk = batch * min(tokens, ffn_chunk or tokens) * cfg.ffn_dim
+    ffn_stage = d * (4 + 4 + 2 * c) + 2 * chunk * c              # x, input, chunk outputs + cat; Linear+GELU
+    modulate_stage = 16 * d                                       # x, norm out, x*(1+scale), + shift (fp32)
+    fixed = (2 * 8 * batch * tokens * (cfg.head_dim // 2)         # RoPE cos/sin tables (float64)
+             + 4 * batch * context * (cfg.text_dim + 2 * cfg.dim)  # padded text features, text embedding (fp32)
+             + (4 * batch * 257 * cfg.dim if cfg.has_image_input else 0))
+    return fixed + max(rope_stage, ffn_stage, modulate_stage)
+
+
+def vae_decode_bytes(size: str, dtype=torch.float32, tiled: bool = False) -> int:
+    w, h = (int(v) for v in size.lower().replace("x", "*").split("*"))
+    b = VAE_DECODE_BYTES_PER_PIXEL_FP32 * w * h * _dtype_bytes(dtype) / 4
+    return int(b * (VAE_TILE_FACTOR if tiled else 1.0))
+
+
+# ----------------------------------------------------------------------------- estimate / plan
+
+@dataclass
+class Estimate:
+    total: int                                   # the peak over the phases, bytes
+    phases: dict = field(default_factory=dict)   # phase -> bytes
+    parts: dict = field(default_factory=dict)    # component -> bytes
+    settings: dict = field(default_factory=dict)
+
+    def __str__(self):
+        rows = [f"  {k:<28}{_fmt(v):>12}" for k, v in self.parts.items()]
+        rows += [f"  phase {k:<22}{_fmt(v):>12}" for k, v in self.phases.items()]
+        head = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        return f"estimated peak {_fmt(self.total)} ({head})\n" + "\n".join(rows)
+
+
+def _variant(task_or_variant):
+    from openwan.configs import Variant, get_variant
+    return task_or_variant if isinstance(task_or_variant, Variant) else get_variant(task_or_variant)
+
+
+def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, quantize: Optional[str] = None,
+             offload: str = "none", device: str = "cuda", cfg_batch: bool = True, t5_cpu: bool = False,
+             vae_tile: bool = False, dit_config=None, include_encoders: bool = True) -> Estimate:
+    """Peak device memory of one generation (bytes, with the parts), see the module docstring.
+
+    ``dit_config`` overrides the variant's DiT (e.g. fewer layers for a measurement);
+    ``include_encoders=False`` counts the DiT alone (weights + activations).
+    """
+    from openwan.offload import parse_offload
+    v = _variant(task_or_variant)
+    cfg = dit_config or v.dit
+    f, h, w = latent_grid(size, frame_num, cfg.patch_size)
+    tokens = f * h * w
+    wb = dit_weight_bytes(cfg, dtype, quantize)
+    n_res = parse_offload(offload, cfg.num_layers)
+    if n_res is None:
+        dit_w = wb["other"] + sum(wb["blocks"])
+    else:
+        dit_w = wb["other"] + sum(sorted(wb["blocks"], reverse=True)[: min(cfg.num_layers, n_res + 1)])
+    act = dit_activation_bytes(cfg, tokens, 2 if cfg_batch else 1, dtype)
+    parts = {"dit weights": dit_w, "dit activations": act}
+    phases = {"denoise": dit_w + act}
+    if include_encoders:
+        te = 0 if t5_cpu else text_encoder_weight_bytes(v.text_encoder, dtype)
+        clip = image_encoder_weight_bytes(v.image_encoder, dtype) if v.image_encoder is not None else 0
+        vae_w = vae_weight_bytes(v.vae, dtype)
+        dec = vae_decode_bytes(size, dtype, vae_tile)
+        released = offload != "none"
+        parts.update({"text encoder weights": te, "image encoder weights": clip, "vae weights": vae_w,
+                      "vae decode": dec})
+        te_act = 4 * v.text_encoder.text_len * v.text_encoder.dim_ffn * 2
+        phases["encode"] = te + clip + te_act + (0 if released else dit_w + vae_w)
+        phases["denoise"] += vae_w + (0 if released else te + clip)
+        phases["decode"] = vae_w + dec + (0 if released else dit_w + te + clip)
+    over = RUNTIME_OVERHEAD.get(device, 0)
+    parts["runtime overhead"] = over
+    total = max(phases.values()) + over
+    settings = {"quantize": quantize or "none", "offload": offload, "dtype": str(dtype).replace("torch.", ""),
+                "t5_cpu": t5_cpu, "vae_tile": vae_tile, "tokens": tokens}
+    return Estimate(total, phases, parts, settings)
+
+
+@dataclass
+class Plan:
+    settings: dict
+    estimate: Estimate
+
+    def __str__(self):
+        s = " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in self.settings.items()
+                     if v not in (False, None))
+        return f"fits: {s}\n{self.estimate}"
+
+
+def candidates(num_layers: int):
+    """Settings from the cheapest (no slowdown, no quality change) to the most frugal, in order."""
+    base = dict(quantize="none", offload="none", t5_cpu=False, vae_tile=False)
+    yield dict(base)
+    yield dict(base, offload="sequential")
+    yield dict(base, offload="sequential", quantize="int8")
+    yield dict(base, offload="sequential", quantize="int8", t5_cpu=True)
+    yield dict(base, offload="sequential", quantize="int8", t5_cpu=True, vae_tile=True)
+    for n in range(num_layers - 1, -1, -1):   # fewer resident blocks: more streaming per step
+        yield dict(base, offload=f"blocks:{n}", quantize="int8", t5_cpu=True, vae_tile=True)
+
+
+def plan(task_or_variant, size: str, frame_num: int, device_memory, dtype=torch.bfloat16,
+         device: str = "cuda", cfg_batch: bool = True, **kw) -> Plan:
+    """The first of :func:`candidates` whose estimate fits ``device_memory``; a ValueError saying what
+    the smallest setting needs when none does."""
+    budget = parse_bytes(device_memory)
+    v = _variant(task_or_variant)
+    cfg = kw.get("dit_config") or v.dit
+    last = None
+    for s in candidates(cfg.num_layers):
+        e = estimate(v, size, frame_num, dtype, device=device, cfg_batch=cfg_batch, **s, **kw)
+        if e.total <= budget:
+            return Plan(s, e)
+        last = e
+    raise ValueError(f"{v.name} at {size}, {frame_num} frames does not fit in {_fmt(budget)}: even with int8 "
+                     f"weights, every block streamed, the text encoder on the CPU and a tiled VAE decode it "
+                     f"needs about {_fmt(last.total)}; use a smaller size or fewer frames "
+                     f"(tokens: {last.settings['tokens']}), or a device with more memory.\n{last}")
+
+
+def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **kw) -> Estimate:
+    """For ``openwan generate``: the estimate, or a clear error before anything is loaded."""
+    e = estimate(task_or_variant, size, frame_num, **kw)
+    budget = parse_bytes(device_memory)
+    if e.total > budget:
+        raise MemoryError(f"this generation needs about {_fmt(e.total)} of device memory, {_fmt(budget)} are "
+                          f"available: try --offload_model auto, --quantize int8, --t5_cpu, or a smaller "
+                          f"--size / --frame_num (`openwan plan` lists the options).\n{e}")
+    return e
+
+
+def device_memory_of(device) -> Optional[int]:
+    """Total memory of a CUDA device (None elsewhere)."""
+    d = torch.device(device)
+    if d.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(d).total_memory
+    return None
+
+
+__all__ = ["estimate", "plan", "Estimate", "Plan", "parse_bytes", "fits_or_raise", "latent_grid",
+           "dit_weight_bytes", "dit_activation_bytes", "device_memory_of"]
