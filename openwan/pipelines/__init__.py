@@ -35,7 +35,8 @@ def _task_pipeline(task: str, two_experts: bool = False):
 def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = None, *, variant=None,
                   device=None, dtype: Union[None, str, torch.dtype] = None, offload: str = "none",
                   t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
-                  lora=None, compile: bool = False, experts: str = "one") -> WanPipeline:
+                  lora=None, compile: bool = False, experts: str = "one", quantize: Optional[str] = None,
+                  block_swap: Optional[int] = None) -> WanPipeline:
     """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
@@ -46,6 +47,9 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     model whose forward pass is small, like the demo's; torch's default otherwise; ``OPENWAN_THREADS``
     overrides). ``lora``: adapters for every call that does not name its own (see ``pipe(..., lora=)``).
     ``compile``: torch.compile the DiT (its forward traces as one graph; the first call pays the compile).
+    ``quantize``: "int8" / "fp8" weight-only DiT (openwan.quant; applied shard by shard while loading; a .gguf
+    DiT in the folder loads too). ``block_swap``: keep this many DiT blocks on the device and stream the rest
+    from CPU memory for each forward (openwan.offload).
     Wan 2.2: task "t2v-A14B", "i2v-A14B" or "ti2v-5B" (or
     the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
     its memory plan ("one": only the active expert on the device; "both").
@@ -56,7 +60,17 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         from openwan.demo import demo_checkpoint_dir
         ckpt, variant = demo_checkpoint_dir(), variant or "demo"
     t0 = time.perf_counter()
-    comps = load_components(ckpt, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
+    if block_swap is not None and offload != "none":
+        raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
+    dev = None if block_swap is None else "cpu"          # streamed blocks stay in CPU memory
+    comps = load_components(ckpt, variant=variant, device=dev or device, dtype=dtype, t5_cpu=t5_cpu,
+                            quantize=quantize)
+    if block_swap is not None:
+        from openwan.offload import enable_block_swap
+        target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        for model in ([comps.dit] if comps.dit_low is None else [comps.dit, comps.dit_low]):
+            enable_block_swap(model, block_swap, target)
+        comps.vae.to(target)
     task = task or comps.variant.task
     cls = _task_pipeline(task, comps.dit_low is not None)
     if task in ("t2v", "i2v") and comps.variant.name.endswith("-A14B") and comps.dit_low is None:

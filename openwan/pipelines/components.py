@@ -37,7 +37,7 @@ def _device(device) -> torch.device:
 
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
-                    need_image_encoder: Optional[bool] = None) -> Components:
+                    need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -61,8 +61,17 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
     device = _device(device)
     dit_dtype, dtype_reason = _dit_dtype(dtype, device)
-    dit = WanModel.from_pretrained(lay.dits[0], dtype=dit_dtype, device=device,
-                                   config=stored.dit if stored else None)
+    quantize = None if quantize in (None, "none") else quantize
+
+    def load_dit(folder, dtype, device, config=None):
+        """A float checkpoint; a .gguf DiT in the folder or an openwan-quantized one; or quantized while
+        loading (``quantize``: int8 / fp8 weight-only, shard by shard: openwan.quant)."""
+        from openwan.gguf import find_gguf, load_any_dit
+        if quantize is None and find_gguf(folder) is None:
+            return WanModel.from_pretrained(folder, dtype=dtype, device=device, config=config)
+        return load_any_dit(folder, dtype=dtype, quantize=quantize, device=device, config=config)
+
+    dit = load_dit(lay.dits[0], dit_dtype, device, stored.dit if stored else None)
     if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
             and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
         dit_dtype = torch.float32
@@ -70,7 +79,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
     dit_low = None
     if len(lay.dits) == 2:
-        dit_low = WanModel.from_pretrained(lay.dits[1], dtype=dit_dtype, device=torch.device("cpu"))
+        dit_low = load_dit(lay.dits[1], dit_dtype, torch.device("cpu"))
         if dit_low.config != dit.config:
             raise CheckpointError(f"{path}: the two experts differ ({lay.dits[0].name}: {dit.config.model_type}, "
                                   f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
@@ -146,8 +155,8 @@ def check_checkpoint_dir(path: Path):
             where = "" if d == path else f" in {d.name}/"
             if d != path and not (d / "config.json").exists():
                 missing.append(f"DiT config{where} (config.json)")
-            if not list(d.glob("diffusion_pytorch_model*.safetensors")):
-                missing.insert(0, f"DiT weights{where} (diffusion_pytorch_model*.safetensors)")
+            if not list(d.glob("diffusion_pytorch_model*.safetensors")) and not list(d.glob("*.gguf")):
+                missing.insert(0, f"DiT weights{where} (diffusion_pytorch_model*.safetensors, or one .gguf file)")
     if missing:
         raise CheckpointError(f"checkpoint directory {path} ({lay.kind} layout) is missing: {'; '.join(missing)}")
     return lay
