@@ -85,6 +85,18 @@ def test_color_and_size_drift_and_lost_frames():
     assert m["size_ratio"] == 1.5 and not lb.meets(m)["size"] and lb.meets(m)["color"]
 
 
+def test_an_object_lost_in_the_last_window_fails_found_and_color():
+    v = square_video([20] * 49)
+    v[29:] = BACKGROUND                                         # gone from frame 29 on: the whole last window
+    m = lb.video_metrics(detect.track(v), SPANS_49)
+    assert m["found"] == 29 / 49 and m["windows"][-1]["color"] is None and not m["color_kept"]
+    assert np.isnan(m["color_drift"]) and np.isnan(m["size_ratio"])
+    assert lb.meets(m) == {"found": False, "color": False, "size": False, "seams": True, "speed": False}
+    rec = {"method": "windows", "seconds": 1.0, "metrics": m, "meets": lb.meets(m)}
+    s = lb.summarize([rec, dict(rec, metrics=dict(m, color_drift=5.0))])["windows"]
+    assert s["color_drift_worst"] == 5.0 and s["found_worst"] == round(29 / 49, 4) and s["meets"]["found"] == 0
+
+
 def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
     from openwan.cli import main
     from openwan.demo.bench import list_benchmarks

@@ -159,7 +159,7 @@ def meets(m: dict) -> dict:
     return {"found": m["found"] >= t["found"],
             "color": m["color_kept"] and m["color_drift"] <= t["color_drift"],
             "size": t["size_ratio"][0] <= m["size_ratio"] <= t["size_ratio"][1],
-            "seams": m["seam_over_within"] <= t["seam_over_within"],
+            "seams": m["seam_max"] <= t["seam_over_within"] * m["within_max"],     # also 0 <= 0: no motion
             "speed": t["speed_ratio"][0] <= m["speed_ratio"] <= t["speed_ratio"][1]}
 
 
@@ -229,9 +229,10 @@ def summarize(records: Sequence[dict]) -> dict:
         for k in SUMMARY_KEYS:
             v = np.array([r["metrics"][k] for r in rs], np.float64)
             s[k] = round(float(np.nanmean(v)), 4) if (~np.isnan(v)).any() else float("nan")
-        worst = {"found": min, "color_drift": max, "seam_over_within": max}
+        worst = {"found": np.nanmin, "color_drift": np.nanmax, "seam_over_within": np.nanmax}
         for k, fn in worst.items():
-            s[f"{k}_worst"] = round(float(fn(r["metrics"][k] for r in rs)), 4)
+            v = np.array([r["metrics"][k] for r in rs], np.float64)
+            s[f"{k}_worst"] = round(float(fn(v)), 4) if (~np.isnan(v)).any() else float("nan")
         s["meets"] = {k: sum(r["meets"][k] for r in rs) for k in rs[0]["meets"]}
         out[method] = s
     return out
