@@ -44,7 +44,8 @@ with torch.inference_mode():
         dt = time.perf_counter() - t0
 peak = status("VmHWM")
 print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak - base,
-                  "long_video": out.settings.get("long_video"), "dit_forwards": out.settings["stats"].get("dit_forwards")}))
+                  "long_video": out.settings.get("long_video"),
+                  "dit_forwards": out.settings["stats"].get("dit_forwards")}))
 """
 
 
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     mb = 2 ** 20
     print(f"demo pipeline, {a.steps} steps, {a.threads} thread(s); peak RSS of the generation in a fresh process")
-    print(f"{'method':9} {'frames':>6} {'windows':>7} {'forwards':>8} {'time s':>8} {'peak MB':>8} {'over base MB':>12}")
+    print(f"{'method':9} {'frames':>6} {'windows':>7} {'forwards':>8} {'time s':>8} {'peak MB':>8} "
+          f"{'over base MB':>12}")
     results = []
     for method in a.methods:
         for frames in a.frames:
