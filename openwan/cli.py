@@ -400,8 +400,8 @@ def cmd_convert(a) -> int:
 
 
 def _bench_parser(sub):
-    p = sub.add_parser("bench", help="benchmarks: openwan bench (lists them), openwan bench demo [--help]")
-    p.add_argument("what", nargs="?", choices=["demo"], help="the benchmark to run (none: list them)")
+    p = sub.add_parser("bench", help="benchmarks: openwan bench (lists them), openwan bench demo|long [--help]")
+    p.add_argument("what", nargs="?", choices=["demo", "long"], help="the benchmark to run (none: list them)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -434,6 +434,8 @@ def main(argv=None) -> int:
             return _delegate(DELEGATED[argv[0]], argv[1:])
         if argv[:2] == ["bench", "demo"]:
             return _delegate("openwan.demo.bench", argv[2:])
+        if argv[:2] == ["bench", "long"]:
+            return _delegate("openwan.demo.long_bench", argv[2:])
         a = build_parser().parse_args(argv)
         return a.func(a)
     except (CLIError, ValueError, CheckpointError, FileExistsError, FileNotFoundError, PermissionError,

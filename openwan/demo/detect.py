@@ -310,6 +310,30 @@ def detect_objects(frames, n_objects: int = 2, background=None) -> list:
     return out
 
 
+def track(frames, background=None) -> dict:
+    """Per frame, the object as :func:`detect` finds it (the largest component above half the frame's peak
+    contrast), without the clip-level attributes: ``found`` [F] bool, centroid ``cx``, ``cy`` [F] in pixels
+    (pixel centres at i + 0.5), ``area`` [F] in pixels and ``rgb`` [F, 3], the mean color of its core pixels
+    (contrast >= ``CORE_LEVEL`` of the peak); NaN (area 0) where no object is found. For long videos, where
+    the clip-level fits of :func:`detect` say little, ``openwan bench long`` measures drift from these."""
+    x, d, bg = _contrast(frames, background)
+    f, h, w = d.shape
+    peak = _box3_max(d)
+    thr = np.maximum(0.5 * peak, MIN_CONTRAST)
+    keep = _largest_components((d > thr[:, None, None]) & (peak >= MIN_PEAK)[:, None, None])
+    area = keep.sum(axis=(1, 2)).astype(np.float64)
+    found = (peak >= MIN_PEAK) & (area >= max(MIN_AREA_FRACTION * h * w, 3.0))
+    safe = np.maximum(area, 1.0)
+    cx = (keep.sum(axis=1) * (np.arange(w) + 0.5)).sum(axis=1) / safe
+    cy = (keep.sum(axis=2) * (np.arange(h) + 0.5)).sum(axis=1) / safe
+    core = keep & (d >= CORE_LEVEL * peak[:, None, None])
+    n_core = np.maximum(core.sum(axis=(1, 2)), 1)[:, None]
+    rgb = np.einsum("fhw,fhwc->fc", core.astype(np.float64), x.astype(np.float64)) / n_core
+    nan = np.where(found, 1.0, np.nan)
+    return {"found": found, "cx": cx * nan, "cy": cy * nan, "area": np.where(found, area, 0.0),
+            "rgb": rgb * nan[:, None], "background": [float(v) for v in bg], "size": (h, w)}
+
+
 def _expected(expected) -> Attributes:
     if isinstance(expected, dict):
         return Attributes(expected["color"], expected["shape"], expected["motion"])

@@ -1,0 +1,103 @@
+"""Long video memory and time: peak RSS of a long demo generation vs a short one, per long-video method.
+
+Each case (method x frame count) runs in its own subprocess: the demo pipeline is loaded, one native-length
+1-step generation warms it up (thread pools, lazy buffers), then the peak RSS counter is reset
+(/proc/self/clear_refs) and the measured generation runs, decoding streaming into an mp4 writer
+(``return_frames=False``, as `openwan generate` does). Reported: seconds, peak RSS (VmHWM), and the peak over
+the warmed-up baseline (what the generation itself adds); then per method the ratio long / short of both.
+Issue 18's target: 161 frames <= 1.3x the peak of 33 frames. ``none`` is the naive one-call baseline (the DiT
+sees every frame at once). MALLOC_MMAP_THRESHOLD_ is fixed so that RSS follows the live tensors rather than
+allocator arenas (as benchmarks/dit.py does for its memory runs); the times are taken in the same runs.
+
+    python benchmarks/long_video.py                         # 33 vs 161 frames, 3 methods, 20 steps, 1 thread
+    python benchmarks/long_video.py --frames 17 33 161 --methods windows --steps 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import gc, json, os, sys, tempfile, time
+import torch
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+from openwan.pipelines import load_pipeline
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+pipe = load_pipeline("demo", progress=False)
+prompt = args["prompt"]
+with torch.inference_mode():
+    pipe(prompt, sample_steps=1, seed=0, output_type="latent")            # warm-up at the native length
+    gc.collect()
+    open("/proc/self/clear_refs", "w").write("5")                          # peak (VmHWM) := current RSS
+    base = status("VmRSS")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = pipe(prompt, frame_num=args["frames"], sample_steps=args["steps"], seed=0,
+                   long_method=args["method"], output_path=os.path.join(tmp, "v.mp4"), return_frames=False)
+        dt = time.perf_counter() - t0
+peak = status("VmHWM")
+print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak - base,
+                  "long_video": out.settings.get("long_video"),
+                  "dit_forwards": out.settings["stats"].get("dit_forwards")}))
+"""
+
+
+def run_case(method: str, frames: int, steps: int, threads: int, prompt: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"),
+               OMP_NUM_THREADS=str(threads))
+    args = dict(method=method, frames=frames, steps=steps, threads=threads, prompt=prompt)
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method} {frames} frames failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, nargs="+", default=[33, 161], help="frame counts (first = reference)")
+    ap.add_argument("--methods", nargs="+", default=["windows", "continue", "none"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prompt", default="a red circle moving to the right")
+    ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    a = ap.parse_args(argv)
+    mb = 2 ** 20
+    print(f"demo pipeline, {a.steps} steps, {a.threads} thread(s); peak RSS of the generation in a fresh process")
+    print(f"{'method':9} {'frames':>6} {'windows':>7} {'forwards':>8} {'time s':>8} {'peak MB':>8} "
+          f"{'over base MB':>12}")
+    results = []
+    for method in a.methods:
+        for frames in a.frames:
+            r = dict(run_case(method, frames, a.steps, a.threads, a.prompt), method=method, frames=frames)
+            results.append(r)
+            lv = r["long_video"] or {}
+            print(f"{method:9} {frames:6d} {lv.get('windows', 1):7d} {r['dit_forwards']:8d} {r['seconds']:8.1f} "
+                  f"{r['peak'] / mb:8.1f} {r['over_base'] / mb:12.1f}", flush=True)
+    ref, ratios = a.frames[0], []
+    print(f"\nratio to {ref} frames (target for 161 vs 33: peak <= 1.3x)")
+    for method in a.methods:
+        base = next(r for r in results if r["method"] == method and r["frames"] == ref)
+        for r in results:
+            if r["method"] == method and r["frames"] != ref:
+                ratio = {"method": method, "frames": r["frames"], "reference": ref,
+                         "peak": r["peak"] / base["peak"], "over_base": r["over_base"] / max(base["over_base"], 1),
+                         "time": r["seconds"] / base["seconds"]}
+                ratios.append(ratio)
+                print(f"{method:9} {r['frames']:6d}: peak {ratio['peak']:.3f}x, over base {ratio['over_base']:.2f}x, "
+                      f"time {ratio['time']:.2f}x")
+    if a.json:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from openwan.fileio import write_json
+        write_json({"settings": vars(a), "cases": results, "ratios": ratios}, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

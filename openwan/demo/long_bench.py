@@ -1,0 +1,322 @@
+"""`openwan bench long`: do long demo videos drift? Each long-video method beside the naive one-call baseline.
+
+For every prompt, seed and method (``windows``, ``continue``, and ``none``: the whole video in one DiT call),
+the demo pipeline generates a video of ``--frames`` frames (default 161, about 10x the demo's native 17), and
+plain image processing measures it frame by frame (:func:`openwan.demo.detect.track`: the object's centroid,
+area and mean core color per frame). Over the windows of the long-video plan (the same plan for the naive
+baseline, so its numbers are measured at the same places) it reports:
+
+- **found**: the fraction of frames where the object is found;
+- **color drift**: the distance (Euclidean, RGB levels 0-255) between the object's mean color over the first
+  and the last window, and whether the palette name of that color stays the same;
+- **size ratio**: the object's mean area over the last window / over the first;
+- **seam jumps**: the centroid's largest displacement (pixels, frame to frame) at each seam (the frames of the
+  latent frames two windows share, and the next one) against the largest displacement anywhere else;
+- **motion kept**: the mean speed (pixels per frame) per window, last / first window, and the direction
+  reversals along the main axis of motion (turns by more than ``REVERSAL_SWING`` of the frame).
+
+Latent frame ``l`` holds pixel frames ``4l-3 .. 4l`` (``l`` >= 1; latent frame 0 is pixel frame 0).
+
+    openwan bench long                                   # 3 prompts x 2 seeds x 3 methods, 161 frames
+    openwan bench long --frames 49 --steps 4 --seeds 1   # a quick look
+    openwan bench long --methods windows none --json out.json
+
+Targets (issue 18): found >= 95% of frames, color drift <= 30 levels with the same color name, size ratio
+0.75-1.33, no seam jump above the in-window motion, speed in the last window 0.5-2x the first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+DEFAULT_PROMPTS = ("a red circle moving to the right", "a green circle staying still", "a blue square moving up")
+METHODS = ("windows", "continue", "none")
+REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
+TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
+           "speed_ratio": (0.5, 2.0)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frames of a window plan
+# ----------------------------------------------------------------------------------------------------------
+
+def pixel_frames(latent_start: int, latent_end: int, frame_num: int, ratio: int = 4) -> tuple:
+    """The pixel frames [a, b) of latent frames [latent_start, latent_end) (causal VAE: latent 0 is frame 0,
+    latent l >= 1 is frames ratio*l - ratio + 1 .. ratio*l)."""
+    a = 0 if latent_start == 0 else ratio * latent_start - ratio + 1
+    b = 1 if latent_end <= 1 else ratio * (latent_end - 1) + 1
+    return a, min(b, frame_num)
+
+
+def plan_frames(spans: Sequence, frame_num: int, ratio: int = 4) -> tuple:
+    """(windows, seams) in pixel frames: each window's [a, b), and for each seam between windows k and k+1 the
+    frames [a, b) whose arrival is a seam transition: those of the shared latent frames and of the first one
+    after them."""
+    windows = [pixel_frames(s, e, frame_num, ratio) for s, e in spans]
+    seams = [pixel_frames(spans[k + 1][0], spans[k][1] + 1, frame_num, ratio) for k in range(len(spans) - 1)]
+    return windows, seams
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics of one tracked video
+# ----------------------------------------------------------------------------------------------------------
+
+def _nanmean(a, axis=0):
+    a = np.asarray(a, np.float64)
+    ok = ~np.isnan(a)
+    n = ok.sum(axis=axis)
+    return np.where(n > 0, np.where(ok, a, 0.0).sum(axis=axis) / np.maximum(n, 1), np.nan)
+
+
+def reversals(pos: np.ndarray, swing: float) -> list:
+    """Frames where a 1-D track turns around: the extreme it reached before coming back by more than
+    ``swing`` (hysteresis, so jitter smaller than ``swing`` never counts). NaN positions are skipped."""
+    idx = np.flatnonzero(~np.isnan(pos))
+    if len(idx) < 2:
+        return []
+    turns, direction = [], 0
+    lo = hi = ext = float(pos[idx[0]])
+    ext_i = int(idx[0])
+    for i in idx[1:]:
+        v = float(pos[i])
+        if direction == 0:                      # until the first move larger than the swing
+            lo, hi = min(lo, v), max(hi, v)
+            if v - lo > swing or hi - v > swing:
+                direction, ext, ext_i = (1 if v - lo > swing else -1), v, int(i)
+        elif (v - ext) * direction > 0:         # still going the same way: a new extreme
+            ext, ext_i = v, int(i)
+        elif (ext - v) * direction > swing:     # came back far enough: the extreme was a turn
+            turns.append(ext_i)
+            direction, ext, ext_i = -direction, v, int(i)
+    return turns
+
+
+def video_metrics(track: dict, spans: Sequence, ratio: int = 4, swing: float = REVERSAL_SWING) -> dict:
+    """Drift metrics of a tracked video (:func:`openwan.demo.detect.track`) over the windows ``spans`` (latent
+    [start, end) pairs). Distances in pixels, colors in RGB levels, speeds in pixels per frame."""
+    from openwan.demo.detect import classify_color
+    found = np.asarray(track["found"], bool)
+    f = len(found)
+    c = np.stack([track["cx"], track["cy"]], axis=1).astype(np.float64)
+    area = np.where(found, track["area"], np.nan).astype(np.float64)
+    rgb = np.asarray(track["rgb"], np.float64)
+    step = np.full(f, np.nan)                       # step[i]: displacement from frame i-1 to frame i
+    step[1:] = np.linalg.norm(c[1:] - c[:-1], axis=1)
+    windows, seams = plan_frames(spans, f, ratio)
+
+    per_window = []
+    for (a, b), (s, e) in zip(windows, spans):
+        col = _nanmean(rgb[a:b])
+        vel = _nanmean(c[a + 1:b] - c[a:b - 1]) if b - a > 1 else np.full(2, np.nan)
+        per_window.append({
+            "latent": [int(s), int(e)], "frames": [int(a), int(b)], "found": float(found[a:b].mean()),
+            "rgb": [round(float(v), 2) for v in col],
+            "color": classify_color(col) if not np.isnan(col).any() else None,
+            "area": round(float(_nanmean(area[a:b])), 2),
+            "speed": round(float(_nanmean(step[a + 1:b])), 4) if b - a > 1 else float("nan"),
+            "velocity": [round(float(v), 4) for v in vel]})
+
+    at_seam = np.zeros(f, bool)
+    seam_jumps = []
+    for a, b in seams:
+        at_seam[max(a, 1):b] = True
+        seg = step[max(a, 1):b]
+        seam_jumps.append(float(np.nanmax(seg)) if (~np.isnan(seg)).any() else float("nan"))
+    within = step[1:][~at_seam[1:] & ~np.isnan(step[1:])]
+    within_max = float(within.max()) if len(within) else float("nan")
+    seam_max = float(np.nanmax(seam_jumps)) if seam_jumps and not np.isnan(seam_jumps).all() else float("nan")
+
+    first, last = per_window[0], per_window[-1]
+    drift = float(np.linalg.norm(np.subtract(last["rgb"], first["rgb"])))
+    span = np.nansum(np.abs(np.diff(c, axis=0)), axis=0)          # path length along x and along y
+    axis = int(np.argmax(span)) if np.isfinite(span).all() else 0
+    turns = reversals(c[:, axis], swing * track["size"][1 - axis])     # size = (height, width)
+    return {
+        "frames": f, "windows": per_window,
+        "found": float(found.mean()),
+        "color_first": first["color"], "color_last": last["color"],
+        "color_kept": first["color"] is not None and first["color"] == last["color"],
+        "color_drift": round(drift, 3),
+        "size_ratio": round(last["area"] / first["area"], 4) if first["area"] > 0 else float("nan"),
+        "seam_jumps": [round(v, 4) for v in seam_jumps],
+        "seam_max": round(seam_max, 4), "within_max": round(within_max, 4),
+        "within_mean": round(float(within.mean()), 4) if len(within) else float("nan"),
+        "seam_over_within": round(seam_max / within_max, 4) if within_max > 0 else float("nan"),
+        "speed_first": first["speed"], "speed_last": last["speed"],
+        "speed_ratio": round(last["speed"] / first["speed"], 4) if first["speed"] > 0 else float("nan"),
+        "axis": "xy"[axis], "reversals": len(turns), "reversal_frames": turns}
+
+
+def meets(m: dict) -> dict:
+    """Which targets a video's metrics meet."""
+    t = TARGETS
+    return {"found": m["found"] >= t["found"],
+            "color": m["color_kept"] and m["color_drift"] <= t["color_drift"],
+            "size": t["size_ratio"][0] <= m["size_ratio"] <= t["size_ratio"][1],
+            "seams": m["seam_max"] <= t["seam_over_within"] * m["within_max"],     # also 0 <= 0: no motion
+            "speed": t["speed_ratio"][0] <= m["speed_ratio"] <= t["speed_ratio"][1]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running it
+# ----------------------------------------------------------------------------------------------------------
+
+def spans_of(settings: dict, frame_num: int, native: int) -> list:
+    """The latent window spans of a call: from its settings["long_video"], or for a call without one (the
+    naive baseline) the plan the default method would have used, so the baseline is measured at the same
+    seams."""
+    from openwan.long_video import latent_frames, plan_long_video, plan_windows
+    lv = settings.get("long_video")
+    if lv:
+        return [list(s) for s in plan_windows(lv["latent_frames"], lv["window"], lv["overlap"]).spans]
+    long = plan_long_video(frame_num, native, "windows")
+    return [[0, latent_frames(frame_num)]] if long is None else [list(s) for s in long.plan.spans]
+
+
+def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
+                       frame_num: int, out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list:
+    """Generate and measure one video per (prompt, seed, method); one record each."""
+    from openwan.demo import detect
+    native = pipe.defaults().frame_num
+    records = []
+    for prompt in prompts:
+        for seed in seeds:
+            for method in methods:
+                path = None
+                if out_dir is not None:
+                    path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
+                t0 = time.perf_counter()
+                out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
+                           overwrite=True, **sample_kw)
+                dt = time.perf_counter() - t0
+                spans = spans_of(out.settings, frame_num, native)
+                m = video_metrics(detect.track(out.frames[0]), spans)
+                rec = {"prompt": prompt, "seed": int(seed), "method": method, "seconds": round(dt, 2),
+                       "spans": spans, "metrics": m, "meets": meets(m)}
+                if path is not None:
+                    rec["video"] = str(path)
+                records.append(rec)
+                if progress:
+                    print(f"  [{len(records):3d}] {method:8s} {prompt!r} seed {seed}: " + _line(m) +
+                          f" ({dt:.1f}s)", file=sys.stderr, flush=True)
+    return records
+
+
+def _line(m: dict) -> str:
+    return (f"found {100 * m['found']:.0f}%, color {m['color_first']}->{m['color_last']} drift "
+            f"{m['color_drift']:.1f}, size x{m['size_ratio']:.2f}, seam/within {m['seam_over_within']:.2f}, "
+            f"speed x{m['speed_ratio']:.2f}, {m['reversals']} reversals")
+
+
+SUMMARY_KEYS = ("found", "color_drift", "size_ratio", "seam_max", "within_max", "seam_over_within", "speed_ratio",
+                "reversals")
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """Per method: the mean of each metric over its videos, its worst value, and how many videos meet each
+    target."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == method]
+        s = {"videos": len(rs), "seconds_per_video": round(float(np.mean([r["seconds"] for r in rs])), 2),
+             "color_kept": sum(r["metrics"]["color_kept"] for r in rs)}
+        for k in SUMMARY_KEYS:
+            v = np.array([r["metrics"][k] for r in rs], np.float64)
+            s[k] = round(float(np.nanmean(v)), 4) if (~np.isnan(v)).any() else float("nan")
+        worst = {"found": np.nanmin, "color_drift": np.nanmax, "seam_over_within": np.nanmax}
+        for k, fn in worst.items():
+            v = np.array([r["metrics"][k] for r in rs], np.float64)
+            s[f"{k}_worst"] = round(float(fn(v)), 4) if (~np.isnan(v)).any() else float("nan")
+        s["meets"] = {k: sum(r["meets"][k] for r in rs) for k in rs[0]["meets"]}
+        out[method] = s
+    return out
+
+
+def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), per_window: bool = False) -> str:
+    lines = ["openwan bench long  (demo)",
+             "settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), ""]
+    if per_window:
+        for r in records:
+            lines.append(f"{r['method']} {r['prompt']!r} seed {r['seed']}:")
+            lines.append(f"  {'window':>6} {'frames':>9} {'found':>6} {'color':>7} {'rgb':>17} {'area':>7} "
+                         f"{'speed':>6} {'seam jump':>9}")
+            seams = r["metrics"]["seam_jumps"] + [None]
+            for i, (w, j) in enumerate(zip(r["metrics"]["windows"], seams)):
+                rgb = "/".join(f"{v:.0f}" for v in w["rgb"]) if w["color"] else "-"
+                lines.append(f"  {i:6d} {w['frames'][0]:4d}-{w['frames'][1] - 1:<4d} {100 * w['found']:5.0f}% "
+                             f"{str(w['color']):>7} {rgb:>17} {w['area']:7.1f} {w['speed']:6.2f} "
+                             f"{'' if j is None else f'{j:9.2f}'}")
+        lines.append("")
+    lines.append(f"{'method':9s} {'videos':>6s} {'found':>7s} {'color drift':>11s} {'kept':>5s} {'size x':>7s} "
+                 f"{'seam px':>8s} {'within px':>9s} {'seam/within':>11s} {'speed x':>8s} {'reversals':>9s} "
+                 f"{'s/video':>8s}")
+    for method, s in summary.items():
+        lines.append(f"{method:9s} {s['videos']:6d} {100 * s['found']:6.1f}% {s['color_drift']:11.1f} "
+                     f"{s['color_kept']:2d}/{s['videos']:<2d} {s['size_ratio']:7.2f} {s['seam_max']:8.2f} "
+                     f"{s['within_max']:9.2f} {s['seam_over_within']:11.2f} {s['speed_ratio']:8.2f} "
+                     f"{s['reversals']:9.1f} {s['seconds_per_video']:8.1f}")
+    lines += ["", "videos meeting each target (found >= 95%, color drift <= 30 and same name, size 0.75-1.33x, "
+                  "seam jump <= in-window motion, speed 0.5-2x):"]
+    for method, s in summary.items():
+        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['videos']}" for k, v in s["meets"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="openwan bench long", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161, ~10x native)")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                    help="long-video methods ('none' = the naive one-call baseline)")
+    ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
+    ap.add_argument("--seeds", type=int, default=2, help="videos per prompt and method (seeds 0..N-1)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    ap.add_argument("--overlap", type=int, default=None, help="long_overlap in latent frames (default: the "
+                                                                  "method's)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
+    ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
+    ap.add_argument("--per_window", action="store_true", help="print every video's per-window table")
+    ap.add_argument("--quiet", action="store_true", help="no per-video lines")
+    a = ap.parse_args(argv)
+    for name in ("seeds", "steps", "threads"):
+        if getattr(a, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.frames < 2:
+        raise ValueError(f"--frames must be >= 2, got {a.frames}")
+
+    import torch
+    from openwan.pipelines import load_pipeline
+    torch.set_num_threads(a.threads)
+    pipe = load_pipeline("demo", progress=False)
+    kw = {"sample_steps": a.steps}
+    if a.overlap is not None:
+        kw["long_overlap"] = a.overlap
+    settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "threads": a.threads,
+                "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
+                "overlap": a.overlap if a.overlap is not None else "default"}
+    out_dir = Path(a.out) if a.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        records = run_long_benchmark(pipe, a.prompts, range(a.seeds), a.methods, a.frames, out_dir=out_dir,
+                                     progress=not a.quiet, **kw)
+    summary = summarize(records)
+    result = {"settings": settings, "targets": TARGETS, "summary": summary, "videos": records}
+    from openwan.fileio import write_json
+    if a.json == "-":
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        print(format_report(summary, settings, records, a.per_window))
+        if a.json:
+            write_json(result, Path(a.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""`openwan bench long`: the drift metrics on synthetic videos with known answers, and a short real run."""
+import json
+
+import numpy as np
+import pytest
+
+from openwan.demo import detect
+from openwan.demo import long_bench as lb
+from openwan.demo.world import BACKGROUND, COLORS
+
+SPANS_49 = [[0, 5], [4, 9], [8, 13]]          # the demo's plan for 49 frames: 13 latent frames, window 5, overlap 1
+# Centroids are sums of pixel centres over the area (~100 px, coordinates < 64) in float64: exact to far below
+# 1e-9 px (64 * 100 values summed at fp64 eps 2.2e-16 round to ~1e-12).
+TOL = 1e-9
+
+
+def square_video(xs, frames=None, color=COLORS["red"], side=10, y=20, size=64):
+    """uint8 [F, size, size, 3]: a flat square of ``side`` pixels with its left edge at xs[i] in frame i."""
+    n = len(xs) if frames is None else frames
+    v = np.empty((n, size, size, 3), np.uint8)
+    v[:] = BACKGROUND
+    for i, x in enumerate(xs):
+        c = color(i) if callable(color) else color
+        v[i, y:y + side, x:x + side] = c
+    return v
+
+
+def test_plan_frames_cover_the_video_and_put_seams_on_the_shared_latents():
+    windows, seams = lb.plan_frames(SPANS_49, 49)
+    assert windows == [(0, 17), (13, 33), (29, 49)]          # latent 4 = frames 13..16, latent 8 = 29..32
+    assert seams == [(13, 21), (29, 37)]                      # shared latent + the next one
+    covered = set()
+    for a, b in windows:
+        covered |= set(range(a, b))
+    assert covered == set(range(49))
+    assert lb.pixel_frames(0, 1, 17) == (0, 1) and lb.pixel_frames(1, 5, 17) == (1, 17)
+
+
+def test_a_square_moving_one_pixel_a_frame():
+    v = square_video([5 + i for i in range(49)])
+    tr = detect.track(v)
+    assert tr["found"].all() and np.all(tr["area"] == 100)
+    assert np.allclose(np.diff(tr["cx"]), 1.0, rtol=0, atol=TOL) and np.all(tr["cx"][0] == 10.0)
+    m = lb.video_metrics(tr, SPANS_49)
+    assert m["found"] == 1.0
+    for w in m["windows"]:
+        assert abs(w["speed"] - 1.0) <= TOL and w["velocity"] == [1.0, 0.0]
+        assert w["rgb"] == [float(c) for c in COLORS["red"]] and w["color"] == "red"
+    assert m["color_drift"] == 0.0 and m["color_kept"] and m["size_ratio"] == 1.0
+    assert m["seam_jumps"] == [1.0, 1.0] and m["within_max"] == 1.0 and m["seam_over_within"] == 1.0
+    assert m["speed_ratio"] == 1.0 and m["axis"] == "x" and m["reversals"] == 0
+    assert lb.meets(m) == {"found": True, "color": True, "size": True, "seams": True, "speed": True}
+
+
+def test_an_injected_jump_is_found_at_its_seam():
+    xs = [5 + i + (8 if i >= 33 else 0) for i in range(49)]   # frame 32 -> 33 jumps 9 px: seam 1 (frames 29-36)
+    m = lb.video_metrics(detect.track(square_video(xs)), SPANS_49)
+    assert m["seam_jumps"] == [1.0, 9.0] and m["within_max"] == 1.0 and m["seam_over_within"] == 9.0
+    assert not lb.meets(m)["seams"]
+    xs = [5 + i + (8 if i >= 24 else 0) for i in range(49)]   # frame 23 -> 24: inside window 1, no seam
+    m = lb.video_metrics(detect.track(square_video(xs)), SPANS_49)
+    assert m["seam_jumps"] == [1.0, 1.0] and m["within_max"] == 9.0 and lb.meets(m)["seams"]
+
+
+def test_a_bouncing_square_reverses_where_it_turns():
+    xs = [5 + (i if i <= 20 else 40 - i if i <= 40 else i - 40) for i in range(49)]   # turns at frames 20, 40
+    m = lb.video_metrics(detect.track(square_video(xs)), SPANS_49)
+    assert m["reversal_frames"] == [20, 40] and m["reversals"] == 2
+    assert all(abs(w["speed"] - 1.0) <= TOL for w in m["windows"])
+    assert m["windows"][0]["velocity"] == [1.0, 0.0]           # frames 0..16: all to the right
+    # jitter smaller than the swing (10% of 64 px) is not a reversal
+    assert lb.reversals(np.array([0.0, 3, 0, 3, 0, 3, 0]), 6.4) == []
+    assert lb.reversals(np.array([0.0, np.nan, 10, 2, np.nan, 12]), 6.4) == [2, 3]
+
+
+def test_color_and_size_drift_and_lost_frames():
+    red, dim = np.array(COLORS["red"]), np.array(COLORS["red"]) - (30, 0, 0)      # 30 levels darker red
+    v = square_video([20] * 49, color=lambda i: dim if i >= 29 else red)
+    v[29:, 20:30, 30:35] = dim                                  # the last window's square is 10 x 15: 1.5x area
+    v[5] = BACKGROUND                                           # one frame without the object
+    tr = detect.track(v)
+    m = lb.video_metrics(tr, SPANS_49)
+    assert not tr["found"][5] and np.isnan(tr["cx"][5]) and m["found"] == 48 / 49
+    assert m["color_drift"] == 30.0 and m["color_first"] == m["color_last"] == "red" and m["color_kept"]
+    assert m["size_ratio"] == 1.5 and not lb.meets(m)["size"] and lb.meets(m)["color"]
+
+
+def test_an_object_lost_in_the_last_window_fails_found_and_color():
+    v = square_video([20] * 49)
+    v[29:] = BACKGROUND                                         # gone from frame 29 on: the whole last window
+    m = lb.video_metrics(detect.track(v), SPANS_49)
+    assert m["found"] == 29 / 49 and m["windows"][-1]["color"] is None and not m["color_kept"]
+    assert np.isnan(m["color_drift"]) and np.isnan(m["size_ratio"])
+    assert lb.meets(m) == {"found": False, "color": False, "size": False, "seams": True, "speed": False}
+    rec = {"method": "windows", "seconds": 1.0, "metrics": m, "meets": lb.meets(m)}
+    s = lb.summarize([rec, dict(rec, metrics=dict(m, color_drift=5.0))])["windows"]
+    assert s["color_drift_worst"] == 5.0 and s["found_worst"] == round(29 / 49, 4) and s["meets"]["found"] == 0
+
+
+def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
+    from openwan.cli import main
+    from openwan.demo.bench import list_benchmarks
+    out = tmp_path / "long.json"
+    assert main(["bench", "long", "--frames", "33", "--steps", "2", "--seeds", "1", "--quiet",
+                 "--prompts", "a red circle moving to the right", "--json", str(out), "--per_window"]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert [v["method"] for v in r["videos"]] == ["windows", "continue", "none"]
+    for v in r["videos"]:
+        m = v["metrics"]
+        assert v["spans"] == [[0, 5], [4, 9]] and m["frames"] == 33 and len(m["windows"]) == 2
+        assert 0.0 <= m["found"] <= 1.0 and len(m["seam_jumps"]) == 1
+        if m["found"] > 0.5:
+            assert m["color_drift"] >= 0 and m["size_ratio"] > 0 and m["within_max"] >= 0
+    assert set(r["summary"]) == {"windows", "continue", "none"}
+    assert "seam/within" in text and "windows" in text
+    assert "openwan bench long" in list_benchmarks()
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+        lb.main(["--seeds", "0"])
