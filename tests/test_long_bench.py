@@ -101,7 +101,7 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
     from openwan.cli import main
     from openwan.demo.bench import list_benchmarks
     out = tmp_path / "long.json"
-    assert main(["bench", "long", "--frames", "33", "--steps", "2", "--seeds", "1", "--quiet",
+    assert main(["bench", "long", "--frames", "33", "--steps", "2", "--seeds", "1", "--quiet", "--overlap", "1",
                  "--prompts", "a red circle moving to the right", "--json", str(out), "--per_window"]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())

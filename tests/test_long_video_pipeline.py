@@ -30,7 +30,7 @@ def test_native_length_is_todays_single_pass(pipe):
 def test_past_the_native_length_the_dit_sees_windows(pipe, method):
     seen, handle = _frames_seen(pipe)
     try:
-        out = pipe("a red circle moving to the right", frame_num=49, long_method=method, **FAST)
+        out = pipe("a red circle moving to the right", frame_num=49, long_method=method, long_overlap=1, **FAST)
     finally:
         handle.remove()
     assert out.latents.shape[1] == 13                                  # (49 - 1) / 4 + 1 latent frames
@@ -39,6 +39,14 @@ def test_past_the_native_length_the_dit_sees_windows(pipe, method):
                                           "windows": 3}
     assert out.settings["stats"]["dit_forwards"] == len(seen) == 3 * 4  # 3 windows x 4 steps, batched CFG
     assert torch.isfinite(out.latents).all()
+
+
+def test_default_overlap_is_half_the_window(pipe):
+    from openwan.long_video import default_overlap
+    assert (default_overlap(5), default_overlap(21), default_overlap(1)) == (3, 11, 1)
+    out = pipe("a red circle moving to the right", frame_num=49, **FAST)
+    assert out.settings["long_video"] == {"method": "windows", "latent_frames": 13, "window": 5, "overlap": 3,
+                                          "windows": 5}
 
 
 def test_continue_keeps_each_windows_shared_frames_exactly(pipe, monkeypatch):
@@ -51,7 +59,8 @@ def test_continue_keeps_each_windows_shared_frames_exactly(pipe, monkeypatch):
             results.append(out.clone())
         return out
     monkeypatch.setattr(type(pipe), "run", spy)
-    out = pipe("a red circle moving to the right", frame_num=49, long_method="continue", **FAST).latents
+    out = pipe("a red circle moving to the right", frame_num=49, long_method="continue", long_overlap=1,
+               **FAST).latents
     spans = ((0, 5), (4, 9), (8, 13))
     assert len(results) == 3
     for (s, e), r in zip(spans, results):
@@ -61,7 +70,7 @@ def test_continue_keeps_each_windows_shared_frames_exactly(pipe, monkeypatch):
 
 
 def test_prompt_schedule_spreads_over_windows(pipe):
-    out = pipe("a red circle moving to the right | a blue square moving up", frame_num=49, **FAST)
+    out = pipe("a red circle moving to the right | a blue square moving up", frame_num=49, long_overlap=1, **FAST)
     assert out.settings["long_video"]["prompts"] == ["a red circle moving to the right"] * 2 + \
         ["a blue square moving up"]
     with pytest.raises(ValueError, match="prompt schedule .* needs a video longer"):
@@ -80,7 +89,8 @@ def test_cli_long_video_and_from(tmp_path):
     from openwan.cli import main
     out = tmp_path / "long.mp4"
     assert main(["generate", "a red circle moving to the right | a red circle moving up", "--frame_num", "33",
-                 "--sample_steps", "3", "--seed", "1", "--long_method", "continue", "-o", str(out), "--quiet"]) == 0
+                 "--sample_steps", "3", "--seed", "1", "--long_method", "continue", "--long_overlap", "1", "-o", str(out),
+                 "--quiet"]) == 0
     rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
     assert rec["long_video"]["method"] == "continue" and rec["long_video"]["windows"] == 2
     again = tmp_path / "again.mp4"

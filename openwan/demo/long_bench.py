@@ -167,7 +167,7 @@ def meets(m: dict) -> dict:
 # Running it
 # ----------------------------------------------------------------------------------------------------------
 
-def spans_of(settings: dict, frame_num: int, native: int) -> list:
+def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int] = None) -> list:
     """The latent window spans of a call: from its settings["long_video"], or for a call without one (the
     naive baseline) the plan the default method would have used, so the baseline is measured at the same
     seams."""
@@ -175,7 +175,7 @@ def spans_of(settings: dict, frame_num: int, native: int) -> list:
     lv = settings.get("long_video")
     if lv:
         return [list(s) for s in plan_windows(lv["latent_frames"], lv["window"], lv["overlap"]).spans]
-    long = plan_long_video(frame_num, native, "windows")
+    long = plan_long_video(frame_num, native, "windows", overlap)
     return [[0, latent_frames(frame_num)]] if long is None else [list(s) for s in long.plan.spans]
 
 
@@ -195,7 +195,7 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
                            overwrite=True, **sample_kw)
                 dt = time.perf_counter() - t0
-                spans = spans_of(out.settings, frame_num, native)
+                spans = spans_of(out.settings, frame_num, native, sample_kw.get("long_overlap"))
                 m = video_metrics(detect.track(out.frames[0]), spans)
                 rec = {"prompt": prompt, "seed": int(seed), "method": method, "seconds": round(dt, 2),
                        "spans": spans, "metrics": m, "meets": meets(m)}
