@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import sys
@@ -41,9 +40,14 @@ UNSUPPORTED_OFFICIAL_FLAGS = {
 
 
 def _offload_choice(value: str) -> str:
-    v = {"true": "sequential", "false": "none", "none": "none", "sequential": "sequential"}.get(str(value).lower())
+    low = str(value).lower()
+    v = {"true": "sequential", "false": "none", "none": "none", "sequential": "sequential", "auto": "auto",
+         "blocks": "blocks:2"}.get(low)
+    if v is None and re.fullmatch(r"blocks:[1-9][0-9]*", low):
+        v = low
     if v is None:
-        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose none, sequential, True or False)")
+        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose none, sequential, True, False, "
+                                         f"blocks[:N] or auto)")
     return v
 
 
@@ -77,9 +81,15 @@ def _generate_parser(sub):
                    help="flow-matching solver (default: unipc, the reference's)")
     p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None,
                    help="random seed (default, or -1: a random one, recorded in the settings)")
-    p.add_argument("--offload_model", type=_offload_choice, default="none", metavar="{none,sequential,True,False}",
+    p.add_argument("--offload_model", type=_offload_choice, default="none",
+                   metavar="{none,sequential,True,False,blocks[:N],auto}",
                    help="memory plan. sequential (= the reference's True): release the text encoder after use and "
-                        "move the DiT off the GPU before decoding; none (= False, default): keep everything resident")
+                        "move the DiT off the GPU before decoding; blocks[:N]: keep N DiT blocks (default 2) on the "
+                        "device and stream the rest from CPU memory; auto: the cheapest plan that fits the device "
+                        "(openwan plan); none (= False, default): keep everything resident")
+    p.add_argument("--quantize", choices=["none", "int8", "fp8"], default=None,
+                   help="weight-only quantized DiT (per-output-channel scales, computed in the compute dtype), "
+                        "applied shard by shard while loading: int8 halves bf16's weight memory (default none)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="DiT compute dtype. auto (default): bf16 where the device multiplies it fast (CUDA, CPUs "
                         "with AMX) and the model is big enough to gain, fp32 elsewhere; the choice is printed")
@@ -240,11 +250,13 @@ def cmd_generate(a) -> int:
         torch.set_num_threads(a.threads)
     elif ckpt == "demo":            # known to be small: one thread from the start (load included)
         torch.set_num_threads(1)
+    offload, block_swap = _memory_plan(a, variant, ckpt)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
-                         device=a.device, offload=a.offload_model, t5_cpu=a.t5_cpu,
+                         device=a.device, offload=offload, t5_cpu=a.t5_cpu, quantize=a.quantize,
+                         block_swap=block_swap,
                          progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads,
                          compile=a.compile)
     if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
@@ -299,6 +311,33 @@ def cmd_generate(a) -> int:
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
     return 0
+
+
+def _memory_plan(a, variant, ckpt) -> tuple:
+    """--offload_model as (the pipeline's offload, block_swap); 'auto' asks openwan.plan for the cheapest
+    settings that fit the device (and sets --quantize / --t5_cpu when the plan needs them)."""
+    spec = a.offload_model
+    if spec == "auto":
+        import torch
+        from openwan import plan as planner
+        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        budget = planner.device_memory_of(device)
+        if budget is None or variant is None:
+            spec = "none"                          # CPU (or an unknown model): nothing to fit
+        else:
+            chosen = planner.plan(variant, a.size or variant.sample.size, a.frame_num or variant.sample.frame_num,
+                                  budget, device=device).settings
+            spec = chosen.get("offload", "none")
+            if chosen.get("quantize", "none") != "none" and a.quantize is None:
+                a.quantize = chosen["quantize"]
+            a.t5_cpu = a.t5_cpu or bool(chosen.get("t5_cpu"))
+            if not a.quiet:
+                print(f"--offload_model auto: {spec}, quantize {a.quantize or 'none'}, t5_cpu {a.t5_cpu}",
+                      file=sys.stderr)
+    a.offload_model = spec
+    if spec.startswith("blocks"):
+        return "none", int(spec.split(":")[1])
+    return spec, None
 
 
 def _setup_distributed(a):
@@ -369,10 +408,20 @@ def _convert_parser(sub):
     p.add_argument("--to", choices=["official", "diffusers"], required=True, help="the layout to write")
     p.add_argument("--dtype", choices=["keep", "bf16", "fp16", "fp32"], default="keep",
                    help="dtype of the DiT's weights (default: keep; every other component keeps its stored dtype)")
+    p.add_argument("--quantize", choices=["int8", "fp8"], default=None,
+                   help="write only the DiT, weight-only quantized (DST: a .safetensors file; loads with "
+                        "--ckpt_dir holding it, docs/memory.md)")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(a) -> int:
+    if a.quantize:
+        from openwan.quant import convert_checkpoint
+        if Path(a.dst).exists():
+            raise CLIError(f"{a.dst} exists: choose a new output file")
+        dst = convert_checkpoint(a.src, a.dst, a.quantize)
+        print(f"wrote the {a.quantize} DiT to {dst}")
+        return 0
     from openwan.checkpoints import checkpoint_layout
     src = Path(a.src)
     wan22 = a.src != "demo" and src.is_dir() and (len(checkpoint_layout(src).dits) == 2
@@ -411,6 +460,46 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def _plan_parser(sub):
+    p = sub.add_parser("plan", help="estimate a generation's peak memory and the cheapest settings that fit",
+                       description="Estimate the peak device memory of a generation (weights by dtype and "
+                                   "quantization, DiT activations, text encoder, VAE decode) and, with "
+                                   "--device_memory, the cheapest settings that fit (docs/memory.md).")
+    p.add_argument("--task", required=True, help="a variant, e.g. t2v-1.3B, t2v-14B, i2v-14B-480P, t2v-A14B")
+    p.add_argument("--size", default=None, help="W*H (default: the variant's)")
+    p.add_argument("--frame_num", type=int, default=None, help="frames (default: the variant's)")
+    p.add_argument("--device_memory", default=None, help="e.g. 24GB (default: the CUDA device's, if any)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="compute dtype (default bf16)")
+    p.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
+    p.add_argument("--offload_model", type=_offload_choice, default="none", metavar="{none,sequential,blocks[:N]}")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(a) -> int:
+    import torch
+    from openwan import plan as planner
+    from openwan.pipelines.base import lookup_variant
+    try:
+        variant = lookup_variant(TASK_ALIASES.get(a.task, a.task))
+    except (KeyError, ValueError):
+        raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(VARIANT_NAMES())}") from None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
+    size, frames = a.size or variant.sample.size, a.frame_num or variant.sample.frame_num
+    est = planner.estimate(variant, size, frames, dtype=dtype, quantize=a.quantize, offload=a.offload_model)
+    print(f"{variant.name} {size} {frames} frames, {a.dtype}, quantize {a.quantize}, offload {a.offload_model}:")
+    print(est)
+    budget = a.device_memory or planner.device_memory_of("cuda")
+    if budget is not None:
+        print()
+        print(planner.plan(variant, size, frames, budget, dtype=dtype))
+    return 0
+
+
+def VARIANT_NAMES():
+    from openwan.configs import VARIANTS, WAN22_VARIANTS
+    return list(VARIANTS) + list(WAN22_VARIANTS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openwan", description="Wan 2.1 video generation, from scratch in PyTorch.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -418,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _convert_parser(sub)
     _bench_parser(sub)
+    _plan_parser(sub)
     return ap
 
 

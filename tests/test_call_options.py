@@ -119,3 +119,19 @@ def test_compiled_pipeline_equals_eager_within_rounding():
     compiled = load_pipeline("demo", progress=False, compile=True)("a red circle moving to the right", **FAST).latents
     bound = 16 * FAST["sample_steps"] * torch.finfo(torch.float32).eps * eager.abs().max().item()
     assert (compiled - eager).abs().max().item() <= bound
+
+
+def test_cli_quantize_block_swap_and_plan(tmp_path, capsys):
+    from openwan.cli import main
+    base = ["generate", "a red circle moving to the right", "--sample_steps", "3", "--seed", "4", "--quiet"]
+    assert main(base + ["-o", str(tmp_path / "plain.mp4")]) == 0
+    assert main(base + ["-o", str(tmp_path / "swap.mp4"), "--offload_model", "blocks:1"]) == 0
+    assert (tmp_path / "swap.mp4").read_bytes() == (tmp_path / "plain.mp4").read_bytes()   # streaming is exact
+    assert main(base + ["-o", str(tmp_path / "q.mp4"), "--quantize", "int8"]) == 0
+    assert (tmp_path / "q.mp4").is_file()
+    capsys.readouterr()
+    assert main(["plan", "--task", "t2v-1.3B", "--device_memory", "24GB"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated peak" in out and "fits:" in out
+    assert main(["plan", "--task", "t2v-99B"]) == 2
+    assert "unknown task 't2v-99B'" in capsys.readouterr().err
