@@ -95,7 +95,7 @@ class EasyCache(Wrapper):
 
 # name -> (wrapper factory (inner, threshold) -> wrapper, recommended threshold)
 STEP_CACHES: dict[str, tuple[Callable, float]] = {
-    "easycache": (EasyCache, 0.2),     # measured on the demo model: docs/performance.md
+    "easycache": (EasyCache, 0.1),     # measured on the demo model: docs/performance.md
 }
 DEFAULT_STEP_CACHE = "easycache"
 

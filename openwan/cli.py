@@ -95,7 +95,7 @@ def _generate_parser(sub):
                         "with AMX) and the model is big enough to gain, fp32 elsewhere; the choice is printed")
     p.add_argument("--step_cache", nargs="?", const="easycache", default=None, metavar="NAME[:THRESHOLD]",
                    help="skip DiT forwards whose output can be predicted: the bare flag = easycache at its "
-                        "recommended threshold (0.2); NAME:THRESHOLD picks one (e.g. easycache:0.1); none (default)")
+                        "recommended threshold (0.1); NAME:THRESHOLD picks one (e.g. easycache:0.1); none (default)")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several")

@@ -99,7 +99,7 @@ def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
                  "--quiet"]) == 0
     import json
     rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
-    assert rec["step_cache"] == "easycache:0.2" and rec["fps"] == 10 and rec["dtype"] == "fp32"
+    assert rec["step_cache"] == "easycache:0.1" and rec["fps"] == 10 and rec["dtype"] == "fp32"
     assert rec["lora"] == [{"path": str(lora_file), "strength": 0.5}]
     again = tmp_path / "again.mp4"
     assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
@@ -109,7 +109,7 @@ def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
     assert "--ring_size (from the reference generate.py) is not supported: ring attention" in capsys.readouterr().err
     with pytest.raises(SystemExit):                                       # argparse: invalid choice
         main(["generate", "x", "--offload_model", "maybe"])
-    assert "invalid choice 'maybe' (choose none, sequential, True or False)" in capsys.readouterr().err
+    assert "invalid choice 'maybe' (choose none, sequential, True, False, blocks[:N] or auto)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

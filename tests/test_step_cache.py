@@ -108,7 +108,7 @@ def test_skipped_steps_count_the_passes_they_save():
 
 def test_parse_step_cache():
     assert parse_step_cache(None) is None and parse_step_cache("none") is None and parse_step_cache("") is None
-    assert str(parse_step_cache("easycache")) == "easycache:0.2"
+    assert str(parse_step_cache("easycache")) == "easycache:0.1"
     assert str(parse_step_cache("EasyCache:0.2")) == "easycache:0.2"
     with pytest.raises(ValueError, match="unknown step cache 'teacache'.*easycache"):
         parse_step_cache("teacache")
