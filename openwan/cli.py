@@ -24,6 +24,7 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "long_method": "long_method", "long_overlap": "long_overlap"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
+DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
 SOLVER_CHOICES = ("unipc", "dpm++", "euler", "consistency")   # openwan.sampling.SOLVERS (a test keeps them equal)
 
 # Flags of the reference generate.py that openwan accepts only to say what to do instead.
@@ -235,10 +236,10 @@ def cmd_generate(a) -> int:
                                f"{', '.join(list(VARIANTS) + list(WAN22_VARIANTS) + ['v2v', 'demo'])}")
             pipe_task = variant.task
     if a.ckpt_dir is None:
-        if variant is not None and variant.name not in ("demo",) and not variant.name.startswith("tiny"):
+        if variant is not None and variant.name not in DEMO_NAMES and not variant.name.startswith("tiny"):
             raise CLIError(f"--task {variant.name} needs --ckpt_dir: the folder with its downloaded weights "
-                           f"(only the embedded demo model runs without one)")
-        ckpt = "demo"
+                           f"(only the embedded demo models, {' and '.join(DEMO_NAMES)}, run without one)")
+        ckpt = variant.name if variant is not None and variant.name in DEMO_NAMES else "demo"
     else:
         ckpt = a.ckpt_dir
         if not Path(ckpt).is_dir():
@@ -248,17 +249,24 @@ def cmd_generate(a) -> int:
     from openwan.pipelines import load_pipeline
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    elif ckpt == "demo":            # known to be small: one thread from the start (load included)
+    elif ckpt in DEMO_NAMES:        # known to be small: one thread from the start (load included)
         torch.set_num_threads(1)
     offload, block_swap = _memory_plan(a, variant, ckpt)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
-    pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt != "demo" else None,
+    pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt not in DEMO_NAMES else None,
                          device=a.device, offload=offload, t5_cpu=a.t5_cpu, quantize=a.quantize,
                          block_swap=block_swap,
                          progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads,
                          compile=a.compile)
+    if a.lora:                        # a distill LoRA (LightX2V ...) brings its sampler: timesteps, no CFG
+        from openwan.distill import apply_preset, preset_for
+        from openwan.pipelines.adapters import parse_lora_specs
+        for spec in parse_lora_specs(a.lora):
+            preset = preset_for(spec["path"])
+            if preset is not None:
+                apply_preset(pipe, preset)
     if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
@@ -382,6 +390,8 @@ def _train_parser(sub):
     # listed for --help; main() hands their options to the training modules' own parsers
     sub.add_parser("train", help="fine-tune a model (full or LoRA): openwan train --config train.yaml "
                                  "[--set key=value] [--resume auto|none|PATH] [--nproc N]")
+    sub.add_parser("distill", help="few-step distillation of a teacher into a 1-4 step student: "
+                                   "openwan distill --config x.yaml (openwan distill --help, docs/distill.md)")
     sub.add_parser("cache-latents", help="encode a captioned video folder to latents once, for training "
                                          "(openwan cache-latents --help)")
     sub.add_parser("serve", help="keep a pipeline loaded and generate over HTTP: openwan serve [--ckpt_dir DIR] "
@@ -512,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands whose own module parses the options (the CLI hands them the rest of the line).
-DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.training.cache",
+DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.training.cache", "distill": "openwan.distill",
              "serve": "openwan.serve"}
 
 

@@ -160,6 +160,9 @@ class SampleDefaults(ConfigMixin):
     # then the high-noise expert's (the first steps').
     boundary: Optional[float] = None
     guide_scales: Optional[tuple] = None
+    # Few-step (distilled) models: the explicit timestep list they were trained on (high to low); used when a
+    # call runs len(timesteps) steps (the default then), see WanPipeline.preset_sigmas.
+    timesteps: Optional[tuple] = None
 
     def guide_scale_at(self, t: float) -> float:
         """The guidance scale for solver timestep t (per expert for two-expert models)."""
@@ -299,11 +302,16 @@ DEMO_DIT = DiTConfig(model_type="t2v", patch_size=(1, 1, 1), text_len=32, in_dim
 DEMO_SAMPLE = SampleDefaults(steps=30, shift=3.0, guide_scale=5.0, frame_num=17, solver="unipc",
                              sizes=("64*64",), size="64*64", fps=8, negative_prompt="")
 DEMO_VARIANT = Variant("demo", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_SAMPLE)
+# The demo model distilled (openwan distill, docs/distill.md) into a 4-step guidance-free student: Euler on
+# LightX2V's [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid, 1000 -> 999).
+DEMO_4STEP_SAMPLE = DEMO_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
+                                        timesteps=(999, 900, 750, 500))
+DEMO_4STEP_VARIANT = Variant("demo-4step", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_4STEP_SAMPLE)
 
 
 def get_variant(name: str) -> Variant:
     """Look a variant up by name (published, tiny or demo), with a clear error."""
-    table = {**VARIANTS, **TINY_VARIANTS, "demo": DEMO_VARIANT}
+    table = {**VARIANTS, **TINY_VARIANTS, "demo": DEMO_VARIANT, "demo-4step": DEMO_4STEP_VARIANT}
     if name in table:
         return table[name]
     known = ", ".join(sorted(table))

@@ -27,3 +27,17 @@ def demo_checkpoint_dir() -> Path:
             f"the embedded demo model is missing from {DEMO_DIR}. Rebuild it with `python -m openwan.demo.train` "
             f"or pass --ckpt_dir with a downloaded Wan 2.1 checkpoint.")
     return DEMO_DIR
+
+
+# Distilled students of the demo model (docs/distill.md): variant name -> the DiT weights (fp16) in assets/;
+# they share the demo checkpoint's VAE and text encoder.
+DEMO_STUDENTS = {"demo-4step": "demo_4step.safetensors"}
+
+
+def demo_student_weights(name: str) -> Path:
+    """The shipped DiT weights of a distilled demo variant, with a clear error if missing."""
+    path = DEMO_DIR.parent / DEMO_STUDENTS[name]
+    if not path.exists():
+        raise FileNotFoundError(f"the distilled demo weights {path} are missing from this install; rebuild them "
+                                f"with the commands in docs/distill.md")
+    return path

@@ -196,6 +196,8 @@ def list_benchmarks(repo_root: Optional[Path] = None) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
+    ap.add_argument("--task", choices=["demo", "demo-4step"], default="demo",
+                    help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")
     ap.add_argument("--split", choices=["all", "seen", "heldout"], default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split")
@@ -231,19 +233,24 @@ def main(argv=None) -> int:
             keep += [p for p in prompts if p.split == split][:a.limit]
         prompts = keep
     t0 = time.perf_counter()
-    pipe = load_pipeline(a.ckpt_dir or "demo", task="t2v", variant="demo", progress=False, dtype=a.dtype,
-                         threads=a.threads)
+    if a.ckpt_dir and a.task != "demo":
+        raise ValueError("--ckpt_dir and --task demo-4step exclude each other (the student is its own weights)")
+    pipe = load_pipeline(a.ckpt_dir or a.task, task="t2v", variant="demo" if a.ckpt_dir else None, progress=False,
+                         dtype=a.dtype, threads=a.threads)
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
                                 step_cache=a.step_cache).items()
           if v is not None}
     d = pipe.defaults()
-    settings = {"checkpoint": a.ckpt_dir or "demo", "steps": kw.get("sample_steps", d.steps),
+    steps = kw.get("sample_steps", d.steps)
+    settings = {"checkpoint": a.ckpt_dir or a.task, "steps": steps,
                 "shift": kw.get("sample_shift", d.shift), "guide_scale": kw.get("guide_scale", d.guide_scale),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
                 "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}
+    if d.timesteps and steps == len(d.timesteps):
+        settings["timesteps"] = list(d.timesteps)
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

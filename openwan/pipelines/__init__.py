@@ -37,7 +37,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
                   t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
                   lora=None, compile: bool = False, experts: str = "one", quantize: Optional[str] = None,
                   block_swap: Optional[int] = None) -> WanPipeline:
-    """Load a pipeline from a checkpoint directory (official or diffusers layout) or "demo".
+    """Load a pipeline from a checkpoint directory (official or diffusers layout), "demo", or a distilled demo
+    variant ("demo-4step": the demo checkpoint with the student's DiT weights and sampling preset).
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
     fine: pass task="t2v"). ``variant`` names a published variant to take the defaults from when
@@ -54,6 +55,11 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
     its memory plan ("one": only the active expert on the device; "both").
     """
+    from openwan.demo import DEMO_STUDENTS
+    student = None
+    if ckpt is not None and str(ckpt) in DEMO_STUDENTS:      # a distilled demo variant: demo + its DiT weights
+        from openwan.demo import demo_student_weights
+        student, variant, ckpt = demo_student_weights(str(ckpt)), str(ckpt), "demo"
     if task in WAN22_TASKS:
         task, variant = WAN22_TASKS[task], variant or task
     if ckpt is None or str(ckpt) == "demo":
@@ -65,6 +71,13 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     dev = None if block_swap is None else "cpu"          # streamed blocks stay in CPU memory
     comps = load_components(ckpt, variant=variant, device=dev or device, dtype=dtype, t5_cpu=t5_cpu,
                             quantize=quantize)
+    if student is not None:                              # before any block streaming or quantized layers
+        if quantize not in (None, "none"):
+            raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
+        from openwan.checkpoints import read_safetensors
+        dit = comps.dit
+        sd = read_safetensors(student)
+        dit.load_state_dict({k: v.to(next(dit.parameters()).dtype) for k, v in sd.items()}, strict=True)
     if block_swap is not None:
         from openwan.offload import enable_block_swap
         target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,6 +11,7 @@ import functools
 import inspect
 import random
 import time
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -393,6 +394,26 @@ class WanPipeline:
             stats["text"] = round(time.perf_counter() - t0, 4)
         return out
 
+    def preset_sigmas(self, sp: Sampling, settings: dict) -> Optional[torch.Tensor]:
+        """A few-step (distilled) model's explicit timestep list (``defaults().timesteps``): its grid when the
+        call runs that many steps (recorded as ``sample_timesteps``), else None; warns when the call sets
+        guidance on or more steps than the model was distilled for (blurry / slow-motion results)."""
+        ts = getattr(self.defaults(), "timesteps", None)
+        if not ts:
+            return None
+        name = self.variant.name
+        if sp.guide_scale != 1.0:
+            warnings.warn(f"{name} is a distilled few-step model, trained for guide scale 1 (its guidance is "
+                          f"baked in); guide_scale {sp.guide_scale} doubles the cost and tends to over-saturate "
+                          f"or blur", stacklevel=3)
+        if sp.steps > len(ts):
+            warnings.warn(f"{name} is distilled for {len(ts)} steps at timesteps {list(ts)}; {sp.steps} steps on "
+                          f"the default grid cost more and tend to give blurry, slow-motion results", stacklevel=3)
+        if sp.steps != len(ts):
+            return None
+        settings["sample_timesteps"] = [int(t) for t in ts]
+        return sampling.sigmas_from_timesteps(ts)
+
     # -------------------------------------------------------------- denoising
     def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None, windows=None):
         """The model call of a run: the guided :class:`~openwan.denoiser.Denoiser` and, composed over it
@@ -410,6 +431,8 @@ class WanPipeline:
                  cfg_batch: bool = True, sigmas: Optional[torch.Tensor] = None, step_cache=None,
                  **output) -> Job:
         """A :class:`Job` from the prepared pieces (``sigmas`` defaults to the solver's grid)."""
+        if sigmas is None:
+            sigmas = self.preset_sigmas(sp, settings)
         if sigmas is None:
             sigmas = sampling.sigmas_for(sp.solver, sp.steps, sp.shift)
         # re-noising solvers draw from their own stream, derived from the seed but apart from the initial noise

@@ -1,0 +1,214 @@
+"""``openwan distill``: a teacher DiT -> a few-step, guidance-free student (docs/distill.md).
+
+    openwan distill --config examples/distill_demo.yaml                 # data, then training (both resumable)
+    openwan distill --config x.yaml --stage data                        # only the teacher's trajectories
+    openwan distill --config x.yaml --stage train --nproc 2             # only the training (N local processes)
+    openwan distill --config x.yaml --stage export --out student.safetensors   # fp16 DiT + sampling preset
+
+The YAML is a training config (docs/training.md) whose objective is the trajectory distillation of
+:mod:`openwan.training.distill`; its options also describe the data stage (teacher, prompts, samples,
+teacher sampling). ``data.cache_dir`` is where the trajectories go. The same YAML runs under
+``torchrun -m openwan.training.trainer --config x.yaml`` once the data stage is done.
+
+Sampling presets: a student carries its sampler settings (:class:`~openwan.training.distill.DistillPreset`)
+as ``openwan.sampling`` metadata in its weight files (exported student, LoRA files) and in
+``<output_dir>/sampling_preset.json``; :func:`apply_preset` makes them a pipeline's defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from openwan.training.distill import DistillPreset, TrajectoryDistill, generate_trajectories, read_prompts
+
+PRESET_KEY = "openwan.sampling"
+
+
+def _config(path, sets):
+    from openwan.training.config import TrainConfig, apply_overrides, read_yaml
+    d = apply_overrides(read_yaml(path), sets)
+    cfg = TrainConfig.from_dict(d)
+    name = cfg.objective.name
+    if name not in ("trajectory_distill", "openwan.training.distill:TrajectoryDistill"):
+        raise ValueError(f"objective.name is {name!r}: a distillation config needs "
+                         f"'openwan.training.distill:TrajectoryDistill' (see examples/distill_demo.yaml)")
+    return d, cfg, dict(cfg.objective.options or {})
+
+
+def _preset(cfg, opts) -> DistillPreset:
+    obj = TrajectoryDistill(cfg, **opts)
+    return obj.preset(float(opts.get("shift", opts.get("teacher_shift", 1.0))))
+
+
+def load_teacher(path: str, loras=(), device=None):
+    """The teacher pipeline: any openwan-loadable checkpoint (or "demo"), with LoRAs applied
+    (``loras``: paths or ``{path, strength}``)."""
+    from openwan.pipelines import load_pipeline
+    pipe = load_pipeline(path, task="t2v", device=device, progress=False)
+    if loras:
+        from openwan.training.lora import load_lora
+        for item in loras:
+            item = {"path": item} if isinstance(item, str) else dict(item)
+            load_lora(pipe.dit, item["path"], strength=float(item.get("strength", 1.0)))
+    return pipe
+
+
+def run_data(cfg, opts, progress: bool = True) -> list[Path]:
+    """The data stage: the teacher's trajectories into ``data.cache_dir`` (resumable)."""
+    if not cfg.data.cache_dir:
+        raise ValueError("data.cache_dir is needed: the folder the teacher's trajectories are written to")
+    teacher = opts.get("teacher") or cfg.model.path
+    if not teacher:
+        raise ValueError("objective.teacher (or model.path) must name the teacher checkpoint")
+    n = int(opts.get("samples", 256))
+    prompts = read_prompts(opts.get("prompts", "demo"), n, int(opts.get("data_seed", 0)))
+    pipe = load_teacher(str(teacher), opts.get("teacher_lora") or ())
+    d = pipe.defaults()
+    return generate_trajectories(
+        pipe, prompts, cfg.data.cache_dir, TrajectoryDistill(cfg, **opts).timesteps,
+        steps=int(opts.get("teacher_steps", d.steps)), shift=float(opts.get("teacher_shift", d.shift)),
+        guide_scale=float(opts.get("teacher_guide_scale", d.guide_scale)),
+        solver=str(opts.get("teacher_solver", d.solver)),
+        negative_prompt=str(opts.get("negative_prompt", d.negative_prompt)), frame_num=opts.get("frame_num"),
+        size=opts.get("size"), seed=int(opts.get("data_seed", 0)), batch=int(opts.get("data_batch", 8)),
+        progress=progress)
+
+
+def add_preset_metadata(path: Union[str, Path], preset: DistillPreset) -> None:
+    """Rewrite a safetensors file (atomically) with the preset in its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from openwan.fileio import atomic_write
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta[PRESET_KEY] = preset.to_json()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def preset_of(path: Union[str, Path]) -> Optional[DistillPreset]:
+    """The sampling preset stored in a weight file's metadata (a student or a distill LoRA), or None."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        text = (f.metadata() or {}).get(PRESET_KEY)
+    return None if text is None else DistillPreset.from_json(text)
+
+
+# Community distill LoRAs matched by file name (lower-case substrings, all required) when the file carries no
+# preset. LightX2V's Wan 2.1 step-distill scheduler: sigmas = shift-5 of [1000, 750, 500, 250] / 1000 (timesteps
+# 1000, 937.5, 833.3, 625 -> the integer 1000, 937, 833, 625), x0 then fresh noise to the next sigma
+# ("consistency"), no CFG.
+NAMED_PRESETS = [
+    (("lightx2v", "distill"), DistillPreset((1000, 937, 833, 625), "consistency", 1.0, 5.0)),
+]
+
+
+def preset_for(path: Union[str, Path]) -> Optional[DistillPreset]:
+    """A weight file's sampling preset: its ``openwan.sampling`` metadata, else a :data:`NAMED_PRESETS` match
+    on the file name, else None."""
+    if str(path).endswith(".safetensors"):
+        found = preset_of(path)
+        if found is not None:
+            return found
+    name = Path(path).name.lower()
+    for parts, preset in NAMED_PRESETS:
+        if all(p in name for p in parts):
+            return preset
+    return None
+
+
+def apply_preset(pipe, preset: DistillPreset) -> None:
+    """Make ``preset`` the pipeline's sampling defaults (steps = its timestep count, its solver, guide scale,
+    shift, timesteps); calls may still override each, with a warning for guidance or more steps."""
+    s = pipe.variant.sample.replace(steps=len(preset.timesteps), timesteps=tuple(preset.timesteps),
+                                    solver=preset.solver, guide_scale=preset.guide_scale, shift=preset.shift)
+    pipe.variant = pipe.variant.replace(sample=s)
+
+
+def export_student(weights: Union[str, Path], out: Union[str, Path], preset: DistillPreset) -> Path:
+    """A trained full student -> one fp16 safetensors file of the DiT's state dict with the preset in its
+    metadata. ``weights``: an exported official-layout folder (``<output_dir>/final_ema``) or a training
+    checkpoint folder (``checkpoints/step-N``: its EMA weights when it has them, else the model's)."""
+    from safetensors.torch import save_file
+    from openwan.checkpoints import read_safetensors
+    from openwan.fileio import atomic_write
+    from openwan.models.dit import WanModel
+    w = Path(weights)
+    if (w / "model.safetensors").exists():        # a training checkpoint: the module's own keys
+        sd = read_safetensors(w / ("ema.safetensors" if (w / "ema.safetensors").exists() else "model.safetensors"))
+    else:
+        sd = WanModel.from_pretrained(w, dtype=torch.float32, device="cpu").state_dict()
+    sd = {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
+    meta = {"format": "pt", PRESET_KEY: preset.to_json()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+def run_train(d: dict, cfg, opts, nproc: int = 1) -> dict:
+    from openwan.fileio import write_json
+    from openwan.training.trainer import Trainer, launch_local
+    if nproc > 1:
+        launch_local(d, nproc)
+        summary = {"output_dir": cfg.output_dir}
+    else:
+        summary = Trainer(cfg).train()
+    preset = _preset(cfg, opts)
+    out = Path(cfg.output_dir)
+    write_json(json.loads(preset.to_json()), out / "sampling_preset.json")
+    for f in sorted(out.glob("lora*.safetensors")):
+        add_preset_metadata(f, preset)
+    return summary
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(prog="openwan distill", description="Distill a Wan DiT into a few-step, "
+                                 "guidance-free student on its own trajectories (docs/distill.md).")
+    ap.add_argument("--config", required=True, help="distillation YAML (e.g. examples/distill_demo.yaml)")
+    ap.add_argument("--stage", choices=["all", "data", "train", "export"], default="all",
+                    help="all (default): data then train; export: fp16 student file with its sampling preset")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set steps=200 --set objective.samples=64")
+    ap.add_argument("--resume", default=None, help="training: auto (default), none, or a checkpoint folder")
+    ap.add_argument("--nproc", type=int, default=1, help="training on N local processes (without torchrun)")
+    ap.add_argument("--weights", default=None, help="export: the trained folder (default <output_dir>/final_ema, "
+                                                    "else final)")
+    ap.add_argument("--out", default=None, help="export: the student file to write")
+    a = ap.parse_args(argv)
+    from openwan.checkpoints import CheckpointError
+    try:
+        sets = list(a.sets) + ([f"resume={a.resume}"] if a.resume else [])
+        d, cfg, opts = _config(a.config, sets)
+        if a.stage in ("all", "data"):
+            files = run_data(cfg, opts, progress=cfg.progress)
+            print(f"{len(files)} trajectories in {cfg.data.cache_dir}")
+        if a.stage in ("all", "train"):
+            s = run_train(d, cfg, opts, a.nproc)
+            print(f"student trained to step {s.get('step', '?')}; outputs in {cfg.output_dir}")
+        if a.stage == "export":
+            if not a.out:
+                raise ValueError("--stage export needs --out FILE.safetensors")
+            w = Path(a.weights) if a.weights else None
+            if w is None:
+                w = next((Path(cfg.output_dir) / n for n in ("final_ema", "final")
+                          if (Path(cfg.output_dir) / n).is_dir()), None)
+            if w is None or not w.is_dir():
+                raise FileNotFoundError(f"no trained student in {cfg.output_dir} (final_ema/ or final/): run "
+                                        f"the train stage first, or give --weights")
+            print(f"wrote {export_student(w, a.out, _preset(cfg, opts))}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
