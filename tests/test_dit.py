@@ -495,9 +495,7 @@ def _cycles(graph):
 # Known cycles in files outside the DiT's, to be removed by their owners (then shrink this list):
 # openwan.pipelines.base lazily imports `from openwan.pipelines import load_pipeline` while the package
 # openwan.pipelines (__init__) imports every pipeline module, base included.
-KNOWN_CYCLES = [frozenset({"openwan.pipelines", "openwan.pipelines.base", "openwan.pipelines.flf2v",
-                           "openwan.pipelines.i2v", "openwan.pipelines.t2v", "openwan.pipelines.v2v",
-                           "openwan.pipelines.vace"})]
+KNOWN_CYCLES: list = []   # none left (the pipelines package cycle was removed with the Wan 2.2 pipelines)
 
 
 def test_no_import_cycles():
