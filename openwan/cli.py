@@ -21,7 +21,7 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
                  "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
-                 "long_method": "long_method", "long_overlap": "long_overlap"}
+                 "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
@@ -103,6 +103,9 @@ def _generate_parser(sub):
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the DiT (pays off over many steps or videos; the first step compiles)")
     p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
+    p.add_argument("--tile", type=int, nargs="?", const=256, default=None, metavar="PIXELS",
+                   help="decode with the VAE in overlapping spatial tiles of this size (default 256): bounded "
+                        "decode memory for large frames, seams blended (not bit-identical to untiled)")
     p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
                    help="--frame_num past the model's native length (81; the demo's 17): windows (default: "
                         "overlapping windows denoised together, one trajectory), continue (window after window, "
@@ -291,13 +294,14 @@ def cmd_generate(a) -> int:
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap"):
+                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
-    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap")]
+    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap",
+                                                            "tile")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

@@ -135,3 +135,24 @@ def test_cli_quantize_block_swap_and_plan(tmp_path, capsys):
     assert "estimated peak" in out and "fits:" in out
     assert main(["plan", "--task", "t2v-99B"]) == 2
     assert "unknown task 't2v-99B'" in capsys.readouterr().err
+
+
+def test_diffusers_names_give_the_same_call(pipe):
+    ours = pipe("a red circle moving to the right", size="64*64", frame_num=9, sample_steps=3, guide_scale=4.0,
+                seed=7, output_type="np")
+    theirs = pipe("a red circle moving to the right", height=64, width=64, num_frames=9, num_inference_steps=3,
+                  guidance_scale=4.0, generator=torch.Generator().manual_seed(7), output_type="np")
+    assert isinstance(theirs.frames, np.ndarray) and theirs.frames.shape == (1, 9, 64, 64, 3)   # diffusers' shape
+    assert np.array_equal(ours.frames, theirs.frames) and theirs.settings["seed"] == 7
+    with pytest.raises(ValueError, match="num_frames and frame_num name the same setting"):
+        pipe("a red circle", num_frames=9, frame_num=9)
+    with pytest.raises(ValueError, match="height and width go together"):
+        pipe("a red circle", height=64)
+
+
+def test_tiled_decode_is_recorded_and_close(pipe):
+    plain = pipe("a red circle moving to the right", sample_steps=2, seed=1)
+    tiled = pipe("a red circle moving to the right", sample_steps=2, seed=1, tile=32)
+    assert tiled.settings["tile"] == 32 and "tile" not in plain.settings
+    diff = np.abs(plain.frames[0].astype(int) - tiled.frames[0].astype(int))
+    assert diff.max() > 0 and diff.mean() < 8     # blended seams: close to, not equal to, the whole decode

@@ -105,8 +105,9 @@ def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
 
 @dataclass
 class GenerationOutput:
-    """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested)."""
-    frames: list
+    """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested); for uint8 and
+    "np" output ``frames`` is one array (1, F, H, W, 3), diffusers' shape; a list of one video otherwise."""
+    frames: Any
     settings: dict = field(default_factory=dict)
     path: Optional[Path] = None
     latents: Optional[torch.Tensor] = None
@@ -141,6 +142,7 @@ class Job:
     post_step: Optional[Callable] = None
     generator: Optional[torch.Generator] = None
     fps: Optional[int] = None
+    tile: Any = None                 # VAE decode tiles (pixels, or True): bounded decode memory, not exact
     long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
     window_conds: Optional[list] = None
 
@@ -170,8 +172,12 @@ def file_record(settings: dict) -> dict:
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
-# model's native length (openwan.long_video).
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap")
+# model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
+# height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "height", "width", "num_frames",
+                "num_inference_steps", "guidance_scale", "generator")
+# diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
+DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
 
 PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
 
@@ -209,6 +215,7 @@ class WanPipeline:
                 self._call_options(kwargs)
                 fps, self._fps = self._fps, None
                 long_opts, self._long_opts = self._long_opts, {}
+                tile, self._tile = self._tile, None
                 native = self.defaults().frame_num
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
@@ -220,13 +227,15 @@ class WanPipeline:
                     job.settings["lora"] = [dict(s) for s in self._loras]
                 if fps is not None:
                     job.fps = job.settings["fps"] = fps
+                if tile not in (None, False):
+                    job.tile = job.settings["tile"] = tile
                 return job
             cls.prepare = checked
         call = cls.__dict__.get("__call__")
         if call is not None:
             @functools.wraps(call)
             def with_options(self, prompt, *args, **kwargs):
-                self._fps, self._long_opts = None, {}
+                self._fps, self._long_opts, self._tile = None, {}, None
                 self._call_options(kwargs)
                 return call(self, prompt, *args, **kwargs)
             sig = inspect.signature(call)
@@ -252,8 +261,34 @@ class WanPipeline:
         job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
         job.settings["long_video"] = long.settings()
 
+    @staticmethod
+    def _diffusers_names(kwargs: dict) -> None:
+        """Rename diffusers' argument names to openwan's in place (an argument given both ways is an error)."""
+        def put(name, value, given):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"{given} and {name} name the same setting: give one of them")
+            kwargs[name] = value
+        for theirs, ours in DIFFUSERS_NAMES.items():
+            if theirs in kwargs:
+                value = kwargs.pop(theirs)
+                if value is not None:
+                    put(ours, value, theirs)
+        h, w = kwargs.pop("height", None), kwargs.pop("width", None)
+        if h is not None or w is not None:
+            if h is None or w is None:
+                raise ValueError("height and width go together (or give size='W*H')")
+            put("size", (w, h), "height/width")
+        gen = kwargs.pop("generator", None)
+        if gen is not None:
+            if not isinstance(gen, torch.Generator):
+                raise ValueError(f"generator must be a torch.Generator (or give seed=), got {type(gen).__name__}")
+            put("seed", int(gen.initial_seed()) % 2**63, "generator")
+
     def _call_options(self, kwargs: dict) -> None:
         """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
+        self._diffusers_names(kwargs)
+        if "tile" in kwargs:
+            self._tile = kwargs.pop("tile")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240):
@@ -283,6 +318,7 @@ class WanPipeline:
         self._loras: list[dict] = []      # the LoRA adapters in use: [{"path", "strength"}]
         self._fps: Optional[int] = None   # a call's fps, from its __call__ to its prepare
         self._long_opts: dict = {}        # a call's long-video options (method, overlap), likewise
+        self._tile = None                 # a call's VAE tiling, likewise
         self._prompt_memo: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     # -------------------------------------------------------------- convenience
@@ -496,16 +532,20 @@ class WanPipeline:
     def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
         """Decode and write the result of a run (the job's output options)."""
         return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
-                           job.overwrite, fps=job.fps, return_frames=job.return_frames)
+                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile)
 
     # -------------------------------------------------------------- decoding
-    def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None):
+    def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None, tile=None):
         """Latent [C, T, h, w] -> iterator of uint8 frame chunks [n, H, W, 3] (streamed).
         ``stats["decode"]`` accumulates the seconds spent decoding."""
         from openwan.video import to_uint8
         with self.resident(self.vae) as vae:
             z = latent[None].to(vae.device)
-            it = iter(vae.decode_stream(z))
+            it = iter(vae.decode_stream(z) if tile in (None, False) else vae.decode_stream(z, tile=tile))
+            bar = None
+            if self.progress and latent.shape[1] > 1:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=latent.shape[1], desc="decoding", unit="latent frame", leave=False)
             while True:
                 t0 = time.perf_counter()
                 chunk = next(it, None)
@@ -514,12 +554,16 @@ class WanPipeline:
                 if stats is not None:
                     stats["decode"] = round(stats.get("decode", 0.0) + time.perf_counter() - t0, 4)
                 if chunk is None:
+                    if bar is not None:
+                        bar.close()
                     return
+                if bar is not None:
+                    bar.update(1)
                 yield chunk
 
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
-               fps: Optional[int] = None, return_frames: bool = True) -> GenerationOutput:
+               fps: Optional[int] = None, return_frames: bool = True, tile=None) -> GenerationOutput:
         """Decode, optionally write the file (frames streamed straight into the writer), and return.
 
         ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
@@ -537,7 +581,7 @@ class WanPipeline:
         t0 = time.perf_counter()
 
         def frames():
-            for chunk in self.decode_frames(latent, stats):
+            for chunk in self.decode_frames(latent, stats, tile):
                 if return_frames:
                     kept.append(chunk)
                 yield chunk
@@ -558,7 +602,12 @@ class WanPipeline:
             for _ in frames():
                 pass
         video = np.concatenate(kept) if kept else None
-        return GenerationOutput([self._convert(video, output_type)] if video is not None else [], settings, path)
+        if video is None:
+            return GenerationOutput([], settings, path)
+        out = self._convert(video, output_type)
+        # diffusers' shape: (batch, frames, H, W, 3) for arrays; a list of videos otherwise
+        frames = out[None] if isinstance(out, np.ndarray) else [out]
+        return GenerationOutput(frames, settings, path)
 
     @staticmethod
     def _convert(video: np.ndarray, output_type: str):
