@@ -393,11 +393,17 @@ from openwan.models.dit import WanModel
 WanModel.from_pretrained(sys.argv[1] + "_small")  # first, so lazy imports are not counted as the load's
 base = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()
 m = WanModel.from_pretrained(sys.argv[1])
+sum(float(p.sum()) for p in m.parameters())       # touch every weight: lazily mapped pages count once read
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
+    # glibc's heap keeps freed buffers in its arenas (RSS rose to 1.6-1.7x of the model on a busy machine with
+    # one copy alive); a fixed mmap threshold returns every large buffer on free, so RSS follows the live
+    # tensors (as benchmarks/ measure memory). The weights may be mapped from the file lazily: the script
+    # reads every one, so the peak counts the model once whichever way it is held.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for script in (save, load):  # separate processes, so the load's peak is its own
         out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big")], capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr
     base, peak = map(int, out.stdout.split())
     # one model copy plus about one shard in flight; a load through a full state dict would be >= 2x
