@@ -36,7 +36,7 @@ from openwan.checkpoints import CheckpointError
 from openwan.configs import VAEConfig
 from openwan.models import vae_io
 from openwan.models.vae_io import CONFIG_FILE, DIFFUSERS_WEIGHTS  # noqa: F401 - re-exported
-from openwan.models.vae_layers import (CACHE_T, AttentionBlock, CausalConv3d, FeatureCache,  # noqa: F401
+from openwan.models.vae_layers import (CACHE_T, AttentionBlock, check_config, CausalConv3d, FeatureCache,  # noqa: F401
                                        Resample, ResidualBlock, RMSNorm, SiLU, Upsample2x, cached_conv,
                                        padded_activation, run_layers)
 from openwan.models.vae_stream import (DEFAULT_TILE, ChunkedVAE, TileArg, _axis_tiles,  # noqa: F401
@@ -124,14 +124,7 @@ class WanVAE(ChunkedVAE):
 
     def __init__(self, config: VAEConfig = VAEConfig()):
         super().__init__()
-        dim_mult = tuple(config.dim_mult)
-        tdown = tuple(bool(t) for t in config.temporal_downsample)
-        if len(tdown) != len(dim_mult) - 1:
-            raise ValueError(f"temporal_downsample needs {len(dim_mult) - 1} entries (one per downsampling "
-                             f"stage) for dim_mult {dim_mult}, got {tdown}")
-        if len(config.mean) != config.z_dim or len(config.std) != config.z_dim:
-            raise ValueError(f"mean/std need z_dim={config.z_dim} values each, got {len(config.mean)} "
-                             f"and {len(config.std)}")
+        dim_mult, tdown = check_config(config)
         self.config = config
         self.z_dim = config.z_dim
         self.spatial_ratio = 2 ** (len(dim_mult) - 1)

@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from openwan.configs import ConfigMixin
 from openwan.models import vae_io
-from openwan.models.vae_layers import (AttentionBlock, CachedLayer, CausalConv3d, FeatureCache, Resample,
+from openwan.models.vae_layers import (AttentionBlock, check_config, CachedLayer, CausalConv3d, FeatureCache, Resample,
                                        ResidualBlock, RMSNorm, SiLU, run_layers)
 from openwan.models.vae_stream import ChunkedVAE
 
@@ -255,14 +255,7 @@ class WanVAE22(ChunkedVAE):
 
     def __init__(self, config: VAE22Config = VAE22Config()):
         super().__init__()
-        dim_mult = tuple(config.dim_mult)
-        tdown = tuple(bool(t) for t in config.temporal_downsample)
-        if len(tdown) != len(dim_mult) - 1:
-            raise ValueError(f"temporal_downsample needs {len(dim_mult) - 1} entries (one per downsampling "
-                             f"stage) for dim_mult {dim_mult}, got {tdown}")
-        if len(config.mean) != config.z_dim or len(config.std) != config.z_dim:
-            raise ValueError(f"mean/std need z_dim={config.z_dim} values each, got {len(config.mean)} "
-                             f"and {len(config.std)}")
+        dim_mult, tdown = check_config(config)
         if tuple(config.attn_scales):
             raise ValueError("the Wan 2.2 VAE has no attention outside the middle blocks (attn_scales must be ())")
         self.config = config

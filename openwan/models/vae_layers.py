@@ -363,3 +363,16 @@ def run_layers(layers: Iterable[nn.Module], x, cache: Optional[FeatureCache]) ->
 
 
 _run = run_layers  # the name used before the split
+
+
+def check_config(config) -> tuple[tuple, tuple]:
+    """A VAE config's (dim_mult, temporal_downsample as bools), or a ValueError naming the mismatch."""
+    dim_mult = tuple(config.dim_mult)
+    tdown = tuple(bool(t) for t in config.temporal_downsample)
+    if len(tdown) != len(dim_mult) - 1:
+        raise ValueError(f"temporal_downsample needs {len(dim_mult) - 1} entries (one per downsampling "
+                         f"stage) for dim_mult {dim_mult}, got {tdown}")
+    if len(config.mean) != config.z_dim or len(config.std) != config.z_dim:
+        raise ValueError(f"mean/std need z_dim={config.z_dim} values each, got {len(config.mean)} "
+                         f"and {len(config.std)}")
+    return dim_mult, tdown
