@@ -134,8 +134,8 @@ def _generate_parser(sub):
     p.add_argument("--context_scale", type=float, default=None, help="vace: strength of the control")
     p.add_argument("--strength", type=float, default=None, help="v2v: noise strength in (0, 1]")
     p.add_argument("--src_fps", type=float, default=None,
-                   help="vace / v2v: resample a source video file to this frame rate first (default 16, Wan's; "
-                        "0 uses every frame)")
+                   help="vace / v2v: resample a source video file to this frame rate first (default: the "
+                        "model's, 16 for Wan, 8 for the demo; 0 uses every frame)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: 1 for the embedded demo model, which runs fastest on "
                         "one thread and is not slowed by other busy processes; torch's default otherwise)")

@@ -156,3 +156,12 @@ def test_tiled_decode_is_recorded_and_close(pipe):
     assert tiled.settings["tile"] == 32 and "tile" not in plain.settings
     diff = np.abs(plain.frames[0].astype(int) - tiled.frames[0].astype(int))
     assert diff.max() > 0 and diff.mean() < 8     # blended seams: close to, not equal to, the whole decode
+
+
+def test_v2v_on_a_demo_video_keeps_its_frames(pipe, tmp_path):
+    """A source video file is resampled to the model's own frame rate by default (the demo's 8 fps), so a
+    demo video comes back with its 17 frames, not doubled to Wan's 16 fps."""
+    src = pipe("a red circle moving to the right", sample_steps=2, seed=1, output_path=tmp_path / "src.mp4")
+    v2v = load_pipeline("demo", task="v2v", progress=False)
+    out = v2v("a red circle moving to the right", src_video=str(src.path), sample_steps=4, seed=1, strength=0.8)
+    assert out.frames[0].shape[0] == 17 and out.settings["src_fps"] == 8.0

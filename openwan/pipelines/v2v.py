@@ -115,10 +115,11 @@ def choose_frames(available: int, frame_num: Optional[int], what: str = "src_vid
 SOURCE_FPS = 16.0  # Wan's frame rate: file sources are resampled to it by default (as the reference does)
 
 
-def check_src_fps(src_fps) -> Optional[float]:
-    """``src_fps`` -> the rate to resample file sources to: None -> 16 (Wan's), 0 -> None (every frame)."""
+def check_src_fps(src_fps, default: Optional[float] = None) -> Optional[float]:
+    """``src_fps`` -> the rate to resample file sources to: None -> ``default`` (the model's own frame rate:
+    16 for Wan 2.1, 8 for the demo; SOURCE_FPS when not given), 0 -> None (every frame)."""
     if src_fps is None:
-        return SOURCE_FPS
+        return float(default or SOURCE_FPS)
     ok = isinstance(src_fps, (int, float, np.floating)) and not isinstance(src_fps, bool) \
         and math.isfinite(float(src_fps)) and float(src_fps) >= 0
     if not ok:
@@ -166,7 +167,7 @@ class VideoToVideo(WanPipeline):
                  step_cache: Optional[str] = None) -> GenerationOutput:
         """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``.
 
-        A video file is first resampled to ``src_fps`` frames per second (default 16, Wan's rate; 0
+        A video file is first resampled to ``src_fps`` frames per second (default the model's rate: 16 for Wan, 8 for the demo; 0
         keeps every frame)."""
         job = self.prepare(prompt, negative_prompt=negative_prompt,
                            src_video=src_video, strength=strength, src_fps=src_fps,
@@ -190,7 +191,7 @@ class VideoToVideo(WanPipeline):
         check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
-        fps = check_src_fps(src_fps)
+        fps = check_src_fps(src_fps, self.variant.sample.fps)
         frames = load_video(src_video, "src_video", target_fps=fps)
         frame_num = choose_frames(frames.shape[0], frame_num)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)

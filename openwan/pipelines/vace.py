@@ -114,7 +114,7 @@ class VACE(WanPipeline):
 
     * ``src_video``: path, uint8 [F, H, W, 3] array or list of frames; fitted to ``size``
       (aspect-preserving resize + centre crop). Its first ``frame_num`` frames are used (default:
-      the largest 4n+1 it has), after resampling a video file to ``src_fps`` (default 16, Wan's
+      the largest 4n+1 it has), after resampling a video file to ``src_fps`` (default the model's rate, 16 for Wan's
       rate, as the reference does; 0 keeps every frame; arrays are used as they are).
     * ``src_mask``: same kinds (or float/bool [F, H, W] in [0, 1]); white = generate. It must have
       the source's size and frame count (a single image applies to every frame); a mask video file is
@@ -245,7 +245,7 @@ class VACE(WanPipeline):
         if isinstance(context_scale, bool) or not isinstance(context_scale, (int, float)) \
                 or not math.isfinite(context_scale):
             raise ValueError(f"context_scale must be a finite number (1.0 = as trained), got {context_scale!r}")
-        fps = check_src_fps(src_fps)
+        fps = check_src_fps(src_fps, self.variant.sample.fps)
         frames, mask, refs, frame_num = self.prepare_inputs(src_video, src_mask, src_ref_images, frame_num,
                                                             width, height, fps)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)

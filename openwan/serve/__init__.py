@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "checkpoint's own")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                                                        "use --api_key when binding others)")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--output_dir", default="outputs/serve", help="videos and the job queue (jobs.sqlite3)")
+    ap.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    ap.add_argument("--output_dir", default="outputs/serve", help="videos and the job queue (jobs.sqlite3; default outputs/serve)")
     ap.add_argument("--devices", default=None, help="one worker per device, comma-separated: cuda:0,cuda:1 or "
                                                     "cpu,cpu (default: one worker on --device)")
     ap.add_argument("--device", default=None, help="the device of a single worker (default: cuda if available)")
