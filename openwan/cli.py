@@ -68,8 +68,10 @@ def _generate_parser(sub):
                         "Wan 2.2: t2v-A14B, i2v-A14B, ti2v-5B; demo; default: the checkpoint's own (demo without "
                         "--ckpt_dir)")
     p.add_argument("--ckpt_dir", default=None, help="checkpoint directory (official or diffusers layout)")
-    p.add_argument("--size", default=None, help="W*H, e.g. 832*480")
-    p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1")
+    p.add_argument("--size", default=None, help="W*H, e.g. 832*480 (default: the variant's: 1280*720 for the 14B "
+                                                "models, 832*480 for 1.3B, 64*64 for the demo)")
+    p.add_argument("--frame_num", type=int, default=None,
+                   help="number of frames, 4n+1 (default: the variant's: 81; 17 for the demo; past it: --long_method)")
     p.add_argument("--sample_steps", type=int, default=None,
                    help="denoising steps (default: the variant's: 50 for t2v, 40 for i2v, 30 for the demo)")
     p.add_argument("--sample_shift", type=float, default=None,
@@ -258,6 +260,8 @@ def cmd_generate(a) -> int:
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
+    if not a.quiet and rank == 0:
+        print(f"loading {'the embedded demo model' if ckpt in DEMO_NAMES else ckpt} ...", file=sys.stderr)
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt not in DEMO_NAMES else None,
                          device=a.device, offload=offload, t5_cpu=a.t5_cpu, quantize=a.quantize,
                          block_swap=block_swap,
