@@ -101,7 +101,8 @@ def _generate_parser(sub):
                         "recommended threshold (0.1); NAME:THRESHOLD picks one (e.g. easycache:0.1); none (default)")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
-                        "applied unmerged at STRENGTH (default 1.0); repeat for several")
+                        "applied unmerged at STRENGTH (default 1.0); repeat for several; Wan 2.2 A14B: high:FILE / "
+                        "low:FILE for one expert")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the DiT (pays off over many steps or videos; the first step compiles)")
     p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
@@ -221,7 +222,7 @@ def cmd_generate(a) -> int:
         if value is not None and str(value).lower() not in ("false", "0", "none"):
             raise CLIError(f"{flag} (from the reference generate.py) is not supported: {why}")
     if a.lora is not None and a.lora and isinstance(a.lora[0], dict):   # from a --from settings record
-        a.lora = [f"{d['path']}:{d['strength']}" for d in a.lora]
+        a.lora = [(f"{d['expert']}:" if d.get("expert") else "") + f"{d['path']}:{d['strength']}" for d in a.lora]
     prompt = a.prompt_pos or a.prompt
     if not prompt:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")

@@ -637,3 +637,30 @@ def test_class_from_pretrained(folders):
         TextToVideo.from_pretrained(folders["moe", "official"], progress=False)
     assert isinstance(TextImageToVideo.from_pretrained(folders["ti2v", "official"], progress=False),
                       TextImageToVideo)
+
+
+def test_lora_per_expert_per_call(meta, tmp_path):
+    """pipe(..., lora="low:FILE") adapts only the low-noise expert; a plain file both; the next call without it
+    turns them off again; the record names the expert."""
+    from openwan.training.lora import add_lora, lora_parameters, save_lora
+    sd = load_file(str(REF22 / "moe_t2v_unipc.safetensors"))
+    pipe = with_prompts(moe_pipe("moe_t2v_unipc", meta, sd, vae21(load_file(str(REF22 / "moe_i2v.safetensors")))),
+                        sd)
+    donor = expert(sd, "high.", meta["moe_t2v_unipc"]["expert_config"])
+    add_lora(donor, rank=2)
+    with torch.no_grad():
+        for prm in lora_parameters(donor):
+            prm.normal_(0, 0.5)
+    save_lora(donor, tmp_path / "l.safetensors")
+    x, t = sd["step0.latent_in"][None], torch.tensor([500])
+    out = lambda: {k: e(x, t, [sd["in.context"]]) for k, e in pipe.experts.items()}  # noqa: E731
+    before = out()
+    pipe._call_options({"lora": f"low:{tmp_path / 'l.safetensors'}"})
+    low = out()
+    assert torch.equal(before["high"], low["high"]) and (before["low"] - low["low"]).abs().max() > 1e-3
+    assert pipe._loras == [{"path": str(tmp_path / "l.safetensors"), "strength": 1.0, "expert": "low"}]
+    pipe._call_options({"lora": str(tmp_path / "l.safetensors")})
+    both = out()
+    assert all((before[k] - both[k]).abs().max() > 1e-3 for k in both)
+    pipe._call_options({"lora": []})
+    assert all(torch.equal(before[k], v) for k, v in out().items())

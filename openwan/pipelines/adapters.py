@@ -1,4 +1,5 @@
-"""LoRA adapters of a pipeline, chosen per call: ``pipe(prompt, lora=["style.safetensors:0.8"])``.
+"""LoRA adapters of a pipeline, chosen per call: ``pipe(prompt, lora=["style.safetensors:0.8"])`` (Wan 2.2
+A14B: ``"high:FILE"`` / ``"low:FILE"`` for one expert, a plain file for both).
 
 Each file is loaded once (any format :func:`openwan.training.lora.load_lora` reads, unmerged: the base
 weights stay as they are) and kept; a call sets the strengths of the adapters it names and turns every
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 LoraSpec = Union[str, tuple, dict]
+EXPERTS = ("high", "low")       # Wan 2.2 A14B's experts: "high:FILE[:S]" applies to one of them only
 
 
 def parse_lora_specs(specs: Union[None, LoraSpec, Sequence[LoraSpec]]) -> list[dict]:
@@ -24,7 +26,11 @@ def parse_lora_specs(specs: Union[None, LoraSpec, Sequence[LoraSpec]]) -> list[d
         specs = [specs]
     out = []
     for s in specs:
+        expert = None
+        if isinstance(s, str) and s.split(":", 1)[0] in EXPERTS and ":" in s:
+            expert, s = s.split(":", 1)             # Wan 2.2 A14B: "high:FILE" / "low:FILE" for one expert
         if isinstance(s, dict):
+            expert = s.get("expert")
             path, strength = s.get("path"), s.get("strength", 1.0)
         elif isinstance(s, tuple) and len(s) == 2:
             path, strength = s
@@ -44,7 +50,9 @@ def parse_lora_specs(specs: Union[None, LoraSpec, Sequence[LoraSpec]]) -> list[d
             raise ValueError(f"lora {path}: strength must be a finite number, got {strength!r}")
         if not Path(path).is_file():
             raise FileNotFoundError(f"lora {path}: file not found")
-        out.append({"path": str(path), "strength": float(strength)})
+        if expert not in (None,) + EXPERTS:
+            raise ValueError(f"lora {path}: expert must be 'high' or 'low', got {expert!r}")
+        out.append({"path": str(path), "strength": float(strength)} | ({"expert": expert} if expert else {}))
     return out
 
 
@@ -53,11 +61,22 @@ def _adapter_name(path: str) -> str:
     return "lora_" + hashlib.sha1(resolved.encode()).hexdigest()[:10]
 
 
+def use_loras_on_experts(experts: dict, specs) -> list[dict]:
+    """:func:`use_loras` for a two-expert model: a spec with ``expert`` goes to that expert, others to both."""
+    parsed = parse_lora_specs(specs)
+    for name, model in experts.items():
+        use_loras(model, [{"path": s["path"], "strength": s["strength"]} for s in parsed
+                          if s.get("expert") in (None, name)])
+    return parsed
+
+
 def use_loras(model, specs) -> list[dict]:
     """Load (once) and weigh the adapters ``specs`` names on ``model``; every other adapter loaded this
     way is set to strength 0. Returns the parsed specs (for the settings record)."""
     from openwan.training.lora import adapter_names, load_lora, set_lora_strength
     parsed = parse_lora_specs(specs)
+    if any(s.get("expert") for s in parsed):
+        raise ValueError("lora: 'high:' / 'low:' name an expert of a Wan 2.2 A14B model; this model has one DiT")
     wanted = {}
     for s in parsed:
         name = _adapter_name(s["path"])

@@ -302,8 +302,9 @@ class WanPipeline:
         if "lora" in kwargs:
             lora = kwargs.pop("lora")
             if lora is not None or self._loras:
-                from openwan.pipelines.adapters import use_loras
-                self._loras = use_loras(self.dit, lora)
+                from openwan.pipelines.adapters import use_loras, use_loras_on_experts
+                experts = getattr(self, "experts", None)
+                self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential"):
