@@ -102,12 +102,12 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
 
 def _apply_threads(pipe: WanPipeline, threads: Optional[int]) -> int:
     """Threads by the work of one DiT forward at the variant's default size (openwan.runtime's policy)."""
+    import math
     from openwan import runtime
-    d = pipe.defaults()
-    w, h = (int(v) for v in d.size.split("*"))
-    vae, patch = pipe.vae, pipe.dit.config.patch_size
-    tokens = ((d.frame_num - 1) // vae.temporal_ratio + 1) // patch[0] * (h // vae.spatial_ratio // patch[1]) \
-        * (w // vae.spatial_ratio // patch[2])
+    from openwan.plan import latent_grid
+    d, vae = pipe.defaults(), pipe.vae
+    tokens = math.prod(latent_grid(d.size, d.frame_num, pipe.dit.config.patch_size,
+                                   (vae.temporal_ratio, vae.spatial_ratio, vae.spatial_ratio)))
     params = sum(p.numel() for p in pipe.dit.parameters())
     return runtime.apply_threads(runtime.forward_flops(params, tokens), threads)
 

@@ -213,9 +213,8 @@ class WanPipeline:
             def checked(self, prompt, *args, **kwargs):
                 from openwan import validate
                 self._call_options(kwargs)
-                fps, self._fps = self._fps, None
-                long_opts, self._long_opts = self._long_opts, {}
-                tile, self._tile = self._tile, None
+                pending, self._pending = self._pending, {}
+                fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
@@ -235,7 +234,7 @@ class WanPipeline:
         if call is not None:
             @functools.wraps(call)
             def with_options(self, prompt, *args, **kwargs):
-                self._fps, self._long_opts, self._tile = None, {}, None
+                self._pending = {}
                 self._call_options(kwargs)
                 return call(self, prompt, *args, **kwargs)
             sig = inspect.signature(call)
@@ -288,17 +287,17 @@ class WanPipeline:
         """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
         self._diffusers_names(kwargs)
         if "tile" in kwargs:
-            self._tile = kwargs.pop("tile")
+            self._pending["tile"] = kwargs.pop("tile")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240):
                 raise ValueError(f"fps must be a whole number from 1 to 240, got {fps!r}")
-            self._fps = fps
+            self._pending["fps"] = fps
         for key in ("long_method", "long_overlap"):
             if key in kwargs:
                 value = kwargs.pop(key)
                 if value is not None:
-                    self._long_opts[key.split("_")[1]] = value
+                    self._pending.setdefault("long", {})[key.split("_")[1]] = value
         if "lora" in kwargs:
             lora = kwargs.pop("lora")
             if lora is not None or self._loras:
@@ -317,9 +316,7 @@ class WanPipeline:
         self.offload_device = torch.device("cpu")
         self.load_seconds: Optional[float] = None
         self._loras: list[dict] = []      # the LoRA adapters in use: [{"path", "strength"}]
-        self._fps: Optional[int] = None   # a call's fps, from its __call__ to its prepare
-        self._long_opts: dict = {}        # a call's long-video options (method, overlap), likewise
-        self._tile = None                 # a call's VAE tiling, likewise
+        self._pending: dict = {}          # a call's fps, tile and long-video options, from __call__ to prepare
         self._prompt_memo: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     # -------------------------------------------------------------- convenience
