@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from openwan.denoiser import Conditioning, Denoiser, Guidance, Wrapper
-from openwan.models.vae_protocol import check_size as check_multiple
 from openwan.models.vae_protocol import size_multiple
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
-                                    make_noise, parse_size)
+                                    check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import ImageLike, check_output_free, image_to_tensor, load_image, source_name
 
 
@@ -143,11 +142,8 @@ class TextImageToVideo(WanPipeline):
         width, height = parse_size(size, d.size)
         frame_num = d.frame_num if frame_num is None else frame_num
         check_frames(frame_num)
+        check_size(width, height, self.variant, strict_size and image is None, vae=self.vae)  # an image: an area
         mult = size_multiple(self.vae, self.dit.patch_size)
-        check_multiple(width, height, mult, "Wan 2.2 TI2V (VAE 16 x patch 2)")
-        if image is None and strict_size and d.sizes and f"{width}*{height}" not in d.sizes:
-            raise ValueError(f"size {width}*{height} is not supported by {self.variant.name}; choose one of "
-                             f"{', '.join(d.sizes)} (or pass strict_size=False to try anyway)")
         check_prompt(prompt)
         img = None if image is None else load_image(image, "image")
         out_w, out_h = (width, height) if img is None else ti2v_size(img.shape[1], img.shape[0], width * height,
