@@ -92,7 +92,8 @@ def check_free(paths: Iterable[PathLike], overwrite: bool) -> None:
                                   f"another name")
 
 
-def _ensure_dir(directory: Path) -> None:
+def ensure_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents), or an OutputPathError naming the file in the way."""
     for ancestor in (directory, *directory.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
@@ -156,7 +157,7 @@ def write_files(items: Sequence[tuple[PathLike, Callable[[str], None]]], overwri
     published: list[tuple[Path, Path]] = []
     try:
         for final, (_, write_fn) in zip(finals, items):
-            _ensure_dir(final.parent)
+            ensure_dir(final.parent)
             clean_stale_temps(final.parent)
             tmp = temp_path(final)
             try:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from openwan import validate
-from openwan.fileio import OutputPathError, check_free, write_files  # noqa: F401 - OutputPathError re-exported
+from openwan.fileio import OutputPathError, check_free, ensure_dir, write_files  # noqa: F401 - OutputPathError re-exported
 
 __all__ = [
     "OutputPathError", "to_uint8", "write_video", "write_image", "read_video", "read_video_metadata",
@@ -111,17 +111,7 @@ def check_output(path: PathLike, overwrite: bool, sidecar: bool = True) -> Path:
     else:
         check_free([path], overwrite)
     parent = path.parent
-    for ancestor in (parent, *parent.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise OutputPathError(f"cannot write {path}: {ancestor} is a file, not a directory; "
-                                      f"choose another output path")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputPathError(f"cannot create output directory {parent}: {e.strerror or e}; "
-                              f"choose another output path") from None
+    ensure_dir(parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"output directory {parent} is not writable; fix its permissions or choose "
                               f"another output path")
