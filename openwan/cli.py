@@ -443,9 +443,9 @@ def cmd_convert(a) -> int:
         return 0
     from openwan.checkpoints import checkpoint_layout
     src = Path(a.src)
-    wan22 = a.src != "demo" and src.is_dir() and (len(checkpoint_layout(src).dits) == 2
-                                                   or (src / "Wan2.2_VAE.pth").exists()
-                                                   or checkpoint_layout(src).expand_timesteps)
+    layout = checkpoint_layout(src) if a.src != "demo" and src.is_dir() else None
+    wan22 = layout is not None and (len(layout.dits) == 2 or layout.expand_timesteps
+                                    or (src / "Wan2.2_VAE.pth").exists())
     if not wan22:                      # Wan 2.1 and the demo: whole pipeline folders (openwan.convert)
         from openwan.convert import convert
         dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
