@@ -105,7 +105,8 @@ def _generate_parser(sub):
                         "low:FILE for one expert")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the DiT (pays off over many steps or videos; the first step compiles)")
-    p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the variant's)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the written video, in (0, 240] (default: the variant's)")
     p.add_argument("--tile", type=int, nargs="?", const=256, default=None, metavar="PIXELS",
                    help="decode with the VAE in overlapping spatial tiles of this size (default 256): bounded "
                         "decode memory for large frames, seams blended (not bit-identical to untiled)")

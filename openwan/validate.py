@@ -161,6 +161,15 @@ def output_path(value, name: str = "output_path", overwrite: bool = False, check
     return path
 
 
+def output_fps(value, name: str = "fps"):
+    """The frame rate of a written video: a number in (0, 240]; an int when whole (12, 16.0 -> 16),
+    else a float such as 23.976 (written as a rational). The one rule for the CLI, the Python call and
+    the server."""
+    v = number(value, name, 0.0, 240.0, lo_open=True,
+               expect="a frame rate in (0, 240] such as 16 or 23.976 (leave it unset for the model's own)")
+    return int(v) if v.is_integer() else v
+
+
 # ----------------------------------------------------------------------------- a whole call
 
 def _solvers():
@@ -223,7 +232,7 @@ def generation_args(names: Optional[Mapping[str, str]] = None, **kw) -> dict:
                               expect="a frame rate > 0 (up to 1000) to resample a source video file to (default "
                                      "16, Wan's), or 0 to use every frame as it is")
         elif key == "fps":
-            out[key] = number(value, n(key), 0.0, 1000.0, lo_open=True)
+            out[key] = output_fps(value, n(key))
         elif key == "threads":
             out[key] = integer(value, n(key), 1)
         elif key == "output_type":

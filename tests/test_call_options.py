@@ -85,8 +85,16 @@ def test_fps_per_call_is_written_and_recorded(pipe, tmp_path):
     assert "fps" not in plain.settings                                   # per call: not carried over
     with av.open(str(plain.path)) as c:
         assert c.streams.video[0].average_rate == pipe.variant.sample.fps
-    with pytest.raises(ValueError, match="fps must be a whole number from 1 to 240"):
+    with pytest.raises(ValueError, match=r"fps must be a frame rate in \(0, 240\]"):
         pipe("a red circle moving to the right", fps=0)
+    # one rule for the call and for openwan.validate (CLI, server): fractional rates are written as rationals
+    from openwan.validate import generation_args
+    with pytest.raises(ValueError, match=r"fps must be a frame rate in \(0, 240\]"):
+        generation_args(fps=241)
+    assert generation_args(fps=16.0)["fps"] == 16 and isinstance(generation_args(fps=16.0)["fps"], int)
+    ntsc = pipe("a red circle moving to the right", sample_steps=2, seed=1, fps=23.976, output_path=tmp_path / "c.mp4")
+    with av.open(str(ntsc.path)) as c:
+        assert abs(float(c.streams.video[0].average_rate) - 23.976) < 1e-3
 
 
 def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):

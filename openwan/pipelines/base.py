@@ -24,6 +24,7 @@ import torch
 from openwan import sampling
 from openwan.configs import SampleDefaults, Variant
 from openwan.denoiser import Conditioning, Denoiser, Guidance
+from openwan.validate import output_fps
 # loading and saving live in components.py; re-exported here, where the pipelines and callers look for them
 from openwan.pipelines.components import (Components, _device, check_checkpoint_dir, load_components,  # noqa: F401
                                           lookup_variant, save_components)
@@ -141,7 +142,7 @@ class Job:
     return_frames: bool = True
     post_step: Optional[Callable] = None
     generator: Optional[torch.Generator] = None
-    fps: Optional[int] = None
+    fps: Optional[float] = None
     tile: Any = None                 # VAE decode tiles (pixels, or True): bounded decode memory, not exact
     long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
     window_conds: Optional[list] = None
@@ -290,9 +291,7 @@ class WanPipeline:
             self._pending["tile"] = kwargs.pop("tile")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
-            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240):
-                raise ValueError(f"fps must be a whole number from 1 to 240, got {fps!r}")
-            self._pending["fps"] = fps
+            self._pending["fps"] = None if fps is None else output_fps(fps)
         for key in ("long_method", "long_overlap"):
             if key in kwargs:
                 value = kwargs.pop(key)
@@ -561,7 +560,7 @@ class WanPipeline:
 
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
-               fps: Optional[int] = None, return_frames: bool = True, tile=None) -> GenerationOutput:
+               fps: Optional[float] = None, return_frames: bool = True, tile=None) -> GenerationOutput:
         """Decode, optionally write the file (frames streamed straight into the writer), and return.
 
         ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
