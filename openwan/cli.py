@@ -279,12 +279,8 @@ def cmd_generate(a) -> int:
     if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
-        from openwan.parallel import enable_sequence_parallel, shard_dit
-        for dit in getattr(pipe, "experts", {"dit": pipe.dit}).values():   # Wan 2.2 A14B: both experts
-            if a.dit_fsdp:
-                shard_dit(dit)
-            if (a.ulysses_size or 1) > 1:
-                enable_sequence_parallel(dit)
+        from openwan.parallel import parallelize
+        parallelize(pipe, a.ulysses_size, a.dit_fsdp)        # every DiT (Wan 2.2 A14B: both experts)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"

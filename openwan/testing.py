@@ -45,6 +45,46 @@ def make_tiny_checkpoint(path: Union[str, Path], variant: str = "tiny-t2v", layo
     return path
 
 
+WAN22_KINDS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
+
+
+def tiny_wan22_components(kind: str = "t2v-A14B", seed: int = 0, dit=None):
+    """Random tiny Wan 2.2 components (:class:`openwan.pipelines.components.Components`): ``kind`` t2v-A14B /
+    i2v-A14B (two experts on a tiny 2.1 VAE, boundary 0.875 / 0.9) or ti2v-5B (one DiT on a tiny 2.2 VAE);
+    the tiny umT5. ``dit``: a DiTConfig to use instead of the tiny one (e.g. the 1.3B width, for benchmarks)."""
+    from openwan.configs import TINY_DIT, TINY_VAE, TINY_VARIANTS, WAN22_VARIANTS
+    from openwan.models.dit import WanModel
+    from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
+    from openwan.pipelines.components import Components
+    if kind not in WAN22_KINDS:
+        raise ValueError(f"kind must be one of {WAN22_KINDS}, got {kind!r}")
+    base = dit or TINY_DIT
+    cfg = {"t2v-A14B": base, "i2v-A14B": base.replace(model_type="i2v", in_dim=36, clip_input=False),
+           "ti2v-5B": base.replace(model_type="ti2v", in_dim=48, out_dim=48)}[kind]
+    torch.manual_seed(seed)
+    high = randomize_(WanModel(cfg), seed).eval().requires_grad_(False)
+    low = None if kind == "ti2v-5B" else randomize_(WanModel(cfg), seed + 10).eval().requires_grad_(False)
+    if kind == "ti2v-5B":
+        from openwan.models.vae22 import VAE22Config, WanVAE22
+        vae = randomize_(WanVAE22(VAE22Config(dim=4, dec_dim=8)), seed + 1, std=0.05)
+    else:
+        from openwan.models.vae import WanVAE
+        vae = randomize_(WanVAE(TINY_VAE), seed + 1, std=0.05)
+    te = TextEncoder(TINY_VARIANTS["tiny-t2v"].text_encoder, TINY_TOKENIZER_DIR, seed=seed + 2, cache_dir=False)
+    v = WAN22_VARIANTS[kind]
+    v = v.replace(name=f"tiny-{kind}", dit=cfg, text_encoder=te.config, sample=v.sample.replace(sizes=()))
+    return Components(high, vae.eval(), te, None, v, f"tiny-{kind}", dit_low=low)
+
+
+def make_tiny_wan22_checkpoint(path: Union[str, Path], kind: str = "t2v-A14B", layout: str = "official",
+                               seed: int = 0, dit=None) -> Path:
+    """:func:`tiny_wan22_components` written as a checkpoint folder (official: high_noise_model/ +
+    low_noise_model/ or a top-level TI2V DiT with Wan2.2_VAE.pth; diffusers: transformer/ + transformer_2/ with
+    boundary_ratio, or expand_timesteps)."""
+    from openwan.pipelines.components import save_components
+    return save_components(tiny_wan22_components(kind, seed, dit), path, layout)
+
+
 class PeakLiveTensors:
     """Peak bytes of tensor storage made while the context is active (a ``TorchDispatchMode``).
 

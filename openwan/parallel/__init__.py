@@ -1,7 +1,8 @@
 """Multi-process inference on torch.distributed (training scales with openwan.training: FSDP2 / DDP)."""
 from openwan.parallel.sequence import (SequenceParallel, enable_sequence_parallel, init_process_group,
                                        set_sequence_parallel)
+from openwan.parallel.pipeline import parallelize, pipeline_dits
 from openwan.parallel.shard import shard_dit
 
-__all__ = ["SequenceParallel", "enable_sequence_parallel", "init_process_group", "set_sequence_parallel",
-           "shard_dit"]
+__all__ = ["SequenceParallel", "enable_sequence_parallel", "init_process_group", "parallelize", "pipeline_dits",
+           "set_sequence_parallel", "shard_dit"]

@@ -131,7 +131,14 @@ class MixtureOfExperts:
                              f"has one DiT ({self.c.source})")
         self.experts = {"high": self.c.dit, "low": self.c.dit_low}
         self.experts_plan = experts
+        self.experts_pinned: Optional[str] = None      # why both experts stay in place (pin_experts)
         self.boundary = self.c.boundary or self.defaults().boundary
+
+    def pin_experts(self, reason: str) -> None:
+        """Keep both experts where they are from now on (plan "both"): for experts sharded over processes
+        (openwan.parallel.parallelize with dit_fsdp), whose weights FSDP2 keeps on the group's device."""
+        self.experts_plan = "both"
+        self.experts_pinned = reason
 
     # -------------------------------------------------------------- residency
     def move(self, module, device) -> None:

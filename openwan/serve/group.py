@@ -47,11 +47,8 @@ def setup_group(ulysses_size: int, dit_fsdp: bool):
 
 
 def parallelize(pipe, ulysses_size: int, dit_fsdp: bool) -> None:
-    from openwan.parallel import enable_sequence_parallel, shard_dit
-    if dit_fsdp:
-        shard_dit(pipe.dit)
-    if (ulysses_size or 1) > 1:
-        enable_sequence_parallel(pipe.dit)
+    from openwan.parallel import parallelize as parallelize_pipeline
+    parallelize_pipeline(pipe, ulysses_size, dit_fsdp)     # every DiT (Wan 2.2 A14B: both experts)
 
 
 class GroupWorker(Worker):

@@ -1,0 +1,42 @@
+"""Multi-process inference for a whole pipeline: every DiT it runs (Wan 2.2 A14B: both experts).
+
+    parallelize(pipe, ulysses_size=N, dit_fsdp=True)    # under torchrun --nproc_per_node N
+
+Sequence parallel (``ulysses_size`` = the process count) attaches to each expert; an expert that moves
+between the device and the CPU for the active-expert plan keeps it (its attributes travel with it).
+
+Sharded weights (``dit_fsdp``) and the active-expert plan: an FSDP2-sharded module's parameters are
+DTensors on the process group's device, gathered block by block in the forward; moving one to the CPU
+and back between steps is not something FSDP2 supports for a mesh on the accelerator (its all-gathers
+run on the mesh's device). So with ``dit_fsdp`` both experts stay in place, each sharded: a process holds
+1/N of each, 2/N of one expert in all, plus one gathered block while it runs, which for N >= 2 is no
+more than the single unsharded expert the active-expert plan keeps. The pipeline's ``pin_experts``
+records this (``experts_plan`` becomes "both"); an expert released on the CPU is reloaded first.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def pipeline_dits(pipe) -> dict:
+    """{name: DiT} of a pipeline: its experts (Wan 2.2 A14B) or its one DiT."""
+    return dict(getattr(pipe, "experts", None) or {"dit": pipe.dit})
+
+
+def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False) -> None:
+    """Shard every DiT of ``pipe`` (``dit_fsdp``) and/or split its tokens over the processes (``ulysses_size`` >
+    1, the process count); needs the process group (:func:`openwan.parallel.init_process_group`)."""
+    from openwan.parallel.sequence import enable_sequence_parallel
+    from openwan.parallel.shard import shard_dit
+    if dit_fsdp:
+        pin = getattr(pipe, "pin_experts", None)
+        if pin is not None:
+            pin("sharded over the processes (--dit_fsdp): both experts stay in place")
+        for dit in pipeline_dits(pipe).values():
+            shard_dit(dit, pipe.device)
+    if (ulysses_size or 1) > 1:
+        for dit in pipeline_dits(pipe).values():
+            enable_sequence_parallel(dit)
+
+
+__all__ = ["parallelize", "pipeline_dits"]
