@@ -5,6 +5,7 @@
     python benchmarks/memory.py swap    [--layers 30 --resident 2]   # block swap: bytes on the device, output
     python benchmarks/memory.py planner                              # DiT forward peak vs openwan.plan.estimate
     python benchmarks/memory.py demo [--seeds 2]                     # demo bench accuracy: float, int8, fp8
+    python benchmarks/memory.py experts [--layers 2]                 # Wan 2.2 A14B: two experts vs one (CPU)
 
 Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
 VmRSS (sampled every 1 ms by a thread) over its value before the operation; it counts the pages of a
@@ -139,6 +140,17 @@ def child(spec):
         with PeakRSS() as pk, torch.no_grad():
             m(x, t, ctx)
         return {"peak": pk.peak + quant.weight_bytes(m), "weights": quant.weight_bytes(m), "act": pk.peak}
+    if mode == "pipeline":                  # load a checkpoint folder and generate once: peak over both
+        import openwan
+        with PeakRSS() as pk:
+            pipe = openwan.load_pipeline(spec["path"], progress=False, experts=spec["experts"])
+            out = pipe("a red circle", size=spec["size"], frame_num=9, sample_steps=4, seed=1, strict_size=False,
+                       output_type="latent")
+        w = getattr(pipe, "expert_weights", None) or {}
+        return {"peak": pk.peak, "stats": {k: v for k, v in out.settings["stats"].items() if k.startswith("dit_")},
+                "reloads": sum(x.reloads for x in w.values()),
+                "reload_s": sum(x.reload_seconds for x in w.values()),
+                "weights": quant.weight_bytes(pipe.dit), "latent": out.latents.flatten()[:4].tolist()}
     raise ValueError(mode)
 
 
@@ -248,12 +260,46 @@ def bench_demo(args):
                   " | ".join(f"{100 * a[k]:.1f}%" for k in ("color", "shape", "motion", "all")) + " |", flush=True)
 
 
+def bench_experts(args):
+    """Wan 2.2 A14B on a CPU: peak RSS of load + one 4-step call (over the expert switch) of a two-expert pipeline
+    (experts="one": the idle expert released and reloaded from its file; experts="both": both in memory) vs a
+    one-expert pipeline (the same high-noise expert, VAE and text encoder as a one-DiT folder)."""
+    from openwan.configs import TINY_DIT
+    from openwan.pipelines.components import save_components
+    from openwan.testing import tiny_wan22_components
+    widths = {"tiny": (TINY_DIT, "64*32"), f"1.3B width, {args.layers} layers":
+              (dit_config(args).replace(text_dim=TINY_DIT.text_dim), "256*256")}
+    print("peak = VmRSS peak over the start (load + one call: 4 steps, 9 frames, fp32, 1 thread)")
+    print("| DiT | size | pipeline | expert MB | peak MB | peak / one expert | DiT forwards (high, low) | reloads |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        for label, (cfg, size) in widths.items():
+            comps = tiny_wan22_components("t2v-A14B", dit=cfg)
+            save_components(comps, Path(d) / "two", "official")
+            comps.dit_low = None
+            save_components(comps, Path(d) / "one", "official")
+            del comps
+            rows = [("one expert", run_child("pipeline", path=str(Path(d) / "one"), experts="one", size=size))]
+            for plan in ("one", "both"):
+                rows.append((f'two experts, experts="{plan}"',
+                             run_child("pipeline", path=str(Path(d) / "two"), experts=plan, size=size)))
+            base = rows[0][1]["peak"]
+            for name, r in rows:
+                st = r["stats"]
+                fw = f"{st.get('dit_forwards_high', st['dit_forwards'])}, {st.get('dit_forwards_low', 0)}"
+                print(f"| {label} | {size} | {name} | {r['weights'] / MB:.1f} | {r['peak'] / MB:.0f} | "
+                      f"{r['peak'] / base:.3f} | {fw} | {r['reloads']} ({r['reload_s']:.2f} s) |", flush=True)
+            import shutil
+            shutil.rmtree(Path(d) / "two")
+            shutil.rmtree(Path(d) / "one")
+
+
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "_child":
         print(json.dumps(child(json.loads(sys.argv[2]))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["load", "quality", "swap", "planner", "demo"])
+    ap.add_argument("what", choices=["load", "quality", "swap", "planner", "demo", "experts"])
     add_dit_args(ap, layers=8)
     ap.add_argument("--tokens", type=int, default=1560)
     ap.add_argument("--resident", type=int, default=2)
@@ -261,7 +307,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     {"load": bench_load, "quality": bench_quality, "swap": bench_swap, "planner": bench_planner,
-     "demo": bench_demo}[args.what](args)
+     "demo": bench_demo, "experts": bench_experts}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -517,15 +517,9 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
                 "\n  pass the matching config (or variant) for this checkpoint")
         raise CheckpointError(str(e) + hint) from None
 
-    for f in files:
-        part = {}
-        with safe_open(str(f), "pt", device="cpu") as fh:
-            for k in fh.keys():
-                t = fh.get_tensor(k)
-                if dtype is not None and t.is_floating_point():
-                    t = t.to(dtype)
-                part[k[len(prefix):]] = t.to(device) if device is not None else t
-        part = to_official(part)
+    if device is not None and torch.device(device).type == "meta":
+        return model.eval().requires_grad_(False)      # keys and shapes checked, nothing read (loaded later)
+    for part in _dit_shards(files, prefix, to_official, dtype, device):
         if hook is not None:
             part = _apply_hook(model, part, hook)
         model.load_state_dict(part, strict=False, assign=True)
@@ -535,6 +529,48 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
         raise CheckpointError(f"{path}: no weights were loaded for {_short(left)}"
                               + (" (the load hook returned None for them)" if hook is not None else ""))
     return model.eval().requires_grad_(False)
+
+
+def _dit_shards(files, prefix: str, to_official: Callable, dtype, device) -> Iterator[dict]:
+    """Each file's tensors as {official name: tensor} (cast to ``dtype``, on ``device``), one file at a time."""
+    from safetensors import safe_open
+    for f in files:
+        part = {}
+        with safe_open(str(f), "pt", device="cpu") as fh:
+            for k in fh.keys():
+                t = fh.get_tensor(k)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                part[k[len(prefix):]] = t.to(device) if device is not None else t
+        yield to_official(part)
+
+
+def _dit_naming(path):
+    """(files, key prefix, to-official renamer, official key names) of a DiT checkpoint, from its headers."""
+    from safetensors import safe_open
+    files, layout, _ = _dit_source(Path(path))
+    keys = []
+    for f in files:
+        _check_file(f)
+        with safe_open(str(f), "pt") as fh:
+            keys += list(fh.keys())
+    prefix = next((p for p in COMFY_PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
+    keys = [k[len(prefix):] for k in keys]
+    diffusers = layout == "diffusers" or (layout is None and is_diffusers_dit(keys))
+    to_official = dit_diffusers_to_official if diffusers else (lambda d: d)
+    return files, prefix, to_official, set(to_official(dict.fromkeys(keys)))
+
+
+def dit_keys(path) -> set:
+    """The official names of a DiT checkpoint's tensors (headers only)."""
+    return _dit_naming(path)[3]
+
+
+def read_dit_shards(path, dtype=None, device=None) -> Iterator[dict]:
+    """A DiT checkpoint's (folder or file, either layout) tensors shard by shard with official names: what
+    :func:`load_dit` assigns, for reloading released weights (openwan.release)."""
+    files, prefix, to_official, _ = _dit_naming(path)
+    return _dit_shards(files, prefix, to_official, dtype, device)
 
 
 def _apply_hook(model, part: dict, hook: Callable) -> dict:

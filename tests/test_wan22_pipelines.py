@@ -346,8 +346,11 @@ def test_load_both_layouts_two_experts(folders):
         pipe = load_pipeline(folders["moe", layout], progress=False)
         assert isinstance(pipe, TextToVideoA14B) and pipe.boundary == 0.875
         assert pipe.variant.sample.guide_scales == (3.0, 4.0) and pipe.variant.sample.shift == 12.0
-        hi, lo = (dict(e.named_parameters()) for e in pipe.experts.values())
+        both = load_pipeline(folders["moe", layout], progress=False, experts="both")
+        hi, lo = (dict(e.named_parameters()) for e in both.experts.values())
         assert any(not torch.equal(hi[k], lo[k]) for k in hi)        # two different experts, both loaded
+        # on a CPU the default plan loads the low-noise expert when it is first needed (openwan.release)
+        assert [w.released for w in pipe.expert_weights.values()] == [False, True]
         out = pipe(PROMPT, size="48*32", frame_num=5, sample_steps=4, seed=1, strict_size=False,
                    output_type="latent")
         from openwan import sampling
@@ -356,6 +359,10 @@ def test_load_both_layouts_two_experts(folders):
         assert 0 < n_high < 4     # both experts run
         assert (out.settings["stats"]["dit_forwards_high"], out.settings["stats"]["dit_forwards_low"]) == \
             (n_high, 4 - n_high)
+        assert [w.released for w in pipe.expert_weights.values()] == [True, False]   # the idle one released
+        assert all(torch.equal(v, lo[k]) for k, v in pipe.experts["low"].named_parameters())   # reloaded exactly
+        assert torch.equal(out.latents, both(PROMPT, size="48*32", frame_num=5, sample_steps=4, seed=1,
+                                             strict_size=False, output_type="latent").latents)
         lat[layout] = out.latents
     assert torch.equal(lat["official"], lat["diffusers"])
 

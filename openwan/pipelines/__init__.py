@@ -69,8 +69,9 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     if block_swap is not None and offload != "none":
         raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
     dev = None if block_swap is None else "cpu"          # streamed blocks stay in CPU memory
+    on_cpu = torch.device(dev or device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu"
     comps = load_components(ckpt, variant=variant, device=dev or device, dtype=dtype, t5_cpu=t5_cpu,
-                            quantize=quantize)
+                            quantize=quantize, release_low=experts == "one" and on_cpu and block_swap is None)
     if student is not None:                              # before any block streaming or quantized layers
         if quantize not in (None, "none"):
             raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
@@ -78,7 +79,9 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         dit = comps.dit
         sd = read_safetensors(student)
         dit.load_state_dict({k: v.to(next(dit.parameters()).dtype) for k, v in sd.items()}, strict=True)
+        comps.dit_sources = ()                           # the weights are the student's, not the folder's
     if block_swap is not None:
+        comps.dit_sources = ()                           # streamed blocks: the experts stay loaded
         from openwan.offload import enable_block_swap
         target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for model in ([comps.dit] if comps.dit_low is None else [comps.dit, comps.dit_low]):

@@ -27,6 +27,7 @@ class Components:
     dtype_reason: str = ""
     dit_low: Any = None
     boundary: Optional[float] = None
+    dit_sources: tuple = ()      # the DiT folders the float weights came from (reloadable: openwan.release)
 
 
 def _device(device) -> torch.device:
@@ -37,7 +38,8 @@ def _device(device) -> torch.device:
 
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
-                    need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None) -> Components:
+                    need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None,
+                    release_low: bool = False) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -46,7 +48,9 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     Diffusers: transformer/ (+ transformer_2/ = the low-noise expert, with model_index.json's
     boundary_ratio), vae/, text_encoder/, tokenizer/ (+ image_encoder/).
     The A14B low-noise expert is loaded onto the CPU when the device is not (only the active expert needs
-    the device; the pipeline moves them). What the folder holds is checked first (:func:`checkpoint_layout`).
+    the device; the pipeline moves them); with ``release_low`` (the CPU's active-expert plan) it is only
+    checked, its weights left unread (meta) until the pipeline first needs it (openwan.release). What the
+    folder holds is checked first (:func:`checkpoint_layout`).
     """
     from openwan.checkpoints import CheckpointError, matching_variants
     from openwan.models.dit import WanModel
@@ -71,6 +75,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
             return WanModel.from_pretrained(folder, dtype=dtype, device=device, config=config)
         return load_any_dit(folder, dtype=dtype, quantize=quantize, device=device, config=config)
 
+    from openwan.gguf import find_gguf
+    plain = quantize is None and not any(find_gguf(d) for d in lay.dits)   # float safetensors: reloadable
     dit = load_dit(lay.dits[0], dit_dtype, device, stored.dit if stored else None)
     if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
             and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
@@ -79,7 +85,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
     dit_low = None
     if len(lay.dits) == 2:
-        dit_low = load_dit(lay.dits[1], dit_dtype, torch.device("cpu"))
+        dit_low = load_dit(lay.dits[1], dit_dtype, torch.device("meta" if release_low and plain else "cpu"))
         if dit_low.config != dit.config:
             raise CheckpointError(f"{path}: the two experts differ ({lay.dits[0].name}: {dit.config.model_type}, "
                                   f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
@@ -107,7 +113,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         from openwan.models.image_encoder import ImageEncoder
         image_encoder = ImageEncoder.from_pretrained(path, device=device)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
-                      boundary=lay.boundary)
+                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else ())
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

@@ -133,10 +133,23 @@ class MixtureOfExperts:
         self.experts_plan = experts
         self.experts_pinned: Optional[str] = None      # why both experts stay in place (pin_experts)
         self.boundary = self.c.boundary or self.defaults().boundary
+        # On a CPU the device memory is the host memory: the idle expert is released and reloaded from its
+        # file instead (openwan.release), when both came from float safetensors (not quantized / GGUF)
+        self.expert_weights = None
+        if experts == "one" and self.device == self.offload_device and len(self.c.dit_sources) == 2:
+            from openwan.release import FileWeights
+            self.expert_weights = {n: FileWeights(self.experts[n], src) for n, src in zip(EXPERTS, self.c.dit_sources)}
+        elif any(p.is_meta for e in self.experts.values() for p in e.parameters()):
+            raise ValueError("an expert's weights are not loaded (meta): load with load_components(..., "
+                             "release_low=True) only for the CPU's experts='one' plan")
 
     def pin_experts(self, reason: str) -> None:
-        """Keep both experts where they are from now on (plan "both"): for experts sharded over processes
-        (openwan.parallel.parallelize with dit_fsdp), whose weights FSDP2 keeps on the group's device."""
+        """Keep both experts where they are from now on (plan "both"), both loaded: for experts sharded over
+        processes (openwan.parallel.parallelize with dit_fsdp), whose weights FSDP2 keeps on the group's device."""
+        if self.expert_weights is not None:
+            for w in self.expert_weights.values():
+                w.restore()
+            self.expert_weights = None
         self.experts_plan = "both"
         self.experts_pinned = reason
 
@@ -149,8 +162,15 @@ class MixtureOfExperts:
         return module_device(module)
 
     def activate(self, name: str) -> None:
-        """Put expert ``name`` on the device; under the "one" plan the other leaves first."""
+        """Put expert ``name`` on the device; under the "one" plan the other leaves first (on a CPU: its
+        weights are released, and the active one's reloaded from its file if they were)."""
         active = self.experts[name]
+        if self.expert_weights is not None:
+            for other, w in self.expert_weights.items():
+                if other != name:
+                    w.release()
+            self.expert_weights[name].restore()
+            return
         if self.experts_plan == "one" and self.device != self.offload_device:
             for other in self.experts.values():
                 if other is not active and self.where(other) != self.offload_device:

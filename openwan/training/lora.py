@@ -512,16 +512,17 @@ def load_lora(model: nn.Module, path_or_sd: Union[str, Path, dict], strength: fl
     for (off, pname), e in entries.items():
         layer = modules[off]
         w = getattr(layer, pname)
+        dev = torch.device("cpu") if w.is_meta else w.device   # a released weight (openwan.release): CPU
         if "down" in e:
             A, B = e["down"], e["up"]
             alpha = float(e["alpha"]) if "alpha" in e else float(A.shape[0])
-            ad = LowRank(A.to(w.device), B.to(w.device), scale=alpha / A.shape[0], strength=strength)
+            ad = LowRank(A.to(dev), B.to(dev), scale=alpha / A.shape[0], strength=strength)
             _param_lora(layer, pname, create=True).adapters[key] = ad
         if "diff" in e:
             # beside a low-rank pair on the same weight, the full delta is a second adapter of this name
             slot = key + "_diff" if "down" in e else key
             _param_lora(layer, pname, create=True).adapters[slot] = \
-                FullDelta(e["diff"].to(w.device).reshape(w.shape), strength)
+                FullDelta(e["diff"].to(dev).reshape(w.shape), strength)
     return key
 
 
