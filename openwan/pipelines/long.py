@@ -3,7 +3,8 @@ latent frames without decoding them (see :mod:`openwan.long_video`).
 
 Window k starts from its slice of the call's noise; the frames it shares with window k-1 are that window's
 finished latents, re-imposed at the current noise level after every solver step (and at the start), with
-the window's own noise draw, so at the end of the window they are exactly the known latents.
+the window's own noise draw, so at the end of the window they are exactly the known latents. A pipeline
+with its own way (``pipe.continued_window``, TI2V: clean frames with timestep 0) replaces that.
 """
 from __future__ import annotations
 
@@ -18,26 +19,33 @@ from openwan.long_video import reimpose
 def run_continued(pipe, job, on_step: Optional[Callable] = None,
                   cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """``pipe.run`` for a job whose long-video method is ``continue``: returns the whole clean latent."""
-    if job.post_step is not None:
-        raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
-                         "conditioning: use long_method='windows'")
     plan = job.long.plan
     noise = job.start
     out = torch.zeros_like(noise, dtype=torch.float32)
     totals: dict = {}
+    window = getattr(pipe, "continued_window", None) or reimposed_window   # a task's own way (TI2V's)
     for k, (s, e) in enumerate(plan.spans):
         shared = plan.spans[k - 1][1] - s if k > 0 else 0
-        window_noise = noise[:, s:e]
-        known = out[:, s:s + shared].clone()
-
-        def keep_known(step, x, x0, known=known, window_noise=window_noise, shared=shared):
-            return reimpose(x, known, window_noise, step.sigma_next, shared)
-
-        start = reimpose(window_noise, known, window_noise, float(job.sigmas[0]), shared)
-        sub = replace(job, settings={"stats": {}}, start=start, cond=job.window_conds[k], post_step=keep_known,
+        start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
+        sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
                       long=None, window_conds=None)
         out[:, s:e] = pipe.run(sub, on_step, cancelled).float()
         for key, v in sub.settings["stats"].items():
             totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
     job.stats.update(totals)
     return out.to(noise.dtype)
+
+
+def reimposed_window(job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
+    """Window ``k`` of the ``continue`` method: (start, conditioning, post_step), the ``known`` frames shared with
+    the previous window re-imposed at the current noise level (at the start and after every step)."""
+    if job.post_step is not None:
+        raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
+                         "conditioning: use long_method='windows'")
+    shared = known.shape[1]
+
+    def keep_known(step, x, x0):
+        return reimpose(x, known, window_noise, step.sigma_next, shared)
+
+    start = reimpose(window_noise, known, window_noise, float(job.sigmas[0]), shared)
+    return start, job.window_conds[k], keep_known

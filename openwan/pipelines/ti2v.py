@@ -67,7 +67,8 @@ def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
 
 @dataclass
 class FirstFrameConditioning(Conditioning):
-    """Conditioning plus the image latent ``first_frame`` [z, 1, h, w] that stands in latent frame 0."""
+    """Conditioning plus clean latent frames ``first_frame`` [z, n, h, w] that stand in the first n latent
+    frames (the image's latent, n = 1; a continued long-video window: the frames it shares with the last)."""
     first_frame: Optional[torch.Tensor] = None
 
     def to(self, device) -> "FirstFrameConditioning":
@@ -75,27 +76,40 @@ class FirstFrameConditioning(Conditioning):
         ff = self.first_frame
         return dataclasses.replace(out, first_frame=None if ff is None else ff.to(device))
 
+    def frames(self, a: int, b: int) -> "FirstFrameConditioning":
+        """Frames a:b; the clean frames condition the window that starts at frame 0 only."""
+        return dataclasses.replace(super().frames(a, b), first_frame=self.first_frame if a == 0 else None)
+
 
 class FirstFrameTimesteps(Wrapper):
-    """Per-token timesteps: 0 on the ``frame_tokens`` tokens of latent frame 0, the step's t elsewhere
-    ([1, L], the reference's ``mask[0][:, ::2, ::2] * t`` flattened in (f, h, w) order)."""
+    """Per-token timesteps: 0 on the tokens of the conditioning's clean frames (``cond.first_frame``), the
+    step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t`` flattened in (f, h, w) order);
+    without clean frames the plain t. ``cond`` is the inner denoiser's (a long video's windows set it)."""
 
-    def __init__(self, inner, frame_tokens: int):
-        super().__init__(inner)
-        self.frame_tokens = frame_tokens
+    @property
+    def cond(self):
+        return self.inner.cond
+
+    @cond.setter
+    def cond(self, value):
+        self.inner.cond = value
 
     def __call__(self, x: torch.Tensor, step) -> torch.Tensor:
+        z = getattr(self.inner.cond, "first_frame", None)
+        if z is None:
+            return self.inner(x, step)
         pt, ph, pw = self.inner.dit.patch_size
         n = (x.shape[1] // pt) * (x.shape[2] // ph) * (x.shape[3] // pw)
         t = step.t.reshape(1, 1).expand(1, n).clone()
-        t[:, :self.frame_tokens] = 0
+        t[:, :(z.shape[1] // pt) * (z.shape[2] // ph) * (z.shape[3] // pw)] = 0
         return self.inner(x, dataclasses.replace(step, t=t))
 
 
 def replace_first_frame(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``x`` with latent frame 0 set to ``z`` (the reference's (1 - mask) * z + mask * x, exactly)."""
+    """``x`` with its first latent frames set to ``z`` [C, n, h, w] (the reference's (1 - mask) * z + mask * x,
+    exactly)."""
     x = x.clone()
-    x[:, :1] = z.to(x)
+    x[:, :z.shape[1]] = z.to(x)
     return x
 
 
@@ -173,21 +187,27 @@ class TextImageToVideo(WanPipeline):
 
     def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None):
         """The guided DiT; with an image, timestep 0 on latent frame 0's tokens (:class:`FirstFrameTimesteps`);
-        text-to-video past the native length: windowed (openwan.long_video)."""
+        past the native length windowed (openwan.long_video), the image conditioning the first window only."""
         from openwan.cache import step_cache_wrapper
-        d = Denoiser(self.dit, cond, guidance)
-        z = getattr(cond, "first_frame", None)
+        d = FirstFrameTimesteps(Denoiser(self.dit, cond, guidance))
         if windows is not None:
-            if z is not None:
-                raise ValueError("TI2V image-to-video past the model's native length is not supported yet: give "
-                                 "--frame_num up to the native length, or no image")
             from openwan.long_video import Windowed
             d = Windowed(d, *windows)
-        elif z is not None:
-            _, ph, pw = self.dit.patch_size
-            d = FirstFrameTimesteps(d, (z.shape[-2] // ph) * (z.shape[-1] // pw))
         wrap = step_cache_wrapper(step_cache)
         return d if wrap is None else wrap(d)
+
+    def continued_window(self, job: Job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
+        """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
+        clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any); later windows:
+        the frames shared with the previous window, clean (not re-noised as for the other models), set
+        before the loop and after every step. Returns (start, conditioning, post_step)."""
+        cond = job.window_conds[k]
+        clean = cond.first_frame if k == 0 else (known if known.shape[1] else None)
+        if clean is None:
+            return window_noise, cond, None
+        cond = dataclasses.replace(cond, first_frame=clean)
+        return (replace_first_frame(window_noise, clean), cond,
+                lambda step, x, x0: replace_first_frame(x, clean))
 
 
 PIPELINE = TextImageToVideo
