@@ -265,7 +265,7 @@ def bench_experts(args):
     (experts="one": the idle expert released and reloaded from its file; experts="both": both in memory) vs a
     one-expert pipeline (the same high-noise expert, VAE and text encoder as a one-DiT folder)."""
     from openwan.configs import TINY_DIT
-    from openwan.pipelines.components import save_components
+    from openwan.convert import write_components
     from openwan.testing import tiny_wan22_components
     widths = {"tiny": (TINY_DIT, "64*32"), f"1.3B width, {args.layers} layers":
               (dit_config(args).replace(text_dim=TINY_DIT.text_dim), "256*256")}
@@ -275,9 +275,9 @@ def bench_experts(args):
     with tempfile.TemporaryDirectory() as d:
         for label, (cfg, size) in widths.items():
             comps = tiny_wan22_components("t2v-A14B", dit=cfg)
-            save_components(comps, Path(d) / "two", "official")
+            write_components(comps, Path(d) / "two", "official")
             comps.dit_low = None
-            save_components(comps, Path(d) / "one", "official")
+            write_components(comps, Path(d) / "one", "official")
             del comps
             rows = [("one expert", run_child("pipeline", path=str(Path(d) / "one"), experts="one", size=size))]
             for plan in ("one", "both"):

@@ -438,28 +438,8 @@ def cmd_convert(a) -> int:
         dst = convert_checkpoint(a.src, a.dst, a.quantize)
         print(f"wrote the {a.quantize} DiT to {dst}")
         return 0
-    from openwan.checkpoints import checkpoint_layout
-    src = Path(a.src)
-    layout = checkpoint_layout(src) if a.src != "demo" and src.is_dir() else None
-    wan22 = layout is not None and (len(layout.dits) == 2 or layout.expand_timesteps
-                                    or (src / "Wan2.2_VAE.pth").exists())
-    if not wan22:                      # Wan 2.1 and the demo: whole pipeline folders (openwan.convert)
-        from openwan.convert import convert
-        dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
-        print(f"wrote the {a.to} layout to {dst}")
-        return 0
-    import torch
-    from openwan.pipelines import load_components
-    from openwan.pipelines.base import save_components
-    dst = Path(a.dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise CLIError(f"{dst} exists and is not an empty folder: choose a new output directory")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "keep": None}[a.dtype]
-    c = load_components(a.src, device="cpu", dtype=dtype or torch.float32)
-    for dit in (c.dit, c.dit_low):
-        if dtype is not None and dit is not None:
-            dit.to(dtype)
-    save_components(c, dst, a.to)      # Wan 2.2: both experts (+ boundary_ratio), TI2V expand_timesteps
+    from openwan.convert import convert     # Wan 2.1, Wan 2.2 (both experts, TI2V), the demo
+    dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
     print(f"wrote the {a.to} layout to {dst}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Whole-pipeline folders: official <-> diffusers, with the sampling defaults kept.
+"""Whole-pipeline folders: official <-> diffusers (Wan 2.1, Wan 2.2, the demo), with the sampling defaults kept.
 
     openwan.convert.to_diffusers("demo", "demo-diffusers")      # or any official / diffusers checkpoint folder
     diffusers.WanPipeline.from_pretrained("demo-diffusers")     # loads and runs
@@ -9,6 +9,10 @@ for t2v/t2i, ``WanImageToVideoPipeline`` for i2v/flf2v, ``WanVACEPipeline`` for 
 flow sigmas with ``flow_shift`` = the variant's default shift, as diffusers configures its Wan pipelines),
 ``tokenizer/``, ``text_encoder/`` (UMT5EncoderModel), ``vae/`` (AutoencoderKLWan), ``transformer/``
 (WanTransformer3DModel) and, for i2v/flf2v, ``image_encoder/`` (CLIPVisionModel) + ``image_processor/``.
+Wan 2.2: the A14B experts as ``transformer/`` (high-noise) + ``transformer_2/`` (low-noise) with
+``boundary_ratio`` in ``model_index.json`` (``WanPipeline`` / ``WanImageToVideoPipeline``, no image encoder),
+officially ``high_noise_model/`` + ``low_noise_model/``; TI2V-5B with ``expand_timesteps: true`` and the 2.2
+VAE (``vae/`` AutoencoderKLWan with is_residual, officially ``Wan2.2_VAE.pth``).
 Both directions also write ``openwan.json`` (:mod:`openwan.variant_io`): the variant's name, task, sampling
 defaults and component configs, which diffusers and the official ``generate.py`` ignore and openwan reads back.
 
@@ -33,7 +37,7 @@ PathLike = Union[str, os.PathLike]
 DIFFUSERS_VERSION = "0.33.1"     # the oldest diffusers with every Wan class named below
 DTYPES = {"keep": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PIPELINE_CLASS = {"t2v": "WanPipeline", "t2i": "WanPipeline", "i2v": "WanImageToVideoPipeline",
-                  "flf2v": "WanImageToVideoPipeline", "vace": "WanVACEPipeline"}
+                  "flf2v": "WanImageToVideoPipeline", "vace": "WanVACEPipeline", "ti2v": "WanPipeline"}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 _ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
@@ -47,7 +51,7 @@ def to_diffusers(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype,
 
 
 def to_official(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype, None] = None) -> Path:
-    """Write ``src`` (diffusers or official folder, or "demo") in the official Wan 2.1 layout."""
+    """Write ``src`` (diffusers or official folder, or "demo") in the official Wan 2.1 / 2.2 layout."""
     return _convert(src, dst, "official", dtype)
 
 
@@ -115,19 +119,14 @@ def _convert(src: PathLike, dst: PathLike, to: str, dtype) -> Path:
     stored = _stored_dtypes(src_dir)
     dit_dtype = dtype or stored["dit"] or torch.float32
     c = load_components(src_dir, variant=variant, device="cpu", dtype=dit_dtype)
-    variant = c.variant
-    _adopt_text_len(c, variant)
+    _adopt_text_len(c, c.variant)
 
     staging = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     try:
         staging.mkdir(parents=True)
-        if to == "diffusers":
-            _write_diffusers(c, variant, staging, stored)
-        else:
-            _write_official(c, staging, stored)
-        write_variant(variant, staging)
+        write_components(c, staging, to, stored)
         if dst.exists():
             dst.rmdir()   # an empty folder, checked above
         os.replace(staging, dst)
@@ -137,34 +136,74 @@ def _convert(src: PathLike, dst: PathLike, to: str, dtype) -> Path:
     return dst
 
 
+def write_components(c, out: PathLike, layout: str, stored: Optional[dict] = None) -> Path:
+    """Write loaded components (:class:`openwan.pipelines.components.Components`: Wan 2.1, Wan 2.2 A14B with
+    ``dit_low``, TI2V-5B on the 2.2 VAE) as a complete folder in ``layout`` "official" or "diffusers", with
+    ``openwan.json``. ``stored``: the dtype to write each component in (:func:`_stored_dtypes`; default: as
+    they are)."""
+    if layout not in ("official", "diffusers"):
+        raise ValueError(f"layout must be 'official' or 'diffusers', got {layout!r}")
+    from openwan.configs import VAEConfig
+    out = Path(out)
+    stored = stored or {}
+    variant = c.variant.replace(dit=c.dit.config)      # the record holds the models' own configs
+    te_config = getattr(c.text_encoder, "config", None)
+    if te_config is not None:
+        variant = variant.replace(text_encoder=te_config)
+    vae_config = getattr(c.vae, "config", None)
+    variant = variant.replace(vae=vae_config if isinstance(vae_config, VAEConfig) else None)   # 2.2 VAE: its files
+    if c.dit_low is not None:
+        boundary = c.boundary or variant.sample.boundary
+        if boundary is None:
+            raise ValueError("two experts but no boundary: load with a variant (t2v-A14B / i2v-A14B)")
+        if boundary != variant.sample.boundary:   # a diffusers folder's own boundary_ratio travels in openwan.json
+            variant = variant.replace(sample=variant.sample.replace(boundary=boundary))
+    (_write_diffusers if layout == "diffusers" else _write_official)(c, variant, out, stored)
+    write_variant(variant, out)
+    return out
+
+
 def _write_diffusers(c, variant: Variant, out: Path, stored: dict) -> None:
     c.dit.save_pretrained(out / "transformer", layout="diffusers")
-    vae = c.vae.to(stored["vae"]) if stored["vae"] is not None else c.vae
+    if c.dit_low is not None:
+        c.dit_low.save_pretrained(out / "transformer_2", layout="diffusers")
+    vae = c.vae.to(stored["vae"]) if stored.get("vae") is not None else c.vae
     vae.save_pretrained(out / "vae", layout="diffusers")
-    c.text_encoder.save_pretrained(out, layout="diffusers", dtype=stored["text_encoder"])
+    c.text_encoder.save_pretrained(out, layout="diffusers", dtype=stored.get("text_encoder"))
+    transformer = ["diffusers", json.loads((out / "transformer" / "config.json").read_text())["_class_name"]]
     index = {"_class_name": pipeline_class(variant.task), "_diffusers_version": DIFFUSERS_VERSION,
              "scheduler": ["diffusers", "UniPCMultistepScheduler"],
              "text_encoder": ["transformers", _architecture(out / "text_encoder", "UMT5EncoderModel")],
              "tokenizer": ["transformers", _tokenizer_class(out / "tokenizer")],
-             "transformer": ["diffusers", json.loads((out / "transformer" / "config.json").read_text())["_class_name"]],
-             "vae": ["diffusers", "AutoencoderKLWan"]}
+             "transformer": transformer, "vae": ["diffusers", "AutoencoderKLWan"]}
+    if c.dit_low is not None:            # Wan 2.2 A14B: diffusers' transformer_2 + boundary_ratio
+        index.update(transformer_2=transformer, boundary_ratio=variant.sample.boundary, expand_timesteps=False)
+    if c.dit.config.model_type == "ti2v":
+        index.update(expand_timesteps=True)
     if c.image_encoder is not None:
-        c.image_encoder.save_pretrained(out, layout="diffusers", dtype=stored["image_encoder"])
+        c.image_encoder.save_pretrained(out, layout="diffusers", dtype=stored.get("image_encoder"))
         write_json(image_processor_config(c.image_encoder.config.image_size),
                    out / "image_processor" / "preprocessor_config.json")
         index["image_encoder"] = ["transformers", _architecture(out / "image_encoder", "CLIPVisionModel")]
         index["image_processor"] = ["transformers", "CLIPImageProcessor"]
+    elif index["_class_name"] == "WanImageToVideoPipeline":     # I2V-A14B: no CLIP (as diffusers writes None)
+        index.update(image_encoder=[None, None], image_processor=[None, None])
     write_json(scheduler_config(variant.sample.shift), out / "scheduler" / "scheduler_config.json")
     write_json(index, out / "model_index.json")
 
 
-def _write_official(c, out: Path, stored: dict) -> None:
-    c.dit.save_pretrained(out, layout="official")
-    vae = c.vae.to(stored["vae"]) if stored["vae"] is not None else c.vae
+def _write_official(c, variant: Variant, out: Path, stored: dict) -> None:
+    if c.dit_low is None:
+        c.dit.save_pretrained(out, layout="official")
+    else:                                # Wan 2.2 A14B (the boundary travels in openwan.json)
+        from openwan.checkpoints import EXPERT_DIRS
+        for dit, d in zip((c.dit, c.dit_low), EXPERT_DIRS):
+            dit.save_pretrained(out / d, layout="official")
+    vae = c.vae.to(stored["vae"]) if stored.get("vae") is not None else c.vae
     vae.save_pretrained(out, layout="official")
-    c.text_encoder.save_pretrained(out, layout="official", dtype=stored["text_encoder"])
+    c.text_encoder.save_pretrained(out, layout="official", dtype=stored.get("text_encoder"))
     if c.image_encoder is not None:
-        c.image_encoder.save_pretrained(out, layout="official", dtype=stored["image_encoder"])
+        c.image_encoder.save_pretrained(out, layout="official", dtype=stored.get("image_encoder"))
 
 
 def _adopt_text_len(c, variant: Variant) -> None:
@@ -198,14 +237,15 @@ def _stored_dtypes(src: Path) -> dict:
     """The dtype each component's weights are stored in (None when mixed or not found)."""
     diffusers = (src / "model_index.json").exists() or (src / "transformer").is_dir()
     if diffusers:
-        where = {"dit": list((src / "transformer").glob("*.safetensors")),
+        where = {"dit": [*(src / "transformer").glob("*.safetensors"), *(src / "transformer_2").glob("*.safetensors")],
                  "vae": list((src / "vae").glob("*.safetensors")),
                  "text_encoder": list((src / "text_encoder").glob("*.safetensors")),
                  "image_encoder": list((src / "image_encoder").glob("*.safetensors"))}
     else:
         t5, clip = OFFICIAL_FILES["t5"], OFFICIAL_FILES["clip"]
-        where = {"dit": list(src.glob("diffusion_pytorch_model*.safetensors")),
-                 "vae": [src / "Wan2.1_VAE.pth", src / "Wan2.1_VAE.safetensors"],
+        where = {"dit": [*src.glob("diffusion_pytorch_model*.safetensors"),
+                         *src.glob("*_noise_model/diffusion_pytorch_model*.safetensors")],   # Wan 2.2 A14B
+                 "vae": [src / f"Wan2.{v}_VAE.{ext}" for v in (1, 2) for ext in ("pth", "safetensors")],
                  "text_encoder": [src / t5, src / t5.replace(".pth", ".safetensors")],
                  "image_encoder": [src / clip]}
     return {k: _files_dtype([f for f in files if f.is_file()]) for k, files in where.items()}

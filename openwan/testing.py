@@ -81,8 +81,8 @@ def make_tiny_wan22_checkpoint(path: Union[str, Path], kind: str = "t2v-A14B", l
     """:func:`tiny_wan22_components` written as a checkpoint folder (official: high_noise_model/ +
     low_noise_model/ or a top-level TI2V DiT with Wan2.2_VAE.pth; diffusers: transformer/ + transformer_2/ with
     boundary_ratio, or expand_timesteps)."""
-    from openwan.pipelines.components import save_components
-    return save_components(tiny_wan22_components(kind, seed, dit), path, layout)
+    from openwan.convert import write_components
+    return write_components(tiny_wan22_components(kind, seed, dit), path, layout)
 
 
 class PeakLiveTensors:

@@ -27,7 +27,7 @@ from openwan.denoiser import Conditioning, Denoiser, Guidance
 from openwan.validate import output_fps
 # loading and saving live in components.py; re-exported here, where the pipelines and callers look for them
 from openwan.pipelines.components import (Components, _device, check_checkpoint_dir, load_components,  # noqa: F401
-                                          lookup_variant, save_components)
+                                          lookup_variant)
 
 PathLike = Union[str, Path]
 OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")

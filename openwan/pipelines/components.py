@@ -168,41 +168,6 @@ def check_checkpoint_dir(path: Path):
     return lay
 
 
-def save_components(c: Components, dst: PathLike, layout: str) -> Path:
-    """Write loaded components in the official or the diffusers layout (Wan 2.1 or 2.2): the A14B experts
-    as high_noise_model/ + low_noise_model/ or transformer/ + transformer_2/ with model_index.json's
-    boundary_ratio; TI2V's diffusers folder gets expand_timesteps."""
-    import json
-    from openwan.fileio import write_json
-    dst = Path(dst)
-    dits = [c.dit] if c.dit_low is None else [c.dit, c.dit_low]
-    if layout == "diffusers":
-        dirs = [dst / "transformer", dst / "transformer_2"]
-    else:
-        from openwan.checkpoints import EXPERT_DIRS
-        dirs = [dst] if c.dit_low is None else [dst / d for d in EXPERT_DIRS]
-    for dit, d in zip(dits, dirs):
-        dit.save_pretrained(d, layout=layout)
-    c.vae.save_pretrained(dst / "vae" if layout == "diffusers" else dst, layout=layout)
-    c.text_encoder.save_pretrained(dst, layout=layout)
-    if c.image_encoder is not None:
-        c.image_encoder.save_pretrained(dst, layout=layout)
-    if layout == "diffusers" and (c.dit_low is not None or c.dit.config.model_type == "ti2v"):
-        idx = {}
-        f = dst / "model_index.json"
-        if f.exists():
-            idx = json.loads(f.read_text())
-        if c.dit_low is not None:
-            boundary = c.boundary or (c.variant.sample.boundary if c.variant else None)
-            if boundary is None:
-                raise ValueError("two experts but no boundary: pass a variant (t2v-A14B / i2v-A14B) when loading")
-            idx.update(boundary_ratio=boundary, transformer_2=["diffusers", "WanTransformer3DModel"])
-        else:
-            idx["expand_timesteps"] = True
-        write_json(idx, f)
-    return dst
-
-
 def _custom_variant(dit_config, two_experts: bool = False) -> Variant:
     """Defaults for a checkpoint that is none of the published ones (tests, fine-tunes). Wan 2.2 shapes
     (two experts, or a ti2v DiT) take the sampling defaults of their published variant, any size."""
