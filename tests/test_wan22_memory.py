@@ -80,7 +80,7 @@ def test_pinned_experts_are_loaded(folder):
 def test_two_expert_peak_within_1_1x_of_one_expert():
     """The issue's target, measured: peak RSS of load + a call over the switch, two experts (experts="one")
     vs one expert, at the 1.3B width (2 layers; 429 MB of fp32 weights per expert) (benchmarks/memory.py
-    experts, ~2 min). Each case in its own process with glibc returning freed tensors (MALLOC_MMAP_THRESHOLD_)."""
+    experts, 3-6 min). Each case in its own process with glibc returning freed tensors (MALLOC_MMAP_THRESHOLD_)."""
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "memory.py"), "experts", "--layers", "2"],
                          capture_output=True, text=True, timeout=1200)
