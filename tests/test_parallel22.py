@@ -12,7 +12,7 @@ from openwan.testing import tiny_wan22_components
 
 EPS = torch.finfo(torch.float32).eps
 MODES = {"ulysses": (2, False), "fsdp": (None, True), "ulysses_fsdp": (2, True)}
-KW = dict(size="64*32", frame_num=9, sample_steps=4, seed=3, strict_size=False, output_type="latent")
+KW = dict(size="64*32", frame_num=5, sample_steps=4, seed=3, strict_size=False, output_type="latent")
 CASES = {"t2v-A14B": {}, "i2v-A14B": {"image": "ramp"}, "ti2v-5B_t2v": {}, "ti2v-5B_i2v": {"image": "ramp"}}
 
 
@@ -31,7 +31,7 @@ def _kw(case):
     return kw
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, port, out_dir, folder=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -56,6 +56,19 @@ def _worker(rank, world, port, out_dir):
                 with torch.inference_mode():
                     out = pipe(**_kw(case), prompt="a red circle")
                 results[case, mode] = (out.latents, out.settings["stats"])
+        # loaded from a folder on a CPU: the idle expert is released (openwan.release); sequence parallel keeps
+        # that plan, dit_fsdp reloads it and pins both experts before sharding
+        import openwan
+        kw = dict(_kw("t2v-A14B"), prompt="a red circle")
+        results["folder", "one"] = (openwan.load_pipeline(folder, progress=False)(**kw).latents, {})
+        for mode in ("ulysses", "fsdp"):
+            ulysses, fsdp = MODES[mode]
+            pipe = openwan.load_pipeline(folder, progress=False)
+            assert pipe.expert_weights["low"].released
+            parallelize(pipe, ulysses, fsdp)
+            assert (pipe.expert_weights is None) == fsdp
+            with torch.inference_mode():
+                results["folder", mode] = (pipe(**kw).latents, {})
         torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -69,14 +82,18 @@ def _free_port():
 
 def test_wan22_ulysses_and_fsdp_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+
+    from openwan.testing import make_tiny_wan22_checkpoint
+    folder = make_tiny_wan22_checkpoint(tmp_path / "a14b", "t2v-A14B", "official")
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), str(folder)), nprocs=2, join=True,
+                       start_method="fork")
     r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
-    for case in CASES:
+    for case in [*CASES, "folder"]:
         ref, ref_stats = r0[case, "one"]
         assert torch.equal(ref, r1[case, "one"][0])
-        if "A14B" in case:                   # both experts ran
+        if "A14B" in case:                   # both experts ran (the folder case: the same pipeline)
             assert ref_stats["dit_forwards_high"] > 0 and ref_stats["dit_forwards_low"] > 0
-        for mode in MODES:
+        for mode in MODES if case != "folder" else ("ulysses", "fsdp"):
             got, stats = r0[case, mode]
             assert torch.equal(got, r1[case, mode][0]), (case, mode)       # every process: the same latent
             assert {k: v for k, v in stats.items() if k.startswith("dit_")} == \
