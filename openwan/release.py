@@ -8,11 +8,13 @@ tensors: no memory) and read again from its safetensors file when it is next nee
     w.release()                                                  # parameters -> meta (memory freed)
     w.restore()                                                  # read back, shard by shard
 
-Only the parameters the file holds (by name, from its headers) are released, found at each call (a LoRA's parametrization
-keeps the original weight under ``parametrizations.weight.original``: that is the file's ``weight``);
-adapters and anything else the model gained stay. A model whose weights no longer equal the file
-(merged LoRA) is not released. A restore reads one shard at a time (a page-cache copy when the file was
-read recently); each weight gets the dtype it had.
+Only the parameters the file holds (by name, from its headers) are released, found at each call (a
+LoRA's parametrization keeps the original weight under ``parametrizations.weight.original``: that is the
+file's ``weight``); adapters and anything else the model gained stay. A model whose weights no longer
+equal the file (merged LoRA) is not released. A restore reads one shard at a time; each weight gets the
+dtype it had. safetensors maps the file, so a weight of the file's dtype is a view of its pages: the
+restore maps them again (milliseconds) and the next forward pages them in (from the page cache, or the
+disk); a weight of another dtype is cast again.
 """
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ def module_device(module) -> torch.device:
     return torch.device("cpu")
 
 
-FILE_STATS = ("dit_forwards", "dit_forwards_skipped")   # the stats written into output files
+FILE_STATS = ("dit_forwards", "dit_forwards_skipped", "dit_forwards_high", "dit_forwards_low")   # written into outputs
 
 
 def file_record(settings: dict) -> dict:
