@@ -89,3 +89,25 @@ def test_two_expert_peak_within_1_1x_of_one_expert():
     ratio = {r[2].strip(): float(r[5]) for r in rows}
     assert ratio['two experts, experts="one"'] <= 1.1, ratio
     assert ratio['two experts, experts="both"'] > 1.3, ratio      # the plan is what makes the difference
+
+
+def test_cpu_plan_keeps_an_expert_with_a_merged_lora(folder, tmp_path):
+    """Merged LoRA weights are not the file's: that expert is kept (released, it would lose the merge)."""
+    import openwan
+    from openwan.models.dit import WanModel
+    from openwan.training.lora import add_lora, lora_parameters, merge_lora, save_lora
+    donor = WanModel.from_pretrained(folder / "transformer")
+    add_lora(donor, rank=2)
+    with torch.no_grad():
+        for p in lora_parameters(donor):
+            p.normal_(0, 0.5)
+    save_lora(donor, tmp_path / "l.safetensors")
+    out = []
+    for plan in ("one", "both"):
+        pipe = openwan.load_pipeline(folder, progress=False, experts=plan)
+        pipe.load_lora(tmp_path / "l.safetensors", expert="high")
+        merge_lora(pipe.experts["high"])
+        out.append(pipe("a cat", **KW).latents)
+        if plan == "one":
+            assert not pipe.expert_weights["high"].released and _loaded_bytes(pipe.experts["high"]) > 0
+    assert torch.equal(out[0], out[1])
