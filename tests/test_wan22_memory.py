@@ -111,3 +111,10 @@ def test_cpu_plan_keeps_an_expert_with_a_merged_lora(folder, tmp_path):
         if plan == "one":
             assert not pipe.expert_weights["high"].released and _loaded_bytes(pipe.experts["high"]) > 0
     assert torch.equal(out[0], out[1])
+
+
+def test_class_from_pretrained_takes_the_cpu_plan(folder):
+    from openwan.pipelines import TextToVideoA14B
+    pipe = TextToVideoA14B.from_pretrained(folder, progress=False)
+    assert pipe.expert_weights["low"].released and _loaded_bytes(pipe.experts["low"]) == 0
+    assert TextToVideoA14B.from_pretrained(folder, progress=False, experts="both").expert_weights is None

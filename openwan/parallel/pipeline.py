@@ -6,9 +6,9 @@ Sequence parallel (``ulysses_size`` = the process count) attaches to each expert
 between the device and the CPU for the active-expert plan keeps it (its attributes travel with it).
 
 Sharded weights (``dit_fsdp``) and the active-expert plan: an FSDP2-sharded module's parameters are
-DTensors on the process group's device, gathered block by block in the forward; moving one to the CPU
-and back between steps is not something FSDP2 supports for a mesh on the accelerator (its all-gathers
-run on the mesh's device). So with ``dit_fsdp`` both experts stay in place, each sharded: a process holds
+DTensor shards on the process group's device (its all-gathers run on the mesh's device type), gathered
+block by block in the forward. Moving them to the CPU and back at every switch would fight FSDP2's own
+placement and buys nothing: with ``dit_fsdp`` both experts stay in place, each sharded: a process holds
 1/N of each, 2/N of one expert in all, plus one gathered block while it runs, which for N >= 2 is no
 more than the single unsharded expert the active-expert plan keeps. The pipeline's ``pin_experts``
 records this (``experts_plan`` becomes "both"); an expert released on the CPU is reloaded first.

@@ -341,7 +341,9 @@ class WanPipeline:
             from openwan.demo import demo_checkpoint_dir
             path, variant = demo_checkpoint_dir(), variant or "demo"
         t0 = time.perf_counter()
-        comps = load_components(path, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu)
+        release = cls.two_experts and kw.get("experts", "one") == "one" and _device(device).type == "cpu"
+        comps = load_components(path, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu,
+                                release_low=release)    # the CPU's plan: the idle expert read when needed
         if comps.dit_low is not None and not cls.two_experts:
             raise ValueError(f"{path} holds two experts (Wan 2.2 A14B): use openwan.load_pipeline or "
                              f"TextToVideoA14B / ImageToVideoA14B.from_pretrained, not {cls.__name__}")
