@@ -10,13 +10,16 @@ dequantizers; the tensors are memory-mapped, so reading one does not read the ot
 Types: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q4_K (the published Wan GGUFs), also Q4_0/Q4_1/Q5_0/Q5_1/
 Q2_K/Q3_K; any other type is a CheckpointError naming the type and the tensor.
 
-Dequantized at load, per tensor, into the compute dtype (or, with ``quantize="int8"``/``"fp8"``,
-straight into :class:`openwan.quant.QuantLinear`, so a Q8_0/Q4_K file needs int8-sized memory, not
-bf16-sized). With ``quantize="int8"`` a Q8_0 weight is not re-quantized: its int8 values and f16
-block scales go into the layer as they are (one scale per 32 inputs), dequantized in forward. K-quant
-blocks (Q6_K/Q5_K/Q4_K) are not kept: that needs a torch port of each one's bit unpacking to run on
-the device (gguf's dequantizers are numpy, CPU only); with the int8 path the memory is already ~0.5x
-bf16 and the compute identical to ``--quantize int8``.
+Packed (default): the file's Q8_0 and K-quant (Q6_K/Q5_K/Q4_K) weights of the Linear layers
+openwan.quant targets (the blocks' attention and FFN, the text embedding: ~98 % of the weights) stay
+in their blocks in memory and are dequantized per layer in each forward, in torch on the layer's
+device: Q8_0 as an int8 :class:`openwan.quant.QuantLinear` with its f16 block scales (one per 32
+inputs), K-quants as :class:`openwan.kquant.KQuantLinear` holding the raw super-blocks, so a Q4_K
+file keeps ~4.5 bits per weight resident. A GGUF's quantized weights are never re-quantized;
+``quantize="int8"``/``"fp8"`` applies to the file's float Linear weights. Every other tensor (and
+with ``packed=False`` every tensor) is dequantized at load, one at a time, by the gguf package's numpy
+dequantizers, into the compute dtype (or, with ``quantize``, straight into a QuantLinear). Packed and
+dequantized-at-load give the same weights bit for bit (same fp32 arithmetic).
 
 Key names: official (``blocks.0.self_attn.q.weight``), optionally under ComfyUI's
 ``model.diffusion_model.`` prefix, or diffusers names. Tensors stored with fewer dimensions than the
@@ -83,26 +86,39 @@ def _official_names(names):
     return free
 
 
-def _q8_0_keep(path, model) -> dict:
-    """{official key: (int8 values [out, in], f16 block scales [out, in/32])} of the file's Q8_0 weights
-    that land on int8 QuantLinear layers (a Q8_0 block: f16 scale d, then 32 int8 values; W = d * q)."""
-    r = _reader(path)
-    m = _official_names([t.name for t in r.tensors])
-    by = {t.name: t for t in r.tensors}
+def _packed(path, model, types) -> dict:
+    """{official weight key: GGUF type} of the file's quantized weights that stay packed: Q8_0 and the
+    K-quants, on the Linear layers openwan.quant targets (the blocks' attention, FFN, text embedding)."""
+    from openwan.kquant import TYPES
+    from openwan.quant import QuantLinear, _matcher
+    hit = _matcher(None)
     out = {}
-    for off, fname in m.items():
-        t = by[fname]
-        if t.tensor_type.name != "Q8_0" or not off.endswith(".weight"):
+    for off, name in types.items():
+        owner = off[: -len(".weight")]
+        if name not in ("Q8_0",) + TYPES or not off.endswith(".weight") or not hit(owner):
             continue
-        layer = model.get_submodule(off[: -len(".weight")]) if off.count(".") else None
-        if getattr(layer, "kind", None) != "int8" or not hasattr(layer, "qweight"):
-            continue
-        rows, cols = layer.out_features, layer.in_features
-        raw = np.asarray(t.data, dtype=np.uint8).reshape(rows, cols // 32, 34)
-        d = torch.from_numpy(np.ascontiguousarray(raw[..., :2]).view(np.float16)[..., 0].astype(np.float32))
-        qs = torch.from_numpy(np.ascontiguousarray(raw[..., 2:]).view(np.int8).reshape(rows, cols))
-        out[off] = (qs, d)
+        layer = model.get_submodule(owner)
+        if isinstance(layer, (torch.nn.Linear, QuantLinear)) and layer.in_features % (256 if name != "Q8_0" else 32) == 0:
+            out[off] = name
     return out
+
+
+def _packed_layer(t, gtype, layer, device):
+    """The file's blocks of one weight as a layer: Q8_0 -> an int8 QuantLinear with its f16 block scales
+    (a block: f16 scale d, then 32 int8 values; W = d * q); K-quants -> a KQuantLinear of the raw bytes."""
+    from openwan.kquant import KQuantLinear
+    from openwan.quant import QuantLinear
+    rows, cols = layer.out_features, layer.in_features
+    bias = layer.bias is not None
+    raw = np.array(np.asarray(t.data, dtype=np.uint8).reshape(rows, -1))       # a copy: resident, not file-mapped
+    if gtype != "Q8_0":
+        return KQuantLinear(cols, rows, bias, gtype, device=device, blocks=torch.from_numpy(raw).to(device))
+    raw = raw.reshape(rows, cols // 32, 34)
+    q = QuantLinear(cols, rows, bias, "int8", device="meta")
+    d = torch.from_numpy(np.ascontiguousarray(raw[..., :2]).view(np.float16)[..., 0].astype(np.float32))
+    qs = torch.from_numpy(np.ascontiguousarray(raw[..., 2:]).view(np.int8).reshape(rows, cols))
+    q.qweight, q.weight_scale = qs.to(device), d.to(device)
+    return q
 
 
 def gguf_shapes(path) -> dict[str, tuple]:
@@ -152,15 +168,17 @@ def load_gguf_state_dict(path, dtype: Optional[torch.dtype] = torch.float32,
 
 @torch.no_grad()
 def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[str] = None,
-                  config=None, device=None, include=None):
+                  config=None, device=None, include=None, packed: bool = True):
     """Build a WanModel from a GGUF DiT, tensor by tensor (config inferred from the shapes).
 
-    ``quantize`` ("int8"/"fp8") converts the Linear layers while loading (openwan.quant); None keeps
-    every tensor in ``dtype``.
+    ``packed`` (default): the file's Q8_0 and K-quant weights of the Linear layers stay in their blocks
+    and are dequantized per layer in each forward; ``packed=False`` dequantizes every tensor at load.
+    ``quantize`` ("int8"/"fp8") converts the other (float) Linear weights while loading (openwan.quant;
+    with ``packed=False`` all of them); None keeps them in ``dtype``.
     """
     from openwan import checkpoints as ck
     from openwan.models.dit import WanModel
-    from openwan.quant import quantize_model_
+    from openwan.quant import _set_module, quantize_model_
     stored = gguf_shapes(path)
     if config is None:
         probe = dict(stored)
@@ -177,11 +195,15 @@ def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[s
                   f"{config.num_layers} layers)", str(path))
     quantize_model_(model, quantize, include)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    q8 = _q8_0_keep(path, model) if quantize == "int8" else {}
-    for k, (qs, d) in q8.items():   # Q8_0 into int8 layers: the file's int8 values and block scales as they are
-        model.load_state_dict({k: qs.to(dev), k[: -len("weight")] + "weight_scale": d.to(dev)},
-                              strict=False, assign=True)
-    for k, t in iter_gguf_tensors(path, dtype, expected, skip=set(q8)):
+    keep = _packed(path, model, gguf_types(path)) if packed else {}
+    if keep:
+        r = _reader(path)
+        by = {t.name: t for t in r.tensors}
+        names = _official_names(list(by))
+        for k, gtype in keep.items():   # the file's blocks as they are: a layer replaced, nothing dequantized
+            owner = k[: -len(".weight")]
+            _set_module(model, owner, _packed_layer(by[names[k]], gtype, model.get_submodule(owner), dev))
+    for k, t in iter_gguf_tensors(path, dtype, expected, skip=set(keep)):
         model.load_state_dict({k: t.to(dev)}, strict=False, assign=True)
     for m in model.modules():
         if hasattr(m, "compute_dtype") and hasattr(m, "qweight"):

@@ -433,6 +433,10 @@ def save_quantized(model: nn.Module, path) -> Path:
     info = quant_info(model)
     if info is None:
         raise ValueError("save_quantized: the model has no quantized layer (call quantize_model_ first)")
+    if any(k not in KINDS for k in ([info["kind"]] if isinstance(info["kind"], str) else info["kind"])):
+        raise ValueError(f"save_quantized: the model holds GGUF {info['kind']} layers, which openwan keeps as read "
+                         f"from the .gguf file and does not write; load the GGUF file itself (or save the float "
+                         f"state_dict, which holds their dequantized weights)")
     meta = {"format": "pt", "openwan_quant": json.dumps(info)}
     if hasattr(model, "config"):
         meta["openwan_config"] = json.dumps(dit_config_to_official_json(model.config))

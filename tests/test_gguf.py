@@ -52,6 +52,19 @@ def q4_k(w: np.ndarray):
     return blocks.reshape(w.shape[0], -1), np.repeat(step / 2, 32, axis=-1).reshape(w.shape)
 
 
+def random_k_blocks(rows, cols, qtype, seed=0):
+    """Random Q5_K / Q6_K super-blocks whose f16 scales keep |w| below ~0.05 (bytes [rows, cols/256 * size])."""
+    rng = np.random.default_rng(seed)
+    size = {QT.Q5_K: 176, QT.Q6_K: 210}[qtype]
+    raw = rng.integers(0, 256, (rows * cols // 256, size), dtype=np.uint8)
+    f16 = lambda lo, hi: np.float16(rng.uniform(lo, hi, len(raw))).view(np.uint8).reshape(-1, 2)  # noqa: E731
+    if qtype == QT.Q6_K:                                  # w = d sc (q - 32): |w| <= 128 * 32 d
+        raw[:, 208:210] = f16(-1e-5, 1e-5)
+    else:                                                 # w = d sc q - dmin m: |w| <= 63 * 31 d + 63 dmin
+        raw[:, 0:2], raw[:, 2:4] = f16(0, 2e-5), f16(0, 4e-4)
+    return raw.reshape(rows, -1)
+
+
 def write(path, model, qtype, extra=None):
     """Official keys; 2-D Linear weights in qtype, small/odd tensors F32, biases F16, norms BF16."""
     w = gguf.GGUFWriter(str(path), "wan")
@@ -61,7 +74,10 @@ def write(path, model, qtype, extra=None):
         if k == "patch_embedding.weight":
             a = a.reshape(a.shape[0], -1)                   # GGUF holds <= 4 dims: flattened as converters do
         if a.ndim == 2 and a.shape[1] % 256 == 0 and qtype is not None:
-            if qtype == QT.Q4_K:
+            if qtype in (QT.Q5_K, QT.Q6_K):                 # no encoder at hand: random blocks, sane scales
+                data = random_k_blocks(a.shape[0], a.shape[1], qtype, len(half_steps))
+                half_steps[k] = None
+            elif qtype == QT.Q4_K:
                 data, hs = q4_k(a)
                 half_steps[k] = hs
             else:
@@ -170,7 +186,8 @@ def test_q8_0_kept_as_int8_blocks(tmp_path):
     src = rand_model()
     write(tmp_path / "m.gguf", src, QT.Q8_0)
     m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, quantize="int8")
-    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False)
+    assert isinstance(load_dit_gguf(tmp_path / "m.gguf").blocks[1].ffn[2], QuantLinear)   # packed by default
     layer = m.blocks[1].ffn[2]
     assert layer.weight_scale.shape == (layer.out_features, layer.in_features // 32)
     assert torch.equal(layer.weight, f.blocks[1].ffn[2].weight)   # d * q in fp32, as gguf computes it
@@ -179,3 +196,73 @@ def test_q8_0_kept_as_int8_blocks(tmp_path):
     from openwan.quant import load_dit_quantized, save_quantized
     back = load_dit_quantized(save_quantized(m, tmp_path / "q"), None)   # block scales survive save/reload
     assert torch.equal(back(x, torch.tensor([500]), ctx), f(x, torch.tensor([500]), ctx))
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K"])
+def test_k_quant_torch_dequantizer_is_gguf_bit_for_bit(name):
+    """openwan.kquant decodes every bit field as gguf's numpy dequantizer does: random bytes (every
+    scale, min and q pattern), f16 super-scales kept finite."""
+    from openwan.kquant import BLOCK_BYTES, dequantize
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (96, BLOCK_BYTES[name]), dtype=np.uint8)
+    d = np.float16(rng.uniform(-0.02, 0.02, (96, 2))).view(np.uint8)
+    if name == "Q6_K":
+        raw[:, 208:210] = d[:, :2]
+    else:
+        raw[:, 0:4] = d
+    ref = gguf.quants.dequantize(raw, QT[name])
+    assert torch.equal(dequantize(torch.from_numpy(raw), name, ref.shape), torch.from_numpy(ref))
+
+
+@pytest.mark.parametrize("qtype", [QT.Q4_K, QT.Q5_K, QT.Q6_K])
+def test_k_quants_stay_packed(tmp_path, qtype):
+    """Packed K-quant layers: the same output as dequantize-at-load (bit for bit), the file's bytes resident."""
+    from openwan.kquant import KQuantLinear
+    from openwan.offload import enable_block_swap
+    from openwan.quant import weight_bytes
+    write(tmp_path / "m.gguf", rand_model(), qtype)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False)
+    packed = {n: x for n, x in m.named_modules() if isinstance(x, KQuantLinear)}
+    assert "blocks.0.ffn.0" in packed and "blocks.1.self_attn.q" in packed and len(packed) == 2 * 10 + 2   # per block 8 attention + 2 FFN; text embedding 2
+    x, ctx = inputs()
+    out = m(x, torch.tensor([500]), ctx)
+    assert torch.equal(out, f(x, torch.tensor([500]), ctx))
+    r = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    file_bytes = {t.name: int(t.n_bytes) for t in r.tensors}
+    kept = sum(x.qweight.numel() for x in packed.values())        # uint8: one byte each
+    assert kept == sum(file_bytes[n + ".weight"] for n in packed)   # exactly the file's blocks
+    rest = weight_bytes(m) - kept
+    assert rest == weight_bytes(f) - sum(4 * x.out_features * x.in_features for x in packed.values())
+    bits = {QT.Q4_K: 4.5, QT.Q5_K: 5.5, QT.Q6_K: 6.5625}[qtype]
+    assert kept * 8 == bits * sum(x.out_features * x.in_features for x in packed.values())
+    enable_block_swap(m, resident=1, device="cpu")                 # the packed bytes stream with their block
+    assert m.blocks[1].ffn[0].qweight.device.type == "meta"
+    assert torch.equal(m(x, torch.tensor([500]), ctx), out)
+
+
+def test_q4_k_layer_within_its_step_and_lora_unmerged(tmp_path):
+    """A packed Q4_K layer's output vs the unquantized layer: within sum_j (half step_ij) |x_j| (each weight
+    is within half its sub-block's step) + fp32 rounding; a LoRA on it stays unmerged and adds B A x."""
+    from openwan import quant
+    src = rand_model()
+    half = write(tmp_path / "m.gguf", src, QT.Q4_K)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    name = "blocks.0.ffn.2"
+    layer, ref = m.get_submodule(name), src.get_submodule(name)
+    x = torch.randn(64, 256, generator=torch.Generator().manual_seed(4))
+    w, wq = ref.weight, layer.weight
+    hs = torch.from_numpy(half[name + ".weight"]).double()
+    gamma = 256 * EPS32 / (1 - 256 * EPS32)                         # fp32 dot products of length 256
+    xa, wa = x.abs().double(), w.abs().double()                    # the bound itself in float64
+    bound = (xa @ (hs + 4 * EPS32 * wa).T) + gamma * (xa @ (wa + wq.abs().double()).T)
+    err = (layer(x) - ref(x)).abs().double()
+    assert (err <= bound).all() and err.max() > 0
+    g = torch.Generator().manual_seed(5)
+    A, B = torch.randn(4, 256, generator=g) * 0.1, torch.randn(256, 4, generator=g) * 0.1
+    quant.load_lora(m, {f"diffusion_model.{name}.lora_down.weight": A, f"diffusion_model.{name}.lora_up.weight": B})
+    assert layer.qweight.dtype == torch.uint8                       # still packed: the adapter is added in forward
+    y = torch.nn.functional.linear(x, wq, layer.bias) + (x @ A.T) @ B.T
+    # the same products summed in another order: fp32 rounding of the sums, gamma_n of their magnitudes
+    tol = gamma * ((x.abs() @ wq.abs().T) + (x.abs() @ A.abs().T) @ B.abs().T + layer.bias.abs())
+    assert ((layer(x) - y).abs() <= 2 * tol).all()
