@@ -41,15 +41,13 @@ UNSUPPORTED_OFFICIAL_FLAGS = {
 
 
 def _offload_choice(value: str) -> str:
-    low = str(value).lower()
-    v = {"true": "sequential", "false": "none", "none": "none", "sequential": "sequential", "auto": "auto",
-         "blocks": "blocks:2"}.get(low)
-    if v is None and re.fullmatch(r"blocks:[1-9][0-9]*", low):
-        v = low
-    if v is None:
+    """--offload_model: openwan.offload's parser (the one load_pipeline uses), its canonical spelling."""
+    from openwan.offload import format_offload, parse_offload_spec
+    try:
+        return format_offload(*parse_offload_spec(value))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose none, sequential, True, False, "
-                                         f"blocks[:N] or auto)")
-    return v
+                                         f"blocks[:N] or auto)") from None
 
 
 class CLIError(Exception):
@@ -258,7 +256,7 @@ def cmd_generate(a) -> int:
         torch.set_num_threads(a.threads)
     elif ckpt in DEMO_NAMES:        # known to be small: one thread from the start (load included)
         torch.set_num_threads(1)
-    offload, block_swap = _memory_plan(a, variant, ckpt)
+    offload = _memory_plan(a, variant)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
@@ -266,7 +264,6 @@ def cmd_generate(a) -> int:
         print(f"loading {'the embedded demo model' if ckpt in DEMO_NAMES else ckpt} ...", file=sys.stderr)
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt not in DEMO_NAMES else None,
                          device=a.device, offload=offload, t5_cpu=a.t5_cpu, quantize=a.quantize,
-                         block_swap=block_swap,
                          progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads,
                          compile=a.compile)
     if a.lora:                        # a distill LoRA (LightX2V ...) brings its sampler: timesteps, no CFG
@@ -327,31 +324,22 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def _memory_plan(a, variant, ckpt) -> tuple:
-    """--offload_model as (the pipeline's offload, block_swap); 'auto' asks openwan.plan for the cheapest
-    settings that fit the device (and sets --quantize / --t5_cpu when the plan needs them)."""
+def _memory_plan(a, variant) -> str:
+    """--offload_model for load_pipeline (which parses blocks[:N] once the DiT's block count is known);
+    'auto' asks openwan.plan for the cheapest settings that fit the device (and sets --quantize / --t5_cpu
+    when the plan needs them)."""
     spec = a.offload_model
     if spec == "auto":
-        import torch
         from openwan import plan as planner
-        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        budget = planner.device_memory_of(device)
-        if budget is None or variant is None:
-            spec = "none"                          # CPU (or an unknown model): nothing to fit
-        else:
-            chosen = planner.plan(variant, a.size or variant.sample.size, a.frame_num or variant.sample.frame_num,
-                                  budget, device=device).settings
-            spec = chosen.get("offload", "none")
-            if chosen.get("quantize", "none") != "none" and a.quantize is None:
-                a.quantize = chosen["quantize"]
-            a.t5_cpu = a.t5_cpu or bool(chosen.get("t5_cpu"))
-            if not a.quiet:
-                print(f"--offload_model auto: {spec}, quantize {a.quantize or 'none'}, t5_cpu {a.t5_cpu}",
-                      file=sys.stderr)
+        chosen = planner.resolve_auto(variant, a.size, a.frame_num, a.device, quantize=a.quantize)
+        spec = chosen["offload"]
+        a.quantize = chosen["quantize"]
+        a.t5_cpu = a.t5_cpu or chosen["t5_cpu"]
+        if not a.quiet and chosen.get("fits"):
+            print(f"--offload_model auto: {spec}, quantize {a.quantize or 'none'}, t5_cpu {a.t5_cpu}",
+                  file=sys.stderr)
     a.offload_model = spec
-    if spec.startswith("blocks"):
-        return "none", int(spec.split(":")[1])
-    return spec, None
+    return spec
 
 
 def _setup_distributed(a):

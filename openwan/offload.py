@@ -211,22 +211,45 @@ def block_swap_of(model: nn.Module) -> Optional[BlockSwap]:
     return getattr(model, _ATTR, None)
 
 
-def parse_offload(spec: str, num_blocks: int) -> Optional[int]:
-    """``--offload_model`` values: "blocks" (2 resident), "blocks:N" -> N; "none"/"sequential" -> None.
+MODES = ("none", "sequential", "auto", "blocks")
+DEFAULT_RESIDENT = 2
 
-    ("auto" is resolved by :func:`openwan.plan.plan`.)
+
+def parse_offload_spec(spec) -> tuple[str, Optional[int]]:
+    """An ``--offload_model`` / ``offload=`` value -> (mode, N), checked for its form only (the block
+    count is known once the model is loaded: :func:`resident_blocks` checks N against it).
+
+    none / False, sequential / True (the reference's values), auto, blocks (N = None: the default, 2
+    resident), blocks:N (N >= 0). Anything else is a ValueError naming the accepted forms.
     """
-    s = (spec or "none").strip().lower()
-    if s in ("none", "sequential", "auto"):
+    s = str("none" if spec is None else spec).strip().lower()
+    s = {"false": "none", "true": "sequential"}.get(s, s)
+    if s in MODES:
+        return s, None
+    head, _, n = s.partition(":")
+    if head == "blocks" and n.isdigit():
+        return "blocks", int(n)
+    raise ValueError(f"offload {spec!r}: choose none, sequential (True/False: the reference's), auto, blocks "
+                     f"or blocks:N (N >= 0 blocks kept on the device)")
+
+
+def format_offload(mode: str, n: Optional[int] = None) -> str:
+    return f"blocks:{n}" if mode == "blocks" and n is not None else mode
+
+
+def resident_blocks(spec, num_blocks: int) -> Optional[int]:
+    """N for a ``blocks[:N]`` value (checked against the model's ``num_blocks``); None for the other modes."""
+    mode, n = parse_offload_spec(spec)
+    if mode != "blocks":
         return None
-    if s == "blocks":
-        return min(2, num_blocks)
-    if s.startswith("blocks:"):
-        try:
-            n = int(s.split(":", 1)[1])
-        except ValueError:
-            n = -1
-        if 0 <= n <= num_blocks:
-            return n
-        raise ValueError(f"--offload_model {spec!r}: N must be an integer from 0 to {num_blocks} (the model's blocks)")
-    raise ValueError(f"--offload_model must be none, sequential, auto, blocks or blocks:N; got {spec!r}")
+    if n is None:
+        return min(DEFAULT_RESIDENT, num_blocks)
+    if n > num_blocks:
+        raise ValueError(f"offload {spec!r}: N must be an integer from 0 to {num_blocks} (the model's blocks)")
+    return n
+
+
+def parse_offload(spec: str, num_blocks: int) -> Optional[int]:
+    """``--offload_model`` values: "blocks" (2 resident), "blocks:N" -> N; "none"/"sequential"/"auto" -> None
+    ("auto" is resolved by :func:`openwan.plan.plan`). The same parser as the CLI's and load_pipeline's."""
+    return resident_blocks(spec, num_blocks)

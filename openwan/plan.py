@@ -254,6 +254,23 @@ def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **k
     return e
 
 
+def resolve_auto(task_or_variant, size: Optional[str], frame_num: Optional[int], device=None,
+                 quantize: Optional[str] = None, **kw) -> dict:
+    """``--offload_model auto`` (CLI and ``openwan serve``): {"offload", "quantize", "t5_cpu", "fits"} of the
+    cheapest :func:`plan` that fits the device's memory. On a device of unknown memory (the CPU) or for an
+    unknown model: offload "none" and ``quantize`` as given (nothing to fit). A ``quantize`` the caller
+    chose is kept; the plan's is used only when the caller left it unset."""
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    budget = device_memory_of(device)
+    if budget is None or task_or_variant is None:
+        return {"offload": "none", "quantize": quantize, "t5_cpu": False, "fits": False}
+    v = _variant(task_or_variant)
+    chosen = plan(v, size or v.sample.size, frame_num or v.sample.frame_num, budget, device=device.type,
+                  **kw).settings
+    q = quantize if quantize is not None else (None if chosen["quantize"] == "none" else chosen["quantize"])
+    return {"offload": chosen["offload"], "quantize": q, "t5_cpu": bool(chosen["t5_cpu"]), "fits": True}
+
+
 def device_memory_of(device) -> Optional[int]:
     """Total memory of a CUDA device (None elsewhere)."""
     d = torch.device(device)
@@ -262,5 +279,5 @@ def device_memory_of(device) -> Optional[int]:
     return None
 
 
-__all__ = ["estimate", "plan", "Estimate", "Plan", "parse_bytes", "fits_or_raise", "latent_grid",
+__all__ = ["estimate", "plan", "resolve_auto", "Estimate", "Plan", "parse_bytes", "fits_or_raise", "latent_grid",
            "dit_weight_bytes", "dit_activation_bytes", "device_memory_of"]

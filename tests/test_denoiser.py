@@ -154,10 +154,19 @@ def test_sequential_offload_brings_the_dit_back_for_the_next_call(ckpt, monkeypa
         where["dit"] = torch.device(device)
         return p.dit
 
+    vae_moves = []                                        # the VAE also leaves after decoding (faked the same way)
+    where["vae"] = torch.device("cpu")
+
+    def fake_vae_to(device, *a, **k):
+        vae_moves.append(torch.device(device))
+        where["vae"] = torch.device(device)
+        return p.vae
+
     real_module_device = base.module_device
     monkeypatch.setattr(p.dit, "to", fake_to)
+    monkeypatch.setattr(p.vae, "to", fake_vae_to)
     monkeypatch.setattr(base, "module_device",
-                        lambda m: where["dit"] if m is p.dit else real_module_device(m))
+                        lambda m: where["dit"] if m is p.dit else where["vae"] if m is p.vae else real_module_device(m))
     inputs = []
     orig = p.dit.forward
 
@@ -172,6 +181,7 @@ def test_sequential_offload_brings_the_dit_back_for_the_next_call(ckpt, monkeypa
     assert moves == [torch.device("meta"), torch.device("cpu"), torch.device("meta")]
     assert p.device == torch.device("cpu")
     assert inputs == [(torch.device("cpu"), torch.device("cpu"))] * 4   # every forward on the pipeline's device
+    assert vae_moves == [torch.device("meta"), torch.device("cpu"), torch.device("meta")]   # out after each decode
     assert np.array_equal(a, b)
 
 

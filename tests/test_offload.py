@@ -84,3 +84,72 @@ def test_parse_offload():
         parse_offload("block", 30)
     with pytest.raises(ValueError, match="resident"):
         enable_block_swap(rand_model(), resident=7, device="cpu")
+
+
+# ---------------------------------------------------------------- the pipeline's plan for the other models
+
+def _fake_moves(p, monkeypatch):
+    """Device moves faked as in test_denoiser's sequential test: ``p.offload_device`` is a stand-in second
+    "device" (meta, never really used); move/where record where each model is; nothing is copied."""
+    te, vae, dit = p.c.text_encoder, p.vae, p.dit
+    names = {id(te): "te", id(vae): "vae", id(dit): "dit"}
+    place = {"te": "off", "vae": "off", "dit": "device"}          # block swap: the DiT's frame is on the device
+    events = []
+    p.offload_device = torch.device("meta")
+
+    def where(m):
+        return p.device if place[names[id(m)]] == "device" else p.offload_device
+
+    def move(m, dev):
+        place[names[id(m)]] = "device" if dev == p.device else "off"
+        events.append((names[id(m)], place[names[id(m)]]))
+    monkeypatch.setattr(p, "where", where)
+    monkeypatch.setattr(p, "move", move)
+    seen = []
+    enc, dec = te.encode, vae.decode_stream
+    monkeypatch.setattr(te, "encode", lambda *a, **k: (seen.append(("te", place["te"])), enc(*a, **k))[1])
+    monkeypatch.setattr(vae, "decode_stream", lambda *a, **k: (seen.append(("vae", place["vae"])), dec(*a, **k))[1])
+    return place, events, seen
+
+
+def test_blocks_plan_moves_text_encoder_and_vae_only_while_they_run(tmp_path, monkeypatch):
+    """offload="blocks:N": the DiT streams its blocks, the text encoder and the VAE are on the device only
+    while they run (in before, out after), the text encoder is kept for new prompts; output identical."""
+    from openwan.pipelines import load_pipeline
+    from openwan.testing import make_tiny_checkpoint
+    ck = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
+    ref = load_pipeline(ck, variant="tiny-t2v", progress=False)("a red circle", seed=1, sample_steps=2).frames[0]
+    p = load_pipeline(ck, variant="tiny-t2v", progress=False, offload="blocks:1")
+    assert p.offload == "blocks" and block_swap_of(p.dit).resident == 1
+    place, events, seen = _fake_moves(p, monkeypatch)
+    out = p("a red circle", seed=1, sample_steps=2).frames[0]
+    assert events == [("te", "device"), ("te", "off"), ("vae", "device"), ("vae", "off")]
+    assert seen == [("te", "device"), ("vae", "device")]            # each ran on the device
+    assert place == {"te": "off", "vae": "off", "dit": "device"}
+    assert torch.equal(torch.as_tensor(out), torch.as_tensor(ref))
+    p("a blue square", seed=1, sample_steps=2)                      # a new prompt: the encoder was kept
+    assert events[4:] == [("te", "device"), ("te", "off"), ("vae", "device"), ("vae", "off")]
+    assert block_swap_of(p.dit).peak_blocks <= 2                    # N + 1 blocks at most
+
+
+def test_sequential_plan_releases_text_encoder_and_vae_leaves_after_decode(tmp_path, monkeypatch):
+    from openwan.pipelines import load_pipeline
+    from openwan.testing import make_tiny_checkpoint
+    p = load_pipeline(make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v"), variant="tiny-t2v", progress=False,
+                      offload="sequential")
+    place, events, seen = _fake_moves(p, monkeypatch)
+    place["te"] = place["vae"] = "device"                           # sequential loads everything on the device
+    p("a red circle", seed=1, sample_steps=2)
+    assert p.c.text_encoder.released                                # the reference's: freed after encoding
+    assert events == [("dit", "off"), ("vae", "off")]               # DiT out before decoding, VAE out after
+    assert seen == [("te", "device"), ("vae", "device")]
+
+
+def test_offload_values_parsed_once():
+    from openwan.offload import parse_offload_spec, resident_blocks
+    assert parse_offload_spec("True") == ("sequential", None) and parse_offload_spec(False) == ("none", None)
+    assert parse_offload_spec("blocks") == ("blocks", None) and parse_offload_spec("BLOCKS:0") == ("blocks", 0)
+    assert resident_blocks("blocks", 1) == 1 and resident_blocks("auto", 30) is None
+    for bad in ("blocks:-1", "blocks:x", "block", "blocks:"):
+        with pytest.raises(ValueError, match="blocks:N"):
+            parse_offload_spec(bad)

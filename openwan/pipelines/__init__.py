@@ -49,8 +49,10 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     overrides). ``lora``: adapters for every call that does not name its own (see ``pipe(..., lora=)``).
     ``compile``: torch.compile the DiT (its forward traces as one graph; the first call pays the compile).
     ``quantize``: "int8" / "fp8" weight-only DiT (openwan.quant; applied shard by shard while loading; a .gguf
-    DiT in the folder loads too). ``block_swap``: keep this many DiT blocks on the device and stream the rest
-    from CPU memory for each forward (openwan.offload).
+    DiT in the folder loads too). ``offload``: "none", "sequential" (True/False: the reference's) or
+    "blocks[:N]": keep N DiT blocks on the device (default 2) and stream the rest from CPU memory for each
+    forward (openwan.offload), the text encoder, image encoder and VAE on the device only while they run
+    (``block_swap=N`` is the same as offload="blocks:N").
     Wan 2.2: task "t2v-A14B", "i2v-A14B" or "ti2v-5B" (or
     the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
     its memory plan ("one": only the active expert on the device; "both").
@@ -66,12 +68,19 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         from openwan.demo import demo_checkpoint_dir
         ckpt, variant = demo_checkpoint_dir(), variant or "demo"
     t0 = time.perf_counter()
-    if block_swap is not None and offload != "none":
-        raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
-    dev = None if block_swap is None else "cpu"          # streamed blocks stay in CPU memory
-    on_cpu = torch.device(dev or device or ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu"
-    comps = load_components(ckpt, variant=variant, device=dev or device, dtype=dtype, t5_cpu=t5_cpu,
-                            quantize=quantize, release_low=experts == "one" and on_cpu and block_swap is None)
+    from openwan.offload import parse_offload_spec, resident_blocks
+    mode, _ = parse_offload_spec(offload)
+    if mode == "auto":
+        raise ValueError("offload='auto' is resolved before loading: openwan.plan.plan(task, size, frame_num, "
+                         "device_memory) gives the settings (the CLI and `openwan serve` do this)")
+    if block_swap is not None:
+        if mode not in ("none", "blocks"):
+            raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
+        mode, offload = "blocks", f"blocks:{block_swap}"
+    target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    comps = load_components(ckpt, variant=variant, device=target, dtype=dtype, t5_cpu=t5_cpu, quantize=quantize,
+                            stage="cpu" if mode == "blocks" else None,   # streamed: everything starts on the CPU
+                            release_low=experts == "one" and target.type == "cpu" and mode != "blocks")
     if student is not None:                              # before any block streaming or quantized layers
         if quantize not in (None, "none"):
             raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
@@ -80,20 +89,19 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         sd = read_safetensors(student)
         dit.load_state_dict({k: v.to(next(dit.parameters()).dtype) for k, v in sd.items()}, strict=True)
         comps.dit_sources = ()                           # the weights are the student's, not the folder's
-    if block_swap is not None:
+    if mode == "blocks":        # N checked against the loaded DiT's blocks; VAE and encoders visit the device
         comps.dit_sources = ()                           # streamed blocks: the experts stay loaded
         from openwan.offload import enable_block_swap
-        target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        n = resident_blocks(offload, comps.dit.config.num_layers)
         for model in ([comps.dit] if comps.dit_low is None else [comps.dit, comps.dit_low]):
-            enable_block_swap(model, block_swap, target)
-        comps.vae.to(target)
+            enable_block_swap(model, n, target)
     task = task or comps.variant.task
     cls = _task_pipeline(task, comps.dit_low is not None)
     if task in ("t2v", "i2v") and comps.variant.name.endswith("-A14B") and comps.dit_low is None:
         raise ValueError(f"{comps.variant.name} needs two experts (high_noise_model/ and low_noise_model/, or "
                          f"diffusers transformer/ and transformer_2/); {ckpt} holds one DiT")
     kw = {"experts": experts} if comps.dit_low is not None else {}
-    pipe = cls(comps, offload=offload, progress=progress, **kw)
+    pipe = cls(comps, offload=mode, progress=progress, **kw)
     pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings
     _apply_threads(pipe, threads)
     if compile:

@@ -195,8 +195,11 @@ class WanPipeline:
     Memory plans (``offload``), applied by :meth:`resident` around every model call:
       * ``"none"``: every model stays resident on the device (fastest).
       * ``"sequential"``: the text encoder is released after encoding (its prompts stay cached
-        in memory for this pipeline), and the DiT leaves the device after the denoising loop (before
-        the VAE decodes); the next call brings it back.
+        in memory for this pipeline), the DiT leaves the device after the denoising loop (before
+        the VAE decodes) and the VAE and image encoder after each use; the next call brings them back.
+      * ``"blocks"`` (``load_pipeline(offload="blocks:N")``): the DiT streams its blocks itself
+        (openwan.offload); the text encoder, image encoder and VAE come to the device only while
+        they run and leave for ``offload_device`` after (the text encoder is kept, not released).
     ``t5_cpu=True`` (at load time) runs the text encoder on the CPU while the DiT is elsewhere.
     The pipeline's device is where the DiT was when the pipeline was made (not where it is now).
     """
@@ -305,8 +308,9 @@ class WanPipeline:
                 self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
-        if offload not in ("none", "sequential"):
-            raise ValueError(f"offload must be 'none' or 'sequential', got {offload!r}")
+        if offload not in ("none", "sequential", "blocks"):
+            raise ValueError(f"offload must be 'none', 'sequential' or 'blocks' (the DiT's blocks streamed: "
+                             f"openwan.load_pipeline(offload='blocks:N')), got {offload!r}")
         self.c = components
         self.variant = components.variant
         self.offload = offload
@@ -384,22 +388,34 @@ class WanPipeline:
         return d
 
     # -------------------------------------------------------------- residency
+    def move(self, module, device) -> None:
+        """Move a model (one place, so tests can observe every move)."""
+        module.to(device)
+
+    def where(self, module) -> torch.device:
+        return module_device(module) if isinstance(module, torch.nn.Module) else module.device
+
     @contextmanager
     def resident(self, module):
         """``module`` on the pipeline's device for the block, under the memory plan: moved in when it is
-        elsewhere; with offload='sequential' the DiT leaves for ``offload_device`` afterwards. Objects that
-        are not ``nn.Module`` (the text and image encoders' wrappers, which keep their own device, e.g.
-        ``t5_cpu``) manage their own residency and pass through unchanged."""
-        if not isinstance(module, torch.nn.Module):
+        elsewhere; afterwards the DiT leaves for ``offload_device`` under offload='sequential', the VAE
+        and the encoders under 'sequential' and 'blocks' (the text encoder under 'sequential' is
+        released instead). Under 'none' the encoders' wrappers (not ``nn.Module``; e.g. ``t5_cpu``)
+        keep their own device, as does a text encoder loaded with ``t5_cpu``."""
+        wrapper = not isinstance(module, torch.nn.Module)
+        if module is None or (wrapper and (self.offload != "blocks" or getattr(module, "released", False))) \
+                or (module is self.c.text_encoder and getattr(self.c, "t5_cpu", False)):
             yield module
             return
-        if module_device(module) != self.device:
-            module.to(self.device)
+        if self.where(module) != self.device:
+            self.move(module, self.device)
         try:
             yield module
         finally:
-            if module is self.dit and self.offload == "sequential" and self.device != self.offload_device:
-                module.to(self.offload_device)
+            leaves = self.offload == "sequential" if module is self.dit else (
+                self.offload == "blocks" or (self.offload == "sequential" and module is not self.c.text_encoder))
+            if leaves and self.device != self.offload_device:
+                self.move(module, self.offload_device)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 

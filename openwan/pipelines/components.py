@@ -28,6 +28,7 @@ class Components:
     dit_low: Any = None
     boundary: Optional[float] = None
     dit_sources: tuple = ()      # the DiT folders the float weights came from (reloadable: openwan.release)
+    t5_cpu: bool = False          # the text encoder was loaded on the CPU to stay there
 
 
 def _device(device) -> torch.device:
@@ -39,7 +40,7 @@ def _device(device) -> torch.device:
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
                     need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None,
-                    release_low: bool = False) -> Components:
+                    release_low: bool = False, stage=None) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -50,7 +51,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     The A14B low-noise expert is loaded onto the CPU when the device is not (only the active expert needs
     the device; the pipeline moves them); with ``release_low`` (the CPU's active-expert plan) it is only
     checked, its weights left unread (meta) until the pipeline first needs it (openwan.release). What the
-    folder holds is checked first (:func:`checkpoint_layout`).
+    folder holds is checked first (:func:`checkpoint_layout`). ``stage`` (e.g. "cpu"): load every model
+    there, in the dtypes of ``device`` (block swap: the models visit the device only while they run).
     """
     from openwan.checkpoints import CheckpointError, matching_variants
     from openwan.models.dit import WanModel
@@ -65,6 +67,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
     device = _device(device)
     dit_dtype, dtype_reason = _dit_dtype(dtype, device)
+    on_device = device
+    home = torch.device(stage) if stage is not None else device   # where the weights are put
     quantize = None if quantize in (None, "none") else quantize
 
     def load_dit(folder, dtype, device, config=None):
@@ -77,8 +81,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
 
     from openwan.gguf import find_gguf
     plain = quantize is None and not any(find_gguf(d) for d in lay.dits)   # float safetensors: reloadable
-    dit = load_dit(lay.dits[0], dit_dtype, device, stored.dit if stored else None)
-    if dtype == "auto" and dit_dtype != torch.float32 and device.type == "cpu" \
+    dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
+    if dtype == "auto" and dit_dtype != torch.float32 and on_device.type == "cpu" \
             and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
         dit_dtype = torch.float32
         dit = dit.to(dit_dtype)
@@ -100,20 +104,23 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     if variant is None:
         fits = [n for n in matching_variants(dit.config) if _is_moe_name(n) == (dit_low is not None)]
         variant = lookup_variant(fits[0]) if fits else _custom_variant(dit.config, dit_low is not None)
-    vae = load_vae(path, device=device)
+    vae = load_vae(path, device=home)
     if vae.z_dim != dit.config.out_dim:
         raise CheckpointError(f"{path}: the VAE's latent has {vae.z_dim} channels but the DiT predicts "
                               f"{dit.config.out_dim}: Wan 2.2 TI2V-5B needs Wan2.2_VAE.pth (z 48), the 2.1 models "
                               f"and the A14B experts Wan2.1_VAE.pth (z 16)")
-    te_device = torch.device("cpu") if t5_cpu else device
-    text_encoder = TextEncoder.from_pretrained(path, device=te_device,
+    te_device = torch.device("cpu") if t5_cpu else on_device
+    staged = home != on_device            # the encoders' dtypes: their defaults on the compute device
+    text_encoder = TextEncoder.from_pretrained(path, device=torch.device("cpu") if t5_cpu else home,
+                                               dtype=torch.bfloat16 if staged and te_device.type != "cpu" else None,
                                                config=stored.text_encoder if stored else None)
     image_encoder = None
     if need_image_encoder if need_image_encoder is not None else dit.config.has_image_input:
         from openwan.models.image_encoder import ImageEncoder
-        image_encoder = ImageEncoder.from_pretrained(path, device=device)
+        image_encoder = ImageEncoder.from_pretrained(path, device=home, dtype=torch.float16
+                                                     if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
-                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else ())
+                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu)
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

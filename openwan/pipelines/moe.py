@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from openwan.denoiser import Denoiser, Guidance, Wrapper
-from openwan.pipelines.base import Sampling, WanPipeline, module_device
+from openwan.pipelines.base import Sampling, WanPipeline
 from openwan.pipelines.i2v import ImageToVideo
 from openwan.pipelines.t2v import TextToVideo
 
@@ -154,17 +154,12 @@ class MixtureOfExperts:
         self.experts_pinned = reason
 
     # -------------------------------------------------------------- residency
-    def move(self, module, device) -> None:
-        """Move a model (one place, so tests can observe every move)."""
-        module.to(device)
-
-    def where(self, module) -> torch.device:
-        return module_device(module)
-
     def activate(self, name: str) -> None:
         """Put expert ``name`` on the device; under the "one" plan the other leaves first (on a CPU: its
         weights are released, and the active one's reloaded from its file if they were)."""
         active = self.experts[name]
+        if self.offload == "blocks":      # each expert streams its blocks (openwan.offload): none moves whole
+            return
         if self.expert_weights is not None:
             for other, w in self.expert_weights.items():
                 if other != name:
