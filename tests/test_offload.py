@@ -153,3 +153,34 @@ def test_offload_values_parsed_once():
     for bad in ("blocks:-1", "blocks:x", "block", "blocks:"):
         with pytest.raises(ValueError, match="blocks:N"):
             parse_offload_spec(bad)
+
+
+def test_serve_loads_with_quantize_and_offload(monkeypatch, capsys):
+    """`openwan serve --quantize int8 --offload_model blocks:1`: every worker's pipeline is loaded with them
+    (the server itself is not started: make_server is replaced by a stop)."""
+    import openwan.serve as serve
+    from openwan.quant import QuantLinear
+    got = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_make_server(pipes, *a, **k):
+        got.extend(pipes)
+        raise Stop
+    monkeypatch.setattr(serve, "make_server", fake_make_server)
+    with pytest.raises(Stop):
+        serve.main(["--quantize", "int8", "--offload_model", "blocks:1", "--devices", "cpu,cpu", "--quiet"])
+    assert len(got) == 2
+    for p in got:
+        assert p.offload == "blocks" and block_swap_of(p.dit).resident == 1
+        assert isinstance(p.dit.blocks[0].ffn[0], QuantLinear)
+    got.clear()
+    with pytest.raises(Stop):                 # auto on a CPU: nothing to fit, the plain plan
+        serve.main(["--offload_model", "auto", "--device", "cpu"])
+    assert got[0].offload == "none" and "auto on cpu: none" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        serve.main(["--offload_model", "blocks:x"])
+    assert "blocks:N" in capsys.readouterr().err
+    help_text = serve.build_parser().format_help()
+    assert "--quantize {none,int8,fp8}" in help_text and "--offload_model" in help_text

@@ -141,6 +141,30 @@ def _is_moe_name(name: str) -> bool:
     return name.endswith("-A14B")
 
 
+def checkpoint_variant(path) -> Optional[Variant]:
+    """The published variant a checkpoint holds, read from headers only (nothing loaded): "demo" (or None)
+    the demo's; a folder's openwan.json, else its DiT's config.json matched against the published
+    variants; None when it matches none (a custom model) or the folder cannot tell."""
+    from openwan.checkpoints import (CheckpointError, _dit_source, checkpoint_layout, dit_config_from_diffusers_json,
+                                     dit_config_from_official_json, matching_variants)
+    from openwan.variant_io import read_variant
+    if path is None or str(path) == "demo":
+        return get_variant("demo")
+    try:
+        stored = read_variant(path)
+        if stored is not None:
+            return stored
+        lay = checkpoint_layout(Path(path))
+        _, kind, cfg_json = _dit_source(Path(lay.dits[0]))
+    except (CheckpointError, OSError, ValueError):
+        return None
+    if cfg_json is None:
+        return None
+    cfg = (dit_config_from_diffusers_json if kind == "diffusers" else dit_config_from_official_json)(cfg_json)
+    fits = [n for n in matching_variants(cfg) if _is_moe_name(n) == (len(lay.dits) == 2)]
+    return lookup_variant(fits[0]) if fits else None
+
+
 def lookup_variant(name: str) -> Variant:
     """A variant by name: the Wan 2.2 ones (t2v-A14B, i2v-A14B, ti2v-5B) or any of get_variant's."""
     from openwan.configs import WAN22_VARIANTS

@@ -2,6 +2,7 @@
 
     openwan serve                                   # the embedded demo model on http://127.0.0.1:8000
     openwan serve --ckpt_dir ./Wan2.1-T2V-1.3B --devices cuda:0,cuda:1 --output_dir outputs/serve
+    openwan serve --ckpt_dir ./Wan2.1-T2V-14B --quantize int8 --offload_model blocks:10   # a 24 GB card
 
     curl -s localhost:8000/v1/videos -H 'Content-Type: application/json' \\
          -d '{"prompt": "a red circle moving to the right", "seconds": "2", "size": "64x64", "seed": 1}'
@@ -45,6 +46,29 @@ def make_server(pipe, host: str = "127.0.0.1", port: int = 8000, output_dir="out
     return server
 
 
+def _offload_arg(value: str) -> str:
+    from openwan.offload import format_offload, parse_offload_spec
+    try:
+        return format_offload(*parse_offload_spec(value))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _load_options(a, device) -> dict:
+    """load_pipeline's memory options for one worker's device: --quantize, --offload_model (auto resolved by
+    openwan.plan for that device and the checkpoint's variant at its default size), --t5_cpu."""
+    spec, quantize, t5_cpu = a.offload_model, a.quantize, a.t5_cpu
+    if spec == "auto":
+        from openwan.pipelines.components import checkpoint_variant
+        from openwan.plan import resolve_auto
+        chosen = resolve_auto(checkpoint_variant(a.ckpt_dir), None, None, device, quantize=quantize)
+        spec, quantize, t5_cpu = chosen["offload"], chosen["quantize"], t5_cpu or chosen["t5_cpu"]
+        if not a.quiet:
+            print(f"openwan serve: --offload_model auto on {device or 'the default device'}: {spec}, quantize "
+                  f"{quantize or 'none'}, t5_cpu {t5_cpu}", file=sys.stderr)
+    return {"offload": spec, "quantize": quantize, "t5_cpu": t5_cpu}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openwan serve", description="Serve video generation jobs over HTTP "
                                  "(OpenAI /v1/videos, a durable queue, a web page at /).")
@@ -58,7 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--devices", default=None, help="one worker per device, comma-separated: cuda:0,cuda:1 or "
                                                     "cpu,cpu (default: one worker on --device)")
     ap.add_argument("--device", default=None, help="the device of a single worker (default: cuda if available)")
-    ap.add_argument("--t5_cpu", action="store_true")
+    ap.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    ap.add_argument("--quantize", choices=["none", "int8", "fp8"], default=None,
+                    help="weight-only quantized DiT, applied while loading (docs/memory.md; default none)")
+    ap.add_argument("--offload_model", type=_offload_arg, default="none", metavar="{none,sequential,blocks[:N],auto}",
+                    help="memory plan of every worker's pipeline, as openwan generate's: sequential, blocks[:N] (N "
+                         "DiT blocks on the device, the rest streamed; encoders and VAE on it only while they run), "
+                         "auto (the cheapest plan that fits the device at the model's default size; "
+                         "`openwan plan`), none (default)")
     ap.add_argument("--ulysses_size", type=int, default=None, help="under torchrun: split each video's tokens "
                     "over the N processes, which serve as one worker (docs/serve.md)")
     ap.add_argument("--dit_fsdp", action="store_true", help="under torchrun: shard the DiT's weights over the "
@@ -97,7 +128,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
-        pipe = load_pipeline(a.ckpt_dir or "demo", task=a.task, device=device, t5_cpu=a.t5_cpu, progress=False)
+        if a.offload_model != "none":
+            print("openwan serve: error: a torchrun group shards or splits the DiT itself: use it without "
+                  "--offload_model", file=sys.stderr)
+            return 2
+        pipe = load_pipeline(a.ckpt_dir or "demo", task=a.task, device=device, progress=False,
+                             **_load_options(a, device))
         parallelize(pipe, a.ulysses_size, a.dit_fsdp)
         if group[0] != 0:
             follow(pipe)
@@ -105,7 +141,7 @@ def main(argv=None) -> int:
         pipes = [pipe]
     else:
         devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
-        pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, t5_cpu=a.t5_cpu, progress=False)
+        pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, progress=False, **_load_options(a, d))
                  for d in devices]
     log = None if a.quiet else (lambda msg: print(f"openwan serve: {msg}", file=sys.stderr, flush=True))
     try:
