@@ -256,7 +256,11 @@ def cmd_generate(a) -> int:
         torch.set_num_threads(a.threads)
     elif ckpt in DEMO_NAMES:        # known to be small: one thread from the start (load included)
         torch.set_num_threads(1)
-    offload = _memory_plan(a, variant)
+    planned = variant
+    if planned is None and a.offload_model == "auto":     # the checkpoint's own, from its headers
+        from openwan.pipelines.components import checkpoint_variant
+        planned = checkpoint_variant(ckpt)
+    offload = _memory_plan(a, planned)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()

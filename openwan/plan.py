@@ -132,10 +132,42 @@ def dit_activation_bytes(cfg, tokens: int, batch: int = 2, dtype=torch.bfloat16,
     return fixed + max(rope_stage, ffn_stage, modulate_stage)
 
 
-def vae_decode_bytes(size: str, dtype=torch.float32, tiled: bool = False) -> int:
+def vae_decode_bytes(size: str, dtype=torch.float32, tiled: bool = False, vae_dim: int = 96) -> int:
+    """The streaming decode's peak over the VAE's weights: measured for Wan's VAE (base width 96) and
+    scaled by the width ``vae_dim`` (its activations have that many channels times the stage multipliers)."""
     w, h = (int(v) for v in size.lower().replace("x", "*").split("*"))
-    b = VAE_DECODE_BYTES_PER_PIXEL_FP32 * w * h * _dtype_bytes(dtype) / 4
+    b = VAE_DECODE_BYTES_PER_PIXEL_FP32 * w * h * _dtype_bytes(dtype) / 4 * vae_dim / 96
     return int(b * (VAE_TILE_FACTOR if tiled else 1.0))
+
+
+def call_estimate(dit_cfg, width: int, height: int, frame_num: int, *, vae_stride=(4, 8, 8), vae_dim: int = 96,
+                  dtype=torch.float32, vae_dtype=torch.float32, cfg_batch: bool = True, parallel: int = 1,
+                  dit_frames: Optional[int] = None, return_frames: bool = True, tiled: bool = False) -> dict:
+    """What one generation call needs on top of the loaded models (bytes), with the formulas of
+    :func:`estimate`: the DiT's activations (:func:`dit_activation_bytes` at the tokens one process holds:
+    1/``parallel`` under sequence parallel, one window's when the DiT sees ``dit_frames`` at a time), the
+    VAE's decode (:func:`vae_decode_bytes`) and the output frames (uint8; twice when also returned).
+    Keys: tokens (the DiT's tokens per forward: a long video's window), dit, vae, frames,
+    total = max(dit, vae) + frames.
+    ``openwan.validate`` refuses a call whose total exceeds the free memory (through the pipeline's
+    ``memory_estimate``)."""
+    size = f"{width}*{height}"
+    f, h, w = latent_grid(size, min(frame_num, dit_frames or frame_num), dit_cfg.patch_size, vae_stride)
+    tokens = f * max(1, h) * max(1, w)
+    per_process = -(-tokens // max(1, parallel))
+    dit = dit_activation_bytes(dit_cfg, per_process, 2 if cfg_batch else 1, dtype)
+    vae = vae_decode_bytes(size, vae_dtype, tiled, vae_dim)
+    frames = frame_num * height * width * 3 * (2 if return_frames else 1)
+    return {"tokens": tokens, "dit": dit, "vae": vae, "frames": frames, "total": max(dit, vae) + frames}
+
+
+def pipeline_estimate(pipe, width: int, height: int, frame_num: int, **kw) -> dict:
+    """:func:`call_estimate` for a loaded pipeline: its DiT's config and compute dtype, its VAE's strides and width."""
+    vae = pipe.vae
+    dtype = next((p.dtype for p in pipe.dit.parameters() if p.is_floating_point()), torch.float32)
+    return call_estimate(pipe.dit.config, width, height, frame_num,
+                         vae_stride=(vae.temporal_ratio, vae.spatial_ratio, vae.spatial_ratio),
+                         vae_dim=getattr(getattr(vae, "config", None), "dim", 96), dtype=dtype, **kw)
 
 
 # ----------------------------------------------------------------------------- estimate / plan
@@ -185,7 +217,7 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
         te = 0 if t5_cpu else text_encoder_weight_bytes(v.text_encoder, dtype)
         clip = image_encoder_weight_bytes(v.image_encoder, dtype) if v.image_encoder is not None else 0
         vae_w = vae_weight_bytes(v.vae, dtype)
-        dec = vae_decode_bytes(size, dtype, vae_tile)
+        dec = vae_decode_bytes(size, dtype, vae_tile, getattr(v.vae, "dim", 96))
         released = offload != "none"
         parts.update({"text encoder weights": te, "image encoder weights": clip, "vae weights": vae_w,
                       "vae decode": dec})
@@ -279,5 +311,5 @@ def device_memory_of(device) -> Optional[int]:
     return None
 
 
-__all__ = ["estimate", "plan", "resolve_auto", "Estimate", "Plan", "parse_bytes", "fits_or_raise", "latent_grid",
+__all__ = ["estimate", "call_estimate", "pipeline_estimate", "plan", "resolve_auto", "Estimate", "Plan", "parse_bytes", "fits_or_raise", "latent_grid",
            "dit_weight_bytes", "dit_activation_bytes", "device_memory_of"]

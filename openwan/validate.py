@@ -267,31 +267,12 @@ def available_memory(device=None) -> tuple[float, str]:
         return float("inf"), "available RAM"
 
 
-def estimate(width: int, height: int, frame_num: int, *, patch=(1, 2, 2), vae_stride=(4, 8, 8), z_dim: int = 16,
-             dim: int = 1536, ffn_dim: int = 8960, vae_dim: int = 96, act_bytes: int = 4, cfg: int = 2,
-             return_frames: bool = True, parallel: int = 1, dit_frames: Optional[int] = None) -> dict:
-    """Rough peak memory (bytes) of a generation, by part: each part counts its largest live tensors a
-    few times over (residual, norm, q/k/v and the FFN's hidden; a VAE chunk's caches). ``parallel``
-    processes under sequence parallel each hold 1/parallel of the DiT's tokens; ``dit_frames``: the frames
-    the DiT sees at once when fewer than the video's (long video, one window at a time)."""
-    lt = (frame_num - 1) // vae_stride[0] + 1
-    lh, lw = height // vae_stride[1], width // vae_stride[2]
-    tokens = ((min(frame_num, dit_frames or frame_num) - 1) // vae_stride[0] + 1) \
-        * max(1, lh // patch[1]) * max(1, lw // patch[2])
-    latent = z_dim * lt * lh * lw * 4
-    dit = cfg * -(-tokens // max(1, parallel)) * (6 * dim + ffn_dim) * act_bytes + 8 * latent
-    vae = vae_stride[0] * height * width * vae_dim * 4 * 12
-    frames = frame_num * height * width * 3 * (2 if return_frames else 1)
-    return {"tokens": tokens, "dit": dit, "vae": vae, "frames": frames, "total": max(dit, vae) + frames}
-
-
-def resources(width: int, height: int, frame_num: int, *, device=None, **model) -> dict:
+def resources(width: int, height: int, frame_num: int, est: dict, *, device=None) -> dict:
     """Refuse (ResourceLimit) a request whose DiT tokens or estimated memory exceed the limits.
 
-    ``model`` takes :func:`estimate`'s keywords (patch, vae_stride, z_dim, dim, ffn_dim, vae_dim,
-    act_bytes, cfg, return_frames). Returns the estimate.
+    ``est``: the call's memory estimate, ``openwan.plan.call_estimate``'s dict (tokens, dit, vae, frames,
+    total; a pipeline's ``memory_estimate`` gives it). Returns it.
     """
-    est = estimate(width, height, frame_num, **model)
     what = f"size {width}*{height} with {frame_num} frame{'s' if frame_num != 1 else ''}"
     mx = limit("tokens")
     if est["tokens"] > mx:
@@ -332,12 +313,6 @@ def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
         frames_kept = False
     else:
         frames_kept = out.get("return_frames", True) is not False
-    cfg = pipe.dit.config
-    vae = pipe.vae
-    try:
-        act_bytes = next(pipe.dit.parameters()).element_size()
-    except (StopIteration, AttributeError):
-        act_bytes = 4
     parallel = 1
     try:
         import torch.distributed as dist
@@ -345,10 +320,8 @@ def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
             parallel = dist.get_world_size()
     except ImportError:                      # pragma: no cover
         pass
-    resources(w, h, frames, device=getattr(pipe, "device", None), parallel=parallel, patch=tuple(cfg.patch_size),
-              vae_stride=(vae.temporal_ratio, vae.spatial_ratio, vae.spatial_ratio), z_dim=vae.z_dim, dim=cfg.dim,
-              ffn_dim=cfg.ffn_dim, vae_dim=getattr(getattr(vae, "config", None), "dim", 96), act_bytes=act_bytes,
-              return_frames=frames_kept, dit_frames=dit_frames)
+    est = pipe.memory_estimate(w, h, frames, parallel=parallel, return_frames=frames_kept, dit_frames=dit_frames)
+    resources(w, h, frames, est, device=getattr(pipe, "device", None))
     return out
 
 

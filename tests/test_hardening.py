@@ -84,11 +84,16 @@ def test_memory_estimate_refuses_with_the_way_past_it(pipe, tmp_path, monkeypatc
     with pytest.raises(validate.ResourceLimit, match="OPENWAN_MAX_MEMORY_GB=1 to try anyway"):
         pipe(PROMPT, sample_steps=1, output_path=tmp_path / "v.mp4")
     assert _files(tmp_path) == []
-    est = validate.estimate(64, 64, 17, patch=(1, 1, 1), z_dim=16, dim=128, ffn_dim=512, vae_dim=8)
+    from openwan.configs import DiTConfig
+    from openwan.plan import call_estimate                        # the one estimate (openwan.plan's) validate uses
+    cfg = DiTConfig(dim=128, ffn_dim=512, num_heads=2, num_layers=1, patch_size=(1, 1, 1))
+    est = call_estimate(cfg, 64, 64, 17, vae_dim=8)
     assert est["tokens"] == 5 * 8 * 8                            # (17-1)/4+1 latent frames of 8x8, patch 1
     assert est["frames"] == 17 * 64 * 64 * 3 * 2                 # counted twice when also returned
-    split = validate.estimate(64, 64, 17, patch=(1, 1, 1), z_dim=16, dim=128, ffn_dim=512, vae_dim=8, parallel=2)
+    split = call_estimate(cfg, 64, 64, 17, vae_dim=8, parallel=2)
     assert split["dit"] < est["dit"] and split["tokens"] == est["tokens"]   # each process holds half the tokens
+    assert pipe.memory_estimate(64, 64, 17) == call_estimate(pipe.dit.config, 64, 64, 17, vae_dim=pipe.vae.config.dim,
+                                                             vae_stride=(4, pipe.vae.spatial_ratio, pipe.vae.spatial_ratio))
 
 
 def _png_header_only(path, width, height):

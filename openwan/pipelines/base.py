@@ -355,6 +355,11 @@ class WanPipeline:
         pipe.load_seconds = time.perf_counter() - t0
         return pipe
 
+    def memory_estimate(self, width: int, height: int, frame_num: int, **kw) -> dict:
+        """What a call at this size needs on top of the loaded models (openwan.plan.pipeline_estimate)."""
+        from openwan.plan import pipeline_estimate
+        return pipeline_estimate(self, width, height, frame_num, **kw)
+
     def defaults(self) -> SampleDefaults:
         return self.variant.sample
 
