@@ -49,13 +49,43 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+class CudaStreams:
+    """The CUDA calls of the prefetch, in one place: a side stream that copies a block's tensors (an event
+    marks the end of the copy), and the compute stream's wait for that event before the block runs (the
+    copied tensors then belong to the compute stream: ``record_stream``, so the allocator does not reuse
+    their memory early). Used only when CUDA is available; the CPU tests run these same methods with
+    the ``torch.cuda`` calls faked (tests/test_offload.py)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.side = torch.cuda.Stream(self.device)
+
+    def copy(self, tensors, device) -> tuple:
+        """Start copying ``tensors`` to ``device`` on the side stream -> (device tensors, event)."""
+        with torch.cuda.stream(self.side):
+            ts = [t.to(device, non_blocking=True) for t in tensors]
+            ev = torch.cuda.Event()
+            ev.record(self.side)
+        return ts, ev
+
+    def wait(self, ev, tensors) -> None:
+        """The compute stream waits for the copy, then owns the tensors."""
+        cur = torch.cuda.current_stream(self.device)
+        cur.wait_event(ev)
+        for t in tensors:
+            t.record_stream(cur)
+
+
 class BlockSwap:
-    """The swap state of one module: hooks, CPU copies, what is on the device, peaks."""
+    """The swap state of one module: hooks, CPU copies, what is on the device, peaks.
+
+    ``streams``: the prefetch's stream calls (default: :class:`CudaStreams` when prefetching to a CUDA
+    device with CUDA available; None copies on the current stream)."""
 
     def __init__(self, blocks: Sequence[nn.Module], resident: int, device, prefetch: Optional[bool] = None,
-                 pin: Optional[bool] = None):
+                 pin: Optional[bool] = None, streams=None):
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
         self.prefetch = cuda if prefetch is None else bool(prefetch)
         pin = cuda if pin is None else pin
         self.blocks = list(blocks)
@@ -89,7 +119,9 @@ class BlockSwap:
         self.peak_blocks = self.permanent
         self.peak_bytes = 0
         self.loads = 0
-        self._stream = torch.cuda.Stream(self.device) if cuda and self.prefetch else None
+        if streams is None and cuda and self.prefetch:
+            streams = CudaStreams(self.device)
+        self.streams = streams if self.prefetch else None
         self._events: dict[int, object] = {}
         self._handles = []
         for i in self.streamed:
@@ -105,14 +137,11 @@ class BlockSwap:
             else:
                 getattr(m, kind)[name] = t
 
-    def _load(self, i: int, stream=None) -> None:
+    def _load(self, i: int, side: bool = False) -> None:
         if i in self.on_device:
             return
-        if stream is not None:
-            with torch.cuda.stream(stream):
-                ts = [t.to(self.device, non_blocking=True) for t in self.home[i]]
-                ev = torch.cuda.Event()
-                ev.record(stream)
+        if side and self.streams is not None:
+            ts, ev = self.streams.copy(self.home[i], self.device)
             self._events[i] = (ev, ts)
         else:
             ts = [t.to(self.device, non_blocking=True) for t in self.home[i]]
@@ -137,14 +166,11 @@ class BlockSwap:
             self._load(i)
             if i in self._events:  # prefetched on the side stream: wait for the copy, then own the memory
                 ev, ts = self._events.pop(i)
-                cur = torch.cuda.current_stream(self.device)
-                cur.wait_event(ev)
-                for t in ts:
-                    t.record_stream(cur)
+                self.streams.wait(ev, ts)
             if self.prefetch:
                 j = self._next_streamed(i)
                 if j is not None:
-                    self._load(j, self._stream)
+                    self._load(j, side=True)
         return pre
 
     def _make_post(self, i: int):
@@ -165,7 +191,7 @@ class BlockSwap:
 
 
 def enable_block_swap(model: nn.Module, resident: int, device=None, blocks: Optional[Sequence[nn.Module]] = None,
-                      prefetch: Optional[bool] = None, pin: Optional[bool] = None) -> BlockSwap:
+                      prefetch: Optional[bool] = None, pin: Optional[bool] = None, streams=None) -> BlockSwap:
     """Keep ``resident`` of the model's blocks on ``device``; stream the rest in per forward.
 
     ``blocks`` defaults to ``model.blocks``; everything of the model outside the streamed blocks is
@@ -193,7 +219,7 @@ def enable_block_swap(model: nn.Module, resident: int, device=None, blocks: Opti
                     moved = t.detach().to(device)
                     getattr(m, kind)[name] = nn.Parameter(moved, requires_grad=t.requires_grad) \
                         if kind == "_parameters" else moved
-    swap = BlockSwap(blocks, resident, device, prefetch, pin)
+    swap = BlockSwap(blocks, resident, device, prefetch, pin, streams)
     setattr(model, _ATTR, swap)
     return swap
 

@@ -184,3 +184,77 @@ def test_serve_loads_with_quantize_and_offload(monkeypatch, capsys):
     assert "blocks:N" in capsys.readouterr().err
     help_text = serve.build_parser().format_help()
     assert "--quantize {none,int8,fp8}" in help_text and "--offload_model" in help_text
+
+
+def test_cuda_prefetch_path_with_the_stream_api_faked(monkeypatch):
+    """The side-stream prefetch (openwan.offload.CudaStreams), run on the CPU with torch.cuda's stream calls
+    faked: each streamed block after the first is copied on the side stream during the previous block's
+    pre-hook, an event is recorded there, and the compute stream waits on that event (and takes the copied
+    tensors) before the block runs. Output identical. What this cannot show: real overlap on a GPU."""
+    from openwan.offload import CudaStreams
+    log = []
+
+    class Stream:
+        def __init__(self, device=None, name="side"):
+            self.name = name
+
+        def wait_event(self, ev):
+            log.append(("wait", ev.n))
+
+    class Event:
+        count = 0
+
+        def record(self, stream):
+            Event.count += 1
+            self.n = Event.count
+            log.append(("record", stream.name, self.n))
+
+    class StreamCtx:
+        def __init__(self, s):
+            self.s = s
+
+        def __enter__(self):
+            log.append(("enter", self.s.name))
+
+        def __exit__(self, *a):
+            log.append(("exit", self.s.name))
+    compute = Stream(name="compute")
+    recorded = []
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", StreamCtx)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: compute)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda t, s: recorded.append(s.name), raising=False)
+    m = rand_model()
+    x, ctx = inputs()
+    ref = m(x, torch.tensor([500]), ctx)
+    ran = []
+    for i, b in enumerate(m.blocks):
+        b.register_forward_pre_hook(lambda mod, a, i=i: ran.append(i))
+    swap = enable_block_swap(m, resident=2, device="cpu", prefetch=True, streams=CudaStreams("cpu"))
+    for i, b in enumerate(m.blocks):         # after the swap's hooks: a block runs after its wait
+        b.register_forward_pre_hook(lambda mod, a, i=i: log.append(("run", i)))
+    assert torch.equal(m(x, torch.tensor([500]), ctx), ref)
+    # blocks 1..5 stream (block 0 stays: one of the 2 slots takes the incoming block); 2..5 are prefetched
+    waits = [e for e in log if e[0] == "wait"]
+    records = [e for e in log if e[0] == "record"]
+    assert [r[1] for r in records] == ["side"] * 4 and len(waits) == 4
+    for k, blk in enumerate(range(2, 6)):    # block blk: copied (recorded) before block blk-1 runs ...
+        rec = log.index(("record", "side", k + 1))
+        assert log.index(("run", blk - 1)) > rec
+        assert log.index(("wait", k + 1)) < log.index(("run", blk))   # ... and waited for before it runs
+    n_tensors = sum(len(swap.home[i]) for i in range(2, 6))
+    assert recorded == ["compute"] * n_tensors
+    assert not swap._events and swap.peak_blocks == 3
+
+
+def test_block_swap_without_cuda_uses_no_stream(monkeypatch):
+    """The CUDA path is guarded: without CUDA nothing touches torch.cuda (no stream made, no prefetch
+    by default), and a CUDA device is refused with a clear error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: pytest.fail("a CUDA stream was made"))
+    m = rand_model()
+    swap = enable_block_swap(m, resident=2, device="cpu")
+    assert swap.streams is None and not swap.prefetch
+    with pytest.raises(RuntimeError, match="CUDA build of torch and a GPU"):
+        enable_block_swap(rand_model(), resident=2, device="cuda")
