@@ -6,6 +6,7 @@
     python benchmarks/memory.py planner                              # DiT forward peak vs openwan.plan.estimate
     python benchmarks/memory.py demo [--seeds 2]                     # demo bench accuracy: float, int8, fp8
     python benchmarks/memory.py experts [--layers 2]                 # Wan 2.2 A14B: two experts vs one (CPU)
+    python benchmarks/memory.py gguf    [--layers 2]                 # GGUF Q8_0 / Q4_K: bytes, load peak, error
 
 Random weights at the 1.3B model's width (dim 1536, ffn 8960, 12 heads), CPU. Memory is the peak of
 VmRSS (sampled every 1 ms by a thread) over its value before the operation; it counts the pages of a
@@ -127,6 +128,12 @@ def child(spec):
             for t in m.state_dict().values():   # page in tensors that are views of the file's mmap
                 t.detach().contiguous().view(-1).view(torch.uint8)[::4096].sum()
         return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
+    if mode == "gguf":
+        from openwan.gguf import load_dit_gguf
+        load_dit_gguf(spec["warm"], torch.float32, packed=spec["packed"])   # warm-up: imports, lazy set-up
+        with PeakRSS() as pk:
+            m = load_dit_gguf(spec["path"], torch.float32, packed=spec["packed"])
+        return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
     if mode == "forward":
         from openwan.configs import DiTConfig
         cfg = DiTConfig(**spec["cfg"])
@@ -243,6 +250,78 @@ def bench_planner(args):
               f"{e_tot / r['peak']:.3f} |")
 
 
+def write_gguf(model, path, qtype):
+    """The DiT as a GGUF file: Linear weights whose rows are whole 256-value super-blocks in ``qtype``
+    (Q8_0 by gguf's quantizer, Q4_K by openwan.testing.q4_k), the rest F32 (as published files keep
+    norms, biases and small tensors in float)."""
+    import gguf
+    import numpy as np
+    from openwan.testing import q4_k
+    w = gguf.GGUFWriter(str(path), "wan")
+    for k, v in model.state_dict().items():
+        a = v.float().numpy()
+        if a.ndim > 2:
+            a = a.reshape(a.shape[0], -1)
+        if a.ndim == 2 and a.shape[1] % 256 == 0:
+            data = q4_k(a)[0] if qtype.name == "Q4_K" else gguf.quants.quantize(a, qtype)
+            w.add_tensor(k, data, raw_dtype=qtype)
+        else:
+            w.add_tensor(k, np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def bench_gguf(args):
+    """GGUF Q8_0 and Q4_K files of a DiT at the 1.3B width: what stays resident (packed layers vs the file's
+    bytes), the load peak packed vs dequantized at load, and the output's distance to the unquantized model."""
+    import gguf
+    from openwan.configs import TINY_DIT
+    from openwan.gguf import load_dit_gguf
+    from openwan.quant import QuantLinear, weight_bytes
+    cfg = dit_config(args)
+    src = random_dit(cfg, torch.float32)
+    f, h, w = 2, 6, args.tokens // 12
+    x, ctx = inputs(cfg, f, h, w)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        ref = src(x, t, ctx)
+    print(f"DiT dim {cfg.dim}, ffn {cfg.ffn_dim}, {cfg.num_layers} layers, weights N(0, 1/fan_in), {f * h * w} "
+          f"tokens, t=500, fp32 compute; load peak = VmRSS peak over start, fresh process")
+    print("| file | file MB | packed layers: resident MB / file MB | bits / weight | load peak MB packed "
+          "(dequantized at load) | model weights MB packed (dequantized at load) | weight rel. L2 | output rel. L2 |\n"
+          "|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        warm = Path(d) / "warm.gguf"
+        write_gguf(random_dit(TINY_DIT.replace(dim=256, ffn_dim=256, num_heads=2, text_dim=256, freq_dim=256)),
+                   warm, gguf.GGMLQuantizationType.Q8_0)
+        for name in ("Q8_0", "Q4_K"):
+            qt = gguf.GGMLQuantizationType[name]
+            path = Path(d) / f"dit-{name}.gguf"
+            write_gguf(src, path, qt)
+            r = gguf.GGUFReader(str(path))
+            nbytes = {tt.name: int(tt.n_bytes) for tt in r.tensors}
+            del r
+            m = load_dit_gguf(path, torch.float32)
+            packed = {n: mod for n, mod in m.named_modules() if isinstance(mod, QuantLinear)}
+            held = sum(weight_bytes(mod) - (mod.bias.numel() * 4 if mod.bias is not None else 0)
+                       for mod in packed.values())
+            in_file = sum(nbytes[n + ".weight"] for n in packed)
+            n_w = sum(mod.in_features * mod.out_features for mod in packed.values())
+            num = sum(float((mod.weight - src.get_submodule(n).weight).pow(2).sum()) for n, mod in packed.items())
+            den = sum(float(src.get_submodule(n).weight.pow(2).sum()) for n in packed)
+            with torch.no_grad():
+                out = m(x, t, ctx)
+            del m
+            pk = run_child("gguf", path=str(path), warm=str(warm), packed=True)
+            pk0 = run_child("gguf", path=str(path), warm=str(warm), packed=False)
+            print(f"| {name} | {path.stat().st_size / MB:.0f} | {held / MB:.1f} / {in_file / MB:.1f} | "
+                  f"{8 * held / n_w:.3f} | {pk['peak'] / MB:.0f} ({pk0['peak'] / MB:.0f}) | {pk['weights'] / MB:.0f} "
+                  f"({pk0['weights'] / MB:.0f}) | {(num / den) ** 0.5:.4f} | "
+                  f"{((out - ref).norm() / ref.norm()).item():.4f} |", flush=True)
+
+
 def bench_demo(args):
     """The demo benchmark (openwan bench demo) with the float DiT and with its Linear layers in int8/fp8."""
     from openwan.demo.bench import run_benchmark, summarize
@@ -299,7 +378,7 @@ def main():
         print(json.dumps(child(json.loads(sys.argv[2]))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["load", "quality", "swap", "planner", "demo", "experts"])
+    ap.add_argument("what", choices=["load", "quality", "swap", "planner", "demo", "experts", "gguf"])
     add_dit_args(ap, layers=8)
     ap.add_argument("--tokens", type=int, default=1560)
     ap.add_argument("--resident", type=int, default=2)
@@ -307,7 +386,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     {"load": bench_load, "quality": bench_quality, "swap": bench_swap, "planner": bench_planner,
-     "demo": bench_demo, "experts": bench_experts}[args.what](args)
+     "demo": bench_demo, "experts": bench_experts, "gguf": bench_gguf}[args.what](args)
 
 
 if __name__ == "__main__":

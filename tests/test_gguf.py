@@ -10,6 +10,7 @@ from openwan.configs import DiTConfig  # noqa: E402
 from openwan.gguf import gguf_types, load_dit_gguf, load_gguf_state_dict  # noqa: E402
 from openwan.models.dit import WanModel  # noqa: E402
 from openwan.quant import QuantLinear  # noqa: E402
+from openwan.testing import q4_k  # noqa: E402
 
 EPS32 = torch.finfo(torch.float32).eps
 QT = gguf.GGMLQuantizationType
@@ -24,32 +25,6 @@ def rand_model(seed=0, std=0.05):
     for p in m.parameters():
         p.copy_(torch.randn(p.shape, generator=g) * std)
     return m
-
-
-def q4_k(w: np.ndarray):
-    """A plain Q4_K encoder (gguf ships only the decoder): per 256 values, 8 sub-blocks of 32 with
-    6-bit scale and min indices under f16 super-scales d and dmin; x ~ d*sc_j*q - dmin*m_j, q in 0..15.
-    Returns (bytes [rows, n*144], half-step d*sc_j per value)."""
-    x = w.astype(np.float32).reshape(-1, 8, 32)
-    lo = np.minimum(x.min(-1), 0)
-    # f16 rounds by <= 2^-11 relative: scaling the super-scales up by 2^-9 first keeps m_j and sc_j <= 63
-    dmin = np.float16((-lo).max(-1) / 63 * (1 + 2 ** -9)).astype(np.float32)
-    dmin = np.maximum(dmin, np.float32(2 ** -24))
-    m = np.clip(np.ceil(-lo / dmin[:, None]), 0, 63).astype(np.int32)                # -dmin*m_j <= min_j
-    span = x.max(-1) + dmin[:, None] * m
-    d = np.float16(span.max(-1) / (15 * 63) * (1 + 2 ** -9)).astype(np.float32)
-    d = np.maximum(d, np.float32(2 ** -24))
-    sc = np.clip(np.ceil(span / (15 * d[:, None])), 1, 63).astype(np.int32)
-    step = d[:, None] * sc
-    q = np.clip(np.round((x + (dmin[:, None] * m)[..., None]) / step[..., None]), 0, 15).astype(np.uint8)
-    scales = np.zeros((x.shape[0], 12), np.uint8)
-    scales[:, 0:4] = (sc[:, :4] & 0x3F) | ((sc[:, 4:] >> 4) << 6)
-    scales[:, 4:8] = (m[:, :4] & 0x3F) | ((m[:, 4:] >> 4) << 6)
-    scales[:, 8:12] = (sc[:, 4:] & 0xF) | ((m[:, 4:] & 0xF) << 4)
-    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(x.shape[0], 128)  # sub-blocks 2c (low) and 2c+1 (high)
-    blocks = np.concatenate([d.astype(np.float16).view(np.uint8).reshape(-1, 2),
-                             dmin.astype(np.float16).view(np.uint8).reshape(-1, 2), scales, qs], axis=1)
-    return blocks.reshape(w.shape[0], -1), np.repeat(step / 2, 32, axis=-1).reshape(w.shape)
 
 
 def random_k_blocks(rows, cols, qtype, seed=0):
