@@ -241,3 +241,9 @@ def test_q4_k_layer_within_its_step_and_lora_unmerged(tmp_path):
     # the same products summed in another order: fp32 rounding of the sums, gamma_n of their magnitudes
     tol = gamma * ((x.abs() @ wq.abs().T) + (x.abs() @ A.abs().T) @ B.abs().T + layer.bias.abs())
     assert ((layer(x) - y).abs() <= 2 * tol).all()
+
+
+def test_from_pretrained_on_a_gguf_file_names_the_loader(tmp_path):
+    write(tmp_path / "m.gguf", rand_model(), QT.Q8_0)
+    with pytest.raises(CheckpointError, match="openwan.gguf.load_dit_gguf"):
+        WanModel.from_pretrained(tmp_path / "m.gguf")
