@@ -261,6 +261,7 @@ def cmd_generate(a) -> int:
         from openwan.pipelines.components import checkpoint_variant
         planned = checkpoint_variant(ckpt)
     offload = _memory_plan(a, planned)
+    _refuse_if_too_big(a, planned, offload)
     dist_run = _setup_distributed(a)   # (rank, created) under torchrun, else None
     rank = dist_run[0] if dist_run else 0
     t0 = time.perf_counter()
@@ -335,7 +336,10 @@ def _memory_plan(a, variant) -> str:
     spec = a.offload_model
     if spec == "auto":
         from openwan import plan as planner
-        chosen = planner.resolve_auto(variant, a.size, a.frame_num, a.device, quantize=a.quantize)
+        try:
+            chosen = planner.resolve_auto(variant, a.size, a.frame_num, a.device, quantize=a.quantize)
+        except ValueError as e:                      # even the most frugal plan does not fit
+            raise CLIError(str(e)) from None
         spec = chosen["offload"]
         a.quantize = chosen["quantize"]
         a.t5_cpu = a.t5_cpu or chosen["t5_cpu"]
@@ -344,6 +348,25 @@ def _memory_plan(a, variant) -> str:
                   file=sys.stderr)
     a.offload_model = spec
     return spec
+
+
+def _refuse_if_too_big(a, variant, offload: str) -> None:
+    """Before loading anything: refuse (a CLIError with the estimate and the options) a generation that
+    openwan.plan estimates to need more than the device has. Only where the device's memory is known (CUDA)
+    and the model is a published variant."""
+    import torch
+    from openwan import plan as planner
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    budget = planner.device_memory_of(device)
+    if budget is None or variant is None:
+        return
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(a.dtype or "auto", torch.bfloat16)
+    try:
+        planner.fits_or_raise(variant, a.size or variant.sample.size, a.frame_num or variant.sample.frame_num, budget,
+                              dtype=dtype, quantize=a.quantize, offload=offload, device=device.type,
+                              t5_cpu=a.t5_cpu)
+    except MemoryError as e:
+        raise CLIError(str(e)) from None
 
 
 def _setup_distributed(a):

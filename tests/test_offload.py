@@ -258,3 +258,24 @@ def test_block_swap_without_cuda_uses_no_stream(monkeypatch):
     assert swap.streams is None and not swap.prefetch
     with pytest.raises(RuntimeError, match="CUDA build of torch and a GPU"):
         enable_block_swap(rand_model(), resident=2, device="cuda")
+
+
+def test_generate_refuses_before_loading_when_the_plan_does_not_fit(tmp_path, monkeypatch, capsys):
+    """openwan generate asks openwan.plan for the estimate before loading anything: on a device whose memory
+    is known (faked here: 4 GB) a 14B generation that does not fit is refused with the estimate and the
+    options (the checkpoint folder is empty: nothing was read)."""
+    from openwan import plan as planner
+    from openwan.cli import main
+    monkeypatch.setattr(planner, "device_memory_of", lambda device: 4 * planner.GB)
+    assert main(["generate", "a cat", "--task", "t2v-14B", "--ckpt_dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "this generation needs about" in err and "4.00 GB are available" in err and "--offload_model auto" in err
+
+
+def test_auto_that_cannot_fit_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from openwan import plan as planner
+    from openwan.cli import main
+    monkeypatch.setattr(planner, "device_memory_of", lambda device: planner.GB // 4)
+    assert main(["generate", "a cat", "--task", "t2v-14B", "--ckpt_dir", str(tmp_path), "--offload_model", "auto",
+                 "--quiet"]) == 2
+    assert "does not fit in 256 MB" in capsys.readouterr().err

@@ -141,8 +141,13 @@ def main(argv=None) -> int:
         pipes = [pipe]
     else:
         devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
-        pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, progress=False, **_load_options(a, d))
-                 for d in devices]
+        try:
+            options = [_load_options(a, d) for d in devices]
+        except ValueError as e:                                   # auto: even the most frugal plan does not fit
+            print(f"openwan serve: error: {e}", file=sys.stderr)
+            return 2
+        pipes = [load_pipeline(a.ckpt_dir or "demo", task=a.task, device=d, progress=False, **o)
+                 for d, o in zip(devices, options)]
     log = None if a.quiet else (lambda msg: print(f"openwan serve: {msg}", file=sys.stderr, flush=True))
     try:
         server = make_server(pipes, a.host, a.port, a.output_dir, quiet=a.quiet, max_queue=a.max_queue,
