@@ -119,20 +119,20 @@ def child(spec):
             from openwan.configs import TINY_DIT
             random_dit(TINY_DIT).save_pretrained(d)
             load_dit(d, build=WanModel, dtype=dtype)
-            quant.load_dit_quantized(d, "int8", dtype=dtype)
+            quant.load_dit_quantized(d, "int8", dtype=dtype, build=WanModel)
         with PeakRSS() as pk:
             if spec["quantize"] == "none":
                 m = load_dit(spec["path"], build=WanModel, dtype=dtype)
             else:
-                m = quant.load_dit_quantized(spec["path"], spec["quantize"], dtype=dtype)
+                m = quant.load_dit_quantized(spec["path"], spec["quantize"], dtype=dtype, build=WanModel)
             for t in m.state_dict().values():   # page in tensors that are views of the file's mmap
                 t.detach().contiguous().view(-1).view(torch.uint8)[::4096].sum()
         return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
     if mode == "gguf":
         from openwan.gguf import load_dit_gguf
-        load_dit_gguf(spec["warm"], torch.float32, packed=spec["packed"])   # warm-up: imports, lazy set-up
+        load_dit_gguf(spec["warm"], torch.float32, packed=spec["packed"], build=WanModel)   # warm-up
         with PeakRSS() as pk:
-            m = load_dit_gguf(spec["path"], torch.float32, packed=spec["packed"])
+            m = load_dit_gguf(spec["path"], torch.float32, packed=spec["packed"], build=WanModel)
         return {"peak": pk.peak, "weights": quant.weight_bytes(m)}
     if mode == "forward":
         from openwan.configs import DiTConfig
@@ -279,6 +279,7 @@ def bench_gguf(args):
     import gguf
     from openwan.configs import TINY_DIT
     from openwan.gguf import load_dit_gguf
+    from openwan.models.dit import WanModel
     from openwan.quant import QuantLinear, weight_bytes
     cfg = dit_config(args)
     src = random_dit(cfg, torch.float32)
@@ -303,7 +304,7 @@ def bench_gguf(args):
             r = gguf.GGUFReader(str(path))
             nbytes = {tt.name: int(tt.n_bytes) for tt in r.tensors}
             del r
-            m = load_dit_gguf(path, torch.float32)
+            m = load_dit_gguf(path, torch.float32, build=WanModel)
             packed = {n: mod for n, mod in m.named_modules() if isinstance(mod, QuantLinear)}
             held = sum(weight_bytes(mod) - (mod.bias.numel() * 4 if mod.bias is not None else 0)
                        for mod in packed.values())

@@ -437,8 +437,8 @@ def _dit_source(path: Path):
     """Resolve a path to (files, layout, config_json or None)."""
     if path.is_file():
         if path.suffix == ".gguf":
-            raise CheckpointError(f"{path}: a GGUF DiT loads with openwan.gguf.load_dit_gguf(path) (or "
-                                  f"openwan.load_pipeline / --ckpt_dir on the folder holding it)")
+            raise CheckpointError(f"{path}: a GGUF DiT loads with WanModel.from_pretrained(path) or "
+                                  f"openwan.gguf.load_dit_gguf(path, build=WanModel)")
         if path.suffix != ".safetensors":
             raise CheckpointError(f"{path}: a DiT file must be .safetensors (got {path.suffix or 'no suffix'})")
         return [path], None, None

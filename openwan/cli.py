@@ -447,10 +447,11 @@ def _convert_parser(sub):
 
 def cmd_convert(a) -> int:
     if a.quantize:
+        from openwan.models.dit import WanModel
         from openwan.quant import convert_checkpoint
         if Path(a.dst).exists():
             raise CLIError(f"{a.dst} exists: choose a new output file")
-        dst = convert_checkpoint(a.src, a.dst, a.quantize)
+        dst = convert_checkpoint(a.src, a.dst, a.quantize, build=WanModel)
         print(f"wrote the {a.quantize} DiT to {dst}")
         return 0
     from openwan.convert import convert     # Wan 2.1, Wan 2.2 (both experts, TI2V), the demo

@@ -5,7 +5,8 @@ dequantizers; the tensors are memory-mapped, so reading one does not read the ot
 
     load_gguf_state_dict(path, dtype)      -> {official key: tensor in dtype}   (whole dict)
     iter_gguf_tensors(path, dtype)         -> (official key, tensor) one at a time
-    load_dit_gguf(path, dtype, quantize)   -> a WanModel, tensor by tensor: peak = model + one tensor
+    load_dit_gguf(path, dtype, quantize, build=WanModel) -> a WanModel, tensor by tensor: peak = model + one tensor
+    WanModel.from_pretrained("x.gguf")     -> the same (a .gguf file, or a folder holding one)
 
 Types: F32, F16, BF16, Q8_0, Q6_K, Q5_K, Q4_K (the published Wan GGUFs), also Q4_0/Q4_1/Q5_0/Q5_1/
 Q2_K/Q3_K; any other type is a CheckpointError naming the type and the tensor.
@@ -168,7 +169,7 @@ def load_gguf_state_dict(path, dtype: Optional[torch.dtype] = torch.float32,
 
 @torch.no_grad()
 def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[str] = None,
-                  config=None, device=None, include=None, packed: bool = True):
+                  config=None, device=None, include=None, packed: bool = True, *, build):
     """Build a WanModel from a GGUF DiT, tensor by tensor (config inferred from the shapes).
 
     ``packed`` (default): the file's Q8_0 and K-quant weights of the Linear layers stay in their blocks
@@ -177,7 +178,6 @@ def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[s
     with ``packed=False`` all of them); None keeps them in ``dtype``.
     """
     from openwan import checkpoints as ck
-    from openwan.models.dit import WanModel
     from openwan.quant import _set_module, quantize_model_
     stored = gguf_shapes(path)
     if config is None:
@@ -187,7 +187,7 @@ def load_dit_gguf(path, dtype: torch.dtype = torch.float32, quantize: Optional[s
             probe["patch_embedding.weight"] = (pe[0], int(np.prod(pe[1:])) // 4, 1, 2, 2)
         config = ck.infer_dit_config(probe)
     with torch.device("meta"):
-        model = WanModel(config)
+        model = build(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     fixed = {k: (expected[k] if k in expected and int(np.prod(v)) == int(np.prod(expected[k])) else v)
              for k, v in stored.items()}
@@ -222,19 +222,3 @@ def find_gguf(path) -> Optional[Path]:
         raise CheckpointError(f"{path} holds several .gguf files ({', '.join(f.name for f in found)}): "
                               f"pass the one to use")
     return found[0] if found else None
-
-
-def load_any_dit(path, dtype: Optional[torch.dtype] = None, quantize: Optional[str] = None, device=None,
-                 config=None):
-    """One entry for the pipelines: a .gguf DiT, a quantized openwan file, or a float checkpoint
-    (quantized while loading when ``quantize`` is int8/fp8)."""
-    g = find_gguf(path)
-    if g is not None:
-        return load_dit_gguf(g, dtype or torch.float32, quantize, config=config, device=device)
-    from openwan.quant import is_quantized_checkpoint, load_dit_quantized
-    if quantize in (None, "none") and not is_quantized_checkpoint(path):
-        from openwan.checkpoints import load_dit
-        from openwan.models.dit import WanModel
-        return load_dit(path, build=WanModel, dtype=dtype, device=device, config=config)
-    return load_dit_quantized(path, None if quantize == "none" else quantize, dtype=dtype, device=device,
-                              config=config)

@@ -21,7 +21,7 @@ safetensors without unwrapping, opaque to LoRA's weight parametrization and to b
 storage moves) and its compiled extensions are built per torch release (two failed to load with
 torch 2.13). This layer is plain int8/fp8 tensors and ~150 lines.
 
-Loading shard by shard: build the model on the meta device, call :func:`quantize_model_` there
+Loading shard by shard (``WanModel.from_pretrained(path, quantize="int8")``): build the model on the meta device, call :func:`quantize_model_` there
 (modules swapped, nothing allocated), then ``load_state_dict(part, assign=True)`` per shard: a
 QuantLinear given a float ``weight`` quantizes it as it arrives, so the float model never exists.
 :func:`load_dit_quantized` does exactly this (reading each weight row block by row block).
@@ -333,8 +333,8 @@ def load_dit_quantized(path, quantize: Optional[str] = "int8", dtype: Optional[t
         else:
             config = ck.dit_config_from_official_json(cfg_json)
     if build is None:
-        from openwan.models.dit import WanModel
-        build = WanModel
+        raise TypeError("load_dit_quantized needs build= (the model class, e.g. WanModel); or load with "
+                        "WanModel.from_pretrained(path, quantize=...)")
     with torch.device("meta"):
         model = build(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -523,6 +523,8 @@ def remove_lora(model: nn.Module, name: Optional[str] = None) -> None:
         L.remove_lora(model, name)
 
 
-def convert_checkpoint(src, dst, quantize: str = "int8", dtype: Optional[torch.dtype] = torch.bfloat16) -> Path:
-    """``openwan convert --quantize int8``: a float DiT checkpoint -> a quantized safetensors file."""
-    return save_quantized(load_dit_quantized(src, check_kind(quantize), dtype=dtype), dst)
+def convert_checkpoint(src, dst, quantize: str = "int8", dtype: Optional[torch.dtype] = torch.bfloat16, *,
+                       build) -> Path:
+    """``openwan convert --quantize int8``: a float DiT checkpoint -> a quantized safetensors file
+    (``build``: the model class, WanModel)."""
+    return save_quantized(load_dit_quantized(src, check_kind(quantize), dtype=dtype, build=build), dst)

@@ -101,7 +101,7 @@ def test_gguf_weights_within_their_quantization_step(tmp_path, qtype):
 def test_load_dit_gguf_matches_float_model_with_the_same_weights(tmp_path, qtype):
     src = rand_model()
     write(tmp_path / "m.gguf", src, qtype)
-    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, build=WanModel)
     assert m.config.dim == CFG.dim and m.config.num_layers == 2
     sd = load_gguf_state_dict(tmp_path / "m.gguf", shapes={k: v.shape for k, v in src.state_dict().items()})
     twin = WanModel(CFG).eval()
@@ -119,7 +119,7 @@ def test_load_dit_gguf_matches_float_model_with_the_same_weights(tmp_path, qtype
 def test_load_dit_gguf_into_int8_layers(tmp_path):
     src = rand_model()
     write(tmp_path / "m.gguf", src, QT.Q8_0)
-    m = load_dit_gguf(tmp_path / "m.gguf", torch.bfloat16, quantize="int8")
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.bfloat16, quantize="int8", build=WanModel)
     assert isinstance(m.blocks[0].ffn[0], QuantLinear) and m.blocks[0].ffn[0].compute_dtype == torch.bfloat16
     x, ctx = inputs()
     ref = src(x, torch.tensor([500]), ctx)
@@ -142,34 +142,41 @@ def test_not_a_gguf_file(tmp_path):
         load_gguf_state_dict(p)
 
 
-def test_load_any_dit_dispatch(tmp_path):
-    from openwan.gguf import load_any_dit
+def test_from_pretrained_dispatch(tmp_path):
+    """WanModel.from_pretrained: a .gguf file or a folder holding one, an openwan quantized file, a float
+    checkpoint (quantized while loading with quantize=)."""
     from openwan.quant import convert_checkpoint
     src = rand_model()
     (tmp_path / "g").mkdir()
     write(tmp_path / "g" / "dit.gguf", src, QT.Q8_0)
-    assert isinstance(load_any_dit(tmp_path / "g", quantize="int8").blocks[0].ffn[0], QuantLinear)
+    assert isinstance(WanModel.from_pretrained(tmp_path / "g", quantize="int8").blocks[0].ffn[0], QuantLinear)
+    x, ctx = inputs()
+    direct = load_dit_gguf(tmp_path / "g" / "dit.gguf", build=WanModel)(x, torch.tensor([500]), ctx)
+    assert torch.equal(WanModel.from_pretrained(tmp_path / "g" / "dit.gguf")(x, torch.tensor([500]), ctx), direct)
     src.save_pretrained(tmp_path / "f")
-    assert isinstance(load_any_dit(tmp_path / "f").blocks[0].ffn[0], torch.nn.Linear)
-    convert_checkpoint(tmp_path / "f", tmp_path / "q", "int8", dtype=torch.float32)
-    back = load_any_dit(tmp_path / "q")
+    assert isinstance(WanModel.from_pretrained(tmp_path / "f").blocks[0].ffn[0], torch.nn.Linear)
+    assert isinstance(WanModel.from_pretrained(tmp_path / "f", quantize="int8").blocks[0].ffn[0], QuantLinear)
+    convert_checkpoint(tmp_path / "f", tmp_path / "q", "int8", dtype=torch.float32, build=WanModel)
+    back = WanModel.from_pretrained(tmp_path / "q")
     assert isinstance(back.blocks[0].ffn[0], QuantLinear) and back.blocks[0].ffn[0].qweight.dtype == torch.int8
+    with pytest.raises(TypeError, match="build"):            # the model class is given, not imported
+        load_dit_gguf(tmp_path / "g" / "dit.gguf")
 
 
 def test_q8_0_kept_as_int8_blocks(tmp_path):
     """quantize="int8" takes Q8_0 weights as they are: the layer's weight equals gguf's own dequantization."""
     src = rand_model()
     write(tmp_path / "m.gguf", src, QT.Q8_0)
-    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, quantize="int8")
-    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False)
-    assert isinstance(load_dit_gguf(tmp_path / "m.gguf").blocks[1].ffn[2], QuantLinear)   # packed by default
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, quantize="int8", build=WanModel)
+    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False, build=WanModel)
+    assert isinstance(load_dit_gguf(tmp_path / "m.gguf", build=WanModel).blocks[1].ffn[2], QuantLinear)   # packed by default
     layer = m.blocks[1].ffn[2]
     assert layer.weight_scale.shape == (layer.out_features, layer.in_features // 32)
     assert torch.equal(layer.weight, f.blocks[1].ffn[2].weight)   # d * q in fp32, as gguf computes it
     x, ctx = inputs()
     assert torch.equal(m(x, torch.tensor([500]), ctx), f(x, torch.tensor([500]), ctx))
     from openwan.quant import load_dit_quantized, save_quantized
-    back = load_dit_quantized(save_quantized(m, tmp_path / "q"), None)   # block scales survive save/reload
+    back = load_dit_quantized(save_quantized(m, tmp_path / "q"), None, build=WanModel)   # block scales survive save/reload
     assert torch.equal(back(x, torch.tensor([500]), ctx), f(x, torch.tensor([500]), ctx))
 
 
@@ -196,8 +203,8 @@ def test_k_quants_stay_packed(tmp_path, qtype):
     from openwan.offload import enable_block_swap
     from openwan.quant import weight_bytes
     write(tmp_path / "m.gguf", rand_model(), qtype)
-    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
-    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, build=WanModel)
+    f = load_dit_gguf(tmp_path / "m.gguf", torch.float32, packed=False, build=WanModel)
     packed = {n: x for n, x in m.named_modules() if isinstance(x, KQuantLinear)}
     assert "blocks.0.ffn.0" in packed and "blocks.1.self_attn.q" in packed and len(packed) == 2 * 10 + 2   # per block 8 attention + 2 FFN; text embedding 2
     x, ctx = inputs()
@@ -222,7 +229,7 @@ def test_q4_k_layer_within_its_step_and_lora_unmerged(tmp_path):
     from openwan import quant
     src = rand_model()
     half = write(tmp_path / "m.gguf", src, QT.Q4_K)
-    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32)
+    m = load_dit_gguf(tmp_path / "m.gguf", torch.float32, build=WanModel)
     name = "blocks.0.ffn.2"
     layer, ref = m.get_submodule(name), src.get_submodule(name)
     x = torch.randn(64, 256, generator=torch.Generator().manual_seed(4))
@@ -241,9 +248,3 @@ def test_q4_k_layer_within_its_step_and_lora_unmerged(tmp_path):
     # the same products summed in another order: fp32 rounding of the sums, gamma_n of their magnitudes
     tol = gamma * ((x.abs() @ wq.abs().T) + (x.abs() @ A.abs().T) @ B.abs().T + layer.bias.abs())
     assert ((layer(x) - y).abs() <= 2 * tol).all()
-
-
-def test_from_pretrained_on_a_gguf_file_names_the_loader(tmp_path):
-    write(tmp_path / "m.gguf", rand_model(), QT.Q8_0)
-    with pytest.raises(CheckpointError, match="openwan.gguf.load_dit_gguf"):
-        WanModel.from_pretrained(tmp_path / "m.gguf")

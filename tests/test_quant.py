@@ -122,7 +122,7 @@ def test_load_quantized_from_float_checkpoint_and_save_reload(tmp_path, kind):
     cfg = tiny()
     src = rand_model(cfg).to(torch.bfloat16)
     src.save_pretrained(tmp_path / "float")
-    m = quant.load_dit_quantized(tmp_path / "float", kind, rows_per_read=7)   # rows split unevenly
+    m = quant.load_dit_quantized(tmp_path / "float", kind, rows_per_read=7, build=WanModel)   # rows split unevenly
     ref = quantize_model_(rand_model(cfg).to(torch.bfloat16), kind)
     assert m.blocks[1].self_attn.o.compute_dtype == torch.bfloat16
     for k, v in ref.state_dict().items():
@@ -132,11 +132,11 @@ def test_load_quantized_from_float_checkpoint_and_save_reload(tmp_path, kind):
     with safe_open(str(path), "pt") as fh:
         assert fh.get_slice("blocks.0.ffn.0.weight").get_dtype() == ("I8" if kind == "int8" else "F8_E4M3")
         assert fh.get_slice("blocks.0.ffn.0.weight_scale").get_dtype() == "F32"
-    back = quant.load_dit_quantized(tmp_path / "q", None)
+    back = quant.load_dit_quantized(tmp_path / "q", None, build=WanModel)
     x, ctx = inputs(cfg)
     assert torch.equal(back(x, torch.tensor([3]), ctx), m(x, torch.tensor([3]), ctx))
     with pytest.raises(ValueError, match="holds"):
-        quant.load_dit_quantized(tmp_path / "q", "fp8" if kind == "int8" else "int8")
+        quant.load_dit_quantized(tmp_path / "q", "fp8" if kind == "int8" else "int8", build=WanModel)
 
 
 def test_lora_on_quantized_layers_stays_unmerged():
@@ -185,7 +185,7 @@ def test_bad_quant_metadata_is_a_clear_error(tmp_path):
     m = quantize_model_(rand_model(tiny()), "int8")
     save_safetensors(m.state_dict(), tmp_path / "q.safetensors", metadata={"openwan_quant": "[1, 2"})
     with pytest.raises(CheckpointError, match="openwan_quant"):
-        quant.load_dit_quantized(tmp_path / "q.safetensors", None, config=tiny())
+        quant.load_dit_quantized(tmp_path / "q.safetensors", None, config=tiny(), build=WanModel)
 
 
 def test_lora_shape_mismatch_on_quantized_layer_is_named():
@@ -203,7 +203,7 @@ def test_load_hook_with_load_dit_gives_the_same_model(tmp_path):
     src = rand_model(cfg).to(torch.bfloat16)
     src.save_pretrained(tmp_path / "f")
     m = load_dit(tmp_path / "f", build=WanModel, hook=quant.load_hook("int8"))
-    ref = quant.load_dit_quantized(tmp_path / "f", "int8")
+    ref = quant.load_dit_quantized(tmp_path / "f", "int8", build=WanModel)
     assert isinstance(m.blocks[0].ffn[0], QuantLinear) and m.blocks[0].ffn[0].compute_dtype == torch.bfloat16
     assert isinstance(m.head.head, nn.Linear) and not isinstance(m.head.head, QuantLinear)
     for k, v in ref.state_dict().items():

@@ -606,12 +606,25 @@ class WanModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, dtype: Optional[torch.dtype] = None, device=None,
-                        config: Optional[DiTConfig] = None, hook: Optional[Callable] = None) -> "WanModel":
-        """Load official-layout dirs, diffusers dirs (``transformer/``) or one .safetensors file.
+                        config: Optional[DiTConfig] = None, hook: Optional[Callable] = None,
+                        quantize: Optional[str] = None) -> "WanModel":
+        """Load official-layout dirs, diffusers dirs (``transformer/``), one .safetensors file, a GGUF DiT
+        (a .gguf file, or a folder holding one: openwan.gguf, its quantized blocks kept packed) or a file
+        written by ``openwan.quant.save_quantized``.
 
-        ``hook(name, tensor)`` (official key names) may replace each tensor as it is read, shard by
-        shard, e.g. to quantize a 14B model without holding it in full precision (see ``load_dit``).
+        ``quantize`` ("int8" / "fp8"): weight-only quantized Linear layers, quantized as they are read
+        (openwan.quant). ``hook(name, tensor)`` (official key names) may replace each tensor as it is read,
+        shard by shard (see ``load_dit``).
         """
+        from openwan.gguf import find_gguf
+        g = find_gguf(path)
+        if g is not None:
+            from openwan.gguf import load_dit_gguf
+            return load_dit_gguf(g, dtype or torch.float32, quantize, config=config, device=device, build=cls)
+        from openwan.quant import is_quantized_checkpoint, load_dit_quantized
+        if quantize not in (None, "none") or is_quantized_checkpoint(path):
+            return load_dit_quantized(path, None if quantize == "none" else quantize, dtype=dtype, device=device,
+                                      config=config, build=cls)
         return load_dit(path, build=cls, dtype=dtype, device=device, config=config, hook=hook)
 
     def save_pretrained(self, path, layout: str = "official", max_shard_bytes: int = 5 * 2**30):

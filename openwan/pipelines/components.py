@@ -74,10 +74,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     def load_dit(folder, dtype, device, config=None):
         """A float checkpoint; a .gguf DiT in the folder or an openwan-quantized one; or quantized while
         loading (``quantize``: int8 / fp8 weight-only, shard by shard: openwan.quant)."""
-        from openwan.gguf import find_gguf, load_any_dit
-        if quantize is None and find_gguf(folder) is None:
-            return WanModel.from_pretrained(folder, dtype=dtype, device=device, config=config)
-        return load_any_dit(folder, dtype=dtype, quantize=quantize, device=device, config=config)
+        return WanModel.from_pretrained(folder, dtype=dtype, device=device, config=config, quantize=quantize)
 
     from openwan.gguf import find_gguf
     plain = quantize is None and not any(find_gguf(d) for d in lay.dits)   # float safetensors: reloadable
