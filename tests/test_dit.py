@@ -620,3 +620,40 @@ def test_wan_linear_carries_its_compute_dtype():
         assert lin32(x).dtype == torch.float32             # autocast does not reach inside
     m = WanModel(tiny("t2v"))
     assert isinstance(m.blocks[0].ffn[0], torch.nn.Linear) and m.head.head.fp32 and not m.blocks[0].self_attn.q.fp32
+
+
+def test_text_padding_folded_by_hand():
+    """_context pads the prompts only to the longest + 1 row and weighs the zero rows by the padding they stand for."""
+    m = rand_model(tiny("t2v", text_len=16))
+    g = torch.Generator().manual_seed(0)
+    ctx, bias = m._context([torch.randn(3, 32, generator=g), torch.randn(5, 32, generator=g)])
+    assert ctx.shape == (2, 6, 24) and bias.shape == (2, 1, 1, 6)
+    # sample 0: 3 real rows, zero rows 3..5 stand for 13 rows; sample 1: 5 real, one zero row for 11
+    want = torch.tensor([[0, 0, 0] + [math.log(13 / 3)] * 3, [0] * 5 + [math.log(11)]])
+    assert torch.equal(bias[:, 0, 0], want.float())
+    assert torch.equal(ctx[0, 3], ctx[1, 5])                       # the zero rows' embedding, shared
+    _, none = m._context(torch.randn(2, 16, 32))                    # full prompts: nothing to fold
+    assert none is None
+    _, none = m._context([torch.randn(16, 32), torch.randn(2, 32)])  # longest is full: padded as before
+    assert none is None
+
+
+@pytest.mark.parametrize("kind", ["t2v", "i2v", "vace"])
+def test_folded_text_padding_equals_full_padding(kind):
+    """Attending over the few folded padding rows equals attending over all text_len zero rows (the
+    reference): a prompt list (folded) against the same prompts zero-padded to text_len (not folded)."""
+    cfg = tiny("t2v", vace_layers=(0, 1)) if kind == "vace" else tiny(kind)
+    m = rand_model(cfg)
+    x, _, kw = inputs(cfg, b=2, f=3, h=6, w=8)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randn(7, cfg.text_dim, generator=g), torch.randn(19, cfg.text_dim, generator=g)]
+    padded = torch.stack([torch.nn.functional.pad(p, (0, 0, 0, cfg.text_len - p.shape[0])) for p in prompts])
+    assert m._context(prompts)[1] is not None and m._context(padded)[1] is None
+    with torch.no_grad():
+        for t in TS:
+            tt = torch.tensor([t, t])
+            folded, full = m(x, tt, prompts, **kw), m(x, tt, padded, **kw)
+            # the same sums in another order (a softmax over 20 instead of 512 keys, exp(s + log m)
+            # for m exp(s)): a few fp32 ulps of the output's magnitude per layer
+            bound = 16 * torch.finfo(torch.float32).eps * full.abs().max().item()
+            assert (folded - full).abs().max().item() <= bound, (kind, t)

@@ -28,12 +28,20 @@ def _use_flash(q: torch.Tensor) -> bool:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              k_lens: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
-    """softmax(q k^T * scale) v with padded keys masked. q: [B, Lq, N, D], k/v: [B, Lk, N, D].
+              k_lens: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v with padded keys masked. q: [B, Lq, N, D], k/v: [B, Lk, N, D].
 
-    Returns [B, Lq, N, D] in q's dtype.
+    ``bias``: an additive per-key term [B, 1, 1, Lk] (log-multiplicities of folded duplicate keys, see
+    ``WanModel._context``); not with ``k_lens``. Returns [B, Lq, N, D] in q's dtype.
     """
     lk = k.shape[1]
+    if bias is not None:
+        if k_lens is not None:
+            raise ValueError("attention takes k_lens or bias, not both")
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=bias.to(q.dtype), scale=scale)
+        return out.transpose(1, 2)
     if _use_flash(q):
         return _flash(q, k, v, k_lens, scale)
     mask = None
