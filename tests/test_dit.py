@@ -657,3 +657,36 @@ def test_folded_text_padding_equals_full_padding(kind):
             # for m exp(s)): a few fp32 ulps of the output's magnitude per layer
             bound = 16 * torch.finfo(torch.float32).eps * full.abs().max().item()
             assert (folded - full).abs().max().item() <= bound, (kind, t)
+
+
+def test_bf16_matmul_widened_to_fp32(monkeypatch):
+    """On CPUs without bf16 matrix units bf16 linear layers and attention run as fp32 matmuls: a linear layer
+    gives torch's bf16 GEMM bit for bit (exact bf16 products, fp32 sums, one rounding to bf16), attention is
+    at least as close to the exact result as torch's bf16 kernel (which rounds its probabilities to bf16)."""
+    from openwan import runtime
+    from openwan.models.attention import attention
+    from openwan.models.dit import WanLinear
+    torch.manual_seed(0)
+    lin = WanLinear(256, 384).to(torch.bfloat16)
+    x = torch.randn(3, 50, 256)
+    q, k, v = torch.randn(2, 40, 2, 16), torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    exact = attention(qb.double(), kb.double(), vb.double())
+    out = {}
+    with torch.no_grad():
+        for mode in ("native", "fp32"):
+            monkeypatch.setenv("OPENWAN_BF16_MATMUL", mode)
+            assert runtime.bf16_matmul_in_fp32("cpu") == (mode == "fp32")
+            out[mode] = lin(x), attention(qb, kb, vb)
+            assert out[mode][0].dtype == out[mode][1].dtype == torch.bfloat16
+    assert torch.equal(out["native"][0], out["fp32"][0])
+    err = {m: (o[1].double() - exact).abs().max().item() for m, o in out.items()}
+    assert err["fp32"] <= err["native"]
+    # one bf16 rounding of the output: half an ulp, at most eps/2 of the largest value
+    assert err["fp32"] <= torch.finfo(torch.bfloat16).eps / 2 * exact.abs().max().item()
+    monkeypatch.setenv("OPENWAN_BF16_MATMUL", "auto")
+    assert runtime.bf16_matmul_in_fp32("cpu") == (not runtime.fast_bf16("cpu")[0])
+    assert not runtime.bf16_matmul_in_fp32("meta")
+    monkeypatch.setenv("OPENWAN_BF16_MATMUL", "fast")
+    with pytest.raises(ValueError, match="OPENWAN_BF16_MATMUL"):
+        runtime.bf16_matmul_in_fp32("cpu")

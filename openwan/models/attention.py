@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from openwan.runtime import bf16_matmul_in_fp32
+
 try:  # optional, GPU only
     from flash_attn import flash_attn_varlen_func as _flash_varlen  # type: ignore
 except Exception:  # noqa: BLE001 - any import failure means "not available"
@@ -36,6 +38,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ``WanModel._context``); not with ``k_lens``. Returns [B, Lq, N, D] in q's dtype.
     """
     lk = k.shape[1]
+    if q.dtype == torch.bfloat16 and not torch.is_grad_enabled() and not torch.compiler.is_compiling() \
+            and bf16_matmul_in_fp32(q.device):   # see openwan.runtime.bf16_matmul_in_fp32
+        return attention(q.float(), k.float(), v.float(), k_lens, scale, bias).to(q.dtype)
     if bias is not None:
         if k_lens is not None:
             raise ValueError("attention takes k_lens or bias, not both")

@@ -39,6 +39,7 @@ import torch.utils.checkpoint
 from openwan.checkpoints import load_dit, save_dit
 from openwan.configs import DiTConfig
 from openwan.models.attention import attention
+from openwan.runtime import bf16_matmul_in_fp32
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -75,7 +76,14 @@ class WanLinear(nn.Linear):
                     and hasattr(plist.weight[0], "linear"):
                 w = plist.weight.original
                 return plist.weight[0].linear(x.to(w.dtype), w, self.bias)
-        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+        w = self.weight
+        if w.dtype == torch.bfloat16 and not torch.is_grad_enabled() and not torch.compiler.is_compiling() \
+                and bf16_matmul_in_fp32(w.device):
+            # a bf16 GEMM as fp32 one (exact bf16 products, fp32 sums, output rounded to bf16): faster
+            # on CPUs without bf16 matrix units (openwan.runtime.bf16_matmul_in_fp32)
+            b = None if self.bias is None else self.bias.float()
+            return F.linear(x.to(w.dtype).float(), w.float(), b).to(w.dtype)
+        return F.linear(x.to(w.dtype), w, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", fp32=True" if self.fp32 else "")
