@@ -368,3 +368,19 @@ def test_demo_generation_imports_no_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_clean_prompt_skips_ftfy_only_where_it_is_a_no_op():
+    """Printable ASCII without "&" skips ftfy (its import is ~50 ms of the demo's start-up): ftfy.fix_text
+    returns such text unchanged, checked on random strings of exactly those characters."""
+    import random
+
+    import ftfy
+    rng = random.Random(0)
+    chars = [chr(c) for c in range(0x20, 0x7F) if chr(c) != "&"]
+    for _ in range(3000):
+        s = "".join(rng.choice(chars) for _ in range(rng.randint(0, 80)))
+        assert te._PLAIN.fullmatch(s) and ftfy.fix_text(s) == s
+    for s in ("a &amp;amp; b", "caf\u00c3\u00a9", "tab\there", "\x1b[31mred"):   # these still go through ftfy
+        assert not te._PLAIN.fullmatch(s)
+    assert clean_prompt("a &amp;amp; b") == "a & b" and clean_prompt("caf\u00c3\u00a9") == "caf\u00e9"

@@ -61,12 +61,16 @@ CACHE_ENV = "OPENWAN_CACHE"
 # ----------------------------------------------------------------------------- prompt cleaning
 
 
+_PLAIN = re.compile(r"[\x20-\x25\x27-\x7e]*")   # printable ASCII except "&" (HTML entities)
+
+
 def clean_prompt(text: str) -> str:
     """The reference's cleaning: ftfy.fix_text, html.unescape twice, strip, collapse whitespace."""
     if not isinstance(text, str):
         raise ValueError(f"a prompt must be a string, got {type(text).__name__}")
-    import ftfy
-    text = ftfy.fix_text(text)
+    if not _PLAIN.fullmatch(text):   # ftfy leaves printable ASCII without "&" as it is (and costs ~50 ms to import)
+        import ftfy
+        text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return re.sub(r"\s+", " ", text).strip()
 
