@@ -10,10 +10,11 @@ per step and encodes 512 padded tokens. Step caching is off. Load time is not co
 Each implementation runs in its own subprocess (one thread by default), one warm-up call, then
 ``--repeats`` timed calls; the two alternate (diffusers, openwan, openwan, diffusers, ...) for ``--rounds``
 rounds, so a machine that slows down weighs on both alike. Reported: the median call time per side and
-the ratio openwan/diffusers (< 1: openwan is faster).
+the ratio openwan/diffusers (< 1: openwan is faster), in wall time and in the process's CPU time (with one
+thread: the time computed, not the time spent waiting for a core on a shared machine).
 
-    python benchmarks/sampling.py                        # tiny-t2v, 64x64, 17 frames, 50 steps, 1 thread
-    python benchmarks/sampling.py --size 128*128 --frames 33 --rounds 4
+    python benchmarks/sampling.py                        # tiny-t2v, 64x32, 17 frames, 50 steps, 1 thread
+    python benchmarks/sampling.py --size 32*32 --frames 33 --rounds 4
 """
 from __future__ import annotations
 
@@ -66,18 +67,19 @@ else:
                     output_type="latent").frames
 with torch.no_grad():
     call(2)                                   # warm-up (allocator, first-call paths)
-    times = []
+    times, cpu = [], []
     for _ in range(a["repeats"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call(a["steps"])
         times.append(time.perf_counter() - t0)
-print(json.dumps({"times": times}))
+        cpu.append(time.process_time() - c0)
+print(json.dumps({"times": times, "cpu": cpu}))
 """
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="64*64", help="W*H (default 64*64)")
+    ap.add_argument("--size", default="64*32", help="W*H (default 64*32, a tiny-t2v size)")
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50: Wan 2.1 t2v's)")
     ap.add_argument("--shift", type=float, default=5.0)
@@ -93,6 +95,7 @@ def main(argv=None):
         print(f"tiny-t2v, {a.size}, {a.frames} frames, {a.steps} UniPC steps, guidance {a.scale}, {a.threads} "
               f"thread(s), {a.rounds} alternating rounds x {a.repeats} calls (prompt to latents, load not counted)")
         times = {"diffusers": [], "openwan": []}
+        cpus = {"diffusers": [], "openwan": []}
         for r in range(a.rounds):
             for impl in (("diffusers", "openwan") if r % 2 == 0 else ("openwan", "diffusers")):
                 args = dict(vars(a), impl=impl, root=str(root), prompt=PROMPT, negative=NEGATIVE)
@@ -100,12 +103,18 @@ def main(argv=None):
                 if out.returncode != 0:
                     print(f"{impl} failed: {out.stderr.strip().splitlines()[-1]}")
                     continue
-                times[impl] += json.loads(out.stdout.strip().splitlines()[-1])["times"]
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                times[impl] += res["times"]
+                cpus[impl] += res["cpu"]
         med = {k: statistics.median(v) for k, v in times.items() if v}
+        cmed = {k: statistics.median(v) for k, v in cpus.items() if v}
+        print(f"{'impl':9} {'wall s':>8} {'ratio':>6} {'cpu s':>8} {'ratio':>6}")
         for impl in ("diffusers", "openwan"):
             if impl in med:
-                ratio = f"{med['openwan'] / med['diffusers']:.2f}x" if impl == "openwan" and "diffusers" in med else ""
-                print(f"{impl:9} {med[impl]:8.3f} s  {ratio}")
+                both = impl == "openwan" and "diffusers" in med
+                r = f"{med['openwan'] / med['diffusers']:.2f}x" if both else ""
+                rc = f"{cmed['openwan'] / cmed['diffusers']:.2f}x" if both else ""
+                print(f"{impl:9} {med[impl]:8.3f} {r:>6} {cmed[impl]:8.3f} {rc:>6}")
 
 
 if __name__ == "__main__":
