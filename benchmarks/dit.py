@@ -10,6 +10,8 @@ follows the live tensors rather than allocator arenas, but that setting makes ev
 mmap (page faults on each forward: +44% on bf16 time), so timed runs leave the allocator alone. The two
 implementations alternate (diffusers, openwan, openwan, diffusers, ...) for --rounds rounds, so a machine
 that slows down during the run weighs on both alike; the time reported is the median over all rounds.
+Beside the wall time, the CPU time of the process per forward (with one thread: the time the forward
+computed, not the time it waited for a core on a shared machine) and its ratio.
 
     python benchmarks/dit.py                       # 1.3B width, 2 layers, 1560 tokens, fp32 + bf16
     python benchmarks/dit.py --layers 4 --dtypes fp32 --repeats 5
@@ -71,16 +73,17 @@ def status(field):
             return int(line.split()[1]) * 1024
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
 base = status("VmRSS")
-times = []
+times, cpu = [], []
 with torch.no_grad():
     out = run(x, t, ctx)  # warm-up
     for _ in range(args["repeats"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = run(x, t, ctx)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
 peak = status("VmHWM")
-print(json.dumps({"time": statistics.median(times), "times": times, "peak_over_weights": peak - base, "peak": peak,
-                  "out_std": float(out.float().std())}))
+print(json.dumps({"time": statistics.median(times), "times": times, "cpu": cpu, "peak_over_weights": peak - base,
+                  "peak": peak, "out_std": float(out.float().std())}))
 """
 
 
@@ -121,7 +124,8 @@ def main(argv=None):
         print(f"DiT dim {a.dim}, ffn {a.ffn_dim}, {a.heads} heads, {a.layers} layers ({n_params / 1e6:.0f}M params), "
               f"{tokens} tokens, {a.threads} threads, {'compiled' if a.compile else 'eager'}, "
               f"{a.rounds} alternating rounds x {a.repeats} forwards")
-        print(f"{'dtype':6} {'impl':9} {'time s':>9} {'peak MB':>9} {'act MB':>8} {'time ratio':>11} {'act ratio':>10}")
+        print(f"{'dtype':6} {'impl':9} {'time s':>9} {'peak MB':>9} {'act MB':>8} {'time ratio':>11} {'act ratio':>10}"
+              f" {'cpu s':>8} {'cpu ratio':>10}")
 
         def child(impl, dt, env):
             args = dict(cfg=cfg.to_dict(), weights=str(weights), dtype=dt, impl=impl, latent=list(a.latent),
@@ -135,13 +139,16 @@ def main(argv=None):
 
         for dt in a.dtypes:
             times = {"diffusers": [], "openwan": []}
+            cpus = {"diffusers": [], "openwan": []}
             for r in range(a.rounds):
                 for impl in (("diffusers", "openwan") if r % 2 == 0 else ("openwan", "diffusers")):
                     res = child(impl, dt, timed_env)
                     if res:
                         times[impl] += res["times"]
+                        cpus[impl] += res["cpu"]
             mem = {} if a.no_memory else {impl: child(impl, dt, memory_env) for impl in ("diffusers", "openwan")}
             med = {impl: statistics.median(ts) for impl, ts in times.items() if ts}
+            cmed = {impl: statistics.median(ts) for impl, ts in cpus.items() if ts}
             for impl in ("diffusers", "openwan"):
                 if impl not in med:
                     continue
@@ -153,7 +160,9 @@ def main(argv=None):
                     ratio_t = f"{med['openwan'] / med['diffusers']:.2f}x"
                     if mem.get("openwan") and mem.get("diffusers"):
                         ratio_m = f"{mem['openwan']['peak_over_weights'] / max(1, mem['diffusers']['peak_over_weights']):.2f}x"
-                print(f"{dt:6} {impl:9} {med[impl]:9.3f} {peak} {act} {ratio_t:>11} {ratio_m:>10}")
+                ratio_c = f"{cmed['openwan'] / cmed['diffusers']:.2f}x" if impl == "openwan" and "diffusers" in cmed else ""
+                print(f"{dt:6} {impl:9} {med[impl]:9.3f} {peak} {act} {ratio_t:>11} {ratio_m:>10} {cmed[impl]:8.3f}"
+                      f" {ratio_c:>10}")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ What is counted (bytes on the compute device):
   [B, L, dim] token tensor (D = B L dim), from the code of openwan.models.dit:
   residual stream x (fp32, 4 bytes) + the block input after norm/modulation (fp32, 4) + q, k, v in the
   compute dtype (3c) + rotated q and k (2c: ``q, k = rope(q), rope(k)`` keeps the unrotated q alive) +
-  RoPE's float64 copy of k and its float64 output (16): 24 + 5c bytes per element at the RoPE of k;
-  or, in the FFN, x + input (8) + chunk outputs and their concatenation (2c) per element plus the
-  ffn_dim-wide Linear and GELU outputs of one 2048-token chunk (2 x B x 2048 x ffn_dim x c),
-  whichever is larger; plus the RoPE tables (2 x float64 [B, L, head_dim/2]) and the
-  padded text features and their embedding (fp32).
+  below fp32, RoPE's fp32 copy of k and its fp32 output (8): 8 + 5c (+ 8) bytes per element at the RoPE
+  of k; or, in the FFN, x + input (8) + chunk outputs and their concatenation (2c) per element plus the
+  ffn_dim-wide Linear output of one 2048-token chunk (B x 2048 x ffn_dim x c; GELU runs in place),
+  whichever is larger; plus the cached RoPE tables (2 x fp32 [L, head_dim/2]) and the text features
+  and their embedding (fp32; ``context`` rows: at most text_len, the prompt's length + 1 when it is
+  shorter, see WanModel._context).
 * VAE decode: the streaming decode's peak grows with the pixels of one frame, not with the frame
   count (docs/vae.md: ~1400 MB over the model at 256x256 in fp32); 21.4 KB per output pixel in fp32,
   half in bf16; tiled decode (``vae_tile``) bounds it by the tile (256 px tiles: ~0.35x at 256x256).
@@ -122,11 +123,11 @@ def dit_activation_bytes(cfg, tokens: int, batch: int = 2, dtype=torch.bfloat16,
     """Peak bytes of the DiT's live activations at ``tokens`` tokens (see the module docstring)."""
     c = _dtype_bytes(dtype)
     d = batch * tokens * cfg.dim                                  # elements of one [B, L, dim] tensor
-    rope_stage = d * (4 + 4 + 5 * c + 16)                         # x, input, q k v, rotated q and k, float64 in/out
+    rope_stage = d * (4 + 4 + 5 * c + (0 if c == 4 else 8))      # x, input, q k v, rotated q and k, fp32 in/out
     chunk = batch * min(tokens, ffn_chunk or tokens) * cfg.ffn_dim
-    ffn_stage = d * (4 + 4 + 2 * c) + 2 * chunk * c              # x, input, chunk outputs + cat; Linear+GELU
+    ffn_stage = d * (4 + 4 + 2 * c) + chunk * c                  # x, input, chunk outputs + cat; Linear (GELU in place)
     modulate_stage = 16 * d                                       # x, norm out, x*(1+scale), + shift (fp32)
-    fixed = (2 * 8 * batch * tokens * (cfg.head_dim // 2)         # RoPE cos/sin tables (float64)
+    fixed = (2 * 4 * tokens * (cfg.head_dim // 2)                 # RoPE cos/sin tables (fp32, one per grid)
              + 4 * batch * context * (cfg.text_dim + 2 * cfg.dim)  # padded text features, text embedding (fp32)
              + (4 * batch * 257 * cfg.dim if cfg.has_image_input else 0))
     return fixed + max(rope_stage, ffn_stage, modulate_stage)

@@ -620,3 +620,73 @@ def test_wan_linear_carries_its_compute_dtype():
         assert lin32(x).dtype == torch.float32             # autocast does not reach inside
     m = WanModel(tiny("t2v"))
     assert isinstance(m.blocks[0].ffn[0], torch.nn.Linear) and m.head.head.fp32 and not m.blocks[0].self_attn.q.fp32
+
+
+def test_text_padding_folded_by_hand():
+    """_context pads the prompts only to the longest + 1 row and weighs the zero rows by the padding they stand for."""
+    m = rand_model(tiny("t2v", text_len=16))
+    g = torch.Generator().manual_seed(0)
+    ctx, bias = m._context([torch.randn(3, 32, generator=g), torch.randn(5, 32, generator=g)])
+    assert ctx.shape == (2, 6, 24) and bias.shape == (2, 1, 1, 6)
+    # sample 0: 3 real rows, zero rows 3..5 stand for 13 rows; sample 1: 5 real, one zero row for 11
+    want = torch.tensor([[0, 0, 0] + [math.log(13 / 3)] * 3, [0] * 5 + [math.log(11)]])
+    assert torch.equal(bias[:, 0, 0], want.float())
+    assert torch.equal(ctx[0, 3], ctx[1, 5])                       # the zero rows' embedding, shared
+    _, none = m._context(torch.randn(2, 16, 32))                    # full prompts: nothing to fold
+    assert none is None
+    _, none = m._context([torch.randn(16, 32), torch.randn(2, 32)])  # longest is full: padded as before
+    assert none is None
+
+
+@pytest.mark.parametrize("kind", ["t2v", "i2v", "vace"])
+def test_folded_text_padding_equals_full_padding(kind):
+    """Attending over the few folded padding rows equals attending over all text_len zero rows (the
+    reference): a prompt list (folded) against the same prompts zero-padded to text_len (not folded)."""
+    cfg = tiny("t2v", vace_layers=(0, 1)) if kind == "vace" else tiny(kind)
+    m = rand_model(cfg)
+    x, _, kw = inputs(cfg, b=2, f=3, h=6, w=8)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randn(7, cfg.text_dim, generator=g), torch.randn(19, cfg.text_dim, generator=g)]
+    padded = torch.stack([torch.nn.functional.pad(p, (0, 0, 0, cfg.text_len - p.shape[0])) for p in prompts])
+    assert m._context(prompts)[1] is not None and m._context(padded)[1] is None
+    with torch.no_grad():
+        for t in TS:
+            tt = torch.tensor([t, t])
+            folded, full = m(x, tt, prompts, **kw), m(x, tt, padded, **kw)
+            # the same sums in another order (a softmax over 20 instead of 512 keys, exp(s + log m)
+            # for m exp(s)): a few fp32 ulps of the output's magnitude per layer
+            bound = 16 * torch.finfo(torch.float32).eps * full.abs().max().item()
+            assert (folded - full).abs().max().item() <= bound, (kind, t)
+
+
+def test_bf16_matmul_widened_to_fp32(monkeypatch):
+    """On CPUs without bf16 matrix units bf16 linear layers and attention run as fp32 matmuls: a linear layer
+    gives torch's bf16 GEMM bit for bit (exact bf16 products, fp32 sums, one rounding to bf16), attention is
+    at least as close to the exact result as torch's bf16 kernel (which rounds its probabilities to bf16)."""
+    from openwan import runtime
+    from openwan.models.attention import attention
+    from openwan.models.dit import WanLinear
+    torch.manual_seed(0)
+    lin = WanLinear(256, 384).to(torch.bfloat16)
+    x = torch.randn(3, 50, 256)
+    q, k, v = torch.randn(2, 40, 2, 16), torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    exact = attention(qb.double(), kb.double(), vb.double())
+    out = {}
+    with torch.no_grad():
+        for mode in ("native", "fp32"):
+            monkeypatch.setenv("OPENWAN_BF16_MATMUL", mode)
+            assert runtime.bf16_matmul_in_fp32("cpu") == (mode == "fp32")
+            out[mode] = lin(x), attention(qb, kb, vb)
+            assert out[mode][0].dtype == out[mode][1].dtype == torch.bfloat16
+    assert torch.equal(out["native"][0], out["fp32"][0])
+    err = {m: (o[1].double() - exact).abs().max().item() for m, o in out.items()}
+    assert err["fp32"] <= err["native"]
+    # one bf16 rounding of the output: half an ulp, at most eps/2 of the largest value
+    assert err["fp32"] <= torch.finfo(torch.bfloat16).eps / 2 * exact.abs().max().item()
+    monkeypatch.setenv("OPENWAN_BF16_MATMUL", "auto")
+    assert runtime.bf16_matmul_in_fp32("cpu") == (not runtime.fast_bf16("cpu")[0])
+    assert not runtime.bf16_matmul_in_fp32("meta")
+    monkeypatch.setenv("OPENWAN_BF16_MATMUL", "fast")
+    with pytest.raises(ValueError, match="OPENWAN_BF16_MATMUL"):
+        runtime.bf16_matmul_in_fp32("cpu")

@@ -302,3 +302,85 @@ def test_default_config_is_umt5_xxl():
     assert hf.feed_forward_proj == "gated-gelu" and hf.dense_act_fn == "gelu_new"
     assert (hf.relative_attention_num_buckets, hf.relative_attention_max_distance) == (32, 128)
     assert te.from_hf_config(hf) == TextEncoderConfig()
+
+
+# ----------------------------------------------------------------------------- openwan's own umT5 network
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_own_umt5_equals_transformers(dtype):
+    """openwan's UMT5Encoder runs transformers' UMT5EncoderModel (the reference) op for op: same
+    weights in, the same bits out, with padding and with distances past max_dist (log and clamped buckets)."""
+    from transformers import UMT5EncoderModel
+    from openwan.models.umt5 import UMT5Encoder
+    for cfg in (CFG, CFG.replace(max_dist=20, num_layers=3)):
+        torch.manual_seed(0)
+        hf = UMT5EncoderModel(te.to_hf_config(cfg)).eval().to(dtype)
+        ours = UMT5Encoder(cfg).eval()
+        ours.load_state_dict(hf.state_dict(), strict=True)
+        ours.to(dtype)
+        assert list(ours.state_dict()) == list(hf.state_dict())   # the same names, in the same order
+        ids = torch.randint(3, cfg.vocab, (3, 160))
+        mask = torch.zeros(3, 160, dtype=torch.long)
+        for b, n in enumerate((160, 97, 5)):
+            mask[b, :n] = 1
+        with torch.no_grad():
+            for i, m in ((ids, mask), (ids[:2, :30], torch.ones(2, 30, dtype=torch.long))):
+                want = hf(input_ids=i, attention_mask=m).last_hidden_state
+                got = ours(input_ids=i, attention_mask=m).last_hidden_state
+                assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_plain_tokenizer_equals_transformers():
+    """The shipped tiny tokenizer read by `tokenizers` directly gives transformers' ids and masks."""
+    from transformers import AutoTokenizer
+    from openwan.models.tokenizer import FastTokenizer
+    ours = te.load_tokenizer(TINY_TOKENIZER_DIR)
+    assert isinstance(ours, FastTokenizer)
+    ref = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR), local_files_only=True)
+    assert len(ours) == len(ref)
+    assert (ours.pad_token_id, ours.eos_token_id, ours.unk_token_id) == \
+        (ref.pad_token_id, ref.eos_token_id, ref.unk_token_id)
+    texts = PROMPTS + ["", "Ünïcödé ½ — ok? 4k", " ".join(["red cube"] * 300), "x"]
+    assert ours(texts[0])["input_ids"] == ref(texts[0])["input_ids"]
+    for kw in (dict(truncation=False), dict(truncation=True, max_length=512, padding="longest"),
+               dict(truncation=True, max_length=7, padding="longest")):
+        a = ours(texts, add_special_tokens=True, return_attention_mask=True, return_tensors="pt", **kw) \
+            if "padding" in kw else ours(texts, add_special_tokens=True, **kw)
+        b = ref(texts, add_special_tokens=True, return_attention_mask=True, return_tensors="pt", **kw) \
+            if "padding" in kw else ref(texts, add_special_tokens=True, **kw)
+        for k in ("input_ids", "attention_mask"):
+            x, y = a[k], b[k]
+            assert (x.tolist() if torch.is_tensor(x) else x) == (y.tolist() if torch.is_tensor(y) else y), (kw, k)
+
+
+def test_demo_generation_imports_no_transformers():
+    """The demo's whole generate path (load, encode, denoise, decode) runs without importing transformers,
+    torch._dynamo or sympy: importing them is seconds of the command's start-up."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from openwan.pipelines import load_pipeline\n"
+            "pipe = load_pipeline('demo', progress=False)\n"
+            "pipe('a red circle moving to the right', sample_steps=2, seed=0)\n"
+            "bad = sorted({m.split('.')[0] if m.split('.')[0] != 'torch' else m for m in sys.modules\n"
+            "              if m.split('.')[0] in ('transformers', 'sympy') or m == 'torch._dynamo'})\n"
+            "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_clean_prompt_skips_ftfy_only_where_it_is_a_no_op():
+    """Printable ASCII without "&" skips ftfy (its import is ~50 ms of the demo's start-up): ftfy.fix_text
+    returns such text unchanged, checked on random strings of exactly those characters."""
+    import random
+
+    import ftfy
+    rng = random.Random(0)
+    chars = [chr(c) for c in range(0x20, 0x7F) if chr(c) != "&"]
+    for _ in range(3000):
+        s = "".join(rng.choice(chars) for _ in range(rng.randint(0, 80)))
+        assert te._PLAIN.fullmatch(s) and ftfy.fix_text(s) == s
+    for s in ("a &amp;amp; b", "caf\u00c3\u00a9", "tab\there", "\x1b[31mred"):   # these still go through ftfy
+        assert not te._PLAIN.fullmatch(s)
+    assert clean_prompt("a &amp;amp; b") == "a & b" and clean_prompt("caf\u00c3\u00a9") == "caf\u00e9"

@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from openwan.runtime import bf16_matmul_in_fp32
+
 try:  # optional, GPU only
     from flash_attn import flash_attn_varlen_func as _flash_varlen  # type: ignore
 except Exception:  # noqa: BLE001 - any import failure means "not available"
@@ -28,12 +30,23 @@ def _use_flash(q: torch.Tensor) -> bool:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              k_lens: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
-    """softmax(q k^T * scale) v with padded keys masked. q: [B, Lq, N, D], k/v: [B, Lk, N, D].
+              k_lens: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+              bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v with padded keys masked. q: [B, Lq, N, D], k/v: [B, Lk, N, D].
 
-    Returns [B, Lq, N, D] in q's dtype.
+    ``bias``: an additive per-key term [B, 1, 1, Lk] (log-multiplicities of folded duplicate keys, see
+    ``WanModel._context``); not with ``k_lens``. Returns [B, Lq, N, D] in q's dtype.
     """
     lk = k.shape[1]
+    if q.dtype == torch.bfloat16 and not torch.is_grad_enabled() and not torch.compiler.is_compiling() \
+            and bf16_matmul_in_fp32(q.device):   # see openwan.runtime.bf16_matmul_in_fp32
+        return attention(q.float(), k.float(), v.float(), k_lens, scale, bias).to(q.dtype)
+    if bias is not None:
+        if k_lens is not None:
+            raise ValueError("attention takes k_lens or bias, not both")
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=bias.to(q.dtype), scale=scale)
+        return out.transpose(1, 2)
     if _use_flash(q):
         return _flash(q, k, v, k_lens, scale)
     mask = None

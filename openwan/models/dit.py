@@ -16,7 +16,7 @@
 blocks' residual, and a wrapper can call the three parts on its own.
 
 State-dict keys and shapes are exactly the official ones, so an official checkpoint loads with
-``strict=True``. Numerics follow the reference: the sinusoid and RoPE in float64, norms, modulation,
+``strict=True``. Numerics follow the reference: the sinusoid and RoPE angles in float64, norms, modulation,
 the residual stream, time embedding and head in fp32 (``WanLinear(fp32=True)``); when the weights
 are bf16 the other linear layers (and attention) run in bf16, as under the reference's autocast.
 
@@ -39,6 +39,7 @@ import torch.utils.checkpoint
 from openwan.checkpoints import load_dit, save_dit
 from openwan.configs import DiTConfig
 from openwan.models.attention import attention
+from openwan.runtime import bf16_matmul_in_fp32
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -75,7 +76,14 @@ class WanLinear(nn.Linear):
                     and hasattr(plist.weight[0], "linear"):
                 w = plist.weight.original
                 return plist.weight[0].linear(x.to(w.dtype), w, self.bias)
-        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+        w = self.weight
+        if w.dtype == torch.bfloat16 and not torch.is_grad_enabled() and not torch.compiler.is_compiling() \
+                and bf16_matmul_in_fp32(w.device):
+            # a bf16 GEMM as fp32 one (exact bf16 products, fp32 sums, output rounded to bf16): faster
+            # on CPUs without bf16 matrix units (openwan.runtime.bf16_matmul_in_fp32)
+            b = None if self.bias is None else self.bias.float()
+            return F.linear(x.to(w.dtype).float(), w.float(), b).to(w.dtype)
+        return F.linear(x.to(w.dtype), w, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", fp32=True" if self.fp32 else "")
@@ -99,8 +107,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.to(x.dtype) * self.weight.to(x.dtype)
+        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return y * self.weight.to(x.dtype)
+        return y.mul_(self.weight.to(x.dtype))   # y is this call's own temporary: scaled in place
 
 
 class LayerNorm32(nn.LayerNorm):
@@ -121,7 +131,8 @@ def _normal(*shape: int, div: float) -> torch.Tensor:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """x * (1 + scale) + shift, in one pass over x (scale and shift are per sample or per token)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 # ----------------------------------------------------------------------------- 3D RoPE
@@ -157,7 +168,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x0, x1 = xr[..., 0], xr[..., 1]
     if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
         # training, or traced by torch.compile (which fuses it): the plain form (the same values)
-        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).to(x.dtype)
+        # (addcmul, as below: the same kernels, so the same values bit for bit)
+        return torch.stack([torch.addcmul(x0 * cos, x1, sin, value=-1), torch.addcmul(x0 * sin, x1, cos)],
+                           dim=-1).flatten(-2).to(x.dtype)
     out = torch.empty_like(xr)  # eager inference, written in place: fewer full-size temporaries
     o0, o1 = out[..., 0], out[..., 1]
     torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
@@ -203,8 +216,10 @@ class CrossAttention(SelfAttention):
     """Text cross-attention (the same projections as self-attention, no RoPE); with ``image=True``
     (i2v/flf2v) a second attention over image tokens.
 
-    In the image case the context is [image tokens, 512 text tokens] and the two attention outputs
-    are summed before the output projection.
+    In the image case the context is [image tokens, text tokens] and the two attention outputs
+    are summed before the output projection. ``ctx_bias`` [B, 1, 1, Lt] (from :meth:`WanModel._context`):
+    log-multiplicities of the text tokens when the zero padding rows are folded into a few (None: the
+    text holds all ``text_len`` rows); with it the text attention runs in fp32.
     """
 
     is_self_attention = False  # the context is not split over processes: plain attention
@@ -219,14 +234,18 @@ class CrossAttention(SelfAttention):
             self.v_img = WanLinear(dim, dim)
             self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
-    def forward(self, x, context):
+    def forward(self, x, context, ctx_bias=None):
         n = self.num_heads
         q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
         if self.image:
-            img, context = context[:, :-self.text_len], context[:, -self.text_len:]
+            lt = self.text_len if ctx_bias is None else ctx_bias.shape[-1]
+            img, context = context[:, :-lt], context[:, -lt:]
         k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
         v = self.v(context).unflatten(-1, (n, -1))
-        y = attention(q, k, v)
+        if ctx_bias is None:
+            y = attention(q, k, v)
+        else:   # fp32 logits: the bias must not be rounded to bf16
+            y = attention(q.float(), k.float(), v.float(), bias=ctx_bias).to(q.dtype)
         if self.image:
             ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
             vi = self.v_img(img).unflatten(-1, (n, -1))
@@ -244,7 +263,10 @@ class FeedForward(nn.Sequential):
         super().__init__(WanLinear(dim, ffn_dim), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim))
 
     def _ffn(self, x):
-        return self[2](self[1](self[0](x)))
+        h = self[0](x)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or not isinstance(self[1], nn.GELU):
+            return self[2](self[1](h))
+        return self[2](torch.ops.aten.gelu_(h, approximate=self[1].approximate))  # in place: one ffn_dim-wide buffer
 
     def forward(self, x):
         n = self.chunk_tokens
@@ -270,7 +292,7 @@ class WanBlock(nn.Module):
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         self.modulation = nn.Parameter(_normal(1, 6, dim, div=dim ** 0.5))
 
-    def forward(self, x, e0, context, seq_lens, rope):
+    def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
         # shift2, scale2, gate2), each made where it is used: per token, two [B, L, dim] live at a time, not six
         m = self.modulation.float()
@@ -279,10 +301,10 @@ class WanBlock(nn.Module):
             return m[:, None, i] + e0[:, :, i]
 
         y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
-        x = x + y.float() * mod(2)
-        x = x + self.cross_attn(self.norm3(x).float(), context).float()
+        x = torch.addcmul(x, y.float(), mod(2))                 # x + y * gate1, one pass
+        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias).float()
         y = self.ffn(modulate(self.norm2(x), mod(3), mod(4)))
-        return x + y.float() * mod(5)
+        return torch.addcmul(x, y.float(), mod(5))              # x + y * gate2
 
 
 class VaceBlock(WanBlock):
@@ -298,10 +320,10 @@ class VaceBlock(WanBlock):
             self.before_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
         self.after_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
 
-    def forward(self, c, x, e0, context, seq_lens, rope):
+    def forward(self, c, x, e0, context, seq_lens, rope, ctx_bias=None):
         if hasattr(self, "before_proj"):
             c = self.before_proj(c) + x
-        c = super().forward(c, e0, context, seq_lens, rope)
+        c = super().forward(c, e0, context, seq_lens, rope, ctx_bias)
         return c, self.after_proj(c)
 
 
@@ -352,12 +374,13 @@ class State:
     x: torch.Tensor                      # tokens [B, L, dim], fp32 residual stream
     e: torch.Tensor                      # time embedding [B, 1 or L, dim] (head modulation)
     e0: torch.Tensor                     # time projection [B, 1 or L, 6, dim] (block modulation)
-    ctx: torch.Tensor                    # text (+image) context [B, Lc, dim]
+    ctx: torch.Tensor                    # (image +) text context [B, Lc, dim], text rows folded (see _context)
     rope: tuple                          # (cos, sin) [B, L, 1, head_dim/2]
     seq_lens: Optional[torch.Tensor]     # [B] real tokens per sample (keys past them are masked); None: no padding
     grids: list                          # per sample (f, h, w) token grid
     n: int                               # tokens per sample before sequence-parallel padding (longest sample)
     hints: Optional[list] = None         # VACE: one [B, L, dim] hint per VACE block
+    ctx_bias: Optional[torch.Tensor] = None  # [B, 1, 1, Lt] log-multiplicity of the text rows; None: not folded
     vace_context_scale: float = 1.0
     as_list: bool = False                # the input x was a list: return a list
 
@@ -388,9 +411,12 @@ class WanModel(nn.Module):
                                                   stride=self.patch_size)
             self.vace_blocks = nn.ModuleList([VaceBlock(cfg, j) for j in range(len(cfg.vace_layers))])
             self._hint_of_block = {b: j for j, b in enumerate(cfg.vace_layers)}
-        # Numerics switches: the reference uses float64 for both; diffusers uses fp32 sinusoids.
+        # Numerics switches. The sinusoid is float64 as in the reference (diffusers: fp32). RoPE: the angles
+        # and their cos/sin are computed in float64 and stored correctly rounded in rope_dtype, the rotation
+        # runs in it; the reference rotates in float64 (complex128), which costs ~4% of a forward for a
+        # difference at fp32 rounding (rope_dtype = torch.float64 restores it).
         self.sinusoid_dtype = torch.float64
-        self.rope_dtype = torch.float64
+        self.rope_dtype = torch.float32
         self.sp = None  # openwan.parallel.enable_sequence_parallel: tokens split over processes
         self.gradient_checkpointing = False
         self._rope_cache: dict = {}  # (grid, head_dim, device, dtype) -> (cos, sin)
@@ -432,18 +458,35 @@ class WanModel(nn.Module):
         return (torch.stack([F.pad(c, p, value=1.0) for (c, _), p in zip(tables, pad)]),
                 torch.stack([F.pad(s, p) for (_, s), p in zip(tables, pad)]))
 
-    def _context(self, context: TensorOrList) -> torch.Tensor:
-        """Cut/zero-pad every sample's text features to text_len, then text_embedding."""
+    def _context(self, context: TensorOrList) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Text features zero-padded to text_len, through text_embedding: (context [B, Lt, dim], bias).
+
+        The reference pads every prompt with zero rows to text_len (512) tokens and attends over all of
+        them. The padding rows are identical (the embedding of zeros, so identical keys and values), and
+        m identical keys weigh in a softmax as one key with m added to its weight: log(m) added to its
+        logit. So the rows are padded only to ``Lt = min(longest + 1, text_len)`` and ``bias`` [B, 1, 1, Lt]
+        gives each sample's zero rows log(its padding count / its zero rows): the same attention, up to
+        float rounding, with a fraction of the keys (a 64-token prompt: 65 instead of 512). ``bias`` is
+        None when nothing is folded (Lt = text_len).
+        """
         L = self.config.text_len
-        lens = [context.shape[1]] if torch.is_tensor(context) else [c.shape[0] for c in context]
+        lens = [context.shape[1]] * context.shape[0] if torch.is_tensor(context) else [c.shape[0] for c in context]
         if max(lens) > L:
             raise ValueError(f"text context has {max(lens)} tokens, more than text_len={L}")
+        rows = min(max(lens) + 1, L)
         if torch.is_tensor(context):
-            c = F.pad(context.float(), (0, 0, 0, L - context.shape[1]))
+            c = F.pad(context.float(), (0, 0, 0, rows - context.shape[1]))
         else:
-            c = torch.stack([F.pad(c.float(), (0, 0, 0, L - c.shape[0])) for c in context])
+            c = torch.stack([F.pad(c.float(), (0, 0, 0, rows - c.shape[0])) for c in context])
         te = self.text_embedding
-        return te[2](te[1](te[0](c))).float()
+        ctx = te[2](te[1](te[0](c))).float()
+        if rows == L:
+            return ctx, None
+        bias = torch.zeros(len(lens), 1, 1, rows, device=ctx.device)
+        for i, n in enumerate(lens):    # sample i: n real rows, rows - n zero rows standing for L - n
+            if n < rows:
+                bias[i, ..., n:] = math.log((L - n) / (rows - n))
+        return ctx, bias
 
     def _check_inputs(self, xs, clip_fea, y, vace_context):
         cfg = self.config
@@ -516,11 +559,11 @@ class WanModel(nn.Module):
         if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
             e, e0 = self.sp.split(e), self.sp.split(e0)                    # [B, L/P, dim], [B, L/P, 6, dim]
 
-        ctx = self._context(context)                                       # [B, text_len, dim]
+        ctx, ctx_bias = self._context(context)                             # [B, Lt, dim], [B, 1, 1, Lt] or None
         if self.config.has_image_input:
-            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)          # [B, 257 (514) + text_len, dim]
+            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)          # [B, 257 (514) + Lt, dim]
 
-        s = State(tokens, e, e0, ctx, rope, seq_lens, grids, n, as_list=as_list,
+        s = State(tokens, e, e0, ctx, rope, seq_lens, grids, n, ctx_bias=ctx_bias, as_list=as_list,
                   vace_context_scale=vace_context_scale)
         if self.config.is_vace:
             s.hints = self._vace_hints(vace_context, s)                    # per VACE block [B, L, dim]
@@ -551,7 +594,7 @@ class WanModel(nn.Module):
         """The transformer blocks on ``s.x`` (VACE hints added after their blocks); returns a new State."""
         x = s.x
         for i, block in enumerate(self.blocks):
-            x = self._run(block, x, s.e0, s.ctx, s.seq_lens, s.rope)
+            x = self._run(block, x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)
             if s.hints is not None and i in self._hint_of_block:
                 x = x + s.hints[self._hint_of_block[i]] * s.vace_context_scale
         return dataclasses.replace(s, x=x)
@@ -577,13 +620,14 @@ class WanModel(nn.Module):
             raise ValueError("vace_context must have the same frames/height/width as x")
         if self.sp is not None:
             c = self.sp.split(c)
-        x, e0, ctx, seq_lens, rope = s.x, s.e0, s.ctx, s.seq_lens, s.rope
+        x, e0, ctx, seq_lens, rope, bias = s.x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias
         hints = []
         for block in self.vace_blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                c, h = torch.utils.checkpoint.checkpoint(block, c, x, e0, ctx, seq_lens, rope, use_reentrant=False)
+                c, h = torch.utils.checkpoint.checkpoint(block, c, x, e0, ctx, seq_lens, rope, bias,
+                                                         use_reentrant=False)
             else:
-                c, h = block(c, x, e0, ctx, seq_lens, rope)
+                c, h = block(c, x, e0, ctx, seq_lens, rope, bias)
             hints.append(h)
         return hints
 

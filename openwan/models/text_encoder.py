@@ -6,9 +6,12 @@ Pipeline of one prompt, top to bottom::
            --umT5 encoder (24 layers, own relative bias per layer)--> hidden [L, 4096]
            --keep the L real tokens (EOS included)--> context for the DiT's cross-attention
 
-The transformer itself is transformers' ``UMT5EncoderModel`` (the same math as the reference: no
+The transformer is :class:`openwan.models.umt5.UMT5Encoder`, openwan's own copy of transformers'
+``UMT5EncoderModel`` (same parameter names, outputs tested equal; the same math as the reference: no
 1/sqrt(d) attention scaling, a bidirectional relative-position bias of 32 buckets up to distance 128
-in every layer, gated tanh-GELU feed-forward ``fc2(fc1(x) * gelu_tanh(gate(x)))``, RMS norm in fp32).
+in every layer, gated tanh-GELU feed-forward ``fc2(fc1(x) * gelu_tanh(gate(x)))``, RMS norm in fp32),
+so that encoding does not import ``transformers``; the tokenizer is transformers' ``AutoTokenizer``,
+except a plain ``tokenizer.json`` one (the shipped tiny tokenizer), read by ``tokenizers`` directly.
 This module adds what the published checkpoints and the pipeline need around it:
 
 * :func:`official_to_hf` / :func:`hf_to_official`: the key map between the official
@@ -40,6 +43,7 @@ from openwan.checkpoints import (CheckpointError, atomic_write, check_keys, read
                                  read_state_dict, save_safetensors, save_sharded, safetensors_files,
                                  strip_prefix, write_json)
 from openwan.configs import OFFICIAL_FILES, TextEncoderConfig
+from openwan.models.umt5 import UMT5Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +61,16 @@ CACHE_ENV = "OPENWAN_CACHE"
 # ----------------------------------------------------------------------------- prompt cleaning
 
 
+_PLAIN = re.compile(r"[\x20-\x25\x27-\x7e]*")   # printable ASCII except "&" (HTML entities)
+
+
 def clean_prompt(text: str) -> str:
     """The reference's cleaning: ftfy.fix_text, html.unescape twice, strip, collapse whitespace."""
     if not isinstance(text, str):
         raise ValueError(f"a prompt must be a string, got {type(text).__name__}")
-    import ftfy
-    text = ftfy.fix_text(text)
+    if not _PLAIN.fullmatch(text):   # ftfy leaves printable ASCII without "&" as it is (and costs ~50 ms to import)
+        import ftfy
+        text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return re.sub(r"\s+", " ", text).strip()
 
@@ -200,6 +208,9 @@ def load_tokenizer(path: Union[str, os.PathLike]):
     if not any((path / f).is_file() for f in ("tokenizer.json", "spiece.model")):
         raise CheckpointError(f"no tokenizer.json or spiece.model in {path}: the tokenizer files are missing "
                               f"(copy google/umt5-xxl's tokenizer files there, or pass tokenizer_path=)")
+    from openwan.models.tokenizer import FastTokenizer, is_plain_fast_tokenizer
+    if is_plain_fast_tokenizer(path):
+        return FastTokenizer(path)
     from transformers import AutoTokenizer
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -261,16 +272,21 @@ class TextEncoder:
                  dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None,
                  cache_dir: Union[str, os.PathLike, None, bool] = None, *, _model=None,
                  _fingerprint: Optional[str] = None, seed: Optional[int] = None):
-        from transformers import UMT5EncoderModel
         self.config = config
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else TINY_TOKENIZER_DIR
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         if _model is None:
+            # transformers' initialisation is the reference for a random encoder (the demo's frozen
+            # text encoder is a seeded random one): build it there, run it here
+            from transformers import UMT5EncoderModel
             if seed is not None:
                 torch.manual_seed(seed)
-            _model = UMT5EncoderModel(to_hf_config(config))
+            hf = UMT5EncoderModel(to_hf_config(config))
+            _model = UMT5Encoder(config)
+            _model.load_state_dict(hf.state_dict(), strict=True)
+            del hf
         self.model = _model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self._fingerprint = _fingerprint
         self._tok_fingerprint: Optional[str] = None
@@ -527,13 +543,12 @@ class TextEncoder:
 # ----------------------------------------------------------------------------- helpers
 
 def build_and_load(cfg: TextEncoderConfig, sd: dict, source: str, layout: str = "hf"):
-    """Build UMT5EncoderModel on the meta device and assign the checkpoint's tensors (no copy).
+    """Build the umT5 encoder on the meta device and assign the checkpoint's tensors (no copy).
 
     ``sd`` is in ``layout`` ("hf" or "official"); key problems are reported in that layout's names.
     """
-    from transformers import UMT5EncoderModel
     with torch.device("meta"):
-        model = UMT5EncoderModel(to_hf_config(cfg))
+        model = UMT5Encoder(cfg)
     expected = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
     hf_sd = dict(sd)
     if layout == "official":
@@ -548,7 +563,7 @@ def build_and_load(cfg: TextEncoderConfig, sd: dict, source: str, layout: str = 
         hf_sd = official_to_hf(hf_sd)
     hf_sd["encoder.embed_tokens.weight"] = hf_sd["shared.weight"]
     model.load_state_dict(hf_sd, strict=True, assign=True)
-    model.encoder.embed_tokens.weight = model.shared.weight  # tie again after assign
+    model.tie()  # tie again after assign
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
     if left:
         raise CheckpointError(f"{source}: tensors left unloaded: {left[:8]}")
