@@ -76,11 +76,14 @@ def test_magcache_schedule_is_the_hand_computed_one():
     """MagCache decides from the calibrated ratios alone: the schedule is a pure function written out here."""
     ratios = [1.0, 1.02, 0.99, 0.97, 0.95, 0.9, 1.1, 0.98, 0.8, 0.9]
     dit = tiny_dit()
-    for thr in (0.03, 0.1, 0.5):
-        d, _ = run(MagCache, dit, thr, {"mag_ratios": ratios})
+    for thr, warmup in ((0.03, None), (0.1, None), (0.1, 0.5), (0.5, None)):
+        x0, cond = setup()
+        d = MagCache(Denoiser(dit, cond), thr, calibration={"mag_ratios": ratios}, warmup=warmup)
+        with torch.no_grad():
+            sampling.run(d, x0, sampling.euler_sigmas(STEPS, 3.0), "euler")
         want, ratio, err, k = [], 1.0, 0.0, 0
         for i in range(STEPS):
-            if i >= math.ceil(0.2 * STEPS) and i != STEPS - 1:
+            if i >= math.ceil((warmup or 0.2) * STEPS) and i != STEPS - 1:
                 ratio, k = ratio * ratios[i], k + 1
                 err += abs(1 - ratio)
                 if err < thr and k <= 3:
@@ -88,7 +91,7 @@ def test_magcache_schedule_is_the_hand_computed_one():
                     continue
             ratio, err, k = 1.0, 0.0, 0
             want.append(True)
-        assert d.decisions == want, thr
+        assert d.decisions == want, (thr, warmup)
         assert d.stats == {"dit_forwards": sum(want), "dit_forwards_skipped": STEPS - sum(want)}
     assert 0 < sum(want) < STEPS           # the last threshold skips some steps and computes others
 
@@ -219,5 +222,52 @@ def test_names_and_thresholds():
         parse_step_cache("fastest")
     with pytest.raises(ValueError, match="threshold must be a number >= 0"):
         parse_step_cache("magcache:-0.1")
+    assert str(parse_step_cache("easycache:0.5:0.4")) == "easycache:0.5:0.4"
+    assert parse_step_cache("magcache:0.1:0.3").warmup == 0.3 and parse_step_cache("magcache:0.1").warmup is None
+    import openwan.caches as caches
+    assert parse_step_cache("default") == parse_step_cache(caches.DEFAULT_STEP_CACHE) is not None
+    for bad in ("easycache:0.1:1", "easycache:0.1:x", "easycache:0.1:-0.1"):
+        with pytest.raises(ValueError, match="warm-up must be a fraction of the steps in \\[0, 1\\)"):
+            parse_step_cache(bad)
     with pytest.raises(TypeError, match="needs a Denoiser"):
         FirstBlockCache(lambda x, step: x, 0.1)
+
+
+# --------------------------------------------------------------------------- multi-process
+
+def _sp_worker(rank, world, port, ckpt, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    from openwan.parallel import enable_sequence_parallel
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        pipe = load_pipeline(ckpt, variant="tiny-t2v", progress=False)
+        enable_sequence_parallel(pipe.dit)
+        with torch.inference_mode():
+            out = pipe("a red circle", seed=5, sample_steps=8, frame_num=9, step_cache="fbcache:0.15",
+                       output_type="latent")
+        torch.save((out.latents, out.settings["stats"]), os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fbcache_under_sequence_parallel_decides_the_same_on_every_process(tiny_ckpt, tmp_path):
+    """Each process holds half the tokens; the block-0 residual change is summed over both before the
+    decision, so both skip the same steps (otherwise one would wait in attention for the other forever)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_sp_worker, args=(2, port, str(tiny_ckpt), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    (l0, s0), (l1, s1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    counts = ("dit_forwards", "dit_forwards_skipped")
+    assert torch.equal(l0, l1) and [s0[k] for k in counts] == [s1[k] for k in counts]
+    assert 0 < s0["dit_forwards_skipped"] < 16, s0       # 8 steps, cond and uncond passes (a mix)

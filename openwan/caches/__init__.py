@@ -1,7 +1,9 @@
 """Training-free step caching: skip DiT work whose result can be predicted from the last computed step.
 
+    pipe("a red circle", step_cache="default")            # the recommended method and threshold
     pipe("a red circle", step_cache="easycache")          # a method at its recommended threshold
     pipe("a red circle", step_cache="magcache:0.12")      # NAME:THRESHOLD
+    pipe("a red circle", step_cache="easycache:0.5:0.4")  # NAME:THRESHOLD:WARMUP (fraction of steps computed first)
     pipe("a red circle", step_cache="none")               # the default: every step computed
 
 Methods (each a small class, its rule and paper in its docstring):
@@ -35,20 +37,23 @@ STEP_CACHES: dict[str, tuple[Callable, float]] = {
     "magcache": (MagCache, 0.12),
     "fbcache": (FirstBlockCache, 0.1),
 }
-DEFAULT_STEP_CACHE = "easycache"      # what the bare `--step_cache` turns on
+# what "default" (the bare `--step_cache`) turns on: the setting that met the target best (docs/performance.md)
+DEFAULT_STEP_CACHE = "easycache:0.1"
 
 
 @dataclass(frozen=True)
 class StepCacheSpec:
     name: str
     threshold: float
+    warmup: Optional[float] = None        # None: the method's own
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.threshold:g}"
+        return f"{self.name}:{self.threshold:g}" + ("" if self.warmup is None else f":{self.warmup:g}")
 
 
 def parse_step_cache(spec: Union[str, StepCacheSpec, None]) -> Optional[StepCacheSpec]:
-    """``None``/"none" -> None; "NAME" -> its recommended threshold; "NAME:T" -> that threshold."""
+    """``None``/"none" -> None; "default" -> :data:`DEFAULT_STEP_CACHE`; "NAME" -> its recommended threshold; "NAME:T" -> that threshold;
+    "NAME:T:W" -> also the warm-up (the fraction of the steps always computed at the start)."""
     if spec is None or isinstance(spec, StepCacheSpec):
         return spec
     if not isinstance(spec, str):
@@ -57,11 +62,13 @@ def parse_step_cache(spec: Union[str, StepCacheSpec, None]) -> Optional[StepCach
     text = spec.strip().lower()
     if text in ("", "none", "off"):
         return None
+    if text == "default":
+        return parse_step_cache(DEFAULT_STEP_CACHE)
     name, _, thr = text.partition(":")
+    thr, _, warm = thr.partition(":")
     if name not in STEP_CACHES:
-        example = f"{DEFAULT_STEP_CACHE}:{STEP_CACHES[DEFAULT_STEP_CACHE][1] / 2:g}"
-        raise ValueError(f"unknown step cache {name!r}: choose 'none' or one of {', '.join(STEP_CACHES)} "
-                         f"(optionally NAME:THRESHOLD, e.g. {example})")
+        raise ValueError(f"unknown step cache {name!r}: choose 'none', 'default' ({DEFAULT_STEP_CACHE}) or one of "
+                         f"{', '.join(STEP_CACHES)} (optionally NAME:THRESHOLD, e.g. magcache:0.12)")
     if not thr:
         return StepCacheSpec(name, STEP_CACHES[name][1])
     try:
@@ -71,7 +78,16 @@ def parse_step_cache(spec: Union[str, StepCacheSpec, None]) -> Optional[StepCach
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"step cache threshold must be a number >= 0 (e.g. {name}:"
                          f"{STEP_CACHES[name][1]:g}), got {thr!r}")
-    return StepCacheSpec(name, value)
+    warmup = None
+    if warm:
+        try:
+            warmup = float(warm)
+        except ValueError:
+            warmup = float("nan")
+        if not 0 <= warmup < 1:
+            raise ValueError(f"step cache warm-up must be a fraction of the steps in [0, 1) (e.g. {name}:"
+                             f"{STEP_CACHES[name][1]:g}:0.2), got {warm!r}")
+    return StepCacheSpec(name, value, warmup)
 
 
 def step_cache_wrapper(spec) -> Optional[Callable]:
@@ -80,4 +96,6 @@ def step_cache_wrapper(spec) -> Optional[Callable]:
     if parsed is None:
         return None
     cls = STEP_CACHES[parsed.name][0]
-    return lambda inner: cls(inner, parsed.threshold)
+    if parsed.warmup is None:
+        return lambda inner: cls(inner, parsed.threshold)
+    return lambda inner: cls(inner, parsed.threshold, warmup=parsed.warmup)

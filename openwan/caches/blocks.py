@@ -79,10 +79,13 @@ class BlockCache(Wrapper):
     min_warmup: int = 1
     last: bool = True            # the last step is always computed
     needs: tuple = ()            # calibration fields the method reads
+    name = "blocks"
 
-    def __init__(self, inner, threshold: float, calibration: Optional[dict] = None):
+    def __init__(self, inner, threshold: float, calibration: Optional[dict] = None, warmup: Optional[float] = None):
         super().__init__(inner)
         self.threshold = float(threshold)
+        if warmup is not None:
+            self.warmup = warmup
         self.decisions: list[bool] = []          # per DiT call, True when its blocks ran
         self._states: dict = {}
         self._step: Optional[Step] = None
@@ -99,8 +102,6 @@ class BlockCache(Wrapper):
                     raise ValueError(f"the calibration for {self.name} lacks {missing}: recompute it with "
                                      f"`python -m openwan.caches calibrate`")
             d.dit_call = self._bind(d, cal)
-
-    name = "blocks"
 
     def _bind(self, den, cal):
         return lambda dit, x, t, contexts, kw: self._call(den, cal, dit, x, t, contexts, kw)
