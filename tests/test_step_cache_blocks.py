@@ -271,3 +271,20 @@ def test_fbcache_under_sequence_parallel_decides_the_same_on_every_process(tiny_
     counts = ("dit_forwards", "dit_forwards_skipped")
     assert torch.equal(l0, l1) and [s0[k] for k in counts] == [s1[k] for k in counts]
     assert 0 < s0["dit_forwards_skipped"] < 16, s0       # 8 steps, cond and uncond passes (a mix)
+
+
+def test_long_video_windows_keep_one_state_each(tiny_ckpt, tmp_path, monkeypatch):
+    """Windows over a long video call the DiT once per window per step: each window reuses its own residual
+    (MagCache's decisions depend on the step only, so every window skips the same steps)."""
+    monkeypatch.setenv("OPENWAN_STEP_CACHE_DIR", str(tmp_path))
+    pipe = load_pipeline(tiny_ckpt, variant="tiny-t2v", progress=False)
+    store.save_calibration({"model": store.model_key(pipe.dit), "mag_ratios": [1.0] * 4})
+    kw = dict(frame_num=17, long_method="windows", long_overlap=1, sample_steps=4, seed=5, output_type="latent")
+    plain = pipe("a red circle moving to the right", **kw)
+    zero = pipe("a red circle moving to the right", step_cache="magcache:0", **kw)
+    assert torch.equal(zero.latents, plain.latents)
+    out = pipe("a red circle moving to the right", step_cache="magcache:10", **kw)
+    st, calls = out.settings["stats"], plain.settings["stats"]["dit_forwards"] // 4   # DiT calls per step
+    assert calls > 2                     # several windows (x cond/uncond)
+    # warm-up ceil(0.2 * 4) = 1 step, the last step computed: steps 1 and 2 reuse, in every window
+    assert st["dit_forwards"] == 2 * calls and st["dit_forwards_skipped"] == 2 * calls
