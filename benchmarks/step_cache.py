@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=6, help="the first N prompts")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; tiny: 50)")
-    ap.add_argument("--frames", type=int, default=None, help="frame_num (default: the model's; tiny: 17)")
+    ap.add_argument("--frames", type=int, default=None, help="frame_num (default: the model's native length)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write every record to this file")
     a = ap.parse_args(argv)
@@ -130,8 +130,8 @@ def main(argv=None) -> int:
     prompts = prompts[: a.prompts]
     steps = a.steps or (50 if a.model == "tiny" else pipe.defaults().steps)
     kw = {"sample_steps": steps}
-    if a.frames or a.model == "tiny":
-        kw["frame_num"] = a.frames or 17
+    if a.frames:
+        kw["frame_num"] = a.frames
     if a.model == "tiny":   # calibrate the random weights (what `python -m openwan.caches calibrate` does)
         os.environ["OPENWAN_STEP_CACHE_DIR"] = os.path.join(tmp, "cal")
         with torch.inference_mode():
