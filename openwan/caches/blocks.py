@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from openwan.caches import store
+from openwan.caches.store import find_calibration
 from openwan.denoiser import Denoiser, Step, Wrapper
 
 __all__ = ["BlockCache", "TeaCache", "MagCache", "FirstBlockCache", "find_denoisers", "rel_l1",
@@ -96,7 +96,7 @@ class BlockCache(Wrapper):
         for d in dens:
             cal = None
             if self.needs:
-                cal = calibration if calibration is not None else store.find_calibration(d.dit, self.name)
+                cal = calibration if calibration is not None else find_calibration(d.dit, self.name)
                 missing = [k for k in self.needs if k not in cal]
                 if missing:
                     raise ValueError(f"the calibration for {self.name} lacks {missing}: recompute it with "
