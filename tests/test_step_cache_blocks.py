@@ -288,3 +288,28 @@ def test_long_video_windows_keep_one_state_each(tiny_ckpt, tmp_path, monkeypatch
     assert calls > 2                     # several windows (x cond/uncond)
     # warm-up ceil(0.2 * 4) = 1 step, the last step computed: steps 1 and 2 reuse, in every window
     assert st["dit_forwards"] == 2 * calls and st["dit_forwards_skipped"] == 2 * calls
+
+
+@pytest.mark.parametrize("kind", ["i2v", "vace"])
+@pytest.mark.parametrize("cls", [TeaCache, MagCache, FirstBlockCache])
+def test_image_and_vace_conditioning_pass_through_the_cache(kind, cls):
+    """i2v (y + CLIP features in embed) and VACE (hints added after blocks 0 and 2, so FirstBlockCache's block 0
+    carries its hint): threshold 0 equals no cache bit for bit, a large one skips."""
+    torch.manual_seed(0)
+    extra = dict(model_type="i2v", in_dim=36, image_dim=32) if kind == "i2v" else dict(vace_layers=(0, 2), vace_in_dim=96)
+    cfg = DiTConfig(**{**dict(dim=24, ffn_dim=32, num_heads=2, num_layers=3, text_dim=32, model_type="t2v"), **extra})
+    dit = randomize_(WanModel(cfg).eval(), 0, std=0.2)
+    x0, cond = setup()
+    g = torch.Generator().manual_seed(3)
+    if kind == "i2v":
+        cond.y, cond.clip_fea = torch.randn(20, 2, 4, 4, generator=g), torch.randn(1, 257, 32, generator=g)
+    else:
+        cond.vace_context, cond.vace_scale = torch.randn(96, 2, 4, 4, generator=g), 0.7
+    cal = {"mag_ratios": [1.0] * STEPS, "teacache_poly": [1.0, 0.0]}
+    grid = sampling.euler_sigmas(STEPS, 3.0)
+    with torch.no_grad():
+        ref = sampling.run(Denoiser(dit, cond), x0, grid, "euler")
+        assert torch.equal(sampling.run(cls(Denoiser(dit, cond), 0.0, calibration=cal), x0, grid, "euler"), ref)
+        d = cls(Denoiser(dit, cond), 10.0, calibration=cal)
+        sampling.run(d, x0, grid, "euler")
+    assert d.stats["dit_forwards_skipped"] > 0
