@@ -33,12 +33,12 @@ __all__ = ["EasyCache", "TeaCache", "MagCache", "FirstBlockCache", "BlockCache",
 # name -> (wrapper class (inner, threshold), recommended threshold): measured in docs/performance.md
 STEP_CACHES: dict[str, tuple[Callable, float]] = {
     "easycache": (EasyCache, 0.1),
-    "teacache": (TeaCache, 0.2),
-    "magcache": (MagCache, 0.12),
-    "fbcache": (FirstBlockCache, 0.1),
+    "teacache": (TeaCache, 0.1),
+    "magcache": (MagCache, 0.09),
+    "fbcache": (FirstBlockCache, 0.12),
 }
 # what "default" (the bare `--step_cache`) turns on: the setting that met the target best (docs/performance.md)
-DEFAULT_STEP_CACHE = "easycache:0.1"
+DEFAULT_STEP_CACHE = "fbcache:0.12"
 
 
 @dataclass(frozen=True)
