@@ -37,11 +37,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import psnr, ssim  # noqa: E402
 
-OURS = ("easycache:0.05,easycache:0.1,easycache:0.15,easycache:0.2,easycache:0.3,"
-        "teacache:0.05,teacache:0.1,teacache:0.2,teacache:0.4,"
-        "magcache:0.03,magcache:0.06,magcache:0.12,magcache:0.25,"
-        "fbcache:0.03,fbcache:0.05,fbcache:0.1,fbcache:0.2")
-DIFFUSERS = "fbc:0.03,fbc:0.05,fbc:0.1,fbc:0.2,mag:0.06,mag:0.12,mag:0.25,taylor:2,taylor:3,taylor:4"
+OURS = ("easycache:0.1,easycache:0.2,easycache:0.3,easycache:0.5:0.4,teacache:0.1,teacache:0.2,"
+        "magcache:0.06,magcache:0.09,magcache:0.12,magcache:0.25,fbcache:0.05,fbcache:0.1,fbcache:0.12,fbcache:0.2")
+DIFFUSERS = "fbc:0.05,fbc:0.1,fbc:0.12,fbc:0.2,mag:0.06,mag:0.12,mag:0.25,taylor:2,taylor:3,taylor:4"
 
 
 class DiffusersDiT(torch.nn.Module):
