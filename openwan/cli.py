@@ -94,9 +94,10 @@ def _generate_parser(sub):
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="DiT compute dtype. auto (default): bf16 where the device multiplies it fast (CUDA, CPUs "
                         "with AMX) and the model is big enough to gain, fp32 elsewhere; the choice is printed")
-    p.add_argument("--step_cache", nargs="?", const="easycache", default=None, metavar="NAME[:THRESHOLD]",
-                   help="skip DiT forwards whose output can be predicted: the bare flag = easycache at its "
-                        "recommended threshold (0.1); NAME:THRESHOLD picks one (e.g. easycache:0.1); none (default)")
+    p.add_argument("--step_cache", nargs="?", const="default", default=None, metavar="NAME[:THRESHOLD]",
+                   help="skip DiT work whose output can be predicted: the bare flag = the recommended method and "
+                        "threshold (docs/performance.md); NAME[:THRESHOLD[:WARMUP]] picks one of easycache, teacache, "
+                        "magcache, fbcache (e.g. magcache:0.12); none (default)")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several; Wan 2.2 A14B: high:FILE / "

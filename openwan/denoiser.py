@@ -18,7 +18,7 @@ A wrapper that skips a step adds the passes the step would have made (``passes``
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -98,6 +98,9 @@ class Denoiser:
         self.guidance = guidance
         self.dtype = next(dit.parameters()).dtype
         self.stats = {"dit_forwards": 0, "dit_forwards_skipped": 0}
+        # a step cache inside the DiT (openwan.caches.blocks) puts its call here: (dit, x, t, contexts, kw) ->
+        # (output, computed); a pass whose blocks it skipped counts as skipped
+        self.dit_call: Optional[Callable] = None
 
     @property
     def guided(self) -> bool:
@@ -109,8 +112,12 @@ class Denoiser:
         return 2 if self.guided and not self.guidance.cfg_batch else 1
 
     def _forward(self, x, t, contexts, kw):
-        self.stats["dit_forwards"] += 1
-        return self.dit(x, t, contexts, **kw)
+        if self.dit_call is None:
+            self.stats["dit_forwards"] += 1
+            return self.dit(x, t, contexts, **kw)
+        out, computed = self.dit_call(self.dit, x, t, contexts, kw)
+        self.stats["dit_forwards" if computed else "dit_forwards_skipped"] += 1
+        return out
 
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         c, t, dt = self.cond, step.t, self.dtype

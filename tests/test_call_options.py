@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from openwan.caches import parse_step_cache
 from openwan.pipelines import load_pipeline
 from openwan.pipelines.adapters import parse_lora_specs
 
@@ -107,7 +108,7 @@ def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
                  "--quiet"]) == 0
     import json
     rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
-    assert rec["step_cache"] == "easycache:0.1" and rec["fps"] == 10 and rec["dtype"] == "fp32"
+    assert rec["step_cache"] == str(parse_step_cache("default")) and rec["fps"] == 10 and rec["dtype"] == "fp32"
     assert rec["lora"] == [{"path": str(lora_file), "strength": 0.5}]
     again = tmp_path / "again.mp4"
     assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0

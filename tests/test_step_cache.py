@@ -110,8 +110,8 @@ def test_parse_step_cache():
     assert parse_step_cache(None) is None and parse_step_cache("none") is None and parse_step_cache("") is None
     assert str(parse_step_cache("easycache")) == "easycache:0.1"
     assert str(parse_step_cache("EasyCache:0.2")) == "easycache:0.2"
-    with pytest.raises(ValueError, match="unknown step cache 'teacache'.*easycache"):
-        parse_step_cache("teacache")
+    with pytest.raises(ValueError, match="unknown step cache 'tecache'.*easycache"):
+        parse_step_cache("tecache")
     with pytest.raises(ValueError, match="threshold must be a number >= 0"):
         parse_step_cache("easycache:-1")
     with pytest.raises(ValueError, match="threshold must be a number >= 0"):

@@ -50,7 +50,7 @@ def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int]
             rec = {"prompt": bp.prompt, "split": bp.split, "seed": int(seed),
                    "expected": dict(bp.attributes._asdict()),
                    "detected": {k: det.get(k) for k in ATTRIBUTES}, "found": bool(det.get("found")),
-                   "correct": sc, "seconds": dt}
+                   "correct": sc, "seconds": dt, "dit_forwards": out.settings["stats"]["dit_forwards"]}
             m = det.get("measurements", {})
             if "centroid_start" in m:   # where the object starts (fractions of the frame) and its drift per clip
                 rec["track"] = {"start": [round(v, 4) for v in m["centroid_start"]],
@@ -79,6 +79,8 @@ def summarize(records: Sequence[dict]) -> dict:
         acc["attribute_mean"] = sum(acc[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
         out[split] = {"videos": len(rs), "accuracy": acc,
                       "seconds_per_video": sum(r["seconds"] for r in rs) / len(rs)}
+        if all("dit_forwards" in r for r in rs):   # DiT forward passes computed (a step cache skips some)
+            out[split]["dit_forwards_per_video"] = sum(r["dit_forwards"] for r in rs) / len(rs)
     by_value: dict = {}
     for r in records:
         if "expected" not in r:
@@ -147,6 +149,8 @@ def format_report(summary: dict, settings: dict) -> str:
         lines.append(f"{split:8s} {s['videos']:6d} " + " ".join(f"{100 * a[k]:6.1f}%" for k in
                                                                  ATTRIBUTES + ("all",))
                      + f" {s['seconds_per_video']:8.2f}")
+    if "dit_forwards_per_video" in summary.get("total", {}):
+        lines.append(f"DiT forwards per video: {summary['total']['dit_forwards_per_video']:.2f}")
     if "by_value" in summary:
         lines.append("")
         for k in ATTRIBUTES:

@@ -590,11 +590,12 @@ class WanModel(nn.Module):
                          f"(latent frames x (height/{self.patch_size[1]}) x (width/{self.patch_size[2]})); "
                          f"got shape {tuple(t.shape)}")
 
-    def run_blocks(self, s: "State") -> "State":
-        """The transformer blocks on ``s.x`` (VACE hints added after their blocks); returns a new State."""
+    def run_blocks(self, s: "State", start: int = 0, stop: Optional[int] = None) -> "State":
+        """The transformer blocks ``start:stop`` (default all) on ``s.x`` (VACE hints added after their
+        blocks); returns a new State. A step cache runs block 0 alone, then the rest (or not)."""
         x = s.x
-        for i, block in enumerate(self.blocks):
-            x = self._run(block, x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)
+        for i in range(start, len(self.blocks) if stop is None else stop):
+            x = self._run(self.blocks[i], x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)
             if s.hints is not None and i in self._hint_of_block:
                 x = x + s.hints[self._hint_of_block[i]] * s.vace_context_scale
         return dataclasses.replace(s, x=x)

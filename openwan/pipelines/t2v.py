@@ -12,7 +12,7 @@ class TextToVideo(WanPipeline):
     """``pipe(prompt, ...)`` -> :class:`GenerationOutput` with ``frames[0]`` = [F, H, W, 3] uint8.
 
     Every argument left None takes the variant's default (the reference generate.py's).
-    ``step_cache``: "none" (default), "easycache" or "easycache:THRESHOLD" (see :mod:`openwan.cache`).
+    ``step_cache``: "none" (default), "default" (the recommended one) or NAME[:THRESHOLD] (see :mod:`openwan.caches`).
     """
 
     task = "t2v"
