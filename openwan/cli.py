@@ -279,6 +279,10 @@ def cmd_generate(a) -> int:
             preset = preset_for(spec["path"])
             if preset is not None:
                 apply_preset(pipe, preset)
+                if not a.quiet and rank == 0:
+                    print(f"{Path(spec['path']).name}: a distill LoRA; its sampler: {len(preset.timesteps)} "
+                          f"{preset.solver} steps at timesteps {list(preset.timesteps)}, guide scale "
+                          f"{preset.guide_scale:g}", file=sys.stderr)
     if not a.quiet and rank == 0 and (a.dtype or "auto") == "auto":
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:

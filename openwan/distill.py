@@ -99,27 +99,60 @@ def preset_of(path: Union[str, Path]) -> Optional[DistillPreset]:
     return None if text is None else DistillPreset.from_json(text)
 
 
-# Community distill LoRAs matched by file name (lower-case substrings, all required) when the file carries no
-# preset. LightX2V's Wan 2.1 step-distill scheduler: sigmas = shift-5 of [1000, 750, 500, 250] / 1000 (timesteps
-# 1000, 937.5, 833.3, 625 -> the integer 1000, 937, 833, 625), x0 then fresh noise to the next sigma
-# ("consistency"), no CFG.
+# Community distill LoRAs matched by file name when the file carries no preset: (label, groups, preset); the
+# lower-cased name (with "-" and " " read as "_") must contain one substring of every group. First match wins,
+# so the specific entries come first. The published sampler settings, with their sources:
+# * LightX2V, Wan 2.1 step/CFG distill (T2V and I2V; e.g. wan2.1_t2v_14b_lora_rank64_lightx2v_4step,
+#   lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16): ModelTC/LightX2V
+#   configs/distill/wan21/wan_t2v_distill_lora_4step_cfg.json (denoising_step_list [1000, 750, 500, 250],
+#   sample_shift 5, enable_cfg false) with lightx2v/models/schedulers/wan/step_distill/scheduler.py
+#   (WanStepDistillScheduler: sigmas = shift-5 of t / 1000, i.e. timesteps 1000, 937.5, 833.3, 625, here the
+#   integers 1000, 937, 833, 625; each step predicts x0 and re-noises it with fresh noise: "consistency").
+# * LightX2V, Wan 2.2 A14B distill (wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217 ...): the same
+#   timesteps, shift 5, no CFG (configs/distill/wan22/wan_moe_t2v_distill_lora.json), but its
+#   Wan22StepDistillScheduler steps deterministically, x0 + sigma_next * v, which is an Euler step: "euler".
+# * Self-Forcing (guandeh17/Self-Forcing configs/self_forcing_dmd.yaml: denoising_step_list
+#   [1000, 750, 500, 250], warp_denoising_step true, timestep_shift 5 -> the same warped timesteps as LightX2V;
+#   pipeline/causal_inference.py predicts x0 and adds fresh noise at the next timestep; guidance_scale 3.0 is
+#   the DMD teacher's during training, inference runs without CFG): LightX2V's preset.
+# * CausVid 1.3B bidirectional (Kijai's Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32, from tianweiy/CausVid's
+#   bidirectional checkpoint): configs/wan_bidirectional_dmd_from_scratch.yaml denoising_step_list
+#   [1000, 757, 522] unwarped (sigma = t / 1000; timestep_shift 8 is the training scheduler's), and
+#   causvid/models/wan/bidirectional_inference.py predicts x0 then re-noises with fresh noise; no CFG.
+# * CausVid 14B (Kijai's Wan21_CausVid_14B_T2V_lora_rank32*, extracted from lightx2v/Wan2.1-T2V-14B-CausVid):
+#   LightX2V configs/causvid/wan_t2v_causvid.json: denoising_step_list [999, 934, 862, 756, 603, 410, 250,
+#   140, 74], sample_shift 8, enable_cfg false; its WanCausVidScheduler takes sigma = t / 1000 and steps with
+#   the base (UniPC) solver. (Wan2GP's "causvid" solver uses the same list from 1000 with Euler steps.)
+_LX_WARPED = (1000, 937, 833, 625)
 NAMED_PRESETS = [
-    (("lightx2v", "distill"), DistillPreset((1000, 937, 833, 625), "consistency", 1.0, 5.0)),
+    ("causvid-1.3b", (("causvid",), ("bidirect", "1_3b", "1.3b")),
+     DistillPreset((1000, 757, 522), "consistency", 1.0, 8.0)),
+    ("causvid", (("causvid",),), DistillPreset((999, 934, 862, 756, 603, 410, 250, 140, 74), "unipc", 1.0, 8.0)),
+    ("self-forcing", (("self_forcing", "selfforcing"),), DistillPreset(_LX_WARPED, "consistency", 1.0, 5.0)),
+    ("lightx2v-wan2.2", (("lightx2v",), ("wan2.2", "wan22", "wan2_2", "a14b"), ("distill", "4step")),
+     DistillPreset(_LX_WARPED, "euler", 1.0, 5.0)),
+    ("lightx2v", (("lightx2v",), ("distill", "4step")), DistillPreset(_LX_WARPED, "consistency", 1.0, 5.0)),
 ]
+
+
+def named_preset(path: Union[str, Path]) -> Optional[tuple]:
+    """``(label, preset)`` of the first :data:`NAMED_PRESETS` entry the file name matches, or None."""
+    name = Path(path).name.lower().replace("-", "_").replace(" ", "_")
+    for label, groups, preset in NAMED_PRESETS:
+        if all(any(s in name for s in group) for group in groups):
+            return label, preset
+    return None
 
 
 def preset_for(path: Union[str, Path]) -> Optional[DistillPreset]:
     """A weight file's sampling preset: its ``openwan.sampling`` metadata, else a :data:`NAMED_PRESETS` match
     on the file name, else None."""
-    if str(path).endswith(".safetensors"):
+    if str(path).endswith(".safetensors") and Path(path).exists():
         found = preset_of(path)
         if found is not None:
             return found
-    name = Path(path).name.lower()
-    for parts, preset in NAMED_PRESETS:
-        if all(p in name for p in parts):
-            return preset
-    return None
+    hit = named_preset(path)
+    return None if hit is None else hit[1]
 
 
 def apply_preset(pipe, preset: DistillPreset) -> None:

@@ -229,15 +229,90 @@ def test_presets_travel_in_the_weight_files(tmp_path):
     assert all(sd[k].dtype == torch.float16 and torch.equal(sd[k], v.half()) for k, v in m.state_dict().items())
 
 
-def test_community_distill_loras_are_matched_by_name(tmp_path):
+LX_WARPED = (1000, 937, 833, 625)     # LightX2V / Self-Forcing: shift 5 of [1000, 750, 500, 250], as integers
+CAUSVID_14B = (999, 934, 862, 756, 603, 410, 250, 140, 74)
+
+
+@pytest.mark.parametrize("name, expected", [
+    # published file names -> the sampler settings their publishers run (sources in openwan/distill.py)
+    ("Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors", (LX_WARPED, "consistency", 5.0)),
+    ("lightx2v_I2V_14B_480p_cfg_step_distill_rank128_bf16.safetensors", (LX_WARPED, "consistency", 5.0)),
+    ("wan2.1_t2v_14b_lora_rank64_lightx2v_4step.safetensors", (LX_WARPED, "consistency", 5.0)),
+    ("wan2.2_t2v_A14b_high_noise_lora_rank64_lightx2v_4step_1217.safetensors", (LX_WARPED, "euler", 5.0)),
+    ("Wan2_2-T2V-A14B_low_noise_lightx2v_4step.safetensors", (LX_WARPED, "euler", 5.0)),
+    ("self_forcing_dmd_lora.safetensors", (LX_WARPED, "consistency", 5.0)),
+    ("Wan21_T2V_1_3B_Self-Forcing_lora.safetensors", (LX_WARPED, "consistency", 5.0)),
+    ("Wan21_CausVid_14B_T2V_lora_rank32_v2.safetensors", (CAUSVID_14B, "unipc", 8.0)),
+    ("Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", ((1000, 757, 522), "consistency", 8.0)),
+    ("my_style_lora.safetensors", None),
+    ("lightx2v_style.safetensors", None),          # the org name alone is not a distill LoRA
+])
+def test_community_distill_loras_are_matched_by_name(tmp_path, name, expected):
     from openwan.distill import preset_for
-    f = tmp_path / "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
+    f = tmp_path / name
     save_file({"a": torch.ones(1)}, str(f))
     p = preset_for(f)
-    assert p.timesteps == (1000, 937, 833, 625) and p.solver == "consistency" and p.guide_scale == 1.0
-    g = tmp_path / "my_style_lora.safetensors"
-    save_file({"a": torch.ones(1)}, str(g))
-    assert preset_for(g) is None
+    if expected is None:
+        assert p is None
+    else:
+        assert (p.timesteps, p.solver, p.shift, p.guide_scale) == (*expected, 1.0)
+
+
+def test_a_preset_in_the_metadata_wins_over_the_name(tmp_path):
+    from openwan.distill import add_preset_metadata, preset_for
+    f = tmp_path / "Wan21_CausVid_14B_T2V_lora_rank32.safetensors"
+    save_file({"a": torch.ones(1)}, str(f))
+    mine = DistillPreset((999, 500), "euler", 1.0, 3.0)
+    add_preset_metadata(f, mine)
+    assert preset_for(f) == mine
+
+
+@pytest.mark.parametrize("label", ["causvid", "causvid-1.3b", "lightx2v", "lightx2v-wan2.2"])
+def test_each_named_preset_samples_on_its_timesteps(demo_pipe, label):
+    """Every community preset runs as published: one guidance-free DiT call per listed timestep, with its
+    solver (UniPC and the re-noising consistency solver on an explicit list included), recorded, no warning."""
+    from openwan.distill import NAMED_PRESETS, apply_preset
+    preset = next(p for lab, _, p in NAMED_PRESETS if lab == label)
+    pipe = copy.copy(demo_pipe)
+    apply_preset(pipe, preset)
+    seen, h = _timesteps_seen(pipe)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = pipe("a red circle moving to the right", seed=0, output_type="latent")
+    finally:
+        h.remove()
+    assert seen == list(preset.timesteps)
+    s = out.settings
+    assert (s["sample_timesteps"], s["sample_solver"], s["guide_scale"]) == (list(preset.timesteps), preset.solver,
+                                                                             1.0)
+    assert torch.isfinite(out.latents).all()
+
+
+def test_the_cli_applies_a_distill_loras_preset_records_it_and_warns(demo_pipe, tmp_path, capsys):
+    """`openwan generate --lora <LightX2V file>`: the file's name brings its sampler (timesteps, solver, no CFG),
+    the output's record holds it, and guidance set on top of it warns."""
+    import json
+    from openwan.cli import main
+    from openwan.training.lora import add_lora, remove_lora, save_lora
+    model = copy.deepcopy(demo_pipe.dit)
+    params = add_lora(model, rank=2, targets=["q"], name="distill")
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
+    lora = tmp_path / "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors"
+    save_lora(model, lora, name="distill")
+    remove_lora(model)
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "a red circle moving to the right", "--lora", str(lora), "-o", str(out)]) == 0
+    assert "a distill LoRA; its sampler: 4 consistency steps at timesteps [1000, 937, 833, 625]" in \
+        capsys.readouterr().err
+    rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert (rec["sample_timesteps"], rec["sample_steps"], rec["sample_solver"], rec["guide_scale"]) == \
+        ([1000, 937, 833, 625], 4, "consistency", 1.0)
+    with pytest.warns(UserWarning, match="guide scale 1"):
+        assert main(["generate", "a red circle moving to the right", "--lora", str(lora), "--quiet",
+                     "--sample_guide_scale", "5", "-o", str(tmp_path / "w.mp4")]) == 0
 
 
 def test_the_distill_command_names_a_wrong_objective(tmp_path, capsys):
