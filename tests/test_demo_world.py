@@ -47,11 +47,15 @@ def accuracy(pairs) -> dict:
 
 @pytest.fixture(scope="module")
 def every_combo():
-    """One clip of every (color, shape, motion) combination, 64x64x17."""
+    """One clip of every (color, shape, motion) combination, 64x64x17; looping motions over 33 frames at their
+    own speed (a 17-frame bounce whose reversal falls in its first or last frames looks like a one-way move:
+    test_detector_on_17_frame_bounces)."""
     out = []
     for i, attrs in enumerate(W.ALL_COMBOS):
         clip = W.make_clip(10_000 + i, attributes=[attrs])
-        out.append((attrs, W.render_clip(clip, size=64, frames=17)))
+        looping = attrs.motion in W.LOOPING_MOTIONS
+        out.append((attrs, W.render_clip(clip, size=64, frames=33 if looping else 17,
+                                         native_frames=17 if looping else None)))
     return out
 
 
@@ -513,3 +517,14 @@ def test_path_features_exact_paths():
     a = 2 * np.pi * 0.6 * t                                             # 0.6 turn clockwise on screen
     f = D.path_features(0.5 + 0.25 * np.cos(a), 0.5 + 0.25 * np.sin(a))
     assert abs(f["turn"] - 2 * np.pi * 0.6) < 0.5 and D.looping_motion(f) == "circling"
+
+
+def test_detector_on_17_frame_bounces():
+    # A native-length clip shows a bounce when its reversal falls at frames 3-13; the detector says so.
+    for i, motion in enumerate(("bounce_lr", "bounce_ud") * 5):
+        o = W.make_clip(60 + i, attributes=[("blue", "circle", motion)]).objects[0]
+        turn = 3 + i                                                   # frame of the far-end reversal
+        phase = 0.5 - turn / 16 / o.period                             # at phase 0.5 it is at the far end
+        frames = W.render_clip(W.Clip((dataclasses.replace(o, phase=phase),), ""), frames=17)
+        det = D.detect(frames)
+        assert det["motion"] == motion, (turn, det["measurements"]["path"])

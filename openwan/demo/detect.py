@@ -21,8 +21,8 @@ clip; ``move=max(|dx|,|dy|)/MOVE_MIN`` (``MOVE_MIN`` = 0.12 of the frame, the wo
 still, otherwise the larger decides: the dominant axis and its sign (image y grows downward) or growing/shrinking
 by the sign of the ratio. Before that, the path of the (running-median) centroid is checked for the looping
 motions: a **bounce** ranges over at least ``MOVE_MIN`` along one axis, comes back along it (range minus the
-distance between its ends) by at least ``BOUNCE_MIN_BACK`` = 0.06 of the frame and 12% of its range or ranges
-over at least half the frame (farther than any one-way move of the world), and ranges across under half as much; **circling** ranges comparably on both axes (the smaller >= half the larger) and its
+distance between its ends) by at least ``BOUNCE_MIN_BACK`` = 0.05 of the frame and 10% of its range (the shipped
+model's one-way moves come back by at most 0.023), and ranges across under half as much; **circling** ranges comparably on both axes (the smaller >= half the larger) and its
 heading turns clockwise by at least 90 degrees. A straight move or a still object comes back by neither. ``detect_objects`` handles two objects by first splitting the foreground pixels by color
 class.
 """
@@ -46,9 +46,8 @@ MAX_SHAPE_FRAMES = 6            # shape is measured on at most this many of the 
 CIRCLE_MIN_RHO = 0.22           # rho at or above this: circle, else square (exact: 1/3 circle, 0 square)
 MOVE_MIN = 0.12
 GROW_MIN = math.log(1.8)
-BOUNCE_MIN_BACK = 0.06          # a bounce comes back at least this fraction of the frame along its axis ...
-BOUNCE_MIN_BACK_SHARE = 0.12    # ... and this share of its range (a straight move comes back by neither),
-BOUNCE_MIN_RANGE = 0.5          # or ranges this far along it (edge to edge; one-way moves go 0.35-0.45)
+BOUNCE_MIN_BACK = 0.05          # a bounce comes back at least this fraction of the frame along its axis ...
+BOUNCE_MIN_BACK_SHARE = 0.1     # ... and this share of its range (a straight move comes back by neither)
 BOUNCE_MAX_ACROSS = 0.5         # its range across the axis is under this share of the range along it
 CIRCLE_MIN_ASPECT = 0.5         # a circling path's smaller range is at least this share of the larger one
 CIRCLE_MIN_TURN = math.pi / 2   # ... and its heading turns one way by at least this much (radians)
@@ -189,9 +188,9 @@ def path_features(cx: np.ndarray, cy: np.ndarray) -> dict:
 def looping_motion(feat: dict) -> Optional[str]:
     """``bounce_lr``, ``bounce_ud`` or ``circling`` from :func:`path_features`, or None (a straight move or
     no move). Circling needs both ranges comparable and a steady clockwise turn; a bounce needs its range
-    along one axis with a return of ``BOUNCE_MIN_BACK`` (or a range of ``BOUNCE_MIN_RANGE``: in a 17-frame clip
-    whose reversal falls in its first or last frames, the bounce's speed is what tells it from a one-way move)
-    and little range across."""
+    along one axis with a return of ``BOUNCE_MIN_BACK`` and little range across. A bounce whose reversal
+    falls in the first or last two frames of a video looks like a one-way move (the shipped model's one-way
+    moves span up to 0.56 of the frame, so distance cannot tell them apart either)."""
     (rx, ry), (bx, by), turn = feat["range"], feat["back"], feat["turn"]
     big, small = max(rx, ry), min(rx, ry)
     if big < MOVE_MIN:
@@ -199,8 +198,7 @@ def looping_motion(feat: dict) -> Optional[str]:
     if small >= CIRCLE_MIN_ASPECT * big and turn >= CIRCLE_MIN_TURN:
         return "circling"
     along, back, across = (rx, bx, ry) if rx >= ry else (ry, by, rx)
-    returned = back >= max(BOUNCE_MIN_BACK, BOUNCE_MIN_BACK_SHARE * along) or along >= BOUNCE_MIN_RANGE
-    if returned and across < BOUNCE_MAX_ACROSS * along:
+    if back >= max(BOUNCE_MIN_BACK, BOUNCE_MIN_BACK_SHARE * along) and across < BOUNCE_MAX_ACROSS * along:
         return "bounce_lr" if rx >= ry else "bounce_ud"
     return None
 
