@@ -1,4 +1,5 @@
 """The procedural demo world (openwan.demo.world) and its detector (openwan.demo.detect)."""
+import dataclasses
 import itertools
 import math
 
@@ -46,11 +47,15 @@ def accuracy(pairs) -> dict:
 
 @pytest.fixture(scope="module")
 def every_combo():
-    """One clip of every (color, shape, motion) combination, 64x64x17."""
+    """One clip of every (color, shape, motion) combination, 64x64x17; looping motions over 33 frames at their
+    own speed (a 17-frame bounce whose reversal falls in its first or last frames looks like a one-way move:
+    test_detector_on_17_frame_bounces)."""
     out = []
     for i, attrs in enumerate(W.ALL_COMBOS):
         clip = W.make_clip(10_000 + i, attributes=[attrs])
-        out.append((attrs, W.render_clip(clip, size=64, frames=17)))
+        looping = attrs.motion in W.LOOPING_MOTIONS
+        out.append((attrs, W.render_clip(clip, size=64, frames=33 if looping else 17,
+                                         native_frames=17 if looping else None)))
     return out
 
 
@@ -113,6 +118,8 @@ def test_sampled_motions_are_large_and_stay_in_frame():
             r = o.radius(t)
             assert np.all(cx - r >= W.MARGIN - 1e-9) and np.all(cx + r <= 1 - W.MARGIN + 1e-9)
             assert np.all(cy - r >= W.MARGIN - 1e-9) and np.all(cy + r <= 1 - W.MARGIN + 1e-9)
+            if o.motion in W.LOOPING_MOTIONS:           # test_looping_motions_go_on_for_any_length
+                continue
             dx, dy, ratio = o.x1 - o.x0, o.y1 - o.y0, o.r1 / o.r0
             expected = {"left": (-1, 0, 1), "right": (1, 0, 1), "up": (0, -1, 1), "down": (0, 1, 1),
                         "still": (0, 0, 1), "growing": (0, 0, 2), "shrinking": (0, 0, 0.5)}[o.motion]
@@ -136,7 +143,8 @@ def test_held_out_split():
     # The documented rule, and its consequences: ~14% held out, every pair of attributes still trained.
     rule = {a for a in W.ALL_COMBOS if (W.COLOR_NAMES.index(a.color) + 2 * W.SHAPES.index(a.shape)
                                         + 3 * W.MOTIONS.index(a.motion)) % 7 == 0}
-    assert W.HELD_OUT == rule and len(W.HELD_OUT) == 21
+    assert W.HELD_OUT == rule and len(W.HELD_OUT) == 30
+    assert sum(a.motion in W.CLASSIC_MOTIONS for a in W.HELD_OUT) == 21     # the classic world's 21, unchanged
     assert 0.10 <= len(W.HELD_OUT) / len(W.ALL_COMBOS) <= 0.15
     train = set(W.TRAIN_COMBOS)
     for i, j in itertools.combinations(range(3), 2):
@@ -171,7 +179,7 @@ def test_parse_prompt_roundtrips_every_template():
     assert W.parse_prompt(W.prompt_for(("purple", "square", "up"))) == ("purple", "square", "up")
     assert W.parse_prompt("a magenta disc rising") == ("purple", "circle", "up")
     for bad in ("a dog running on the beach", "a red circle", "a circle moving up", "red moving left",
-                "a red circle moving up and down", "a red and blue circle growing", "", None):
+                "a red circle moving up and left", "a red and blue circle growing", "", None):
         assert W.parse_prompt(bad) is None, bad
 
 
@@ -202,7 +210,7 @@ def test_benchmark_prompts():
     assert all(b.attributes in W.HELD_OUT for b in held)
     assert all(W.parse_prompt(b.prompt) == b.attributes for b in bench)
     for group in (seen, held):
-        for i, vocab in enumerate((W.COLOR_NAMES, W.SHAPES, W.MOTIONS)):
+        for i, vocab in enumerate((W.COLOR_NAMES, W.SHAPES, W.CLASSIC_MOTIONS)):
             assert {b.attributes[i] for b in group} == set(vocab)
     assert bench[0].prompt == "a red square moving to the left"
     assert bench == W.benchmark_prompts()
@@ -271,15 +279,21 @@ def test_detector_on_clean_clips(every_combo):
     assert min(acc.values()) >= 0.98, (acc, failures)
 
 
+def half(every_combo, parity):
+    """Every other combination, alternating within each (color, shape) row (motion is the innermost of
+    ALL_COMBOS), so each half holds every color, shape and motion; the two halves hold every combination once."""
+    n = len(W.MOTIONS)
+    return [(i, c) for i, c in enumerate(every_combo) if (i + i // n) % 2 == parity]
+
+
 def test_detector_on_blurred_clips(every_combo):
-    # Odd combinations here, even ones in the noisy test: together every combination once (7 motions is odd,
-    # so each half still holds every color, shape and motion).
-    acc, failures = accuracy([(a, gaussian_blur(v, 1.5)) for a, v in every_combo[1::2]])
+    # One half here, the other in the noisy test.
+    acc, failures = accuracy([(a, gaussian_blur(v, 1.5)) for _, (a, v) in half(every_combo, 1)])
     assert min(acc.values()) >= 0.90, (acc, failures)
 
 
 def test_detector_on_noisy_blurred_clips(every_combo):
-    pairs = [(a, add_noise(gaussian_blur(v, 1.5), 12.0, i)) for i, (a, v) in enumerate(every_combo[::2])]
+    pairs = [(a, add_noise(gaussian_blur(v, 1.5), 12.0, i)) for i, (a, v) in half(every_combo, 0)]
     acc, failures = accuracy(pairs)
     assert min(acc.values()) >= 0.90, (acc, failures)
 
@@ -381,3 +395,136 @@ def test_demo_pipeline_warns_once_for_a_prompt_outside_its_world(caplog):
             pipe(prompt, seed=0, sample_steps=1, output_type="latent")
     lines = [r.getMessage() for r in caplog.records if r.name == "openwan.demo"]
     assert len(lines) == 1 and "nothing it knows" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------------ looping motions
+
+def test_classic_motions_draw_the_clips_of_the_classic_world():
+    # Seeds 0-3 of the world before the looping motions were added (values printed by that version of
+    # make_clip): restricted to CLASSIC_MOTIONS, a seed still gives the same clip (the shipped model's recipe).
+    before = {0: (("purple", "triangle", "shrinking"), 0.21678798738866653, 0.6835097545485008,
+                  "a large purple triangle contracting"),
+              1: (("cyan", "circle", "growing"), 0.7324425690588428, 0.4025110116821895,
+                  "a small cyan circle growing larger"),
+              2: (("purple", "triangle", "down"), 0.5664848737217365, 0.18930368438648731,
+                  "purple triangle sliding down"),
+              3: (("purple", "triangle", "left"), 0.7349021817260697, 0.2274238017895472,
+                  "a purple triangle sliding left")}
+    for seed, (attrs, x0, y0, caption) in before.items():
+        clip = W.make_clip(seed, motions=W.CLASSIC_MOTIONS)
+        o = clip.objects[0]
+        assert (tuple(o.attributes), o.x0, o.y0, clip.caption) == (attrs, x0, y0, caption)
+    ds = W.WorldDataset(200, seed=2, motions=W.LOOPING_MOTIONS, n_objects=2)
+    assert {ds.clip(i).objects[0].motion for i in range(len(ds))} == set(W.LOOPING_MOTIONS)
+    with pytest.raises(ValueError, match="unknown motion 'hopping'"):
+        W.make_clip(0, motions=("hopping",))
+
+
+def test_looping_motions_go_on_for_any_length():
+    t = np.arange(0, 10 * 16 + 1) / 16                  # 161 frames at the clip's own speed (t in clip lengths)
+    rng = np.random.default_rng(4)
+    first_turns = []
+    for _ in range(200):
+        motion = W.LOOPING_MOTIONS[int(rng.integers(3))]
+        o = W.sample_clip(rng, split="all", attributes=[("red", "square", motion)]).objects[0]
+        cx, cy = o.center(t)
+        r = o.radius(t)
+        assert np.all(r == o.r0)
+        assert np.all(cx - r >= W.MARGIN - 1e-9) and np.all(cx + r <= 1 - W.MARGIN + 1e-9)
+        assert np.all(cy - r >= W.MARGIN - 1e-9) and np.all(cy + r <= 1 - W.MARGIN + 1e-9)
+        if motion == "circling":
+            assert W.CIRCLE_PERIOD[0] <= o.period <= W.CIRCLE_PERIOD[1]
+            # on its circle, turning clockwise on screen (y down: heading angle increasing) at a steady rate
+            np.testing.assert_allclose(np.hypot(cx - o.x0, cy - o.y0), o.orbit, rtol=0, atol=1e-12)
+            ang = np.unwrap(np.arctan2(cy - o.y0, cx - o.x0))
+            np.testing.assert_allclose(np.diff(ang), 2 * np.pi / o.period / 16, rtol=1e-9)
+            continue
+        along, across = (cx, cy) if motion == "bounce_lr" else (cy, cx)
+        assert np.all(across == across[0])
+        lo, hi = o.r0 + W.MARGIN, 1 - o.r0 - W.MARGIN            # edge to edge
+        assert along.min() >= lo - 1e-12 and along.max() <= hi + 1e-12
+        ends = np.array([o.x0, o.x1] if motion == "bounce_lr" else [o.y0, o.y1])
+        np.testing.assert_allclose(ends, [lo, hi], rtol=0, atol=1e-12)
+        # constant speed (span per half period), reversals every half period, in every 17-frame clip
+        speed = (hi - lo) / (o.period / 2)
+        v = np.diff(along) * 16
+        assert np.all((np.abs(np.abs(v) - speed) <= 1e-9 * speed) | (np.abs(v) < speed))   # < at the turns only
+        turns = np.flatnonzero(np.sign(v[1:]) != np.sign(v[:-1])) + 1
+        assert np.all(np.abs(np.diff(turns) - 8 * o.period) <= 1.0)
+        assert W.BOUNCE_HALF_PERIOD[0] <= o.period / 2 <= W.BOUNCE_HALF_PERIOD[1] <= 1.0
+        assert all(np.any((turns >= k) & (turns <= k + 16)) for k in range(0, 145, 16))
+        first_turns.append(turns[0] / 16)
+    # random phases: the first reversal falls anywhere in the first clip, near its start and near its end too
+    assert min(first_turns) < 0.1 and max(first_turns) > 0.8
+
+
+def test_render_at_the_native_speed_continues_the_clip():
+    clip = W.make_clip(5, attributes=[("yellow", "circle", "bounce_ud")])
+    long = W.render_clip(clip, frames=49, native_frames=17)
+    assert long.shape == (49, 64, 64, 3)
+    assert np.array_equal(long[:17], W.render_clip(clip, frames=17))       # t = k / 16 either way
+    later = W.Clip((dataclasses.replace(clip.objects[0], phase=clip.objects[0].phase + 32 / 16 / clip.objects[0].period),),
+                   "")
+    assert np.array_equal(long[32:49], W.render_clip(later, frames=17))   # the same path, 32 frames on
+    with pytest.raises(ValueError, match="native_frames must be >= 2"):
+        W.render_clip(clip, frames=5, native_frames=1)
+
+
+@pytest.mark.parametrize("prompt,attrs", [
+    ("a red circle bouncing left and right", ("red", "circle", "bounce_lr")),
+    ("Blue box going back and forth", ("blue", "square", "bounce_lr")),
+    ("a green triangle bouncing up and down", ("green", "triangle", "bounce_ud")),
+    ("a white ball bouncing between the top and bottom", ("white", "circle", "bounce_ud")),
+    ("a purple square moving in a circle", ("purple", "square", "circling")),
+    ("the cyan dot going round and round", ("cyan", "circle", "circling")),
+    ("a yellow triangle circling clockwise", ("yellow", "triangle", "circling")),
+])
+def test_looping_prompts_parse(prompt, attrs):
+    assert W.parse_prompt(prompt) == attrs
+    assert W.understand(prompt) == (attrs, [])
+    assert W.parse_objects(prompt + " and a red square moving up") == [attrs, ("red", "square", "up")]
+
+
+def test_detector_on_long_looping_videos():
+    # 161 frames at the clip's own speed: the path-level features see the looping motion over any length.
+    for i, motion in enumerate(W.LOOPING_MOTIONS):
+        clip = W.make_clip(40 + i, attributes=[("green", "square", motion)])
+        det = D.detect(W.render_clip(clip, frames=161, native_frames=17))
+        assert det["motion"] == motion, (motion, det["measurements"]["path"])
+    # a path turning counter-clockwise is not "circling" (the world circles clockwise)
+    o = W.make_clip(44, attributes=[("green", "square", "circling")]).objects[0]
+    v = W.render_clip(W.Clip((o,), ""), frames=33, native_frames=17)[::-1]
+    assert D.detect(v)["motion"] != "circling" and D.path_features(*_track_xy(v))["turn"] < -np.pi
+
+
+def _track_xy(frames):
+    tr = D.track(frames)
+    return tr["cx"] / 64, tr["cy"] / 64
+
+
+def test_path_features_exact_paths():
+    t = np.linspace(0, 1, 17)
+    f = D.path_features(0.2 + 0.4 * t, np.full(17, 0.5))               # straight: range 0.4, no way back
+    assert abs(f["range"][0] - 0.4) < 1e-12 and abs(f["back"][0]) < 1e-12 and f["range"][1] == 0
+    assert abs(f["turn"]) < 1e-12 and D.looping_motion(f) is None
+    x = 0.2 + 0.4 * (1 - np.abs(2 * t - 1))                             # out and back, 0.05 a frame
+    f = D.path_features(x, np.full(17, 0.5))
+    # the running median of 3 cuts the one-frame peak: range = back = 0.4 - 0.05
+    assert abs(f["back"][0] - 0.35) < 1e-12 and abs(f["range"][0] - 0.35) < 1e-12
+    assert D.looping_motion(f) == "bounce_lr"
+    f = D.path_features(np.full(17, 0.5), x)
+    assert D.looping_motion(f) == "bounce_ud"
+    a = 2 * np.pi * 0.6 * t                                             # 0.6 turn clockwise on screen
+    f = D.path_features(0.5 + 0.25 * np.cos(a), 0.5 + 0.25 * np.sin(a))
+    assert abs(f["turn"] - 2 * np.pi * 0.6) < 0.5 and D.looping_motion(f) == "circling"
+
+
+def test_detector_on_17_frame_bounces():
+    # A native-length clip shows a bounce when its reversal falls at frames 3-13; the detector says so.
+    for i, motion in enumerate(("bounce_lr", "bounce_ud") * 5):
+        o = W.make_clip(60 + i, attributes=[("blue", "circle", motion)]).objects[0]
+        turn = 3 + i                                                   # frame of the far-end reversal
+        phase = 0.5 - turn / 16 / o.period                             # at phase 0.5 it is at the far end
+        frames = W.render_clip(W.Clip((dataclasses.replace(o, phase=phase),), ""), frames=17)
+        det = D.detect(frames)
+        assert det["motion"] == motion, (turn, det["measurements"]["path"])

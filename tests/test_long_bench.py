@@ -68,6 +68,9 @@ def test_a_bouncing_square_reverses_where_it_turns():
     assert m["reversal_frames"] == [20, 40] and m["reversals"] == 2
     assert all(abs(w["speed"] - 1.0) <= TOL for w in m["windows"])
     assert m["windows"][0]["velocity"] == [1.0, 0.0]           # frames 0..16: all to the right
+    assert m["reversal_interval"] == 20.0 and m["largest_gap"] == 20.0     # 0->20, 20->40, 40->48
+    assert lb.meets(m, "bounce_lr")["bouncing"] and not lb.meets(m, "bounce_ud")["bouncing"]   # wrong axis
+    assert "bouncing" not in lb.meets(m, "right")
     # jitter smaller than the swing (10% of 64 px) is not a reversal
     assert lb.reversals(np.array([0.0, 3, 0, 3, 0, 3, 0]), 6.4) == []
     assert lb.reversals(np.array([0.0, np.nan, 10, 2, np.nan, 12]), 6.4) == [2, 3]
@@ -120,3 +123,25 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         lb.main(["--seeds", "0"])
+
+
+def test_a_world_bounce_keeps_bouncing_and_one_that_stops_does_not():
+    from openwan.demo import world
+    from openwan.long_video import plan_windows
+    spans = [list(sp) for sp in plan_windows(41, 5, 3).spans]               # 161 frames, the default plan
+    clip = world.make_clip(3, attributes=[("red", "square", "bounce_lr")])
+    v = world.render_clip(clip, frames=161, native_frames=17)
+    m = lb.video_metrics(detect.track(v), spans)
+    half = 8 * clip.objects[0].period                                          # frames per edge-to-edge run
+    assert m["axis"] == "x" and abs(m["reversal_interval"] - half) <= 1.0
+    assert m["reversals"] >= 160 // half - 1 and m["largest_gap"] <= half + 1
+    assert abs(m["speed_ratio"] - 1.0) < 0.1 and all(lb.meets(m, "bounce_lr").values())
+    still = v.copy()
+    still[60:] = v[60]                                                         # stops at frame 60
+    m2 = lb.video_metrics(detect.track(still), spans)
+    assert m2["largest_gap"] >= 100 and not lb.meets(m2, "bounce_lr")["bouncing"]
+    recs = [{"method": "windows", "seconds": 1.0, "metrics": x, "meets": lb.meets(x, mo)}
+            for x, mo in ((m, "bounce_lr"), (m2, "bounce_lr"), (m, "right"))]
+    s = lb.summarize(recs)["windows"]
+    assert s["meets"]["bouncing"] == 1 and s["judged"]["bouncing"] == 2 and s["judged"]["found"] == 3
+    assert lb.reversal_gaps([10], 50) == (pytest.approx(float("nan"), nan_ok=True), 39.0)

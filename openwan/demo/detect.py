@@ -19,7 +19,11 @@ centroid (fractions of the frame) and of log(area) give the displacement dx, dy 
 clip; ``move=max(|dx|,|dy|)/MOVE_MIN`` (``MOVE_MIN`` = 0.12 of the frame, the world moves 0.35-0.45) and
 ``size=|log_ratio|/GROW_MIN`` (``GROW_MIN`` = log 1.8, the world's area changes 4.8-6.8x); both below 1 means
 still, otherwise the larger decides: the dominant axis and its sign (image y grows downward) or growing/shrinking
-by the sign of the ratio. ``detect_objects`` handles two objects by first splitting the foreground pixels by color
+by the sign of the ratio. Before that, the path of the (running-median) centroid is checked for the looping
+motions: a **bounce** ranges over at least ``MOVE_MIN`` along one axis, comes back along it (range minus the
+distance between its ends) by at least ``BOUNCE_MIN_BACK`` = 0.05 of the frame and 10% of its range (the shipped
+model's one-way moves come back by at most 0.023), and ranges across under half as much; **circling** ranges comparably on both axes (the smaller >= half the larger) and its
+heading turns clockwise by at least 90 degrees. A straight move or a still object comes back by neither. ``detect_objects`` handles two objects by first splitting the foreground pixels by color
 class.
 """
 from __future__ import annotations
@@ -42,6 +46,11 @@ MAX_SHAPE_FRAMES = 6            # shape is measured on at most this many of the 
 CIRCLE_MIN_RHO = 0.22           # rho at or above this: circle, else square (exact: 1/3 circle, 0 square)
 MOVE_MIN = 0.12
 GROW_MIN = math.log(1.8)
+BOUNCE_MIN_BACK = 0.05          # a bounce comes back at least this fraction of the frame along its axis ...
+BOUNCE_MIN_BACK_SHARE = 0.1     # ... and this share of its range (a straight move comes back by neither)
+BOUNCE_MAX_ACROSS = 0.5         # its range across the axis is under this share of the range along it
+CIRCLE_MIN_ASPECT = 0.5         # a circling path's smaller range is at least this share of the larger one
+CIRCLE_MIN_TURN = math.pi / 2   # ... and its heading turns one way by at least this much (radians)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -142,6 +151,56 @@ def _theil_sen(t: np.ndarray, v: np.ndarray) -> float:
     """Median of pairwise slopes (robust straight-line slope)."""
     i, j = np.triu_indices(len(t), k=1)
     return float(np.median((v[j] - v[i]) / (t[j] - t[i])))
+
+
+def _median3(v: np.ndarray) -> np.ndarray:
+    """Running median of 3 (ends kept): one bad frame does not move a path's range."""
+    if len(v) < 3:
+        return v.copy()
+    out = v.copy()
+    out[1:-1] = np.median(np.stack([v[:-2], v[1:-1], v[2:]]), axis=0)
+    return out
+
+
+def path_features(cx: np.ndarray, cy: np.ndarray) -> dict:
+    """What a centroid path (fractions of the frame, one point per frame where the object was found, in
+    order) does beyond a straight line: per axis its range and how far it came back (range minus the distance
+    between its ends; 0 for a straight or still path), and the heading's total signed turn in radians (positive
+    = clockwise on screen, image y growing downward), summed over displacements of 2 frames (steps shorter
+    than 1% of the frame are skipped as jitter)."""
+    x, y = _median3(np.asarray(cx, np.float64)), _median3(np.asarray(cy, np.float64))
+    out = {"range": [0.0, 0.0], "back": [0.0, 0.0], "turn": 0.0}
+    if len(x) < 2:
+        return out
+    for i, v in enumerate((x, y)):
+        rng = float(v.max() - v.min())
+        out["range"][i] = rng
+        out["back"][i] = rng - abs(float(v[-1] - v[0]))
+    if len(x) >= 5:
+        d = np.stack([x[2:] - x[:-2], y[2:] - y[:-2]], axis=1)[::2]
+        d = d[np.linalg.norm(d, axis=1) >= 0.01]
+        if len(d) >= 2:
+            a = np.arctan2(d[:, 1], d[:, 0])
+            out["turn"] = float(np.sum((np.diff(a) + np.pi) % (2 * np.pi) - np.pi))
+    return out
+
+
+def looping_motion(feat: dict) -> Optional[str]:
+    """``bounce_lr``, ``bounce_ud`` or ``circling`` from :func:`path_features`, or None (a straight move or
+    no move). Circling needs both ranges comparable and a steady clockwise turn; a bounce needs its range
+    along one axis with a return of ``BOUNCE_MIN_BACK`` and little range across. A bounce whose reversal
+    falls in the first or last two frames of a video looks like a one-way move (the shipped model's one-way
+    moves span up to 0.56 of the frame, so distance cannot tell them apart either)."""
+    (rx, ry), (bx, by), turn = feat["range"], feat["back"], feat["turn"]
+    big, small = max(rx, ry), min(rx, ry)
+    if big < MOVE_MIN:
+        return None
+    if small >= CIRCLE_MIN_ASPECT * big and turn >= CIRCLE_MIN_TURN:
+        return "circling"
+    along, back, across = (rx, bx, ry) if rx >= ry else (ry, by, rx)
+    if back >= max(BOUNCE_MIN_BACK, BOUNCE_MIN_BACK_SHARE * along) and across < BOUNCE_MAX_ACROSS * along:
+        return "bounce_lr" if rx >= ry else "bounce_ud"
+    return None
 
 
 def shape_features(w: np.ndarray) -> tuple:
@@ -247,7 +306,11 @@ def _analyze(d: np.ndarray, frames_f: np.ndarray, bg: np.ndarray, color: Optiona
         dy = _theil_sen(t[idx], cy[idx])
         dlog = _theil_sen(t[idx], np.log(area[idx] / (h * w)))
         move, size = max(abs(dx), abs(dy)) / MOVE_MIN, abs(dlog) / GROW_MIN
-        if max(move, size) < 1.0:
+        path = path_features(cx[idx], cy[idx])
+        looping = looping_motion(path) if size < 1.0 or size <= max(path["range"]) / MOVE_MIN else None
+        if looping is not None:
+            motion = looping
+        elif max(move, size) < 1.0:
             motion = "still"
         elif move >= size:
             motion = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
@@ -255,14 +318,14 @@ def _analyze(d: np.ndarray, frames_f: np.ndarray, bg: np.ndarray, color: Optiona
             motion = "growing" if dlog > 0 else "shrinking"
     else:
         dx = dy = dlog = move = size = float("nan")
-        motion = None
+        motion, path = None, path_features(cx[:0], cy[:0])
 
     return {
         "found": True, "color": color, "shape": shape, "motion": motion,
         "confidence": {"color": color_conf, "shape": {"gamma": gamma, "rho": rho},
                        "motion": {"move_score": move, "size_score": size}},
         "measurements": {"rgb": [float(v) for v in rgb], "dx": dx, "dy": dy,
-                         "log_area_ratio": dlog, "valid_frames": int(valid.sum()),
+                         "log_area_ratio": dlog, "valid_frames": int(valid.sum()), "path": path,
                          "mean_area_fraction": float(area[valid].mean() / (h * w)),
                          "centroid_start": (float(cx[idx[0]]), float(cy[idx[0]]))},
     }

@@ -13,7 +13,13 @@ baseline, so its numbers are measured at the same places) it reports:
 - **seam jumps**: the centroid's largest displacement (pixels, frame to frame) at each seam (the frames of the
   latent frames two windows share, and the next one) against the largest displacement anywhere else;
 - **motion kept**: the mean speed (pixels per frame) per window, last / first window, and the direction
-  reversals along the main axis of motion (turns by more than ``REVERSAL_SWING`` of the frame).
+  reversals along the main axis of motion (turns by more than ``REVERSAL_SWING`` of the frame): their count,
+  the median interval between them and the largest gap without one (from the first frame to the first
+  reversal, between reversals, and from the last one to the last frame), in frames;
+- **bouncing** (prompts of a looping motion: bouncing or circling): whether the object keeps turning to the
+  end: at least 2 reversals, a median interval of 0.5-2 native lengths (16 frames for the demo: its bounces
+  reverse every 12-16 frames, a circling object's x every 12-18), no gap over 2 native lengths, and for a bounce
+  along the prompted axis.
 
 Latent frame ``l`` holds pixel frames ``4l-3 .. 4l`` (``l`` >= 1; latent frame 0 is pixel frame 0).
 
@@ -22,7 +28,8 @@ Latent frame ``l`` holds pixel frames ``4l-3 .. 4l`` (``l`` >= 1; latent frame 0
     openwan bench long --methods windows none --json out.json
 
 Targets (issue 18): found >= 95% of frames, color drift <= 30 levels with the same color name, size ratio
-0.75-1.33, no seam jump above the in-window motion, speed in the last window 0.5-2x the first.
+0.75-1.33, no seam jump above the in-window motion, speed in the last window 0.5-2x the first; a bouncing
+object keeps bouncing to the end (reversals every ~native length).
 """
 from __future__ import annotations
 
@@ -39,7 +46,9 @@ DEFAULT_PROMPTS = ("a red circle moving to the right", "a green circle staying s
 METHODS = ("windows", "continue", "none")
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
-           "speed_ratio": (0.5, 2.0)}
+           "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
+BOUNCE_PROMPTS = ("a red square bouncing left and right", "a green circle bouncing up and down",
+                  "a purple circle circling")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -97,9 +106,19 @@ def reversals(pos: np.ndarray, swing: float) -> list:
     return turns
 
 
+def reversal_gaps(turns: Sequence, frame_num: int) -> tuple:
+    """(median interval between reversals, largest gap without one counting from the first frame and to the
+    last), in frames; the median is NaN with fewer than 2 reversals."""
+    t = [int(v) for v in turns]
+    gaps = np.diff([0] + t + [frame_num - 1])
+    median = float(np.median(np.diff(t))) if len(t) >= 2 else float("nan")
+    return median, float(gaps.max())
+
+
 def video_metrics(track: dict, spans: Sequence, ratio: int = 4, swing: float = REVERSAL_SWING) -> dict:
     """Drift metrics of a tracked video (:func:`openwan.demo.detect.track`) over the windows ``spans`` (latent
-    [start, end) pairs). Distances in pixels, colors in RGB levels, speeds in pixels per frame."""
+    [start, end) pairs). Distances in pixels, colors in RGB levels, speeds in pixels per frame, reversal
+    intervals and gaps in frames."""
     from openwan.demo.detect import classify_color
     found = np.asarray(track["found"], bool)
     f = len(found)
@@ -137,6 +156,7 @@ def video_metrics(track: dict, spans: Sequence, ratio: int = 4, swing: float = R
     span = np.nansum(np.abs(np.diff(c, axis=0)), axis=0)          # path length along x and along y
     axis = int(np.argmax(span)) if np.isfinite(span).all() else 0
     turns = reversals(c[:, axis], swing * track["size"][1 - axis])     # size = (height, width)
+    interval, gap = reversal_gaps(turns, f)
     return {
         "frames": f, "windows": per_window,
         "found": float(found.mean()),
@@ -150,17 +170,26 @@ def video_metrics(track: dict, spans: Sequence, ratio: int = 4, swing: float = R
         "seam_over_within": round(seam_max / within_max, 4) if within_max > 0 else float("nan"),
         "speed_first": first["speed"], "speed_last": last["speed"],
         "speed_ratio": round(last["speed"] / first["speed"], 4) if first["speed"] > 0 else float("nan"),
-        "axis": "xy"[axis], "reversals": len(turns), "reversal_frames": turns}
+        "axis": "xy"[axis], "reversals": len(turns), "reversal_frames": turns,
+        "reversal_interval": interval, "largest_gap": gap}
 
 
-def meets(m: dict) -> dict:
-    """Which targets a video's metrics meet."""
+def meets(m: dict, motion: Optional[str] = None, native: int = 17) -> dict:
+    """Which targets a video's metrics meet; with a looping ``motion`` (the prompt's) also "bouncing": it keeps
+    reversing to the end, every ~native length (``native`` frames), along the prompted axis for a bounce."""
     t = TARGETS
-    return {"found": m["found"] >= t["found"],
-            "color": m["color_kept"] and m["color_drift"] <= t["color_drift"],
-            "size": t["size_ratio"][0] <= m["size_ratio"] <= t["size_ratio"][1],
-            "seams": m["seam_max"] <= t["seam_over_within"] * m["within_max"],     # also 0 <= 0: no motion
-            "speed": t["speed_ratio"][0] <= m["speed_ratio"] <= t["speed_ratio"][1]}
+    out = {"found": m["found"] >= t["found"],
+           "color": m["color_kept"] and m["color_drift"] <= t["color_drift"],
+           "size": t["size_ratio"][0] <= m["size_ratio"] <= t["size_ratio"][1],
+           "seams": m["seam_max"] <= t["seam_over_within"] * m["within_max"],     # also 0 <= 0: no motion
+           "speed": t["speed_ratio"][0] <= m["speed_ratio"] <= t["speed_ratio"][1]}
+    if motion in ("bounce_lr", "bounce_ud", "circling"):
+        length = native - 1
+        lo, hi = t["reversal_interval"]
+        axis_ok = motion == "circling" or m["axis"] == ("x" if motion == "bounce_lr" else "y")
+        out["bouncing"] = bool(m["reversals"] >= 2 and lo * length <= m["reversal_interval"] <= hi * length
+                               and m["largest_gap"] <= t["largest_gap"] * length and axis_ok)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,7 +211,7 @@ def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int]
 def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
                        frame_num: int, out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list:
     """Generate and measure one video per (prompt, seed, method); one record each."""
-    from openwan.demo import detect
+    from openwan.demo import detect, world
     native = pipe.defaults().frame_num
     records = []
     for prompt in prompts:
@@ -197,8 +226,10 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 dt = time.perf_counter() - t0
                 spans = spans_of(out.settings, frame_num, native, sample_kw.get("long_overlap"))
                 m = video_metrics(detect.track(out.frames[0]), spans)
+                attrs = world.parse_prompt(prompt)
+                motion = attrs.motion if attrs is not None else None
                 rec = {"prompt": prompt, "seed": int(seed), "method": method, "seconds": round(dt, 2),
-                       "spans": spans, "metrics": m, "meets": meets(m)}
+                       "spans": spans, "motion": motion, "metrics": m, "meets": meets(m, motion, native)}
                 if path is not None:
                     rec["video"] = str(path)
                 records.append(rec)
@@ -211,11 +242,12 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
 def _line(m: dict) -> str:
     return (f"found {100 * m['found']:.0f}%, color {m['color_first']}->{m['color_last']} drift "
             f"{m['color_drift']:.1f}, size x{m['size_ratio']:.2f}, seam/within {m['seam_over_within']:.2f}, "
-            f"speed x{m['speed_ratio']:.2f}, {m['reversals']} reversals")
+            f"speed x{m['speed_ratio']:.2f}, {m['reversals']} reversals (median every "
+            f"{m['reversal_interval']:.0f}, largest gap {m['largest_gap']:.0f} frames)")
 
 
 SUMMARY_KEYS = ("found", "color_drift", "size_ratio", "seam_max", "within_max", "seam_over_within", "speed_ratio",
-                "reversals")
+                "reversals", "reversal_interval", "largest_gap")
 
 
 def summarize(records: Sequence[dict]) -> dict:
@@ -233,7 +265,9 @@ def summarize(records: Sequence[dict]) -> dict:
         for k, fn in worst.items():
             v = np.array([r["metrics"][k] for r in rs], np.float64)
             s[f"{k}_worst"] = round(float(fn(v)), 4) if (~np.isnan(v)).any() else float("nan")
-        s["meets"] = {k: sum(r["meets"][k] for r in rs) for k in rs[0]["meets"]}
+        keys = list(dict.fromkeys(k for r in rs for k in r["meets"]))
+        s["meets"] = {k: sum(bool(r["meets"].get(k)) for r in rs) for k in keys}
+        s["judged"] = {k: sum(k in r["meets"] for r in rs) for k in keys}     # "bouncing": looping prompts only
         out[method] = s
     return out
 
@@ -262,9 +296,10 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
                      f"{s['within_max']:9.2f} {s['seam_over_within']:11.2f} {s['speed_ratio']:8.2f} "
                      f"{s['reversals']:9.1f} {s['seconds_per_video']:8.1f}")
     lines += ["", "videos meeting each target (found >= 95%, color drift <= 30 and same name, size 0.75-1.33x, "
-                  "seam jump <= in-window motion, speed 0.5-2x):"]
+                  "seam jump <= in-window motion, speed 0.5-2x; bouncing: looping prompts, reversals every "
+                  "0.5-2 native lengths to the end):"]
     for method, s in summary.items():
-        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['videos']}" for k, v in s["meets"].items()))
+        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items()))
     return "\n".join(lines)
 
 
@@ -273,7 +308,10 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161, ~10x native)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="long-video methods ('none' = the naive one-call baseline)")
-    ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
+    ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS),
+                    help="prompts (default: three classic ones); 'bounce' = the looping-motion prompts "
+                         f"{list(BOUNCE_PROMPTS)}")
+    ap.add_argument("--ckpt_dir", default=None, help="a demo checkpoint folder instead of the shipped one")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt and method (seeds 0..N-1)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     ap.add_argument("--overlap", type=int, default=None, help="long_overlap in latent frames (default: the "
@@ -293,18 +331,22 @@ def main(argv=None) -> int:
     import torch
     from openwan.pipelines import load_pipeline
     torch.set_num_threads(a.threads)
-    pipe = load_pipeline("demo", progress=False)
+    if a.ckpt_dir:
+        pipe = load_pipeline(a.ckpt_dir, task="t2v", variant="demo", progress=False)
+    else:
+        pipe = load_pipeline("demo", progress=False)
+    prompts = [p for q in a.prompts for p in (BOUNCE_PROMPTS if q == "bounce" else (q,))]
     kw = {"sample_steps": a.steps}
     if a.overlap is not None:
         kw["long_overlap"] = a.overlap
     settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "threads": a.threads,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
-                "overlap": a.overlap if a.overlap is not None else "default"}
+                "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
-        records = run_long_benchmark(pipe, a.prompts, range(a.seeds), a.methods, a.frames, out_dir=out_dir,
+        records = run_long_benchmark(pipe, prompts, range(a.seeds), a.methods, a.frames, out_dir=out_dir,
                                      progress=not a.quiet, **kw)
     summary = summarize(records)
     result = {"settings": settings, "targets": TARGETS, "summary": summary, "videos": records}

@@ -66,14 +66,30 @@ def log(msg: str) -> None:
 
 # ============================================================================ data
 
+def world_motions(name: str) -> tuple:
+    """The motions of a ``--motions`` value: "classic" (the seven the shipped VAE and the first DiT run were
+    trained on; the default, so the recipe's first commands draw the same clips as when they were run),
+    "looping" (bounces and circling), "all", or a comma-separated list."""
+    from openwan.demo import world
+    named = {"classic": world.CLASSIC_MOTIONS, "looping": world.LOOPING_MOTIONS, "all": world.MOTIONS}
+    out = named.get(name) or tuple(m.strip() for m in name.split(",") if m.strip())
+    bad = [m for m in out if m not in world.MOTIONS]
+    if bad or not out:
+        raise ValueError(f"--motions {name!r}: use classic, looping, all or a comma-separated list of "
+                         f"{list(world.MOTIONS)}" + (f" (unknown: {bad})" if bad else ""))
+    return out
+
+
 def world_batch(rng: np.random.Generator, n: int, frames: int, size: int = DEMO_SIZE, split: str = "train",
-                two_object_prob: float = 0.0) -> torch.Tensor:
+                two_object_prob: float = 0.0, motions=None) -> torch.Tensor:
     """n random world clips as one float batch [n, 3, frames, size, size] in [-1, 1]."""
     from openwan.demo import world
+    motions = world.CLASSIC_MOTIONS if motions is None else motions
     clips = []
     for _ in range(n):
         k = 2 if rng.random() < two_object_prob else 1
-        clips.append(world.clip_tensor(world.sample_clip(rng, split=split, n_objects=k), size=size, frames=frames))
+        clip = world.sample_clip(rng, split=split, n_objects=k, motions=motions)
+        clips.append(world.clip_tensor(clip, size=size, frames=frames))
     return torch.stack(clips)
 
 
@@ -312,13 +328,35 @@ def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
     return out
 
 
+def adopt_vae(work_dir: Path, init: Path) -> Path:
+    """Put a trained VAE (a ``--stage vae`` output folder, or a whole checkpoint such as the shipped demo's) in
+    ``work_dir/vae`` (fp32), for a run that reuses it instead of training one; kept if already there."""
+    from openwan.models.vae import WanVAE
+    out = work_dir / "vae"
+    if out.is_dir():
+        log(f"vae: {out} already there, --init_vae {init} not copied")
+        return out
+    vae = WanVAE.from_pretrained(init)
+    if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
+        raise ValueError(f"--init_vae {init}: its VAE's architecture differs from DEMO_VAE: {vae.config}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    vae.float().save_pretrained(out)
+    log(f"vae: {init} copied to {out}")
+    return out
+
+
 @torch.no_grad()
 def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
-                   seed: int = 0, batch: int = 16) -> Path:
+                   seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None) -> Path:
     """Render + encode ``n_clips`` training clips and their captions once; resumable. Writes
     ``work_dir/latents.pt``: {"latents": [N, 16, T, h, w] fp32 (normalized), "captions": [[str]*k]*N,
-    "attributes": [[(c, s, m), ...]] * N, "text": {caption: [L, D] features}}."""
+    "attributes": [[(c, s, m), ...]] * N, "text": {caption: [L, D] features}}. ``motions``: the world's
+    motions to draw from (default the classic seven); ``looping_share`` instead draws each clip's first object
+    from ``LOOPING_MOTIONS`` with that probability, else from ``CLASSIC_MOTIONS``."""
     from openwan.demo import world
+    motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
+    if looping_share is not None and not 0.0 <= looping_share <= 1.0:
+        raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")
     out = work_dir / "latents.pt"
     part = work_dir / "latents_partial.pt"
     vae = load_trained_vae(work_dir)
@@ -341,7 +379,9 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
         for i in range(i0, i0 + n):
             rng = np.random.default_rng([seed, 4, i])
             k = 2 if rng.random() < two_object_prob else 1
-            clip = world.sample_clip(rng, split="train", n_objects=k)
+            ms = motions if looping_share is None else (
+                world.LOOPING_MOTIONS if rng.random() < looping_share else world.CLASSIC_MOTIONS)
+            clip = world.sample_clip(rng, split="train", n_objects=k, motions=ms)
             clips.append((clip, rng))
             videos.append(world.clip_tensor(clip, size=DEMO_SIZE, frames=DEMO_FRAMES))
         lat = vae.encode(torch.stack(videos))
@@ -538,13 +578,20 @@ def main(argv=None) -> int:
     g.add_argument("--vae_frames", type=int, default=9)
     g.add_argument("--vae_lr", type=float, default=5e-4)
     g.add_argument("--vae_stats_clips", type=int, default=128, help="clips for the latent mean/std")
-    g.add_argument("--init_vae", help="fine-tune this trained VAE folder (use with --vae_image_steps 0)")
+    g.add_argument("--init_vae", help="fine-tune this trained VAE folder (use with --vae_image_steps 0); with "
+                                      "--stage latents: encode with this VAE (a checkpoint folder) instead")
     g.add_argument("--vae_latent_penalty", type=float, default=1e-4, help="weight of mean(mu^2)")
     g.add_argument("--vae_noise", type=float, default=0.05,
                    help="std of the noise added to the latent before decoding, relative to the latent's std")
     g = ap.add_argument_group("latents")
     g.add_argument("--n_clips", type=int, default=4000)
     g.add_argument("--captions", type=int, default=3, help="captions per clip")
+    g.add_argument("--motions", default="classic",
+                   help="the world's motions to encode: classic (default, the seven of the first run), looping, "
+                        "all, or a comma-separated list")
+    g.add_argument("--looping_share", type=float,
+                   help="instead of --motions: draw this fraction of the clips from the looping motions, the rest "
+                        "from the classic ones")
     g = ap.add_argument_group("dit")
     g.add_argument("--dit_steps", type=int, default=2000)
     g.add_argument("--dit_batch", type=int, default=32)
@@ -558,6 +605,8 @@ def main(argv=None) -> int:
     g.add_argument("--dit_patch", help="override DEMO_DIT's patch size, e.g. 1,1,1 (experiments)")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
                                                    "schedule still spanning --dit_steps")
+    g.add_argument("--dit_validate_every", type=int, default=250,
+                   help="steps between validation benchmarks (8 prompts, 12 sampling steps; 0 = none)")
     g.add_argument("--timestep_shift", type=float, default=1.0,
                    help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
     g = ap.add_argument_group("export")
@@ -578,12 +627,15 @@ def main(argv=None) -> int:
         elif stage == "eval-vae":
             print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
         elif stage == "latents":
-            encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed)
+            if a.init_vae:          # reuse a trained VAE (e.g. the shipped one) instead of the vae stage's
+                adopt_vae(work, Path(a.init_vae))
+            encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
+                           motions=world_motions(a.motions), looping_share=a.looping_share)
         elif stage == "dit":
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift,
                       dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None,
-                      stop_at=a.dit_stop_at)
+                      stop_at=a.dit_stop_at, validate_every=a.dit_validate_every)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")

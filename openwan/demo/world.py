@@ -4,16 +4,20 @@ Every clip is drawn from a seed and is described exactly by its caption. One obj
 shape in ``SHAPES`` (circle, square, upward triangle), a color in ``COLORS`` (seven colors: six hues about 60
 degrees apart on the hue circle plus white, all far from the neutral dark gray background ``BACKGROUND`` =
 (32, 32, 32), so blending an object's edge into the background changes its brightness and saturation but never
-its hue) does one motion in ``MOTIONS``: moves left, right, up or down by 35-45% of the frame over the clip,
-stays still, grows or shrinks (its linear size changes 2.2-2.6x, geometric in time, about a fixed center).
+its hue) does one motion in ``MOTIONS``: the seven ``CLASSIC_MOTIONS`` (moves left, right, up or down by 35-45% of
+the frame over the clip, stays still, grows or shrinks: its linear size changes 2.2-2.6x, geometric in time,
+about a fixed center) or one of the ``LOOPING_MOTIONS``, which go on for any length and start at a random phase:
+bounces between the left and right (``bounce_lr``) or top and bottom (``bounce_ud``) edges, reversing every
+0.75-1 clip lengths, or circles clockwise (one turn per 1.5-2.2 clip lengths).
 Geometry lives in normalized units (positions as fractions of the frame, size ``r`` = half the side of the
 object's bounding box in units of the frame's shorter side), so the same clip renders at any ``size`` and
 ``frames``; rendering supersamples 4x per axis for anti-aliasing. Captions are drawn from templates with
 paraphrases ("a red circle moving to the right", "red circle sliding right", "a small red circle growing", ...);
-``parse_prompt`` maps any of them (or a user prompt) back to its ``Attributes``. ``HELD_OUT`` is 21 of the 147
-(color, shape, motion) combinations (14%), those with ``(color_index + 2 * shape_index + 3 * motion_index) % 7
-== 0``: every (color, shape) pair misses exactly one motion and every (shape, motion) pair misses exactly one
-color, so each pair of attributes is still seen in training and only the triple is new. ``split="train"``
+``parse_prompt`` maps any of them (or a user prompt) back to its ``Attributes``. ``HELD_OUT`` is 30 of the 210
+(color, shape, motion) combinations (14%; 21 of the 147 classic ones), those with ``(color_index + 2 *
+shape_index + 3 * motion_index) % 7 == 0``: every (shape, motion) pair misses exactly one color and every
+(color, shape) pair misses one or two motions, so each pair of attributes is still seen in training and only
+the triple is new. ``split="train"``
 never draws them; ``benchmark_prompts()`` lists 24 seen and 12 held-out prompts for ``openwan bench demo``.
 """
 from __future__ import annotations
@@ -41,7 +45,11 @@ COLORS = {                      # hue (degrees) in comments
     "white": (235, 235, 235),   # (no hue: saturation 0)
 }
 SHAPES = ("circle", "square", "triangle")
-MOTIONS = ("left", "right", "up", "down", "still", "growing", "shrinking")
+CLASSIC_MOTIONS = ("left", "right", "up", "down", "still", "growing", "shrinking")
+# Motions that go on for any length (a clip may start at any phase of their cycle): bouncing between the left
+# and right edges, between the top and bottom edges, and circling clockwise.
+LOOPING_MOTIONS = ("bounce_lr", "bounce_ud", "circling")
+MOTIONS = CLASSIC_MOTIONS + LOOPING_MOTIONS
 COLOR_NAMES = tuple(COLORS)
 
 SPLITS = ("train", "heldout", "all")
@@ -54,6 +62,10 @@ SMALL_SIZE = (0.07, 0.09)       # r at the small end of growing / shrinking
 GROW_FACTOR = (2.2, 2.6)        # ratio of the large to the small r of growing / shrinking
 SMALL_WORD_MAX = 0.10           # captions may call an object "small" when its starting r is below this
 BIG_WORD_MIN = 0.15             # ... and "big"/"large" when its starting r is above this
+BOUNCE_HALF_PERIOD = (0.75, 1.0)  # clip lengths edge to edge: every 17-frame clip holds a reversal
+CIRCLE_PERIOD = (1.5, 2.2)      # clip lengths per turn of a circling object
+CIRCLE_RADIUS = (0.18, 0.27)    # radius of its path
+CIRCLE_SIZE = (0.10, 0.14)      # r of a circling object (path and object fit in the frame)
 
 
 class Attributes(NamedTuple):
@@ -65,7 +77,8 @@ class Attributes(NamedTuple):
 
 ALL_COMBOS = tuple(Attributes(c, s, m) for c, s, m in itertools.product(COLOR_NAMES, SHAPES, MOTIONS))
 
-# The held-out combinations, written out (they are those with (ci + 2*si + 3*mi) % 7 == 0; a test checks it).
+# The held-out combinations, written out (they are those with (ci + 2*si + 3*mi) % 7 == 0; a test checks it):
+# 21 of the 147 classic combinations (unchanged since the classic world) and 9 of the 63 looping ones.
 HELD_OUT = frozenset(Attributes(*t) for t in (
     ("red", "circle", "left"), ("red", "square", "still"), ("red", "triangle", "right"),
     ("yellow", "circle", "up"), ("yellow", "square", "shrinking"), ("yellow", "triangle", "down"),
@@ -74,6 +87,10 @@ HELD_OUT = frozenset(Attributes(*t) for t in (
     ("blue", "circle", "right"), ("blue", "square", "growing"), ("blue", "triangle", "up"),
     ("purple", "circle", "down"), ("purple", "square", "left"), ("purple", "triangle", "still"),
     ("white", "circle", "growing"), ("white", "square", "up"), ("white", "triangle", "shrinking"),
+    # the looping motions, by the same rule (motion index 7, 8, 9)
+    ("red", "circle", "bounce_lr"), ("purple", "square", "bounce_lr"), ("cyan", "triangle", "bounce_lr"),
+    ("blue", "circle", "bounce_ud"), ("green", "square", "bounce_ud"), ("red", "triangle", "bounce_ud"),
+    ("yellow", "circle", "circling"), ("white", "square", "circling"), ("blue", "triangle", "circling"),
 ))
 TRAIN_COMBOS = tuple(a for a in ALL_COMBOS if a not in HELD_OUT)
 HELD_OUT_COMBOS = tuple(a for a in ALL_COMBOS if a in HELD_OUT)
@@ -94,6 +111,13 @@ MOTION_PHRASES = {
               "staying in place"),
     "growing": ("growing", "grows", "getting bigger", "expanding", "growing larger"),
     "shrinking": ("shrinking", "shrinks", "getting smaller", "contracting", "shrinking away"),
+    "bounce_lr": ("bouncing left and right", "bouncing from side to side", "bouncing back and forth",
+                  "moving left and right", "going back and forth", "bouncing between the left and right edges",
+                  "bouncing sideways"),
+    "bounce_ud": ("bouncing up and down", "moving up and down", "bouncing between the top and bottom",
+                  "going up and down", "bobbing up and down", "bouncing vertically"),
+    "circling": ("circling", "circling clockwise", "moving in a circle", "going around in circles",
+                 "going round and round", "orbiting clockwise"),
 }
 CANONICAL_PHRASE = {m: p[0] for m, p in MOTION_PHRASES.items()}
 
@@ -164,11 +188,33 @@ _MOTION_WORDS = {
               "standing", "sitting"),
     "growing": ("grow", "grows", "growing", "bigger", "larger", "expanding", "expands", "enlarging", "inflating"),
     "shrinking": ("shrink", "shrinks", "shrinking", "smaller", "contracting", "contracts", "deflating"),
+    "bounce_lr": ("bounce_lr",),        # tokens that _normalize puts in place of the looping motions' phrases
+    "bounce_ud": ("bounce_ud",),
+    "circling": ("circling", "circles_path", "orbiting", "orbits", "clockwise"),
 }
+# Phrases of the looping motions, replaced by one token before anything else is matched: they hold words of
+# other motions ("left", "up") and of shapes ("in a circle"), and "and", which splits two-object prompts.
+_LOOPING_PHRASES = (
+    ("bounce_lr", ("between the left and right edges", "between the left and right", "left and right",
+                   "right and left", "from side to side", "side to side", "back and forth", "sideways",
+                   "horizontally")),
+    ("bounce_ud", ("between the top and bottom edges", "between the top and bottom", "up and down",
+                   "down and up", "vertically", "bobbing")),
+    ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
+)
+_LOOPING_RE = tuple((token, _word_pattern(words)) for token, words in _LOOPING_PHRASES)
 _COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
 _SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
 _MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
 _SPLIT_RE = re.compile(r"\band\b|,|;|\bwhile\b")
+
+
+def _normalize(text: str) -> str:
+    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr)."""
+    t = text.lower()
+    for token, pat in _LOOPING_RE:
+        t = pat.sub(f" {token} ", t)
+    return t
 
 
 def _found(patterns: dict, text: str) -> list:
@@ -180,7 +226,7 @@ def parse_prompt(text: str) -> Optional[Attributes]:
     motion of this world, or more than one of any (two-object prompts: use :func:`parse_objects`)."""
     if not isinstance(text, str):
         return None
-    t = text.lower()
+    t = _normalize(text)
     colors, shapes, motions = _found(_COLOR_RE, t), _found(_SHAPE_RE, t), _found(_MOTION_RE, t)
     if len(colors) == 1 and len(shapes) == 1 and len(motions) == 1:
         return Attributes(colors[0], shapes[0], motions[0])
@@ -192,7 +238,7 @@ def parse_objects(text: str) -> Optional[list]:
     order, or None if some part does not parse."""
     if not isinstance(text, str):
         return None
-    parts = [p for p in _SPLIT_RE.split(text.lower()) if p.strip()]
+    parts = [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
     out = [parse_prompt(p) for p in parts]
     if not out or any(a is None for a in out):
         return None
@@ -207,7 +253,7 @@ OTHER_SHAPES = ("star", "heart", "rectangle", "oval", "ellipse", "hexagon", "pen
 _OTHER_COLOR_RE = _word_pattern(OTHER_COLORS)
 _OTHER_SHAPE_RE = _word_pattern(OTHER_SHAPES + tuple(s + "s" for s in OTHER_SHAPES))
 _WORLD_SUMMARY = (f"one {'/'.join(COLOR_NAMES)} {'/'.join(SHAPES)} moving left/right/up/down, staying still, "
-                  f"growing or shrinking")
+                  f"growing, shrinking, bouncing left and right or up and down, or circling")
 
 
 def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:
@@ -228,7 +274,7 @@ def understand(prompt: str) -> tuple[Attributes, list]:
     inside the world. With several objects the attributes are the first one's."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
-    t = prompt.lower()
+    t = _normalize(prompt)
     objects = [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
     problems = []
     if len(objects) > 1:
@@ -274,7 +320,13 @@ def warn_outside_world(prompt: str) -> Optional[str]:
 
 @dataclass(frozen=True)
 class WorldObject:
-    """One object: attributes plus its start (t=0) and end (t=1) center and size, in normalized units."""
+    """One object: attributes plus its start (t=0) and end (t=1) center and size, in normalized units.
+
+    Time ``t`` is in clip lengths (frame k of a 17-frame clip is t = k / 16) and may run past 1. Looping
+    motions have a ``period`` (clip lengths per cycle) and a ``phase`` (fraction of the cycle at t = 0): a
+    bounce runs between its two ends (x0, y0) and (x1, y1) (at phase 0 it is at the first end, at phase 0.5 at
+    the second); a circling object turns clockwise on screen (image y grows downward) at distance ``orbit``
+    around (x0, y0) (= (x1, y1)), at phase 0 to the right of it."""
     color: str
     shape: str
     motion: str
@@ -284,6 +336,9 @@ class WorldObject:
     x1: float
     y1: float
     r1: float
+    period: float = 0.0
+    phase: float = 0.0
+    orbit: float = 0.0
 
     @property
     def attributes(self) -> Attributes:
@@ -291,6 +346,12 @@ class WorldObject:
 
     def center(self, t):
         t = np.asarray(t, dtype=np.float64)
+        if self.motion == "circling":
+            a = 2.0 * np.pi * (self.phase + t / self.period)
+            return self.x0 + self.orbit * np.cos(a), self.y0 + self.orbit * np.sin(a)
+        if self.motion in ("bounce_lr", "bounce_ud"):
+            s = np.mod(self.phase + t / self.period, 1.0)
+            t = 1.0 - np.abs(2.0 * s - 1.0)             # triangle wave: 0 at the first end, 1 at the second
         return self.x0 + (self.x1 - self.x0) * t, self.y0 + (self.y1 - self.y0) * t
 
     def radius(self, t):
@@ -328,8 +389,19 @@ def sample_object(rng: np.random.Generator, color: str, shape: str, motion: str)
         y = u(big + MARGIN, 1 - big - MARGIN)
         r0, r1 = (small, big) if motion == "growing" else (big, small)
         return WorldObject(color, shape, motion, x, y, r0, x, y, r1)
+    if motion == "circling":
+        r, orbit = u(*CIRCLE_SIZE), u(*CIRCLE_RADIUS)
+        reach = orbit + r + MARGIN
+        x, y = u(reach, 1 - reach), u(reach, 1 - reach)
+        return WorldObject(color, shape, motion, x, y, r, x, y, r, period=u(*CIRCLE_PERIOD), phase=u(0, 1),
+                           orbit=orbit)
     r = u(*STATIC_SIZE)
     lo, hi = r + MARGIN, 1 - r - MARGIN
+    if motion in ("bounce_lr", "bounce_ud"):            # from edge to edge, starting anywhere in the cycle
+        across, period, phase = u(lo, hi), 2 * u(*BOUNCE_HALF_PERIOD), u(0, 1)
+        ends = (lo, across, hi, across) if motion == "bounce_lr" else (across, lo, across, hi)
+        return WorldObject(color, shape, motion, ends[0], ends[1], r, ends[2], ends[3], r, period=period,
+                           phase=phase)
     if motion == "still":
         x, y = u(lo, hi), u(lo, hi)
         return WorldObject(color, shape, motion, x, y, r, x, y, r)
@@ -355,15 +427,29 @@ def _overlap(a: WorldObject, b: WorldObject, gap: float = 0.03) -> bool:
     return bool(np.any((np.abs(ax - bx) < reach) & (np.abs(ay - by) < reach)))
 
 
-def _combos(split: str) -> tuple:
+def _combos(split: str, motions: Optional[Sequence] = None) -> tuple:
     _check_choice("split", split, SPLITS)
-    return {"train": TRAIN_COMBOS, "heldout": HELD_OUT_COMBOS, "all": ALL_COMBOS}[split]
+    combos = {"train": TRAIN_COMBOS, "heldout": HELD_OUT_COMBOS, "all": ALL_COMBOS}[split]
+    return combos if motions is None else tuple(a for a in combos if a.motion in motions)
+
+
+def _check_motions(motions: Optional[Sequence]) -> Optional[tuple]:
+    if motions is None:
+        return None
+    motions = tuple(motions)
+    for m in motions:
+        _check_choice("motion", m, MOTIONS)
+    if not motions:
+        raise ValueError(f"motions must name at least one of {list(MOTIONS)} (or be None for all)")
+    return motions
 
 
 def sample_clip(rng: np.random.Generator, split: str = "train", n_objects: int = 1,
-                attributes: Optional[Sequence] = None) -> Clip:
+                attributes: Optional[Sequence] = None, motions: Optional[Sequence] = None) -> Clip:
     """A random clip. ``split`` picks the combinations: "train" never uses ``HELD_OUT``, "heldout" uses only
     ``HELD_OUT`` for the first object (a second object comes from the training combinations), "all" uses any.
+    ``motions`` (default all of ``MOTIONS``) restricts the draw to those motions: with ``CLASSIC_MOTIONS`` a
+    seed gives the same clip as the world before the looping motions were added.
     ``attributes`` (a sequence of ``Attributes`` or (color, shape, motion) tuples) fixes the objects instead.
     Two objects always have different colors and never overlap."""
     if not isinstance(rng, np.random.Generator):
@@ -377,11 +463,12 @@ def sample_clip(rng: np.random.Generator, split: str = "train", n_objects: int =
     else:
         if n_objects not in (1, 2):
             raise ValueError(f"n_objects must be 1 or 2, got {n_objects}")
-        combos = _combos(split)
+        motions = _check_motions(motions)
+        combos = _combos(split, motions)
         first = combos[int(rng.integers(len(combos)))]
         wanted = [first]
         if n_objects == 2:
-            pool = [a for a in (TRAIN_COMBOS if split != "all" else ALL_COMBOS) if a.color != first.color]
+            pool = [a for a in _combos("train" if split != "all" else "all", motions) if a.color != first.color]
             wanted.append(pool[int(rng.integers(len(pool)))])
     for _ in range(1000):
         objects = [sample_object(rng, *wanted[0])]
@@ -399,9 +486,10 @@ def sample_clip(rng: np.random.Generator, split: str = "train", n_objects: int =
 
 
 def make_clip(seed: int, split: str = "train", n_objects: int = 1,
-              attributes: Optional[Sequence] = None) -> Clip:
+              attributes: Optional[Sequence] = None, motions: Optional[Sequence] = None) -> Clip:
     """The clip of a seed (deterministic)."""
-    return sample_clip(np.random.default_rng(seed), split=split, n_objects=n_objects, attributes=attributes)
+    return sample_clip(np.random.default_rng(seed), split=split, n_objects=n_objects, attributes=attributes,
+                       motions=motions)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -432,15 +520,23 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.nda
     raise ValueError(f"unknown shape {shape!r}; this world knows {list(SHAPES)}")
 
 
-def render_clip(clip: Clip, size=64, frames: int = 17, supersample: int = 4) -> np.ndarray:
-    """The clip's video as uint8 [frames, H, W, 3]; frame k shows time t = k / (frames - 1)."""
+def render_clip(clip: Clip, size=64, frames: int = 17, supersample: int = 4,
+                native_frames: Optional[int] = None) -> np.ndarray:
+    """The clip's video as uint8 [frames, H, W, 3]; frame k shows time t = k / (frames - 1), or with
+    ``native_frames`` t = k / (native_frames - 1): a video of any length at the clip's own speed (the looping
+    motions go on; a classic motion goes on in a straight line past t = 1, so it may leave the frame)."""
     h, w = _hw(size)
     if int(frames) < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     if int(supersample) < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
+    if native_frames is not None and int(native_frames) < 2:
+        raise ValueError(f"native_frames must be >= 2, got {native_frames}")
     f, ss = int(frames), int(supersample)
-    t = np.linspace(0.0, 1.0, f) if f > 1 else np.zeros(1)
+    if native_frames is not None:
+        t = np.arange(f) / (int(native_frames) - 1)
+    else:
+        t = np.linspace(0.0, 1.0, f) if f > 1 else np.zeros(1)
     m = float(min(h, w))
     ys = (np.arange(h * ss) + 0.5) / (h * ss)       # sample positions, fractions of the frame
     xs = (np.arange(w * ss) + 0.5) / (w * ss)
@@ -539,7 +635,7 @@ class WorldDataset:
     ``two_object_prob`` of the clips hold two objects."""
 
     def __init__(self, n: int, seed: int = 0, size=64, frames: int = 17, split: str = "train",
-                 n_objects: int = 1, two_object_prob: float = 0.25):
+                 n_objects: int = 1, two_object_prob: float = 0.25, motions: Optional[Sequence] = None):
         if int(n) < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         _combos(split)
@@ -548,6 +644,7 @@ class WorldDataset:
             raise ValueError(f"n_objects must be 1 or 2, got {n_objects}")
         self.n, self.seed, self.size, self.frames = int(n), int(seed), size, int(frames)
         self.split, self.n_objects, self.two_object_prob = split, n_objects, float(two_object_prob)
+        self.motions = _check_motions(motions)
 
     def __len__(self) -> int:
         return self.n
@@ -558,7 +655,7 @@ class WorldDataset:
         i = i % self.n
         rng = np.random.default_rng([self.seed, i])
         k = 2 if self.n_objects == 2 and rng.random() < self.two_object_prob else 1
-        return sample_clip(rng, split=self.split, n_objects=k)
+        return sample_clip(rng, split=self.split, n_objects=k, motions=self.motions)
 
     def __getitem__(self, i: int):
         c = self.clip(i)

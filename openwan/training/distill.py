@@ -121,14 +121,16 @@ def split_trajectory(latent: torch.Tensor, channels: int) -> torch.Tensor:
 # ============================================================================ prompts
 
 def demo_prompts(n: int, seed: int = 0) -> list[str]:
-    """``n`` captions of the demo world's *training* combinations (held-out ones never appear), drawn with
-    the world's own caption templates and paraphrases."""
+    """``n`` captions of the demo world's *training* combinations (held-out ones never appear) of its classic
+    motions (those the shipped demo-4step student was distilled on), drawn with the world's own caption
+    templates and paraphrases."""
     from openwan.demo import world
     rng = np.random.default_rng(seed)
     templates = [t for t in world.CAPTION_TEMPLATES if "{size}" not in t]
+    combos = [a for a in world.TRAIN_COMBOS if a.motion in world.CLASSIC_MOTIONS]    # same order as before
     out = []
     for _ in range(n):
-        a = world.TRAIN_COMBOS[int(rng.integers(len(world.TRAIN_COMBOS)))]
+        a = combos[int(rng.integers(len(combos)))]
         shape = a.shape
         syn = world.SHAPE_SYNONYMS.get(shape, ())
         if syn and rng.random() < world.SHAPE_SYNONYM_PROB:
