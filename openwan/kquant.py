@@ -159,9 +159,4 @@ class KQuantLinear(QuantLinear):
         else:
             error_msgs.append(f"{prefix}weight: a {self.kind} layer loads its packed GGUF bytes only, got "
                               f"{w.dtype} {tuple(w.shape)}; load the float checkpoint without the GGUF file")
-        b = state_dict.get(prefix + "bias")
-        if self.bias is not None:
-            if b is not None:
-                self.bias = nn.Parameter(b, requires_grad=False)
-            elif strict:
-                missing_keys.append(prefix + "bias")
+        self._load_bias(state_dict, prefix, strict, missing_keys)

@@ -183,6 +183,9 @@ class QuantLinear(nn.Module):
             error_msgs.append(f"{prefix}weight is {w.dtype} but the layer is quantized as {self.kind}; "
                               f"load this file with quantize={'int8' if w.dtype == torch.int8 else 'fp8'} "
                               f"or without quantization")
+        self._load_bias(state_dict, prefix, strict, missing_keys)
+
+    def _load_bias(self, state_dict, prefix, strict, missing_keys) -> None:
         b = state_dict.get(prefix + "bias")
         if self.bias is not None:
             if b is not None:

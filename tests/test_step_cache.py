@@ -176,7 +176,7 @@ def test_every_task_takes_step_cache(ckpts):
 
 # --------------------------------------------------------------------------- multi-process
 
-def _sp_worker(rank, world, port, ckpt, out_dir):
+def _sp_worker(rank, world, port, ckpt, out_dir, step_cache="easycache:1.75"):
     import os
 
     import torch.distributed as dist
@@ -189,7 +189,7 @@ def _sp_worker(rank, world, port, ckpt, out_dir):
         pipe = load_pipeline(ckpt, variant="tiny-t2v", progress=False)
         enable_sequence_parallel(pipe.dit)
         with torch.inference_mode():
-            out = pipe("a red circle", seed=5, sample_steps=8, frame_num=9, step_cache="easycache:1.75",
+            out = pipe("a red circle", seed=5, sample_steps=8, frame_num=9, step_cache=step_cache,
                        output_type="latent")
         torch.save((out.latents, out.settings["stats"]), os.path.join(out_dir, f"{rank}.pt"))
     finally:

@@ -54,10 +54,11 @@ def hand_loop(dit, decide):
         s = dit.embed(x[None], ts[i:i + 1], [cond.context])
         m = b0.modulation.float()
         ind = F.layer_norm(s.x, (24,), eps=1e-6) * (1 + m[:, None, 1] + s.e0[:, :, 1]) + m[:, None, 0] + s.e0[:, :, 0]
-        x1 = b0(s.x, s.e0, s.ctx, s.seq_lens, s.rope)
+        x1 = b0(s.x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)
         compute = decide(i, ind, x1 - s.x, res)
         if compute:
-            full = dit.blocks[2](dit.blocks[1](x1, s.e0, s.ctx, s.seq_lens, s.rope), s.e0, s.ctx, s.seq_lens, s.rope)
+            args = (s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)   # ctx_bias: the folded text padding (WanModel._context)
+            full = dit.blocks[2](dit.blocks[1](x1, *args), *args)
             res.update(full=full - s.x, tail=full - x1, r0=x1 - s.x)
             out = full
         else:
@@ -235,26 +236,6 @@ def test_names_and_thresholds():
 
 # --------------------------------------------------------------------------- multi-process
 
-def _sp_worker(rank, world, port, ckpt, out_dir):
-    import os
-
-    import torch.distributed as dist
-
-    from openwan.parallel import enable_sequence_parallel
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        pipe = load_pipeline(ckpt, variant="tiny-t2v", progress=False)
-        enable_sequence_parallel(pipe.dit)
-        with torch.inference_mode():
-            out = pipe("a red circle", seed=5, sample_steps=8, frame_num=9, step_cache="fbcache:0.15",
-                       output_type="latent")
-        torch.save((out.latents, out.settings["stats"]), os.path.join(out_dir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_fbcache_under_sequence_parallel_decides_the_same_on_every_process(tiny_ckpt, tmp_path):
     """Each process holds half the tokens; the block-0 residual change is summed over both before the
@@ -262,10 +243,11 @@ def test_fbcache_under_sequence_parallel_decides_the_same_on_every_process(tiny_
     import socket
 
     import torch.multiprocessing as mp
+    from test_step_cache import _sp_worker      # the same worker, another method
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_sp_worker, args=(2, port, str(tiny_ckpt), str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_sp_worker, args=(2, port, str(tiny_ckpt), str(tmp_path), "fbcache:0.15"), nprocs=2, join=True,
                        start_method="fork")
     (l0, s0), (l1, s1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     counts = ("dit_forwards", "dit_forwards_skipped")
