@@ -17,6 +17,7 @@ follows the live tensors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -356,7 +357,8 @@ def bench_experts(args):
         for label, (cfg, size) in widths.items():
             comps = tiny_wan22_components("t2v-A14B", dit=cfg)
             write_components(comps, Path(d) / "two", "official")
-            comps.dit_low = None
+            comps.dit_low = None     # a one-DiT folder: recorded as a plain (2.1-style) t2v variant
+            comps.variant = dataclasses.replace(comps.variant, name=comps.variant.name.replace("-A14B", "-one-expert"))
             write_components(comps, Path(d) / "one", "official")
             del comps
             rows = [("one expert", run_child("pipeline", path=str(Path(d) / "one"), experts="one", size=size))]
