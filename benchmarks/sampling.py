@@ -5,7 +5,8 @@ run the same work: prompt + negative prompt through the text encoder, then the r
 (diffusers is fed openwan's sigmas, as in tests/test_pipeline.py) for ``--steps`` steps with guidance,
 from the same noise, to latents. Each side does what it does by default: openwan batches the two
 guidance passes into one DiT call and encodes the prompts at their length; diffusers runs the DiT twice
-per step and encodes 512 padded tokens. Step caching is off. Load time is not counted.
+per step and encodes 512 padded tokens. Step caching is off unless ``--step_cache SPEC`` turns openwan's on
+(diffusers' side stays uncached: the target "<= 0.25x with the cache on"). Load time is not counted.
 
 Each implementation runs in its own subprocess (one thread by default), one warm-up call, then
 ``--repeats`` timed calls; the two alternate (diffusers, openwan, openwan, diffusers, ...) for ``--rounds``
@@ -15,6 +16,7 @@ thread: the time computed, not the time spent waiting for a core on a shared mac
 
     python benchmarks/sampling.py                        # tiny-t2v, 64x32, 5 frames, 50 steps, 1 thread
     python benchmarks/sampling.py --size 32*32 --rounds 4
+    python benchmarks/sampling.py --step_cache default   # openwan with its default step cache
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ if a["impl"] == "openwan":
     pipe = load_pipeline(root, variant="tiny-t2v", progress=False, threads=a["threads"])
     def call(steps):
         return pipe(a["prompt"], negative_prompt=a["negative"], seed=0, sample_steps=steps, sample_shift=a["shift"],
-                    guide_scale=a["scale"], frame_num=a["frames"], size=a["size"], output_type="latent").latents
+                    guide_scale=a["scale"], frame_num=a["frames"], size=a["size"], output_type="latent",
+                    step_cache=a["step_cache"]).latents
 else:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
@@ -87,12 +90,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--step_cache", default="none",
+                    help="openwan's step cache (default none; 'default' for the recommended one); diffusers' runs uncached")
     a = ap.parse_args(argv)
 
     from openwan.testing import make_tiny_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         root = make_tiny_checkpoint(Path(tmp) / "ckpt", "tiny-t2v", layout="diffusers")
-        print(f"tiny-t2v, {a.size}, {a.frames} frames, {a.steps} UniPC steps, guidance {a.scale}, {a.threads} "
+        print(f"tiny-t2v, {a.size}, {a.frames} frames, {a.steps} UniPC steps, guidance {a.scale}, openwan step "
+              f"cache {a.step_cache}, {a.threads} "
               f"thread(s), {a.rounds} alternating rounds x {a.repeats} calls (prompt to latents, load not counted)")
         times = {"diffusers": [], "openwan": []}
         cpus = {"diffusers": [], "openwan": []}
