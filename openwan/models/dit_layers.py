@@ -1,0 +1,334 @@
+"""The pieces of the Wan DiT (openwan.models.dit reads them top to bottom): linear layers that load any
+stored dtype (WanLinear), norms, the sinusoid, 3D RoPE, self/cross attention, the feed-forward, the
+transformer block (and VACE's), the head and the CLIP image embedding. Key names are the official ones.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from openwan.configs import DiTConfig
+from openwan.models.attention import attention
+from openwan.runtime import bf16_matmul_in_fp32
+
+# ----------------------------------------------------------------------------- small pieces
+
+class WanLinear(nn.Linear):
+    """A Linear layer that carries its compute dtype: its weight's (``fp32=False``: bf16 weights give a
+    bf16 matmul, as under the reference's autocast) or fp32 whatever the storage (``fp32=True``: the
+    reference's fp32 islands, autocast or not). Same parameters and state-dict keys as ``nn.Linear``.
+
+    A quantized subclass dequantizes in its own ``forward``. A weight parametrization that offers
+    ``linear(x, weight, bias)`` (LoRA, openwan.training.lora) computes the layer in factored form
+    while gradients are on, so training never materializes the adapted weight.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, fp32: bool = False,
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.fp32 = fp32
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.float32 if self.fp32 else self.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp32:
+            b = None if self.bias is None else self.bias.float()
+            with torch.autocast(x.device.type, enabled=False):
+                return F.linear(x.float(), self.weight.float(), b)
+        if torch.is_grad_enabled():
+            plist = getattr(self, "parametrizations", None)
+            if plist is not None and "weight" in plist and len(plist.weight) == 1 \
+                    and hasattr(plist.weight[0], "linear"):
+                w = plist.weight.original
+                return plist.weight[0].linear(x.to(w.dtype), w, self.bias)
+        w = self.weight
+        if w.dtype == torch.bfloat16 and not torch.is_grad_enabled() and not torch.compiler.is_compiling() \
+                and bf16_matmul_in_fp32(w.device):
+            # a bf16 GEMM as fp32 one (exact bf16 products, fp32 sums, output rounded to bf16): faster
+            # on CPUs without bf16 matrix units (openwan.runtime.bf16_matmul_in_fp32)
+            b = None if self.bias is None else self.bias.float()
+            return F.linear(x.to(w.dtype).float(), w.float(), b).to(w.dtype)
+        return F.linear(x.to(w.dtype), w, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", fp32=True" if self.fp32 else "")
+
+
+def sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """cat[cos(t w), sin(t w)] with w_i = 10000^(-i/half), i < half (cos first)."""
+    half = dim // 2
+    w = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angle = torch.outer(t.to(dtype), w)
+    return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 (weight key: ``weight``)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return y * self.weight.to(x.dtype)
+        return y.mul_(self.weight.to(x.dtype))   # y is this call's own temporary: scaled in place
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in fp32, returning fp32 (the residual stream's dtype)."""
+
+    def forward(self, x):
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+def _normal(*shape: int, div: float) -> torch.Tensor:
+    """torch.randn(shape) / div (the same numbers), but nothing drawn on the meta device: a model built there
+    to be loaded would otherwise pull in torch's meta kernels for randn (sympy and torch._dynamo: ~1.3 s and
+    70 MB at start-up)."""
+    t = torch.empty(*shape)
+    return t if t.is_meta else t.normal_().div_(div)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, in one pass over x (scale and shift are per sample or per token)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+# ----------------------------------------------------------------------------- 3D RoPE
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Real dims given to the (frame, height, width) axes: d - 4*(d//6), 2*(d//6), 2*(d//6)."""
+    s = head_dim // 6
+    return head_dim - 4 * s, 2 * s, 2 * s
+
+
+def rope_angles(grid: Sequence[int], head_dim: int, theta: float = 10000.0,
+                device=None) -> torch.Tensor:
+    """Angles [f*h*w, head_dim/2] (float64) for a token grid, frame slowest (f, h, w row-major)."""
+    f, h, w = grid
+    out = []
+    for n, a in zip((f, h, w), rope_axis_dims(head_dim)):
+        freqs = 1.0 / torch.pow(theta, torch.arange(0, a, 2, dtype=torch.float64, device=device) / a)
+        out.append(torch.outer(torch.arange(n, dtype=torch.float64, device=device), freqs))
+    af, ah, aw = out
+    angles = torch.cat([af[:, None, None, :].expand(f, h, w, -1),
+                        ah[None, :, None, :].expand(f, h, w, -1),
+                        aw[None, None, :, :].expand(f, h, w, -1)], dim=-1)
+    return angles.reshape(f * h * w, -1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (x[2j], x[2j+1]) of x [B, L, N, D] by the angles.
+
+    cos/sin: [B, L, 1, D/2] in the compute dtype; positions past a sample's length carry angle 0
+    (cos 1, sin 0), so padding tokens pass through unrotated.
+    """
+    xr = x.to(cos.dtype).unflatten(-1, (-1, 2))
+    x0, x1 = xr[..., 0], xr[..., 1]
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
+        # training, or traced by torch.compile (which fuses it): the plain form (the same values)
+        # (addcmul, as below: the same kernels, so the same values bit for bit)
+        return torch.stack([torch.addcmul(x0 * cos, x1, sin, value=-1), torch.addcmul(x0 * sin, x1, cos)],
+                           dim=-1).flatten(-2).to(x.dtype)
+    out = torch.empty_like(xr)  # eager inference, written in place: fewer full-size temporaries
+    o0, o1 = out[..., 0], out[..., 1]
+    torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
+    torch.mul(x0, sin, out=o1).addcmul_(x1, cos)             # x0 sin + x1 cos
+    return out.flatten(-2).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- attention layers
+
+class SelfAttention(nn.Module):
+    """Self-attention over the video tokens (q/k RMSNorm, 3D RoPE).
+
+    ``attn_fn(q, k, v, k_lens)`` is a slot: ``None`` is :func:`openwan.models.attention.attention`;
+    sequence parallel puts its all-to-all attention there (and ``sp``), sparse or quantized
+    attention can go there too.
+    """
+
+    is_self_attention = True  # the layers whose attn_fn sees the whole (sequence-parallel) token sequence
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = WanLinear(dim, dim)
+        self.k = WanLinear(dim, dim)
+        self.v = WanLinear(dim, dim)
+        self.o = WanLinear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.attn_fn: Optional[Callable] = None
+        self.sp = None  # set with attn_fn by openwan.parallel (x holds this process's tokens)
+
+    def forward(self, x, seq_lens, rope):
+        n = self.num_heads
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
+        k = self.norm_k(self.k(x)).unflatten(-1, (n, -1))
+        v = self.v(x).unflatten(-1, (n, -1))
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = (self.attn_fn or attention)(q, k, v, seq_lens)
+        return self.o(y.flatten(2))
+
+
+class CrossAttention(SelfAttention):
+    """Text cross-attention (the same projections as self-attention, no RoPE); with ``image=True``
+    (i2v/flf2v) a second attention over image tokens.
+
+    In the image case the context is [image tokens, text tokens] and the two attention outputs
+    are summed before the output projection. ``ctx_bias`` [B, 1, 1, Lt] (from :meth:`WanModel._context`):
+    log-multiplicities of the text tokens when the zero padding rows are folded into a few (None: the
+    text holds all ``text_len`` rows); with it the text attention runs in fp32.
+    """
+
+    is_self_attention = False  # the context is not split over processes: plain attention
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6,
+                 image: bool = False, text_len: int = 512):
+        super().__init__(dim, num_heads, qk_norm, eps)
+        self.text_len = text_len
+        self.image = image
+        if image:
+            self.k_img = WanLinear(dim, dim)
+            self.v_img = WanLinear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def forward(self, x, context, ctx_bias=None):
+        n = self.num_heads
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
+        if self.image:
+            lt = self.text_len if ctx_bias is None else ctx_bias.shape[-1]
+            img, context = context[:, :-lt], context[:, -lt:]
+        k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
+        v = self.v(context).unflatten(-1, (n, -1))
+        if ctx_bias is None:
+            y = attention(q, k, v)
+        else:   # fp32 logits: the bias must not be rounded to bf16
+            y = attention(q.float(), k.float(), v.float(), bias=ctx_bias).to(q.dtype)
+        if self.image:
+            ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
+            vi = self.v_img(img).unflatten(-1, (n, -1))
+            y = y + attention(q, ki, vi)
+        return self.o(y.flatten(2))
+
+
+class FeedForward(nn.Sequential):
+    """Linear, GELU(tanh), Linear. Long sequences run in token chunks, so the ffn_dim-wide
+    intermediate (the largest activation of the model) never exists for the whole sequence."""
+
+    chunk_tokens = 2048
+
+    def __init__(self, dim: int, ffn_dim: int):
+        super().__init__(WanLinear(dim, ffn_dim), nn.GELU(approximate="tanh"), WanLinear(ffn_dim, dim))
+
+    def _ffn(self, x):
+        h = self[0](x)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or not isinstance(self[1], nn.GELU):
+            return self[2](self[1](h))
+        return self[2](torch.ops.aten.gelu_(h, approximate=self[1].approximate))  # in place: one ffn_dim-wide buffer
+
+    def forward(self, x):
+        n = self.chunk_tokens
+        if not n or x.shape[1] <= n or torch.is_grad_enabled():
+            return self._ffn(x)
+        return torch.cat([self._ffn(c) for c in x.split(n, dim=1)], dim=1)
+
+
+# ----------------------------------------------------------------------------- the block
+
+class WanBlock(nn.Module):
+    """One DiT block: modulated self-attention, text (+image) cross-attention, modulated FFN."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.norm1 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps)
+        self.norm3 = LayerNorm32(dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, cfg.num_heads, cfg.qk_norm, cfg.eps,
+                                         image=cfg.has_image_input, text_len=cfg.text_len)
+        self.norm2 = LayerNorm32(dim, cfg.eps, elementwise_affine=False)
+        self.ffn = FeedForward(dim, cfg.ffn_dim)
+        self.modulation = nn.Parameter(_normal(1, 6, dim, div=dim ** 0.5))
+
+    def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None):
+        # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
+        # shift2, scale2, gate2), each made where it is used: per token, two [B, L, dim] live at a time, not six
+        m = self.modulation.float()
+
+        def mod(i):
+            return m[:, None, i] + e0[:, :, i]
+
+        y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
+        x = torch.addcmul(x, y.float(), mod(2))                 # x + y * gate1, one pass
+        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias).float()
+        y = self.ffn(modulate(self.norm2(x), mod(3), mod(4)))
+        return torch.addcmul(x, y.float(), mod(5))              # x + y * gate2
+
+
+class VaceBlock(WanBlock):
+    """A VACE block: a DiT block over the control stream c, with in/out projections.
+
+    The first VACE block adds ``before_proj(c)`` to the main stream's patch tokens; every VACE
+    block emits a hint ``after_proj(c)`` that is added to the output of one main block.
+    """
+
+    def __init__(self, cfg: DiTConfig, index: int):
+        super().__init__(cfg)
+        if index == 0:
+            self.before_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
+        self.after_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
+
+    def forward(self, c, x, e0, context, seq_lens, rope, ctx_bias=None):
+        if hasattr(self, "before_proj"):
+            c = self.before_proj(c) + x
+        c = super().forward(c, e0, context, seq_lens, rope, ctx_bias)
+        return c, self.after_proj(c)
+
+
+class Head(nn.Module):
+    def __init__(self, dim: int, out_dim: int, patch_size, eps: float):
+        super().__init__()
+        self.norm = LayerNorm32(dim, eps, elementwise_affine=False)
+        self.head = WanLinear(dim, math.prod(patch_size) * out_dim, fp32=True)
+        self.modulation = nn.Parameter(_normal(1, 2, dim, div=dim ** 0.5))
+
+    def forward(self, x, e):
+        shift, scale = (self.modulation.float()[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
+        return self.head(modulate(self.norm(x), shift, scale))
+
+
+class ImageEmbedding(nn.Module):
+    """CLIP features -> DiT width: LayerNorm, Linear, GELU, Linear, LayerNorm (keys img_emb.proj.{0,1,3,4}).
+
+    flf2v adds a learned position embedding ``emb_pos`` over the two images' 2x257 tokens.
+    """
+
+    def __init__(self, in_dim: int, dim: int, flf_tokens: Optional[int] = None):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), WanLinear(in_dim, in_dim, fp32=True), nn.GELU(),
+                                  WanLinear(in_dim, dim, fp32=True), nn.LayerNorm(dim))
+        if flf_tokens:
+            self.emb_pos = nn.Parameter(torch.zeros(1, flf_tokens, in_dim))
+
+    def forward(self, clip_fea):
+        x = clip_fea.float()
+        if hasattr(self, "emb_pos"):
+            b = x.shape[0] * x.shape[1] // self.emb_pos.shape[1]
+            x = x.reshape(b, self.emb_pos.shape[1], -1) + self.emb_pos.float()
+        p = self.proj
+        x = F.layer_norm(x, p[0].normalized_shape, p[0].weight.float(), p[0].bias.float(), p[0].eps)
+        x = p[3](p[2](p[1](x)))
+        return F.layer_norm(x, p[4].normalized_shape, p[4].weight.float(), p[4].bias.float(), p[4].eps)
