@@ -35,7 +35,7 @@ from openwan.training.data import InMemoryLatentDataset
 from openwan.training.trainer import Trainer
 if args["unfactored"]:
     from openwan.training.lora import LoRAParametrization
-    del LoRAParametrization.linear  # openwan.models.dit.linear then reads the adapted weight
+    del LoRAParametrization.linear  # WanLinear.forward then reads the adapted (merged) weight
 torch.manual_seed(0)
 model = WanModel(DiTConfig(**args["cfg"]))
 f, h, w = args["latent"]

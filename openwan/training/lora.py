@@ -2,8 +2,8 @@
 
     W  ->  W + sum_i strength_i * (alpha_i / r_i) * B_i @ A_i          (A_i [r, in], B_i [out, r])
 
-How it attaches: the DiT calls its Linear layers through ``openwan.models.dit.linear(layer, x)``,
-which reads ``layer.weight`` directly, so LoRA is a *parametrization* of the weight
+How it attaches: the DiT's linear layers (``openwan.models.dit_layers.WanLinear``) read
+``layer.weight`` in their forward, so LoRA is a *parametrization* of the weight
 (``torch.nn.utils.parametrize``): reading ``layer.weight`` returns W plus the adapters' deltas,
 gradients flow to A and B, and the base W stays untouched (and frozen). Several adapters can sit
 on one layer (stacking); full deltas (``.diff`` / ``.diff_b`` / ``.diff_m`` keys of the LightX2V, CausVid
