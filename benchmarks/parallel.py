@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -108,20 +107,15 @@ def child(args: dict) -> None:
         print("RESULT " + json.dumps(gathered))
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_case(impl: str, nproc: int, a, cfg: dict, out: str) -> list:
     args = json.dumps(dict(impl=impl, cfg=cfg, latent=a.latent, repeats=a.repeats, threads=a.threads, out=out))
     script = os.path.join(HERE, "parallel.py")
     if nproc == 1:
         cmd = [sys.executable, script, "--child", args]
     else:
+        from openwan.runtime import free_port
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(_port()), script, "--child", args]
+               str(free_port()), script, "--child", args]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=a.timeout)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]

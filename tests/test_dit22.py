@@ -146,12 +146,10 @@ def _sp_worker(rank, world, port, out_dir):
 
 def test_sequence_parallel_per_token_timesteps(tmp_path):
     """Per-token e / e0 are split with the tokens: 2 processes give the one-process output."""
-    import socket
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_sp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+
+    from openwan.runtime import free_port
+    mp.start_processes(_sp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     (ref, got0), (_, got1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     assert torch.equal(got0, got1)
     assert (got0 - ref).abs().max().item() <= ulp_bound(ref)

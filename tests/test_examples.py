@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from openwan.runtime import free_port
 from openwan.video import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,14 +123,8 @@ def test_help_and_argument_errors(name, capsys, tmp_path):
         assert "cannot reach" in capsys.readouterr().err
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_server_client(tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "openwan.cli", "serve", "--port", str(port), "--output_dir",
                                str(tmp_path / "served"), "--quiet"], cwd=tmp_path, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -1,7 +1,6 @@
 """Sequence parallel inference (openwan.parallel): 2 CPU processes on gloo vs one process."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from openwan.configs import TINY_VARIANTS
 from openwan.models.dit import WanModel
 from openwan.parallel import enable_sequence_parallel, set_sequence_parallel, shard_dit
 from openwan.parallel.sequence import SequenceParallel, split_tokens
+from openwan.runtime import free_port
 from openwan.testing import make_tiny_checkpoint, randomize_
 
 PROMPT = "a red circle moving to the right"
@@ -78,15 +78,9 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sequence_parallel_dit_equals_one_process(tmp_path):
     import torch.multiprocessing as mp
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     for name in r0:
         refs, gots = r0[name]
@@ -128,7 +122,7 @@ def test_cli_torchrun_ulysses_and_sharded_dit_equal_one_process(tmp_path):
     common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
               "--frame_num", "9", "--size", "64*32", "--quiet"]
     two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "--dit_fsdp", "-o", "two.mp4"],
+                str(free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "--dit_fsdp", "-o", "two.mp4"],
                tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("saved ") == 1                          # only the first process writes / reports

@@ -2,13 +2,13 @@
 image) with sequence parallel (--ulysses_size 2), sharded weights (--dit_fsdp) and both, as 2 CPU processes on
 gloo, against the same pipeline in one process."""
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
+from openwan.runtime import free_port
 from openwan.testing import tiny_wan22_components
 
 EPS = torch.finfo(torch.float32).eps
@@ -75,18 +75,12 @@ def _worker(rank, world, port, out_dir, folder=None):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_wan22_ulysses_and_fsdp_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
 
     from openwan.testing import make_tiny_wan22_checkpoint
     folder = make_tiny_wan22_checkpoint(tmp_path / "a14b", "t2v-A14B", "official")
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), str(folder)), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path), str(folder)), nprocs=2, join=True,
                        start_method="fork")
     r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     for case in [*CASES, "folder"]:
@@ -127,7 +121,7 @@ def test_cli_torchrun_a14b_equals_one_process(tmp_path):
     def run(cmd):
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     two = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "--dit_fsdp", "-o", "two.mp4"])
+               str(free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "--dit_fsdp", "-o", "two.mp4"])
     assert two.returncode == 0, two.stderr[-3000:]
     rec = json.loads((tmp_path / "two.json").read_text())["openwan"]
     assert rec["stats"]["dit_forwards_high"] > 0 and rec["stats"]["dit_forwards_low"] > 0

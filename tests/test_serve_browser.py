@@ -9,13 +9,13 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
 from serve_helpers import PROMPT, Running, jcall, wait_for
+
+from openwan.runtime import free_port
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 DRIVER = shutil.which("chromedriver")
@@ -29,9 +29,7 @@ class WebDriver:
     """The few WebDriver commands the test needs, over HTTP to chromedriver."""
 
     def __init__(self, tmp_path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.proc = subprocess.Popen([DRIVER, f"--port={port}"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"

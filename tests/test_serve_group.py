@@ -1,7 +1,6 @@
 """`openwan serve` from a torchrun group (2 CPU processes on gloo, --ulysses_size 2) serving as one worker."""
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -9,14 +8,13 @@ import threading
 import pytest
 from serve_helpers import PROMPT, call, jcall, wait_done, wait_for
 
+from openwan.runtime import free_port
 from openwan.video import read_video
 
 
 @pytest.mark.slow
 def test_a_torchrun_group_serves_cancels_and_stops(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        master = s.getsockname()[1]
+    master = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(master), "-m", "openwan.cli", "serve",
                              "--port", "0", "--quiet", "--ulysses_size", "2", "--output_dir", str(tmp_path / "out")],

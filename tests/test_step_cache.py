@@ -6,7 +6,7 @@ import torch
 
 from openwan import sampling
 from openwan.cache import EasyCache, parse_step_cache
-from openwan.denoiser import Conditioning, Denoiser, Guidance, Wrapper
+from openwan.denoiser import Wrapper
 from openwan.pipelines import load_pipeline
 from openwan.testing import make_tiny_checkpoint
 
@@ -200,13 +200,10 @@ def _sp_worker(rank, world, port, ckpt, out_dir, step_cache="easycache:1.75"):
 def test_step_cache_under_sequence_parallel_equals_one_process(ckpts, tmp_path):
     """The cache wraps the whole model call above the DiT: under sequence parallel every process gets the same
     gathered output, so all make the same skip decisions, and the run equals one process's."""
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_sp_worker, args=(2, port, str(ckpts["t2v"]), str(tmp_path)), nprocs=2, join=True,
+
+    from openwan.runtime import free_port
+    mp.start_processes(_sp_worker, args=(2, free_port(), str(ckpts["t2v"]), str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
     (l0, s0), (l1, s1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     one = load_pipeline(ckpts["t2v"], variant="tiny-t2v", progress=False)(

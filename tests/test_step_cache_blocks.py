@@ -240,14 +240,11 @@ def test_names_and_thresholds():
 def test_fbcache_under_sequence_parallel_decides_the_same_on_every_process(tiny_ckpt, tmp_path):
     """Each process holds half the tokens; the block-0 residual change is summed over both before the
     decision, so both skip the same steps (otherwise one would wait in attention for the other forever)."""
-    import socket
-
     import torch.multiprocessing as mp
     from test_step_cache import _sp_worker      # the same worker, another method
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_sp_worker, args=(2, port, str(tiny_ckpt), str(tmp_path), "fbcache:0.15"), nprocs=2, join=True,
+
+    from openwan.runtime import free_port
+    mp.start_processes(_sp_worker, args=(2, free_port(), str(tiny_ckpt), str(tmp_path), "fbcache:0.15"), nprocs=2, join=True,
                        start_method="fork")
     (l0, s0), (l1, s1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
     counts = ("dit_forwards", "dit_forwards_skipped")

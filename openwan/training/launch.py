@@ -83,9 +83,7 @@ def spawn(fn: Callable, args: tuple, nprocs: int, start_method: str = "spawn") -
     """Run ``fn(*args)`` on ``nprocs`` local processes joined in one process group (gloo on CPU, nccl on
     CUDA). ``fn`` must be importable (a module-level function). Blocks until all finish; an error in one
     is raised here. ``start_method="fork"`` starts faster but must not be used once CUDA is initialised."""
-    import socket
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(nprocs, port, fn, args), nprocs=nprocs, join=True, start_method=start_method)
+
+    from openwan.runtime import free_port
+    mp.start_processes(_worker, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True, start_method=start_method)
