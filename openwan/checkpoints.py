@@ -534,6 +534,13 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
     return model.eval().requires_grad_(False)
 
 
+# Tensors read from a safetensors file sit at the file's byte offsets (8 + header length + ...), which SIMD
+# kernels may treat differently from torch's 64-byte aligned allocations: a loaded model would then round its
+# sums differently from the model that was saved (a few ulps) and run misaligned loads. Loaded tensors are
+# therefore copied to aligned memory when they are not aligned already.
+_ALIGN = 64
+
+
 def _dit_shards(files, prefix: str, to_official: Callable, dtype, device) -> Iterator[dict]:
     """Each file's tensors as {official name: tensor} (cast to ``dtype``, on ``device``), one file at a time."""
     from safetensors import safe_open
@@ -544,6 +551,8 @@ def _dit_shards(files, prefix: str, to_official: Callable, dtype, device) -> Ite
                 t = fh.get_tensor(k)
                 if dtype is not None and t.is_floating_point():
                     t = t.to(dtype)
+                if t.data_ptr() % _ALIGN:
+                    t = t.clone()    # mapped from the file at the header's offset: give it aligned memory
                 part[k[len(prefix):]] = t.to(device) if device is not None else t
         yield to_official(part)
 

@@ -340,3 +340,31 @@ def test_bench_lists_what_it_can_run(tmp_path):
     text = list_benchmarks(tmp_path)
     assert "python benchmarks/vae.py" in text and "VAE: ours vs diffusers." in text and "common" not in text
     assert "benchmarks/" not in list_benchmarks(tmp_path / "none")
+
+
+def test_grow_patch_computes_the_small_model_on_blocky_latents():
+    """A DiT grown from patch (1,1,1) to (1,2,2) gives, on a latent made of constant 2x2 blocks, the old
+    model's output on one cell per block, repeated over the block (the same tokens, positions and text)."""
+    import dataclasses
+
+    from openwan.configs import get_variant
+    from openwan.demo.train import grow_patch
+    from openwan.models.dit import WanModel
+    from openwan.testing import randomize_
+    old_cfg = dataclasses.replace(get_variant("tiny-t2v").dit, patch_size=(1, 1, 1))
+    new_cfg = dataclasses.replace(old_cfg, patch_size=(1, 2, 2), model_type="ti2v")
+    old = randomize_(WanModel(old_cfg).eval(), seed=3, std=0.2)
+    new = WanModel(new_cfg).eval()
+    new.load_state_dict(grow_patch(old.state_dict(), (1, 1, 1), (1, 2, 2)))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, old_cfg.in_dim, 3, 4, 6, generator=g)
+    ctx = torch.randn(1, 7, old_cfg.text_dim, generator=g)
+    with torch.no_grad():
+        ref = old(x, torch.tensor([700]), ctx)
+        out = new(x.repeat_interleave(2, 3).repeat_interleave(2, 4), torch.tensor([700]), ctx)
+    want = ref.repeat_interleave(2, 3).repeat_interleave(2, 4)
+    # the embedding sums 4 quarter-weight taps instead of one: a few fp32 roundings per layer, carried
+    # through the blocks; 64 ulps of the largest output covers them and is far below a wrong layout (O(1))
+    assert (out - want).abs().max() <= 64 * torch.finfo(torch.float32).eps * ref.abs().max()
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_patch(old.state_dict(), (1, 2, 2), (1, 3, 3))

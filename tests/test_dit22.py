@@ -239,6 +239,9 @@ def test_load_wan22_official_and_diffusers_layouts(tmp_path):
             loaded = WanModel.from_pretrained(p, config=None if p.is_dir() else cfg)   # a file: config given
             assert loaded.config.model_type == kind and not loaded.config.has_image_input, p
             assert not hasattr(loaded, "img_emb")
+            # the saved bits, in aligned memory (as the saved model's): the same kernels, the same output
+            assert all(torch.equal(v, m.state_dict()[k]) for k, v in loaded.state_dict().items()), p
+            assert all(v.data_ptr() % 64 == 0 for v in loaded.state_dict().values()), p
             with torch.no_grad():
                 assert torch.equal(loaded(x, torch.tensor([500]), ctx, **kw), ref), p
 

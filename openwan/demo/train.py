@@ -53,6 +53,7 @@ import torch
 
 from openwan.configs import DiTConfig
 from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE
+from openwan.demo.latents import _atomic_torch_save, adopt_vae, caption_variants, encode_latents  # noqa: F401
 
 STAGES = ("vae", "latents", "dit", "export")
 TEXT_ENCODER_SEED = 1234            # the frozen random umT5 is a function of this seed
@@ -151,11 +152,6 @@ def object_weight(video: torch.Tensor, background=(32, 32, 32), boost: float = 4
 
 # ============================================================================ stage 1: VAE
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    from openwan.checkpoints import atomic_write
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 def inflate_init_(vae) -> None:
     """Start the VAE as a per-frame image autoencoder ("inflation"): every causal 3x3x3 conv sees only the
     current frame (its taps on the two previous frames are zeroed), the temporal downsamplers pick every
@@ -246,14 +242,17 @@ def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, ste
 
 
 @torch.no_grad()
-def latent_stats(vae, n_clips: int = 256, seed: int = 0, batch: int = 8) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of the raw latents (mu) of ``n_clips`` world clips at the demo size."""
+def latent_stats(vae, n_clips: int = 256, seed: int = 0, batch: int = 8, size: Optional[int] = None,
+                 frames: Optional[int] = None) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the raw latents (mu) of ``n_clips`` world clips (default: at the first
+    recipe's 64 px x 17 frames)."""
+    size, frames = size or DEMO_SIZE, frames or DEMO_FRAMES
     rng = np.random.default_rng([seed, 2])
     s1 = torch.zeros(vae.z_dim, dtype=torch.float64)
     s2 = torch.zeros(vae.z_dim, dtype=torch.float64)
     count = 0
     for i in range(0, n_clips, batch):
-        mu, _ = vae_posterior(vae, world_batch(rng, min(batch, n_clips - i), DEMO_FRAMES))
+        mu, _ = vae_posterior(vae, world_batch(rng, min(batch, n_clips - i), frames, size=size))
         mu = mu.double().transpose(0, 1).reshape(vae.z_dim, -1)
         s1 += mu.sum(1)
         s2 += (mu * mu).sum(1)
@@ -313,135 +312,98 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all") -> dict:
 # ============================================================================ stage 2: latents
 
 
-def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
-    """The clip's own caption plus k-1 other paraphrases of the same objects (distinct when possible)."""
-    from openwan.demo import world
-    out = [clip.caption]
-    for _ in range(8 * k):
-        if len(out) >= k:
-            break
-        c = world.make_caption(list(clip.objects), rng)
-        if c not in out:
-            out.append(c)
-    while len(out) < k:
-        out.append(clip.caption)
-    return out
-
-
-def adopt_vae(work_dir: Path, init: Path) -> Path:
-    """Put a trained VAE (a ``--stage vae`` output folder, or a whole checkpoint such as the shipped demo's) in
-    ``work_dir/vae`` (fp32), for a run that reuses it instead of training one; kept if already there."""
-    from openwan.models.vae import WanVAE
-    out = work_dir / "vae"
-    if out.is_dir():
-        log(f"vae: {out} already there, --init_vae {init} not copied")
-        return out
-    vae = WanVAE.from_pretrained(init)
-    if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
-        raise ValueError(f"--init_vae {init}: its VAE's architecture differs from DEMO_VAE: {vae.config}")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    vae.float().save_pretrained(out)
-    log(f"vae: {init} copied to {out}")
-    return out
-
-
-@torch.no_grad()
-def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
-                   seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None) -> Path:
-    """Render + encode ``n_clips`` training clips and their captions once; resumable. Writes
-    ``work_dir/latents.pt``: {"latents": [N, 16, T, h, w] fp32 (normalized), "captions": [[str]*k]*N,
-    "attributes": [[(c, s, m), ...]] * N, "text": {caption: [L, D] features}}. ``motions``: the world's
-    motions to draw from (default the classic seven); ``looping_share`` instead draws each clip's first object
-    from ``LOOPING_MOTIONS`` with that probability, else from ``CLASSIC_MOTIONS``."""
-    from openwan.demo import world
-    motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
-    if looping_share is not None and not 0.0 <= looping_share <= 1.0:
-        raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")
-    out = work_dir / "latents.pt"
-    part = work_dir / "latents_partial.pt"
-    vae = load_trained_vae(work_dir)
-    state = {"latents": [], "captions": [], "attributes": []}
-    if part.exists():
-        state = torch.load(part, map_location="cpu", weights_only=False)
-        log(f"latents: resumed at {len(state['latents'])} clips")
-    elif out.exists():                  # extend a finished set (clip i is a function of (seed, i))
-        done = torch.load(out, map_location="cpu", weights_only=False)
-        if len(done["latents"]) >= n_clips:
-            log(f"latents: {out} already holds {len(done['latents'])} clips")
-            return out
-        state = {"latents": list(done["latents"]), "captions": done["captions"], "attributes": done["attributes"]}
-        log(f"latents: extending {out} from {len(state['latents'])} clips")
-    t0 = time.perf_counter()
-    while len(state["latents"]) < n_clips:
-        i0 = len(state["latents"])
-        n = min(batch, n_clips - i0)
-        clips, videos = [], []
-        for i in range(i0, i0 + n):
-            rng = np.random.default_rng([seed, 4, i])
-            k = 2 if rng.random() < two_object_prob else 1
-            ms = motions if looping_share is None else (
-                world.LOOPING_MOTIONS if rng.random() < looping_share else world.CLASSIC_MOTIONS)
-            clip = world.sample_clip(rng, split="train", n_objects=k, motions=ms)
-            clips.append((clip, rng))
-            videos.append(world.clip_tensor(clip, size=DEMO_SIZE, frames=DEMO_FRAMES))
-        lat = vae.encode(torch.stack(videos))
-        for (clip, rng), z in zip(clips, lat):
-            state["latents"].append(z.clone())
-            state["captions"].append(caption_variants(clip, rng, captions))
-            state["attributes"].append([tuple(a) for a in clip.attributes])
-        done = len(state["latents"])
-        if done // (batch * 16) != i0 // (batch * 16) or done == n_clips:   # every 256 clips
-            _atomic_torch_save(state, part)
-            el = time.perf_counter() - t0
-            log(f"latents: {done}/{n_clips} clips ({el:.0f}s)")
-    te = make_text_encoder()
-    unique = sorted({c for caps in state["captions"] for c in caps} | {""})
-    text = {}
-    for i in range(0, len(unique), 256):
-        chunk = unique[i:i + 256]
-        for c, e in zip(chunk, te.encode(chunk)):
-            text[c] = e.float().clone()
-    log(f"latents: {len(unique)} unique captions encoded")
-    result = {"latents": torch.stack(state["latents"]), "captions": state["captions"],
-              "attributes": state["attributes"], "text": text, "vae_config": vae.config.to_dict()}
-    _atomic_torch_save(result, out)
-    part.unlink(missing_ok=True)
-    log(f"latents: saved {out}")
-    return out
-
-
 # ============================================================================ stage 3: DiT
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0):
-    """The in-memory training set: one item per (clip, caption); a fraction ``caption_dropout`` of the items
-    get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items."""
+    """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
+    items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
+    A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
+    ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``."""
+    from openwan.demo.latents import windows
     from openwan.training.data import InMemoryLatentDataset
     data = torch.load(latents_file, map_location="cpu", weights_only=False)
     rng = np.random.default_rng([seed, 5])
     text = data["text"]
+    still = data.get("last_still")
+    frames = data.get("frames", DEMO_FRAMES)
     items = []
-    for z, caps in zip(data["latents"], data["captions"]):
-        for c in caps:
-            ctx = text[""] if rng.random() < caption_dropout else text[c]
-            items.append({"latent": z, "context": ctx})
+    for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
+        for win, mid in windows(z, frames):
+            for c in caps:
+                ctx = text[""] if rng.random() < caption_dropout else text[c]
+                item = {"latent": win, "context": ctx}
+                if still is not None:
+                    item.update(mid=torch.tensor(mid), last_still=still[i])
+                items.append(item)
     return InMemoryLatentDataset(items), data
+
+
+def grow_patch(state: dict, old: tuple, new: tuple) -> dict:
+    """DiT weights of patch ``old`` made into weights of the larger spatial patch ``new`` that compute, on a
+    latent whose every ``new/old`` block is constant, what the old model computed on one of each block's cells:
+    the patch embedding's taps spread evenly over the block, the head's outputs repeated for every cell (a
+    start for training a model on latents of a higher resolution, whose tokens then cover what the old ones
+    did)."""
+    if old[0] != new[0] or any(n % o for n, o in zip(new, old)):
+        raise ValueError(f"cannot grow patch {old} into {new}: the temporal patch must stay and the spatial one "
+                         f"must be a multiple")
+    ry, rx = new[1] // old[1], new[2] // old[2]
+    out = dict(state)
+    w = state["patch_embedding.weight"]                          # [dim, c, pt, ph, pw]
+    out["patch_embedding.weight"] = (w.repeat_interleave(ry, 3).repeat_interleave(rx, 4) / (ry * rx)).contiguous()
+    c = w.shape[1]
+    hw, hb = state["head.head.weight"], state["head.head.bias"]  # [(pt ph pw c), dim], c fastest
+    pt, ph, pw = old
+
+    def spread(t):
+        t = t.reshape(pt, ph, pw, c, *t.shape[1:])
+        t = t.repeat_interleave(ry, 1).repeat_interleave(rx, 2)
+        return t.reshape(-1, *t.shape[4:]).contiguous()
+    out["head.head.weight"], out["head.head.bias"] = spread(hw), spread(hb)
+    return out
+
+
+def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
+    """``source`` DiT weights grown to ``config``'s patch (:func:`grow_patch`) and model type, saved in
+    ``work_dir/init_dit`` (kept if already there)."""
+    from openwan.models.dit import WanModel
+    out = work_dir / "init_dit"
+    if (out / "config.json").exists():
+        return out
+    src = WanModel.from_pretrained(source, dtype=torch.float32)
+    state = grow_patch(src.state_dict(), tuple(src.config.patch_size), tuple(config.patch_size))
+    model = WanModel(config)
+    model.load_state_dict(state)
+    model.save_pretrained(out)
+    log(f"dit: {source} grown from patch {src.config.patch_size} to {config.patch_size} into {out}")
+    return out
 
 
 def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
     """A Trainer ``on_validate`` hook: generate the first ``prompts_per_split`` seen and held-out benchmark
-    prompts with the model being trained (few sampling steps) and log the detector's accuracy."""
+    prompts with the model being trained (few sampling steps) and log the detector's accuracy. The size and
+    length are the latents'; a clean-frames model runs through the TI2V pipeline."""
     from openwan.demo import demo_variant, world
     from openwan.demo.bench import run_benchmark, summarize
     from openwan.pipelines.base import Components
     from openwan.pipelines.t2v import TextToVideo
+    from openwan.pipelines.ti2v import TextImageToVideo
     vae = load_trained_vae(work_dir)
     te = make_text_encoder()
     bench = world.benchmark_prompts()
     prompts = [p for p in bench if p.split == "seen"][:prompts_per_split]
     prompts += [p for p in bench if p.split == "heldout"][:prompts_per_split]
+    data = torch.load(work_dir / "latents.pt", map_location="cpu", weights_only=False)
+    size, frames = data.get("size", DEMO_SIZE), data.get("frames", DEMO_FRAMES)
+    sample = DEMO_SAMPLE.replace(size=f"{size}*{size}", sizes=(f"{size}*{size}",), frame_num=frames,
+                                 fps=round(DEMO_SAMPLE.fps * (frames - 1) / (DEMO_FRAMES - 1)))
+    del data
 
     def validate(model, step):
-        pipe = TextToVideo(Components(model, vae, te, variant=demo_variant()), progress=False)
+        variant = dataclasses.replace(demo_variant(), task="ti2v" if model.config.model_type == "ti2v" else "t2v",
+                                      dit=model.config, sample=sample)
+        cls = TextImageToVideo if variant.task == "ti2v" else TextToVideo
+        pipe = cls(Components(model, vae, te, variant=variant), progress=False)
         t0 = time.perf_counter()
         s = summarize(run_benchmark(pipe, prompts, seeds=(0,), progress=False, sample_steps=steps))
         acc = {k: {a: round(v, 2) for a, v in s[k]["accuracy"].items() if a != "attribute_mean"}
@@ -454,11 +416,13 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
-              stop_at: Optional[int] = None) -> Path:
+              stop_at: Optional[int] = None, objective: Optional[dict] = None) -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_DIT``) lets experiments try other sizes; export checks it equals DEMO_DIT.
     ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init.
-    ``stop_at``: end this run at that step (a checkpoint) while the schedule still runs over ``steps``."""
+    ``stop_at``: end this run at that step (a checkpoint) while the schedule still runs over ``steps``.
+    ``objective``: the Trainer's objective config (default flow matching; ``{"name": "clean_frames", ...}``
+    trains text-, image-, first-last-frame-to-video and continuation in one model)."""
     from openwan.training.trainer import Trainer
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
@@ -475,7 +439,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
         "steps": steps, "stop_at": stop_at, "batch_size": batch, "grad_clip": 1.0, "precision": "fp32",
         "checkpoint_every": checkpoint_every, "keep_checkpoints": 2,
         "output_dir": str(work_dir / "dit"), "seed": seed, "resume": "auto", "progress": False,
-        "validate_every": validate_every,
+        "validate_every": validate_every, **({"objective": objective} if objective else {}),
     }
     on_validate = make_validator(work_dir) if validate_every else None
     trainer = Trainer(config, dataset=dataset, device="cpu", on_validate=on_validate)
@@ -560,6 +524,8 @@ def _dit_overrides(a) -> DiTConfig:
         changes["num_heads"] = a.dit_heads
     if a.dit_patch:
         changes["patch_size"] = tuple(int(v) for v in a.dit_patch.split(","))
+    if a.dit_type:
+        changes["model_type"] = a.dit_type
     return dataclasses.replace(DEMO_DIT, **changes)
 
 
@@ -592,6 +558,14 @@ def main(argv=None) -> int:
     g.add_argument("--looping_share", type=float,
                    help="instead of --motions: draw this fraction of the clips from the looping motions, the rest "
                         "from the classic ones")
+    g.add_argument("--size", type=int, default=DEMO_SIZE, help="clip size in pixels (square)")
+    g.add_argument("--frames", type=int, default=DEMO_FRAMES, help="clip length in frames (native length)")
+    g.add_argument("--extend", type=int, default=0,
+                   help="render looping clips this many frames longer (a multiple of 4): a second, mid-motion window")
+    g.add_argument("--still", action="store_true", help="also encode each clip's last frame as a still (flf2v)")
+    g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
+    g.add_argument("--restat", type=int, default=0,
+                   help="with --init_vae: measure the latent mean/std anew on this many clips at --size/--frames")
     g = ap.add_argument_group("dit")
     g.add_argument("--dit_steps", type=int, default=2000)
     g.add_argument("--dit_batch", type=int, default=32)
@@ -603,6 +577,13 @@ def main(argv=None) -> int:
     g.add_argument("--dit_layers", type=int, help="override DEMO_DIT's depth (experiments)")
     g.add_argument("--dit_heads", type=int, help="override DEMO_DIT's head count (experiments)")
     g.add_argument("--dit_patch", help="override DEMO_DIT's patch size, e.g. 1,1,1 (experiments)")
+    g.add_argument("--dit_type", choices=("t2v", "ti2v"), help="override DEMO_DIT's model type (ti2v: per-token "
+                                                             "timesteps, for --objective clean_frames)")
+    g.add_argument("--grow_from", help="start the DiT from these weights grown to --dit_patch (grow_patch)")
+    g.add_argument("--objective", choices=("flow_matching", "clean_frames"), default="flow_matching",
+                   help="clean_frames: t2v, i2v, flf2v and continuation in one model (openwan.training.clean_frames)")
+    g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
+                   help="clean_frames: shares of t2v,i2v,flf2v,continue")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
                                                    "schedule still spanning --dit_steps")
     g.add_argument("--dit_validate_every", type=int, default=250,
@@ -628,14 +609,25 @@ def main(argv=None) -> int:
             print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
         elif stage == "latents":
             if a.init_vae:          # reuse a trained VAE (e.g. the shipped one) instead of the vae stage's
-                adopt_vae(work, Path(a.init_vae))
+                adopt_vae(work, Path(a.init_vae), size=a.size, frames=a.frames, stats_clips=a.restat)
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
-                           motions=world_motions(a.motions), looping_share=a.looping_share)
+                           motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
+                           frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob)
         elif stage == "dit":
+            cfg = _dit_overrides(a)
+            init = Path(a.init_dit) if a.init_dit else None
+            if a.grow_from:
+                init = grown_init(work, Path(a.grow_from), cfg)
+            objective = None
+            if a.objective == "clean_frames":
+                shares = [float(v) for v in a.clean_shares.split(",")]
+                if len(shares) != 4:
+                    raise ValueError(f"--clean_shares needs 4 numbers (t2v,i2v,flf2v,continue), got {a.clean_shares}")
+                objective = {"name": "clean_frames", "options": dict(zip(("t2v", "i2v", "flf2v", "continue"),
+                                                                          shares))}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
-                      ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift,
-                      dit_config=_dit_overrides(a), init=Path(a.init_dit) if a.init_dit else None,
-                      stop_at=a.dit_stop_at, validate_every=a.dit_validate_every)
+                      ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
+                      stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")

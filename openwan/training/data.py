@@ -334,9 +334,18 @@ class CachedLatentDataset(LatentDataset):
 
 
 def collate(items: Sequence[dict]) -> dict:
-    """Stack latents (and y) of one bucket; contexts stay a list (prompts differ in length)."""
+    """Stack latents (and y) of one bucket; contexts stay a list (prompts differ in length). Any other tensor
+    an item carries (per-sample data for an objective, e.g. a flag or an extra latent) is stacked under
+    ``out["extra"][name]``; every item of a batch must carry the same ones."""
     out = {"latent": torch.stack([it["latent"].float() for it in items]),
            "context": [it["context"].float() for it in items]}
+    names = sorted(k for k, v in items[0].items() if torch.is_tensor(v) and k not in ("latent", "context", "y",
+                                                                                          "clip_fea"))
+    if names:
+        missing = [i for i, it in enumerate(items) if any(k not in it for k in names)]
+        if missing:
+            raise ValueError(f"items {missing} lack some of the per-sample tensors {names} the first item has")
+        out["extra"] = {k: torch.stack([it[k] for it in items]) for k in names}
     if "y" in items[0]:
         out["y"] = torch.stack([it["y"].float() for it in items])
     if "clip_fea" in items[0]:

@@ -41,6 +41,7 @@ class Batch:
     cond: dict = field(default_factory=dict)   # y [B, C', F, H, W] and clip_fea (i2v / flf2v samples)
     step: int = 0                              # the optimizer step being computed (0-based)
     index: list = field(default_factory=list)  # each sample's index among this step's samples
+    extra: dict = field(default_factory=dict)  # other per-sample tensors of the items, stacked [B, ...]
 
     def __len__(self) -> int:
         return self.latent.shape[0]
@@ -108,11 +109,15 @@ def register_objective(name: str, factory: Callable[..., Objective]) -> None:
 
 
 register_objective("flow_matching", lambda config, **options: FlowMatching(config.timesteps, **options))
+# objectives of other modules (they import this one): name -> module
+_BUILT_IN = {"clean_frames": "openwan.training.clean_frames"}
 
 
 def build_objective(config) -> Objective:
     """The objective a TrainConfig names (``config.objective.name`` with ``.options``)."""
     name, options = config.objective.name, dict(config.objective.options or {})
+    if name in _BUILT_IN and name not in _REGISTRY:      # registers itself on import
+        importlib.import_module(_BUILT_IN[name])
     if name in _REGISTRY:
         factory = _REGISTRY[name]
     elif ":" in name:
@@ -122,7 +127,8 @@ def build_objective(config) -> Objective:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"objective.name {name!r}: cannot import it ({e})") from None
     else:
-        raise ValueError(f"objective.name {name!r} is not a known objective; use one of {sorted(_REGISTRY)} "
+        known = sorted({*_REGISTRY, *_BUILT_IN})
+        raise ValueError(f"objective.name {name!r} is not a known objective; use one of {known} "
                          f"or 'package.module:factory'")
     try:
         obj = factory(config, **options)

@@ -254,7 +254,8 @@ class Trainer:
         index = list(range(first, first + len(local)))
         batch = Batch(latent=items["latent"].to(self.device), context=[c.to(self.device) for c in items["context"]],
                       cond={k: items[k].to(self.device) for k in ("y", "clip_fea") if k in items},
-                      step=self.step, index=index)
+                      step=self.step, index=index,
+                      extra={k: v.to(self.device) for k, v in items.get("extra", {}).items()})
         rng = [torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.step, i)) for i in index]
         return batch, rng
 

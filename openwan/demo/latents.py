@@ -1,0 +1,189 @@
+"""Stage 2 of the demo recipe: world clips and their captions, encoded once.
+
+``encode_latents`` renders ``n_clips`` training clips, encodes them with the recipe's VAE and their captions
+with the frozen text encoder, and writes ``work_dir/latents.pt``. Resumable (a partial file every 256 clips;
+clip i is a function of (seed, i) alone, so a finished set can be extended).
+
+What a clip holds (``size`` x ``size`` pixels, ``frames`` frames at the native length):
+
+* ``latents[i]``: the clip's normalized latent [z, T, h, w]. A clip whose first object loops (bounces,
+  circles) is rendered ``extend`` frames past the native length at its own speed (``extend`` a multiple of
+  the VAE's 4), so its latent holds ``extend / 4`` more frames: the dataset cuts two windows of the native
+  length from it, the first from frame 0 and one ``extend / 4`` latent frames later, which starts in the middle
+  of the motion, as a long video's continued window does (:func:`windows`).
+* ``last_still[i]``: the latent a video ending on the clip's last frame and staying there would have in its last
+  latent frame: a 5-frame still clip of that picture, encoded, latent frame 1 [z, 1, h, w]. A first-last-frame
+  request gives the model only the last picture; this is what it is conditioned on (``clean_frames`` objective,
+  ``flf2v`` mode), in training and at inference alike.
+* ``captions[i]``: ``captions`` paraphrases; ``attributes[i]``: the objects' (color, shape, motion).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from openwan.demo import DEMO_VAE
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
+    """The clip's own caption plus k-1 other paraphrases of the same objects (distinct when possible)."""
+    from openwan.demo import world
+    out = [clip.caption]
+    for _ in range(8 * k):
+        if len(out) >= k:
+            break
+        c = world.make_caption(list(clip.objects), rng)
+        if c not in out:
+            out.append(c)
+    while len(out) < k:
+        out.append(clip.caption)
+    return out
+
+
+def adopt_vae(work_dir: Path, init: Path, size: Optional[int] = None, frames: Optional[int] = None,
+              stats_clips: int = 0) -> Path:
+    """Put a trained VAE (a ``--stage vae`` output folder, or a whole checkpoint such as the shipped demo's) in
+    ``work_dir/vae`` (fp32), for a run that reuses it instead of training one; kept if already there. With
+    ``stats_clips`` the latent mean/std are measured anew on that many clips at ``size`` x ``frames`` (a VAE
+    trained at another size encodes the same world with other statistics)."""
+    from openwan.models.vae import WanVAE
+    out = work_dir / "vae"
+    if out.is_dir():
+        log(f"vae: {out} already there, --init_vae {init} not copied")
+        return out
+    vae = WanVAE.from_pretrained(init)
+    if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
+        raise ValueError(f"--init_vae {init}: its VAE's architecture differs from DEMO_VAE: {vae.config}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    vae = vae.float()
+    if stats_clips:
+        from openwan.demo.train import latent_stats
+        mean, std = latent_stats(vae, stats_clips, size=size, frames=frames)
+        log(f"vae latent mean at {size}px x {frames} frames {mean}")
+        log(f"vae latent std  {std}")
+        final = WanVAE(vae.config.replace(mean=mean, std=std))
+        final.load_state_dict(vae.state_dict())
+        vae = final
+    vae.save_pretrained(out)
+    log(f"vae: {init} copied to {out}")
+    return out
+
+
+def still_latent(vae, frame: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] pictures -> [B, z, 1, h, w]: latent frame 1 of a 5-frame still clip of each picture."""
+    still = frame[:, :, None].expand(-1, -1, 1 + vae.temporal_ratio, -1, -1)
+    return vae.encode(still.contiguous())[:, :, 1:2]
+
+
+@torch.no_grad()
+def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
+                   seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None,
+                   size: int = 64, frames: int = 17, extend: int = 0, still: bool = False) -> Path:
+    """Render + encode ``n_clips`` training clips and their captions once (see the module docstring); resumable.
+
+    Writes ``work_dir/latents.pt``: {"latents": [N, z, T, h, w] fp32 (normalized; a list when ``extend`` makes
+    lengths differ), "captions", "attributes", "text": {caption: [L, D]}, "vae_config", "size", "frames",
+    "extend", and "last_still" [N, z, 1, h, w] with ``still``}. ``motions``: the world's motions to draw from
+    (default the classic seven); ``looping_share`` instead draws each clip's first object from the looping
+    motions with that probability, else from the classic ones. The defaults are the first recipe's (64 px, 17
+    frames, nothing extended), whose clips they reproduce."""
+    from openwan.demo import world
+    from openwan.demo.train import load_trained_vae, make_text_encoder
+    motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
+    if looping_share is not None and not 0.0 <= looping_share <= 1.0:
+        raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")
+    if extend % 4 or extend < 0:
+        raise ValueError(f"extend must be a non-negative multiple of the VAE's 4 frames, got {extend}")
+    out = work_dir / "latents.pt"
+    part = work_dir / "latents_partial.pt"
+    vae = load_trained_vae(work_dir)
+    keys = ("latents", "captions", "attributes") + (("last_still",) if still else ())
+    state = {k: [] for k in keys}
+    if part.exists():
+        state = torch.load(part, map_location="cpu", weights_only=False)
+        log(f"latents: resumed at {len(state['latents'])} clips")
+    elif out.exists():                  # extend a finished set (clip i is a function of (seed, i))
+        done = torch.load(out, map_location="cpu", weights_only=False)
+        if len(done["latents"]) >= n_clips:
+            log(f"latents: {out} already holds {len(done['latents'])} clips")
+            return out
+        state = {k: list(done[k]) for k in keys}
+        log(f"latents: extending {out} from {len(state['latents'])} clips")
+    t0 = time.perf_counter()
+    while len(state["latents"]) < n_clips:
+        i0 = len(state["latents"])
+        n = min(batch, n_clips - i0)
+        clips, videos = [], {}
+        for i in range(i0, i0 + n):
+            rng = np.random.default_rng([seed, 4, i])
+            k = 2 if rng.random() < two_object_prob else 1
+            ms = motions if looping_share is None else (
+                world.LOOPING_MOTIONS if rng.random() < looping_share else world.CLASSIC_MOTIONS)
+            clip = world.sample_clip(rng, split="train", n_objects=k, motions=ms)
+            longer = extend if clip.objects[0].motion in world.LOOPING_MOTIONS else 0
+            video = world.to_tensor(world.render_clip(clip, size=size, frames=frames + longer,
+                                                      native_frames=frames))
+            clips.append((clip, rng, video))
+            videos.setdefault(video.shape[1], []).append(len(clips) - 1)
+        lat = [None] * n
+        for idx in videos.values():       # one encoder batch per length
+            for j, z in zip(idx, vae.encode(torch.stack([clips[j][2] for j in idx]))):
+                lat[j] = z.clone()
+        if still:
+            last = torch.stack([v[:, frames - 1] for _, _, v in clips])
+            for z in still_latent(vae, last):
+                state["last_still"].append(z.clone())
+        for (clip, rng, _), z in zip(clips, lat):
+            state["latents"].append(z)
+            state["captions"].append(caption_variants(clip, rng, captions))
+            state["attributes"].append([tuple(a) for a in clip.attributes])
+        done = len(state["latents"])
+        if done // (batch * 16) != i0 // (batch * 16) or done == n_clips:   # every 256 clips
+            _atomic_torch_save(state, part)
+            el = time.perf_counter() - t0
+            log(f"latents: {done}/{n_clips} clips ({el:.0f}s)")
+    te = make_text_encoder()
+    unique = sorted({c for caps in state["captions"] for c in caps} | {""})
+    text = {}
+    for i in range(0, len(unique), 256):
+        chunk = unique[i:i + 256]
+        for c, e in zip(chunk, te.encode(chunk)):
+            text[c] = e.float().clone()
+    log(f"latents: {len(unique)} unique captions encoded")
+    same = len({tuple(z.shape) for z in state["latents"]}) == 1
+    result = {"latents": torch.stack(state["latents"]) if same else list(state["latents"]),
+              "captions": state["captions"], "attributes": state["attributes"], "text": text,
+              "vae_config": vae.config.to_dict(), "size": size, "frames": frames, "extend": extend}
+    if still:
+        result["last_still"] = torch.stack(state["last_still"])
+    _atomic_torch_save(result, out)
+    part.unlink(missing_ok=True)
+    log(f"latents: saved {out}")
+    return out
+
+
+def windows(latent: torch.Tensor, frames: int, temporal_ratio: int = 4) -> list[tuple[torch.Tensor, bool]]:
+    """The training windows of a clip's latent: (window [z, T, h, w], starts mid-motion). A native-length latent
+    is one window; an extended one gives the window from frame 0 and the last native-length window (which does
+    not start at a picture's latent: a continued long video's window starts so)."""
+    t = (frames - 1) // temporal_ratio + 1
+    if latent.shape[1] < t:
+        raise ValueError(f"a latent of {latent.shape[1]} frames is shorter than the native {t}")
+    out = [(latent[:, :t], False)]
+    if latent.shape[1] > t:
+        out.append((latent[:, -t:], True))
+    return out

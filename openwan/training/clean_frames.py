@@ -1,0 +1,109 @@
+"""Training with clean frames: one model for text-to-video, image-to-video, first-last-frame and continuation.
+
+Wan 2.2 TI2V-5B's way of conditioning on pictures: no extra input channels; the known latent frames stand in the
+noisy latent clean, the DiT sees timestep 0 on their tokens (per-token timesteps [B, L]) and the step's t on
+the others, and the loss covers only the frames it has to make. Per sample, a mode is drawn:
+
+    t2v       nothing given                          (the plain flow-matching loss)
+    i2v       latent frame 0 given                   (the picture's latent: the causal VAE encodes frame 0 alone)
+    flf2v     frame 0 and the last latent frame      (the last one replaced by ``extra["last_still"]`` when the
+                                                      items carry it: what a lone last picture encodes to)
+    continue  the first k frames, k in 1..max_prefix (a long video's next window, sharing k frames)
+
+Items flagged ``extra["mid"]`` (a window cut from the middle of a longer clip, whose frame 0 is not a
+picture's latent) always take ``continue``: nothing else would make frame 0 from noise right.
+
+    x0' = x0 with the flf2v substitution ; eps ~ N(0, I) ; sigma ~ p(sigma)
+    x_t = (1 - sigma) x0' + sigma eps, then the given frames set to x0'
+    t   = floor(1000 sigma) on the tokens of the other frames, 0 on the given ones
+    loss = mean over samples of the mean of (model(x_t, t) - (eps - x0'))^2 over the frames not given
+
+Draws per sample, from that sample's generator: sigma, eps (as :class:`~openwan.training.objectives.FlowMatching`
+draws them, so a run of only ``t2v`` gives its loss exactly), then the mode and k.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from openwan.training.loss import TimestepSampling, add_noise, sigma_to_timestep
+from openwan.training.objectives import Batch, Objective, ObjectiveContext, register_objective
+
+MODES = ("t2v", "i2v", "flf2v", "continue")
+
+
+class CleanFrames(Objective):
+    """See the module docstring. ``probs``: the share of each mode (normalized); ``max_prefix``: the largest k
+    of ``continue``."""
+
+    def __init__(self, sampling: Optional[TimestepSampling] = None, t2v: float = 0.4, i2v: float = 0.3,
+                 flf2v: float = 0.1, continue_: float = 0.2, max_prefix: int = 3):
+        self.sampling = sampling or TimestepSampling()
+        probs = torch.tensor([t2v, i2v, flf2v, continue_], dtype=torch.float64)
+        if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or float(probs.sum()) <= 0:
+            raise ValueError(f"clean_frames: the mode shares must be non-negative and not all 0, got "
+                             f"{dict(zip(MODES, probs.tolist()))}")
+        self.cum = (probs / probs.sum()).cumsum(0)
+        if int(max_prefix) < 1:
+            raise ValueError(f"clean_frames: max_prefix must be >= 1, got {max_prefix}")
+        self.max_prefix = int(max_prefix)
+        self.patch = (1, 1, 1)
+
+    def setup(self, ctx: ObjectiveContext) -> None:
+        self.patch = tuple(ctx.module.patch_size)
+        if self.patch[0] != 1:
+            raise ValueError(f"clean_frames gives whole latent frames: it needs a temporal patch of 1, the DiT's "
+                             f"patch is {self.patch}")
+
+    def mode(self, g: torch.Generator, mid: bool, frames: int) -> tuple[str, list]:
+        """The sample's mode and its given latent frames (draws the mode, then k, from ``g``)."""
+        u = torch.rand(1, generator=g, dtype=torch.float64)
+        k = 1 + int(torch.randint(self.max_prefix, (1,), generator=g))
+        name = "continue" if mid else MODES[min(int((u > self.cum).sum()), len(MODES) - 1)]
+        given = {"t2v": [], "i2v": [0], "flf2v": [0, frames - 1],
+                 "continue": list(range(min(k, frames - 1)))}[name]
+        return name, given
+
+    def __call__(self, model, batch: Batch, rng: list):
+        x0 = batch.latent.float()
+        b, _, f, h, w = x0.shape
+        per_frame = (h // self.patch[1]) * (w // self.patch[2])
+        mids = batch.extra.get("mid")
+        still = batch.extra.get("last_still")
+        xs, targets, ts, keep = [], [], [], []
+        for i, g in enumerate(rng):
+            sigma = self.sampling.sample(1, g)[0]
+            noise = torch.randn(tuple(x0[i].shape), generator=g, dtype=torch.float32).to(x0.device)
+            name, given = self.mode(g, bool(mids[i]) if mids is not None else False, f)
+            x = x0[i]
+            if name == "flf2v" and still is not None:
+                x = x.clone()
+                x[:, -1:] = still[i].float()
+            xt = add_noise(x, noise, sigma.to(x.device))
+            t = sigma_to_timestep(sigma).to(x.device).expand(f * per_frame).clone()
+            mask = torch.ones(f, device=x.device)
+            if given:
+                xt = xt.clone()
+                xt[:, given] = x[:, given]
+                for j in given:
+                    t[j * per_frame:(j + 1) * per_frame] = 0
+                mask[given] = 0
+            xs.append(xt)
+            targets.append(noise - x)
+            ts.append(t)
+            keep.append(mask)
+        pred = model(torch.stack(xs), torch.stack(ts), batch.context, **batch.cond).float()
+        keep = torch.stack(keep).view(b, 1, f, 1, 1)
+        err = (pred - torch.stack(targets)).pow(2) * keep
+        per_sample = err.flatten(1).sum(1) / (keep.flatten(1).sum(1) * x0[0, :, 0].numel())
+        return per_sample.mean(), {}
+
+
+def _factory(config, **options):
+    if "continue" in options:
+        options["continue_"] = options.pop("continue")
+    return CleanFrames(config.timesteps, **options)
+
+
+register_objective("clean_frames", _factory)

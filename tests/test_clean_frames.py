@@ -1,0 +1,152 @@
+"""The clean-frames objective (openwan.training.clean_frames): TI2V-style training of t2v / i2v / flf2v /
+continuation in one model."""
+import pytest
+import torch
+
+from openwan.training.clean_frames import MODES, CleanFrames
+from openwan.training.loss import TimestepSampling, sigma_to_timestep
+from openwan.training.objectives import Batch, FlowMatching, ObjectiveContext
+
+EPS = torch.finfo(torch.float32).eps
+B, C, F, H, W = 3, 4, 5, 4, 6          # patch (1, 2, 2): 2 x 3 = 6 tokens per latent frame
+PER_FRAME = (H // 2) * (W // 2)
+
+
+class Spy(torch.nn.Module):
+    """A model that records its inputs and answers a fixed function of x (so errors are checkable)."""
+    patch_size = (1, 2, 2)
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+        self.calls = []
+
+    def forward(self, x, t, context, **kw):
+        self.calls.append((x.detach().clone(), torch.as_tensor(t).clone()))
+        return self.scale * x
+
+
+def make(**kw):
+    obj = CleanFrames(TimestepSampling(), **kw)
+    obj.setup(ObjectiveContext(config=None, module=Spy(), device=torch.device("cpu")))
+    return obj
+
+
+def batch(extra=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(latent=torch.randn(B, C, F, H, W, generator=g), context=[torch.randn(3, 8)] * B,
+                 extra=extra or {})
+
+
+def gens(seed=0, n=B):
+    return [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
+
+
+def test_t2v_only_is_the_flow_matching_loss():
+    b = batch()
+    spy_a, spy_b = Spy(), Spy()
+    ours, _ = make(t2v=1, i2v=0, flf2v=0, continue_=0)(spy_a, b, gens())
+    ref, _ = FlowMatching(TimestepSampling())(spy_b, b, gens())
+    assert torch.equal(spy_a.calls[0][0], spy_b.calls[0][0])        # the same sigma and noise draws
+    assert abs(ours.item() - ref.item()) <= 8 * EPS * ref.item()   # one mean, summed in another order
+    t = spy_a.calls[0][1]
+    assert t.shape == (B, F * PER_FRAME) and bool((t == t[:, :1]).all())
+
+
+@pytest.mark.parametrize("mode", ["i2v", "flf2v", "continue"])
+def test_given_frames_are_clean_at_timestep_zero_and_out_of_the_loss(mode):
+    still = torch.randn(B, C, 1, H, W)
+    b = batch({"last_still": still})
+    shares = {m: float(m == mode) for m in MODES}
+    shares["continue_"] = shares.pop("continue")
+    obj = make(**shares, max_prefix=3)
+    spy = Spy()
+    loss, _ = obj(spy, b, gens())
+    x, t = spy.calls[0]
+    # replay the draws: sigma, noise, then mode and k from each sample's generator
+    for i, g in enumerate(gens()):
+        sigma = TimestepSampling().sample(1, g)[0]
+        noise = torch.randn((C, F, H, W), generator=g)
+        name, given = obj.mode(g, False, F)
+        assert name == mode
+        x0 = b.latent[i].clone()
+        if mode == "flf2v":
+            assert given == [0, F - 1]
+            x0[:, -1:] = still[i]
+        elif mode == "i2v":
+            assert given == [0]
+        else:
+            assert 1 <= len(given) <= 3 and given == list(range(len(given)))
+        assert torch.equal(x[i][:, given], x0[:, given])                       # clean, exactly
+        noisy = [j for j in range(F) if j not in given]
+        expect = (1 - sigma) * x0[:, noisy].double() + sigma * noise[:, noisy].double()
+        assert (x[i][:, noisy].double() - expect).abs().max() <= 4 * EPS * expect.abs().max()
+        tt = t[i].view(F, PER_FRAME)
+        assert bool((tt[given] == 0).all()) and bool((tt[noisy] == sigma_to_timestep(sigma)).all())
+    # the loss does not see the given frames: change the prediction there and nothing moves
+    class Shift(Spy):
+        def forward(self, x, t, context, **kw):
+            out = super().forward(x, t, context)
+            out = out.clone()
+            out[:, :, 0] += 100.0                               # frame 0 is given in every mode here
+            return out
+    loss2, _ = obj(Shift(), b, gens())
+    assert torch.equal(loss, loss2)
+
+
+def test_mid_windows_always_continue_and_shares_follow_the_config():
+    obj = make(t2v=0.4, i2v=0.3, flf2v=0.1, continue_=0.2, max_prefix=3)
+    n = 4000
+    counts = dict.fromkeys(MODES, 0)
+    for s in range(n):
+        g = torch.Generator().manual_seed(s)
+        counts[obj.mode(g, False, F)[0]] += 1
+        name, given = obj.mode(torch.Generator().manual_seed(s), True, F)
+        assert name == "continue" and 1 <= len(given) <= 3
+    for m, p in zip(MODES, (0.4, 0.3, 0.1, 0.2)):
+        sd = (n * p * (1 - p)) ** 0.5
+        assert abs(counts[m] - n * p) <= 5 * sd, (m, counts)          # 5 binomial standard deviations
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="mode shares"):
+        CleanFrames(t2v=0, i2v=0, flf2v=0, continue_=0)
+    with pytest.raises(ValueError, match="max_prefix"):
+        CleanFrames(max_prefix=0)
+    spy = Spy()
+    spy.patch_size = (2, 2, 2)
+    with pytest.raises(ValueError, match="temporal patch"):
+        CleanFrames().setup(ObjectiveContext(config=None, module=spy, device=torch.device("cpu")))
+
+
+def test_trainer_runs_clean_frames_with_per_sample_tensors(tmp_path):
+    """End to end: items carry ``mid`` and ``last_still``; the trainer stacks them into ``batch.extra`` and the
+    objective trains a tiny DiT; a resumed run ends with the same weights bit for bit."""
+    import dataclasses
+
+    from openwan.configs import get_variant
+    from openwan.training.data import InMemoryLatentDataset
+    from openwan.training.trainer import Trainer
+    dit = dataclasses.replace(get_variant("tiny-t2v").dit, model_type="ti2v")
+    g = torch.Generator().manual_seed(0)
+    items = [{"latent": torch.randn(dit.in_dim, 3, 4, 4, generator=g), "context": torch.randn(5, dit.text_dim,
+                                                                                             generator=g),
+              "mid": torch.tensor(i % 2 == 1), "last_still": torch.randn(dit.in_dim, 1, 4, 4, generator=g)}
+             for i in range(8)]
+    cfg_dit = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dit.to_dict().items()}
+
+    def run(out, stop):
+        config = {"model": {"dit": cfg_dit, "dtype": "fp32"}, "optimizer": {"lr": 1e-3},
+                  "objective": {"name": "clean_frames", "options": {"t2v": 0.25, "i2v": 0.25, "flf2v": 0.25,
+                                                                     "continue": 0.25}},
+                  "steps": 4, "stop_at": stop, "batch_size": 4, "checkpoint_every": 2, "output_dir": str(out),
+                  "seed": 3, "resume": "auto", "progress": False, "precision": "fp32"}
+        tr = Trainer(config, dataset=InMemoryLatentDataset(items), device="cpu")
+        tr.train()
+        return tr
+    full = run(tmp_path / "a", None)
+    half = {k: v.clone() for k, v in run(tmp_path / "b", 2).model.state_dict().items()}
+    resumed = run(tmp_path / "b", None)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], half[k]) for k in a)          # steps 3-4 trained something
