@@ -302,6 +302,14 @@ DEMO_DIT = DiTConfig(model_type="t2v", patch_size=(1, 1, 1), text_len=32, in_dim
 DEMO_SAMPLE = SampleDefaults(steps=30, shift=3.0, guide_scale=5.0, frame_num=17, solver="unipc",
                              sizes=("64*64",), size="64*64", fps=8, negative_prompt="")
 DEMO_VARIANT = Variant("demo", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_SAMPLE)
+# The next demo (issue 22, in training: `python -m openwan.demo.train` with the options in docs/demo.md): one
+# TI2V-style model (clean frames at timestep 0, openwan.training.clean_frames) for text-, image-,
+# first-last-frame-to-video and long-video continuation, 128x128, 33 frames at 16 fps, grown from DEMO_DIT's
+# weights to patch (1, 2, 2) (8 x 8 tokens per latent frame, as before). The VAE is DEMO_VAE's, its latent
+# statistics measured at the new size. When it ships, these become DEMO_DIT / DEMO_SAMPLE / DEMO_VARIANT.
+DEMO_V2_DIT = DEMO_DIT.replace(model_type="ti2v", patch_size=(1, 2, 2))
+DEMO_V2_SAMPLE = DEMO_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16)
+DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The demo model distilled (openwan distill, docs/distill.md) into a 4-step guidance-free student: Euler on
 # LightX2V's [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid, 1000 -> 999).
 DEMO_4STEP_SAMPLE = DEMO_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
