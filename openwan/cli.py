@@ -251,6 +251,9 @@ def cmd_generate(a) -> int:
         if not Path(ckpt).is_dir():
             raise CLIError(f"--ckpt_dir {ckpt}: directory not found")
 
+    if task is None or task in DEMO_NAMES:           # the inputs choose the pipeline (v2v), or are refused early
+        pipe_task = _route(a, ckpt, variant) or pipe_task
+
     import torch
     from openwan.pipelines import load_pipeline
     if a.threads is not None:
@@ -332,6 +335,28 @@ def cmd_generate(a) -> int:
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
     return 0
+
+
+ROUTED_INPUTS = ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "context_scale")
+
+
+def _route(a, ckpt: str, variant):
+    """Without --task (or with the demo's name): the pipeline the inputs need, from the checkpoint's own task
+    (openwan.pipelines.routing): --src_video alone is video-to-video on a text-to-video or TI2V model; VACE inputs
+    on a model without VACE layers and pictures on a text-to-video model are refused before loading."""
+    given = [n for n in ROUTED_INPUTS if getattr(a, n, None) is not None]
+    if not given:
+        return None
+    if variant is None:
+        from openwan.pipelines.components import checkpoint_variant
+        variant = checkpoint_variant(ckpt)          # "demo" or the folder's headers; None: a custom model
+    if variant is None:
+        return None
+    from openwan.pipelines.routing import route_inputs
+    try:
+        return route_inputs(variant.task, variant.name, given)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def _memory_plan(a, variant) -> str:

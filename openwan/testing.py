@@ -85,6 +85,37 @@ def make_tiny_wan22_checkpoint(path: Union[str, Path], kind: str = "t2v-A14B", l
     return write_components(tiny_wan22_components(kind, seed, dit), path, layout)
 
 
+def make_tiny_demo_v2_checkpoint(path: Union[str, Path], seed: int = 0, size: int = 64, frame_num: int = 5,
+                                 steps: int = 2):
+    """A tiny random stand-in for the embedded demo's TI2V-style model (openwan.configs.DEMO_V2_*), written in the
+    official layout: a ti2v DiT of 16 channels with patch (1, 2, 2) (narrower than DEMO_V2_DIT: dim 32, 1 layer)
+    on DEMO_VAE's and DEMO_TEXT_ENCODER's architectures, random weights. Returns (folder, variant): the variant is
+    DEMO_V2_VARIANT with short defaults (``frame_num`` frames at ``size`` x ``size``, ``steps`` steps, its one
+    size). :func:`use_demo` installs both as the embedded default."""
+    from openwan.configs import DEMO_TEXT_ENCODER, DEMO_V2_DIT, DEMO_V2_VARIANT, DEMO_VAE
+    from openwan.models.dit import WanModel
+    from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
+    from openwan.models.vae import WanVAE
+    path = Path(path)
+    torch.manual_seed(seed)
+    randomize_(WanModel(DEMO_V2_DIT.replace(dim=32, ffn_dim=64, num_heads=2, num_layers=1)), seed).save_pretrained(path)
+    randomize_(WanVAE(DEMO_VAE), seed + 1, std=0.05).save_pretrained(path)
+    TextEncoder(DEMO_TEXT_ENCODER, TINY_TOKENIZER_DIR, seed=seed + 2, cache_dir=False).save_pretrained(path)
+    sample = DEMO_V2_VARIANT.sample.replace(steps=steps, frame_num=frame_num, sizes=(f"{size}*{size}",),
+                                            size=f"{size}*{size}")
+    return path, DEMO_V2_VARIANT.replace(sample=sample)
+
+
+def use_demo(monkeypatch, path: Union[str, Path], variant) -> None:
+    """Make ``path`` (a checkpoint folder) and ``variant`` the embedded default ("demo") for a test, through
+    pytest's ``monkeypatch``: load_pipeline("demo"), the CLI and the benchmark then load it."""
+    import openwan.configs
+    import openwan.demo
+    monkeypatch.setattr(openwan.configs, "DEMO_VARIANT", variant)
+    monkeypatch.setattr(openwan.demo, "DEMO_VARIANT", variant)
+    monkeypatch.setattr(openwan.demo, "demo_checkpoint_dir", lambda: Path(path))
+
+
 class PeakLiveTensors:
     """Peak bytes of tensor storage made while the context is active (a ``TorchDispatchMode``).
 

@@ -41,7 +41,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     variant ("demo-4step": the demo checkpoint with the student's DiT weights and sampling preset).
 
     ``task`` defaults to the checkpoint's own (t2v for T2V/VACE weights without VACE inputs is also
-    fine: pass task="t2v"). ``variant`` names a published variant to take the defaults from when
+    fine: pass task="t2v"); a TI2V-style DiT (TI2V-5B, the demo's TI2V model) does t2v, i2v and flf2v in its
+    own pipeline (``TextImageToVideo``: ``image=``, ``first_frame=`` / ``last_frame=``), v2v with task="v2v". ``variant`` names a published variant to take the defaults from when
     the checkpoint is not recognised automatically. ``dtype``: None (fp32 on CPU, bf16 on CUDA), "auto"
     (bf16 where the device multiplies it fast: CUDA, AMX CPUs), "fp32", "bf16" or a torch dtype.
     ``threads``: torch's CPU threads; None applies the policy of :mod:`openwan.runtime` (one thread for a
@@ -95,7 +96,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         n = resident_blocks(offload, comps.dit.config.num_layers)
         for model in ([comps.dit] if comps.dit_low is None else [comps.dit, comps.dit_low]):
             enable_block_swap(model, n, target)
-    task = task or comps.variant.task
+    from openwan.pipelines.routing import pipeline_task
+    task = pipeline_task(task or comps.variant.task, comps.dit.config.model_type)   # a TI2V DiT: t2v/i2v/flf2v
     cls = _task_pipeline(task, comps.dit_low is not None)
     if task in ("t2v", "i2v") and comps.variant.name.endswith("-A14B") and comps.dit_low is None:
         raise ValueError(f"{comps.variant.name} needs two experts (high_noise_model/ and low_noise_model/, or "

@@ -1,14 +1,22 @@
-"""Wan 2.2 TI2V-5B: text-to-video and image-to-video with one model on the Wan 2.2 VAE (z 48, 16x16x4).
+"""TI2V: text-, image- and first-last-frame-to-video with one model and clean latent frames (Wan 2.2 TI2V-5B on
+the Wan 2.2 VAE, z 48, 16x16x4; any DiT of model_type "ti2v" whose input channels are its VAE's, such as the
+embedded demo's TI2V-style model on the Wan 2.1-architecture VAE, z 16).
 
-    text-to-video:  noise [48, F', H/16, W/16] --guided DiT flow (one t for every token)--> latent --VAE--> video
-    image-to-video: image --resize/crop to the output size--> VAE --> z [48, 1, h, w]
-                    latent frame 0 := z before the loop and after every step (the solver's post-step hook);
+    text-to-video:  noise [z, F', h, w] --guided DiT flow (one t for every token)--> latent --VAE--> video
+    image-to-video: image --resize/crop to the output size--> VAE --> z0 [z, 1, h, w]
+                    latent frame 0 := z0 before the loop and after every step (the solver's post-step hook);
                     the DiT sees timestep 0 on the tokens of latent frame 0, t elsewhere (per-token t [B, L])
+    first-last-frame: as image-to-video with the first picture, plus the last latent frame := the last picture's
+                    :func:`still_latent` (latent frame 1 of a 5-frame still clip of it: what a video ending on
+                    that picture and staying there holds in its last latent frame), clean, timestep 0 on its
+                    tokens, re-imposed after every step (what ``openwan.training.clean_frames`` trains, ``flf2v``)
 
-Output size (image-to-video, the reference's ``best_output_size``): the size of area ``W*H`` nearest the
-image's aspect whose sides are multiples of 32 (VAE 16 x patch 2), see :func:`ti2v_size`; the image is
-scaled (PIL Lanczos) to cover it and centre-cropped. Text-to-video uses the size as given (1280*704 or
-704*1280 for the published model). fps 24.
+Output size with a picture (the reference's ``best_output_size``): the size of area ``W*H`` nearest the
+image's aspect whose sides are multiples of the VAE's stride x the patch (32 for TI2V-5B), see
+:func:`ti2v_size`; the image is scaled (PIL Lanczos) to cover it and centre-cropped. A model trained at one
+size only (its variant lists one size: the embedded demo, 128*128) takes the pictures cover-scaled and
+centre-cropped to that size instead. The last picture is fitted to the output size the same way.
+Text-to-video uses the size as given (1280*704 or 704*1280 for the published model). fps 24 (the demo: 16).
 """
 from __future__ import annotations
 
@@ -67,24 +75,33 @@ def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
 
 @dataclass
 class FirstFrameConditioning(Conditioning):
-    """Conditioning plus clean latent frames ``first_frame`` [z, n, h, w] that stand in the first n latent
-    frames (the image's latent, n = 1; a continued long-video window: the frames it shares with the last)."""
+    """Conditioning plus clean latent frames that stand in the video's latent: ``first_frame`` [z, n, h, w] in
+    the first n latent frames (the image's latent, n = 1; a continued long-video window: the frames it shares
+    with the last) and ``last_frame`` [z, m, h, w] in the last m (first-last-frame: the last picture's
+    :func:`still_latent`, m = 1). ``length``: the latent frames of the whole video (where ``last_frame``
+    belongs when a long video is cut into windows)."""
     first_frame: Optional[torch.Tensor] = None
+    last_frame: Optional[torch.Tensor] = None
+    length: Optional[int] = None
 
     def to(self, device) -> "FirstFrameConditioning":
         out = super().to(device)
-        ff = self.first_frame
-        return dataclasses.replace(out, first_frame=None if ff is None else ff.to(device))
+        mv = lambda v: None if v is None else v.to(device)  # noqa: E731
+        return dataclasses.replace(out, first_frame=mv(self.first_frame), last_frame=mv(self.last_frame))
 
     def frames(self, a: int, b: int) -> "FirstFrameConditioning":
-        """Frames a:b; the clean frames condition the window that starts at frame 0 only."""
-        return dataclasses.replace(super().frames(a, b), first_frame=self.first_frame if a == 0 else None)
+        """Frames a:b; the first clean frames condition the window that starts at frame 0 only, the last ones
+        the window that ends at the video's last frame."""
+        last = self.last_frame if self.length is not None and b == self.length else None
+        return dataclasses.replace(super().frames(a, b), first_frame=self.first_frame if a == 0 else None,
+                                   last_frame=last, length=None if last is None else b - a)
 
 
 class FirstFrameTimesteps(Wrapper):
-    """Per-token timesteps: 0 on the tokens of the conditioning's clean frames (``cond.first_frame``), the
-    step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t`` flattened in (f, h, w) order);
-    without clean frames the plain t. ``cond`` is the inner denoiser's (a long video's windows set it)."""
+    """Per-token timesteps: 0 on the tokens of the conditioning's clean frames (``cond.first_frame`` at the start,
+    ``cond.last_frame`` at the end), the step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t``
+    flattened in (f, h, w) order); without clean frames the plain t. ``cond`` is the inner denoiser's (a long
+    video's windows set it)."""
 
     @property
     def cond(self):
@@ -95,29 +112,55 @@ class FirstFrameTimesteps(Wrapper):
         self.inner.cond = value
 
     def __call__(self, x: torch.Tensor, step) -> torch.Tensor:
-        z = getattr(self.inner.cond, "first_frame", None)
-        if z is None:
+        first = getattr(self.inner.cond, "first_frame", None)
+        last = getattr(self.inner.cond, "last_frame", None)
+        if first is None and last is None:
             return self.inner(x, step)
         pt, ph, pw = self.inner.dit.patch_size
-        n = (x.shape[1] // pt) * (x.shape[2] // ph) * (x.shape[3] // pw)
+        per_frame = (x.shape[2] // ph) * (x.shape[3] // pw)
+        n = (x.shape[1] // pt) * per_frame
         t = step.t.reshape(1, 1).expand(1, n).clone()
-        t[:, :(z.shape[1] // pt) * (z.shape[2] // ph) * (z.shape[3] // pw)] = 0
+        if first is not None:
+            t[:, :(first.shape[1] // pt) * per_frame] = 0
+        if last is not None:
+            t[:, n - (last.shape[1] // pt) * per_frame:] = 0
         return self.inner(x, dataclasses.replace(step, t=t))
 
 
 def replace_first_frame(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``x`` with its first latent frames set to ``z`` [C, n, h, w] (the reference's (1 - mask) * z + mask * x,
     exactly)."""
+    return replace_clean_frames(x, z)
+
+
+def replace_clean_frames(x: torch.Tensor, first: Optional[torch.Tensor] = None,
+                         last: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x`` with its first latent frames set to ``first`` [C, n, h, w] and its last ones to ``last`` [C, m, h, w]
+    (either may be None), exactly."""
     x = x.clone()
-    x[:, :z.shape[1]] = z.to(x)
+    if first is not None:
+        x[:, :first.shape[1]] = first.to(x)
+    if last is not None:
+        x[:, x.shape[1] - last.shape[1]:] = last.to(x)
     return x
 
 
-class TextImageToVideo(WanPipeline):
-    """``pipe(prompt, image=None, ...)`` -> :class:`GenerationOutput` (``frames[0]`` [F, H, W, 3] uint8).
+def still_latent(vae, frame: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] pictures in [-1, 1] -> [B, z, 1, h, w]: latent frame 1 of a still clip of each picture
+    (1 + temporal_ratio frames), the latent a video ending on that picture and staying there has in its last
+    latent frame (what a TI2V-style model trained with ``openwan.training.clean_frames`` is given as the last
+    frame; the demo recipe's ``openwan.demo.latents.still_latent`` is the same function)."""
+    still = frame[:, :, None].expand(-1, -1, 1 + vae.temporal_ratio, -1, -1)
+    return vae.encode(still.contiguous())[:, :, 1:2]
 
-    Without ``image``: text-to-video at ``size``. With ``image``: image-to-video, the output size from the
-    image's aspect at the area of ``size`` (:func:`ti2v_size`), its first frame the image.
+
+class TextImageToVideo(WanPipeline):
+    """``pipe(prompt, image=None, first_frame=None, last_frame=None, ...)`` -> :class:`GenerationOutput`
+    (``frames[0]`` [F, H, W, 3] uint8).
+
+    Nothing given: text-to-video at ``size``. ``image`` (or ``first_frame`` alone): image-to-video, its first frame
+    the picture. ``first_frame`` and ``last_frame``: first-last-frame-to-video (``frame_num`` >= 5). With a
+    picture the output size follows it (see the module docstring; a model of one size: that size).
     """
 
     task = "ti2v"
@@ -126,68 +169,104 @@ class TextImageToVideo(WanPipeline):
         super().__init__(components, offload=offload, progress=progress)
         cfg = self.dit.config
         if cfg.model_type != "ti2v" or self.vae.z_dim != cfg.in_dim:
-            raise ValueError(f"the ti2v task needs Wan 2.2 TI2V-5B (model_type 'ti2v', 48 channels, Wan2.2_VAE); "
-                             f"this checkpoint's DiT is {cfg.model_type!r} with {cfg.in_dim} input channels and "
-                             f"its VAE has {self.vae.z_dim}")
+            raise ValueError(f"the ti2v task needs a TI2V-style DiT (model_type 'ti2v') whose input channels are "
+                             f"its VAE's latent channels (Wan 2.2 TI2V-5B: 48 with Wan2.2_VAE); this checkpoint's "
+                             f"DiT is {cfg.model_type!r} with {cfg.in_dim} input channels and its VAE has "
+                             f"{self.vae.z_dim}")
 
     def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, image: ImageLike = None,
+                 first_frame: ImageLike = None, last_frame: ImageLike = None,
                  size: Union[str, tuple, None] = None, frame_num: Optional[int] = None,
                  sample_steps: Optional[int] = None, sample_shift: Optional[float] = None,
                  guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
                  seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                  overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
                  return_frames: bool = True, callback=None, step_cache: Optional[str] = None) -> GenerationOutput:
-        job = self.prepare(prompt, negative_prompt=negative_prompt, image=image, size=size, frame_num=frame_num,
+        job = self.prepare(prompt, negative_prompt=negative_prompt, image=image, first_frame=first_frame,
+                           last_frame=last_frame, size=size, frame_num=frame_num,
                            sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=guide_scale,
                            sample_solver=sample_solver, seed=seed, output_type=output_type, output_path=output_path,
                            overwrite=overwrite, cfg_batch=cfg_batch, strict_size=strict_size,
                            return_frames=return_frames, step_cache=step_cache)
         return self.generate(job, callback)
 
+    def fixed_size(self) -> bool:
+        """Whether the model was made for one size only (its variant lists exactly one: the embedded demo): its
+        pictures are then fitted to that size, not the size chosen from their aspect (:func:`ti2v_size`)."""
+        return len(self.variant.sample.sizes) == 1
+
     def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, image: ImageLike = None,
+                first_frame: ImageLike = None, last_frame: ImageLike = None,
                 size: Union[str, tuple, None] = None, frame_num: Optional[int] = None,
                 sample_steps: Optional[int] = None, sample_shift: Optional[float] = None,
                 guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
                 seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                 overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
                 return_frames: bool = True, step_cache: Optional[str] = None) -> Job:
-        """Validate, encode the prompts (and the image), draw the noise: a :class:`Job` for :meth:`run`."""
+        """Validate, encode the prompts (and the pictures), draw the noise: a :class:`Job` for :meth:`run`."""
+        if image is not None and first_frame is not None:
+            raise ValueError("image and first_frame both give the first frame: pass one of them (first_frame "
+                             "with last_frame for first-last-frame-to-video)")
+        if last_frame is not None and image is None and first_frame is None:
+            raise ValueError("last_frame goes with first_frame (first-last-frame-to-video); for a video that "
+                             "starts from a picture give image= (or first_frame=) alone")
+        what = "image" if image is not None else "first_frame"
+        first_src = image if image is not None else first_frame
         d = self.defaults()
         width, height = parse_size(size, d.size)
         frame_num = d.frame_num if frame_num is None else frame_num
         check_frames(frame_num)
-        check_size(width, height, self.variant, strict_size and image is None, vae=self.vae)  # an image: an area
+        fixed = self.fixed_size()
+        check_size(width, height, self.variant, strict_size and (first_src is None or fixed), vae=self.vae)
         mult = size_multiple(self.vae, self.dit.patch_size)
         check_prompt(prompt)
-        img = None if image is None else load_image(image, "image")
-        out_w, out_h = (width, height) if img is None else ti2v_size(img.shape[1], img.shape[0], width * height,
-                                                                     mult)
+        if self.variant.name.startswith("demo"):        # the demo knows a small world: say what it did not get
+            from openwan.demo.world import warn_outside_world
+            for part in prompt.split("|"):
+                warn_outside_world(part.strip())
+        vae = self.vae
+        s, r = vae.spatial_ratio, vae.temporal_ratio
+        latent_frames = (frame_num - 1) // r + 1
+        if last_frame is not None and latent_frames < 2:
+            raise ValueError(f"first-last-frame-to-video needs at least 2 latent frames: frame_num >= {1 + r}, "
+                             f"got {frame_num}")
+        img = None if first_src is None else load_image(first_src, what)
+        end = None if last_frame is None else load_image(last_frame, "last_frame")
+        out_w, out_h = (width, height) if img is None or fixed else ti2v_size(img.shape[1], img.shape[0],
+                                                                               width * height, mult)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed,
                                    width=width, height=height)
-        extra = {} if img is None else {"video_size": f"{out_w}*{out_h}", "image": source_name(image)}
+        extra = {}
+        if img is not None:
+            extra = {"video_size": f"{out_w}*{out_h}", what: source_name(first_src)}
+        if end is not None:
+            extra["last_frame"] = source_name(last_frame)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **extra, **sp.settings())
         check_output_free(output_path, overwrite)
-        vae = self.vae
-        s, r = vae.spatial_ratio, vae.temporal_ratio
-        noise = make_noise((vae.z_dim, (frame_num - 1) // r + 1, out_h // s, out_w // s), sp.seed, self.device)
+        noise = make_noise((vae.z_dim, latent_frames, out_h // s, out_w // s), sp.seed, self.device)
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
-        z = None
+        z = z_last = None
         if img is not None:
             x = crop_to(img, out_w, out_h)
             with self.resident(vae), torch.inference_mode():
                 z = vae.encode(x[None, :, None].to(vae.device, vae.dtype))[0].float().to(self.device)
-        cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z)
-        job = self.make_job(settings, noise if z is None else replace_first_frame(noise, z), cond, sp,
+                if end is not None:
+                    x = crop_to(end, out_w, out_h)
+                    z_last = still_latent(vae, x[None].to(vae.device, vae.dtype))[0].float().to(self.device)
+        cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z, last_frame=z_last,
+                                      length=None if z_last is None else latent_frames)
+        job = self.make_job(settings, replace_clean_frames(noise, z, z_last), cond, sp,
                             cfg_batch=cfg_batch, step_cache=step_cache, output_type=output_type,
                             output_path=output_path, overwrite=overwrite, return_frames=return_frames)
         if z is not None:
-            job.post_step = lambda step, x, x0: replace_first_frame(x, z)
+            job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
 
     def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None):
-        """The guided DiT; with an image, timestep 0 on latent frame 0's tokens (:class:`FirstFrameTimesteps`);
-        past the native length windowed (openwan.long_video), the image conditioning the first window only."""
+        """The guided DiT; with pictures, timestep 0 on the clean frames' tokens (:class:`FirstFrameTimesteps`);
+        past the native length windowed (openwan.long_video), the first picture conditioning the first window
+        only and the last picture the last window."""
         from openwan.cache import step_cache_wrapper
         d = FirstFrameTimesteps(Denoiser(self.dit, cond, guidance))
         if windows is not None:
@@ -199,18 +278,20 @@ class TextImageToVideo(WanPipeline):
     def continued_window(self, job: Job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
         """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
         clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any); later windows:
-        the frames shared with the previous window, clean (not re-noised as for the other models), set
-        before the loop and after every step. Returns (start, conditioning, post_step)."""
+        the frames shared with the previous window, clean (not re-noised as for the other models); the last
+        window also the last picture's latent (first-last-frame), all set before the loop and after every step.
+        Returns (start, conditioning, post_step)."""
         cond = job.window_conds[k]
         clean = cond.first_frame if k == 0 else (known if known.shape[1] else None)
-        if clean is None:
+        last = cond.last_frame
+        if clean is None and last is None:
             return window_noise, cond, None
         cond = dataclasses.replace(cond, first_frame=clean)
-        return (replace_first_frame(window_noise, clean), cond,
-                lambda step, x, x0: replace_first_frame(x, clean))
+        return (replace_clean_frames(window_noise, clean, last), cond,
+                lambda step, x, x0: replace_clean_frames(x, clean, last))
 
 
 PIPELINE = TextImageToVideo
 
 __all__ = ["TextImageToVideo", "ti2v_size", "crop_to", "FirstFrameTimesteps", "FirstFrameConditioning",
-           "replace_first_frame"]
+           "replace_first_frame", "replace_clean_frames", "still_latent"]

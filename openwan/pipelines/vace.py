@@ -131,6 +131,9 @@ class VACE(WanPipeline):
     def __init__(self, components, offload: str = "none", progress: bool = True):
         super().__init__(components, offload=offload, progress=progress)
         if not self.dit.config.is_vace:
+            from openwan.pipelines.routing import is_demo, no_vace_message
+            if is_demo(self.variant.name):
+                raise ValueError(no_vace_message(self.variant.name))
             raise ValueError(f"the vace task needs a VACE checkpoint (DiT with vace_layers); this one is a "
                              f"{self.dit.config.model_type} model ({self.variant.name}). Load Wan2.1-VACE-1.3B/14B.")
 

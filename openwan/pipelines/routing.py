@@ -1,0 +1,72 @@
+"""Which pipeline a request needs, from the checkpoint's own task and the inputs given.
+
+A TI2V-style DiT (model_type "ti2v": Wan 2.2 TI2V-5B, the embedded demo's next model) does text-, image- and
+first-last-frame-to-video itself (:class:`~openwan.pipelines.ti2v.TextImageToVideo`), so those tasks asked of it
+run there (:func:`pipeline_task`). A command line without ``--task`` picks the pipeline from its inputs
+(:func:`route_inputs`): a source video alone is video-to-video (SDEdit) for a text-to-video or TI2V model; VACE's
+inputs need a VACE model, and a picture needs a model that takes pictures; both refused before anything loads,
+naming what to use instead.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+VACE_INPUTS = ("src_mask", "src_ref_images", "context_scale")
+ONE_MODEL_TASKS = ("t2v", "i2v", "flf2v")        # what a TI2V-style model does in its own pipeline
+
+
+def pipeline_task(task: str, model_type: str) -> str:
+    """The pipeline task for ``task`` asked of a DiT of ``model_type``: t2v, i2v and flf2v of a TI2V-style DiT
+    run in its own pipeline ("ti2v"); anything else is unchanged."""
+    return "ti2v" if model_type == "ti2v" and task in ONE_MODEL_TASKS else task
+
+
+def is_demo(name: Optional[str]) -> bool:
+    return bool(name) and str(name).startswith("demo")
+
+
+def no_vace_message(name: str, given: Iterable[str] = ()) -> str:
+    """Why a model without VACE layers cannot do VACE, and what to use instead."""
+    what = f" ({', '.join(given)})" if given else ""
+    who = f"the embedded demo model ({name})" if is_demo(name) else name
+    return (f"VACE{what} needs a model with VACE layers (a DiT with vace_layers, conditioned on the 96-channel VACE "
+            f"context); {who} has none. Use a VACE checkpoint: --task vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B (or "
+            f"vace-14B); to re-render a whole video along a prompt use video-to-video: --src_video FILE "
+            f"[--strength 0.7] (task v2v), which any text-to-video or TI2V model does")
+
+
+def no_picture_message(name: str, task: str, given: Iterable[str]) -> str:
+    """Why a model that takes no pictures refuses them, and what to use instead."""
+    flags = ", ".join(f"--{g}" for g in given)
+    if is_demo(name):
+        return (f"the embedded demo model ({name}) is text-to-video only ({task}), so it does not take {flags}: "
+                f"image-to-video and first-last-frame come with its TI2V-style successor (docs/demo.md, 'Every task "
+                f"on the embedded default'); with downloaded weights use --task i2v-14B-480P, flf2v-14B or "
+                f"ti2v-5B and --ckpt_dir; --src_video FILE re-renders a video (video-to-video) with this model")
+    return (f"the {task} task does not take {flags}: pictures need an image-to-video model (--task i2v-14B-480P, "
+            f"i2v-A14B or ti2v-5B for --image; flf2v-14B or ti2v-5B for --first_frame/--last_frame)")
+
+
+def route_inputs(own_task: str, name: str, given: Iterable[str]) -> Optional[str]:
+    """The pipeline task for a request without an explicit task, from the checkpoint's own task and the input
+    names given; None keeps the checkpoint's own. Raises ValueError (naming what to use) for inputs the model
+    cannot take."""
+    given = [g for g in dict.fromkeys(given)]
+    if own_task == "vace":
+        return None
+    vace = [g for g in given if g in VACE_INPUTS]
+    if vace:
+        raise ValueError(no_vace_message(name, [f"--{g}" for g in vace]))
+    if "src_video" in given and own_task in ("t2v", "ti2v"):
+        pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
+        if pictures:
+            raise ValueError(f"--src_video (video-to-video) and {', '.join('--' + p for p in pictures)} exclude each "
+                             f"other: give a source video or pictures")
+        return "v2v"
+    pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
+    if pictures and own_task in ("t2v", "t2i"):          # the others say what they take after loading
+        raise ValueError(no_picture_message(name, own_task, pictures))
+    return None
+
+
+__all__ = ["pipeline_task", "route_inputs", "no_vace_message", "no_picture_message", "VACE_INPUTS"]
