@@ -12,8 +12,12 @@ for, and whether translating objects start on the side their motion needs (:func
     openwan bench demo --seeds 4 --out bench/   # also write every video (mp4) and results.json there
     openwan bench demo --json -                 # results as JSON on stdout
     openwan bench demo --check                  # exit 1 when a target is missed (CI)
+    openwan bench demo --task i2v               # every task: t2v (default), i2v, flf2v, v2v (bench_tasks.py)
+    openwan bench demo --prompts all            # + two-object scenes and paraphrased prompts (bench_sets.py)
 
-Targets (issue 7): attribute accuracy >= 90% on seen combinations, >= 75% on held-out ones.
+Targets (issue 7): attribute accuracy >= 90% on seen combinations, >= 75% on held-out ones. With the tasks and
+sets beyond it (issue 22): PSNR of the given first / last frames >= 25 dB, two-object scenes >= 85% per object
+attribute.
 """
 from __future__ import annotations
 
@@ -30,40 +34,16 @@ TARGETS = {"seen": 0.90, "heldout": 0.75}
 
 def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int] = (0, 1),
                   out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list[dict]:
-    """Generate and score one video per (prompt, seed). ``prompts``: BenchmarkPrompts (default: all of
-    :func:`~openwan.demo.world.benchmark_prompts`); ``sample_kw`` go to the pipeline (sample_steps,
-    sample_shift, guide_scale, sample_solver, ...). Returns one record per video."""
-    from openwan.demo import detect, world
+    """Generate and score one text-to-video video per (prompt, seed). ``prompts``: BenchmarkPrompts (default: all
+    of :func:`~openwan.demo.world.benchmark_prompts`); ``sample_kw`` go to the pipeline (sample_steps,
+    sample_shift, guide_scale, sample_solver, ...). Returns one record per video
+    (:func:`openwan.demo.bench_tasks.run_cases` runs the other tasks and prompt sets)."""
+    from openwan.demo import world
+    from openwan.demo.bench_sets import BenchCase
+    from openwan.demo.bench_tasks import run_cases
     prompts = list(world.benchmark_prompts() if prompts is None else prompts)
-    records = []
-    for i, bp in enumerate(prompts):
-        for seed in seeds:
-            path = None
-            if out_dir is not None:
-                slug = bp.prompt.replace(" ", "_")
-                path = Path(out_dir) / f"{bp.split}_{slug}_seed{seed}.mp4"
-            t0 = time.perf_counter()
-            out = pipe(bp.prompt, seed=int(seed), output_path=path, overwrite=True, **sample_kw)
-            dt = time.perf_counter() - t0
-            det = detect.detect(out.frames[0])
-            sc = detect.score(det, bp.attributes)
-            rec = {"prompt": bp.prompt, "split": bp.split, "seed": int(seed),
-                   "expected": dict(bp.attributes._asdict()),
-                   "detected": {k: det.get(k) for k in ATTRIBUTES}, "found": bool(det.get("found")),
-                   "correct": sc, "seconds": dt, "dit_forwards": out.settings["stats"]["dit_forwards"]}
-            m = det.get("measurements", {})
-            if "centroid_start" in m:   # where the object starts (fractions of the frame) and its drift per clip
-                rec["track"] = {"start": [round(v, 4) for v in m["centroid_start"]],
-                                "dx": round(float(m["dx"]), 4), "dy": round(float(m["dy"]), 4)}
-            if path is not None:
-                rec["video"] = str(path)
-            records.append(rec)
-            if progress:
-                mark = "ok " if sc["all"] else "BAD"
-                got = "/".join(str(det.get(k)) for k in ATTRIBUTES)
-                print(f"  [{len(records):3d}] {mark} {bp.split:7s} {bp.prompt!r} seed {seed}: {got} ({dt:.2f}s)",
-                      file=sys.stderr, flush=True)
-    return records
+    cases = [BenchCase(bp.prompt, (bp.attributes,), bp.split, "single") for bp in prompts]
+    return run_cases(pipe, "t2v", cases, seeds, out_dir=out_dir, progress=progress, **sample_kw)
 
 
 def summarize(records: Sequence[dict]) -> dict:
@@ -165,7 +145,12 @@ def format_report(summary: dict, settings: dict) -> str:
         lines.append(f"translations ({t['videos']} videos): start on the side the motion needs "
                      f"{t['start_on_needed_side']}, move with the prompted sign {t['move_sign_as_prompted']}, "
                      f"move away from the nearer border {t['move_away_from_nearer_border']}")
+    from openwan.demo.bench_tasks import format_extra, task_targets
+    lines += format_extra(summary)
     ok = meets_targets(summary)
+    extra = task_targets(summary)
+    if extra:
+        lines.append("task targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in extra.items()))
     if ok:
         lines.append("")
         lines.append("targets: " + ", ".join(f"{split} >= {100 * TARGETS[split]:.0f}% per attribute: "
@@ -197,14 +182,49 @@ def list_benchmarks(repo_root: Optional[Path] = None) -> str:
     return "\n".join(lines)
 
 
+def _model_and_task(a) -> tuple[str, str]:
+    """(--model, --task): the earlier ``--task demo|demo-4step`` named the model (text-to-video)."""
+    if a.task in ("demo", "demo-4step"):
+        if a.model not in (None, a.task):
+            raise ValueError(f"--task {a.task} names the model; it contradicts --model {a.model}")
+        return a.task, "t2v"
+    return a.model or "demo", a.task or "t2v"
+
+
+def _ckpt_variant(ckpt_dir):
+    """The demo variant whose DiT a checkpoint folder holds (DEMO_VARIANT, or DEMO_V2_VARIANT for an export of the
+    TI2V-style model before it ships), read from its config; "demo" when it cannot tell."""
+    from openwan.checkpoints import _dit_source, checkpoint_layout, dit_config_from_diffusers_json, \
+        dit_config_from_official_json
+    from openwan.configs import DEMO_V2_VARIANT, DEMO_VARIANT
+    try:
+        _, kind, cfg_json = _dit_source(Path(checkpoint_layout(Path(ckpt_dir)).dits[0]))
+        cfg = (dit_config_from_diffusers_json if kind == "diffusers" else dit_config_from_official_json)(cfg_json)
+    except Exception:                    # noqa: BLE001 - load_pipeline names what is wrong with the folder
+        return "demo"
+    for v in (DEMO_VARIANT, DEMO_V2_VARIANT):
+        if (v.dit.model_type, tuple(v.dit.patch_size)) == (cfg.model_type, tuple(cfg.patch_size)):
+            return v
+    return "demo"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
-    ap.add_argument("--task", choices=["demo", "demo-4step"], default="demo",
+    ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "demo", "demo-4step"], default=None,
+                    help="the task: t2v (default), i2v (frame 0 of a rendered world clip given), flf2v (its first and "
+                         "last frames), v2v (the clip in other colours re-rendered at --strength); demo / demo-4step "
+                         "name the model as --model does (earlier spelling)")
+    ap.add_argument("--model", choices=["demo", "demo-4step"], default=None,
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
+    ap.add_argument("--prompts", default="single", metavar="SETS",
+                    help="prompt sets, comma separated: single (the fixed benchmark, default), two_objects, "
+                         "paraphrase, or all")
+    ap.add_argument("--strength", type=float, default=None, help="v2v: the noise level the source is pushed to "
+                                                                 "(default 0.7)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")
     ap.add_argument("--split", choices=["all", "seen", "heldout"], default="all")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split (and set)")
     ap.add_argument("--sample_steps", type=int, default=None)
     ap.add_argument("--sample_shift", type=float, default=None)
     ap.add_argument("--sample_guide_scale", type=float, default=None)
@@ -222,25 +242,38 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
+    model, task = _model_and_task(a)
+    from openwan.demo.bench_sets import SETS, cases as make_cases
+    sets = list(SETS) if a.prompts == "all" else [p.strip() for p in a.prompts.split(",") if p.strip()]
+    if a.strength is not None and task != "v2v":
+        raise ValueError("--strength is v2v's (--task v2v)")
+    from openwan.pipelines.v2v import check_strength
+    from openwan.demo.bench_tasks import V2V_STRENGTH
+    strength = check_strength(V2V_STRENGTH if a.strength is None else a.strength)
 
     import torch
-    from openwan.demo import world
     from openwan.pipelines import load_pipeline
     if a.threads:
         torch.set_num_threads(a.threads)
-    prompts = world.benchmark_prompts()
+    cases = make_cases(sets)
     if a.split != "all":
-        prompts = [p for p in prompts if p.split == a.split]
+        cases = [c for c in cases if c.split == a.split]
     if a.limit is not None:
         keep = []
-        for split in ("seen", "heldout"):
-            keep += [p for p in prompts if p.split == split][:a.limit]
-        prompts = keep
+        for name in SETS:
+            for split in ("seen", "heldout"):
+                keep += [c for c in cases if c.set == name and c.split == split][:a.limit]
+        cases = keep
     t0 = time.perf_counter()
-    if a.ckpt_dir and a.task != "demo":
-        raise ValueError("--ckpt_dir and --task demo-4step exclude each other (the student is its own weights)")
-    pipe = load_pipeline(a.ckpt_dir or a.task, task="t2v", variant="demo" if a.ckpt_dir else None, progress=False,
+    if a.ckpt_dir and model != "demo":
+        raise ValueError("--ckpt_dir and --model demo-4step exclude each other (the student is its own weights)")
+    pipe = load_pipeline(a.ckpt_dir or model, task="v2v" if task == "v2v" else "t2v",
+                         variant=_ckpt_variant(a.ckpt_dir) if a.ckpt_dir else None, progress=False,
                          dtype=a.dtype, threads=a.threads)
+    if task in ("i2v", "flf2v") and pipe.task != "ti2v":
+        raise ValueError(f"--task {task} needs a model that takes pictures; {pipe.variant.name} is a text-to-video "
+                         f"model ({pipe.dit.config.model_type}): the shipped demo is text-to-video only, its "
+                         f"TI2V-style successor (DEMO_V2_VARIANT, docs/demo.md) does i2v and flf2v")
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
@@ -248,21 +281,33 @@ def main(argv=None) -> int:
           if v is not None}
     d = pipe.defaults()
     steps = kw.get("sample_steps", d.steps)
-    settings = {"checkpoint": a.ckpt_dir or a.task, "steps": steps,
+    settings = {"checkpoint": a.ckpt_dir or model, "steps": steps,
                 "shift": kw.get("sample_shift", d.shift), "guide_scale": kw.get("guide_scale", d.guide_scale),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
                 "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}
     if d.timesteps and steps == len(d.timesteps):
         settings["timesteps"] = list(d.timesteps)
+    if task != "t2v":
+        settings["task"] = task
+    if task == "v2v":
+        settings["strength"] = strength
+    if sets != ["single"]:
+        settings["prompts"] = sets
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    from openwan.demo import bench_tasks
     with torch.inference_mode():
-        records = run_benchmark(pipe, prompts, range(a.seeds), out_dir=out_dir, progress=not a.quiet, **kw)
-    summary = summarize(records)
-    result = {"settings": settings, "summary": summary, "targets": TARGETS, "meets_targets": meets_targets(summary),
+        records = bench_tasks.run_cases(pipe, task, cases, range(a.seeds), out_dir=out_dir, progress=not a.quiet,
+                                        **({"strength": strength} if task == "v2v" else {}), **kw)
+    summary = summarize_all(records)
+    meets = {**meets_targets(summary), **bench_tasks.task_targets(summary)}
+    result = {"settings": settings, "summary": summary, "targets": TARGETS, "meets_targets": meets,
               "videos": records}
+    extra_targets = {k: v for k, v in bench_tasks.TASK_TARGETS.items() if k in meets}
+    if extra_targets:
+        result["task_targets"] = extra_targets
     from openwan.fileio import write_json
     if out_dir is not None:
         write_json(result, out_dir / "results.json")
@@ -275,6 +320,24 @@ def main(argv=None) -> int:
     if a.check and not all(result["meets_targets"].values()):
         return 1
     return 0
+
+
+def summarize_all(records: Sequence[dict]) -> dict:
+    """:func:`summarize` of the fixed single-object benchmark's records, plus ``paraphrase`` (the same summary of
+    the paraphrased prompts), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR of given frames, v2v's
+    measures) when the records hold them."""
+    from openwan.demo.bench_tasks import summarize_objects, summarize_task
+    summary = summarize([r for r in records if r.get("set", "single") == "single"])
+    para = [r for r in records if r.get("set") == "paraphrase"]
+    if para:
+        summary["paraphrase"] = summarize(para)
+    two = [r for r in records if r.get("set") == "two_objects"]
+    if two:
+        summary["two_objects"] = summarize_objects(two)
+    fid = summarize_task(records)
+    if fid:
+        summary["fidelity"] = fid
+    return summary
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ motions: a **bounce** ranges over at least ``MOVE_MIN`` along one axis, comes ba
 distance between its ends) by at least ``BOUNCE_MIN_BACK`` = 0.05 of the frame and 10% of its range (the shipped
 model's one-way moves come back by at most 0.023), and ranges across under half as much; **circling** ranges comparably on both axes (the smaller >= half the larger) and its
 heading turns clockwise by at least 90 degrees. A straight move or a still object comes back by neither. ``detect_objects`` handles two objects by first splitting the foreground pixels by color
-class.
+class; ``match_objects`` / ``score_scene`` pair them with a prompt's objects (best one-to-one assignment).
 """
 from __future__ import annotations
 
@@ -423,3 +423,27 @@ def score_objects(detected: Sequence[dict], expected: Sequence) -> list:
         e = _expected(e)
         out.append(score(by_color.get(e.color, {}), e))
     return out
+
+
+def match_objects(detected: Sequence[dict], expected: Sequence) -> list:
+    """Each expected object's detection under the one-to-one assignment that gets the most attributes right
+    (ties: the most colors right, then the detections in order), or {} where there are fewer detections. Unlike
+    :func:`score_objects`' match by color, a scene whose model swapped or changed a color still has the shape and
+    motion of each object graded against the object it drew."""
+    import itertools
+    exp = [_expected(e) for e in expected]
+    det = list(detected)
+    slots = det + [{}] * max(0, len(exp) - len(det))
+    best, best_key = None, None
+    for perm in itertools.permutations(range(len(slots)), len(exp)):
+        sc = [score(slots[j], e) for j, e in zip(perm, exp)]
+        key = (sum(s[k] for s in sc for k in ("color", "shape", "motion")), sum(s["color"] for s in sc))
+        if best_key is None or key > best_key:
+            best, best_key = perm, key
+    return [slots[j] for j in best] if best is not None else []
+
+
+def score_scene(detected: Sequence[dict], expected: Sequence) -> list:
+    """Per expected object, its scores {color, shape, motion, all} against its detection under
+    :func:`match_objects`."""
+    return [score(d, e) for d, e in zip(match_objects(detected, expected), expected)]

@@ -1,0 +1,93 @@
+"""Prompt sets of ``openwan bench demo`` beyond the fixed single-object benchmark (world.benchmark_prompts):
+
+* ``two_objects``: two-object scenes in the world's own two-object wording ("a red circle moving to the left and
+  a blue square moving to the right"), each object graded apart (:func:`openwan.demo.detect.detect_objects`);
+  a scene is "heldout" when one of its objects is a held-out combination.
+* ``paraphrase``: single objects described in ways the world's captions never are (no caption template, no motion
+  phrase of ``world.MOTION_PHRASES``, some color synonyms): whether the model follows the meaning or the wording.
+  Kept apart from training: no caption the world can draw equals one of them, and none holds a motion phrase of
+  the templates (a test checks both), so the training captions (drawn from the templates) never hold them.
+
+Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from openwan.demo.world import HELD_OUT, Attributes, prompt_for
+
+SETS = ("single", "two_objects", "paraphrase")
+
+
+class BenchCase(NamedTuple):
+    prompt: str
+    objects: tuple          # Attributes of each object, in the prompt's order
+    split: str              # "seen" or "heldout"
+    set: str                # one of SETS
+
+
+def _split(objects) -> str:
+    return "heldout" if any(Attributes(*a) in HELD_OUT for a in objects) else "seen"
+
+
+_TWO_OBJECTS = (
+    (("red", "circle", "left"), ("blue", "square", "right")),
+    (("green", "square", "up"), ("yellow", "triangle", "still")),
+    (("white", "circle", "growing"), ("purple", "square", "down")),
+    (("cyan", "triangle", "down"), ("red", "square", "left")),
+    (("yellow", "circle", "growing"), ("blue", "triangle", "left")),
+    (("purple", "circle", "up"), ("green", "triangle", "right")),
+    (("red", "triangle", "still"), ("cyan", "circle", "shrinking")),
+    (("blue", "circle", "down"), ("white", "triangle", "up")),
+    (("green", "circle", "right"), ("red", "square", "shrinking")),
+    (("white", "square", "left"), ("yellow", "circle", "down")),
+    (("cyan", "square", "still"), ("purple", "triangle", "growing")),
+    (("yellow", "square", "right"), ("green", "triangle", "left")),
+)
+
+# (color, shape, motion) and a wording the world's captions never use
+_PARAPHRASES = (
+    (("red", "square", "left"), "a square, red in colour, heading off toward the left edge"),
+    (("green", "circle", "left"), "watch the green ball travel leftwards across the frame"),
+    (("purple", "triangle", "right"), "one purple triangle that keeps heading right"),
+    (("cyan", "circle", "up"), "a cyan dot climbing toward the top"),
+    (("yellow", "square", "down"), "a yellow block dropping toward the bottom of the picture"),
+    (("white", "circle", "still"), "a white circle that does not move at all"),
+    (("blue", "triangle", "growing"), "a blue triangle becoming larger and larger"),
+    (("green", "triangle", "shrinking"), "a green triangle slowly turning tiny"),
+    (("red", "circle", "left"), "against a dark backdrop, a red circle heads leftward"),
+    (("blue", "circle", "right"), "a blue disc drifts off toward the right side"),
+    (("white", "square", "up"), "a white box ascending toward the top edge"),
+    (("yellow", "square", "shrinking"), "a yellow square that gets smaller and smaller"),
+    (("green", "circle", "still"), "a green circle resting motionless in one spot"),
+    (("purple", "square", "left"), "a magenta square gliding over to the left"),
+)
+
+
+def two_object_cases() -> list:
+    """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
+    out = []
+    for objs in _TWO_OBJECTS:
+        attrs = tuple(Attributes(*a) for a in objs)
+        out.append(BenchCase(" and ".join(prompt_for(a) for a in attrs), attrs, _split(attrs), "two_objects"))
+    return out
+
+
+def paraphrase_cases() -> list:
+    """The paraphrase set (14 single-object prompts, 8 seen and 6 held-out combinations)."""
+    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase") for a, text in _PARAPHRASES]
+
+
+def single_cases() -> list:
+    """The fixed benchmark (world.benchmark_prompts) as cases."""
+    from openwan.demo.world import benchmark_prompts
+    return [BenchCase(bp.prompt, (bp.attributes,), bp.split, "single") for bp in benchmark_prompts()]
+
+
+def cases(names) -> list:
+    """The cases of the named sets, in SETS order."""
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        raise ValueError(f"unknown prompt set(s) {unknown}; choose from {list(SETS)}")
+    make = {"single": single_cases, "two_objects": two_object_cases, "paraphrase": paraphrase_cases}
+    return [c for n in SETS if n in names for c in make[n]()]

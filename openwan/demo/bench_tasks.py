@@ -1,0 +1,247 @@
+"""`openwan bench demo --task {t2v,i2v,flf2v,v2v}` and its prompt sets: what each task's videos are graded on.
+
+For every case (a prompt and its objects' attributes, :mod:`openwan.demo.bench_sets`) and seed, a world clip of
+those attributes is rendered at the model's size and length (:func:`source_clip`: placement, size and speed drawn
+from ``[BENCH_SEED, case, seed]``, so every model is given the same pictures) and the task gets:
+
+* ``t2v``: the prompt alone.
+* ``i2v``: the prompt and frame 0 of the clip. Graded: the attributes, and the PSNR of generated frame 0 to the
+  picture (``psnr_first``; the picture's latent is imposed clean, so this is the VAE's round trip of it).
+* ``flf2v``: the prompt, frame 0 and the last frame of the clip: attributes, ``psnr_first`` and ``psnr_last``
+  (the last picture's still latent is imposed, so the last frame's PSNR also depends on what the model made
+  of the frames before it: the VAE decodes causally).
+* ``v2v``: the prompt over the clip rendered in other colours (each prompted colour moved ``V2V_COLOR_SHIFT`` places
+  round the palette) at ``strength``. Graded: colour = the prompt's (the edit happened), shape and motion = the
+  source's (which are the prompt's too: kept), ``track_error`` (mean distance between the source's and the output's
+  object centroids over the frames, fractions of the frame: the motion kept in place, not only in kind), and
+  ``kept_source_color`` (the share of videos that stayed in the source colour: strength too low).
+
+One-object videos are graded by :func:`openwan.demo.detect.detect`, two-object scenes by
+:func:`~openwan.demo.detect.detect_objects` and :func:`~openwan.demo.detect.match_objects`, per object.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+ATTRIBUTES = ("color", "shape", "motion")
+TASKS = ("t2v", "i2v", "flf2v", "v2v")
+BENCH_SEED = 22
+V2V_COLOR_SHIFT = 3
+V2V_STRENGTH = 0.7
+# issue 22's targets for the tasks beyond text-to-video (dB; per-object attribute accuracy of two-object scenes)
+TASK_TARGETS = {"psnr_first": 25.0, "psnr_last": 25.0, "two_objects": 0.85}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def source_clip(case, index: int, seed: int, color_shift: int = 0):
+    """The world clip of a case's objects for (case index, seed); ``color_shift`` moves each colour that many
+    places round the palette (v2v's source)."""
+    from openwan.demo import world
+    names = world.COLOR_NAMES
+    attrs = [world.Attributes(names[(names.index(a.color) + color_shift) % len(names)], a.shape, a.motion)
+             for a in case.objects]
+    return world.sample_clip(np.random.default_rng([BENCH_SEED, index, seed]), attributes=attrs)
+
+
+def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int,
+                strength: float = V2V_STRENGTH) -> tuple[dict, Optional[np.ndarray]]:
+    """(the pipeline's keyword arguments for the task, the rendered clip uint8 [F, H, W, 3] or None for t2v)."""
+    from openwan.demo import world
+    if task == "t2v":
+        return {}, None
+    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task == "v2v" else 0)
+    video = world.render_clip(clip, size=size, frames=frames)
+    if task == "i2v":
+        return {"image": video[0]}, video
+    if task == "flf2v":
+        return {"first_frame": video[0], "last_frame": video[-1]}, video
+    if task == "v2v":
+        return {"src_video": video, "strength": strength}, video
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def _track(video: np.ndarray):
+    from openwan.demo import detect
+    t = detect.track(video)
+    h, w = t["size"]
+    return t["cx"] / w, t["cy"] / h
+
+
+def grade(video: np.ndarray, case) -> dict:
+    """The detection fields of a record: for one object as ``openwan bench demo`` always had them (expected,
+    detected, found, correct, track); for several, ``objects``: one such dict per object."""
+    from openwan.demo import detect
+    if len(case.objects) == 1:
+        det = detect.detect(video)
+        rec = {"expected": dict(case.objects[0]._asdict()), "detected": {k: det.get(k) for k in ATTRIBUTES},
+               "found": bool(det.get("found")), "correct": detect.score(det, case.objects[0])}
+        m = det.get("measurements", {})
+        if "centroid_start" in m:   # where the object starts (fractions of the frame) and its drift per clip
+            rec["track"] = {"start": [round(v, 4) for v in m["centroid_start"]],
+                            "dx": round(float(m["dx"]), 4), "dy": round(float(m["dy"]), 4)}
+        return rec
+    dets = detect.match_objects(detect.detect_objects(video, n_objects=len(case.objects)), case.objects)
+    objects = [{"expected": dict(e._asdict()), "detected": {k: d.get(k) for k in ATTRIBUTES},
+                "found": bool(d.get("found")), "correct": detect.score(d, e)} for d, e in zip(dets, case.objects)]
+    return {"objects": objects, "correct": {"all": all(o["correct"]["all"] for o in objects)}}
+
+
+def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), out_dir: Optional[Path] = None,
+              progress: bool = True, strength: float = V2V_STRENGTH, **sample_kw) -> list[dict]:
+    """Generate and grade one video per (case, seed) for ``task``; one record per video (see the module
+    docstring). ``sample_kw`` go to the pipeline (sample_steps, guide_scale, ...)."""
+    from openwan.pipelines.base import parse_size
+    d = pipe.defaults()
+    w, h = parse_size(sample_kw.get("size"), d.size)
+    frames = sample_kw.get("frame_num") or d.frame_num
+    records = []
+    for i, case in enumerate(cases):
+        for seed in seeds:
+            path = None
+            if out_dir is not None:
+                tag = "" if task == "t2v" else f"{task}_"
+                tag += "" if case.set == "single" else f"{case.set}_"
+                path = Path(out_dir) / f"{tag}{case.split}_{case.prompt.replace(' ', '_')}_seed{seed}.mp4"
+            inputs, source = task_inputs(task, case, i, int(seed), (h, w), frames, strength)
+            t0 = time.perf_counter()
+            out = pipe(case.prompt, seed=int(seed), output_path=path, overwrite=True, **inputs, **sample_kw)
+            dt = time.perf_counter() - t0
+            video = out.frames[0]
+            rec = {"prompt": case.prompt, "split": case.split, "seed": int(seed)}
+            if task != "t2v":
+                rec["task"] = task
+            if case.set != "single":
+                rec["set"] = case.set
+            rec.update(grade(video, case))
+            rec.update({"seconds": dt, "dit_forwards": out.settings["stats"]["dit_forwards"]})
+            if task in ("i2v", "flf2v"):
+                rec["psnr_first"] = round(psnr(video[0], source[0]), 3)
+            if task == "flf2v":
+                rec["psnr_last"] = round(psnr(video[-1], source[-1]), 3)
+            if task == "v2v":
+                rec.update(_v2v_fields(video, source, case, i, int(seed), strength))
+            if path is not None:
+                rec["video"] = str(path)
+            records.append(rec)
+            if progress:
+                _print(rec, len(records), dt)
+    return records
+
+
+def _v2v_fields(video, source, case, index, seed, strength) -> dict:
+    """What v2v adds to a record: the source's colours, the strength, the centroid track error and whether the
+    output stayed in the source colour."""
+    src = [o.color for o in source_clip(case, index, seed, V2V_COLOR_SHIFT).objects]
+    out = {"source_colors": src, "strength": strength}
+    if len(case.objects) == 1:
+        (ax, ay), (bx, by) = _track(source), _track(video)
+        err = np.hypot(ax - bx, ay - by)
+        err = err[np.isfinite(err)]
+        out["track_error"] = round(float(err.mean()), 4) if len(err) else None
+        from openwan.demo import detect
+        out["kept_source_color"] = detect.detect(video).get("color") == src[0]
+    return out
+
+
+def _print(rec: dict, n: int, dt: float) -> None:
+    mark = "ok " if rec["correct"]["all"] else "BAD"
+    if "objects" in rec:
+        got = " + ".join("/".join(str(o["detected"].get(k)) for k in ATTRIBUTES) for o in rec["objects"])
+    else:
+        got = "/".join(str(rec["detected"].get(k)) for k in ATTRIBUTES)
+    extra = "".join(f" {k} {rec[k]:.1f} dB" for k in ("psnr_first", "psnr_last") if k in rec)
+    if rec.get("track_error") is not None:
+        extra += f" track error {rec['track_error']:.3f}"
+    print(f"  [{n:3d}] {mark} {rec['split']:7s} {rec['prompt']!r} seed {rec['seed']}: {got}{extra} ({dt:.2f}s)",
+          file=sys.stderr, flush=True)
+
+
+def summarize_objects(records: Sequence[dict]) -> dict:
+    """Two-object scenes, per split (seen, heldout, total): objects graded, each attribute's accuracy over the
+    objects, and the share of scenes with every attribute of every object right."""
+    out = {}
+    for split in ("seen", "heldout", "total"):
+        rs = [r for r in records if "objects" in r and (split == "total" or r["split"] == split)]
+        if not rs:
+            continue
+        objs = [o for r in rs for o in r["objects"]]
+        acc = {k: sum(o["correct"][k] for o in objs) / len(objs) for k in ATTRIBUTES + ("all",)}
+        out[split] = {"scenes": len(rs), "objects": len(objs), "accuracy": acc,
+                      "scenes_all": sum(r["correct"]["all"] for r in rs) / len(rs)}
+    return out
+
+
+def summarize_task(records: Sequence[dict]) -> dict:
+    """The task's own numbers over every record: PSNR of the given frames (mean, min) and v2v's measures."""
+    out = {}
+    for key in ("psnr_first", "psnr_last"):
+        vals = [r[key] for r in records if key in r]
+        if vals:
+            finite = [v for v in vals if math.isfinite(v)]
+            out[key] = {"videos": len(vals), "mean": round(float(np.mean(finite)), 3) if finite else math.inf,
+                        "min": round(float(min(vals)), 3)}
+    v2v = [r for r in records if "source_colors" in r]
+    if v2v:
+        errs = [r["track_error"] for r in v2v if r.get("track_error") is not None]
+        kept = [r["kept_source_color"] for r in v2v if "kept_source_color" in r]
+        out["v2v"] = {"videos": len(v2v), "strength": v2v[0]["strength"],
+                      "track_error_mean": round(float(np.mean(errs)), 4) if errs else None,
+                      "kept_source_color": sum(kept) / len(kept) if kept else None}
+    return out
+
+
+def task_targets(summary: dict) -> dict:
+    """{target: met} for the targets the summary has numbers for: mean PSNR of the given first / last frames
+    >= 25 dB; two-object scenes >= 85% per object attribute."""
+    out = {}
+    for key in ("psnr_first", "psnr_last"):
+        if key in summary.get("fidelity", {}):
+            out[key] = summary["fidelity"][key]["mean"] >= TASK_TARGETS[key]
+    total = summary.get("two_objects", {}).get("total")
+    if total:
+        out["two_objects"] = all(total["accuracy"][k] >= TASK_TARGETS["two_objects"] for k in ATTRIBUTES)
+    return out
+
+
+def format_extra(summary: dict) -> list[str]:
+    """The report's lines for the prompt sets and task numbers beyond the single-object table."""
+    lines = []
+    para = summary.get("paraphrase")
+    if para:
+        lines += ["", "paraphrased prompts (wording the training captions never use):"]
+        for split in ("seen", "heldout", "total"):
+            if split in para:
+                a = para[split]["accuracy"]
+                lines.append(f"{split:8s} {para[split]['videos']:6d} " + " ".join(
+                    f"{100 * a[k]:6.1f}%" for k in ATTRIBUTES + ("all",)))
+    two = summary.get("two_objects")
+    if two:
+        lines += ["", "two-object scenes, per object:", f"{'split':8s} {'scenes':>6s} {'color':>7s} {'shape':>7s} "
+                                                        f"{'motion':>7s} {'all 3':>7s} {'scenes all':>10s}"]
+        for split in ("seen", "heldout", "total"):
+            if split in two:
+                s = two[split]
+                lines.append(f"{split:8s} {s['scenes']:6d} " + " ".join(
+                    f"{100 * s['accuracy'][k]:6.1f}%" for k in ATTRIBUTES + ("all",)) + f" {100 * s['scenes_all']:9.1f}%")
+    fid = summary.get("fidelity", {})
+    for key, what in (("psnr_first", "frame 0 vs the given first picture"), ("psnr_last", "last frame vs the "
+                                                                                         "given last picture")):
+        if key in fid:
+            lines.append(f"PSNR {what}: mean {fid[key]['mean']:.2f} dB, min {fid[key]['min']:.2f} dB "
+                         f"({fid[key]['videos']} videos)")
+    v = fid.get("v2v")
+    if v:
+        lines.append(f"v2v at strength {v['strength']}: centroid track error {v['track_error_mean']} of the frame "
+                     f"(source vs output), stayed in the source colour {v['kept_source_color']}")
+    return lines
