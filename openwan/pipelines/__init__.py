@@ -96,12 +96,14 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         n = resident_blocks(offload, comps.dit.config.num_layers)
         for model in ([comps.dit] if comps.dit_low is None else [comps.dit, comps.dit_low]):
             enable_block_swap(model, n, target)
-    from openwan.pipelines.routing import pipeline_task
-    task = pipeline_task(task or comps.variant.task, comps.dit.config.model_type)   # a TI2V DiT: t2v/i2v/flf2v
-    cls = _task_pipeline(task, comps.dit_low is not None)
+    task = task or comps.variant.task
     if task in ("t2v", "i2v") and comps.variant.name.endswith("-A14B") and comps.dit_low is None:
         raise ValueError(f"{comps.variant.name} needs two experts (high_noise_model/ and low_noise_model/, or "
                          f"diffusers transformer/ and transformer_2/); {ckpt} holds one DiT")
+    if comps.dit_low is None:                       # a TI2V DiT does t2v / i2v / flf2v in its own pipeline
+        from openwan.pipelines.routing import pipeline_task
+        task = pipeline_task(task, comps.dit.config.model_type)
+    cls = _task_pipeline(task, comps.dit_low is not None)
     kw = {"experts": experts} if comps.dit_low is not None else {}
     pipe = cls(comps, offload=mode, progress=progress, **kw)
     pipe.load_seconds = time.perf_counter() - t0      # recorded as stats["load"] in every call's settings

@@ -69,7 +69,7 @@ def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
         nw, nh = round(iw * s), round(ih * s)
         pil = Image.fromarray(img).resize((nw, nh), Image.LANCZOS)
         x0, y0 = (nw - width) // 2, (nh - height) // 2
-        img = np.asarray(pil.crop((x0, y0, x0 + width, y0 + height)))
+        img = np.array(pil.crop((x0, y0, x0 + width, y0 + height)))     # a writable copy
     return image_to_tensor(img)
 
 
