@@ -164,7 +164,8 @@ def list_benchmarks(repo_root: Optional[Path] = None) -> str:
     lines = ["openwan bench: benchmarks this install can run", "",
              "  openwan bench demo    does the embedded demo model draw what its prompts say? (24 seen + 12 held-out",
              "                        prompts x 2 seeds, about 8 s a video on one CPU core; options: openwan bench",
-             "                        demo --help; a quick look: openwan bench demo --limit 2 --seeds 1)",
+             "                        demo --help; a quick look: openwan bench demo --limit 2 --seeds 1); every task:",
+             "                        --task t2v|i2v|flf2v|v2v; two-object scenes and paraphrased prompts: --prompts all",
              "  openwan bench long    do long demo videos drift? (161 frames per video, each long-video method beside",
              "                        the one-call baseline: object found, color and size drift, seam jumps, motion",
              "                        kept; options: openwan bench long --help; a quick look: --frames 49 --steps 4)"]
