@@ -219,7 +219,8 @@ def format_extra(summary: dict) -> list[str]:
     lines = []
     para = summary.get("paraphrase")
     if para:
-        lines += ["", "paraphrased prompts (wording the training captions never use):"]
+        lines += ["", "paraphrased prompts (wording the training captions never use):",
+                  f"{'split':8s} {'videos':>6s} {'color':>7s} {'shape':>7s} {'motion':>7s} {'all 3':>7s}"]
         for split in ("seen", "heldout", "total"):
             if split in para:
                 a = para[split]["accuracy"]
@@ -242,6 +243,7 @@ def format_extra(summary: dict) -> list[str]:
                          f"({fid[key]['videos']} videos)")
     v = fid.get("v2v")
     if v:
+        kept = "n/a" if v["kept_source_color"] is None else f"{100 * v['kept_source_color']:.1f}% of the videos"
         lines.append(f"v2v at strength {v['strength']}: centroid track error {v['track_error_mean']} of the frame "
-                     f"(source vs output), stayed in the source colour {v['kept_source_color']}")
+                     f"(source vs output, mean), stayed in the source colour: {kept}")
     return lines
