@@ -400,3 +400,14 @@ def test_match_objects_grades_shape_and_motion_when_a_colour_is_wrong():
     assert by_color[0] == {"color": False, "shape": False, "motion": False, "all": False}
     assert best[0] == {"color": False, "shape": True, "motion": True, "all": False} and best[1]["all"]
     assert detect.score_scene(seen[:1], [red_circle, blue_square])[0]["all"] is False   # one object drawn
+
+
+def test_bench_ckpt_dir_of_a_ti2v_export_takes_the_v2_defaults(standin, tmp_path):
+    """`openwan bench demo --ckpt_dir EXPORT` of the TI2V-style model before it ships: DEMO_V2_VARIANT's defaults;
+    the shipped (t2v) checkpoint: the demo's."""
+    from openwan.configs import DEMO_V2_VARIANT, DEMO_VARIANT
+    from openwan.demo import DEMO_DIR
+    from openwan.demo.bench import _ckpt_variant
+    assert _ckpt_variant(standin[0]) is DEMO_V2_VARIANT
+    assert _ckpt_variant(DEMO_DIR) is DEMO_VARIANT
+    assert _ckpt_variant(tmp_path) == "demo"                         # not a checkpoint: load_pipeline says why
