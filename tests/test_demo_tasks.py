@@ -148,13 +148,11 @@ def test_first_last_frame_clean_at_both_ends(pipe):
     assert "last_frame" not in out.settings and out.settings["video_size"] == f"{SIZE}*{SIZE}"   # arrays: no path
 
 
-def test_still_latent_is_the_recipes(pipe):
-    """The pipeline's still_latent and the demo recipe's (what the model is trained on) are one function."""
+def test_still_latent_is_the_recipes():
+    """The pipeline's still_latent is the one the demo recipe trains on (one function, not two copies)."""
     from openwan.demo.latents import still_latent as recipe
     from openwan.pipelines.ti2v import still_latent
-    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
-    with torch.inference_mode():
-        assert torch.equal(still_latent(pipe.vae, x), recipe(pipe.vae, x))
+    assert recipe is still_latent
 
 
 def test_pictures_of_another_size_are_fitted_to_the_demo_size(pipe, tmp_path):

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from openwan.demo import DEMO_VAE
+from openwan.demo import DEMO_TEXT_ENCODER, DEMO_VAE
+from openwan.pipelines.ti2v import still_latent  # noqa: F401 - what a lone last picture encodes to (flf2v)
+
+TEXT_ENCODER_SEED = 1234            # the frozen random umT5 is a function of this seed
 
 
 def log(msg: str) -> None:
@@ -54,12 +57,11 @@ def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
     return out
 
 
-def adopt_vae(work_dir: Path, init: Path, size: Optional[int] = None, frames: Optional[int] = None,
-              stats_clips: int = 0) -> Path:
+def adopt_vae(work_dir: Path, init: Path, stats: Optional[Callable] = None) -> Path:
     """Put a trained VAE (a ``--stage vae`` output folder, or a whole checkpoint such as the shipped demo's) in
-    ``work_dir/vae`` (fp32), for a run that reuses it instead of training one; kept if already there. With
-    ``stats_clips`` the latent mean/std are measured anew on that many clips at ``size`` x ``frames`` (a VAE
-    trained at another size encodes the same world with other statistics)."""
+    ``work_dir/vae`` (fp32), for a run that reuses it instead of training one; kept if already there.
+    ``stats(vae) -> (mean, std)`` measures the latent statistics anew (a VAE trained at another size encodes
+    the same world with other statistics)."""
     from openwan.models.vae import WanVAE
     out = work_dir / "vae"
     if out.is_dir():
@@ -70,10 +72,9 @@ def adopt_vae(work_dir: Path, init: Path, size: Optional[int] = None, frames: Op
         raise ValueError(f"--init_vae {init}: its VAE's architecture differs from DEMO_VAE: {vae.config}")
     work_dir.mkdir(parents=True, exist_ok=True)
     vae = vae.float()
-    if stats_clips:
-        from openwan.demo.train import latent_stats
-        mean, std = latent_stats(vae, stats_clips, size=size, frames=frames)
-        log(f"vae latent mean at {size}px x {frames} frames {mean}")
+    if stats is not None:
+        mean, std = stats(vae)
+        log(f"vae latent mean {mean}")
         log(f"vae latent std  {std}")
         final = WanVAE(vae.config.replace(mean=mean, std=std))
         final.load_state_dict(vae.state_dict())
@@ -83,10 +84,36 @@ def adopt_vae(work_dir: Path, init: Path, size: Optional[int] = None, frames: Op
     return out
 
 
-def still_latent(vae, frame: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] pictures -> [B, z, 1, h, w]: latent frame 1 of a 5-frame still clip of each picture."""
-    still = frame[:, :, None].expand(-1, -1, 1 + vae.temporal_ratio, -1, -1)
-    return vae.encode(still.contiguous())[:, :, 1:2]
+def round_to_half_(module: torch.nn.Module) -> torch.nn.Module:
+    """Round every floating-point weight to fp16 precision (kept in fp32): the model trained or encoded with
+    is then exactly the one shipped in half precision."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return module
+
+
+def make_text_encoder(device="cpu"):
+    """The frozen text encoder of the demo: a seeded random tiny umT5 (weights rounded to fp16 precision, as
+    shipped) + the shipped tiny tokenizer."""
+    from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
+    state = torch.random.get_rng_state()
+    try:
+        te = TextEncoder(DEMO_TEXT_ENCODER, TINY_TOKENIZER_DIR, seed=TEXT_ENCODER_SEED, cache_dir=False,
+                         dtype=torch.float32, device=device)
+    finally:
+        torch.random.set_rng_state(state)
+    round_to_half_(te.model)
+    return te
+
+
+def load_trained_vae(work_dir: Path):
+    from openwan.models.vae import WanVAE
+    path = work_dir / "vae"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no trained VAE in {path}: run `python -m openwan.demo.train --stage vae` first")
+    return round_to_half_(WanVAE.from_pretrained(path))
 
 
 @torch.no_grad()
@@ -102,7 +129,6 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     motions with that probability, else from the classic ones. The defaults are the first recipe's (64 px, 17
     frames, nothing extended), whose clips they reproduce."""
     from openwan.demo import world
-    from openwan.demo.train import load_trained_vae, make_text_encoder
     motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
     if looping_share is not None and not 0.0 <= looping_share <= 1.0:
         raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")

@@ -52,17 +52,13 @@ import numpy as np
 import torch
 
 from openwan.configs import DiTConfig
-from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE
-from openwan.demo.latents import _atomic_torch_save, adopt_vae, caption_variants, encode_latents  # noqa: F401
+from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_VAE
+from openwan.demo.latents import (TEXT_ENCODER_SEED, _atomic_torch_save, adopt_vae, caption_variants,  # noqa: F401
+                                  encode_latents, load_trained_vae, log, make_text_encoder, round_to_half_)
 
 STAGES = ("vae", "latents", "dit", "export")
-TEXT_ENCODER_SEED = 1234            # the frozen random umT5 is a function of this seed
 DEMO_FRAMES = DEMO_SAMPLE.frame_num  # 17
 DEMO_SIZE = 64
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ============================================================================ data
@@ -92,30 +88,6 @@ def world_batch(rng: np.random.Generator, n: int, frames: int, size: int = DEMO_
         clip = world.sample_clip(rng, split=split, n_objects=k, motions=motions)
         clips.append(world.clip_tensor(clip, size=size, frames=frames))
     return torch.stack(clips)
-
-
-def round_to_half_(module: torch.nn.Module) -> torch.nn.Module:
-    """Round every floating-point weight to fp16 precision (kept in fp32): the model trained or encoded with
-    is then exactly the one shipped in half precision."""
-    with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.half().float())
-    return module
-
-
-def make_text_encoder(device="cpu"):
-    """The frozen text encoder of the demo: a seeded random tiny umT5 (weights rounded to fp16 precision, as
-    shipped) + the shipped tiny tokenizer."""
-    from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
-    state = torch.random.get_rng_state()
-    try:
-        te = TextEncoder(DEMO_TEXT_ENCODER, TINY_TOKENIZER_DIR, seed=TEXT_ENCODER_SEED, cache_dir=False,
-                         dtype=torch.float32, device=device)
-    finally:
-        torch.random.set_rng_state(state)
-    round_to_half_(te.model)
-    return te
 
 
 # ============================================================================ differentiable VAE passes
@@ -274,14 +246,6 @@ def finish_vae(work_dir: Path, vae, stats_clips: int = 128, seed: int = 0) -> Pa
     final.save_pretrained(out)
     log(f"vae: saved {out}")
     return out
-
-
-def load_trained_vae(work_dir: Path):
-    from openwan.models.vae import WanVAE
-    path = work_dir / "vae"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no trained VAE in {path}: run `python -m openwan.demo.train --stage vae` first")
-    return round_to_half_(WanVAE.from_pretrained(path))
 
 
 @torch.no_grad()
@@ -609,7 +573,8 @@ def main(argv=None) -> int:
             print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
         elif stage == "latents":
             if a.init_vae:          # reuse a trained VAE (e.g. the shipped one) instead of the vae stage's
-                adopt_vae(work, Path(a.init_vae), size=a.size, frames=a.frames, stats_clips=a.restat)
+                stats = (lambda vae: latent_stats(vae, a.restat, size=a.size, frames=a.frames)) if a.restat else None
+                adopt_vae(work, Path(a.init_vae), stats=stats)
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
                            frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob)
