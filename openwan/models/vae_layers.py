@@ -72,10 +72,10 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor, history: Optional[torch.Tensor] = None) -> torch.Tensor:
         pw, _, ph, _, front, _ = self.causal_padding
         if front == 0 and ph == 0 and pw == 0:             # a 1x1x1 conv: nothing to pad
-            return super().forward(x)
+            return self.forward_padded(x)
         buf, inner = self.padded_input(x, history)
         inner.copy_(x)
-        return super().forward(buf)
+        return self.forward_padded(buf)
 
     def padded_input(self, x: torch.Tensor, history: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +94,23 @@ class CausalConv3d(nn.Conv3d):
         return buf, inner[:, :, front + history.shape[2]:]
 
     def forward_padded(self, buf: torch.Tensor) -> torch.Tensor:
-        """The convolution of a buffer from :meth:`padded_input` (already padded)."""
-        return super().forward(buf)
+        """The convolution of a buffer from :meth:`padded_input` (already padded): :func:`conv3d`."""
+        return conv3d(buf, self.weight, self.bias, self.stride)
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride) -> torch.Tensor:
+    """``F.conv3d(x, weight, bias, stride)`` (no padding), on a float32 CPU tensor always through oneDNN.
+
+    PyTorch sends a batch-1 fp32 conv3d to its oneDNN kernel only when ``C * T * H`` of the input exceeds
+    20480 (or the kernel is larger than 3 spatially, ...); below that it uses ``slow_conv3d`` (vol2col +
+    GEMM), 5-10x slower at the widths and chunk lengths of a VAE decoder step (docs/performance.md). The
+    same convolution through oneDNN differs only by the order of the fp32 sums (docs/vae.md, "Rounding").
+    """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.layout == torch.strided and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled):
+        return torch.mkldnn_convolution(x, weight, bias, (0, 0, 0), stride, (1, 1, 1), 1)
+    return F.conv3d(x, weight, bias, stride)
 
 
 def _keep(x: torch.Tensor, history: Optional[torch.Tensor]) -> torch.Tensor:
@@ -170,20 +185,20 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``out``: write the result there (a tensor of x's shape, any dtype or strides; no gradients)."""
-        if out is None:
-            y = F.normalize(x.float(), dim=1)
-            if torch.is_grad_enabled():
-                y = y * self.scale * self.gamma.float()
-            else:                                   # same arithmetic in place: one activation less
-                y.mul_(self.scale).mul_(self.gamma.float())
-            return y.to(x.dtype)
-        x = x.float()                               # F.normalize's own steps, the quotient written to out
-        denom = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12)
-        if out.dtype == torch.float32:
-            y = torch.div(x, denom.expand_as(x), out=out)
-        else:
-            y = x / denom
+        if torch.is_grad_enabled():
+            if out is not None:
+                raise RuntimeError("RMSNorm(out=...) is for inference (torch.no_grad)")
+            return (F.normalize(x.float(), dim=1) * self.scale * self.gamma.float()).to(x.dtype)
+        # F.normalize's steps (x / max(||x||, eps)), the norm as sqrt(sum(x * x)) over the channels: a
+        # plain sum reduction is ~20-40x faster on CPU than linalg.vector_norm over a non-innermost dim
+        # (same value up to the order of the fp32 sum). The squares are written where the result goes.
+        dtype, x = x.dtype, x.float()
+        y = out if out is not None and out.dtype == torch.float32 else torch.empty_like(x)
+        denom = torch.mul(x, x, out=y).sum(dim=1, keepdim=True).sqrt_().clamp_min_(1e-12)
+        torch.div(x, denom, out=y)
         y.mul_(self.scale).mul_(self.gamma.float())
+        if out is None:
+            return y.to(dtype)
         return y if y is out else out.copy_(y)
 
 
