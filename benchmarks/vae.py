@@ -1,7 +1,9 @@
 """Benchmark the Wan-VAE: time and peak memory of encode / decode, ours vs diffusers' AutoencoderKLWan.
 
 Every case runs in its own subprocess, so peak RSS (``resource.getrusage`` in the child) never mixes
-between cases. Both models use the full-width published config (dim 96) with random weights; ours
+between cases. Both models have the same weights: the full-width published config (dim 96) with random
+weights (ours seeded, converted to diffusers' names), or with ``--vae demo`` the embedded demo model's VAE
+(``DEMO_VAE``: dim 8, the shipped checkpoint; default size 128x128, 33 frames). Ours
 runs whole, streaming (``decode_stream`` / ``encode_stream`` with chunks consumed and dropped) and
 tiled (``--tile`` 256 px tiles, ``--overlap`` 64 px, like diffusers' defaults); diffusers runs plain and with
 ``enable_tiling()``.
@@ -11,12 +13,16 @@ Columns: ``time_s`` wall time of the call; ``peak_MB`` the child's peak RSS (mod
 /proc/self/clear_refs; blank elsewhere); with ``--live``, ``live_MB`` the peak bytes of tensors alive
 at once during the call (``openwan.testing.PeakLiveTensors``: exact and repeatable, no allocator
 slack, weights and input not counted). Ratios are ours / diffusers (plain) for the same case.
+``--repeat N`` runs every case N times, the modes interleaved round by round (diffusers, ours, diffusers,
+ours, ...), and reports the median time (peak memory of the first run); ``load`` is the 1-minute load
+average when the case finished (the machine is shared: read ratios, not absolute times, when it is high).
 
     python benchmarks/vae.py --quick                       # 64x64, 5 and 17 frames, decode only
     python benchmarks/vae.py --ops decode --sizes 256x256 --frames 17 81 --modes stream diffusers
     python benchmarks/vae.py --sizes 256x256 480x832 --frames 17 81       # everything (slow on CPU)
     python benchmarks/vae.py --sizes 240x416 --frames 9 --modes diffusers whole --live   # + live tensors
     python benchmarks/vae.py --vae 2.2 --sizes 256x256 --frames 17 --modes diffusers whole --live   # Wan 2.2 VAE
+    python benchmarks/vae.py --vae demo --modes diffusers whole --repeat 3 --threads 1   # the demo VAE, 128x128x33
 
 ``--vae 2.2`` runs the Wan 2.2 VAE (``WanVAE22``, published config: encoder base 160, decoder base 256,
 z 48, 16x) against diffusers' ``AutoencoderKLWan`` configured as 2.2 (``is_residual``, patch 2); sizes
@@ -48,6 +54,36 @@ def _diffusers_22():
                             latents_mean=list(c.mean), latents_std=list(c.std))
 
 
+def _ours(version: str):
+    """Our model: the demo VAE from the shipped checkpoint, else the published config with seeded random
+    weights (PyTorch's default init after ``torch.manual_seed(0)``)."""
+    import torch
+    if version == "demo":
+        from openwan.demo import demo_checkpoint_dir
+        from openwan.models.vae import WanVAE
+        return WanVAE.from_pretrained(demo_checkpoint_dir(), dtype=torch.float32)
+    torch.manual_seed(0)
+    if version == "2.2":
+        from openwan.models.vae22 import WanVAE22
+        return WanVAE22()
+    from openwan.models.vae import WanVAE
+    return WanVAE()
+
+
+def _diffusers_21(ours):
+    """diffusers' AutoencoderKLWan with our config and our weights (renamed to diffusers' keys)."""
+    from diffusers import AutoencoderKLWan
+
+    from openwan.models.vae import official_to_diffusers
+    c = ours.config
+    ref = AutoencoderKLWan(base_dim=c.dim, z_dim=c.z_dim, dim_mult=list(c.dim_mult),
+                           num_res_blocks=c.num_res_blocks, attn_scales=list(c.attn_scales),
+                           temperal_downsample=list(c.temporal_downsample), latents_mean=list(c.mean),
+                           latents_std=list(c.std))
+    ref.load_state_dict(official_to_diffusers(ours.state_dict(), c), strict=True)
+    return ref
+
+
 def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int,
           live: bool = False, version: str = "2.1") -> dict:
     import contextlib
@@ -58,12 +94,10 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
     latent_frames = 1 + (frames - 1) // 4
     with torch.no_grad():
         if mode in OURS:
-            from openwan.models.vae import WanVAE
-            from openwan.models.vae22 import WanVAE22
-            model = (WanVAE22() if version == "2.2" else WanVAE()).eval().requires_grad_(False)
+            model = _ours(version).eval().requires_grad_(False)
         else:
-            from diffusers import AutoencoderKLWan
-            model = (_diffusers_22() if version == "2.2" else AutoencoderKLWan()).eval().requires_grad_(False)
+            model = (_diffusers_22() if version == "2.2" else _diffusers_21(_ours(version)))
+            model = model.eval().requires_grad_(False)
             if mode == "diffusers-tiled":
                 model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
                                     tile_sample_stride_height=tile - overlap,
@@ -88,7 +122,7 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"time_s": elapsed, "peak_MB": peak / 1024,
             "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None,
-            "live_MB": tracker.peak / 2**20 if live else None}
+            "live_MB": tracker.peak / 2**20 if live else None, "load": os.getloadavg()[0]}
 
 
 def _call(model, op, mode, z, x, h, w, frames, tile, overlap):
@@ -126,6 +160,18 @@ def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _merge(runs: list) -> dict:
+    """One row from the runs of a case: the median time (the lower middle one for an even count), the
+    first run's memory, the load averages of all runs; the first error if any run failed."""
+    bad = [r for r in runs if "error" in r]
+    if bad:
+        return dict(bad[0])
+    times = sorted(r["time_s"] for r in runs)
+    row = dict(runs[0], time_s=times[(len(times) - 1) // 2], times=[r["time_s"] for r in runs])
+    row["load"] = "/".join(f"{r['load']:.1f}" for r in runs)
+    return row
+
+
 def _fmt(v, spec):
     return "" if v is None else format(v, spec)
 
@@ -133,8 +179,10 @@ def _fmt(v, spec):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
-    p.add_argument("--sizes", nargs="+", default=["256x256", "480x832"], help="HxW, multiples of 8 (16 with --vae 2.2)")
-    p.add_argument("--frames", nargs="+", type=int, default=[17, 81])
+    p.add_argument("--sizes", nargs="+", help="HxW, multiples of 8 (16 with --vae 2.2); default 256x256 480x832 "
+                   "(--vae demo: 128x128)")
+    p.add_argument("--frames", nargs="+", type=int, help="default 17 81 (--vae demo: 33)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per case, modes interleaved; the median time")
     p.add_argument("--modes", nargs="+", default=list(OURS + THEIRS), choices=list(OURS + THEIRS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels for the tiled modes")
@@ -143,7 +191,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="64x64, 5 and 17 frames, decode, stream + diffusers")
     p.add_argument("--live", action="store_true",
                    help="also measure the peak bytes of live tensors (live_MB; a dispatch-mode tracker)")
-    p.add_argument("--vae", default="2.1", choices=["2.1", "2.2"], help="which Wan VAE (default 2.1)")
+    p.add_argument("--vae", default="2.1", choices=["2.1", "2.2", "demo"],
+                   help="which Wan VAE (default 2.1; demo: the embedded demo model's, shipped weights)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -152,18 +201,27 @@ def main(argv=None):
         return
     if a.quick:
         a.ops, a.sizes, a.frames, a.modes = ["decode"], ["64x64"], [5, 17], ["whole", "stream", "diffusers"]
+    a.sizes = a.sizes or (["128x128"] if a.vae == "demo" else ["256x256", "480x832"])
+    a.frames = a.frames or ([33] if a.vae == "demo" else [17, 81])
+    if a.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {a.repeat}")
     rows = []
     keys = ("time_s", "peak_MB", "op_MB") + (("live_MB",) if a.live else ())
     print(f"{'op':7} {'size':8} {'F':>3} {'mode':16} " + " ".join(f"{k:>8}" for k in keys) + " "
-          + " ".join(f"{k.split('_')[0] + '/diff':>9}" for k in keys), flush=True)
+          + " ".join(f"{k.split('_')[0] + '/diff':>9}" for k in keys) + "   load", flush=True)
     for op in a.ops:
         for size in a.sizes:
             h, w = (int(v) for v in size.lower().split("x"))
             for f in a.frames:
+                modes = sorted(a.modes, key=lambda m: m not in THEIRS)   # diffusers first
+                runs = {m: [] for m in modes}
+                for _ in range(a.repeat):                                 # rounds: modes interleaved
+                    for mode in modes:
+                        runs[mode].append(run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap,
+                                                   a.timeout, a.live, a.vae))
                 base = None
-                for mode in sorted(a.modes, key=lambda m: m not in THEIRS):   # diffusers first
-                    r = run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap, a.timeout, a.live,
-                                 a.vae)
+                for mode in modes:
+                    r = _merge(runs[mode])
                     r.update(op=op, size=size, frames=f, mode=mode)
                     rows.append(r)
                     if mode == "diffusers" and "error" not in r:
@@ -174,8 +232,9 @@ def main(argv=None):
                     ratio = ({k: r[k] / base[k] if r.get(k) and base.get(k) else None for k in keys}
                              if base and mode in OURS else {})
                     print(f"{op:7} {size:8} {f:>3} {mode:16} "
-                          + " ".join(f"{_fmt(r.get(k), '8.1f' if k == 'time_s' else '8.0f'):>8}" for k in keys) + " "
-                          + " ".join(f"{_fmt(ratio.get(k), '9.2f'):>9}" for k in keys), flush=True)
+                          + " ".join(f"{_fmt(r.get(k), '8.2f' if k == 'time_s' else '8.0f'):>8}" for k in keys) + " "
+                          + " ".join(f"{_fmt(ratio.get(k), '9.2f'):>9}" for k in keys)
+                          + f"   {r['load']}", flush=True)
     # streaming decode: peak for the most frames vs the fewest, per size
     for size in a.sizes:
         s = {r["frames"]: r for r in rows if r["op"] == "decode" and r["mode"] == "stream"
