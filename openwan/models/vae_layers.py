@@ -109,6 +109,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.layout == torch.strided and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled):
+        stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
         return torch.mkldnn_convolution(x, weight, bias, (0, 0, 0), stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride)
 
