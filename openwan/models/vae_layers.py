@@ -173,8 +173,14 @@ def padded_activation(norm: "RMSNorm", conv: CausalConv3d, x: torch.Tensor, cach
     return buf
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms and upsampling compute in: float32, or float64 for a float64 model (which the tests
+    use as the exact reference of the fp32 one)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 class RMSNorm(nn.Module):
-    """``F.normalize(x, dim=channels) * sqrt(C) * gamma`` (no bias), computed in fp32.
+    """``F.normalize(x, dim=channels) * sqrt(C) * gamma`` (no bias), computed in fp32 (float64 in a float64 model).
 
     ``images=True`` is for [N, C, H, W] inputs (gamma [C,1,1]), False for [B, C, T, H, W] (gamma [C,1,1,1]).
     """
@@ -189,15 +195,16 @@ class RMSNorm(nn.Module):
         if torch.is_grad_enabled():
             if out is not None:
                 raise RuntimeError("RMSNorm(out=...) is for inference (torch.no_grad)")
-            return (F.normalize(x.float(), dim=1) * self.scale * self.gamma.float()).to(x.dtype)
+            wide = _wide(x.dtype)
+            return (F.normalize(x.to(wide), dim=1) * self.scale * self.gamma.to(wide)).to(x.dtype)
         # F.normalize's steps (x / max(||x||, eps)), the norm as sqrt(sum(x * x)) over the channels: a
         # plain sum reduction is ~20-40x faster on CPU than linalg.vector_norm over a non-innermost dim
         # (same value up to the order of the fp32 sum). The squares are written where the result goes.
-        dtype, x = x.dtype, x.float()
-        y = out if out is not None and out.dtype == torch.float32 else torch.empty_like(x)
+        dtype, x = x.dtype, x.to(_wide(x.dtype))
+        y = out if out is not None and out.dtype == x.dtype else torch.empty_like(x)
         denom = torch.mul(x, x, out=y).sum(dim=1, keepdim=True).sqrt_().clamp_min_(1e-12)
         torch.div(x, denom, out=y)
-        y.mul_(self.scale).mul_(self.gamma.float())
+        y.mul_(self.scale).mul_(self.gamma.to(x.dtype))
         if out is None:
             return y.to(dtype)
         return y if y is out else out.copy_(y)
@@ -211,13 +218,13 @@ class SiLU(nn.SiLU):
 
 
 class Upsample2x(nn.Upsample):
-    """Nearest-exact 2x spatial upsampling, computed in fp32 and cast back."""
+    """Nearest-exact 2x spatial upsampling, computed in fp32 (float64 in a float64 model) and cast back."""
 
     def __init__(self):
         super().__init__(scale_factor=(2.0, 2.0), mode="nearest-exact")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        return super().forward(x.to(_wide(x.dtype))).type_as(x)
 
 
 def _frames_to_batch(x: torch.Tensor) -> torch.Tensor:
