@@ -16,6 +16,7 @@ Parameter names follow the official checkpoints (``residual.0/2/3/6``, ``shortcu
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional
 
 import torch
@@ -99,19 +100,31 @@ class CausalConv3d(nn.Conv3d):
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride) -> torch.Tensor:
-    """``F.conv3d(x, weight, bias, stride)`` (no padding), on a float32 CPU tensor always through oneDNN.
+    """``F.conv3d(x, weight, bias, stride)`` (no padding); a float32 CPU conv goes through oneDNN unless it
+    is wide and has few outputs.
 
     PyTorch sends a batch-1 fp32 conv3d to its oneDNN kernel only when ``C * T * H`` of the input exceeds
     20480 (or the kernel is larger than 3 spatially, ...); below that it uses ``slow_conv3d`` (vol2col +
-    GEMM), 5-10x slower at the widths and chunk lengths of a VAE decoder step (docs/performance.md). The
-    same convolution through oneDNN differs only by the order of the fp32 sums (docs/vae.md, "Rounding").
+    GEMM), 3-7x slower than oneDNN for the narrow, large-frame convs of a VAE decoder step (docs/vae.md,
+    "Speed on CPU"). The GEMM is as fast or faster only for wide convs with few output positions (C_in >=
+    96 and at most 256 outputs per channel: the middle of the published width on tiny latents), which are
+    left to ``F.conv3d``. The same convolution through oneDNN differs only by the order of the fp32 sums
+    (docs/vae.md, "Rounding").
     """
+    stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.layout == torch.strided and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled):
-        stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
-        return torch.mkldnn_convolution(x, weight, bias, (0, 0, 0), stride, (1, 1, 1), 1)
+            and x.layout == torch.strided and _onednn()):
+        outputs = math.prod((n - k) // s + 1 for n, k, s in zip(x.shape[2:], weight.shape[2:], stride))
+        if weight.shape[1] < _GEMM_MIN_CHANNELS or outputs > _GEMM_MAX_OUTPUTS:
+            return torch.mkldnn_convolution(x, weight, bias, (0, 0, 0), stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride)
+
+
+_GEMM_MIN_CHANNELS, _GEMM_MAX_OUTPUTS = 96, 256     # measured (docs/vae.md): where vol2col + GEMM is not slower
+
+
+def _onednn() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
 
 
 def _keep(x: torch.Tensor, history: Optional[torch.Tensor]) -> torch.Tensor:
