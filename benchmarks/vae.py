@@ -23,6 +23,7 @@ average when the case finished (the machine is shared: read ratios, not absolute
     python benchmarks/vae.py --sizes 240x416 --frames 9 --modes diffusers whole --live   # + live tensors
     python benchmarks/vae.py --vae 2.2 --sizes 256x256 --frames 17 --modes diffusers whole --live   # Wan 2.2 VAE
     python benchmarks/vae.py --vae demo --modes diffusers whole --repeat 3 --threads 1   # the demo VAE, 128x128x33
+    python benchmarks/vae.py --vae demo --ops decode --modes whole --profile 12         # where the time goes
 
 ``--vae 2.2`` runs the Wan 2.2 VAE (``WanVAE22``, published config: encoder base 160, decoder base 256,
 z 48, 16x) against diffusers' ``AutoencoderKLWan`` configured as 2.2 (``is_residual``, patch 2); sizes
@@ -85,7 +86,7 @@ def _diffusers_21(ours):
 
 
 def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: int, overlap: int,
-          live: bool = False, version: str = "2.1") -> dict:
+          live: bool = False, version: str = "2.1", profile: int = 0) -> dict:
     import contextlib
 
     import torch
@@ -113,6 +114,10 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
         if live:
             from openwan.testing import PeakLiveTensors
         tracker = PeakLiveTensors() if live else contextlib.nullcontext()
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+            tracker = torch_profile(activities=[ProfilerActivity.CPU])
         t0 = time.perf_counter()
         with tracker:
             out = _call(model, op, mode, z, x, h, w, frames, tile, overlap)
@@ -122,7 +127,9 @@ def child(op: str, mode: str, h: int, w: int, frames: int, threads: int, tile: i
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"time_s": elapsed, "peak_MB": peak / 1024,
             "op_MB": (hwm - before) / 1024 if hwm is not None and before is not None else None,
-            "live_MB": tracker.peak / 2**20 if live else None, "load": os.getloadavg()[0]}
+            "live_MB": tracker.peak / 2**20 if live and not profile else None, "load": os.getloadavg()[0],
+            "profile": tracker.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile)
+            if profile else None}
 
 
 def _call(model, op, mode, z, x, h, w, frames, tile, overlap):
@@ -148,9 +155,10 @@ def _call(model, op, mode, z, x, h, w, frames, tile, overlap):
     return model.encode(x) if mode == "whole" else model.encode(x).latent_dist.mean
 
 
-def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False, version="2.1") -> dict:
+def run_case(op, mode, h, w, frames, threads, tile, overlap, timeout, live=False, version="2.1",
+             profile=0) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child",
-           json.dumps([op, mode, h, w, frames, threads, tile, overlap, live, version])]
+           json.dumps([op, mode, h, w, frames, threads, tile, overlap, live, version, profile])]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -193,6 +201,9 @@ def main(argv=None):
                    help="also measure the peak bytes of live tensors (live_MB; a dispatch-mode tracker)")
     p.add_argument("--vae", default="2.1", choices=["2.1", "2.2", "demo"],
                    help="which Wan VAE (default 2.1; demo: the embedded demo model's, shipped weights)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="run each case under torch.profiler and print its N most expensive ops (self CPU "
+                        "time; the time_s column then includes the profiler's overhead)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -218,7 +229,7 @@ def main(argv=None):
                 for _ in range(a.repeat):                                 # rounds: modes interleaved
                     for mode in modes:
                         runs[mode].append(run_case(op, mode, h, w, f, a.threads, a.tile, a.overlap,
-                                                   a.timeout, a.live, a.vae))
+                                                   a.timeout, a.live, a.vae, a.profile))
                 base = None
                 for mode in modes:
                     r = _merge(runs[mode])
@@ -235,6 +246,8 @@ def main(argv=None):
                           + " ".join(f"{_fmt(r.get(k), '8.2f' if k == 'time_s' else '8.0f'):>8}" for k in keys) + " "
                           + " ".join(f"{_fmt(ratio.get(k), '9.2f'):>9}" for k in keys)
                           + f"   {r['load']}", flush=True)
+                    if r.get("profile"):
+                        print(r["profile"], flush=True)
     # streaming decode: peak for the most frames vs the fewest, per size
     for size in a.sizes:
         s = {r["frames"]: r for r in rows if r["op"] == "decode" and r["mode"] == "stream"

@@ -390,11 +390,12 @@ def test_activation_memory_below_diffusers(pair):
 EPS32 = torch.finfo(torch.float32).eps
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 6, 18, 20), (2, 3, 4, 10, 12), (1, 64, 3, 6, 6)])
+@pytest.mark.parametrize("shape", [(1, 8, 6, 18, 20), (2, 3, 4, 10, 12), (1, 64, 3, 6, 6), (1, 96, 3, 6, 6)])
 @pytest.mark.parametrize("out_channels, stride", [(8, 1), (5, (2, 1, 1))])
 def test_onednn_conv3d_equals_plain_conv3d(shape, out_channels, stride):
-    """``conv3d`` (always oneDNN in fp32 on CPU) vs ``F.conv3d`` with oneDNN off (PyTorch's own kernel,
-    which it picks for these small batch-1 shapes anyway) and vs float64. Each fp32 result is a sum of
+    """``conv3d`` (oneDNN in fp32 on CPU; F.conv3d for the 96-channel input with 16 outputs per channel) vs
+    ``F.conv3d`` with oneDNN off (PyTorch's own kernel, which it picks for these small batch-1 shapes
+    anyway) and vs float64. Each fp32 result is a sum of
     n = C_in * k + 1 terms, off from the exact sum by at most gamma_n * sum|terms| (gamma_n = n eps / (1 - n
     eps)); so the two differ by at most twice that, elementwise (sum|terms| = conv(|x|, |w|) + |b|)."""
     import torch.nn.functional as F
