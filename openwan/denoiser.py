@@ -11,6 +11,11 @@ to batch itself (``.batch(n)``: the DiT keyword arguments for n samples) and to 
 video). :class:`Denoiser` is the guided call; :class:`Wrapper` is the base of every wrapper (step cache,
 expert switch, windows, guidance-free students): it forwards the call and every attribute to ``inner``.
 
+Context cache: a Denoiser over a DiT that takes ``ctx_cache=`` (:class:`~openwan.models.dit.WanModel`) keeps a
+:class:`~openwan.models.context_cache.ContextCache` for its lifetime (one generation): the text/image context's
+embedding and every block's cross-attention keys and values are computed at the first step and reused (the
+same tensors: outputs bit-identical). ``Denoiser(..., ctx_cache=False)`` turns it off.
+
 Counting: every Denoiser keeps ``stats`` = {"dit_forwards", "dit_forwards_skipped"}: a DiT forward pass
 is one call of the DiT (a batched cond + uncond pass counts once; unbatched CFG makes two per step).
 A wrapper that skips a step adds the passes the step would have made (``passes``) to the skipped count.
@@ -22,6 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
+from openwan.models.context_cache import ContextCache
 from openwan.sampling import Step, cfg
 
 __all__ = ["Conditioning", "Guidance", "Denoiser", "Wrapper", "Step"]
@@ -92,7 +98,7 @@ class Denoiser:
     and there is a negative context: one batched forward of [cond, uncond] (``cfg_batch``), or two.
     """
 
-    def __init__(self, dit, cond: Conditioning, guidance: Guidance = Guidance()):
+    def __init__(self, dit, cond: Conditioning, guidance: Guidance = Guidance(), ctx_cache: bool = True):
         self.dit = dit
         self.cond = cond
         self.guidance = guidance
@@ -101,6 +107,7 @@ class Denoiser:
         # a step cache inside the DiT (openwan.caches.blocks) puts its call here: (dit, x, t, contexts, kw) ->
         # (output, computed); a pass whose blocks it skipped counts as skipped
         self.dit_call: Optional[Callable] = None
+        self.ctx_cache = ContextCache() if ctx_cache and getattr(dit, "accepts_ctx_cache", False) else None
 
     @property
     def guided(self) -> bool:
@@ -112,6 +119,8 @@ class Denoiser:
         return 2 if self.guided and not self.guidance.cfg_batch else 1
 
     def _forward(self, x, t, contexts, kw):
+        if self.ctx_cache is not None:
+            kw = dict(kw, ctx_cache=self.ctx_cache)
         if self.dit_call is None:
             self.stats["dit_forwards"] += 1
             return self.dit(x, t, contexts, **kw)

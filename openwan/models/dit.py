@@ -40,6 +40,7 @@ import torch.utils.checkpoint
 
 from openwan.checkpoints import load_dit, save_dit
 from openwan.configs import DiTConfig
+from openwan.models.context_cache import ContextCache, Entry
 from openwan.models.dit_layers import (  # noqa: F401  (the pieces, importable from here as before)
     CrossAttention, FeedForward, Head, ImageEmbedding, LayerNorm32, RMSNorm, SelfAttention, VaceBlock, WanBlock,
     WanLinear, apply_rope, modulate, rope_angles, rope_axis_dims, sinusoid)
@@ -67,10 +68,13 @@ class State:
     ctx_bias: Optional[torch.Tensor] = None  # [B, 1, 1, Lt] log-multiplicity of the text rows; None: not folded
     vace_context_scale: float = 1.0
     as_list: bool = False                # the input x was a list: return a list
+    kv: Optional[Entry] = None           # inference: the context cache entry (per-block cross-attention k/v)
 
 
 class WanModel(nn.Module):
     """The Wan 2.1 DiT for every variant (t2v, i2v, flf2v, vace), official key layout."""
+
+    accepts_ctx_cache = True   # forward / embed take ctx_cache= (openwan.models.context_cache; Denoiser passes one)
 
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -192,7 +196,8 @@ class WanModel(nn.Module):
 
     def forward(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
                 clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
-                vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0):
+                vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0,
+                ctx_cache: Optional[ContextCache] = None):
         """Predict the flow v for latents x at integer timesteps t.
 
         x: [B, C, F, H, W] or a list of [C, F_i, H_i, W_i]; t: [B] (or a scalar), or [B, L] with one
@@ -201,15 +206,19 @@ class WanModel(nn.Module):
         clip_fea: [B, 257, image_dim] (flf2v: [2B, 257, image_dim] or [B, 514, image_dim]);
         y: [B, C_y, F, H, W] concatenated to x on channels (i2v/flf2v mask + image latent);
         vace_context: [B, 96, F, H, W] for VACE. Returns [B, out_dim, F, H, W] (a list for list input).
+        ctx_cache: a :class:`~openwan.models.context_cache.ContextCache` kept over the steps of one generation:
+        the context's embedding and the blocks' cross-attention keys/values are computed once (inference
+        only; the output is bit-identical).
         """
         s = self.embed(x, t, context, clip_fea=clip_fea, y=y,  # s.x [B, L, dim], s.e0 [B, 1 or L, 6, dim]
-                       vace_context=vace_context, vace_context_scale=vace_context_scale)
+                       vace_context=vace_context, vace_context_scale=vace_context_scale, ctx_cache=ctx_cache)
         s = self.run_blocks(s)                                 # s.x [B, L, dim] after every block (+ VACE hints)
         return self.run_head(s)                                # [B, out_dim, F, H, W] (a list for list input)
 
     def embed(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
               clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
-              vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0) -> "State":
+              vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0,
+              ctx_cache: Optional[ContextCache] = None) -> "State":
         """Inputs to a :class:`State`: tokens, time embeddings, text (+image) context, RoPE, hints."""
         as_list = not torch.is_tensor(x)
         if as_list:
@@ -243,12 +252,20 @@ class WanModel(nn.Module):
         if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
             e, e0 = self.sp.split(e), self.sp.split(e0)                    # [B, L/P, dim], [B, L/P, 6, dim]
 
-        ctx, ctx_bias = self._context(context)                             # [B, Lt, dim], [B, 1, 1, Lt] or None
-        if self.config.has_image_input:
-            ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)          # [B, 257 (514) + Lt, dim]
+        entry = None   # the context cache: inference only, not traced by torch.compile
+        if ctx_cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            entry = ctx_cache.entry(context, clip_fea if self.config.has_image_input else None)
+        if entry is not None and entry.ctx is not None:
+            ctx, ctx_bias = entry.ctx, entry.ctx_bias
+        else:
+            ctx, ctx_bias = self._context(context)                         # [B, Lt, dim], [B, 1, 1, Lt] or None
+            if self.config.has_image_input:
+                ctx = torch.cat([self.img_emb(clip_fea), ctx], dim=1)      # [B, 257 (514) + Lt, dim]
+            if entry is not None:
+                entry.ctx, entry.ctx_bias = ctx, ctx_bias
 
         s = State(tokens, e, e0, ctx, rope, seq_lens, grids, n, ctx_bias=ctx_bias, as_list=as_list,
-                  vace_context_scale=vace_context_scale)
+                  vace_context_scale=vace_context_scale, kv=entry)
         if self.config.is_vace:
             s.hints = self._vace_hints(vace_context, s)                    # per VACE block [B, L, dim]
         return s
@@ -277,9 +294,10 @@ class WanModel(nn.Module):
     def run_blocks(self, s: "State", start: int = 0, stop: Optional[int] = None) -> "State":
         """The transformer blocks ``start:stop`` (default all) on ``s.x`` (VACE hints added after their
         blocks); returns a new State. A step cache runs block 0 alone, then the rest (or not)."""
-        x = s.x
+        x, kv = s.x, s.kv
         for i in range(start, len(self.blocks) if stop is None else stop):
-            x = self._run(self.blocks[i], x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias)
+            x = self._run(self.blocks[i], x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias,
+                          None if kv is None else kv.slot(i))
             if s.hints is not None and i in self._hint_of_block:
                 x = x + s.hints[self._hint_of_block[i]] * s.vace_context_scale
         return dataclasses.replace(s, x=x)
@@ -307,12 +325,12 @@ class WanModel(nn.Module):
             c = self.sp.split(c)
         x, e0, ctx, seq_lens, rope, bias = s.x, s.e0, s.ctx, s.seq_lens, s.rope, s.ctx_bias
         hints = []
-        for block in self.vace_blocks:
+        for j, block in enumerate(self.vace_blocks):
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 c, h = torch.utils.checkpoint.checkpoint(block, c, x, e0, ctx, seq_lens, rope, bias,
                                                          use_reentrant=False)
             else:
-                c, h = block(c, x, e0, ctx, seq_lens, rope, bias)
+                c, h = block(c, x, e0, ctx, seq_lens, rope, bias, None if s.kv is None else s.kv.slot(("vace", j)))
             hints.append(h)
         return hints
 

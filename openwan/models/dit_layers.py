@@ -205,21 +205,42 @@ class CrossAttention(SelfAttention):
             self.v_img = WanLinear(dim, dim)
             self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
-    def forward(self, x, context, ctx_bias=None):
+    def kv_modules(self) -> tuple:
+        """The layers that make the keys and values from the context (their weights key the cached ones)."""
+        if self.image:
+            return self.k, self.v, self.norm_k, self.k_img, self.v_img, self.norm_k_img
+        return self.k, self.v, self.norm_k
+
+    def kv(self, context, ctx_bias=None) -> tuple:
+        """Keys and values of the context: (k, v) of the text rows [B, Lt, N, D] (fp32 when ``ctx_bias`` is
+        given) and (k_img, v_img) of the image rows (None without image input). They depend on the context
+        alone, so a generation computes them once (openwan.models.context_cache)."""
         n = self.num_heads
-        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
+        ki = vi = None
         if self.image:
             lt = self.text_len if ctx_bias is None else ctx_bias.shape[-1]
             img, context = context[:, :-lt], context[:, -lt:]
-        k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
-        v = self.v(context).unflatten(-1, (n, -1))
-        if ctx_bias is None:
-            y = attention(q, k, v)
-        else:   # fp32 logits: the bias must not be rounded to bf16
-            y = attention(q.float(), k.float(), v.float(), bias=ctx_bias).to(q.dtype)
-        if self.image:
             ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
             vi = self.v_img(img).unflatten(-1, (n, -1))
+        k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
+        v = self.v(context).unflatten(-1, (n, -1))
+        if ctx_bias is not None:    # fp32 logits: the bias must not be rounded to bf16
+            k, v = k.float(), v.float()
+        return k, v, ki, vi
+
+    def forward(self, x, context, ctx_bias=None, kv_slot=None):
+        """``kv_slot``: this block's :class:`~openwan.models.context_cache.Slot` (inference): its keys and values
+        when the weights are unchanged, else computed and kept there."""
+        n = self.num_heads
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))
+        kv = None if kv_slot is None else kv_slot.get(self)
+        if kv is None:
+            kv = self.kv(context, ctx_bias)
+            if kv_slot is not None:
+                kv_slot.put(kv)
+        k, v, ki, vi = kv
+        y = attention(q, k, v) if ctx_bias is None else attention(q.float(), k, v, bias=ctx_bias).to(q.dtype)
+        if self.image:
             y = y + attention(q, ki, vi)
         return self.o(y.flatten(2))
 
@@ -263,7 +284,7 @@ class WanBlock(nn.Module):
         self.ffn = FeedForward(dim, cfg.ffn_dim)
         self.modulation = nn.Parameter(_normal(1, 6, dim, div=dim ** 0.5))
 
-    def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None):
+    def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None, kv_slot=None):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
         # shift2, scale2, gate2), each made where it is used: per token, two [B, L, dim] live at a time, not six
         m = self.modulation.float()
@@ -273,7 +294,7 @@ class WanBlock(nn.Module):
 
         y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
         x = torch.addcmul(x, y.float(), mod(2))                 # x + y * gate1, one pass
-        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias).float()
+        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias, kv_slot).float()
         y = self.ffn(modulate(self.norm2(x), mod(3), mod(4)))
         return torch.addcmul(x, y.float(), mod(5))              # x + y * gate2
 
@@ -291,10 +312,10 @@ class VaceBlock(WanBlock):
             self.before_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
         self.after_proj = WanLinear(cfg.dim, cfg.dim, fp32=True)
 
-    def forward(self, c, x, e0, context, seq_lens, rope, ctx_bias=None):
+    def forward(self, c, x, e0, context, seq_lens, rope, ctx_bias=None, kv_slot=None):
         if hasattr(self, "before_proj"):
             c = self.before_proj(c) + x
-        c = super().forward(c, e0, context, seq_lens, rope, ctx_bias)
+        c = super().forward(c, e0, context, seq_lens, rope, ctx_bias, kv_slot)
         return c, self.after_proj(c)
 
 
