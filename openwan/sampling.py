@@ -281,60 +281,79 @@ class UniPCSolver(_Solver):
         self._x0: list[torch.Tensor] = []     # x0 predictions, newest last (at most 2 kept)
         self._last_sample: Optional[torch.Tensor] = None   # the (corrected) sample the last predictor started from
         self._last_order = 0
+        self._c: Optional[dict] = None         # the per-interval scalars (see _coefficients), on _c_dev
+        self._c_dev = None
 
     def _order(self, i: int) -> int:
         """Predictor order at step i: 1 at the first and the last step, else 2."""
         return 1 if i == 0 or i == self.num_steps - 1 else 2
 
-    def _sig(self, j: int, dev) -> torch.Tensor:
-        return self.sigmas[j].to(dev)
+    def _coefficients(self, dev) -> dict:
+        """The scalars of every interval j (sigma_j -> sigma_{j+1}), computed once per solve in float32 on ``dev``,
+        elementwise over the grid, by the formulas of the class docstring: ``sigma`` (the grid), ``ratio`` =
+        sigma_t/sigma_s0, ``scale`` = alpha_t B and, for j >= 1 (order 2, s1 = sigma_{j-1}), ``r1``, ``rho0``,
+        ``rho1``. As Python floats (a float32 tensor times a Python float uses it as that float32 value: the
+        products are those of the 0-d tensors), except ``r1``, a divisor: 0-d tensors (CUDA would divide by a
+        Python float as a multiplication by its reciprocal)."""
+        if self._c is None or self._c_dev != dev:
+            s = self.sigmas.to(dev)
+            lam = _lam(s)
+            s0, t = s[:-1], s[1:]
+            alpha_t = 1 - t
+            h = lam[1:] - lam[:-1]
+            hh = -h
+            b_h = torch.expm1(hh)
+            r1 = (lam[:-2] - lam[1:-1]) / h[1:]                      # intervals 1..N-1
+            phi1 = torch.expm1(hh) / hh - 1
+            phi2 = phi1 / hh - 0.5
+            b1, b2 = phi1 / b_h, 2 * phi2 / b_h
+            rho0 = (b1[1:] - b2[1:]) / (1 - r1)
+            rho1 = b1[1:] - rho0
+            pad = [None]                                              # interval 0 has no order-2 terms
+            self._c = {"sigma": s.tolist(), "ratio": (t / s0).tolist(), "scale": (alpha_t * b_h).tolist(),
+                       "r1": pad + list(r1.unbind()), "rho0": pad + rho0.tolist(), "rho1": pad + rho1.tolist()}
+            self._c_dev = dev
+        return self._c
 
-    def _linear_part(self, x_s0, x0_s0, s0, t):
-        """(sigma_t/sigma_s0) x - alpha_t B x0 and the scalars needed by the higher-order terms."""
-        alpha_t = 1 - t
-        h = _lam(t) - _lam(s0)
-        hh = -h
-        b_h = torch.expm1(hh)
-        base = (t / s0) * x_s0 - alpha_t * b_h * x0_s0
-        return base, alpha_t * b_h, h, hh, b_h
+    def _linear_part(self, x_s0, x0_s0, j: int):
+        """(sigma_t/sigma_s0) x - alpha_t B x0 over interval j, and alpha_t B."""
+        c = self._c
+        scale = c["scale"][j]
+        return c["ratio"][j] * x_s0 - scale * x0_s0, scale
 
     def _correct(self, x0_new: torch.Tensor, i: int) -> torch.Tensor:
         """UniC: corrected sample at sigma_i from the sample at sigma_{i-1} and x0 at both points."""
-        dev = x0_new.device
-        s0, t = self._sig(i - 1, dev), self._sig(i, dev)
+        j = i - 1                                                     # the interval sigma_{i-1} -> sigma_i
         x0_s0 = self._x0[-1]
-        base, scale, h, hh, b_h = self._linear_part(self._last_sample, x0_s0, s0, t)
+        base, scale = self._linear_part(self._last_sample, x0_s0, j)
         d1_t = x0_new - x0_s0
         if self._last_order == 1:
             res = 0.5 * d1_t
         else:
-            s1 = self._sig(i - 2, dev)
-            r1 = (_lam(s1) - _lam(s0)) / h
-            d1 = (self._x0[-2] - x0_s0) / r1
-            phi1 = torch.expm1(hh) / hh - 1
-            phi2 = phi1 / hh - 0.5
-            b1, b2 = phi1 / b_h, 2 * phi2 / b_h
-            rho0 = (b1 - b2) / (1 - r1)
-            rho1 = b1 - rho0
-            res = rho0 * d1 + rho1 * d1_t
+            c = self._c
+            d1 = (self._x0[-2] - x0_s0) / c["r1"][j]
+            res = c["rho0"][j] * d1 + c["rho1"][j] * d1_t
         return base - scale * res
 
     def _predict(self, x: torch.Tensor, i: int, order: int) -> torch.Tensor:
         """UniP: sample at sigma_{i+1} from the (corrected) sample and x0 history at sigma_i."""
-        dev = x.device
-        s0, t = self._sig(i, dev), self._sig(i + 1, dev)
         x0_s0 = self._x0[-1]
-        base, scale, h, _, _ = self._linear_part(x, x0_s0, s0, t)
+        base, scale = self._linear_part(x, x0_s0, i)
         if order == 1:
             return base
-        s1 = self._sig(i - 1, dev)
-        r1 = (_lam(s1) - _lam(s0)) / h
-        d1 = (self._x0[-2] - x0_s0) / r1
+        d1 = (self._x0[-2] - x0_s0) / self._c["r1"][i]
         return base - scale * (0.5 * d1)
 
     def step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
-        v32, x32, s0, _ = self._begin(v, x, i)
-        x0 = x32 - s0 * v32
+        if i != self._next:
+            raise ValueError(f"{type(self).__name__}.step called with step {i}, expected {self._next}: "
+                             f"steps must run in order 0..{self.num_steps - 1} (use a new solver per solve)")
+        if v.shape != x.shape:
+            raise ValueError(f"model output shape {tuple(v.shape)} does not match sample shape {tuple(x.shape)}")
+        self._next += 1
+        c = self._coefficients(x.device)
+        x32 = x.to(torch.float32)
+        x0 = x32 - c["sigma"][i] * v.to(torch.float32)
         if i > 0:
             x32 = self._correct(x0, i)
         self._x0 = (self._x0 + [x0])[-2:]

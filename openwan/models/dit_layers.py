@@ -286,11 +286,17 @@ class WanBlock(nn.Module):
 
     def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None, kv_slot=None):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
-        # shift2, scale2, gate2), each made where it is used: per token, two [B, L, dim] live at a time, not six
+        # shift2, scale2, gate2). One per sample: all six in one add. Per token: each made where it is used, so
+        # two [B, L, dim] live at a time, not six (the same sums either way)
         m = self.modulation.float()
+        if e0.shape[1] == 1:
+            six = (m[:, None] + e0).unbind(2)
 
-        def mod(i):
-            return m[:, None, i] + e0[:, :, i]
+            def mod(i):
+                return six[i]
+        else:
+            def mod(i):
+                return m[:, None, i] + e0[:, :, i]
 
         y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
         x = torch.addcmul(x, y.float(), mod(2))                 # x + y * gate1, one pass
