@@ -21,7 +21,6 @@ and the last step too when ``last`` is set; a threshold of 0 computes every step
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from types import SimpleNamespace
 from typing import Optional
@@ -57,11 +56,19 @@ def _reduce(v: torch.Tensor, dit) -> torch.Tensor:
     return v
 
 
-def rel_l1(a: torch.Tensor, b: torch.Tensor, dit=None) -> float:
-    """mean|a - b| / mean|b| over every element (all processes' tokens under sequence parallel)."""
-    v = torch.stack([(a - b).abs().sum(dtype=torch.float64), b.abs().sum(dtype=torch.float64)])
-    v = _reduce(v, dit)
-    return (v[0] / v[1].clamp_min(1e-300)).item()
+def rel_l1(a: torch.Tensor, b: torch.Tensor, dit=None, den: Optional[torch.Tensor] = None) -> float:
+    """mean|a - b| / mean|b| over every element (all processes' tokens under sequence parallel).
+    ``den``: :func:`l1_den` of ``b``, when ``b`` is a kept reference compared with many ``a`` (the same value)."""
+    if den is None:
+        v = torch.stack([(a - b).abs().sum(dtype=torch.float64), b.abs().sum(dtype=torch.float64)])
+        v = _reduce(v, dit)
+        return (v[0] / v[1].clamp_min(1e-300)).item()
+    return (_reduce((a - b).abs().sum(dtype=torch.float64), dit) / den).item()
+
+
+def l1_den(b: torch.Tensor, dit=None) -> torch.Tensor:
+    """The denominator of :func:`rel_l1` against ``b``: sum|b| (float64, over every process), at least 1e-300."""
+    return _reduce(b.abs().sum(dtype=torch.float64), dit).clamp_min(1e-300)
 
 
 def modulated_input(dit, s) -> torch.Tensor:
@@ -129,7 +136,7 @@ class BlockCache(Wrapper):
                   or st.residual is None)
         out, computed = self.blocks(dit, s, st, step, forced, cal)
         self.decisions.append(computed)
-        return dit.run_head(dataclasses.replace(s, x=out)), computed
+        return dit.run_head(s.with_x(out)), computed
 
     def blocks(self, dit, s, st, step, forced: bool, cal) -> tuple[torch.Tensor, bool]:
         raise NotImplementedError
@@ -234,12 +241,12 @@ class FirstBlockCache(BlockCache):
     last = False
 
     def new_state(self):
-        return SimpleNamespace(residual=None, r0=None)
+        return SimpleNamespace(residual=None, r0=None, den=None)
 
     def blocks(self, dit, s, st, step, forced, cal):
         s0 = dit.run_blocks(s, 0, 1)
         r0 = s0.x - s.x
-        if not forced and st.r0 is not None and rel_l1(r0, st.r0, dit) < self.threshold:
+        if not forced and st.r0 is not None and rel_l1(r0, st.r0, dit, st.den) < self.threshold:
             return s0.x + st.residual, False
-        st.r0 = r0
+        st.r0, st.den = r0, l1_den(r0, dit)
         return self.compute(dit, s0, st, start=1), True

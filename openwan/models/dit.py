@@ -28,7 +28,6 @@ Sequence parallel inference (``openwan.parallel``) splits the tokens over proces
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -43,7 +42,7 @@ from openwan.configs import DiTConfig
 from openwan.models.context_cache import ContextCache, Entry
 from openwan.models.dit_layers import (  # noqa: F401  (the pieces, importable from here as before)
     CrossAttention, FeedForward, Head, ImageEmbedding, LayerNorm32, RMSNorm, SelfAttention, VaceBlock, WanBlock,
-    WanLinear, apply_rope, modulate, rope_angles, rope_axis_dims, sinusoid)
+    WanLinear, apply_rope, as_dtype, modulate, rope_angles, rope_axis_dims, sinusoid)
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -69,6 +68,13 @@ class State:
     vace_context_scale: float = 1.0
     as_list: bool = False                # the input x was a list: return a list
     kv: Optional[Entry] = None           # inference: the context cache entry (per-block cross-attention k/v)
+
+    def with_x(self, x: torch.Tensor) -> "State":
+        """A copy with other tokens (``dataclasses.replace(self, x=x)``, without its per-call field inspection)."""
+        new = object.__new__(State)
+        new.__dict__.update(self.__dict__)
+        new.x = x
+        return new
 
 
 class WanModel(nn.Module):
@@ -115,12 +121,12 @@ class WanModel(nn.Module):
         """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens (ints), grids)."""
         toks, grids = [], []
         for i in range(len(xs)):  # one sample per call: the same numerics for a batch and a list
-            u = F.conv3d(xs[i][None].to(conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
+            u = F.conv3d(as_dtype(xs[i][None], conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
             grids.append(tuple(u.shape[2:]))
-            toks.append(u.flatten(2).transpose(1, 2)[0].float())
+            toks.append(as_dtype(u.flatten(2).transpose(1, 2)[0], torch.float32))
         lens = [t.shape[0] for t in toks]
         n = max(lens)
-        x = torch.stack([F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])
+        x = torch.stack([t if t.shape[0] == n else F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])
         return x, lens, grids
 
     def _rope_table(self, grid, device):
@@ -300,7 +306,7 @@ class WanModel(nn.Module):
                           None if kv is None else kv.slot(i))
             if s.hints is not None and i in self._hint_of_block:
                 x = x + s.hints[self._hint_of_block[i]] * s.vace_context_scale
-        return dataclasses.replace(s, x=x)
+        return s.with_x(x)
 
     def run_head(self, s: "State"):
         """Head modulation and projection, gather under sequence parallel, unpatchify to video latents."""

@@ -17,6 +17,19 @@ from openwan.runtime import bf16_matmul_in_fp32
 
 # ----------------------------------------------------------------------------- small pieces
 
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)`` (the same tensor when it has that dtype already), without the call when it is a no-op: the
+    tiny models' forward is mostly per-op overhead, and most casts in the fp32 path are no-ops."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:    # a device type autocast does not know (meta): it never autocasts there
+        return False
+
+
 class WanLinear(nn.Linear):
     """A Linear layer that carries its compute dtype: its weight's (``fp32=False``: bf16 weights give a
     bf16 matmul, as under the reference's autocast) or fp32 whatever the storage (``fp32=True``: the
@@ -38,9 +51,12 @@ class WanLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp32:
-            b = None if self.bias is None else self.bias.float()
+            b = None if self.bias is None else as_dtype(self.bias, torch.float32)
+            x, w = as_dtype(x, torch.float32), as_dtype(self.weight, torch.float32)
+            if not torch.compiler.is_compiling() and not _autocast_on(x.device.type):
+                return F.linear(x, w, b)            # (entering the autocast context costs more than the check)
             with torch.autocast(x.device.type, enabled=False):
-                return F.linear(x.float(), self.weight.float(), b)
+                return F.linear(x, w, b)
         if torch.is_grad_enabled():
             plist = getattr(self, "parametrizations", None)
             if plist is not None and "weight" in plist and len(plist.weight) == 1 \
@@ -54,16 +70,32 @@ class WanLinear(nn.Linear):
             # on CPUs without bf16 matrix units (openwan.runtime.bf16_matmul_in_fp32)
             b = None if self.bias is None else self.bias.float()
             return F.linear(x.to(w.dtype).float(), w.float(), b).to(w.dtype)
-        return F.linear(x.to(w.dtype), w, self.bias)
+        return F.linear(as_dtype(x, w.dtype), w, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", fp32=True" if self.fp32 else "")
 
 
+_FREQS: dict = {}   # (half, dtype, device) -> the sinusoid's frequencies (a constant: made once)
+
+
+def _freqs(half: int, dtype: torch.dtype, device) -> torch.Tensor:
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=device) / half)
+
+
 def sinusoid(t: torch.Tensor, dim: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """cat[cos(t w), sin(t w)] with w_i = 10000^(-i/half), i < half (cos first)."""
     half = dim // 2
-    w = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    if torch.compiler.is_compiling():
+        w = _freqs(half, dtype, t.device)
+    else:
+        key = (half, dtype, t.device)
+        w = _FREQS.get(key)
+        if w is None:
+            with torch.inference_mode(False):   # a plain tensor, usable by autograd later
+                w = _freqs(half, dtype, t.device)
+            if len(_FREQS) < 16:
+                _FREQS[key] = w
     angle = torch.outer(t.to(dtype), w)
     return torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)
 
@@ -77,20 +109,20 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
-        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        xf = as_dtype(x, torch.float32)
+        y = as_dtype(xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps), x.dtype)
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return y * self.weight.to(x.dtype)
-        return y.mul_(self.weight.to(x.dtype))   # y is this call's own temporary: scaled in place
+            return y * as_dtype(self.weight, x.dtype)
+        return y.mul_(as_dtype(self.weight, x.dtype))   # y is this call's own temporary: scaled in place
 
 
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm computed in fp32, returning fp32 (the residual stream's dtype)."""
 
     def forward(self, x):
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+        w = None if self.weight is None else as_dtype(self.weight, torch.float32)
+        b = None if self.bias is None else as_dtype(self.bias, torch.float32)
+        return F.layer_norm(as_dtype(x, torch.float32), self.normalized_shape, w, b, self.eps)
 
 
 def _normal(*shape: int, div: float) -> torch.Tensor:
@@ -135,7 +167,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     cos/sin: [B, L, 1, D/2] in the compute dtype; positions past a sample's length carry angle 0
     (cos 1, sin 0), so padding tokens pass through unrotated.
     """
-    xr = x.to(cos.dtype).unflatten(-1, (-1, 2))
+    xr = as_dtype(x, cos.dtype).unflatten(-1, (-1, 2))
     x0, x1 = xr[..., 0], xr[..., 1]
     if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling():
         # training, or traced by torch.compile (which fuses it): the plain form (the same values)
@@ -146,7 +178,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     o0, o1 = out[..., 0], out[..., 1]
     torch.mul(x0, cos, out=o0).addcmul_(x1, sin, value=-1)   # x0 cos - x1 sin
     torch.mul(x0, sin, out=o1).addcmul_(x1, cos)             # x0 sin + x1 cos
-    return out.flatten(-2).to(x.dtype)
+    return as_dtype(out.flatten(-2), x.dtype)
 
 
 # ----------------------------------------------------------------------------- attention layers
@@ -288,7 +320,7 @@ class WanBlock(nn.Module):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
         # shift2, scale2, gate2). One per sample: all six in one add. Per token: each made where it is used, so
         # two [B, L, dim] live at a time, not six (the same sums either way)
-        m = self.modulation.float()
+        m = as_dtype(self.modulation, torch.float32)
         if e0.shape[1] == 1:
             six = (m[:, None] + e0).unbind(2)
 
@@ -299,10 +331,11 @@ class WanBlock(nn.Module):
                 return m[:, None, i] + e0[:, :, i]
 
         y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
-        x = torch.addcmul(x, y.float(), mod(2))                 # x + y * gate1, one pass
-        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias, kv_slot).float()
+        x = torch.addcmul(x, as_dtype(y, torch.float32), mod(2))          # x + y * gate1, one pass
+        x = x + as_dtype(self.cross_attn(as_dtype(self.norm3(x), torch.float32), context, ctx_bias, kv_slot),
+                         torch.float32)
         y = self.ffn(modulate(self.norm2(x), mod(3), mod(4)))
-        return torch.addcmul(x, y.float(), mod(5))              # x + y * gate2
+        return torch.addcmul(x, as_dtype(y, torch.float32), mod(5))       # x + y * gate2
 
 
 class VaceBlock(WanBlock):
@@ -333,7 +366,7 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(_normal(1, 2, dim, div=dim ** 0.5))
 
     def forward(self, x, e):
-        shift, scale = (self.modulation.float()[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
+        shift, scale = (as_dtype(self.modulation, torch.float32)[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
         return self.head(modulate(self.norm(x), shift, scale))
 
 

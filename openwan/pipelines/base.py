@@ -534,8 +534,9 @@ class WanPipeline:
         try:
             check()
             with self.resident(self.dit), torch.inference_mode():
-                out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook, post_step=job.post_step,
-                                   generator=job.generator)
+                needed = bar is not None or on_step is not None or cancelled is not None
+                out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook if needed else None,
+                                   post_step=job.post_step, generator=job.generator)
         finally:
             if bar is not None:
                 bar.close()
