@@ -42,23 +42,26 @@ __all__ = ["ContextCache", "Entry", "Slot", "weights_signature"]
 
 def _version(t: torch.Tensor) -> int:
     """The tensor's version counter (-1 for an inference tensor, which has none)."""
-    return -1 if t.is_inference() else t._version
+    return -1 if t.is_inference() else t._version  # (inlined in weights_signature)
 
 
 def weights_signature(modules: Sequence[nn.Module]) -> tuple:
     """What identifies the weights of ``modules`` for a reuse within one generation (see the module docstring)."""
     sig = []
+    add = sig.append
     for root in modules:
-        for m in root.modules():
-            sig.append(type(m))
-            for t in m._parameters.values():
-                if t is not None:
-                    sig += (_version(t), t.shape, t.dtype, t.device)
-            for t in m._buffers.values():
-                if t is not None:
-                    sig += (_version(t), t.shape, t.dtype, t.device)
+        for m in (root.modules() if root._modules else (root,)):    # (a plain layer: no generator)
+            add(type(m))
+            for tensors in (m._parameters, m._buffers):
+                for t in tensors.values():
+                    if t is not None:
+                        add(-1 if t.is_inference() else t._version)
+                        add(t.shape)
+                        add(t.dtype)
+                        add(t.device)
             if m is not root:        # LoRA adapters (openwan.training.lora): their numeric settings
-                sig += (getattr(m, "scale", None), getattr(m, "strength", None))
+                add(getattr(m, "scale", None))
+                add(getattr(m, "strength", None))
     return tuple(sig)
 
 
