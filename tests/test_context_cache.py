@@ -214,3 +214,4 @@ def test_signature_moves_with_versions_and_settings_only():
     with torch.no_grad():
         ca.norm_k.weight.add_(0)                                   # any in-place op counts as a change
     assert weights_signature(ca.kv_modules()) != sig
+

@@ -131,16 +131,21 @@ class WanModel(nn.Module):
 
     def _rope_table(self, grid, device):
         """cos, sin [f*h*w, 1, head_dim/2] for one token grid: computed in float64 once, then cached."""
+        if torch.compiler.is_compiling():
+            return self._make_rope_table(grid, device)
         key = (tuple(grid), self.config.head_dim, str(device), self.rope_dtype)
-        table = None if torch.compiler.is_compiling() else self._rope_cache.get(key)
+        table = self._rope_cache.get(key)
         if table is None:
-            ang = rope_angles(grid, self.config.head_dim, device=device)[:, None, :]
-            table = (ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype))
-            if not torch.compiler.is_compiling():
-                if len(self._rope_cache) >= 8:  # a server sees few sizes; bound it anyway
-                    self._rope_cache.pop(next(iter(self._rope_cache)))
-                self._rope_cache[key] = table
+            with torch.inference_mode(False):   # plain tensors: a table made while sampling serves training too
+                table = self._make_rope_table(grid, device)
+            if len(self._rope_cache) >= 8:      # a server sees few sizes; bound it anyway
+                self._rope_cache.pop(next(iter(self._rope_cache)))
+            self._rope_cache[key] = table
         return table
+
+    def _make_rope_table(self, grid, device):
+        ang = rope_angles(grid, self.config.head_dim, device=device)[:, None, :]
+        return ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype)
 
     def _rope(self, grids, n, device):
         """cos/sin [B, n, 1, head_dim/2]; zero angle (cos 1, sin 0: identity) on padding tokens."""
