@@ -21,7 +21,8 @@ What is counted (bytes on the compute device):
   ffn_dim-wide Linear output of one 2048-token chunk (B x 2048 x ffn_dim x c; GELU runs in place),
   whichever is larger; plus the cached RoPE tables (2 x fp32 [L, head_dim/2]) and the text features
   and their embedding (fp32; ``context`` rows: at most text_len, the prompt's length + 1 when it is
-  shorter, see WanModel._context).
+  shorter, see WanModel._context), and the context cache: every block's cross-attention keys and values of
+  those rows (and of the 257 CLIP rows for i2v), kept over the steps (openwan.models.context_cache).
 * VAE decode: the streaming decode's peak grows with the pixels of one frame, not with the frame
   count (docs/vae.md: ~1400 MB over the model at 256x256 in fp32); 21.4 KB per output pixel in fp32,
   half in bf16; tiled decode (``vae_tile``) bounds it by the tile (256 px tiles: ~0.35x at 256x256).
@@ -130,7 +131,12 @@ def dit_activation_bytes(cfg, tokens: int, batch: int = 2, dtype=torch.bfloat16,
     fixed = (2 * 4 * tokens * (cfg.head_dim // 2)                 # RoPE cos/sin tables (fp32, one per grid)
              + 4 * batch * context * (cfg.text_dim + 2 * cfg.dim)  # padded text features, text embedding (fp32)
              + (4 * batch * 257 * cfg.dim if cfg.has_image_input else 0))
-    return fixed + max(rope_stage, ffn_stage, modulate_stage)
+    # the context cache (openwan.models.context_cache): every block's cross-attention keys and values of the text
+    # rows (fp32 when the padding is folded, context < text_len) and of the image rows, kept over the steps
+    blocks = cfg.num_layers + len(cfg.vace_layers or ())
+    img = (514 if cfg.model_type == "flf2v" else 257) if cfg.has_image_input else 0
+    kv = 2 * batch * blocks * cfg.dim * (context * (4 if context < cfg.text_len else c) + img * c)
+    return fixed + kv + max(rope_stage, ffn_stage, modulate_stage)
 
 
 def vae_decode_bytes(size: str, dtype=torch.float32, tiled: bool = False, vae_dim: int = 96) -> int:
