@@ -121,7 +121,8 @@ class WanModel(nn.Module):
         """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens (ints), grids)."""
         toks, grids = [], []
         for i in range(len(xs)):  # one sample per call: the same numerics for a batch and a list
-            u = F.conv3d(as_dtype(xs[i][None], conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
+            xi = xs[i:i + 1] if torch.is_tensor(xs) else xs[i][None]    # [1, C, F, H, W]
+            u = F.conv3d(as_dtype(xi, conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
             grids.append(tuple(u.shape[2:]))
             toks.append(as_dtype(u.flatten(2).transpose(1, 2)[0], torch.float32))
         lens = [t.shape[0] for t in toks]
@@ -189,7 +190,9 @@ class WanModel(nn.Module):
 
     def _check_inputs(self, xs, clip_fea, y, vace_context):
         cfg = self.config
-        c_in = xs[0].shape[0] + (y[0].shape[0] if y is not None else 0)   # a sample: [C, F, H, W]
+        def channels(v):    # a sample: [C, F, H, W] (a batch tensor: no per-sample view needed)
+            return v.shape[1] if torch.is_tensor(v) else v[0].shape[0]
+        c_in = channels(xs) + (channels(y) if y is not None else 0)
         if c_in != cfg.in_dim:
             raise ValueError(f"the DiT expects {cfg.in_dim} input channels (x{' + y' if y is not None else ''}), "
                              f"got {c_in}" + (" (i2v/flf2v need y: mask 4 + image latent 16 channels)"
@@ -242,7 +245,7 @@ class WanModel(nn.Module):
         elif y is not None:
             x = torch.cat([x, y.to(x.dtype)], dim=1)                       # [B, C_x + C_y, F, H, W]
         b = len(x)
-        device = x[0].device
+        device = x.device if torch.is_tensor(x) else x[0].device
 
         tokens, lens, grids = self._embed(self.patch_embedding, x)         # [B, L, dim], B ints, B x (f, h, w)
         n = tokens.shape[1]

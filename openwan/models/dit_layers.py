@@ -372,7 +372,8 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(_normal(1, 2, dim, div=dim ** 0.5))
 
     def forward(self, x, e):
-        shift, scale = (as_dtype(self.modulation, torch.float32)[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
+        m = as_dtype(self.modulation, torch.float32)
+        shift, scale = (m[:, None] + e[:, :, None]).unbind(2)      # [B, 1 or L, dim] each
         return self.head(modulate(self.norm(x), shift, scale))
 
 
