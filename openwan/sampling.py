@@ -202,13 +202,16 @@ class _Solver:
         self.generator = generator      # used by re-noising solvers only
         self._next = 0
 
-    def _begin(self, v: torch.Tensor, x: torch.Tensor, i: int):
+    def _check_step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> None:
         if i != self._next:
             raise ValueError(f"{type(self).__name__}.step called with step {i}, expected {self._next}: "
                              f"steps must run in order 0..{self.num_steps - 1} (use a new solver per solve)")
         if v.shape != x.shape:
             raise ValueError(f"model output shape {tuple(v.shape)} does not match sample shape {tuple(x.shape)}")
         self._next += 1
+
+    def _begin(self, v: torch.Tensor, x: torch.Tensor, i: int):
+        self._check_step(v, x, i)
         dev = x.device
         return (v.to(torch.float32), x.to(torch.float32),
                 self.sigmas[i].to(dev), self.sigmas[i + 1].to(dev))
@@ -345,12 +348,7 @@ class UniPCSolver(_Solver):
         return base - scale * (0.5 * d1)
 
     def step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
-        if i != self._next:
-            raise ValueError(f"{type(self).__name__}.step called with step {i}, expected {self._next}: "
-                             f"steps must run in order 0..{self.num_steps - 1} (use a new solver per solve)")
-        if v.shape != x.shape:
-            raise ValueError(f"model output shape {tuple(v.shape)} does not match sample shape {tuple(x.shape)}")
-        self._next += 1
+        self._check_step(v, x, i)
         c = self._coefficients(x.device)
         x32 = x.to(torch.float32)
         x0 = x32 - c["sigma"][i] * v.to(torch.float32)
@@ -433,11 +431,11 @@ def run(denoiser: Denoise, x: torch.Tensor, sigmas: ArrayLike, solver: str = "un
     """
     grid = _check_grid(sigmas)
     stepper = make_solver(solver, grid, generator)
-    timesteps = timesteps_from_sigmas(grid[:-1])
+    timesteps = timesteps_from_sigmas(grid[:-1]).to(x.device)
     n = stepper.num_steps
     sig = stepper.sigmas.tolist()
     for i in range(n):
-        step = Step(i, n, timesteps[i: i + 1].to(x.device), sig[i], sig[i + 1])
+        step = Step(i, n, timesteps[i: i + 1], sig[i], sig[i + 1])
         v = denoiser(x, step)
         x_next = stepper.step(v, x, i)
         if on_step is not None or post_step is not None:
