@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from openwan.configs import TINY_VARIANTS
+from openwan.models.context_cache import ContextCache
 from openwan.models.dit import WanModel
 from openwan.parallel import enable_sequence_parallel, set_sequence_parallel, shard_dit
 from openwan.parallel.sequence import SequenceParallel, split_tokens
@@ -66,6 +67,15 @@ def _worker(rank, world, port, out_dir):
                     enable_sequence_parallel(model)
                 with torch.inference_mode():
                     results[f"{name}_sharded{'_sp' if sp else ''}"] = (ref, model(*args, **kwargs))
+                    # the context cache over sharded weights (and split tokens): made once, reused, the same output
+                    cache = ContextCache()
+                    outs = [model(*args, ctx_cache=cache, **kwargs) for _ in range(2)]
+                assert cache.misses == 1 and cache.hits == 1 and cache.computed() == len(model.blocks) + len(
+                    getattr(model, "vace_blocks", [])), name
+                plain = results[f"{name}_sharded{'_sp' if sp else ''}"][1]
+                for o in outs:
+                    pairs = zip(o, plain) if isinstance(o, list) else [(o, plain)]
+                    assert all(torch.equal(u, w) for u, w in pairs), name
                 # after a forward only the shards stay resident (the root's weights too)
                 held = sum(p.to_local().numel() for p in model.parameters())
                 assert held <= sum(p.numel() for p in model.parameters()) // world + 6 * 64, held
