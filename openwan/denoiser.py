@@ -131,7 +131,8 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         c, t, dt = self.cond, step.t, self.dtype
         if self.guided and self.guidance.cfg_batch:
-            out = self._forward(torch.stack([x, x]).to(dt), t.expand(2, *t.shape[1:]), c.contexts(True),
+            # [x, x] as a view (batch stride 0): the DiT patch-embeds it once
+            out = self._forward(x.to(dt)[None].expand(2, *x.shape), t.expand(2, *t.shape[1:]), c.contexts(True),
                                 c.batch(2))   # t [1] or per token [1, L]
             return cfg(out[0].float(), out[1].float(), self.guidance.scale)
         kw = c.batch(1)

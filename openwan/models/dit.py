@@ -120,11 +120,15 @@ class WanModel(nn.Module):
     def _embed(self, conv: nn.Conv3d, xs: TensorOrList):
         """Patch-embed each sample, flatten to tokens, pad to the longest: ([B, L, dim], lens (ints), grids)."""
         toks, grids = [], []
-        for i in range(len(xs)):  # one sample per call: the same numerics for a batch and a list
+        # a batch expanded from one sample (stride 0: batched CFG's [x, x]) is embedded once
+        same = torch.is_tensor(xs) and len(xs) > 1 and xs.stride(0) == 0
+        for i in range(1 if same else len(xs)):  # one sample per call: the same numerics for a batch and a list
             xi = xs[i:i + 1] if torch.is_tensor(xs) else xs[i][None]    # [1, C, F, H, W]
             u = F.conv3d(as_dtype(xi, conv.weight.dtype), conv.weight, conv.bias, stride=conv.stride)
             grids.append(tuple(u.shape[2:]))
             toks.append(as_dtype(u.flatten(2).transpose(1, 2)[0], torch.float32))
+        if same:
+            toks, grids = toks * len(xs), grids * len(xs)
         lens = [t.shape[0] for t in toks]
         n = max(lens)
         x = torch.stack([t if t.shape[0] == n else F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])

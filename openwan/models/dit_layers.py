@@ -254,16 +254,17 @@ class CrossAttention(SelfAttention):
         given) and (k_img, v_img) of the image rows (None without image input). They depend on the context
         alone, so a generation computes them once (openwan.models.context_cache)."""
         n = self.num_heads
-        ki = vi = None
+        ki = vi = img = None
         if self.image:
             lt = self.text_len if ctx_bias is None else ctx_bias.shape[-1]
             img, context = context[:, :-lt], context[:, -lt:]
-            ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
-            vi = self.v_img(img).unflatten(-1, (n, -1))
         k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))
         v = self.v(context).unflatten(-1, (n, -1))
         if ctx_bias is not None:    # fp32 logits: the bias must not be rounded to bf16
             k, v = k.float(), v.float()
+        if img is not None:
+            ki = self.norm_k_img(self.k_img(img)).unflatten(-1, (n, -1))
+            vi = self.v_img(img).unflatten(-1, (n, -1))
         return k, v, ki, vi
 
     def forward(self, x, context, ctx_bias=None, kv_slot=None):
