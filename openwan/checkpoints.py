@@ -40,17 +40,30 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint file is empty: {path}")
 
 
+# Tensors read from a safetensors file sit at the file's byte offsets (8 + header length + ...), which SIMD
+# kernels may treat differently from torch's 64-byte aligned allocations: a loaded model would then round its
+# sums differently from the model that was saved (a few ulps) and run misaligned loads. Loaded tensors are
+# therefore copied to aligned memory when they are not aligned already.
+_ALIGN = 64
+
+
 def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     path = Path(path)
     _check_file(path)
     try:
-        return load_file(str(path), device=device)
+        sd = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f"cannot read {path}: {e}. The file is truncated or not a safetensors file; "
             f"download or copy it again.") from None
+    return {k: aligned(t) for k, t in sd.items()}
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, copied to aligned memory when it is not 64-byte aligned (see ``_ALIGN``)."""
+    return t.clone() if t.device.type == "cpu" and t.data_ptr() % _ALIGN else t
 
 
 def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -534,13 +547,6 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
     return model.eval().requires_grad_(False)
 
 
-# Tensors read from a safetensors file sit at the file's byte offsets (8 + header length + ...), which SIMD
-# kernels may treat differently from torch's 64-byte aligned allocations: a loaded model would then round its
-# sums differently from the model that was saved (a few ulps) and run misaligned loads. Loaded tensors are
-# therefore copied to aligned memory when they are not aligned already.
-_ALIGN = 64
-
-
 def _dit_shards(files, prefix: str, to_official: Callable, dtype, device) -> Iterator[dict]:
     """Each file's tensors as {official name: tensor} (cast to ``dtype``, on ``device``), one file at a time."""
     from safetensors import safe_open
@@ -551,8 +557,7 @@ def _dit_shards(files, prefix: str, to_official: Callable, dtype, device) -> Ite
                 t = fh.get_tensor(k)
                 if dtype is not None and t.is_floating_point():
                     t = t.to(dtype)
-                if t.data_ptr() % _ALIGN:
-                    t = t.clone()    # mapped from the file at the header's offset: give it aligned memory
+                t = aligned(t)       # mapped from the file at the header's offset: give it aligned memory
                 part[k[len(prefix):]] = t.to(device) if device is not None else t
         yield to_official(part)
 

@@ -144,7 +144,6 @@ def test_moe_t2v_golden_run(meta, name, solver):
 
 def test_moe_guide_scales_are_per_expert(meta):
     """Swapping the two scales changes the run (the golden run uses low 3 / high 4, not one scale)."""
-    m = meta["moe_t2v_unipc"]
     sd = load_file(str(REF22 / "moe_t2v_unipc.safetensors"))
     pipe = with_prompts(moe_pipe("moe_t2v_unipc", meta, sd, vae21(load_file(str(REF22 / "moe_i2v.safetensors")))),
                         sd)

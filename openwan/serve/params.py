@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from typing import Any, Callable
+from typing import Any
 
 # Arguments the server sets itself (clients cannot).
 RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self"}

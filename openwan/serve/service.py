@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from openwan import validate
-from openwan.serve.jobs import FINISHED, JobStore, QueueFull, new_id
+from openwan.serve.jobs import FINISHED, JobStore, new_id
 from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
