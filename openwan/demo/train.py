@@ -343,10 +343,11 @@ def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
     return out
 
 
-def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
+def make_validator(work_dir: Path, size: int = DEMO_SIZE, frames: int = DEMO_FRAMES, prompts_per_split: int = 4,
+                   steps: int = 12):
     """A Trainer ``on_validate`` hook: generate the first ``prompts_per_split`` seen and held-out benchmark
     prompts with the model being trained (few sampling steps) and log the detector's accuracy. The size and
-    length are the latents'; a clean-frames model runs through the TI2V pipeline."""
+    length are the latents' (``size``, ``frames``); a clean-frames model runs through the TI2V pipeline."""
     from openwan.demo import demo_variant, world
     from openwan.demo.bench import run_benchmark, summarize
     from openwan.pipelines.base import Components
@@ -357,11 +358,8 @@ def make_validator(work_dir: Path, prompts_per_split: int = 4, steps: int = 12):
     bench = world.benchmark_prompts()
     prompts = [p for p in bench if p.split == "seen"][:prompts_per_split]
     prompts += [p for p in bench if p.split == "heldout"][:prompts_per_split]
-    data = torch.load(work_dir / "latents.pt", map_location="cpu", weights_only=False)
-    size, frames = data.get("size", DEMO_SIZE), data.get("frames", DEMO_FRAMES)
     sample = DEMO_SAMPLE.replace(size=f"{size}*{size}", sizes=(f"{size}*{size}",), frame_num=frames,
                                  fps=round(DEMO_SAMPLE.fps * (frames - 1) / (DEMO_FRAMES - 1)))
-    del data
 
     def validate(model, step):
         variant = dataclasses.replace(demo_variant(), task="ti2v" if model.config.model_type == "ti2v" else "t2v",
@@ -391,7 +389,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
-    dataset, _ = build_dataset(latents_file, caption_dropout, seed)
+    dataset, data = build_dataset(latents_file, caption_dropout, seed)
     log(f"dit: {len(dataset)} training items")
     dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_DIT).to_dict().items()}
     config = {
@@ -405,7 +403,9 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
         "output_dir": str(work_dir / "dit"), "seed": seed, "resume": "auto", "progress": False,
         "validate_every": validate_every, **({"objective": objective} if objective else {}),
     }
-    on_validate = make_validator(work_dir) if validate_every else None
+    on_validate = (make_validator(work_dir, data.get("size", DEMO_SIZE), data.get("frames", DEMO_FRAMES))
+                   if validate_every else None)
+    del data
     trainer = Trainer(config, dataset=dataset, device="cpu", on_validate=on_validate)
     summary = trainer.train()
     log(f"dit: {summary}")

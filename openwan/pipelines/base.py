@@ -369,6 +369,15 @@ class WanPipeline:
     def default_shift(self, width: int, height: int) -> float:
         return self.defaults().shift
 
+    def warn_outside_world(self, prompt: str) -> None:
+        """The embedded demo knows a small world: warn about what a prompt asks that it does not know (each part
+        of a long video's prompt schedule alone). Nothing for other models."""
+        from openwan.pipelines.routing import is_demo
+        if is_demo(self.variant.name):
+            from openwan.demo.world import warn_outside_world
+            for part in prompt.split("|"):
+                warn_outside_world(part.strip())
+
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
         """Fill every sampling argument left None from the variant's defaults; draw a seed if none."""

@@ -51,19 +51,18 @@ def route_inputs(own_task: str, name: str, given: Iterable[str]) -> Optional[str
     """The pipeline task for a request without an explicit task, from the checkpoint's own task and the input
     names given; None keeps the checkpoint's own. Raises ValueError (naming what to use) for inputs the model
     cannot take."""
-    given = [g for g in dict.fromkeys(given)]
+    given = list(dict.fromkeys(given))
     if own_task == "vace":
         return None
     vace = [g for g in given if g in VACE_INPUTS]
     if vace:
         raise ValueError(no_vace_message(name, [f"--{g}" for g in vace]))
+    pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
     if "src_video" in given and own_task in ("t2v", "ti2v"):
-        pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
         if pictures:
             raise ValueError(f"--src_video (video-to-video) and {', '.join('--' + p for p in pictures)} exclude each "
                              f"other: give a source video or pictures")
         return "v2v"
-    pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
     if pictures and own_task in ("t2v", "t2i"):          # the others say what they take after loading
         raise ValueError(no_picture_message(name, own_task, pictures))
     return None

@@ -46,10 +46,7 @@ class TextToVideo(WanPipeline):
         check_frames(frame_num)
         check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
-        if self.variant.name.startswith("demo"):        # the demo knows a small world: say what it did not get
-            from openwan.demo.world import warn_outside_world
-            for part in prompt.split("|"):             # a long video's prompt schedule: each part alone
-                warn_outside_world(part.strip())
+        self.warn_outside_world(prompt)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **sp.settings())

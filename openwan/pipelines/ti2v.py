@@ -127,12 +127,6 @@ class FirstFrameTimesteps(Wrapper):
         return self.inner(x, dataclasses.replace(step, t=t))
 
 
-def replace_first_frame(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``x`` with its first latent frames set to ``z`` [C, n, h, w] (the reference's (1 - mask) * z + mask * x,
-    exactly)."""
-    return replace_clean_frames(x, z)
-
-
 def replace_clean_frames(x: torch.Tensor, first: Optional[torch.Tensor] = None,
                          last: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x`` with its first latent frames set to ``first`` [C, n, h, w] and its last ones to ``last`` [C, m, h, w]
@@ -220,10 +214,7 @@ class TextImageToVideo(WanPipeline):
         check_size(width, height, self.variant, strict_size and (first_src is None or fixed), vae=self.vae)
         mult = size_multiple(self.vae, self.dit.patch_size)
         check_prompt(prompt)
-        if self.variant.name.startswith("demo"):        # the demo knows a small world: say what it did not get
-            from openwan.demo.world import warn_outside_world
-            for part in prompt.split("|"):
-                warn_outside_world(part.strip())
+        self.warn_outside_world(prompt)
         vae = self.vae
         s, r = vae.spatial_ratio, vae.temporal_ratio
         latent_frames = (frame_num - 1) // r + 1
@@ -294,4 +285,4 @@ class TextImageToVideo(WanPipeline):
 PIPELINE = TextImageToVideo
 
 __all__ = ["TextImageToVideo", "ti2v_size", "crop_to", "FirstFrameTimesteps", "FirstFrameConditioning",
-           "replace_first_frame", "replace_clean_frames", "still_latent"]
+           "replace_clean_frames", "still_latent"]

@@ -28,18 +28,19 @@ from typing import Optional
 import torch
 
 from openwan.training.loss import TimestepSampling, add_noise, sigma_to_timestep
-from openwan.training.objectives import Batch, Objective, ObjectiveContext, register_objective
+from openwan.training.objectives import Batch, FlowMatching, ObjectiveContext, register_objective
 
 MODES = ("t2v", "i2v", "flf2v", "continue")
 
 
-class CleanFrames(Objective):
-    """See the module docstring. ``probs``: the share of each mode (normalized); ``max_prefix``: the largest k
-    of ``continue``."""
+class CleanFrames(FlowMatching):
+    """See the module docstring. ``t2v``, ``i2v``, ``flf2v``, ``continue_``: the share of each mode (normalized);
+    ``max_prefix``: the largest k of ``continue``. sigma and the noise are drawn as :class:`FlowMatching` draws
+    them (:meth:`FlowMatching.draw`), then each sample's mode from the same generator."""
 
     def __init__(self, sampling: Optional[TimestepSampling] = None, t2v: float = 0.4, i2v: float = 0.3,
                  flf2v: float = 0.1, continue_: float = 0.2, max_prefix: int = 3):
-        self.sampling = sampling or TimestepSampling()
+        super().__init__(sampling)
         probs = torch.tensor([t2v, i2v, flf2v, continue_], dtype=torch.float64)
         if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) or float(probs.sum()) <= 0:
             raise ValueError(f"clean_frames: the mode shares must be non-negative and not all 0, got "
@@ -66,39 +67,26 @@ class CleanFrames(Objective):
         return name, given
 
     def __call__(self, model, batch: Batch, rng: list):
+        noise, sigma = self.draw(batch, rng)
         x0 = batch.latent.float()
         b, _, f, h, w = x0.shape
-        per_frame = (h // self.patch[1]) * (w // self.patch[2])
         mids = batch.extra.get("mid")
         still = batch.extra.get("last_still")
-        xs, targets, ts, keep = [], [], [], []
+        given = torch.zeros(b, f, dtype=torch.bool, device=x0.device)
         for i, g in enumerate(rng):
-            sigma = self.sampling.sample(1, g)[0]
-            noise = torch.randn(tuple(x0[i].shape), generator=g, dtype=torch.float32).to(x0.device)
-            name, given = self.mode(g, bool(mids[i]) if mids is not None else False, f)
-            x = x0[i]
+            name, frames = self.mode(g, bool(mids[i]) if mids is not None else False, f)
             if name == "flf2v" and still is not None:
-                x = x.clone()
-                x[:, -1:] = still[i].float()
-            xt = add_noise(x, noise, sigma.to(x.device))
-            t = sigma_to_timestep(sigma).to(x.device).expand(f * per_frame).clone()
-            mask = torch.ones(f, device=x.device)
-            if given:
-                xt = xt.clone()
-                xt[:, given] = x[:, given]
-                for j in given:
-                    t[j * per_frame:(j + 1) * per_frame] = 0
-                mask[given] = 0
-            xs.append(xt)
-            targets.append(noise - x)
-            ts.append(t)
-            keep.append(mask)
-        pred = model(torch.stack(xs), torch.stack(ts), batch.context, **batch.cond).float()
-        keep = torch.stack(keep).view(b, 1, f, 1, 1)
-        err = (pred - torch.stack(targets)).pow(2) * keep
+                x0 = x0.clone() if x0 is batch.latent else x0
+                x0[i, :, -1:] = still[i].float()
+            given[i, frames] = True
+        keep = ~given[:, None, :, None, None]                        # [B, 1, F, 1, 1]: the frames to make
+        x_t = torch.where(keep, add_noise(x0, noise, sigma.to(x0.device)), x0)
+        per_frame = (h // self.patch[1]) * (w // self.patch[2])
+        t = sigma_to_timestep(sigma).to(x0.device)[:, None] * (~given).repeat_interleave(per_frame, dim=1)
+        pred = model(x_t, t, batch.context, **batch.cond).float()
+        err = (pred - (noise - x0)).pow(2) * keep
         per_sample = err.flatten(1).sum(1) / (keep.flatten(1).sum(1) * x0[0, :, 0].numel())
         return per_sample.mean(), {}
-
 
 def _factory(config, **options):
     if "continue" in options:
