@@ -249,7 +249,8 @@ def finish_vae(work_dir: Path, vae, stats_clips: int = 128, seed: int = 0) -> Pa
 
 
 @torch.no_grad()
-def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all") -> dict:
+def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: int = DEMO_SIZE,
+             frames: int = DEMO_FRAMES) -> dict:
     """Detector accuracy and PSNR of VAE reconstructions (encode -> decode) of world clips."""
     from openwan.demo import detect, world
     rng = np.random.default_rng([seed, 3])
@@ -258,13 +259,13 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all") -> dict:
     psnr = []
     for _ in range(n_clips):
         clip = world.sample_clip(rng, split=split)
-        frames = world.render_clip(clip, size=DEMO_SIZE, frames=DEMO_FRAMES)
-        rec = vae.decode(vae.encode(world.to_tensor(frames)[None]))[0]
+        video = world.render_clip(clip, size=size, frames=frames)
+        rec = vae.decode(vae.encode(world.to_tensor(video)[None]))[0]
         rec_frames = world.from_tensor(rec)
-        mse = np.mean((rec_frames.astype(np.float64) - frames.astype(np.float64)) ** 2)
+        mse = np.mean((rec_frames.astype(np.float64) - video.astype(np.float64)) ** 2)
         psnr.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
         s = detect.score(detect.detect(rec_frames), clip.objects[0].attributes)
-        t = detect.score(detect.detect(frames), clip.objects[0].attributes)
+        t = detect.score(detect.detect(video), clip.objects[0].attributes)
         for k in hits:
             hits[k] += int(s[k])
             truth_hits[k] += int(t[k])
@@ -570,7 +571,7 @@ def main(argv=None) -> int:
                       latent_penalty=a.vae_latent_penalty, noise=a.vae_noise, seed=a.seed,
                       stats_clips=a.vae_stats_clips, init=Path(a.init_vae) if a.init_vae else None)
         elif stage == "eval-vae":
-            print(json.dumps(eval_vae(load_trained_vae(work)), indent=2))
+            print(json.dumps(eval_vae(load_trained_vae(work), size=a.size, frames=a.frames), indent=2))
         elif stage == "latents":
             if a.init_vae:          # reuse a trained VAE (e.g. the shipped one) instead of the vae stage's
                 stats = (lambda vae: latent_stats(vae, a.restat, size=a.size, frames=a.frames)) if a.restat else None
