@@ -96,6 +96,52 @@ def test_per_token_all_equal_is_exactly_one_per_sample():
     assert torch.equal(one1, padded)
 
 
+def test_per_token_training_path_equals_inference_and_its_gradients():
+    """With gradients on, a block makes its six per-token modulations in one add (their backward is one
+    stack, not a zero-filled e0-sized gradient per select); the values are the same sums as inference's
+    lazy ones, so the outputs are equal bit for bit, and the gradients equal those of the select form."""
+    cfg = tiny22()
+    m = rand_model(cfg)
+    g = torch.Generator().manual_seed(3)
+    x, ctx = torch.randn(2, 48, 2, 4, 6, generator=g), torch.randn(2, 7, 32, generator=g)
+    t = torch.tensor([[0] * 6 + [800] * 6, [300] * 12])
+    with torch.no_grad():
+        lazy = m(x, t, ctx)
+    out = m(x, t, ctx)
+    assert torch.equal(out, lazy)
+    w = torch.randn(out.shape, generator=g)
+    (out * w).sum().backward()
+    fused = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad(set_to_none=True)
+
+    from openwan.models import dit_layers
+
+    def select_form(self, x, e0, context, seq_lens, rope, ctx_bias=None, kv_slot=None):
+        mm = self.modulation.float()
+
+        def mod(i):
+            return mm[:, None, i] + e0[:, :, i]
+        y = self.self_attn(dit_layers.modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
+        x = torch.addcmul(x, y.float(), mod(2))
+        x = x + self.cross_attn(self.norm3(x).float(), context, ctx_bias, kv_slot).float()
+        y = self.ffn(dit_layers.modulate(self.norm2(x), mod(3), mod(4)))
+        return torch.addcmul(x, y.float(), mod(5))
+    orig = dit_layers.WanBlock.forward
+    dit_layers.WanBlock.forward = select_form
+    try:
+        out2 = m(x, t, ctx)
+        (out2 * w).sum().backward()
+    finally:
+        dit_layers.WanBlock.forward = orig
+    assert torch.equal(out2, out)
+    for n, p in m.named_parameters():
+        if n in fused:   # only the modulations' gradients differ: each a sum over the B*L = 24 tokens, in another
+            # order (one sum over the stacked six vs one per select); <= 24 eps of the terms' sum, 64 eps of
+            # the largest gradient leaves room for terms ~2.7x it (observed: 1% of this bound)
+            bound = 64 * EPS * (fused[n].abs().max().item() + 1e-30)
+            assert (p.grad - fused[n]).abs().max().item() <= bound, n
+
+
 def test_per_token_batched_equals_separate():
     """Batched CFG with per-token t: each sample uses its own row (not the reference's batch-1 widening)."""
     cfg = tiny22()

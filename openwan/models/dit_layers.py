@@ -325,10 +325,11 @@ class WanBlock(nn.Module):
 
     def forward(self, x, e0, context, seq_lens, rope, ctx_bias=None, kv_slot=None):
         # modulation [1, 6, dim] + e0 [B, 1 or L, 6, dim] -> six [B, 1 or L, dim] (shift1, scale1, gate1,
-        # shift2, scale2, gate2). One per sample: all six in one add. Per token: each made where it is used, so
-        # two [B, L, dim] live at a time, not six (the same sums either way)
+        # shift2, scale2, gate2). One per sample: all six in one add. Per token at inference: each made where it
+        # is used, so two [B, L, dim] live at a time, not six (the same sums either way); in training backward
+        # needs all six anyway, and e0[:, :, i]'s backward would fill a zero e0-sized gradient per use
         m = as_dtype(self.modulation, torch.float32)
-        if e0.shape[1] == 1:
+        if e0.shape[1] == 1 or torch.is_grad_enabled():  # training keeps all six for backward anyway
             six = (m[:, None] + e0).unbind(2)
 
             def mod(i):
