@@ -123,24 +123,46 @@ def preset_of(path: Union[str, Path]) -> Optional[DistillPreset]:
 #   LightX2V configs/causvid/wan_t2v_causvid.json: denoising_step_list [999, 934, 862, 756, 603, 410, 250,
 #   140, 74], sample_shift 8, enable_cfg false; its WanCausVidScheduler takes sigma = t / 1000 and steps with
 #   the base (UniPC) solver. (Wan2GP's "causvid" solver uses the same list from 1000 with Euler steps.)
+# * Wan2.2-Lightning (lightx2v/Wan2.2-Lightning: folders Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1[.1],
+#   Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1, Wan2.2-T2V-A14B-4steps-lora-250928, each holding
+#   high_noise_model.safetensors and low_noise_model.safetensors; Kijai's repacks
+#   Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16 ...): its generate.py runs wan/configs/wan_t2v_A14B.py
+#   (sample_steps 4, sample_shift 5.0, sample_guide_scale (1.0, 1.0), the base boundary 0.875) with
+#   wan/utils/fm_solvers_euler.py: linspace(1000, 0, 5) shifted by 5 (1000, 937.5, 833.3, 625) and
+#   x + (sigma_next - sigma) * v, an Euler step. The file names are generic, so the folder's name counts too.
 _LX_WARPED = (1000, 937, 833, 625)
 NAMED_PRESETS = [
     ("causvid-1.3b", (("causvid",), ("bidirect", "1_3b", "1.3b")),
      DistillPreset((1000, 757, 522), "consistency", 1.0, 8.0)),
     ("causvid", (("causvid",),), DistillPreset((999, 934, 862, 756, 603, 410, 250, 140, 74), "unipc", 1.0, 8.0)),
     ("self-forcing", (("self_forcing", "selfforcing"),), DistillPreset(_LX_WARPED, "consistency", 1.0, 5.0)),
+    ("wan2.2-lightning", (("lightning",), ("wan2.2", "wan22", "wan2_2", "a14b"), ("4step", "4_step", "nfe4")),
+     DistillPreset(_LX_WARPED, "euler", 1.0, 5.0)),
     ("lightx2v-wan2.2", (("lightx2v",), ("wan2.2", "wan22", "wan2_2", "a14b"), ("distill", "4step")),
      DistillPreset(_LX_WARPED, "euler", 1.0, 5.0)),
     ("lightx2v", (("lightx2v",), ("distill", "4step")), DistillPreset(_LX_WARPED, "consistency", 1.0, 5.0)),
 ]
 
 
+# Weight-file names that say nothing of what the file is (the published ones, and the usual trainer outputs).
+GENERIC_NAMES = {"high_noise_model", "low_noise_model", "high_noise_model_4step_lora", "low_noise_model_4step_lora",
+                 "model", "lora", "adapter_model", "pytorch_lora_weights", "diffusion_pytorch_model"}
+
+
 def named_preset(path: Union[str, Path]) -> Optional[tuple]:
-    """``(label, preset)`` of the first :data:`NAMED_PRESETS` entry the file name matches, or None."""
-    name = Path(path).name.lower().replace("-", "_").replace(" ", "_")
-    for label, groups, preset in NAMED_PRESETS:
-        if all(any(s in name for s in group) for group in groups):
-            return label, preset
+    """``(label, preset)`` of the first :data:`NAMED_PRESETS` entry the file name matches, or None. A generic
+    name (:data:`GENERIC_NAMES`: ``high_noise_model.safetensors`` ...) is read with its two parent folders'
+    names, nearest first (``Wan2.2-Lightning/Wan2.2-T2V-A14B-4steps-lora-.../``); other names alone, so a
+    folder called ``distill_runs`` does not make every file in it a distill LoRA."""
+    p = Path(path)
+    names = [p.name]
+    if p.name.lower().split(".")[0] in GENERIC_NAMES:
+        names += ["/".join(p.parts[-2:]), "/".join(p.parts[-3:])]
+    for name in names:
+        name = name.lower().replace("-", "_").replace(" ", "_")
+        for label, groups, preset in NAMED_PRESETS:
+            if all(any(s in name for s in group) for group in groups):
+                return label, preset
     return None
 
 

@@ -244,12 +244,22 @@ CAUSVID_14B = (999, 934, 862, 756, 603, 410, 250, 140, 74)
     ("Wan21_T2V_1_3B_Self-Forcing_lora.safetensors", (LX_WARPED, "consistency", 5.0)),
     ("Wan21_CausVid_14B_T2V_lora_rank32_v2.safetensors", (CAUSVID_14B, "unipc", 8.0)),
     ("Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", ((1000, 757, 522), "consistency", 8.0)),
+    ("Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors", (LX_WARPED, "euler", 5.0)),
+    ("Wan2.2-Lightning/Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors",
+     (LX_WARPED, "euler", 5.0)),
+    ("Wan2.2-Lightning/Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/low_noise_model.safetensors",
+     (LX_WARPED, "euler", 5.0)),
+    ("Wan2.2-T2V-A14B-4steps-lora-250928/Wan2.2-Lightning/low_noise_model.safetensors", (LX_WARPED, "euler", 5.0)),
+    ("loras/high_noise_model.safetensors", None),  # a generic name in a folder that says nothing either
+    ("Wan2.2-T2V-A14B/lightning_style.safetensors", None),  # "lightning" alone is no 4-step distill
+    ("lightx2v_distill_runs/lightning_wan2.2_4step/style.safetensors", None),  # folders count for generic names only
     ("my_style_lora.safetensors", None),
     ("lightx2v_style.safetensors", None),          # the org name alone is not a distill LoRA
 ])
 def test_community_distill_loras_are_matched_by_name(tmp_path, name, expected):
     from openwan.distill import preset_for
     f = tmp_path / name
+    f.parent.mkdir(parents=True, exist_ok=True)
     save_file({"a": torch.ones(1)}, str(f))
     p = preset_for(f)
     if expected is None:
@@ -267,7 +277,7 @@ def test_a_preset_in_the_metadata_wins_over_the_name(tmp_path):
     assert preset_for(f) == mine
 
 
-@pytest.mark.parametrize("label", ["causvid", "causvid-1.3b", "lightx2v", "lightx2v-wan2.2"])
+@pytest.mark.parametrize("label", ["causvid", "causvid-1.3b", "lightx2v", "lightx2v-wan2.2", "wan2.2-lightning"])
 def test_each_named_preset_samples_on_its_timesteps(demo_pipe, label):
     """Every community preset runs as published: one guidance-free DiT call per listed timestep, with its
     solver (UniPC and the re-noising consistency solver on an explicit list included), recorded, no warning."""
