@@ -182,6 +182,8 @@ def apply_preset(pipe, preset: DistillPreset) -> None:
     shift, timesteps); calls may still override each, with a warning for guidance or more steps."""
     s = pipe.variant.sample.replace(steps=len(preset.timesteps), timesteps=tuple(preset.timesteps),
                                     solver=preset.solver, guide_scale=preset.guide_scale, shift=preset.shift)
+    if s.guide_scales:             # Wan 2.2 A14B: a (low-noise, high-noise) pair wins over guide_scale
+        s = s.replace(guide_scales=(preset.guide_scale, preset.guide_scale))
     pipe.variant = pipe.variant.replace(sample=s)
 
 

@@ -1,6 +1,7 @@
 """Wan 2.2 pipelines: the A14B mixture of experts (t2v, i2v) and TI2V-5B, against the Wan 2.2 reference's own
 sampling runs (../shared/reference22), the expert switch and its memory plan, checkpoint folder detection."""
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -670,3 +671,36 @@ def test_lora_per_expert_per_call(meta, tmp_path):
     assert all((before[k] - both[k]).abs().max() > 1e-3 for k in both)
     pipe._call_options({"lora": []})
     assert all(torch.equal(before[k], v) for k, v in out().items())
+
+
+def test_lightning_preset_splits_its_four_steps_over_the_experts(meta):
+    """A Wan2.2-Lightning LoRA's preset (1000, 937, 833, 625, Euler, no CFG) on t2v-A14B: the experts switch at
+    the model's boundary (0.875: two steps on the high-noise expert, two on the low one), one guidance-free
+    forward per step, the timesteps recorded."""
+    from openwan.distill import apply_preset, named_preset
+    sd = load_file(str(REF22 / "moe_t2v_unipc.safetensors"))
+    pipe = with_prompts(moe_pipe("moe_t2v_unipc", meta, sd, vae21(load_file(str(REF22 / "moe_i2v.safetensors")))),
+                        sd)
+    label, preset = named_preset("Wan2.2-Lightning/Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model"
+                                 ".safetensors")
+    assert label == "wan2.2-lightning"
+    apply_preset(pipe, preset)
+    batches = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: batches.append(len(args[0])))
+             for m in (pipe.experts["high"], pipe.experts["low"])]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")        # no "distilled model run with guidance" warning: CFG is off
+            out = pipe(PROMPT, negative_prompt=NEG, size="48*32", frame_num=5, seed=42, strict_size=False,
+                       output_type="latent")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert batches == [1, 1, 1, 1]            # one unguided sample per step, no uncond pass
+    s = out.settings
+    assert s["guide_scale"] in (1.0, [1.0, 1.0], (1.0, 1.0))
+    assert s["sample_timesteps"] == [1000, 937, 833, 625] and s["sample_solver"] == "euler"
+    boundary = 1000 * pipe.c.variant.sample.boundary
+    high = sum(t >= boundary for t in s["sample_timesteps"])
+    assert (s["stats"]["dit_forwards_high"], s["stats"]["dit_forwards_low"]) == (high, 4 - high) == (2, 2)
+    assert torch.isfinite(out.latents).all()

@@ -467,7 +467,8 @@ class WanPipeline:
         if not ts:
             return None
         name = self.variant.name
-        if sp.guide_scale != 1.0:
+        scales = sp.guide_scale if isinstance(sp.guide_scale, (tuple, list)) else (sp.guide_scale,)
+        if any(g != 1.0 for g in scales):     # Wan 2.2 A14B: one scale per expert
             warnings.warn(f"{name} is a distilled few-step model, trained for guide scale 1 (its guidance is "
                           f"baked in); guide_scale {sp.guide_scale} doubles the cost and tends to over-saturate "
                           f"or blur", stacklevel=3)
