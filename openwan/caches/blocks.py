@@ -86,6 +86,7 @@ class BlockCache(Wrapper):
     min_warmup: int = 1
     last: bool = True            # the last step is always computed
     needs: tuple = ()            # calibration fields the method reads
+    order: int = 0               # 1: a reused residual is extrapolated to the step (see :meth:`reuse`)
     name = "blocks"
 
     def __init__(self, inner, threshold: float, calibration: Optional[dict] = None, warmup: Optional[float] = None):
@@ -141,12 +142,25 @@ class BlockCache(Wrapper):
     def blocks(self, dit, s, st, step, forced: bool, cal) -> tuple[torch.Tensor, bool]:
         raise NotImplementedError
 
-    @staticmethod
-    def compute(dit, s, st, start: int = 0) -> torch.Tensor:
-        """Run blocks ``start:`` on ``s.x`` and keep their residual."""
+    def compute(self, dit, s, st, start: int = 0) -> torch.Tensor:
+        """Run blocks ``start:`` on ``s.x`` and keep their residual (and, with ``order`` 1, the previous
+        computed one and both steps' sigmas)."""
         out = dit.run_blocks(s, start).x
+        if self.order:
+            st.prev_residual, st.prev_sigma = getattr(st, "residual", None), getattr(st, "sigma", None)
+            st.sigma = None if self._step is None else float(self._step.sigma)
         st.residual = out - s.x
         return out
+
+    def reuse(self, st) -> torch.Tensor:
+        """The residual a skipped call adds: the last computed one (``order`` 0) or, with ``order`` 1 and two
+        computed calls c' < c, its first-order extrapolation in sigma (TaylorSeer's first order, Liu et al.
+        2025, arXiv 2503.06923): ``R_c + (R_c - R_c') * (sigma_j - sigma_c) / (sigma_c - sigma_c')``."""
+        prev = getattr(st, "prev_residual", None)
+        if not self.order or prev is None or self._step is None or st.sigma == st.prev_sigma:
+            return st.residual
+        w = (float(self._step.sigma) - st.sigma) / (st.sigma - st.prev_sigma)
+        return st.residual + w * (st.residual - prev)
 
 
 def _poly(coeffs, x: float) -> float:
@@ -184,7 +198,7 @@ class TeaCache(BlockCache):
             skip = st.acc < self.threshold
         st.prev = ind
         if skip:
-            return s.x + st.residual, False
+            return s.x + self.reuse(st), False
         st.acc = 0.0
         return self.compute(dit, s, st), True
 
@@ -220,7 +234,7 @@ class MagCache(BlockCache):
             st.skips += 1
             st.err += abs(1.0 - st.ratio)
             if st.err < self.threshold and st.skips <= self.max_skips:
-                return s.x + st.residual, False
+                return s.x + self.reuse(st), False
         st.ratio, st.err, st.skips = 1.0, 0.0, 0
         return self.compute(dit, s, st), True
 
@@ -247,6 +261,97 @@ class FirstBlockCache(BlockCache):
         s0 = dit.run_blocks(s, 0, 1)
         r0 = s0.x - s.x
         if not forced and st.r0 is not None and rel_l1(r0, st.r0, dit, st.den) < self.threshold:
-            return s0.x + st.residual, False
+            return s0.x + self.reuse(st), False
         st.r0, st.den = r0, l1_den(r0, dit)
         return self.compute(dit, s0, st, start=1), True
+
+
+def even_plan(n: int, computed: int, first: int) -> list[bool]:
+    """Which of ``n`` steps to compute, ``computed`` of them: the first ``first`` steps, the last step, and the
+    ``b`` others spread evenly between step ``first - 1`` and the last: the k-th (k = 1..b) at
+    ``first - 1 + round(k * (n - first) / (b + 1))``, so runs of reused steps differ in length by at most one."""
+    plan = [i < first or i == n - 1 for i in range(n)]
+    b = computed - sum(plan)
+    for k in range(1, b + 1):
+        plan[first - 1 + round(k * (n - first) / (b + 1))] = True
+    return plan
+
+
+def mag_plan(n: int, computed: int, first: int, ratios, max_skips: int = 3) -> list[bool]:
+    """The plan of ``computed`` steps (the first ``first`` and the last among them) whose reused steps have the
+    smallest total MagCache error: reusing the residual of computed step c at steps c+1..j costs
+    ``sum_m |1 - prod_{c<k<=m} gamma_k|`` (``gamma`` the calibrated magnitude ratios). Exact, by dynamic
+    programming over (last computed step, computes used), with at most ``max_skips`` reused steps in a row."""
+    gam = [nearest(ratios, i, n) for i in range(n)]
+    first = min(max(first, 1), n)
+    computed = min(max(computed, first + (first < n)), n)
+    inf = float("inf")
+
+    def gap(c, j):           # cost of computing c, reusing c+1..j-1 (at most max_skips of them), computing j
+        if j - c - 1 > max_skips:
+            return inf
+        cost, prod = 0.0, 1.0
+        for m in range(c + 1, j):
+            prod *= gam[m]
+            cost += abs(1.0 - prod)
+        return cost
+    # best[j][b]: least cost with step j computed as the b-th compute; steps < first all computed
+    best = [[inf] * (computed + 1) for _ in range(n)]
+    back = [[-1] * (computed + 1) for _ in range(n)]
+    best[first - 1][first] = 0.0
+    for j in range(first, n):
+        for c in range(first - 1, j):
+            for b in range(first, computed):
+                if best[c][b] < inf and best[c][b] + gap(c, j) < best[j][b + 1]:
+                    best[j][b + 1], back[j][b + 1] = best[c][b] + gap(c, j), c
+    plan, j, b = [False] * n, n - 1, computed
+    while j >= first:
+        plan[j], j, b = True, back[j][b], b - 1
+    for i in range(first):
+        plan[i] = True
+    return plan
+
+
+class PlannedCache(BlockCache):
+    """A budgeted skip schedule, fixed before sampling: ``threshold`` is the fraction of the steps whose
+    transformer blocks are reused (0.5: half the forwards), so the forward count is the same on any model.
+    The first ``warmup`` fraction of the steps (at least ``min_warmup``) and the last step are computed;
+    the other computes are spread evenly between them (:func:`even_plan`). With ``order`` 1 a reused residual
+    is extrapolated in sigma from the last two computed steps (:meth:`BlockCache.reuse`)."""
+
+    name = "plan"
+    warmup = 0.1
+    min_warmup = 2
+    order = 1
+
+    def __init__(self, inner, threshold, calibration=None, warmup=None):
+        if not 0 <= threshold < 1:
+            raise ValueError(f"{self.name}: the threshold is the fraction of the steps reused, in [0, 1) (e.g. "
+                             f"{self.name}:0.5), got {threshold:g}")
+        super().__init__(inner, threshold, calibration, warmup)
+        self._plans = {}
+
+    def plan(self, n: int, cal) -> list[bool]:
+        if n not in self._plans:
+            first = min(self.warmup_steps(n), n)
+            computed = n - math.floor(self.threshold * n)
+            self._plans[n] = self.make_plan(n, max(computed, min(first + 1, n)), first, cal)
+        return self._plans[n]
+
+    def make_plan(self, n, computed, first, cal):
+        return even_plan(n, computed, first)
+
+    def blocks(self, dit, s, st, step, forced, cal):
+        if not forced and not self.plan(step.n, cal)[step.i]:
+            return s.x + self.reuse(st), False
+        return self.compute(dit, s, st), True
+
+
+class MagPlannedCache(PlannedCache):
+    """:class:`PlannedCache` whose computes are placed by the calibrated magnitude ratios (:func:`mag_plan`)."""
+
+    name = "magplan"
+    needs = ("mag_ratios",)
+
+    def make_plan(self, n, computed, first, cal):
+        return mag_plan(n, computed, first, cal["mag_ratios"])
