@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
-from openwan.caches.blocks import BlockCache, FirstBlockCache, MagCache, MagPlannedCache, PlannedCache, TeaCache
+from openwan.caches.blocks import BlockCache, FirstBlockCache, MagCache, PlannedCache, TeaCache
 from openwan.caches.easycache import EasyCache
 
-__all__ = ["EasyCache", "TeaCache", "MagCache", "FirstBlockCache", "PlannedCache", "MagPlannedCache", "BlockCache", "StepCacheSpec",
+__all__ = ["EasyCache", "TeaCache", "MagCache", "FirstBlockCache", "PlannedCache", "BlockCache", "StepCacheSpec",
            "parse_step_cache", "step_cache_wrapper", "STEP_CACHES", "DEFAULT_STEP_CACHE"]
 
 # name -> (wrapper class (inner, threshold), recommended threshold): measured in docs/performance.md
@@ -37,7 +37,6 @@ STEP_CACHES: dict[str, tuple[Callable, float]] = {
     "magcache": (MagCache, 0.09),
     "fbcache": (FirstBlockCache, 0.12),
     "plan": (PlannedCache, 0.5),
-    "magplan": (MagPlannedCache, 0.5),
 }
 # what "default" (the bare `--step_cache`) turns on: the setting that met the target best (docs/performance.md)
 DEFAULT_STEP_CACHE = "fbcache:0.12"

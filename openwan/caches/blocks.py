@@ -1,5 +1,6 @@
-"""Step caches inside the DiT: TeaCache, MagCache and FirstBlockCache.
+"""Step caches inside the DiT: a planned schedule, TeaCache, MagCache and FirstBlockCache.
 
+    pipe("a red circle", step_cache="plan:0.5")          # half the steps reused, on a fixed even schedule
     pipe("a red circle", step_cache="magcache:0.12")     # calibrated magnitude ratios (openwan.caches.store)
     pipe("a red circle", step_cache="teacache:0.2")      # calibrated polynomial
     pipe("a red circle", step_cache="fbcache:0.1")       # no calibration
@@ -30,8 +31,8 @@ import torch
 from openwan.caches.store import find_calibration
 from openwan.denoiser import Denoiser, Step, Wrapper
 
-__all__ = ["BlockCache", "TeaCache", "MagCache", "FirstBlockCache", "find_denoisers", "rel_l1",
-           "modulated_input"]
+__all__ = ["BlockCache", "TeaCache", "MagCache", "FirstBlockCache", "PlannedCache", "even_plan", "find_denoisers",
+           "rel_l1", "modulated_input"]
 
 
 def find_denoisers(d):
@@ -86,7 +87,6 @@ class BlockCache(Wrapper):
     min_warmup: int = 1
     last: bool = True            # the last step is always computed
     needs: tuple = ()            # calibration fields the method reads
-    order: int = 0               # 1: a reused residual is extrapolated to the step (see :meth:`reuse`)
     name = "blocks"
 
     def __init__(self, inner, threshold: float, calibration: Optional[dict] = None, warmup: Optional[float] = None):
@@ -142,25 +142,12 @@ class BlockCache(Wrapper):
     def blocks(self, dit, s, st, step, forced: bool, cal) -> tuple[torch.Tensor, bool]:
         raise NotImplementedError
 
-    def compute(self, dit, s, st, start: int = 0) -> torch.Tensor:
-        """Run blocks ``start:`` on ``s.x`` and keep their residual (and, with ``order`` 1, the previous
-        computed one and both steps' sigmas)."""
+    @staticmethod
+    def compute(dit, s, st, start: int = 0) -> torch.Tensor:
+        """Run blocks ``start:`` on ``s.x`` and keep their residual."""
         out = dit.run_blocks(s, start).x
-        if self.order:
-            st.prev_residual, st.prev_sigma = getattr(st, "residual", None), getattr(st, "sigma", None)
-            st.sigma = None if self._step is None else float(self._step.sigma)
         st.residual = out - s.x
         return out
-
-    def reuse(self, st) -> torch.Tensor:
-        """The residual a skipped call adds: the last computed one (``order`` 0) or, with ``order`` 1 and two
-        computed calls c' < c, its first-order extrapolation in sigma (TaylorSeer's first order, Liu et al.
-        2025, arXiv 2503.06923): ``R_c + (R_c - R_c') * (sigma_j - sigma_c) / (sigma_c - sigma_c')``."""
-        prev = getattr(st, "prev_residual", None)
-        if not self.order or prev is None or self._step is None or st.sigma == st.prev_sigma:
-            return st.residual
-        w = (float(self._step.sigma) - st.sigma) / (st.sigma - st.prev_sigma)
-        return st.residual + w * (st.residual - prev)
 
 
 def _poly(coeffs, x: float) -> float:
@@ -198,7 +185,7 @@ class TeaCache(BlockCache):
             skip = st.acc < self.threshold
         st.prev = ind
         if skip:
-            return s.x + self.reuse(st), False
+            return s.x + st.residual, False
         st.acc = 0.0
         return self.compute(dit, s, st), True
 
@@ -234,7 +221,7 @@ class MagCache(BlockCache):
             st.skips += 1
             st.err += abs(1.0 - st.ratio)
             if st.err < self.threshold and st.skips <= self.max_skips:
-                return s.x + self.reuse(st), False
+                return s.x + st.residual, False
         st.ratio, st.err, st.skips = 1.0, 0.0, 0
         return self.compute(dit, s, st), True
 
@@ -261,7 +248,7 @@ class FirstBlockCache(BlockCache):
         s0 = dit.run_blocks(s, 0, 1)
         r0 = s0.x - s.x
         if not forced and st.r0 is not None and rel_l1(r0, st.r0, dit, st.den) < self.threshold:
-            return s0.x + self.reuse(st), False
+            return s0.x + st.residual, False
         st.r0, st.den = r0, l1_den(r0, dit)
         return self.compute(dit, s0, st, start=1), True
 
@@ -277,52 +264,17 @@ def even_plan(n: int, computed: int, first: int) -> list[bool]:
     return plan
 
 
-def mag_plan(n: int, computed: int, first: int, ratios, max_skips: int = 3) -> list[bool]:
-    """The plan of ``computed`` steps (the first ``first`` and the last among them) whose reused steps have the
-    smallest total MagCache error: reusing the residual of computed step c at steps c+1..j costs
-    ``sum_m |1 - prod_{c<k<=m} gamma_k|`` (``gamma`` the calibrated magnitude ratios). Exact, by dynamic
-    programming over (last computed step, computes used), with at most ``max_skips`` reused steps in a row."""
-    gam = [nearest(ratios, i, n) for i in range(n)]
-    first = min(max(first, 1), n)
-    computed = min(max(computed, first + (first < n)), n)
-    inf = float("inf")
-
-    def gap(c, j):           # cost of computing c, reusing c+1..j-1 (at most max_skips of them), computing j
-        if j - c - 1 > max_skips:
-            return inf
-        cost, prod = 0.0, 1.0
-        for m in range(c + 1, j):
-            prod *= gam[m]
-            cost += abs(1.0 - prod)
-        return cost
-    # best[j][b]: least cost with step j computed as the b-th compute; steps < first all computed
-    best = [[inf] * (computed + 1) for _ in range(n)]
-    back = [[-1] * (computed + 1) for _ in range(n)]
-    best[first - 1][first] = 0.0
-    for j in range(first, n):
-        for c in range(first - 1, j):
-            for b in range(first, computed):
-                if best[c][b] < inf and best[c][b] + gap(c, j) < best[j][b + 1]:
-                    best[j][b + 1], back[j][b + 1] = best[c][b] + gap(c, j), c
-    plan, j, b = [False] * n, n - 1, computed
-    while j >= first:
-        plan[j], j, b = True, back[j][b], b - 1
-    for i in range(first):
-        plan[i] = True
-    return plan
-
-
 class PlannedCache(BlockCache):
-    """A budgeted skip schedule, fixed before sampling: ``threshold`` is the fraction of the steps whose
-    transformer blocks are reused (0.5: half the forwards), so the forward count is the same on any model.
-    The first ``warmup`` fraction of the steps (at least ``min_warmup``) and the last step are computed;
-    the other computes are spread evenly between them (:func:`even_plan`). With ``order`` 1 a reused residual
-    is extrapolated in sigma from the last two computed steps (:meth:`BlockCache.reuse`)."""
+    """A budgeted skip schedule, fixed before sampling (no threshold on a measured change, no calibration):
+    ``threshold`` T is the fraction of the steps whose transformer blocks are reused, ``floor(T * n)`` of
+    ``n`` (0.5: half the forwards), so the forward count is the same on every model and prompt. The first
+    ``warmup`` fraction of the steps (at least 2; where the layout forms) and the last step are computed;
+    the other computes are spread evenly between them (:func:`even_plan`); a reused step adds the blocks'
+    residual of the last computed step, as the other caches here do."""
 
     name = "plan"
-    warmup = 0.1
+    warmup = 0.2
     min_warmup = 2
-    order = 1
 
     def __init__(self, inner, threshold, calibration=None, warmup=None):
         if not 0 <= threshold < 1:
@@ -331,27 +283,15 @@ class PlannedCache(BlockCache):
         super().__init__(inner, threshold, calibration, warmup)
         self._plans = {}
 
-    def plan(self, n: int, cal) -> list[bool]:
+    def plan(self, n: int) -> list[bool]:
+        """Per step of ``n``, True when it is computed (at least the warm-up and the last step)."""
         if n not in self._plans:
             first = min(self.warmup_steps(n), n)
-            computed = n - math.floor(self.threshold * n)
-            self._plans[n] = self.make_plan(n, max(computed, min(first + 1, n)), first, cal)
+            computed = max(n - math.floor(self.threshold * n), min(first + 1, n))
+            self._plans[n] = even_plan(n, computed, first)
         return self._plans[n]
 
-    def make_plan(self, n, computed, first, cal):
-        return even_plan(n, computed, first)
-
     def blocks(self, dit, s, st, step, forced, cal):
-        if not forced and not self.plan(step.n, cal)[step.i]:
-            return s.x + self.reuse(st), False
+        if not forced and not self.plan(step.n)[step.i]:
+            return s.x + st.residual, False
         return self.compute(dit, s, st), True
-
-
-class MagPlannedCache(PlannedCache):
-    """:class:`PlannedCache` whose computes are placed by the calibrated magnitude ratios (:func:`mag_plan`)."""
-
-    name = "magplan"
-    needs = ("mag_ratios",)
-
-    def make_plan(self, n, computed, first, cal):
-        return mag_plan(n, computed, first, cal["mag_ratios"])
