@@ -101,11 +101,10 @@ def test_bad_plan_threshold_is_refused():
         PlannedCache(Denoiser(tiny_dit(), cond), 1.0)
 
 
-def test_default_is_the_plan_and_counts_exactly_in_the_pipeline(tmp_path):
-    import openwan.caches as caches
-    assert str(parse_step_cache("default")) == caches.DEFAULT_STEP_CACHE == "plan:0.5"
+def test_plan_counts_exactly_in_the_pipeline(tmp_path):
+    assert str(parse_step_cache("plan")) == "plan:0.5"      # its recommended setting
     pipe = load_pipeline(make_tiny_checkpoint(tmp_path / "t2v", "tiny-t2v"), variant="tiny-t2v", progress=False)
-    out = pipe("a red circle", seed=2, sample_steps=12, step_cache="default", output_type="latent")
+    out = pipe("a red circle", seed=2, sample_steps=12, step_cache="plan", output_type="latent")
     assert out.settings["step_cache"] == "plan:0.5"
     # 12 steps: warm-up max(2, ceil(2.4)) = 3, 6 computed (first 3, the last, 2 between)
     assert out.settings["stats"]["dit_forwards"] == 6 and out.settings["stats"]["dit_forwards_skipped"] == 6

@@ -14,6 +14,8 @@ Methods (each a small class, its rule and paper in its docstring):
   forward, skip the transformer blocks and reuse their residual. TeaCache and MagCache read a per-model
   calibration (:mod:`openwan.caches.store`; the demo model's ships with the package; ``python -m
   openwan.caches calibrate`` computes one from an uncached run); FirstBlockCache needs none.
+* ``plan`` (:class:`~openwan.caches.blocks.PlannedCache`): inside the DiT, a fixed schedule reusing the
+  fraction T of the steps (the same forward count on every model); no calibration.
 
 The speed/quality curve of every method over thresholds is in docs/performance.md
 (``python benchmarks/step_cache.py``).
