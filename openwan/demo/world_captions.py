@@ -1,0 +1,232 @@
+"""Captions of the demo world and what a prompt asks of it.
+
+:func:`make_caption` draws a paraphrased caption for a clip's objects from templates; :func:`parse_prompt`
+and :func:`parse_objects` map a caption (or any prompt) back to its ``Attributes``; :func:`understand` and
+:func:`warn_outside_world` say in words what a prompt asks that lies outside the world. The world itself is
+described in :mod:`openwan.demo.world` (which re-exports every public name here).
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+
+from openwan.demo.world_vocab import (BIG_WORD_MIN, COLOR_NAMES, SHAPES, SMALL_WORD_MAX, Attributes)
+
+if TYPE_CHECKING:
+    from openwan.demo.world import WorldObject
+
+# Verb phrases that follow "a red circle". The first of each list is the canonical one (benchmark prompts).
+MOTION_PHRASES = {
+    "left": ("moving to the left", "moves left", "sliding left", "going left", "drifting to the left",
+             "moving left", "travels to the left"),
+    "right": ("moving to the right", "moves right", "sliding right", "going right", "drifting to the right",
+              "moving right", "travels to the right"),
+    "up": ("moving up", "moves upward", "rising", "going up", "sliding up", "floating upward"),
+    "down": ("moving down", "moves downward", "falling", "going down", "sliding down", "sinking"),
+    "still": ("staying still", "standing still", "sitting still", "not moving", "resting in place",
+              "staying in place"),
+    "growing": ("growing", "grows", "getting bigger", "expanding", "growing larger"),
+    "shrinking": ("shrinking", "shrinks", "getting smaller", "contracting", "shrinking away"),
+    "bounce_lr": ("bouncing left and right", "bouncing from side to side", "bouncing back and forth",
+                  "moving left and right", "going back and forth", "bouncing between the left and right edges",
+                  "bouncing sideways"),
+    "bounce_ud": ("bouncing up and down", "moving up and down", "bouncing between the top and bottom",
+                  "going up and down", "bobbing up and down", "bouncing vertically"),
+    "circling": ("circling", "circling clockwise", "moving in a circle", "going around in circles",
+                 "going round and round", "orbiting clockwise"),
+}
+CANONICAL_PHRASE = {m: p[0] for m, p in MOTION_PHRASES.items()}
+
+# Shape words used in captions: the canonical word most of the time, a synonym sometimes.
+SHAPE_SYNONYMS = {"circle": ("disc", "dot", "ball"), "square": ("box", "block"), "triangle": ()}
+SHAPE_SYNONYM_PROB = 0.25
+# Colors are always named canonically in captions; parse_prompt also accepts these synonyms.
+COLOR_SYNONYMS = {"purple": ("magenta", "violet"), "cyan": ("turquoise", "aqua"), "white": ()}
+
+CAPTION_TEMPLATES = (
+    "a {color} {shape} {motion}",
+    "{color} {shape} {motion}",
+    "the {color} {shape} {motion}",
+    "a {size}{color} {shape} {motion}",
+    "a {color} {shape} {motion} on a dark background",
+    "a video of a {color} {shape} {motion}",
+)
+SIZE_WORDS = {"small": ("small ",), "big": ("big ", "large ")}
+TWO_OBJECT_JOINERS = (" and ", ", and ", " while ")
+
+
+def _shape_word(shape: str, rng: np.random.Generator) -> str:
+    syn = SHAPE_SYNONYMS.get(shape, ())
+    if syn and rng.random() < SHAPE_SYNONYM_PROB:
+        return str(rng.choice(syn))
+    return shape
+
+
+def _size_word(r0: float, rng: np.random.Generator) -> str:
+    if r0 < SMALL_WORD_MAX:
+        return str(rng.choice(SIZE_WORDS["small"]))
+    if r0 > BIG_WORD_MIN:
+        return str(rng.choice(SIZE_WORDS["big"]))
+    return ""
+
+
+def describe(obj: "WorldObject", rng: np.random.Generator, template: Optional[str] = None) -> str:
+    """One random caption phrase for one object ("a red circle moving to the right")."""
+    template = template if template is not None else str(rng.choice(CAPTION_TEMPLATES))
+    motion = str(rng.choice(MOTION_PHRASES[obj.motion]))
+    return template.format(color=obj.color, shape=_shape_word(obj.shape, rng), motion=motion,
+                           size=_size_word(obj.r0, rng))
+
+
+def make_caption(objects: Sequence["WorldObject"], rng: np.random.Generator) -> str:
+    """A random caption for one or two objects."""
+    if len(objects) == 1:
+        return describe(objects[0], rng)
+    first = describe(objects[0], rng, template="a {color} {shape} {motion}")
+    second = describe(objects[1], rng, template="a {color} {shape} {motion}")
+    return first + str(rng.choice(TWO_OBJECT_JOINERS)) + second
+
+
+def _word_pattern(words) -> re.Pattern:
+    alts = sorted(set(words), key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in alts) + r")\b")
+
+
+_COLOR_WORDS = {c: (c,) + COLOR_SYNONYMS.get(c, ()) for c in COLOR_NAMES}
+_SHAPE_WORDS = {s: (s,) + SHAPE_SYNONYMS.get(s, ()) + (s + "s",) for s in SHAPES}
+_MOTION_WORDS = {
+    "left": ("left", "leftward", "leftwards"),
+    "right": ("right", "rightward", "rightwards"),
+    "up": ("up", "upward", "upwards", "rising", "rises", "rise", "ascending", "ascends"),
+    "down": ("down", "downward", "downwards", "falling", "falls", "fall", "sinking", "sinks", "descending",
+             "descends", "dropping", "drops"),
+    "still": ("still", "not moving", "motionless", "stationary", "static", "in place", "at rest", "resting",
+              "standing", "sitting"),
+    "growing": ("grow", "grows", "growing", "bigger", "larger", "expanding", "expands", "enlarging", "inflating"),
+    "shrinking": ("shrink", "shrinks", "shrinking", "smaller", "contracting", "contracts", "deflating"),
+    "bounce_lr": ("bounce_lr",),        # tokens that _normalize puts in place of the looping motions' phrases
+    "bounce_ud": ("bounce_ud",),
+    "circling": ("circling", "circles_path", "orbiting", "orbits", "clockwise"),
+}
+# Phrases of the looping motions, replaced by one token before anything else is matched: they hold words of
+# other motions ("left", "up") and of shapes ("in a circle"), and "and", which splits two-object prompts.
+_LOOPING_PHRASES = (
+    ("bounce_lr", ("between the left and right edges", "between the left and right", "left and right",
+                   "right and left", "from side to side", "side to side", "back and forth", "sideways",
+                   "horizontally")),
+    ("bounce_ud", ("between the top and bottom edges", "between the top and bottom", "up and down",
+                   "down and up", "vertically", "bobbing")),
+    ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
+)
+_LOOPING_RE = tuple((token, _word_pattern(words)) for token, words in _LOOPING_PHRASES)
+_COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
+_SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
+_MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
+_SPLIT_RE = re.compile(r"\band\b|,|;|\bwhile\b")
+
+
+def _normalize(text: str) -> str:
+    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr)."""
+    t = text.lower()
+    for token, pat in _LOOPING_RE:
+        t = pat.sub(f" {token} ", t)
+    return t
+
+
+def _found(patterns: dict, text: str) -> list:
+    return [name for name, pat in patterns.items() if pat.search(text)]
+
+
+def parse_prompt(text: str) -> Optional[Attributes]:
+    """The (color, shape, motion) a single-object prompt asks for, or None when it names no color, shape or
+    motion of this world, or more than one of any (two-object prompts: use :func:`parse_objects`)."""
+    if not isinstance(text, str):
+        return None
+    t = _normalize(text)
+    colors, shapes, motions = _found(_COLOR_RE, t), _found(_SHAPE_RE, t), _found(_MOTION_RE, t)
+    if len(colors) == 1 and len(shapes) == 1 and len(motions) == 1:
+        return Attributes(colors[0], shapes[0], motions[0])
+    return None
+
+
+def parse_objects(text: str) -> Optional[list]:
+    """The attributes of every object of a prompt ("a red circle moving up and a blue square shrinking"), in
+    order, or None if some part does not parse."""
+    if not isinstance(text, str):
+        return None
+    parts = [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
+    out = [parse_prompt(p) for p in parts]
+    if not out or any(a is None for a in out):
+        return None
+    return out
+
+
+# Common words outside the world, so a warning can name them ("orange" is not a color the demo knows).
+OTHER_COLORS = ("orange", "pink", "brown", "black", "gray", "grey", "gold", "golden", "silver", "beige", "navy",
+                "maroon", "lime", "teal", "indigo", "rainbow")
+OTHER_SHAPES = ("star", "heart", "rectangle", "oval", "ellipse", "hexagon", "pentagon", "octagon", "diamond",
+                "cross", "line", "cube", "sphere", "cone", "cylinder", "ring", "arrow", "rhombus", "polygon")
+_OTHER_COLOR_RE = _word_pattern(OTHER_COLORS)
+_OTHER_SHAPE_RE = _word_pattern(OTHER_SHAPES + tuple(s + "s" for s in OTHER_SHAPES))
+_WORLD_SUMMARY = (f"one {'/'.join(COLOR_NAMES)} {'/'.join(SHAPES)} moving left/right/up/down, staying still, "
+                  f"growing, shrinking, bouncing left and right or up and down, or circling")
+
+
+def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:
+    if len(found) == 1:
+        return found[0], []
+    if len(found) > 1:
+        return None, [f"{len(found)} {kind}s for one object ({', '.join(found)})"]
+    if unknown:
+        return None, [f"unknown {kind} {', '.join(repr(u) for u in unknown)}"]
+    return None, [f"no {kind}"]
+
+
+def understand(prompt: str) -> tuple[Attributes, list]:
+    """What the demo model can take from a prompt: ``(Attributes(color, shape, motion), problems)``.
+
+    Fields it cannot tell are None; ``problems`` lists, in words, what lies outside the world ("unknown color
+    'orange'", "no motion", "2 objects named; the demo draws one"). An empty list means the prompt is fully
+    inside the world. With several objects the attributes are the first one's."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    t = _normalize(prompt)
+    objects = [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
+    problems = []
+    if len(objects) > 1:
+        problems.append(f"{len(objects)} objects named; the demo draws one object per video")
+        t = objects[0]
+    color, p1 = _one("color", _found(_COLOR_RE, t), _OTHER_COLOR_RE.findall(t))
+    shape, p2 = _one("shape", _found(_SHAPE_RE, t), _OTHER_SHAPE_RE.findall(t))
+    motion, p3 = _one("motion", _found(_MOTION_RE, t), [])
+    if color is shape is motion is None and not _OTHER_COLOR_RE.search(t) and not _OTHER_SHAPE_RE.search(t):
+        return Attributes(None, None, None), ["nothing it knows"]
+    return Attributes(color, shape, motion), problems + p1 + p2 + p3
+
+
+def outside_world_warning(prompt: str) -> Optional[str]:
+    """One line saying what the demo understood from a prompt that lies outside its world, or None."""
+    attrs, problems = understand(prompt)
+    if not problems:
+        return None
+    got = ", ".join(f"{k} {v}" for k, v in attrs._asdict().items() if v is not None) or "nothing"
+    return (f"demo model: {prompt!r} is outside its world: {'; '.join(problems)} (understood: {got}); it draws "
+            f"{_WORLD_SUMMARY}")
+
+
+_warned: set = set()
+
+
+def warn_outside_world(prompt: str) -> Optional[str]:
+    """Log :func:`outside_world_warning` once per prompt (logger ``openwan.demo``); returns the line or None."""
+    line = outside_world_warning(prompt)
+    if line is None or prompt in _warned:
+        return None
+    if len(_warned) > 10_000:     # a long-running server: stay bounded
+        _warned.clear()
+    _warned.add(prompt)
+    import logging
+    logging.getLogger("openwan.demo").warning(line)
+    return line
