@@ -3,153 +3,33 @@ loop, decoding and writing the result.
 
 A pipeline is a thin composition: text encoder -> (image encoder) -> DiT + solver -> VAE.
 The task pipelines (t2v, i2v, flf2v, vace, v2v) only build their conditioning.
+Here: :class:`WanPipeline` (memory plans, prompts, the denoising loop, decoding and writing); loading the
+components is in :mod:`openwan.pipelines.components`, a call's settings, job and records in
+:mod:`openwan.pipelines.job`, the options every call takes in :mod:`openwan.pipelines.call_options`.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import inspect
-import random
 import time
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from openwan import sampling
-from openwan.configs import SampleDefaults, Variant
+from openwan.configs import SampleDefaults
 from openwan.denoiser import Conditioning, Denoiser, Guidance
-from openwan.validate import output_fps
-# loading and saving live in components.py; re-exported here, where the pipelines and callers look for them
+# loading and saving live in components.py, a call's settings and records in job.py, the per-call options in
+# call_options.py; re-exported here, where the pipelines and callers look for them
+from openwan.pipelines.call_options import CALL_OPTIONS, DIFFUSERS_NAMES, CallOptions  # noqa: F401
 from openwan.pipelines.components import (Components, _device, check_checkpoint_dir, load_components,  # noqa: F401
                                           lookup_variant)
-
-PathLike = Union[str, Path]
-OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
-
-# ----------------------------------------------------------------------------- settings
-
-def parse_size(size: Union[str, Sequence[int], None], default: str) -> tuple[int, int]:
-    """'W*H' (the reference's notation) or (W, H) -> (width, height)."""
-    size = size or default
-    if isinstance(size, str):
-        parts = size.lower().replace("x", "*").split("*")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"size {size!r} is not of the form W*H, e.g. 832*480")
-        return int(parts[0]), int(parts[1])
-    w, h = size
-    return int(w), int(h)
-
-
-def check_frames(frame_num: int) -> None:
-    if not isinstance(frame_num, int) or frame_num < 1 or (frame_num - 1) % 4:
-        lo = max(1, 1 + 4 * ((max(frame_num, 1) - 1) // 4)) if isinstance(frame_num, int) else 81
-        raise ValueError(f"frame_num must be of the form 4n+1 (1, 5, 9, ..., 81); got {frame_num!r}, "
-                         f"use {lo} or {lo + 4}")
-
-
-def check_size(width: int, height: int, variant: Variant, strict: bool, vae=None) -> None:
-    from openwan.models.vae_protocol import check_size as check_multiple, size_multiple
-    if vae is not None:                                               # the loaded VAE's own ratio (8 or 16)
-        multiple = size_multiple(vae.spatial_ratio, variant.dit.patch_size)
-    else:
-        vae_patch = getattr(variant.vae, "patch_size", 1) or 1      # Wan 2.2 VAE: 2x2 patchify, 16x
-        multiple = size_multiple(8 * vae_patch, variant.dit.patch_size)
-    if multiple > 16:                                                 # Wan 2.2 TI2V: 32 (VAE 16 x patch 2)
-        check_multiple(width, height, multiple, variant.name)
-    if width % 16 or height % 16 or width <= 0 or height <= 0:
-        raise ValueError(f"size {width}*{height}: width and height must be positive multiples of 16 "
-                         f"(e.g. {max(16, width // 16 * 16)}*{max(16, height // 16 * 16)})")
-    allowed = variant.sample.sizes
-    if strict and allowed and f"{width}*{height}" not in allowed:
-        raise ValueError(f"size {width}*{height} is not supported by {variant.name}; choose one of "
-                         f"{', '.join(allowed)} (or pass strict_size=False to try anyway)")
-
-
-def check_prompt(prompt) -> None:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("prompt must be a non-empty string")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """The resolved sampling settings of one call (the call's arguments over the variant's defaults)."""
-    steps: int
-    shift: float
-    guide_scale: float
-    solver: str
-    negative_prompt: str
-    seed: int
-
-    def settings(self) -> dict:
-        """As recorded in the output's metadata (the CLI's flag names)."""
-        return {"negative_prompt": self.negative_prompt, "sample_steps": self.steps, "sample_shift": self.shift,
-                "guide_scale": self.guide_scale, "sample_solver": self.solver, "seed": self.seed}
-
-
-def resolve_seed(seed: Optional[int]) -> int:
-    if seed is None or seed < 0:
-        return random.randint(0, 2**31 - 1)
-    return int(seed)
-
-
-def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
-    """fp32 noise from a CPU generator, so a seed gives the same video on any device."""
-    g = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float32).to(device)
-
-
-@dataclass
-class GenerationOutput:
-    """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested); for uint8 and
-    "np" output ``frames`` is one array (1, F, H, W, 3), diffusers' shape; a list of one video otherwise."""
-    frames: Any
-    settings: dict = field(default_factory=dict)
-    path: Optional[Path] = None
-    latents: Optional[torch.Tensor] = None
-
-
-class Cancelled(RuntimeError):
-    """Raised by :meth:`WanPipeline.run` when its ``cancelled()`` check returns True."""
-
-
-@dataclass
-class Job:
-    """A prepared generation: every input validated and encoded, ready for the denoising loop.
-
-    ``start`` is the sample the loop starts from (noise, or a noised latent for video-to-video) on
-    ``sigmas[0]``; ``drop_frames`` leading latent frames are removed before decoding (VACE's reference
-    images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs);
-    ``post_step(step, x, x0)`` may return a modified sample after each step (e.g. re-imposing known frames);
-    ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible).
-    """
-    settings: dict
-    start: torch.Tensor
-    cond: Conditioning
-    guidance: Guidance
-    sigmas: torch.Tensor
-    solver: str
-    step_cache: Any = None
-    drop_frames: int = 0
-    output_type: str = "uint8"
-    output_path: Optional[PathLike] = None
-    overwrite: bool = False
-    return_frames: bool = True
-    post_step: Optional[Callable] = None
-    generator: Optional[torch.Generator] = None
-    fps: Optional[float] = None
-    tile: Any = None                 # VAE decode tiles (pixels, or True): bounded decode memory, not exact
-    long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
-    window_conds: Optional[list] = None
-
-    @property
-    def stats(self) -> dict:
-        return self.settings["stats"]
+from openwan.pipelines.job import (FILE_STATS, OUTPUT_TYPES, Cancelled, GenerationOutput, Job,  # noqa: F401
+                                   PathLike, Sampling, check_frames, check_prompt, check_size, file_record,
+                                   make_noise, parse_size, resolve_seed)
 
 
 def module_device(module) -> torch.device:
@@ -159,33 +39,12 @@ def module_device(module) -> torch.device:
     return torch.device("cpu")
 
 
-FILE_STATS = ("dit_forwards", "dit_forwards_skipped", "dit_forwards_high", "dit_forwards_low")   # written into outputs
-
-
-def file_record(settings: dict) -> dict:
-    """The metadata written with an output: the settings, with only the deterministic stats."""
-    rec = copy.deepcopy(settings)
-    if isinstance(rec.get("stats"), dict):
-        rec["stats"] = {k: v for k, v in rec["stats"].items() if k in FILE_STATS}
-    return {"openwan": rec}
-
-
-# Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
-# lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
-# long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
-# model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
-# height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "height", "width", "num_frames",
-                "num_inference_steps", "guidance_scale", "generator")
-# diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
-DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
-
 PROMPT_MEMO_MAX = 32   # prompts whose text features a pipeline keeps (least recently used dropped first)
 
 
 # ----------------------------------------------------------------------------- the pipeline
 
-class WanPipeline:
+class WanPipeline(CallOptions):
     """Base class: holds the components and runs the guided denoising loop.
 
     A call is three parts: ``prepare(...)`` (validate every input, encode prompts and conditions, draw
@@ -206,106 +65,6 @@ class WanPipeline:
 
     task = "t2v"
     two_experts = False          # True for the Wan 2.2 A14B pipelines (openwan.pipelines.moe)
-
-    def __init_subclass__(cls, **kw):
-        """Every task's ``prepare`` (which every call goes through) checks all its arguments first
-        (openwan.validate), before any work."""
-        super().__init_subclass__(**kw)
-        prepare = cls.__dict__.get("prepare")
-        if prepare is not None:
-            @functools.wraps(prepare)
-            def checked(self, prompt, *args, **kwargs):
-                from openwan import validate
-                self._call_options(kwargs)
-                pending, self._pending = self._pending, {}
-                fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
-                native = self.defaults().frame_num
-                frames = kwargs.get("frame_num") or native
-                long_on = frames > native and long_opts.get("method") != "none"
-                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt),
-                                               dit_frames=native if long_on else None)
-                job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
-                self._plan_long_video(job, prompt, native, long_opts)
-                if self._loras:
-                    job.settings["lora"] = [dict(s) for s in self._loras]
-                if fps is not None:
-                    job.fps = job.settings["fps"] = fps
-                if tile not in (None, False):
-                    job.tile = job.settings["tile"] = tile
-                return job
-            cls.prepare = checked
-        call = cls.__dict__.get("__call__")
-        if call is not None:
-            @functools.wraps(call)
-            def with_options(self, prompt, *args, **kwargs):
-                self._pending = {}
-                self._call_options(kwargs)
-                return call(self, prompt, *args, **kwargs)
-            sig = inspect.signature(call)
-            extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
-                     for name in CALL_OPTIONS if name not in sig.parameters]
-            params = list(sig.parameters.values())
-            tail = [q for q in params if q.kind == inspect.Parameter.VAR_KEYWORD]
-            head = [q for q in params if q.kind != inspect.Parameter.VAR_KEYWORD]
-            with_options.__signature__ = sig.replace(parameters=head + extra + tail)
-            cls.__call__ = with_options
-
-    def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
-        """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
-        from openwan.long_video import plan_long_video, window_conditions
-        long = plan_long_video(job.settings.get("frame_num", native), native, opts.get("method"),
-                               opts.get("overlap"), prompt, self.vae.temporal_ratio)
-        if long is None:
-            return
-        contexts = None
-        if long.prompts:
-            feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
-            contexts = [feats[p] for p in long.prompts]
-        job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
-        job.settings["long_video"] = long.settings()
-
-    @staticmethod
-    def _diffusers_names(kwargs: dict) -> None:
-        """Rename diffusers' argument names to openwan's in place (an argument given both ways is an error)."""
-        def put(name, value, given):
-            if kwargs.get(name) is not None:
-                raise ValueError(f"{given} and {name} name the same setting: give one of them")
-            kwargs[name] = value
-        for theirs, ours in DIFFUSERS_NAMES.items():
-            if theirs in kwargs:
-                value = kwargs.pop(theirs)
-                if value is not None:
-                    put(ours, value, theirs)
-        h, w = kwargs.pop("height", None), kwargs.pop("width", None)
-        if h is not None or w is not None:
-            if h is None or w is None:
-                raise ValueError("height and width go together (or give size='W*H')")
-            put("size", (w, h), "height/width")
-        gen = kwargs.pop("generator", None)
-        if gen is not None:
-            if not isinstance(gen, torch.Generator):
-                raise ValueError(f"generator must be a torch.Generator (or give seed=), got {type(gen).__name__}")
-            put("seed", int(gen.initial_seed()) % 2**63, "generator")
-
-    def _call_options(self, kwargs: dict) -> None:
-        """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
-        self._diffusers_names(kwargs)
-        if "tile" in kwargs:
-            self._pending["tile"] = kwargs.pop("tile")
-        if "fps" in kwargs:
-            fps = kwargs.pop("fps")
-            self._pending["fps"] = None if fps is None else output_fps(fps)
-        for key in ("long_method", "long_overlap"):
-            if key in kwargs:
-                value = kwargs.pop(key)
-                if value is not None:
-                    self._pending.setdefault("long", {})[key.split("_")[1]] = value
-        if "lora" in kwargs:
-            lora = kwargs.pop("lora")
-            if lora is not None or self._loras:
-                from openwan.pipelines.adapters import use_loras, use_loras_on_experts
-                experts = getattr(self, "experts", None)
-                self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential", "blocks"):

@@ -1,0 +1,134 @@
+"""The options every task's call takes besides its own arguments (:data:`CALL_OPTIONS`: LoRA adapters, the
+written video's frame rate, long video past the model's native length, tiled decoding and diffusers'
+argument names), handled in one place for every pipeline by :class:`CallOptions`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING
+
+import torch
+
+from openwan.validate import output_fps
+
+if TYPE_CHECKING:
+    from openwan.pipelines.job import Job
+
+# Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
+# lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
+# long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
+# model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
+# height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "height", "width", "num_frames",
+                "num_inference_steps", "guidance_scale", "generator")
+# diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
+DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
+
+
+class CallOptions:
+    """The per-call options of :class:`~openwan.pipelines.base.WanPipeline` (its base class): every subclass's
+    ``__call__`` takes :data:`CALL_OPTIONS` besides its own arguments, and its ``prepare`` applies them and
+    checks every argument (openwan.validate) before any work. Uses the pipeline's ``_pending`` (a call's
+    options, from ``__call__`` to ``prepare``), ``_loras``, ``defaults()``, ``dit``, ``vae`` and
+    ``encode_prompts``."""
+
+    def __init_subclass__(cls, **kw):
+        """Every task's ``prepare`` (which every call goes through) checks all its arguments first
+        (openwan.validate), before any work."""
+        super().__init_subclass__(**kw)
+        prepare = cls.__dict__.get("prepare")
+        if prepare is not None:
+            @functools.wraps(prepare)
+            def checked(self, prompt, *args, **kwargs):
+                from openwan import validate
+                self._call_options(kwargs)
+                pending, self._pending = self._pending, {}
+                fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
+                native = self.defaults().frame_num
+                frames = kwargs.get("frame_num") or native
+                long_on = frames > native and long_opts.get("method") != "none"
+                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt),
+                                               dit_frames=native if long_on else None)
+                job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                self._plan_long_video(job, prompt, native, long_opts)
+                if self._loras:
+                    job.settings["lora"] = [dict(s) for s in self._loras]
+                if fps is not None:
+                    job.fps = job.settings["fps"] = fps
+                if tile not in (None, False):
+                    job.tile = job.settings["tile"] = tile
+                return job
+            cls.prepare = checked
+        call = cls.__dict__.get("__call__")
+        if call is not None:
+            @functools.wraps(call)
+            def with_options(self, prompt, *args, **kwargs):
+                self._pending = {}
+                self._call_options(kwargs)
+                return call(self, prompt, *args, **kwargs)
+            sig = inspect.signature(call)
+            extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+                     for name in CALL_OPTIONS if name not in sig.parameters]
+            params = list(sig.parameters.values())
+            tail = [q for q in params if q.kind == inspect.Parameter.VAR_KEYWORD]
+            head = [q for q in params if q.kind != inspect.Parameter.VAR_KEYWORD]
+            with_options.__signature__ = sig.replace(parameters=head + extra + tail)
+            cls.__call__ = with_options
+
+    def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
+        """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
+        from openwan.long_video import plan_long_video, window_conditions
+        long = plan_long_video(job.settings.get("frame_num", native), native, opts.get("method"),
+                               opts.get("overlap"), prompt, self.vae.temporal_ratio)
+        if long is None:
+            return
+        contexts = None
+        if long.prompts:
+            feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
+            contexts = [feats[p] for p in long.prompts]
+        job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
+        job.settings["long_video"] = long.settings()
+
+    @staticmethod
+    def _diffusers_names(kwargs: dict) -> None:
+        """Rename diffusers' argument names to openwan's in place (an argument given both ways is an error)."""
+        def put(name, value, given):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"{given} and {name} name the same setting: give one of them")
+            kwargs[name] = value
+        for theirs, ours in DIFFUSERS_NAMES.items():
+            if theirs in kwargs:
+                value = kwargs.pop(theirs)
+                if value is not None:
+                    put(ours, value, theirs)
+        h, w = kwargs.pop("height", None), kwargs.pop("width", None)
+        if h is not None or w is not None:
+            if h is None or w is None:
+                raise ValueError("height and width go together (or give size='W*H')")
+            put("size", (w, h), "height/width")
+        gen = kwargs.pop("generator", None)
+        if gen is not None:
+            if not isinstance(gen, torch.Generator):
+                raise ValueError(f"generator must be a torch.Generator (or give seed=), got {type(gen).__name__}")
+            put("seed", int(gen.initial_seed()) % 2**63, "generator")
+
+    def _call_options(self, kwargs: dict) -> None:
+        """Apply the per-call options every task takes (:data:`CALL_OPTIONS`), removing them from kwargs."""
+        self._diffusers_names(kwargs)
+        if "tile" in kwargs:
+            self._pending["tile"] = kwargs.pop("tile")
+        if "fps" in kwargs:
+            fps = kwargs.pop("fps")
+            self._pending["fps"] = None if fps is None else output_fps(fps)
+        for key in ("long_method", "long_overlap"):
+            if key in kwargs:
+                value = kwargs.pop(key)
+                if value is not None:
+                    self._pending.setdefault("long", {})[key.split("_")[1]] = value
+        if "lora" in kwargs:
+            lora = kwargs.pop("lora")
+            if lora is not None or self._loras:
+                from openwan.pipelines.adapters import use_loras, use_loras_on_experts
+                experts = getattr(self, "experts", None)
+                self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)

@@ -1,0 +1,150 @@
+"""The pieces of one pipeline call around the model: checking its size, length and prompt, the resolved
+:class:`Sampling` settings and seed, the initial noise, the prepared :class:`Job`, the
+:class:`GenerationOutput` and the record written with an output.
+
+Every name here is also importable from :mod:`openwan.pipelines.base`, where the pipelines look for it.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from openwan.configs import Variant
+from openwan.denoiser import Conditioning, Guidance
+
+PathLike = Union[str, Path]
+OUTPUT_TYPES = ("uint8", "np", "pt", "pil", "latent")
+
+
+def parse_size(size: Union[str, Sequence[int], None], default: str) -> tuple[int, int]:
+    """'W*H' (the reference's notation) or (W, H) -> (width, height)."""
+    size = size or default
+    if isinstance(size, str):
+        parts = size.lower().replace("x", "*").split("*")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"size {size!r} is not of the form W*H, e.g. 832*480")
+        return int(parts[0]), int(parts[1])
+    w, h = size
+    return int(w), int(h)
+
+
+def check_frames(frame_num: int) -> None:
+    if not isinstance(frame_num, int) or frame_num < 1 or (frame_num - 1) % 4:
+        lo = max(1, 1 + 4 * ((max(frame_num, 1) - 1) // 4)) if isinstance(frame_num, int) else 81
+        raise ValueError(f"frame_num must be of the form 4n+1 (1, 5, 9, ..., 81); got {frame_num!r}, "
+                         f"use {lo} or {lo + 4}")
+
+
+def check_size(width: int, height: int, variant: Variant, strict: bool, vae=None) -> None:
+    from openwan.models.vae_protocol import check_size as check_multiple, size_multiple
+    if vae is not None:                                               # the loaded VAE's own ratio (8 or 16)
+        multiple = size_multiple(vae.spatial_ratio, variant.dit.patch_size)
+    else:
+        vae_patch = getattr(variant.vae, "patch_size", 1) or 1      # Wan 2.2 VAE: 2x2 patchify, 16x
+        multiple = size_multiple(8 * vae_patch, variant.dit.patch_size)
+    if multiple > 16:                                                 # Wan 2.2 TI2V: 32 (VAE 16 x patch 2)
+        check_multiple(width, height, multiple, variant.name)
+    if width % 16 or height % 16 or width <= 0 or height <= 0:
+        raise ValueError(f"size {width}*{height}: width and height must be positive multiples of 16 "
+                         f"(e.g. {max(16, width // 16 * 16)}*{max(16, height // 16 * 16)})")
+    allowed = variant.sample.sizes
+    if strict and allowed and f"{width}*{height}" not in allowed:
+        raise ValueError(f"size {width}*{height} is not supported by {variant.name}; choose one of "
+                         f"{', '.join(allowed)} (or pass strict_size=False to try anyway)")
+
+
+def check_prompt(prompt) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The resolved sampling settings of one call (the call's arguments over the variant's defaults)."""
+    steps: int
+    shift: float
+    guide_scale: float
+    solver: str
+    negative_prompt: str
+    seed: int
+
+    def settings(self) -> dict:
+        """As recorded in the output's metadata (the CLI's flag names)."""
+        return {"negative_prompt": self.negative_prompt, "sample_steps": self.steps, "sample_shift": self.shift,
+                "guide_scale": self.guide_scale, "sample_solver": self.solver, "seed": self.seed}
+
+
+def resolve_seed(seed: Optional[int]) -> int:
+    if seed is None or seed < 0:
+        return random.randint(0, 2**31 - 1)
+    return int(seed)
+
+
+def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
+    """fp32 noise from a CPU generator, so a seed gives the same video on any device."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(tuple(shape), generator=g, dtype=torch.float32).to(device)
+
+
+@dataclass
+class GenerationOutput:
+    """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested); for uint8 and
+    "np" output ``frames`` is one array (1, F, H, W, 3), diffusers' shape; a list of one video otherwise."""
+    frames: Any
+    settings: dict = field(default_factory=dict)
+    path: Optional[Path] = None
+    latents: Optional[torch.Tensor] = None
+
+
+class Cancelled(RuntimeError):
+    """Raised by :meth:`WanPipeline.run` when its ``cancelled()`` check returns True."""
+
+
+@dataclass
+class Job:
+    """A prepared generation: every input validated and encoded, ready for the denoising loop.
+
+    ``start`` is the sample the loop starts from (noise, or a noised latent for video-to-video) on
+    ``sigmas[0]``; ``drop_frames`` leading latent frames are removed before decoding (VACE's reference
+    images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs);
+    ``post_step(step, x, x0)`` may return a modified sample after each step (e.g. re-imposing known frames);
+    ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible).
+    """
+    settings: dict
+    start: torch.Tensor
+    cond: Conditioning
+    guidance: Guidance
+    sigmas: torch.Tensor
+    solver: str
+    step_cache: Any = None
+    drop_frames: int = 0
+    output_type: str = "uint8"
+    output_path: Optional[PathLike] = None
+    overwrite: bool = False
+    return_frames: bool = True
+    post_step: Optional[Callable] = None
+    generator: Optional[torch.Generator] = None
+    fps: Optional[float] = None
+    tile: Any = None                 # VAE decode tiles (pixels, or True): bounded decode memory, not exact
+    long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
+    window_conds: Optional[list] = None
+
+    @property
+    def stats(self) -> dict:
+        return self.settings["stats"]
+
+
+FILE_STATS = ("dit_forwards", "dit_forwards_skipped", "dit_forwards_high", "dit_forwards_low")   # written into outputs
+
+
+def file_record(settings: dict) -> dict:
+    """The metadata written with an output: the settings, with only the deterministic stats."""
+    rec = copy.deepcopy(settings)
+    if isinstance(rec.get("stats"), dict):
+        rec["stats"] = {k: v for k, v in rec["stats"].items() if k in FILE_STATS}
+    return {"openwan": rec}
