@@ -19,6 +19,10 @@ shape_index + 3 * motion_index) % 7 == 0``: every (shape, motion) pair misses ex
 (color, shape) pair misses one or two motions, so each pair of attributes is still seen in training and only
 the triple is new. ``split="train"``
 never draws them; ``benchmark_prompts()`` lists 24 seen and 12 held-out prompts for ``openwan bench demo``.
+
+Here: the clips (objects, their motion and sampling), the benchmark prompts and the dataset. The vocabulary is
+in :mod:`openwan.demo.world_vocab`, captions and prompt parsing in :mod:`openwan.demo.world_captions`, rendering
+in :mod:`openwan.demo.world_render`; every public name of those is importable from here.
 """
 from __future__ import annotations
 
