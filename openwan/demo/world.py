@@ -20,22 +20,24 @@ shape_index + 3 * motion_index) % 7 == 0``: every (shape, motion) pair misses ex
 the triple is new. ``split="train"``
 never draws them; ``benchmark_prompts()`` lists 24 seen and 12 held-out prompts for ``openwan bench demo``.
 
-Here: the clips (objects, their motion and sampling), the benchmark prompts and the dataset. The vocabulary is
-in :mod:`openwan.demo.world_vocab`, captions and prompt parsing in :mod:`openwan.demo.world_captions`, rendering
-in :mod:`openwan.demo.world_render`; every public name of those is importable from here.
+Here: sampling clips, the benchmark prompts and the dataset. The vocabulary and the scene's types (an object
+and its motion in time, a clip) are in :mod:`openwan.demo.world_scene`, captions and prompt parsing in
+:mod:`openwan.demo.world_captions`, rendering in :mod:`openwan.demo.world_render`; every public name of those is
+importable from here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# The vocabulary, captions and rendering live in their own modules; every name is importable from here.
-from openwan.demo.world_vocab import (  # noqa: F401
+# The scene's vocabulary and types, captions and rendering live in their own modules; every name is importable
+# from here.
+from openwan.demo.world_scene import (  # noqa: F401
     ALL_COMBOS, BACKGROUND, BIG_WORD_MIN, BOUNCE_HALF_PERIOD, CIRCLE_PERIOD, CIRCLE_RADIUS, CIRCLE_SIZE,
     CLASSIC_MOTIONS, COLOR_NAMES, COLORS, GROW_FACTOR, HELD_OUT, HELD_OUT_COMBOS, LOOPING_MOTIONS, MARGIN,
-    MOTIONS, MOVE_DISTANCE, SHAPES, SMALL_SIZE, SMALL_WORD_MAX, SPLITS, STATIC_SIZE, TRAIN_COMBOS, Attributes)
+    MOTIONS, MOVE_DISTANCE, SHAPES, SMALL_SIZE, SMALL_WORD_MAX, SPLITS, STATIC_SIZE, TRAIN_COMBOS, Attributes, Clip,
+    WorldObject)
 from openwan.demo.world_captions import (  # noqa: F401
     CANONICAL_PHRASE, CAPTION_TEMPLATES, COLOR_SYNONYMS, MOTION_PHRASES, OTHER_COLORS, OTHER_SHAPES,
     SHAPE_SYNONYM_PROB, SHAPE_SYNONYMS, SIZE_WORDS, TWO_OBJECT_JOINERS, describe, make_caption,
@@ -43,61 +45,8 @@ from openwan.demo.world_captions import (  # noqa: F401
 from openwan.demo.world_render import _hw, clip_tensor, from_tensor, render_clip, to_tensor  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------------------
-# Clips
+# Sampling clips
 # --------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WorldObject:
-    """One object: attributes plus its start (t=0) and end (t=1) center and size, in normalized units.
-
-    Time ``t`` is in clip lengths (frame k of a 17-frame clip is t = k / 16) and may run past 1. Looping
-    motions have a ``period`` (clip lengths per cycle) and a ``phase`` (fraction of the cycle at t = 0): a
-    bounce runs between its two ends (x0, y0) and (x1, y1) (at phase 0 it is at the first end, at phase 0.5 at
-    the second); a circling object turns clockwise on screen (image y grows downward) at distance ``orbit``
-    around (x0, y0) (= (x1, y1)), at phase 0 to the right of it."""
-    color: str
-    shape: str
-    motion: str
-    x0: float
-    y0: float
-    r0: float
-    x1: float
-    y1: float
-    r1: float
-    period: float = 0.0
-    phase: float = 0.0
-    orbit: float = 0.0
-
-    @property
-    def attributes(self) -> Attributes:
-        return Attributes(self.color, self.shape, self.motion)
-
-    def center(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        if self.motion == "circling":
-            a = 2.0 * np.pi * (self.phase + t / self.period)
-            return self.x0 + self.orbit * np.cos(a), self.y0 + self.orbit * np.sin(a)
-        if self.motion in ("bounce_lr", "bounce_ud"):
-            s = np.mod(self.phase + t / self.period, 1.0)
-            t = 1.0 - np.abs(2.0 * s - 1.0)             # triangle wave: 0 at the first end, 1 at the second
-        return self.x0 + (self.x1 - self.x0) * t, self.y0 + (self.y1 - self.y0) * t
-
-    def radius(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        return self.r0 * (self.r1 / self.r0) ** t
-
-
-@dataclass(frozen=True)
-class Clip:
-    """A scene: its objects (drawn in order, later on top), its caption and its background color."""
-    objects: tuple
-    caption: str
-    background: tuple = BACKGROUND
-
-    @property
-    def attributes(self) -> tuple:
-        return tuple(o.attributes for o in self.objects)
-
 
 def _check_choice(name: str, value: str, allowed) -> None:
     if value not in allowed:

@@ -8,14 +8,11 @@ described in :mod:`openwan.demo.world` (which re-exports every public name here)
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from openwan.demo.world_vocab import (BIG_WORD_MIN, COLOR_NAMES, SHAPES, SMALL_WORD_MAX, Attributes)
-
-if TYPE_CHECKING:
-    from openwan.demo.world import WorldObject
+from openwan.demo.world_scene import BIG_WORD_MIN, COLOR_NAMES, SHAPES, SMALL_WORD_MAX, Attributes, WorldObject
 
 # Verb phrases that follow "a red circle". The first of each list is the canonical one (benchmark prompts).
 MOTION_PHRASES = {

@@ -1,16 +1,14 @@
-"""Rendering the demo world's clips: a :class:`~openwan.demo.world.Clip` to uint8 frames (supersampled for
+"""Rendering the demo world's clips: a :class:`~openwan.demo.world_scene.Clip` to uint8 frames (supersampled for
 anti-aliasing, at any size and length), and frames to and from the float tensors models take.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 
-from openwan.demo.world_vocab import COLORS, SHAPES
+from openwan.demo.world_scene import COLORS, SHAPES, Clip
 
-if TYPE_CHECKING:
-    from openwan.demo.world import Clip
 
 def _hw(size) -> tuple:
     if isinstance(size, (int, np.integer)):

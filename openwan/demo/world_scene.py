@@ -1,12 +1,16 @@
-"""The demo world's vocabulary and geometry: its colors, shapes, motions and splits, the ranges every clip's
-geometry is drawn from, and the (color, shape, motion) combinations with the held-out ones written out.
+"""The demo world's scene: its vocabulary (colors, shapes, motions, splits), the ranges every clip's geometry is
+drawn from, the (color, shape, motion) combinations with the held-out ones written out, and the scene's types:
+a :class:`WorldObject` (where it is and how big at any time) and a :class:`Clip`.
 
 What these mean is described in :mod:`openwan.demo.world` (which re-exports every name here).
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
 
 BACKGROUND = (32, 32, 32)
 
@@ -69,3 +73,59 @@ HELD_OUT = frozenset(Attributes(*t) for t in (
 ))
 TRAIN_COMBOS = tuple(a for a in ALL_COMBOS if a not in HELD_OUT)
 HELD_OUT_COMBOS = tuple(a for a in ALL_COMBOS if a in HELD_OUT)
+
+# --------------------------------------------------------------------------------------------------------------
+# Objects and clips
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorldObject:
+    """One object: attributes plus its start (t=0) and end (t=1) center and size, in normalized units.
+
+    Time ``t`` is in clip lengths (frame k of a 17-frame clip is t = k / 16) and may run past 1. Looping
+    motions have a ``period`` (clip lengths per cycle) and a ``phase`` (fraction of the cycle at t = 0): a
+    bounce runs between its two ends (x0, y0) and (x1, y1) (at phase 0 it is at the first end, at phase 0.5 at
+    the second); a circling object turns clockwise on screen (image y grows downward) at distance ``orbit``
+    around (x0, y0) (= (x1, y1)), at phase 0 to the right of it."""
+    color: str
+    shape: str
+    motion: str
+    x0: float
+    y0: float
+    r0: float
+    x1: float
+    y1: float
+    r1: float
+    period: float = 0.0
+    phase: float = 0.0
+    orbit: float = 0.0
+
+    @property
+    def attributes(self) -> Attributes:
+        return Attributes(self.color, self.shape, self.motion)
+
+    def center(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        if self.motion == "circling":
+            a = 2.0 * np.pi * (self.phase + t / self.period)
+            return self.x0 + self.orbit * np.cos(a), self.y0 + self.orbit * np.sin(a)
+        if self.motion in ("bounce_lr", "bounce_ud"):
+            s = np.mod(self.phase + t / self.period, 1.0)
+            t = 1.0 - np.abs(2.0 * s - 1.0)             # triangle wave: 0 at the first end, 1 at the second
+        return self.x0 + (self.x1 - self.x0) * t, self.y0 + (self.y1 - self.y0) * t
+
+    def radius(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        return self.r0 * (self.r1 / self.r0) ** t
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A scene: its objects (drawn in order, later on top), its caption and its background color."""
+    objects: tuple
+    caption: str
+    background: tuple = BACKGROUND
+
+    @property
+    def attributes(self) -> tuple:
+        return tuple(o.attributes for o in self.objects)
