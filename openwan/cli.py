@@ -97,7 +97,7 @@ def _generate_parser(sub):
     p.add_argument("--step_cache", nargs="?", const="default", default=None, metavar="NAME[:THRESHOLD]",
                    help="skip DiT work whose output can be predicted: the bare flag = the recommended method and "
                         "threshold (docs/performance.md); NAME[:THRESHOLD[:WARMUP]] picks one of easycache, teacache, "
-                        "magcache, fbcache (e.g. magcache:0.12); none (default)")
+                        "magcache, fbcache, plan (e.g. magcache:0.12); none (default)")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several; Wan 2.2 A14B: high:FILE / "

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from openwan import sampling
-from openwan.caches import FirstBlockCache, MagCache, TeaCache, parse_step_cache, store
+from openwan.caches import FirstBlockCache, MagCache, PlannedCache, TeaCache, parse_step_cache, store
 from openwan.caches.blocks import nearest
 from openwan.configs import DiTConfig
 from openwan.denoiser import Conditioning, Denoiser, Guidance
@@ -270,7 +270,7 @@ def test_long_video_windows_keep_one_state_each(tiny_ckpt, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("kind", ["i2v", "vace"])
-@pytest.mark.parametrize("cls", [TeaCache, MagCache, FirstBlockCache])
+@pytest.mark.parametrize("cls", [TeaCache, MagCache, FirstBlockCache, PlannedCache])
 def test_image_and_vace_conditioning_pass_through_the_cache(kind, cls):
     """i2v (y + CLIP features in embed) and VACE (hints added after blocks 0 and 2, so FirstBlockCache's block 0
     carries its hint): threshold 0 equals no cache bit for bit, a large one skips."""
@@ -289,6 +289,6 @@ def test_image_and_vace_conditioning_pass_through_the_cache(kind, cls):
     with torch.no_grad():
         ref = sampling.run(Denoiser(dit, cond), x0, grid, "euler")
         assert torch.equal(sampling.run(cls(Denoiser(dit, cond), 0.0, calibration=cal), x0, grid, "euler"), ref)
-        d = cls(Denoiser(dit, cond), 10.0, calibration=cal)
+        d = cls(Denoiser(dit, cond), 0.5 if cls is PlannedCache else 10.0, calibration=cal)   # plan: a fraction
         sampling.run(d, x0, grid, "euler")
     assert d.stats["dit_forwards_skipped"] > 0

@@ -41,7 +41,7 @@ STEP_CACHES: dict[str, tuple[Callable, float]] = {
     "plan": (PlannedCache, 0.5),
 }
 # what "default" (the bare `--step_cache`) turns on: the setting that met the target best (docs/performance.md)
-DEFAULT_STEP_CACHE = "fbcache:0.12"
+DEFAULT_STEP_CACHE = "plan:0.5"
 
 
 @dataclass(frozen=True)
