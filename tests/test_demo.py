@@ -368,3 +368,32 @@ def test_grow_patch_computes_the_small_model_on_blocky_latents():
     assert (out - want).abs().max() <= 64 * torch.finfo(torch.float32).eps * ref.abs().max()
     with pytest.raises(ValueError, match="cannot grow"):
         grow_patch(old.state_dict(), (1, 2, 2), (1, 3, 3))
+
+
+def test_the_next_demo_exports_as_a_candidate_with_its_variant(tmp_path):
+    """A DEMO_V2_DIT (the next demo, in training) exports to a folder of its own that carries its variant (TI2V,
+    128x128, 33 frames, the VAE's re-measured latent mean/std), loads strictly as that, and generates; exporting
+    it over the shipped model is refused before anything is written."""
+    from openwan.configs import DEMO_V2_DIT
+    from openwan.demo import DEMO_DIR, train
+    from openwan.models.dit import WanModel
+    from openwan.models.vae import WanVAE
+    from openwan.pipelines import load_pipeline
+    from openwan.testing import randomize_
+    work = tmp_path / "work"
+    stats = dict(mean=tuple(0.01 * i for i in range(16)), std=tuple(1.0 + 0.02 * i for i in range(16)))
+    randomize_(WanVAE(DEMO_VAE.replace(**stats)), 1, std=0.05).save_pretrained(work / "vae")
+    weights = work / "dit.safetensors"
+    from safetensors.torch import save_file
+    save_file(randomize_(WanModel(DEMO_V2_DIT), 2, std=0.05).state_dict(), str(weights))
+    before = sorted((p.name, p.stat().st_mtime) for p in DEMO_DIR.iterdir())
+    with pytest.raises(Exception, match="--export_dir"):
+        train.export(work, DEMO_DIR, dit_path=weights)
+    assert sorted((p.name, p.stat().st_mtime) for p in DEMO_DIR.iterdir()) == before
+    out = train.export(work, tmp_path / "candidate", dit_path=weights)
+    assert (out / "openwan.json").is_file()
+    pipe = load_pipeline(out, progress=False)
+    d = pipe.defaults()
+    assert pipe.task == "ti2v" and pipe.dit.config == DEMO_V2_DIT and (d.frame_num, d.size) == (33, "128*128")
+    assert (pipe.vae.config.mean, pipe.vae.config.std) == (stats["mean"], stats["std"])
+    assert pipe(SEEN_PROMPT, seed=0, sample_steps=1, frame_num=5).frames[0].shape == (5, 128, 128, 3)

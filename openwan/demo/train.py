@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,8 +51,18 @@ import torch
 
 from openwan.configs import DiTConfig
 from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_VAE
-from openwan.demo.latents import (TEXT_ENCODER_SEED, _atomic_torch_save, adopt_vae, caption_variants,  # noqa: F401
-                                  encode_latents, load_trained_vae, log, make_text_encoder, round_to_half_)
+from openwan.demo.export import export, trained_dit_weights  # noqa: F401  (stage 4)
+from openwan.demo.latents import (  # noqa: F401
+    TEXT_ENCODER_SEED,
+    _atomic_torch_save,
+    adopt_vae,
+    caption_variants,
+    encode_latents,
+    load_trained_vae,
+    log,
+    make_text_encoder,
+    round_to_half_,
+)
 
 STAGES = ("vae", "latents", "dit", "export")
 DEMO_FRAMES = DEMO_SAMPLE.frame_num  # 17
@@ -413,68 +421,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
     return work_dir / "dit"
 
 
-# ============================================================================ stage 4: export
-
-def trained_dit_weights(work_dir: Path) -> Path:
-    """The DiT to ship: the Trainer's final EMA weights (else final raw weights), unless a checkpoint is newer
-    than them (a run resumed for more steps and stopped before its end leaves the previous run's final
-    folders behind): then the newest checkpoint's EMA (or raw) weights."""
-    root = work_dir / "dit"
-    done = sorted(p for p in (root / "checkpoints").glob("step-*") if (p / "state.json").exists())
-    newest = (done[-1] / "state.json").stat().st_mtime if done else float("-inf")
-    for name in ("final_ema", "final"):
-        cfg = root / name / "config.json"
-        if cfg.exists() and cfg.stat().st_mtime >= newest:
-            return root / name
-    if not done:
-        raise FileNotFoundError(f"no trained DiT under {root}: run `python -m openwan.demo.train --stage dit` first")
-    ema = done[-1] / "ema.safetensors"
-    return ema if ema.exists() else done[-1] / "model.safetensors"
-
-
-def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None) -> Path:
-    """Write the shipped checkpoint: official layout (config.json + diffusion_pytorch_model.safetensors,
-    Wan2.1_VAE + vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/), every
-    tensor in half precision. The folder is built beside the target and swapped in, then loaded back with
-    strict key checks through ``load_pipeline``."""
-    from openwan.checkpoints import CheckpointError
-    from openwan.models.dit import WanModel
-    export_dir = Path(export_dir)
-    dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
-    # A folder carries its config (then it is checked against DEMO_DIT); a bare checkpoint file does not say
-    # its head count or text length, so it is loaded as DEMO_DIT (strict keys and shapes).
-    has_config = (dit_path / "config.json").is_file()
-    dit = WanModel.from_pretrained(dit_path, dtype=torch.float32, config=None if has_config else DEMO_DIT)
-    if dit.config != DEMO_DIT:
-        raise CheckpointError(f"the trained DiT's config differs from DEMO_DIT: {dit.config} vs {DEMO_DIT}")
-    vae = load_trained_vae(work_dir)
-    if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
-        raise CheckpointError(f"the trained VAE's architecture differs from DEMO_VAE: {vae.config}")
-    if (vae.config.mean, vae.config.std) != (DEMO_VAE.mean, DEMO_VAE.std):
-        log("note: DEMO_VAE's mean/std in openwan/demo/__init__.py differ from the trained VAE's; copy them:\n"
-            f"  mean={vae.config.mean},\n  std={vae.config.std}")
-    te = make_text_encoder()
-    tmp = export_dir.parent / f".{export_dir.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dit.half().save_pretrained(tmp)
-    vae.half().save_pretrained(tmp)
-    te.save_pretrained(tmp, dtype=torch.float16)
-    old = export_dir.parent / f".{export_dir.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if export_dir.exists():
-        os.replace(export_dir, old)
-    os.replace(tmp, export_dir)
-    if old.exists():
-        shutil.rmtree(old)
-    from openwan.pipelines import load_pipeline
-    pipe = load_pipeline(export_dir, task="t2v", variant="demo", device="cpu", progress=False)
-    size = sum(f.stat().st_size for f in export_dir.rglob("*") if f.is_file())
-    log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; DiT dtype "
-        f"{next(pipe.dit.parameters()).dtype}")
-    return export_dir
-
+# ============================================================================ stage 4: export: openwan/demo/export.py
 
 # ============================================================================ CLI
 
@@ -601,4 +548,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from openwan.checkpoints import CheckpointError
+    try:
+        sys.exit(main())
+    except (CheckpointError, FileNotFoundError, ValueError) as e:   # bad settings or inputs: the message says
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
