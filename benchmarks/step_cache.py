@@ -2,6 +2,7 @@
 
     python benchmarks/step_cache.py                          # demo model, 6 prompts, seed 0, every method
     python benchmarks/step_cache.py --model tiny --steps 50  # tiny random weights, 50 steps (calibrated first)
+    python benchmarks/step_cache.py --model tiny --size 832*480 --caches plan:0.5 --diffusers none   # at 480p
     python benchmarks/step_cache.py --caches easycache:0.1,magcache:0.12 --diffusers none --prompts 12 --seeds 0 1
 
 For every (prompt, seed) the uncached video is generated first; each cache setting then generates the same
@@ -117,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; tiny: 50)")
     ap.add_argument("--frames", type=int, default=None, help="frame_num (default: the model's native length)")
+    ap.add_argument("--size", default=None, help="W*H (default: the model's; any other size runs unchecked, "
+                                                  "e.g. --model tiny --size 832*480: tiny weights at a real size)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write every record to this file")
     a = ap.parse_args(argv)
@@ -130,6 +133,8 @@ def main(argv=None) -> int:
     kw = {"sample_steps": steps}
     if a.frames:
         kw["frame_num"] = a.frames
+    if a.size:
+        kw.update(size=a.size, strict_size=False)
     if a.model == "tiny":   # calibrate the random weights (what `python -m openwan.caches calibrate` does)
         os.environ["OPENWAN_STEP_CACHE_DIR"] = os.path.join(tmp, "cal")
         with torch.inference_mode():
