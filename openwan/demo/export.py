@@ -49,10 +49,11 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     has_config = (dit_path / "config.json").is_file()
     if has_config:
         dit = WanModel.from_pretrained(dit_path, dtype=torch.float32)
-    else:
-        from openwan.checkpoints import read_safetensors
-        sd = read_safetensors(dit_path)
-        patch = tuple(sd["patch_embedding.weight"].shape[2:]) if "patch_embedding.weight" in sd else None
+    else:   # the patch size, from the file's header (the weights are read once, by from_pretrained)
+        from safetensors import safe_open
+        with safe_open(str(dit_path), "pt") as f:
+            patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
+                     if "patch_embedding.weight" in f.keys() else None)
         dit = WanModel.from_pretrained(dit_path, dtype=torch.float32,
                                        config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_DIT)
     if dit.config not in (DEMO_DIT, DEMO_V2_DIT):
