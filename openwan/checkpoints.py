@@ -170,6 +170,20 @@ def dit_keys(path) -> set:
     return _dit_naming(path)[3]
 
 
+def dit_numel(path) -> int:
+    """The number of values in a DiT checkpoint's tensors (headers only, nothing loaded)."""
+    from safetensors import safe_open
+    total = 0
+    for f in _dit_naming(path)[0]:
+        with safe_open(str(f), "pt") as fh:
+            for k in fh.keys():
+                n = 1
+                for d in fh.get_slice(k).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
 def read_dit_shards(path, dtype=None, device=None) -> Iterator[dict]:
     """A DiT checkpoint's (folder or file, either layout) tensors shard by shard with official names: what
     :func:`load_dit` assigns, for reloading released weights (openwan.release)."""

@@ -58,3 +58,20 @@ def test_apply_threads_sets_torch():
         assert runtime.apply_threads(requested=1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("features", [AMX, AVX2])
+def test_auto_dtype_keeps_a_small_model_exact_on_any_cpu(monkeypatch, features):
+    """dtype auto on a CPU with fast bf16 keeps a small model in fp32 - with the very weights an fp32 load gives
+    (decided from the headers: read as bf16 and widened back, fp16 weights would lose 3 bits each)."""
+    import openwan.runtime as rt
+    from openwan.demo import DEMO_DIR
+    from openwan.pipelines.components import load_components
+    monkeypatch.setattr(rt, "cpu_features", lambda: frozenset(features))
+    auto = load_components(DEMO_DIR, dtype="auto")
+    exact = load_components(DEMO_DIR, dtype="fp32")
+    assert next(auto.dit.parameters()).dtype == torch.float32
+    if "amx_tile" in features:
+        assert "small model" in auto.dtype_reason
+    for (name, a), b in zip(auto.dit.state_dict().items(), exact.dit.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -78,12 +78,18 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
 
     from openwan.gguf import find_gguf
     plain = quantize is None and not any(find_gguf(d) for d in lay.dits)   # float safetensors: reloadable
+    small = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
+    auto_bf16_cpu = dtype == "auto" and dit_dtype != torch.float32 and on_device.type == "cpu"
+    if auto_bf16_cpu and not any(find_gguf(d) for d in lay.dits):
+        # decided from the headers before loading: weights read as bf16 and widened back would have lost bits
+        from openwan.checkpoints import dit_numel
+        if dit_numel(lay.dits[0]) < AUTO_BF16_MIN_PARAMS:
+            dit_dtype, dtype_reason, auto_bf16_cpu = torch.float32, small, False
     dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
-    if dtype == "auto" and dit_dtype != torch.float32 and on_device.type == "cpu" \
-            and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
-        dit_dtype = torch.float32
+    if auto_bf16_cpu and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
+        dit_dtype = torch.float32           # a GGUF DiT: its dequantized weights computed in fp32
         dit = dit.to(dit_dtype)
-        dtype_reason = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
+        dtype_reason = small
     dit_low = None
     if len(lay.dits) == 2:
         dit_low = load_dit(lay.dits[1], dit_dtype, torch.device("meta" if release_low and plain else "cpu"))
