@@ -108,6 +108,37 @@ def test_mid_windows_always_continue_and_shares_follow_the_config():
         assert abs(counts[m] - n * p) <= 5 * sd, (m, counts)          # 5 binomial standard deviations
 
 
+def test_focus_weights_the_object_and_is_the_plain_loss_when_off():
+    """focus: a position's weight grows with its distance from its frame's background, capped at 1 + focus; a
+    flat latent (all background) weighs 1 everywhere, so its weighted loss equals the unweighted one."""
+    obj = make(t2v=1, i2v=0, flf2v=0, continue_=0, focus=3.0, focus_scale=0.5)
+    x0 = torch.zeros(1, C, F, H, W)
+    x0[0, :, :, 1, 2] = 2.0                        # an "object" at one position of every frame: RMS distance 2
+    x0[0, :, :, 0, 0] = 0.25                       # a faint one: RMS 0.25 -> half the scale
+    w = obj.weights(x0)
+    assert w.shape == (1, 1, F, H, W)
+    assert bool((w[0, 0, :, 1, 2] == 4.0).all()) and bool((w[0, 0, :, 0, 0] == 2.5).all())
+    assert int((w == 1).sum()) == F * (H * W - 2)
+    flat = Batch(latent=torch.full((B, C, F, H, W), 0.3), context=[torch.randn(3, 8)] * B, extra={})
+    plain, _ = make(t2v=1, i2v=0, flf2v=0, continue_=0)(Spy(), flat, gens())
+    focused, _ = obj(Spy(), flat, gens())
+    assert abs(plain.item() - focused.item()) <= 8 * EPS * plain.item()
+    # the loss is the weighted mean, replayed by hand from each sample's draws
+    b = Batch(latent=x0.expand(B, -1, -1, -1, -1).clone(), context=[torch.randn(3, 8)] * B, extra={})
+    spy = Spy()
+    loss, _ = obj(spy, b, gens())
+    expect = 0.0
+    for i, g in enumerate(gens()):
+        sigma = TimestepSampling().sample(1, g)[0].double()
+        noise = torch.randn((C, F, H, W), generator=g).double()
+        x_t = (1 - sigma) * x0[0].double() + sigma * noise
+        err = (0.5 * x_t - (noise - x0[0].double())).pow(2)
+        expect += float((err * w[0].double()).sum() / (w.double().sum() * C)) / B
+    assert abs(loss.item() - expect) <= 16 * EPS * expect
+    with pytest.raises(ValueError, match="focus"):
+        CleanFrames(focus=-1)
+
+
 def test_bad_settings_are_clear_errors():
     with pytest.raises(ValueError, match="mode shares"):
         CleanFrames(t2v=0, i2v=0, flf2v=0, continue_=0)

@@ -496,6 +496,8 @@ def main(argv=None) -> int:
                    help="clean_frames: t2v, i2v, flf2v and continuation in one model (openwan.training.clean_frames)")
     g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
+    g.add_argument("--clean_focus", type=float, default=0.0,
+                   help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
                                                    "schedule still spanning --dit_steps")
     g.add_argument("--dit_validate_every", type=int, default=250,
@@ -536,8 +538,10 @@ def main(argv=None) -> int:
                 shares = [float(v) for v in a.clean_shares.split(",")]
                 if len(shares) != 4:
                     raise ValueError(f"--clean_shares needs 4 numbers (t2v,i2v,flf2v,continue), got {a.clean_shares}")
-                objective = {"name": "clean_frames", "options": dict(zip(("t2v", "i2v", "flf2v", "continue"),
-                                                                          shares))}
+                options = dict(zip(("t2v", "i2v", "flf2v", "continue"), shares))
+                if a.clean_focus:
+                    options["focus"] = a.clean_focus
+                objective = {"name": "clean_frames", "options": options}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
                       stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective)
