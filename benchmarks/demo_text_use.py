@@ -1,6 +1,7 @@
 """Does a demo DiT read each attribute from its prompt? Its loss with the right caption against wrong ones.
 
     python benchmarks/demo_text_use.py runs/demo2/dit/checkpoints/step-00003883 --latents runs/demo2/latents.pt
+    python benchmarks/demo_text_use.py openwan/demo/assets/demo_checkpoint --latents runs/demo1/latents.pt
 
 For ``--n`` one-object clips of a translation motion (left, right, up, down) the text-to-video flow-matching
 loss of the checkpoint's EMA weights (``ema.safetensors``, or a ``.safetensors`` file; DEMO_V2_DIT) is measured
@@ -23,7 +24,8 @@ PHRASE = {"left": "moving to the left", "right": "moving to the right", "up": "m
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="a Trainer checkpoint folder (holding ema.safetensors) or a .safetensors file")
+    ap.add_argument("checkpoint", help="a Trainer checkpoint folder (holding ema.safetensors), a .safetensors file, "
+                    "or a model folder (config.json: e.g. openwan/demo/assets/demo_checkpoint)")
     ap.add_argument("--latents", default="runs/demo2/latents.pt")
     ap.add_argument("--n", type=int, default=16, help="clips")
     ap.add_argument("--ts", default="0.3,0.6,0.9", help="noise levels sigma")
@@ -37,8 +39,12 @@ def main(argv=None) -> int:
     from openwan.models.dit import WanModel
     from openwan.models.text_encoder import TextEncoder
     path = Path(a.checkpoint)
-    model = WanModel(DEMO_V2_DIT).eval()
-    model.load_state_dict(read_safetensors(path / "ema.safetensors" if path.is_dir() else path))
+    if (path / "config.json").exists():                      # a model folder (the shipped demo: DEMO_DIR)
+        model = WanModel.from_pretrained(path).eval()
+    else:
+        model = WanModel(DEMO_V2_DIT).eval()
+        model.load_state_dict(read_safetensors(path / "ema.safetensors" if path.is_dir() else path))
+    _, ph, pw = model.config.patch_size
     encoder = TextEncoder.from_pretrained(DEMO_DIR)
     data = torch.load(a.latents, weights_only=False)
     colors, shapes = list(world.COLORS), list(world.SHAPES)
@@ -60,7 +66,7 @@ def main(argv=None) -> int:
             for t in ts:
                 noise = torch.randn(x0.shape, generator=g)
                 x_t = (1 - t) * x0 + t * noise
-                tokens = x0.shape[2] * (x0.shape[3] // 2) * (x0.shape[4] // 2)
+                tokens = x0.shape[2] * (x0.shape[3] // ph) * (x0.shape[4] // pw)
                 tt = torch.full((1, tokens), round(t * 1000.0), dtype=torch.float32)
                 for k in kinds:
                     loss[(k, t)] += float((model(x_t, tt, [ctx[k]]) - (noise - x0)).pow(2).mean())
