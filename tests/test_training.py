@@ -720,3 +720,29 @@ def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
     assert sorted(p.name for p in clean_leftovers(root)) == [".step-00000000.deleting", ".step-00000009.tmp",
                                                              "step-00000001"]
     assert sorted(p.name for p in root.iterdir()) == ["step-00000002"]
+
+
+def test_auto_precision_follows_the_cpu_and_the_model_size(tmp_path, monkeypatch):
+    """precision auto: bf16 autocast on CUDA and on AMX CPUs for models of >= 50M parameters (1.9x faster a
+    training step at the 1.3B width there), fp32 for small models and CPUs without fast bf16."""
+    from openwan import runtime
+    amx, avx2 = {"amx_tile", "amx_bf16", "avx512_bf16"}, {"avx2"}
+    big, small = runtime.BF16_MIN_PARAMS, runtime.BF16_MIN_PARAMS - 1
+    assert runtime.training_precision("auto", "cpu", big, amx)[0] == "bf16"
+    assert runtime.training_precision("auto", "cpu", small, amx) == (
+        "fp32", f"auto: a small model ({small / 1e6:.1f}M parameters: bf16 gains nothing at its GEMM sizes)")
+    assert runtime.training_precision("auto", "cpu", big, avx2)[0] == "fp32"
+    assert runtime.training_precision("auto", "cuda", 10, avx2)[0] == "bf16"
+    assert runtime.training_precision("fp32", "cpu", big, amx) == ("fp32", "as requested")
+    assert runtime.training_precision("bf16", "cpu", small, avx2) == ("bf16", "as requested")
+    # the Trainer asks with its model's parameter count: a tiny model on a (faked) AMX CPU stays fp32
+    monkeypatch.setattr(runtime, "cpu_features", lambda: frozenset(amx))
+    tr = Trainer(config(tmp_path / "a", steps=1, batch_size=1), model=rand_model(), dataset=latents(2))
+    assert tr.autocast_dtype is None and tr.precision == "fp32" and "small model" in tr.precision_reason
+    monkeypatch.setattr(runtime, "BF16_MIN_PARAMS", 10)
+    tr = Trainer(config(tmp_path / "b", steps=1, batch_size=1), model=rand_model(), dataset=latents(2))
+    assert tr.autocast_dtype == torch.bfloat16 and tr.train()["precision"] == "bf16"
+    monkeypatch.setattr(runtime, "cpu_features", lambda: frozenset(avx2))
+    with pytest.warns(UserWarning, match="bf16 autocast is slow on a CPU without AMX"):
+        Trainer(config(tmp_path / "c", steps=1, batch_size=1, precision="bf16"), model=rand_model(),
+                dataset=latents(2))

@@ -128,7 +128,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are
 # too small for bf16 GEMM to pay for the casts (the embedded demo DiT has 1.8M parameters).
-AUTO_BF16_MIN_PARAMS = 50_000_000
+AUTO_BF16_MIN_PARAMS = 50_000_000                # = openwan.runtime.BF16_MIN_PARAMS (training's rule)
 
 
 def _dit_dtype(dtype, device: torch.device) -> tuple[torch.dtype, str]:

@@ -278,7 +278,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: Optional[float] = 1.0
     gradient_checkpointing: bool = False
-    precision: str = "auto"                          # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"                          # auto (bf16: CUDA, AMX CPUs >= 50M params) | fp32 | bf16
     parallel: str = "auto"                           # auto (fsdp when >1 process) | fsdp | ddp | none
     checkpoint_every: int = 500
     keep_checkpoints: int = 3

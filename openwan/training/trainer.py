@@ -174,12 +174,6 @@ class Trainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.out = Path(str(cfg.output_dir))
         self.on_validate = on_validate
-        precision = cfg.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        elif precision == "bf16" and self.device.type == "cpu":
-            warnings.warn("bf16 autocast on the CPU is very slow; precision fp32 is the CPU default", stacklevel=2)
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2 ** 32)
         torch.manual_seed(cfg.seed)
@@ -208,6 +202,14 @@ class Trainer:
                               "use model.dtype fp32 (bf16 compute comes from precision: bf16)", stacklevel=2)
             self.module.requires_grad_(True)
         self.module.gradient_checkpointing = cfg.gradient_checkpointing
+        from openwan import runtime
+        precision, self.precision_reason = runtime.training_precision(
+            cfg.precision, self.device, sum(p.numel() for p in self.module.parameters()))
+        if cfg.precision == "bf16" and self.device.type == "cpu" and not runtime.fast_bf16(self.device)[0]:
+            warnings.warn("bf16 autocast is slow on a CPU without AMX; precision fp32 (or auto) is faster here",
+                          stacklevel=2)
+        self.precision = precision
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.trainable_names = [n for n, p in self.module.named_parameters() if p.requires_grad]
         self.model, self.parallel = wrap_model(self.module, cfg.parallel, self.device)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
@@ -380,7 +382,8 @@ class Trainer:
             if cfg.save_final:
                 self.export()
         summary = {"step": self.step, "loss": self.history[-1] if self.history else None,
-                   "stopped": self._stop, "output_dir": str(self.out), "resumed": resumed}
+                   "stopped": self._stop, "output_dir": str(self.out), "resumed": resumed,
+                   "precision": self.precision}
         self.close()
         return summary
 
