@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     print("t      right   motion  color   shape")
     for t in ts:
         r = loss[("right", t)] / n
-        print(f"{t:.1f}  {r:7.4f}  " + "  ".join(f"{loss[(k, t)] / n / r:5.2f}x" for k in kinds[1:]))
+        print(f"{t:.2f}  {r:7.4f}  " + "  ".join(f"{loss[(k, t)] / n / r:5.2f}x" for k in kinds[1:]))
     return 0
 
 
