@@ -397,3 +397,21 @@ def test_the_next_demo_exports_as_a_candidate_with_its_variant(tmp_path):
     assert pipe.task == "ti2v" and pipe.dit.config == DEMO_V2_DIT and (d.frame_num, d.size) == (33, "128*128")
     assert (pipe.vae.config.mean, pipe.vae.config.std) == (stats["mean"], stats["std"])
     assert pipe(SEEN_PROMPT, seed=0, sample_steps=1, frame_num=5).frames[0].shape == (5, 128, 128, 3)
+
+
+def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
+    """--dit_subset one-object-classic: only clips of one object doing a classic motion become training items."""
+    from openwan.demo.train import build_dataset
+    attrs = [[("red", "circle", "left")], [("red", "circle", "bounce_lr")],
+             [("red", "circle", "left"), ("blue", "square", "up")], [("blue", "square", "growing")]]
+    caps = [[f"clip {i} a", f"clip {i} b"] for i in range(4)]
+    data = {"latents": torch.randn(4, 4, 5, 2, 2), "captions": caps, "attributes": attrs, "frames": 17,
+            "text": {c: torch.full((2, 8), float(i)) for i, c in enumerate([""] + [c for cs in caps for c in cs])}}
+    torch.save(data, tmp_path / "latents.pt")
+    every, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0)
+    some, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="one-object-classic")
+    assert len(every) == 8 and len(some) == 4
+    kept = {float(some[i]["context"][0, 0]) for i in range(len(some))}
+    assert kept == {float(data["text"][c][0, 0]) for c in caps[0] + caps[3]}
+    with pytest.raises(ValueError, match="unknown subset"):
+        build_dataset(tmp_path / "latents.pt", subset="two")

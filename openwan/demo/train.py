@@ -287,11 +287,19 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 # ============================================================================ stage 3: DiT
 
-def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0):
+SUBSETS = ("all", "one-object-classic")
+
+
+def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all"):
     """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
     items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
-    ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``."""
+    ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
+    ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
+    prompt's motion before the harder clips: docs/demo.md)."""
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
+    from openwan.demo import world
     from openwan.demo.latents import windows
     from openwan.training.data import InMemoryLatentDataset
     data = torch.load(latents_file, map_location="cpu", weights_only=False)
@@ -301,6 +309,9 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     frames = data.get("frames", DEMO_FRAMES)
     items = []
     for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
+        attrs = data["attributes"][i]
+        if subset == "one-object-classic" and (len(attrs) != 1 or attrs[0][2] not in world.CLASSIC_MOTIONS):
+            continue
         for win, mid in windows(z, frames):
             for c in caps:
                 ctx = text[""] if rng.random() < caption_dropout else text[c]
@@ -387,7 +398,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
-              stop_at: Optional[int] = None, objective: Optional[dict] = None) -> Path:
+              stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all") -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_DIT``) lets experiments try other sizes; export checks it equals DEMO_DIT.
     ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init.
@@ -398,7 +409,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
-    dataset, data = build_dataset(latents_file, caption_dropout, seed)
+    dataset, data = build_dataset(latents_file, caption_dropout, seed, subset)
     log(f"dit: {len(dataset)} training items")
     dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_DIT).to_dict().items()}
     config = {
@@ -496,6 +507,8 @@ def main(argv=None) -> int:
                    help="clean_frames: t2v, i2v, flf2v and continuation in one model (openwan.training.clean_frames)")
     g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
+    g.add_argument("--dit_subset", choices=SUBSETS, default="all",
+                   help="train on these clips only (one-object-classic: one object, a classic motion)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -544,7 +557,8 @@ def main(argv=None) -> int:
                 objective = {"name": "clean_frames", "options": options}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
-                      stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective)
+                      stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective,
+                      subset=a.dit_subset)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
