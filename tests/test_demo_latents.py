@@ -29,8 +29,21 @@ def test_merge_keeps_every_clip_in_order(tmp_path):
     assert [tuple(z.shape) for z in m["latents"]] == [tuple(z.shape) for z in a["latents"] + b["latents"]]
     assert m["captions"] == a["captions"] + b["captions"] and len(m["attributes"]) == 5
     assert m["text"].keys() == a["text"].keys() | b["text"].keys()
+    assert all(torch.equal(m["text"][c], f) for c, f in a["text"].items())   # the first file's features
     assert m["last_still"][:, 0, 0, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert (m["size"], m["frames"], m["extend"], m["vae_config"]) == (128, 33, 16, a["vae_config"])
+
+
+def test_merge_takes_features_rounded_in_another_batch(tmp_path):
+    """The same encoder run on another batch of captions rounds a few ulps differently: that merges; another
+    encoder (features off at their own scale) does not."""
+    eps = torch.finfo(torch.float32).eps
+    _latents_file(tmp_path / "a.pt", 2, 0)
+    _latents_file(tmp_path / "ulps.pt", 2, 0, text_scale=1 + 8 * eps)
+    _latents_file(tmp_path / "other.pt", 2, 0, text_scale=1 + 1e-3)
+    merge_latents([tmp_path / "a.pt", tmp_path / "ulps.pt"], tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="text encoder"):
+        merge_latents([tmp_path / "a.pt", tmp_path / "other.pt"], tmp_path / "m.pt")
 
 
 def test_merge_refuses_what_does_not_fit(tmp_path):
