@@ -202,6 +202,51 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     return out
 
 
+def merge_latents(paths, out: Path) -> Path:
+    """One latents file of several made by :func:`encode_latents` (e.g. a set of one-object clips added to a
+    mixed one): clips, captions and attributes in the order given, the caption features united. The files
+    must share the VAE (config and latent statistics), the clip size and native length, and all carry
+    ``last_still`` or none; written atomically to ``out``."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError("merging needs at least two latents files")
+    if Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"the merged file {out} would overwrite one of its inputs: write it elsewhere")
+    parts = []
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"latents file not found: {p}")
+        parts.append(torch.load(p, map_location="cpu", weights_only=False))
+    first = parts[0]
+    for p, d in zip(paths[1:], parts[1:]):
+        for key in ("vae_config", "size", "frames"):
+            if d.get(key) != first.get(key):
+                raise ValueError(f"{p} was made with another {key} than {paths[0]} ({d.get(key)} vs "
+                                 f"{first.get(key)}): only latents of the same VAE, size and length merge")
+        if ("last_still" in d) != ("last_still" in first):
+            raise ValueError(f"{p} and {paths[0]}: one has last-frame stills (--still), the other not; "
+                             f"encode both with or both without --still")
+    latents = [z for d in parts for z in d["latents"]]
+    text = {}
+    for p, d in zip(paths, parts):
+        for caption, feats in d["text"].items():
+            if caption in text and not torch.equal(text[caption], feats):
+                raise ValueError(f"{p}: the features of {caption!r} differ from another file's (another text "
+                                 f"encoder?): only latents of the same text encoder merge")
+            text[caption] = feats
+    same = len({tuple(z.shape) for z in latents}) == 1
+    result = {"latents": torch.stack(latents) if same else latents,
+              "captions": [c for d in parts for c in d["captions"]],
+              "attributes": [a for d in parts for a in d["attributes"]], "text": text,
+              "vae_config": first["vae_config"], "size": first["size"], "frames": first["frames"],
+              "extend": max(d.get("extend", 0) for d in parts)}
+    if "last_still" in first:
+        result["last_still"] = torch.cat([d["last_still"] for d in parts])
+    _atomic_torch_save(result, Path(out))
+    log(f"latents: merged {len(latents)} clips from {len(paths)} files into {out}")
+    return Path(out)
+
+
 def windows(latent: torch.Tensor, frames: int, temporal_ratio: int = 4) -> list[tuple[torch.Tensor, bool]]:
     """The training windows of a clip's latent: (window [z, T, h, w], starts mid-motion). A native-length latent
     is one window; an extended one gives the window from frame 0 and the last native-length window (which does

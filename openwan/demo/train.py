@@ -472,7 +472,8 @@ def _dit_overrides(a) -> DiTConfig:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m openwan.demo.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae"), default="all")
+    ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae", "merge-latents"), default="all",
+                    help="a stage, all of them in order, eval-vae, or merge-latents (--merge FILE FILE...)")
     ap.add_argument("--work_dir", default="runs/demo")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--seed", type=int, default=0)
@@ -505,6 +506,8 @@ def main(argv=None) -> int:
                    help="render looping clips this many frames longer (a multiple of 4): a second, mid-motion window")
     g.add_argument("--still", action="store_true", help="also encode each clip's last frame as a still (flf2v)")
     g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
+    g.add_argument("--merge", nargs="+", metavar="FILE",
+                   help="with --stage merge-latents: these latents files, merged into WORK_DIR/latents.pt")
     g.add_argument("--restat", type=int, default=0,
                    help="with --init_vae: measure the latent mean/std anew on this many clips at --size/--frames")
     g = ap.add_argument_group("dit")
@@ -566,6 +569,12 @@ def main(argv=None) -> int:
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
                            frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob)
+        elif stage == "merge-latents":
+            if not a.merge:
+                raise ValueError("--stage merge-latents needs --merge FILE FILE ... (latents files to merge)")
+            from openwan.demo.latents import merge_latents
+            work.mkdir(parents=True, exist_ok=True)
+            merge_latents(a.merge, work / "latents.pt")
         elif stage == "dit":
             cfg = _dit_overrides(a)
             init = Path(a.init_dit) if a.init_dit else None
