@@ -54,13 +54,13 @@ def test_diffusers_from_pretrained_runs_to_openwans_output(folders):
     from openwan.pipelines.base import make_noise
     steps, seed, scale = 4, 7, 5.0
     ours = load_pipeline("demo", progress=False)
-    ref = ours(PROMPT, seed=seed, sample_steps=steps, output_type="latent").latents
-    video = ours(PROMPT, seed=seed, sample_steps=steps, output_type="np").frames[0]
+    ref = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="latent").latents
+    video = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="np").frames[0]
     # This network's response to fp32 rounding: the same run with the time sinusoid and RoPE in fp32 instead of
     # float64 (diffusers' choice) perturbs its inputs by ~1 ulp; diffusers rounds at other places too (text
     # encoder, attention, solver arithmetic) by the same ulps, so its distance is bounded by a few times this.
     ours.dit.sinusoid_dtype = ours.dit.rope_dtype = torch.float32
-    ref32 = ours(PROMPT, seed=seed, sample_steps=steps, output_type="latent").latents
+    ref32 = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="latent").latents
     ours.dit.sinusoid_dtype = ours.dit.rope_dtype = torch.float64
     floor = max((ref - ref32).abs().max().item(), torch.finfo(torch.float32).eps * ref.abs().max().item())
 

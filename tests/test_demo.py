@@ -467,7 +467,8 @@ def test_export_ships_v2_into_the_package_and_v1_into_a_folder_of_its_own(tmp_pa
 
 
 def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
-    """--dit_subset one-object-classic: only clips of one object doing a classic motion become training items."""
+    """--dit_subset one-object-classic: only clips of one object doing a classic motion become training items;
+    classic: the clips of one or two objects doing classic motions."""
     from openwan.demo.train import build_dataset
     attrs = [[("red", "circle", "left")], [("red", "circle", "bounce_lr")],
              [("red", "circle", "left"), ("blue", "square", "up")], [("blue", "square", "growing")]]
@@ -480,5 +481,8 @@ def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
     assert len(every) == 8 and len(some) == 4
     kept = {float(some[i]["context"][0, 0]) for i in range(len(some))}
     assert kept == {float(data["text"][c][0, 0]) for c in caps[0] + caps[3]}
+    classic, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="classic")
+    assert {float(classic[i]["context"][0, 0]) for i in range(len(classic))} == {
+        float(data["text"][c][0, 0]) for c in caps[0] + caps[2] + caps[3]}
     with pytest.raises(ValueError, match="unknown subset"):
         build_dataset(tmp_path / "latents.pt", subset="two")

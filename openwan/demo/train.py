@@ -295,7 +295,7 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 # ============================================================================ stage 3: DiT
 
-SUBSETS = ("all", "one-object-classic")
+SUBSETS = ("all", "one-object-classic", "classic")
 
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all"):
@@ -304,7 +304,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
     ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
     ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
-    prompt's motion before the harder clips: docs/demo.md)."""
+    prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
+    do classic motions."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     from openwan.demo import world
@@ -318,7 +319,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     items = []
     for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
         attrs = data["attributes"][i]
-        if subset == "one-object-classic" and (len(attrs) != 1 or attrs[0][2] not in world.CLASSIC_MOTIONS):
+        if subset != "all" and (any(a[2] not in world.CLASSIC_MOTIONS for a in attrs)
+                                or (subset == "one-object-classic" and len(attrs) != 1)):
             continue
         for win, mid in windows(z, frames):
             for c in caps:
@@ -529,7 +531,8 @@ def main(argv=None) -> int:
     g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
     g.add_argument("--dit_subset", choices=SUBSETS, default="all",
-                   help="train on these clips only (one-object-classic: one object, a classic motion)")
+                   help="train on these clips only (one-object-classic: one object, a classic motion; "
+                        "classic: one or two objects, classic motions)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
