@@ -1,7 +1,8 @@
-"""Image-to-video: animate a picture (needs an I2V checkpoint; the embedded demo model is text-to-video only).
+"""Image-to-video: animate a picture (an I2V or TI2V checkpoint, or --ckpt_dir demo: the embedded TI2V-style model).
 
     python examples/image_to_video.py --ckpt_dir ./Wan2.1-I2V-14B-480P --image cat.jpg \
         --prompt "the cat turns its head and yawns" --size 832*480
+    python examples/image_to_video.py --ckpt_dir demo --image start.png --prompt "a red circle moving to the right"
 
 --size picks the area; the aspect ratio is the image's. Settings left out take the checkpoint's defaults
 (40 steps, shift 3.0 at 480P and 5.0 at 720P, guidance 5).

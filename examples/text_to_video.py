@@ -1,6 +1,6 @@
 """Text-to-video with openwan's Python API (the embedded demo model unless --ckpt_dir is given).
 
-    python examples/text_to_video.py                                      # demo: 64x64, 17 frames, 30 steps
+    python examples/text_to_video.py                                      # demo: 128x128, 33 frames, 30 steps
     python examples/text_to_video.py --prompt "a blue square moving up" --steps 10 --out square.mp4
     python examples/text_to_video.py --ckpt_dir ./Wan2.1-T2V-1.3B --size 832*480 --prompt "A cat walks on the grass"
 """

@@ -16,6 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from openwan.demo import DEMO_SAMPLE
+
+FRAMES, FPS = DEMO_SAMPLE.frame_num, DEMO_SAMPLE.fps          # the shipped demo's clips: 33 frames, 128 px, 16 fps
+SIZE = int(DEMO_SAMPLE.size.split("*")[0])
+
 
 def make_dataset(folder: Path, attributes, clips: int, seed: int = 0) -> Path:
     """Render `clips` clips of one (color, shape, motion) from the demo's world, with their captions."""
@@ -25,8 +30,8 @@ def make_dataset(folder: Path, attributes, clips: int, seed: int = 0) -> Path:
     rows = ["path,caption"]
     for i in range(clips):
         clip = world.make_clip(seed + i, attributes=[attributes])
-        frames = world.render_clip(clip, size=64, frames=17)          # uint8 [17, 64, 64, 3]
-        write_video(frames, folder / f"clip{i:03d}.mp4", fps=8, overwrite=True)
+        frames = world.render_clip(clip, size=SIZE, frames=FRAMES)    # uint8 [33, 128, 128, 3]: the demo's own
+        write_video(frames, folder / f"clip{i:03d}.mp4", fps=FPS, overwrite=True)
         rows.append(f'clip{i:03d}.mp4,"{clip.caption}"')
     (folder / "captions.csv").write_text("\n".join(rows) + "\n")
     return folder / "captions.csv"
@@ -36,7 +41,7 @@ def lora_config(captions: Path, out: Path, steps: int, batch_size: int = 4) -> d
     from openwan.demo import demo_checkpoint_dir
     return {
         "model": {"path": str(demo_checkpoint_dir()), "dtype": "fp32"},
-        "data": {"file": str(captions), "buckets": [[17, 64, 64]], "fps": 8, "cache_dir": str(out / "cache")},
+        "data": {"file": str(captions), "buckets": [[FRAMES, SIZE, SIZE]], "fps": FPS, "cache_dir": str(out / "cache")},
         "optimizer": {"lr": 5e-4, "weight_decay": 0.0},
         "schedule": {"type": "constant", "warmup_steps": 0},
         "timesteps": {"distribution": "logit_normal", "shift": 3.0},     # the demo samples with shift 3

@@ -1,5 +1,5 @@
 """VACE: generate under a control video, a mask (inpaint / outpaint) and/or reference images
-(needs a VACE checkpoint; the embedded demo model is text-to-video only).
+(needs a VACE checkpoint; the embedded demo model has no VACE layers).
 
     # follow a control video (depth, pose, gray ...)
     python examples/vace.py --ckpt_dir ./Wan2.1-VACE-1.3B --src_video depth.mp4 --prompt "a dancer on a stage"

@@ -1,6 +1,6 @@
 """Video-to-video (SDEdit): re-noise a source video part of the way and denoise it with a new prompt.
 
-Works with any text-to-video model, the embedded demo included. Without --src_video the demo first makes its
+Works with any text-to-video or TI2V model, the embedded demo included. Without --src_video the demo first makes its
 own source clip (a red circle moving right) and turns it into a blue one.
 
     python examples/video_to_video.py                                         # demo, made-up source
@@ -8,7 +8,7 @@ own source clip (a red circle moving right) and turns it into a blue one.
     python examples/video_to_video.py --ckpt_dir ./Wan2.1-T2V-1.3B --src_video in.mp4 --size 832*480 --prompt "..."
 
 A video file is resampled to --src_fps frames per second first (the pipeline's default is Wan's 16; give the
-source's own rate, or 0 for every frame, to keep its frames as they are: the demo's clips are 8 fps).
+source's own rate, or 0 for every frame, to keep its frames as they are: the demo's clips are 16 fps).
 """
 import argparse
 import sys

@@ -110,7 +110,7 @@ def _generate_parser(sub):
                    help="decode with the VAE in overlapping spatial tiles of this size (default 256): bounded "
                         "decode memory for large frames, seams blended (not bit-identical to untiled)")
     p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
-                   help="--frame_num past the model's native length (81; the demo's 17): windows (default: "
+                   help="--frame_num past the model's native length (81; the demo's 33): windows (default: "
                         "overlapping windows denoised together, one trajectory), continue (window after window, "
                         "each continuing the last one's latent frames) or none (one pass over every frame). "
                         "A prompt 'A | B' spreads its parts over the windows")
@@ -256,6 +256,7 @@ def cmd_generate(a) -> int:
         pipe_task = _route(a, ckpt, variant) or pipe_task
 
     import torch
+
     from openwan.pipelines import load_pipeline
     if a.threads is not None:
         torch.set_num_threads(a.threads)
@@ -386,6 +387,7 @@ def _refuse_if_too_big(a, variant, offload: str) -> None:
     openwan.plan estimates to need more than the device has. Only where the device's memory is known (CUDA)
     and the model is a published variant."""
     import torch
+
     from openwan import plan as planner
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     budget = planner.device_memory_of(device)
@@ -423,6 +425,7 @@ def _setup_distributed(a):
         raise CLIError("--dit_fsdp keeps the sharded DiT in place: use it without --offload_model sequential")
     import torch
     import torch.distributed as dist
+
     from openwan.parallel import init_process_group
     created = init_process_group()
     if torch.cuda.is_available() and (a.device is None or a.device == "cuda"):
@@ -485,7 +488,9 @@ def cmd_convert(a) -> int:
         dst = convert_checkpoint(a.src, a.dst, a.quantize, build=WanModel)
         print(f"wrote the {a.quantize} DiT to {dst}")
         return 0
-    from openwan.convert import convert     # Wan 2.1, Wan 2.2 (both experts, TI2V), the demo
+    from openwan.convert import (
+        convert,  # Wan 2.1, Wan 2.2 (both experts, TI2V), the demo
+    )
     dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
     print(f"wrote the {a.to} layout to {dst}")
     return 0
@@ -520,6 +525,7 @@ def _plan_parser(sub):
 
 def cmd_plan(a) -> int:
     import torch
+
     from openwan import plan as planner
     from openwan.pipelines.base import lookup_variant
     try:

@@ -289,32 +289,43 @@ TINY_VARIANTS: dict[str, Variant] = {
 # ---- the embedded demo model (openwan.demo ships its weights; openwan/demo/train.py keeps them in sync) ----
 DEMO_TEXT_ENCODER = TextEncoderConfig(vocab=1000, dim=128, dim_attn=128, dim_ffn=256, num_heads=4, num_layers=2,
                                       text_len=32)
-# The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
-DEMO_VAE = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 8), num_res_blocks=1, attn_scales=(),
-                     temporal_downsample=(False, True, True),
-                     mean=(-0.1094, 0.1125, -0.3659, -0.2712, -0.013, -0.2894, 0.2902, -0.2672,
-                           -0.0064, 0.1434, -0.1982, -0.4761, 0.3349, -0.1938, -0.3018, 0.095),
-                     std=(0.8874, 1.0143, 1.0944, 0.9364, 0.6674, 0.4543, 0.8954, 1.198,
-                          0.9253, 0.9718, 0.9995, 1.1265, 1.1449, 1.0283, 0.761, 0.5871))
-DEMO_DIT = DiTConfig(model_type="t2v", patch_size=(1, 1, 1), text_len=32, in_dim=16, dim=128, ffn_dim=512,
-                     freq_dim=256, text_dim=128,
-                     out_dim=16, num_heads=4, num_layers=6)
-DEMO_SAMPLE = SampleDefaults(steps=30, shift=3.0, guide_scale=5.0, frame_num=17, solver="unipc",
-                             sizes=("64*64",), size="64*64", fps=8, negative_prompt="")
-DEMO_VARIANT = Variant("demo", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_SAMPLE)
-# The next demo (issue 22, in training: `python -m openwan.demo.train` with the options in docs/demo.md): one
-# TI2V-style model (clean frames at timestep 0, openwan.training.clean_frames) for text-, image-,
-# first-last-frame-to-video and long-video continuation, 128x128, 33 frames at 16 fps, grown from DEMO_DIT's
-# weights to patch (1, 2, 2) (8 x 8 tokens per latent frame, as before). The VAE is DEMO_VAE's, its latent
-# statistics measured at the new size. When it ships, these become DEMO_DIT / DEMO_SAMPLE / DEMO_VARIANT.
-DEMO_V2_DIT = DEMO_DIT.replace(model_type="ti2v", patch_size=(1, 2, 2))
-DEMO_V2_SAMPLE = DEMO_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16)
-DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
-# The demo model distilled (openwan distill, docs/distill.md) into a 4-step guidance-free student: Euler on
-# LightX2V's [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid, 1000 -> 999).
-DEMO_4STEP_SAMPLE = DEMO_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
-                                        timesteps=(999, 900, 750, 500))
-DEMO_4STEP_VARIANT = Variant("demo-4step", "t2v", DEMO_DIT, DEMO_VAE, DEMO_TEXT_ENCODER, sample=DEMO_4STEP_SAMPLE)
+# v1, the first demo (text-to-video, 64x64, 17 frames at 8 fps). Its distilled student demo-4step still ships on
+# it. The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
+DEMO_V1_VAE = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 8), num_res_blocks=1, attn_scales=(),
+                        temporal_downsample=(False, True, True),
+                        mean=(-0.1094, 0.1125, -0.3659, -0.2712, -0.013, -0.2894, 0.2902, -0.2672,
+                              -0.0064, 0.1434, -0.1982, -0.4761, 0.3349, -0.1938, -0.3018, 0.095),
+                        std=(0.8874, 1.0143, 1.0944, 0.9364, 0.6674, 0.4543, 0.8954, 1.198,
+                             0.9253, 0.9718, 0.9995, 1.1265, 1.1449, 1.0283, 0.761, 0.5871))
+DEMO_V1_DIT = DiTConfig(model_type="t2v", patch_size=(1, 1, 1), text_len=32, in_dim=16, dim=128, ffn_dim=512,
+                        freq_dim=256, text_dim=128, out_dim=16, num_heads=4, num_layers=6)
+DEMO_V1_SAMPLE = SampleDefaults(steps=30, shift=3.0, guide_scale=5.0, frame_num=17, solver="unipc",
+                                sizes=("64*64",), size="64*64", fps=8, negative_prompt="")
+DEMO_V1_VARIANT = Variant("demo", "t2v", DEMO_V1_DIT, DEMO_V1_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V1_SAMPLE)
+# v2, the shipped demo (issue 22; the recipe in docs/demo.md): one TI2V-style model (clean frames at timestep 0,
+# openwan.training.clean_frames) for text-, image-, first-last-frame-to-video and long-video continuation,
+# 128x128, 33 frames at 16 fps, grown from v1's DiT to patch (1, 2, 2) (8 x 8 tokens per latent frame, as
+# before), trained on one- and two-object scenes and finished on one-object ones (it draws one object per video).
+# The VAE is v1's, its latent statistics measured at the new size.
+DEMO_V2_DIT = DEMO_V1_DIT.replace(model_type="ti2v", patch_size=(1, 2, 2))
+DEMO_V2_VAE = DEMO_V1_VAE.replace(
+    mean=(-0.1813, 0.1483, -0.4712, -0.3175, -0.0213, -0.3524, 0.398, -0.3125,
+          0.0202, 0.0223, -0.184, -0.5971, 0.4451, -0.1486, -0.275, 0.1631),
+    std=(0.7272, 0.8609, 0.9924, 1.0686, 0.5956, 0.428, 0.6818, 1.1729,
+         0.6121, 0.8335, 0.9672, 1.0678, 1.111, 0.9732, 0.6856, 0.5274))
+# Guidance 2 (v1: 5): at 5 the text-to-video circles come out lopsided (15 of 24 drawn as circles, 2 seeds); at
+# 2, 24 of 24 with the motions unchanged (docs/demo.md, "Shipping v2").
+DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0)
+DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
+# The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
+DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT
+# v1 distilled (openwan distill, docs/distill.md) into a 4-step guidance-free student: Euler on LightX2V's
+# [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid, 1000 -> 999). Its DiT and
+# VAE statistics are v1's: it loads the shipped VAE weights with DEMO_V1_VAE's normalization.
+DEMO_4STEP_SAMPLE = DEMO_V1_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
+                                           timesteps=(999, 900, 750, 500))
+DEMO_4STEP_VARIANT = Variant("demo-4step", "t2v", DEMO_V1_DIT, DEMO_V1_VAE, DEMO_TEXT_ENCODER,
+                             sample=DEMO_4STEP_SAMPLE)
 
 
 def get_variant(name: str) -> Variant:

@@ -54,13 +54,13 @@ def test_diffusers_from_pretrained_runs_to_openwans_output(folders):
     from openwan.pipelines.base import make_noise
     steps, seed, scale = 4, 7, 5.0
     ours = load_pipeline("demo", progress=False)
-    ref = ours(PROMPT, seed=seed, sample_steps=steps, output_type="latent").latents
-    video = ours(PROMPT, seed=seed, sample_steps=steps, output_type="np").frames[0]
+    ref = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="latent").latents
+    video = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="np").frames[0]
     # This network's response to fp32 rounding: the same run with the time sinusoid and RoPE in fp32 instead of
     # float64 (diffusers' choice) perturbs its inputs by ~1 ulp; diffusers rounds at other places too (text
     # encoder, attention, solver arithmetic) by the same ulps, so its distance is bounded by a few times this.
     ours.dit.sinusoid_dtype = ours.dit.rope_dtype = torch.float32
-    ref32 = ours(PROMPT, seed=seed, sample_steps=steps, output_type="latent").latents
+    ref32 = ours(PROMPT, seed=seed, sample_steps=steps, guide_scale=scale, output_type="latent").latents
     ours.dit.sinusoid_dtype = ours.dit.rope_dtype = torch.float64
     floor = max((ref - ref32).abs().max().item(), torch.finfo(torch.float32).eps * ref.abs().max().item())
 
@@ -71,11 +71,11 @@ def test_diffusers_from_pretrained_runs_to_openwans_output(folders):
     base = sampling.unipc_sigmas(steps, 1.0)[:-1].numpy()
     pipe.scheduler.set_timesteps = lambda n, device=None, **kw: orig(sigmas=base.copy(), device=device)
     noise = make_noise(ref.shape, seed, "cpu")[None]
-    out = pipe(PROMPT, negative_prompt="", height=64, width=64, num_frames=17, num_inference_steps=steps,
+    out = pipe(PROMPT, negative_prompt="", height=128, width=128, num_frames=33, num_inference_steps=steps,
                guidance_scale=scale, latents=noise.clone(), max_sequence_length=32, output_type="np",
                generator=torch.Generator().manual_seed(seed))
-    assert out.frames.shape == (1, 17, 64, 64, 3)
-    lat = pipe(PROMPT, negative_prompt="", height=64, width=64, num_frames=17, num_inference_steps=steps,
+    assert out.frames.shape == (1, 33, 128, 128, 3)                 # the demo's size and length
+    lat = pipe(PROMPT, negative_prompt="", height=128, width=128, num_frames=33, num_inference_steps=steps,
                guidance_scale=scale, latents=noise.clone(), max_sequence_length=32, output_type="latent").frames[0]
     diff = (lat.float() - ref).abs().max().item()
     assert diff <= 10 * floor, (diff, floor)

@@ -1,10 +1,11 @@
-"""Every task on the embedded default once it is a TI2V-style model (issue 22), on a tiny random stand-in.
+"""Every task on the embedded default, a TI2V-style model (v2, issue 22): mostly on a tiny random stand-in.
 
 The stand-in (openwan.testing.make_tiny_demo_v2_checkpoint) has DEMO_V2's shape: a ti2v DiT of 16 channels with
 patch (1, 2, 2) on the demo's VAE and text encoder, installed as "demo" (openwan.testing.use_demo). Checked: the
 routing (t2v / i2v / flf2v in the TI2V pipeline, v2v, VACE refused), the clean frames at both ends (latents,
 per-token timesteps, long videos), pictures of another size, the CLI, the server's fields, the benchmark's tasks
-and prompt sets, and that today's text-to-video demo keeps refusing pictures with a message that says why.
+and prompt sets. On the shipped model itself: pictures with no checkpoint given (a few steps), and that the
+text-to-video student demo-4step refuses pictures with a message that says why.
 """
 import itertools
 import json
@@ -255,10 +256,28 @@ def test_cli_every_task_on_the_demo(demo, tmp_path, capsys):
     assert not (tmp_path / "vace.mp4").exists()
 
 
-def test_cli_shipped_t2v_demo_refuses_pictures_saying_why(tmp_path, capsys):
-    """Today's demo (text-to-video) is unchanged; a picture is refused before loading, naming what to use."""
+def test_cli_shipped_demo_takes_pictures_with_no_checkpoint(tmp_path, capsys):
+    """The shipped default (v2) with no --ckpt_dir: --image and --first_frame/--last_frame give its 33 frames at
+    128x128 (pictures of another size fitted), recorded as the TI2V task (2 steps: the routing, not the quality)."""
+    from openwan.video import read_video
+    video = clip_frames(size=128, frames=33)
+    first = save_png(np.ascontiguousarray(video[0][:, 16:]), tmp_path / "first.png")     # 128 x 112: fitted
+    last = save_png(video[-1], tmp_path / "last.png")
+    for name, args in {"i2v": ["--image", str(first)],
+                       "flf2v": ["--first_frame", str(first), "--last_frame", str(last)]}.items():
+        out = tmp_path / f"{name}.mp4"
+        rc = cli(["generate", PROMPT, *args, "--sample_steps", "2", "--save_file", str(out), "--quiet"])
+        assert rc == 0, (name, capsys.readouterr().err)
+        assert read_video(out)[0].shape == (33, 128, 128, 3), name
+        meta = json.loads(out.with_suffix(".json").read_text())["openwan"]
+        assert meta["task"] == "ti2v" and meta["variant"] == "demo" and meta["sample_steps"] == 2
+
+
+def test_cli_t2v_student_refuses_pictures_saying_why(tmp_path, capsys):
+    """demo-4step (distilled from v1, text-to-video) refuses a picture before loading, naming what to use."""
     pic = save_png(np.zeros((64, 64, 3), np.uint8), tmp_path / "p.png")
-    rc = cli(["generate", PROMPT, "--image", str(pic), "--save_file", str(tmp_path / "x.mp4"), "--quiet"])
+    rc = cli(["generate", PROMPT, "--task", "demo-4step", "--image", str(pic), "--save_file",
+              str(tmp_path / "x.mp4"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "text-to-video only" in err and "TI2V" in err and "Traceback" not in err
 
@@ -328,13 +347,14 @@ def test_bench_cli_tasks_on_the_standin(demo, tmp_path):
 
 def test_bench_i2v_on_a_text_to_video_model_says_why():
     from openwan.demo.bench import main
-    with pytest.raises(ValueError, match="text-to-video only"):
-        main(["--task", "i2v", "--limit", "1", "--seeds", "1", "--quiet"])
+    with pytest.raises(ValueError, match="text-to-video model"):
+        main(["--model", "demo-4step", "--task", "i2v", "--limit", "1", "--seeds", "1", "--quiet"])
 
 
 def test_bench_task_demo_4step_still_names_the_model():
-    from openwan.demo.bench import _model_and_task
     from types import SimpleNamespace as NS
+
+    from openwan.demo.bench import _model_and_task
     assert _model_and_task(NS(task="demo-4step", model=None)) == ("demo-4step", "t2v")
     assert _model_and_task(NS(task=None, model=None)) == ("demo", "t2v")
     assert _model_and_task(NS(task="v2v", model="demo-4step")) == ("demo-4step", "v2v")
@@ -401,11 +421,11 @@ def test_match_objects_grades_shape_and_motion_when_a_colour_is_wrong():
 
 
 def test_bench_ckpt_dir_of_a_ti2v_export_takes_the_v2_defaults(standin, tmp_path):
-    """`openwan bench demo --ckpt_dir EXPORT` of the TI2V-style model before it ships: DEMO_V2_VARIANT's defaults;
-    the shipped (t2v) checkpoint: the demo's."""
+    """`openwan bench demo --ckpt_dir EXPORT` of a TI2V-style model (a candidate, or the shipped folder):
+    DEMO_V2_VARIANT's defaults (a v1 folder: DEMO_V1_VARIANT's, tests/test_demo.py)."""
     from openwan.configs import DEMO_V2_VARIANT, DEMO_VARIANT
     from openwan.demo import DEMO_DIR
     from openwan.demo.bench import _ckpt_variant
     assert _ckpt_variant(standin[0]) is DEMO_V2_VARIANT
-    assert _ckpt_variant(DEMO_DIR) is DEMO_VARIANT
+    assert _ckpt_variant(DEMO_DIR) is DEMO_V2_VARIANT is DEMO_VARIANT
     assert _ckpt_variant(tmp_path) == "demo"                         # not a checkpoint: load_pipeline says why

@@ -10,7 +10,6 @@ import torch
 from openwan.demo import detect as D
 from openwan.demo import world as W
 
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
@@ -370,11 +369,46 @@ def test_understand_every_caption_and_benchmark_prompt():
      ["2 objects named; the demo draws one object per video"]),
 ])
 def test_understand_names_what_is_outside(prompt, attrs, problems):
-    assert W.understand(prompt) == (attrs, problems)
-    line = W.outside_world_warning(prompt)
+    """For a model that draws one object per video (v1, demo-4step)."""
+    assert W.understand(prompt, objects=1) == (attrs, problems)
+    line = W.outside_world_warning(prompt, objects=1)
     assert "\n" not in line and repr(prompt) in line and all(p in line for p in problems)
     got = [f"{k} {v}" for k, v in zip(("color", "shape", "motion"), attrs) if v]
     assert f"(understood: {', '.join(got) or 'nothing'})" in line
+
+
+def test_two_object_prompts_follow_what_the_shipped_demo_draws():
+    """A model that draws two objects (objects=2: the TI2V-style recipe's two-object scenes) takes a prompt of the
+    world's two-object form without a warning; three objects still warn, and so does what is unknown in the
+    second object. The shipped weights draw one object (V2_SCENE_OBJECTS), as v1 and its student do: for them
+    two objects warn."""
+    from openwan.configs import DEMO_4STEP_VARIANT, DEMO_V1_VARIANT, DEMO_V2_VARIANT
+    from openwan.demo.bench_sets import two_object_cases
+    from openwan.demo.world_captions import V2_SCENE_OBJECTS, scene_objects
+    assert scene_objects() == scene_objects(DEMO_V2_VARIANT) == V2_SCENE_OBJECTS
+    assert scene_objects(DEMO_V1_VARIANT) == scene_objects(DEMO_4STEP_VARIANT) == 1
+    prompts = ["a red circle moving left and a blue square moving right"] + [c.prompt for c in two_object_cases()]
+    prompts += [W.make_clip(seed, n_objects=2).caption for seed in range(50)]
+    for prompt in prompts:
+        assert W.outside_world_warning(prompt, objects=2) is None, prompt
+        assert "2 objects named; the demo draws one object per video" in W.outside_world_warning(prompt, objects=1)
+        assert (W.outside_world_warning(prompt) is None) == (V2_SCENE_OBJECTS == 2)
+    three = "a red circle moving left and a blue square moving right and a green triangle growing"
+    assert W.understand(three, objects=2) == (("red", "circle", "left"),
+                                              ["3 objects named; the demo draws at most 2 objects per video"])
+    assert W.understand("a red circle moving up and an orange star falling", objects=2) == (
+        ("red", "circle", "up"), ["object 2: unknown color 'orange'", "object 2: unknown shape 'star'"])
+    assert "one or two objects" in W.outside_world_warning(three, objects=2)
+
+
+def test_the_pipelines_warn_for_two_objects_only_on_the_one_object_model(caplog):
+    from openwan.pipelines import load_pipeline
+    prompt = "a red circle moving left and a blue square moving right (test_two_object_warning)"
+    with caplog.at_level("WARNING", logger="openwan.demo"):
+        for name in ("demo", "demo-4step"):
+            load_pipeline(name, progress=False)(prompt, seed=0, sample_steps=1, output_type="latent")
+    lines = [r.getMessage() for r in caplog.records if r.name == "openwan.demo"]
+    assert len(lines) == 1 and "2 objects named; the demo draws one object per video" in lines[0]
 
 
 def test_warn_outside_world_once_per_prompt(caplog):

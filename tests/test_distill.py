@@ -12,8 +12,13 @@ from openwan import sampling
 from openwan.configs import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.training.data import InMemoryLatentDataset
-from openwan.training.distill import (DistillPreset, TrajectoryDistill, split_trajectory, teacher_grid,
-                                      trajectory_batch)
+from openwan.training.distill import (
+    DistillPreset,
+    TrajectoryDistill,
+    split_trajectory,
+    teacher_grid,
+    trajectory_batch,
+)
 from openwan.training.trainer import Trainer
 
 TINY = dict(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32)
@@ -303,6 +308,7 @@ def test_the_cli_applies_a_distill_loras_preset_records_it_and_warns(demo_pipe, 
     """`openwan generate --lora <LightX2V file>`: the file's name brings its sampler (timesteps, solver, no CFG),
     the output's record holds it, and guidance set on top of it warns."""
     import json
+
     from openwan.cli import main
     from openwan.training.lora import add_lora, remove_lora, save_lora
     model = copy.deepcopy(demo_pipe.dit)
@@ -345,5 +351,35 @@ def test_the_shipped_demo_student_loads_with_its_preset(demo_pipe):
     sd = load_file(str(f))
     mine = pipe.dit.state_dict()
     assert set(sd) == set(mine) and all(torch.equal(sd[k].float(), mine[k]) for k in sd)
-    teacher_sd = demo_pipe.dit.state_dict()
-    assert any(not torch.equal(mine[k], teacher_sd[k]) for k in mine)                # not the teacher's weights
+    # not the shipped demo's weights (v2: another patch size; its teacher was v1)
+    assert pipe.dit.config.patch_size != demo_pipe.dit.config.patch_size
+
+
+def test_demo_4step_stays_v1_on_the_v2_folder():
+    """demo-4step is distilled from v1: it loads v1's DiT config and v1's VAE statistics, though the shipped folder
+    whose VAE weights and text encoder it shares is v2's (its config.json and vae_config.json are v2's). A 1-step
+    sample through load_pipeline is bit for bit the one made from v1's configs explicitly, and decoding its
+    latent under the folder's (v2) statistics would give another video."""
+    import numpy as np
+
+    from openwan.configs import DEMO_4STEP_VARIANT, DEMO_V1_DIT, DEMO_V1_VAE, DEMO_VAE
+    from openwan.demo import DEMO_DIR, demo_student_weights
+    from openwan.models.text_encoder import TextEncoder
+    from openwan.models.vae import WanVAE
+    from openwan.pipelines import Components, TextToVideo, load_pipeline
+    pipe = load_pipeline("demo-4step", progress=False)
+    assert pipe.dit.config == DEMO_V1_DIT and pipe.vae.config == DEMO_V1_VAE and DEMO_VAE != DEMO_V1_VAE
+    assert WanVAE.from_pretrained(DEMO_DIR).config == DEMO_VAE                  # the folder's own: v2's
+    dit = WanModel.from_pretrained(demo_student_weights("demo-4step"), dtype=torch.float32, config=DEMO_V1_DIT)
+    vae = WanVAE.from_pretrained(DEMO_DIR, config=DEMO_V1_VAE)
+    by_hand = TextToVideo(Components(dit, vae, TextEncoder.from_pretrained(DEMO_DIR), variant=DEMO_4STEP_VARIANT),
+                          progress=False)
+    kw = dict(seed=0, sample_steps=1)
+    got = pipe("a red circle moving to the right", **kw).frames[0]
+    want = by_hand("a red circle moving to the right", **kw).frames[0]
+    assert got.shape == (17, 64, 64, 3) and np.array_equal(got, want)
+    latent = pipe("a red circle moving to the right", output_type="latent", **kw).frames[0]
+    with torch.inference_mode():
+        v2_stats = WanVAE.from_pretrained(DEMO_DIR).decode(latent[None])[0]
+        v1_stats = vae.decode(latent[None])[0]
+    assert not torch.equal(v1_stats, v2_stats)

@@ -64,13 +64,13 @@ def test_readme_python_example_runs_as_written(tmp_path):
     rc, out, err = run(["readme.py"], tmp_path)
     assert rc == 0, err
     frames, fps = read_video(tmp_path / "circle.mp4")
-    assert frames.shape == (17, 64, 64, 3) and fps == 8      # the demo's defaults
+    assert frames.shape == (33, 128, 128, 3) and fps == 16      # the demo's defaults
 
 
 def test_text_to_video(tmp_path):
     rc, out, err = run([EXAMPLES / "text_to_video.py", "--steps", "2", "--out", "a.mp4"], tmp_path)
     assert rc == 0, err
-    assert read_video(tmp_path / "a.mp4")[0].shape == (17, 64, 64, 3) and "wrote a.mp4" in out
+    assert read_video(tmp_path / "a.mp4")[0].shape == (33, 128, 128, 3) and "wrote a.mp4" in out
 
 
 @pytest.mark.slow
@@ -78,7 +78,7 @@ def test_video_to_video(tmp_path):
     rc, out, err = run([EXAMPLES / "video_to_video.py", "--steps", "2", "--strength", "0.9", "--out", "b.mp4"],
                        tmp_path)
     assert rc == 0, err
-    assert read_video(tmp_path / "b.mp4")[0].shape == (17, 64, 64, 3)   # every source frame kept (src_fps 0)
+    assert read_video(tmp_path / "b.mp4")[0].shape == (33, 128, 128, 3)   # every source frame kept (src_fps 0)
 
 
 @pytest.mark.parametrize("name, extra", [
@@ -143,7 +143,7 @@ def test_server_client(tmp_path):
                            tmp_path)
         assert rc == 0, err
         assert "server: demo" in out and "seed 3" in out
-        assert read_video(tmp_path / "c.mp4")[0].shape == (17, 64, 64, 3)
+        assert read_video(tmp_path / "c.mp4")[0].shape == (33, 128, 128, 3)
         rc, out, err = run([EXAMPLES / "server_client.py", "a red circle", "--url", f"http://127.0.0.1:{port}",
                             "--frame_num", "6"], tmp_path)
         assert rc == 2 and "HTTP 400" in err and "4n+1" in err
@@ -160,7 +160,7 @@ def test_train_lora_demo(tmp_path):
     w = tmp_path / "w"
     assert (w / "train" / "lora.safetensors").is_file() and "trained 2 steps" in out
     before, after = read_video(w / "before.mp4")[0], read_video(w / "after.mp4")[0]
-    assert before.shape == after.shape == (17, 64, 64, 3)
+    assert before.shape == after.shape == (33, 128, 128, 3)
     from openwan.checkpoints import read_state_dict
     lora = read_state_dict(w / "train" / "lora.safetensors")
     ups = [v for k, v in lora.items() if k.endswith("lora_B.weight")]

@@ -62,7 +62,7 @@ def test_cli_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys, f
     (dict(sample_steps=10**9), "OPENWAN_MAX_STEPS"),
     (dict(frame_num=100001), "OPENWAN_MAX_FRAMES"),
     (dict(size="16384*16384", strict_size=False), "OPENWAN_MAX_TOKENS"),
-    (dict(size="2048*2048", frame_num=81, strict_size=False), "OPENWAN_MAX_TOKENS"),
+    (dict(size="3072*3072", frame_num=81, strict_size=False), "OPENWAN_MAX_TOKENS"),   # one window is too big
     (dict(seed=-5), "seed -5 is out of range"),
     (dict(seed=True), "seed must be an integer"),
     (dict(seed="abc"), "seed must be an integer"),
@@ -85,7 +85,9 @@ def test_memory_estimate_refuses_with_the_way_past_it(pipe, tmp_path, monkeypatc
         pipe(PROMPT, sample_steps=1, output_path=tmp_path / "v.mp4")
     assert _files(tmp_path) == []
     from openwan.configs import DiTConfig
-    from openwan.plan import call_estimate                        # the one estimate (openwan.plan's) validate uses
+    from openwan.plan import (
+        call_estimate,  # the one estimate (openwan.plan's) validate uses
+    )
     cfg = DiTConfig(dim=128, ffn_dim=512, num_heads=2, num_layers=1, patch_size=(1, 1, 1))
     est = call_estimate(cfg, 64, 64, 17, vae_dim=8)
     assert est["tokens"] == 5 * 8 * 8                            # (17-1)/4+1 latent frames of 8x8, patch 1
@@ -253,9 +255,11 @@ def test_same_command_and_from_give_identical_files(pipe, tmp_path, monkeypatch)
 ])
 def test_bad_checkpoint_config_names_the_file(tmp_path, monkeypatch, capsys, edit, says):
     import shutil
+
     from openwan.demo import DEMO_DIR
     ck = tmp_path / "ck"
     shutil.copytree(DEMO_DIR, ck)
+    (ck / "openwan.json").unlink()               # config.json is then the DiT's only record of its architecture
     cfg = json.loads((ck / "config.json").read_text())
     new = edit(cfg)
     (ck / "config.json").write_text(new if isinstance(new, str) else json.dumps(cfg))
@@ -272,7 +276,7 @@ def test_default_output_names_never_collide(pipe, tmp_path, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101_000000")     # two runs in the same second
     for _ in range(2):
         assert cli(["generate", PROMPT, "--quiet", "--sample_steps", "1", "--frame_num", "5"]) == 0
-    stem = "outputs/t2v_a_red_circle_moving_to_the_right_20260101_000000"
+    stem = "outputs/ti2v_a_red_circle_moving_to_the_right_20260101_000000"    # the demo's task: TI2V
     assert _files(tmp_path) == ["outputs", f"{stem}.json", f"{stem}.mp4", f"{stem}_2.json", f"{stem}_2.mp4"]
 
 

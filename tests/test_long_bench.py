@@ -104,14 +104,14 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
     from openwan.cli import main
     from openwan.demo.bench import list_benchmarks
     out = tmp_path / "long.json"
-    assert main(["bench", "long", "--frames", "33", "--steps", "2", "--seeds", "1", "--quiet", "--overlap", "1",
+    assert main(["bench", "long", "--frames", "65", "--steps", "2", "--seeds", "1", "--quiet", "--overlap", "1",
                  "--prompts", "a red circle moving to the right", "--json", str(out), "--per_window"]) == 0
     text = capsys.readouterr().out
     r = json.loads(out.read_text())
     assert [v["method"] for v in r["videos"]] == ["windows", "continue", "none"]
     for v in r["videos"]:
         m = v["metrics"]
-        assert v["spans"] == [[0, 5], [4, 9]] and m["frames"] == 33 and len(m["windows"]) == 2
+        assert v["spans"] == [[0, 9], [8, 17]] and m["frames"] == 65 and len(m["windows"]) == 2   # native 9 latent
         assert 0.0 <= m["found"] <= 1.0 and len(m["seam_jumps"]) == 1
         if m["found"] > 0.5:
             assert m["color_drift"] >= 0 and m["size_ratio"] > 0 and m["within_max"] >= 0

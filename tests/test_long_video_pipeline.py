@@ -30,12 +30,12 @@ def test_native_length_is_todays_single_pass(pipe):
 def test_past_the_native_length_the_dit_sees_windows(pipe, method):
     seen, handle = _frames_seen(pipe)
     try:
-        out = pipe("a red circle moving to the right", frame_num=49, long_method=method, long_overlap=1, **FAST)
+        out = pipe("a red circle moving to the right", frame_num=97, long_method=method, long_overlap=1, **FAST)
     finally:
         handle.remove()
-    assert out.latents.shape[1] == 13                                  # (49 - 1) / 4 + 1 latent frames
-    assert {s[2] for s in seen} == {5}                                 # the demo's native 17 frames = 5
-    assert out.settings["long_video"] == {"method": method, "latent_frames": 13, "window": 5, "overlap": 1,
+    assert out.latents.shape[1] == 25                                  # (97 - 1) / 4 + 1 latent frames
+    assert {s[2] for s in seen} == {9}                                 # the demo's native 33 frames = 9
+    assert out.settings["long_video"] == {"method": method, "latent_frames": 25, "window": 9, "overlap": 1,
                                           "windows": 3}
     assert out.settings["stats"]["dit_forwards"] == len(seen) == 3 * 4  # 3 windows x 4 steps, batched CFG
     assert torch.isfinite(out.latents).all()
@@ -43,9 +43,9 @@ def test_past_the_native_length_the_dit_sees_windows(pipe, method):
 
 def test_default_overlap_is_half_the_window(pipe):
     from openwan.long_video import default_overlap
-    assert (default_overlap(5), default_overlap(21), default_overlap(1)) == (3, 11, 1)
-    out = pipe("a red circle moving to the right", frame_num=49, **FAST)
-    assert out.settings["long_video"] == {"method": "windows", "latent_frames": 13, "window": 5, "overlap": 3,
+    assert (default_overlap(5), default_overlap(9), default_overlap(21), default_overlap(1)) == (3, 5, 11, 1)
+    out = pipe("a red circle moving to the right", frame_num=97, **FAST)
+    assert out.settings["long_video"] == {"method": "windows", "latent_frames": 25, "window": 9, "overlap": 5,
                                           "windows": 5}
 
 
@@ -59,36 +59,36 @@ def test_continue_keeps_each_windows_shared_frames_exactly(pipe, monkeypatch):
             results.append(out.clone())
         return out
     monkeypatch.setattr(type(pipe), "run", spy)
-    out = pipe("a red circle moving to the right", frame_num=49, long_method="continue", long_overlap=1,
+    out = pipe("a red circle moving to the right", frame_num=97, long_method="continue", long_overlap=1,
                **FAST).latents
-    spans = ((0, 5), (4, 9), (8, 13))
+    spans = ((0, 9), (8, 17), (16, 25))
     assert len(results) == 3
     for (s, e), r in zip(spans, results):
         assert torch.equal(out[:, s:e], r)
     # the frame window 1 shares with window 0 ends as window 0 made it: re-imposed at sigma 0 = the known latent
-    assert torch.equal(results[1][:, 0], results[0][:, 4]) and torch.equal(results[2][:, 0], results[1][:, 4])
+    assert torch.equal(results[1][:, 0], results[0][:, 8]) and torch.equal(results[2][:, 0], results[1][:, 8])
 
 
 def test_prompt_schedule_spreads_over_windows(pipe):
-    out = pipe("a red circle moving to the right | a blue square moving up", frame_num=49, long_overlap=1, **FAST)
+    out = pipe("a red circle moving to the right | a blue square moving up", frame_num=97, long_overlap=1, **FAST)
     assert out.settings["long_video"]["prompts"] == ["a red circle moving to the right"] * 2 + \
         ["a blue square moving up"]
     with pytest.raises(ValueError, match="prompt schedule .* needs a video longer"):
         pipe("a red circle | a blue square", **FAST)
 
 
-@pytest.mark.parametrize("kw,match", [(dict(long_overlap=5), "overlap \\(5\\) must be smaller than the window"),
+@pytest.mark.parametrize("kw,match", [(dict(long_overlap=9), "overlap \\(9\\) must be smaller than the window"),
                                       (dict(long_method="zigzag"), "unknown long-video method 'zigzag'"),
                                       (dict(long_overlap=-1), "overlap must be an integer >= 0")])
 def test_bad_long_video_settings_are_clear_errors(pipe, kw, match):
     with pytest.raises(ValueError, match=match):
-        pipe("a red circle moving to the right", frame_num=49, **dict(FAST, **kw))
+        pipe("a red circle moving to the right", frame_num=97, **dict(FAST, **kw))
 
 
 def test_cli_long_video_and_from(tmp_path):
     from openwan.cli import main
     out = tmp_path / "long.mp4"
-    assert main(["generate", "a red circle moving to the right | a red circle moving up", "--frame_num", "33",
+    assert main(["generate", "a red circle moving to the right | a red circle moving up", "--frame_num", "65",
                  "--sample_steps", "3", "--seed", "1", "--long_method", "continue", "--long_overlap", "1", "-o", str(out),
                  "--quiet"]) == 0
     rec = json.loads(out.with_suffix(".json").read_text())["openwan"]

@@ -92,7 +92,7 @@ def test_cli_serve_starts_with_the_demo_model(tmp_path):
     try:
         line = proc.stdout.readline()
         m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert m and "t2v (demo)" in line, line
+        assert m and "ti2v (demo)" in line, line
         h = json.loads(call(f"http://127.0.0.1:{m.group(1)}/health")[1])
         assert h["variant"] == "demo" and h["checkpoint"].endswith("demo_checkpoint")
         proc.terminate()                           # SIGTERM: a clean stop (the handler ends serve_forever)

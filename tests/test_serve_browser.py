@@ -106,7 +106,7 @@ def test_the_page_submits_a_prompt_and_plays_the_video(tmp_path):
         wait_for(lambda: len(wd.js("return document.querySelectorAll('.job')")) == 2, 30, what="two job cards")
         plays = wait_for(lambda: (lambda p: p if len(p) == 2 and all(ok for ok, _ in p) else None)(wd.js(PLAYING)),
                          180, 0.2, "both videos to play")
-        assert [w for _, w in plays] == [64, 64]
+        assert [w for _, w in plays] == [128, 128]                       # the demo's size
         jobs = jcall(srv.base + "/v1/videos")[1]["data"]
         assert [j["prompt"] for j in jobs] == prompts[::-1] and all(j["status"] == "completed" for j in jobs)
         assert all(j["settings"]["sample_steps"] == 6 for j in jobs)

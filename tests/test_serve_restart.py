@@ -88,7 +88,7 @@ def kill9_and_restart(tmp_path, n_jobs, steps, then=None, restart=Subprocess):
             f = tmp_path / f"{i}.mp4"
             f.write_bytes(data)
             frames = read_video(f)[0]
-            assert status == 200 and frames.shape == (5, 64, 64, 3), frames.shape
+            assert status == 200 and frames.shape == (5, 128, 128, 3), frames.shape
         assert any(0 < p < 100 for p in progress), progress          # progress was reported while running
         assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{i}.mp4" for i in ids)
         assert not list(out.glob(".*.tmp"))                          # no temp file left by the kill

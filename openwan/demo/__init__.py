@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openwan.configs import (DEMO_DIT, DEMO_SAMPLE, DEMO_TEXT_ENCODER, DEMO_VAE,  # noqa: F401 - re-exported
-                             DEMO_VARIANT, Variant)
+from openwan.configs import (  # noqa: F401 - re-exported
+    DEMO_DIT,
+    DEMO_SAMPLE,
+    DEMO_TEXT_ENCODER,
+    DEMO_V1_DIT,
+    DEMO_V1_SAMPLE,
+    DEMO_V1_VAE,
+    DEMO_V1_VARIANT,
+    DEMO_VAE,
+    DEMO_VARIANT,
+    Variant,
+)
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo_checkpoint"
-# The demo's configs are plain data in openwan.configs (DEMO_*), kept in sync with the shipped files
-# by openwan/demo/train.py.
+# The demo's configs are plain data in openwan.configs (DEMO_*: the shipped model, v2; DEMO_V1_*: the first one,
+# which the recipe still builds first and demo-4step is distilled from), kept in sync with the shipped files by
+# openwan/demo/train.py's export stage.
 
 
 def demo_variant() -> Variant:
@@ -29,8 +40,9 @@ def demo_checkpoint_dir() -> Path:
     return DEMO_DIR
 
 
-# Distilled students of the demo model (docs/distill.md): variant name -> the DiT weights (fp16) in assets/;
-# they share the demo checkpoint's VAE and text encoder.
+# Distilled students of a demo model (docs/distill.md): variant name -> the DiT weights (fp16) in assets/. They
+# share the demo checkpoint's VAE weights and text encoder; their DiT config and VAE statistics are their own
+# variant's (demo-4step: v1's, DEMO_4STEP_VARIANT), whatever the shipped folder's config files say.
 DEMO_STUDENTS = {"demo-4step": "demo_4step.safetensors"}
 
 

@@ -194,17 +194,22 @@ def _model_and_task(a) -> tuple[str, str]:
 
 
 def _ckpt_variant(ckpt_dir):
-    """The demo variant whose DiT a checkpoint folder holds (DEMO_VARIANT, or DEMO_V2_VARIANT for an export of the
-    TI2V-style model before it ships), read from its config; "demo" when it cannot tell."""
-    from openwan.checkpoints import _dit_source, checkpoint_layout, dit_config_from_diffusers_json, \
-        dit_config_from_official_json
-    from openwan.configs import DEMO_V2_VARIANT, DEMO_VARIANT
+    """The demo variant whose DiT a checkpoint folder holds, read from its config: DEMO_V2_VARIANT (the shipped
+    TI2V-style model, or a candidate export of it) or DEMO_V1_VARIANT (the first, text-to-video demo); "demo" when
+    it cannot tell."""
+    from openwan.checkpoints import (
+        _dit_source,
+        checkpoint_layout,
+        dit_config_from_diffusers_json,
+        dit_config_from_official_json,
+    )
+    from openwan.configs import DEMO_V1_VARIANT, DEMO_V2_VARIANT
     try:
         _, kind, cfg_json = _dit_source(Path(checkpoint_layout(Path(ckpt_dir)).dits[0]))
         cfg = (dit_config_from_diffusers_json if kind == "diffusers" else dit_config_from_official_json)(cfg_json)
     except Exception:                    # noqa: BLE001 - load_pipeline names what is wrong with the folder
         return "demo"
-    for v in (DEMO_VARIANT, DEMO_V2_VARIANT):
+    for v in (DEMO_V2_VARIANT, DEMO_V1_VARIANT):
         if (v.dit.model_type, tuple(v.dit.patch_size)) == (cfg.model_type, tuple(cfg.patch_size)):
             return v
     return "demo"
@@ -245,15 +250,17 @@ def main(argv=None) -> int:
     if a.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
     model, task = _model_and_task(a)
-    from openwan.demo.bench_sets import SETS, cases as make_cases
+    from openwan.demo.bench_sets import SETS
+    from openwan.demo.bench_sets import cases as make_cases
     sets = list(SETS) if a.prompts == "all" else [p.strip() for p in a.prompts.split(",") if p.strip()]
     if a.strength is not None and task != "v2v":
         raise ValueError("--strength is v2v's (--task v2v)")
-    from openwan.pipelines.v2v import check_strength
     from openwan.demo.bench_tasks import V2V_STRENGTH
+    from openwan.pipelines.v2v import check_strength
     strength = check_strength(V2V_STRENGTH if a.strength is None else a.strength)
 
     import torch
+
     from openwan.pipelines import load_pipeline
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -274,8 +281,8 @@ def main(argv=None) -> int:
                          dtype=a.dtype, threads=a.threads)
     if task in ("i2v", "flf2v") and pipe.task != "ti2v":
         raise ValueError(f"--task {task} needs a model that takes pictures; {pipe.variant.name} is a text-to-video "
-                         f"model ({pipe.dit.config.model_type}): the shipped demo is text-to-video only, its "
-                         f"TI2V-style successor (DEMO_V2_VARIANT, docs/demo.md) does i2v and flf2v")
+                         f"model ({pipe.dit.config.model_type}); the TI2V-style demo (the embedded default, "
+                         f"--model demo without --ckpt_dir) does i2v and flf2v")
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,

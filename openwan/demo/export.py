@@ -1,6 +1,7 @@
-"""Stage 4 of the demo recipe (:mod:`openwan.demo.train`): the trained DiT, VAE and text encoder -> the shipped
-checkpoint folder (official layout, fp16), or, for the next demo (``DEMO_V2_DIT``), a candidate folder that
-carries its variant (``openwan.json``) so the benchmark and ``openwan generate --ckpt_dir`` run it."""
+"""Stage 4 of the demo recipe (:mod:`openwan.demo.train`): the trained DiT, VAE and text encoder -> a checkpoint
+folder (official layout, fp16) that carries its variant (``openwan.json``): the shipped model's (``DEMO_DIT``, v2)
+into the package, or any demo DiT (v1's ``DEMO_V1_DIT``, a v2 candidate) into a folder of its own, which
+``openwan bench demo --ckpt_dir`` and ``openwan generate --ckpt_dir`` then run with its own defaults."""
 from __future__ import annotations
 
 import os
@@ -32,22 +33,27 @@ def trained_dit_weights(work_dir: Path) -> Path:
 
 
 def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None) -> Path:
-    """Write the shipped checkpoint: official layout (config.json + diffusion_pytorch_model.safetensors,
-    Wan2.1_VAE + vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/), every
-    tensor in half precision. The folder is built beside the target and swapped in, then loaded back with
-    strict key checks through ``load_pipeline``."""
+    """Write a checkpoint folder: official layout (config.json + diffusion_pytorch_model.safetensors, Wan2.1_VAE +
+    vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/, openwan.json), every tensor in
+    half precision. The DiT is v1's (``DEMO_V1_DIT``) or v2's (``DEMO_V2_DIT``), the variant written its version's
+    with the trained VAE's latent mean/std. Only the shipped model's DiT (``DEMO_DIT``) goes into the package
+    (``DEMO_DIR``); anything else is refused there before anything is written. The folder is built beside the
+    target and swapped in, then loaded back with strict key checks through ``load_pipeline``. Into the package,
+    the step caches' calibration of the new DiT is written too (:func:`ship_calibration`)."""
     from openwan.checkpoints import CheckpointError
+    from openwan.configs import (
+        DEMO_V1_DIT,
+        DEMO_V1_VARIANT,
+        DEMO_V2_DIT,
+        DEMO_V2_VARIANT,
+    )
     from openwan.models.dit import WanModel
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
-    # A folder carries its config (then it is checked against DEMO_DIT); a bare checkpoint file does not say
-    # its head count or text length, so it is loaded as DEMO_DIT (strict keys and shapes).
-    # The next demo (DEMO_V2_*, docs/demo.md) exports too, as a candidate: its folder carries its variant
-    # (openwan.json: TI2V task, 128x128, 33 frames, the VAE's re-measured mean/std), so `openwan bench demo
-    # --ckpt_dir FOLDER` and `openwan generate --ckpt_dir FOLDER` run it before it replaces the shipped one.
-    from openwan.configs import DEMO_V2_DIT, DEMO_V2_VARIANT
-    has_config = (dit_path / "config.json").is_file()
-    if has_config:
+    versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
+    # A folder carries its config (then it must be one of the two); a bare checkpoint file does not say its head
+    # count or text length, so it is loaded as the version its patch embedding's shape says (strict keys, shapes).
+    if (dit_path / "config.json").is_file():
         dit = WanModel.from_pretrained(dit_path, dtype=torch.float32)
     else:   # the patch size, from the file's header (the weights are read once, by from_pretrained)
         from safetensors import safe_open
@@ -55,22 +61,24 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
             patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
                      if "patch_embedding.weight" in f.keys() else None)
         dit = WanModel.from_pretrained(dit_path, dtype=torch.float32,
-                                       config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_DIT)
-    if dit.config not in (DEMO_DIT, DEMO_V2_DIT):
-        raise CheckpointError(f"the trained DiT's config is neither DEMO_DIT nor DEMO_V2_DIT: {dit.config}")
+                                       config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_V1_DIT)
+    if dit.config not in versions:
+        raise CheckpointError(f"the trained DiT's config is neither DEMO_V1_DIT nor DEMO_V2_DIT: {dit.config}")
+    if export_dir.resolve() == DEMO_DIR.resolve() and dit.config != DEMO_DIT:
+        raise CheckpointError(f"the package ships DEMO_DIT ({DEMO_DIT.model_type}, patch {DEMO_DIT.patch_size}); this "
+                              f"DiT is {dit.config.model_type} with patch {dit.config.patch_size}: export it to a "
+                              f"folder of its own with --export_dir FOLDER (docs/demo.md)")
     vae = load_trained_vae(work_dir)
     if vae.config.replace(mean=DEMO_VAE.mean, std=DEMO_VAE.std) != DEMO_VAE:
         raise CheckpointError(f"the trained VAE's architecture differs from DEMO_VAE: {vae.config}")
-    variant = None
-    if dit.config == DEMO_V2_DIT:
-        if export_dir.resolve() == DEMO_DIR.resolve():
-            raise CheckpointError(f"this DiT is the next demo's (DEMO_V2_DIT); it exports as a candidate, not over "
-                                  f"the shipped model in {DEMO_DIR}: pass --export_dir FOLDER, then "
-                                  f"`openwan bench demo --ckpt_dir FOLDER` (docs/demo.md)")
-        variant = DEMO_V2_VARIANT.replace(vae=vae.config)
-    elif (vae.config.mean, vae.config.std) != (DEMO_VAE.mean, DEMO_VAE.std):
-        log("note: DEMO_VAE's mean/std in openwan/demo/__init__.py differ from the trained VAE's; copy them:\n"
-            f"  mean={vae.config.mean},\n  std={vae.config.std}")
+    version = versions[dit.config]
+    if (vae.config.mean, vae.config.std) != (version.vae.mean, version.vae.std):
+        name = "DEMO_V2_VAE" if version is DEMO_V2_VARIANT else "DEMO_V1_VAE"
+        log(f"note: {name}'s mean/std in openwan/configs.py differ from the trained VAE's (written to the folder); "
+            f"if this model ships, copy them:\n  mean={vae.config.mean},\n  std={vae.config.std}")
+    variant = version.replace(vae=vae.config)
+    package = export_dir.resolve() == DEMO_DIR.resolve()
+    replaced = _model_key(export_dir) if package else None
     te = make_text_encoder()
     tmp = export_dir.parent / f".{export_dir.name}.tmp"
     if tmp.exists():
@@ -78,9 +86,8 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     dit.half().save_pretrained(tmp)
     vae.half().save_pretrained(tmp)
     te.save_pretrained(tmp, dtype=torch.float16)
-    if variant is not None:
-        from openwan.variant_io import write_variant
-        write_variant(variant, tmp)
+    from openwan.variant_io import write_variant
+    write_variant(variant, tmp)
     old = export_dir.parent / f".{export_dir.name}.old"
     if old.exists():
         shutil.rmtree(old)
@@ -90,9 +97,41 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     if old.exists():
         shutil.rmtree(old)
     from openwan.pipelines import load_pipeline
-    pipe = load_pipeline(export_dir, task=None if variant else "t2v", variant=None if variant else "demo",
-                         device="cpu", progress=False)
+    pipe = load_pipeline(export_dir, device="cpu", progress=False)
     size = sum(f.stat().st_size for f in export_dir.rglob("*") if f.is_file())
-    log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; DiT dtype "
-        f"{next(pipe.dit.parameters()).dtype}")
+    d = pipe.defaults()
+    log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; task {pipe.task}, {d.size} x "
+        f"{d.frame_num} frames at {d.fps} fps; DiT dtype {next(pipe.dit.parameters()).dtype}")
+    if package:
+        log(f"export: step-cache calibration {ship_calibration(pipe, replaced)}")
     return export_dir
+
+
+CALIBRATION_PROMPTS, CALIBRATION_STEPS = 3, None      # None: the model's own steps
+
+
+def _model_key(folder: Path) -> Optional[str]:
+    """The step-cache calibration key of the DiT in ``folder`` (None when there is none)."""
+    if not (folder / "config.json").is_file():
+        return None
+    from openwan.caches import store
+    from openwan.models.dit import WanModel
+    return store.model_key(WanModel.from_pretrained(folder, dtype=torch.float32))
+
+
+def ship_calibration(pipe, replaced: Optional[str] = None) -> Path:
+    """The step caches' calibration (MagCache's ratios, TeaCache's polynomial) of the shipped demo's DiT, as
+    ``python -m openwan.caches calibrate --model demo --out openwan/caches/calibration`` computes it (uncached
+    runs of the first benchmark prompts), into the package's calibration folder; the file of the DiT it replaces
+    (``replaced``: its key) is removed. Returns the file."""
+    from openwan.caches import store
+    from openwan.caches.calibration import calibrate
+    from openwan.demo import world
+    prompts = [b.prompt for b in world.benchmark_prompts()][:CALIBRATION_PROMPTS]
+    with torch.inference_mode():
+        (key, cal), = calibrate(pipe, prompts, CALIBRATION_STEPS).items()
+    path = store.save_calibration(dict(cal, command="python -m openwan.demo.train --stage export"),
+                                  store.PACKAGE_DIR)
+    if replaced is not None and replaced != key:
+        (store.PACKAGE_DIR / f"{replaced}.json").unlink(missing_ok=True)
+    return path

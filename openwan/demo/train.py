@@ -1,15 +1,19 @@
 """The recipe of the embedded demo model: train it from scratch on the procedural world, then ship it.
 
-    python -m openwan.demo.train --stage all            # vae -> latents -> dit -> export
+    python -m openwan.demo.train --stage all --export_dir runs/demo/export   # v1: vae -> latents -> dit -> export
     python -m openwan.demo.train --stage vae            # 1. the video autoencoder (own small loop)
     python -m openwan.demo.train --stage latents        # 2. encode world clips + captions once
     python -m openwan.demo.train --stage dit            # 3. the DiT, with openwan.training's Trainer
-    python -m openwan.demo.train --stage export         # 4. half-precision checkpoint into the package
+    python -m openwan.demo.train --stage export         # 4. half-precision checkpoint (v2's into the package)
+
+Without options the stages build v1, the first demo (``DEMO_V1_*``: text-to-video, 64 px, 17 frames); v2, the
+shipped TI2V-style model, is built from it (its VAE re-measured, its DiT grown: ``--grow_from``) with the
+options in docs/demo.md ("The recipe").
 
 Every stage reads and writes ``--work_dir`` (default ``runs/demo``), checkpoints as it goes and picks up
 where it stopped when run again, so a run can be interrupted at any time.
 
-1. **VAE** -- :class:`~openwan.models.vae.WanVAE` with :data:`openwan.demo.DEMO_VAE`'s architecture, trained
+1. **VAE** -- :class:`~openwan.models.vae.WanVAE` with :data:`openwan.configs.DEMO_V1_VAE`'s architecture, trained
    for reconstruction on world clips (``split="train"``: the held-out combinations are never shown to any
    component), in two phases. It starts "inflated" (:func:`inflate_init_`): a per-frame image autoencoder
    (causal convs see only the current frame, temporal resamplers pick / repeat frames), so phase 1 trains on
@@ -28,11 +32,13 @@ where it stopped when run again, so a run can be interrupted at any time.
    randomly initialised tiny umT5 (seeded, :data:`openwan.demo.DEMO_TEXT_ENCODER`) with the shipped tiny
    tokenizer; the DiT learns to read its features. A fraction ``--caption_dropout`` of the items carries
    the empty prompt instead (classifier-free guidance; the demo's negative prompt is "").
-3. **DiT** -- :class:`~openwan.models.dit.WanModel` with :data:`openwan.demo.DEMO_DIT`'s config, trained
+3. **DiT** -- :class:`~openwan.models.dit.WanModel` with :data:`openwan.configs.DEMO_V1_DIT`'s config (v2:
+   ``DEMO_V2_DIT``, grown from v1's weights), trained
    from scratch by :class:`openwan.training.trainer.Trainer` (flow matching, AdamW, cosine schedule,
    EMA) on an :class:`~openwan.training.data.InMemoryLatentDataset`.
-4. **Export** -- DiT, VAE and text encoder in the official checkpoint layout, half precision, into
-   ``openwan/demo/assets/demo_checkpoint`` (or ``--export_dir``); the loaders upcast to fp32 on the CPU.
+4. **Export** -- DiT, VAE and text encoder in the official checkpoint layout, half precision, with the
+   variant (``openwan.json``), into ``openwan/demo/assets/demo_checkpoint`` (the shipped model's, v2, only) or
+   ``--export_dir``; the loaders upcast to fp32 on the CPU.
 
 The numbers of the shipped run are in docs/demo.md.
 """
@@ -50,7 +56,7 @@ import numpy as np
 import torch
 
 from openwan.configs import DiTConfig
-from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_SAMPLE, DEMO_VAE
+from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_V1_DIT, DEMO_V1_SAMPLE, DEMO_V1_VAE
 from openwan.demo.export import export, trained_dit_weights  # noqa: F401  (stage 4)
 from openwan.demo.latents import (  # noqa: F401
     TEXT_ENCODER_SEED,
@@ -65,7 +71,9 @@ from openwan.demo.latents import (  # noqa: F401
 )
 
 STAGES = ("vae", "latents", "dit", "export")
-DEMO_FRAMES = DEMO_SAMPLE.frame_num  # 17
+# The first stages build v1 (DEMO_V1_*: 64 px, 17 frames; --stage all); v2, the shipped model, is grown from it
+# with the options in docs/demo.md ("The recipe").
+DEMO_FRAMES = DEMO_V1_SAMPLE.frame_num  # 17
 DEMO_SIZE = 64
 
 
@@ -169,7 +177,7 @@ def train_vae(work_dir: Path, image_steps: int = 1000, image_batch: int = 8, ste
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / "vae_train.pt"
     torch.manual_seed(seed)
-    vae = WanVAE(DEMO_VAE).train()
+    vae = WanVAE(DEMO_V1_VAE).train()
     if init is not None:
         vae.load_state_dict(WanVAE.from_pretrained(init).state_dict())
         log(f"vae: starting from {init}")
@@ -248,7 +256,7 @@ def finish_vae(work_dir: Path, vae, stats_clips: int = 128, seed: int = 0) -> Pa
     mean, std = latent_stats(vae, stats_clips, seed)
     log(f"vae latent mean {mean}")
     log(f"vae latent std  {std}")
-    final = WanVAE(DEMO_VAE.replace(mean=mean, std=std))
+    final = WanVAE(DEMO_V1_VAE.replace(mean=mean, std=std))
     final.load_state_dict(vae.state_dict())
     out = work_dir / "vae"
     final.save_pretrained(out)
@@ -287,7 +295,7 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 # ============================================================================ stage 3: DiT
 
-SUBSETS = ("all", "one-object-classic")
+SUBSETS = ("all", "one-object-classic", "classic")
 
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all"):
@@ -296,7 +304,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
     ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
     ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
-    prompt's motion before the harder clips: docs/demo.md)."""
+    prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
+    do classic motions."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     from openwan.demo import world
@@ -310,7 +319,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     items = []
     for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
         attrs = data["attributes"][i]
-        if subset == "one-object-classic" and (len(attrs) != 1 or attrs[0][2] not in world.CLASSIC_MOTIONS):
+        if subset != "all" and (any(a[2] not in world.CLASSIC_MOTIONS for a in attrs)
+                                or (subset == "one-object-classic" and len(attrs) != 1)):
             continue
         for win, mid in windows(z, frames):
             for c in caps:
@@ -349,12 +359,20 @@ def grow_patch(state: dict, old: tuple, new: tuple) -> dict:
 
 def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
     """``source`` DiT weights grown to ``config``'s patch (:func:`grow_patch`) and model type, saved in
-    ``work_dir/init_dit`` (kept if already there)."""
+    ``work_dir/init_dit`` (kept if already there). ``source``: a v1 checkpoint folder (its config.json says the
+    patch; e.g. ``--stage export --export_dir runs/demo/export`` of the v1 recipe) or a bare .safetensors file of
+    DEMO_V1_DIT's weights."""
     from openwan.models.dit import WanModel
     out = work_dir / "init_dit"
     if (out / "config.json").exists():
         return out
-    src = WanModel.from_pretrained(source, dtype=torch.float32)
+    source = Path(source)
+    src = WanModel.from_pretrained(source, dtype=torch.float32,
+                                   config=None if (source / "config.json").is_file() else DEMO_V1_DIT)
+    if tuple(src.config.patch_size) == tuple(config.patch_size):
+        raise ValueError(f"--grow_from {source}: its DiT already has patch {tuple(src.config.patch_size)}, nothing to "
+                         f"grow: grow from a v1 checkpoint (patch {DEMO_V1_DIT.patch_size}; the package ships v2 now, "
+                         f"docs/demo.md), or start from these weights with --init_dit")
     state = grow_patch(src.state_dict(), tuple(src.config.patch_size), tuple(config.patch_size))
     model = WanModel(config)
     model.load_state_dict(state)
@@ -378,8 +396,8 @@ def make_validator(work_dir: Path, size: int = DEMO_SIZE, frames: int = DEMO_FRA
     bench = world.benchmark_prompts()
     prompts = [p for p in bench if p.split == "seen"][:prompts_per_split]
     prompts += [p for p in bench if p.split == "heldout"][:prompts_per_split]
-    sample = DEMO_SAMPLE.replace(size=f"{size}*{size}", sizes=(f"{size}*{size}",), frame_num=frames,
-                                 fps=round(DEMO_SAMPLE.fps * (frames - 1) / (DEMO_FRAMES - 1)))
+    sample = DEMO_V1_SAMPLE.replace(size=f"{size}*{size}", sizes=(f"{size}*{size}",), frame_num=frames,
+                                    fps=round(DEMO_V1_SAMPLE.fps * (frames - 1) / (DEMO_FRAMES - 1)))
 
     def validate(model, step):
         variant = dataclasses.replace(demo_variant(), task="ti2v" if model.config.model_type == "ti2v" else "t2v",
@@ -400,7 +418,8 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
               stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all") -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
-    ``dit_config`` (default ``DEMO_DIT``) lets experiments try other sizes; export checks it equals DEMO_DIT.
+    ``dit_config`` (default ``DEMO_V1_DIT``; v2's is ``DEMO_V2_DIT``) lets experiments try other sizes; export
+    takes DEMO_V1_DIT or DEMO_V2_DIT.
     ``init``: start from these DiT weights (a folder or .safetensors) instead of a random init.
     ``stop_at``: end this run at that step (a checkpoint) while the schedule still runs over ``steps``.
     ``objective``: the Trainer's objective config (default flow matching; ``{"name": "clean_frames", ...}``
@@ -411,7 +430,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
     dataset, data = build_dataset(latents_file, caption_dropout, seed, subset)
     log(f"dit: {len(dataset)} training items")
-    dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_DIT).to_dict().items()}
+    dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_V1_DIT).to_dict().items()}
     config = {
         "model": {"dit": dit_cfg, "dtype": "fp32", **({"path": str(init)} if init else {})},
         "optimizer": {"lr": lr, "betas": [0.9, 0.99], "weight_decay": weight_decay},
@@ -437,7 +456,8 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
 # ============================================================================ CLI
 
 def _dit_overrides(a) -> DiTConfig:
-    """DEMO_DIT with the --dit_* overrides applied (width and FFN scale together, FFN = 4 x width)."""
+    """DEMO_V1_DIT with the --dit_* overrides applied (width and FFN scale together, FFN = 4 x width); v2's DiT is
+    ``--dit_patch 1,2,2 --dit_type ti2v``."""
     changes = {}
     if a.dit_dim:
         changes.update(dim=a.dit_dim, ffn_dim=4 * a.dit_dim)
@@ -449,7 +469,7 @@ def _dit_overrides(a) -> DiTConfig:
         changes["patch_size"] = tuple(int(v) for v in a.dit_patch.split(","))
     if a.dit_type:
         changes["model_type"] = a.dit_type
-    return dataclasses.replace(DEMO_DIT, **changes)
+    return dataclasses.replace(DEMO_V1_DIT, **changes)
 
 
 def main(argv=None) -> int:
@@ -499,11 +519,11 @@ def main(argv=None) -> int:
     g.add_argument("--caption_dropout", type=float, default=0.1)
     g.add_argument("--ema", type=float, default=0.998)
     g.add_argument("--init_dit", help="start the DiT from these weights (folder or .safetensors)")
-    g.add_argument("--dit_dim", type=int, help="override DEMO_DIT's width (experiments)")
-    g.add_argument("--dit_layers", type=int, help="override DEMO_DIT's depth (experiments)")
-    g.add_argument("--dit_heads", type=int, help="override DEMO_DIT's head count (experiments)")
-    g.add_argument("--dit_patch", help="override DEMO_DIT's patch size, e.g. 1,1,1 (experiments)")
-    g.add_argument("--dit_type", choices=("t2v", "ti2v"), help="override DEMO_DIT's model type (ti2v: per-token "
+    g.add_argument("--dit_dim", type=int, help="override DEMO_V1_DIT's width (experiments)")
+    g.add_argument("--dit_layers", type=int, help="override DEMO_V1_DIT's depth (experiments)")
+    g.add_argument("--dit_heads", type=int, help="override DEMO_V1_DIT's head count (experiments)")
+    g.add_argument("--dit_patch", help="override DEMO_V1_DIT's patch size, e.g. 1,1,1 (experiments)")
+    g.add_argument("--dit_type", choices=("t2v", "ti2v"), help="override DEMO_V1_DIT's model type (ti2v: per-token "
                                                              "timesteps, for --objective clean_frames)")
     g.add_argument("--grow_from", help="start the DiT from these weights grown to --dit_patch (grow_patch)")
     g.add_argument("--objective", choices=("flow_matching", "clean_frames"), default="flow_matching",
@@ -511,7 +531,8 @@ def main(argv=None) -> int:
     g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
     g.add_argument("--dit_subset", choices=SUBSETS, default="all",
-                   help="train on these clips only (one-object-classic: one object, a classic motion)")
+                   help="train on these clips only (one-object-classic: one object, a classic motion; "
+                        "classic: one or two objects, classic motions)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -521,13 +542,20 @@ def main(argv=None) -> int:
     g.add_argument("--timestep_shift", type=float, default=1.0,
                    help="shift of the training noise levels (uniform sigma, then shifted; 1 = none)")
     g = ap.add_argument_group("export")
-    g.add_argument("--export_dir", default=str(DEMO_DIR))
+    g.add_argument("--export_dir", default=str(DEMO_DIR),
+                   help="default: the package (only the shipped model's DiT, DEMO_DIT: v2); v1 or a candidate: a "
+                        "folder of its own")
     g.add_argument("--dit_weights", help="ship these DiT weights (e.g. a checkpoint's ema.safetensors, or a final "
                                          "folder) instead of the run's newest")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
     stages = STAGES if a.stage == "all" else (a.stage,)
+    if "dit" in stages and "export" in stages and Path(a.export_dir).resolve() == DEMO_DIR.resolve() \
+            and _dit_overrides(a) != DEMO_DIT:    # refused now, not after hours of training
+        raise ValueError(f"--stage all trains a {_dit_overrides(a).model_type} DiT of patch {_dit_overrides(a).patch_size}, "
+                         f"which the package does not ship (DEMO_DIT: v2): pass --export_dir FOLDER (e.g. "
+                         f"runs/demo/export)")
     for stage in stages:
         t0 = time.perf_counter()
         if stage == "vae":

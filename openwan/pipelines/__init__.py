@@ -11,7 +11,12 @@ from typing import Optional, Union
 
 import torch
 
-from openwan.pipelines.base import Components, GenerationOutput, WanPipeline, load_components
+from openwan.pipelines.base import (
+    Components,
+    GenerationOutput,
+    WanPipeline,
+    load_components,
+)
 from openwan.pipelines.flf2v import FirstLastFrameToVideo
 from openwan.pipelines.i2v import ImageToVideo
 from openwan.pipelines.moe import ImageToVideoA14B, TextToVideoA14B, moe_pipeline
@@ -79,17 +84,13 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
             raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
         mode, offload = "blocks", f"blocks:{block_swap}"
     target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if student is not None and quantize not in (None, "none"):
+        raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
+    # a student: its own DiT (its variant's config) and VAE statistics, the demo folder's VAE and text encoder
     comps = load_components(ckpt, variant=variant, device=target, dtype=dtype, t5_cpu=t5_cpu, quantize=quantize,
                             stage="cpu" if mode == "blocks" else None,   # streamed: everything starts on the CPU
-                            release_low=experts == "one" and target.type == "cpu" and mode != "blocks")
-    if student is not None:                              # before any block streaming or quantized layers
-        if quantize not in (None, "none"):
-            raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
-        from openwan.checkpoints import read_safetensors
-        dit = comps.dit
-        sd = read_safetensors(student)
-        dit.load_state_dict({k: v.to(next(dit.parameters()).dtype) for k, v in sd.items()}, strict=True)
-        comps.dit_sources = ()                           # the weights are the student's, not the folder's
+                            release_low=experts == "one" and target.type == "cpu" and mode != "blocks",
+                            dit_weights=student)
     if mode == "blocks":        # N checked against the loaded DiT's blocks; VAE and encoders visit the device
         comps.dit_sources = ()                           # streamed blocks: the experts stay loaded
         from openwan.offload import enable_block_swap
@@ -118,6 +119,7 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
 def _apply_threads(pipe: WanPipeline, threads: Optional[int]) -> int:
     """Threads by the work of one DiT forward at the variant's default size (openwan.runtime's policy)."""
     import math
+
     from openwan import runtime
     from openwan.plan import latent_grid
     d, vae = pipe.defaults(), pipe.vae

@@ -22,14 +22,33 @@ import torch
 from openwan import sampling
 from openwan.configs import SampleDefaults
 from openwan.denoiser import Conditioning, Denoiser, Guidance
+
 # loading and saving live in components.py, a call's settings and records in job.py, the per-call options in
 # call_options.py; re-exported here, where the pipelines and callers look for them
 from openwan.pipelines.call_options import CALL_OPTIONS, DIFFUSERS_NAMES, CallOptions  # noqa: F401
-from openwan.pipelines.components import (Components, _device, check_checkpoint_dir, load_components,  # noqa: F401
-                                          lookup_variant)
-from openwan.pipelines.job import (FILE_STATS, OUTPUT_TYPES, Cancelled, GenerationOutput, Job,  # noqa: F401
-                                   PathLike, Sampling, check_frames, check_prompt, check_size, file_record,
-                                   make_noise, parse_size, resolve_seed)
+from openwan.pipelines.components import (  # noqa: F401
+    Components,
+    _device,
+    check_checkpoint_dir,
+    load_components,
+    lookup_variant,
+)
+from openwan.pipelines.job import (  # noqa: F401
+    FILE_STATS,
+    OUTPUT_TYPES,
+    Cancelled,
+    GenerationOutput,
+    Job,
+    PathLike,
+    Sampling,
+    check_frames,
+    check_prompt,
+    check_size,
+    file_record,
+    make_noise,
+    parse_size,
+    resolve_seed,
+)
 
 
 def module_device(module) -> torch.device:
@@ -130,12 +149,13 @@ class WanPipeline(CallOptions):
 
     def warn_outside_world(self, prompt: str) -> None:
         """The embedded demo knows a small world: warn about what a prompt asks that it does not know (each part
-        of a long video's prompt schedule alone). Nothing for other models."""
+        of a long video's prompt schedule alone; as many objects as this demo model draws). Nothing for other
+        models."""
         from openwan.pipelines.routing import is_demo
         if is_demo(self.variant.name):
-            from openwan.demo.world import warn_outside_world
+            from openwan.demo.world_captions import scene_objects, warn_outside_world
             for part in prompt.split("|"):
-                warn_outside_world(part.strip())
+                warn_outside_world(part.strip(), scene_objects(self.variant))
 
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:

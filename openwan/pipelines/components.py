@@ -40,7 +40,7 @@ def _device(device) -> torch.device:
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
                     need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None,
-                    release_low: bool = False, stage=None) -> Components:
+                    release_low: bool = False, stage=None, dit_weights: Optional[PathLike] = None) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -53,6 +53,9 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     checked, its weights left unread (meta) until the pipeline first needs it (openwan.release). What the
     folder holds is checked first (:func:`checkpoint_layout`). ``stage`` (e.g. "cpu"): load every model
     there, in the dtypes of ``device`` (block swap: the models visit the device only while they run).
+    ``dit_weights``: a DiT weights file to load instead of the folder's, as ``variant``'s DiT config, with the
+    folder's VAE weights under ``variant``'s latent mean/std (a distilled demo student: its own DiT and the
+    normalization it was trained with, whatever the folder's DiT and vae_config.json are).
     """
     from openwan.checkpoints import CheckpointError, matching_variants
     from openwan.models.dit import WanModel
@@ -63,6 +66,10 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         raise CheckpointError(f"checkpoint directory not found: {path} (give the folder holding config.json, "
                               f"the DiT weights, the VAE and the text encoder, or a diffusers folder)")
     lay = check_checkpoint_dir(path)
+    if isinstance(variant, str):
+        variant = lookup_variant(variant)
+    if dit_weights is not None and variant is None:
+        raise ValueError("dit_weights needs the variant whose DiT they are (its DiT config and VAE statistics)")
     from openwan.variant_io import read_variant
     stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
     device = _device(device)
@@ -77,15 +84,18 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         return WanModel.from_pretrained(folder, dtype=dtype, device=device, config=config, quantize=quantize)
 
     from openwan.gguf import find_gguf
-    plain = quantize is None and not any(find_gguf(d) for d in lay.dits)   # float safetensors: reloadable
+    plain = quantize is None and not any(find_gguf(d) for d in lay.dits) and dit_weights is None   # reloadable
     small = "auto: a small model (bf16 gains nothing at its GEMM sizes)"
     auto_bf16_cpu = dtype == "auto" and dit_dtype != torch.float32 and on_device.type == "cpu"
     if auto_bf16_cpu and not any(find_gguf(d) for d in lay.dits):
         # decided from the headers before loading: weights read as bf16 and widened back would have lost bits
         from openwan.checkpoints import dit_numel
-        if dit_numel(lay.dits[0]) < AUTO_BF16_MIN_PARAMS:
+        if dit_numel(dit_weights or lay.dits[0]) < AUTO_BF16_MIN_PARAMS:
             dit_dtype, dtype_reason, auto_bf16_cpu = torch.float32, small, False
-    dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
+    if dit_weights is not None:
+        dit = load_dit(dit_weights, dit_dtype, home, variant.dit)
+    else:
+        dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
     if auto_bf16_cpu and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
         dit_dtype = torch.float32           # a GGUF DiT: its dequantized weights computed in fp32
         dit = dit.to(dit_dtype)
@@ -100,14 +110,12 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     if lay.expand_timesteps and dit.config.model_type != "ti2v":
         raise CheckpointError(f"{path}: model_index.json sets expand_timesteps (Wan 2.2 TI2V) but the DiT is "
                               f"{dit.config.model_type!r} with {dit.config.in_dim} input channels, not a TI2V-5B DiT")
-    if isinstance(variant, str):
-        variant = lookup_variant(variant)
     if variant is None:
         variant = stored
     if variant is None:
         fits = [n for n in matching_variants(dit.config) if _is_moe_name(n) == (dit_low is not None)]
         variant = lookup_variant(fits[0]) if fits else _custom_variant(dit.config, dit_low is not None)
-    vae = load_vae(path, device=home)
+    vae = load_vae(path, device=home, config=variant.vae if dit_weights is not None else None)
     if vae.z_dim != dit.config.out_dim:
         raise CheckpointError(f"{path}: the VAE's latent has {vae.z_dim} channels but the DiT predicts "
                               f"{dit.config.out_dim}: Wan 2.2 TI2V-5B needs Wan2.2_VAE.pth (z 48), the 2.1 models "
@@ -148,8 +156,14 @@ def checkpoint_variant(path) -> Optional[Variant]:
     """The published variant a checkpoint holds, read from headers only (nothing loaded): "demo" (or None)
     the demo's; a folder's openwan.json, else its DiT's config.json matched against the published
     variants; None when it matches none (a custom model) or the folder cannot tell."""
-    from openwan.checkpoints import (CheckpointError, _dit_source, checkpoint_layout, dit_config_from_diffusers_json,
-                                     dit_config_from_official_json, matching_variants)
+    from openwan.checkpoints import (
+        CheckpointError,
+        _dit_source,
+        checkpoint_layout,
+        dit_config_from_diffusers_json,
+        dit_config_from_official_json,
+        matching_variants,
+    )
     from openwan.variant_io import read_variant
     if path is None or str(path) == "demo":
         return get_variant("demo")

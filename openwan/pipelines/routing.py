@@ -40,9 +40,9 @@ def no_picture_message(name: str, task: str, given: Iterable[str]) -> str:
     flags = ", ".join(f"--{g}" for g in given)
     if is_demo(name):
         return (f"the embedded demo model ({name}) is text-to-video only ({task}), so it does not take {flags}: "
-                f"image-to-video and first-last-frame come with its TI2V-style successor (docs/demo.md, 'Every task "
-                f"on the embedded default'); with downloaded weights use --task i2v-14B-480P, flf2v-14B or "
-                f"ti2v-5B and --ckpt_dir; --src_video FILE re-renders a video (video-to-video) with this model")
+                f"the TI2V-style demo, the embedded default (no --task, or --task demo), takes pictures (docs/demo.md, "
+                f"'Every task on the embedded default'); with downloaded weights use --task i2v-14B-480P, flf2v-14B "
+                f"or ti2v-5B and --ckpt_dir; --src_video FILE re-renders a video (video-to-video) with this model")
     return (f"the {task} task does not take {flags}: pictures need an image-to-video model (--task i2v-14B-480P, "
             f"i2v-A14B or ti2v-5B for --image; flf2v-14B or ti2v-5B for --first_frame/--last_frame)")
 
