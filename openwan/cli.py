@@ -21,7 +21,8 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
                  "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
-                 "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile"}
+                 "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile",
+                 "guide_boundary": "guide_boundary"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
@@ -74,10 +75,14 @@ def _generate_parser(sub):
                    help="denoising steps (default: the variant's: 50 for t2v, 40 for i2v, 30 for the demo)")
     p.add_argument("--sample_shift", type=float, default=None,
                    help="noise schedule shift (default: the variant's, e.g. 5.0 for t2v at 480p, 3.0 at 480p i2v)")
-    p.add_argument("--sample_guide_scale", type=_guide_scale, default=None, metavar="SCALE|LOW,HIGH",
+    p.add_argument("--sample_guide_scale", type=guide_scale_arg, default=None, metavar="SCALE|LOW,HIGH",
                    help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v); Wan 2.2 "
                         "A14B: one value for both experts or LOW,HIGH (low-noise, high-noise expert; 3.0,4.0 for "
-                        "t2v-A14B)")
+                        "t2v-A14B); one-DiT models: LOW,HIGH with --guide_boundary is a guidance interval")
+    p.add_argument("--guide_boundary", type=float, default=None, metavar="B",
+                   help="with --sample_guide_scale LOW,HIGH on a one-DiT model: HIGH guides the steps whose "
+                        "timestep t >= B x 1000 (the high-noise ones), LOW the rest (a guidance interval; LOW 1 "
+                        "skips the uncond pass there). B in (0, 1); default: the variant's")
     p.add_argument("--sample_solver", choices=SOLVER_CHOICES, default=None,
                    help="flow-matching solver (default: unipc, the reference's)")
     p.add_argument("--base_seed", "--seed", dest="base_seed", type=int, default=None,
@@ -147,8 +152,9 @@ def _generate_parser(sub):
     p.set_defaults(func=cmd_generate)
 
 
-def _guide_scale(text: str):
-    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model)."""
+def guide_scale_arg(text: str):
+    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model; a guidance interval
+    on one DiT)."""
     parts = [t.strip() for t in str(text).split(",")]
     try:
         nums = [float(t) for t in parts]
@@ -308,14 +314,15 @@ def cmd_generate(a) -> int:
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile"):
+                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
+                 "guide_boundary"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
     extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap",
-                                                            "tile")]
+                                                            "tile", "guide_boundary")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

@@ -26,6 +26,11 @@ VAE_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
            3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
 
 
+def _nested(v, kind):
+    """Tuples and lists, at any depth, as ``kind`` (JSON has lists; frozen configs hold tuples)."""
+    return kind(_nested(x, kind) for x in v) if isinstance(v, (tuple, list)) else v
+
+
 class ConfigMixin:
     """to_dict / from_dict helpers shared by every config dataclass."""
 
@@ -33,7 +38,7 @@ class ConfigMixin:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+            out[f.name] = _nested(v, list)
         return out
 
     @classmethod
@@ -45,7 +50,7 @@ class ConfigMixin:
         kw = {}
         for k, v in d.items():
             if k in names:
-                kw[k] = tuple(v) if isinstance(v, list) else v
+                kw[k] = _nested(v, tuple)
         return cls(**kw)
 
     def replace(self, **kw):
@@ -157,12 +162,24 @@ class SampleDefaults(ConfigMixin):
     negative_prompt: str = NEGATIVE_PROMPT
     # Wan 2.2 A14B (two experts): the high-noise expert runs while the solver's timestep t >= boundary * 1000;
     # guide_scales = (low-noise expert's, high-noise expert's), the reference config's order. guide_scale is
-    # then the high-noise expert's (the first steps').
+    # then the high-noise expert's (the first steps'). One-DiT models: guide_scales with boundary is the default
+    # guidance interval (openwan.denoiser.Guidance: the high scale while t >= boundary * 1000).
     boundary: Optional[float] = None
     guide_scales: Optional[tuple] = None
+    # One task's own default guidance interval where it differs: ((task, low, high, boundary), ...), e.g. the demo's
+    # video-to-video, whose re-noised source needs strong guidance at its high-noise end to take the prompt's colour.
+    task_guidance: tuple = ()
     # Few-step (distilled) models: the explicit timestep list they were trained on (high to low); used when a
     # call runs len(timesteps) steps (the default then), see WanPipeline.preset_sigmas.
     timesteps: Optional[tuple] = None
+
+    def for_task(self, task: str) -> "SampleDefaults":
+        """These defaults as ``task`` uses them (its entry of ``task_guidance`` applied)."""
+        for entry in self.task_guidance:
+            if entry[0] == task:
+                return dataclasses.replace(self, guide_scales=(float(entry[1]), float(entry[2])),
+                                           boundary=float(entry[3]), task_guidance=())
+        return self
 
     def guide_scale_at(self, t: float) -> float:
         """The guidance scale for solver timestep t (per expert for two-expert models)."""
@@ -315,7 +332,11 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
          0.6121, 0.8335, 0.9672, 1.0678, 1.111, 0.9732, 0.6856, 0.5274))
 # Guidance 2 (v1: 5): at 5 the text-to-video circles come out lopsided (15 of 24 drawn as circles, 2 seeds); at
 # 2, 24 of 24 with the motions unchanged (docs/demo.md, "Shipping v2").
-DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0)
+# guidance 2 (at 5 the circles come out lopsided: benchmarks/demo_guidance.py); video-to-video guides its
+# high-noise steps (t >= 500) at 7 so the re-noised source takes the prompt's colour (at 2: a third did;
+# docs/demo.md, "Video-to-video's guidance interval").
+DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
+                                        task_guidance=(("v2v", 2.0, 7.0, 0.5),))
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
 DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT

@@ -86,9 +86,30 @@ class Conditioning:
 
 @dataclass(frozen=True)
 class Guidance:
-    """Classifier-free guidance: ``scale`` (1 = none) and whether cond + uncond share one batched pass."""
-    scale: float = 1.0
+    """Classifier-free guidance: ``scale`` (1 = none) and whether cond + uncond share one batched pass.
+
+    A guidance interval: ``scale=(low, high)`` with ``boundary`` b in (0, 1) guides at ``high`` while the
+    step's timestep t >= b x 1000 (the high-noise steps, where layout, colour and motion are decided) and at
+    ``low`` below (where a strong scale distorts detail: Kynkaanniemi et al. 2024, "Applying guidance in a
+    limited interval"); the same rule as Wan 2.2 A14B's two experts. A step at scale 1 makes the cond pass
+    only. (The A14B pipelines read a pair as one scale per expert and switch experts at their own boundary.)
+    """
+    scale: object = 1.0                 # float, or (low, high) with boundary
     cfg_batch: bool = True
+    boundary: Optional[float] = None
+
+    def scale_at(self, step: Optional[Step] = None) -> float:
+        """The scale at ``step`` (the largest over ``step``'s timesteps, for per-token t); without a step, the
+        largest scale used anywhere."""
+        if not isinstance(self.scale, (tuple, list)):
+            return float(self.scale)
+        low, high = (float(v) for v in self.scale)
+        if step is None:
+            return high if abs(high - 1.0) >= abs(low - 1.0) else low
+        if self.boundary is None:
+            raise ValueError("a (low, high) guide scale needs a boundary (guide_boundary): the timestep fraction "
+                             "above which the high scale applies, e.g. 0.9")
+        return high if float(step.t.max()) >= self.boundary * 1000 else low
 
 
 class Denoiser:
@@ -111,12 +132,20 @@ class Denoiser:
 
     @property
     def guided(self) -> bool:
-        return self.guidance.scale != 1.0 and self.cond.context_null is not None
+        """Whether any step is guided (a guidance interval may leave some at scale 1)."""
+        return self.guided_at(None)
+
+    def guided_at(self, step: Optional[Step]) -> bool:
+        return self.guidance.scale_at(step) != 1.0 and self.cond.context_null is not None
 
     @property
     def passes(self) -> int:
-        """DiT forward passes one call makes."""
-        return 2 if self.guided and not self.guidance.cfg_batch else 1
+        """DiT forward passes one call makes (at most)."""
+        return self.passes_at(None)
+
+    def passes_at(self, step: Optional[Step]) -> int:
+        """DiT forward passes the call at ``step`` makes."""
+        return 2 if self.guided_at(step) and not self.guidance.cfg_batch else 1
 
     def _forward(self, x, t, contexts, kw):
         if self.ctx_cache is not None:
@@ -130,17 +159,18 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         c, t, dt = self.cond, step.t, self.dtype
-        if self.guided and self.guidance.cfg_batch:
+        guided, scale = self.guided_at(step), self.guidance.scale_at(step)
+        if guided and self.guidance.cfg_batch:
             # [x, x] as a view (batch stride 0): the DiT patch-embeds it once
             out = self._forward(x.to(dt)[None].expand(2, *x.shape), t.expand(2, *t.shape[1:]), c.contexts(True),
                                 c.batch(2))   # t [1] or per token [1, L]
-            return cfg(out[0].float(), out[1].float(), self.guidance.scale)
+            return cfg(out[0].float(), out[1].float(), scale)
         kw = c.batch(1)
         cond = self._forward(x[None].to(dt), t, [c.context], kw)[0].float()
-        if not self.guided:
+        if not guided:
             return cond
         uncond = self._forward(x[None].to(dt), t, [c.context_null], kw)[0].float()
-        return cfg(cond, uncond, self.guidance.scale)
+        return cfg(cond, uncond, scale)
 
 
 class Wrapper:

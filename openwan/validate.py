@@ -177,6 +177,9 @@ def _solvers():
     return SOLVERS
 
 
+GUIDE_BOUNDARY = "a number in (0, 1): the timestep fraction above which the high guide scale applies (e.g. 0.9)"
+
+
 def generation_args(names: Optional[Mapping[str, str]] = None, **kw) -> dict:
     """Check and normalize the arguments of a generation; returns a new dict (unknown keys unchanged).
 
@@ -216,6 +219,10 @@ def generation_args(names: Optional[Mapping[str, str]] = None, **kw) -> dict:
                 out[key] = tuple(number(v, n(key), 0.0, 100.0) for v in value)
             else:
                 out[key] = number(value, n(key), 0.0, 100.0)
+        elif key == "guide_boundary":
+            out[key] = number(value, n(key), 0.0, 1.0, lo_open=True, expect=GUIDE_BOUNDARY)
+            if out[key] >= 1.0:
+                raise InvalidArgument(key, f"{n(key)} must be {GUIDE_BOUNDARY}, got {value!r}")
         elif key == "sample_solver":
             if value not in _solvers():
                 raise InvalidArgument(key, f"{n(key)} must be one of {', '.join(_solvers())}, got {value!r}")
@@ -307,6 +314,12 @@ def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
     the DiT sees at once (a long video's window)."""
     out = generation_args(**kw)
     d = pipe.defaults()
+    if isinstance(out.get("guide_scale"), tuple) and not getattr(pipe, "two_experts", False) \
+            and out.get("guide_boundary") is None and d.boundary is None:
+        raise InvalidArgument("guide_scale", f"guide_scale {out['guide_scale']}: a pair (low-noise, high-noise) on "
+                                             f"{pipe.variant.name} is a guidance interval and needs guide_boundary "
+                                             f"(--guide_boundary B): HIGH applies while the timestep t >= B x 1000, "
+                                             f"e.g. 0.9; or give one number")
     w, h = (int(v) for v in (out.get("size") or d.size).split("*"))
     frames = out.get("frame_num") or (1 if getattr(pipe, "task", "") == "t2i" else d.frame_num)
     if out.get("output_type") == "latent":

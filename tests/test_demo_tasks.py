@@ -211,6 +211,9 @@ def test_v2v_on_a_ti2v_dit(demo):
     out = p(PROMPT, src_video=src, strength=0.8, seed=0)
     assert out.frames.shape == (1, 9, SIZE, SIZE, 3) and out.settings["steps_run"] >= 1
     assert out.settings["task"] == "v2v"
+    # the demo's v2v default: a guidance interval (7 at t >= 500, 2 below); text-to-video keeps guidance 2
+    assert out.settings["guide_scale"] == (2.0, 7.0) and out.settings["guide_boundary"] == 0.5
+    assert load_pipeline("demo", progress=False).defaults().guide_scales is None
 
 
 def test_server_takes_the_picture_fields(pipe):

@@ -201,3 +201,49 @@ def test_job_post_step_and_reproducible_consistency_solver(pipe):
     b = pipe("a red circle", seed=2, sample_steps=3, sample_solver="consistency", output_type="latent").latents
     c = pipe("a red circle", seed=2, sample_steps=3, sample_solver="euler", output_type="latent").latents
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --------------------------------------------------------------------------- guidance interval
+
+@pytest.mark.parametrize("cfg_batch", [True, False])
+def test_guidance_interval_guides_the_high_noise_steps_only(cfg_batch):
+    c = _cond()
+    g = Guidance((1.0, 4.0), cfg_batch, boundary=0.6)
+    x = torch.randn(2, 2, 2, 2, generator=torch.Generator().manual_seed(5))
+    for t, scale in ((999, 4.0), (600, 4.0), (599, 1.0), (0, 1.0)):     # t >= 0.6 x 1000: the high scale
+        assert g.scale_at(_step(t)) == scale
+        dit = FakeDiT()
+        d = Denoiser(dit, c, g)
+        v = d(x, _step(t))
+        plain = Denoiser(FakeDiT(), c, Guidance(scale, cfg_batch))(x, _step(t))
+        assert torch.equal(v, plain)                                     # the same call as a plain scale
+        n = 1 if scale == 1.0 or cfg_batch else 2                        # scale 1: the cond pass only
+        assert len(dit.calls) == d.stats["dit_forwards"] == d.passes_at(_step(t)) == n
+    assert g.scale_at() == 4.0 and Denoiser(FakeDiT(), c, g).guided      # guided somewhere
+    # per-token timesteps (TI2V: clean frames at 0): the noisy tokens' t decides
+    assert g.scale_at(sampling.Step(0, 1, torch.tensor([[0, 0, 700, 700]]), 0.7, 0.0)) == 4.0
+    with pytest.raises(ValueError, match="boundary"):
+        Guidance((1.0, 4.0)).scale_at(_step(700))
+
+
+def test_pipeline_guidance_interval_is_recorded_and_exact(pipe, tmp_path):
+    kw = dict(seed=3, sample_steps=4, frame_num=5, output_type="latent")
+    same = pipe("a red circle", guide_scale=(5.0, 5.0), guide_boundary=0.9, **kw)
+    plain = pipe("a red circle", guide_scale=5.0, **kw)
+    assert torch.equal(same.latents, plain.latents)              # an interval of one scale is that scale, bit for bit
+    half = pipe("a red circle", guide_scale=(1.0, 5.0), guide_boundary=0.9, **kw)
+    assert half.settings["guide_scale"] == (1.0, 5.0) and half.settings["guide_boundary"] == 0.9
+    assert "guide_boundary" not in plain.settings
+    sigmas = sampling.sigmas_for("unipc", 4, pipe.defaults().shift)
+    high = int(sum(float(s) * 1000 >= 900 for s in sigmas[:-1]))     # steps at t >= 900 (t = sigma x 1000)
+    assert 0 < high < 4
+    assert half.settings["stats"]["dit_forwards"] == 4         # batched: one pass per step either way
+    unb = pipe("a red circle", guide_scale=(1.0, 5.0), guide_boundary=0.9, cfg_batch=False, **kw)
+    assert unb.settings["stats"]["dit_forwards"] == 4 + high   # the uncond pass only while guided
+    for other in (plain, pipe("a red circle", guide_scale=1.0, **kw)):
+        assert not torch.allclose(half.latents, other.latents)
+    with pytest.raises(ValueError, match="guide_boundary"):
+        pipe("a red circle", guide_scale=(1.0, 5.0), **kw)          # a pair without a boundary: the fix named
+    for bad in (0.0, 1.0, 1.5, "x"):
+        with pytest.raises(ValueError, match="guide_boundary must be a number in \\(0, 1\\)"):
+            pipe("a red circle", guide_scale=(1.0, 5.0), guide_boundary=bad, **kw)

@@ -107,6 +107,9 @@ def test_connections_are_bounded(tmp_path):
     ('{"prompt": "p", "guide_scale": NaN}', None, "not JSON"),
     ('{"prompt": "p", "guide_scale": 1e999}', "guide_scale", "must be finite"),
     ('{"prompt": "p", "guide_scale": "5"}', "guide_scale", "must be a number"),
+    ('{"prompt": "p", "guide_scale": [1, 2, 3]}', "guide_scale", "a pair"),
+    ('{"prompt": "p", "guide_scale": [1, 5]}', "guide_scale", "needs guide_boundary"),
+    ('{"prompt": "p", "guide_scale": [1, 5], "guide_boundary": 1.5}', "guide_boundary", "a number in (0, 1)"),
     ('{"prompt": "p", "cfg_batch": "yes"}', "cfg_batch", "true or false"),
     ('{"prompt": 5}', "prompt", "must be a string"),
     ('{"prompt": "  "}', "prompt", "is required"),
@@ -175,3 +178,7 @@ def test_fields_come_from_the_pipeline_signature():
     i2v = parameter_kinds(object.__new__(P.ImageToVideo))
     assert check_request({"prompt": "p", "input_reference": "/x.png", "seconds": "1"}, i2v, fps=16) == \
         {"prompt": "p", "image": "/x.png", "frame_num": 17}
+    # a guidance interval: a pair of scales and its boundary
+    assert i2v["guide_scale"] == "scale" and i2v["guide_boundary"] == "float"
+    assert check_request({"prompt": "p", "guide_scale": [1, 5.5], "guide_boundary": 0.9}, i2v, fps=16) == \
+        {"prompt": "p", "guide_scale": (1, 5.5), "guide_boundary": 0.9}

@@ -506,6 +506,32 @@ def test_v2v_starts_from_the_noised_source(pipes, monkeypatch):
     assert seen[0][1].item() == sampling.timesteps_from_sigmas(sigmas[:1]).item()
 
 
+def test_a_task_can_have_its_own_default_guidance_interval(ckpts, tmp_path):
+    """SampleDefaults.task_guidance: v2v guides its high-noise steps harder by default (the demo's recolouring);
+    other tasks keep the variant's scale; an explicit guide_scale wins; the record round-trips openwan.json."""
+    from openwan.configs import get_variant
+    from openwan.variant_io import read_variant, write_variant
+    base = get_variant("tiny-t2v")
+    variant = base.replace(sample=base.sample.replace(task_guidance=(("v2v", 1.0, 4.0, 0.9),)))
+    write_variant(variant, tmp_path)
+    assert read_variant(tmp_path).sample.for_task("v2v") == variant.sample.for_task("v2v")
+    t2v = load_pipeline(ckpts["t2v"], task="t2v", variant=variant, progress=False)
+    v2v = load_pipeline(ckpts["t2v"], task="v2v", variant=variant, progress=False)
+    assert t2v.defaults().guide_scales is None and t2v.defaults().boundary is None
+    assert v2v.defaults().guide_scales == (1.0, 4.0) and v2v.defaults().boundary == 0.9
+    kw = dict(src_video=random_video(5, 32, 64, seed=2), strength=1.0, seed=5, sample_steps=4, frame_num=5,
+              output_type="latent")
+    out = v2v(PROMPT, **kw)
+    assert out.settings["guide_scale"] == (1.0, 4.0) and out.settings["guide_boundary"] == 0.9
+    same = v2v(PROMPT, guide_scale=(1.0, 4.0), guide_boundary=0.9, **kw)
+    assert torch.equal(out.latents, same.latents)
+    plain = v2v(PROMPT, guide_scale=4.0, **kw)
+    assert plain.settings["guide_scale"] == 4.0 and "guide_boundary" not in plain.settings
+    assert not torch.allclose(plain.latents, out.latents)
+    assert t2v(PROMPT, seed=5, sample_steps=2, frame_num=5, output_type="latent").settings["guide_scale"] == \
+        base.sample.guide_scale
+
+
 @pytest.mark.parametrize("name", ["i2v", "flf2v", "vace"])
 def test_batched_cfg_equals_separate_passes(pipes, name):
     """cond + uncond in one batched forward: y / clip features / vace context are duplicated right

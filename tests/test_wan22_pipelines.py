@@ -512,11 +512,18 @@ def test_cli_a14b_guide_scales_and_tasks(folders, tmp_path, capsys):
     rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
     assert rec["guide_scale"] == [2.5, 3.5] and rec["variant"] == "custom-t2v-A14B"
     assert rec["stats"]["dit_forwards"] == 2
-    # one value for both experts; a pair for a one-DiT model is an error naming the fix
-    assert cli(["generate", "a red circle", "--ckpt_dir", str(folders["ti2v", "official"]),
-                "--size", "96*64", "--frame_num", "5", "--sample_steps", "1", "--sample_guide_scale", "3,4",
-                "--quiet", "-o", str(tmp_path / "x.mp4")]) == 2
-    assert "two-expert" in capsys.readouterr().err
+    # one value for both experts; a pair for a one-DiT model is a guidance interval: without its boundary an
+    # error naming the fix, with it recorded
+    base = ["generate", "a red circle", "--ckpt_dir", str(folders["ti2v", "official"]), "--size", "96*64",
+            "--frame_num", "5", "--sample_steps", "2", "--sample_guide_scale", "3,4", "--seed", "1", "--quiet"]
+    assert cli(base + ["-o", str(tmp_path / "x.mp4")]) == 2
+    assert "--guide_boundary" in capsys.readouterr().err
+    assert cli(base + ["--guide_boundary", "0.95", "-o", str(tmp_path / "x.mp4")]) == 0
+    rec = json.loads((tmp_path / "x.json").read_text())["openwan"]
+    assert rec["guide_scale"] == [3.0, 4.0] and rec["guide_boundary"] == 0.95
+    assert cli(["generate", "--from", str(tmp_path / "x.json"), "--quiet", "-o", str(tmp_path / "x2.mp4")]) == 0
+    rec2 = json.loads((tmp_path / "x2.json").read_text())["openwan"]
+    assert rec2["guide_scale"] == [3.0, 4.0] and rec2["guide_boundary"] == 0.95
     assert cli(["generate", "a red circle", "--task", "t2v-A14B", "--ckpt_dir", str(folders["ti2v", "official"]),
                 "--quiet", "-o", str(tmp_path / "y.mp4")]) == 2
     assert "needs two experts" in capsys.readouterr().err

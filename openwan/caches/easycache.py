@@ -74,7 +74,8 @@ class EasyCache(Wrapper):
         x32 = x.float()
         if self._skip(x, step):
             v = x32 + self._delta
-            self.stats["dit_forwards_skipped"] += self.passes
+            at = getattr(self, "passes_at", None)          # a guidance interval: this step's passes
+            self.stats["dit_forwards_skipped"] += self.passes if at is None else at(step)
             self.decisions.append(False)
         else:
             v = self.inner(x, step)

@@ -216,6 +216,7 @@ def _ckpt_variant(ckpt_dir):
 
 
 def main(argv=None) -> int:
+    from openwan.cli import guide_scale_arg
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
     ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "demo", "demo-4step"], default=None,
@@ -234,7 +235,10 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split (and set)")
     ap.add_argument("--sample_steps", type=int, default=None)
     ap.add_argument("--sample_shift", type=float, default=None)
-    ap.add_argument("--sample_guide_scale", type=float, default=None)
+    ap.add_argument("--sample_guide_scale", type=guide_scale_arg, default=None, metavar="SCALE|LOW,HIGH",
+                    help="guidance (default: the model's); LOW,HIGH with --guide_boundary: a guidance interval")
+    ap.add_argument("--guide_boundary", type=float, default=None, metavar="B",
+                    help="with LOW,HIGH: HIGH guides the steps at timestep >= B x 1000")
     ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
     ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",
                     help="step cache for every video (e.g. easycache, easycache:0.1; default none)")
@@ -285,16 +289,20 @@ def main(argv=None) -> int:
                          f"--model demo without --ckpt_dir) does i2v and flf2v")
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
-                                guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
-                                step_cache=a.step_cache).items()
+                                guide_scale=a.sample_guide_scale, guide_boundary=a.guide_boundary,
+                                sample_solver=a.sample_solver, step_cache=a.step_cache).items()
           if v is not None}
     d = pipe.defaults()
     steps = kw.get("sample_steps", d.steps)
     settings = {"checkpoint": a.ckpt_dir or model, "steps": steps,
-                "shift": kw.get("sample_shift", d.shift), "guide_scale": kw.get("guide_scale", d.guide_scale),
+                "shift": kw.get("sample_shift", d.shift),
+                "guide_scale": kw.get("guide_scale", d.guide_scales if d.boundary is not None and d.guide_scales
+                                      else d.guide_scale),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
                 "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}
+    if isinstance(settings["guide_scale"], (tuple, list)):
+        settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
     if d.timesteps and steps == len(d.timesteps):
         settings["timesteps"] = list(d.timesteps)
     if task != "t2v":

@@ -139,7 +139,7 @@ class WanPipeline(CallOptions):
         return pipeline_estimate(self, width, height, frame_num, **kw)
 
     def defaults(self) -> SampleDefaults:
-        return self.variant.sample
+        return self.variant.sample.for_task(self.task)
 
     def default_negative_prompt(self) -> str:
         return self.defaults().negative_prompt
@@ -160,16 +160,26 @@ class WanPipeline(CallOptions):
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
         """Fill every sampling argument left None from the variant's defaults; draw a seed if none."""
-        if isinstance(guide_scale, (tuple, list)):
-            raise ValueError(f"guide_scale {tuple(guide_scale)}: a pair (low-noise, high-noise) is for the Wan 2.2 "
-                             f"A14B two-expert models; {self.variant.name} takes one number")
         d = self.defaults()
+        if guide_scale is None and d.guide_scales is not None and d.boundary is not None:
+            guide_scale = d.guide_scales          # the variant's default guidance interval
+        if isinstance(guide_scale, (tuple, list)):
+            guide_scale = tuple(float(v) for v in guide_scale)
+            if self.guide_boundary() is None:
+                raise ValueError(f"guide_scale {guide_scale}: a pair (low-noise, high-noise) on {self.variant.name} "
+                                 f"is a guidance interval and needs guide_boundary (--guide_boundary B): HIGH "
+                                 f"applies while the timestep t >= B x 1000, e.g. 0.9; or give one number")
         return Sampling(steps=sample_steps or d.steps,
                         shift=self.default_shift(width, height) if sample_shift is None else sample_shift,
                         guide_scale=d.guide_scale if guide_scale is None else guide_scale,
                         solver=sample_solver or d.solver,
                         negative_prompt=self.default_negative_prompt() if negative_prompt is None else negative_prompt,
                         seed=resolve_seed(seed))
+
+    def guide_boundary(self) -> Optional[float]:
+        """A guidance interval's boundary for this call (``guide_boundary=``), else the variant's."""
+        b = getattr(self, "_guide_boundary", None)
+        return self.defaults().boundary if b is None else b
 
     def new_settings(self, step_cache=None, **kw) -> dict:
         """The settings record of a call, with its step cache and an empty ``stats`` to be filled."""
@@ -283,7 +293,10 @@ class WanPipeline(CallOptions):
         # re-noising solvers draw from their own stream, derived from the seed but apart from the initial noise
         renoise_seed = (sp.seed * 6364136223846793005 + 1442695040888963407) % 2**63
         generator = torch.Generator("cpu").manual_seed(renoise_seed)
-        return Job(settings, start, cond, Guidance(sp.guide_scale, cfg_batch), sigmas, sp.solver, step_cache,
+        boundary = None
+        if isinstance(sp.guide_scale, tuple) and not self.two_experts:      # a guidance interval
+            boundary = settings["guide_boundary"] = self.guide_boundary()
+        return Job(settings, start, cond, Guidance(sp.guide_scale, cfg_batch, boundary), sigmas, sp.solver, step_cache,
                    generator=generator, **output)
 
     def run(self, job: Job, on_step: Optional[Callable] = None,

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
 # model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
+# guide_boundary: with guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance);
 # height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "height", "width", "num_frames",
-                "num_inference_steps", "guidance_scale", "generator")
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "guide_boundary", "height", "width",
+                "num_frames", "num_inference_steps", "guidance_scale", "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
 
@@ -48,9 +49,18 @@ class CallOptions:
                 native = self.defaults().frame_num
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
-                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt),
+                outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
+                boundary = pending.get("guide_boundary") if outer else self._guide_boundary
+                kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt, guide_boundary=boundary),
                                                dit_frames=native if long_on else None)
-                job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                boundary = kwargs.pop("guide_boundary")
+                if outer:
+                    self._guide_boundary, self._preparing = boundary, True
+                try:
+                    job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
+                finally:
+                    if outer:
+                        self._preparing = False
                 self._plan_long_video(job, prompt, native, long_opts)
                 if self._loras:
                     job.settings["lora"] = [dict(s) for s in self._loras]
@@ -64,9 +74,15 @@ class CallOptions:
         if call is not None:
             @functools.wraps(call)
             def with_options(self, prompt, *args, **kwargs):
-                self._pending = {}
-                self._call_options(kwargs)
-                return call(self, prompt, *args, **kwargs)
+                outer = not getattr(self, "_calling", False)     # t2i's __call__ calls t2v's: keep its options
+                if outer:
+                    self._pending, self._calling = {}, True
+                try:
+                    self._call_options(kwargs)
+                    return call(self, prompt, *args, **kwargs)
+                finally:
+                    if outer:
+                        self._calling = False
             sig = inspect.signature(call)
             extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
                      for name in CALL_OPTIONS if name not in sig.parameters]
@@ -118,6 +134,8 @@ class CallOptions:
         self._diffusers_names(kwargs)
         if "tile" in kwargs:
             self._pending["tile"] = kwargs.pop("tile")
+        if "guide_boundary" in kwargs:
+            self._pending["guide_boundary"] = kwargs.pop("guide_boundary")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)

@@ -24,7 +24,8 @@ LIMITS = {"seconds": (0.0, 600.0)}
 MAX_SIDE = 4096                           # pixels, per side of 'size'
 # Types of the usual arguments (others are read from the pipeline's signature).
 KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num": "int", "sample_steps": "int",
-         "sample_shift": "float", "guide_scale": "float", "sample_solver": "str", "seed": "int",
+         "sample_shift": "float", "guide_scale": "scale", "guide_boundary": "float", "sample_solver": "str",
+         "seed": "int",
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
          "model": "str", "lora": "any", "step_cache": "any"}
 
@@ -102,6 +103,13 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
                 raise RequestError(f"{name!r} is {len(v)} characters; at most 10000")
         elif kind in ("int", "float"):
             v = _number(name, v, kind)
+        elif kind == "scale":        # one number, or [low, high] (A14B experts; one DiT: with guide_boundary)
+            if isinstance(v, list):
+                if len(v) != 2:
+                    raise RequestError(f"{name!r} must be a number or a pair [low-noise, high-noise], got {v!r:.40}")
+                v = tuple(_number(name, x, "float") for x in v)
+            else:
+                v = _number(name, v, "float")
         elif kind == "bool":
             if not isinstance(v, bool):
                 raise RequestError(f"{name!r} must be true or false, got {type(v).__name__} {v!r:.40}")

@@ -87,7 +87,10 @@ class VideoService:
 
     # ------------------------------------------------------------------ information
     def health(self) -> dict:
-        d = self.pipe.variant.sample
+        d = self.pipe.defaults()
+        guide = d.guide_scale
+        if d.guide_scales is not None and d.boundary is not None:     # per expert (A14B) or a guidance interval
+            guide = list(d.guide_scales)
         return {"status": "stopping" if self.stopping else "ok", "task": self.pipe.task,
                 "variant": self.pipe.variant.name, "checkpoint": str(self.pipe.c.source),
                 "busy": any(w.current for w in self.workers), "generated": self.store.counts()["completed"],
@@ -95,7 +98,8 @@ class VideoService:
                 "workers": [{"name": w.label, "job": w.current} for w in self.workers],
                 "parameters": sorted(self.kinds), "sizes": list(d.sizes), "fps": self.fps,
                 "defaults": {"size": d.size, "frame_num": d.frame_num, "sample_steps": d.steps,
-                             "guide_scale": d.guide_scale, "sample_shift": d.shift, "sample_solver": d.solver},
+                             "guide_scale": guide, "sample_shift": d.shift, "sample_solver": d.solver,
+                             **({"guide_boundary": d.boundary} if isinstance(guide, list) else {})},
                 "image_fields": [f for f in IMAGE_FIELDS if f in self.kinds]}
 
     def video(self, j: dict) -> dict:
