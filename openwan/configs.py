@@ -340,12 +340,12 @@ DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
 DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT
-# v1 distilled (openwan distill, docs/distill.md) into a 4-step guidance-free student: Euler on LightX2V's
-# [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid, 1000 -> 999). Its DiT and
-# VAE statistics are v1's: it loads the shipped VAE weights with DEMO_V1_VAE's normalization.
-DEMO_4STEP_SAMPLE = DEMO_V1_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
-                                           timesteps=(999, 900, 750, 500))
-DEMO_4STEP_VARIANT = Variant("demo-4step", "t2v", DEMO_V1_DIT, DEMO_V1_VAE, DEMO_TEXT_ENCODER,
+# The demo (v2) distilled (openwan distill, docs/distill.md) into a 4-step guidance-free text-to-video student:
+# Euler on LightX2V's [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid,
+# 1000 -> 999). Its DiT and VAE configs are the demo's; only its DiT weights are its own.
+DEMO_4STEP_SAMPLE = DEMO_V2_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
+                                           timesteps=(999, 900, 750, 500), task_guidance=())
+DEMO_4STEP_VARIANT = Variant("demo-4step", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER,
                              sample=DEMO_4STEP_SAMPLE)
 
 

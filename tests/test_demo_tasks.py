@@ -276,13 +276,24 @@ def test_cli_shipped_demo_takes_pictures_with_no_checkpoint(tmp_path, capsys):
         assert meta["task"] == "ti2v" and meta["variant"] == "demo" and meta["sample_steps"] == 2
 
 
-def test_cli_t2v_student_refuses_pictures_saying_why(tmp_path, capsys):
-    """demo-4step (distilled from v1, text-to-video) refuses a picture before loading, naming what to use."""
-    pic = save_png(np.zeros((64, 64, 3), np.uint8), tmp_path / "p.png")
-    rc = cli(["generate", PROMPT, "--task", "demo-4step", "--image", str(pic), "--save_file",
-              str(tmp_path / "x.mp4"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "text-to-video only" in err and "TI2V" in err and "Traceback" not in err
+def test_cli_the_student_takes_pictures_and_a_t2v_demo_refuses_them(tmp_path, capsys):
+    """demo-4step (distilled from v2, a TI2V-style DiT) animates a picture like its teacher; a text-to-video demo
+    model (v1) refuses one before loading, naming what to use."""
+    from openwan.pipelines.routing import route_inputs
+    from openwan.video import read_video
+    pic = clip_frames(size=128, frames=5)[0]
+    path = save_png(pic, tmp_path / "p.png")
+    out = tmp_path / "x.mp4"
+    assert cli(["generate", PROMPT, "--task", "demo-4step", "--image", str(path), "--save_file", str(out),
+                "--quiet"]) == 0, capsys.readouterr().err
+    meta = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert meta["variant"] == "demo-4step" and meta["task"] == "ti2v" and meta["sample_timesteps"] == [999, 900, 750, 500]
+    frame0 = read_video(out)[0][0].astype(np.float64)
+    mse = np.mean((frame0 - pic.astype(np.float64)) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) >= 25            # frame 0 is the picture, through the VAE
+    with pytest.raises(ValueError, match="text-to-video only") as e:
+        route_inputs("t2v", "demo", ["image"])
+    assert "TI2V" in str(e.value)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -348,10 +359,12 @@ def test_bench_cli_tasks_on_the_standin(demo, tmp_path):
     assert "psnr_last" in json.loads((tmp_path / "flf2v.json").read_text())["summary"]["fidelity"]
 
 
-def test_bench_i2v_on_a_text_to_video_model_says_why():
+def test_bench_i2v_on_a_text_to_video_model_says_why(tmp_path):
     from openwan.demo.bench import main
+    from openwan.testing import make_tiny_checkpoint
+    t2v = make_tiny_checkpoint(tmp_path / "t2v", "tiny-t2v")
     with pytest.raises(ValueError, match="text-to-video model"):
-        main(["--model", "demo-4step", "--task", "i2v", "--limit", "1", "--seeds", "1", "--quiet"])
+        main(["--ckpt_dir", str(t2v), "--task", "i2v", "--limit", "1", "--seeds", "1", "--quiet"])
 
 
 def test_bench_task_demo_4step_still_names_the_model():

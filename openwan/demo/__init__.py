@@ -22,8 +22,8 @@ from openwan.configs import (  # noqa: F401 - re-exported
 )
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo_checkpoint"
-# The demo's configs are plain data in openwan.configs (DEMO_*: the shipped model, v2; DEMO_V1_*: the first one,
-# which the recipe still builds first and demo-4step is distilled from), kept in sync with the shipped files by
+# The demo's configs are plain data in openwan.configs (DEMO_*: the shipped model, v2, which demo-4step is distilled
+# from; DEMO_V1_*: the first one, which the recipe still builds first), kept in sync with the shipped files by
 # openwan/demo/train.py's export stage.
 
 
@@ -42,7 +42,7 @@ def demo_checkpoint_dir() -> Path:
 
 # Distilled students of a demo model (docs/distill.md): variant name -> the DiT weights (fp16) in assets/. They
 # share the demo checkpoint's VAE weights and text encoder; their DiT config and VAE statistics are their own
-# variant's (demo-4step: v1's, DEMO_4STEP_VARIANT), whatever the shipped folder's config files say.
+# variant's (demo-4step: the demo's own, DEMO_4STEP_VARIANT), whatever the shipped folder's config files say.
 DEMO_STUDENTS = {"demo-4step": "demo_4step.safetensors"}
 
 

@@ -186,8 +186,8 @@ V2_SCENE_OBJECTS = 1
 
 
 def scene_objects(variant=None) -> int:
-    """How many objects a demo model draws in one video: :data:`V2_SCENE_OBJECTS` for the TI2V-style model (v2),
-    1 for the first one (v1) and its distilled student. ``variant``: default the embedded default's
+    """How many objects a demo model draws in one video: :data:`V2_SCENE_OBJECTS` for the TI2V-style model (v2)
+    and its distilled student (demo-4step), 1 for the first one (v1). ``variant``: default the embedded default's
     (``openwan.demo.demo_variant()``)."""
     if variant is None:
         from openwan.demo import demo_variant
