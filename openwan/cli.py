@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from openwan.validate import guide_scale_arg
+
 # Flags whose values are recorded in a run's settings, with the name they have there.
 SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "size", "frame_num": "frame_num",
                  "sample_steps": "sample_steps", "sample_shift": "sample_shift",
@@ -150,19 +152,6 @@ def _generate_parser(sub):
                         "one thread and is not slowed by other busy processes; torch's default otherwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
-
-
-def guide_scale_arg(text: str):
-    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model; a guidance interval
-    on one DiT)."""
-    parts = [t.strip() for t in str(text).split(",")]
-    try:
-        nums = [float(t) for t in parts]
-    except ValueError:
-        nums = []
-    if len(nums) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or LOW,HIGH (e.g. 5.0 or 3.0,4.0)")
-    return nums[0] if len(nums) == 1 else tuple(nums)
 
 
 def _slug(text: str, n: int = 40) -> str:

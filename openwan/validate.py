@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import os
+from argparse import ArgumentTypeError
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -411,3 +412,16 @@ def config_fields(config, source) -> None:
                                           f"fix the file or download it again")
         if expect is int and value < 0:
             raise InvalidArgument(f.name, f"{source}: field '{f.name}' must be >= 0, got {value}")
+
+
+def guide_scale_arg(text: str):
+    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model; a guidance interval
+    on one DiT)."""
+    parts = [t.strip() for t in str(text).split(",")]
+    try:
+        nums = [float(t) for t in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2):
+        raise ArgumentTypeError(f"{text!r} is not a number or LOW,HIGH (e.g. 5.0 or 3.0,4.0)")
+    return nums[0] if len(nums) == 1 else tuple(nums)

@@ -216,7 +216,7 @@ def _ckpt_variant(ckpt_dir):
 
 
 def main(argv=None) -> int:
-    from openwan.cli import guide_scale_arg
+    from openwan.validate import guide_scale_arg
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
     ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "demo", "demo-4step"], default=None,
