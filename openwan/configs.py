@@ -173,6 +173,12 @@ class SampleDefaults(ConfigMixin):
     # call runs len(timesteps) steps (the default then), see WanPipeline.preset_sigmas.
     timesteps: Optional[tuple] = None
 
+    @property
+    def guidance(self):
+        """The default guide scale as a call uses it: the pair ``guide_scales`` when a boundary goes with it (one
+        scale per A14B expert, or a one-DiT guidance interval), else ``guide_scale``."""
+        return self.guide_scales if self.guide_scales is not None and self.boundary is not None else self.guide_scale
+
     def for_task(self, task: str) -> "SampleDefaults":
         """These defaults as ``task`` uses them (its entry of ``task_guidance`` applied)."""
         for entry in self.task_guidance:
@@ -306,8 +312,7 @@ TINY_VARIANTS: dict[str, Variant] = {
 # ---- the embedded demo model (openwan.demo ships its weights; openwan/demo/train.py keeps them in sync) ----
 DEMO_TEXT_ENCODER = TextEncoderConfig(vocab=1000, dim=128, dim_attn=128, dim_ffn=256, num_heads=4, num_layers=2,
                                       text_len=32)
-# v1, the first demo (text-to-video, 64x64, 17 frames at 8 fps). Its distilled student demo-4step still ships on
-# it. The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
+# v1, the first demo (text-to-video, 64x64, 17 frames at 8 fps); the recipe still builds it first. The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
 DEMO_V1_VAE = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 8), num_res_blocks=1, attn_scales=(),
                         temporal_downsample=(False, True, True),
                         mean=(-0.1094, 0.1125, -0.3659, -0.2712, -0.013, -0.2894, 0.2902, -0.2672,
@@ -331,10 +336,9 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
     std=(0.7272, 0.8609, 0.9924, 1.0686, 0.5956, 0.428, 0.6818, 1.1729,
          0.6121, 0.8335, 0.9672, 1.0678, 1.111, 0.9732, 0.6856, 0.5274))
 # Guidance 2 (v1: 5): at 5 the text-to-video circles come out lopsided (15 of 24 drawn as circles, 2 seeds); at
-# 2, 24 of 24 with the motions unchanged (docs/demo.md, "Shipping v2").
-# guidance 2 (at 5 the circles come out lopsided: benchmarks/demo_guidance.py); video-to-video guides its
-# high-noise steps (t >= 500) at 7 so the re-noised source takes the prompt's colour (at 2: a third did;
-# docs/demo.md, "Video-to-video's guidance interval").
+# 2, 24 of 24 with the motions unchanged (docs/demo.md, "Shipping v2"; benchmarks/demo_guidance.py). Video-to-video
+# guides its high-noise steps (t >= 500) at 7 so the re-noised source takes the prompt's colour (at 2: a third
+# did; docs/demo.md, "Video-to-video's guidance interval").
 DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
                                         task_guidance=(("v2v", 2.0, 7.0, 0.5),))
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)

@@ -296,8 +296,7 @@ def main(argv=None) -> int:
     steps = kw.get("sample_steps", d.steps)
     settings = {"checkpoint": a.ckpt_dir or model, "steps": steps,
                 "shift": kw.get("sample_shift", d.shift),
-                "guide_scale": kw.get("guide_scale", d.guide_scales if d.boundary is not None and d.guide_scales
-                                      else d.guide_scale),
+                "guide_scale": kw.get("guide_scale", d.guidance),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
                 "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}

@@ -161,17 +161,12 @@ class WanPipeline(CallOptions):
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
         """Fill every sampling argument left None from the variant's defaults; draw a seed if none."""
         d = self.defaults()
-        if guide_scale is None and d.guide_scales is not None and d.boundary is not None:
-            guide_scale = d.guide_scales          # the variant's default guidance interval
-        if isinstance(guide_scale, (tuple, list)):
+        guide_scale = d.guidance if guide_scale is None else guide_scale   # a pair: a guidance interval (its
+        if isinstance(guide_scale, (tuple, list)):                          # boundary checked by validate)
             guide_scale = tuple(float(v) for v in guide_scale)
-            if self.guide_boundary() is None:
-                raise ValueError(f"guide_scale {guide_scale}: a pair (low-noise, high-noise) on {self.variant.name} "
-                                 f"is a guidance interval and needs guide_boundary (--guide_boundary B): HIGH "
-                                 f"applies while the timestep t >= B x 1000, e.g. 0.9; or give one number")
         return Sampling(steps=sample_steps or d.steps,
                         shift=self.default_shift(width, height) if sample_shift is None else sample_shift,
-                        guide_scale=d.guide_scale if guide_scale is None else guide_scale,
+                        guide_scale=guide_scale,
                         solver=sample_solver or d.solver,
                         negative_prompt=self.default_negative_prompt() if negative_prompt is None else negative_prompt,
                         seed=resolve_seed(seed))

@@ -88,9 +88,7 @@ class VideoService:
     # ------------------------------------------------------------------ information
     def health(self) -> dict:
         d = self.pipe.defaults()
-        guide = d.guide_scale
-        if d.guide_scales is not None and d.boundary is not None:     # per expert (A14B) or a guidance interval
-            guide = list(d.guide_scales)
+        guide = list(d.guidance) if isinstance(d.guidance, tuple) else d.guidance   # per A14B expert, or an interval
         return {"status": "stopping" if self.stopping else "ok", "task": self.pipe.task,
                 "variant": self.pipe.variant.name, "checkpoint": str(self.pipe.c.source),
                 "busy": any(w.current for w in self.workers), "generated": self.store.counts()["completed"],
