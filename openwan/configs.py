@@ -172,6 +172,9 @@ class SampleDefaults(ConfigMixin):
     # Few-step (distilled) models: the explicit timestep list they were trained on (high to low); used when a
     # call runs len(timesteps) steps (the default then), see WanPipeline.preset_sigmas.
     timesteps: Optional[tuple] = None
+    # The step cache (openwan.caches) a call at the default step count uses when it names none; None: every step
+    # computed. The demo's is "plan:0.5" (half the DiT forwards, its benchmark's accuracy unchanged; docs/demo.md).
+    step_cache: Optional[str] = None
 
     @property
     def guidance(self):
@@ -340,7 +343,7 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
 # guides its high-noise steps (t >= 500) at 7 so the re-noised source takes the prompt's colour (at 2: a third
 # did; docs/demo.md, "Video-to-video's guidance interval").
 DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
-                                        task_guidance=(("v2v", 2.0, 7.0, 0.5),))
+                                        task_guidance=(("v2v", 2.0, 7.0, 0.5),), step_cache="plan:0.5")
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
 DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT
@@ -348,7 +351,7 @@ DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V
 # Euler on LightX2V's [1000, 750, 500, 250] shifted by the demo's shift 3 (= the 4-step shift-3 Euler grid,
 # 1000 -> 999). Its DiT and VAE configs are the demo's; only its DiT weights are its own.
 DEMO_4STEP_SAMPLE = DEMO_V2_SAMPLE.replace(steps=4, shift=3.0, guide_scale=1.0, solver="euler",
-                                           timesteps=(999, 900, 750, 500), task_guidance=())
+                                           timesteps=(999, 900, 750, 500), task_guidance=(), step_cache=None)
 DEMO_4STEP_VARIANT = Variant("demo-4step", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER,
                              sample=DEMO_4STEP_SAMPLE)
 

@@ -179,9 +179,11 @@ def preset_for(path: Union[str, Path]) -> Optional[DistillPreset]:
 
 def apply_preset(pipe, preset: DistillPreset) -> None:
     """Make ``preset`` the pipeline's sampling defaults (steps = its timestep count, its solver, guide scale,
-    shift, timesteps); calls may still override each, with a warning for guidance or more steps."""
+    shift, timesteps; no default step cache and no task's own guidance: a few-step student computes each of
+    its steps, guidance-free); calls may still override each, with a warning for guidance or more steps."""
     s = pipe.variant.sample.replace(steps=len(preset.timesteps), timesteps=tuple(preset.timesteps),
-                                    solver=preset.solver, guide_scale=preset.guide_scale, shift=preset.shift)
+                                    solver=preset.solver, guide_scale=preset.guide_scale, shift=preset.shift,
+                                    step_cache=None, task_guidance=())
     if s.guide_scales:             # Wan 2.2 A14B: a (low-noise, high-noise) pair wins over guide_scale
         s = s.replace(guide_scales=(preset.guide_scale, preset.guide_scale))
     pipe.variant = pipe.variant.replace(sample=s)

@@ -91,7 +91,8 @@ def make_tiny_demo_v2_checkpoint(path: Union[str, Path], seed: int = 0, size: in
     official layout: a ti2v DiT of 16 channels with patch (1, 2, 2) (narrower than DEMO_V2_DIT: dim 32, 1 layer)
     on DEMO_VAE's and DEMO_TEXT_ENCODER's architectures, random weights. Returns (folder, variant): the variant is
     DEMO_V2_VARIANT with short defaults (``frame_num`` frames at ``size`` x ``size``, ``steps`` steps, its one
-    size). :func:`use_demo` installs both as the embedded default."""
+    size) and no default step cache (a few-step stand-in computes every step, so tests count the DiT's calls).
+    :func:`use_demo` installs both as the embedded default."""
     from openwan.configs import DEMO_TEXT_ENCODER, DEMO_V2_DIT, DEMO_V2_VARIANT, DEMO_VAE
     from openwan.models.dit import WanModel
     from openwan.models.text_encoder import TINY_TOKENIZER_DIR, TextEncoder
@@ -102,7 +103,7 @@ def make_tiny_demo_v2_checkpoint(path: Union[str, Path], seed: int = 0, size: in
     randomize_(WanVAE(DEMO_VAE), seed + 1, std=0.05).save_pretrained(path)
     TextEncoder(DEMO_TEXT_ENCODER, TINY_TOKENIZER_DIR, seed=seed + 2, cache_dir=False).save_pretrained(path)
     sample = DEMO_V2_VARIANT.sample.replace(steps=steps, frame_num=frame_num, sizes=(f"{size}*{size}",),
-                                            size=f"{size}*{size}")
+                                            size=f"{size}*{size}", step_cache=None)
     return path, DEMO_V2_VARIANT.replace(sample=sample)
 
 

@@ -131,6 +131,49 @@ def test_objective_matches_a_hand_computation():
     assert abs(loss.item() - want.item()) <= 64 * torch.finfo(torch.float32).eps * want.item()
 
 
+def test_rollout_inputs_are_the_students_own_euler_steps():
+    m = teacher()
+    ds, traj = dataset(m, n=4)
+    from openwan.training.objectives import Batch
+    batch = Batch(torch.stack([ds[i]["latent"] for i in range(4)]), [ds[i]["context"] for i in range(4)])
+    obj = TrajectoryDistill(None, timesteps=TS, rollout=1.0)
+    j = torch.tensor([0, 1, 3, 2])
+    roll = torch.tensor([True, True, True, False])
+    x = obj.student_inputs(m, traj, j, roll, batch)
+    sig = [t / 1000 for t in TS] + [0.0]
+    assert torch.equal(x[0], traj[0, 0]) and torch.equal(x[3], traj[3, 2])     # j = 0, and a row not rolled out
+    for b in (1, 2):
+        cur = traj[b, 0]
+        for i in range(int(j[b])):
+            v = m(cur[None], torch.tensor([TS[i]]), [batch.context[b]])[0].float()
+            cur = cur - (torch.tensor(sig[i]) - torch.tensor(sig[i + 1])) * v
+        # batched vs one-at-a-time forwards, compounded over <= 3 steps: ulps of the latents' magnitude
+        tol = 256 * torch.finfo(torch.float32).eps * cur.abs().max().item()
+        assert (x[b] - cur).abs().max().item() <= tol
+        assert (x[b] - traj[b, j[b]]).abs().max().item() > 1e3 * tol           # not the teacher's point
+    # rollout 0 draws exactly what runs before it drew; 1 rolls every sample out; bad values are named
+    rng = lambda: [torch.Generator().manual_seed(i) for i in range(4)]           # noqa: E731
+    assert TrajectoryDistill(None, timesteps=TS).draw_rollout(rng()) == [False] * 4
+    assert obj.draw_rollout(rng()) == [True] * 4
+    with pytest.raises(ValueError, match="rollout"):
+        TrajectoryDistill(None, timesteps=TS, rollout=1.5)
+    with pytest.raises(ValueError, match="target: next"):
+        TrajectoryDistill(None, timesteps=TS, target="x0", rollout=0.5)
+
+
+def test_resume_with_rollout_is_bit_exact(tmp_path):
+    t = teacher()
+    ds, _ = dataset(t, n=8)
+    obj = {"name": "openwan.training.distill:TrajectoryDistill", "timesteps": TS, "rollout": 0.5}
+    kw = dict(ema={"decay": 0.9}, batch_size=4, objective=obj)
+    Trainer(config(tmp_path / "a", **kw), model=copy.deepcopy(t), dataset=ds).train()
+    Trainer(config(tmp_path / "b", stop_at=3, **kw), model=copy.deepcopy(t), dataset=ds).train()
+    Trainer(config(tmp_path / "b", **kw), model=copy.deepcopy(t), dataset=ds).train()
+    a = load_file(str(tmp_path / "a/checkpoints/step-00000006/model.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/step-00000006/model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _few_step(model, x, ctx, ts, guide=1.0, null=None):
     def den(v, st):
         if guide == 1.0:
@@ -209,6 +252,8 @@ def test_a_preset_applies_and_is_recorded(demo_pipe, tmp_path):
     assert (s["sample_steps"], s["guide_scale"], s["sample_solver"], s["sample_timesteps"]) == (2, 1.0, "euler",
                                                                                                  [999, 500])
     assert seen == [999, 500]                       # one guidance-free forward per step, at the preset's timesteps
+    assert s["step_cache"] == "none" and demo_pipe.defaults().step_cache == "plan:0.5"   # not the demo's cache
+    assert pipe.variant.sample.for_task("v2v").guidance == 1.0   # nor v2v's own guidance interval
     assert demo_pipe.defaults().timesteps is None   # the original pipeline is untouched
     with pytest.warns(UserWarning, match="guide scale 1"):
         pipe("a red circle moving to the right", seed=0, guide_scale=5.0, output_type="latent")

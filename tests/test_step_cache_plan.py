@@ -108,3 +108,26 @@ def test_plan_counts_exactly_in_the_pipeline(tmp_path):
     assert out.settings["step_cache"] == "plan:0.5"
     # 12 steps: warm-up max(2, ceil(2.4)) = 3, 6 computed (first 3, the last, 2 between)
     assert out.settings["stats"]["dit_forwards"] == 6 and out.settings["stats"]["dit_forwards_skipped"] == 6
+
+
+def test_a_variants_default_step_cache_applies_is_recorded_and_can_be_turned_off(tmp_path):
+    """SampleDefaults.step_cache (the demo's "plan:0.5") is used when a call at the default step count names no
+    cache, recorded in the settings, equals naming it, and "none" turns it off; at another step count every step
+    is computed; the demo's student (4 steps) has none."""
+    from openwan.configs import DEMO_4STEP_VARIANT, DEMO_VARIANT, get_variant
+    from openwan.testing import make_tiny_demo_v2_checkpoint
+    assert DEMO_VARIANT.sample.step_cache == "plan:0.5" and DEMO_4STEP_VARIANT.sample.step_cache is None
+    assert get_variant("t2v-1.3B").sample.step_cache is None          # published models: every step computed
+    path, variant = make_tiny_demo_v2_checkpoint(tmp_path / "demo", size=32, frame_num=5, steps=10)
+    variant = variant.replace(sample=variant.sample.replace(step_cache="plan:0.5"))
+    pipe = load_pipeline(path, variant=variant, progress=False)
+    default = pipe("a red circle moving up", seed=3, output_type="latent")
+    named = pipe("a red circle moving up", seed=3, step_cache="plan:0.5", output_type="latent")
+    off = pipe("a red circle moving up", seed=3, step_cache="none", output_type="latent")
+    assert default.settings["step_cache"] == "plan:0.5" and off.settings["step_cache"] == "none"
+    assert default.settings["stats"]["dit_forwards"] == 5 and off.settings["stats"]["dit_forwards"] == 10
+    assert torch.equal(default.latents, named.latents) and not torch.equal(default.latents, off.latents)
+    other = pipe("a red circle moving up", seed=3, sample_steps=6, output_type="latent")    # not the default steps
+    assert other.settings["step_cache"] == "none" and other.settings["stats"]["dit_forwards"] == 6
+    # v2v has its own default guidance; the step cache is the variant's for every task
+    assert pipe.variant.sample.for_task("v2v").step_cache == "plan:0.5"

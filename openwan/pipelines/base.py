@@ -177,10 +177,14 @@ class WanPipeline(CallOptions):
         return self.defaults().boundary if b is None else b
 
     def new_settings(self, step_cache=None, **kw) -> dict:
-        """The settings record of a call, with its step cache and an empty ``stats`` to be filled."""
+        """The settings record of a call, with its step cache and an empty ``stats`` to be filled. A call that
+        names no cache gets the variant's default one when it runs the variant's default step count (the
+        setting that default was measured at); at other step counts every step is computed."""
         from openwan.cache import parse_step_cache
-        spec = parse_step_cache(step_cache)
         d = self.settings(**kw)
+        if step_cache is None and d.get("sample_steps") == self.defaults().steps:
+            step_cache = self.defaults().step_cache
+        spec = parse_step_cache(step_cache)
         d["step_cache"] = "none" if spec is None else str(spec)
         d["stats"] = {} if self.load_seconds is None else {"load": round(self.load_seconds, 4)}
         return d
@@ -281,6 +285,8 @@ class WanPipeline(CallOptions):
                  cfg_batch: bool = True, sigmas: Optional[torch.Tensor] = None, step_cache=None,
                  **output) -> Job:
         """A :class:`Job` from the prepared pieces (``sigmas`` defaults to the solver's grid)."""
+        if step_cache is None:      # the call named none: the one new_settings recorded (the variant's default)
+            step_cache = settings.get("step_cache")
         if sigmas is None:
             sigmas = self.preset_sigmas(sp, settings)
         if sigmas is None:

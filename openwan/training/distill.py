@@ -222,14 +222,20 @@ class TrajectoryDistill(Objective):
     """``objective: {name: trajectory_distill, timesteps: [999, 900, 750, 500], target: next}``.
 
     The training data is a trajectory cache (:func:`generate_trajectories`); the options that only the data
-    stage reads (teacher, prompts, ...) are accepted and ignored here so one YAML serves both stages."""
+    stage reads (teacher, prompts, ...) are accepted and ignored here so one YAML serves both stages.
+
+    ``rollout: p`` (Euler students): that share of the samples at a later step ``j`` start from where the
+    student's own ``j`` steps put them (no gradient through those steps) rather than from the teacher's point,
+    and regress the step from there to the teacher's next point: the student learns to correct its own errors
+    as it samples instead of only the teacher's (the train / sample mismatch of Imagine Flash's "backward
+    distillation", Kohler et al. 2024)."""
 
     DATA_OPTIONS = ("teacher", "teacher_lora", "teacher_steps", "teacher_shift", "teacher_guide_scale",
                     "teacher_solver", "negative_prompt", "prompts", "samples", "data_seed", "data_batch",
                     "frame_num", "size", "shift")
 
     def __init__(self, config=None, timesteps: Sequence[int] = (999, 900, 750, 500), target: str = "next",
-                 **data_options):
+                 rollout: float = 0.0, **data_options):
         unknown = sorted(set(data_options) - set(self.DATA_OPTIONS))
         if unknown:
             raise TypeError(f"unknown option(s) {unknown}")
@@ -239,10 +245,42 @@ class TrajectoryDistill(Objective):
         self.timesteps = [int(t) for t in timesteps]
         self.sigmas = _student_sigmas(self.timesteps).to(torch.float32)
         self.target = target
+        rollout = float(rollout)
+        if not 0.0 <= rollout <= 1.0:
+            raise ValueError(f"objective rollout is the share of samples whose input is the student's own "
+                             f"steps, between 0 and 1; got {rollout}")
+        if rollout > 0 and target != "next":
+            raise ValueError("objective rollout needs target: next (the Euler student's own steps)")
+        self.rollout = rollout
 
     def draw(self, rng: list) -> list[int]:
         k = len(self.timesteps)
         return [int(torch.randint(k, (1,), generator=g)) for g in rng]
+
+    def draw_rollout(self, rng: list) -> list[bool]:
+        """Per sample: does its input come from the student's own steps? (Drawn after :meth:`draw`, and only
+        when ``rollout`` > 0, so runs without it draw exactly what they always did.)"""
+        if self.rollout <= 0.0:
+            return [False] * len(rng)
+        return [bool(torch.rand((1,), generator=g).item() < self.rollout) for g in rng]
+
+    @torch.no_grad()
+    def student_inputs(self, model, traj: torch.Tensor, j: torch.Tensor, roll: torch.Tensor, batch) -> torch.Tensor:
+        """Each row's input: the teacher's point ``x(s_j)``, or for the rows in ``roll`` the student's own point
+        after ``j`` of its Euler steps from the teacher's first point (where sampling puts it)."""
+        rows = torch.arange(len(j))
+        x = traj[rows, j].clone()
+        need = roll & (j > 0)
+        if not bool(need.any()):
+            return x
+        cur = traj[:, 0].clone()
+        for i in range(int(j[need].max())):
+            t = torch.full((len(j),), self.timesteps[i], device=cur.device)
+            v = model(cur, t, batch.context, **batch.cond).float()
+            step = (need & (j > i)).view(-1, 1, 1, 1, 1).to(cur.device)
+            cur = torch.where(step, cur - (self.sigmas[i] - self.sigmas[i + 1]) * v, cur)
+        x[need] = cur[need]
+        return x
 
     def __call__(self, model, batch, rng):
         channels = getattr(getattr(model, "module", model), "config", None)
@@ -254,7 +292,8 @@ class TrajectoryDistill(Objective):
                              f"{k} timesteps {self.timesteps}: generate the data with the same timesteps")
         j = torch.tensor(self.draw(rng))
         rows = torch.arange(len(j))
-        x = traj[rows, j]
+        roll = torch.tensor(self.draw_rollout(rng), dtype=torch.bool)
+        x = self.student_inputs(model, traj, j, roll, batch) if bool(roll.any()) else traj[rows, j]
         s = self.sigmas[j].to(x.device).view(-1, 1, 1, 1, 1)
         if self.target == "next":
             s_next = self.sigmas[j + 1].to(x.device).view(-1, 1, 1, 1, 1)
