@@ -72,7 +72,7 @@ def _generate_parser(sub):
     p.add_argument("--size", default=None, help="W*H, e.g. 832*480 (default: the variant's: 1280*720 for the 14B "
                                                 "models, 832*480 for 1.3B, 64*64 for the demo)")
     p.add_argument("--frame_num", type=int, default=None,
-                   help="number of frames, 4n+1 (default: the variant's: 81; 17 for the demo; past it: --long_method)")
+                   help="number of frames, 4n+1 (default: the variant's: 81; 33 for the demo; past it: --long_method)")
     p.add_argument("--sample_steps", type=int, default=None,
                    help="denoising steps (default: the variant's: 50 for t2v, 40 for i2v, 30 for the demo)")
     p.add_argument("--sample_shift", type=float, default=None,
@@ -104,7 +104,8 @@ def _generate_parser(sub):
     p.add_argument("--step_cache", nargs="?", const="default", default=None, metavar="NAME[:THRESHOLD]",
                    help="skip DiT work whose output can be predicted: the bare flag = the recommended method and "
                         "threshold (docs/performance.md); NAME[:THRESHOLD[:WARMUP]] picks one of easycache, teacache, "
-                        "magcache, fbcache, plan (e.g. magcache:0.12); none (default)")
+                        "magcache, fbcache, plan (e.g. magcache:0.12); none computes every step. Default: the model's "
+                        "(the embedded demo: plan:0.5 at its default 30 steps; published models: none)")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
                    help="a LoRA file (any format openwan reads: diffusers, ComfyUI, musubi, LightX2V distill) "
                         "applied unmerged at STRENGTH (default 1.0); repeat for several; Wan 2.2 A14B: high:FILE / "
@@ -117,12 +118,14 @@ def _generate_parser(sub):
                    help="decode with the VAE in overlapping spatial tiles of this size (default 256): bounded "
                         "decode memory for large frames, seams blended (not bit-identical to untiled)")
     p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
-                   help="--frame_num past the model's native length (81; the demo's 33): windows (default: "
-                        "overlapping windows denoised together, one trajectory), continue (window after window, "
-                        "each continuing the last one's latent frames) or none (one pass over every frame). "
-                        "A prompt 'A | B' spreads its parts over the windows")
+                   help="--frame_num past the model's native length (81; the demo's 33): windows (overlapping "
+                        "windows denoised together, one trajectory), continue (window after window, each "
+                        "continuing the last one's latent frames) or none (one pass over every frame). Default: "
+                        "the model's (the demo: continue; published models: windows). A prompt 'A | B' spreads "
+                        "its parts over the windows")
     p.add_argument("--long_overlap", type=int, default=None, metavar="LATENT_FRAMES",
-                   help="latent frames shared by neighbouring windows (default: a quarter of a window)")
+                   help="latent frames shared by neighbouring windows (default: the model's for its default "
+                        "method, the demo's continue: 2; else half a window)")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")

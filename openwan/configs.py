@@ -175,6 +175,11 @@ class SampleDefaults(ConfigMixin):
     # The step cache (openwan.caches) a call at the default step count uses when it names none; None: every step
     # computed. The demo's is "plan:0.5" (half the DiT forwards, its benchmark's accuracy unchanged; docs/demo.md).
     step_cache: Optional[str] = None
+    # Long video (openwan.long_video), past the native length: the method a call that names none uses (None: the
+    # library's, "windows"), and its overlap in latent frames when the call names that method without one (None:
+    # half the window).
+    long_method: Optional[str] = None
+    long_overlap: Optional[int] = None
 
     @property
     def guidance(self):
@@ -343,7 +348,8 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
 # guides its high-noise steps (t >= 500) at 7 so the re-noised source takes the prompt's colour (at 2: a third
 # did; docs/demo.md, "Video-to-video's guidance interval").
 DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
-                                        task_guidance=(("v2v", 2.0, 7.0, 0.5),), step_cache="plan:0.5")
+                                        task_guidance=(("v2v", 2.0, 7.0, 0.5),), step_cache="plan:0.5",
+                                        long_method="continue", long_overlap=2)
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
 DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT

@@ -44,7 +44,7 @@ def test_past_the_native_length_the_dit_sees_windows(pipe, method):
 def test_default_overlap_is_half_the_window(pipe):
     from openwan.long_video import default_overlap
     assert (default_overlap(5), default_overlap(9), default_overlap(21), default_overlap(1)) == (3, 5, 11, 1)
-    out = pipe("a red circle moving to the right", frame_num=97, **FAST)
+    out = pipe("a red circle moving to the right", frame_num=97, long_method="windows", **FAST)   # demo: continue
     assert out.settings["long_video"] == {"method": "windows", "latent_frames": 25, "window": 9, "overlap": 5,
                                           "windows": 5}
 
@@ -96,3 +96,19 @@ def test_cli_long_video_and_from(tmp_path):
     again = tmp_path / "again.mp4"
     assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_the_variants_long_video_default_is_continue_at_overlap_2(pipe):
+    """The demo's SampleDefaults name its long-video default (continue, 2 shared latent frames; measured,
+    docs/long_video.md); naming the other method gets that method's own default overlap, a named overlap wins."""
+    from openwan.configs import DEMO_VARIANT, get_variant
+    assert (DEMO_VARIANT.sample.long_method, DEMO_VARIANT.sample.long_overlap) == ("continue", 2)
+    assert get_variant("t2v-1.3B").sample.long_method is None                  # published models: windows
+    fast = dict(sample_steps=1, seed=5, output_type="latent", frame_num=97)
+    lv = pipe("a red circle moving to the right", **fast).settings["long_video"]
+    assert (lv["method"], lv["overlap"], lv["windows"]) == ("continue", 2, 4)  # 25 latent frames, stride 7
+    assert pipe.long_video_defaults("windows") == ("windows", None)            # half the window, below
+    lv = pipe("a red circle moving to the right", long_method="windows", **fast).settings["long_video"]
+    assert (lv["method"], lv["overlap"]) == ("windows", 5)
+    lv = pipe("a red circle moving to the right", long_overlap=3, **fast).settings["long_video"]
+    assert (lv["method"], lv["overlap"]) == ("continue", 3)

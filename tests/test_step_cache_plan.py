@@ -127,7 +127,14 @@ def test_a_variants_default_step_cache_applies_is_recorded_and_can_be_turned_off
     assert default.settings["step_cache"] == "plan:0.5" and off.settings["step_cache"] == "none"
     assert default.settings["stats"]["dit_forwards"] == 5 and off.settings["stats"]["dit_forwards"] == 10
     assert torch.equal(default.latents, named.latents) and not torch.equal(default.latents, off.latents)
+    assert pipe.step_cache_for(10) == "plan:0.5" and pipe.step_cache_for(6) is None     # what the bench reports
     other = pipe("a red circle moving up", seed=3, sample_steps=6, output_type="latent")    # not the default steps
     assert other.settings["step_cache"] == "none" and other.settings["stats"]["dit_forwards"] == 6
-    # v2v has its own default guidance; the step cache is the variant's for every task
-    assert pipe.variant.sample.for_task("v2v").step_cache == "plan:0.5"
+    # video-to-video below strength 1 runs only the grid's tail: every step computed unless a cache is named
+    v2v = load_pipeline(path, variant=variant, task="v2v", progress=False)
+    src = (torch.rand(5, 32, 32, 3) * 255).to(torch.uint8).numpy()
+    partial = v2v("a blue circle moving up", src_video=src, strength=0.7, seed=3, output_type="latent")
+    assert partial.settings["step_cache"] == "none"
+    assert partial.settings["stats"]["dit_forwards"] == len(sampling.sigmas_for_strength(10, 3.0, 0.7, "unipc")) - 1
+    full = v2v("a blue circle moving up", src_video=src, strength=1.0, seed=3, output_type="latent")
+    assert full.settings["step_cache"] == "plan:0.5" and full.settings["stats"]["dit_forwards"] == 5

@@ -299,7 +299,7 @@ def main(argv=None) -> int:
                 "guide_scale": kw.get("guide_scale", d.guidance),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
-                "step_cache": a.step_cache or "none", "dtype": pipe.settings()["dtype"]}
+                "step_cache": a.step_cache or pipe.step_cache_for(steps, strength if task == "v2v" else None) or "none", "dtype": pipe.settings()["dtype"]}
     if isinstance(settings["guide_scale"], (tuple, list)):
         settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
     if d.timesteps and steps == len(d.timesteps):

@@ -196,15 +196,16 @@ def meets(m: dict, motion: Optional[str] = None, native: int = 17) -> dict:
 # Running it
 # ----------------------------------------------------------------------------------------------------------
 
-def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int] = None) -> list:
+def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int] = None,
+             method: Optional[str] = None) -> list:
     """The latent window spans of a call: from its settings["long_video"], or for a call without one (the
-    naive baseline) the plan the default method would have used, so the baseline is measured at the same
-    seams."""
+    naive baseline) the plan the default method (``method``, else windows) would have used, so the baseline
+    is measured at the same seams."""
     from openwan.long_video import latent_frames, plan_long_video, plan_windows
     lv = settings.get("long_video")
     if lv:
         return [list(s) for s in plan_windows(lv["latent_frames"], lv["window"], lv["overlap"]).spans]
-    long = plan_long_video(frame_num, native, "windows", overlap)
+    long = plan_long_video(frame_num, native, method or "windows", overlap)
     return [[0, latent_frames(frame_num)]] if long is None else [list(s) for s in long.plan.spans]
 
 
@@ -224,7 +225,8 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
                            overwrite=True, **sample_kw)
                 dt = time.perf_counter() - t0
-                spans = spans_of(out.settings, frame_num, native, sample_kw.get("long_overlap"))
+                base_method, base_overlap = pipe.long_video_defaults(None, sample_kw.get("long_overlap"))
+                spans = spans_of(out.settings, frame_num, native, base_overlap, base_method)
                 m = video_metrics(detect.track(out.frames[0]), spans)
                 attrs = world.parse_prompt(prompt)
                 motion = attrs.motion if attrs is not None else None

@@ -176,14 +176,21 @@ class WanPipeline(CallOptions):
         b = getattr(self, "_guide_boundary", None)
         return self.defaults().boundary if b is None else b
 
+    def step_cache_for(self, steps, strength=None) -> Optional[str]:
+        """The step cache of a call that names none: the variant's default when the call runs its whole default
+        grid (its default step count, from pure noise: where that default was measured), else None (every step
+        computed; video-to-video below strength 1 runs only the grid's tail, too few steps to skip half of)."""
+        d = self.defaults()
+        return d.step_cache if steps == d.steps and strength in (None, 1.0) else None
+
     def new_settings(self, step_cache=None, **kw) -> dict:
         """The settings record of a call, with its step cache and an empty ``stats`` to be filled. A call that
         names no cache gets the variant's default one when it runs the variant's default step count (the
         setting that default was measured at); at other step counts every step is computed."""
         from openwan.cache import parse_step_cache
         d = self.settings(**kw)
-        if step_cache is None and d.get("sample_steps") == self.defaults().steps:
-            step_cache = self.defaults().step_cache
+        if step_cache is None:
+            step_cache = self.step_cache_for(d.get("sample_steps"), d.get("strength"))
         spec = parse_step_cache(step_cache)
         d["step_cache"] = "none" if spec is None else str(spec)
         d["stats"] = {} if self.load_seconds is None else {"load": round(self.load_seconds, 4)}

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
-# long_method ("windows" default, "continue", "none") and long_overlap (latent frames): frame_num beyond the
-# model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
+# long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
+# frames): frame_num beyond the model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
 # guide_boundary: with guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance);
 # height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
 CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "guide_boundary", "height", "width",
@@ -92,11 +92,22 @@ class CallOptions:
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
 
+    def long_video_defaults(self, method=None, overlap=None) -> tuple:
+        """(method, overlap) of a long video: what the call named, else the variant's (``long_method``; its
+        ``long_overlap`` goes with that method only), else None (the library's: windows, half the window)."""
+        d = self.defaults()
+        if method in (None, "auto"):
+            method = d.long_method
+        if overlap is None and method is not None and method == d.long_method:
+            overlap = d.long_overlap
+        return method, overlap
+
     def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
         """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
         from openwan.long_video import plan_long_video, window_conditions
-        long = plan_long_video(job.settings.get("frame_num", native), native, opts.get("method"),
-                               opts.get("overlap"), prompt, self.vae.temporal_ratio)
+        method, overlap = self.long_video_defaults(opts.get("method"), opts.get("overlap"))
+        long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
+                               self.vae.temporal_ratio)
         if long is None:
             return
         contexts = None

@@ -12,7 +12,8 @@ class TextToVideo(WanPipeline):
     """``pipe(prompt, ...)`` -> :class:`GenerationOutput` with ``frames[0]`` = [F, H, W, 3] uint8.
 
     Every argument left None takes the variant's default (the reference generate.py's).
-    ``step_cache``: "none" (default), "default" (the recommended one) or NAME[:THRESHOLD] (see :mod:`openwan.caches`).
+    ``step_cache``: "none", "default" (the recommended one) or NAME[:THRESHOLD] (see :mod:`openwan.caches`); None
+    (not given): the variant's own at its default step count (the demo: plan:0.5), else none.
     """
 
     task = "t2v"
