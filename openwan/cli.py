@@ -143,7 +143,8 @@ def _generate_parser(sub):
     p.add_argument("--last_frame", default=None, help="flf2v / ti2v: the last frame")
     p.add_argument("--src_video", default=None,
                    help="vace / v2v: source video (without --task, alone on a t2v or ti2v model: v2v)")
-    p.add_argument("--src_mask", default=None, help="vace: mask video (white = generate)")
+    p.add_argument("--src_mask", default=None, help="mask video or image (white = generate, black = keep): VACE's; "
+                        "with a T2V/TI2V model (the demo) masked video-to-video of --src_video")
     p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated")
     p.add_argument("--context_scale", type=float, default=None, help="vace: strength of the control")
     p.add_argument("--strength", type=float, default=None, help="v2v: noise strength in (0, 1]")

@@ -92,14 +92,62 @@ def test_route_inputs():
     assert route_inputs("ti2v", "demo", ["first_frame", "last_frame"]) is None
     assert route_inputs("ti2v", "demo", ["src_video"]) == route_inputs("t2v", "t2v-1.3B", ["src_video"]) == "v2v"
     assert route_inputs("vace", "vace-1.3B", ["src_video", "src_mask"]) is None
+    assert route_inputs("ti2v", "demo", ["src_video", "src_mask"]) == "v2v"          # masked video-to-video
+    assert route_inputs("t2v", "t2v-1.3B", ["src_video", "src_mask"]) == "v2v"
     with pytest.raises(ValueError, match="VACE layers"):
-        route_inputs("ti2v", "demo", ["src_video", "src_mask"])
+        route_inputs("ti2v", "demo", ["src_video", "src_ref_images"])
+    with pytest.raises(ValueError, match="VACE layers"):
+        route_inputs("i2v", "i2v-14B-480P", ["src_video", "src_mask"])
+    with pytest.raises(ValueError, match="give the video too"):
+        route_inputs("ti2v", "demo", ["src_mask"])
     with pytest.raises(ValueError, match="exclude each other"):
         route_inputs("ti2v", "demo", ["src_video", "image"])
     with pytest.raises(ValueError, match="text-to-video only"):
         route_inputs("t2v", "demo", ["image"])
     with pytest.raises(ValueError, match="does not take --first_frame"):
         route_inputs("t2v", "t2v-1.3B", ["first_frame"])
+
+
+def test_latent_mask_is_the_vaes_grouping_of_the_pixels():
+    from openwan.pipelines.v2v import latent_mask
+    m = np.zeros((9, 32, 32, 3), np.uint8)
+    m[3, 2, 9] = 255                          # one pixel: frame 3 (latent frame 1), block row 0, block column 1
+    m[0, 31, 0] = 255                         # frame 0 alone is latent frame 0: block (3, 0)
+    got = latent_mask(m, 32, 32, temporal=4, spatial=8)
+    want = torch.zeros(1, 3, 4, 4)
+    want[0, 1, 0, 1] = want[0, 0, 3, 0] = 1
+    assert torch.equal(got, want)
+    m[:] = 100                                # grey below the threshold: keep everything
+    assert latent_mask(m, 32, 32, 4, 8).sum() == 0
+
+
+@pytest.fixture(scope="module")
+def v2v(standin):
+    from openwan.pipelines import load_pipeline
+    path, variant = standin
+    return load_pipeline(path, variant=variant, task="v2v", progress=False)
+
+
+def test_masked_video_to_video_keeps_the_unmasked_latents_exactly(v2v):
+    """Outside the mask the result is the source's latents exactly (re-imposed at each step's noise level, the
+    last at 0); inside it is generated; an all-black mask keeps the whole source; bad masks are named."""
+    src = clip_frames(attrs=(("blue", "circle", "right"),))
+    with torch.inference_mode():
+        from openwan.pipelines.v2v import fit_video, video_to_tensor
+        z = v2v.vae.encode(fit_video(video_to_tensor(src), SIZE, SIZE)[None])[0].float()
+    mask = np.zeros_like(src)
+    mask[:, :, SIZE // 2:] = 255                                      # the right half
+    out = v2v(PROMPT, src_video=src, src_mask=mask, seed=2, output_type="latent")
+    keep = slice(None), slice(None), slice(None), slice(None, z.shape[-1] // 2)
+    gen = slice(None), slice(None), slice(None), slice(z.shape[-1] // 2, None)
+    assert torch.equal(out.latents[keep], z[keep]) and not torch.allclose(out.latents[gen], z[gen], atol=1e-2)
+    assert out.settings["strength"] == 1.0 and out.settings["mask_share"] == 0.5
+    none = v2v(PROMPT, src_video=src, src_mask=np.zeros_like(src), seed=2, output_type="latent")
+    assert torch.equal(none.latents, z)
+    with pytest.raises(ValueError, match="frame size"):
+        v2v(PROMPT, src_video=src, src_mask=mask[:, :, :40], seed=2, output_type="latent")
+    with pytest.raises(ValueError, match="one mask frame per"):
+        v2v(PROMPT, src_video=src, src_mask=mask[:3], seed=2, output_type="latent")
 
 
 def test_text_to_video(pipe):
@@ -252,11 +300,19 @@ def test_cli_every_task_on_the_demo(demo, tmp_path, capsys):
     assert cli(["generate", "--from", str(tmp_path / "flf2v.json"), "--save_file", str(again), "--quiet"]) == 0
     assert np.array_equal(read_video(again)[0], read_video(tmp_path / "flf2v.mp4")[0])
     capsys.readouterr()
-    rc = cli(["generate", PROMPT, "--src_video", str(src), "--src_mask", str(src), "--quiet",
+    rc = cli(["generate", PROMPT, "--src_video", str(src), "--src_ref_images", str(first), "--quiet",
               "--save_file", str(tmp_path / "vace.mp4")])
     err = capsys.readouterr().err
-    assert rc == 2 and "VACE layers" in err and "vace-1.3B" in err and "Traceback" not in err
+    assert rc == 2 and "VACE layers" in err and "vace-1.3B" in err and "--src_mask" in err and "Traceback" not in err
     assert not (tmp_path / "vace.mp4").exists()
+    mask = np.zeros((SIZE, SIZE, 3), np.uint8)
+    mask[:, SIZE // 2:] = 255                                          # generate the right half, keep the left
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert cli(["generate", PROMPT, "--src_video", str(src), "--src_mask", str(tmp_path / "mask.png"), "--quiet",
+                "--save_file", str(tmp_path / "masked.mp4")]) == 0
+    meta = json.loads((tmp_path / "masked.json").read_text())["openwan"]
+    assert meta["task"] == "v2v" and meta["src_mask"] == str(tmp_path / "mask.png") and meta["strength"] == 1.0
+    assert meta["mask_share"] == 0.5
 
 
 def test_cli_shipped_demo_takes_pictures_with_no_checkpoint(tmp_path, capsys):
@@ -307,6 +363,7 @@ class WorldPipe:
         self.task, self.cases = task, {c.prompt: (i, c) for i, c in enumerate(cases)}
         self.sample = DEMO_V2_SAMPLE.replace(frame_num=frames, size=f"{size}*{size}", sizes=(f"{size}*{size}",))
         self.inputs = []
+        self.vae = type("VAEShape", (), {"temporal_ratio": 4, "spatial_ratio": 8})()     # what masked v2v needs
 
     def defaults(self):
         return self.sample
@@ -315,13 +372,14 @@ class WorldPipe:
         from openwan.demo import world
         from openwan.demo.bench_tasks import source_clip
         from openwan.pipelines.base import GenerationOutput
-        self.inputs.append(sorted(k for k in kw if k in ("image", "first_frame", "last_frame", "src_video")))
+        self.inputs.append(sorted(k for k in kw if k in ("image", "first_frame", "last_frame", "src_video",
+                                                         "src_mask")))
         i, case = self.cases[prompt]
         video = world.render_clip(source_clip(case, i, seed), size=SIZE, frames=self.sample.frame_num)
         return GenerationOutput(video[None], {"stats": {"dit_forwards": 1}})
 
 
-@pytest.mark.parametrize("task", ["t2v", "i2v", "flf2v", "v2v"])
+@pytest.mark.parametrize("task", ["t2v", "i2v", "flf2v", "v2v", "vace"])
 def test_bench_tasks_grade_a_perfect_model_perfect(task):
     from openwan.demo import bench_sets, bench_tasks
     from openwan.demo.bench import summarize_all
@@ -329,7 +387,7 @@ def test_bench_tasks_grade_a_perfect_model_perfect(task):
     fake = WorldPipe(task, cases)
     records = bench_tasks.run_cases(fake, task, cases, seeds=(0,), progress=False)
     assert fake.inputs[0] == {"t2v": [], "i2v": ["image"], "flf2v": ["first_frame", "last_frame"],
-                              "v2v": ["src_video"]}[task]
+                              "v2v": ["src_video"], "vace": ["src_mask", "src_video"]}[task]
     s = summarize_all(records)
     for key in ("total",):
         assert s[key]["accuracy"]["all"] == 1.0 and s["paraphrase"][key]["accuracy"]["all"] == 1.0
@@ -339,16 +397,35 @@ def test_bench_tasks_grade_a_perfect_model_perfect(task):
         assert fid["psnr_first"]["min"] == float("inf")
     if task == "flf2v":
         assert fid["psnr_last"]["min"] == float("inf")
-    if task == "v2v":                                                # colour changed to the prompt's, path kept
+    if task == "vace":                                               # the object changed inside its mask only
+        assert fid["psnr_kept"]["min"] == float("inf") and fid["v2v"]["strength"] == 1.0
+    if task in ("v2v", "vace"):                                      # colour changed to the prompt's, path kept
         assert fid["v2v"]["track_error_mean"] < 0.01 and fid["v2v"]["kept_source_color"] == 0.0   # < 1 px of 64
         assert all(r["source_colors"][0] != r["expected"]["color"] for r in records if "expected" in r)
     met = bench_tasks.task_targets(s)
     assert all(met.values()) and ("psnr_first" in met) == (task in ("i2v", "flf2v"))
 
 
+def test_object_mask_covers_the_object_and_keeps_the_rest():
+    from openwan.demo import bench_sets, bench_tasks, world
+    case = bench_sets.cases(["single"])[0]
+    clip = bench_tasks.source_clip(case, 0, 0)
+    video = world.render_clip(clip, size=(64, 64), frames=9)
+    mask = bench_tasks.object_mask(video, clip.background)
+    bg = np.asarray(clip.background).round()
+    obj = np.abs(video.astype(np.int16) - bg).max(-1) > 24
+    assert obj.any() and (mask[..., 0][obj] == 255).all()             # every object pixel is to be generated
+    assert 0 < (mask[..., 0] == 255).mean() < 0.5                      # a box around it, not the frame
+    assert (mask[..., 0] == 0).any(axis=(1, 2)).all()
+    gen = bench_tasks.regenerated_pixels(mask, type("P", (), {"vae": type("V", (), {"temporal_ratio": 4,
+                                                                                    "spatial_ratio": 8})()})())
+    assert gen.shape == mask.shape[:3] and gen[mask[..., 0] == 255].all()          # the cells cover the mask
+    assert gen.mean() <= 0.75 and (gen[1:5] == gen[1]).all()      # latent frame 1 = frames 1-4: one set of cells
+
+
 def test_bench_cli_tasks_on_the_standin(demo, tmp_path):
     from openwan.demo.bench import main
-    for task in ("i2v", "flf2v", "v2v"):
+    for task in ("i2v", "flf2v", "v2v", "vace"):
         out = tmp_path / f"{task}.json"
         assert main(["--task", task, "--limit", "1", "--seeds", "1", "--prompts", "single,two_objects",
                      "--json", str(out), "--quiet"]) == 0

@@ -219,10 +219,11 @@ def main(argv=None) -> int:
     from openwan.validate import guide_scale_arg
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
-    ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "demo", "demo-4step"], default=None,
+    ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "vace", "demo", "demo-4step"], default=None,
                     help="the task: t2v (default), i2v (frame 0 of a rendered world clip given), flf2v (its first and "
-                         "last frames), v2v (the clip in other colours re-rendered at --strength); demo / demo-4step "
-                         "name the model as --model does (earlier spelling)")
+                         "last frames), v2v (the clip in other colours re-rendered at --strength), vace (that clip "
+                         "with a mask of the object: the masked region regenerated, the rest kept); demo / "
+                         "demo-4step name the model as --model does (earlier spelling)")
     ap.add_argument("--model", choices=["demo", "demo-4step"], default=None,
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
     ap.add_argument("--prompts", default="single", metavar="SETS",
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if a.ckpt_dir and model != "demo":
         raise ValueError("--ckpt_dir and --model demo-4step exclude each other (the student is its own weights)")
-    pipe = load_pipeline(a.ckpt_dir or model, task="v2v" if task == "v2v" else "t2v",
+    pipe = load_pipeline(a.ckpt_dir or model, task="v2v" if task in ("v2v", "vace") else "t2v",
                          variant=_ckpt_variant(a.ckpt_dir) if a.ckpt_dir else None, progress=False,
                          dtype=a.dtype, threads=a.threads)
     if task in ("i2v", "flf2v") and pipe.task != "ti2v":
@@ -306,8 +307,8 @@ def main(argv=None) -> int:
         settings["timesteps"] = list(d.timesteps)
     if task != "t2v":
         settings["task"] = task
-    if task == "v2v":
-        settings["strength"] = strength
+    if task in ("v2v", "vace"):
+        settings["strength"] = strength if task == "v2v" else 1.0
     if sets != ["single"]:
         settings["prompts"] = sets
     out_dir = Path(a.out) if a.out else None

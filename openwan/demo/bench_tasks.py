@@ -1,4 +1,4 @@
-"""`openwan bench demo --task {t2v,i2v,flf2v,v2v}` and its prompt sets: what each task's videos are graded on.
+"""`openwan bench demo --task {t2v,i2v,flf2v,v2v,vace}` and its prompt sets: what each task's videos are graded on.
 
 For every case (a prompt and its objects' attributes, :mod:`openwan.demo.bench_sets`) and seed, a world clip of
 those attributes is rendered at the model's size and length (:func:`source_clip`: placement, size and speed drawn
@@ -15,6 +15,11 @@ from ``[BENCH_SEED, case, seed]``, so every model is given the same pictures) an
   source's (which are the prompt's too: kept), ``track_error`` (mean distance between the source's and the output's
   object centroids over the frames, fractions of the frame: the motion kept in place, not only in kind), and
   ``kept_source_color`` (the share of videos that stayed in the source colour: strength too low).
+* ``vace``: VACE's masked input on a model without VACE layers (masked video-to-video): the v2v source clip and a
+  mask of each frame's object box (grown by ``VACE_MASK_GROW`` of the frame; white = generate), from pure noise
+  (strength 1). Graded as v2v (the prompt's colour made inside the mask, shape and motion kept, track error),
+  plus ``psnr_kept``: the PSNR of the output to the source over the pixels the pipeline keeps (outside the
+  mask's latent cells, :func:`openwan.pipelines.v2v.latent_mask`, as pixels).
 
 One-object videos are graded by :func:`openwan.demo.detect.detect`, two-object scenes by
 :func:`~openwan.demo.detect.detect_objects` and :func:`~openwan.demo.detect.match_objects`, per object.
@@ -30,10 +35,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 ATTRIBUTES = ("color", "shape", "motion")
-TASKS = ("t2v", "i2v", "flf2v", "v2v")
+TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
 BENCH_SEED = 22
 V2V_COLOR_SHIFT = 3
 V2V_STRENGTH = 0.7
+VACE_MASK_GROW = 0.0             # the object's box grown by this share of the frame on every side
 # issue 22's targets for the tasks beyond text-to-video (dB; per-object attribute accuracy of two-object scenes)
 TASK_TARGETS = {"psnr_first": 25.0, "psnr_last": 25.0, "two_objects": 0.85}
 
@@ -60,8 +66,10 @@ def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int
     from openwan.demo import world
     if task == "t2v":
         return {}, None
-    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task == "v2v" else 0)
+    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task in ("v2v", "vace") else 0)
     video = world.render_clip(clip, size=size, frames=frames)
+    if task == "vace":
+        return {"src_video": video, "src_mask": object_mask(video, np.asarray(clip.background))}, video
     if task == "i2v":
         return {"image": video[0]}, video
     if task == "flf2v":
@@ -69,6 +77,31 @@ def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int
     if task == "v2v":
         return {"src_video": video, "strength": strength}, video
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def object_mask(video: np.ndarray, background, grow: float = VACE_MASK_GROW) -> np.ndarray:
+    """uint8 [F, H, W, 3]: white over each frame's objects' bounding box grown by ``grow`` of the frame size (the
+    pixels that differ from the flat ``background`` by more than 24 levels), black elsewhere."""
+    f, h, w, _ = video.shape
+    on = np.abs(video.astype(np.int16) - np.asarray(background, np.float32).round().astype(np.int16)).max(-1) > 24
+    out = np.zeros((f, h, w, 3), np.uint8)
+    gy, gx = int(round(grow * h)), int(round(grow * w))
+    for i in range(f):
+        ys, xs = np.nonzero(on[i])
+        if len(ys):
+            out[i, max(0, ys.min() - gy): ys.max() + gy + 1, max(0, xs.min() - gx): xs.max() + gx + 1] = 255
+    return out
+
+
+def regenerated_pixels(mask: np.ndarray, pipe) -> np.ndarray:
+    """bool [F, H, W]: the pixels whose latent cell masked v2v regenerates (the mask's latent cells, each spread
+    back over its frames and its block of pixels)."""
+    from openwan.pipelines.v2v import latent_mask
+    f, h, w, _ = mask.shape
+    tr, sr = pipe.vae.temporal_ratio, pipe.vae.spatial_ratio
+    lat = latent_mask(mask, h, w, tr, sr)[0].numpy() > 0                                  # [T', h/sr, w/sr]
+    frame_to_latent = np.array([0] + [1 + (i - 1) // tr for i in range(1, f)])
+    return lat[frame_to_latent].repeat(sr, 1).repeat(sr, 2)
 
 
 def _track(video: np.ndarray):
@@ -131,6 +164,11 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
                 rec["psnr_last"] = round(psnr(video[-1], source[-1]), 3)
             if task == "v2v":
                 rec.update(_v2v_fields(video, source, case, i, int(seed), strength))
+            if task == "vace":
+                rec.update(_v2v_fields(video, source, case, i, int(seed), 1.0))
+                keep = ~regenerated_pixels(inputs["src_mask"], pipe)
+                mse = float(np.mean((video[keep].astype(np.float64) - source[keep].astype(np.float64)) ** 2))
+                rec["psnr_kept"] = round(math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse), 3)
             if path is not None:
                 rec["video"] = str(path)
             records.append(rec)
@@ -185,7 +223,7 @@ def summarize_objects(records: Sequence[dict]) -> dict:
 def summarize_task(records: Sequence[dict]) -> dict:
     """The task's own numbers over every record: PSNR of the given frames (mean, min) and v2v's measures."""
     out = {}
-    for key in ("psnr_first", "psnr_last"):
+    for key in ("psnr_first", "psnr_last", "psnr_kept"):
         vals = [r[key] for r in records if key in r]
         if vals:
             finite = [v for v in vals if math.isfinite(v)]
@@ -236,14 +274,16 @@ def format_extra(summary: dict) -> list[str]:
                 lines.append(f"{split:8s} {s['scenes']:6d} " + " ".join(
                     f"{100 * s['accuracy'][k]:6.1f}%" for k in ATTRIBUTES + ("all",)) + f" {100 * s['scenes_all']:9.1f}%")
     fid = summary.get("fidelity", {})
-    for key, what in (("psnr_first", "frame 0 vs the given first picture"), ("psnr_last", "last frame vs the "
-                                                                                         "given last picture")):
+    for key, what in (("psnr_first", "frame 0 vs the given first picture"),
+                      ("psnr_last", "last frame vs the given last picture"),
+                      ("psnr_kept", "outside the mask vs the source (the kept region)")):
         if key in fid:
             lines.append(f"PSNR {what}: mean {fid[key]['mean']:.2f} dB, min {fid[key]['min']:.2f} dB "
                          f"({fid[key]['videos']} videos)")
     v = fid.get("v2v")
     if v:
         kept = "n/a" if v["kept_source_color"] is None else f"{100 * v['kept_source_color']:.1f}% of the videos"
-        lines.append(f"v2v at strength {v['strength']}: centroid track error {v['track_error_mean']} of the frame "
+        what = "masked v2v (vace)" if "psnr_kept" in fid else "v2v"
+        lines.append(f"{what} at strength {v['strength']}: centroid track error {v['track_error_mean']} of the frame "
                      f"(source vs output, mean), stayed in the source colour: {kept}")
     return lines

@@ -307,7 +307,7 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench long", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161, ~10x native)")
+    ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native frames, ~5x v2's 33; 321 is 10x v2's)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="long-video methods ('none' = the naive one-call baseline)")
     ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS),

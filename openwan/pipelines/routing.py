@@ -3,15 +3,17 @@
 A TI2V-style DiT (model_type "ti2v": Wan 2.2 TI2V-5B, the embedded demo's next model) does text-, image- and
 first-last-frame-to-video itself (:class:`~openwan.pipelines.ti2v.TextImageToVideo`), so those tasks asked of it
 run there (:func:`pipeline_task`). A command line without ``--task`` picks the pipeline from its inputs
-(:func:`route_inputs`): a source video alone is video-to-video (SDEdit) for a text-to-video or TI2V model; VACE's
-inputs need a VACE model, and a picture needs a model that takes pictures; both refused before anything loads,
-naming what to use instead.
+(:func:`route_inputs`): a source video alone is video-to-video (SDEdit) for a text-to-video or TI2V model, and with
+a mask (``src_mask``, VACE's inpainting input) masked video-to-video (the white region generated, the rest kept);
+VACE's other inputs (reference images, context scale) need a VACE model, and a picture needs a model that takes
+pictures; both refused before anything loads, naming what to use instead.
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional
 
 VACE_INPUTS = ("src_mask", "src_ref_images", "context_scale")
+VACE_LAYER_INPUTS = ("src_ref_images", "context_scale")   # what only VACE layers read (a mask: masked v2v)
 ONE_MODEL_TASKS = ("t2v", "i2v", "flf2v")        # what a TI2V-style model does in its own pipeline
 
 
@@ -31,8 +33,9 @@ def no_vace_message(name: str, given: Iterable[str] = ()) -> str:
     who = f"the embedded demo model ({name})" if is_demo(name) else name
     return (f"VACE{what} needs a model with VACE layers (a DiT with vace_layers, conditioned on the 96-channel VACE "
             f"context); {who} has none. Use a VACE checkpoint: --task vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B (or "
-            f"vace-14B); to re-render a whole video along a prompt use video-to-video: --src_video FILE "
-            f"[--strength 0.7] (task v2v), which any text-to-video or TI2V model does")
+            f"vace-14B); with this model, --src_video FILE --src_mask MASK regenerates the mask's white region "
+            f"along the prompt and keeps the rest (masked video-to-video), and --src_video FILE [--strength 0.7] "
+            f"re-renders the whole video (task v2v)")
 
 
 def no_picture_message(name: str, task: str, given: Iterable[str]) -> str:
@@ -54,9 +57,12 @@ def route_inputs(own_task: str, name: str, given: Iterable[str]) -> Optional[str
     given = list(dict.fromkeys(given))
     if own_task == "vace":
         return None
-    vace = [g for g in given if g in VACE_INPUTS]
+    vace = [g for g in given if g in (VACE_LAYER_INPUTS if own_task in ("t2v", "ti2v") else VACE_INPUTS)]
     if vace:
         raise ValueError(no_vace_message(name, [f"--{g}" for g in vace]))
+    if "src_mask" in given and "src_video" not in given:
+        raise ValueError("--src_mask marks what to regenerate in a source video: give the video too (--src_video "
+                         "FILE --src_mask MASK; white = generate, black = keep)")
     pictures = [g for g in given if g in ("image", "first_frame", "last_frame")]
     if "src_video" in given and own_task in ("t2v", "ti2v"):
         if pictures:

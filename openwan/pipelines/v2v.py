@@ -8,6 +8,12 @@
 ``strength`` is the noise level the source is pushed to (0 keeps it, 1 ignores it); see
 :func:`openwan.sampling.sigmas_for_strength` for how it maps to steps (with shift > 1 fewer than
 ``strength * steps`` steps run). This module also holds the video-loading helpers VACE shares.
+
+**Masked** (``src_mask``: VACE's inpainting input, white = generate, on a model without VACE layers): the mask is
+taken to the latent grid (a latent cell is generated when any of its pixels is: :func:`latent_mask`); outside it
+the source's latents are re-imposed at the current noise level after every step (``(1 - s) x0 + s noise``, the
+same noise draw), so they end exactly the source's; inside, the model generates along the prompt from
+``strength`` (default 1 with a mask: from pure noise).
 """
 from __future__ import annotations
 
@@ -100,6 +106,18 @@ def fit_video(video: torch.Tensor, height: int, width: int, mode: str = "bicubic
     return fit_cover(video.transpose(0, 1), height, width, mode=mode).transpose(0, 1)
 
 
+def latent_mask(mask: np.ndarray, height: int, width: int, temporal: int, spatial: int) -> torch.Tensor:
+    """A mask video uint8 [F, H, W, 3] (white = generate; F a 4n+1 for the Wan VAEs) -> [1, T', h, w] float 0/1
+    on the latent grid: fitted to (height, width) as the source is, a pixel generated where its mean > 127, then a
+    latent cell generated when any pixel of its spatial x spatial block in any of its frames is (frame 0 alone
+    for latent frame 0, frames 4t-3..4t for latent frame t: the causal VAE's grouping)."""
+    m = fit_video(torch.from_numpy(np.ascontiguousarray(mask)).float().mean(-1)[None], height, width,
+                  mode="nearest")[0] > 127.5                                                      # [F, H, W]
+    groups = [m[:1]] + [m[1 + temporal * t: 1 + temporal * (t + 1)] for t in range((m.shape[0] - 1) // temporal)]
+    per = torch.stack([g.any(0) for g in groups]).float()                                          # [T', H, W]
+    return torch.nn.functional.max_pool2d(per[None], spatial)[0][None]                            # [1, T', h, w]
+
+
 def choose_frames(available: int, frame_num: Optional[int], what: str = "src_video") -> int:
     """How many source frames to use: ``frame_num`` (the source must have that many), or by default
     the largest 4n+1 the source has."""
@@ -157,7 +175,7 @@ class VideoToVideo(WanPipeline):
                              f"({self.variant.name}). Use a Wan2.1-T2V checkpoint.")
 
     def __call__(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
-                 strength: Optional[float] = None, src_fps: Optional[float] = None,
+                 src_mask: VideoLike = None, strength: Optional[float] = None, src_fps: Optional[float] = None,
                  size: Union[str, tuple, None] = None,
                  frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
                  sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
@@ -170,7 +188,7 @@ class VideoToVideo(WanPipeline):
         A video file is first resampled to ``src_fps`` frames per second (default the model's rate: 16 for Wan, 8 for the demo; 0
         keeps every frame)."""
         job = self.prepare(prompt, negative_prompt=negative_prompt,
-                           src_video=src_video, strength=strength, src_fps=src_fps,
+                           src_video=src_video, src_mask=src_mask, strength=strength, src_fps=src_fps,
                            size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
                            guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
                            output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,
@@ -178,7 +196,7 @@ class VideoToVideo(WanPipeline):
         return self.generate(job, callback)
 
     def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
-                strength: Optional[float] = None, src_fps: Optional[float] = None,
+                src_mask: VideoLike = None, strength: Optional[float] = None, src_fps: Optional[float] = None,
                 size: Union[str, tuple, None] = None,
                 frame_num: Optional[int] = None, sample_steps: Optional[int] = None,
                 sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
@@ -190,10 +208,13 @@ class VideoToVideo(WanPipeline):
         width, height = parse_size(size, d.size)
         check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
-        strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
+        masked = src_mask is not None
+        strength = check_strength((1.0 if masked else DEFAULT_STRENGTH) if strength is None else strength)
         fps = check_src_fps(src_fps, self.variant.sample.fps)
         frames = load_video(src_video, "src_video", target_fps=fps)
         frame_num = choose_frames(frames.shape[0], frame_num)
+        mask = check_mask(load_video(src_mask, "src_mask", allow_image=True, target_fps=fps), frames,
+                          frame_num) if masked else None
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         steps, shift, solver = sp.steps, sp.shift, sp.solver
         sigmas = sampling.sigmas_for_strength(steps, shift, strength, solver)
@@ -203,7 +224,8 @@ class VideoToVideo(WanPipeline):
                              f"({lowest:.4f}): no denoising step would run; use a strength >= {lowest:.4f}")
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **sp.settings(), src_video=source_name(src_video), strength=strength,
-                                     src_fps=fps or 0, steps_run=len(sigmas) - 1)
+                                     src_fps=fps or 0, steps_run=len(sigmas) - 1,
+                                     **({"src_mask": source_name(src_mask)} if masked else {}))
         check_output_free(output_path, overwrite)
 
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
@@ -212,11 +234,34 @@ class VideoToVideo(WanPipeline):
             x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
         noise = make_noise(x0.shape, sp.seed, self.device)
         start = sampling.add_noise(x0, noise, sigmas[0].float())
-        return self.make_job(settings, start, Conditioning(ctx, ctx_null), sp, cfg_batch=cfg_batch, sigmas=sigmas,
-                             step_cache=step_cache, output_type=output_type, output_path=output_path,
-                             overwrite=overwrite, return_frames=return_frames)
+        job = self.make_job(settings, start, Conditioning(ctx, ctx_null), sp, cfg_batch=cfg_batch, sigmas=sigmas,
+                            step_cache=step_cache, output_type=output_type, output_path=output_path,
+                            overwrite=overwrite, return_frames=return_frames)
+        if masked:
+            m = latent_mask(mask, height, width, self.vae.temporal_ratio, self.vae.spatial_ratio).to(x0.device)
+            settings["mask_share"] = round(float(m.mean()), 4)     # of the latent cells, generated
+
+            def keep_unmasked(step, x, x0_pred):
+                return m * x + (1 - m) * sampling.add_noise(x0, noise, step.sigma_next).to(x.dtype)
+            job.post_step = keep_unmasked
+        return job
+
+
+def check_mask(mask: np.ndarray, frames: np.ndarray, frame_num: int) -> np.ndarray:
+    """The mask's first ``frame_num`` frames (a still image: the same mask for every frame), of the source's
+    frame size."""
+    if mask.shape[1:3] != frames.shape[1:3]:
+        raise ValueError(f"src_mask is {mask.shape[2]}x{mask.shape[1]} but src_video is {frames.shape[2]}x"
+                         f"{frames.shape[1]}: give a mask of the video's frame size (white = generate, black = keep)")
+    if mask.shape[0] == 1:
+        return np.repeat(mask, frame_num, axis=0)
+    if mask.shape[0] < frame_num:
+        raise ValueError(f"src_mask has {mask.shape[0]} frames, the video {frame_num}: give one mask frame per "
+                         f"video frame, or a single image for all of them")
+    return mask[:frame_num]
 
 
 PIPELINE = VideoToVideo
 
-__all__ = ["VideoToVideo", "load_video", "video_to_tensor", "fit_video", "choose_frames", "check_strength"]
+__all__ = ["VideoToVideo", "load_video", "video_to_tensor", "fit_video", "choose_frames", "check_strength",
+           "latent_mask"]
