@@ -434,6 +434,10 @@ def test_bench_cli_tasks_on_the_standin(demo, tmp_path):
         assert len(r["videos"]) == 4 and {"seen", "heldout", "two_objects", "fidelity"} <= set(r["summary"])
         assert "two_objects" in r["meets_targets"] and r["task_targets"]["two_objects"] == 0.85
     assert "psnr_last" in json.loads((tmp_path / "flf2v.json").read_text())["summary"]["fidelity"]
+    out = tmp_path / "fresh.json"                                    # --first_seed: fresh seeds
+    assert main(["--limit", "1", "--seeds", "2", "--first_seed", "5", "--json", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert [v["seed"] for v in r["videos"]] == [5, 6, 5, 6] and r["settings"]["first_seed"] == 5
 
 
 def test_bench_i2v_on_a_text_to_video_model_says_why(tmp_path):

@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--strength", type=float, default=None, help="v2v: the noise level the source is pushed to "
                                                                  "(default 0.7)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")
+    ap.add_argument("--first_seed", type=int, default=0, help="start the seeds here (seeds K..K+N-1): fresh seeds "
+                                                              "to confirm a choice made on the first ones")
     ap.add_argument("--split", choices=["all", "seen", "heldout"], default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N prompts of each split (and set)")
     ap.add_argument("--sample_steps", type=int, default=None)
@@ -254,6 +256,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
+    if a.first_seed < 0:
+        raise ValueError(f"--first_seed must be >= 0, got {a.first_seed}")
     model, task = _model_and_task(a)
     from openwan.demo.bench_sets import SETS
     from openwan.demo.bench_sets import cases as make_cases
@@ -311,12 +315,15 @@ def main(argv=None) -> int:
         settings["strength"] = strength if task == "v2v" else 1.0
     if sets != ["single"]:
         settings["prompts"] = sets
+    if a.first_seed:
+        settings["first_seed"] = a.first_seed
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     from openwan.demo import bench_tasks
     with torch.inference_mode():
-        records = bench_tasks.run_cases(pipe, task, cases, range(a.seeds), out_dir=out_dir, progress=not a.quiet,
+        records = bench_tasks.run_cases(pipe, task, cases, range(a.first_seed, a.first_seed + a.seeds),
+                                        out_dir=out_dir, progress=not a.quiet,
                                         **({"strength": strength} if task == "v2v" else {}), **kw)
     summary = summarize_all(records)
     meets = {**meets_targets(summary), **bench_tasks.task_targets(summary)}
