@@ -209,6 +209,40 @@ def export_student(weights: Union[str, Path], out: Union[str, Path], preset: Dis
     return atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))
 
 
+def average_students(files, out: Union[str, Path]) -> Path:
+    """The mean of exported student files (fp16 safetensors of one architecture and one sampling preset): a weight
+    average ("model soup", Wortsman et al. 2022) of students trained from the same teacher, written as one student
+    file with their preset. Different keys, shapes or presets are refused."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from openwan.fileio import atomic_write
+    files = [Path(f) for f in files]
+    if len(files) < 2:
+        raise ValueError("--stage average needs two or more student files (--inputs A.safetensors B.safetensors)")
+    total, meta, dtypes = None, None, {}
+    for f in files:
+        if not f.exists():
+            raise FileNotFoundError(f"student file {f} not found")
+        with safe_open(str(f), "pt") as g:
+            m = dict(g.metadata() or {})
+            if PRESET_KEY not in m:
+                raise ValueError(f"{f} has no sampling preset: average exported students (--stage export)")
+            if meta is not None and m.get(PRESET_KEY) != meta.get(PRESET_KEY):
+                raise ValueError(f"{f}'s sampling preset {m.get(PRESET_KEY)} differs from {files[0]}'s "
+                                 f"{meta.get(PRESET_KEY)}: only students of one preset average")
+            sd = {k: g.get_tensor(k) for k in g.keys()}
+        if total is not None and (set(sd) != set(total) or any(sd[k].shape != total[k].shape for k in sd)):
+            raise ValueError(f"{f} holds other tensors than {files[0]}: only students of one architecture average")
+        meta = meta or m
+        dtypes = dtypes or {k: v.dtype for k, v in sd.items()}
+        total = {k: v.double() for k, v in sd.items()} if total is None else \
+            {k: total[k] + v.double() for k, v in sd.items()}
+    avg = {k: (v / len(files)).to(dtypes[k]).contiguous() for k, v in total.items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(out, lambda tmp: save_file(avg, tmp, metadata=meta))
+
+
 def run_train(d: dict, cfg, opts, nproc: int = 1) -> dict:
     from openwan.fileio import write_json
     from openwan.training.trainer import Trainer, launch_local
@@ -228,9 +262,13 @@ def run_train(d: dict, cfg, opts, nproc: int = 1) -> dict:
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(prog="openwan distill", description="Distill a Wan DiT into a few-step, "
                                  "guidance-free student on its own trajectories (docs/distill.md).")
-    ap.add_argument("--config", required=True, help="distillation YAML (e.g. examples/distill_demo.yaml)")
-    ap.add_argument("--stage", choices=["all", "data", "train", "export"], default="all",
-                    help="all (default): data then train; export: fp16 student file with its sampling preset")
+    ap.add_argument("--config", default=None, help="distillation YAML (e.g. examples/distill_demo.yaml); every "
+                                                   "stage but average needs it")
+    ap.add_argument("--stage", choices=["all", "data", "train", "export", "average"], default="all",
+                    help="all (default): data then train; export: fp16 student file with its sampling preset; "
+                         "average: the mean of exported student files (--inputs) into --out")
+    ap.add_argument("--inputs", nargs="+", default=None, metavar="FILE",
+                    help="average: exported student files of one teacher and preset")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set steps=200 --set objective.samples=64")
     ap.add_argument("--resume", default=None, help="training: auto (default), none, or a checkpoint folder")
@@ -241,6 +279,13 @@ def main(argv: Optional[list] = None) -> int:
     a = ap.parse_args(argv)
     from openwan.checkpoints import CheckpointError
     try:
+        if a.stage == "average":
+            if not a.out:
+                raise ValueError("--stage average needs --out FILE.safetensors")
+            print(f"wrote {average_students(a.inputs or [], a.out)}")
+            return 0
+        if not a.config:
+            raise ValueError(f"--stage {a.stage} needs --config x.yaml (e.g. examples/distill_demo.yaml)")
         sets = list(a.sets) + ([f"resume={a.resume}"] if a.resume else [])
         d, cfg, opts = _config(a.config, sets)
         if a.stage in ("all", "data"):

@@ -422,3 +422,37 @@ def test_demo_4step_is_the_demo_with_its_own_dit():
     got = pipe("a red circle moving to the right", **kw).frames[0]
     want = by_hand("a red circle moving to the right", **kw).frames[0]
     assert got.shape == (33, 128, 128, 3) and np.array_equal(got, want)
+
+
+def test_average_students_is_the_mean_with_the_preset(tmp_path, capsys):
+    from openwan.distill import PRESET_KEY, average_students
+    from openwan.distill import main as distill_main
+    g = torch.Generator().manual_seed(0)
+    preset = DistillPreset((999, 500), "euler", 1.0, 3.0).to_json()
+    tensors = []
+    for i in range(3):
+        t = {"a.weight": torch.randn(4, 3, generator=g).half(), "b.bias": torch.randn(5, generator=g).half()}
+        save_file(t, str(tmp_path / f"s{i}.safetensors"), metadata={"format": "pt", PRESET_KEY: preset})
+        tensors.append(t)
+    out = average_students([tmp_path / f"s{i}.safetensors" for i in range(3)], tmp_path / "avg.safetensors")
+    got = load_file(str(out))
+    for k in ("a.weight", "b.bias"):
+        want = (sum(t[k].double() for t in tensors) / 3).half()
+        assert got[k].dtype == torch.float16 and torch.equal(got[k], want)
+    from safetensors import safe_open
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()[PRESET_KEY] == preset
+    other = DistillPreset((999, 750, 500), "euler", 1.0, 3.0).to_json()
+    save_file(tensors[0], str(tmp_path / "o.safetensors"), metadata={"format": "pt", PRESET_KEY: other})
+    with pytest.raises(ValueError, match="preset"):
+        average_students([tmp_path / "s0.safetensors", tmp_path / "o.safetensors"], tmp_path / "x.safetensors")
+    save_file({"a.weight": tensors[0]["a.weight"]}, str(tmp_path / "k.safetensors"),
+              metadata={"format": "pt", PRESET_KEY: preset})
+    with pytest.raises(ValueError, match="other tensors"):
+        average_students([tmp_path / "s0.safetensors", tmp_path / "k.safetensors"], tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+    assert distill_main(["--stage", "average", "--inputs", str(tmp_path / "s0.safetensors"), "--out",
+                         str(tmp_path / "y.safetensors")]) == 2
+    assert "two or more" in capsys.readouterr().err
+    assert distill_main(["--stage", "export", "--out", str(tmp_path / "z.safetensors")]) == 2
+    assert "--config" in capsys.readouterr().err
