@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
-# frames): frame_num beyond the model's native length (openwan.long_video); tile: VAE decode in spatial tiles (pixels, or True for 256);
-# guide_boundary: with guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance);
-# height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
+# frames): frame_num beyond the model's native length (openwan.long_video); tile: VAE decode in spatial tiles
+# (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the guidance interval's switch
+# (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
 CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "guide_boundary", "height", "width",
                 "num_frames", "num_inference_steps", "guidance_scale", "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
@@ -105,7 +105,10 @@ class CallOptions:
     def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
         """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
         from openwan.long_video import plan_long_video, window_conditions
-        method, overlap = self.long_video_defaults(opts.get("method"), opts.get("overlap"))
+        method = opts.get("method")
+        if method in (None, "auto") and job.post_step is not None and not hasattr(self, "continued_window"):
+            method = "windows"    # a task with its own per-step conditioning (masked v2v): continue cannot carry it
+        method, overlap = self.long_video_defaults(method, opts.get("overlap"))
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)
         if long is None:
