@@ -8,6 +8,7 @@ import threading
 import pytest
 from serve_helpers import PROMPT, call, jcall, wait_done, wait_for
 
+from openwan.configs import DEMO_VARIANT
 from openwan.runtime import free_port
 from openwan.video import read_video
 
@@ -39,7 +40,8 @@ def test_a_torchrun_group_serves_cancels_and_stops(tmp_path):
             assert v["status"] == "completed", v
             status, data, _ = call(base + v["url"])
             (tmp_path / "v.mp4").write_bytes(data)
-            assert read_video(tmp_path / "v.mp4")[0].shape == (5, 64, 64, 3)
+            w, h = (int(v) for v in DEMO_VARIANT.sample.size.split("*"))      # the embedded demo's size
+            assert read_video(tmp_path / "v.mp4")[0].shape == (5, h, w, 3)
         proc.send_signal(signal.SIGTERM)                              # torchrun passes it on; all processes end
         proc.wait(120)
     finally:
