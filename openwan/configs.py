@@ -320,7 +320,8 @@ TINY_VARIANTS: dict[str, Variant] = {
 # ---- the embedded demo model (openwan.demo ships its weights; openwan/demo/train.py keeps them in sync) ----
 DEMO_TEXT_ENCODER = TextEncoderConfig(vocab=1000, dim=128, dim_attn=128, dim_ffn=256, num_heads=4, num_layers=2,
                                       text_len=32)
-# v1, the first demo (text-to-video, 64x64, 17 frames at 8 fps); the recipe still builds it first. The latent normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
+# v1, the first demo (text-to-video, 64x64, 17 frames at 8 fps); the recipe still builds it first. The latent
+# normalization (mean, std per channel) was measured on the world by openwan/demo/train.py.
 DEMO_V1_VAE = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 8), num_res_blocks=1, attn_scales=(),
                         temporal_downsample=(False, True, True),
                         mean=(-0.1094, 0.1125, -0.3659, -0.2712, -0.013, -0.2894, 0.2902, -0.2672,

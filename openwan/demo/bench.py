@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     if a.strength is not None and task != "v2v":
         raise ValueError("--strength is v2v's (--task v2v)")
     from openwan.demo.bench_tasks import V2V_STRENGTH
-    from openwan.pipelines.v2v import check_strength
+    from openwan.pipelines.v2v import MASKED_STRENGTH, check_strength
     strength = check_strength(V2V_STRENGTH if a.strength is None else a.strength)
 
     import torch
@@ -304,7 +304,8 @@ def main(argv=None) -> int:
                 "guide_scale": kw.get("guide_scale", d.guidance),
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
-                "step_cache": a.step_cache or pipe.step_cache_for(steps, strength if task == "v2v" else None) or "none", "dtype": pipe.settings()["dtype"]}
+                "step_cache": a.step_cache or pipe.step_cache_for(steps, strength if task == "v2v" else None) or "none",
+                "dtype": pipe.settings()["dtype"]}
     if isinstance(settings["guide_scale"], (tuple, list)):
         settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
     if d.timesteps and steps == len(d.timesteps):
@@ -312,7 +313,7 @@ def main(argv=None) -> int:
     if task != "t2v":
         settings["task"] = task
     if task in ("v2v", "vace"):
-        settings["strength"] = strength if task == "v2v" else 1.0
+        settings["strength"] = strength if task == "v2v" else MASKED_STRENGTH
     if sets != ["single"]:
         settings["prompts"] = sets
     if a.first_seed:

@@ -45,7 +45,7 @@ TASK_TARGETS = {"psnr_first": 25.0, "psnr_last": 25.0, "two_objects": 0.85}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (inf when equal)."""
+    """PSNR in dB of two uint8 images, or of any two uint8 arrays of pixels (inf when equal)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
@@ -165,10 +165,10 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
             if task == "v2v":
                 rec.update(_v2v_fields(video, source, case, i, int(seed), strength))
             if task == "vace":
-                rec.update(_v2v_fields(video, source, case, i, int(seed), 1.0))
+                from openwan.pipelines.v2v import MASKED_STRENGTH
+                rec.update(_v2v_fields(video, source, case, i, int(seed), MASKED_STRENGTH))
                 keep = ~regenerated_pixels(inputs["src_mask"], pipe)
-                mse = float(np.mean((video[keep].astype(np.float64) - source[keep].astype(np.float64)) ** 2))
-                rec["psnr_kept"] = round(math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse), 3)
+                rec["psnr_kept"] = round(psnr(video[keep], source[keep]), 3)
             if path is not None:
                 rec["video"] = str(path)
             records.append(rec)

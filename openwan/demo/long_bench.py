@@ -214,6 +214,7 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
     """Generate and measure one video per (prompt, seed, method); one record each."""
     from openwan.demo import detect, world
     native = pipe.defaults().frame_num
+    base_method, base_overlap = pipe.long_video_defaults(None, sample_kw.get("long_overlap"))   # the baseline's seams
     records = []
     for prompt in prompts:
         for seed in seeds:
@@ -225,7 +226,6 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
                            overwrite=True, **sample_kw)
                 dt = time.perf_counter() - t0
-                base_method, base_overlap = pipe.long_video_defaults(None, sample_kw.get("long_overlap"))
                 spans = spans_of(out.settings, frame_num, native, base_overlap, base_method)
                 m = video_metrics(detect.track(out.frames[0]), spans)
                 attrs = world.parse_prompt(prompt)
@@ -307,7 +307,8 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench long", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native frames, ~5x v2's 33; 321 is 10x v2's)")
+    ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native "
+                                                            "frames, ~5x v2's 33; 321 is 10x v2's)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                     help="long-video methods ('none' = the naive one-call baseline)")
     ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS),

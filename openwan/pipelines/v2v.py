@@ -34,6 +34,7 @@ from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_
 VideoLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, list]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_STRENGTH = 0.8
+MASKED_STRENGTH = 1.0       # with a mask: the masked region is generated from noise (VACE's inpainting)
 
 
 # ============================================================================ input helpers (shared with VACE)
@@ -209,7 +210,7 @@ class VideoToVideo(WanPipeline):
         check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
         masked = src_mask is not None
-        strength = check_strength((1.0 if masked else DEFAULT_STRENGTH) if strength is None else strength)
+        strength = check_strength((MASKED_STRENGTH if masked else DEFAULT_STRENGTH) if strength is None else strength)
         fps = check_src_fps(src_fps, self.variant.sample.fps)
         frames = load_video(src_video, "src_video", target_fps=fps)
         frame_num = choose_frames(frames.shape[0], frame_num)
