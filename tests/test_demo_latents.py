@@ -74,3 +74,29 @@ def test_merge_stage_of_the_recipe(tmp_path, capsys):
     assert len(torch.load(work / "latents.pt", weights_only=False)["latents"]) == 3
     with pytest.raises(ValueError, match="--merge FILE"):
         main(["--stage", "merge-latents", "--work_dir", str(work)])
+
+
+def test_recaption_writes_wide_captions_of_each_clips_attributes(tmp_path):
+    from openwan.demo import world
+    from openwan.demo.latents import _same_features, make_text_encoder, recaption_latents
+    src = _latents_file(tmp_path / "a.pt", 3, 0)
+    src["attributes"][1] = [("blue", "square", "up"), ("green", "triangle", "still")]
+    torch.save(src, tmp_path / "a.pt")
+    recaption_latents(tmp_path / "a.pt", tmp_path / "r.pt", captions=4, seed=3)
+    r = torch.load(tmp_path / "r.pt", weights_only=False)
+    for key in ("latents", "attributes", "last_still", "vae_config", "size", "frames", "extend"):
+        assert str(r[key]) == str(src[key]), key                      # the clips untouched
+    for caps, attrs in zip(r["captions"], r["attributes"]):
+        assert len(caps) == len(set(caps)) == 4
+        assert all(world.parse_objects(c) == [world.Attributes(*a) for a in attrs] for c in caps), caps
+    assert r["text"].keys() == {""} | {c for caps in r["captions"] for c in caps}
+    te = make_text_encoder()
+    c = r["captions"][0][0]
+    # the demo's frozen encoder's features, up to the rounding another batch's padding gives (merge's criterion)
+    assert _same_features(r["text"][c], te.encode([c])[0].float())
+    recaption_latents(tmp_path / "a.pt", tmp_path / "r2.pt", captions=4, seed=3)
+    assert torch.load(tmp_path / "r2.pt", weights_only=False)["captions"] == r["captions"]   # a function of seed
+    with pytest.raises(ValueError, match="overwrite"):
+        recaption_latents(tmp_path / "a.pt", tmp_path / "a.pt")
+    with pytest.raises(FileNotFoundError):
+        recaption_latents(tmp_path / "missing.pt", tmp_path / "x.pt")

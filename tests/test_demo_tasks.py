@@ -472,20 +472,21 @@ def test_bench_task_demo_4step_still_names_the_model():
 # --------------------------------------------------------------------------- prompt sets and detection
 
 def _all_captions(attrs):
-    """Every caption the world's templates can write for one object of these attributes."""
+    """Every caption the world's templates (the wide style's too) can write for one object of these attributes."""
     from openwan.demo import world
     shapes = (attrs.shape,) + world.SHAPE_SYNONYMS.get(attrs.shape, ())
+    colors = (attrs.color,) + world.COLOR_SYNONYMS.get(attrs.color, ())
     sizes = ("",) + tuple(w for ws in world.SIZE_WORDS.values() for w in ws)
-    return {t.format(color=attrs.color, shape=s, motion=m, size=z)
-            for t, s, m, z in itertools.product(world.CAPTION_TEMPLATES, shapes, world.MOTION_PHRASES[attrs.motion],
-                                                sizes)}
+    return {t.format(color=c, shape=s, motion=m, size=z)
+            for t, c, s, m, z in itertools.product(world.caption_templates(wide=True), colors, shapes,
+                                                   world.caption_phrases(attrs.motion, wide=True), sizes)}
 
 
 def test_paraphrases_are_never_training_captions():
     from openwan.demo import bench_sets, world
     cases = bench_sets.paraphrase_cases()
     assert {c.split for c in cases} == {"seen", "heldout"} and len({c.prompt for c in cases}) == len(cases)
-    phrases = [p for ps in world.MOTION_PHRASES.values() for p in ps]
+    phrases = [p for m in world.MOTIONS for p in world.caption_phrases(m, wide=True)]
     for c in cases:
         assert c.prompt not in _all_captions(c.objects[0]), c.prompt
         assert not [p for p in phrases if p in c.prompt.lower()], c.prompt

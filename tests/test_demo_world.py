@@ -562,3 +562,33 @@ def test_detector_on_17_frame_bounces():
         frames = W.render_clip(W.Clip((dataclasses.replace(o, phase=phase),), ""), frames=17)
         det = D.detect(frames)
         assert det["motion"] == motion, (turn, det["measurements"]["path"])
+
+
+def test_wide_captions_parse_back_and_cover_the_parsers_words():
+    """The wide caption style (the recipe's --stage recaption): every caption it can write for a classic motion
+    parses back to its attributes, it uses every word the parser accepts for those motions and every color and
+    shape synonym, and the classic style draws from the rng exactly as before (clips stay functions of seeds)."""
+    import re
+    from openwan.demo.world_captions import _MOTION_WORDS
+    n = 0
+    for motion in W.CLASSIC_MOTIONS:
+        phrases = W.caption_phrases(motion, wide=True)
+        assert set(W.MOTION_PHRASES[motion]) < set(phrases)
+        words = " | ".join(phrases)
+        assert [w for w in _MOTION_WORDS[motion] if not re.search(rf"\b{re.escape(w)}\b", words)] == [], motion
+        for i, (template, phrase) in enumerate(itertools.product(W.caption_templates(wide=True), phrases)):
+            color = W.COLOR_NAMES[(i + n) % len(W.COLOR_NAMES)]
+            shape = W.SHAPES[i % len(W.SHAPES)]
+            for cw in (color,) + W.COLOR_SYNONYMS.get(color, ()):
+                for sw in (shape,) + W.SHAPE_SYNONYMS[shape]:
+                    text = template.format(color=cw, shape=sw, motion=phrase, size="")
+                    assert W.parse_prompt(text) == (color, shape, motion), text
+                    n += 1
+    assert n > 1000
+    rng = np.random.default_rng(0)
+    drawn = {W.make_caption([W.Attributes("purple", "circle", "up")], rng, wide=True) for _ in range(2000)}
+    assert {"magenta", "violet", "disc", "dot", "ball"} <= {w for c in drawn for w in c.split()}
+    assert any(c.startswith("there is a") for c in drawn) and "a purple circle moving up" in drawn
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    obj = W.sample_clip(np.random.default_rng(1), attributes=[("cyan", "square", "left")]).objects[0]
+    assert [W.make_caption([obj], a) for _ in range(50)] == [W.describe(obj, b) for _ in range(50)]

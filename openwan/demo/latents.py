@@ -182,14 +182,7 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
             _atomic_torch_save(state, part)
             el = time.perf_counter() - t0
             log(f"latents: {done}/{n_clips} clips ({el:.0f}s)")
-    te = make_text_encoder()
-    unique = sorted({c for caps in state["captions"] for c in caps} | {""})
-    text = {}
-    for i in range(0, len(unique), 256):
-        chunk = unique[i:i + 256]
-        for c, e in zip(chunk, te.encode(chunk)):
-            text[c] = e.float().clone()
-    log(f"latents: {len(unique)} unique captions encoded")
+    text = encode_captions(state["captions"])
     same = len({tuple(z.shape) for z in state["latents"]}) == 1
     result = {"latents": torch.stack(state["latents"]) if same else list(state["latents"]),
               "captions": state["captions"], "attributes": state["attributes"], "text": text,
@@ -199,6 +192,54 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     _atomic_torch_save(result, out)
     part.unlink(missing_ok=True)
     log(f"latents: saved {out}")
+    return out
+
+
+def encode_captions(captions) -> dict:
+    """{caption: features [L, D] fp32} of every caption in ``captions`` (a list of each clip's captions) and of
+    the empty prompt, by the demo's frozen text encoder."""
+    te = make_text_encoder()
+    unique = sorted({c for caps in captions for c in caps} | {""})
+    text = {}
+    for i in range(0, len(unique), 256):
+        chunk = unique[i:i + 256]
+        for c, e in zip(chunk, te.encode(chunk)):
+            text[c] = e.float().clone()
+    log(f"latents: {len(unique)} unique captions encoded")
+    return text
+
+
+def recaption_latents(source: Path, out: Path, captions: int = 4, seed: int = 0, wide: bool = True) -> Path:
+    """A latents file of the same clips with new captions: ``captions`` per clip drawn from each clip's
+    attributes (``wide``: the wide caption style, ``openwan.demo.world_captions.WIDE_TEMPLATES``; no size words,
+    which the attributes do not record), encoded by the frozen text encoder; clip i's captions are a function of
+    (seed, i). Everything else is ``source``'s; written atomically to ``out`` (never over ``source``)."""
+    from openwan.demo import world
+    source, out = Path(source), Path(out)
+    if not source.exists():
+        raise FileNotFoundError(f"latents file not found: {source}")
+    if out.resolve() == source.resolve():
+        raise ValueError(f"the recaptioned file {out} would overwrite its source: write it elsewhere")
+    if captions < 1:
+        raise ValueError(f"captions must be >= 1, got {captions}")
+    data = torch.load(source, map_location="cpu", weights_only=False)
+    new = []
+    for i, attrs in enumerate(data["attributes"]):
+        rng = np.random.default_rng([seed, 9, i])
+        objects = [world.Attributes(*a) for a in attrs]
+        caps = []
+        for _ in range(16 * captions):
+            c = world.make_caption(objects, rng, wide=wide)
+            if c not in caps:
+                caps.append(c)
+            if len(caps) == captions:
+                break
+        new.append(caps)
+    data = dict(data, captions=new, text=encode_captions(new))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save(data, out)
+    log(f"latents: {len(new)} clips recaptioned ({captions} captions each{', wide style' if wide else ''}) "
+        f"into {out}")
     return out
 
 

@@ -474,8 +474,9 @@ def _dit_overrides(a) -> DiTConfig:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m openwan.demo.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae", "merge-latents"), default="all",
-                    help="a stage, all of them in order, eval-vae, or merge-latents (--merge FILE FILE...)")
+    ap.add_argument("--stage", choices=STAGES + ("all", "eval-vae", "merge-latents", "recaption"), default="all",
+                    help="a stage, all of them in order, eval-vae, merge-latents (--merge FILE FILE...) or "
+                         "recaption (--recaption FILE: its clips with new wide-style captions)")
     ap.add_argument("--work_dir", default="runs/demo")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--seed", type=int, default=0)
@@ -510,6 +511,9 @@ def main(argv=None) -> int:
     g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
     g.add_argument("--merge", nargs="+", metavar="FILE",
                    help="with --stage merge-latents: these latents files, merged into WORK_DIR/latents.pt")
+    g.add_argument("--recaption", metavar="FILE",
+                   help="with --stage recaption: this latents file's clips, --captions new captions each in the wide "
+                        "caption style (every word the world's parser knows), into WORK_DIR/latents.pt")
     g.add_argument("--restat", type=int, default=0,
                    help="with --init_vae: measure the latent mean/std anew on this many clips at --size/--frames")
     g = ap.add_argument_group("dit")
@@ -578,6 +582,11 @@ def main(argv=None) -> int:
             from openwan.demo.latents import merge_latents
             work.mkdir(parents=True, exist_ok=True)
             merge_latents(a.merge, work / "latents.pt")
+        elif stage == "recaption":
+            if not a.recaption:
+                raise ValueError("--stage recaption needs --recaption FILE (the latents file to recaption)")
+            from openwan.demo.latents import recaption_latents
+            recaption_latents(Path(a.recaption), work / "latents.pt", captions=a.captions, seed=a.seed)
         elif stage == "dit":
             cfg = _dit_overrides(a)
             init = Path(a.init_dit) if a.init_dit else None

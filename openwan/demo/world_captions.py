@@ -61,6 +61,47 @@ SIZE_WORDS = {"small": ("small ",), "big": ("big ", "large ")}
 TWO_OBJECT_JOINERS = (" and ", ", and ", " while ")
 
 
+# The wide caption style (``make_caption(..., wide=True)``, the recipe's ``--stage recaption``): the templates and
+# phrases above plus these, so that every word the world's parser accepts for a classic motion, every color and
+# shape synonym, and more sentence shapes (a word before the object, the color after the shape, a phrase after the
+# motion) are seen in training. Each phrase is several words and none is part of a benchmark paraphrase
+# (openwan.demo.bench_sets; a test checks both), so the paraphrase set stays sentences the model never read.
+WIDE_MOTION_PHRASES = {
+    "left": ("moving leftward", "going leftwards", "shifting to the left"),
+    "right": ("moving rightward", "going rightwards", "shifting to the right"),
+    "up": ("moving upwards", "moving upward slowly", "rises steadily", "ascending slowly", "ascends steadily",
+           "starting to rise"),
+    "down": ("moving downwards", "moving downward slowly", "falls steadily", "sinks steadily", "descending slowly",
+             "descends steadily", "dropping down", "drops down", "starting to fall"),
+    "still": ("staying motionless", "standing stationary", "staying static", "remaining at rest", "resting quietly",
+              "sitting in place"),
+    "growing": ("starting to grow", "getting larger", "enlarging steadily", "inflating slowly", "expands steadily",
+                "growing bigger"),
+    "shrinking": ("starting to shrink", "becoming smaller", "deflating slowly", "contracts steadily",
+                  "shrinking steadily"),
+}
+WIDE_TEMPLATES = (
+    "there is a {color} {shape} {motion}",
+    "a single {color} {shape} {motion}",
+    "a {shape} in {color} {motion}",
+    "a {color} colored {shape} {motion}",
+    "a {color} {shape} {motion} across the screen",
+    "a {color} {shape} {motion} over a plain background",
+    "in this clip a {color} {shape} {motion}",
+)
+WIDE_COLOR_SYNONYM_PROB = 0.2
+
+
+def caption_phrases(motion: str, wide: bool = False) -> tuple:
+    """The verb phrases a caption may use for ``motion`` (the wide style's added ones too with ``wide``)."""
+    return MOTION_PHRASES[motion] + (WIDE_MOTION_PHRASES.get(motion, ()) if wide else ())
+
+
+def caption_templates(wide: bool = False) -> tuple:
+    """The one-object caption templates (the wide style's added ones too with ``wide``)."""
+    return CAPTION_TEMPLATES + (WIDE_TEMPLATES if wide else ())
+
+
 def _shape_word(shape: str, rng: np.random.Generator) -> str:
     syn = SHAPE_SYNONYMS.get(shape, ())
     if syn and rng.random() < SHAPE_SYNONYM_PROB:
@@ -68,7 +109,16 @@ def _shape_word(shape: str, rng: np.random.Generator) -> str:
     return shape
 
 
-def _size_word(r0: float, rng: np.random.Generator) -> str:
+def _color_word(color: str, rng: np.random.Generator, wide: bool) -> str:
+    syn = COLOR_SYNONYMS.get(color, ())
+    if wide and syn and rng.random() < WIDE_COLOR_SYNONYM_PROB:
+        return str(rng.choice(syn))
+    return color
+
+
+def _size_word(r0: Optional[float], rng: np.random.Generator) -> str:
+    if r0 is None:
+        return ""
     if r0 < SMALL_WORD_MAX:
         return str(rng.choice(SIZE_WORDS["small"]))
     if r0 > BIG_WORD_MIN:
@@ -76,20 +126,25 @@ def _size_word(r0: float, rng: np.random.Generator) -> str:
     return ""
 
 
-def describe(obj: "WorldObject", rng: np.random.Generator, template: Optional[str] = None) -> str:
-    """One random caption phrase for one object ("a red circle moving to the right")."""
-    template = template if template is not None else str(rng.choice(CAPTION_TEMPLATES))
-    motion = str(rng.choice(MOTION_PHRASES[obj.motion]))
-    return template.format(color=obj.color, shape=_shape_word(obj.shape, rng), motion=motion,
-                           size=_size_word(obj.r0, rng))
+def describe(obj: "WorldObject | Attributes", rng: np.random.Generator, template: Optional[str] = None, wide: bool = False) -> str:
+    """One random caption phrase for one object ("a red circle moving to the right"). ``obj``: a
+    ``WorldObject``, or anything with ``color``, ``shape`` and ``motion`` (``Attributes``: no size word).
+    ``wide``: the wide caption style (:data:`WIDE_TEMPLATES`, :data:`WIDE_MOTION_PHRASES`, color synonyms)."""
+    template = template if template is not None else str(rng.choice(caption_templates(wide)))
+    motion = str(rng.choice(caption_phrases(obj.motion, wide)))
+    color = _color_word(obj.color, rng, wide)
+    return template.format(color=color, shape=_shape_word(obj.shape, rng), motion=motion,
+                           size=_size_word(getattr(obj, "r0", None), rng))
 
 
-def make_caption(objects: Sequence["WorldObject"], rng: np.random.Generator) -> str:
-    """A random caption for one or two objects."""
+def make_caption(objects: Sequence["WorldObject | Attributes"], rng: np.random.Generator, wide: bool = False) -> str:
+    """A random caption for one or two objects (``WorldObject`` or ``Attributes``; ``wide``: as
+    :func:`describe`). The classic style draws from ``rng`` exactly as it always has (clips stay functions of
+    their seed)."""
     if len(objects) == 1:
-        return describe(objects[0], rng)
-    first = describe(objects[0], rng, template="a {color} {shape} {motion}")
-    second = describe(objects[1], rng, template="a {color} {shape} {motion}")
+        return describe(objects[0], rng, wide=wide)
+    first = describe(objects[0], rng, template="a {color} {shape} {motion}", wide=wide)
+    second = describe(objects[1], rng, template="a {color} {shape} {motion}", wide=wide)
     return first + str(rng.choice(TWO_OBJECT_JOINERS)) + second
 
 
