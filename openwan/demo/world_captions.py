@@ -126,7 +126,8 @@ def _size_word(r0: Optional[float], rng: np.random.Generator) -> str:
     return ""
 
 
-def describe(obj: "WorldObject | Attributes", rng: np.random.Generator, template: Optional[str] = None, wide: bool = False) -> str:
+def describe(obj: "WorldObject | Attributes", rng: np.random.Generator, template: Optional[str] = None,
+             wide: bool = False) -> str:
     """One random caption phrase for one object ("a red circle moving to the right"). ``obj``: a
     ``WorldObject``, or anything with ``color``, ``shape`` and ``motion`` (``Attributes``: no size word).
     ``wide``: the wide caption style (:data:`WIDE_TEMPLATES`, :data:`WIDE_MOTION_PHRASES`, color synonyms)."""
