@@ -468,7 +468,7 @@ def test_export_ships_v2_into_the_package_and_v1_into_a_folder_of_its_own(tmp_pa
 
 def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
     """--dit_subset one-object-classic: only clips of one object doing a classic motion become training items;
-    classic: the clips of one or two objects doing classic motions."""
+    classic: the clips of one or two objects doing classic motions; one-object: one object, any motion."""
     from openwan.demo.train import build_dataset
     attrs = [[("red", "circle", "left")], [("red", "circle", "bounce_lr")],
              [("red", "circle", "left"), ("blue", "square", "up")], [("blue", "square", "growing")]]
@@ -484,5 +484,8 @@ def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
     classic, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="classic")
     assert {float(classic[i]["context"][0, 0]) for i in range(len(classic))} == {
         float(data["text"][c][0, 0]) for c in caps[0] + caps[2] + caps[3]}
+    one, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="one-object")
+    assert {float(one[i]["context"][0, 0]) for i in range(len(one))} == {
+        float(data["text"][c][0, 0]) for c in caps[0] + caps[1] + caps[3]}
     with pytest.raises(ValueError, match="unknown subset"):
         build_dataset(tmp_path / "latents.pt", subset="two")

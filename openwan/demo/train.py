@@ -295,7 +295,7 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 # ============================================================================ stage 3: DiT
 
-SUBSETS = ("all", "one-object-classic", "classic")
+SUBSETS = ("all", "one-object-classic", "classic", "one-object")
 
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all"):
@@ -305,7 +305,7 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
     ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
     prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
-    do classic motions."""
+    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too)."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     from openwan.demo import world
@@ -319,8 +319,9 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     items = []
     for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
         attrs = data["attributes"][i]
-        if subset != "all" and (any(a[2] not in world.CLASSIC_MOTIONS for a in attrs)
-                                or (subset == "one-object-classic" and len(attrs) != 1)):
+        classic = all(a[2] in world.CLASSIC_MOTIONS for a in attrs)
+        if not {"all": True, "classic": classic, "one-object": len(attrs) == 1,
+                "one-object-classic": classic and len(attrs) == 1}[subset]:
             continue
         for win, mid in windows(z, frames):
             for c in caps:
@@ -536,7 +537,7 @@ def main(argv=None) -> int:
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
     g.add_argument("--dit_subset", choices=SUBSETS, default="all",
                    help="train on these clips only (one-object-classic: one object, a classic motion; "
-                        "classic: one or two objects, classic motions)")
+                        "classic: one or two objects, classic motions; one-object: one object, any motion)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
