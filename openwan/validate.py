@@ -414,14 +414,25 @@ def config_fields(config, source) -> None:
             raise InvalidArgument(f.name, f"{source}: field '{f.name}' must be >= 0, got {value}")
 
 
-def guide_scale_arg(text: str):
-    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model; a guidance interval
-    on one DiT)."""
+def guide_scale_numbers(text: str) -> list:
+    """The numbers of a guide scale written as text: "5" -> [5.0], "3,4" -> [3.0, 4.0]. Anything else, an empty
+    part ("3,") included, is a ValueError naming the accepted forms. One parser for the command line
+    (:func:`guide_scale_arg`) and the A14B pipelines' ``guide_scale="LOW,HIGH"``."""
     parts = [t.strip() for t in str(text).split(",")]
     try:
         nums = [float(t) for t in parts]
     except ValueError:
         nums = []
     if len(nums) not in (1, 2):
-        raise ArgumentTypeError(f"{text!r} is not a number or LOW,HIGH (e.g. 5.0 or 3.0,4.0)")
+        raise ValueError(f"{text!r} is not a number or LOW,HIGH (e.g. 5.0 or 3.0,4.0)")
+    return nums
+
+
+def guide_scale_arg(text: str):
+    """--sample_guide_scale: a number, or LOW,HIGH (the two experts of a Wan 2.2 A14B model; a guidance interval
+    on one DiT)."""
+    try:
+        nums = guide_scale_numbers(text)
+    except ValueError as e:
+        raise ArgumentTypeError(str(e)) from None
     return nums[0] if len(nums) == 1 else tuple(nums)

@@ -711,3 +711,19 @@ def test_lightning_preset_splits_its_four_steps_over_the_experts(meta):
     high = sum(t >= boundary for t in s["sample_timesteps"])
     assert (s["stats"]["dit_forwards_high"], s["stats"]["dit_forwards_low"]) == (high, 4 - high) == (2, 2)
     assert torch.isfinite(out.latents).all()
+
+
+def test_guide_scale_text_parses_one_way_for_the_cli_and_the_api():
+    """"LOW,HIGH" is read by one parser (validate.guide_scale_numbers): the CLI and the A14B pipelines accept and
+    refuse the same texts (an empty part such as "3," is refused by both)."""
+    from argparse import ArgumentTypeError
+    from openwan.pipelines.moe import parse_guide_scales
+    from openwan.validate import guide_scale_arg
+    assert parse_guide_scales("3, 4", (1, 1)) == (3.0, 4.0) and guide_scale_arg("3, 4") == (3.0, 4.0)
+    assert parse_guide_scales("2.5", (1, 1)) == (2.5, 2.5) and guide_scale_arg("2.5") == 2.5
+    assert parse_guide_scales(None, (3, 4)) == (3.0, 4.0) and parse_guide_scales([1, 2], (3, 4)) == (1.0, 2.0)
+    for bad in ("3,", ",3", "1,2,3", "x", ""):
+        with pytest.raises(ValueError, match="not a number or LOW,HIGH"):
+            parse_guide_scales(bad, (1, 1))
+        with pytest.raises(ArgumentTypeError, match="not a number or LOW,HIGH"):
+            guide_scale_arg(bad)

@@ -101,13 +101,11 @@ def parse_guide_scales(value, default: tuple) -> tuple[float, float]:
     if value is None:
         return tuple(float(v) for v in default)
     if isinstance(value, str):
-        parts = [p for p in value.replace(" ", "").split(",") if p]
+        from openwan.validate import guide_scale_numbers
         try:
-            nums = [float(p) for p in parts]
-        except ValueError:
-            nums = []
-        if len(nums) not in (1, 2):
-            raise ValueError(f"guide scale {value!r}: give one number for both experts or LOW,HIGH (e.g. 3.0,4.0)")
+            nums = guide_scale_numbers(value)
+        except ValueError as e:
+            raise ValueError(f"guide scale: {e}; one number is both experts' scale") from None
         value = nums if len(nums) == 2 else nums[0]
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
