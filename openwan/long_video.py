@@ -107,6 +107,24 @@ def reimpose(x: torch.Tensor, known: torch.Tensor, noise: torch.Tensor, sigma, f
     return out
 
 
+@dataclass(frozen=True)
+class KeepLatents:
+    """A task's per-step conditioning as data: after each solver step the cells outside ``mask`` (1 = generated,
+    0 = kept; broadcast over ``known``) are ``known`` at the step's next noise level with ``noise`` (masked
+    video-to-video: the source's latents, ending exactly them). :meth:`window` is the same on latent frames
+    [s, e): what lets the ``continue`` long-video method carry it window by window."""
+    known: torch.Tensor
+    mask: torch.Tensor
+    noise: torch.Tensor
+
+    def __call__(self, step, x: torch.Tensor, x0_pred=None) -> torch.Tensor:
+        from openwan.sampling import add_noise
+        return self.mask * x + (1 - self.mask) * add_noise(self.known, self.noise, step.sigma_next).to(x.dtype)
+
+    def window(self, s: int, e: int) -> "KeepLatents":
+        return KeepLatents(self.known[:, s:e], self.mask[:, s:e], self.noise[:, s:e])
+
+
 def latent_frames(frame_num: int, temporal_ratio: int = 4) -> int:
     return (frame_num - 1) // temporal_ratio + 1
 

@@ -144,16 +144,20 @@ def test_masked_video_to_video_keeps_the_unmasked_latents_exactly(v2v):
     assert out.settings["strength"] == 1.0 and out.settings["mask_share"] == 0.5
     none = v2v(PROMPT, src_video=src, src_mask=np.zeros_like(src), seed=2, output_type="latent")
     assert torch.equal(none.latents, z)
-    # past the native length: the windows method by default (continue cannot carry the mask), kept exactly too
+    # past the native length: the windows method by default (one trajectory over the whole source), kept exactly
     long_src = clip_frames(attrs=(("blue", "circle", "right"),), frames=17)
     long = v2v(PROMPT, src_video=long_src, src_mask=np.zeros_like(long_src), seed=2, output_type="latent")
     assert long.settings["long_video"]["method"] == "windows" and long.latents.shape[1] == 5
     with torch.inference_mode():
         z_long = v2v.vae.encode(fit_video(video_to_tensor(long_src), SIZE, SIZE)[None])[0].float()
     assert torch.equal(long.latents, z_long)
-    with pytest.raises(ValueError, match="use long_method='windows'"):
-        v2v(PROMPT, src_video=long_src, src_mask=np.zeros_like(long_src), long_method="continue", seed=2,
-            output_type="latent")
+    # the continue method carries the mask window by window (openwan.long_video.KeepLatents.window): kept exactly
+    half = np.zeros_like(long_src)
+    half[:, :, SIZE // 2:] = 255
+    cont = v2v(PROMPT, src_video=long_src, src_mask=half, long_method="continue", seed=2, output_type="latent")
+    assert cont.settings["long_video"]["method"] == "continue" and cont.latents.shape[1] == 5
+    assert torch.equal(cont.latents[keep], z_long[keep])
+    assert not torch.allclose(cont.latents[gen], z_long[gen], atol=1e-2)
     with pytest.raises(ValueError, match="frame size"):
         v2v(PROMPT, src_video=src, src_mask=mask[:, :, :40], seed=2, output_type="latent")
     with pytest.raises(ValueError, match="one mask frame per"):

@@ -80,3 +80,29 @@ def test_reimpose_replaces_exactly_the_known_frames_at_the_noise_level():
     assert torch.equal(lv.reimpose(x, known, noise, 0.0, 2)[:, :2], known[:, :2])  # clean at the end
     assert torch.equal(lv.reimpose(x, known, noise, 0.5, 0), x)
     assert lv.latent_frames(81) == 21 and lv.latent_frames(161) == 41 and lv.latent_frames(17) == 5
+
+
+def test_keep_latents_windows_and_composes_with_the_continued_frames():
+    """KeepLatents (masked v2v's per-step conditioning) sliced to a window is the same rule on those frames; the
+    continue method runs it before its own shared-frame rule, which wins on the shared frames; a task's
+    per-step rule that cannot be windowed is refused by name."""
+    from types import SimpleNamespace
+    from openwan.pipelines.long import compose_steps, run_continued
+    g = torch.Generator().manual_seed(0)
+    known, noise, x = (torch.randn(2, 6, 3, 3, generator=g) for _ in range(3))
+    mask = (torch.rand(1, 6, 3, 3, generator=g) > 0.5).float()
+    keep = lv.KeepLatents(known, mask, noise)
+    step = SimpleNamespace(sigma_next=0.25)
+    full = keep(step, x)
+    assert torch.equal(full[mask.expand_as(x) == 1], x[mask.expand_as(x) == 1])
+    assert torch.equal(full[mask.expand_as(x) == 0], (0.75 * known + 0.25 * noise)[mask.expand_as(x) == 0])
+    assert torch.equal(keep.window(2, 5)(step, x[:, 2:5]), full[:, 2:5])
+    marker = torch.full_like(x[:, 2:5], 7.0)
+    both = compose_steps(keep.window(2, 5), lambda st, y, x0: torch.cat([marker[:, :1], y[:, 1:]], 1))
+    got = both(step, x[:, 2:5], None)
+    assert torch.equal(got[:, :1], marker[:, :1]) and torch.equal(got[:, 1:], full[:, 3:5])
+    assert compose_steps(keep, None) is keep
+    job = SimpleNamespace(long=SimpleNamespace(plan=SimpleNamespace(spans=[(0, 3), (2, 5)])), start=x,
+                          post_step=lambda st, y, x0: y)
+    with pytest.raises(ValueError, match="use long_method='windows'"):
+        run_continued(SimpleNamespace(), job)

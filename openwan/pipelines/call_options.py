@@ -107,7 +107,8 @@ class CallOptions:
         from openwan.long_video import plan_long_video, window_conditions
         method = opts.get("method")
         if method in (None, "auto") and job.post_step is not None and not hasattr(self, "continued_window"):
-            method = "windows"    # a task with its own per-step conditioning (masked v2v): continue cannot carry it
+            method = "windows"    # a task with its own per-step conditioning (masked v2v): one trajectory over its
+            #                       whole source by default; long_method="continue" carries it window by window
         method, overlap = self.long_video_defaults(method, opts.get("overlap"))
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)

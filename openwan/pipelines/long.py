@@ -23,10 +23,17 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     noise = job.start
     out = torch.zeros_like(noise, dtype=torch.float32)
     totals: dict = {}
-    window = getattr(pipe, "continued_window", None) or reimposed_window   # a task's own way (TI2V's)
+    own = getattr(pipe, "continued_window", None)       # a task's own way (TI2V's: it places its pictures too)
+    window = own or reimposed_window
+    task_step = None if own else job.post_step          # the task's per-step conditioning (masked v2v), windowed
+    if task_step is not None and not hasattr(task_step, "window"):
+        raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
+                         "conditioning: use long_method='windows'")
     for k, (s, e) in enumerate(plan.spans):
         shared = plan.spans[k - 1][1] - s if k > 0 else 0
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
+        if task_step is not None:
+            post_step = compose_steps(task_step.window(s, e), post_step)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
                       long=None, window_conds=None)
         out[:, s:e] = pipe.run(sub, on_step, cancelled).float()
@@ -36,12 +43,16 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     return out.to(noise.dtype)
 
 
+def compose_steps(first: Callable, then: Optional[Callable]) -> Callable:
+    """One post-step of two: ``first`` (the task's), then ``then`` (the window's shared frames, which win)."""
+    if then is None:
+        return first
+    return lambda step, x, x0: then(step, first(step, x, x0), x0)
+
+
 def reimposed_window(job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
     """Window ``k`` of the ``continue`` method: (start, conditioning, post_step), the ``known`` frames shared with
     the previous window re-imposed at the current noise level (at the start and after every step)."""
-    if job.post_step is not None:
-        raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
-                         "conditioning: use long_method='windows'")
     shared = known.shape[1]
 
     def keep_known(step, x, x0):

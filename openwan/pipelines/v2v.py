@@ -239,12 +239,10 @@ class VideoToVideo(WanPipeline):
                             step_cache=step_cache, output_type=output_type, output_path=output_path,
                             overwrite=overwrite, return_frames=return_frames)
         if masked:
+            from openwan.long_video import KeepLatents
             m = latent_mask(mask, height, width, self.vae.temporal_ratio, self.vae.spatial_ratio).to(x0.device)
             settings["mask_share"] = round(float(m.mean()), 4)     # of the latent cells, generated
-
-            def keep_unmasked(step, x, x0_pred):
-                return m * x + (1 - m) * sampling.add_noise(x0, noise, step.sigma_next).to(x.dtype)
-            job.post_step = keep_unmasked
+            job.post_step = KeepLatents(x0, m, noise)             # windowable: long videos by either method
         return job
 
 
