@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from openwan.denoiser import Wrapper
+from openwan.sampling import add_noise
 
 METHODS = ("windows", "continue")
 DEFAULT_METHOD = "windows"
@@ -118,7 +119,6 @@ class KeepLatents:
     noise: torch.Tensor
 
     def __call__(self, step, x: torch.Tensor, x0_pred=None) -> torch.Tensor:
-        from openwan.sampling import add_noise
         return self.mask * x + (1 - self.mask) * add_noise(self.known, self.noise, step.sigma_next).to(x.dtype)
 
     def window(self, s: int, e: int) -> "KeepLatents":

@@ -44,16 +44,22 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def caption_variants(clip, rng: np.random.Generator, k: int) -> list[str]:
     """The clip's own caption plus k-1 other paraphrases of the same objects (distinct when possible)."""
+    return distinct_captions(list(clip.objects), rng, k, first=[clip.caption])
+
+
+def distinct_captions(objects, rng: np.random.Generator, k: int, first=(), wide: bool = False) -> list[str]:
+    """``first`` and then captions of ``objects`` drawn from ``rng`` (``wide``: the wide caption style) until k
+    differ, at most 8k draws; padded with the first caption when fewer differ."""
     from openwan.demo import world
-    out = [clip.caption]
+    out = list(first)
     for _ in range(8 * k):
         if len(out) >= k:
             break
-        c = world.make_caption(list(clip.objects), rng)
+        c = world.make_caption(objects, rng, wide=wide)
         if c not in out:
             out.append(c)
     while len(out) < k:
-        out.append(clip.caption)
+        out.append(out[0])
     return out
 
 
@@ -225,16 +231,8 @@ def recaption_latents(source: Path, out: Path, captions: int = 4, seed: int = 0,
     data = torch.load(source, map_location="cpu", weights_only=False)
     new = []
     for i, attrs in enumerate(data["attributes"]):
-        rng = np.random.default_rng([seed, 9, i])
-        objects = [world.Attributes(*a) for a in attrs]
-        caps = []
-        for _ in range(16 * captions):
-            c = world.make_caption(objects, rng, wide=wide)
-            if c not in caps:
-                caps.append(c)
-            if len(caps) == captions:
-                break
-        new.append(caps)
+        new.append(distinct_captions([world.Attributes(*a) for a in attrs], np.random.default_rng([seed, 9, i]),
+                                     captions, wide=wide))
     data = dict(data, captions=new, text=encode_captions(new))
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_torch_save(data, out)
