@@ -126,6 +126,10 @@ def _generate_parser(sub):
     p.add_argument("--long_overlap", type=int, default=None, metavar="LATENT_FRAMES",
                    help="latent frames shared by neighbouring windows (default: the model's for its default "
                         "method, the demo's continue: 2; else half a window)")
+    p.add_argument("--long_expert", choices=["on", "off"], default=None,
+                   help="with --long_method continue: run the windows after the first on the checkpoint's "
+                        "continuation expert (its continuation_model/ folder; the demo has one). Default: on "
+                        "where there is one")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
@@ -210,6 +214,8 @@ def cmd_generate(a) -> int:
         if isinstance(long, dict):
             a.long_method = a.long_method if a.long_method is not None else long.get("method")
             a.long_overlap = a.long_overlap if a.long_overlap is not None else long.get("overlap")
+            if a.long_expert is None and long.get("method") == "continue":   # recorded when used
+                a.long_expert = "on" if long.get("expert") else "off"
         if a.task is None:
             if s.get("task") == "v2v":
                 a.task = "v2v"
@@ -306,6 +312,8 @@ def cmd_generate(a) -> int:
     kw = dict(negative_prompt=a.neg_prompt, size=a.size, frame_num=a.frame_num, sample_steps=a.sample_steps,
               sample_shift=a.sample_shift, guide_scale=a.sample_guide_scale, sample_solver=a.sample_solver,
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
+    if a.long_expert is not None:
+        kw["long_expert"] = a.long_expert == "on"
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
                  "guide_boundary"):
@@ -315,7 +323,7 @@ def cmd_generate(a) -> int:
     import inspect
     params = inspect.signature(pipe.__call__).parameters
     extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap",
-                                                            "tile", "guide_boundary")]
+                                                            "long_expert", "tile", "guide_boundary")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

@@ -148,11 +148,14 @@ class LongVideo:
     method: str
     plan: WindowPlan
     prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
+    expert: bool = False                 # continue: windows after the first run the continuation expert
 
     def settings(self) -> dict:
         d = {"method": self.method, **self.plan.settings()}
         if self.prompts:
             d["prompts"] = list(self.prompts)
+        if self.expert:
+            d["expert"] = True
         return d
 
 

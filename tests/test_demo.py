@@ -452,6 +452,19 @@ def test_export_ships_v2_into_the_package_and_v1_into_a_folder_of_its_own(tmp_pa
     save_file(randomize_(WanModel(DEMO_V2_DIT), 3, std=0.05).state_dict(), str(v2))   # shipping other weights
     second = store.model_key(train.export(work, pkg, dit_path=v2) and load_pipeline(pkg, progress=False).dit)
     assert second != first and [p.name for p in (tmp_path / "calibration").iterdir()] == [f"{second}.json"]
+    # a continuation expert goes into continuation_model/, in half precision, beside the main DiT
+    expert = work / "expert.safetensors"
+    save_file(randomize_(WanModel(DEMO_V2_DIT), 4, std=0.05).state_dict(), str(expert))
+    cand = tmp_path / "cand"
+    assert train.main(["--stage", "export", "--work_dir", str(work), "--export_dir", str(cand),
+                       "--dit_weights", str(v2), "--continuation_weights", str(expert)]) == 0
+    loaded = load_pipeline(cand, progress=False).c.dit_continue
+    from safetensors.torch import load_file
+    want = load_file(str(expert))
+    assert loaded is not None and all(torch.equal(v, want[k].half().float()) for k, v in loaded.state_dict().items())
+    with pytest.raises(CheckpointError, match="same architecture"):
+        train.export(work, tmp_path / "bad", dit_path=v2, continuation=v1)
+    assert not (tmp_path / "bad").exists()
     own = train.export(work, tmp_path / "v1", dit_path=v1)
     assert read_variant(own).task == "t2v" and read_variant(own).sample == DEMO_V1_VARIANT.sample
     assert _ckpt_variant(own) is DEMO_V1_VARIANT

@@ -182,3 +182,8 @@ def test_fields_come_from_the_pipeline_signature():
     assert i2v["guide_scale"] == "scale" and i2v["guide_boundary"] == "float"
     assert check_request({"prompt": "p", "guide_scale": [1, 5.5], "guide_boundary": 0.9}, i2v, fps=16) == \
         {"prompt": "p", "guide_scale": (1, 5.5), "guide_boundary": 0.9}
+    # the continuation expert switch of a long video: a boolean, nothing else
+    assert i2v["long_expert"] == "bool"
+    assert check_request({"prompt": "p", "long_expert": False}, i2v, fps=16) == {"prompt": "p", "long_expert": False}
+    with pytest.raises(RequestError, match="long_expert"):
+        check_request({"prompt": "p", "long_expert": "off"}, i2v, fps=16)

@@ -32,14 +32,32 @@ def trained_dit_weights(work_dir: Path) -> Path:
     return ema if ema.exists() else done[-1] / "model.safetensors"
 
 
-def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None) -> Path:
+def load_demo_dit(path: Path):
+    """A demo DiT in fp32 from a folder (with its config: v1's or v2's) or a bare checkpoint file (which does not
+    say its head count or text length: loaded as the version its patch embedding's shape says; strict keys)."""
+    from openwan.configs import DEMO_V1_DIT, DEMO_V2_DIT
+    from openwan.models.dit import WanModel
+    if (path / "config.json").is_file():
+        return WanModel.from_pretrained(path, dtype=torch.float32)
+    from safetensors import safe_open      # the patch size, from the file's header (weights read once, below)
+    with safe_open(str(path), "pt") as f:
+        patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
+                 if "patch_embedding.weight" in f.keys() else None)
+    return WanModel.from_pretrained(path, dtype=torch.float32,
+                                    config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_V1_DIT)
+
+
+def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None,
+           continuation: Optional[Path] = None) -> Path:
     """Write a checkpoint folder: official layout (config.json + diffusion_pytorch_model.safetensors, Wan2.1_VAE +
     vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/, openwan.json), every tensor in
     half precision. The DiT is v1's (``DEMO_V1_DIT``) or v2's (``DEMO_V2_DIT``), the variant written its version's
     with the trained VAE's latent mean/std. Only the shipped model's DiT (``DEMO_DIT``) goes into the package
     (``DEMO_DIR``); anything else is refused there before anything is written. The folder is built beside the
     target and swapped in, then loaded back with strict key checks through ``load_pipeline``. Into the package,
-    the step caches' calibration of the new DiT is written too (:func:`ship_calibration`)."""
+    the step caches' calibration of the new DiT is written too (:func:`ship_calibration`). ``continuation``: a
+    continuation expert's weights (the same DiT fine-tuned on continuing a video), written as the folder's
+    ``continuation_model/``, run on the later windows of a ``continue`` long video."""
     from openwan.checkpoints import CheckpointError
     from openwan.configs import (
         DEMO_V1_DIT,
@@ -47,21 +65,18 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
         DEMO_V2_DIT,
         DEMO_V2_VARIANT,
     )
-    from openwan.models.dit import WanModel
+    from openwan.pipelines.components import CONTINUATION_DIR
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
     versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
-    # A folder carries its config (then it must be one of the two); a bare checkpoint file does not say its head
-    # count or text length, so it is loaded as the version its patch embedding's shape says (strict keys, shapes).
-    if (dit_path / "config.json").is_file():
-        dit = WanModel.from_pretrained(dit_path, dtype=torch.float32)
-    else:   # the patch size, from the file's header (the weights are read once, by from_pretrained)
-        from safetensors import safe_open
-        with safe_open(str(dit_path), "pt") as f:
-            patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
-                     if "patch_embedding.weight" in f.keys() else None)
-        dit = WanModel.from_pretrained(dit_path, dtype=torch.float32,
-                                       config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_V1_DIT)
+    dit = load_demo_dit(dit_path)
+    expert = None
+    if continuation is not None:
+        expert = load_demo_dit(Path(continuation))
+        if expert.config != dit.config:
+            raise CheckpointError(f"the continuation expert {continuation} is a {expert.config.model_type} DiT of "
+                                  f"patch {expert.config.patch_size}, the main DiT a {dit.config.model_type} of patch "
+                                  f"{dit.config.patch_size}: both must be of the same architecture")
     if dit.config not in versions:
         raise CheckpointError(f"the trained DiT's config is neither DEMO_V1_DIT nor DEMO_V2_DIT: {dit.config}")
     if export_dir.resolve() == DEMO_DIR.resolve() and dit.config != DEMO_DIT:
@@ -84,6 +99,8 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     if tmp.exists():
         shutil.rmtree(tmp)
     dit.half().save_pretrained(tmp)
+    if expert is not None:
+        expert.half().save_pretrained(tmp / CONTINUATION_DIR)
     vae.half().save_pretrained(tmp)
     te.save_pretrained(tmp, dtype=torch.float16)
     from openwan.variant_io import write_variant
@@ -101,7 +118,8 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     size = sum(f.stat().st_size for f in export_dir.rglob("*") if f.is_file())
     d = pipe.defaults()
     log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; task {pipe.task}, {d.size} x "
-        f"{d.frame_num} frames at {d.fps} fps; DiT dtype {next(pipe.dit.parameters()).dtype}")
+        f"{d.frame_num} frames at {d.fps} fps; DiT dtype {next(pipe.dit.parameters()).dtype}"
+        + ("; with a continuation expert" if pipe.c.dit_continue is not None else ""))
     if package:
         log(f"export: step-cache calibration {ship_calibration(pipe, replaced)}")
     return export_dir

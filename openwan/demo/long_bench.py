@@ -319,6 +319,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     ap.add_argument("--overlap", type=int, default=None, help="long_overlap in latent frames (default: the "
                                                                   "method's)")
+    ap.add_argument("--long_expert", choices=["on", "off"], default=None,
+                    help="continue: the checkpoint's continuation expert on the later windows (default: on where "
+                         "the checkpoint has one)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
@@ -342,7 +345,10 @@ def main(argv=None) -> int:
     kw = {"sample_steps": a.steps}
     if a.overlap is not None:
         kw["long_overlap"] = a.overlap
-    settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "threads": a.threads,
+    if a.long_expert is not None:
+        kw["long_expert"] = a.long_expert == "on"
+    settings = {"long_expert": a.long_expert or "default", "frames": a.frames, "steps": a.steps, "seeds": a.seeds,
+                "threads": a.threads,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
     out_dir = Path(a.out) if a.out else None

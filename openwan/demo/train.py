@@ -552,6 +552,8 @@ def main(argv=None) -> int:
                         "folder of its own")
     g.add_argument("--dit_weights", help="ship these DiT weights (e.g. a checkpoint's ema.safetensors, or a final "
                                          "folder) instead of the run's newest")
+    g.add_argument("--continuation_weights", help="also write these DiT weights (the DiT fine-tuned on continuing "
+                   "videos, e.g. --clean_shares 0,0,0,1) as the folder's continuation expert (continuation_model/)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -607,7 +609,8 @@ def main(argv=None) -> int:
                       stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective,
                       subset=a.dit_subset)
         elif stage == "export":
-            export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None)
+            export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None,
+                   continuation=Path(a.continuation_weights) if a.continuation_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -221,7 +221,7 @@ class WanPipeline(CallOptions):
         try:
             yield module
         finally:
-            leaves = self.offload == "sequential" if module is self.dit else (
+            leaves = self.offload == "sequential" if module is self.dit or module is self.c.dit_continue else (
                 self.offload == "blocks" or (self.offload == "sequential" and module is not self.c.text_encoder))
             if leaves and self.device != self.offload_device:
                 self.move(module, self.offload_device)
@@ -276,12 +276,12 @@ class WanPipeline(CallOptions):
         return sampling.sigmas_from_timesteps(ts)
 
     # -------------------------------------------------------------- denoising
-    def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None, windows=None):
+    def denoiser(self, cond: Conditioning, guidance: Guidance, step_cache=None, windows=None, dit=None):
         """The model call of a run: the guided :class:`~openwan.denoiser.Denoiser` and, composed over it
         here (the one place wrappers are applied), long-video windows ((plan, per-window conditionings))
-        and the step cache."""
+        and the step cache. ``dit``: run this DiT instead of the pipeline's (a continuation expert)."""
         from openwan.cache import step_cache_wrapper
-        d = Denoiser(self.dit, cond, guidance)
+        d = Denoiser(self.dit if dit is None else dit, cond, guidance)
         if windows is not None:
             from openwan.long_video import Windowed
             d = Windowed(d, *windows)
@@ -320,7 +320,9 @@ class WanPipeline(CallOptions):
             from openwan.pipelines.long import run_continued
             return run_continued(self, job, on_step, cancelled)
         windows = None if job.long is None else (job.long.plan, job.window_conds)
-        d = self.denoiser(job.cond, job.guidance, job.step_cache, windows)
+        model = self.dit if job.dit is None else job.dit
+        d = self.denoiser(job.cond, job.guidance, job.step_cache, windows,
+                          **({} if job.dit is None else {"dit": job.dit}))
         n_steps = len(job.sigmas) - 1
         bar = None
         if self.progress:
@@ -343,7 +345,7 @@ class WanPipeline(CallOptions):
 
         try:
             check()
-            with self.resident(self.dit), torch.inference_mode():
+            with self.resident(model), torch.inference_mode():
                 needed = bar is not None or on_step is not None or cancelled is not None
                 out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook if needed else None,
                                    post_step=job.post_step, generator=job.generator)

@@ -4,8 +4,10 @@ argument names), handled in one place for every pipeline by :class:`CallOptions`
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,10 +20,11 @@ if TYPE_CHECKING:
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
-# frames): frame_num beyond the model's native length (openwan.long_video); tile: VAE decode in spatial tiles
+# frames): frame_num beyond the model's native length (openwan.long_video); long_expert (True / False; default:
+# True where the checkpoint has a continuation expert): its later windows under ``continue``; tile: VAE decode in spatial tiles
 # (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the guidance interval's switch
 # (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "tile", "guide_boundary", "height", "width",
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "tile", "guide_boundary", "height", "width",
                 "num_frames", "num_inference_steps", "guidance_scale", "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
@@ -112,8 +115,24 @@ class CallOptions:
         method, overlap = self.long_video_defaults(method, opts.get("overlap"))
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)
+        expert = opts.get("expert")
+        if expert is not None and not isinstance(expert, bool):
+            raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
+        has = getattr(self.c, "dit_continue", None) is not None
+        if expert and not has:
+            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
+                             f"(a continuation_model/ folder); leave long_expert unset")
         if long is None:
             return
+        if expert and long.method != "continue":
+            raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
+                             f"long_method='continue', not {long.method!r}: use long_method='continue'")
+        if long.method == "continue" and has and expert is not False:
+            if self._loras:     # adapters are applied to the main DiT: its windows all run it
+                warnings.warn("a LoRA is in use: the long video's windows all run the main DiT, not the "
+                              "continuation expert", stacklevel=4)
+            else:
+                long = dataclasses.replace(long, expert=True)
         contexts = None
         if long.prompts:
             feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
@@ -154,7 +173,7 @@ class CallOptions:
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)
-        for key in ("long_method", "long_overlap"):
+        for key in ("long_method", "long_overlap", "long_expert"):
             if key in kwargs:
                 value = kwargs.pop(key)
                 if value is not None:

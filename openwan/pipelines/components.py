@@ -17,7 +17,10 @@ class Components:
     """The loaded models of one checkpoint: DiT, VAE, text encoder, optional image encoder.
 
     Wan 2.2 A14B: ``dit`` is the high-noise expert and ``dit_low`` the low-noise one (None otherwise);
-    ``boundary`` the switch point read from a diffusers folder (None: the variant's)."""
+    ``boundary`` the switch point read from a diffusers folder (None: the variant's); ``dit_continue`` a
+    continuation expert (the folder's ``continuation_model/``, :data:`CONTINUATION_DIR`): a DiT of the same
+    architecture fine-tuned on continuing a video, run on the later windows of the ``continue`` long-video
+    method (openwan.pipelines.long)."""
     dit: Any
     vae: Any
     text_encoder: Any
@@ -29,6 +32,7 @@ class Components:
     boundary: Optional[float] = None
     dit_sources: tuple = ()      # the DiT folders the float weights came from (reloadable: openwan.release)
     t5_cpu: bool = False          # the text encoder was loaded on the CPU to stay there
+    dit_continue: Any = None
 
 
 def _device(device) -> torch.device:
@@ -107,6 +111,13 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
             raise CheckpointError(f"{path}: the two experts differ ({lay.dits[0].name}: {dit.config.model_type}, "
                                   f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
                                   f"{dit_low.config.dim}); both must be of the same architecture")
+    dit_continue = None
+    expert_dir = path / CONTINUATION_DIR
+    if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no continuation expert)
+        dit_continue = load_dit(expert_dir, dit_dtype, home, dit.config)
+        if dit_continue.config != dit.config:
+            raise CheckpointError(f"{expert_dir}: the continuation expert's DiT differs from the main one; both "
+                                  f"must be of the same architecture (remove the folder to run without it)")
     if lay.expand_timesteps and dit.config.model_type != "ti2v":
         raise CheckpointError(f"{path}: model_index.json sets expand_timesteps (Wan 2.2 TI2V) but the DiT is "
                               f"{dit.config.model_type!r} with {dit.config.in_dim} input channels, not a TI2V-5B DiT")
@@ -131,7 +142,12 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         image_encoder = ImageEncoder.from_pretrained(path, device=home, dtype=torch.float16
                                                      if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
-                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu)
+                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu,
+                      dit_continue=dit_continue)
+
+
+# A checkpoint folder's continuation expert (Components.dit_continue): official DiT files in this subfolder.
+CONTINUATION_DIR = "continuation_model"
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

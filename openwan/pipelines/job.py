@@ -113,7 +113,8 @@ class Job:
     ``sigmas[0]``; ``drop_frames`` leading latent frames are removed before decoding (VACE's reference
     images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs);
     ``post_step(step, x, x0)`` may return a modified sample after each step (e.g. re-imposing known frames);
-    ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible).
+    ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible);
+    ``dit`` a DiT to run instead of the pipeline's (a continuation expert's window of a long video).
     """
     settings: dict
     start: torch.Tensor
@@ -133,6 +134,7 @@ class Job:
     tile: Any = None                 # VAE decode tiles (pixels, or True): bounded decode memory, not exact
     long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
     window_conds: Optional[list] = None
+    dit: Any = None
 
     @property
     def stats(self) -> dict:

@@ -4,7 +4,9 @@ latent frames without decoding them (see :mod:`openwan.long_video`).
 Window k starts from its slice of the call's noise; the frames it shares with window k-1 are that window's
 finished latents, re-imposed at the current noise level after every solver step (and at the start), with
 the window's own noise draw, so at the end of the window they are exactly the known latents. A pipeline
-with its own way (``pipe.continued_window``, TI2V: clean frames with timestep 0) replaces that.
+with its own way (``pipe.continued_window``, TI2V: clean frames with timestep 0) replaces that. With
+``job.long.expert`` the windows after the first run the checkpoint's continuation expert
+(``Components.dit_continue``: the same DiT fine-tuned on continuing), the first the main DiT.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     noise = job.start
     out = torch.zeros_like(noise, dtype=torch.float32)
     totals: dict = {}
+    expert = pipe.c.dit_continue if job.long.expert else None
     own = getattr(pipe, "continued_window", None)       # a task's own way (TI2V's: it places its pictures too)
     window = own or reimposed_window
     task_step = None if own else job.post_step          # the task's per-step conditioning (masked v2v), windowed
@@ -35,7 +38,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
-                      long=None, window_conds=None)
+                      long=None, window_conds=None, dit=expert if k > 0 else None)
         out[:, s:e] = pipe.run(sub, on_step, cancelled).float()
         for key, v in sub.settings["stats"].items():
             totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v

@@ -254,12 +254,12 @@ class TextImageToVideo(WanPipeline):
             job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
 
-    def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None):
+    def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None, dit=None):
         """The guided DiT; with pictures, timestep 0 on the clean frames' tokens (:class:`FirstFrameTimesteps`);
         past the native length windowed (openwan.long_video), the first picture conditioning the first window
         only and the last picture the last window."""
         from openwan.cache import step_cache_wrapper
-        d = FirstFrameTimesteps(Denoiser(self.dit, cond, guidance))
+        d = FirstFrameTimesteps(Denoiser(self.dit if dit is None else dit, cond, guidance))
         if windows is not None:
             from openwan.long_video import Windowed
             d = Windowed(d, *windows)
