@@ -502,3 +502,41 @@ def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
         float(data["text"][c][0, 0]) for c in caps[0] + caps[1] + caps[3]}
     with pytest.raises(ValueError, match="unknown subset"):
         build_dataset(tmp_path / "latents.pt", subset="two")
+
+
+def test_extend_classic_and_mid_windows_for_a_continuation_expert(tmp_path, monkeypatch):
+    """--extend_classic renders classic clips longer too, their whole path over the longer clip (the looping ones
+    at their own speed, past their native length), so every clip has a window that starts mid-motion;
+    --dit_windows mid trains on those windows only."""
+    from openwan.demo import latents as latents_module
+    from openwan.demo import world
+    from openwan.demo.train import build_dataset
+    from openwan.models.vae import WanVAE
+    from openwan.testing import randomize_
+    randomize_(WanVAE(DEMO_VAE), 1, std=0.05).save_pretrained(tmp_path / "vae")
+    rendered = []
+    real = world.render_clip
+
+    def spy(clip, size, frames, native_frames=None):
+        rendered.append((clip.objects[0].motion, frames, native_frames))
+        return real(clip, size=size, frames=frames, native_frames=native_frames)
+    monkeypatch.setattr(world, "render_clip", spy)
+    out = latents_module.encode_latents(tmp_path, n_clips=4, captions=1, seed=3, size=32, frames=9, extend=8,
+                                        looping_share=0.5, extend_classic=True, still=True)
+    data = torch.load(out, weights_only=False)
+    assert data["extend_classic"] is True
+    looping = [m in world.LOOPING_MOTIONS for m, _, _ in rendered]
+    assert any(looping) and not all(looping)
+    for (motion, frames, native), z in zip(rendered, data["latents"]):
+        assert frames == 17 and z.shape[1] == 5                          # (17 - 1) / 4 + 1 latent frames
+        assert native == (9 if motion in world.LOOPING_MOTIONS else 17)  # classic: the path spread over 17
+    everything, _ = build_dataset(out, caption_dropout=0.0)
+    mid, _ = build_dataset(out, caption_dropout=0.0, windows_kept="mid")
+    assert len(everything) == 8 and len(mid) == 4
+    assert all(bool(mid[i]["mid"]) for i in range(4))                   # the objective continues them all
+    assert sum(bool(everything[i]["mid"]) for i in range(8)) == 4
+    assert [int(mid[i]["latent"].shape[1]) for i in range(4)] == [3] * 4
+    for i in range(4):       # each kept window is the last native-length window of its clip
+        assert any(torch.equal(mid[i]["latent"], z[:, -3:]) for z in data["latents"])
+    with pytest.raises(ValueError, match="--dit_windows"):
+        build_dataset(out, windows_kept="first")

@@ -10,7 +10,9 @@ What a clip holds (``size`` x ``size`` pixels, ``frames`` frames at the native l
   circles) is rendered ``extend`` frames past the native length at its own speed (``extend`` a multiple of
   the VAE's 4), so its latent holds ``extend / 4`` more frames: the dataset cuts two windows of the native
   length from it, the first from frame 0 and one ``extend / 4`` latent frames later, which starts in the middle
-  of the motion, as a long video's continued window does (:func:`windows`).
+  of the motion, as a long video's continued window does (:func:`windows`). With ``extend_classic`` a classic
+  clip is rendered ``extend`` frames longer too, its whole path spread over the longer clip (a little slower, so
+  it never leaves the frame), which gives it a mid-motion window as well.
 * ``last_still[i]``: the latent a video ending on the clip's last frame and staying there would have in its last
   latent frame: a 5-frame still clip of that picture, encoded, latent frame 1 [z, 1, h, w]. A first-last-frame
   request gives the model only the last picture; this is what it is conditioned on (``clean_frames`` objective,
@@ -125,7 +127,8 @@ def load_trained_vae(work_dir: Path):
 @torch.no_grad()
 def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
                    seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None,
-                   size: int = 64, frames: int = 17, extend: int = 0, still: bool = False) -> Path:
+                   size: int = 64, frames: int = 17, extend: int = 0, still: bool = False,
+                   extend_classic: bool = False) -> Path:
     """Render + encode ``n_clips`` training clips and their captions once (see the module docstring); resumable.
 
     Writes ``work_dir/latents.pt``: {"latents": [N, z, T, h, w] fp32 (normalized; a list when ``extend`` makes
@@ -166,9 +169,10 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
             ms = motions if looping_share is None else (
                 world.LOOPING_MOTIONS if rng.random() < looping_share else world.CLASSIC_MOTIONS)
             clip = world.sample_clip(rng, split="train", n_objects=k, motions=ms)
-            longer = extend if clip.objects[0].motion in world.LOOPING_MOTIONS else 0
+            looping = clip.objects[0].motion in world.LOOPING_MOTIONS
+            longer = extend if looping or extend_classic else 0
             video = world.to_tensor(world.render_clip(clip, size=size, frames=frames + longer,
-                                                      native_frames=frames))
+                                                      native_frames=frames if looping else frames + longer))
             clips.append((clip, rng, video))
             videos.setdefault(video.shape[1], []).append(len(clips) - 1)
         lat = [None] * n
@@ -192,7 +196,8 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     same = len({tuple(z.shape) for z in state["latents"]}) == 1
     result = {"latents": torch.stack(state["latents"]) if same else list(state["latents"]),
               "captions": state["captions"], "attributes": state["attributes"], "text": text,
-              "vae_config": vae.config.to_dict(), "size": size, "frames": frames, "extend": extend}
+              "vae_config": vae.config.to_dict(), "size": size, "frames": frames, "extend": extend,
+              "extend_classic": bool(extend_classic and extend)}
     if still:
         result["last_still"] = torch.stack(state["last_still"])
     _atomic_torch_save(result, out)
@@ -288,7 +293,8 @@ def merge_latents(paths, out: Path) -> Path:
               "captions": [c for d in parts for c in d["captions"]],
               "attributes": [a for d in parts for a in d["attributes"]], "text": text,
               "vae_config": first["vae_config"], "size": first["size"], "frames": first["frames"],
-              "extend": max(d.get("extend", 0) for d in parts)}
+              "extend": max(d.get("extend", 0) for d in parts),
+              "extend_classic": any(d.get("extend_classic", False) for d in parts)}
     if "last_still" in first:
         result["last_still"] = torch.cat([d["last_still"] for d in parts])
     _atomic_torch_save(result, Path(out))

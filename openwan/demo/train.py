@@ -296,18 +296,24 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 # ============================================================================ stage 3: DiT
 
 SUBSETS = ("all", "one-object-classic", "classic", "one-object")
+WINDOWS_KEPT = ("all", "mid")
 
 
-def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all"):
+def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all",
+                  windows_kept: str = "all"):
     """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
     items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
     ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
     ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
     prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
-    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too)."""
+    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too).
+    ``windows_kept="mid"`` keeps only the windows that start mid-motion (a continuation expert's training: the
+    later windows of a long video start so)."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
+    if windows_kept not in WINDOWS_KEPT:
+        raise ValueError(f"unknown --dit_windows {windows_kept!r}: use one of {', '.join(WINDOWS_KEPT)}")
     from openwan.demo import world
     from openwan.demo.latents import windows
     from openwan.training.data import InMemoryLatentDataset
@@ -324,6 +330,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
                 "one-object-classic": classic and len(attrs) == 1}[subset]:
             continue
         for win, mid in windows(z, frames):
+            if windows_kept == "mid" and not mid:
+                continue
             for c in caps:
                 ctx = text[""] if rng.random() < caption_dropout else text[c]
                 item = {"latent": win, "context": ctx}
@@ -417,7 +425,8 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               ema: Optional[float] = 0.998, seed: int = 0, checkpoint_every: int = 100,
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
-              stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all") -> Path:
+              stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all",
+              windows_kept: str = "all") -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_V1_DIT``; v2's is ``DEMO_V2_DIT``) lets experiments try other sizes; export
     takes DEMO_V1_DIT or DEMO_V2_DIT.
@@ -429,7 +438,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
-    dataset, data = build_dataset(latents_file, caption_dropout, seed, subset)
+    dataset, data = build_dataset(latents_file, caption_dropout, seed, subset, windows_kept)
     log(f"dit: {len(dataset)} training items")
     dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_V1_DIT).to_dict().items()}
     config = {
@@ -508,6 +517,9 @@ def main(argv=None) -> int:
     g.add_argument("--frames", type=int, default=DEMO_FRAMES, help="clip length in frames (native length)")
     g.add_argument("--extend", type=int, default=0,
                    help="render looping clips this many frames longer (a multiple of 4): a second, mid-motion window")
+    g.add_argument("--extend_classic", action="store_true",
+                   help="with --extend: classic clips too, their path spread over the longer clip (a mid-motion "
+                        "window of every clip, for a continuation expert)")
     g.add_argument("--still", action="store_true", help="also encode each clip's last frame as a still (flf2v)")
     g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
     g.add_argument("--merge", nargs="+", metavar="FILE",
@@ -538,6 +550,9 @@ def main(argv=None) -> int:
     g.add_argument("--dit_subset", choices=SUBSETS, default="all",
                    help="train on these clips only (one-object-classic: one object, a classic motion; "
                         "classic: one or two objects, classic motions; one-object: one object, any motion)")
+    g.add_argument("--dit_windows", choices=WINDOWS_KEPT, default="all",
+                   help="mid: train only on the windows that start mid-motion (--extend; a continuation expert, "
+                        "with --clean_shares 0,0,0,1)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -578,7 +593,8 @@ def main(argv=None) -> int:
                 adopt_vae(work, Path(a.init_vae), stats=stats)
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
-                           frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob)
+                           frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
+                           extend_classic=a.extend_classic)
         elif stage == "merge-latents":
             if not a.merge:
                 raise ValueError("--stage merge-latents needs --merge FILE FILE ... (latents files to merge)")
@@ -607,7 +623,7 @@ def main(argv=None) -> int:
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
                       stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective,
-                      subset=a.dit_subset)
+                      subset=a.dit_subset, windows_kept=a.dit_windows)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None,
                    continuation=Path(a.continuation_weights) if a.continuation_weights else None)
