@@ -87,7 +87,8 @@ def test_round_trip_keeps_weights_and_defaults(folders):
     from openwan import load_pipeline
     o, src = folders["official"], demo_checkpoint_dir()
     assert _same_variant(read_variant(o), get_variant("demo"))
-    for name in ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
+    for name in ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
+                 "continuation_model/diffusion_pytorch_model.safetensors"):     # the long-video expert travels too
         a, b = read_state_dict(src / name), read_state_dict(o / name)
         assert a.keys() == b.keys(), name
         for k in a:
@@ -105,6 +106,7 @@ def test_openwan_loads_a_converted_folder_with_its_defaults(folders):
     for folder in folders.values():
         pipe = load_pipeline(folder, progress=False)
         assert pipe.variant.name == "demo" and pipe.defaults() == get_variant("demo").sample
+        assert pipe.c.dit_continue is not None and pipe.c.dit_continue.config == pipe.dit.config
         assert pipe.dit.config.text_len == 32
 
 

@@ -39,9 +39,20 @@ def test_shipped_checkpoint_is_small_half_precision_official_layout():
     assert (d / "Wan2.1_VAE.pth").is_file() or (d / "Wan2.1_VAE.safetensors").is_file()
     total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     assert total < 15 * 2 ** 20, f"demo checkpoint is {total / 2 ** 20:.1f} MiB"
-    with safe_open(str(d / "diffusion_pytorch_model.safetensors"), "pt") as fh:
-        dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
-    assert dtypes == {"F16"}
+    for dit in (d, d / "continuation_model"):       # the main DiT and the continuation expert (long video)
+        with safe_open(str(dit / "diffusion_pytorch_model.safetensors"), "pt") as fh:
+            dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+        assert dtypes == {"F16"}
+
+
+def test_shipped_continuation_expert_is_the_demos_architecture_with_its_own_weights():
+    from openwan.models.dit import WanModel
+    from openwan.pipelines.components import CONTINUATION_DIR
+    d = demo_checkpoint_dir()
+    main = WanModel.from_pretrained(d, dtype=torch.float32)
+    expert = WanModel.from_pretrained(d / CONTINUATION_DIR, dtype=torch.float32)
+    assert expert.config == main.config == DEMO_DIT
+    assert not all(torch.equal(a, b) for a, b in zip(main.state_dict().values(), expert.state_dict().values()))
 
 
 def test_demo_configs_match_the_shipped_files():

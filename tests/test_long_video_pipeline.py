@@ -14,9 +14,18 @@ def pipe():
     return load_pipeline("demo", progress=False)
 
 
+class _Handles(list):
+    def remove(self):
+        for h in self:
+            h.remove()
+
+
 def _frames_seen(pipe):
+    """The input shapes of every DiT forward: the main DiT's and the continuation expert's (the shipped demo has
+    one: it runs the later windows of ``continue``)."""
     seen = []
-    handle = pipe.dit.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    handle = _Handles(m.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+                      for m in (pipe.dit, pipe.c.dit_continue) if m is not None)
     return seen, handle
 
 
@@ -35,8 +44,9 @@ def test_past_the_native_length_the_dit_sees_windows(pipe, method):
         handle.remove()
     assert out.latents.shape[1] == 25                                  # (97 - 1) / 4 + 1 latent frames
     assert {s[2] for s in seen} == {9}                                 # the demo's native 33 frames = 9
+    expert = {"expert": True} if method == "continue" and pipe.c.dit_continue is not None else {}
     assert out.settings["long_video"] == {"method": method, "latent_frames": 25, "window": 9, "overlap": 1,
-                                          "windows": 3}
+                                          "windows": 3, **expert}
     assert out.settings["stats"]["dit_forwards"] == len(seen) == 3 * 4  # 3 windows x 4 steps, batched CFG
     assert torch.isfinite(out.latents).all()
 

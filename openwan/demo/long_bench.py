@@ -316,6 +316,7 @@ def main(argv=None) -> int:
                          f"{list(BOUNCE_PROMPTS)}")
     ap.add_argument("--ckpt_dir", default=None, help="a demo checkpoint folder instead of the shipped one")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt and method (seeds 0..N-1)")
+    ap.add_argument("--first_seed", type=int, default=0, help="start the seeds here (seeds F..F+N-1)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     ap.add_argument("--overlap", type=int, default=None, help="long_overlap in latent frames (default: the "
                                                                   "method's)")
@@ -331,6 +332,8 @@ def main(argv=None) -> int:
     for name in ("seeds", "steps", "threads"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.first_seed < 0:
+        raise ValueError(f"--first_seed must be >= 0, got {a.first_seed}")
     if a.frames < 2:
         raise ValueError(f"--frames must be >= 2, got {a.frames}")
 
@@ -348,6 +351,7 @@ def main(argv=None) -> int:
     if a.long_expert is not None:
         kw["long_expert"] = a.long_expert == "on"
     settings = {"long_expert": a.long_expert or "default", "frames": a.frames, "steps": a.steps, "seeds": a.seeds,
+                "first_seed": a.first_seed,
                 "threads": a.threads,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
@@ -355,7 +359,8 @@ def main(argv=None) -> int:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
-        records = run_long_benchmark(pipe, prompts, range(a.seeds), a.methods, a.frames, out_dir=out_dir,
+        seeds = range(a.first_seed, a.first_seed + a.seeds)
+        records = run_long_benchmark(pipe, prompts, seeds, a.methods, a.frames, out_dir=out_dir,
                                      progress=not a.quiet, **kw)
     summary = summarize(records)
     result = {"settings": settings, "targets": TARGETS, "summary": summary, "videos": records}
