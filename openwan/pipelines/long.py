@@ -25,13 +25,13 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     noise = job.start
     out = torch.zeros_like(noise, dtype=torch.float32)
     totals: dict = {}
-    expert = pipe.c.dit_continue if job.long.expert else None
     own = getattr(pipe, "continued_window", None)       # a task's own way (TI2V's: it places its pictures too)
     window = own or reimposed_window
     task_step = None if own else job.post_step          # the task's per-step conditioning (masked v2v), windowed
     if task_step is not None and not hasattr(task_step, "window"):
         raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
                          "conditioning: use long_method='windows'")
+    expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
     for k, (s, e) in enumerate(plan.spans):
         shared = plan.spans[k - 1][1] - s if k > 0 else 0
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
