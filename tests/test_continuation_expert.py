@@ -124,3 +124,15 @@ def test_the_cli_records_and_replays_the_expert(folders, tmp_path, monkeypatch):
     from openwan.video import read_video
     assert (read_video(tmp_path / "again.mp4")[0] == read_video(tmp_path / "off.mp4")[0]).all()
     assert not (read_video(tmp_path / "on.mp4")[0] == read_video(tmp_path / "off.mp4")[0]).all()
+
+
+def test_two_experts_and_a_continuation_expert_are_refused(tmp_path):
+    """Wan 2.2 A14B's folder with a continuation_model/: refused when loading, with the fix."""
+    from openwan.checkpoints import CheckpointError
+    from openwan.models.dit import WanModel
+    from openwan.testing import make_tiny_wan22_checkpoint
+    folder = make_tiny_wan22_checkpoint(tmp_path / "a14b", "t2v-A14B")
+    dit = WanModel.from_pretrained(folder / "high_noise_model", dtype=torch.float32)
+    dit.save_pretrained(folder / CONTINUATION_DIR)
+    with pytest.raises(CheckpointError, match="does not combine"):
+        load_pipeline(folder, progress=False)

@@ -321,8 +321,7 @@ class WanPipeline(CallOptions):
             return run_continued(self, job, on_step, cancelled)
         windows = None if job.long is None else (job.long.plan, job.window_conds)
         model = self.dit if job.dit is None else job.dit
-        d = self.denoiser(job.cond, job.guidance, job.step_cache, windows,
-                          **({} if job.dit is None else {"dit": job.dit}))
+        d = self.denoiser(job.cond, job.guidance, job.step_cache, windows, dit=job.dit)
         n_steps = len(job.sigmas) - 1
         bar = None
         if self.progress:

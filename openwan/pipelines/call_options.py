@@ -21,11 +21,12 @@ if TYPE_CHECKING:
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
 # frames): frame_num beyond the model's native length (openwan.long_video); long_expert (True / False; default:
-# True where the checkpoint has a continuation expert): its later windows under ``continue``; tile: VAE decode in spatial tiles
-# (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the guidance interval's switch
-# (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "tile", "guide_boundary", "height", "width",
-                "num_frames", "num_inference_steps", "guidance_scale", "generator")
+# True where the checkpoint has a continuation expert): the expert on the later windows of ``continue``; tile:
+# VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the
+# guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/
+# guidance_scale/generator: diffusers' names.
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "tile", "guide_boundary", "height",
+                "width", "num_frames", "num_inference_steps", "guidance_scale", "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
 

@@ -113,6 +113,9 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                                   f"{dit_low.config.dim}); both must be of the same architecture")
     dit_continue = None
     expert_dir = path / CONTINUATION_DIR
+    if expert_dir.is_dir() and dit_low is not None:
+        raise CheckpointError(f"{expert_dir}: a continuation expert does not combine with Wan 2.2 A14B's two experts "
+                              f"(remove the folder)")
     if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no continuation expert)
         dit_continue = load_dit(expert_dir, dit_dtype, home, dit.config)
         if dit_continue.config != dit.config:

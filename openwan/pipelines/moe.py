@@ -211,10 +211,13 @@ class MixtureOfExperts:
                                           sample_solver, seed, width=width, height=height)
         return Sampling(sp.steps, sp.shift, scales, sp.solver, sp.negative_prompt, sp.seed)
 
-    def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None):
+    def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None, dit=None):
         """Both experts' denoisers on the shared conditioning, under one :class:`ExpertSwitch` (each expert
-        windowed for a long video)."""
+        windowed for a long video). A continuation expert (``dit``) does not combine with the two."""
         from openwan.cache import step_cache_wrapper
+        if dit is not None:
+            raise ValueError("a continuation expert (continuation_model/) does not combine with Wan 2.2 A14B's two "
+                             "experts: pass long_expert=False")
         low_s, high_s = guidance.scale if isinstance(guidance.scale, tuple) else (guidance.scale,) * 2
 
         def expert(name, scale):
