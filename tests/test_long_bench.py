@@ -117,12 +117,17 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
             assert m["color_drift"] >= 0 and m["size_ratio"] > 0 and m["within_max"] >= 0
     assert set(r["summary"]) == {"windows", "continue", "none"}
     assert "seam/within" in text and "windows" in text
+    for method, s in r["summary"].items():              # each method's line ends with its total of targets met
+        assert f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets" in text
+    assert r["settings"]["long_expert"] == "default" and r["settings"]["first_seed"] == 0
     assert "openwan bench long" in list_benchmarks()
 
 
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         lb.main(["--seeds", "0"])
+    with pytest.raises(ValueError, match="--first_seed must be >= 0"):
+        lb.main(["--first_seed", "-1"])
 
 
 def test_a_world_bounce_keeps_bouncing_and_one_that_stops_does_not():

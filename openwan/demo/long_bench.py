@@ -301,7 +301,8 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
                   "seam jump <= in-window motion, speed 0.5-2x; bouncing: looping prompts, reversals every "
                   "0.5-2 native lengths to the end):"]
     for method, s in summary.items():
-        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items()))
+        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items())
+                     + f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets")
     return "\n".join(lines)
 
 
