@@ -181,3 +181,30 @@ def test_trainer_runs_clean_frames_with_per_sample_tensors(tmp_path):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], half[k]) for k in a)          # steps 3-4 trained something
+
+
+def test_context_noise_moves_only_the_continued_frames_toward_noise():
+    """context_noise: a continuation's given frames are x0 moved toward fresh noise by a fraction in [0, c] (timestep
+    still 0 on them); the frames to make, the other modes and every earlier draw are as without it."""
+    b = batch()
+    plain, noisy = Spy(), Spy()
+    shares = dict(t2v=0, i2v=0, flf2v=0, continue_=1, max_prefix=2)
+    loss_a, _ = make(**shares)(plain, b, gens(3))
+    loss_b, _ = make(**shares, context_noise=0.2)(noisy, b, gens(3))
+    (xa, ta), (xb, tb) = plain.calls[0], noisy.calls[0]
+    assert torch.equal(ta, tb)                                         # timestep 0 on the given tokens still
+    given = (ta.reshape(B, F, PER_FRAME) == 0).all(2)                  # [B, F]
+    assert given[:, 0].all() and not given.all()
+    for i in range(B):
+        g, m = given[i], ~given[i]
+        assert torch.equal(xa[i][:, m], xb[i][:, m])                   # the frames to make: the same draws
+        assert torch.equal(xa[i][:, g], b.latent[i][:, g])             # without it the given frames are x0
+        d = (xb[i][:, g] - b.latent[i][:, g]).abs()
+        assert 0 < float(d.max()) <= 0.2 * float((b.latent[i][:, g].abs() + 6).max())   # |s (eps - x0)|, |eps| < 6
+    assert loss_a.item() == loss_b.item()                              # the loss covers the frames to make only
+    with pytest.raises(ValueError, match="context_noise"):
+        make(context_noise=1.5)
+    t2v_a, t2v_b = Spy(), Spy()                                         # another mode: untouched
+    make(t2v=1, i2v=0, flf2v=0, continue_=0)(t2v_a, b, gens(3))
+    make(t2v=1, i2v=0, flf2v=0, continue_=0, context_noise=0.2)(t2v_b, b, gens(3))
+    assert torch.equal(t2v_a.calls[0][0], t2v_b.calls[0][0])

@@ -553,6 +553,9 @@ def main(argv=None) -> int:
     g.add_argument("--dit_windows", choices=WINDOWS_KEPT, default="all",
                    help="mid: train only on the windows that start mid-motion (--extend; a continuation expert, "
                         "with --clean_shares 0,0,0,1)")
+    g.add_argument("--context_noise", type=float, default=0.0,
+                   help="clean_frames, continuation: move the given frames toward noise by up to this fraction "
+                        "(timestep still 0 on them), as a long video's carried frames are the model's own output")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -619,6 +622,8 @@ def main(argv=None) -> int:
                 options = dict(zip(("t2v", "i2v", "flf2v", "continue"), shares))
                 if a.clean_focus:
                     options["focus"] = a.clean_focus
+                if a.context_noise:
+                    options["context_noise"] = a.context_noise
                 objective = {"name": "clean_frames", "options": options}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,

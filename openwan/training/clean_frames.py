@@ -18,6 +18,11 @@ picture's latent) always take ``continue``: nothing else would make frame 0 from
     t   = floor(1000 sigma) on the tokens of the other frames, 0 on the given ones
     loss = mean over samples of the mean of (model(x_t, t) - (eps - x0'))^2 over the frames not given
 
+``context_noise`` > 0 (continuation only): the given frames are not quite clean, x0' moved toward fresh noise by
+a fraction drawn uniformly in [0, context_noise] per sample (timestep still 0 on their tokens), as the frames a
+long video carries over are the model's own output, not the data's; drawn after everything above, so 0 changes
+no draw.
+
 ``focus`` > 0 weights the error by where the picture is: each latent position's weight is
 1 + focus * min(1, d / focus_scale), d the RMS over channels of its distance from its frame's background (the
 per-channel median over the frame); the loss is then the weighted mean. A small object on a flat background
@@ -45,8 +50,11 @@ class CleanFrames(FlowMatching):
 
     def __init__(self, sampling: Optional[TimestepSampling] = None, t2v: float = 0.4, i2v: float = 0.3,
                  flf2v: float = 0.1, continue_: float = 0.2, max_prefix: int = 3, focus: float = 0.0,
-                 focus_scale: float = 1.0):
+                 focus_scale: float = 1.0, context_noise: float = 0.0):
         super().__init__(sampling)
+        if not 0.0 <= float(context_noise) <= 1.0:
+            raise ValueError(f"clean_frames: context_noise must be in [0, 1], got {context_noise}")
+        self.context_noise = float(context_noise)
         if not (float(focus) >= 0 and float(focus_scale) > 0):
             raise ValueError(f"clean_frames: focus must be >= 0 and focus_scale > 0, got {focus}, {focus_scale}")
         self.focus, self.focus_scale = float(focus), float(focus_scale)
@@ -82,14 +90,23 @@ class CleanFrames(FlowMatching):
         mids = batch.extra.get("mid")
         still = batch.extra.get("last_still")
         given = torch.zeros(b, f, dtype=torch.bool, device=x0.device)
+        names = []
         for i, g in enumerate(rng):
             name, frames = self.mode(g, bool(mids[i]) if mids is not None else False, f)
+            names.append(name)
             if name == "flf2v" and still is not None:
                 x0 = x0.clone() if x0 is batch.latent else x0
                 x0[i, :, -1:] = still[i].float()
             given[i, frames] = True
         keep = ~given[:, None, :, None, None]                        # [B, 1, F, 1, 1]: the frames to make
         x_t = torch.where(keep, add_noise(x0, noise, sigma.to(x0.device)), x0)
+        if self.context_noise > 0:
+            for i, g in enumerate(rng):
+                if names[i] == "continue":
+                    frac = self.context_noise * float(torch.rand(1, generator=g, dtype=torch.float64))
+                    eps = torch.randn(x0[i].shape, generator=g).to(x0.device)
+                    cols = given[i]
+                    x_t[i][:, cols] = add_noise(x0[i][:, cols], eps[:, cols], torch.tensor(frac)).to(x_t.dtype)
         per_frame = (h // self.patch[1]) * (w // self.patch[2])
         t = sigma_to_timestep(sigma).to(x0.device)[:, None] * (~given).repeat_interleave(per_frame, dim=1)
         pred = model(x_t, t, batch.context, **batch.cond).float()
