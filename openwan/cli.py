@@ -333,12 +333,16 @@ def cmd_generate(a) -> int:
             kw["seed"] = _broadcast(random.randint(0, 2**31 - 1))
         if rank != 0:                                # only the first process decodes and writes
             kw.update(output_path=None, output_type="latent")
+    done = False
     try:
         with torch.inference_mode():
             result = pipe(prompt, **kw)
+        done = True
     finally:
         if dist_run and dist_run[1]:
             import torch.distributed as dist
+            if done:            # every process past its work (the first one's decode and write) before the group
+                dist.barrier()  # goes: one leaving early could abort at teardown while the other still used it
             dist.destroy_process_group()
     dt = time.perf_counter() - t0
     if rank == 0:
