@@ -159,7 +159,7 @@ def write_components(c, out: PathLike, layout: str, stored: Optional[dict] = Non
         if boundary != variant.sample.boundary:   # a diffusers folder's own boundary_ratio travels in openwan.json
             variant = variant.replace(sample=variant.sample.replace(boundary=boundary))
     (_write_diffusers if layout == "diffusers" else _write_official)(c, variant, out, stored)
-    if getattr(c, "dit_continue", None) is not None:      # a continuation expert: its own folder, the same layout
+    if c.dit_continue is not None:      # a continuation expert: its own folder, the same layout
         from openwan.pipelines.components import CONTINUATION_DIR
         c.dit_continue.save_pretrained(out / CONTINUATION_DIR, layout=layout)
     write_variant(variant, out)

@@ -351,9 +351,8 @@ def main(argv=None) -> int:
         kw["long_overlap"] = a.overlap
     if a.long_expert is not None:
         kw["long_expert"] = a.long_expert == "on"
-    settings = {"long_expert": a.long_expert or "default", "frames": a.frames, "steps": a.steps, "seeds": a.seeds,
-                "first_seed": a.first_seed,
-                "threads": a.threads,
+    settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "first_seed": a.first_seed,
+                "threads": a.threads, "long_expert": a.long_expert or "default",
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
     out_dir = Path(a.out) if a.out else None

@@ -119,7 +119,7 @@ class CallOptions:
         expert = opts.get("expert")
         if expert is not None and not isinstance(expert, bool):
             raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
-        has = getattr(self.c, "dit_continue", None) is not None
+        has = self.c.dit_continue is not None
         if expert and not has:
             raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
                              f"(a continuation_model/ folder); leave long_expert unset")

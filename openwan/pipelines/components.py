@@ -149,7 +149,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                       dit_continue=dit_continue)
 
 
-# A checkpoint folder's continuation expert (Components.dit_continue): official DiT files in this subfolder.
+# A checkpoint folder's continuation expert (Components.dit_continue): a DiT folder (the layout of the main DiT's)
+# in this subfolder.
 CONTINUATION_DIR = "continuation_model"
 
 
