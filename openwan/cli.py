@@ -35,10 +35,12 @@ UNSUPPORTED_OFFICIAL_FLAGS = {
     "--t5_fsdp": "the text encoder runs once per prompt and is released under --offload_model sequential; "
                  "keep it off the GPU with --t5_cpu (--dit_fsdp shards the DiT)",
     "--ring_size": "ring attention is not implemented; use --ulysses_size N (DeepSpeed-Ulysses sequence parallel)",
-    "--use_prompt_extend": "prompt extension calls an external LLM (Qwen / DashScope); extend the prompt yourself",
-    "--prompt_extend_method": "prompt extension is not implemented (see --use_prompt_extend)",
-    "--prompt_extend_model": "prompt extension is not implemented (see --use_prompt_extend)",
-    "--prompt_extend_target_lang": "prompt extension is not implemented (see --use_prompt_extend)",
+    "--use_prompt_extend": "prompt extension with an LLM (Qwen / DashScope) is not implemented; extend the prompt "
+                           "yourself (the embedded demo extends its prompts itself: --prompt_extend world, its "
+                           "default)",
+    "--prompt_extend_method": "LLM prompt extension is not implemented (see --use_prompt_extend)",
+    "--prompt_extend_model": "LLM prompt extension is not implemented (see --use_prompt_extend)",
+    "--prompt_extend_target_lang": "LLM prompt extension is not implemented (see --use_prompt_extend)",
     "--convert_model_dtype": "openwan picks the dtype with --dtype (auto, fp32, bf16)",
 }
 
@@ -130,6 +132,14 @@ def _generate_parser(sub):
                    help="with --long_method continue: run the windows after the first on the checkpoint's "
                         "continuation expert (its continuation_model/ folder; the demo has one). Default: on "
                         "where there is one")
+    p.add_argument("--prompt_extend", choices=["world", "off"], default=None,
+                   help="rewrite the prompt into the wording the model was trained on before encoding it: world "
+                        "(the embedded demo's: the demo world's parser reads the objects, in any wording it knows, "
+                        "and writes its canonical caption). Default: the model's (the demo: world; others: off)")
+    p.add_argument("--long_context_noise", type=float, default=None, metavar="SIGMA",
+                   help="with --long_method continue on a TI2V model: give each window the frames it carries over "
+                        "at noise level SIGMA (0-1), their timestep saying so (Diffusion Forcing). Default: the "
+                        "continuation expert's own level when it runs, else 0")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
@@ -210,12 +220,16 @@ def cmd_generate(a) -> int:
             flag = inv.get(key)
             if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
                 setattr(a, flag, val)
+        if a.prompt_extend is None and s.get("prompt_extend") == "off":     # the prompt as written, again
+            a.prompt_extend = "off"
         long = s.get("long_video")
         if isinstance(long, dict):
             a.long_method = a.long_method if a.long_method is not None else long.get("method")
             a.long_overlap = a.long_overlap if a.long_overlap is not None else long.get("overlap")
             if a.long_expert is None and long.get("method") == "continue":   # recorded when used
                 a.long_expert = "on" if long.get("expert") else "off"
+            if a.long_context_noise is None and long.get("method") == "continue":     # recorded when > 0
+                a.long_context_noise = float(long.get("context_noise", 0.0))
         if a.task is None:
             if s.get("task") == "v2v":
                 a.task = "v2v"
@@ -316,14 +330,15 @@ def cmd_generate(a) -> int:
         kw["long_expert"] = a.long_expert == "on"
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
-                 "guide_boundary"):
+                 "guide_boundary", "long_context_noise", "prompt_extend"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
     extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap",
-                                                            "long_expert", "tile", "guide_boundary")]
+                                                            "long_expert", "long_context_noise", "tile",
+                                                            "guide_boundary", "prompt_extend")]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

@@ -149,6 +149,7 @@ class LongVideo:
     plan: WindowPlan
     prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
     expert: bool = False                 # continue: windows after the first run the continuation expert
+    context_noise: float = 0.0           # continue (TI2V): the carried frames' noise level and timestep
 
     def settings(self) -> dict:
         d = {"method": self.method, **self.plan.settings()}
@@ -156,6 +157,8 @@ class LongVideo:
             d["prompts"] = list(self.prompts)
         if self.expert:
             d["expert"] = True
+        if self.context_noise:
+            d["context_noise"] = self.context_noise
         return d
 
 

@@ -107,6 +107,21 @@ def make_tiny_demo_v2_checkpoint(path: Union[str, Path], seed: int = 0, size: in
     return path, DEMO_V2_VARIANT.replace(sample=sample)
 
 
+def make_tiny_demo_with_expert(root: Union[str, Path]):
+    """(plain folder, the same folder with a continuation expert of other random weights, variant): the tiny
+    stand-in of :func:`make_tiny_demo_v2_checkpoint` (32 x 32, 5 frames native, 2 steps) under ``root``."""
+    import shutil
+    from openwan.models.dit import WanModel
+    from openwan.pipelines.components import CONTINUATION_DIR
+    root = Path(root)
+    plain, variant = make_tiny_demo_v2_checkpoint(root / "plain", size=32, frame_num=5, steps=2)
+    with_expert = root / "with_expert"
+    shutil.copytree(plain, with_expert)
+    dit = WanModel.from_pretrained(plain, dtype=torch.float32)
+    randomize_(dit, seed=7).save_pretrained(with_expert / CONTINUATION_DIR)
+    return plain, with_expert, variant
+
+
 def use_demo(monkeypatch, path: Union[str, Path], variant) -> None:
     """Make ``path`` (a checkpoint folder) and ``variant`` the embedded default ("demo") for a test, through
     pytest's ``monkeypatch``: load_pipeline("demo"), the CLI and the benchmark then load it."""

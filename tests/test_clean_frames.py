@@ -208,3 +208,29 @@ def test_context_noise_moves_only_the_continued_frames_toward_noise():
     make(t2v=1, i2v=0, flf2v=0, continue_=0)(t2v_a, b, gens(3))
     make(t2v=1, i2v=0, flf2v=0, continue_=0, context_noise=0.2)(t2v_b, b, gens(3))
     assert torch.equal(t2v_a.calls[0][0], t2v_b.calls[0][0])
+
+
+def test_context_timestep_tells_the_model_the_given_frames_noise_level():
+    """context_timestep: the same inputs as context_noise alone, and the given frames' tokens see floor(1000 x the
+    drawn fraction) (the fraction replayed from the same generators) instead of 0; the others the step's t."""
+    b = batch()
+    shares = dict(t2v=0, i2v=0, flf2v=0, continue_=1, max_prefix=2)
+    quiet, told = Spy(), Spy()
+    loss_a, _ = make(**shares, context_noise=0.3)(quiet, b, gens(4))
+    obj = make(**shares, context_noise=0.3, context_timestep=True)
+    loss_b, _ = obj(told, b, gens(4))
+    (xa, ta), (xb, tb) = quiet.calls[0], told.calls[0]
+    assert torch.equal(xa, xb) and loss_a.item() == loss_b.item()     # the same draws, the same loss
+    rng = gens(4)
+    sigma = obj.draw(b, rng)[1]
+    for i, g in enumerate(rng):
+        _, given = obj.mode(g, False, F)
+        frac = 0.3 * float(torch.rand(1, generator=g, dtype=torch.float64))
+        ti, tq = tb[i].reshape(F, PER_FRAME), ta[i].reshape(F, PER_FRAME)
+        assert bool((ti[given] == int(frac * 1000)).all()) and bool((tq[given] == 0).all())
+        rest = [f for f in range(F) if f not in given]
+        assert bool((ti[rest] == sigma_to_timestep(sigma[i:i + 1])[0]).all())
+    with pytest.raises(ValueError, match="context_noise > 0"):
+        make(context_timestep=True)
+    with pytest.raises(ValueError, match="true or false"):
+        make(context_noise=0.1, context_timestep=1)

@@ -10,7 +10,7 @@ import torch
 
 from openwan.pipelines import load_pipeline
 from openwan.pipelines.components import CONTINUATION_DIR
-from openwan.testing import make_tiny_demo_v2_checkpoint, randomize_
+from openwan.testing import make_tiny_demo_with_expert
 
 KW = dict(sample_steps=2, seed=4, output_type="latent")
 VARIANT = None          # the stand-in's variant (5 frames native), set by the fixture
@@ -20,14 +20,8 @@ PROMPT = "a red circle moving to the right"
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """(plain folder, the same folder with a continuation expert of other weights)."""
-    from openwan.models.dit import WanModel
-    root = tmp_path_factory.mktemp("expert")
     global VARIANT
-    plain, VARIANT = make_tiny_demo_v2_checkpoint(root / "plain", size=32, frame_num=5, steps=2)
-    with_expert = root / "with_expert"
-    shutil.copytree(plain, with_expert)
-    dit = WanModel.from_pretrained(plain, dtype=torch.float32)
-    randomize_(dit, seed=7).save_pretrained(with_expert / CONTINUATION_DIR)
+    plain, with_expert, VARIANT = make_tiny_demo_with_expert(tmp_path_factory.mktemp("expert"))
     return plain, with_expert
 
 

@@ -245,6 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
     ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",
                     help="step cache for every video (e.g. easycache, easycache:0.1; default none)")
+    ap.add_argument("--prompt_extend", choices=["world", "off"], default=None,
+                    help="prompt extension (openwan.prompt_extend; default: the model's, the demo's world); off: "
+                         "the model reads each prompt as written")
     ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default=None,
                     help="DiT compute dtype (default fp32 on CPU; auto: bf16 where it is fast)")
     ap.add_argument("--threads", type=int, default=None,
@@ -295,7 +298,8 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, guide_boundary=a.guide_boundary,
-                                sample_solver=a.sample_solver, step_cache=a.step_cache).items()
+                                sample_solver=a.sample_solver, step_cache=a.step_cache,
+                                prompt_extend=a.prompt_extend).items()
           if v is not None}
     d = pipe.defaults()
     steps = kw.get("sample_steps", d.steps)
@@ -305,7 +309,8 @@ def main(argv=None) -> int:
                 "solver": kw.get("sample_solver", d.solver), "seeds": a.seeds, "size": d.size,
                 "frames": d.frame_num, "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
                 "step_cache": a.step_cache or pipe.step_cache_for(steps, strength if task == "v2v" else None) or "none",
-                "dtype": pipe.settings()["dtype"]}
+                "dtype": pipe.settings()["dtype"],
+                "prompt_extend": a.prompt_extend or d.prompt_extend or "off"}
     if isinstance(settings["guide_scale"], (tuple, list)):
         settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
     if d.timesteps and steps == len(d.timesteps):

@@ -47,6 +47,7 @@ METHODS = ("windows", "continue", "none")
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
            "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
+CONTINUE_ONLY = ("long_expert", "long_context_noise")      # options of the continue method (not given to the others)
 BOUNCE_PROMPTS = ("a red square bouncing left and right", "a green circle bouncing up and down",
                   "a purple circle circling")
 
@@ -223,8 +224,9 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 if out_dir is not None:
                     path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
                 t0 = time.perf_counter()
+                kw = {k: v for k, v in sample_kw.items() if method == "continue" or k not in CONTINUE_ONLY}
                 out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
-                           overwrite=True, **sample_kw)
+                           overwrite=True, **kw)
                 dt = time.perf_counter() - t0
                 spans = spans_of(out.settings, frame_num, native, base_overlap, base_method)
                 m = video_metrics(detect.track(out.frames[0]), spans)
@@ -324,6 +326,9 @@ def main(argv=None) -> int:
     ap.add_argument("--long_expert", choices=["on", "off"], default=None,
                     help="continue: the checkpoint's continuation expert on the later windows (default: on where "
                          "the checkpoint has one)")
+    ap.add_argument("--long_context_noise", type=float, default=None, metavar="SIGMA",
+                    help="continue on a TI2V model: the carried frames at noise level SIGMA, told by their timestep "
+                         "(default: the continuation expert's own when it runs, else 0)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
@@ -351,8 +356,11 @@ def main(argv=None) -> int:
         kw["long_overlap"] = a.overlap
     if a.long_expert is not None:
         kw["long_expert"] = a.long_expert == "on"
+    if a.long_context_noise is not None:
+        kw["long_context_noise"] = a.long_context_noise
     settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "first_seed": a.first_seed,
                 "threads": a.threads, "long_expert": a.long_expert or "default",
+                "long_context_noise": "default" if a.long_context_noise is None else a.long_context_noise,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
     out_dir = Path(a.out) if a.out else None

@@ -556,6 +556,9 @@ def main(argv=None) -> int:
     g.add_argument("--context_noise", type=float, default=0.0,
                    help="clean_frames, continuation: move the given frames toward noise by up to this fraction "
                         "(timestep still 0 on them), as a long video's carried frames are the model's own output")
+    g.add_argument("--context_timestep", action="store_true",
+                   help="clean_frames, with --context_noise: the given frames' tokens see their noise level as "
+                        "timestep (not 0): a continuation expert for long_context_noise (Diffusion Forcing)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -624,6 +627,8 @@ def main(argv=None) -> int:
                     options["focus"] = a.clean_focus
                 if a.context_noise:
                     options["context_noise"] = a.context_noise
+                if a.context_timestep:
+                    options["context_timestep"] = True
                 objective = {"name": "clean_frames", "options": options}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,

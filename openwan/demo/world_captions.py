@@ -223,6 +223,27 @@ def parse_objects(text: str) -> Optional[list]:
     return out
 
 
+_SIZE_RE = {size: _word_pattern(w.strip() for w in words) for size, words in SIZE_WORDS.items()}
+
+
+def canonical_prompt(text: str) -> Optional[str]:
+    """The prompt in the world's canonical wording (the benchmark's): the one object :func:`parse_prompt` reads
+    from the whole prompt, else each object :func:`parse_objects` reads from its parts, as "a [small |big ]{color}
+    {shape} {canonical motion}" (a size word kept when its text names exactly one), two objects joined by
+    " and "; None when the prompt does not parse whole."""
+    one = parse_prompt(text)
+    objects = [one] if one is not None else parse_objects(text)
+    if objects is None:
+        return None
+    parts = [_normalize(text)] if one is not None else [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
+    out = []
+    for attrs, part in zip(objects, parts):
+        sizes = _found(_SIZE_RE, part)
+        size = f"{sizes[0]} " if len(sizes) == 1 else ""
+        out.append(f"a {size}{attrs.color} {attrs.shape} {CANONICAL_PHRASE[attrs.motion]}")
+    return " and ".join(out)
+
+
 # Common words outside the world, so a warning can name them ("orange" is not a color the demo knows).
 OTHER_COLORS = ("orange", "pink", "brown", "black", "gray", "grey", "gold", "golden", "silver", "beige", "navy",
                 "maroon", "lime", "teal", "indigo", "rainbow")

@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
 # long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
 # frames): frame_num beyond the model's native length (openwan.long_video); long_expert (True / False; default:
-# True where the checkpoint has a continuation expert): the expert on the later windows of ``continue``; tile:
+# True where the checkpoint has a continuation expert): the expert on the later windows of ``continue``;
+# long_context_noise (0 <= sigma < 1; default: the variant's with the expert, else 0): ``continue`` on a TI2V model
+# gives the carried frames at noise level sigma and says so in their timestep (Diffusion Forcing); prompt_extend
+# ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
+# (openwan.prompt_extend); tile:
 # VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the
 # guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/
 # guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "tile", "guide_boundary", "height",
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend", "tile", "guide_boundary", "height",
                 "width", "num_frames", "num_inference_steps", "guidance_scale", "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
@@ -51,6 +55,7 @@ class CallOptions:
                 pending, self._pending = self._pending, {}
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
+                original, (prompt, extended) = prompt, self._extend_prompt(prompt, pending.get("prompt_extend"))
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
                 outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
@@ -59,6 +64,7 @@ class CallOptions:
                                                dit_frames=native if long_on else None)
                 boundary = kwargs.pop("guide_boundary")
                 if outer:
+                    self.warn_outside_world(original)       # what the user wrote (the demo: what it cannot draw)
                     self._guide_boundary, self._preparing = boundary, True
                 try:
                     job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)
@@ -66,6 +72,9 @@ class CallOptions:
                     if outer:
                         self._preparing = False
                 self._plan_long_video(job, prompt, native, long_opts)
+                if extended == "off" or (extended is not None and prompt != original):
+                    job.settings["prompt_extend"] = (extended if extended == "off" else
+                                                     {"method": extended, "original": original})
                 if self._loras:
                     job.settings["lora"] = [dict(s) for s in self._loras]
                 if fps is not None:
@@ -96,6 +105,18 @@ class CallOptions:
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
 
+    def _extend_prompt(self, prompt, value) -> tuple:
+        """(the prompt the model is given, what to record): openwan.prompt_extend with the call's ``prompt_extend``
+        over the variant's default; and the method that ran (recorded with the original prompt when it changed
+        it), "off" when the call turned the variant's default off, else None."""
+        from openwan import prompt_extend
+        from openwan.pipelines.routing import is_demo
+        default = self.defaults().prompt_extend
+        method = prompt_extend.resolve(value, default, self.variant.name, is_demo(self.variant.name))
+        if method is None:
+            return prompt, ("off" if default is not None else None)
+        return prompt_extend.extend(prompt, method), method
+
     def long_video_defaults(self, method=None, overlap=None) -> tuple:
         """(method, overlap) of a long video: what the call named, else the variant's (``long_method``; its
         ``long_overlap`` goes with that method only), else None (the library's: windows, half the window)."""
@@ -123,8 +144,17 @@ class CallOptions:
         if expert and not has:
             raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
                              f"(a continuation_model/ folder); leave long_expert unset")
+        noise = opts.get("context_noise")
+        if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float))
+                                  or not 0 <= float(noise) < 1):
+            raise ValueError(f"long_context_noise must be a number in [0, 1) (the carried frames' noise level), "
+                             f"got {noise!r}")
         if long is None:
             return
+        if noise and (long.method != "continue" or not hasattr(self, "continued_window")):
+            raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise level "
+                             "a TI2V-style model is told of: it needs long_method='continue' and a TI2V model (task "
+                             f"ti2v); this call is {long.method!r} on the {self.task} task: leave it unset")
         if expert and long.method != "continue":
             raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
                              f"long_method='continue', not {long.method!r}: use long_method='continue'")
@@ -134,6 +164,10 @@ class CallOptions:
                               "continuation expert", stacklevel=4)
             else:
                 long = dataclasses.replace(long, expert=True)
+        if noise is None and long.expert:     # the expert's own: what it was trained to be given
+            noise = self.defaults().long_context_noise
+        if noise:
+            long = dataclasses.replace(long, context_noise=float(noise))
         contexts = None
         if long.prompts:
             feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
@@ -171,14 +205,16 @@ class CallOptions:
             self._pending["tile"] = kwargs.pop("tile")
         if "guide_boundary" in kwargs:
             self._pending["guide_boundary"] = kwargs.pop("guide_boundary")
+        if "prompt_extend" in kwargs:
+            self._pending["prompt_extend"] = kwargs.pop("prompt_extend")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)
-        for key in ("long_method", "long_overlap", "long_expert"):
+        for key in ("long_method", "long_overlap", "long_expert", "long_context_noise"):
             if key in kwargs:
                 value = kwargs.pop(key)
                 if value is not None:
-                    self._pending.setdefault("long", {})[key.split("_")[1]] = value
+                    self._pending.setdefault("long", {})[key[len("long_"):]] = value
         if "lora" in kwargs:
             lora = kwargs.pop("lora")
             if lora is not None or self._loras:

@@ -6,7 +6,9 @@ finished latents, re-imposed at the current noise level after every solver step 
 the window's own noise draw, so at the end of the window they are exactly the known latents. A pipeline
 with its own way (``pipe.continued_window``, TI2V: clean frames with timestep 0) replaces that. With
 ``job.long.expert`` the windows after the first run the checkpoint's continuation expert
-(``Components.dit_continue``: the same DiT fine-tuned on continuing), the first the main DiT.
+(``Components.dit_continue``: the same DiT fine-tuned on continuing), the first the main DiT. A window
+writes only its new frames: the ones it shares keep the previous window's latents (TI2V windows may be given
+them noised, ``job.long.context_noise``).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
             post_step = compose_steps(task_step.window(s, e), post_step)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
                       long=None, window_conds=None, dit=expert if k > 0 else None)
-        out[:, s:e] = pipe.run(sub, on_step, cancelled).float()
+        out[:, s + shared:e] = pipe.run(sub, on_step, cancelled)[:, shared:].float()   # the shared frames stay
         for key, v in sub.settings["stats"].items():
             totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
     job.stats.update(totals)

@@ -47,7 +47,6 @@ class TextToVideo(WanPipeline):
         check_frames(frame_num)
         check_size(width, height, self.variant, strict_size, vae=self.vae)
         check_prompt(prompt)
-        self.warn_outside_world(prompt)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **sp.settings())

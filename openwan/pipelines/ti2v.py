@@ -83,6 +83,7 @@ class FirstFrameConditioning(Conditioning):
     first_frame: Optional[torch.Tensor] = None
     last_frame: Optional[torch.Tensor] = None
     length: Optional[int] = None
+    first_t: int = 0                    # the first frames' timestep (> 0: a long video's noised carried frames)
 
     def to(self, device) -> "FirstFrameConditioning":
         out = super().to(device)
@@ -94,12 +95,13 @@ class FirstFrameConditioning(Conditioning):
         the window that ends at the video's last frame."""
         last = self.last_frame if self.length is not None and b == self.length else None
         return dataclasses.replace(super().frames(a, b), first_frame=self.first_frame if a == 0 else None,
-                                   last_frame=last, length=None if last is None else b - a)
+                                   last_frame=last, length=None if last is None else b - a,
+                                   first_t=self.first_t if a == 0 else 0)
 
 
 class FirstFrameTimesteps(Wrapper):
     """Per-token timesteps: 0 on the tokens of the conditioning's clean frames (``cond.first_frame`` at the start,
-    ``cond.last_frame`` at the end), the step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t``
+    ``cond.last_frame`` at the end; ``cond.first_t`` on the first ones when they are given noised), the step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t``
     flattened in (f, h, w) order); without clean frames the plain t. ``cond`` is the inner denoiser's (a long
     video's windows set it)."""
 
@@ -121,10 +123,15 @@ class FirstFrameTimesteps(Wrapper):
         n = (x.shape[1] // pt) * per_frame
         t = step.t.reshape(1, 1).expand(1, n).clone()
         if first is not None:
-            t[:, :(first.shape[1] // pt) * per_frame] = 0
+            t[:, :(first.shape[1] // pt) * per_frame] = getattr(self.inner.cond, "first_t", 0)
         if last is not None:
             t[:, n - (last.shape[1] // pt) * per_frame:] = 0
         return self.inner(x, dataclasses.replace(step, t=t))
+
+
+def context_timestep(sigma: float) -> int:
+    """The timestep of frames at noise level ``sigma``, as training gives it (floor(1000 sigma), at most 999)."""
+    return min(999, int(math.floor(float(sigma) * 1000)))
 
 
 def replace_clean_frames(x: torch.Tensor, first: Optional[torch.Tensor] = None,
@@ -214,7 +221,6 @@ class TextImageToVideo(WanPipeline):
         check_size(width, height, self.variant, strict_size and (first_src is None or fixed), vae=self.vae)
         mult = size_multiple(self.vae, self.dit.patch_size)
         check_prompt(prompt)
-        self.warn_outside_world(prompt)
         vae = self.vae
         s, r = vae.spatial_ratio, vae.temporal_ratio
         latent_frames = (frame_num - 1) // r + 1
@@ -269,7 +275,9 @@ class TextImageToVideo(WanPipeline):
     def continued_window(self, job: Job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
         """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
         clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any); later windows:
-        the frames shared with the previous window, clean (not re-noised as for the other models); the last
+        the frames shared with the previous window, clean (not re-noised as for the other models; with
+        ``job.long.context_noise`` sigma > 0 moved to noise level sigma with the window's own noise, their
+        tokens at timestep floor(1000 sigma): Diffusion Forcing's noisy history, for a model so trained); the last
         window also the last picture's latent (first-last-frame), all set before the loop and after every step.
         Returns (start, conditioning, post_step)."""
         cond = job.window_conds[k]
@@ -277,7 +285,13 @@ class TextImageToVideo(WanPipeline):
         last = cond.last_frame
         if clean is None and last is None:
             return window_noise, cond, None
-        cond = dataclasses.replace(cond, first_frame=clean)
+        first_t = 0
+        sigma = job.long.context_noise if job.long is not None else 0.0
+        if k > 0 and clean is not None and sigma > 0:     # Diffusion Forcing: the carried frames noised, and said so
+            n = clean.shape[1]
+            clean = ((1 - sigma) * clean.float() + sigma * window_noise[:, :n].float()).to(clean.dtype)
+            first_t = context_timestep(sigma)
+        cond = dataclasses.replace(cond, first_frame=clean, first_t=first_t)
         return (replace_clean_frames(window_noise, clean, last), cond,
                 lambda step, x, x0: replace_clean_frames(x, clean, last))
 

@@ -27,7 +27,8 @@ KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num":
          "sample_shift": "float", "guide_scale": "scale", "guide_boundary": "float", "sample_solver": "str",
          "seed": "int",
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
-         "model": "str", "lora": "any", "step_cache": "any", "long_expert": "bool"}
+         "model": "str", "lora": "any", "step_cache": "any", "long_expert": "bool",
+         "long_context_noise": "float", "prompt_extend": "str"}
 
 
 class RequestError(ValueError):

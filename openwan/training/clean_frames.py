@@ -21,7 +21,9 @@ picture's latent) always take ``continue``: nothing else would make frame 0 from
 ``context_noise`` > 0 (continuation only): the given frames are not quite clean, x0' moved toward fresh noise by
 a fraction drawn uniformly in [0, context_noise] per sample (timestep still 0 on their tokens), as the frames a
 long video carries over are the model's own output, not the data's; drawn after everything above, so 0 changes
-no draw.
+no draw. With ``context_timestep`` the model is told how far: the given frames' tokens see timestep
+floor(1000 x fraction) instead of 0 (Diffusion Forcing's noisy history; at inference ``long_context_noise`` gives
+the carried frames that noise level and timestep).
 
 ``focus`` > 0 weights the error by where the picture is: each latent position's weight is
 1 + focus * min(1, d / focus_scale), d the RMS over channels of its distance from its frame's background (the
@@ -50,8 +52,14 @@ class CleanFrames(FlowMatching):
 
     def __init__(self, sampling: Optional[TimestepSampling] = None, t2v: float = 0.4, i2v: float = 0.3,
                  flf2v: float = 0.1, continue_: float = 0.2, max_prefix: int = 3, focus: float = 0.0,
-                 focus_scale: float = 1.0, context_noise: float = 0.0):
+                 focus_scale: float = 1.0, context_noise: float = 0.0, context_timestep: bool = False):
         super().__init__(sampling)
+        if not isinstance(context_timestep, bool):
+            raise ValueError(f"clean_frames: context_timestep must be true or false, got {context_timestep!r}")
+        if context_timestep and not float(context_noise) > 0:
+            raise ValueError("clean_frames: context_timestep tells the model the given frames' noise level: it "
+                             "needs context_noise > 0")
+        self.context_timestep = context_timestep
         if not 0.0 <= float(context_noise) <= 1.0:
             raise ValueError(f"clean_frames: context_noise must be in [0, 1], got {context_noise}")
         self.context_noise = float(context_noise)
@@ -100,6 +108,7 @@ class CleanFrames(FlowMatching):
             given[i, frames] = True
         keep = ~given[:, None, :, None, None]                        # [B, 1, F, 1, 1]: the frames to make
         x_t = torch.where(keep, add_noise(x0, noise, sigma.to(x0.device)), x0)
+        given_t = torch.zeros(b, f, dtype=torch.long, device=x0.device)     # the given frames' timestep
         if self.context_noise > 0:
             for i, g in enumerate(rng):
                 if names[i] == "continue":
@@ -107,8 +116,11 @@ class CleanFrames(FlowMatching):
                     eps = torch.randn(x0[i].shape, generator=g).to(x0.device)
                     cols = given[i]
                     x_t[i][:, cols] = add_noise(x0[i][:, cols], eps[:, cols], torch.tensor(frac)).to(x_t.dtype)
+                    if self.context_timestep:
+                        given_t[i, cols] = int(sigma_to_timestep(torch.tensor([frac]))[0])
         per_frame = (h // self.patch[1]) * (w // self.patch[2])
-        t = sigma_to_timestep(sigma).to(x0.device)[:, None] * (~given).repeat_interleave(per_frame, dim=1)
+        frame_t = torch.where(given, given_t, sigma_to_timestep(sigma).to(x0.device)[:, None].expand(b, f))
+        t = frame_t.repeat_interleave(per_frame, dim=1)
         pred = model(x_t, t, batch.context, **batch.cond).float()
         if self.focus == 0:
             err = (pred - (noise - x0)).pow(2) * keep

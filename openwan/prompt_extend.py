@@ -1,0 +1,56 @@
+"""Prompt extension: a user's prompt rewritten into the wording the model was trained on, before it is encoded.
+
+The reference ``generate.py`` does this with an LLM (``--use_prompt_extend``: Qwen rewrites the prompt in the
+style of Wan's training captions), because a model follows best the kind of sentence it was trained on. The
+embedded demo's captions come from the demo world's templates, and its text encoder is a frozen random umT5
+(openwan.configs.DEMO_TEXT_ENCODER): a word no training caption uses means nothing to it. Its extender is the
+world's own reader instead of an LLM:
+
+    world   openwan.demo.world_captions.canonical_prompt: the objects a prompt names (colour, shape, motion, a
+            size word), read in any wording the world's parser knows ("a square, red in colour, heading off
+            toward the left edge"), written in the world's canonical caption ("a red square moving to the left";
+            two objects joined by "and"). A prompt it cannot read whole is left as it is. Each part of a prompt
+            schedule ("A | B") is extended alone.
+
+A call takes ``prompt_extend=`` ("world", or "off"; default: the variant's ``SampleDefaults.prompt_extend``, the
+demo's "world"). The settings hold the prompt the model was given as ``prompt`` and, as ``prompt_extend``,
+``{"method": ..., "original": ...}`` when the extension changed it, or "off" when a call turned the model's
+default off; ``--from`` replays either (extending an extended prompt again changes nothing). An LLM
+extender for the published models is not implemented: write the prompt in full.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+METHODS = ("world",)
+OFF = ("off", "none")
+
+
+def resolve(value, default: Optional[str], model: str, demo: bool) -> Optional[str]:
+    """The extension method of a call: ``value`` (None: ``default``; "off" / "none" / False: none), checked
+    against what the model has (``demo``: whether it is the embedded demo, whose world the "world" method
+    reads). Errors name the fix."""
+    if value is None:
+        value = default
+    if value is None or value is False or (isinstance(value, str) and value.lower() in OFF):
+        return None
+    if not isinstance(value, str) or value not in METHODS:
+        raise ValueError(f"prompt_extend must be one of {', '.join(METHODS + OFF)} (or None: the model's default), "
+                         f"got {value!r}")
+    if value == "world" and not demo:
+        raise ValueError(f"prompt_extend='world' rewrites prompts of the embedded demo's world; {model} has no "
+                         f"prompt extender (the reference's LLM extension is not implemented): write the prompt in "
+                         f"full and leave prompt_extend unset")
+    return value
+
+
+def extend(prompt: str, method: Optional[str]) -> str:
+    """``prompt`` extended by ``method`` (None: unchanged); each part of a schedule ("A | B") alone."""
+    if method is None or not isinstance(prompt, str):
+        return prompt
+    from openwan.demo.world_captions import canonical_prompt
+    parts = prompt.split("|")
+    out = [canonical_prompt(p) or p.strip() if p.strip() else p for p in parts]
+    if all(o == p.strip() for o, p in zip(out, parts)):
+        return prompt            # nothing read differently: the prompt as given, spacing and all
+    return " | ".join(out)
