@@ -361,6 +361,9 @@ def cmd_generate(a) -> int:
             dist.destroy_process_group()
     dt = time.perf_counter() - t0
     if rank == 0:
+        extended = result.settings.get("prompt_extend")
+        if isinstance(extended, dict):          # the reference logs its extended prompt too
+            print(f"prompt extended ({extended['method']}): {result.settings['prompt']!r}")
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
     return 0

@@ -105,7 +105,7 @@ def test_a_model_without_an_extender_refuses_it(tmp_path):
     assert "prompt_extend" not in pipe("a red dot rising", **KW).settings
 
 
-def test_the_cli_records_and_replays_it_off(demo, tmp_path, monkeypatch):
+def test_the_cli_records_and_replays_it_off(demo, tmp_path, monkeypatch, capsys):
     from openwan.cli import main
     from openwan.testing import use_demo
     from openwan.video import read_video
@@ -119,7 +119,9 @@ def test_the_cli_records_and_replays_it_off(demo, tmp_path, monkeypatch):
     b = json.loads((tmp_path / "b.json").read_text())["openwan"]
     assert b["prompt"] == words and b["prompt_extend"] == "off"
     assert (read_video(tmp_path / "a.mp4")[0] == read_video(tmp_path / "b.mp4")[0]).all()
+    capsys.readouterr()
     assert main(["generate", words, *common, "-o", "c.mp4"]) == 0
+    assert "prompt extended (world): 'a blue square moving to the right'" in capsys.readouterr().out
     c = json.loads((tmp_path / "c.json").read_text())["openwan"]
     assert c["prompt"] == "a blue square moving to the right" and c["prompt_extend"]["original"] == words
 
