@@ -220,6 +220,11 @@ def cmd_generate(a) -> int:
             flag = inv.get(key)
             if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
                 setattr(a, flag, val)
+        if (a.prompt_extend is None and s.get("prompt_extend") is None and isinstance(s.get("prompt"), str)
+                and not a.prompt_pos and a.prompt == s["prompt"]):
+            from openwan.prompt_extend import extend    # a record from before prompt extension: the prompt as
+            if extend(s["prompt"], "world") != s["prompt"]:     # the model read it (a newer record's is canonical)
+                a.prompt_extend = "off"
         if a.prompt_extend is None and s.get("prompt_extend") == "off":     # the prompt as written, again
             a.prompt_extend = "off"
         long = s.get("long_video")

@@ -119,6 +119,12 @@ def test_the_cli_records_and_replays_it_off(demo, tmp_path, monkeypatch, capsys)
     b = json.loads((tmp_path / "b.json").read_text())["openwan"]
     assert b["prompt"] == words and b["prompt_extend"] == "off"
     assert (read_video(tmp_path / "a.mp4")[0] == read_video(tmp_path / "b.mp4")[0]).all()
+    old = json.loads((tmp_path / "a.json").read_text())                   # a record from before the extension:
+    del old["openwan"]["prompt_extend"]                                   # no key, the prompt as the model read it
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert main(["generate", "--from", "old.json", "-o", "d.mp4", "--quiet"]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["openwan"]["prompt"] == words
+    assert (read_video(tmp_path / "a.mp4")[0] == read_video(tmp_path / "d.mp4")[0]).all()
     capsys.readouterr()
     assert main(["generate", words, *common, "-o", "c.mp4"]) == 0
     assert "prompt extended (world): 'a blue square moving to the right'" in capsys.readouterr().out
