@@ -140,3 +140,17 @@ def test_the_server_takes_it_as_a_string(demo):
     assert check_request({"prompt": "p", "prompt_extend": "off"}, kinds, fps=16)["prompt_extend"] == "off"
     with pytest.raises(RequestError, match="prompt_extend"):
         check_request({"prompt": "p", "prompt_extend": 3}, kinds, fps=16)
+
+
+def test_text_to_image_extends_once_and_keeps_off(tmp_path):
+    """t2i's prepare goes through t2v's: the outer call's choice holds (off stays off), extended once."""
+    from openwan.configs import get_variant
+    base = get_variant("tiny-t2v")
+    variant = base.replace(name="demo-tiny", sample=base.sample.replace(prompt_extend="world"))
+    pipe = load_pipeline(make_tiny_checkpoint(tmp_path / "t2v", "tiny-t2v"), task="t2i", variant=variant,
+                         progress=False)
+    assert pipe.task == "t2i"
+    words = "the blue box slides over toward the right"
+    assert pipe(words, **KW).settings["prompt"] == "a blue square moving to the right"
+    off = pipe(words, prompt_extend="off", **KW).settings
+    assert off["prompt"] == words and off["prompt_extend"] == "off"

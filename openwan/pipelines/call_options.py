@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 # VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the
 # guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/
 # guidance_scale/generator: diffusers' names.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend", "tile", "guide_boundary", "height",
-                "width", "num_frames", "num_inference_steps", "guidance_scale", "generator")
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend",
+                "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps", "guidance_scale",
+                "generator")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
 
@@ -55,10 +56,11 @@ class CallOptions:
                 pending, self._pending = self._pending, {}
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
-                original, (prompt, extended) = prompt, self._extend_prompt(prompt, pending.get("prompt_extend"))
+                outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
+                original, (prompt, extended) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"))
+                                                        if outer else (prompt, None))    # (the outer's, extended)
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
-                outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
                 boundary = pending.get("guide_boundary") if outer else self._guide_boundary
                 kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt, guide_boundary=boundary),
                                                dit_frames=native if long_on else None)
