@@ -341,9 +341,8 @@ def cmd_generate(a) -> int:
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
     import inspect
     params = inspect.signature(pipe.__call__).parameters
-    extra = [k for k in kw if k not in params and k not in ("negative_prompt", "fps", "long_method", "long_overlap",
-                                                            "long_expert", "long_context_noise", "tile",
-                                                            "guide_boundary", "prompt_extend")]
+    from openwan.pipelines.call_options import CALL_OPTIONS
+    extra = [k for k in kw if k not in params and k != "negative_prompt" and k not in CALL_OPTIONS]
     if extra:
         raise CLIError(f"the {pipe.task} task does not take --{', --'.join(extra)}")
     if dist_run:

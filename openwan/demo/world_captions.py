@@ -211,13 +211,17 @@ def parse_prompt(text: str) -> Optional[Attributes]:
     return None
 
 
+def _parts(text: str) -> list:
+    """A prompt's object parts: normalized, split at "and", commas, semicolons and "while", empty ones dropped."""
+    return [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
+
+
 def parse_objects(text: str) -> Optional[list]:
     """The attributes of every object of a prompt ("a red circle moving up and a blue square shrinking"), in
     order, or None if some part does not parse."""
     if not isinstance(text, str):
         return None
-    parts = [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
-    out = [parse_prompt(p) for p in parts]
+    out = [parse_prompt(p) for p in _parts(text)]
     if not out or any(a is None for a in out):
         return None
     return out
@@ -235,7 +239,7 @@ def canonical_prompt(text: str) -> Optional[str]:
     objects = [one] if one is not None else parse_objects(text)
     if objects is None:
         return None
-    parts = [_normalize(text)] if one is not None else [p for p in _SPLIT_RE.split(_normalize(text)) if p.strip()]
+    parts = [_normalize(text)] if one is not None else _parts(text)
     out = []
     for attrs, part in zip(objects, parts):
         sizes = _found(_SIZE_RE, part)

@@ -25,10 +25,9 @@ if TYPE_CHECKING:
 # long_context_noise (0 <= sigma < 1; default: the variant's with the expert, else 0): ``continue`` on a TI2V model
 # gives the carried frames at noise level sigma and says so in their timestep (Diffusion Forcing); prompt_extend
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
-# (openwan.prompt_extend); tile:
-# VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with guide_scale=(low, high), the
-# guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/num_inference_steps/
-# guidance_scale/generator: diffusers' names.
+# (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
+# guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
+# num_inference_steps/guidance_scale/generator: diffusers' names.
 CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend",
                 "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps", "guidance_scale",
                 "generator")
@@ -57,8 +56,8 @@ class CallOptions:
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
                 outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
-                original, (prompt, extended) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"))
-                                                        if outer else (prompt, None))    # (the outer's, extended)
+                original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"))
+                                                      if outer else (prompt, None))    # (the outer's, extended)
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
                 boundary = pending.get("guide_boundary") if outer else self._guide_boundary
@@ -74,9 +73,8 @@ class CallOptions:
                     if outer:
                         self._preparing = False
                 self._plan_long_video(job, prompt, native, long_opts)
-                if extended == "off" or (extended is not None and prompt != original):
-                    job.settings["prompt_extend"] = (extended if extended == "off" else
-                                                     {"method": extended, "original": original})
+                if record is not None:
+                    job.settings["prompt_extend"] = record
                 if self._loras:
                     job.settings["lora"] = [dict(s) for s in self._loras]
                 if fps is not None:
@@ -108,16 +106,17 @@ class CallOptions:
             cls.__call__ = with_options
 
     def _extend_prompt(self, prompt, value) -> tuple:
-        """(the prompt the model is given, what to record): openwan.prompt_extend with the call's ``prompt_extend``
-        over the variant's default; and the method that ran (recorded with the original prompt when it changed
-        it), "off" when the call turned the variant's default off, else None."""
+        """(the prompt the model is given, its settings record): openwan.prompt_extend with the call's
+        ``prompt_extend`` over the variant's default. Recorded: ``{"method", "original"}`` when the extension
+        changed the prompt, "off" when the call turned the variant's default off, else nothing (None)."""
         from openwan import prompt_extend
         from openwan.pipelines.routing import is_demo
         default = self.defaults().prompt_extend
         method = prompt_extend.resolve(value, default, self.variant.name, is_demo(self.variant.name))
         if method is None:
             return prompt, ("off" if default is not None else None)
-        return prompt_extend.extend(prompt, method), method
+        out = prompt_extend.extend(prompt, method)
+        return out, (None if out == prompt else {"method": method, "original": prompt})
 
     def long_video_defaults(self, method=None, overlap=None) -> tuple:
         """(method, overlap) of a long video: what the call named, else the variant's (``long_method``; its
@@ -147,10 +146,13 @@ class CallOptions:
             raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
                              f"(a continuation_model/ folder); leave long_expert unset")
         noise = opts.get("context_noise")
-        if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float))
-                                  or not 0 <= float(noise) < 1):
-            raise ValueError(f"long_context_noise must be a number in [0, 1) (the carried frames' noise level), "
-                             f"got {noise!r}")
+        if noise is not None:           # as validate checks guide_boundary: [0, 1] by number(), then the open end
+            from openwan import validate
+            expect = "a number in [0, 1) (the carried frames' noise level)"
+            noise = validate.number(noise, "long_context_noise", 0.0, 1.0, expect=expect)
+            if noise >= 1.0:
+                raise validate.InvalidArgument("long_context_noise", f"long_context_noise must be {expect}, "
+                                                                     f"got {opts['context_noise']!r}")
         if long is None:
             return
         if noise and (long.method != "continue" or not hasattr(self, "continued_window")):

@@ -101,8 +101,9 @@ class FirstFrameConditioning(Conditioning):
 
 class FirstFrameTimesteps(Wrapper):
     """Per-token timesteps: 0 on the tokens of the conditioning's clean frames (``cond.first_frame`` at the start,
-    ``cond.last_frame`` at the end; ``cond.first_t`` on the first ones when they are given noised), the step's t elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t``
-    flattened in (f, h, w) order); without clean frames the plain t. ``cond`` is the inner denoiser's (a long
+    ``cond.last_frame`` at the end; ``cond.first_t`` on the first ones when they are given noised), the step's t
+    elsewhere ([1, L], the reference's ``mask[0][:, ::2, ::2] * t`` flattened in (f, h, w) order); without clean
+    frames the plain t. ``cond`` is the inner denoiser's (a long
     video's windows set it)."""
 
     @property
@@ -127,11 +128,6 @@ class FirstFrameTimesteps(Wrapper):
         if last is not None:
             t[:, n - (last.shape[1] // pt) * per_frame:] = 0
         return self.inner(x, dataclasses.replace(step, t=t))
-
-
-def context_timestep(sigma: float) -> int:
-    """The timestep of frames at noise level ``sigma``, as training gives it (floor(1000 sigma), at most 999)."""
-    return min(999, int(math.floor(float(sigma) * 1000)))
 
 
 def replace_clean_frames(x: torch.Tensor, first: Optional[torch.Tensor] = None,
@@ -288,9 +284,9 @@ class TextImageToVideo(WanPipeline):
         first_t = 0
         sigma = job.long.context_noise if job.long is not None else 0.0
         if k > 0 and clean is not None and sigma > 0:     # Diffusion Forcing: the carried frames noised, and said so
-            n = clean.shape[1]
-            clean = ((1 - sigma) * clean.float() + sigma * window_noise[:, :n].float()).to(clean.dtype)
-            first_t = context_timestep(sigma)
+            from openwan.sampling import add_noise, timesteps_from_sigmas
+            clean = add_noise(clean.float(), window_noise[:, :clean.shape[1]].float(), sigma).to(clean.dtype)
+            first_t = int(timesteps_from_sigmas([sigma])[0])     # floor(1000 sigma), as training gives it
         cond = dataclasses.replace(cond, first_frame=clean, first_t=first_t)
         return (replace_clean_frames(window_noise, clean, last), cond,
                 lambda step, x, x0: replace_clean_frames(x, clean, last))
