@@ -159,7 +159,8 @@ def _generate_parser(sub):
                    help="vace / v2v: source video (without --task, alone on a t2v or ti2v model: v2v)")
     p.add_argument("--src_mask", default=None, help="mask video or image (white = generate, black = keep): VACE's; "
                         "with a T2V/TI2V model (the demo) masked video-to-video of --src_video")
-    p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated")
+    p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated; the "
+                   "embedded demo: one picture of an object, drawn by its reference expert doing what the prompt says")
     p.add_argument("--context_scale", type=float, default=None, help="vace: strength of the control")
     p.add_argument("--strength", type=float, default=None, help="v2v: noise strength in (0, 1]")
     p.add_argument("--src_fps", type=float, default=None,
@@ -388,9 +389,10 @@ def _route(a, ckpt: str, variant):
         variant = checkpoint_variant(ckpt)          # "demo" or the folder's headers; None: a custom model
     if variant is None:
         return None
-    from openwan.pipelines.routing import route_inputs
+    from openwan.pipelines.routing import has_reference_expert, route_inputs
     try:
-        return route_inputs(variant.task, variant.name, given)
+        return route_inputs(variant.task, variant.name, given,
+                            references="src_ref_images" in given and has_reference_expert(ckpt))
     except ValueError as e:
         raise CLIError(str(e)) from None
 

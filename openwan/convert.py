@@ -159,9 +159,10 @@ def write_components(c, out: PathLike, layout: str, stored: Optional[dict] = Non
         if boundary != variant.sample.boundary:   # a diffusers folder's own boundary_ratio travels in openwan.json
             variant = variant.replace(sample=variant.sample.replace(boundary=boundary))
     (_write_diffusers if layout == "diffusers" else _write_official)(c, variant, out, stored)
-    if c.dit_continue is not None:      # a continuation expert: its own folder, the same layout
-        from openwan.pipelines.components import CONTINUATION_DIR
-        c.dit_continue.save_pretrained(out / CONTINUATION_DIR, layout=layout)
+    from openwan.pipelines.components import CONTINUATION_DIR, REFERENCE_DIR
+    for expert, folder in ((c.dit_continue, CONTINUATION_DIR), (c.dit_reference, REFERENCE_DIR)):
+        if expert is not None:          # an expert: its own folder, the same layout
+            expert.save_pretrained(out / folder, layout=layout)
     write_variant(variant, out)
     return out
 

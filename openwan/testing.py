@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -107,18 +107,21 @@ def make_tiny_demo_v2_checkpoint(path: Union[str, Path], seed: int = 0, size: in
     return path, DEMO_V2_VARIANT.replace(sample=sample)
 
 
-def make_tiny_demo_with_expert(root: Union[str, Path]):
-    """(plain folder, the same folder with a continuation expert of other random weights, variant): the tiny
-    stand-in of :func:`make_tiny_demo_v2_checkpoint` (32 x 32, 5 frames native, 2 steps) under ``root``."""
+def make_tiny_demo_with_expert(root: Union[str, Path], folder: Optional[str] = None):
+    """(plain folder, the same folder with an expert of other random weights, variant): the tiny stand-in of
+    :func:`make_tiny_demo_v2_checkpoint` (32 x 32, 5 frames native, 2 steps) under ``root``; the expert in
+    ``folder`` (default the continuation expert's, ``continuation_model``; ``reference_model`` for a reference
+    expert)."""
     import shutil
     from openwan.models.dit import WanModel
     from openwan.pipelines.components import CONTINUATION_DIR
+    folder = folder or CONTINUATION_DIR
     root = Path(root)
     plain, variant = make_tiny_demo_v2_checkpoint(root / "plain", size=32, frame_num=5, steps=2)
     with_expert = root / "with_expert"
     shutil.copytree(plain, with_expert)
     dit = WanModel.from_pretrained(plain, dtype=torch.float32)
-    randomize_(dit, seed=7).save_pretrained(with_expert / CONTINUATION_DIR)
+    randomize_(dit, seed=7).save_pretrained(with_expert / folder)
     return plain, with_expert, variant
 
 

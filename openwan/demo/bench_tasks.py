@@ -1,4 +1,4 @@
-"""`openwan bench demo --task {t2v,i2v,flf2v,v2v,vace}` and its prompt sets: what each task's videos are graded on.
+"""`openwan bench demo --task {t2v,i2v,flf2v,v2v,vace,r2v}` and its prompt sets: what each task's videos are graded on.
 
 For every case (a prompt and its objects' attributes, :mod:`openwan.demo.bench_sets`) and seed, a world clip of
 those attributes is rendered at the model's size and length (:func:`source_clip`: placement, size and speed drawn
@@ -20,6 +20,11 @@ from ``[BENCH_SEED, case, seed]``, so every model is given the same pictures) an
   (strength 1). Graded as v2v (the prompt's colour made inside the mask, shape and motion kept, track error),
   plus ``psnr_kept``: the PSNR of the output to the source over the pixels the pipeline keeps (outside the
   mask's latent cells, :func:`openwan.pipelines.v2v.latent_mask`, as pixels).
+* ``r2v``: VACE's reference images (reference-to-video): a picture of the object alone, still, at a place and size
+  of its own (:func:`openwan.demo.world.reference_picture`, drawn from ``[BENCH_SEED, case, seed, 6]``), and a
+  prompt that names only the motion (:func:`openwan.demo.world.reference_prompt`: "the object moving to the
+  right"). Graded: color and shape = the picture's (read from it, the prompt does not say them), motion = the
+  prompt's. One-object cases only (the model's reference expert takes one picture).
 
 One-object videos are graded by :func:`openwan.demo.detect.detect`, two-object scenes by
 :func:`~openwan.demo.detect.detect_objects` and :func:`~openwan.demo.detect.match_objects`, per object.
@@ -35,7 +40,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 ATTRIBUTES = ("color", "shape", "motion")
-TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace")
+TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace", "r2v")
 BENCH_SEED = 22
 V2V_COLOR_SHIFT = 3
 V2V_STRENGTH = 0.7
@@ -62,10 +67,18 @@ def source_clip(case, index: int, seed: int, color_shift: int = 0):
 
 def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int,
                 strength: float = V2V_STRENGTH) -> tuple[dict, Optional[np.ndarray]]:
-    """(the pipeline's keyword arguments for the task, the rendered clip uint8 [F, H, W, 3] or None for t2v)."""
+    """(the pipeline's keyword arguments for the task, the rendered clip uint8 [F, H, W, 3] or None for t2v; r2v:
+    the reference picture [1, H, W, 3]). A ``prompt`` among the arguments replaces the case's (r2v's)."""
     from openwan.demo import world
     if task == "t2v":
         return {}, None
+    if task == "r2v":
+        if len(case.objects) != 1:
+            raise ValueError(f"--task r2v grades one object drawn from one reference picture; {case.prompt!r} has "
+                             f"{len(case.objects)} (use --prompts single)")
+        obj = case.objects[0]
+        picture = world.reference_picture(obj, np.random.default_rng([BENCH_SEED, index, seed, 6]), size=size)
+        return {"src_ref_images": [picture], "prompt": world.reference_prompt(obj.motion)}, picture[None]
     clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task in ("v2v", "vace") else 0)
     video = world.render_clip(clip, size=size, frames=frames)
     if task == "vace":
@@ -147,11 +160,14 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
                 tag += "" if case.set == "single" else f"{case.set}_"
                 path = Path(out_dir) / f"{tag}{case.split}_{case.prompt.replace(' ', '_')}_seed{seed}.mp4"
             inputs, source = task_inputs(task, case, i, int(seed), (h, w), frames, strength)
+            prompt = inputs.pop("prompt", case.prompt)
             t0 = time.perf_counter()
-            out = pipe(case.prompt, seed=int(seed), output_path=path, overwrite=True, **inputs, **sample_kw)
+            out = pipe(prompt, seed=int(seed), output_path=path, overwrite=True, **inputs, **sample_kw)
             dt = time.perf_counter() - t0
             video = out.frames[0]
-            rec = {"prompt": case.prompt, "split": case.split, "seed": int(seed)}
+            rec = {"prompt": prompt, "split": case.split, "seed": int(seed)}
+            if prompt != case.prompt:
+                rec["case"] = case.prompt
             if task != "t2v":
                 rec["task"] = task
             if case.set != "single":

@@ -48,7 +48,7 @@ def load_demo_dit(path: Path):
 
 
 def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None,
-           continuation: Optional[Path] = None) -> Path:
+           continuation: Optional[Path] = None, reference: Optional[Path] = None) -> Path:
     """Write a checkpoint folder: official layout (config.json + diffusion_pytorch_model.safetensors, Wan2.1_VAE +
     vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/, openwan.json), every tensor in
     half precision. The DiT is v1's (``DEMO_V1_DIT``) or v2's (``DEMO_V2_DIT``), the variant written its version's
@@ -57,7 +57,9 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     target and swapped in, then loaded back with strict key checks through ``load_pipeline``. Into the package,
     the step caches' calibration of the new DiT is written too (:func:`ship_calibration`). ``continuation``: a
     continuation expert's weights (the same DiT fine-tuned on continuing a video), written as the folder's
-    ``continuation_model/``, run on the later windows of a ``continue`` long video."""
+    ``continuation_model/``, run on the later windows of a ``continue`` long video. ``reference``: a reference
+    expert's weights (the DiT fine-tuned on drawing a reference picture's object), the folder's ``reference_model/``,
+    run when a call gives ``src_ref_images``."""
     from openwan.checkpoints import CheckpointError
     from openwan.configs import (
         DEMO_V1_DIT,
@@ -65,17 +67,20 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
         DEMO_V2_DIT,
         DEMO_V2_VARIANT,
     )
-    from openwan.pipelines.components import CONTINUATION_DIR
+    from openwan.pipelines.components import CONTINUATION_DIR, REFERENCE_DIR
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
     versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
     dit = load_demo_dit(dit_path)
-    expert = None
-    if continuation is not None:
-        expert = load_demo_dit(Path(continuation))
+    experts = {}
+    for folder, what, weights in ((CONTINUATION_DIR, "continuation", continuation), (REFERENCE_DIR, "reference",
+                                                                                     reference)):
+        if weights is None:
+            continue
+        expert = experts[folder] = load_demo_dit(Path(weights))
         if expert.config != dit.config:
-            raise CheckpointError(f"the continuation expert {continuation} is a {expert.config.model_type} DiT of "
-                                  f"patch {expert.config.patch_size}, the main DiT a {dit.config.model_type} of patch "
+            raise CheckpointError(f"the {what} expert {weights} is a {expert.config.model_type} DiT of patch "
+                                  f"{expert.config.patch_size}, the main DiT a {dit.config.model_type} of patch "
                                   f"{dit.config.patch_size}: both must be of the same architecture")
     if dit.config not in versions:
         raise CheckpointError(f"the trained DiT's config is neither DEMO_V1_DIT nor DEMO_V2_DIT: {dit.config}")
@@ -99,8 +104,8 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     if tmp.exists():
         shutil.rmtree(tmp)
     dit.half().save_pretrained(tmp)
-    if expert is not None:
-        expert.half().save_pretrained(tmp / CONTINUATION_DIR)
+    for folder, expert in experts.items():
+        expert.half().save_pretrained(tmp / folder)
     vae.half().save_pretrained(tmp)
     te.save_pretrained(tmp, dtype=torch.float16)
     from openwan.variant_io import write_variant
@@ -119,7 +124,8 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     d = pipe.defaults()
     log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; task {pipe.task}, {d.size} x "
         f"{d.frame_num} frames at {d.fps} fps; DiT dtype {next(pipe.dit.parameters()).dtype}"
-        + ("; with a continuation expert" if pipe.c.dit_continue is not None else ""))
+        + ("; with a continuation expert" if pipe.c.dit_continue is not None else "")
+        + ("; with a reference expert" if pipe.c.dit_reference is not None else ""))
     if package:
         log(f"export: step-cache calibration {ship_calibration(pipe, replaced)}")
     return export_dir

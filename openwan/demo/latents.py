@@ -128,12 +128,15 @@ def load_trained_vae(work_dir: Path):
 def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
                    seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None,
                    size: int = 64, frames: int = 17, extend: int = 0, still: bool = False,
-                   extend_classic: bool = False) -> Path:
+                   extend_classic: bool = False, ref: int = 0) -> Path:
     """Render + encode ``n_clips`` training clips and their captions once (see the module docstring); resumable.
 
     Writes ``work_dir/latents.pt``: {"latents": [N, z, T, h, w] fp32 (normalized; a list when ``extend`` makes
     lengths differ), "captions", "attributes", "text": {caption: [L, D]}, "vae_config", "size", "frames",
-    "extend", and "last_still" [N, z, 1, h, w] with ``still``}. ``motions``: the world's motions to draw from
+    "extend", and "last_still" [N, z, 1, h, w] with ``still``; with ``ref`` k > 0 "ref" [N, z, 1, h, w], the latent
+    of a picture of each clip's first object alone (``world.reference_picture``: its place and size drawn apart,
+    from ``[seed, 6, i]``), and "ref_captions", k captions per clip that name the object as the picture's
+    (``world.reference_caption``)}. ``motions``: the world's motions to draw from
     (default the classic seven); ``looping_share`` instead draws each clip's first object from the looping
     motions with that probability, else from the classic ones. The defaults are the first recipe's (64 px, 17
     frames, nothing extended), whose clips they reproduce."""
@@ -146,7 +149,8 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     out = work_dir / "latents.pt"
     part = work_dir / "latents_partial.pt"
     vae = load_trained_vae(work_dir)
-    keys = ("latents", "captions", "attributes") + (("last_still",) if still else ())
+    keys = (("latents", "captions", "attributes") + (("last_still",) if still else ())
+            + (("ref", "ref_captions") if ref else ()))
     state = {k: [] for k in keys}
     if part.exists():
         state = torch.load(part, map_location="cpu", weights_only=False)
@@ -183,6 +187,14 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
             last = torch.stack([v[:, frames - 1] for _, _, v in clips])
             for z in still_latent(vae, last):
                 state["last_still"].append(z.clone())
+        if ref:
+            pics, start = [], len(state["latents"])
+            for j, (clip, _, _) in enumerate(clips):
+                r = np.random.default_rng([seed, 6, start + j])
+                pics.append(world.to_tensor(world.reference_picture(clip.objects[0], r, size=size)[None]))
+                state["ref_captions"].append([world.reference_caption(clip.objects[0].motion, r) for _ in range(ref)])
+            for z in vae.encode(torch.stack(pics)):
+                state["ref"].append(z.clone())
         for (clip, rng, _), z in zip(clips, lat):
             state["latents"].append(z)
             state["captions"].append(caption_variants(clip, rng, captions))
@@ -192,7 +204,7 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
             _atomic_torch_save(state, part)
             el = time.perf_counter() - t0
             log(f"latents: {done}/{n_clips} clips ({el:.0f}s)")
-    text = encode_captions(state["captions"])
+    text = encode_captions(state["captions"] + state.get("ref_captions", []))
     same = len({tuple(z.shape) for z in state["latents"]}) == 1
     result = {"latents": torch.stack(state["latents"]) if same else list(state["latents"]),
               "captions": state["captions"], "attributes": state["attributes"], "text": text,
@@ -200,6 +212,8 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
               "extend_classic": bool(extend_classic and extend)}
     if still:
         result["last_still"] = torch.stack(state["last_still"])
+    if ref:
+        result.update(ref=torch.stack(state["ref"]), ref_captions=state["ref_captions"])
     _atomic_torch_save(result, out)
     part.unlink(missing_ok=True)
     log(f"latents: saved {out}")
@@ -277,6 +291,9 @@ def merge_latents(paths, out: Path) -> Path:
             if d.get(key) != first.get(key):
                 raise ValueError(f"{p} was made with another {key} than {paths[0]} ({d.get(key)} vs "
                                  f"{first.get(key)}): only latents of the same VAE, size and length merge")
+        if ("ref" in d) != ("ref" in first):
+            raise ValueError(f"{p} and {paths[0]}: one has reference pictures (--ref), the other not; encode both "
+                             f"with or both without --ref")
         if ("last_still" in d) != ("last_still" in first):
             raise ValueError(f"{p} and {paths[0]}: one has last-frame stills (--still), the other not; "
                              f"encode both with or both without --still")
@@ -297,6 +314,9 @@ def merge_latents(paths, out: Path) -> Path:
               "extend_classic": any(d.get("extend_classic", False) for d in parts)}
     if "last_still" in first:
         result["last_still"] = torch.cat([d["last_still"] for d in parts])
+    if "ref" in first:
+        result.update(ref=torch.cat([d["ref"] for d in parts]),
+                      ref_captions=[c for d in parts for c in d["ref_captions"]])
     _atomic_torch_save(result, Path(out))
     log(f"latents: merged {len(latents)} clips from {len(paths)} files into {out}")
     return Path(out)

@@ -300,7 +300,7 @@ WINDOWS_KEPT = ("all", "mid")
 
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all",
-                  windows_kept: str = "all"):
+                  windows_kept: str = "all", reference: bool = False):
     """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
     items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
@@ -309,7 +309,10 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
     do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too).
     ``windows_kept="mid"`` keeps only the windows that start mid-motion (a continuation expert's training: the
-    later windows of a long video start so)."""
+    later windows of a long video start so). ``reference`` (a latents file made with ``--ref``): each item's
+    latent is the clip's reference picture's latent frame followed by the clip's first window, with the clip's
+    captions and its reference captions (a reference expert's training: ``--clean_shares 0,1,0,0`` gives the
+    picture as the clean frame 0, openwan/demo/reference.py)."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     if windows_kept not in WINDOWS_KEPT:
@@ -322,6 +325,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     text = data["text"]
     still = data.get("last_still")
     frames = data.get("frames", DEMO_FRAMES)
+    if reference and "ref" not in data:
+        raise ValueError(f"{latents_file} has no reference pictures: encode it with --stage latents --ref K")
     items = []
     for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
         attrs = data["attributes"][i]
@@ -330,12 +335,14 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
                 "one-object-classic": classic and len(attrs) == 1}[subset]:
             continue
         for win, mid in windows(z, frames):
-            if windows_kept == "mid" and not mid:
+            if windows_kept == "mid" and not mid or reference and mid:
                 continue
-            for c in caps:
+            if reference:
+                win = torch.cat([data["ref"][i], win], dim=1)
+            for c in caps + (data["ref_captions"][i] if reference else []):
                 ctx = text[""] if rng.random() < caption_dropout else text[c]
                 item = {"latent": win, "context": ctx}
-                if still is not None:
+                if still is not None and not reference:
                     item.update(mid=torch.tensor(mid), last_still=still[i])
                 items.append(item)
     return InMemoryLatentDataset(items), data
@@ -426,7 +433,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
               stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all",
-              windows_kept: str = "all") -> Path:
+              windows_kept: str = "all", reference: bool = False) -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_V1_DIT``; v2's is ``DEMO_V2_DIT``) lets experiments try other sizes; export
     takes DEMO_V1_DIT or DEMO_V2_DIT.
@@ -438,7 +445,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
     latents_file = work_dir / "latents.pt"
     if not latents_file.exists():
         raise FileNotFoundError(f"{latents_file} not found: run `python -m openwan.demo.train --stage latents` first")
-    dataset, data = build_dataset(latents_file, caption_dropout, seed, subset, windows_kept)
+    dataset, data = build_dataset(latents_file, caption_dropout, seed, subset, windows_kept, reference)
     log(f"dit: {len(dataset)} training items")
     dit_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (dit_config or DEMO_V1_DIT).to_dict().items()}
     config = {
@@ -521,6 +528,9 @@ def main(argv=None) -> int:
                    help="with --extend: classic clips too, their path spread over the longer clip (a mid-motion "
                         "window of every clip, for a continuation expert)")
     g.add_argument("--still", action="store_true", help="also encode each clip's last frame as a still (flf2v)")
+    g.add_argument("--ref", type=int, default=0, metavar="K",
+                   help="also encode a reference picture of each clip's object and K reference captions (a "
+                        "reference expert's data: --dit_reference)")
     g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
     g.add_argument("--merge", nargs="+", metavar="FILE",
                    help="with --stage merge-latents: these latents files, merged into WORK_DIR/latents.pt")
@@ -553,6 +563,9 @@ def main(argv=None) -> int:
     g.add_argument("--dit_windows", choices=WINDOWS_KEPT, default="all",
                    help="mid: train only on the windows that start mid-motion (--extend; a continuation expert, "
                         "with --clean_shares 0,0,0,1)")
+    g.add_argument("--dit_reference", action="store_true",
+                   help="train on the reference picture's latent then the clip (a reference expert, with "
+                        "--clean_shares 0,1,0,0; latents made with --ref)")
     g.add_argument("--context_noise", type=float, default=0.0,
                    help="clean_frames, continuation: move the given frames toward noise by up to this fraction "
                         "(timestep still 0 on them), as a long video's carried frames are the model's own output")
@@ -575,6 +588,8 @@ def main(argv=None) -> int:
                                          "folder) instead of the run's newest")
     g.add_argument("--continuation_weights", help="also write these DiT weights (the DiT fine-tuned on continuing "
                    "videos, e.g. --clean_shares 0,0,0,1) as the folder's continuation expert (continuation_model/)")
+    g.add_argument("--reference_weights", help="also write these DiT weights (trained with --dit_reference) as the "
+                   "folder's reference expert (reference_model/)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -600,7 +615,7 @@ def main(argv=None) -> int:
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
                            frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
-                           extend_classic=a.extend_classic)
+                           extend_classic=a.extend_classic, ref=a.ref)
         elif stage == "merge-latents":
             if not a.merge:
                 raise ValueError("--stage merge-latents needs --merge FILE FILE ... (latents files to merge)")
@@ -633,10 +648,11 @@ def main(argv=None) -> int:
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
                       stop_at=a.dit_stop_at, validate_every=a.dit_validate_every, objective=objective,
-                      subset=a.dit_subset, windows_kept=a.dit_windows)
+                      subset=a.dit_subset, windows_kept=a.dit_windows, reference=a.dit_reference)
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None,
-                   continuation=Path(a.continuation_weights) if a.continuation_weights else None)
+                   continuation=Path(a.continuation_weights) if a.continuation_weights else None,
+                   reference=Path(a.reference_weights) if a.reference_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -41,7 +41,8 @@ from openwan.demo.world_scene import (  # noqa: F401
 from openwan.demo.world_captions import (  # noqa: F401
     CANONICAL_PHRASE, CAPTION_TEMPLATES, COLOR_SYNONYMS, MOTION_PHRASES, OTHER_COLORS, OTHER_SHAPES,
     SHAPE_SYNONYM_PROB, SHAPE_SYNONYMS, SIZE_WORDS, TWO_OBJECT_JOINERS, WIDE_COLOR_SYNONYM_PROB, WIDE_MOTION_PHRASES,
-    WIDE_TEMPLATES, caption_phrases, caption_templates, describe, make_caption,
+    WIDE_TEMPLATES, REFERENCE_SUBJECTS, caption_phrases, caption_templates, describe, make_caption, reference_caption,
+    reference_prompt,
     outside_world_warning, parse_objects, parse_prompt, understand, warn_outside_world)
 from openwan.demo.world_render import _hw, clip_tensor, from_tensor, render_clip, to_tensor  # noqa: F401
 
@@ -168,6 +169,14 @@ def make_clip(seed: int, split: str = "train", n_objects: int = 1,
     """The clip of a seed (deterministic)."""
     return sample_clip(np.random.default_rng(seed), split=split, n_objects=n_objects, attributes=attributes,
                        motions=motions)
+
+def reference_picture(obj: "WorldObject | Attributes", rng: np.random.Generator, size=64) -> np.ndarray:
+    """uint8 [H, W, 3]: a picture of ``obj``'s color and shape alone, still, at a place and size of its own drawn
+    from ``rng`` (as any still object's): a reference picture that shows what the object looks like, not where it
+    is or how big (VACE's reference images on the demo)."""
+    still = sample_object(rng, obj.color, obj.shape, "still")
+    return render_clip(Clip((still,), ""), size=size, frames=1)[0]
+
 
 def generate(seed: int, size=64, frames: int = 17, split: str = "train", n_objects: int = 1):
     """(uint8 video [F, H, W, 3], Clip) of a seed."""

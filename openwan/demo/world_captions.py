@@ -149,6 +149,24 @@ def make_caption(objects: Sequence["WorldObject | Attributes"], rng: np.random.G
     return first + str(rng.choice(TWO_OBJECT_JOINERS)) + second
 
 
+# A reference picture's captions (VACE's reference-to-video on the demo, ``openwan/demo/reference.py``): the object
+# is named by what it is in the picture, not by color and shape ("the object moving to the right"), so the model
+# has to take its look from the picture. The first subject is the canonical one (the benchmark's).
+REFERENCE_SUBJECTS = ("the object", "an object", "the shape", "a shape", "the same object",
+                      "the object from the picture")
+
+
+def reference_caption(motion: str, rng: np.random.Generator) -> str:
+    """A random caption of an object shown by a reference picture: a subject of :data:`REFERENCE_SUBJECTS` and one
+    of ``motion``'s phrases ("the shape sliding left")."""
+    return f"{rng.choice(REFERENCE_SUBJECTS)} {rng.choice(MOTION_PHRASES[motion])}"
+
+
+def reference_prompt(motion: str) -> str:
+    """The canonical reference caption of ``motion`` ("the object moving to the right")."""
+    return f"{REFERENCE_SUBJECTS[0]} {CANONICAL_PHRASE[motion]}"
+
+
 def _word_pattern(words) -> re.Pattern:
     alts = sorted(set(words), key=len, reverse=True)
     return re.compile(r"\b(" + "|".join(re.escape(w) for w in alts) + r")\b")
@@ -320,11 +338,16 @@ def understand(prompt: str, objects: Optional[int] = None) -> tuple[Attributes, 
     return attrs, problems + own + others
 
 
-def outside_world_warning(prompt: str, objects: Optional[int] = None) -> Optional[str]:
+def outside_world_warning(prompt: str, objects: Optional[int] = None, look_given: bool = False) -> Optional[str]:
     """One line saying what the demo understood from a prompt that lies outside its world, or None (``objects``:
-    as :func:`understand`)."""
+    as :func:`understand`). ``look_given``: a reference picture shows the object, so a prompt without a color
+    or shape ("the object moving to the right") asks nothing outside the world; its motion still counts."""
     objects = scene_objects() if objects is None else objects
     attrs, problems = understand(prompt, objects)
+    if look_given:
+        problems = [p for p in problems if p not in ("no color", "no shape", "nothing it knows")]
+        if attrs.motion is None and "no motion" not in problems:
+            problems.append("no motion")
     if not problems:
         return None
     got = ", ".join(f"{k} {v}" for k, v in attrs._asdict().items() if v is not None) or "nothing"
@@ -335,15 +358,15 @@ def outside_world_warning(prompt: str, objects: Optional[int] = None) -> Optiona
 _warned: set = set()
 
 
-def warn_outside_world(prompt: str, objects: Optional[int] = None) -> Optional[str]:
+def warn_outside_world(prompt: str, objects: Optional[int] = None, look_given: bool = False) -> Optional[str]:
     """Log :func:`outside_world_warning` once per prompt (logger ``openwan.demo``); returns the line or None."""
     objects = scene_objects() if objects is None else objects
-    line = outside_world_warning(prompt, objects)
-    if line is None or (prompt, objects) in _warned:
+    line = outside_world_warning(prompt, objects, look_given)
+    if line is None or (prompt, objects, look_given) in _warned:
         return None
     if len(_warned) > 10_000:     # a long-running server: stay bounded
         _warned.clear()
-    _warned.add((prompt, objects))
+    _warned.add((prompt, objects, look_given))
     import logging
     logging.getLogger("openwan.demo").warning(line)
     return line

@@ -147,15 +147,15 @@ class WanPipeline(CallOptions):
     def default_shift(self, width: int, height: int) -> float:
         return self.defaults().shift
 
-    def warn_outside_world(self, prompt: str) -> None:
+    def warn_outside_world(self, prompt: str, look_given: bool = False) -> None:
         """The embedded demo knows a small world: warn about what a prompt asks that it does not know (each part
-        of a long video's prompt schedule alone; as many objects as this demo model draws). Nothing for other
-        models."""
+        of a long video's prompt schedule alone; as many objects as this demo model draws; ``look_given``: a
+        reference picture shows the object, so no color or shape is missing). Nothing for other models."""
         from openwan.pipelines.routing import is_demo
         if is_demo(self.variant.name):
             from openwan.demo.world_captions import scene_objects, warn_outside_world
             for part in prompt.split("|"):
-                warn_outside_world(part.strip(), scene_objects(self.variant))
+                warn_outside_world(part.strip(), scene_objects(self.variant), look_given)
 
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:
@@ -221,7 +221,8 @@ class WanPipeline(CallOptions):
         try:
             yield module
         finally:
-            leaves = self.offload == "sequential" if module is self.dit or module is self.c.dit_continue else (
+            leaves = self.offload == "sequential" if module is self.dit or module is self.c.dit_continue \
+                or module is self.c.dit_reference else (
                 self.offload == "blocks" or (self.offload == "sequential" and module is not self.c.text_encoder))
             if leaves and self.device != self.offload_device:
                 self.move(module, self.offload_device)

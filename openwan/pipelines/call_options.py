@@ -65,7 +65,7 @@ class CallOptions:
                                                dit_frames=native if long_on else None)
                 boundary = kwargs.pop("guide_boundary")
                 if outer:
-                    self.warn_outside_world(original)       # what the user wrote (the demo: what it cannot draw)
+                    self.warn_outside_world(original, look_given=bool(kwargs.get("src_ref_images")))   # as written
                     self._guide_boundary, self._preparing = boundary, True
                 try:
                     job = prepare(self, kwargs.pop("prompt"), *args, **kwargs)

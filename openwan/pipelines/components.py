@@ -20,7 +20,9 @@ class Components:
     ``boundary`` the switch point read from a diffusers folder (None: the variant's); ``dit_continue`` a
     continuation expert (the folder's ``continuation_model/``, :data:`CONTINUATION_DIR`): a DiT of the same
     architecture fine-tuned on continuing a video, run on the later windows of the ``continue`` long-video
-    method (openwan.pipelines.long)."""
+    method (openwan.pipelines.long); ``dit_reference`` a reference expert (``reference_model/``,
+    :data:`REFERENCE_DIR`): the same architecture fine-tuned to draw the object of a reference picture given as a
+    clean latent frame before the video (VACE's reference images on a TI2V-style model, openwan.pipelines.ti2v)."""
     dit: Any
     vae: Any
     text_encoder: Any
@@ -33,6 +35,7 @@ class Components:
     dit_sources: tuple = ()      # the DiT folders the float weights came from (reloadable: openwan.release)
     t5_cpu: bool = False          # the text encoder was loaded on the CPU to stay there
     dit_continue: Any = None
+    dit_reference: Any = None
 
 
 def _device(device) -> torch.device:
@@ -111,16 +114,17 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
             raise CheckpointError(f"{path}: the two experts differ ({lay.dits[0].name}: {dit.config.model_type}, "
                                   f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
                                   f"{dit_low.config.dim}); both must be of the same architecture")
-    dit_continue = None
-    expert_dir = path / CONTINUATION_DIR
-    if expert_dir.is_dir() and dit_low is not None:
-        raise CheckpointError(f"{expert_dir}: a continuation expert does not combine with Wan 2.2 A14B's two experts "
-                              f"(remove the folder)")
-    if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no continuation expert)
-        dit_continue = load_dit(expert_dir, dit_dtype, home, dit.config)
-        if dit_continue.config != dit.config:
-            raise CheckpointError(f"{expert_dir}: the continuation expert's DiT differs from the main one; both "
-                                  f"must be of the same architecture (remove the folder to run without it)")
+    experts = {}
+    for folder, what in ((CONTINUATION_DIR, "continuation"), (REFERENCE_DIR, "reference")):
+        expert_dir = path / folder
+        if expert_dir.is_dir() and dit_low is not None:
+            raise CheckpointError(f"{expert_dir}: a {what} expert does not combine with Wan 2.2 A14B's two experts "
+                                  f"(remove the folder)")
+        if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no experts)
+            experts[what] = load_dit(expert_dir, dit_dtype, home, dit.config)
+            if experts[what].config != dit.config:
+                raise CheckpointError(f"{expert_dir}: the {what} expert's DiT differs from the main one; both "
+                                      f"must be of the same architecture (remove the folder to run without it)")
     if lay.expand_timesteps and dit.config.model_type != "ti2v":
         raise CheckpointError(f"{path}: model_index.json sets expand_timesteps (Wan 2.2 TI2V) but the DiT is "
                               f"{dit.config.model_type!r} with {dit.config.in_dim} input channels, not a TI2V-5B DiT")
@@ -146,12 +150,14 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                                                      if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
                       boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu,
-                      dit_continue=dit_continue)
+                      dit_continue=experts.get("continuation"), dit_reference=experts.get("reference"))
 
 
 # A checkpoint folder's continuation expert (Components.dit_continue): a DiT folder (the layout of the main DiT's)
 # in this subfolder.
 CONTINUATION_DIR = "continuation_model"
+# ... and its reference expert (Components.dit_reference), the same way.
+REFERENCE_DIR = "reference_model"
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

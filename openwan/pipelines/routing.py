@@ -5,8 +5,9 @@ first-last-frame-to-video itself (:class:`~openwan.pipelines.ti2v.TextImageToVid
 run there (:func:`pipeline_task`). A command line without ``--task`` picks the pipeline from its inputs
 (:func:`route_inputs`): a source video alone is video-to-video (SDEdit) for a text-to-video or TI2V model, and with
 a mask (``src_mask``, VACE's inpainting input) masked video-to-video (the white region generated, the rest kept);
-VACE's other inputs (reference images, context scale) need a VACE model, and a picture needs a model that takes
-pictures; both refused before anything loads, naming what to use instead.
+reference images go to a TI2V-style model's reference expert where the checkpoint has one (``reference_model/``:
+the embedded demo), else, like the context scale, need a VACE model; a picture needs a model that takes pictures;
+both refused before anything loads, naming what to use instead.
 """
 from __future__ import annotations
 
@@ -50,12 +51,31 @@ def no_picture_message(name: str, task: str, given: Iterable[str]) -> str:
             f"i2v-A14B or ti2v-5B for --image; flf2v-14B or ti2v-5B for --first_frame/--last_frame)")
 
 
-def route_inputs(own_task: str, name: str, given: Iterable[str]) -> Optional[str]:
+def has_reference_expert(ckpt) -> bool:
+    """Whether the checkpoint ("demo" or a folder) has a reference expert (``reference_model/``)."""
+    from pathlib import Path
+
+    from openwan.pipelines.components import REFERENCE_DIR
+    if ckpt is None or str(ckpt) == "demo":
+        from openwan.demo import demo_checkpoint_dir
+        ckpt = demo_checkpoint_dir()
+    return (Path(ckpt) / REFERENCE_DIR).is_dir()
+
+
+def route_inputs(own_task: str, name: str, given: Iterable[str], references: bool = False) -> Optional[str]:
     """The pipeline task for a request without an explicit task, from the checkpoint's own task and the input
-    names given; None keeps the checkpoint's own. Raises ValueError (naming what to use) for inputs the model
+    names given; None keeps the checkpoint's own. ``references``: the checkpoint has a reference expert (a TI2V
+    model then takes ``src_ref_images`` itself). Raises ValueError (naming what to use) for inputs the model
     cannot take."""
     given = list(dict.fromkeys(given))
     if own_task == "vace":
+        return None
+    if own_task == "ti2v" and references and "src_ref_images" in given:
+        others = [g for g in given if g not in ("src_ref_images",)]
+        if others:
+            raise ValueError(f"--src_ref_images (reference-to-video with the model's reference expert) takes a "
+                             f"prompt and one picture; it does not combine with "
+                             f"{', '.join('--' + g for g in others)}")
         return None
     vace = [g for g in given if g in (VACE_LAYER_INPUTS if own_task in ("t2v", "ti2v") else VACE_INPUTS)]
     if vace:
@@ -74,4 +94,4 @@ def route_inputs(own_task: str, name: str, given: Iterable[str]) -> Optional[str
     return None
 
 
-__all__ = ["pipeline_task", "route_inputs", "no_vace_message", "no_picture_message", "VACE_INPUTS"]
+__all__ = ["pipeline_task", "route_inputs", "has_reference_expert", "no_vace_message", "no_picture_message", "VACE_INPUTS"]

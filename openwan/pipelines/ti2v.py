@@ -17,6 +17,14 @@ image's aspect whose sides are multiples of the VAE's stride x the patch (32 for
 size only (its variant lists one size: the embedded demo, 128*128) takes the pictures cover-scaled and
 centre-cropped to that size instead. The last picture is fitted to the output size the same way.
 Text-to-video uses the size as given (1280*704 or 704*1280 for the published model). fps 24 (the demo: 16).
+
+Reference images (VACE's ``src_ref_images``) on a checkpoint with a reference expert (``reference_model/``: the
+embedded demo has one): the picture's latent (fitted as the first picture is, encoded alone) stands before the
+video's latent frames as a clean frame, timestep 0 on its tokens, re-imposed after every step, and is dropped
+before decoding, as VACE prepends and drops its reference frames (so the call is image-to-video of the picture
+one latent frame longer, on the expert, its first latent frame dropped); the expert, trained so
+(``openwan/demo/train.py --dit_reference``), runs instead of the main DiT and draws the picture's object doing
+what the prompt says, where and as big as the video needs, not where the picture shows it.
 """
 from __future__ import annotations
 
@@ -178,9 +186,10 @@ class TextImageToVideo(WanPipeline):
                  guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
                  seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                  overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
-                 return_frames: bool = True, callback=None, step_cache: Optional[str] = None) -> GenerationOutput:
+                 return_frames: bool = True, callback=None, step_cache: Optional[str] = None,
+                 src_ref_images=None) -> GenerationOutput:
         job = self.prepare(prompt, negative_prompt=negative_prompt, image=image, first_frame=first_frame,
-                           last_frame=last_frame, size=size, frame_num=frame_num,
+                           last_frame=last_frame, src_ref_images=src_ref_images, size=size, frame_num=frame_num,
                            sample_steps=sample_steps, sample_shift=sample_shift, guide_scale=guide_scale,
                            sample_solver=sample_solver, seed=seed, output_type=output_type, output_path=output_path,
                            overwrite=overwrite, cfg_batch=cfg_batch, strict_size=strict_size,
@@ -199,8 +208,12 @@ class TextImageToVideo(WanPipeline):
                 guide_scale: Optional[float] = None, sample_solver: Optional[str] = None,
                 seed: Optional[int] = None, output_type: str = "uint8", output_path: Optional[PathLike] = None,
                 overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
-                return_frames: bool = True, step_cache: Optional[str] = None) -> Job:
+                return_frames: bool = True, step_cache: Optional[str] = None, src_ref_images=None) -> Job:
         """Validate, encode the prompts (and the pictures), draw the noise: a :class:`Job` for :meth:`run`."""
+        refs = self.reference_pictures(src_ref_images, image, first_frame, last_frame)
+        if refs and (frame_num or 0) > self.defaults().frame_num:
+            raise ValueError(f"src_ref_images: up to the model's native length ({self.defaults().frame_num} frames), "
+                             f"got frame_num {frame_num}; a longer video from a reference picture is not supported")
         if image is not None and first_frame is not None:
             raise ValueError("image and first_frame both give the first frame: pass one of them (first_frame "
                              "with last_frame for first-last-frame-to-video)")
@@ -234,6 +247,9 @@ class TextImageToVideo(WanPipeline):
             extra = {"video_size": f"{out_w}*{out_h}", what: source_name(first_src)}
         if end is not None:
             extra["last_frame"] = source_name(last_frame)
+        names = [source_name(r) for r in src_refs_list(src_ref_images)]
+        if refs and all(names):         # (VACE's record: the paths, comma-separated, as the CLI takes them)
+            extra["src_ref_images"] = ",".join(names)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **extra, **sp.settings())
         check_output_free(output_path, overwrite)
@@ -247,14 +263,43 @@ class TextImageToVideo(WanPipeline):
                 if end is not None:
                     x = crop_to(end, out_w, out_h)
                     z_last = still_latent(vae, x[None].to(vae.device, vae.dtype))[0].float().to(self.device)
+        if refs:                # the reference pictures' latents stand first, clean; the video follows
+            with self.resident(vae), torch.inference_mode():
+                z = torch.cat([vae.encode(crop_to(r, out_w, out_h)[None, :, None].to(vae.device, vae.dtype))[0]
+                               for r in refs], dim=1).float().to(self.device)
+            noise = make_noise((vae.z_dim, len(refs) + latent_frames, out_h // s, out_w // s), sp.seed, self.device)
         cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z, last_frame=z_last,
                                       length=None if z_last is None else latent_frames)
         job = self.make_job(settings, replace_clean_frames(noise, z, z_last), cond, sp,
                             cfg_batch=cfg_batch, step_cache=step_cache, output_type=output_type,
                             output_path=output_path, overwrite=overwrite, return_frames=return_frames)
+        if refs:
+            job.drop_frames, job.dit = len(refs), self.c.dit_reference
         if z is not None:
             job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
+
+    def reference_pictures(self, src_ref_images, image, first_frame, last_frame) -> list:
+        """The call's reference pictures (uint8 [H, W, 3]; [] without), checked: they need the checkpoint's
+        reference expert, stand in the place of a first picture, and are one (what the expert is trained on)."""
+        from openwan.pipelines.components import REFERENCE_DIR
+        refs = src_refs_list(src_ref_images)
+        if not refs:
+            return []
+        if self.c.dit_reference is None:
+            raise ValueError(f"src_ref_images: {self.c.source or 'this checkpoint'} has no reference expert (a "
+                             f"{REFERENCE_DIR}/ folder, a DiT trained to draw a reference picture's object; the "
+                             f"embedded demo has one); for reference images use it or a VACE checkpoint (--task "
+                             f"vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B)")
+        given = [n for n, v in (("image", image), ("first_frame", first_frame), ("last_frame", last_frame))
+                 if v is not None]
+        if given:
+            raise ValueError(f"src_ref_images and {', '.join(given)} exclude each other here: the reference picture "
+                             f"takes the place of the first picture; give one or the other")
+        if len(refs) > 1:
+            raise ValueError(f"src_ref_images: {len(refs)} pictures given; this checkpoint's reference expert is "
+                             f"trained on one reference picture: give one")
+        return [load_image(r, f"src_ref_images[{i}]") for i, r in enumerate(refs)]
 
     def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None, dit=None):
         """The guided DiT; with pictures, timestep 0 on the clean frames' tokens (:class:`FirstFrameTimesteps`);
@@ -290,6 +335,12 @@ class TextImageToVideo(WanPipeline):
         cond = dataclasses.replace(cond, first_frame=clean, first_t=first_t)
         return (replace_clean_frames(window_noise, clean, last), cond,
                 lambda step, x, x0: replace_clean_frames(x, clean, last))
+
+
+def src_refs_list(src_ref_images) -> list:
+    """``src_ref_images`` as a list (VACE's forms: a list, one comma-separated string of paths, one picture)."""
+    from openwan.pipelines.vace import parse_ref_images
+    return parse_ref_images(src_ref_images)
 
 
 PIPELINE = TextImageToVideo

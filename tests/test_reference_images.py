@@ -1,0 +1,260 @@
+"""VACE's reference images on a TI2V-style model with a reference expert (``reference_model/``,
+Components.dit_reference; openwan.pipelines.ti2v): the picture's latent stands clean before the video's latent
+frames (timestep 0 on its tokens), the expert runs instead of the main DiT, and the frame is dropped before
+decoding. Tiny random stand-in of the embedded demo (openwan.testing.make_tiny_demo_v2_checkpoint, 32 x 32, 5
+frames native); the world's reference pictures and captions; the recipe's data; the benchmark's r2v task."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from openwan.pipelines import load_pipeline
+from openwan.pipelines.components import REFERENCE_DIR
+from openwan.testing import make_tiny_demo_with_expert
+
+KW = dict(sample_steps=2, seed=4, output_type="latent")
+PROMPT = "the object moving to the right"
+VARIANT = None
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """(plain folder, the same folder with a reference expert of other weights)."""
+    global VARIANT
+    plain, with_ref, VARIANT = make_tiny_demo_with_expert(tmp_path_factory.mktemp("ref"), REFERENCE_DIR)
+    return plain, with_ref
+
+
+def _load(folder, **defaults):
+    variant = VARIANT if not defaults else dataclasses.replace(VARIANT, sample=VARIANT.sample.replace(**defaults))
+    return load_pipeline(folder, variant=variant, progress=False)
+
+
+def _picture(seed=0, size=32):
+    from openwan.demo import world
+    obj = world.Attributes("red", "square", "still")
+    return world.reference_picture(obj, np.random.default_rng(seed), size=size)
+
+
+def _calls(module):
+    seen = []
+    return seen, module.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
+
+
+def test_a_reference_call_is_image_to_video_on_the_expert_one_latent_frame_longer(folders):
+    """The reference's latent is latent frame 0 of a video one latent frame longer, exactly image-to-video of the
+    picture run on the expert; that frame is dropped from the output."""
+    _, with_ref = folders
+    pipe = _load(with_ref, frame_num=9)            # native 9 frames: the 3-latent-frame i2v call is not long
+    pic = _picture()
+    out = pipe(PROMPT, src_ref_images=[pic], frame_num=5, **KW)
+    assert out.latents.shape[1] == 2                                         # (5 - 1) / 4 + 1: the reference dropped
+    job = pipe.prepare(PROMPT, image=pic, frame_num=9, **KW)
+    job.dit = pipe.c.dit_reference
+    i2v = pipe.run(job)
+    assert torch.equal(out.latents, i2v[:, 1:])
+    assert out.settings["frame_num"] == 5
+
+
+def test_the_expert_runs_with_the_reference_clean_at_timestep_0(folders):
+    _, with_ref = folders
+    pipe = _load(with_ref)
+    pic = _picture()
+    main_seen, h1 = _calls(pipe.dit)
+    ref_seen, h2 = _calls(pipe.c.dit_reference)
+    try:
+        pipe(PROMPT, src_ref_images=[pic], **KW)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert not main_seen and ref_seen
+    from openwan.pipelines.ti2v import crop_to
+    z = pipe.vae.encode(crop_to(pic, 32, 32)[None, :, None])[0].float()     # [C, 1, h, w]
+    per_frame = (z.shape[2] // 2) * (z.shape[3] // 2)                          # patch (1, 2, 2)
+    for x, t in ref_seen:
+        assert x.shape[2] == 3                                                 # 1 reference + 2 video latent frames
+        assert torch.equal(x[:, :, :1].float(), z[None].expand(x.shape[0], -1, -1, -1, -1))
+        assert (t[:, :per_frame] == 0).all() and (t[:, per_frame:] > 0).all()
+    # without a reference the same folder runs the main DiT only
+    main_seen, h1 = _calls(pipe.dit)
+    ref_seen, h2 = _calls(pipe.c.dit_reference)
+    try:
+        pipe("a red square staying still", **KW)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert main_seen and not ref_seen
+
+
+def test_bad_reference_requests_are_named(folders):
+    plain, with_ref = folders
+    pic = _picture()
+    with pytest.raises(ValueError, match="no reference expert"):
+        _load(plain)(PROMPT, src_ref_images=[pic], **KW)
+    pipe = _load(with_ref)
+    with pytest.raises(ValueError, match="exclude each other"):
+        pipe(PROMPT, src_ref_images=[pic], image=pic, **KW)
+    with pytest.raises(ValueError, match="trained on one reference picture"):
+        pipe(PROMPT, src_ref_images=[pic, pic], **KW)
+    with pytest.raises(ValueError, match="native length"):
+        pipe(PROMPT, src_ref_images=[pic], frame_num=9, **KW)
+
+
+def test_routing_sends_references_to_the_expert_only_where_there_is_one(folders):
+    from openwan.pipelines.routing import has_reference_expert, route_inputs
+    plain, with_ref = folders
+    assert has_reference_expert(with_ref) and not has_reference_expert(plain)
+    assert route_inputs("ti2v", "demo", ["src_ref_images"], references=True) is None
+    with pytest.raises(ValueError, match="VACE layers"):
+        route_inputs("ti2v", "demo", ["src_ref_images"], references=False)
+    with pytest.raises(ValueError, match="does not combine with --src_video"):
+        route_inputs("ti2v", "demo", ["src_ref_images", "src_video"], references=True)
+    with pytest.raises(ValueError, match="VACE layers"):
+        route_inputs("t2v", "t2v-1.3B", ["src_ref_images"], references=True)
+
+
+def test_the_cli_takes_a_reference_picture_and_replays_it(folders, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from openwan.cli import main
+    from openwan.testing import use_demo
+    from openwan.video import read_video
+    plain, with_ref = folders
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(_picture()).save(tmp_path / "ref.png")
+    common = ["--sample_steps", "2", "--base_seed", "4", "--size", "32*32", "--quiet"]
+    use_demo(monkeypatch, plain, VARIANT)                 # no expert: refused before anything loads
+    assert main(["generate", PROMPT, *common, "--src_ref_images", "ref.png", "-o", "no.mp4"]) == 2
+    assert not (tmp_path / "no.mp4").exists()
+    use_demo(monkeypatch, with_ref, VARIANT)
+    assert main(["generate", PROMPT, *common, "--src_ref_images", "ref.png", "-o", "a.mp4"]) == 0
+    rec = json.loads((tmp_path / "a.json").read_text())["openwan"]
+    assert rec["src_ref_images"] == "ref.png" and rec["frame_num"] == 5
+    assert main(["generate", "--from", "a.json", "-o", "b.mp4", "--quiet"]) == 0
+    a, b = read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0]
+    assert a.shape[0] == 5 and (a == b).all()
+
+
+def test_convert_keeps_the_reference_expert(folders, tmp_path):
+    from openwan.convert import write_components
+    from openwan.pipelines.components import load_components
+    _, with_ref = folders
+    c = load_components(with_ref, variant=VARIANT)
+    out = write_components(c, tmp_path / "diffusers", "diffusers")
+    back = load_components(out, variant=VARIANT)
+    assert back.dit_reference is not None
+    for (k, v), (k2, v2) in zip(c.dit_reference.state_dict().items(), back.dit_reference.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_the_server_takes_a_reference_picture(folders):
+    from openwan.serve.params import parameter_kinds
+    _, with_ref = folders
+    assert parameter_kinds(_load(with_ref))["src_ref_images"] == "file"
+
+
+# ------------------------------------------------------------------ the world's reference pictures and captions
+
+def test_a_reference_picture_shows_the_object_anywhere():
+    from openwan.demo import detect, world
+    for color, shape in (("red", "square"), ("blue", "circle"), ("white", "triangle")):
+        obj = world.Attributes(color, shape, "right")
+        centers = []
+        for seed in range(3):
+            pic = world.reference_picture(obj, np.random.default_rng(seed), size=64)
+            det = detect.detect(np.repeat(pic[None], 5, axis=0))
+            assert (det["color"], det["shape"], det["motion"]) == (color, shape, "still")
+            centers.append(tuple(np.round(det["measurements"]["centroid_start"], 3)))
+        assert len(set(centers)) == 3                     # a place of its own per draw
+
+
+def test_a_reference_prompt_without_a_look_draws_no_warning():
+    from openwan.demo.world_captions import outside_world_warning
+    assert "no color" in outside_world_warning("the object moving to the right", 2)
+    assert outside_world_warning("the object moving to the right", 2, look_given=True) is None
+    assert "no motion" in outside_world_warning("the object", 2, look_given=True)
+    assert "unknown shape 'star'" in outside_world_warning("a star moving up", 2, look_given=True)
+
+
+def test_reference_captions_name_the_motion_not_the_look():
+    from openwan.demo import world
+    rng = np.random.default_rng(0)
+    for motion in world.MOTIONS:
+        for _ in range(5):
+            cap = world.reference_caption(motion, rng)
+            assert any(cap.startswith(s + " ") for s in world.REFERENCE_SUBJECTS)
+            assert cap.split(" ", 2)[-1] in world.MOTION_PHRASES[motion] or \
+                any(cap.endswith(p) for p in world.MOTION_PHRASES[motion])
+            assert not any(c in cap.split() for c in world.COLOR_NAMES)
+            assert not any(s in cap.split() for s in world.SHAPES)
+    assert world.reference_prompt("right") == "the object moving to the right"
+
+
+# ------------------------------------------------------------------ the recipe's data
+
+def test_latents_with_references_and_a_reference_dataset(tmp_path):
+    from openwan.configs import DEMO_VAE
+    from openwan.demo import world
+    from openwan.demo.latents import encode_latents
+    from openwan.demo.train import build_dataset
+    from openwan.models.vae import WanVAE
+    from openwan.testing import randomize_
+    vae = randomize_(WanVAE(DEMO_VAE), 1, std=0.05).eval()
+    vae.save_pretrained(tmp_path / "vae")
+    path = encode_latents(tmp_path, n_clips=3, captions=2, seed=5, size=32, frames=5, ref=2, batch=2)
+    data = torch.load(path, weights_only=False)
+    assert data["ref"].shape == (3, 16, 1, 4, 4) and [len(c) for c in data["ref_captions"]] == [2, 2, 2]
+    # clip 2's reference: its object's picture drawn from [seed, 6, 2], encoded alone by the (fp16-rounded) VAE
+    clip_rng = np.random.default_rng([5, 4, 2])
+    clip_rng.random()                                                  # (the two-object draw)
+    clip = world.sample_clip(clip_rng, split="train", motions=world.CLASSIC_MOTIONS)
+    rng = np.random.default_rng([5, 6, 2])
+    pic = world.reference_picture(clip.objects[0], rng, size=32)
+    from openwan.demo.latents import load_trained_vae
+    z = load_trained_vae(tmp_path).encode(world.to_tensor(pic[None])[None])[0]
+    assert torch.allclose(data["ref"][2], z, atol=1e-5 * float(z.abs().max()) + 1e-6)
+    assert data["ref_captions"][2] == [world.reference_caption(clip.objects[0].motion, rng) for _ in range(2)]
+    for caps in data["captions"] + data["ref_captions"]:
+        assert all(c in data["text"] for c in caps)
+    ds, _ = build_dataset(path, caption_dropout=0.0, reference=True)
+    assert len(ds) == 3 * 4                                            # 2 captions + 2 reference captions per clip
+    item = ds[0]
+    assert item["latent"].shape[1] == 1 + data["latents"].shape[2]
+    assert torch.equal(item["latent"][:, :1], data["ref"][0]) and torch.equal(item["latent"][:, 1:], data["latents"][0])
+    plain, _ = build_dataset(path, caption_dropout=0.0)
+    assert len(plain) == 3 * 2 and plain[0]["latent"].shape[1] == data["latents"].shape[2]
+
+
+def test_a_reference_dataset_needs_reference_latents(tmp_path):
+    from openwan.demo.train import build_dataset
+    torch.save({"latents": torch.zeros(1, 16, 2, 4, 4), "captions": [["a"]], "attributes": [[("red", "square",
+                "left")]], "text": {"a": torch.zeros(2, 4), "": torch.zeros(2, 4)}, "frames": 5}, tmp_path / "l.pt")
+    with pytest.raises(ValueError, match="--ref"):
+        build_dataset(tmp_path / "l.pt", reference=True)
+
+
+# ------------------------------------------------------------------ the benchmark's r2v task
+
+def test_bench_r2v_grades_the_picture_s_look_and_the_prompt_s_motion(folders, tmp_path, monkeypatch):
+    from openwan.demo.bench import main
+    from openwan.testing import use_demo
+    plain, with_ref = folders
+    use_demo(monkeypatch, with_ref, VARIANT)
+    out = tmp_path / "r.json"
+    assert main(["--task", "r2v", "--limit", "1", "--seeds", "1", "--sample_steps", "2", "--quiet",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    recs = res["videos"]
+    assert len(recs) == 2 and {r["split"] for r in recs} == {"seen", "heldout"}
+    from openwan.demo import world
+    for r in recs:
+        assert r["task"] == "r2v" and r["prompt"] == world.reference_prompt(r["expected"]["motion"])
+        assert r["case"] != r["prompt"]
+    use_demo(monkeypatch, plain, VARIANT)
+    with pytest.raises(ValueError, match="reference expert"):
+        main(["--task", "r2v", "--limit", "1", "--seeds", "1", "--quiet"])
+    use_demo(monkeypatch, with_ref, VARIANT)
+    with pytest.raises(ValueError, match="--prompts single"):
+        main(["--task", "r2v", "--prompts", "two_objects", "--limit", "1", "--seeds", "1", "--quiet"])
