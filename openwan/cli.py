@@ -392,7 +392,7 @@ def _route(a, ckpt: str, variant):
     from openwan.pipelines.routing import has_reference_expert, route_inputs
     try:
         return route_inputs(variant.task, variant.name, given,
-                            references="src_ref_images" in given and has_reference_expert(ckpt))
+                            references=has_reference_expert(ckpt))
     except ValueError as e:
         raise CLIError(str(e)) from None
 

@@ -10,7 +10,11 @@ world's own reader instead of an LLM:
             size word), read in any wording the world's parser knows ("a square, red in colour, heading off
             toward the left edge"), written in the world's canonical caption ("a red square moving to the left";
             two objects joined by "and"). A prompt it cannot read whole is left as it is. Each part of a prompt
-            schedule ("A | B") is extended alone.
+            schedule ("A | B") is extended alone. With a picture (a reference image, or the first frame) the
+            extender also looks at it, as the reference's extender does with a vision-language model for
+            image-to-video: a prompt that says what the object does but not what it looks like ("the object
+            moving to the right") gets the color and shape of the object in the picture
+            (openwan.demo.detect), "a red square moving to the right".
 
 A call takes ``prompt_extend=`` ("world", or "off"; default: the variant's ``SampleDefaults.prompt_extend``, the
 demo's "world"). The settings hold the prompt the model was given as ``prompt`` and, as ``prompt_extend``,
@@ -44,13 +48,40 @@ def resolve(value, default: Optional[str], model: str, demo: bool) -> Optional[s
     return value
 
 
-def extend(prompt: str, method: Optional[str]) -> str:
-    """``prompt`` extended by ``method`` (None: unchanged); each part of a schedule ("A | B") alone."""
+def extend(prompt: str, method: Optional[str], look: Optional[tuple] = None) -> str:
+    """``prompt`` extended by ``method`` (None: unchanged); each part of a schedule ("A | B") alone. ``look``:
+    (color, shape) of the object in the call's picture (:func:`picture_look`), for a part that names neither or
+    one of them and nothing outside the world."""
     if method is None or not isinstance(prompt, str):
         return prompt
-    from openwan.demo.world_captions import canonical_prompt
     parts = prompt.split("|")
-    out = [canonical_prompt(p) or p.strip() if p.strip() else p for p in parts]
+    out = [_extend_part(p, look) or p.strip() if p.strip() else p for p in parts]
     if all(o == p.strip() for o, p in zip(out, parts)):
         return prompt            # nothing read differently: the prompt as given, spacing and all
     return " | ".join(out)
+
+
+def _extend_part(part: str, look: Optional[tuple]) -> Optional[str]:
+    from openwan.demo.world_captions import CANONICAL_PHRASE, canonical_prompt, understand
+    out = canonical_prompt(part)
+    if out is not None or look is None:
+        return out
+    attrs, problems = understand(part, 1)
+    if attrs.motion is None or any(p not in ("no color", "no shape") for p in problems):
+        return None
+    return f"a {attrs.color or look[0]} {attrs.shape or look[1]} {CANONICAL_PHRASE[attrs.motion]}"
+
+
+def picture_look(picture) -> Optional[tuple]:
+    """(color, shape) of the one object of the demo world in ``picture`` (uint8 [H, W, 3]), read by the world's
+    detector (openwan.demo.detect, on the picture held still for 5 frames); None when it finds none."""
+    import numpy as np
+
+    from openwan.demo import detect
+    pic = np.asarray(picture)
+    if pic.dtype != np.uint8 or pic.ndim != 3 or pic.shape[-1] != 3:
+        return None
+    det = detect.detect(np.repeat(pic[None], 5, axis=0))
+    if not det.get("found") or det.get("color") is None or det.get("shape") is None:
+        return None
+    return det["color"], det["shape"]

@@ -113,6 +113,8 @@ def test_routing_sends_references_to_the_expert_only_where_there_is_one(folders)
         route_inputs("ti2v", "demo", ["src_ref_images", "src_video"], references=True)
     with pytest.raises(ValueError, match="VACE layers"):
         route_inputs("t2v", "t2v-1.3B", ["src_ref_images"], references=True)
+    with pytest.raises(ValueError, match="reference expert"):          # the context scale: what it has instead
+        route_inputs("ti2v", "demo", ["context_scale"], references=True)
 
 
 def test_the_cli_takes_a_reference_picture_and_replays_it(folders, tmp_path, monkeypatch):
@@ -258,3 +260,34 @@ def test_bench_r2v_grades_the_picture_s_look_and_the_prompt_s_motion(folders, tm
     use_demo(monkeypatch, with_ref, VARIANT)
     with pytest.raises(ValueError, match="--prompts single"):
         main(["--task", "r2v", "--prompts", "two_objects", "--limit", "1", "--seeds", "1", "--quiet"])
+
+
+# ------------------------------------------------------------------ the prompt extension looks at the picture
+
+def test_the_world_extender_takes_the_look_from_the_picture():
+    from openwan import prompt_extend
+    from openwan.demo import world
+    pic = world.reference_picture(world.Attributes("purple", "triangle", "up"), np.random.default_rng(1), 128)
+    look = prompt_extend.picture_look(pic)
+    assert look == ("purple", "triangle")
+    assert prompt_extend.extend("the object moving to the right", "world", look) == \
+        "a purple triangle moving to the right"
+    assert prompt_extend.extend("the blue one going up", "world", look) == "a blue triangle moving up"
+    assert prompt_extend.extend("a white circle sinking", "world", look) == "a white circle moving down"  # as said
+    for unread in ("the object", "a star moving up", "the object moving to the right"):
+        assert prompt_extend.extend(unread, "world", None if unread.endswith("right") else look) == unread
+    assert prompt_extend.picture_look(np.full((64, 64, 3), 32, np.uint8)) is None          # nothing in it
+
+
+def test_a_reference_call_extends_its_prompt_from_the_picture(folders):
+    _, with_ref = folders
+    pipe = _load(with_ref)
+    pic = _picture(size=64)                       # a red square (fitted to the model's 32 x 32)
+    out = pipe(PROMPT, src_ref_images=[pic], **KW)
+    assert out.settings["prompt"] == "a red square moving to the right"
+    assert out.settings["prompt_extend"] == {"method": "world", "original": PROMPT}
+    off = pipe(PROMPT, src_ref_images=[pic], prompt_extend="off", **KW)
+    assert off.settings["prompt"] == PROMPT and off.settings["prompt_extend"] == "off"
+    assert not torch.equal(out.latents, off.latents)
+    i2v = pipe(PROMPT, image=pic, **KW)                                  # the first frame shows it too
+    assert i2v.settings["prompt"] == "a red square moving to the right"

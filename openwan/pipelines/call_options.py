@@ -56,7 +56,9 @@ class CallOptions:
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
                 outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
-                original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"))
+                picture = next((kwargs[k] for k in ("src_ref_images", "image", "first_frame")
+                                if kwargs.get(k) is not None), None)          # what a picture shows, for the extender
+                original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"), picture)
                                                       if outer else (prompt, None))    # (the outer's, extended)
                 frames = kwargs.get("frame_num") or native
                 long_on = frames > native and long_opts.get("method") != "none"
@@ -105,17 +107,22 @@ class CallOptions:
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
 
-    def _extend_prompt(self, prompt, value) -> tuple:
+    def _extend_prompt(self, prompt, value, picture=None) -> tuple:
         """(the prompt the model is given, its settings record): openwan.prompt_extend with the call's
-        ``prompt_extend`` over the variant's default. Recorded: ``{"method", "original"}`` when the extension
-        changed the prompt, "off" when the call turned the variant's default off, else nothing (None)."""
+        ``prompt_extend`` over the variant's default; ``picture`` (the call's reference picture or first frame,
+        as given) for a prompt that does not say what the object looks like. Recorded: ``{"method",
+        "original"}`` when the extension changed the prompt, "off" when the call turned the variant's default
+        off, else nothing (None)."""
         from openwan import prompt_extend
         from openwan.pipelines.routing import is_demo
         default = self.defaults().prompt_extend
         method = prompt_extend.resolve(value, default, self.variant.name, is_demo(self.variant.name))
         if method is None:
             return prompt, ("off" if default is not None else None)
-        out = prompt_extend.extend(prompt, method)
+        look = None
+        if picture is not None:
+            look = _look(picture)
+        out = prompt_extend.extend(prompt, method, look)
         return out, (None if out == prompt else {"method": method, "original": prompt})
 
     def long_video_defaults(self, method=None, overlap=None) -> tuple:
@@ -225,3 +232,16 @@ class CallOptions:
                 from openwan.pipelines.adapters import use_loras, use_loras_on_experts
                 experts = getattr(self, "experts", None)
                 self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)
+
+
+def _look(picture):
+    """(color, shape) of the object in the first picture of ``picture`` (any form a call takes: a path, an
+    array, a list of references), or None where it cannot be read (the call's own checks then name the problem)."""
+    from openwan import prompt_extend
+    from openwan.pipelines.i2v import load_image
+    from openwan.pipelines.ti2v import src_refs_list
+    try:
+        first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
+        return prompt_extend.picture_look(load_image(first, "picture"))
+    except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
+        return None

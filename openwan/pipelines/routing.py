@@ -28,15 +28,18 @@ def is_demo(name: Optional[str]) -> bool:
     return bool(name) and str(name).startswith("demo")
 
 
-def no_vace_message(name: str, given: Iterable[str] = ()) -> str:
-    """Why a model without VACE layers cannot do VACE, and what to use instead."""
+def no_vace_message(name: str, given: Iterable[str] = (), references: bool = False) -> str:
+    """Why a model without VACE layers cannot do VACE, and what to use instead (``references``: the model has a
+    reference expert, which takes --src_ref_images)."""
     what = f" ({', '.join(given)})" if given else ""
     who = f"the embedded demo model ({name})" if is_demo(name) else name
     return (f"VACE{what} needs a model with VACE layers (a DiT with vace_layers, conditioned on the 96-channel VACE "
             f"context); {who} has none. Use a VACE checkpoint: --task vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B (or "
             f"vace-14B); with this model, --src_video FILE --src_mask MASK regenerates the mask's white region "
             f"along the prompt and keeps the rest (masked video-to-video), and --src_video FILE [--strength 0.7] "
-            f"re-renders the whole video (task v2v)")
+            f"re-renders the whole video (task v2v)"
+            + ("; --src_ref_images FILE draws the object of a reference picture (its reference expert)" if references
+               else ""))
 
 
 def no_picture_message(name: str, task: str, given: Iterable[str]) -> str:
@@ -79,7 +82,7 @@ def route_inputs(own_task: str, name: str, given: Iterable[str], references: boo
         return None
     vace = [g for g in given if g in (VACE_LAYER_INPUTS if own_task in ("t2v", "ti2v") else VACE_INPUTS)]
     if vace:
-        raise ValueError(no_vace_message(name, [f"--{g}" for g in vace]))
+        raise ValueError(no_vace_message(name, [f"--{g}" for g in vace], references and own_task == "ti2v"))
     if "src_mask" in given and "src_video" not in given:
         raise ValueError("--src_mask marks what to regenerate in a source video: give the video too (--src_video "
                          "FILE --src_mask MASK; white = generate, black = keep)")
