@@ -220,11 +220,13 @@ def test_latents_with_references_and_a_reference_dataset(tmp_path):
     assert data["ref_captions"][2] == [world.reference_caption(clip.objects[0].motion, rng) for _ in range(2)]
     for caps in data["captions"] + data["ref_captions"]:
         assert all(c in data["text"] for c in caps)
-    ds, _ = build_dataset(path, caption_dropout=0.0, reference=True)
+    ds, _ = build_dataset(path, caption_dropout=0.0, reference="both")
     assert len(ds) == 3 * 4                                            # 2 captions + 2 reference captions per clip
     item = ds[0]
     assert item["latent"].shape[1] == 1 + data["latents"].shape[2]
     assert torch.equal(item["latent"][:, :1], data["ref"][0]) and torch.equal(item["latent"][:, 1:], data["latents"][0])
+    free, _ = build_dataset(path, caption_dropout=0.0, reference="look-free")
+    assert len(free) == 3 * 2 and torch.equal(free[1]["context"], data["text"][data["ref_captions"][0][1]])
     plain, _ = build_dataset(path, caption_dropout=0.0)
     assert len(plain) == 3 * 2 and plain[0]["latent"].shape[1] == data["latents"].shape[2]
 
@@ -234,7 +236,7 @@ def test_a_reference_dataset_needs_reference_latents(tmp_path):
     torch.save({"latents": torch.zeros(1, 16, 2, 4, 4), "captions": [["a"]], "attributes": [[("red", "square",
                 "left")]], "text": {"a": torch.zeros(2, 4), "": torch.zeros(2, 4)}, "frames": 5}, tmp_path / "l.pt")
     with pytest.raises(ValueError, match="--ref"):
-        build_dataset(tmp_path / "l.pt", reference=True)
+        build_dataset(tmp_path / "l.pt", reference="both")
 
 
 # ------------------------------------------------------------------ the benchmark's r2v task
@@ -291,3 +293,55 @@ def test_a_reference_call_extends_its_prompt_from_the_picture(folders):
     assert not torch.equal(out.latents, off.latents)
     i2v = pipe(PROMPT, image=pic, **KW)                                  # the first frame shows it too
     assert i2v.settings["prompt"] == "a red square moving to the right"
+
+
+class _RefWorld:
+    """A stand-in pipeline for the r2v grading: renders a world clip of the look its reference picture shows
+    (``honest``) or of a fixed look, doing the motion its prompt says."""
+
+    def __init__(self, honest: bool):
+        from openwan.configs import DEMO_V2_VARIANT
+        self.honest, self.sample = honest, DEMO_V2_VARIANT.sample.replace(size="64*64", frame_num=17)
+
+    def defaults(self):
+        return self.sample
+
+    def __call__(self, prompt, seed=0, output_path=None, overwrite=False, src_ref_images=None, **kw):
+        from openwan import prompt_extend
+        from openwan.demo import world
+        from openwan.demo.world_captions import understand
+        from openwan.pipelines.base import GenerationOutput
+        color, shape = prompt_extend.picture_look(src_ref_images[0]) if self.honest else ("white", "square")
+        motion = understand(prompt, 1)[0].motion
+        clip = world.sample_clip(np.random.default_rng(seed), attributes=[(color, shape, motion)])
+        return GenerationOutput(world.render_clip(clip, size=64, frames=17)[None], {"stats": {"dit_forwards": 1}})
+
+
+def test_bench_r2v_grades_the_look_against_the_picture():
+    from openwan.demo import bench_sets, bench_tasks
+    from openwan.demo.bench import summarize_all
+    cases = bench_sets.cases(["single"])
+    honest = summarize_all(bench_tasks.run_cases(_RefWorld(True), "r2v", cases, seeds=(0,), progress=False))
+    assert honest["total"]["accuracy"]["all"] == 1.0
+    fixed = summarize_all(bench_tasks.run_cases(_RefWorld(False), "r2v", cases, seeds=(0,), progress=False))
+    acc = fixed["total"]["accuracy"]
+    assert acc["motion"] == 1.0 and acc["color"] < 0.3 and acc["shape"] < 0.5
+
+
+def test_the_shipped_demo_takes_a_reference_picture_with_no_checkpoint(tmp_path):
+    """The shipped default has its reference expert: --src_ref_images with no --ckpt_dir gives its 33 frames at
+    128x128, the prompt extended from the picture (2 steps: the routing, not the quality)."""
+    from PIL import Image
+
+    from openwan.cli import main
+    from openwan.demo import world
+    from openwan.video import read_video
+    pic = world.reference_picture(world.Attributes("cyan", "triangle", "up"), np.random.default_rng(5), 96)
+    Image.fromarray(pic).save(tmp_path / "ref.png")                       # 96 x 96: fitted to 128
+    out = tmp_path / "r.mp4"
+    assert main(["generate", PROMPT, "--src_ref_images", str(tmp_path / "ref.png"), "--sample_steps", "2",
+                 "--save_file", str(out), "--quiet"]) == 0
+    assert read_video(out)[0].shape == (33, 128, 128, 3)
+    meta = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert meta["variant"] == "demo" and meta["src_ref_images"].endswith("ref.png")
+    assert meta["prompt"] == "a cyan triangle moving to the right" and meta["prompt_extend"]["original"] == PROMPT

@@ -300,7 +300,7 @@ WINDOWS_KEPT = ("all", "mid")
 
 
 def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all",
-                  windows_kept: str = "all", reference: bool = False):
+                  windows_kept: str = "all", reference: Optional[str] = None):
     """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
     items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
     A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
@@ -311,8 +311,9 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     ``windows_kept="mid"`` keeps only the windows that start mid-motion (a continuation expert's training: the
     later windows of a long video start so). ``reference`` (a latents file made with ``--ref``): each item's
     latent is the clip's reference picture's latent frame followed by the clip's first window, with the clip's
-    captions and its reference captions (a reference expert's training: ``--clean_shares 0,1,0,0`` gives the
-    picture as the clean frame 0, openwan/demo/reference.py)."""
+    captions and its reference captions ("both") or its reference captions only ("look-free": every prompt
+    leaves the look to the picture); a reference expert's training (``--clean_shares 0,1,0,0`` gives the picture
+    as the clean frame 0; openwan.pipelines.ti2v)."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     if windows_kept not in WINDOWS_KEPT:
@@ -325,6 +326,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     text = data["text"]
     still = data.get("last_still")
     frames = data.get("frames", DEMO_FRAMES)
+    if reference not in (None, "both", "look-free"):
+        raise ValueError(f"reference must be both or look-free, got {reference!r}")
     if reference and "ref" not in data:
         raise ValueError(f"{latents_file} has no reference pictures: encode it with --stage latents --ref K")
     items = []
@@ -339,7 +342,7 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
                 continue
             if reference:
                 win = torch.cat([data["ref"][i], win], dim=1)
-            for c in caps + (data["ref_captions"][i] if reference else []):
+            for c in ([] if reference == "look-free" else caps) + (data["ref_captions"][i] if reference else []):
                 ctx = text[""] if rng.random() < caption_dropout else text[c]
                 item = {"latent": win, "context": ctx}
                 if still is not None and not reference:
@@ -433,7 +436,7 @@ def train_dit(work_dir: Path, steps: int = 2000, batch: int = 32, lr: float = 5e
               timestep_shift: float = 1.0, weight_decay: float = 0.01, validate_every: int = 250,
               dit_config: Optional[DiTConfig] = None, init: Optional[Path] = None,
               stop_at: Optional[int] = None, objective: Optional[dict] = None, subset: str = "all",
-              windows_kept: str = "all", reference: bool = False) -> Path:
+              windows_kept: str = "all", reference: Optional[str] = None) -> Path:
     """Train the DiT with openwan's Trainer (resumable: the Trainer picks up its newest checkpoint).
     ``dit_config`` (default ``DEMO_V1_DIT``; v2's is ``DEMO_V2_DIT``) lets experiments try other sizes; export
     takes DEMO_V1_DIT or DEMO_V2_DIT.
@@ -563,9 +566,10 @@ def main(argv=None) -> int:
     g.add_argument("--dit_windows", choices=WINDOWS_KEPT, default="all",
                    help="mid: train only on the windows that start mid-motion (--extend; a continuation expert, "
                         "with --clean_shares 0,0,0,1)")
-    g.add_argument("--dit_reference", action="store_true",
+    g.add_argument("--dit_reference", choices=("both", "look-free"),
                    help="train on the reference picture's latent then the clip (a reference expert, with "
-                        "--clean_shares 0,1,0,0; latents made with --ref)")
+                        "--clean_shares 0,1,0,0; latents made with --ref), with the clip's captions and its reference "
+                        "captions (both) or the reference captions only (look-free)")
     g.add_argument("--context_noise", type=float, default=0.0,
                    help="clean_frames, continuation: move the given frames toward noise by up to this fraction "
                         "(timestep still 0 on them), as a long video's carried frames are the model's own output")
