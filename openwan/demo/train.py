@@ -59,9 +59,12 @@ from openwan.configs import DiTConfig
 from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_V1_DIT, DEMO_V1_SAMPLE, DEMO_V1_VAE
 from openwan.demo.export import export, trained_dit_weights  # noqa: F401  (stage 4)
 from openwan.demo.latents import (  # noqa: F401
+    SUBSETS,
     TEXT_ENCODER_SEED,
+    WINDOWS_KEPT,
     _atomic_torch_save,
     adopt_vae,
+    build_dataset,
     caption_variants,
     encode_latents,
     load_trained_vae,
@@ -294,62 +297,6 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 
 # ============================================================================ stage 3: DiT
-
-SUBSETS = ("all", "one-object-classic", "classic", "one-object")
-WINDOWS_KEPT = ("all", "mid")
-
-
-def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 0, subset: str = "all",
-                  windows_kept: str = "all", reference: Optional[str] = None):
-    """The in-memory training set: one item per (clip window, caption); a fraction ``caption_dropout`` of the
-    items get the empty prompt's features instead (CFG). Latent tensors are shared between a clip's items.
-    A latents file with ``last_still`` (``--still``) gives items for the clean-frames objective: each carries
-    ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
-    ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
-    prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
-    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too).
-    ``windows_kept="mid"`` keeps only the windows that start mid-motion (a continuation expert's training: the
-    later windows of a long video start so). ``reference`` (a latents file made with ``--ref``): each item's
-    latent is the clip's reference picture's latent frame followed by the clip's first window, with the clip's
-    captions and its reference captions ("both") or its reference captions only ("look-free": every prompt
-    leaves the look to the picture); a reference expert's training (``--clean_shares 0,1,0,0`` gives the picture
-    as the clean frame 0; openwan.pipelines.ti2v)."""
-    if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
-    if windows_kept not in WINDOWS_KEPT:
-        raise ValueError(f"unknown --dit_windows {windows_kept!r}: use one of {', '.join(WINDOWS_KEPT)}")
-    from openwan.demo import world
-    from openwan.demo.latents import windows
-    from openwan.training.data import InMemoryLatentDataset
-    data = torch.load(latents_file, map_location="cpu", weights_only=False)
-    rng = np.random.default_rng([seed, 5])
-    text = data["text"]
-    still = data.get("last_still")
-    frames = data.get("frames", DEMO_FRAMES)
-    if reference not in (None, "both", "look-free"):
-        raise ValueError(f"reference must be both or look-free, got {reference!r}")
-    if reference and "ref" not in data:
-        raise ValueError(f"{latents_file} has no reference pictures: encode it with --stage latents --ref K")
-    items = []
-    for i, (z, caps) in enumerate(zip(data["latents"], data["captions"])):
-        attrs = data["attributes"][i]
-        classic = all(a[2] in world.CLASSIC_MOTIONS for a in attrs)
-        if not {"all": True, "classic": classic, "one-object": len(attrs) == 1,
-                "one-object-classic": classic and len(attrs) == 1}[subset]:
-            continue
-        for win, mid in windows(z, frames):
-            if windows_kept == "mid" and not mid or reference and mid:
-                continue
-            if reference:
-                win = torch.cat([data["ref"][i], win], dim=1)
-            for c in ([] if reference == "look-free" else caps) + (data["ref_captions"][i] if reference else []):
-                ctx = text[""] if rng.random() < caption_dropout else text[c]
-                item = {"latent": win, "context": ctx}
-                if still is not None and not reference:
-                    item.update(mid=torch.tensor(mid), last_still=still[i])
-                items.append(item)
-    return InMemoryLatentDataset(items), data
-
 
 def grow_patch(state: dict, old: tuple, new: tuple) -> dict:
     """DiT weights of patch ``old`` made into weights of the larger spatial patch ``new`` that compute, on a
