@@ -511,6 +511,9 @@ def test_dit_subset_keeps_one_object_classic_clips(tmp_path):
     one, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="one-object")
     assert {float(one[i]["context"][0, 0]) for i in range(len(one))} == {
         float(data["text"][c][0, 0]) for c in caps[0] + caps[1] + caps[3]}
+    looping, _ = build_dataset(tmp_path / "latents.pt", caption_dropout=0.0, subset="one-object-looping")
+    assert {float(looping[i]["context"][0, 0]) for i in range(len(looping))} == {
+        float(data["text"][c][0, 0]) for c in caps[1]}
     with pytest.raises(ValueError, match="unknown subset"):
         build_dataset(tmp_path / "latents.pt", subset="two")
 

@@ -339,7 +339,7 @@ def windows(latent: torch.Tensor, frames: int, temporal_ratio: int = 4) -> list[
     return out
 
 
-SUBSETS = ("all", "one-object-classic", "classic", "one-object")
+SUBSETS = ("all", "one-object-classic", "classic", "one-object", "one-object-looping")
 WINDOWS_KEPT = ("all", "mid")
 
 
@@ -351,7 +351,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
     ``mid`` (the window starts mid-motion, openwan.demo.latents.windows) and ``last_still``. ``subset``:
     ``one-object-classic`` keeps only the clips of one object doing a classic motion (a phase that teaches the
     prompt's motion before the harder clips: docs/demo.md); ``classic`` the clips whose objects (one or two) all
-    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too).
+    do classic motions; ``one-object`` the clips of one object, whatever its motion (the looping ones too);
+    ``one-object-looping`` the clips of one object doing a looping motion (bounces, circling).
     ``windows_kept="mid"`` keeps only the windows that start mid-motion (a continuation expert's training: the
     later windows of a long video start so). ``reference`` (a latents file made with ``--ref``): each item's
     latent is the clip's reference picture's latent frame followed by the clip's first window, with the clip's
@@ -379,7 +380,8 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
         attrs = data["attributes"][i]
         classic = all(a[2] in world.CLASSIC_MOTIONS for a in attrs)
         if not {"all": True, "classic": classic, "one-object": len(attrs) == 1,
-                "one-object-classic": classic and len(attrs) == 1}[subset]:
+                "one-object-classic": classic and len(attrs) == 1,
+                "one-object-looping": not classic and len(attrs) == 1}[subset]:
             continue
         for win, mid in windows(z, frames):
             if windows_kept == "mid" and not mid or reference and mid:

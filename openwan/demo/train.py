@@ -509,7 +509,8 @@ def main(argv=None) -> int:
                    help="clean_frames: shares of t2v,i2v,flf2v,continue")
     g.add_argument("--dit_subset", choices=SUBSETS, default="all",
                    help="train on these clips only (one-object-classic: one object, a classic motion; "
-                        "classic: one or two objects, classic motions; one-object: one object, any motion)")
+                        "classic: one or two objects, classic motions; one-object: one object, any motion; "
+                        "one-object-looping: one object, a looping motion)")
     g.add_argument("--dit_windows", choices=WINDOWS_KEPT, default="all",
                    help="mid: train only on the windows that start mid-motion (--extend; a continuation expert, "
                         "with --clean_shares 0,0,0,1)")
