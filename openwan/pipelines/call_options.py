@@ -107,6 +107,11 @@ class CallOptions:
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
 
+    def picture_look(self, picture):
+        """(color, shape) of the object in a call's picture, for the prompt extension; None here (a pipeline that
+        takes pictures of the demo's world reads them: TextImageToVideo)."""
+        return None
+
     def _extend_prompt(self, prompt, value, picture=None) -> tuple:
         """(the prompt the model is given, its settings record): openwan.prompt_extend with the call's
         ``prompt_extend`` over the variant's default; ``picture`` (the call's reference picture or first frame,
@@ -119,9 +124,7 @@ class CallOptions:
         method = prompt_extend.resolve(value, default, self.variant.name, is_demo(self.variant.name))
         if method is None:
             return prompt, ("off" if default is not None else None)
-        look = None
-        if picture is not None:
-            look = _look(picture)
+        look = self.picture_look(picture) if picture is not None else None
         out = prompt_extend.extend(prompt, method, look)
         return out, (None if out == prompt else {"method": method, "original": prompt})
 
@@ -232,16 +235,3 @@ class CallOptions:
                 from openwan.pipelines.adapters import use_loras, use_loras_on_experts
                 experts = getattr(self, "experts", None)
                 self._loras = use_loras_on_experts(experts, lora) if experts else use_loras(self.dit, lora)
-
-
-def _look(picture):
-    """(color, shape) of the object in the first picture of ``picture`` (any form a call takes: a path, an
-    array, a list of references), or None where it cannot be read (the call's own checks then name the problem)."""
-    from openwan import prompt_extend
-    from openwan.pipelines.i2v import load_image
-    from openwan.pipelines.ti2v import src_refs_list
-    try:
-        first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
-        return prompt_extend.picture_look(load_image(first, "picture"))
-    except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
-        return None

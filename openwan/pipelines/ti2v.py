@@ -279,6 +279,17 @@ class TextImageToVideo(WanPipeline):
             job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
 
+    def picture_look(self, picture):
+        """(color, shape) of the demo world's object in the first of a call's pictures as given (a path, an array,
+        a list of references), for the prompt extension (openwan.prompt_extend.picture_look); None where it
+        cannot be read (the call's own checks then name the problem)."""
+        from openwan import prompt_extend
+        try:
+            first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
+            return prompt_extend.picture_look(load_image(first, "picture"))
+        except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
+            return None
+
     def reference_pictures(self, src_ref_images, image, first_frame, last_frame) -> list:
         """The call's reference pictures (uint8 [H, W, 3]; [] without), checked: they need the checkpoint's
         reference expert, stand in the place of a first picture, and are one (what the expert is trained on)."""
