@@ -216,7 +216,9 @@ def test_latents_with_references_and_a_reference_dataset(tmp_path):
     pic = world.reference_picture(clip.objects[0], rng, size=32)
     from openwan.demo.latents import load_trained_vae
     z = load_trained_vae(tmp_path).encode(world.to_tensor(pic[None])[None])[0]
-    assert torch.allclose(data["ref"][2], z, atol=1e-5 * float(z.abs().max()) + 1e-6)
+    # (clip 2 is alone in its encoder batch, as here: the same computation; a bound of fp32 rounding at the
+    # latent's scale all the same, should the batch's layout differ)
+    assert (data["ref"][2] - z).abs().max() <= 64 * torch.finfo(torch.float32).eps * float(z.abs().max())
     assert data["ref_captions"][2] == [world.reference_caption(clip.objects[0].motion, rng) for _ in range(2)]
     for caps in data["captions"] + data["ref_captions"]:
         assert all(c in data["text"] for c in caps)
