@@ -159,10 +159,8 @@ def write_components(c, out: PathLike, layout: str, stored: Optional[dict] = Non
         if boundary != variant.sample.boundary:   # a diffusers folder's own boundary_ratio travels in openwan.json
             variant = variant.replace(sample=variant.sample.replace(boundary=boundary))
     (_write_diffusers if layout == "diffusers" else _write_official)(c, variant, out, stored)
-    from openwan.pipelines.components import CONTINUATION_DIR, REFERENCE_DIR
-    for expert, folder in ((c.dit_continue, CONTINUATION_DIR), (c.dit_reference, REFERENCE_DIR)):
-        if expert is not None:          # an expert: its own folder, the same layout
-            expert.save_pretrained(out / folder, layout=layout)
+    for folder, expert in c.experts():      # each expert: its own folder, the same layout
+        expert.save_pretrained(out / folder, layout=layout)
     write_variant(variant, out)
     return out
 

@@ -48,26 +48,32 @@ def resolve(value, default: Optional[str], model: str, demo: bool) -> Optional[s
     return value
 
 
-def extend(prompt: str, method: Optional[str], look: Optional[tuple] = None) -> str:
+def extend(prompt: str, method: Optional[str], look=None) -> str:
     """``prompt`` extended by ``method`` (None: unchanged); each part of a schedule ("A | B") alone. ``look``:
     (color, shape) of the object in the call's picture (:func:`picture_look`), for a part that names neither or
-    one of them and nothing outside the world."""
+    one of them and nothing outside the world; or a function that returns it, called at most once and only when
+    a part needs it (reading a picture is a detector pass)."""
     if method is None or not isinstance(prompt, str):
         return prompt
+    import functools
+    read = functools.cache(look) if callable(look) else (lambda: look)
     parts = prompt.split("|")
-    out = [_extend_part(p, look) or p.strip() if p.strip() else p for p in parts]
+    out = [_extend_part(p, read) or p.strip() if p.strip() else p for p in parts]
     if all(o == p.strip() for o, p in zip(out, parts)):
         return prompt            # nothing read differently: the prompt as given, spacing and all
     return " | ".join(out)
 
 
-def _extend_part(part: str, look: Optional[tuple]) -> Optional[str]:
+def _extend_part(part: str, read_look) -> Optional[str]:
     from openwan.demo.world_captions import CANONICAL_PHRASE, canonical_prompt, understand
     out = canonical_prompt(part)
-    if out is not None or look is None:
+    if out is not None:
         return out
     attrs, problems = understand(part, 1)
     if attrs.motion is None or any(p not in ("no color", "no shape") for p in problems):
+        return None
+    look = read_look()
+    if look is None:
         return None
     return f"a {attrs.color or look[0]} {attrs.shape or look[1]} {CANONICAL_PHRASE[attrs.motion]}"
 

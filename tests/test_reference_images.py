@@ -347,3 +347,18 @@ def test_the_shipped_demo_takes_a_reference_picture_with_no_checkpoint(tmp_path)
     meta = json.loads(out.with_suffix(".json").read_text())["openwan"]
     assert meta["variant"] == "demo" and meta["src_ref_images"].endswith("ref.png")
     assert meta["prompt"] == "a cyan triangle moving to the right" and meta["prompt_extend"]["original"] == PROMPT
+
+
+def test_the_picture_is_read_only_when_the_prompt_needs_it():
+    from openwan import prompt_extend
+    reads = []
+
+    def look():
+        reads.append(1)
+        return ("red", "square")
+    assert prompt_extend.extend("a blue circle moving up", "world", look) == "a blue circle moving up"
+    assert prompt_extend.extend("a star moving up", "world", look) == "a star moving up"
+    assert not reads                                     # readable whole, or outside the world: not looked at
+    assert prompt_extend.extend("the object moving up | the object sinking", "world", look) == \
+        "a red square moving up | a red square moving down"
+    assert len(reads) == 1                               # once for every part

@@ -287,6 +287,8 @@ def main(argv=None) -> int:
             for split in ("seen", "heldout"):
                 keep += [c for c in cases if c.set == name and c.split == split][:a.limit]
         cases = keep
+    if task == "r2v" and any(c.set != "single" for c in cases):     # (before loading anything)
+        raise ValueError("--task r2v grades one object drawn from one reference picture: use --prompts single")
     t0 = time.perf_counter()
     if a.ckpt_dir and model != "demo":
         raise ValueError("--ckpt_dir and --model demo-4step exclude each other (the student is its own weights)")
@@ -296,8 +298,6 @@ def main(argv=None) -> int:
     if task == "r2v" and pipe.c.dit_reference is None:
         raise ValueError(f"--task r2v needs a model with a reference expert (a reference_model/ folder); "
                          f"{a.ckpt_dir or model} has none")
-    if task == "r2v" and any(c.set != "single" for c in cases):
-        raise ValueError("--task r2v grades one object drawn from one reference picture: use --prompts single")
     if task in ("i2v", "flf2v") and pipe.task != "ti2v":
         raise ValueError(f"--task {task} needs a model that takes pictures; {pipe.variant.name} is a text-to-video "
                          f"model ({pipe.dit.config.model_type}); the TI2V-style demo (the embedded default, "

@@ -67,14 +67,15 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
         DEMO_V2_DIT,
         DEMO_V2_VARIANT,
     )
-    from openwan.pipelines.components import CONTINUATION_DIR, REFERENCE_DIR
+    from openwan.pipelines.components import EXPERTS
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
     versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
     dit = load_demo_dit(dit_path)
     experts = {}
-    for folder, what, weights in ((CONTINUATION_DIR, "continuation", continuation), (REFERENCE_DIR, "reference",
-                                                                                     reference)):
+    given = {"continuation": continuation, "reference": reference}
+    for what, folder, _ in EXPERTS:
+        weights = given[what]
         if weights is None:
             continue
         expert = experts[folder] = load_demo_dit(Path(weights))
@@ -124,8 +125,7 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     d = pipe.defaults()
     log(f"export: {export_dir} ({size / 2 ** 20:.2f} MiB), loads strictly; task {pipe.task}, {d.size} x "
         f"{d.frame_num} frames at {d.fps} fps; DiT dtype {next(pipe.dit.parameters()).dtype}"
-        + ("; with a continuation expert" if pipe.c.dit_continue is not None else "")
-        + ("; with a reference expert" if pipe.c.dit_reference is not None else ""))
+        + "".join(f"; with a {what} expert" for what, _, field in EXPERTS if getattr(pipe.c, field) is not None))
     if package:
         log(f"export: step-cache calibration {ship_calibration(pipe, replaced)}")
     return export_dir

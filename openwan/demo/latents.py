@@ -363,16 +363,15 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
         raise ValueError(f"unknown subset {subset!r}: use one of {', '.join(SUBSETS)}")
     if windows_kept not in WINDOWS_KEPT:
         raise ValueError(f"unknown --dit_windows {windows_kept!r}: use one of {', '.join(WINDOWS_KEPT)}")
-    from openwan.demo import world
-    from openwan.demo.latents import windows
+    if reference not in (None, "both", "look-free"):
+        raise ValueError(f"reference must be both or look-free, got {reference!r}")
+    from openwan.demo import DEMO_V1_SAMPLE, world
     from openwan.training.data import InMemoryLatentDataset
     data = torch.load(latents_file, map_location="cpu", weights_only=False)
     rng = np.random.default_rng([seed, 5])
     text = data["text"]
     still = data.get("last_still")
-    frames = data.get("frames", 17)                  # (v1, the first recipe: 17 frames)
-    if reference not in (None, "both", "look-free"):
-        raise ValueError(f"reference must be both or look-free, got {reference!r}")
+    frames = data.get("frames", DEMO_V1_SAMPLE.frame_num)      # (files of the first recipe do not say)
     if reference and "ref" not in data:
         raise ValueError(f"{latents_file} has no reference pictures: encode it with --stage latents --ref K")
     items = []
@@ -384,7 +383,7 @@ def build_dataset(latents_file: Path, caption_dropout: float = 0.1, seed: int = 
                 "one-object-looping": not classic and len(attrs) == 1}[subset]:
             continue
         for win, mid in windows(z, frames):
-            if windows_kept == "mid" and not mid or reference and mid:
+            if (windows_kept == "mid" and not mid) or (reference and mid):
                 continue
             if reference:
                 win = torch.cat([data["ref"][i], win], dim=1)

@@ -170,6 +170,7 @@ def make_clip(seed: int, split: str = "train", n_objects: int = 1,
     return sample_clip(np.random.default_rng(seed), split=split, n_objects=n_objects, attributes=attributes,
                        motions=motions)
 
+
 def reference_picture(obj: "WorldObject | Attributes", rng: np.random.Generator, size=64) -> np.ndarray:
     """uint8 [H, W, 3]: a picture of ``obj``'s color and shape alone, still, at a place and size of its own drawn
     from ``rng`` (as any still object's): a reference picture that shows what the object looks like, not where it

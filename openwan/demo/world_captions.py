@@ -149,9 +149,9 @@ def make_caption(objects: Sequence["WorldObject | Attributes"], rng: np.random.G
     return first + str(rng.choice(TWO_OBJECT_JOINERS)) + second
 
 
-# A reference picture's captions (VACE's reference-to-video on the demo, ``openwan/demo/reference.py``): the object
-# is named by what it is in the picture, not by color and shape ("the object moving to the right"), so the model
-# has to take its look from the picture. The first subject is the canonical one (the benchmark's).
+# A reference picture's captions (VACE's reference-to-video on the demo: openwan.pipelines.ti2v, docs/demo.md): the
+# object is named by what it is in the picture, not by color and shape ("the object moving to the right"), so the
+# model has to take its look from the picture. The first subject is the canonical one (the benchmark's).
 REFERENCE_SUBJECTS = ("the object", "an object", "the shape", "a shape", "the same object",
                       "the object from the picture")
 

@@ -221,8 +221,8 @@ class WanPipeline(CallOptions):
         try:
             yield module
         finally:
-            leaves = self.offload == "sequential" if module is self.dit or module is self.c.dit_continue \
-                or module is self.c.dit_reference else (
+            dit = module is self.dit or any(module is e for _, e in self.c.experts())
+            leaves = self.offload == "sequential" if dit else (
                 self.offload == "blocks" or (self.offload == "sequential" and module is not self.c.text_encoder))
             if leaves and self.device != self.offload_device:
                 self.move(module, self.offload_device)

@@ -124,7 +124,7 @@ class CallOptions:
         method = prompt_extend.resolve(value, default, self.variant.name, is_demo(self.variant.name))
         if method is None:
             return prompt, ("off" if default is not None else None)
-        look = self.picture_look(picture) if picture is not None else None
+        look = None if picture is None else (lambda: self.picture_look(picture))     # read only if needed
         out = prompt_extend.extend(prompt, method, look)
         return out, (None if out == prompt else {"method": method, "original": prompt})
 

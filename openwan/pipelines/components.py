@@ -37,6 +37,10 @@ class Components:
     dit_continue: Any = None
     dit_reference: Any = None
 
+    def experts(self) -> list:
+        """[(folder, DiT)] of the checkpoint's experts beside the main DiT (:data:`EXPERTS`), those it has."""
+        return [(folder, getattr(self, field)) for _, folder, field in EXPERTS if getattr(self, field) is not None]
+
 
 def _device(device) -> torch.device:
     if device is None:
@@ -115,14 +119,14 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                                   f"dim {dit.config.dim}; {lay.dits[1].name}: {dit_low.config.model_type}, dim "
                                   f"{dit_low.config.dim}); both must be of the same architecture")
     experts = {}
-    for folder, what in ((CONTINUATION_DIR, "continuation"), (REFERENCE_DIR, "reference")):
+    for what, folder, field in EXPERTS:
         expert_dir = path / folder
         if expert_dir.is_dir() and dit_low is not None:
             raise CheckpointError(f"{expert_dir}: a {what} expert does not combine with Wan 2.2 A14B's two experts "
                                   f"(remove the folder)")
         if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no experts)
-            experts[what] = load_dit(expert_dir, dit_dtype, home, dit.config)
-            if experts[what].config != dit.config:
+            experts[field] = load_dit(expert_dir, dit_dtype, home, dit.config)
+            if experts[field].config != dit.config:
                 raise CheckpointError(f"{expert_dir}: the {what} expert's DiT differs from the main one; both "
                                       f"must be of the same architecture (remove the folder to run without it)")
     if lay.expand_timesteps and dit.config.model_type != "ti2v":
@@ -150,7 +154,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                                                      if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
                       boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu,
-                      dit_continue=experts.get("continuation"), dit_reference=experts.get("reference"))
+                      **experts)
 
 
 # A checkpoint folder's continuation expert (Components.dit_continue): a DiT folder (the layout of the main DiT's)
@@ -158,6 +162,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
 CONTINUATION_DIR = "continuation_model"
 # ... and its reference expert (Components.dit_reference), the same way.
 REFERENCE_DIR = "reference_model"
+# Every expert a checkpoint folder may hold beside its main DiT: (what it is, its folder, its Components field).
+EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REFERENCE_DIR, "dit_reference"))
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

@@ -74,7 +74,7 @@ def route_inputs(own_task: str, name: str, given: Iterable[str], references: boo
     if own_task == "vace":
         return None
     if own_task == "ti2v" and references and "src_ref_images" in given:
-        others = [g for g in given if g not in ("src_ref_images",)]
+        others = [g for g in given if g != "src_ref_images"]
         if others:
             raise ValueError(f"--src_ref_images (reference-to-video with the model's reference expert) takes a "
                              f"prompt and one picture; it does not combine with "

@@ -210,7 +210,7 @@ class TextImageToVideo(WanPipeline):
                 overwrite: bool = False, cfg_batch: bool = True, strict_size: bool = True,
                 return_frames: bool = True, step_cache: Optional[str] = None, src_ref_images=None) -> Job:
         """Validate, encode the prompts (and the pictures), draw the noise: a :class:`Job` for :meth:`run`."""
-        refs = self.reference_pictures(src_ref_images, image, first_frame, last_frame)
+        refs = self.reference_pictures(src_ref_images, image, first_frame, last_frame)   # ([] without)
         if refs and (frame_num or 0) > self.defaults().frame_num:
             raise ValueError(f"src_ref_images: up to the model's native length ({self.defaults().frame_num} frames), "
                              f"got frame_num {frame_num}; a longer video from a reference picture is not supported")
@@ -247,13 +247,14 @@ class TextImageToVideo(WanPipeline):
             extra = {"video_size": f"{out_w}*{out_h}", what: source_name(first_src)}
         if end is not None:
             extra["last_frame"] = source_name(last_frame)
-        names = [source_name(r) for r in src_refs_list(src_ref_images)]
-        if refs and all(names):         # (VACE's record: the paths, comma-separated, as the CLI takes them)
+        names = [source_name(r) for r in src_refs_list(src_ref_images)] if refs else []
+        if names and all(names):        # (VACE's record: the paths, comma-separated, as the CLI takes them)
             extra["src_ref_images"] = ",".join(names)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
                                      **extra, **sp.settings())
         check_output_free(output_path, overwrite)
-        noise = make_noise((vae.z_dim, latent_frames, out_h // s, out_w // s), sp.seed, self.device)
+        # (a reference picture's latent frame stands before the video's: image-to-video one latent frame longer)
+        noise = make_noise((vae.z_dim, len(refs) + latent_frames, out_h // s, out_w // s), sp.seed, self.device)
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
         z = z_last = None
         if img is not None:
@@ -267,7 +268,6 @@ class TextImageToVideo(WanPipeline):
             with self.resident(vae), torch.inference_mode():
                 z = torch.cat([vae.encode(crop_to(r, out_w, out_h)[None, :, None].to(vae.device, vae.dtype))[0]
                                for r in refs], dim=1).float().to(self.device)
-            noise = make_noise((vae.z_dim, len(refs) + latent_frames, out_h // s, out_w // s), sp.seed, self.device)
         cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z, last_frame=z_last,
                                       length=None if z_last is None else latent_frames)
         job = self.make_job(settings, replace_clean_frames(noise, z, z_last), cond, sp,
