@@ -468,11 +468,14 @@ def test_export_ships_v2_into_the_package_and_v1_into_a_folder_of_its_own(tmp_pa
     save_file(randomize_(WanModel(DEMO_V2_DIT), 4, std=0.05).state_dict(), str(expert))
     cand = tmp_path / "cand"
     assert train.main(["--stage", "export", "--work_dir", str(work), "--export_dir", str(cand),
-                       "--dit_weights", str(v2), "--continuation_weights", str(expert)]) == 0
-    loaded = load_pipeline(cand, progress=False).c.dit_continue
+                       "--dit_weights", str(v2), "--continuation_weights", str(expert), "--two_object_weights",
+                       str(v2)]) == 0
+    c = load_pipeline(cand, progress=False).c
     from safetensors.torch import load_file
-    want = load_file(str(expert))
-    assert loaded is not None and all(torch.equal(v, want[k].half().float()) for k, v in loaded.state_dict().items())
+    for loaded, src in ((c.dit_continue, expert), (c.dit_two_objects, v2)):     # (a two-object expert too)
+        want = load_file(str(src))
+        assert loaded is not None and all(torch.equal(v, want[k].half().float()) for k, v in loaded.state_dict().items())
+    assert c.dit_reference is None
     with pytest.raises(CheckpointError, match="same architecture"):
         train.export(work, tmp_path / "bad", dit_path=v2, continuation=v1)
     assert not (tmp_path / "bad").exists()

@@ -132,7 +132,7 @@ def load_trained_vae(work_dir: Path):
 def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
                    seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None,
                    size: int = 64, frames: int = 17, extend: int = 0, still: bool = False,
-                   extend_classic: bool = False, ref: int = 0) -> Path:
+                   extend_classic: bool = False, ref: int = 0, two_object_order: str = "any") -> Path:
     """Render + encode ``n_clips`` training clips and their captions once (see the module docstring); resumable.
 
     Writes ``work_dir/latents.pt``: {"latents": [N, z, T, h, w] fp32 (normalized; a list when ``extend`` makes
@@ -143,8 +143,12 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     (``world.reference_caption``)}. ``motions``: the world's motions to draw from
     (default the classic seven); ``looping_share`` instead draws each clip's first object from the looping
     motions with that probability, else from the classic ones. The defaults are the first recipe's (64 px, 17
-    frames, nothing extended), whose clips they reproduce."""
+    frames, nothing extended), whose clips they reproduce. ``two_object_order="reading"`` names a two-object clip's
+    objects in reading order (``world.reading_order``: the left or top one first) in every caption and in
+    "attributes"; "any" (the default) keeps the draw's order. Only captions change: the latents are the same."""
     from openwan.demo import world
+    if two_object_order not in ("any", "reading"):
+        raise ValueError(f"two_object_order must be 'any' or 'reading', got {two_object_order!r}")
     motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
     if looping_share is not None and not 0.0 <= looping_share <= 1.0:
         raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")
@@ -201,8 +205,13 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
                 state["ref"].append(z.clone())
         for (clip, rng, _), z in zip(clips, lat):
             state["latents"].append(z)
-            state["captions"].append(caption_variants(clip, rng, captions))
-            state["attributes"].append([tuple(a) for a in clip.attributes])
+            if two_object_order == "reading" and len(clip.objects) == 2:
+                objects = world.reading_order(clip.objects)
+                state["captions"].append(distinct_captions(objects, rng, captions))
+            else:
+                objects = clip.objects
+                state["captions"].append(caption_variants(clip, rng, captions))
+            state["attributes"].append([tuple(o.attributes) for o in objects])
         done = len(state["latents"])
         if done // (batch * 16) != i0 // (batch * 16) or done == n_clips:   # every 256 clips
             _atomic_torch_save(state, part)

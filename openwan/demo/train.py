@@ -482,6 +482,9 @@ def main(argv=None) -> int:
                    help="also encode a reference picture of each clip's object and K reference captions (a "
                         "reference expert's data: --dit_reference)")
     g.add_argument("--two_object_prob", type=float, default=0.0, help="fraction of clips with two objects")
+    g.add_argument("--two_object_order", choices=("any", "reading"), default="any",
+                   help="reading: captions name a two-object clip's left (or top) object first (the two-object "
+                        "expert's data)")
     g.add_argument("--merge", nargs="+", metavar="FILE",
                    help="with --stage merge-latents: these latents files, merged into WORK_DIR/latents.pt")
     g.add_argument("--recaption", metavar="FILE",
@@ -542,6 +545,8 @@ def main(argv=None) -> int:
                    "videos, e.g. --clean_shares 0,0,0,1) as the folder's continuation expert (continuation_model/)")
     g.add_argument("--reference_weights", help="also write these DiT weights (trained with --dit_reference) as the "
                    "folder's reference expert (reference_model/)")
+    g.add_argument("--two_object_weights", help="also write these DiT weights (fine-tuned on two-object scenes) as "
+                   "the folder's two-object expert (two_object_model/)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -567,7 +572,7 @@ def main(argv=None) -> int:
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
                            frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
-                           extend_classic=a.extend_classic, ref=a.ref)
+                           extend_classic=a.extend_classic, ref=a.ref, two_object_order=a.two_object_order)
         elif stage == "merge-latents":
             if not a.merge:
                 raise ValueError("--stage merge-latents needs --merge FILE FILE ... (latents files to merge)")
@@ -604,7 +609,8 @@ def main(argv=None) -> int:
         elif stage == "export":
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None,
                    continuation=Path(a.continuation_weights) if a.continuation_weights else None,
-                   reference=Path(a.reference_weights) if a.reference_weights else None)
+                   reference=Path(a.reference_weights) if a.reference_weights else None,
+                   two_objects=Path(a.two_object_weights) if a.two_object_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
     return 0
 

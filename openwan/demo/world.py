@@ -42,7 +42,7 @@ from openwan.demo.world_captions import (  # noqa: F401
     CANONICAL_PHRASE, CAPTION_TEMPLATES, COLOR_SYNONYMS, MOTION_PHRASES, OTHER_COLORS, OTHER_SHAPES,
     SHAPE_SYNONYM_PROB, SHAPE_SYNONYMS, SIZE_WORDS, TWO_OBJECT_JOINERS, WIDE_COLOR_SYNONYM_PROB, WIDE_MOTION_PHRASES,
     WIDE_TEMPLATES, REFERENCE_SUBJECTS, caption_phrases, caption_templates, describe, make_caption, reference_caption,
-    reference_prompt,
+    reference_prompt, reading_order, objects_named,
     outside_world_warning, parse_objects, parse_prompt, understand, warn_outside_world)
 from openwan.demo.world_render import _hw, clip_tensor, from_tensor, render_clip, to_tensor  # noqa: F401
 

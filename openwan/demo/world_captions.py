@@ -149,6 +149,19 @@ def make_caption(objects: Sequence["WorldObject | Attributes"], rng: np.random.G
     return first + str(rng.choice(TWO_OBJECT_JOINERS)) + second
 
 
+def reading_order(objects: Sequence["WorldObject"]) -> tuple:
+    """Two objects in the order a caption in the reading-order style names them: along the axis on which their
+    frame-0 centers lie farther apart, the left (or top) one first; one object as it is. A caption so ordered
+    tells the model which of two objects each phrase means (the one to the left of the other), where a free
+    order leaves it to guess (the two-object expert's captions, ``--two_object_order reading``)."""
+    objects = tuple(objects)
+    if len(objects) != 2:
+        return objects
+    (ax, ay), (bx, by) = (tuple(float(v) for v in o.center(0.0)) for o in objects)
+    swap = bx < ax if abs(bx - ax) >= abs(by - ay) else by < ay
+    return objects[::-1] if swap else objects
+
+
 # A reference picture's captions (VACE's reference-to-video on the demo: openwan.pipelines.ti2v, docs/demo.md): the
 # object is named by what it is in the picture, not by color and shape ("the object moving to the right"), so the
 # model has to take its look from the picture. The first subject is the canonical one (the benchmark's).
@@ -294,6 +307,16 @@ def scene_objects(variant=None) -> int:
     return V2_SCENE_OBJECTS if variant.dit is not None and variant.dit.model_type == "ti2v" else 1
 
 
+def _named_parts(t: str) -> list:
+    return [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
+
+
+def objects_named(prompt: str) -> int:
+    """How many objects a prompt names: its parts (split as :func:`parse_objects` splits) that name a shape, of
+    this world or another ("a red circle moving up and a blue star" names 2)."""
+    return len(_named_parts(_normalize(prompt))) if isinstance(prompt, str) else 0
+
+
 def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:
     if len(found) == 1:
         return found[0], []
@@ -323,7 +346,7 @@ def understand(prompt: str, objects: Optional[int] = None) -> tuple[Attributes, 
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     objects = scene_objects() if objects is None else objects
     t = _normalize(prompt)
-    named = [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
+    named = _named_parts(t)
     problems, others = [], []
     if len(named) > objects:
         most = "one object" if objects == 1 else f"at most {objects} objects"

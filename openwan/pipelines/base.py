@@ -153,9 +153,14 @@ class WanPipeline(CallOptions):
         reference picture shows the object, so no color or shape is missing). Nothing for other models."""
         from openwan.pipelines.routing import is_demo
         if is_demo(self.variant.name):
-            from openwan.demo.world_captions import scene_objects, warn_outside_world
+            from openwan.demo.world_captions import warn_outside_world
             for part in prompt.split("|"):
-                warn_outside_world(part.strip(), scene_objects(self.variant), look_given)
+                warn_outside_world(part.strip(), self.scene_objects(), look_given)
+
+    def scene_objects(self) -> int:
+        """How many objects this demo model draws in one video (the warnings' measure)."""
+        from openwan.demo.world_captions import scene_objects
+        return scene_objects(self.variant)
 
     def resolve_sampling(self, negative_prompt=None, sample_steps=None, sample_shift=None, guide_scale=None,
                          sample_solver=None, seed=None, *, width: int = 0, height: int = 0) -> Sampling:

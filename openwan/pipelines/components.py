@@ -22,7 +22,9 @@ class Components:
     architecture fine-tuned on continuing a video, run on the later windows of the ``continue`` long-video
     method (openwan.pipelines.long); ``dit_reference`` a reference expert (``reference_model/``,
     :data:`REFERENCE_DIR`): the same architecture fine-tuned to draw the object of a reference picture given as a
-    clean latent frame before the video (VACE's reference images on a TI2V-style model, openwan.pipelines.ti2v)."""
+    clean latent frame before the video (VACE's reference images on a TI2V-style model, openwan.pipelines.ti2v);
+    ``dit_two_objects`` a two-object expert (``two_object_model/``, :data:`TWO_OBJECT_DIR`): the same architecture
+    fine-tuned on scenes of two objects, run when a demo prompt names two (openwan.pipelines.ti2v)."""
     dit: Any
     vae: Any
     text_encoder: Any
@@ -36,6 +38,7 @@ class Components:
     t5_cpu: bool = False          # the text encoder was loaded on the CPU to stay there
     dit_continue: Any = None
     dit_reference: Any = None
+    dit_two_objects: Any = None
 
     def experts(self) -> list:
         """[(folder, DiT)] of the checkpoint's experts beside the main DiT (:data:`EXPERTS`), those it has."""
@@ -162,8 +165,11 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
 CONTINUATION_DIR = "continuation_model"
 # ... and its reference expert (Components.dit_reference), the same way.
 REFERENCE_DIR = "reference_model"
+# ... and its two-object expert (Components.dit_two_objects).
+TWO_OBJECT_DIR = "two_object_model"
 # Every expert a checkpoint folder may hold beside its main DiT: (what it is, its folder, its Components field).
-EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REFERENCE_DIR, "dit_reference"))
+EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REFERENCE_DIR, "dit_reference"),
+           ("two-object", TWO_OBJECT_DIR, "dit_two_objects"))
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

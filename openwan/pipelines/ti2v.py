@@ -275,9 +275,34 @@ class TextImageToVideo(WanPipeline):
                             output_path=output_path, overwrite=overwrite, return_frames=return_frames)
         if refs:
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
+        else:
+            job.dit = self.scene_expert(prompt, end is None and frame_num <= d.frame_num)
         if z is not None:
             job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
+
+    def scene_objects(self) -> int:
+        """How many objects this model draws in one video: 2 with a two-object expert, else the variant's."""
+        return 2 if self.c.dit_two_objects is not None else super().scene_objects()
+
+    def scene_expert(self, prompt: str, fits: bool):
+        """The DiT for a call whose prompt names two objects of the demo world, on a checkpoint with a two-object
+        expert (``two_object_model/``): the expert where the call ``fits`` what it was trained on (text- or
+        image-to-video at the native length), else None (the main DiT), with a warning that the main one draws
+        one object. None for every other prompt and checkpoint."""
+        if self.c.dit_two_objects is None:
+            return None
+        from openwan.demo.world_captions import objects_named
+        if objects_named(prompt) != 2:
+            return None
+        if fits:
+            return self.c.dit_two_objects
+        import logging
+        logging.getLogger("openwan.demo").warning(
+            "two objects named: the two-object expert draws text- and image-to-video up to the native length "
+            f"({self.defaults().frame_num} frames); this call (first-last-frame or longer) runs the main DiT, which "
+            "draws one object")
+        return None
 
     def picture_look(self, picture):
         """(color, shape) of the demo world's object in the first of a call's pictures as given (a path, an array,

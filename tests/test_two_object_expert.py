@@ -1,0 +1,133 @@
+"""Two-object scenes on the embedded default: captions in reading order (the two-object expert's data)."""
+import numpy as np
+import pytest
+import torch
+
+from openwan.demo import world
+
+
+def _obj(color, x, y, motion="still"):
+    return world.WorldObject(color, "circle", motion, x, y, 0.12, x, y, 0.12)
+
+
+def test_reading_order_names_the_left_or_top_object_first():
+    left, right = _obj("red", 0.25, 0.6), _obj("blue", 0.7, 0.4)      # farther apart in x: left first
+    assert world.reading_order((right, left)) == (left, right)
+    assert world.reading_order((left, right)) == (left, right)
+    top, bottom = _obj("green", 0.45, 0.2), _obj("cyan", 0.55, 0.8)    # farther apart in y: top first
+    assert world.reading_order((bottom, top)) == (top, bottom)
+    assert world.reading_order((top, bottom)) == (top, bottom)
+    # frame 0's centers, not the path's end: a pair that swaps sides as it moves keeps its frame-0 order
+    a = world.WorldObject("red", "square", "right", 0.2, 0.5, 0.12, 0.65, 0.5, 0.12)
+    b = world.WorldObject("blue", "square", "left", 0.5, 0.35, 0.12, 0.05, 0.35, 0.12)
+    assert world.reading_order((b, a)) == (a, b)
+    assert world.reading_order((left,)) == (left,)
+
+
+def test_latents_in_reading_order_change_only_the_captions(tmp_path):
+    from openwan.configs import DEMO_VAE
+    from openwan.demo.latents import encode_latents
+    from openwan.models.vae import WanVAE
+    from openwan.testing import randomize_
+    vae = randomize_(WanVAE(DEMO_VAE), 1, std=0.05).eval()
+    for name in ("any", "reading"):
+        vae.save_pretrained(tmp_path / name / "vae")
+        encode_latents(tmp_path / name, n_clips=6, captions=3, seed=7, size=32, frames=5, batch=3,
+                       two_object_prob=1.0, two_object_order=name)
+    free = torch.load(tmp_path / "any" / "latents.pt", weights_only=False)
+    ordered = torch.load(tmp_path / "reading" / "latents.pt", weights_only=False)
+    assert torch.equal(free["latents"], ordered["latents"])
+    swapped = 0
+    for i, (caps, attrs) in enumerate(zip(ordered["captions"], ordered["attributes"])):
+        rng = np.random.default_rng([7, 4, i])
+        rng.random()                                                   # (the two-object draw)
+        clip = world.sample_clip(rng, split="train", n_objects=2, motions=world.CLASSIC_MOTIONS)
+        first, second = world.reading_order(clip.objects)
+        assert [world.Attributes(*a) for a in attrs] == [first.attributes, second.attributes]
+        assert len(caps) == 3 and all(world.parse_objects(c) == [first.attributes, second.attributes] for c in caps)
+        swapped += first is not clip.objects[0]
+        assert sorted(map(tuple, attrs)) == sorted(map(tuple, free["attributes"][i]))
+    assert 0 < swapped < 6            # the draw's order was not already the reading order (seed 7: some of each)
+    with pytest.raises(ValueError, match="two_object_order"):
+        encode_latents(tmp_path / "any", n_clips=1, two_object_order="left")
+
+
+# ------------------------------------------------------------------ the two-object expert (two_object_model/)
+
+TWO = "a red circle moving left and a blue square moving right"
+ONE = "a red circle moving left"
+KW = dict(sample_steps=2, seed=4, output_type="latent")
+
+
+@pytest.fixture(scope="module")
+def with_expert(tmp_path_factory):
+    from openwan.pipelines.components import TWO_OBJECT_DIR
+    from openwan.testing import make_tiny_demo_with_expert
+    plain, folder, variant = make_tiny_demo_with_expert(tmp_path_factory.mktemp("two"), TWO_OBJECT_DIR)
+    return plain, folder, variant
+
+
+def _which(pipe, prompt, **kw):
+    """(main DiT calls, expert calls) of one call."""
+    seen = {"main": 0, "expert": 0}
+    hooks = [pipe.dit.register_forward_pre_hook(lambda m, a: seen.__setitem__("main", seen["main"] + 1)),
+             pipe.c.dit_two_objects.register_forward_pre_hook(
+                 lambda m, a: seen.__setitem__("expert", seen["expert"] + 1))]
+    try:
+        out = pipe(prompt, **dict(KW, **kw))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen["main"], seen["expert"], out
+
+
+def test_prompts_naming_two_objects_run_the_expert(with_expert, caplog):
+    from openwan.pipelines import load_pipeline
+    plain, folder, variant = with_expert
+    pipe = load_pipeline(folder, variant=variant, progress=False)
+    assert pipe.c.dit_two_objects is not None and pipe.scene_objects() == 2
+    main, expert, out = _which(pipe, TWO)
+    assert main == 0 and expert > 0
+    main, expert, one = _which(pipe, ONE)
+    assert main > 0 and expert == 0
+    # the expert's video is the main DiT's call with the expert's weights: same noise, same steps
+    job = pipe.prepare(TWO, **KW)
+    assert job.dit is pipe.c.dit_two_objects
+    job.dit = None
+    assert not torch.equal(pipe.run(job), out.latents)
+    job.dit = pipe.c.dit_two_objects
+    assert torch.equal(pipe.run(job), out.latents)
+    # image-to-video of a two-object prompt too; first-last-frame and long videos stay on the main DiT, and say so
+    pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]
+    assert _which(pipe, TWO, image=pic)[:2][0] == 0
+    with caplog.at_level("WARNING", logger="openwan.demo"):
+        main, expert, _ = _which(pipe, TWO, first_frame=pic, last_frame=pic)
+        assert expert == 0 and main > 0
+        main, expert, _ = _which(pipe, TWO, frame_num=9, long_overlap=1)
+        assert expert == 0 and main > 0
+    lines = [r.getMessage() for r in caplog.records if "two-object expert" in r.getMessage()]
+    assert len(lines) == 2 and "runs the main DiT" in lines[0]
+    # a folder without the expert draws two-object prompts with the main DiT, and warns as before
+    bare = load_pipeline(plain, variant=variant, progress=False)
+    assert bare.c.dit_two_objects is None and bare.scene_objects() == 1
+    assert bare.prepare(TWO, **KW).dit is None
+
+
+def test_objects_named_counts_the_parts_that_name_a_shape():
+    assert world.objects_named(TWO) == 2 and world.objects_named(ONE) == 1
+    assert world.objects_named("a red circle moving up, and an orange star falling") == 2
+    assert world.objects_named("a red circle and a blue square and a green triangle") == 3
+    assert world.objects_named("the object moving to the right") == 0 and world.objects_named(None) == 0
+
+
+def test_convert_keeps_the_expert(with_expert, tmp_path):
+    from openwan.convert import write_components
+    from openwan.pipelines.components import TWO_OBJECT_DIR, load_components
+    _, folder, variant = with_expert
+    c = load_components(folder, variant=variant)
+    for layout in ("official", "diffusers"):
+        out = write_components(c, tmp_path / layout, layout)
+        assert (out / TWO_OBJECT_DIR).is_dir()
+        back = load_components(out, variant=variant)
+        a, b = c.dit_two_objects.state_dict(), back.dit_two_objects.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
