@@ -109,12 +109,88 @@ def test_routing_sends_references_to_the_expert_only_where_there_is_one(folders)
     assert route_inputs("ti2v", "demo", ["src_ref_images"], references=True) is None
     with pytest.raises(ValueError, match="VACE layers"):
         route_inputs("ti2v", "demo", ["src_ref_images"], references=False)
-    with pytest.raises(ValueError, match="does not combine with --src_video"):
+    with pytest.raises(ValueError, match="give --src_mask too"):
         route_inputs("ti2v", "demo", ["src_ref_images", "src_video"], references=True)
+    assert route_inputs("ti2v", "demo", ["src_ref_images", "src_video", "src_mask"], references=True) == "v2v"
+    with pytest.raises(ValueError, match="does not combine with --image"):
+        route_inputs("ti2v", "demo", ["src_ref_images", "image"], references=True)
+    with pytest.raises(ValueError, match="VACE layers"):
+        route_inputs("ti2v", "demo", ["src_ref_images", "src_video", "src_mask"], references=False)
     with pytest.raises(ValueError, match="VACE layers"):
         route_inputs("t2v", "t2v-1.3B", ["src_ref_images"], references=True)
     with pytest.raises(ValueError, match="reference expert"):          # the context scale: what it has instead
         route_inputs("ti2v", "demo", ["context_scale"], references=True)
+
+
+# ------------------------------------------------------------------ with a source video and a mask (VACE inpainting)
+
+def _source_and_mask(frames=5, size=32):
+    from openwan.demo import world
+    clip = world.make_clip(11, attributes=[("blue", "circle", "right")])
+    video = world.render_clip(clip, size=size, frames=frames)
+    mask = np.zeros_like(video)
+    mask[:, 8:24, 4:28] = 255                      # the region the picture's object goes into
+    return video, mask
+
+
+def _v2v(folder):
+    from openwan.pipelines.v2v import VideoToVideo
+    from openwan.pipelines.components import load_components
+    return VideoToVideo(load_components(folder, variant=VARIANT), progress=False)
+
+
+def test_a_reference_in_a_masked_video_runs_the_expert_and_keeps_the_rest(folders):
+    """src_ref_images + src_video + src_mask: the picture's latent stands clean before the video's latent frames
+    (timestep 0 on its tokens), the expert runs, the kept cells end exactly the source's, the frame is dropped."""
+    from openwan.pipelines.ti2v import crop_to
+    from openwan.pipelines.v2v import latent_mask, video_to_tensor
+    _, with_ref = folders
+    pipe = _v2v(with_ref)
+    video, mask = _source_and_mask()
+    pic = _picture()
+    main_seen, h1 = _calls(pipe.dit)
+    ref_seen, h2 = _calls(pipe.c.dit_reference)
+    try:
+        out = pipe(PROMPT, src_video=video, src_mask=mask, src_ref_images=[pic], **KW)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert not main_seen and ref_seen
+    z = pipe.vae.encode(crop_to(pic, 32, 32)[None, :, None])[0].float()
+    x0 = pipe.vae.encode(video_to_tensor(video)[None])[0].float()
+    per_frame = (z.shape[2] // 2) * (z.shape[3] // 2)
+    for x, t in ref_seen:
+        assert x.shape[2] == 1 + x0.shape[1]
+        assert torch.equal(x[:, :, :1].float(), z[None].expand(x.shape[0], -1, -1, -1, -1))
+        assert (t[:, :per_frame] == 0).all() and (t[:, per_frame:] > 0).all()
+    assert out.latents.shape == x0.shape                                       # the reference frame dropped
+    m = latent_mask(mask, 32, 32, 4, pipe.vae.spatial_ratio)
+    assert 0 < float(m.mean()) < 1
+    kept = (m == 0).expand_as(x0)
+    assert torch.equal(out.latents[kept], x0[kept])                           # the rest: the source's, exactly
+    assert not torch.equal(out.latents[~kept], x0[~kept])
+    # without the picture the same call is masked v2v on the main DiT
+    main_seen, h1 = _calls(pipe.dit)
+    try:
+        pipe(PROMPT, src_video=video, src_mask=mask, **KW)
+    finally:
+        h1.remove()
+    assert main_seen and all(x.shape[2] == x0.shape[1] for x, _ in main_seen)
+
+
+def test_a_reference_in_a_video_is_refused_clearly(folders):
+    plain, with_ref = folders
+    video, mask = _source_and_mask()
+    pic = _picture()
+    with pytest.raises(ValueError, match="give src_mask too"):
+        _v2v(with_ref)(PROMPT, src_video=video, src_ref_images=[pic], **KW)
+    with pytest.raises(ValueError, match="no reference expert"):
+        _v2v(plain)(PROMPT, src_video=video, src_mask=mask, src_ref_images=[pic], **KW)
+    with pytest.raises(ValueError, match="trained on one reference picture"):
+        _v2v(with_ref)(PROMPT, src_video=video, src_mask=mask, src_ref_images=[pic, pic], **KW)
+    long_video, long_mask = _source_and_mask(frames=9)
+    with pytest.raises(ValueError, match="native length"):
+        _v2v(with_ref)(PROMPT, src_video=long_video, src_mask=long_mask, src_ref_images=[pic], **KW)
 
 
 def test_the_cli_takes_a_reference_picture_and_replays_it(folders, tmp_path, monkeypatch):
@@ -137,6 +213,19 @@ def test_the_cli_takes_a_reference_picture_and_replays_it(folders, tmp_path, mon
     assert main(["generate", "--from", "a.json", "-o", "b.mp4", "--quiet"]) == 0
     a, b = read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0]
     assert a.shape[0] == 5 and (a == b).all()
+    # with a source video and a mask: masked video-to-video with the picture, recorded and replayed
+    video, mask = _source_and_mask()
+    from openwan.video import write_video
+    write_video(video, tmp_path / "src.mp4", fps=16)
+    Image.fromarray(mask[0]).save(tmp_path / "mask.png")
+    masked = ["--src_video", "src.mp4", "--src_mask", "mask.png", "--src_ref_images", "ref.png"]
+    assert main(["generate", PROMPT, *common, *masked[:2], "--src_ref_images", "ref.png", "-o", "n.mp4"]) == 2
+    assert main(["generate", PROMPT, *common, *masked, "-o", "m.mp4"]) == 0
+    rec = json.loads((tmp_path / "m.json").read_text())["openwan"]
+    assert (rec["task"], rec["src_ref_images"], rec["src_mask"]) == ("v2v", "ref.png", "mask.png")
+    assert main(["generate", "--from", "m.json", "-o", "m2.mp4", "--quiet"]) == 0
+    a, b = read_video(tmp_path / "m.mp4")[0], read_video(tmp_path / "m2.mp4")[0]
+    assert a.shape[0] == 5 and (a == b).all()
 
 
 def test_convert_keeps_the_reference_expert(folders, tmp_path):
@@ -155,6 +244,7 @@ def test_the_server_takes_a_reference_picture(folders):
     from openwan.serve.params import parameter_kinds
     _, with_ref = folders
     assert parameter_kinds(_load(with_ref))["src_ref_images"] == "file"
+    assert parameter_kinds(_v2v(with_ref))["src_ref_images"] == "file"     # (with src_video and src_mask)
 
 
 # ------------------------------------------------------------------ the world's reference pictures and captions

@@ -75,6 +75,11 @@ def route_inputs(own_task: str, name: str, given: Iterable[str], references: boo
         return None
     if own_task == "ti2v" and references and "src_ref_images" in given:
         others = [g for g in given if g != "src_ref_images"]
+        if sorted(others) == ["src_mask", "src_video"]:
+            return "v2v"           # the picture's object drawn in the mask's region (VACE's inpainting + reference)
+        if others == ["src_video"]:
+            raise ValueError("--src_ref_images with --src_video draws the picture's object in a region of the "
+                             "video: give --src_mask too (white = where the object goes, black = kept)")
         if others:
             raise ValueError(f"--src_ref_images (reference-to-video with the model's reference expert) takes a "
                              f"prompt and one picture; it does not combine with "

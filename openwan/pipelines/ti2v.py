@@ -265,9 +265,8 @@ class TextImageToVideo(WanPipeline):
                     x = crop_to(end, out_w, out_h)
                     z_last = still_latent(vae, x[None].to(vae.device, vae.dtype))[0].float().to(self.device)
         if refs:                # the reference pictures' latents stand first, clean; the video follows
-            with self.resident(vae), torch.inference_mode():
-                z = torch.cat([vae.encode(crop_to(r, out_w, out_h)[None, :, None].to(vae.device, vae.dtype))[0]
-                               for r in refs], dim=1).float().to(self.device)
+            with self.resident(vae):
+                z = torch.cat([encode_reference(vae, r, out_w, out_h, self.device) for r in refs], dim=1)
         cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z, last_frame=z_last,
                                       length=None if z_last is None else latent_frames)
         job = self.make_job(settings, replace_clean_frames(noise, z, z_last), cond, sp,
@@ -316,38 +315,18 @@ class TextImageToVideo(WanPipeline):
             return None
 
     def reference_pictures(self, src_ref_images, image, first_frame, last_frame) -> list:
-        """The call's reference pictures (uint8 [H, W, 3]; [] without), checked: they need the checkpoint's
-        reference expert, stand in the place of a first picture, and are one (what the expert is trained on)."""
-        from openwan.pipelines.components import REFERENCE_DIR
-        refs = src_refs_list(src_ref_images)
-        if not refs:
-            return []
-        if self.c.dit_reference is None:
-            raise ValueError(f"src_ref_images: {self.c.source or 'this checkpoint'} has no reference expert (a "
-                             f"{REFERENCE_DIR}/ folder, a DiT trained to draw a reference picture's object; the "
-                             f"embedded demo has one); for reference images use it or a VACE checkpoint (--task "
-                             f"vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B)")
+        """The call's reference pictures (uint8 [H, W, 3]; [] without), checked (:func:`reference_pictures`); they
+        stand in the place of a first picture."""
         given = [n for n, v in (("image", image), ("first_frame", first_frame), ("last_frame", last_frame))
                  if v is not None]
-        if given:
+        if given and src_refs_list(src_ref_images):
             raise ValueError(f"src_ref_images and {', '.join(given)} exclude each other here: the reference picture "
                              f"takes the place of the first picture; give one or the other")
-        if len(refs) > 1:
-            raise ValueError(f"src_ref_images: {len(refs)} pictures given; this checkpoint's reference expert is "
-                             f"trained on one reference picture: give one")
-        return [load_image(r, f"src_ref_images[{i}]") for i, r in enumerate(refs)]
+        return reference_pictures(self.c, src_ref_images)
 
     def denoiser(self, cond, guidance: Guidance, step_cache=None, windows=None, dit=None):
-        """The guided DiT; with pictures, timestep 0 on the clean frames' tokens (:class:`FirstFrameTimesteps`);
-        past the native length windowed (openwan.long_video), the first picture conditioning the first window
-        only and the last picture the last window."""
-        from openwan.cache import step_cache_wrapper
-        d = FirstFrameTimesteps(Denoiser(self.dit if dit is None else dit, cond, guidance))
-        if windows is not None:
-            from openwan.long_video import Windowed
-            d = Windowed(d, *windows)
-        wrap = step_cache_wrapper(step_cache)
-        return d if wrap is None else wrap(d)
+        """The guided DiT with clean frames (:func:`clean_frame_denoiser`)."""
+        return clean_frame_denoiser(self.dit if dit is None else dit, cond, guidance, step_cache, windows)
 
     def continued_window(self, job: Job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
         """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
@@ -371,6 +350,45 @@ class TextImageToVideo(WanPipeline):
         cond = dataclasses.replace(cond, first_frame=clean, first_t=first_t)
         return (replace_clean_frames(window_noise, clean, last), cond,
                 lambda step, x, x0: replace_clean_frames(x, clean, last))
+
+
+def clean_frame_denoiser(dit, cond, guidance: Guidance, step_cache=None, windows=None):
+    """The guided DiT; with pictures, timestep 0 on the clean frames' tokens (:class:`FirstFrameTimesteps`); past
+    the native length windowed (openwan.long_video), the first picture conditioning the first window only and the
+    last picture the last window; the step cache over it all."""
+    from openwan.cache import step_cache_wrapper
+    d = FirstFrameTimesteps(Denoiser(dit, cond, guidance))
+    if windows is not None:
+        from openwan.long_video import Windowed
+        d = Windowed(d, *windows)
+    wrap = step_cache_wrapper(step_cache)
+    return d if wrap is None else wrap(d)
+
+
+def reference_pictures(components, src_ref_images) -> list:
+    """A call's reference pictures (uint8 [H, W, 3]; [] without), checked: they need the checkpoint's reference
+    expert and are one (what the expert is trained on)."""
+    from openwan.pipelines.components import REFERENCE_DIR
+    refs = src_refs_list(src_ref_images)
+    if not refs:
+        return []
+    if components.dit_reference is None:
+        raise ValueError(f"src_ref_images: {components.source or 'this checkpoint'} has no reference expert (a "
+                         f"{REFERENCE_DIR}/ folder, a DiT trained to draw a reference picture's object; the "
+                         f"embedded demo has one); for reference images use it or a VACE checkpoint (--task "
+                         f"vace-1.3B --ckpt_dir ./Wan2.1-VACE-1.3B)")
+    if len(refs) > 1:
+        raise ValueError(f"src_ref_images: {len(refs)} pictures given; this checkpoint's reference expert is "
+                         f"trained on one reference picture: give one")
+    return [load_image(r, f"src_ref_images[{i}]") for i, r in enumerate(refs)]
+
+
+def encode_reference(vae, picture: np.ndarray, width: int, height: int, device) -> torch.Tensor:
+    """A reference picture's latent [z, 1, h, w] (float32, on ``device``): fitted to the output size as a first
+    picture is (:func:`crop_to`) and encoded alone, as VACE encodes each reference."""
+    with torch.inference_mode():
+        x = crop_to(picture, width, height)[None, :, None].to(vae.device, vae.dtype)
+        return vae.encode(x)[0].float().to(device)
 
 
 def src_refs_list(src_ref_images) -> list:

@@ -14,6 +14,12 @@ taken to the latent grid (a latent cell is generated when any of its pixels is: 
 the source's latents are re-imposed at the current noise level after every step (``(1 - s) x0 + s noise``, the
 same noise draw), so they end exactly the source's; inside, the model generates along the prompt from
 ``strength`` (default 1 with a mask: from pure noise).
+
+**Masked, with a reference picture** (``src_ref_images`` with ``src_mask``: VACE's inpainting with a reference, on a
+TI2V-style checkpoint with a reference expert, the embedded demo): the picture's latent stands clean before the
+video's latent frames, timestep 0 on its tokens (as in :mod:`openwan.pipelines.ti2v`), re-imposed after every step
+with the kept cells, and dropped before decoding; the reference expert runs, so the mask's region gets the
+picture's object (where and as the mask's region moves) and the rest stays the source's.
 """
 from __future__ import annotations
 
@@ -183,7 +189,7 @@ class VideoToVideo(WanPipeline):
                  sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                  output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
                  strict_size: bool = True, return_frames: bool = True, callback=None,
-                 step_cache: Optional[str] = None) -> GenerationOutput:
+                 step_cache: Optional[str] = None, src_ref_images=None) -> GenerationOutput:
         """Re-render ``src_video`` (path, uint8 [F, H, W, 3] array or list of frames) along ``prompt``.
 
         A video file is first resampled to ``src_fps`` frames per second (default the model's rate: 16 for Wan, 8 for the demo; 0
@@ -193,7 +199,8 @@ class VideoToVideo(WanPipeline):
                            size=size, frame_num=frame_num, sample_steps=sample_steps, sample_shift=sample_shift,
                            guide_scale=guide_scale, sample_solver=sample_solver, seed=seed, output_type=output_type,
                            output_path=output_path, overwrite=overwrite, cfg_batch=cfg_batch,
-                           strict_size=strict_size, return_frames=return_frames, step_cache=step_cache)
+                           strict_size=strict_size, return_frames=return_frames, step_cache=step_cache,
+                           src_ref_images=src_ref_images)
         return self.generate(job, callback)
 
     def prepare(self, prompt: str, negative_prompt: Optional[str] = None, *, src_video: VideoLike = None,
@@ -203,7 +210,8 @@ class VideoToVideo(WanPipeline):
                 sample_shift: Optional[float] = None, guide_scale: Optional[float] = None,
                 sample_solver: Optional[str] = None, seed: Optional[int] = None, output_type: str = "uint8",
                 output_path: Optional[PathLike] = None, overwrite: bool = False, cfg_batch: bool = True,
-                strict_size: bool = True, return_frames: bool = True, step_cache: Optional[str] = None) -> Job:
+                strict_size: bool = True, return_frames: bool = True, step_cache: Optional[str] = None,
+                src_ref_images=None) -> Job:
         """Validate, read and encode the source, noise it onto the grid: a :class:`Job` for :meth:`run`."""
         d = self.defaults()
         width, height = parse_size(size, d.size)
@@ -216,6 +224,7 @@ class VideoToVideo(WanPipeline):
         frame_num = choose_frames(frames.shape[0], frame_num)
         mask = check_mask(load_video(src_mask, "src_mask", allow_image=True, target_fps=fps), frames,
                           frame_num) if masked else None
+        refs = self.reference_pictures(src_ref_images, src_mask, frame_num)
         sp = self.resolve_sampling(negative_prompt, sample_steps, sample_shift, guide_scale, sample_solver, seed)
         steps, shift, solver = sp.steps, sp.shift, sp.solver
         sigmas = sampling.sigmas_for_strength(steps, shift, strength, solver)
@@ -227,23 +236,79 @@ class VideoToVideo(WanPipeline):
                                      **sp.settings(), src_video=source_name(src_video), strength=strength,
                                      src_fps=fps or 0, steps_run=len(sigmas) - 1,
                                      **({"src_mask": source_name(src_mask)} if masked else {}))
+        from openwan.pipelines.ti2v import src_refs_list
+        names = [source_name(r) for r in src_refs_list(src_ref_images)] if refs else []
+        if names and all(names):        # (VACE's record: the paths, comma-separated, as the CLI takes them)
+            settings["src_ref_images"] = ",".join(names)
         check_output_free(output_path, overwrite)
 
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
         with torch.inference_mode(), self.resident(self.vae) as vae:
             video = fit_video(video_to_tensor(frames[:frame_num], vae.device), height, width)
             x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
+        cond, z_ref = Conditioning(ctx, ctx_null), None
+        if refs:                # the reference's latent stands first, clean, timestep 0 on its tokens
+            from openwan.pipelines.ti2v import FirstFrameConditioning, encode_reference
+            with self.resident(self.vae) as vae:
+                z_ref = encode_reference(vae, refs[0], width, height, self.device)
+            x0, cond = torch.cat([z_ref, x0], dim=1), FirstFrameConditioning(ctx, ctx_null, first_frame=z_ref)
         noise = make_noise(x0.shape, sp.seed, self.device)
         start = sampling.add_noise(x0, noise, sigmas[0].float())
-        job = self.make_job(settings, start, Conditioning(ctx, ctx_null), sp, cfg_batch=cfg_batch, sigmas=sigmas,
+        if z_ref is not None:
+            start[:, :1] = z_ref
+        job = self.make_job(settings, start, cond, sp, cfg_batch=cfg_batch, sigmas=sigmas,
                             step_cache=step_cache, output_type=output_type, output_path=output_path,
                             overwrite=overwrite, return_frames=return_frames)
         if masked:
             from openwan.long_video import KeepLatents
             m = latent_mask(mask, height, width, self.vae.temporal_ratio, self.vae.spatial_ratio).to(x0.device)
             settings["mask_share"] = round(float(m.mean()), 4)     # of the latent cells, generated
-            job.post_step = KeepLatents(x0, m, noise)             # windowable: long videos by either method
+            if z_ref is None:
+                job.post_step = KeepLatents(x0, m, noise)         # windowable: long videos by either method
+            else:               # the reference frame kept too, clean (its noise never added)
+                job.post_step = KeepReference(KeepLatents(x0, torch.cat([torch.zeros_like(m[:, :1]), m], 1), noise))
+                job.drop_frames, job.dit = 1, self.c.dit_reference
         return job
+
+    def reference_pictures(self, src_ref_images, src_mask, frame_num) -> list:
+        """The call's reference picture ([] without), checked: it needs a mask (what region gets the picture's
+        object), the checkpoint's reference expert on a TI2V-style DiT, one picture, the native length at most."""
+        from openwan.pipelines.ti2v import reference_pictures, src_refs_list
+        if not src_refs_list(src_ref_images):
+            return []
+        if src_mask is None:
+            raise ValueError("src_ref_images with src_video draws the picture's object in a region of the video: "
+                             "give src_mask too (white = where the object goes, black = kept); for a new video of "
+                             "the picture's object give src_ref_images without src_video")
+        if self.dit.config.model_type != "ti2v":
+            raise ValueError(f"src_ref_images with src_video and src_mask needs a TI2V-style checkpoint with a "
+                             f"reference expert (the embedded demo); {self.variant.name} is a "
+                             f"{self.dit.config.model_type} model: use a VACE checkpoint (--task vace-1.3B)")
+        native = self.defaults().frame_num
+        if (frame_num or 0) > native:
+            raise ValueError(f"src_ref_images: up to the model's native length ({native} frames); this call would "
+                             f"make {frame_num} (pass frame_num={native}, or a shorter src_video)")
+        return reference_pictures(self.c, src_ref_images)
+
+    def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
+        """The guided DiT; with a reference picture, timestep 0 on its frame's tokens (TI2V's clean frames)."""
+        if getattr(cond, "first_frame", None) is None:
+            return super().denoiser(cond, guidance, step_cache, windows, dit)
+        from openwan.pipelines.ti2v import clean_frame_denoiser
+        return clean_frame_denoiser(self.dit if dit is None else dit, cond, guidance, step_cache, windows)
+
+
+class KeepReference:
+    """Masked video-to-video's kept cells (``keep``, a KeepLatents over the reference frame and the video) after
+    every step, the reference frame (latent frame 0, kept with mask 0) clean: ``keep.known`` there, not noised."""
+
+    def __init__(self, keep):
+        self.keep = keep
+
+    def __call__(self, step, x: torch.Tensor, x0_pred=None) -> torch.Tensor:
+        out = self.keep(step, x, x0_pred)
+        out[:, :1] = self.keep.known[:, :1].to(out.dtype)
+        return out
 
 
 def check_mask(mask: np.ndarray, frames: np.ndarray, frame_num: int) -> np.ndarray:
