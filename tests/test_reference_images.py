@@ -156,6 +156,7 @@ def test_a_reference_in_a_masked_video_runs_the_expert_and_keeps_the_rest(folder
         h1.remove()
         h2.remove()
     assert not main_seen and ref_seen
+    assert out.settings["prompt"] == "a red square moving to the right"      # the extension read the picture
     z = pipe.vae.encode(crop_to(pic, 32, 32)[None, :, None])[0].float()
     x0 = pipe.vae.encode(video_to_tensor(video)[None])[0].float()
     per_frame = (z.shape[2] // 2) * (z.shape[3] // 2)
@@ -418,6 +419,52 @@ def test_bench_r2v_grades_the_look_against_the_picture():
     fixed = summarize_all(bench_tasks.run_cases(_RefWorld(False), "r2v", cases, seeds=(0,), progress=False))
     acc = fixed["total"]["accuracy"]
     assert acc["motion"] == 1.0 and acc["color"] < 0.3 and acc["shape"] < 0.5
+
+
+class _SwapWorld(_RefWorld):
+    """swap's stand-ins: ``honest`` draws the picture's look doing the prompt's motion; otherwise the source video
+    comes back unchanged (a model that ignores the picture)."""
+
+    def __call__(self, prompt, seed=0, output_path=None, overwrite=False, src_ref_images=None, src_video=None,
+                 src_mask=None, **kw):
+        from openwan.pipelines.base import GenerationOutput
+        assert src_video is not None and src_mask is not None and src_ref_images is not None
+        if self.honest:
+            return super().__call__(prompt, seed, src_ref_images=src_ref_images)
+        return GenerationOutput(np.asarray(src_video)[None], {"stats": {"dit_forwards": 1}})
+
+    @property
+    def vae(self):
+        from types import SimpleNamespace
+        return SimpleNamespace(temporal_ratio=4, spatial_ratio=8)
+
+
+def test_bench_swap_grades_the_picture_s_look_in_the_source_s_motion():
+    from openwan.demo import bench_sets, bench_tasks
+    from openwan.demo.bench import summarize_all
+    cases = bench_sets.cases(["single"])[::4]
+    honest = summarize_all(bench_tasks.run_cases(_SwapWorld(True), "swap", cases, seeds=(0,), progress=False))
+    assert honest["total"]["accuracy"]["all"] == 1.0
+    recs = bench_tasks.run_cases(_SwapWorld(False), "swap", cases, seeds=(0,), progress=False)
+    acc = summarize_all(recs)["total"]["accuracy"]
+    # the source is the case's motion in another colour and another shape: none of the look is the picture's
+    assert acc["motion"] == 1.0 and acc["color"] == 0.0 and acc["shape"] == 0.0
+    assert all(r["psnr_kept"] == float("inf") and r["track_error"] == 0.0 for r in recs)
+
+
+def test_bench_swap_runs_on_a_model_with_a_reference_expert(folders, tmp_path, monkeypatch):
+    from openwan.demo.bench import main
+    from openwan.testing import use_demo
+    plain, with_ref = folders
+    use_demo(monkeypatch, with_ref, VARIANT)
+    out = tmp_path / "s.json"
+    assert main(["--task", "swap", "--limit", "1", "--seeds", "1", "--sample_steps", "2", "--quiet",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(res["videos"]) == 2 and all(r["task"] == "swap" and "psnr_kept" in r for r in res["videos"])
+    use_demo(monkeypatch, plain, VARIANT)
+    with pytest.raises(ValueError, match="reference expert"):
+        main(["--task", "swap", "--limit", "1", "--seeds", "1", "--quiet"])
 
 
 def test_the_shipped_demo_takes_a_reference_picture_with_no_checkpoint(tmp_path):

@@ -12,7 +12,7 @@ for, and whether translating objects start on the side their motion needs (:func
     openwan bench demo --seeds 4 --out bench/   # also write every video (mp4) and results.json there
     openwan bench demo --json -                 # results as JSON on stdout
     openwan bench demo --check                  # exit 1 when a target is missed (CI)
-    openwan bench demo --task i2v               # every task: t2v (default), i2v, flf2v, v2v, vace, r2v (bench_tasks.py)
+    openwan bench demo --task i2v               # every task: t2v (default), i2v, flf2v, v2v, vace, r2v, swap
     openwan bench demo --prompts all            # + two-object scenes and paraphrased prompts (bench_sets.py)
 
 Targets (issue 7): attribute accuracy >= 90% on seen combinations, >= 75% on held-out ones. With the tasks and
@@ -166,7 +166,7 @@ def list_benchmarks(repo_root: Optional[Path] = None) -> str:
              "  openwan bench demo    does the embedded demo model draw what its prompts say? (24 seen + 12 held-out",
              "                        prompts x 2 seeds, about 8 s a video on one CPU core; options: openwan bench",
              "                        demo --help; a quick look: openwan bench demo --limit 2 --seeds 1); every task:",
-             "                        --task t2v|i2v|flf2v|v2v|vace|r2v; two-object scenes and paraphrased prompts:",
+             "                        --task t2v|i2v|flf2v|v2v|vace|r2v|swap; two-object scenes and paraphrased prompts:",
              "                        --prompts all",
              "  openwan bench long    do long demo videos drift? (161 frames per video, each long-video method beside",
              "                        the one-call baseline: object found, color and size drift, seam jumps, motion",
@@ -220,11 +220,14 @@ def main(argv=None) -> int:
     from openwan.validate import guide_scale_arg
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
-    ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "vace", "r2v", "demo", "demo-4step"], default=None,
+    ap.add_argument("--task", choices=["t2v", "i2v", "flf2v", "v2v", "vace", "r2v", "swap", "demo", "demo-4step"],
+                    default=None,
                     help="the task: t2v (default), i2v (frame 0 of a rendered world clip given), flf2v (its first and "
                          "last frames), v2v (the clip in other colours re-rendered at --strength), vace (that clip "
                          "with a mask of the object: the masked region regenerated, the rest kept), r2v (a "
-                         "reference picture of the object and a prompt of its motion only); demo / "
+                         "reference picture of the object and a prompt of its motion only), swap (the vace clip in "
+                         "another shape too, its mask and r2v's picture: the picture's object in the masked region); "
+                         "demo / "
                          "demo-4step name the model as --model does (earlier spelling)")
     ap.add_argument("--model", choices=["demo", "demo-4step"], default=None,
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
@@ -287,16 +290,17 @@ def main(argv=None) -> int:
             for split in ("seen", "heldout"):
                 keep += [c for c in cases if c.set == name and c.split == split][:a.limit]
         cases = keep
-    if task == "r2v" and any(c.set != "single" for c in cases):     # (before loading anything)
-        raise ValueError("--task r2v grades one object drawn from one reference picture: use --prompts single")
+    from openwan.demo.bench_tasks import MASKED_TASKS, REFERENCE_TASKS
+    if task in REFERENCE_TASKS and any(c.set != "single" for c in cases):     # (before loading anything)
+        raise ValueError(f"--task {task} grades one object drawn from one reference picture: use --prompts single")
     t0 = time.perf_counter()
     if a.ckpt_dir and model != "demo":
         raise ValueError("--ckpt_dir and --model demo-4step exclude each other (the student is its own weights)")
-    pipe = load_pipeline(a.ckpt_dir or model, task="v2v" if task in ("v2v", "vace") else "t2v",
+    pipe = load_pipeline(a.ckpt_dir or model, task="v2v" if task in ("v2v",) + MASKED_TASKS else "t2v",
                          variant=_ckpt_variant(a.ckpt_dir) if a.ckpt_dir else None, progress=False,
                          dtype=a.dtype, threads=a.threads)
-    if task == "r2v" and pipe.c.dit_reference is None:
-        raise ValueError(f"--task r2v needs a model with a reference expert (a reference_model/ folder); "
+    if task in REFERENCE_TASKS and pipe.c.dit_reference is None:
+        raise ValueError(f"--task {task} needs a model with a reference expert (a reference_model/ folder); "
                          f"{a.ckpt_dir or model} has none")
     if task in ("i2v", "flf2v") and pipe.task != "ti2v":
         raise ValueError(f"--task {task} needs a model that takes pictures; {pipe.variant.name} is a text-to-video "
@@ -324,7 +328,7 @@ def main(argv=None) -> int:
         settings["timesteps"] = list(d.timesteps)
     if task != "t2v":
         settings["task"] = task
-    if task in ("v2v", "vace"):
+    if task in ("v2v",) + MASKED_TASKS:
         settings["strength"] = strength if task == "v2v" else MASKED_STRENGTH
     if sets != ["single"]:
         settings["prompts"] = sets

@@ -1,4 +1,4 @@
-"""`openwan bench demo --task {t2v,i2v,flf2v,v2v,vace,r2v}` and its prompt sets: what each task's videos are graded on.
+"""`openwan bench demo --task {t2v,i2v,flf2v,v2v,vace,r2v,swap}` and its prompt sets: what each task's videos are graded on.
 
 For every case (a prompt and its objects' attributes, :mod:`openwan.demo.bench_sets`) and seed, a world clip of
 those attributes is rendered at the model's size and length (:func:`source_clip`: placement, size and speed drawn
@@ -25,6 +25,10 @@ from ``[BENCH_SEED, case, seed]``, so every model is given the same pictures) an
   prompt that names only the motion (:func:`openwan.demo.world.reference_prompt`: "the object moving to the
   right"). Graded: color and shape = the picture's (read from it, the prompt does not say them), motion = the
   prompt's. One-object cases only (the model's reference expert takes one picture).
+* ``swap``: VACE's reference with a mask ("swap anything"): the vace task's source clip, its object also of another
+  shape (the next of the world's shapes) and its mask, the r2v task's picture of the case's object and its
+  motion-only prompt. Graded: colour and shape = the picture's (what the mask's region must become), motion = the
+  source's (= the prompt's), ``track_error`` and ``psnr_kept`` as for vace. One-object cases only.
 
 One-object videos are graded by :func:`openwan.demo.detect.detect`, two-object scenes by
 :func:`~openwan.demo.detect.detect_objects` and :func:`~openwan.demo.detect.match_objects`, per object.
@@ -40,7 +44,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 ATTRIBUTES = ("color", "shape", "motion")
-TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace", "r2v")
+TASKS = ("t2v", "i2v", "flf2v", "v2v", "vace", "r2v", "swap")
+REFERENCE_TASKS = ("r2v", "swap")          # one picture of one object: one-object cases, a reference expert
+MASKED_TASKS = ("vace", "swap")            # masked video-to-video: graded on the kept region too
 BENCH_SEED = 22
 V2V_COLOR_SHIFT = 3
 V2V_STRENGTH = 0.7
@@ -55,12 +61,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def source_clip(case, index: int, seed: int, color_shift: int = 0):
+def source_clip(case, index: int, seed: int, color_shift: int = 0, shape_shift: int = 0):
     """The world clip of a case's objects for (case index, seed); ``color_shift`` moves each colour that many
-    places round the palette (v2v's source)."""
+    places round the palette (v2v's source), ``shape_shift`` each shape that many places round the world's shapes
+    (swap's source)."""
     from openwan.demo import world
-    names = world.COLOR_NAMES
-    attrs = [world.Attributes(names[(names.index(a.color) + color_shift) % len(names)], a.shape, a.motion)
+    names, shapes = world.COLOR_NAMES, world.SHAPES
+    attrs = [world.Attributes(names[(names.index(a.color) + color_shift) % len(names)],
+                              shapes[(shapes.index(a.shape) + shape_shift) % len(shapes)], a.motion)
              for a in case.objects]
     return world.sample_clip(np.random.default_rng([BENCH_SEED, index, seed]), attributes=attrs)
 
@@ -72,17 +80,21 @@ def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int
     from openwan.demo import world
     if task == "t2v":
         return {}, None
-    if task == "r2v":
+    if task in REFERENCE_TASKS:
         if len(case.objects) != 1:
-            raise ValueError(f"--task r2v grades one object drawn from one reference picture; {case.prompt!r} has "
-                             f"{len(case.objects)} (use --prompts single)")
+            raise ValueError(f"--task {task} grades one object drawn from one reference picture; {case.prompt!r} "
+                             f"has {len(case.objects)} (use --prompts single)")
         obj = case.objects[0]
         picture = world.reference_picture(obj, np.random.default_rng([BENCH_SEED, index, seed, 6]), size=size)
-        return {"src_ref_images": [picture], "prompt": world.reference_prompt(obj.motion)}, picture[None]
-    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task in ("v2v", "vace") else 0)
+        ref = {"src_ref_images": [picture], "prompt": world.reference_prompt(obj.motion)}
+        if task == "r2v":
+            return ref, picture[None]
+    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task in ("v2v",) + MASKED_TASKS else 0,
+                       1 if task == "swap" else 0)
     video = world.render_clip(clip, size=size, frames=frames)
-    if task == "vace":
-        return {"src_video": video, "src_mask": object_mask(video, np.asarray(clip.background))}, video
+    if task in MASKED_TASKS:
+        masked = {"src_video": video, "src_mask": object_mask(video, np.asarray(clip.background))}
+        return (dict(masked, **ref) if task == "swap" else masked), video
     if task == "i2v":
         return {"image": video[0]}, video
     if task == "flf2v":
@@ -180,9 +192,9 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
                 rec["psnr_last"] = round(psnr(video[-1], source[-1]), 3)
             if task == "v2v":
                 rec.update(_v2v_fields(video, source, case, i, int(seed), strength))
-            if task == "vace":
+            if task in MASKED_TASKS:
                 from openwan.pipelines.v2v import MASKED_STRENGTH
-                rec.update(_v2v_fields(video, source, case, i, int(seed), MASKED_STRENGTH))
+                rec.update(_v2v_fields(video, source, case, i, int(seed), MASKED_STRENGTH, 1 if task == "swap" else 0))
                 keep = ~regenerated_pixels(inputs["src_mask"], pipe)
                 rec["psnr_kept"] = round(psnr(video[keep], source[keep]), 3)
             if path is not None:
@@ -193,10 +205,10 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
     return records
 
 
-def _v2v_fields(video, source, case, index, seed, strength) -> dict:
+def _v2v_fields(video, source, case, index, seed, strength, shape_shift: int = 0) -> dict:
     """What v2v adds to a record: the source's colours, the strength, the centroid track error and whether the
     output stayed in the source colour."""
-    src = [o.color for o in source_clip(case, index, seed, V2V_COLOR_SHIFT).objects]
+    src = [o.color for o in source_clip(case, index, seed, V2V_COLOR_SHIFT, shape_shift).objects]
     out = {"source_colors": src, "strength": strength}
     if len(case.objects) == 1:
         (ax, ay), (bx, by) = _track(source), _track(video)
@@ -299,7 +311,7 @@ def format_extra(summary: dict) -> list[str]:
     v = fid.get("v2v")
     if v:
         kept = "n/a" if v["kept_source_color"] is None else f"{100 * v['kept_source_color']:.1f}% of the videos"
-        what = "masked v2v (vace)" if "psnr_kept" in fid else "v2v"
+        what = "masked v2v (vace, swap)" if "psnr_kept" in fid else "v2v"
         lines.append(f"{what} at strength {v['strength']}: centroid track error {v['track_error_mean']} of the frame "
                      f"(source vs output, mean), stayed in the source colour: {kept}")
     return lines

@@ -290,6 +290,11 @@ class VideoToVideo(WanPipeline):
                              f"make {frame_num} (pass frame_num={native}, or a shorter src_video)")
         return reference_pictures(self.c, src_ref_images)
 
+    def picture_look(self, picture):
+        """What the reference picture shows, for the prompt extension (as TI2V reads its pictures)."""
+        from openwan.pipelines.ti2v import TextImageToVideo
+        return TextImageToVideo.picture_look(self, picture)
+
     def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
         """The guided DiT; with a reference picture, timestep 0 on its frame's tokens (TI2V's clean frames)."""
         if getattr(cond, "first_frame", None) is None:
