@@ -334,28 +334,28 @@ def test_a_reference_dataset_needs_reference_latents(tmp_path):
 
 # ------------------------------------------------------------------ the benchmark's r2v task
 
-def test_bench_r2v_grades_the_picture_s_look_and_the_prompt_s_motion(folders, tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", ["r2v", "swap"])
+def test_bench_reference_tasks_grade_the_picture_s_look_and_the_prompt_s_motion(task, folders, tmp_path, monkeypatch):
     from openwan.demo.bench import main
     from openwan.testing import use_demo
     plain, with_ref = folders
     use_demo(monkeypatch, with_ref, VARIANT)
     out = tmp_path / "r.json"
-    assert main(["--task", "r2v", "--limit", "1", "--seeds", "1", "--sample_steps", "2", "--quiet",
+    assert main(["--task", task, "--limit", "1", "--seeds", "1", "--sample_steps", "2", "--quiet",
                  "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     recs = res["videos"]
     assert len(recs) == 2 and {r["split"] for r in recs} == {"seen", "heldout"}
     from openwan.demo import world
     for r in recs:
-        assert r["task"] == "r2v" and r["prompt"] == world.reference_prompt(r["expected"]["motion"])
-        assert r["case"] != r["prompt"]
+        assert r["task"] == task and r["prompt"] == world.reference_prompt(r["expected"]["motion"])
+        assert r["case"] != r["prompt"] and ("psnr_kept" in r) == (task == "swap")
     use_demo(monkeypatch, plain, VARIANT)
     with pytest.raises(ValueError, match="reference expert"):
-        main(["--task", "r2v", "--limit", "1", "--seeds", "1", "--quiet"])
+        main(["--task", task, "--limit", "1", "--seeds", "1", "--quiet"])
     use_demo(monkeypatch, with_ref, VARIANT)
     with pytest.raises(ValueError, match="--prompts single"):
-        main(["--task", "r2v", "--prompts", "two_objects", "--limit", "1", "--seeds", "1", "--quiet"])
-
+        main(["--task", task, "--prompts", "two_objects", "--limit", "1", "--seeds", "1", "--quiet"])
 
 # ------------------------------------------------------------------ the prompt extension looks at the picture
 
@@ -450,21 +450,6 @@ def test_bench_swap_grades_the_picture_s_look_in_the_source_s_motion():
     # the source is the case's motion in another colour and another shape: none of the look is the picture's
     assert acc["motion"] == 1.0 and acc["color"] == 0.0 and acc["shape"] == 0.0
     assert all(r["psnr_kept"] == float("inf") and r["track_error"] == 0.0 for r in recs)
-
-
-def test_bench_swap_runs_on_a_model_with_a_reference_expert(folders, tmp_path, monkeypatch):
-    from openwan.demo.bench import main
-    from openwan.testing import use_demo
-    plain, with_ref = folders
-    use_demo(monkeypatch, with_ref, VARIANT)
-    out = tmp_path / "s.json"
-    assert main(["--task", "swap", "--limit", "1", "--seeds", "1", "--sample_steps", "2", "--quiet",
-                 "--json", str(out)]) == 0
-    res = json.loads(out.read_text())
-    assert len(res["videos"]) == 2 and all(r["task"] == "swap" and "psnr_kept" in r for r in res["videos"])
-    use_demo(monkeypatch, plain, VARIANT)
-    with pytest.raises(ValueError, match="reference expert"):
-        main(["--task", "swap", "--limit", "1", "--seeds", "1", "--quiet"])
 
 
 def test_the_shipped_demo_takes_a_reference_picture_with_no_checkpoint(tmp_path):
