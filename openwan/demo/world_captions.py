@@ -290,10 +290,10 @@ _WORLD_SUMMARY = (f"{{}} {'/'.join(COLOR_NAMES)} {'/'.join(SHAPES)} moving left/
                   f"growing, shrinking, bouncing left and right or up and down, or circling")
 
 
-# How many objects the shipped TI2V-style demo weights draw per video. Its recipe trains on two-object scenes, but
-# the shipped weights were finished on one-object scenes and draw one (`openwan bench demo --prompts two_objects`:
-# 33% of the objects get their shape; docs/demo.md): prompts naming two objects warn. 2 once weights that pass
-# the two-object benchmark ship.
+# How many objects the TI2V-style demo's main DiT draws per video. Its recipe trains on two-object scenes, but the
+# main DiT was finished on one-object scenes and draws one (`openwan bench demo --prompts two_objects`: 32% of the
+# objects get their shape; docs/demo.md). A checkpoint with a two-object expert (two_object_model/: the shipped
+# demo) draws two: its pipelines count 2 (``pipe.scene_objects()``), the student (demo-4step) and v1 warn.
 V2_SCENE_OBJECTS = 1
 
 
