@@ -360,6 +360,25 @@ class ImageToVideo(WanPipeline):
                              output_path=output_path, overwrite=overwrite, return_frames=return_frames)
 
 
+def parse_ref_images(refs) -> list:
+    """``src_ref_images`` -> a list of image inputs. A string is a comma-separated list of paths
+    (the CLI form); a single image or array is one reference."""
+    if refs is None:
+        return []
+    if isinstance(refs, str):
+        items = [r.strip() for r in refs.split(",")]
+        if any(not r for r in items):
+            raise ValueError(f"src_ref_images: empty entry in {refs!r}; give comma-separated image paths")
+        return items
+    if _is_path(refs) or isinstance(refs, (np.ndarray, torch.Tensor)) or hasattr(refs, "convert"):
+        return [refs]
+    if isinstance(refs, (list, tuple)):
+        return list(refs)
+    raise ValueError(f"src_ref_images must be image paths (a list, or one comma-separated string), PIL images or "
+                     f"uint8 arrays, got {type(refs).__name__}")
+
+
 PIPELINE = ImageToVideo
 
-__all__ = ["ImageToVideo", "load_image", "image_to_tensor", "fit_cover", "fit_contain", "i2v_size", "frame_mask"]
+__all__ = ["ImageToVideo", "load_image", "image_to_tensor", "fit_cover", "fit_contain", "i2v_size", "frame_mask",
+           "parse_ref_images"]

@@ -393,7 +393,7 @@ def encode_reference(vae, picture: np.ndarray, width: int, height: int, device) 
 
 def src_refs_list(src_ref_images) -> list:
     """``src_ref_images`` as a list (VACE's forms: a list, one comma-separated string of paths, one picture)."""
-    from openwan.pipelines.vace import parse_ref_images
+    from openwan.pipelines.i2v import parse_ref_images
     return parse_ref_images(src_ref_images)
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from openwan.denoiser import Conditioning
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.i2v import (ImageLike, _is_path, check_output_free, fit_contain,
+from openwan.pipelines.i2v import (ImageLike, check_output_free, fit_contain, parse_ref_images,
                                    image_to_tensor, load_image, source_name)
 from openwan.pipelines.v2v import VideoLike, check_src_fps, choose_frames, fit_video, load_video, video_to_tensor
 
@@ -69,24 +69,6 @@ def load_mask(mask: MaskLike, what: str = "src_mask", target_fps: Optional[float
         mask = mask[..., None].repeat(3, axis=-1)       # uint8 [F, H, W] grayscale frames
     frames = load_video(mask, what, allow_image=True, target_fps=target_fps)
     return frames[..., 0].astype(np.float32) / 255.0
-
-
-def parse_ref_images(refs) -> list:
-    """``src_ref_images`` -> a list of image inputs. A string is a comma-separated list of paths
-    (the CLI form); a single image or array is one reference."""
-    if refs is None:
-        return []
-    if isinstance(refs, str):
-        items = [r.strip() for r in refs.split(",")]
-        if any(not r for r in items):
-            raise ValueError(f"src_ref_images: empty entry in {refs!r}; give comma-separated image paths")
-        return items
-    if _is_path(refs) or isinstance(refs, (np.ndarray, torch.Tensor)) or hasattr(refs, "convert"):
-        return [refs]
-    if isinstance(refs, (list, tuple)):
-        return list(refs)
-    raise ValueError(f"src_ref_images must be image paths (a list, or one comma-separated string), PIL images or "
-                     f"uint8 arrays, got {type(refs).__name__}")
 
 
 def fold_mask(mask: torch.Tensor, num_refs: int = 0, spatial: int = 8, temporal: int = 4) -> torch.Tensor:
