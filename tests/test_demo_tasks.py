@@ -406,6 +406,7 @@ def test_bench_tasks_grade_a_perfect_model_perfect(task):
     for key in ("total",):
         assert s[key]["accuracy"]["all"] == 1.0 and s["paraphrase"][key]["accuracy"]["all"] == 1.0
         assert s["two_objects"][key]["accuracy"]["all"] == 1.0 and s["two_objects"][key]["scenes_all"] == 1.0
+        assert s["two_objects"][key]["scenes_found"] == 1.0
     fid = s.get("fidelity", {})
     if task in ("i2v", "flf2v"):
         assert fid["psnr_first"]["min"] == float("inf")

@@ -131,3 +131,16 @@ def test_convert_keeps_the_expert(with_expert, tmp_path):
         back = load_components(out, variant=variant)
         a, b = c.dit_two_objects.state_dict(), back.dit_two_objects.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_two_object_summary_counts_scenes_with_both_objects_found():
+    from openwan.demo.bench_tasks import summarize_objects
+
+    def rec(split, found, right):
+        objs = [{"found": f, "correct": {"color": r, "shape": r, "motion": r, "all": r}} for f, r in zip(found, right)]
+        return {"split": split, "objects": objs, "correct": {"all": all(right)}}
+    s = summarize_objects([rec("seen", (True, True), (True, False)), rec("seen", (True, False), (True, False)),
+                           rec("heldout", (True, True), (True, True))])
+    assert s["seen"]["scenes_found"] == 0.5 and s["heldout"]["scenes_found"] == 1.0
+    assert abs(s["total"]["scenes_found"] - 2 / 3) < 1e-12 and abs(s["total"]["scenes_all"] - 1 / 3) < 1e-12
+    assert s["seen"]["accuracy"]["color"] == 0.5

@@ -235,7 +235,8 @@ def _print(rec: dict, n: int, dt: float) -> None:
 
 def summarize_objects(records: Sequence[dict]) -> dict:
     """Two-object scenes, per split (seen, heldout, total): objects graded, each attribute's accuracy over the
-    objects, and the share of scenes with every attribute of every object right."""
+    objects, the share of scenes with every attribute of every object right, and the share with every object
+    found (drawn at all, whatever its attributes)."""
     out = {}
     for split in ("seen", "heldout", "total"):
         rs = [r for r in records if "objects" in r and (split == "total" or r["split"] == split)]
@@ -244,7 +245,8 @@ def summarize_objects(records: Sequence[dict]) -> dict:
         objs = [o for r in rs for o in r["objects"]]
         acc = {k: sum(o["correct"][k] for o in objs) / len(objs) for k in ATTRIBUTES + ("all",)}
         out[split] = {"scenes": len(rs), "objects": len(objs), "accuracy": acc,
-                      "scenes_all": sum(r["correct"]["all"] for r in rs) / len(rs)}
+                      "scenes_all": sum(r["correct"]["all"] for r in rs) / len(rs),
+                      "scenes_found": sum(all(o["found"] for o in r["objects"]) for r in rs) / len(rs)}
     return out
 
 
@@ -295,12 +297,14 @@ def format_extra(summary: dict) -> list[str]:
     two = summary.get("two_objects")
     if two:
         lines += ["", "two-object scenes, per object:", f"{'split':8s} {'scenes':>6s} {'color':>7s} {'shape':>7s} "
-                                                        f"{'motion':>7s} {'all 3':>7s} {'scenes all':>10s}"]
+                                                        f"{'motion':>7s} {'all 3':>7s} {'scenes all':>10s} "
+                                                        f"{'both found':>10s}"]
         for split in ("seen", "heldout", "total"):
             if split in two:
                 s = two[split]
                 lines.append(f"{split:8s} {s['scenes']:6d} " + " ".join(
-                    f"{100 * s['accuracy'][k]:6.1f}%" for k in ATTRIBUTES + ("all",)) + f" {100 * s['scenes_all']:9.1f}%")
+                    f"{100 * s['accuracy'][k]:6.1f}%" for k in ATTRIBUTES + ("all",)) + f" {100 * s['scenes_all']:9.1f}%"
+                    f" {100 * s['scenes_found']:9.1f}%")
     fid = summary.get("fidelity", {})
     for key, what in (("psnr_first", "frame 0 vs the given first picture"),
                       ("psnr_last", "last frame vs the given last picture"),
