@@ -73,6 +73,12 @@ def source_clip(case, index: int, seed: int, color_shift: int = 0, shape_shift: 
     return world.sample_clip(np.random.default_rng([BENCH_SEED, index, seed]), attributes=attrs)
 
 
+def source_shifts(task: str) -> tuple[int, int]:
+    """(colour shift, shape shift) of a task's source clip (:func:`source_clip`): v2v's and the masked tasks'
+    colours moved round the palette, swap's shapes too; the others the case's own look."""
+    return (V2V_COLOR_SHIFT if task in ("v2v",) + MASKED_TASKS else 0, 1 if task == "swap" else 0)
+
+
 def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int,
                 strength: float = V2V_STRENGTH) -> tuple[dict, Optional[np.ndarray]]:
     """(the pipeline's keyword arguments for the task, the rendered clip uint8 [F, H, W, 3] or None for t2v; r2v:
@@ -89,8 +95,7 @@ def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int
         ref = {"src_ref_images": [picture], "prompt": world.reference_prompt(obj.motion)}
         if task == "r2v":
             return ref, picture[None]
-    clip = source_clip(case, index, seed, V2V_COLOR_SHIFT if task in ("v2v",) + MASKED_TASKS else 0,
-                       1 if task == "swap" else 0)
+    clip = source_clip(case, index, seed, *source_shifts(task))
     video = world.render_clip(clip, size=size, frames=frames)
     if task in MASKED_TASKS:
         masked = {"src_video": video, "src_mask": object_mask(video, np.asarray(clip.background))}
@@ -191,10 +196,10 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
             if task == "flf2v":
                 rec["psnr_last"] = round(psnr(video[-1], source[-1]), 3)
             if task == "v2v":
-                rec.update(_v2v_fields(video, source, case, i, int(seed), strength))
+                rec.update(_v2v_fields(video, source, case, i, int(seed), strength, task))
             if task in MASKED_TASKS:
                 from openwan.pipelines.v2v import MASKED_STRENGTH
-                rec.update(_v2v_fields(video, source, case, i, int(seed), MASKED_STRENGTH, 1 if task == "swap" else 0))
+                rec.update(_v2v_fields(video, source, case, i, int(seed), MASKED_STRENGTH, task))
                 keep = ~regenerated_pixels(inputs["src_mask"], pipe)
                 rec["psnr_kept"] = round(psnr(video[keep], source[keep]), 3)
             if path is not None:
@@ -205,10 +210,10 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
     return records
 
 
-def _v2v_fields(video, source, case, index, seed, strength, shape_shift: int = 0) -> dict:
+def _v2v_fields(video, source, case, index, seed, strength, task: str) -> dict:
     """What v2v adds to a record: the source's colours, the strength, the centroid track error and whether the
     output stayed in the source colour."""
-    src = [o.color for o in source_clip(case, index, seed, V2V_COLOR_SHIFT, shape_shift).objects]
+    src = [o.color for o in source_clip(case, index, seed, *source_shifts(task)).objects]
     out = {"source_colors": src, "strength": strength}
     if len(case.objects) == 1:
         (ax, ay), (bx, by) = _track(source), _track(video)

@@ -304,15 +304,8 @@ class TextImageToVideo(WanPipeline):
         return None
 
     def picture_look(self, picture):
-        """(color, shape) of the demo world's object in the first of a call's pictures as given (a path, an array,
-        a list of references), for the prompt extension (openwan.prompt_extend.picture_look); None where it
-        cannot be read (the call's own checks then name the problem)."""
-        from openwan import prompt_extend
-        try:
-            first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
-            return prompt_extend.picture_look(load_image(first, "picture"))
-        except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
-            return None
+        """What the call's picture shows, for the prompt extension (:func:`picture_look`)."""
+        return picture_look(picture)
 
     def reference_pictures(self, src_ref_images, image, first_frame, last_frame) -> list:
         """The call's reference pictures (uint8 [H, W, 3]; [] without), checked (:func:`reference_pictures`); they
@@ -350,6 +343,18 @@ class TextImageToVideo(WanPipeline):
         cond = dataclasses.replace(cond, first_frame=clean, first_t=first_t)
         return (replace_clean_frames(window_noise, clean, last), cond,
                 lambda step, x, x0: replace_clean_frames(x, clean, last))
+
+
+def picture_look(picture):
+    """(color, shape) of the demo world's object in the first of a call's pictures as given (a path, an array, a
+    list of references), for the prompt extension (openwan.prompt_extend.picture_look); None where it cannot be
+    read (the call's own checks then name the problem)."""
+    from openwan import prompt_extend
+    try:
+        first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
+        return prompt_extend.picture_look(load_image(first, "picture"))
+    except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
+        return None
 
 
 def clean_frame_denoiser(dit, cond, guidance: Guidance, step_cache=None, windows=None):

@@ -35,7 +35,8 @@ from openwan import sampling
 from openwan.denoiser import Conditioning
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, source_name)
+from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, parse_ref_images,
+                                   source_name)
 
 VideoLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, list]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -236,8 +237,7 @@ class VideoToVideo(WanPipeline):
                                      **sp.settings(), src_video=source_name(src_video), strength=strength,
                                      src_fps=fps or 0, steps_run=len(sigmas) - 1,
                                      **({"src_mask": source_name(src_mask)} if masked else {}))
-        from openwan.pipelines.ti2v import src_refs_list
-        names = [source_name(r) for r in src_refs_list(src_ref_images)] if refs else []
+        names = [source_name(r) for r in parse_ref_images(src_ref_images)] if refs else []
         if names and all(names):        # (VACE's record: the paths, comma-separated, as the CLI takes them)
             settings["src_ref_images"] = ",".join(names)
         check_output_free(output_path, overwrite)
@@ -248,14 +248,14 @@ class VideoToVideo(WanPipeline):
             x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
         cond, z_ref = Conditioning(ctx, ctx_null), None
         if refs:                # the reference's latent stands first, clean, timestep 0 on its tokens
-            from openwan.pipelines.ti2v import FirstFrameConditioning, encode_reference
+            from openwan.pipelines.ti2v import FirstFrameConditioning, encode_reference, replace_clean_frames
             with self.resident(self.vae) as vae:
                 z_ref = encode_reference(vae, refs[0], width, height, self.device)
             x0, cond = torch.cat([z_ref, x0], dim=1), FirstFrameConditioning(ctx, ctx_null, first_frame=z_ref)
         noise = make_noise(x0.shape, sp.seed, self.device)
         start = sampling.add_noise(x0, noise, sigmas[0].float())
         if z_ref is not None:
-            start[:, :1] = z_ref
+            start = replace_clean_frames(start, z_ref)
         job = self.make_job(settings, start, cond, sp, cfg_batch=cfg_batch, sigmas=sigmas,
                             step_cache=step_cache, output_type=output_type, output_path=output_path,
                             overwrite=overwrite, return_frames=return_frames)
@@ -265,16 +265,18 @@ class VideoToVideo(WanPipeline):
             settings["mask_share"] = round(float(m.mean()), 4)     # of the latent cells, generated
             if z_ref is None:
                 job.post_step = KeepLatents(x0, m, noise)         # windowable: long videos by either method
-            else:               # the reference frame kept too, clean (its noise never added)
-                job.post_step = KeepReference(KeepLatents(x0, torch.cat([torch.zeros_like(m[:, :1]), m], 1), noise))
+            else:               # the kept cells, then the reference frame clean (as TI2V re-imposes it)
+                from openwan.pipelines.long import compose_steps
+                keep = KeepLatents(x0, torch.cat([torch.zeros_like(m[:, :1]), m], 1), noise)
+                job.post_step = compose_steps(keep, lambda step, x, x0_pred: replace_clean_frames(x, z_ref))
                 job.drop_frames, job.dit = 1, self.c.dit_reference
         return job
 
     def reference_pictures(self, src_ref_images, src_mask, frame_num) -> list:
         """The call's reference picture ([] without), checked: it needs a mask (what region gets the picture's
         object), the checkpoint's reference expert on a TI2V-style DiT, one picture, the native length at most."""
-        from openwan.pipelines.ti2v import reference_pictures, src_refs_list
-        if not src_refs_list(src_ref_images):
+        from openwan.pipelines.ti2v import reference_pictures
+        if not parse_ref_images(src_ref_images):
             return []
         if src_mask is None:
             raise ValueError("src_ref_images with src_video draws the picture's object in a region of the video: "
@@ -292,8 +294,8 @@ class VideoToVideo(WanPipeline):
 
     def picture_look(self, picture):
         """What the reference picture shows, for the prompt extension (as TI2V reads its pictures)."""
-        from openwan.pipelines.ti2v import TextImageToVideo
-        return TextImageToVideo.picture_look(self, picture)
+        from openwan.pipelines.ti2v import picture_look
+        return picture_look(picture)
 
     def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
         """The guided DiT; with a reference picture, timestep 0 on its frame's tokens (TI2V's clean frames)."""
@@ -301,19 +303,6 @@ class VideoToVideo(WanPipeline):
             return super().denoiser(cond, guidance, step_cache, windows, dit)
         from openwan.pipelines.ti2v import clean_frame_denoiser
         return clean_frame_denoiser(self.dit if dit is None else dit, cond, guidance, step_cache, windows)
-
-
-class KeepReference:
-    """Masked video-to-video's kept cells (``keep``, a KeepLatents over the reference frame and the video) after
-    every step, the reference frame (latent frame 0, kept with mask 0) clean: ``keep.known`` there, not noised."""
-
-    def __init__(self, keep):
-        self.keep = keep
-
-    def __call__(self, step, x: torch.Tensor, x0_pred=None) -> torch.Tensor:
-        out = self.keep(step, x, x0_pred)
-        out[:, :1] = self.keep.known[:, :1].to(out.dtype)
-        return out
 
 
 def check_mask(mask: np.ndarray, frames: np.ndarray, frame_num: int) -> np.ndarray:
