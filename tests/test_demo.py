@@ -480,8 +480,15 @@ def test_export_ships_v2_into_the_package_and_v1_into_a_folder_of_its_own(tmp_pa
         want = load_file(str(src))
         assert loaded is not None and all(torch.equal(v, want[k].half().float()) for k, v in loaded.state_dict().items())
     assert c.dit_reference is None
-    with pytest.raises(CheckpointError, match="same architecture"):
+    with pytest.raises(CheckpointError, match="patch_size .* depth and width only"):
         train.export(work, tmp_path / "bad", dit_path=v2, continuation=v1)
+    # an expert deeper than the main DiT (grow.deepen) is written with its own depth and loads so
+    deeper = work / "deeper.safetensors"
+    save_file(train.deepen(load_file(str(v2)), 2 * DEMO_V2_DIT.num_layers), str(deeper))
+    train.export(work, tmp_path / "deep", dit_path=v2, two_objects=deeper)
+    c = load_pipeline(tmp_path / "deep", progress=False).c
+    assert c.dit_two_objects.config == DEMO_V2_DIT.replace(num_layers=2 * DEMO_V2_DIT.num_layers)
+    assert c.dit.config == DEMO_V2_DIT
     assert not (tmp_path / "bad").exists()
     own = train.export(work, tmp_path / "v1", dit_path=v1)
     assert read_variant(own).task == "t2v" and read_variant(own).sample == DEMO_V1_VARIANT.sample

@@ -144,3 +144,46 @@ def test_the_two_object_summary_counts_scenes_with_both_objects_found():
     assert s["seen"]["scenes_found"] == 0.5 and s["heldout"]["scenes_found"] == 1.0
     assert abs(s["total"]["scenes_found"] - 2 / 3) < 1e-12 and abs(s["total"]["scenes_all"] - 1 / 3) < 1e-12
     assert s["seen"]["accuracy"]["color"] == 0.5
+
+
+def test_a_deepened_expert_draws_what_it_was_grown_from_and_loads_beside_a_shallower_main_dit(with_expert, tmp_path):
+    import shutil
+
+    from openwan.checkpoints import CheckpointError
+    from openwan.demo.grow import BLOCK_OUTPUTS, block_count, deepen, deepened_init
+    from openwan.models.dit import WanModel
+    from openwan.pipelines import load_pipeline
+    from openwan.pipelines.components import TWO_OBJECT_DIR
+    _, folder, variant = with_expert
+    shallow = WanModel.from_pretrained(folder / TWO_OBJECT_DIR, dtype=torch.float32)
+    layers = shallow.config.num_layers
+    state = deepen(shallow.state_dict(), 3 * layers)
+    assert block_count(state) == 3 * layers
+    # block i becomes blocks 3i (itself) and 3i+1, 3i+2 (copies whose output projections are zero)
+    for key, v in shallow.state_dict().items():
+        if key.startswith("blocks.0."):
+            rest = key[len("blocks.0."):]
+            assert torch.equal(state[f"blocks.0.{rest}"], v)
+            zero = any(rest.startswith(p + ".") for p in BLOCK_OUTPUTS)
+            assert torch.equal(state[f"blocks.2.{rest}"], torch.zeros_like(v) if zero else v)
+    for depth, source in ((layers, shallow.state_dict()), (3 * layers, deepen(shallow.state_dict(), 2 * layers))):
+        with pytest.raises(ValueError, match="larger multiple"):
+            deepen(source, depth)
+    # through the training stage's helper, then as the checkpoint's expert: the same video, bit for bit
+    init = deepened_init(tmp_path / "work", folder / TWO_OBJECT_DIR,
+                         shallow.config.replace(num_layers=2 * layers))
+    deep = tmp_path / "deep"
+    shutil.copytree(folder, deep)
+    shutil.rmtree(deep / TWO_OBJECT_DIR)
+    shutil.copytree(init, deep / TWO_OBJECT_DIR)
+    pipe = load_pipeline(folder, variant=variant, progress=False)
+    deeper = load_pipeline(deep, variant=variant, progress=False)
+    assert deeper.c.dit_two_objects.config.num_layers == 2 * layers == 2 * deeper.dit.config.num_layers
+    assert torch.equal(deeper(TWO, **KW).latents, pipe(TWO, **KW).latents)
+    # an expert that takes other inputs than the main DiT is refused, naming what differs
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    shutil.rmtree(other / TWO_OBJECT_DIR)
+    WanModel(shallow.config.replace(text_dim=2 * shallow.config.text_dim)).save_pretrained(other / TWO_OBJECT_DIR)
+    with pytest.raises(CheckpointError, match="text_dim .* vs .*depth and width only"):
+        load_pipeline(other, variant=variant, progress=False)

@@ -39,12 +39,17 @@ def load_demo_dit(path: Path):
     from openwan.models.dit import WanModel
     if (path / "config.json").is_file():
         return WanModel.from_pretrained(path, dtype=torch.float32)
-    from safetensors import safe_open      # the patch size, from the file's header (weights read once, below)
+    from safetensors import safe_open      # the patch size and depth, from the file's header (weights read once, below)
+
+    from openwan.demo.grow import block_count
     with safe_open(str(path), "pt") as f:
         patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
                  if "patch_embedding.weight" in f.keys() else None)
-    return WanModel.from_pretrained(path, dtype=torch.float32,
-                                    config=DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_V1_DIT)
+        layers = block_count(dict.fromkeys(f.keys()))
+    config = DEMO_V2_DIT if patch == DEMO_V2_DIT.patch_size else DEMO_V1_DIT
+    if layers and layers != config.num_layers:      # a deeper expert (grow.deepen)
+        config = config.replace(num_layers=layers)
+    return WanModel.from_pretrained(path, dtype=torch.float32, config=config)
 
 
 def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None,
@@ -69,7 +74,7 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
         DEMO_V2_DIT,
         DEMO_V2_VARIANT,
     )
-    from openwan.pipelines.components import EXPERTS
+    from openwan.pipelines.components import EXPERTS, expert_mismatch
     export_dir = Path(export_dir)
     dit_path = Path(dit_path) if dit_path is not None else trained_dit_weights(work_dir)
     versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
@@ -81,10 +86,10 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
         if weights is None:
             continue
         expert = experts[folder] = load_demo_dit(Path(weights))
-        if expert.config != dit.config:
-            raise CheckpointError(f"the {what} expert {weights} is a {expert.config.model_type} DiT of patch "
-                                  f"{expert.config.patch_size}, the main DiT a {dit.config.model_type} of patch "
-                                  f"{dit.config.patch_size}: both must be of the same architecture")
+        differ = expert_mismatch(dit.config, expert.config)
+        if differ:
+            raise CheckpointError(f"the {what} expert {weights} takes other inputs than the main DiT ({differ}): an "
+                                  f"expert may differ in depth and width only")
     if dit.config not in versions:
         raise CheckpointError(f"the trained DiT's config is neither DEMO_V1_DIT nor DEMO_V2_DIT: {dit.config}")
     if export_dir.resolve() == DEMO_DIR.resolve() and dit.config != DEMO_DIT:

@@ -58,6 +58,7 @@ import torch
 from openwan.configs import DiTConfig
 from openwan.demo import DEMO_DIR, DEMO_DIT, DEMO_V1_DIT, DEMO_V1_SAMPLE, DEMO_V1_VAE
 from openwan.demo.export import export, trained_dit_weights  # noqa: F401  (stage 4)
+from openwan.demo.grow import deepen, deepened_init, grow_patch, grown_init  # noqa: F401  (a DiT grown from another)
 from openwan.demo.latents import (  # noqa: F401
     SUBSETS,
     TEXT_ENCODER_SEED,
@@ -298,55 +299,6 @@ def eval_vae(vae, n_clips: int = 48, seed: int = 7, split: str = "all", size: in
 
 # ============================================================================ stage 3: DiT
 
-def grow_patch(state: dict, old: tuple, new: tuple) -> dict:
-    """DiT weights of patch ``old`` made into weights of the larger spatial patch ``new`` that compute, on a
-    latent whose every ``new/old`` block is constant, what the old model computed on one of each block's cells:
-    the patch embedding's taps spread evenly over the block, the head's outputs repeated for every cell (a
-    start for training a model on latents of a higher resolution, whose tokens then cover what the old ones
-    did)."""
-    if old[0] != new[0] or any(n % o for n, o in zip(new, old)):
-        raise ValueError(f"cannot grow patch {old} into {new}: the temporal patch must stay and the spatial one "
-                         f"must be a multiple")
-    ry, rx = new[1] // old[1], new[2] // old[2]
-    out = dict(state)
-    w = state["patch_embedding.weight"]                          # [dim, c, pt, ph, pw]
-    out["patch_embedding.weight"] = (w.repeat_interleave(ry, 3).repeat_interleave(rx, 4) / (ry * rx)).contiguous()
-    c = w.shape[1]
-    hw, hb = state["head.head.weight"], state["head.head.bias"]  # [(pt ph pw c), dim], c fastest
-    pt, ph, pw = old
-
-    def spread(t):
-        t = t.reshape(pt, ph, pw, c, *t.shape[1:])
-        t = t.repeat_interleave(ry, 1).repeat_interleave(rx, 2)
-        return t.reshape(-1, *t.shape[4:]).contiguous()
-    out["head.head.weight"], out["head.head.bias"] = spread(hw), spread(hb)
-    return out
-
-
-def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
-    """``source`` DiT weights grown to ``config``'s patch (:func:`grow_patch`) and model type, saved in
-    ``work_dir/init_dit`` (kept if already there). ``source``: a v1 checkpoint folder (its config.json says the
-    patch; e.g. ``--stage export --export_dir runs/demo/export`` of the v1 recipe) or a bare .safetensors file of
-    DEMO_V1_DIT's weights."""
-    from openwan.models.dit import WanModel
-    out = work_dir / "init_dit"
-    if (out / "config.json").exists():
-        return out
-    source = Path(source)
-    src = WanModel.from_pretrained(source, dtype=torch.float32,
-                                   config=None if (source / "config.json").is_file() else DEMO_V1_DIT)
-    if tuple(src.config.patch_size) == tuple(config.patch_size):
-        raise ValueError(f"--grow_from {source}: its DiT already has patch {tuple(src.config.patch_size)}, nothing to "
-                         f"grow: grow from a v1 checkpoint (patch {DEMO_V1_DIT.patch_size}; the package ships v2 now, "
-                         f"docs/demo.md), or start from these weights with --init_dit")
-    state = grow_patch(src.state_dict(), tuple(src.config.patch_size), tuple(config.patch_size))
-    model = WanModel(config)
-    model.load_state_dict(state)
-    model.save_pretrained(out)
-    log(f"dit: {source} grown from patch {src.config.patch_size} to {config.patch_size} into {out}")
-    return out
-
-
 def make_validator(work_dir: Path, size: int = DEMO_SIZE, frames: int = DEMO_FRAMES, prompts_per_split: int = 4,
                    steps: int = 12):
     """A Trainer ``on_validate`` hook: generate the first ``prompts_per_split`` seen and held-out benchmark
@@ -506,6 +458,8 @@ def main(argv=None) -> int:
     g.add_argument("--dit_type", choices=("t2v", "ti2v"), help="override DEMO_V1_DIT's model type (ti2v: per-token "
                                                              "timesteps, for --objective clean_frames)")
     g.add_argument("--grow_from", help="start the DiT from these weights grown to --dit_patch (grow_patch)")
+    g.add_argument("--deepen_from", help="start the DiT from these weights of fewer blocks, each followed by copies "
+                   "whose outputs start at zero, up to --dit_layers (grow.deepen: the same function to start with)")
     g.add_argument("--objective", choices=("flow_matching", "clean_frames"), default="flow_matching",
                    help="clean_frames: t2v, i2v, flf2v and continuation in one model (openwan.training.clean_frames)")
     g.add_argument("--clean_shares", default="0.4,0.3,0.1,0.2",
@@ -587,8 +541,12 @@ def main(argv=None) -> int:
         elif stage == "dit":
             cfg = _dit_overrides(a)
             init = Path(a.init_dit) if a.init_dit else None
+            if sum(bool(v) for v in (a.init_dit, a.grow_from, a.deepen_from)) > 1:
+                raise ValueError("--init_dit, --grow_from and --deepen_from each give the DiT's start: pass one")
             if a.grow_from:
                 init = grown_init(work, Path(a.grow_from), cfg)
+            if a.deepen_from:
+                init = deepened_init(work, Path(a.deepen_from), cfg)
             objective = None
             if a.objective == "clean_frames":
                 shares = [float(v) for v in a.clean_shares.split(",")]

@@ -128,10 +128,17 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
             raise CheckpointError(f"{expert_dir}: a {what} expert does not combine with Wan 2.2 A14B's two experts "
                                   f"(remove the folder)")
         if expert_dir.is_dir() and dit_weights is None:     # (a student's own DiT has no experts)
-            experts[field] = load_dit(expert_dir, dit_dtype, home, dit.config)
-            if experts[field].config != dit.config:
-                raise CheckpointError(f"{expert_dir}: the {what} expert's DiT differs from the main one; both "
-                                      f"must be of the same architecture (remove the folder to run without it)")
+            try:                # the main DiT's architecture (its keys and shapes checked from the headers first)
+                experts[field] = load_dit(expert_dir, dit_dtype, home, dit.config)
+            except CheckpointError:             # or its own depth and width (grow.deepen)
+                expert = load_dit(expert_dir, dit_dtype, home)
+                differ = expert_mismatch(dit.config, expert.config)
+                if differ:
+                    raise CheckpointError(f"{expert_dir}: the {what} expert's DiT takes other inputs than the main "
+                                          f"one ({differ}); an expert may differ in depth and width only (remove "
+                                          f"the folder to run without it)") from None
+                expert.config = dit.config.replace(**{k: getattr(expert.config, k) for k in EXPERT_SIZE})
+                experts[field] = expert
     if lay.expand_timesteps and dit.config.model_type != "ti2v":
         raise CheckpointError(f"{path}: model_index.json sets expand_timesteps (Wan 2.2 TI2V) but the DiT is "
                               f"{dit.config.model_type!r} with {dit.config.in_dim} input channels, not a TI2V-5B DiT")
@@ -170,6 +177,20 @@ TWO_OBJECT_DIR = "two_object_model"
 # Every expert a checkpoint folder may hold beside its main DiT: (what it is, its folder, its Components field).
 EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REFERENCE_DIR, "dit_reference"),
            ("two-object", TWO_OBJECT_DIR, "dit_two_objects"))
+
+
+# What an expert's DiT shares with the main one, so that the same latents and text features go in and the same
+# velocity comes out (read from its weights' shapes); the rest of its config is the main DiT's but for its size,
+# which is its own (a two-object expert may be deeper: openwan.demo.grow.deepen).
+EXPERT_INTERFACE = ("patch_size", "in_dim", "out_dim", "text_dim")
+EXPERT_SIZE = ("dim", "ffn_dim", "num_heads", "num_layers")
+
+
+def expert_mismatch(main, expert) -> str:
+    """The :data:`EXPERT_INTERFACE` fields in which an expert's DiT config differs from the main DiT's, as
+    "field main vs expert" ('' where it fits)."""
+    return ", ".join(f"{k} {getattr(main, k)} vs {getattr(expert, k)}" for k in EXPERT_INTERFACE
+                     if getattr(main, k) != getattr(expert, k))
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are
