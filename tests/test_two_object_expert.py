@@ -105,8 +105,10 @@ def test_prompts_naming_two_objects_run_the_expert(with_expert, caplog):
         assert expert == 0 and main > 0
         main, expert, _ = _which(pipe, TWO, frame_num=9, long_overlap=1)
         assert expert == 0 and main > 0
+        main, expert, _ = _which(pipe, TWO.replace("left", "up"), frame_num=9, long_overlap=1)
+        assert expert == 0 and main > 0
     lines = [r.getMessage() for r in caplog.records if "two-object expert" in r.getMessage()]
-    assert len(lines) == 2 and "runs the main DiT" in lines[0]
+    assert len(lines) == 2 and "runs the main DiT" in lines[0]      # once per prompt, not once per call
     # a folder without the expert draws two-object prompts with the main DiT, and warns as before
     bare = load_pipeline(plain, variant=variant, progress=False)
     assert bare.c.dit_two_objects is None and bare.scene_objects() == 1

@@ -287,8 +287,8 @@ class TextImageToVideo(WanPipeline):
     def scene_expert(self, prompt: str, fits: bool):
         """The DiT for a call whose prompt names two objects of the demo world, on a checkpoint with a two-object
         expert (``two_object_model/``): the expert where the call ``fits`` what it was trained on (text- or
-        image-to-video at the native length), else None (the main DiT), with a warning that the main one draws
-        one object. None for every other prompt and checkpoint."""
+        image-to-video at the native length), else None (the main DiT), with a warning (once per prompt) that the main
+        one draws one object. None for every other prompt and checkpoint."""
         if self.c.dit_two_objects is None:
             return None
         from openwan.demo.world_captions import objects_named
@@ -296,6 +296,10 @@ class TextImageToVideo(WanPipeline):
             return None
         if fits:
             return self.c.dit_two_objects
+        warned = self.__dict__.setdefault("_two_object_warned", set())     # once per prompt and pipeline
+        if prompt in warned:
+            return None
+        warned.add(prompt)
         import logging
         logging.getLogger("openwan.demo").warning(
             "two objects named: the two-object expert draws text- and image-to-video up to the native length "
