@@ -87,16 +87,20 @@ def test_bad_long_expert_settings_are_named(folders):
         _load(with_expert)(PROMPT, frame_num=17, long_overlap=1, long_expert="yes", **KW)
 
 
-def test_an_expert_of_another_architecture_is_refused(folders, tmp_path):
+def test_an_expert_taking_other_inputs_is_refused_and_one_of_another_depth_loads(folders, tmp_path):
     from openwan.checkpoints import CheckpointError
     from openwan.models.dit import WanModel
     plain, _ = folders
     bad = tmp_path / "bad"
     shutil.copytree(plain, bad)
     dit = WanModel.from_pretrained(plain, dtype=torch.float32)
-    WanModel(dit.config.replace(num_layers=2)).save_pretrained(bad / CONTINUATION_DIR)
-    with pytest.raises(CheckpointError, match="continuation"):
+    WanModel(dit.config.replace(text_dim=2 * dit.config.text_dim)).save_pretrained(bad / CONTINUATION_DIR)
+    with pytest.raises(CheckpointError, match="continuation expert's DiT takes other inputs .*text_dim"):
         _load(bad)
+    # another depth is the expert's own (openwan.demo.grow.deepen); the rest of its config is the main DiT's
+    shutil.rmtree(bad / CONTINUATION_DIR)
+    WanModel(dit.config.replace(num_layers=dit.config.num_layers + 1)).save_pretrained(bad / CONTINUATION_DIR)
+    assert _load(bad).c.dit_continue.config == dit.config.replace(num_layers=dit.config.num_layers + 1)
 
 
 def test_the_cli_records_and_replays_the_expert(folders, tmp_path, monkeypatch):

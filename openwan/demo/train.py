@@ -33,7 +33,8 @@ where it stopped when run again, so a run can be interrupted at any time.
    tokenizer; the DiT learns to read its features. A fraction ``--caption_dropout`` of the items carries
    the empty prompt instead (classifier-free guidance; the demo's negative prompt is "").
 3. **DiT** -- :class:`~openwan.models.dit.WanModel` with :data:`openwan.configs.DEMO_V1_DIT`'s config (v2:
-   ``DEMO_V2_DIT``, grown from v1's weights), trained
+   ``DEMO_V2_DIT``, grown from v1's weights; an expert may be made deeper than the DiT it starts from:
+   ``--dit_layers 12 --deepen_from WEIGHTS``, :mod:`openwan.demo.grow`), trained
    from scratch by :class:`openwan.training.trainer.Trainer` (flow matching, AdamW, cosine schedule,
    EMA) on an :class:`~openwan.training.data.InMemoryLatentDataset`.
 4. **Export** -- DiT, VAE and text encoder in the official checkpoint layout, half precision, with the
