@@ -35,13 +35,14 @@ def trained_dit_weights(work_dir: Path) -> Path:
 def load_demo_dit(path: Path):
     """A demo DiT in fp32 from a folder (with its config: v1's or v2's) or a bare checkpoint file (which does not
     say its head count or text length: loaded as the version its patch embedding's shape says; strict keys)."""
+    from safetensors import safe_open
+
     from openwan.configs import DEMO_V1_DIT, DEMO_V2_DIT
+    from openwan.demo.grow import block_count
     from openwan.models.dit import WanModel
     if (path / "config.json").is_file():
         return WanModel.from_pretrained(path, dtype=torch.float32)
-    from safetensors import safe_open      # the patch size and depth, from the file's header (weights read once, below)
-
-    from openwan.demo.grow import block_count
+    # the patch size and depth, from the file's header (weights read once, below)
     with safe_open(str(path), "pt") as f:
         patch = (tuple(f.get_slice("patch_embedding.weight").get_shape()[2:])
                  if "patch_embedding.weight" in f.keys() else None)

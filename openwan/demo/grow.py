@@ -67,7 +67,6 @@ def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
     return out
 
 
-
 def block_count(state: dict) -> int:
     """How many transformer blocks DiT weights hold (their ``blocks.N.`` keys)."""
     found = {int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
