@@ -16,6 +16,7 @@ from openwan.demo.latents import log
 
 # the projections that write a block's contribution into the residual stream: zero them and the block adds nothing
 BLOCK_OUTPUTS = ("self_attn.o", "cross_attn.o", "ffn.2")
+_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.*)")         # a block's weight: (its index, the rest of the name)
 
 
 def grow_patch(state: dict, old: tuple, new: tuple) -> dict:
@@ -69,7 +70,7 @@ def grown_init(work_dir: Path, source: Path, config: DiTConfig) -> Path:
 
 def block_count(state: dict) -> int:
     """How many transformer blocks DiT weights hold (their ``blocks.N.`` keys)."""
-    found = {int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
+    found = {int(m.group(1)) for m in map(_BLOCK_KEY.match, state) if m}
     return max(found) + 1 if found else 0
 
 
@@ -84,7 +85,7 @@ def deepen(state: dict, layers: int) -> dict:
     k = layers // old
     out = {key: v for key, v in state.items() if not key.startswith("blocks.")}
     for key, v in state.items():
-        m = re.match(r"blocks\.(\d+)\.(.*)", key)
+        m = _BLOCK_KEY.match(key)
         if not m:
             continue
         i, rest = int(m.group(1)), m.group(2)

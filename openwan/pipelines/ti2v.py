@@ -40,7 +40,8 @@ from openwan.denoiser import Conditioning, Denoiser, Guidance, Wrapper
 from openwan.models.vae_protocol import size_multiple
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.i2v import ImageLike, check_output_free, image_to_tensor, load_image, source_name
+from openwan.pipelines.i2v import (ImageLike, check_output_free, image_to_tensor, load_image, parse_ref_images,
+                                   source_name)
 
 
 def ti2v_size(image_w: int, image_h: int, area: int, multiple: int = 32) -> tuple[int, int]:
@@ -247,7 +248,7 @@ class TextImageToVideo(WanPipeline):
             extra = {"video_size": f"{out_w}*{out_h}", what: source_name(first_src)}
         if end is not None:
             extra["last_frame"] = source_name(last_frame)
-        names = [source_name(r) for r in src_refs_list(src_ref_images)] if refs else []
+        names = [source_name(r) for r in parse_ref_images(src_ref_images)] if refs else []
         if names and all(names):        # (VACE's record: the paths, comma-separated, as the CLI takes them)
             extra["src_ref_images"] = ",".join(names)
         settings = self.new_settings(step_cache, prompt=prompt, size=f"{width}*{height}", frame_num=frame_num,
@@ -316,7 +317,7 @@ class TextImageToVideo(WanPipeline):
         stand in the place of a first picture."""
         given = [n for n, v in (("image", image), ("first_frame", first_frame), ("last_frame", last_frame))
                  if v is not None]
-        if given and src_refs_list(src_ref_images):
+        if given and parse_ref_images(src_ref_images):
             raise ValueError(f"src_ref_images and {', '.join(given)} exclude each other here: the reference picture "
                              f"takes the place of the first picture; give one or the other")
         return reference_pictures(self.c, src_ref_images)
@@ -355,7 +356,7 @@ def picture_look(picture):
     read (the call's own checks then name the problem)."""
     from openwan import prompt_extend
     try:
-        first = src_refs_list(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
+        first = parse_ref_images(picture)[0] if isinstance(picture, (str, list, tuple)) else picture
         return prompt_extend.picture_look(load_image(first, "picture"))
     except Exception:               # noqa: BLE001 - a bad picture is the pipeline's to report, by name
         return None
@@ -378,7 +379,7 @@ def reference_pictures(components, src_ref_images) -> list:
     """A call's reference pictures (uint8 [H, W, 3]; [] without), checked: they need the checkpoint's reference
     expert and are one (what the expert is trained on)."""
     from openwan.pipelines.components import REFERENCE_DIR
-    refs = src_refs_list(src_ref_images)
+    refs = parse_ref_images(src_ref_images)
     if not refs:
         return []
     if components.dit_reference is None:
@@ -398,12 +399,6 @@ def encode_reference(vae, picture: np.ndarray, width: int, height: int, device) 
     with torch.inference_mode():
         x = crop_to(picture, width, height)[None, :, None].to(vae.device, vae.dtype)
         return vae.encode(x)[0].float().to(device)
-
-
-def src_refs_list(src_ref_images) -> list:
-    """``src_ref_images`` as a list (VACE's forms: a list, one comma-separated string of paths, one picture)."""
-    from openwan.pipelines.i2v import parse_ref_images
-    return parse_ref_images(src_ref_images)
 
 
 PIPELINE = TextImageToVideo
