@@ -24,7 +24,7 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
                  "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
                  "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile",
-                 "guide_boundary": "guide_boundary"}
+                 "guide_boundary": "guide_boundary", "two_objects": "two_objects"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
@@ -136,6 +136,10 @@ def _generate_parser(sub):
                    help="rewrite the prompt into the wording the model was trained on before encoding it: world "
                         "(the embedded demo's: the demo world's parser reads the objects, in any wording it knows, "
                         "and writes its canonical caption). Default: the model's (the demo: world; others: off)")
+    p.add_argument("--two_objects", choices=["compose", "expert"], default=None,
+                   help="how the embedded demo draws a prompt naming two objects (text-to-video up to its native "
+                        "length): compose (the default: each object its own run of the main DiT, the two laid out "
+                        "apart and merged; docs/demo.md) or expert (its two-object expert, one run)")
     p.add_argument("--long_context_noise", type=float, default=None, metavar="SIGMA",
                    help="with --long_method continue on a TI2V model: give each window the frames it carries over "
                         "at noise level SIGMA (0-1), their timestep saying so (Diffusion Forcing). Default: the "
@@ -236,6 +240,11 @@ def cmd_generate(a) -> int:
                 a.long_expert = "on" if long.get("expert") else "off"
             if a.long_context_noise is None and long.get("method") == "continue":     # recorded when > 0
                 a.long_context_noise = float(long.get("context_noise", 0.0))
+        if (a.two_objects is None and "two_objects" not in s and str(s.get("variant", "")).startswith("demo")
+                and s.get("task") == "ti2v"):         # a demo record from before composed scenes: its two-object
+            from openwan.demo.world_captions import objects_named        # prompts ran the two-object expert
+            if objects_named(s.get("prompt")) == 2 and not (a.image or a.first_frame or a.src_ref_images):
+                a.two_objects = "expert"
         if a.task is None:
             if s.get("task") == "v2v":
                 a.task = "v2v"
@@ -336,7 +345,7 @@ def cmd_generate(a) -> int:
         kw["long_expert"] = a.long_expert == "on"
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
-                 "guide_boundary", "long_context_noise", "prompt_extend"):
+                 "guide_boundary", "long_context_noise", "prompt_extend", "two_objects"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}

@@ -401,23 +401,23 @@ def test_two_object_prompts_follow_what_the_shipped_demo_draws():
     assert "one or two objects" in W.outside_world_warning(three, objects=2)
 
 
-def test_the_pipelines_warn_for_two_objects_only_on_the_one_object_model(caplog):
-    """The shipped demo has a two-object expert: a two-object prompt draws no warning and runs the expert; its
-    4-step student has none and warns."""
+def test_the_demo_pipelines_compose_two_objects_without_a_warning(caplog):
+    """The shipped demo and its 4-step student both draw a two-object prompt as a composed scene (each object its
+    own run of the main DiT: openwan.pipelines.compose), so neither warns; three objects still warn."""
     from openwan.pipelines import load_pipeline
     prompt = "a red circle moving left and a blue square moving right (test_two_object_warning)"
     pipes = {name: load_pipeline(name, progress=False) for name in ("demo", "demo-4step")}
-    assert pipes["demo"].scene_objects() == 2 and pipes["demo-4step"].scene_objects() == 1
     for name, pipe in pipes.items():
+        assert pipe.scene_objects() == 2
         with caplog.at_level("WARNING", logger="openwan.demo"):
             caplog.clear()
             job = pipe.prepare(prompt, seed=0, sample_steps=1, output_type="latent")
+            assert not [r for r in caplog.records if r.name == "openwan.demo"]
+            assert job.dit is None and len(job.parts) == 2
+            three = prompt.replace("right", f"right and a green triangle growing ({name})")    # (warned once each)
+            pipe.prepare(three, seed=0, sample_steps=1)
         lines = [r.getMessage() for r in caplog.records if r.name == "openwan.demo"]
-        if name == "demo":
-            assert not lines and job.dit is pipe.c.dit_two_objects is not None
-        else:
-            assert len(lines) == 1 and "2 objects named; the demo draws one object per video" in lines[0]
-            assert job.dit is None
+        assert len(lines) == 1 and "3 objects named" in lines[0], lines
 
 
 def test_warn_outside_world_once_per_prompt(caplog):

@@ -81,23 +81,27 @@ def _which(pipe, prompt, **kw):
     return seen["main"], seen["expert"], out
 
 
-def test_prompts_naming_two_objects_run_the_expert(with_expert, caplog):
+def test_prompts_naming_two_objects_run_the_expert_when_asked_and_for_pictures(with_expert, caplog):
     from openwan.pipelines import load_pipeline
     plain, folder, variant = with_expert
     pipe = load_pipeline(folder, variant=variant, progress=False)
     assert pipe.c.dit_two_objects is not None and pipe.scene_objects() == 2
-    main, expert, out = _which(pipe, TWO)
-    assert main == 0 and expert > 0
-    main, expert, one = _which(pipe, ONE)
-    assert main > 0 and expert == 0
+    main, expert, out = _which(pipe, TWO, two_objects="expert")
+    assert main == 0 and expert > 0 and out.settings["two_objects"] == "expert"
+    main, expert, one = _which(pipe, ONE, two_objects="expert")
+    assert main > 0 and expert == 0 and "two_objects" not in one.settings
+    # text-to-video of two objects is composed by default (tests/test_compose.py): the main DiT, once per object
+    main, expert, composed = _which(pipe, TWO)
+    assert expert == 0 and main == 2 * _which(pipe, ONE)[0] and composed.settings["two_objects"] == "compose"
     # the expert's video is the main DiT's call with the expert's weights: same noise, same steps
-    job = pipe.prepare(TWO, **KW)
-    assert job.dit is pipe.c.dit_two_objects
+    job = pipe.prepare(TWO, two_objects="expert", **KW)
+    assert job.dit is pipe.c.dit_two_objects and job.parts is None
     job.dit = None
     assert not torch.equal(pipe.run(job), out.latents)
     job.dit = pipe.c.dit_two_objects
     assert torch.equal(pipe.run(job), out.latents)
-    # image-to-video of a two-object prompt too; first-last-frame and long videos stay on the main DiT, and say so
+    # image-to-video of a two-object prompt runs the expert; first-last-frame and long videos stay on the main DiT,
+    # and say so
     pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]
     assert _which(pipe, TWO, image=pic)[:2][0] == 0
     with caplog.at_level("WARNING", logger="openwan.demo"):
@@ -107,12 +111,14 @@ def test_prompts_naming_two_objects_run_the_expert(with_expert, caplog):
         assert expert == 0 and main > 0
         main, expert, _ = _which(pipe, TWO.replace("left", "up"), frame_num=9, long_overlap=1)
         assert expert == 0 and main > 0
-    lines = [r.getMessage() for r in caplog.records if "two-object expert" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "two objects named" in r.getMessage()]
     assert len(lines) == 2 and "runs the main DiT" in lines[0]      # once per prompt, not once per call
-    # a folder without the expert draws two-object prompts with the main DiT, and warns as before
+    # a folder without the expert composes two-object prompts too; asking for its expert is an error
     bare = load_pipeline(plain, variant=variant, progress=False)
-    assert bare.c.dit_two_objects is None and bare.scene_objects() == 1
-    assert bare.prepare(TWO, **KW).dit is None
+    assert bare.c.dit_two_objects is None and bare.scene_objects() == 2
+    assert bare.prepare(TWO, **KW).parts is not None
+    with pytest.raises(ValueError, match="no two-object expert"):
+        bare(TWO, two_objects="expert", **KW)
 
 
 def test_objects_named_counts_the_parts_that_name_a_shape():

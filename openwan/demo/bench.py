@@ -250,6 +250,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
     ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",
                     help="step cache for every video (e.g. easycache, easycache:0.1; default none)")
+    ap.add_argument("--two_objects", choices=["compose", "expert"], default=None,
+                    help="how two-object prompts are drawn (the pipeline's two_objects; default compose: each object "
+                         "its own run, merged; expert: the checkpoint's two-object expert)")
     ap.add_argument("--prompt_extend", choices=["world", "off"], default=None,
                     help="prompt extension (openwan.prompt_extend; default: the model's, the demo's world); off: "
                          "the model reads each prompt as written")
@@ -310,7 +313,7 @@ def main(argv=None) -> int:
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, guide_boundary=a.guide_boundary,
                                 sample_solver=a.sample_solver, step_cache=a.step_cache,
-                                prompt_extend=a.prompt_extend).items()
+                                prompt_extend=a.prompt_extend, two_objects=a.two_objects).items()
           if v is not None}
     d = pipe.defaults()
     steps = kw.get("sample_steps", d.steps)
@@ -322,6 +325,8 @@ def main(argv=None) -> int:
                 "step_cache": a.step_cache or pipe.step_cache_for(steps, strength if task == "v2v" else None) or "none",
                 "dtype": pipe.settings()["dtype"],
                 "prompt_extend": a.prompt_extend or d.prompt_extend or "off"}
+    if any(c.set == "two_objects" for c in cases):
+        settings["two_objects"] = a.two_objects or "compose"
     if isinstance(settings["guide_scale"], (tuple, list)):
         settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
     if d.timesteps and steps == len(d.timesteps):

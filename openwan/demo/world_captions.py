@@ -311,10 +311,16 @@ def _named_parts(t: str) -> list:
     return [p for p in _SPLIT_RE.split(t) if _found(_SHAPE_RE, p) or _OTHER_SHAPE_RE.search(p)]
 
 
+def object_phrases(prompt: str) -> list:
+    """The parts of a prompt (split as :func:`parse_objects` splits, normalized) that name a shape, of this world
+    or another: one phrase per object ("a red circle moving up and a blue star" -> ["a red circle moving up",
+    "a blue star"])."""
+    return [p.strip() for p in _named_parts(_normalize(prompt))] if isinstance(prompt, str) else []
+
+
 def objects_named(prompt: str) -> int:
-    """How many objects a prompt names: its parts (split as :func:`parse_objects` splits) that name a shape, of
-    this world or another ("a red circle moving up and a blue star" names 2)."""
-    return len(_named_parts(_normalize(prompt))) if isinstance(prompt, str) else 0
+    """How many objects a prompt names (:func:`object_phrases`)."""
+    return len(object_phrases(prompt))
 
 
 def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:

@@ -322,6 +322,9 @@ class WanPipeline(CallOptions):
         :class:`Cancelled` when it returns True. ``job.stats`` gets ``denoise`` seconds and the DiT forward
         counts.
         """
+        if job.parts:
+            from openwan.pipelines.compose import run_composed
+            return run_composed(self, job, on_step, cancelled)
         if job.long is not None and job.long.method == "continue":
             from openwan.pipelines.long import run_continued
             return run_continued(self, job, on_step, cancelled)

@@ -27,10 +27,13 @@ if TYPE_CHECKING:
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
 # guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
-# num_inference_steps/guidance_scale/generator: diffusers' names.
+# num_inference_steps/guidance_scale/generator: diffusers' names; two_objects ("compose" / "expert"; default
+# compose): how the embedded demo draws a prompt naming two objects (openwan.pipelines.compose, or its two-object
+# expert).
 CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend",
                 "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps", "guidance_scale",
-                "generator")
+                "generator", "two_objects")
+TWO_OBJECT_METHODS = ("compose", "expert")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
 
@@ -67,6 +70,7 @@ class CallOptions:
                                                dit_frames=native if long_on else None)
                 boundary = kwargs.pop("guide_boundary")
                 if outer:
+                    self._two_objects = self._two_object_method(pending.get("two_objects"))
                     self.warn_outside_world(original, look_given=bool(kwargs.get("src_ref_images")))   # as written
                     self._guide_boundary, self._preparing = boundary, True
                 try:
@@ -106,6 +110,25 @@ class CallOptions:
             head = [q for q in params if q.kind != inspect.Parameter.VAR_KEYWORD]
             with_options.__signature__ = sig.replace(parameters=head + extra + tail)
             cls.__call__ = with_options
+
+    def composes_scenes(self) -> bool:
+        """Whether this pipeline draws a prompt of two objects as a composed scene (openwan.pipelines.compose):
+        the embedded demo's TI2V-style models (TextImageToVideo says)."""
+        return False
+
+    def _two_object_method(self, value):
+        """The call's ``two_objects``, checked: None (the default), or one of :data:`TWO_OBJECT_METHODS` on a
+        pipeline that :meth:`composes_scenes`."""
+        if value is None:
+            return None
+        if value not in TWO_OBJECT_METHODS:
+            raise ValueError(f"two_objects must be one of {list(TWO_OBJECT_METHODS)} (or None: compose), got "
+                             f"{value!r}")
+        if not self.composes_scenes():
+            raise ValueError(f"two_objects chooses how the embedded demo (its TI2V-style models: demo, demo-4step) "
+                             f"draws a prompt naming two objects; {self.variant.name} ({self.task}) does not take "
+                             f"it: leave it unset")
+        return value
 
     def picture_look(self, picture):
         """(color, shape) of the object in a call's picture, for the prompt extension; None here (a pipeline that
@@ -221,6 +244,8 @@ class CallOptions:
             self._pending["guide_boundary"] = kwargs.pop("guide_boundary")
         if "prompt_extend" in kwargs:
             self._pending["prompt_extend"] = kwargs.pop("prompt_extend")
+        if "two_objects" in kwargs:
+            self._pending["two_objects"] = kwargs.pop("two_objects")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)

@@ -114,7 +114,9 @@ class Job:
     images); ``settings`` is the record written with the output (its ``stats`` filled as the job runs);
     ``post_step(step, x, x0)`` may return a modified sample after each step (e.g. re-imposing known frames);
     ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible);
-    ``dit`` a DiT to run instead of the pipeline's (a continuation expert's window of a long video).
+    ``dit`` a DiT to run instead of the pipeline's (a continuation expert's window of a long video); ``parts``
+    jobs of their own whose latents are merged into this one's (a scene composed of objects drawn one at a time:
+    openwan.pipelines.compose).
     """
     settings: dict
     start: torch.Tensor
@@ -135,6 +137,7 @@ class Job:
     long: Any = None                 # openwan.long_video.LongVideo when frame_num is past the native length
     window_conds: Optional[list] = None
     dit: Any = None
+    parts: Optional[list] = None
 
     @property
     def stats(self) -> dict:

@@ -276,23 +276,69 @@ class TextImageToVideo(WanPipeline):
         if refs:
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
         else:
-            job.dit = self.scene_expert(prompt, end is None and frame_num <= d.frame_num)
+            fits = end is None and frame_num <= d.frame_num
+            phrases = self.scene_phrases(prompt, fits and img is None)
+            if phrases:
+                job.parts = self.scene_parts(phrases, settings, noise.shape, sp, ctx_null, cfg_batch, step_cache)
+            else:
+                job.dit = self.scene_expert(prompt, fits)
+                if job.dit is not None:
+                    settings["two_objects"] = "expert"
         if z is not None:
             job.post_step = lambda step, x, x0: replace_clean_frames(x, z, z_last)
         return job
 
+    def composes_scenes(self) -> bool:
+        """The embedded demo's models draw a prompt of two objects as a composed scene (:meth:`scene_phrases`)."""
+        from openwan.pipelines.routing import is_demo
+        return is_demo(self.variant.name)
+
     def scene_objects(self) -> int:
-        """How many objects this model draws in one video: 2 with a two-object expert, else the variant's."""
-        return 2 if self.c.dit_two_objects is not None else super().scene_objects()
+        """How many objects this model draws in one video: 2 for the demo's (a composed scene, or its two-object
+        expert), else the variant's."""
+        if self.composes_scenes() or self.c.dit_two_objects is not None:
+            return 2
+        return super().scene_objects()
+
+    def scene_phrases(self, prompt: str, composable: bool) -> list:
+        """The object phrases of a call drawn as a composed scene (openwan.pipelines.compose: each object its own
+        run of the main DiT, the latents merged): a demo call whose prompt names two objects (``world.object_phrases``),
+        ``composable`` (text-to-video up to the native length) and ``two_objects`` "compose" (the default); else []."""
+        if not self.composes_scenes() or getattr(self, "_two_objects", None) == "expert":
+            return []
+        from openwan.demo.world_captions import object_phrases
+        phrases = object_phrases(prompt)
+        return phrases if len(phrases) == 2 and composable else []
+
+    def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache) -> list:
+        """One job per object phrase (openwan.pipelines.compose.run_composed merges them): its own prompt and seed
+        (:func:`~openwan.pipelines.compose.part_seed`), the call's settings otherwise; recorded in
+        ``settings["composed"]``."""
+        from openwan.pipelines.compose import part_seed
+        ctxs = self.encode_prompts(phrases, settings["stats"])
+        parts, settings["two_objects"], settings["composed"] = [], "compose", []
+        for k, (phrase, ctx) in enumerate(zip(phrases, ctxs)):
+            seed = part_seed(sp.seed, k)
+            part_sp = dataclasses.replace(sp, seed=seed)
+            parts.append(self.make_job(dict(settings, stats={}), make_noise(shape, seed, self.device),
+                                       FirstFrameConditioning(ctx, ctx_null), part_sp, cfg_batch=cfg_batch,
+                                       step_cache=step_cache, output_type="latent"))
+            settings["composed"].append({"prompt": phrase, "seed": seed})
+        return parts
 
     def scene_expert(self, prompt: str, fits: bool):
-        """The DiT for a call whose prompt names two objects of the demo world, on a checkpoint with a two-object
-        expert (``two_object_model/``): the expert where the call ``fits`` what it was trained on (text- or
-        image-to-video at the native length), else None (the main DiT), with a warning (once per prompt) that the main
-        one draws one object. None for every other prompt and checkpoint."""
-        if self.c.dit_two_objects is None:
-            return None
+        """The DiT for a call whose prompt names two objects of the demo world and is not composed (an image-to-video
+        call, or ``two_objects="expert"``), on a checkpoint with a two-object expert (``two_object_model/``): the
+        expert where the call ``fits`` what it was trained on (text- or image-to-video at the native length), else
+        None (the main DiT), with a warning (once per prompt) that the main one draws one object. None for every other
+        prompt and checkpoint; ``two_objects="expert"`` on a checkpoint without one is an error."""
         from openwan.demo.world_captions import objects_named
+        method = getattr(self, "_two_objects", None)
+        if self.c.dit_two_objects is None:
+            if method == "expert":
+                raise ValueError(f"two_objects='expert': {self.c.source or 'this checkpoint'} has no two-object "
+                                 f"expert (a two_object_model/ folder); leave two_objects unset (compose)")
+            return None
         if objects_named(prompt) != 2:
             return None
         if fits:
@@ -303,7 +349,7 @@ class TextImageToVideo(WanPipeline):
         warned.add(prompt)
         import logging
         logging.getLogger("openwan.demo").warning(
-            "two objects named: the two-object expert draws text- and image-to-video up to the native length "
+            "two objects named: two-object scenes are drawn for text- and image-to-video up to the native length "
             f"({self.defaults().frame_num} frames); this call (first-last-frame or longer) runs the main DiT, which "
             "draws one object")
         return None

@@ -1,0 +1,113 @@
+"""Scenes composed of objects drawn one at a time: each object's phrase is its own denoising run of the model (one
+latent each, from its own seed), and the finished latents are laid out side by side and merged into one, decoded
+once. For a world of objects over a plain background (the embedded demo), where the model draws one object of its
+prompt's words nearly always right and binding two objects' words in one run is what it gets wrong.
+
+The merge works per latent token (one token: one VAE cell, 8x8 pixels of 1 or 4 frames):
+
+* An object's tokens are found in its run's decoded frames: the pixels that differ from the frame's background (its
+  median color) by at least :data:`CONTRAST` levels (uint8 RGB distance), pooled onto the token grid
+  (:func:`object_tokens`). (The latent's own distance from its background is a poor guide: no threshold on it
+  both keeps an object's anti-aliased edge and leaves the background's noise out.)
+* The first object stays where its run drew it. Each later one is moved by whole tokens (:func:`placement`) to the
+  nearest place where, in every latent frame, it keeps :data:`GAP` tokens to the objects already placed and stays
+  inside the frame: the world's own rule (its two objects never touch). An object that fits nowhere goes where it
+  overlaps least.
+* The merged latent is the first run's, with each later object's tokens (and a token around them, its edge)
+  taken from its moved latent (:func:`compose`), and is decoded once more, as one video.
+
+:func:`run_composed` runs a job's parts (``Job.parts``) and merges them; :func:`part_seed` gives each part's seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CONTRAST = 40.0     # uint8 RGB distance from the background at or above which a pixel is an object's
+GAP = 1             # tokens kept free around each placed object
+
+
+def part_seed(seed: int, k: int) -> int:
+    """The seed of a composed call's part ``k``: the call's own for the first, a fixed derivation for the others
+    (so the same call draws the same scene)."""
+    return seed if k == 0 else (seed * 6364136223846793005 + 1442695040888963407 * k) % 2**31
+
+
+def object_tokens(frames: np.ndarray, temporal_ratio: int, spatial_ratio: int) -> torch.Tensor:
+    """bool [F, h, w]: the latent tokens whose pixels (uint8 ``frames`` [T, H, W, 3], T = 1 + temporal_ratio *
+    (F - 1)) show an object: a pixel differing from its frame's median color by >= :data:`CONTRAST`."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float()
+    background = x.flatten(1, 2).median(dim=1).values[:, None, None]
+    hit = ((x - background).norm(dim=-1) >= CONTRAST).float()                       # [T, H, W]
+    groups = [hit[:1]] + list(hit[1:].split(temporal_ratio))                       # one latent frame each
+    per_frame = torch.stack([g.amax(dim=0) for g in groups])                       # [F, H, W]
+    return F.max_pool2d(per_frame[:, None], spatial_ratio)[:, 0] > 0
+
+
+def _grow(mask: torch.Tensor, by: int) -> torch.Tensor:
+    if by <= 0:
+        return mask
+    return F.max_pool2d(mask[:, None].float(), 2 * by + 1, stride=1, padding=by)[:, 0] > 0
+
+
+def placement(occupied: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
+    """(dy, dx) in tokens: the smallest move of an object of ``mask`` [F, h, w] that keeps it inside the frame in
+    every latent frame and :data:`GAP` tokens from ``occupied`` [F, h, w]; the least overlapping move (ties: the
+    smallest) where none is free, (0, 0) when nothing is occupied."""
+    if not occupied.any() or not mask.any():
+        return 0, 0
+    h, w = mask.shape[1:]
+    rows, cols = mask.any(dim=(0, 2)).nonzero()[:, 0], mask.any(dim=(0, 1)).nonzero()[:, 0]
+    blocked = _grow(occupied, GAP).float()
+    best = None
+    for dy in range(-int(rows[0]), h - int(rows[-1])):
+        for dx in range(-int(cols[0]), w - int(cols[-1])):
+            moved = torch.roll(mask, (dy, dx), dims=(1, 2)).float()
+            key = (float((moved * blocked).sum()), abs(dy) + abs(dx), abs(dy), dy, dx)
+            if best is None or key < best:
+                best = key
+    return best[3], best[4]
+
+
+def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list]:
+    """One latent [C, F, h, w] from the parts' ``latents`` and their objects' token ``masks`` (:func:`object_tokens`),
+    as the module docstring says, and each part's move (dy, dx) in tokens."""
+    out = latents[0].clone()
+    occupied = masks[0]
+    moves = [(0, 0)]
+    for z, mask in zip(latents[1:], masks[1:]):
+        dy, dx = placement(occupied, mask)
+        z, mask = torch.roll(z, (dy, dx), dims=(2, 3)), torch.roll(mask, (dy, dx), dims=(1, 2))
+        take = _grow(mask, 1)
+        out = torch.where(take[None], z, out)
+        occupied = occupied | mask
+        moves.append((dy, dx))
+    return out, moves
+
+
+def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optional[Callable] = None):
+    """The clean latent of a composed job: each of ``job.parts`` (jobs of their own: one object's phrase, its seed)
+    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`. ``on_step`` sees the steps of all parts in one count; the
+    job's stats get the parts' summed and its settings each part's move."""
+    latents, masks = [], []
+    vae = pipe.vae
+    n_parts = len(job.parts)
+    for k, part in enumerate(job.parts):
+        hook = None
+        if on_step is not None:
+            def hook(step, x, x0, k=k):
+                return on_step(dataclasses.replace(step, i=k * step.n + step.i, n=n_parts * step.n), x, x0)
+        latents.append(pipe.run(part, hook, cancelled))
+        frames = np.concatenate(list(pipe.decode_frames(latents[-1], part.stats)))
+        masks.append(object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio))
+        for key, value in part.stats.items():
+            if isinstance(value, (int, float)):
+                job.stats[key] = round(job.stats.get(key, 0) + value, 4)
+    out, moves = compose(latents, masks)
+    for rec, move in zip(job.settings["composed"], moves):
+        rec["moved_tokens"] = list(move)
+    return out
