@@ -7,6 +7,9 @@
   phrase of ``world.MOTION_PHRASES``, some color synonyms): whether the model follows the meaning or the wording.
   Kept apart from training: no caption the world can draw equals one of them, and none holds a motion phrase of
   the templates (a test checks both), so the training captions (drawn from the templates) never hold them.
+* ``paraphrase2``: a second such set (20 prompts, the looping motions too), written on 2026-12-05 before the
+  prompt extension's vocabulary was widened and without looking its words up in the parser, kept apart the same
+  way: how the wider vocabulary does on wording it was not built from.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -16,7 +19,8 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase")
+SETS = ("single", "two_objects", "paraphrase", "paraphrase2")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2")
 
 
 class BenchCase(NamedTuple):
@@ -63,6 +67,30 @@ _PARAPHRASES = (
     (("purple", "square", "left"), "a magenta square gliding over to the left"),
 )
 
+# the second set (paraphrase2): written before the extension's vocabulary was widened
+_PARAPHRASES_2 = (
+    (("red", "circle", "up"), "a red ball floats up to the top of the frame"),
+    (("blue", "square", "left"), "a blue block slides over toward the left side"),
+    (("green", "triangle", "right"), "a green triangle travelling rightward across the frame"),
+    (("yellow", "circle", "down"), "a yellow dot plummets toward the bottom"),
+    (("white", "square", "still"), "a white square that stays put"),
+    (("cyan", "circle", "growing"), "a cyan circle swelling up in size"),
+    (("purple", "triangle", "shrinking"), "a violet triangle dwindling away"),
+    (("red", "square", "bounce_lr"), "a red square ricocheting between the two side walls"),
+    (("blue", "circle", "bounce_ud"), "a blue ball bouncing off the floor and the ceiling"),
+    (("green", "square", "circling"), "a green box travelling round a circular path"),
+    (("yellow", "triangle", "up"), "a yellow triangle ascending to the top"),
+    (("white", "circle", "left"), "a white circle heading west"),
+    (("cyan", "square", "down"), "a turquoise square descending to the bottom"),
+    (("purple", "circle", "still"), "a purple circle frozen in the middle of the frame"),
+    (("red", "triangle", "growing"), "a red triangle ballooning to a huge size"),
+    (("blue", "triangle", "shrinking"), "a blue triangle becoming tinier and tinier"),
+    (("green", "circle", "bounce_lr"), "a green circle bouncing to and fro horizontally"),
+    (("white", "triangle", "circling"), "a white triangle orbiting around the centre"),
+    (("yellow", "square", "right"), "a yellow square moves toward the right edge"),
+    (("cyan", "triangle", "bounce_ud"), "a cyan triangle hopping up and down"),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -78,6 +106,11 @@ def paraphrase_cases() -> list:
     return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase") for a, text in _PARAPHRASES]
 
 
+def paraphrase2_cases() -> list:
+    """The second paraphrase set (20 single-object prompts, every motion)."""
+    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase2") for a, text in _PARAPHRASES_2]
+
+
 def single_cases() -> list:
     """The fixed benchmark (world.benchmark_prompts) as cases."""
     from openwan.demo.world import benchmark_prompts
@@ -89,5 +122,6 @@ def cases(names) -> list:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         raise ValueError(f"unknown prompt set(s) {unknown}; choose from {list(SETS)}")
-    make = {"single": single_cases, "two_objects": two_object_cases, "paraphrase": paraphrase_cases}
+    make = {"single": single_cases, "two_objects": two_object_cases, "paraphrase": paraphrase_cases,
+            "paraphrase2": paraphrase2_cases}
     return [c for n in SETS if n in names for c in make[n]()]

@@ -290,9 +290,11 @@ def task_targets(summary: dict) -> dict:
 def format_extra(summary: dict) -> list[str]:
     """The report's lines for the prompt sets and task numbers beyond the single-object table."""
     lines = []
-    para = summary.get("paraphrase")
-    if para:
-        lines += ["", "paraphrased prompts (wording the training captions never use):",
+    for name, what in (("paraphrase", "paraphrased prompts"), ("paraphrase2", "paraphrased prompts, set 2")):
+        para = summary.get(name)
+        if not para:
+            continue
+        lines += ["", f"{what} (wording the training captions never use):",
                   f"{'split':8s} {'videos':>6s} {'color':>7s} {'shape':>7s} {'motion':>7s} {'all 3':>7s}"]
         for split in ("seen", "heldout", "total"):
             if split in para:
