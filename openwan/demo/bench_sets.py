@@ -9,7 +9,9 @@
   the templates (a test checks both), so the training captions (drawn from the templates) never hold them.
 * ``paraphrase2``: a second such set (20 prompts, the looping motions too), written on 2026-12-05 before the
   prompt extension's vocabulary was widened and without looking its words up in the parser, kept apart the same
-  way: how the wider vocabulary does on wording it was not built from.
+  way. The widened vocabulary was developed looking at the failures of the first two sets.
+* ``paraphrase3``: a third such set (20 prompts), written on 2026-12-05 after the second and before the widened
+  vocabulary was built, and not parsed or generated until that vocabulary was final: its test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -19,8 +21,8 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase", "paraphrase2")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2")
+SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3")
 
 
 class BenchCase(NamedTuple):
@@ -91,6 +93,30 @@ _PARAPHRASES_2 = (
     (("cyan", "triangle", "bounce_ud"), "a cyan triangle hopping up and down"),
 )
 
+# the third set (paraphrase3): the test set of the widened vocabulary
+_PARAPHRASES_3 = (
+    (("green", "circle", "up"), "a green circle lifting off toward the sky"),
+    (("red", "square", "down"), "a red square gently dropping to the ground"),
+    (("blue", "triangle", "left"), "a blue triangle that travels from right to left"),
+    (("yellow", "circle", "right"), "a yellow circle cruising over to the right-hand side"),
+    (("white", "triangle", "still"), "a white triangle sitting perfectly still"),
+    (("purple", "square", "growing"), "a purple square increasing in size"),
+    (("cyan", "circle", "shrinking"), "a cyan circle diminishing in size"),
+    (("red", "circle", "bounce_ud"), "a red ball springing up and down like a yo-yo"),
+    (("blue", "square", "bounce_lr"), "a blue square bouncing from wall to wall"),
+    (("green", "triangle", "circling"), "a green triangle going around in a loop"),
+    (("yellow", "square", "up"), "a yellow square heading upward"),
+    (("white", "circle", "down"), "a white circle descending toward the ground"),
+    (("purple", "triangle", "left"), "a purple triangle moving toward the left-hand edge"),
+    (("cyan", "square", "right"), "a cyan square gliding eastward"),
+    (("red", "triangle", "still"), "a red triangle that remains stationary"),
+    (("blue", "circle", "growing"), "a blue circle blowing up like a balloon"),
+    (("green", "square", "shrinking"), "a green square shrivelling to almost nothing"),
+    (("white", "square", "circling"), "a white square moving round in a big loop"),
+    (("yellow", "triangle", "bounce_lr"), "a yellow triangle swinging from side to side"),
+    (("purple", "circle", "bounce_ud"), "a purple ball bobbing vertically"),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -111,6 +137,11 @@ def paraphrase2_cases() -> list:
     return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase2") for a, text in _PARAPHRASES_2]
 
 
+def paraphrase3_cases() -> list:
+    """The third paraphrase set (20 single-object prompts, every motion): the widened vocabulary's test set."""
+    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase3") for a, text in _PARAPHRASES_3]
+
+
 def single_cases() -> list:
     """The fixed benchmark (world.benchmark_prompts) as cases."""
     from openwan.demo.world import benchmark_prompts
@@ -123,5 +154,5 @@ def cases(names) -> list:
     if unknown:
         raise ValueError(f"unknown prompt set(s) {unknown}; choose from {list(SETS)}")
     make = {"single": single_cases, "two_objects": two_object_cases, "paraphrase": paraphrase_cases,
-            "paraphrase2": paraphrase2_cases}
+            "paraphrase2": paraphrase2_cases, "paraphrase3": paraphrase3_cases}
     return [c for n in SETS if n in names for c in make[n]()]

@@ -290,7 +290,8 @@ def task_targets(summary: dict) -> dict:
 def format_extra(summary: dict) -> list[str]:
     """The report's lines for the prompt sets and task numbers beyond the single-object table."""
     lines = []
-    for name, what in (("paraphrase", "paraphrased prompts"), ("paraphrase2", "paraphrased prompts, set 2")):
+    for name, what in (("paraphrase", "paraphrased prompts"), ("paraphrase2", "paraphrased prompts, set 2"),
+                       ("paraphrase3", "paraphrased prompts, set 3")):
         para = summary.get(name)
         if not para:
             continue
