@@ -219,11 +219,14 @@ _SPLIT_RE = re.compile(r"\band\b|,|;|\bwhile\b")
 
 
 def _normalize(text: str) -> str:
-    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr)."""
+    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), then
+    the wider vocabulary and wording rules of :mod:`openwan.demo.world_lexicon` rewritten into the world's words
+    ("climbing" -> rising, "does not move" -> motionless)."""
+    from openwan.demo.world_lexicon import read
     t = text.lower()
     for token, pat in _LOOPING_RE:
         t = pat.sub(f" {token} ", t)
-    return t
+    return read(t)
 
 
 def _found(patterns: dict, text: str) -> list:

