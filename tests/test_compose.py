@@ -66,16 +66,29 @@ def test_compose_takes_each_later_object_from_its_moved_latent():
     m0, m1 = _box(), _box()
     z0 = torch.zeros(2, 2, 8, 8)
     z0[:, m0] = 5.0
-    z1 = torch.full((2, 2, 8, 8), 0.25)                  # its own background, a little off: only its edge is taken
+    z1 = torch.full((2, 2, 8, 8), 0.25)                  # its own background, a little off
     z1[:, m1] = 7.0
+    z1[:, :, 2:4, 4] = 3.0                               # its edge, in the token right of it
     out, moves = C.compose([z0, z1], [m0, m1])
     assert moves == [(0, 0), (0, 3)]
     assert (out[:, m0] == 5.0).all() and (out[:, :, 2:4, 5:7] == 7.0).all()
-    edge = C._grow(torch.roll(m1, (0, 3), dims=(1, 2)), 1) & ~torch.roll(m1, (0, 3), dims=(1, 2))
-    assert (out[:, edge] == 0.25).all()
-    rest = ~(m0 | C._grow(torch.roll(m1, (0, 3), dims=(1, 2)), 1))
-    assert (out[:, rest] == 0.0).all()
+    assert (out[:, :, 2:4, 7] == 3.0).all()              # the edge stands out from its background: taken
+    moved = torch.roll(m1, (0, 3), dims=(1, 2))
+    rest = ~(m0 | moved)
+    rest[:, 2:4, 7] = False
+    assert (out[:, rest] == 0.0).all()                   # elsewhere the first run's (its background: 0, not 0.25)
     assert torch.equal(C.compose([z0], [m0])[0], z0)
+
+
+def test_where_no_place_is_free_the_earlier_object_stays_in_front():
+    m0 = torch.ones(1, 4, 4, dtype=torch.bool)
+    m0[:, 3, 3] = False
+    m1 = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m1[:, 0:2, 0:2] = True
+    z0, z1 = torch.where(m0, 5.0, 0.0)[None], torch.where(m1, 7.0, 0.0)[None]
+    out, moves = C.compose([z0, z1], [m0, m1])
+    assert moves == [(0, 0), (2, 2)]                     # the least overlapping move: one token lands free
+    assert (out[0, m0] == 5.0).all() and out[0, 0, 3, 3] == 7.0
 
 
 def test_part_seeds():
@@ -113,11 +126,57 @@ def test_a_two_object_prompt_is_each_object_drawn_alone_then_merged(tiny):
     merged, moves = C.compose(parts, masks)
     assert torch.equal(out.latents, merged)
     assert [tuple(p["moved_tokens"]) for p in rec["composed"]] == moves
-    assert rec["stats"]["dit_forwards"] == 2 * pipe(ONE, **KW).settings["stats"]["dit_forwards"]
-    # one count of steps over both parts for a callback (a server's progress)
+    # (the tiny random model's "objects" fill the frame: its second part was drawn again, and the first kept)
+    runs = 1 + rec["composed"][1].get("draws", 1)
+    assert rec["stats"]["dit_forwards"] == runs * pipe(ONE, **KW).settings["stats"]["dit_forwards"]
+    # one count of steps over every run for a callback (a server's progress)
     seen = []
     pipe(TWO, callback=lambda i, t, x: seen.append(i), **KW)
-    assert seen == list(range(2 * KW["sample_steps"]))
+    assert seen == list(range(runs * KW["sample_steps"]))
+
+
+class _FakePipe:
+    """run() and decode_frames() of a pipeline whose "video" of a seed is a band of object pixels: the first
+    part's along the top, a later part's three cells tall except for seeds in ``small``, whose object is one cell
+    at the bottom."""
+    class vae:
+        temporal_ratio, spatial_ratio = 4, 8
+
+    def __init__(self, small):
+        self.small, self.runs = set(small), []
+
+    def run(self, part, on_step=None, cancelled=None):
+        self.runs.append(part.settings["seed"])
+        part.stats["dit_forwards"] = 2
+        return torch.full((1, 2, 4, 4), float(len(self.runs) - 1))        # which run it was
+
+    def decode_frames(self, z, stats=None):
+        seed = self.runs[int(z[0, 0, 0, 0])]
+        v = _video(frames=5)
+        if seed == 7:
+            v[:, 0:8] = 255
+        elif seed in self.small:
+            v[:, 24:32, 0:8] = 255
+        else:
+            v[:, 8:32, 0:16] = 255                        # 3 cells tall: no place a cell below the top band
+        yield v
+
+
+def test_a_later_object_with_no_free_place_is_drawn_again():
+    from openwan.pipelines.job import Job
+    parts = [Job({"seed": s, "stats": {}}, torch.zeros(1, 2, 4, 4), None, None, torch.zeros(3), "euler")
+             for s in (7, C.part_seed(7, 1))]
+    job = Job({"seed": 7, "stats": {}, "composed": [{}, {}]}, torch.zeros(1), None, None, torch.zeros(3), "euler",
+              parts=parts)
+    pipe = _FakePipe(small={C.part_seed(7, 5)})          # the second redraw has a free place
+    out = C.run_composed(pipe, job)
+    assert pipe.runs == [7, C.part_seed(7, 1), C.part_seed(7, 3), C.part_seed(7, 5)]
+    assert job.settings["composed"][1]["seed"] == C.part_seed(7, 5) and job.settings["composed"][1]["draws"] == 3
+    assert job.stats["dit_forwards"] == 8 and (out == 3.0).any() and not ((out == 1.0) | (out == 2.0)).any()
+    pipe = _FakePipe(small=())                            # never free: the first draw is kept
+    job.settings["composed"] = [{}, {}]
+    C.run_composed(pipe, job)
+    assert len(pipe.runs) == 1 + 1 + C.REDRAWS and job.settings["composed"][1]["seed"] == C.part_seed(7, 1)
 
 
 def test_which_calls_are_composed(tiny):

@@ -47,6 +47,7 @@ from openwan.pipelines.job import (  # noqa: F401
     file_record,
     make_noise,
     parse_size,
+    renoise_generator,
     resolve_seed,
 )
 
@@ -304,9 +305,7 @@ class WanPipeline(CallOptions):
             sigmas = self.preset_sigmas(sp, settings)
         if sigmas is None:
             sigmas = sampling.sigmas_for(sp.solver, sp.steps, sp.shift)
-        # re-noising solvers draw from their own stream, derived from the seed but apart from the initial noise
-        renoise_seed = (sp.seed * 6364136223846793005 + 1442695040888963407) % 2**63
-        generator = torch.Generator("cpu").manual_seed(renoise_seed)
+        generator = renoise_generator(sp.seed)     # re-noising solvers' own stream, apart from the initial noise
         boundary = None
         if isinstance(sp.guide_scale, tuple) and not self.two_experts:      # a guidance interval
             boundary = settings["guide_boundary"] = self.guide_boundary()

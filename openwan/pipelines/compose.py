@@ -13,8 +13,9 @@ The merge works per latent token (one token: one VAE cell, 8x8 pixels of 1 or 4 
   nearest place where, in every latent frame, it keeps :data:`GAP` tokens to the objects already placed and stays
   inside the frame: the world's own rule (its two objects never touch). An object that fits nowhere goes where it
   overlaps least.
-* The merged latent is the first run's, with each later object's tokens (and a token around them, its edge)
-  taken from its moved latent (:func:`compose`), and is decoded once more, as one video.
+* The merged latent is the first run's, with each later object's tokens taken from its moved latent, and in the
+  token around them (its edge) the latent that stands out more from its own background; where objects overlap
+  (nowhere free), the earlier one stays in front (:func:`compose`). It is decoded once more, as one video.
 
 :func:`run_composed` runs a job's parts (``Job.parts``) and merges them; :func:`part_seed` gives each part's seed.
 """
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 CONTRAST = 40.0     # uint8 RGB distance from the background at or above which a pixel is an object's
 GAP = 1             # tokens kept free around each placed object
+REDRAWS = 2         # more draws of a later object that has no free place
 
 
 def part_seed(seed: int, k: int) -> int:
@@ -56,8 +58,9 @@ def _grow(mask: torch.Tensor, by: int) -> torch.Tensor:
 
 def placement(occupied: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
     """(dy, dx) in tokens: the smallest move of an object of ``mask`` [F, h, w] that keeps it inside the frame in
-    every latent frame and :data:`GAP` tokens from ``occupied`` [F, h, w]; the least overlapping move (ties: the
-    smallest) where none is free, (0, 0) when nothing is occupied."""
+    every latent frame and :data:`GAP` tokens from ``occupied`` [F, h, w]; where none is free, the move that
+    overlaps ``occupied`` least (then the one nearest to a gap, then the smallest); (0, 0) when nothing is
+    occupied."""
     if not occupied.any() or not mask.any():
         return 0, 0
     h, w = mask.shape[1:]
@@ -67,46 +70,92 @@ def placement(occupied: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
     for dy in range(-int(rows[0]), h - int(rows[-1])):
         for dx in range(-int(cols[0]), w - int(cols[-1])):
             moved = torch.roll(mask, (dy, dx), dims=(1, 2)).float()
-            key = (float((moved * blocked).sum()), abs(dy) + abs(dx), abs(dy), dy, dx)
+            near = float((moved * blocked).sum())
+            key = (near > 0, float((moved * occupied).sum()), near, abs(dy) + abs(dx), abs(dy), dy, dx)
             if best is None or key < best:
                 best = key
-    return best[3], best[4]
+    return best[5], best[6]
+
+
+def _standout(z: torch.Tensor) -> torch.Tensor:
+    """[F, h, w]: each token's distance from its latent's background (each channel's median per latent frame)."""
+    background = z.flatten(2).median(dim=2).values[..., None, None]
+    return (z.float() - background.float()).norm(dim=0)
 
 
 def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list]:
     """One latent [C, F, h, w] from the parts' ``latents`` and their objects' token ``masks`` (:func:`object_tokens`),
-    as the module docstring says, and each part's move (dy, dx) in tokens."""
-    out = latents[0].clone()
+    as the module docstring says, and each part's move (dy, dx) in tokens. Where a later object lands on an earlier
+    one (no free place), the earlier is drawn in front; in the token around a later object (its edge) the part
+    whose latent stands out more from its own background is taken."""
+    out, standout = latents[0].clone(), _standout(latents[0])
     occupied = masks[0]
     moves = [(0, 0)]
     for z, mask in zip(latents[1:], masks[1:]):
         dy, dx = placement(occupied, mask)
         z, mask = torch.roll(z, (dy, dx), dims=(2, 3)), torch.roll(mask, (dy, dx), dims=(1, 2))
-        take = _grow(mask, 1)
+        z_standout = _standout(z)
+        core = mask & ~occupied
+        edge = _grow(mask, 1) & ~mask & ~occupied & (z_standout > standout)
+        take = core | edge
         out = torch.where(take[None], z, out)
+        standout = torch.where(take, z_standout, standout)
         occupied = occupied | mask
         moves.append((dy, dx))
     return out, moves
 
 
+def fits(occupied: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether an object of ``mask`` has a free place beside ``occupied`` (:func:`placement` finds one)."""
+    dy, dx = placement(occupied, mask)
+    return not (torch.roll(mask, (dy, dx), dims=(1, 2)) & _grow(occupied, GAP)).any()
+
+
+def redrawn(part, seed: int):
+    """``part`` (a job) drawn again from another seed: its noise and its re-noising stream."""
+    from openwan.pipelines.job import make_noise, renoise_generator
+    start = make_noise(part.start.shape, seed, part.start.device)
+    return dataclasses.replace(part, start=start, generator=renoise_generator(seed),
+                               settings=dict(part.settings, seed=seed, stats={}))
+
+
 def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optional[Callable] = None):
     """The clean latent of a composed job: each of ``job.parts`` (jobs of their own: one object's phrase, its seed)
-    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`. ``on_step`` sees the steps of all parts in one count; the
-    job's stats get the parts' summed and its settings each part's move."""
+    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`. A later
+    object that has no free place beside the earlier ones is drawn again from the next seeds
+    (``part_seed(seed, k + n * parts)``), up to :data:`REDRAWS` times, and the first draw with a free place (else
+    the first) is kept. ``on_step`` sees the steps of all runs in one count; the job's stats get the runs' summed
+    and its settings each part's seed, redraws and move."""
     latents, masks = [], []
     vae = pipe.vae
-    n_parts = len(job.parts)
-    for k, part in enumerate(job.parts):
-        hook = None
-        if on_step is not None:
-            def hook(step, x, x0, k=k):
-                return on_step(dataclasses.replace(step, i=k * step.n + step.i, n=n_parts * step.n), x, x0)
-        latents.append(pipe.run(part, hook, cancelled))
-        frames = np.concatenate(list(pipe.decode_frames(latents[-1], part.stats)))
-        masks.append(object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio))
-        for key, value in part.stats.items():
-            if isinstance(value, (int, float)):
-                job.stats[key] = round(job.stats.get(key, 0) + value, 4)
+    n_parts, seed = len(job.parts), int(job.settings["seed"])
+    done, occupied = [0], None
+
+    def hook(step, x, x0):
+        return on_step(dataclasses.replace(step, i=done[0] + step.i, n=n_parts * step.n), x, x0)
+
+    for k, first in enumerate(job.parts):
+        drawn = []
+        for attempt in range(1 + (REDRAWS if k else 0)):
+            part = first if attempt == 0 else redrawn(first, part_seed(seed, k + attempt * n_parts))
+            z = pipe.run(part, None if on_step is None else hook, cancelled)
+            done[0] += len(part.sigmas) - 1
+            frames = np.concatenate(list(pipe.decode_frames(z, part.stats)))
+            mask = object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio)
+            for key, value in part.stats.items():
+                if isinstance(value, (int, float)):
+                    job.stats[key] = round(job.stats.get(key, 0) + value, 4)
+            drawn.append((z, mask, part.settings["seed"]))
+            if k == 0 or fits(occupied, mask):
+                break
+        z, mask, used = next((d for d in drawn if k == 0 or fits(occupied, d[1])), drawn[0])
+        latents.append(z)
+        masks.append(mask)
+        occupied = mask if k == 0 else occupied | torch.roll(mask, placement(occupied, mask), dims=(1, 2))
+        rec = job.settings["composed"][k]
+        rec["seed"] = used
+        if len(drawn) > 1:
+            rec["draws"] = len(drawn)
     out, moves = compose(latents, masks)
     for rec, move in zip(job.settings["composed"], moves):
         rec["moved_tokens"] = list(move)

@@ -85,6 +85,11 @@ def resolve_seed(seed: Optional[int]) -> int:
     return int(seed)
 
 
+def renoise_generator(seed: int) -> torch.Generator:
+    """The stream re-noising solvers draw from: derived from the call's seed, apart from its initial noise."""
+    return torch.Generator("cpu").manual_seed((seed * 6364136223846793005 + 1442695040888963407) % 2**63)
+
+
 def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
     """fp32 noise from a CPU generator, so a seed gives the same video on any device."""
     g = torch.Generator("cpu").manual_seed(seed)

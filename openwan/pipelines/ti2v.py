@@ -320,7 +320,7 @@ class TextImageToVideo(WanPipeline):
         for k, (phrase, ctx) in enumerate(zip(phrases, ctxs)):
             seed = part_seed(sp.seed, k)
             part_sp = dataclasses.replace(sp, seed=seed)
-            parts.append(self.make_job(dict(settings, stats={}), make_noise(shape, seed, self.device),
+            parts.append(self.make_job(dict(settings, seed=seed, stats={}), make_noise(shape, seed, self.device),
                                        FirstFrameConditioning(ctx, ctx_null), part_sp, cfg_batch=cfg_batch,
                                        step_cache=step_cache, output_type="latent"))
             settings["composed"].append({"prompt": phrase, "seed": seed})
