@@ -172,11 +172,13 @@ def test_a_later_object_with_no_free_place_is_drawn_again():
     out = C.run_composed(pipe, job)
     assert pipe.runs == [7, C.part_seed(7, 1), C.part_seed(7, 3), C.part_seed(7, 5)]
     assert job.settings["composed"][1]["seed"] == C.part_seed(7, 5) and job.settings["composed"][1]["draws"] == 3
+    assert job.settings["composed"][1]["apart"] is True
     assert job.stats["dit_forwards"] == 8 and (out == 3.0).any() and not ((out == 1.0) | (out == 2.0)).any()
     pipe = _FakePipe(small=())                            # never free: the first draw is kept
     job.settings["composed"] = [{}, {}]
     C.run_composed(pipe, job)
     assert len(pipe.runs) == 1 + 1 + C.REDRAWS and job.settings["composed"][1]["seed"] == C.part_seed(7, 1)
+    assert job.settings["composed"][1]["apart"] is False
 
 
 def test_which_calls_are_composed(tiny):

@@ -125,7 +125,7 @@ def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optio
     object that has no free place beside the earlier ones is drawn again from the next seeds
     (``part_seed(seed, k + n * parts)``), up to :data:`REDRAWS` times, and the first draw with a free place (else
     the first) is kept. ``on_step`` sees the steps of all runs in one count; the job's stats get the runs' summed
-    and its settings each part's seed, redraws and move."""
+    and its settings each part's seed, draws, move and whether it stands apart (a token's gap from the others)."""
     latents, masks = [], []
     vae = pipe.vae
     n_parts, seed = len(job.parts), int(job.settings["seed"])
@@ -157,6 +157,11 @@ def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optio
         if len(drawn) > 1:
             rec["draws"] = len(drawn)
     out, moves = compose(latents, masks)
-    for rec, move in zip(job.settings["composed"], moves):
+    occupied = masks[0]
+    for k, (rec, move) in enumerate(zip(job.settings["composed"], moves)):
         rec["moved_tokens"] = list(move)
+        if k:
+            moved = torch.roll(masks[k], move, dims=(1, 2))
+            rec["apart"] = not bool((moved & _grow(occupied, GAP)).any())
+            occupied = occupied | moved
     return out
