@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 CONTRAST = 40.0     # uint8 RGB distance from the background at or above which a pixel is an object's
 GAP = 1             # tokens kept free around each placed object
-REDRAWS = 2         # more draws of a later object that has no free place
 
 
 def part_seed(seed: int, k: int) -> int:
@@ -105,57 +104,25 @@ def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> t
     return out, moves
 
 
-def fits(occupied: torch.Tensor, mask: torch.Tensor) -> bool:
-    """Whether an object of ``mask`` has a free place beside ``occupied`` (:func:`placement` finds one)."""
-    dy, dx = placement(occupied, mask)
-    return not (torch.roll(mask, (dy, dx), dims=(1, 2)) & _grow(occupied, GAP)).any()
-
-
-def redrawn(part, seed: int):
-    """``part`` (a job) drawn again from another seed: its noise and its re-noising stream."""
-    from openwan.pipelines.job import make_noise, renoise_generator
-    start = make_noise(part.start.shape, seed, part.start.device)
-    return dataclasses.replace(part, start=start, generator=renoise_generator(seed),
-                               settings=dict(part.settings, seed=seed, stats={}))
-
-
 def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optional[Callable] = None):
     """The clean latent of a composed job: each of ``job.parts`` (jobs of their own: one object's phrase, its seed)
-    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`. A later
-    object that has no free place beside the earlier ones is drawn again from the next seeds
-    (``part_seed(seed, k + n * parts)``), up to :data:`REDRAWS` times, and the first draw with a free place (else
-    the first) is kept. ``on_step`` sees the steps of all runs in one count; the job's stats get the runs' summed
-    and its settings each part's seed, draws, move and whether it stands apart (a token's gap from the others)."""
+    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`.
+    ``on_step`` sees the steps of all parts in one count; the job's stats get the parts' summed and its settings
+    each part's move and whether it stands apart (a token's gap from the others)."""
     latents, masks = [], []
     vae = pipe.vae
-    n_parts, seed = len(job.parts), int(job.settings["seed"])
-    done, occupied = [0], None
-
-    def hook(step, x, x0):
-        return on_step(dataclasses.replace(step, i=done[0] + step.i, n=n_parts * step.n), x, x0)
-
-    for k, first in enumerate(job.parts):
-        drawn = []
-        for attempt in range(1 + (REDRAWS if k else 0)):
-            part = first if attempt == 0 else redrawn(first, part_seed(seed, k + attempt * n_parts))
-            z = pipe.run(part, None if on_step is None else hook, cancelled)
-            done[0] += len(part.sigmas) - 1
-            frames = np.concatenate(list(pipe.decode_frames(z, part.stats)))
-            mask = object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio)
-            for key, value in part.stats.items():
-                if isinstance(value, (int, float)):
-                    job.stats[key] = round(job.stats.get(key, 0) + value, 4)
-            drawn.append((z, mask, part.settings["seed"]))
-            if k == 0 or fits(occupied, mask):
-                break
-        z, mask, used = next((d for d in drawn if k == 0 or fits(occupied, d[1])), drawn[0])
-        latents.append(z)
-        masks.append(mask)
-        occupied = mask if k == 0 else occupied | torch.roll(mask, placement(occupied, mask), dims=(1, 2))
-        rec = job.settings["composed"][k]
-        rec["seed"] = used
-        if len(drawn) > 1:
-            rec["draws"] = len(drawn)
+    n_parts = len(job.parts)
+    for k, part in enumerate(job.parts):
+        hook = None
+        if on_step is not None:
+            def hook(step, x, x0, k=k):
+                return on_step(dataclasses.replace(step, i=k * step.n + step.i, n=n_parts * step.n), x, x0)
+        latents.append(pipe.run(part, hook, cancelled))
+        frames = np.concatenate(list(pipe.decode_frames(latents[-1], part.stats)))
+        masks.append(object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio))
+        for key, value in part.stats.items():
+            if isinstance(value, (int, float)):
+                job.stats[key] = round(job.stats.get(key, 0) + value, 4)
     out, moves = compose(latents, masks)
     occupied = masks[0]
     for k, (rec, move) in enumerate(zip(job.settings["composed"], moves)):
