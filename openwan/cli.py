@@ -13,18 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from openwan.cli_record import apply_record, load_record
 from openwan.validate import guide_scale_arg
-
-# Flags whose values are recorded in a run's settings, with the name they have there.
-SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "size", "frame_num": "frame_num",
-                 "sample_steps": "sample_steps", "sample_shift": "sample_shift",
-                 "sample_guide_scale": "guide_scale", "sample_solver": "sample_solver", "base_seed": "seed",
-                 "image": "image", "first_frame": "first_frame",
-                 "last_frame": "last_frame", "src_video": "src_video", "src_mask": "src_mask",
-                 "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
-                 "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
-                 "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile",
-                 "guide_boundary": "guide_boundary", "two_objects": "two_objects"}
 
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
@@ -182,20 +172,6 @@ def _slug(text: str, n: int = 40) -> str:
     return s or "video"
 
 
-def _load_from(path: str) -> dict:
-    """The settings recorded by an earlier run (its .json, or the .mp4/.png holding them), type-checked."""
-    from openwan import validate
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"--from {path}: file not found")
-    if p.suffix.lower() in (".mp4", ".png"):
-        from openwan.video import read_image_metadata, read_video_metadata
-        meta = read_image_metadata(p) if p.suffix.lower() == ".png" else read_video_metadata(p)
-    else:
-        meta = validate.read_json(p, what="--from")
-    return validate.settings_file(meta, path)
-
-
 # How the CLI names the arguments it validates (for the messages).
 CLI_NAMES = {"prompt": "the prompt", "negative_prompt": "--neg_prompt", "size": "--size", "frame_num": "--frame_num",
              "sample_steps": "--sample_steps", "sample_shift": "--sample_shift",
@@ -219,39 +195,7 @@ def cmd_generate(a) -> int:
     from openwan.configs import VARIANTS, WAN22_VARIANTS
     from openwan.pipelines.base import lookup_variant as get_variant
     if a.from_json:
-        s = _load_from(a.from_json)
-        inv = {v: k for k, v in SETTING_FLAGS.items()}
-        for key, val in s.items():
-            flag = inv.get(key)
-            if flag and getattr(a, flag, None) is None and not (flag == "prompt" and a.prompt_pos):
-                setattr(a, flag, val)
-        if (a.prompt_extend is None and s.get("prompt_extend") is None and isinstance(s.get("prompt"), str)
-                and not a.prompt_pos and a.prompt == s["prompt"]):
-            from openwan.prompt_extend import extend    # a record from before prompt extension: the prompt as
-            if extend(s["prompt"], "world") != s["prompt"]:     # the model read it (a newer record's is canonical)
-                a.prompt_extend = "off"
-        if a.prompt_extend is None and s.get("prompt_extend") == "off":     # the prompt as written, again
-            a.prompt_extend = "off"
-        long = s.get("long_video")
-        if isinstance(long, dict):
-            a.long_method = a.long_method if a.long_method is not None else long.get("method")
-            a.long_overlap = a.long_overlap if a.long_overlap is not None else long.get("overlap")
-            if a.long_expert is None and long.get("method") == "continue":   # recorded when used
-                a.long_expert = "on" if long.get("expert") else "off"
-            if a.long_context_noise is None and long.get("method") == "continue":     # recorded when > 0
-                a.long_context_noise = float(long.get("context_noise", 0.0))
-        if (a.two_objects is None and "two_objects" not in s and str(s.get("variant", "")).startswith("demo")
-                and s.get("task") == "ti2v"):         # a demo record from before composed scenes: its two-object
-            from openwan.demo.world_captions import objects_named        # prompts ran the two-object expert
-            if objects_named(s.get("prompt")) == 2 and not (a.image or a.first_frame or a.src_ref_images):
-                a.two_objects = "expert"
-        if a.task is None:
-            if s.get("task") == "v2v":
-                a.task = "v2v"
-            elif s.get("variant") and not str(s["variant"]).startswith("custom-"):
-                a.task = s["variant"]
-        if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
-            a.ckpt_dir = s["checkpoint"]
+        apply_record(a, load_record(a.from_json))
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         value = getattr(a, flag.lstrip("-"), None)
         if value is not None and str(value).lower() not in ("false", "0", "none"):
