@@ -134,6 +134,30 @@ def test_a_two_object_prompt_is_each_object_drawn_alone_then_merged(tiny):
     assert seen == list(range(2 * KW["sample_steps"]))
 
 
+def test_object_phrases_are_the_prompt_s_own_words():
+    from openwan.demo.world_captions import object_phrases
+    assert object_phrases("A red circle bouncing left and right and a blue square bouncing up and down") == [
+        "a red circle bouncing left and right", "a blue square bouncing up and down"]     # held whole, not tokens
+    assert object_phrases("a white box ascending toward the top edge, and a red ball heading west") == [
+        "a white box ascending toward the top edge", "a red ball heading west"]            # not the parser's words
+    assert object_phrases("the object moving to the right") == [] and object_phrases(None) == []
+
+
+def test_past_the_native_length_each_object_is_its_own_long_video(tiny):
+    _, _, pipe = tiny
+    kw = dict(KW, frame_num=13, long_overlap=1)                  # 4 latent frames, windows of 2: 3 windows
+    out = pipe(TWO, **kw)
+    rec = out.settings
+    assert rec["long_video"]["windows"] == 3 and len(rec["composed"]) == 2
+    parts = [pipe(p["prompt"], **dict(kw, seed=p["seed"])) for p in rec["composed"]]
+    assert all(p.settings["long_video"] == rec["long_video"] for p in parts)
+    vae = pipe.vae
+    masks = [C.object_tokens(np.concatenate(list(pipe.decode_frames(p.latents))), vae.temporal_ratio,
+                             vae.spatial_ratio) for p in parts]
+    assert torch.equal(out.latents, C.compose([p.latents for p in parts], masks)[0])
+    assert rec["stats"]["dit_forwards"] == sum(p.settings["stats"]["dit_forwards"] for p in parts)
+
+
 def test_which_calls_are_composed(tiny):
     from openwan.demo import world
     _, _, pipe = tiny
@@ -143,7 +167,7 @@ def test_which_calls_are_composed(tiny):
     pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]
     assert pipe.prepare(TWO, image=pic, **KW).parts is None                 # a picture holds both objects already
     assert pipe.prepare(TWO, first_frame=pic, last_frame=pic, **KW).parts is None
-    assert pipe.prepare(TWO, frame_num=9, long_overlap=1, **KW).parts is None   # past the native length
+    assert pipe.prepare(f"{ONE} | {ONE}", frame_num=9, long_overlap=1, **KW).parts is None    # a prompt schedule
     job = pipe.prepare(TWO, **KW)
     assert len(job.parts) == 2 and all(p.dit is None for p in job.parts)   # the main DiT draws each object
     with pytest.raises(ValueError, match="two_objects must be one of"):

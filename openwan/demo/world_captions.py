@@ -315,10 +315,22 @@ def _named_parts(t: str) -> list:
 
 
 def object_phrases(prompt: str) -> list:
-    """The parts of a prompt (split as :func:`parse_objects` splits, normalized) that name a shape, of this world
-    or another: one phrase per object ("a red circle moving up and a blue star" -> ["a red circle moving up",
-    "a blue star"])."""
-    return [p.strip() for p in _named_parts(_normalize(prompt))] if isinstance(prompt, str) else []
+    """The parts of a prompt (split as :func:`parse_objects` splits) that name a shape, of this world or another,
+    in lower case and otherwise as written: one phrase per object ("a red circle moving up and a blue star" -> ["a
+    red circle moving up", "a blue star"]; "a red circle bouncing left and right and ..." keeps "bouncing left and
+    right" whole)."""
+    if not isinstance(prompt, str):
+        return []
+    kept: list = []
+
+    def hold(m) -> str:                       # a looping motion's phrase (it may hold "and"), held whole
+        kept.append(m.group(0))
+        return f"\x00{len(kept) - 1}\x00"
+    t = prompt.lower()
+    for _, pat in _LOOPING_RE:
+        t = pat.sub(hold, t)
+    parts = [re.sub(r"\x00(\d+)\x00", lambda m: kept[int(m.group(1))], p) for p in _SPLIT_RE.split(t)]
+    return [p.strip() for p in parts if _named_parts(_normalize(p))]
 
 
 def objects_named(prompt: str) -> int:

@@ -79,6 +79,8 @@ class CallOptions:
                     if outer:
                         self._preparing = False
                 self._plan_long_video(job, prompt, native, long_opts)
+                for part in job.parts or ():       # a composed scene's objects: each its own long video
+                    self._plan_long_video(part, part.settings["prompt"], native, long_opts)
                 if record is not None:
                     job.settings["prompt_extend"] = record
                 if self._loras:

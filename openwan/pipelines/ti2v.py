@@ -277,7 +277,7 @@ class TextImageToVideo(WanPipeline):
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
         else:
             fits = end is None and frame_num <= d.frame_num
-            phrases = self.scene_phrases(prompt, fits and img is None)
+            phrases = self.scene_phrases(prompt, end is None and img is None)
             if phrases:
                 job.parts = self.scene_parts(phrases, settings, noise.shape, sp, ctx_null, cfg_batch, step_cache)
             else:
@@ -302,9 +302,10 @@ class TextImageToVideo(WanPipeline):
 
     def scene_phrases(self, prompt: str, composable: bool) -> list:
         """The object phrases of a call drawn as a composed scene (openwan.pipelines.compose: each object its own
-        run of the main DiT, the latents merged): a demo call whose prompt names two objects (``world.object_phrases``),
-        ``composable`` (text-to-video up to the native length) and ``two_objects`` "compose" (the default); else []."""
-        if not self.composes_scenes() or getattr(self, "_two_objects", None) == "expert":
+        run of the main DiT, the latents merged): a demo call whose prompt names two objects (``world.object_phrases``;
+        not a prompt schedule), ``composable`` (text-to-video, of any length: past the native length each object is
+        its own long video) and ``two_objects`` "compose" (the default); else []."""
+        if not self.composes_scenes() or getattr(self, "_two_objects", None) == "expert" or "|" in prompt:
             return []
         from openwan.demo.world_captions import object_phrases
         phrases = object_phrases(prompt)
@@ -317,10 +318,12 @@ class TextImageToVideo(WanPipeline):
         from openwan.pipelines.compose import part_seed
         ctxs = self.encode_prompts(phrases, settings["stats"])
         parts, settings["two_objects"], settings["composed"] = [], "compose", []
+        own = {k: v for k, v in settings.items() if k not in ("two_objects", "composed")}
         for k, (phrase, ctx) in enumerate(zip(phrases, ctxs)):
             seed = part_seed(sp.seed, k)
             part_sp = dataclasses.replace(sp, seed=seed)
-            parts.append(self.make_job(dict(settings, seed=seed, stats={}), make_noise(shape, seed, self.device),
+            parts.append(self.make_job(dict(own, prompt=phrase, seed=seed, stats={}),
+                                       make_noise(shape, seed, self.device),
                                        FirstFrameConditioning(ctx, ctx_null), part_sp, cfg_batch=cfg_batch,
                                        step_cache=step_cache, output_type="latent"))
             settings["composed"].append({"prompt": phrase, "seed": seed})
