@@ -91,6 +91,24 @@ def test_where_no_place_is_free_the_earlier_object_stays_in_front():
     assert (out[0, m0] == 5.0).all() and out[0, 0, 3, 3] == 7.0
 
 
+def test_compose_frames_moves_later_objects_and_keeps_earlier_ones_in_front():
+    a, b = _video(frames=2, size=16), _video(frames=2, size=16)
+    a[:, 0:4, 0:4] = (250, 30, 30)                     # the first object, top left
+    a[:, 4, 0:4] = (60, 36, 36)                         # its faint edge (under CONTRAST from the background)
+    b[:, 0:4, 0:4] = (30, 30, 250)                      # the second, drawn at the same place ...
+    out = C.compose_frames([a, b], [(0, 0), (1, 1)], spatial_ratio=8)      # ... and moved by a token each way
+    assert (out[:, 0:4, 0:4] == (250, 30, 30)).all() and (out[:, 4, 0:4] == (60, 36, 36)).all()
+    assert (out[:, 8:12, 8:12] == (30, 30, 250)).all()
+    rest = np.ones((16, 16), bool)
+    rest[0:5, 0:4] = rest[8:12, 8:12] = False
+    assert (out[:, rest] == BG).all()
+    over = C.compose_frames([a, b], [(0, 0), (0, 0)], spatial_ratio=8)      # overlapping: the first in front
+    assert (over[:, 0:4, 0:4] == (250, 30, 30)).all()
+    c = _video(frames=2, size=16)
+    c[:, 4, 0:4] = (40, 40, 250)                        # a later object over the first's faint edge: it stands out more
+    assert (C.compose_frames([a, c], [(0, 0), (0, 0)], 8)[:, 4, 0:4] == (40, 40, 250)).all()
+
+
 def test_part_seeds():
     assert C.part_seed(7, 0) == 7
     seeds = {C.part_seed(s, k) for s in (0, 7, 2**31 - 1) for k in (1, 2)}
@@ -126,6 +144,10 @@ def test_a_two_object_prompt_is_each_object_drawn_alone_then_merged(tiny):
     merged, moves = C.compose(parts, masks)
     assert torch.equal(out.latents, merged)
     assert [tuple(p["moved_tokens"]) for p in rec["composed"]] == moves
+    # the video: the parts' decoded frames merged in pixels, not the merged latent decoded
+    video = pipe(TWO, **dict(KW, output_type="uint8")).frames[0]
+    decoded = [np.concatenate(list(pipe.decode_frames(z))) for z in parts]
+    assert np.array_equal(video, C.compose_frames(decoded, moves, vae.spatial_ratio))
     assert rec["stats"]["dit_forwards"] == 2 * pipe(ONE, **KW).settings["stats"]["dit_forwards"]
     assert isinstance(rec["composed"][1]["apart"], bool) and "apart" not in rec["composed"][0]
     # one count of steps over both parts for a callback (a server's progress)

@@ -372,7 +372,8 @@ class WanPipeline(CallOptions):
     def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
         """Decode and write the result of a run (the job's output options)."""
         return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
-                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile)
+                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
+                           pixels=job.pixels)
 
     # -------------------------------------------------------------- decoding
     def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None, tile=None):
@@ -403,8 +404,11 @@ class WanPipeline(CallOptions):
 
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
-               fps: Optional[float] = None, return_frames: bool = True, tile=None) -> GenerationOutput:
-        """Decode, optionally write the file (frames streamed straight into the writer), and return.
+               fps: Optional[float] = None, return_frames: bool = True, tile=None,
+               pixels: Optional[np.ndarray] = None) -> GenerationOutput:
+        """Decode, optionally write the file (frames streamed straight into the writer), and return. ``pixels``
+        (uint8 [F, H, W, 3]): the video made already (a composed scene, merged in pixels), written instead of
+        decoding ``latent``.
 
         ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
         The file's record (tag and .json) keeps only the deterministic stats (:data:`FILE_STATS`): wall
@@ -421,7 +425,7 @@ class WanPipeline(CallOptions):
         t0 = time.perf_counter()
 
         def frames():
-            for chunk in self.decode_frames(latent, stats, tile):
+            for chunk in (self.decode_frames(latent, stats, tile) if pixels is None else (pixels,)):
                 if return_frames:
                     kept.append(chunk)
                 yield chunk

@@ -1,9 +1,9 @@
 """Scenes composed of objects drawn one at a time: each object's phrase is its own denoising run of the model (one
-latent each, from its own seed), and the finished latents are laid out side by side and merged into one, decoded
-once. For a world of objects over a plain background (the embedded demo), where the model draws one object of its
-prompt's words nearly always right and binding two objects' words in one run is what it gets wrong.
+latent each, from its own seed, decoded), and the objects are laid out apart and merged into one video. For a world
+of objects over a plain background (the embedded demo), where the model draws one object of its prompt's words
+nearly always right and binding two objects' words in one run is what it gets wrong.
 
-The merge works per latent token (one token: one VAE cell, 8x8 pixels of 1 or 4 frames):
+The layout works per latent token (one token: one VAE cell, 8x8 pixels of 1 or 4 frames):
 
 * An object's tokens are found in its run's decoded frames: the pixels that differ from the frame's background (its
   median color) by at least :data:`CONTRAST` levels (uint8 RGB distance), pooled onto the token grid
@@ -13,9 +13,12 @@ The merge works per latent token (one token: one VAE cell, 8x8 pixels of 1 or 4 
   nearest place where, in every latent frame, it keeps :data:`GAP` tokens to the objects already placed and stays
   inside the frame: the world's own rule (its two objects never touch). An object that fits nowhere goes where it
   overlaps least.
-* The merged latent is the first run's, with each later object's tokens taken from its moved latent, and in the
-  token around them (its edge) the latent that stands out more from its own background; where objects overlap
-  (nowhere free), the earlier one stays in front (:func:`compose`). It is decoded once more, as one video.
+* The video is the runs' decoded frames merged in pixels (:func:`compose_frames`): each later run's frames moved
+  by its move, an earlier object's pixels in front, elsewhere the pixel that stands out more from its own
+  background (an object's anti-aliased edge). Nothing is decoded again.
+* The latent (``output_type="latent"``) is merged the same way per token (:func:`compose`): the first run's, each
+  later object's tokens from its moved latent, in the token around them the latent that stands out more, an
+  earlier object in front.
 
 :func:`run_composed` runs a job's parts (``Job.parts``) and merges them; :func:`part_seed` gives each part's seed.
 """
@@ -104,12 +107,39 @@ def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> t
     return out, moves
 
 
+def _contrast(frames: np.ndarray) -> np.ndarray:
+    """float32 [T, H, W]: each pixel's distance (uint8 RGB levels) from its frame's background (median color)."""
+    x = frames.astype(np.float32)
+    background = np.median(x.reshape(len(x), -1, 3), axis=1)[:, None, None]
+    return np.linalg.norm(x - background, axis=-1)
+
+
+def compose_frames(videos: Sequence[np.ndarray], moves: Sequence[tuple], spatial_ratio: int) -> np.ndarray:
+    """uint8 [T, H, W, 3]: the parts' decoded ``videos`` merged in pixels, each moved by its ``moves`` (tokens of
+    ``spatial_ratio`` pixels; :func:`compose`'s): a pixel of an earlier part's object (:data:`CONTRAST` from its
+    background) stays in front, and elsewhere each pixel is the part's whose pixel stands out more from its own
+    background (an object's anti-aliased edge over the other's plain background)."""
+    out = videos[0].copy()
+    contrast = _contrast(out)
+    front = contrast >= CONTRAST
+    for video, (dy, dx) in zip(videos[1:], moves[1:]):
+        video = np.roll(video, (dy * spatial_ratio, dx * spatial_ratio), axis=(1, 2))
+        c = _contrast(video)
+        take = (c > contrast) & ~front
+        out[take] = video[take]
+        contrast = np.where(take, c, contrast)
+        front |= c >= CONTRAST
+    return out
+
+
 def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optional[Callable] = None):
     """The clean latent of a composed job: each of ``job.parts`` (jobs of their own: one object's phrase, its seed)
-    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`.
+    run by ``pipe.run`` and decoded to find its object (:func:`object_tokens`), merged by :func:`compose`; the
+    video itself merged in pixels from the decoded parts (:func:`compose_frames`) into ``job.pixels``, which is
+    written instead of decoding the merged latent (``output_type="latent"`` gives that latent).
     ``on_step`` sees the steps of all parts in one count; the job's stats get the parts' summed and its settings
     each part's move and whether it stands apart (a token's gap from the others)."""
-    latents, masks = [], []
+    latents, masks, videos = [], [], []
     vae = pipe.vae
     n_parts = len(job.parts)
     for k, part in enumerate(job.parts):
@@ -118,12 +148,13 @@ def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optio
             def hook(step, x, x0, k=k):
                 return on_step(dataclasses.replace(step, i=k * step.n + step.i, n=n_parts * step.n), x, x0)
         latents.append(pipe.run(part, hook, cancelled))
-        frames = np.concatenate(list(pipe.decode_frames(latents[-1], part.stats)))
-        masks.append(object_tokens(frames, vae.temporal_ratio, vae.spatial_ratio))
+        videos.append(np.concatenate(list(pipe.decode_frames(latents[-1], part.stats))))
+        masks.append(object_tokens(videos[-1], vae.temporal_ratio, vae.spatial_ratio))
         for key, value in part.stats.items():
             if isinstance(value, (int, float)):
                 job.stats[key] = round(job.stats.get(key, 0) + value, 4)
     out, moves = compose(latents, masks)
+    job.pixels = compose_frames(videos, moves, vae.spatial_ratio)
     occupied = masks[0]
     for k, (rec, move) in enumerate(zip(job.settings["composed"], moves)):
         rec["moved_tokens"] = list(move)
