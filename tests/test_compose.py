@@ -180,14 +180,47 @@ def test_past_the_native_length_each_object_is_its_own_long_video(tiny):
     assert rec["stats"]["dit_forwards"] == sum(p.settings["stats"]["dit_forwards"] for p in parts)
 
 
+def test_a_two_object_picture_is_split_into_one_picture_per_object():
+    from openwan.demo import detect, world
+    clip = world.sample_clip(np.random.default_rng(5), attributes=[("red", "circle", "left"),
+                                                                   ("blue", "square", "right")])
+    pic = world.render_clip(clip, size=128, frames=1)[0]
+    red, blue = detect.object_pictures(pic, ["red", "blue"])
+    for one, (color, shape) in ((red, ("red", "circle")), (blue, ("blue", "square"))):
+        found = detect.detect_objects(np.repeat(one[None], 5, axis=0), n_objects=2)
+        assert [(d["color"], d["shape"]) for d in found] == [(color, shape)]
+    changed = [(p != pic).any(axis=-1) for p in (red, blue)]
+    assert changed[0].any() and changed[1].any() and not (changed[0] & changed[1]).any()
+    assert detect.object_pictures(pic, ["red", "red"]) is None and detect.object_pictures(pic, ["red", "green"]) is None
+
+
+def test_image_to_video_of_two_objects_is_each_object_from_its_own_picture(tiny):
+    from openwan.demo import detect, world
+    _, _, pipe = tiny
+    clip = world.sample_clip(np.random.default_rng(5), attributes=[("red", "circle", "left"),
+                                                                   ("blue", "square", "right")])
+    pic = world.render_clip(clip, size=32, frames=1)[0]
+    out = pipe(TWO, image=pic, **KW)
+    rec = out.settings
+    assert rec["two_objects"] == "compose" and all(p["moved_tokens"] == [0, 0] for p in rec["composed"])
+    pictures = detect.object_pictures(pic, ["red", "blue"])
+    parts = [pipe(p["prompt"], image=q, **dict(KW, seed=p["seed"])).latents
+             for p, q in zip(rec["composed"], pictures)]
+    vae = pipe.vae
+    masks = [C.object_tokens(np.concatenate(list(pipe.decode_frames(z))), vae.temporal_ratio, vae.spatial_ratio)
+             for z in parts]
+    merged, moves = C.compose(parts, masks, move=False)
+    assert torch.equal(out.latents, merged) and moves == [(0, 0), (0, 0)]
+
+
 def test_which_calls_are_composed(tiny):
     from openwan.demo import world
     _, _, pipe = tiny
     assert pipe.composes_scenes() and pipe.scene_objects() == 2
     assert pipe.prepare(ONE, **KW).parts is None
     assert pipe.prepare("a red circle and a blue square and a green triangle", **KW).parts is None
-    pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]
-    assert pipe.prepare(TWO, image=pic, **KW).parts is None                 # a picture holds both objects already
+    pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]      # purple and red objects
+    assert pipe.prepare(TWO, image=pic, **KW).parts is None                 # no blue object in the picture to split
     assert pipe.prepare(TWO, first_frame=pic, last_frame=pic, **KW).parts is None
     assert pipe.prepare(f"{ONE} | {ONE}", frame_num=9, long_overlap=1, **KW).parts is None    # a prompt schedule
     job = pipe.prepare(TWO, **KW)

@@ -373,6 +373,36 @@ def detect_objects(frames, n_objects: int = 2, background=None) -> list:
     return out
 
 
+def object_pictures(picture: np.ndarray, colors, grow: int = 2) -> Optional[list]:
+    """One picture per named color (uint8 [H, W, 3] each): ``picture`` with every other object painted over in
+    the background color, an object being the pixels of its color class at least ``MIN_CONTRAST`` from the
+    background, and ``grow`` pixels around them (the anti-aliased edge). None when the colors are not all different
+    or one of them has no object in the picture."""
+    pic = np.asarray(picture)
+    if len(set(colors)) != len(colors) or any(c not in COLOR_NAMES for c in colors):
+        return None
+    x = pic.astype(np.float32)
+    bg = estimate_background(x[None])
+    core = np.linalg.norm(x - bg, axis=-1) >= MIN_CONTRAST
+    classes = classify_pixels(x)
+    regions = []
+    for c in colors:
+        own = core & (classes == COLOR_NAMES.index(c))
+        if not own.any():
+            return None
+        padded, (h, w) = np.pad(own, grow), own.shape
+        regions.append(np.any([padded[grow + dy: grow + dy + h, grow + dx: grow + dx + w]
+                               for dy in range(-grow, grow + 1) for dx in range(-grow, grow + 1)], axis=0))
+    out = []
+    for k in range(len(colors)):
+        p = pic.copy()
+        for j, region in enumerate(regions):
+            if j != k:
+                p[region & ~regions[k]] = np.round(bg).astype(np.uint8).reshape(3)
+        out.append(p)
+    return out
+
+
 def track(frames, background=None) -> dict:
     """Per frame, the object as :func:`detect` finds it (the largest component above half the frame's peak
     contrast), without the clip-level attributes: ``found`` [F] bool, centroid ``cx``, ``cy`` [F] in pixels

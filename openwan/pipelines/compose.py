@@ -85,16 +85,18 @@ def _standout(z: torch.Tensor) -> torch.Tensor:
     return (z.float() - background.float()).norm(dim=0)
 
 
-def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list]:
+def compose(latents: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], move: bool = True) -> tuple[torch.Tensor,
+                                                                                                           list]:
     """One latent [C, F, h, w] from the parts' ``latents`` and their objects' token ``masks`` (:func:`object_tokens`),
-    as the module docstring says, and each part's move (dy, dx) in tokens. Where a later object lands on an earlier
-    one (no free place), the earlier is drawn in front; in the token around a later object (its edge) the part
-    whose latent stands out more from its own background is taken."""
+    as the module docstring says, and each part's move (dy, dx) in tokens (none with ``move=False``: image-to-video,
+    whose picture placed each object). Where a later object lands on an earlier one (no free place), the earlier
+    is drawn in front; in the token around a later object (its edge) the part whose latent stands out more from its
+    own background is taken."""
     out, standout = latents[0].clone(), _standout(latents[0])
     occupied = masks[0]
     moves = [(0, 0)]
     for z, mask in zip(latents[1:], masks[1:]):
-        dy, dx = placement(occupied, mask)
+        dy, dx = placement(occupied, mask) if move else (0, 0)
         z, mask = torch.roll(z, (dy, dx), dims=(2, 3)), torch.roll(mask, (dy, dx), dims=(1, 2))
         z_standout = _standout(z)
         core = mask & ~occupied
@@ -153,7 +155,7 @@ def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optio
         for key, value in part.stats.items():
             if isinstance(value, (int, float)):
                 job.stats[key] = round(job.stats.get(key, 0) + value, 4)
-    out, moves = compose(latents, masks)
+    out, moves = compose(latents, masks, move=not job.keep_places)
     job.pixels = compose_frames(videos, moves, vae.spatial_ratio)
     occupied = masks[0]
     for k, (rec, move) in enumerate(zip(job.settings["composed"], moves)):

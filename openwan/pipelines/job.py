@@ -143,6 +143,7 @@ class Job:
     window_conds: Optional[list] = None
     dit: Any = None
     parts: Optional[list] = None
+    keep_places: bool = False        # a composed scene's objects stay where drawn (their pictures placed them)
     pixels: Any = None               # the video as uint8 [F, H, W, 3] when the run made it (a composed scene)
 
     @property

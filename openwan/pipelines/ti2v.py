@@ -277,9 +277,16 @@ class TextImageToVideo(WanPipeline):
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
         else:
             fits = end is None and frame_num <= d.frame_num
-            phrases = self.scene_phrases(prompt, end is None and img is None)
+            phrases = self.scene_phrases(prompt, end is None)
+            pictures = None
+            if phrases and img is not None:          # image-to-video: the picture split into one per object
+                first = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                pictures = self.object_pictures(first, phrases)
+                phrases = phrases if pictures is not None else []
             if phrases:
-                job.parts = self.scene_parts(phrases, settings, noise.shape, sp, ctx_null, cfg_batch, step_cache)
+                job.parts = self.scene_parts(phrases, settings, noise.shape, sp, ctx_null, cfg_batch, step_cache,
+                                             pictures)
+                job.keep_places = pictures is not None
             else:
                 job.dit = self.scene_expert(prompt, fits)
                 if job.dit is not None:
@@ -311,23 +318,41 @@ class TextImageToVideo(WanPipeline):
         phrases = object_phrases(prompt)
         return phrases if len(phrases) == 2 and composable else []
 
-    def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache) -> list:
+    def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache,
+                    pictures: Optional[list] = None) -> list:
         """One job per object phrase (openwan.pipelines.compose.run_composed merges them): its own prompt and seed
-        (:func:`~openwan.pipelines.compose.part_seed`), the call's settings otherwise; recorded in
-        ``settings["composed"]``."""
+        (:func:`~openwan.pipelines.compose.part_seed`), the call's settings otherwise, and with ``pictures`` (one per
+        object: :meth:`object_pictures`) image-to-video of its own picture; recorded in ``settings["composed"]``."""
         from openwan.pipelines.compose import part_seed
         ctxs = self.encode_prompts(phrases, settings["stats"])
         parts, settings["two_objects"], settings["composed"] = [], "compose", []
         own = {k: v for k, v in settings.items() if k not in ("two_objects", "composed")}
         for k, (phrase, ctx) in enumerate(zip(phrases, ctxs)):
             seed = part_seed(sp.seed, k)
-            part_sp = dataclasses.replace(sp, seed=seed)
-            parts.append(self.make_job(dict(own, prompt=phrase, seed=seed, stats={}),
-                                       make_noise(shape, seed, self.device),
-                                       FirstFrameConditioning(ctx, ctx_null), part_sp, cfg_batch=cfg_batch,
-                                       step_cache=step_cache, output_type="latent"))
+            z = None
+            if pictures is not None:
+                vae = self.vae
+                with self.resident(vae), torch.inference_mode():
+                    x = image_to_tensor(pictures[k])[None, :, None].to(vae.device, vae.dtype)
+                    z = vae.encode(x)[0].float().to(self.device)
+            part = self.make_job(dict(own, prompt=phrase, seed=seed, stats={}),
+                                 replace_clean_frames(make_noise(shape, seed, self.device), z),
+                                 FirstFrameConditioning(ctx, ctx_null, first_frame=z), dataclasses.replace(sp, seed=seed),
+                                 cfg_batch=cfg_batch, step_cache=step_cache, output_type="latent")
+            if z is not None:
+                part.post_step = lambda step, x, x0, z=z: replace_clean_frames(x, z)
+            parts.append(part)
             settings["composed"].append({"prompt": phrase, "seed": seed})
         return parts
+
+    def object_pictures(self, picture: np.ndarray, phrases: list) -> Optional[list]:
+        """The call's picture split into one per object phrase (``openwan.demo.detect.object_pictures``: each with
+        the other object painted over in the background), matched by the colors the phrases name; None where a
+        phrase names no color of the world, two name the same, or a color is not in the picture."""
+        from openwan.demo.detect import object_pictures
+        from openwan.demo.world_captions import understand
+        colors = [understand(p, 1)[0].color for p in phrases]
+        return None if None in colors else object_pictures(picture, colors)
 
     def scene_expert(self, prompt: str, fits: bool):
         """The DiT for a call whose prompt names two objects of the demo world and is not composed (an image-to-video
