@@ -211,6 +211,15 @@ def test_image_to_video_of_two_objects_is_each_object_from_its_own_picture(tiny)
              for z in parts]
     merged, moves = C.compose(parts, masks, move=False)
     assert torch.equal(out.latents, merged) and moves == [(0, 0), (0, 0)]
+    # first-last-frame: both pictures split, each object from its own pair
+    last = world.render_clip(clip, size=32, frames=5)[-1]
+    out = pipe(TWO, first_frame=pic, last_frame=last, **KW)
+    lasts = detect.object_pictures(last, ["red", "blue"])
+    parts = [pipe(p["prompt"], first_frame=q, last_frame=r, **dict(KW, seed=p["seed"])).latents
+             for p, q, r in zip(out.settings["composed"], pictures, lasts)]
+    masks = [C.object_tokens(np.concatenate(list(pipe.decode_frames(z))), vae.temporal_ratio, vae.spatial_ratio)
+             for z in parts]
+    assert torch.equal(out.latents, C.compose(parts, masks, move=False)[0])
 
 
 def test_which_calls_are_composed(tiny):
@@ -221,7 +230,7 @@ def test_which_calls_are_composed(tiny):
     assert pipe.prepare("a red circle and a blue square and a green triangle", **KW).parts is None
     pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]      # purple and red objects
     assert pipe.prepare(TWO, image=pic, **KW).parts is None                 # no blue object in the picture to split
-    assert pipe.prepare(TWO, first_frame=pic, last_frame=pic, **KW).parts is None
+    assert pipe.prepare(TWO, first_frame=pic, last_frame=pic, **KW).parts is None     # (no blue object either)
     assert pipe.prepare(f"{ONE} | {ONE}", frame_num=9, long_overlap=1, **KW).parts is None    # a prompt schedule
     job = pipe.prepare(TWO, **KW)
     assert len(job.parts) == 2 and all(p.dit is None for p in job.parts)   # the main DiT draws each object

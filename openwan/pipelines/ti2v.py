@@ -69,6 +69,12 @@ def ti2v_size(image_w: int, image_h: int, area: int, multiple: int = 32) -> tupl
     return (w1, h1) if d1 < d2 else (w2, h2)
 
 
+def crop_uint8(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """:func:`crop_to` as uint8 [height, width, 3] (the picture the model is given)."""
+    x = crop_to(img, width, height)
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
     """RGB uint8 [H, W, 3] -> [3, height, width] in [-1, 1]: PIL Lanczos scale to cover, centre crop."""
     from PIL import Image
@@ -277,11 +283,12 @@ class TextImageToVideo(WanPipeline):
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
         else:
             fits = end is None and frame_num <= d.frame_num
-            phrases = self.scene_phrases(prompt, end is None)
+            phrases = self.scene_phrases(prompt, True)
             pictures = None
-            if phrases and img is not None:          # image-to-video: the picture split into one per object
-                first = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-                pictures = self.object_pictures(first, phrases)
+            if phrases and img is not None:          # image-to-video, first-last-frame: each picture split per object
+                split = [self.object_pictures(crop_uint8(p, out_w, out_h), phrases) for p in (img, end)
+                         if p is not None]
+                pictures = None if None in split else list(zip(*split))        # per object: (first[, last])
                 phrases = phrases if pictures is not None else []
             if phrases:
                 job.parts = self.scene_parts(phrases, settings, noise.shape, sp, ctx_null, cfg_batch, step_cache,
@@ -321,26 +328,32 @@ class TextImageToVideo(WanPipeline):
     def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache,
                     pictures: Optional[list] = None) -> list:
         """One job per object phrase (openwan.pipelines.compose.run_composed merges them): its own prompt and seed
-        (:func:`~openwan.pipelines.compose.part_seed`), the call's settings otherwise, and with ``pictures`` (one per
-        object: :meth:`object_pictures`) image-to-video of its own picture; recorded in ``settings["composed"]``."""
+        (:func:`~openwan.pipelines.compose.part_seed`), the call's settings otherwise, and with ``pictures`` (per object
+        its first picture, and its last for first-last-frame: :meth:`object_pictures`) image-to-video (first-last-frame)
+        from its own pictures; recorded in ``settings["composed"]``."""
         from openwan.pipelines.compose import part_seed
         ctxs = self.encode_prompts(phrases, settings["stats"])
         parts, settings["two_objects"], settings["composed"] = [], "compose", []
         own = {k: v for k, v in settings.items() if k not in ("two_objects", "composed")}
         for k, (phrase, ctx) in enumerate(zip(phrases, ctxs)):
             seed = part_seed(sp.seed, k)
-            z = None
-            if pictures is not None:
+            z = z_last = None
+            if pictures is not None:                 # its first picture (and last: first-last-frame), as the call's
                 vae = self.vae
                 with self.resident(vae), torch.inference_mode():
-                    x = image_to_tensor(pictures[k])[None, :, None].to(vae.device, vae.dtype)
-                    z = vae.encode(x)[0].float().to(self.device)
+                    z = vae.encode(image_to_tensor(pictures[k][0])[None, :, None].to(vae.device, vae.dtype))
+                    z = z[0].float().to(self.device)
+                    if len(pictures[k]) > 1:
+                        last = image_to_tensor(pictures[k][1])[None].to(vae.device, vae.dtype)
+                        z_last = still_latent(vae, last)[0].float().to(self.device)
+            cond = FirstFrameConditioning(ctx, ctx_null, first_frame=z, last_frame=z_last,
+                                          length=None if z_last is None else shape[1])
             part = self.make_job(dict(own, prompt=phrase, seed=seed, stats={}),
-                                 replace_clean_frames(make_noise(shape, seed, self.device), z),
-                                 FirstFrameConditioning(ctx, ctx_null, first_frame=z), dataclasses.replace(sp, seed=seed),
-                                 cfg_batch=cfg_batch, step_cache=step_cache, output_type="latent")
+                                 replace_clean_frames(make_noise(shape, seed, self.device), z, z_last), cond,
+                                 dataclasses.replace(sp, seed=seed), cfg_batch=cfg_batch, step_cache=step_cache,
+                                 output_type="latent")
             if z is not None:
-                part.post_step = lambda step, x, x0, z=z: replace_clean_frames(x, z)
+                part.post_step = lambda step, x, x0, z=z, z_last=z_last: replace_clean_frames(x, z, z_last)
             parts.append(part)
             settings["composed"].append({"prompt": phrase, "seed": seed})
         return parts
