@@ -127,9 +127,9 @@ def _generate_parser(sub):
                         "(the embedded demo's: the demo world's parser reads the objects, in any wording it knows, "
                         "and writes its canonical caption). Default: the model's (the demo: world; others: off)")
     p.add_argument("--two_objects", choices=["compose", "expert"], default=None,
-                   help="how the embedded demo draws a prompt naming two objects (text-to-video up to its native "
-                        "length): compose (the default: each object its own run of the main DiT, the two laid out "
-                        "apart and merged; docs/demo.md) or expert (its two-object expert, one run)")
+                   help="how the embedded demo draws a prompt naming two objects (up to 4): compose (the default: "
+                        "each object its own run of the main DiT, laid out apart and merged; docs/demo.md) or expert "
+                        "(its two-object expert, one run)")
     p.add_argument("--long_context_noise", type=float, default=None, metavar="SIGMA",
                    help="with --long_method continue on a TI2V model: give each window the frames it carries over "
                         "at noise level SIGMA (0-1), their timestep saying so (Diffusion Forcing). Default: the "

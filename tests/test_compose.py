@@ -225,9 +225,11 @@ def test_image_to_video_of_two_objects_is_each_object_from_its_own_picture(tiny)
 def test_which_calls_are_composed(tiny):
     from openwan.demo import world
     _, _, pipe = tiny
-    assert pipe.composes_scenes() and pipe.scene_objects() == 2
+    assert pipe.composes_scenes() and pipe.scene_objects() == 4
     assert pipe.prepare(ONE, **KW).parts is None
-    assert pipe.prepare("a red circle and a blue square and a green triangle", **KW).parts is None
+    assert len(pipe.prepare("a red circle and a blue square and a green triangle", **KW).parts) == 3
+    five = "a red circle, a blue square, a green triangle, a white circle and a cyan square"
+    assert pipe.prepare(five, **KW).parts is None                       # more than COMPOSED_OBJECTS: one run
     pic = world.render_clip(world.make_clip(3, n_objects=2), size=32, frames=1)[0]      # purple and red objects
     assert pipe.prepare(TWO, image=pic, **KW).parts is None                 # no blue object in the picture to split
     assert pipe.prepare(TWO, first_frame=pic, last_frame=pic, **KW).parts is None     # (no blue object either)

@@ -402,22 +402,27 @@ def test_two_object_prompts_follow_what_the_shipped_demo_draws():
 
 
 def test_the_demo_pipelines_compose_two_objects_without_a_warning(caplog):
-    """The shipped demo and its 4-step student both draw a two-object prompt as a composed scene (each object its
-    own run of the main DiT: openwan.pipelines.compose), so neither warns; three objects still warn."""
+    """The shipped demo and its 4-step student both draw a prompt of two objects (up to COMPOSED_OBJECTS) as a
+    composed scene (each object its own run of the main DiT: openwan.pipelines.compose), so neither warns; more
+    objects than that still warn."""
     from openwan.pipelines import load_pipeline
+    from openwan.pipelines.ti2v import COMPOSED_OBJECTS
     prompt = "a red circle moving left and a blue square moving right (test_two_object_warning)"
+    more = " and a green triangle growing and a white circle shrinking and a cyan square moving up"
     pipes = {name: load_pipeline(name, progress=False) for name in ("demo", "demo-4step")}
     for name, pipe in pipes.items():
-        assert pipe.scene_objects() == 2
+        assert pipe.scene_objects() == COMPOSED_OBJECTS == 4
         with caplog.at_level("WARNING", logger="openwan.demo"):
             caplog.clear()
             job = pipe.prepare(prompt, seed=0, sample_steps=1, output_type="latent")
+            three = pipe.prepare(prompt.replace("right", "right and a green triangle growing"), seed=0, sample_steps=1)
             assert not [r for r in caplog.records if r.name == "openwan.demo"]
-            assert job.dit is None and len(job.parts) == 2
-            three = prompt.replace("right", f"right and a green triangle growing ({name})")    # (warned once each)
-            pipe.prepare(three, seed=0, sample_steps=1)
+            assert job.dit is None and len(job.parts) == 2 and len(three.parts) == 3
+            five = prompt.replace("right", f"right{more} ({name})")          # (warned once each)
+            assert pipe.prepare(five, seed=0, sample_steps=1).parts is None
         lines = [r.getMessage() for r in caplog.records if r.name == "openwan.demo"]
-        assert len(lines) == 1 and "3 objects named" in lines[0], lines
+        assert len(lines) == 1 and "5 objects named; the demo draws at most 4 objects" in lines[0], lines
+        assert "one to 4 objects" in lines[0]
 
 
 def test_warn_outside_world_once_per_prompt(caplog):

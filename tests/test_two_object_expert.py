@@ -85,7 +85,7 @@ def test_prompts_naming_two_objects_run_the_expert_when_asked_and_for_pictures(w
     from openwan.pipelines import load_pipeline
     plain, folder, variant = with_expert
     pipe = load_pipeline(folder, variant=variant, progress=False)
-    assert pipe.c.dit_two_objects is not None and pipe.scene_objects() == 2
+    assert pipe.c.dit_two_objects is not None and pipe.scene_objects() == 4
     main, expert, out = _which(pipe, TWO, two_objects="expert")
     assert main == 0 and expert > 0 and out.settings["two_objects"] == "expert"
     main, expert, one = _which(pipe, ONE, two_objects="expert")
@@ -115,7 +115,7 @@ def test_prompts_naming_two_objects_run_the_expert_when_asked_and_for_pictures(w
     assert len(lines) == 2 and "runs the main DiT" in lines[0]      # once per prompt, not once per call
     # a folder without the expert composes two-object prompts too; asking for its expert is an error
     bare = load_pipeline(plain, variant=variant, progress=False)
-    assert bare.c.dit_two_objects is None and bare.scene_objects() == 2
+    assert bare.c.dit_two_objects is None and bare.scene_objects() == 4
     assert bare.prepare(TWO, **KW).parts is not None
     with pytest.raises(ValueError, match="no two-object expert"):
         bare(TWO, two_objects="expert", **KW)

@@ -396,7 +396,13 @@ def outside_world_warning(prompt: str, objects: Optional[int] = None, look_given
         return None
     got = ", ".join(f"{k} {v}" for k, v in attrs._asdict().items() if v is not None) or "nothing"
     return (f"demo model: {prompt!r} is outside its world: {'; '.join(problems)} (understood: {got}); it draws "
-            f"{_WORLD_SUMMARY.format('one' if objects == 1 else 'one or two objects, each a')}")
+            f"{_WORLD_SUMMARY.format(_how_many(objects))}")
+
+
+def _how_many(objects: int) -> str:
+    if objects == 1:
+        return "one"
+    return f"one {'or two' if objects == 2 else f'to {objects}'} objects, each a"
 
 
 _warned: set = set()

@@ -166,6 +166,11 @@ def still_latent(vae, frame: torch.Tensor) -> torch.Tensor:
     return vae.encode(still.contiguous())[:, :, 1:2]
 
 
+# The most objects a composed scene draws (one run of the main DiT each: the time grows with them). The demo world's
+# clips hold one or two; composition puts no limit of its own, this one bounds a call's time.
+COMPOSED_OBJECTS = 4
+
+
 class TextImageToVideo(WanPipeline):
     """``pipe(prompt, image=None, first_frame=None, last_frame=None, ...)`` -> :class:`GenerationOutput`
     (``frames[0]`` [F, H, W, 3] uint8).
@@ -308,22 +313,25 @@ class TextImageToVideo(WanPipeline):
         return is_demo(self.variant.name)
 
     def scene_objects(self) -> int:
-        """How many objects this model draws in one video: 2 for the demo's (a composed scene, or its two-object
-        expert), else the variant's."""
-        if self.composes_scenes() or self.c.dit_two_objects is not None:
+        """How many objects this model draws in one video: the demo's, :data:`COMPOSED_OBJECTS` (a composed scene);
+        2 with a two-object expert; else the variant's."""
+        if self.composes_scenes():
+            return COMPOSED_OBJECTS
+        if self.c.dit_two_objects is not None:
             return 2
         return super().scene_objects()
 
     def scene_phrases(self, prompt: str, composable: bool) -> list:
         """The object phrases of a call drawn as a composed scene (openwan.pipelines.compose: each object its own
-        run of the main DiT, the latents merged): a demo call whose prompt names two objects (``world.object_phrases``;
+        run of the main DiT, the latents merged): a demo call whose prompt names two objects, or up to
+        :data:`COMPOSED_OBJECTS` (``world.object_phrases``;
         not a prompt schedule), ``composable`` (text-to-video, of any length: past the native length each object is
         its own long video) and ``two_objects`` "compose" (the default); else []."""
         if not self.composes_scenes() or getattr(self, "_two_objects", None) == "expert" or "|" in prompt:
             return []
         from openwan.demo.world_captions import object_phrases
         phrases = object_phrases(prompt)
-        return phrases if len(phrases) == 2 and composable else []
+        return phrases if 2 <= len(phrases) <= COMPOSED_OBJECTS and composable else []
 
     def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache,
                     pictures: Optional[list] = None) -> list:
