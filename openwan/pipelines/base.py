@@ -365,9 +365,14 @@ class WanPipeline(CallOptions):
 
     def generate(self, job: Job, callback: Optional[Callable] = None,
                  cancelled: Optional[Callable[[], bool]] = None) -> GenerationOutput:
-        """run + complete; ``callback(i, t, x)`` after every step (``t`` the integer timestep)."""
-        on_step = None if callback is None else (lambda step, x, x0: callback(step.i, int(step.t), x))
-        return self.complete(job, self.run(job, on_step, cancelled))
+        """run + complete; ``callback(i, t, x)`` after every step (``t`` the integer timestep). ``i`` counts the
+        call's steps (0 .. sample_steps - 1) also where it runs several denoising runs (a composed scene: each run's
+        steps take their share of that count), so progress read from it ends with the call."""
+        n = len(job.sigmas) - 1
+
+        def on_step(step, x, x0):
+            callback(step.i if step.n == n else step.i * n // step.n, int(step.t), x)
+        return self.complete(job, self.run(job, None if callback is None else on_step, cancelled))
 
     def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
         """Decode and write the result of a run (the job's output options)."""
