@@ -24,7 +24,8 @@ class Components:
     :data:`REFERENCE_DIR`): the same architecture fine-tuned to draw the object of a reference picture given as a
     clean latent frame before the video (VACE's reference images on a TI2V-style model, openwan.pipelines.ti2v);
     ``dit_two_objects`` a two-object expert (``two_object_model/``, :data:`TWO_OBJECT_DIR`): the same architecture
-    fine-tuned on scenes of two objects, run when a demo prompt names two (openwan.pipelines.ti2v)."""
+    fine-tuned on scenes of two objects, run when a demo prompt names two and is not composed
+    (openwan.pipelines.ti2v: ``two_objects="expert"``, or a picture that does not show the colours it names)."""
     dit: Any
     vae: Any
     text_encoder: Any

@@ -376,8 +376,9 @@ class TextImageToVideo(WanPipeline):
         return None if None in colors else object_pictures(picture, colors)
 
     def scene_expert(self, prompt: str, fits: bool):
-        """The DiT for a call whose prompt names two objects of the demo world and is not composed (an image-to-video
-        call, or ``two_objects="expert"``), on a checkpoint with a two-object expert (``two_object_model/``): the
+        """The DiT for a call whose prompt names two objects of the demo world and is not composed (``two_objects=
+        "expert"``, or pictures that do not show the colours the prompt names), on a checkpoint with a two-object
+        expert (``two_object_model/``): the
         expert where the call ``fits`` what it was trained on (text- or image-to-video at the native length), else
         None (the main DiT), with a warning (once per prompt) that the main one draws one object. None for every other
         prompt and checkpoint; ``two_objects="expert"`` on a checkpoint without one is an error."""
