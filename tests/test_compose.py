@@ -28,6 +28,7 @@ def test_object_tokens_are_the_cells_of_pixels_that_stand_out_from_the_backgroun
     want = torch.zeros(3, 4, 4, dtype=torch.bool)
     want[0, 1, 2] = want[2, 0, 0] = want[2, 1, 0] = True
     assert torch.equal(m, want)
+    assert torch.equal(C.object_tokens(v[:1], 4, 8), want[:1])          # one frame (a picture): one latent frame
     v = _video() + 100                       # another background color: read from each frame, not assumed
     v[4, 24:32, 24:32] = (255, 255, 255)
     want = torch.zeros(3, 4, 4, dtype=torch.bool)
@@ -220,6 +221,12 @@ def test_image_to_video_of_two_objects_is_each_object_from_its_own_picture(tiny)
     masks = [C.object_tokens(np.concatenate(list(pipe.decode_frames(z))), vae.temporal_ratio, vae.spatial_ratio)
              for z in parts]
     assert torch.equal(out.latents, C.compose(parts, masks, move=False)[0])
+
+
+def test_a_picture_of_two_objects_is_composed_too(tiny, tmp_path):
+    _, _, pipe = tiny
+    out = pipe(TWO, sample_steps=2, seed=4, frame_num=1, output_path=tmp_path / "two.png")
+    assert out.path.exists() and out.frames[0].shape == (1, 32, 32, 3) and len(out.settings["composed"]) == 2
 
 
 def test_which_calls_are_composed(tiny):

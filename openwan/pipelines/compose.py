@@ -47,7 +47,7 @@ def object_tokens(frames: np.ndarray, temporal_ratio: int, spatial_ratio: int) -
     x = torch.from_numpy(np.ascontiguousarray(frames)).float()
     background = x.flatten(1, 2).median(dim=1).values[:, None, None]
     hit = ((x - background).norm(dim=-1) >= CONTRAST).float()                       # [T, H, W]
-    groups = [hit[:1]] + list(hit[1:].split(temporal_ratio))                       # one latent frame each
+    groups = [hit[:1]] + (list(hit[1:].split(temporal_ratio)) if len(hit) > 1 else [])     # one latent frame each
     per_frame = torch.stack([g.amax(dim=0) for g in groups])                       # [F, H, W]
     return F.max_pool2d(per_frame[:, None], spatial_ratio)[:, 0] > 0
 
