@@ -37,6 +37,20 @@ def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
 
 
 @pytest.mark.parametrize("prompt", [
+    "a slow red circle moving left",                  # an adjective before the object, not its motion
+    "a red circle moving left across a black surface",               # a noun after a determiner
+    "a red circle moving left with a loop of light",
+])
+def test_a_word_after_a_determiner_is_a_noun_or_an_adjective(prompt):
+    assert parse_prompt(prompt) == world.Attributes("red", "circle", "left"), L.read(prompt)
+
+
+def test_a_participle_before_the_object_still_says_what_it_does():
+    assert parse_prompt("a soaring red circle") == world.Attributes("red", "circle", "up")
+    assert parse_prompt("the red circle plunging") == world.Attributes("red", "circle", "down")
+
+
+@pytest.mark.parametrize("prompt", [
     "a red circle bouncing",                          # a bounce without an axis: not guessed
     "a red circle bouncing between the floor and the side walls",      # both axes: not guessed
     "a red circle moving",                            # no motion named

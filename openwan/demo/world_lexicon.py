@@ -28,7 +28,9 @@ package, which carries WordNet's data); at run time the file is read with no dep
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge") is shrinking or growing;
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
 * a bounce between walls, floor or ceiling, sides or ends is the bounce along that axis;
-* going along a loop, an orbit or a circular path is circling.
+* going along a loop, an orbit or a circular path is circling;
+* a word of the wider vocabulary after a determiner is a noun or an adjective, not what the object does ("a slow
+  red circle", "a black surface"), unless it is a participle before the object's noun ("a soaring red circle").
 """
 from __future__ import annotations
 
@@ -111,6 +113,7 @@ def read(text: str) -> str:
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)
     t = p["loop"].sub(" " + CANONICAL["circling"] + " ", t)
+    t = _nominal(t)
     bounce = p["motions"].get("bounce")
     if bounce is not None and bounce.search(t):
         h, v = p["horizontal"].search(t), p["vertical"].search(t)
@@ -119,5 +122,38 @@ def read(text: str) -> str:
     for motion, pat in p["motions"].items():
         if motion != "bounce":
             t = pat.sub(" " + CANONICAL[motion] + " ", t)
-    t = p["particle"].sub(lambda m: m.group(1), t)
+    t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
+
+
+# (not "that": in prompts it mostly opens a relative clause, "a circle that stays put")
+_DETERMINERS = frozenset(("a", "an", "the", "this", "its", "their", "his", "her", "one", "some"))
+_NOMINAL = "nn_"          # a mark that keeps a word from matching (no word boundary inside "nn_slow")
+
+
+def _nominal(t: str) -> str:
+    """``t`` with the wider vocabulary's one-word forms marked where they are a noun or an adjective, not the
+    object's verb: after a determiner, in the words before the object's noun (at most three), a base form ("a slow
+    red circle") or a word with no such noun after it ("a black surface", "like a balloon"); a participle before the
+    noun still says what the object does ("a soaring red circle")."""
+    lex = lexicon()
+    forms, nouns = _single_forms(), frozenset(lex["subject_nouns"])
+    words = t.split(" ")
+    out = list(words)
+    for i, w in enumerate(words):
+        if w.strip(",.;:!?") not in _DETERMINERS:
+            continue
+        phrase = [x.strip(",.;:!?") for x in words[i + 1: i + 4]]
+        for k, x in enumerate(phrase):
+            if x in nouns:
+                break
+            if x in forms:
+                head_follows = any(y in nouns for y in phrase[k + 1:])
+                if not (head_follows and x.endswith(("ing", "ed"))):
+                    out[i + 1 + k] = _NOMINAL + words[i + 1 + k]
+    return " ".join(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _single_forms() -> frozenset:
+    return frozenset(w for words in lexicon()["motions"].values() for w in words if " " not in w)

@@ -93,9 +93,13 @@ def build() -> dict:
         lemmas = set(seed.lemma_names()) | {x for s in seed.similar_tos() for x in s.lemma_names()}
         sizes[key] = sorted({f for lemma in lemmas for f in _adjective_forms(lemma.lower(), adj_exc)})
     move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
+    from openwan.demo.world_captions import OTHER_SHAPES
+    subject_nouns = sorted(world_names - {c for words in _COLOR_WORDS.values() for c in words}
+                           | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
     return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
                       "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon_build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "sizes": sizes, "move": sorted(move)}
+            "motions": {m: sorted(v) for m, v in motions.items()}, "sizes": sizes, "move": sorted(move),
+            "subject_nouns": subject_nouns}
 
 
 def main() -> int:
