@@ -127,19 +127,14 @@ def two_object_cases() -> list:
     return out
 
 
-def paraphrase_cases() -> list:
-    """The paraphrase set (14 single-object prompts, 8 seen and 6 held-out combinations)."""
-    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase") for a, text in _PARAPHRASES]
+# each paraphrase set's prompts: paraphrase (14 single objects, 8 seen and 6 held-out combinations), paraphrase2
+# and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
+_PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3}
 
 
-def paraphrase2_cases() -> list:
-    """The second paraphrase set (20 single-object prompts, every motion)."""
-    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase2") for a, text in _PARAPHRASES_2]
-
-
-def paraphrase3_cases() -> list:
-    """The third paraphrase set (20 single-object prompts, every motion): the widened vocabulary's test set."""
-    return [BenchCase(text, (Attributes(*a),), _split([a]), "paraphrase3") for a, text in _PARAPHRASES_3]
+def paraphrase_cases(name: str = "paraphrase") -> list:
+    """The cases of a paraphrase set (one of :data:`PARAPHRASE_SETS`)."""
+    return [BenchCase(text, (Attributes(*a),), _split([a]), name) for a, text in _PARAPHRASE_TABLES[name]]
 
 
 def single_cases() -> list:
@@ -153,6 +148,6 @@ def cases(names) -> list:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         raise ValueError(f"unknown prompt set(s) {unknown}; choose from {list(SETS)}")
-    make = {"single": single_cases, "two_objects": two_object_cases, "paraphrase": paraphrase_cases,
-            "paraphrase2": paraphrase2_cases, "paraphrase3": paraphrase3_cases}
+    make = {"single": single_cases, "two_objects": two_object_cases,
+            **{name: lambda name=name: paraphrase_cases(name) for name in PARAPHRASE_SETS}}
     return [c for n in SETS if n in names for c in make[n]()]

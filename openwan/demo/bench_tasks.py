@@ -290,11 +290,12 @@ def task_targets(summary: dict) -> dict:
 def format_extra(summary: dict) -> list[str]:
     """The report's lines for the prompt sets and task numbers beyond the single-object table."""
     lines = []
-    for name, what in (("paraphrase", "paraphrased prompts"), ("paraphrase2", "paraphrased prompts, set 2"),
-                       ("paraphrase3", "paraphrased prompts, set 3")):
+    from openwan.demo.bench_sets import PARAPHRASE_SETS
+    for k, name in enumerate(PARAPHRASE_SETS, 1):
         para = summary.get(name)
         if not para:
             continue
+        what = "paraphrased prompts" + (f", set {k}" if k > 1 else "")
         lines += ["", f"{what} (wording the training captions never use):",
                   f"{'split':8s} {'videos':>6s} {'color':>7s} {'shape':>7s} {'motion':>7s} {'all 3':>7s}"]
         for split in ("seen", "heldout", "total"):

@@ -80,3 +80,13 @@ def latent_shape(vae: VideoVAE, frames: int, height: int, width: int) -> tuple[i
     if frames < 1 or (frames - 1) % r:
         raise ValueError(f"{frames} frames is not {r}n+1")
     return vae.z_dim, 1 + (frames - 1) // r, height // s, width // s
+
+
+def latent_cells(pixels: torch.Tensor, temporal: int, spatial: int) -> torch.Tensor:
+    """bool [T', h, w]: the latent cells any of whose pixels is set in ``pixels`` (bool [F, H, W], F = 1 +
+    temporal * (T' - 1)): frame 0 alone for latent frame 0, frames 1 + temporal * (t - 1) .. temporal * t for latent
+    frame t (the causal VAE's grouping), each spatial x spatial block of pixels one cell."""
+    groups = [pixels[:1]] + [pixels[1 + temporal * t: 1 + temporal * (t + 1)]
+                             for t in range((pixels.shape[0] - 1) // temporal)]
+    per = torch.stack([g.any(0) for g in groups]).float()                                # [T', H, W]
+    return torch.nn.functional.max_pool2d(per[None], spatial)[0] > 0

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from openwan.models.vae_protocol import latent_cells
+
 CONTRAST = 40.0     # uint8 RGB distance from the background at or above which a pixel is an object's
 GAP = 1             # tokens kept free around each placed object
 
@@ -46,10 +48,7 @@ def object_tokens(frames: np.ndarray, temporal_ratio: int, spatial_ratio: int) -
     (F - 1)) show an object: a pixel differing from its frame's median color by >= :data:`CONTRAST`."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).float()
     background = x.flatten(1, 2).median(dim=1).values[:, None, None]
-    hit = ((x - background).norm(dim=-1) >= CONTRAST).float()                       # [T, H, W]
-    groups = [hit[:1]] + (list(hit[1:].split(temporal_ratio)) if len(hit) > 1 else [])     # one latent frame each
-    per_frame = torch.stack([g.amax(dim=0) for g in groups])                       # [F, H, W]
-    return F.max_pool2d(per_frame[:, None], spatial_ratio)[:, 0] > 0
+    return latent_cells((x - background).norm(dim=-1) >= CONTRAST, temporal_ratio, spatial_ratio)
 
 
 def _grow(mask: torch.Tensor, by: int) -> torch.Tensor:

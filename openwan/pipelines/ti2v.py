@@ -70,13 +70,8 @@ def ti2v_size(image_w: int, image_h: int, area: int, multiple: int = 32) -> tupl
 
 
 def crop_uint8(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """:func:`crop_to` as uint8 [height, width, 3] (the picture the model is given)."""
-    x = crop_to(img, width, height)
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
-    """RGB uint8 [H, W, 3] -> [3, height, width] in [-1, 1]: PIL Lanczos scale to cover, centre crop."""
+    """RGB uint8 [H, W, 3] -> uint8 [height, width, 3] (the picture the model is given): PIL Lanczos scale to cover,
+    centre crop."""
     from PIL import Image
     ih, iw = img.shape[:2]
     if (iw, ih) != (width, height):
@@ -85,7 +80,12 @@ def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
         pil = Image.fromarray(img).resize((nw, nh), Image.LANCZOS)
         x0, y0 = (nw - width) // 2, (nh - height) // 2
         img = np.array(pil.crop((x0, y0, x0 + width, y0 + height)))     # a writable copy
-    return image_to_tensor(img)
+    return img
+
+
+def crop_to(img: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> [3, height, width] in [-1, 1]: :func:`crop_uint8` as the model's input."""
+    return image_to_tensor(crop_uint8(img, width, height))
 
 
 @dataclass
@@ -288,7 +288,7 @@ class TextImageToVideo(WanPipeline):
             job.drop_frames, job.dit = len(refs), self.c.dit_reference
         else:
             fits = end is None and frame_num <= d.frame_num
-            phrases = self.scene_phrases(prompt, True)
+            phrases = self.scene_phrases(prompt)
             pictures = None
             if phrases and img is not None:          # image-to-video, first-last-frame: each picture split per object
                 split = [self.object_pictures(crop_uint8(p, out_w, out_h), phrases) for p in (img, end)
@@ -321,17 +321,16 @@ class TextImageToVideo(WanPipeline):
             return 2
         return super().scene_objects()
 
-    def scene_phrases(self, prompt: str, composable: bool) -> list:
+    def scene_phrases(self, prompt: str) -> list:
         """The object phrases of a call drawn as a composed scene (openwan.pipelines.compose: each object its own
         run of the main DiT, the latents merged): a demo call whose prompt names two objects, or up to
-        :data:`COMPOSED_OBJECTS` (``world.object_phrases``;
-        not a prompt schedule), ``composable`` (text-to-video, of any length: past the native length each object is
-        its own long video) and ``two_objects`` "compose" (the default); else []."""
+        :data:`COMPOSED_OBJECTS` (``world.object_phrases``; not a prompt schedule), of any length (past the native
+        length each object is its own long video), with ``two_objects`` "compose" (the default); else []."""
         if not self.composes_scenes() or getattr(self, "_two_objects", None) == "expert" or "|" in prompt:
             return []
         from openwan.demo.world_captions import object_phrases
         phrases = object_phrases(prompt)
-        return phrases if 2 <= len(phrases) <= COMPOSED_OBJECTS and composable else []
+        return phrases if 2 <= len(phrases) <= COMPOSED_OBJECTS else []
 
     def scene_parts(self, phrases: list, settings: dict, shape, sp, ctx_null, cfg_batch: bool, step_cache,
                     pictures: Optional[list] = None) -> list:

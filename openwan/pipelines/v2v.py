@@ -33,6 +33,7 @@ import torch
 
 from openwan import sampling
 from openwan.denoiser import Conditioning
+from openwan.models.vae_protocol import latent_cells
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, parse_ref_images,
@@ -121,9 +122,7 @@ def latent_mask(mask: np.ndarray, height: int, width: int, temporal: int, spatia
     for latent frame 0, frames 4t-3..4t for latent frame t: the causal VAE's grouping)."""
     m = fit_video(torch.from_numpy(np.ascontiguousarray(mask)).float().mean(-1)[None], height, width,
                   mode="nearest")[0] > 127.5                                                      # [F, H, W]
-    groups = [m[:1]] + [m[1 + temporal * t: 1 + temporal * (t + 1)] for t in range((m.shape[0] - 1) // temporal)]
-    per = torch.stack([g.any(0) for g in groups]).float()                                          # [T', H, W]
-    return torch.nn.functional.max_pool2d(per[None], spatial)[0][None]                            # [1, T', h, w]
+    return latent_cells(m, temporal, spatial).float()[None]                                       # [1, T', h, w]
 
 
 def choose_frames(available: int, frame_num: Optional[int], what: str = "src_video") -> int:
