@@ -31,6 +31,8 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle ricocheting between the walls", "bounce_lr"),
     ("a red circle following a circular track", "circling"),     # a loop, an orbit, a circular path
     ("a red circle going round in a loop", "circling"),
+    ("a red circle frozen in the middle", "still"),              # a troponym of "stand still", a world phrase
+    ("a red circle increasing in size", "growing"),              # a general change said of the size
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -54,6 +56,7 @@ def test_a_participle_before_the_object_still_says_what_it_does():
     "a red circle bouncing",                          # a bounce without an axis: not guessed
     "a red circle bouncing between the floor and the side walls",      # both axes: not guessed
     "a red circle moving",                            # no motion named
+    "a red circle increasing",                        # a general change not said of the size: not guessed
 ])
 def test_wording_without_one_motion_is_not_guessed(prompt):
     assert parse_prompt(prompt) is None
@@ -91,5 +94,23 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     from openwan.demo.world_lexicon_build import build
     built = build()
     shipped = L.lexicon()
-    assert built["motions"] == shipped["motions"] and built["sizes"] == shipped["sizes"]
-    assert built["move"] == shipped["move"]
+    assert built == shipped
+
+
+@pytest.mark.parametrize("prompt, attrs", [
+    ("a crimson orb drifting upward", ("red", "circle", "up")),          # a kind of red; a lemma of the ball sense
+    ("a scarlet wedge heading west", ("red", "triangle", "left")),       # a kind of triangle
+    ("an azure disk that has frozen in place", ("blue", "circle", "still")),
+    ("a lavender globe increasing in size", ("purple", "circle", "growing")),
+])
+def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
+    assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)
+
+
+def test_colors_and_shapes_the_world_does_not_draw_stay_unknown():
+    from openwan.demo.world_captions import OTHER_COLORS, OTHER_SHAPES, understand
+    lex = L.lexicon()
+    words = {x for kind in ("colors", "shapes") for v in lex[kind].values() for x in v}
+    assert words and not words & (set(OTHER_COLORS) | set(OTHER_SHAPES))
+    _, problems = understand("a teal cube moving left")
+    assert any("teal" in p for p in problems) and any("cube" in p for p in problems)

@@ -12,6 +12,13 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   (so "set", whose sense of sinking below the horizon is far down its list, is not a word for falling), and not
   where it names a color, shape or motion of the world's parser already. A word reached from two motions at the
   same distance belongs to neither.
+* The words of a change in general that a size motion is one kind of (the direct hypernyms of the growing and
+  shrinking seeds, "increase" of growing, kept where no seed of the other motion is a kind of them), read as that
+  motion only when said of the size ("increasing in size", rule below).
+* Color and shape words the same way (:data:`COLOR_SEEDS`, :data:`SHAPE_SEEDS`): the lemmas of the senses of
+  the world's color and shape words and of their direct hyponyms ("crimson", "scarlet" of red; "orb" of the
+  ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
+  does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube").
 * Size adjectives (:data:`SIZE_SEEDS`: large.a.01, small.a.01 and the senses WordNet lists as similar) for the rule
   "becoming tiny" below; "move" words (:data:`MOVE_SEEDS`) for "does not move".
 * Each word with its inflections (regular rules and WordNet's exception lists: "froze", "frozen").
@@ -21,11 +28,14 @@ package, which carries WordNet's data); at run time the file is read with no dep
 
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them:
 
+* a color or shape word of the wider vocabulary is the world's color or shape;
+
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
   "heading west", "eastward") is that direction;
 * "from the right to the left": the destination;
 * a negated move ("does not move", "never moves") is staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge") is shrinking or growing;
+* a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
 * a bounce between walls, floor or ceiling, sides or ends is the bounce along that axis;
 * going along a loop, an orbit or a circular path is circling;
@@ -45,11 +55,24 @@ LEXICON_PATH = Path(__file__).parent / "assets" / "world_lexicon.json"
 SEEDS = {
     "up": ("rise.v.01", "ascend.v.01"),                                   # move upward; travel up
     "down": ("fall.v.01", "descend.v.01", "sink.v.01", "drop.v.02"),      # descend in free fall; move downward; ...
-    "still": ("rest.v.01", "stand.v.07", "stay.v.02", "inactive.s.10", "stationary.s.01"),
+    "still": ("rest.v.01", "stand.v.07", "stay.v.02", "inactive.s.10", "stationary.s.01",
+              "stand_still.v.01", "stay_in_place.v.01"),                # the phrases "standing still", "staying in place"
     "growing": ("grow.v.02", "expand.v.02", "enlarge.v.03", "balloon.v.02"),   # become larger; become inflated
     "shrinking": ("shrink.v.04", "decrease.v.01", "deflate.v.06"),       # become smaller; decrease in size
     "circling": ("circle.v.01", "circle.v.02", "orb.v.01"),              # travel around; move in circles/an orbit
     "bounce": ("bounce.v.01", "bounce.v.03"),                           # spring back; move up and down repeatedly
+}
+# The colour and shape senses of the world's own color and shape words (world_captions._COLOR_WORDS, _SHAPE_WORDS):
+# each color's adjective sense and its noun sense (whose kinds, "crimson" of red, are its words too); each shape's.
+COLOR_SEEDS = {
+    "red": ("red.s.01", "red.n.01"), "yellow": ("yellow.s.01", "yellow.n.01"), "green": ("green.s.01", "green.n.01"),
+    "cyan": ("bluish_green.s.01", "cyan.n.01"), "blue": ("blue.s.01", "blue.n.01"),
+    "purple": ("purple.s.01", "purple.n.01"), "white": ("white.a.01", "white.n.02"),
+}
+SHAPE_SEEDS = {
+    "circle": ("circle.n.01", "disk.n.01", "point.n.09", "ball.n.03"),    # a plane circle; a round flat shape; ...
+    "square": ("square.n.01", "box.n.05", "block.n.03"),                  # a plane square; a rectangular drawing; ...
+    "triangle": ("triangle.n.01",),                                       # a three-sided polygon
 }
 SIZE_SEEDS = {"big": "large.a.01", "small": "small.a.01"}
 MOVE_SEEDS = ("travel.v.01", "move.v.03")
@@ -86,6 +109,8 @@ def _patterns() -> dict:
     adverbs = r"(?:\w+ly |very |ever |even |much |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
     return {
+        "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
+                  for kind in ("colors", "shapes") for name, words in lex.get(kind, {}).items() if words],
         "motions": motions,
         "become": {m: re.compile(rf"\b{become} {adverbs}({size[k]})\b")
                    for m, k in (("shrinking", "small"), ("growing", "big"))},
@@ -94,6 +119,8 @@ def _patterns() -> dict:
         "from_to": re.compile(r"\bfrom (?:the )?(left|right|top|bottom)(?: side| edge)? to (?:the )?"
                               r"(left|right|top|bottom)\b"),
         "negated": re.compile(rf"(?:\bnot|n't|\bnever|\bno longer)(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"),
+        "in_size": {m: re.compile(rf"\b({_alternation(words)}) in (?:size|scale|area|diameter)\b")
+                    for m, words in lex.get("size_general", {}).items() if words},
         "particle": re.compile(rf"\b({CANONICAL['growing']}|{CANONICAL['shrinking']}) (?:up|down|out)\b"),
         "loop": re.compile(r"\b(?:in|around|round|along|on|through|following) (?:a |an |the )?(?:\w+ )?"
                            r"(?:loop|orbit|circular \w+)\b"),
@@ -106,9 +133,11 @@ def read(text: str) -> str:
     """``text`` (lower case, the looping motions' phrases already tokens) with the wider vocabulary and the rules
     (module docstring) rewritten into the world's own words; wording it does not know is left as it is."""
     p = _patterns()
+    for pat, name in p["names"]:
+        text = pat.sub(name, text)
     t = p["from_to"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(2), m.group(2))] + " ", text)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
-    for motion, pat in p["become"].items():
+    for motion, pat in (*p["become"].items(), *p["in_size"].items()):
         t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)

