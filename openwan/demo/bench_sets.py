@@ -12,6 +12,9 @@
   way. The widened vocabulary was developed looking at the failures of the first two sets.
 * ``paraphrase3``: a third such set (20 prompts), written on 2026-12-05 after the second and before the widened
   vocabulary was built, and not parsed or generated until that vocabulary was final: its test set.
+* ``paraphrase4``: a fourth (28 prompts: 3 of each classic motion, 7 looping), written blind by a helper given
+  only the world's names and the template phrases to avoid, and read only after the vocabulary's second widening
+  was committed: the test set of that widening.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -21,8 +24,8 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3")
+SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4")
 
 
 class BenchCase(NamedTuple):
@@ -117,6 +120,40 @@ _PARAPHRASES_3 = (
     (("purple", "circle", "bounce_ud"), "a purple ball bobbing vertically"),
 )
 
+# the fourth set (paraphrase4): 28 prompts written on 2026-12-05 by a helper that saw only the world's names and
+# the template phrases to avoid, never the parser; committed after the vocabulary's second widening (339f26d),
+# untouched since
+_PARAPHRASES_4 = (
+    (("red", "circle", "left"), "A crimson ball rolls toward the left edge of the screen."),
+    (("cyan", "square", "left"), "teal box heading west"),
+    (("purple", "triangle", "left"), "Video of a violet triangle that glides from the right side of the frame over to the left."),
+    (("yellow", "triangle", "right"), "The yellow triangle drifts eastward across the dark background."),
+    (("white", "circle", "right"), "a small white dot scooting off toward the right-hand side"),
+    (("green", "square", "right"), "Watch as a green tile makes its way from left to right."),
+    (("blue", "square", "up"), "A blue block floats up toward the top of the frame."),
+    (("red", "triangle", "up"), "red triangle climbing skyward"),
+    (("green", "circle", "up"), "Clip: a green disc lifts off and heads north until it leaves the top edge."),
+    (("yellow", "circle", "down"), "A yellow ball drops toward the ground."),
+    (("purple", "square", "down"), "The purple square slowly travels downward, from the top of the screen to the bottom."),
+    (("cyan", "triangle", "down"), "Southbound cyan triangle, headed for the bottom edge."),
+    (("white", "square", "still"), "A white square sits motionless in the middle of the frame."),
+    (("blue", "triangle", "still"), "Just a blue triangle, perfectly stationary, nothing happening."),
+    (("red", "square", "still"), "a static shot of a scarlet block that never budges"),
+    (("green", "triangle", "growing"), "A green triangle swells until it fills much of the screen."),
+    (("purple", "circle", "growing"), "violet circle increasing in size"),
+    (("cyan", "square", "growing"), "The teal square gets larger and larger without changing position."),
+    (("yellow", "square", "shrinking"), "A yellow box dwindles to a tiny speck right where it stands."),
+    (("white", "triangle", "shrinking"), "Video of a white triangle that gradually gets tinier."),
+    (("blue", "circle", "shrinking"), "blue dot reducing in size while staying centered"),
+    (("red", "circle", "bounce_lr"), "A red ball ricochets between the left and right walls."),
+    (("purple", "triangle", "bounce_lr"), "violet triangle ping-ponging side to side"),
+    (("white", "square", "bounce_lr"), "The white tile keeps bouncing off the left edge and then the right edge, over and over."),
+    (("cyan", "circle", "bounce_ud"), "A cyan ball bounces off the floor and the ceiling repeatedly."),
+    (("yellow", "triangle", "bounce_ud"), "Here's a yellow triangle rebounding from the top edge to the bottom edge and back again."),
+    (("green", "square", "circling"), "A green square traces a circular orbit around the center of the screen."),
+    (("blue", "triangle", "circling"), "In this clip, a blue triangle revolves around the middle of the frame along a round path."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -129,7 +166,8 @@ def two_object_cases() -> list:
 
 # each paraphrase set's prompts: paraphrase (14 single objects, 8 seen and 6 held-out combinations), paraphrase2
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
-_PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3}
+_PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
+                      "paraphrase4": _PARAPHRASES_4}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
