@@ -33,6 +33,16 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle going round in a loop", "circling"),
     ("a red circle frozen in the middle", "still"),              # a troponym of "stand still", a world phrase
     ("a red circle increasing in size", "growing"),              # a general change said of the size
+    ("a red circle reducing in size", "shrinking"),
+    ("a red circle swells", "growing"),                          # its definition: "increase in size"
+    ("a red circle going from the right side of the frame over to the left", "left"),   # from ... to, words between
+    ("a red circle going from the top edge to the bottom edge and back", "bounce_ud"),  # ... and back: a bounce
+    ("a red circle bouncing off the left edge, then the right edge", "bounce_lr"),      # both ends of one axis
+    ("a red circle that shrinks right where it stands", "shrinking"),    # "right where": emphasis; in place
+    ("a red circle getting bigger without changing position", "growing"),
+    ("a red circle tracing a circular orbit", "circling"),       # a circular path
+    ("a red circle turning counterclockwise", "circling"),
+    ("a red circle drifting skyward", "up"),                     # a place with -ward
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)

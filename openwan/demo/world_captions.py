@@ -233,13 +233,21 @@ def _found(patterns: dict, text: str) -> list:
     return [name for name, pat in patterns.items() if pat.search(text)]
 
 
+def _motions(text: str) -> list:
+    """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
+    change, as the world's growing and shrinking always are."""
+    found = _found(_MOTION_RE, text)
+    sizes = [m for m in found if m in ("growing", "shrinking")]
+    return sizes if len(sizes) == 1 and set(found) - set(sizes) == {"still"} else found
+
+
 def parse_prompt(text: str) -> Optional[Attributes]:
     """The (color, shape, motion) a single-object prompt asks for, or None when it names no color, shape or
     motion of this world, or more than one of any (two-object prompts: use :func:`parse_objects`)."""
     if not isinstance(text, str):
         return None
     t = _normalize(text)
-    colors, shapes, motions = _found(_COLOR_RE, t), _found(_SHAPE_RE, t), _found(_MOTION_RE, t)
+    colors, shapes, motions = _found(_COLOR_RE, t), _found(_SHAPE_RE, t), _motions(t)
     if len(colors) == 1 and len(shapes) == 1 and len(motions) == 1:
         return Attributes(colors[0], shapes[0], motions[0])
     return None
@@ -351,7 +359,7 @@ def _one(kind: str, found: list, unknown: list) -> tuple[Optional[str], list]:
 def _object(t: str) -> tuple[Attributes, list]:
     color, p1 = _one("color", _found(_COLOR_RE, t), _OTHER_COLOR_RE.findall(t))
     shape, p2 = _one("shape", _found(_SHAPE_RE, t), _OTHER_SHAPE_RE.findall(t))
-    motion, p3 = _one("motion", _found(_MOTION_RE, t), [])
+    motion, p3 = _one("motion", _motions(t), [])
     return Attributes(color, shape, motion), p1 + p2 + p3
 
 

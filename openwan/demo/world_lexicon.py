@@ -12,9 +12,10 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   (so "set", whose sense of sinking below the horizon is far down its list, is not a word for falling), and not
   where it names a color, shape or motion of the world's parser already. A word reached from two motions at the
   same distance belongs to neither.
-* The words of a change in general that a size motion is one kind of (the direct hypernyms of the growing and
-  shrinking seeds, "increase" of growing, kept where no seed of the other motion is a kind of them), read as that
-  motion only when said of the size ("increasing in size", rule below).
+* The words of a change of amount in general (:data:`SIZE_GENERAL_SEEDS`: increase and decrease, becoming or
+  making, and their direct troponyms), read as growing or shrinking only when said of the size ("increasing in
+  size", "reducing in size", rule below); a troponym whose definition itself says "increase in size" ("swell") is
+  a word of the motion.
 * Color and shape words the same way (:data:`COLOR_SEEDS`, :data:`SHAPE_SEEDS`): the lemmas of the senses of
   the world's color and shape words and of their direct hyponyms ("crimson", "scarlet" of red; "orb" of the
   ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
@@ -31,14 +32,18 @@ package, which carries WordNet's data); at run time the file is read with no dep
 * a color or shape word of the wider vocabulary is the world's color or shape;
 
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
-  "heading west", "eastward") is that direction;
-* "from the right to the left": the destination;
+  "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
+* counterclockwise or anticlockwise is circling, as clockwise is;
+* "from the right to the left" (a few words between: "from the right side of the frame over to the left"): the
+  destination; "from the top to the bottom and back": the bounce along that axis;
+* "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
 * a negated move ("does not move", "never moves") is staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge") is shrinking or growing;
 * a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
-* a bounce between walls, floor or ceiling, sides or ends is the bounce along that axis;
-* going along a loop, an orbit or a circular path is circling;
+* a bounce between walls, floor or ceiling, sides or ends, or off both ends of one axis ("off the left edge and
+  then the right edge") is the bounce along that axis, and those ends are not directions of their own;
+* going along a loop, an orbit or a circular path, or any circular or round path, track, orbit ..., is circling;
 * a word of the wider vocabulary after a determiner is a noun or an adjective, not what the object does ("a slow
   red circle", "a black surface"), unless it is a participle before the object's noun ("a soaring red circle").
 """
@@ -75,6 +80,9 @@ SHAPE_SEEDS = {
     "triangle": ("triangle.n.01",),                                       # a three-sided polygon
 }
 SIZE_SEEDS = {"big": "large.a.01", "small": "small.a.01"}
+# The general changes of amount a size change is one kind of, becoming and making: read as the size motion when
+# said of the size ("increasing in size", "reducing in size").
+SIZE_GENERAL_SEEDS = {"growing": ("increase.v.01", "increase.v.02"), "shrinking": ("decrease.v.01", "decrease.v.02")}
 MOVE_SEEDS = ("travel.v.01", "move.v.03")
 TOP_SENSES = 2          # a word is kept where the seed's sense is among its this many most frequent
 
@@ -116,8 +124,14 @@ def _patterns() -> dict:
                    for m, k in (("shrinking", "small"), ("growing", "big"))},
         "place": re.compile(rf"\b(?:toward|towards|to|into|up to|down to|for) (?:the |a )?(?:\w+ )?({places})\b"),
         "compass": re.compile(rf"\b({_alternation(COMPASS)})(?:ward|wards|bound)?\b"),
-        "from_to": re.compile(r"\bfrom (?:the )?(left|right|top|bottom)(?: side| edge)? to (?:the )?"
-                              r"(left|right|top|bottom)\b"),
+        "placeward": re.compile(rf"\b({places}|heaven|earth)(?:ward|wards)\b"),
+        "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
+        "from_to": re.compile(r"\bfrom (?:the )?(left|right|top|bottom)\b(?: (?!to\b)[\w'-]+){0,5} to (?:the )?"
+                              r"(left|right|top|bottom)\b(?:(?: [\w'-]+){0,2} and back\b)?"),
+        "intensifier": re.compile(r"\bright (?=(?:where|there|here|now|away|beside|next to|below|above|under|behind|"
+                                  r"inside|in the (?:middle|centre|center))\b)"),
+        "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
+                                    r"trajectory|circuit)s?\b"),
         "negated": re.compile(rf"(?:\bnot|n't|\bnever|\bno longer)(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"),
         "in_size": {m: re.compile(rf"\b({_alternation(words)}) in (?:size|scale|area|diameter)\b")
                     for m, words in lex.get("size_general", {}).items() if words},
@@ -135,24 +149,40 @@ def read(text: str) -> str:
     p = _patterns()
     for pat, name in p["names"]:
         text = pat.sub(name, text)
-    t = p["from_to"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(2), m.group(2))] + " ", text)
+    t = p["intensifier"].sub("", text)
+    t = p["from_to"].sub(_from_to, t)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
     for motion, pat in (*p["become"].items(), *p["in_size"].items()):
         t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)
+    t = p["placeward"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(1), m.group(1) == "heaven" and "up"
+                                                                         or "down")] + " ", t)
+    t = p["anticlockwise"].sub(" " + CANONICAL["circling"] + " ", t)
     t = p["loop"].sub(" " + CANONICAL["circling"] + " ", t)
+    t = p["circular_path"].sub(" " + CANONICAL["circling"] + " ", t)
     t = _nominal(t)
     bounce = p["motions"].get("bounce")
     if bounce is not None and bounce.search(t):
-        h, v = p["horizontal"].search(t), p["vertical"].search(t)
+        ends = {e for e in ("left", "right", "top", "bottom") if re.search(rf"\b{e}\b", t)}
+        h = p["horizontal"].search(t) or ends >= {"left", "right"}
+        v = p["vertical"].search(t) or ends >= {"top", "bottom"}
         if bool(h) != bool(v):
             t = bounce.sub(" " + ("bounce_lr" if h else "bounce_ud") + " ", t)
+            # the walls it bounces between are where it goes, not a direction of its own
+            t = re.sub(r"\b(?:left|right|leftward|rightward)\b" if h else r"\b(?:top|bottom|up|down)\b", "", t)
     for motion, pat in p["motions"].items():
         if motion != "bounce":
             t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
+
+
+def _from_to(m) -> str:
+    """ "from the left to the right": the destination; "... and back": the bounce along that axis."""
+    if m.group(0).endswith("back"):
+        return " " + ("bounce_lr" if m.group(2) in ("left", "right") else "bounce_ud") + " "
+    return " " + CANONICAL[DIRECTION_NOUNS.get(m.group(2), m.group(2))] + " "
 
 
 # (not "that": in prompts it mostly opens a relative clause, "a circle that stays put")

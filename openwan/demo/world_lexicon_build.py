@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from openwan.demo.world_captions import _COLOR_WORDS, _MOTION_WORDS, _SHAPE_WORDS
-from openwan.demo.world_lexicon import (COLOR_SEEDS, LEXICON_PATH, MOVE_SEEDS, SEEDS, SHAPE_SEEDS, SIZE_SEEDS,
-                                        TOP_SENSES)
+from openwan.demo.world_lexicon import (COLOR_SEEDS, LEXICON_PATH, MOVE_SEEDS, SEEDS, SHAPE_SEEDS, SIZE_GENERAL_SEEDS,
+                                        SIZE_SEEDS, TOP_SENSES)
 
 
 def _verb_forms(lemma: str, exceptions: dict) -> set:
@@ -118,21 +118,27 @@ def build() -> dict:
         seed = w.synset(name)
         lemmas = set(seed.lemma_names()) | {x for s in seed.similar_tos() for x in s.lemma_names()}
         sizes[key] = sorted({f for lemma in lemmas for f in _adjective_forms(lemma.lower(), adj_exc)})
-    size_general = {}
-    for motion, other in (("growing", "shrinking"), ("shrinking", "growing")):
-        own = {w.synset(n) for n in SEEDS[motion]}
-        others = {w.synset(n) for n in SEEDS[other]}
-        others_ancestors = others | {a for s in others for a in s.closure(lambda x: x.hypernyms())}
-        general = {h for s in own for h in s.hypernyms()} - own - others_ancestors
-        size_general[motion] = sorted({f for h in general for lemma in h.lemma_names() if frequent(lemma, h)
-                                       for f in _verb_forms(lemma.lower(), verb_exc)})
+    size_general: dict = {}
+    for motion, senses in SIZE_GENERAL_SEEDS.items():
+        for name in senses:
+            root = w.synset(name)
+            for synset in [root] + root.hyponyms():
+                for lemma in synset.lemma_names():
+                    if frequent(lemma, synset):
+                        size_general.setdefault(lemma.lower(), set()).add(motion)
+                        # a kind of the change whose definition says it is of the size: a word of the motion itself
+                        if synset != root and re.match(rf"{root.lemma_names()[0]} in size\b", synset.definition()):
+                            motions[motion] |= {f for f in _verb_forms(lemma.lower(), verb_exc) if f not in known}
+    size_general = {m: sorted({f for lemma, owners in size_general.items() if owners == {m}
+                               for f in _verb_forms(lemma, verb_exc)}) for m in SIZE_GENERAL_SEEDS}
     move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
     from openwan.demo.world_captions import OTHER_SHAPES
     subject_nouns = sorted(world_names - {c for words in _COLOR_WORDS.values() for c in words}
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
     return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
                       "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon_build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "shapes": shapes, "sizes": sizes, "size_general": size_general, "move": sorted(move),
+            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "shapes": shapes,
+            "sizes": sizes, "size_general": size_general, "move": sorted(move),
             "subject_nouns": subject_nouns}
 
 
