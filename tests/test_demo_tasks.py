@@ -544,3 +544,19 @@ def test_bench_ckpt_dir_of_a_ti2v_export_takes_the_v2_defaults(standin, tmp_path
     assert _ckpt_variant(standin[0]) is DEMO_V2_VARIANT
     assert _ckpt_variant(DEMO_DIR) is DEMO_V2_VARIANT is DEMO_VARIANT
     assert _ckpt_variant(tmp_path) == "demo"                         # not a checkpoint: load_pipeline says why
+
+
+def test_paraphrase_summary_splits_classic_and_looping_motions():
+    from openwan.demo.bench import summarize_all
+    from openwan.demo.bench_tasks import format_extra
+
+    def rec(motion, right):
+        ok = {"color": True, "shape": True, "motion": right}
+        return {"set": "paraphrase4", "split": "seen", "seconds": 1.0, "expected": {"color": "red", "shape": "circle",
+                "motion": motion}, "detected": {}, "correct": {**ok, "all": all(ok.values())}}
+    s = summarize_all([rec("left", True), rec("up", False), rec("circling", False)])["paraphrase4"]
+    assert s["classic"]["videos"] == 2 and s["classic"]["accuracy"]["motion"] == 0.5
+    assert s["looping"]["videos"] == 1 and s["looping"]["accuracy"]["motion"] == 0.0
+    assert any(line.startswith("classic ") for line in format_extra({"paraphrase4": s}))
+    only_classic = summarize_all([rec("left", True)])["paraphrase4"]
+    assert "classic" not in only_classic and "looping" not in only_classic

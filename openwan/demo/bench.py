@@ -370,15 +370,22 @@ def main(argv=None) -> int:
 
 def summarize_all(records: Sequence[dict]) -> dict:
     """:func:`summarize` of the fixed single-object benchmark's records, plus each paraphrase set's (``paraphrase``,
-    ``paraphrase2``, ``paraphrase3``, ``paraphrase4``: the same summary), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR
+    ``paraphrase2``, ``paraphrase3``, ``paraphrase4``: the same summary, with ``classic`` and ``looping``: the
+    totals of the videos of each kind of motion, where a set has both), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR
     of given frames, v2v's measures) when the records hold them."""
     from openwan.demo.bench_tasks import summarize_objects, summarize_task
     summary = summarize([r for r in records if r.get("set", "single") == "single"])
     from openwan.demo.bench_sets import PARAPHRASE_SETS
+    from openwan.demo.world_scene import LOOPING_MOTIONS
     for name in PARAPHRASE_SETS:
         para = [r for r in records if r.get("set") == name]
         if para:
             summary[name] = summarize(para)
+            # by kind of motion: at the native length the looping ones are not drawn as loops, whatever the wording
+            for kind, rs in (("classic", [r for r in para if r["expected"]["motion"] not in LOOPING_MOTIONS]),
+                             ("looping", [r for r in para if r["expected"]["motion"] in LOOPING_MOTIONS])):
+                if rs and len(rs) < len(para):
+                    summary[name][kind] = summarize(rs)["total"]
     two = [r for r in records if r.get("set") == "two_objects"]
     if two:
         summary["two_objects"] = summarize_objects(two)

@@ -298,7 +298,7 @@ def format_extra(summary: dict) -> list[str]:
         what = "paraphrased prompts" + (f", set {k}" if k > 1 else "")
         lines += ["", f"{what} (wording the training captions never use):",
                   f"{'split':8s} {'videos':>6s} {'color':>7s} {'shape':>7s} {'motion':>7s} {'all 3':>7s}"]
-        for split in ("seen", "heldout", "total"):
+        for split in ("seen", "heldout", "total", "classic", "looping"):
             if split in para:
                 a = para[split]["accuracy"]
                 lines.append(f"{split:8s} {para[split]['videos']:6d} " + " ".join(
