@@ -14,7 +14,9 @@
   vocabulary was built, and not parsed or generated until that vocabulary was final: its test set.
 * ``paraphrase4``: a fourth (28 prompts: 3 of each classic motion, 7 looping), written blind by a helper given
   only the world's names and the template phrases to avoid, and read only after the vocabulary's second widening
-  was committed: the test set of that widening.
+  was committed: the test set of that widening. From then on a dev set: the rules were widened from its misses.
+* ``paraphrase5``: a fifth (28 prompts, the same mix), written blind by a second helper, read only after those
+  rules were committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -24,8 +26,8 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4")
+SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5")
 
 
 class BenchCase(NamedTuple):
@@ -154,6 +156,40 @@ _PARAPHRASES_4 = (
     (("blue", "triangle", "circling"), "In this clip, a blue triangle revolves around the middle of the frame along a round path."),
 )
 
+# the fifth set (paraphrase5): 28 prompts written on 2026-12-05 by a second helper, blind the same way (no example
+# synonyms given); committed after the rules widened from the fourth set's misses (715ff17) were frozen: their test
+# set
+_PARAPHRASES_5 = (
+    (("red", "triangle", "left"), "Scarlet triangle drifts leftward across an empty black backdrop."),
+    (("cyan", "square", "left"), "cyan square heading west"),
+    (("white", "circle", "left"), "Can you make a white ball roll off toward the left edge of the frame?"),
+    (("purple", "circle", "right"), "a violet dot travels from the left side all the way over to the right"),
+    (("yellow", "triangle", "right"), "Yellow triangle, eastbound."),
+    (("green", "square", "right"), "I'd like a green square gliding over to the right-hand side of the screen."),
+    (("blue", "circle", "up"), "A blue circle drifts skyward like a released balloon."),
+    (("red", "square", "up"), "red square climbing toward the top of the screen"),
+    (("white", "triangle", "up"), "Animate a white triangle that lifts off from the bottom and heads for the ceiling."),
+    (("yellow", "circle", "down"), "yellow disc dropping toward the bottom edge like a stone"),
+    (("purple", "square", "down"), "Purple square travelling south."),
+    (("cyan", "triangle", "down"), "Show an aqua triangle gradually coming down from the top of the frame to the bottom."),
+    (("green", "triangle", "still"), "green triangle, totally motionless, dead center"),
+    (("blue", "square", "still"), "A blue square just sits there in the middle, perfectly stationary."),
+    (("red", "circle", "still"), "static shot of a red dot that never moves"),
+    (("white", "square", "growing"), "a white square that swells until it fills much of the frame"),
+    (("purple", "triangle", "growing"), "Purple triangle gets larger and larger in the middle of the screen."),
+    (("cyan", "circle", "growing"), "cyan circle starts tiny and ends up huge"),
+    (("green", "circle", "shrinking"), "emerald circle dwindling to a tiny speck"),
+    (("yellow", "square", "shrinking"), "Make the yellow square get tinier and tinier until it almost vanishes."),
+    (("blue", "triangle", "shrinking"), "Start with a big blue triangle and have it diminish in place."),
+    (("yellow", "circle", "bounce_lr"), "a golden ball ping-ponging between the left and right walls"),
+    (("white", "square", "bounce_lr"), "White box ricochets side to side across the frame."),
+    (("red", "triangle", "bounce_lr"), "red triangle oscillating horizontally, rebounding whenever it hits a side edge"),
+    (("cyan", "circle", "bounce_ud"), "A cyan orb that keeps bouncing off the floor and the ceiling of the frame."),
+    (("blue", "triangle", "bounce_ud"), "blue triangle yo-yoing vertically between the top and bottom edges"),
+    (("purple", "square", "circling"), "purple square orbiting around the center of the frame"),
+    (("green", "circle", "circling"), "A green circle travels in a big loop around the screen, like a moon around a planet."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -167,7 +203,7 @@ def two_object_cases() -> list:
 # each paraphrase set's prompts: paraphrase (14 single objects, 8 seen and 6 held-out combinations), paraphrase2
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
-                      "paraphrase4": _PARAPHRASES_4}
+                      "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
