@@ -9,7 +9,10 @@ world's own reader instead of an LLM:
     world   openwan.demo.world_captions.canonical_prompt: the objects a prompt names (colour, shape, motion, a
             size word), read in any wording the world's parser knows ("a square, red in colour, heading off
             toward the left edge"), written in the world's canonical caption ("a red square moving to the left";
-            two objects joined by "and"). A prompt it cannot read whole is left as it is. Each part of a prompt
+            two objects joined by "and"). A prompt of one object whose motion it reads but whose color or shape
+            is a word outside the world keeps that word in the canonical caption ("a golden ball ping-ponging
+            between the walls" -> "a golden circle bouncing left and right"; the warning names the word); any
+            other prompt it cannot read whole is left as it is. Each part of a prompt
             schedule ("A | B") is extended alone. With a picture (a reference image, or the first frame) the
             extender also looks at it, as the reference's extender does with a vision-language model for
             image-to-video: a prompt that says what the object does but not what it looks like ("the object
@@ -70,12 +73,28 @@ def _extend_part(part: str, read_look) -> Optional[str]:
     if out is not None:
         return out
     attrs, problems = understand(part, 1)
-    if attrs.motion is None or any(p not in ("no color", "no shape") for p in problems):
+    if attrs.motion is None:
         return None
-    look = read_look()
-    if look is None:
+    words = {}
+    for k, kind in enumerate(("color", "shape")):
+        if attrs[k] is not None:
+            continue
+        unknown = [p for p in problems if p.startswith(f"unknown {kind} ")]
+        if len(unknown) == 1 and unknown[0].count("'") == 2:     # one word outside the world: kept as written
+            words[kind] = unknown[0].split("'")[1]
+        elif f"no {kind}" not in problems:
+            return None
+    if any(not p.startswith(("unknown color ", "unknown shape ", "no color", "no shape")) for p in problems):
         return None
-    return f"a {attrs.color or look[0]} {attrs.shape or look[1]} {CANONICAL_PHRASE[attrs.motion]}"
+    if len(words) < sum(a is None for a in attrs[:2]):          # a color or shape named nowhere: the picture's,
+        if words:                                                # unless the prompt is outside the world anyway
+            return None
+        look = read_look()
+        if look is None:
+            return None
+        words = {"color": look[0], "shape": look[1], **words}
+    return (f"a {attrs.color or words['color']} {attrs.shape or words['shape']} "
+            f"{CANONICAL_PHRASE[attrs.motion]}")
 
 
 def picture_look(picture) -> Optional[tuple]:

@@ -484,3 +484,15 @@ def test_the_picture_is_read_only_when_the_prompt_needs_it():
     assert prompt_extend.extend("the object moving up | the object sinking", "world", look) == \
         "a red square moving up | a red square moving down"
     assert len(reads) == 1                               # once for every part
+
+
+def test_a_word_outside_the_world_is_kept_in_the_canonical_caption():
+    from openwan import prompt_extend
+    assert prompt_extend.extend("a golden ball ping-ponging between the left and right walls", "world") == \
+        "a golden circle bouncing left and right"
+    assert prompt_extend.extend("a red star heading west", "world") == "a red star moving to the left"
+    assert prompt_extend.extend("a golden star drifting west", "world") == "a golden star moving to the left"
+    for unread in ("an orange hexagon spinning",                       # no motion: left as it is
+                   "a green tile moving right",                        # a shape it cannot tell is one
+                   "a gold orange star moving left"):                  # two colors outside the world for one
+        assert prompt_extend.extend(unread, "world") == unread

@@ -43,6 +43,8 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle tracing a circular orbit", "circling"),       # a circular path
     ("a red circle turning counterclockwise", "circling"),
     ("a red circle drifting skyward", "up"),                     # a place with -ward
+    ("a red circle that starts tiny and ends up huge", "growing"),       # "end up" is a change of state
+    ("a red circle going from huge to very small", "shrinking"),         # from one size to the other
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -67,6 +69,7 @@ def test_a_participle_before_the_object_still_says_what_it_does():
     "a red circle bouncing between the floor and the side walls",      # both axes: not guessed
     "a red circle moving",                            # no motion named
     "a red circle increasing",                        # a general change not said of the size: not guessed
+    "an emerald found by a circle moving left",       # a rarer color sense not before a shape: no color
 ])
 def test_wording_without_one_motion_is_not_guessed(prompt):
     assert parse_prompt(prompt) is None
@@ -112,6 +115,7 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     ("a scarlet wedge heading west", ("red", "triangle", "left")),       # a kind of triangle
     ("an azure disk that has frozen in place", ("blue", "circle", "still")),
     ("a lavender globe increasing in size", ("purple", "circle", "growing")),
+    ("an emerald circle heading west", ("green", "circle", "left")),    # a rarer color sense, before a shape
 ])
 def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
     assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)

@@ -29,7 +29,8 @@ package, which carries WordNet's data); at run time the file is read with no dep
 
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them:
 
-* a color or shape word of the wider vocabulary is the world's color or shape;
+* a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
+  rarer sense ("emerald", "jade") only right before a shape ("an emerald circle");
 
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
   "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
@@ -38,7 +39,8 @@ package, which carries WordNet's data); at run time the file is read with no dep
   destination; "from the top to the bottom and back": the bounce along that axis;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
 * a negated move ("does not move", "never moves") is staying still;
-* a change of state to a size ("turning tiny", "becoming tinier", "getting huge") is shrinking or growing;
+* a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
+  size to the other ("from tiny to huge"), is shrinking or growing;
 * a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
 * a bounce between walls, floor or ceiling, sides or ends, or off both ends of one axis ("off the left edge and
@@ -113,12 +115,18 @@ def _patterns() -> dict:
     lex = lexicon()
     motions = {m: re.compile(rf"\b({_alternation(words)})\b") for m, words in lex["motions"].items() if words}
     size = {k: _alternation(v) for k, v in lex["sizes"].items()}
-    become = r"(?:becom\w*|turn\w*|get|gets|getting|got|gotten|grow\w*|grew|go|goes|going|went)"
+    become = (r"(?:becom\w*|turn\w*|get|gets|getting|got|gotten|grow\w*|grew|go|goes|going|went|"
+              r"(?:end|ends|ended|ending|wind|winds|winding|wound)(?: up)?)")
     adverbs = r"(?:\w+ly |very |ever |even |much |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
-                  for kind in ("colors", "shapes") for name, words in lex.get(kind, {}).items() if words],
+                  for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
+                 + [(re.compile(rf"\b({_alternation(words)})(?= (?:circle|square|triangle)s?\b)"), name)
+                    for name, words in lex.get("colors_before_shape", {}).items() if words],
+        "from_size": {m: re.compile(rf"\bfrom (?:a |an )?(?:\w+ )?({size[a]})\b(?: (?!to\b)[\w'-]+){{0,3}} to "
+                                    rf"(?:a |an )?(?:\w+ )?({size[b]})\b")
+                      for m, a, b in (("growing", "small", "big"), ("shrinking", "big", "small"))},
         "motions": motions,
         "become": {m: re.compile(rf"\b{become} {adverbs}({size[k]})\b")
                    for m, k in (("shrinking", "small"), ("growing", "big"))},
@@ -152,7 +160,7 @@ def read(text: str) -> str:
     t = p["intensifier"].sub("", text)
     t = p["from_to"].sub(_from_to, t)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
-    for motion, pat in (*p["become"].items(), *p["in_size"].items()):
+    for motion, pat in (*p["from_size"].items(), *p["become"].items(), *p["in_size"].items()):
         t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)

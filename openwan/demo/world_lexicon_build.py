@@ -57,23 +57,26 @@ def _exceptions(path: Path) -> dict:
     return out
 
 
-def _names(w, frequent, seeds: dict, known: set, forms) -> dict:
+def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> dict:
     """Color or shape words: each name's seed senses' lemmas (distance 0) and their direct hyponyms' (1), kept
-    where the sense is frequent for the word, owned by the one name reaching it nearest (ties dropped), leaving
-    out words the world knows already and words holding one of them ("navy blue")."""
+    where the sense is frequent for the word (``rare``: only those where it is not, "emerald", whose green is its
+    third sense), owned by the one name reaching it nearest (ties dropped), leaving out words the world knows
+    already and words holding one of them ("navy blue")."""
     reached: dict = {}
     for name, senses in seeds.items():
         for sense in senses:
             seed = w.synset(sense)
             for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
                 for lemma in synset.lemma_names():
-                    if frequent(lemma, synset):
-                        d = reached.setdefault(lemma.lower().replace("_", " "), {})
+                    d = reached.setdefault(lemma.lower().replace("_", " "), {})
+                    if frequent(lemma, synset) != rare:
                         d[name] = min(d.get(name, dist), dist)
+                    else:             # reached, but not in this list: it still takes part in the ties
+                        d.setdefault("", dist)
     out: dict = {name: set() for name in seeds}
     for word, dists in reached.items():
         owners = [n for n, d in dists.items() if d == min(dists.values())]
-        if len(owners) == 1 and word not in known and not set(re.split(r"[ -]", word)) & known:
+        if len(owners) == 1 and owners[0] and word not in known and not set(re.split(r"[ -]", word)) & known:
             out[owners[0]] |= forms(word)
     return {name: sorted(v) for name, v in out.items()}
 
@@ -112,6 +115,7 @@ def build() -> dict:
     from openwan.demo.world_captions import OTHER_COLORS, OTHER_SHAPES
     others = set(OTHER_COLORS) | set(OTHER_SHAPES)
     colors = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x})
+    colors_rare = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x}, rare=True)
     shapes = _names(w, frequent, SHAPE_SEEDS, known | others, lambda x: {x, x + ("es" if x.endswith(("s", "x")) else "s")})
     sizes = {}
     for key, name in SIZE_SEEDS.items():
@@ -137,7 +141,7 @@ def build() -> dict:
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
     return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
                       "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon_build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "shapes": shapes,
+            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "colors_before_shape": colors_rare, "shapes": shapes,
             "sizes": sizes, "size_general": size_general, "move": sorted(move),
             "subject_nouns": subject_nouns}
 
