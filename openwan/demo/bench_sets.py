@@ -16,7 +16,9 @@
   only the world's names and the template phrases to avoid, and read only after the vocabulary's second widening
   was committed: the test set of that widening. From then on a dev set: the rules were widened from its misses.
 * ``paraphrase5``: a fifth (28 prompts, the same mix), written blind by a second helper, read only after those
-  rules were committed: their test set.
+  rules were committed: their test set. From then on a dev set.
+* ``paraphrase6``: a sixth (28 prompts, the same mix, seven imagined writers of four prompts each), written blind
+  by a third helper, read only after the rules widened from the fifth set were committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -26,8 +28,9 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5")
+SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
+        "paraphrase6")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6")
 
 
 class BenchCase(NamedTuple):
@@ -190,6 +193,40 @@ _PARAPHRASES_5 = (
     (("green", "circle", "circling"), "A green circle travels in a big loop around the screen, like a moon around a planet."),
 )
 
+# the sixth set (paraphrase6): 28 prompts written on 2026-12-05 by a third helper, blind the same way (seven
+# imagined writers, four prompts each); committed after the rules widened from the fifth set's misses (866e804)
+# were frozen: their test set
+_PARAPHRASES_6 = (
+    (("red", "circle", "left"), "a red ball rolls all the way over to the left side pleeease"),
+    (("yellow", "triangle", "up"), "make the yellow triangle fly up up up to the sky!!"),
+    (("green", "square", "bounce_lr"), "green box boings from the left wall to the right wall and back again lots and lots of times"),
+    (("purple", "circle", "growing"), "i want a purple ball that gets big big BIGGER"),
+    (("blue", "square", "right"), "Wide static shot: a blue square enters frame left and tracks steadily across to exit frame right. Black backdrop."),
+    (("white", "triangle", "still"), "Locked-off shot, white triangle centered on black, held motionless for the entire take. No camera move, no subject move."),
+    (("cyan", "circle", "shrinking"), "Camera locked. A cyan disc dwindles where it sits, down to a pinpoint over the course of the shot."),
+    (("red", "triangle", "bounce_ud"), "Close on a red triangle against darkness; it ricochets off the top of frame, then the bottom, repeating, vertical axis only."),
+    (("green", "circle", "down"), "please make video where green circle go to down, from top of screen until bottom"),
+    (("purple", "square", "left"), "I want purple square which is go to left direction slowly, background is dark"),
+    (("yellow", "circle", "circling"), "yellow circle is travel on a round path around middle of screen, again and again"),
+    (("white", "square", "growing"), "white square become more and more big but stay in same place"),
+    (("cyan", "triangle", "right"), "obj=triangle, color=cyan, dx>0 (heading toward the right edge), dy=0, bg=black"),
+    (("blue", "circle", "still"), "render a blue circle at center, velocity = 0, no animation on position or scale"),
+    (("red", "square", "shrinking"), "red square, scale animates from 1.0 to 0.1 over the clip, position fixed"),
+    (("purple", "triangle", "bounce_lr"), "purple triangle; x oscillates between xmin and xmax, reflecting at the left/right bounds; y constant"),
+    (("white", "circle", "up"), "a white disc climbs through the dark toward the upper edge of the night"),
+    (("blue", "triangle", "down"), "a blue triangle descends like a slow tear through the black"),
+    (("yellow", "square", "shrinking"), "a yellow square wanes, smaller and smaller where it stands, until only a point of it remains"),
+    (("green", "triangle", "circling"), "a green triangle traces a slow loop, orbit after orbit, about the center of the void"),
+    (("cyan", "square", "left"), "cyan square to the left edge, quick"),
+    (("red", "circle", "right"), "red circle slide to right"),
+    (("green", "square", "still"), "green square, no motion"),
+    (("blue", "circle", "bounce_lr"), "blue dot ping pong horizontally"),
+    (("purple", "circle", "down"), "A purple circle translates vertically downward from the top edge to the bottom edge of the frame at constant speed."),
+    (("yellow", "triangle", "growing"), "A yellow triangle remains centered while its size increases uniformly throughout the clip."),
+    (("cyan", "triangle", "up"), "A cyan triangle travels vertically from the bottom of the frame to the top, entering low and exiting high."),
+    (("white", "square", "bounce_ud"), "Specification: one white square; motion: periodic vertical oscillation, reversing direction upon contact with the upper and lower frame boundaries."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -203,7 +240,7 @@ def two_object_cases() -> list:
 # each paraphrase set's prompts: paraphrase (14 single objects, 8 seen and 6 held-out combinations), paraphrase2
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
-                      "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5}
+                      "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
