@@ -45,6 +45,20 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle drifting skyward", "up"),                     # a place with -ward
     ("a red circle that starts tiny and ends up huge", "growing"),       # "end up" is a change of state
     ("a red circle going from huge to very small", "shrinking"),         # from one size to the other
+    ("a red circle comes in from the left", "right"),            # where it comes from alone: the other way
+    ("a red circle enters frame top and exits frame bottom", "down"),    # ... where it exits: the way
+    ("a red circle sliding vertically downward", "down"),        # an axis alone is no bounce
+    ("a red circle oscillating vertically", "bounce_ud"),        # a motion that keeps reversing, on an axis
+    ("a red circle, x reverses direction at the left/right bounds", "bounce_lr"),
+    ("a red circle ping pong between the upper and lower edges", "bounce_ud"),
+    ("a red circle, no movement", "still"),                      # "no motion", "velocity 0", "position fixed"
+    ("a red circle, velocity = 0", "still"),
+    ("a red circle whose size decreases steadily", "shrinking"),  # the size changing
+    ("a red circle, scale from 0.5 to 2.0", "growing"),
+    ("a red circle that dwindles down to a speck", "shrinking"),
+    ("a red circle, its size increases while its position stays fixed", "growing"),
+    ("a static shot: a red circle drifting to the left", "left"),        # a still camera, a moving object
+    ("a static shot of a red circle", "still"),                  # ... and where the object does nothing else
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)

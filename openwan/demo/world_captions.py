@@ -202,13 +202,13 @@ _MOTION_WORDS = {
     "circling": ("circling", "circles_path", "orbiting", "orbits", "clockwise"),
 }
 # Phrases of the looping motions, replaced by one token before anything else is matched: they hold words of
-# other motions ("left", "up") and of shapes ("in a circle"), and "and", which splits two-object prompts.
+# other motions ("left", "up") and of shapes ("in a circle"), and "and", which splits two-object prompts. (An axis
+# alone, "vertically", "sideways", is a bounce's only with a bounce: world_lexicon's rule.)
 _LOOPING_PHRASES = (
     ("bounce_lr", ("between the left and right edges", "between the left and right", "left and right",
-                   "right and left", "from side to side", "side to side", "back and forth", "sideways",
-                   "horizontally")),
+                   "right and left", "from side to side", "side to side", "back and forth")),
     ("bounce_ud", ("between the top and bottom edges", "between the top and bottom", "up and down",
-                   "down and up", "vertically", "bobbing")),
+                   "down and up", "bobbing")),
     ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
 )
 _LOOPING_RE = tuple((token, _word_pattern(words)) for token, words in _LOOPING_PHRASES)
@@ -235,8 +235,12 @@ def _found(patterns: dict, text: str) -> list:
 
 def _motions(text: str) -> list:
     """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
-    change, as the world's growing and shrinking always are."""
+    change, as the world's growing and shrinking always are; a still camera ("a static shot") is no still object
+    where the object does something else."""
     found = _found(_MOTION_RE, text)
+    if len(found) > 1 and "still" in found:              # "a static shot of ...": the camera's, if it does more
+        from openwan.demo.world_lexicon import CAMERA
+        found = _found(_MOTION_RE, re.sub(CAMERA, " ", text)) or found
     sizes = [m for m in found if m in ("growing", "shrinking")]
     return sizes if len(sizes) == 1 and set(found) - set(sizes) == {"still"} else found
 

@@ -38,13 +38,21 @@ package, which carries WordNet's data); at run time the file is read with no dep
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"): the
   destination; "from the top to the bottom and back": the bounce along that axis;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
+* where it comes from alone ("enters from the left", "in from the top") is the other way; where it exits ("exits
+  frame right", "leaves at the top"), the way;
+* words of the camera ("a static shot") are not the object's where it does something else (world_captions);
+* "no motion", "velocity 0", "position fixed" are staying still;
+* the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1") is growing or shrinking, and
+  so is going "down to a speck" or "to nothing";
 * a negated move ("does not move", "never moves") is staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
-* a bounce between walls, floor or ceiling, sides or ends, or off both ends of one axis ("off the left edge and
-  then the right edge") is the bounce along that axis, and those ends are not directions of their own;
+* a bounce, or a motion that keeps reversing (oscillating, "reversing direction", ping-ponging, to and fro),
+  between walls, floor or ceiling, sides or ends, along an axis ("vertically", "sideways"), or off both ends of
+  one axis ("off the left edge and then the right edge", "the upper and lower bounds") is the bounce along that
+  axis, and those ends are not directions of their own ("moving vertically" alone is no bounce);
 * going along a loop, an orbit or a circular path, or any circular or round path, track, orbit ..., is circling;
 * a word of the wider vocabulary after a determiner is a noun or an adjective, not what the object does ("a slow
   red circle", "a black surface"), unless it is a participle before the object's noun ("a soaring red circle").
@@ -95,8 +103,15 @@ CANONICAL = {"up": "rising", "down": "falling", "left": "leftward", "right": "ri
 # Nouns of a place in the frame, and the compass, as directions.
 DIRECTION_NOUNS = {"top": "up", "ceiling": "up", "sky": "up", "bottom": "down", "floor": "down", "ground": "down"}
 COMPASS = {"north": "up", "south": "down", "east": "right", "west": "left"}
-HORIZONTAL_CUES = ("side", "sides", "wall", "walls", "horizontal", "horizontally", "leftward", "rightward")
-VERTICAL_CUES = ("floor", "ceiling", "top", "bottom", "vertical", "vertically", "ground", "sky")
+HORIZONTAL_CUES = ("side", "sides", "wall", "walls", "horizontal", "horizontally", "sideways", "leftward", "rightward")
+VERTICAL_CUES = ("floor", "ceiling", "top", "bottom", "vertical", "vertically", "ground", "sky", "upper", "lower")
+# Words of a motion that keeps reversing, read as a bounce when they name an axis (as bounce words do).
+REVERSAL = (r"oscillat\w*|revers\w* (?:its |their |the )?direction\w*|ping[- ]?pong\w*|yo-?yo\w*|to and fro|"
+            r"zig-?zag\w*|back and forth")
+# Words of the camera, not the object ("a static shot", "camera locked").
+CAMERA = (r"\b(?:static|still|locked|locked-off|fixed|stationary|steady) (?:wide |close |medium )?(?:shot|camera|"
+          r"frame|view|background|backdrop)\b|\bcamera (?:is |stays |remains )?(?:locked|static|still|fixed|"
+          r"stationary|steady)(?: off)?\b")
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,7 +132,7 @@ def _patterns() -> dict:
     size = {k: _alternation(v) for k, v in lex["sizes"].items()}
     become = (r"(?:becom\w*|turn\w*|get|gets|getting|got|gotten|grow\w*|grew|go|goes|going|went|"
               r"(?:end|ends|ended|ending|wind|winds|winding|wound)(?: up)?)")
-    adverbs = r"(?:\w+ly |very |ever |even |much |more |so |quite |rather |really )*"
+    adverbs = r"(?:\w+ly |very |ever |even |much |more and more |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
@@ -136,6 +151,19 @@ def _patterns() -> dict:
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
         "from_to": re.compile(r"\bfrom (?:the )?(left|right|top|bottom)\b(?: (?!to\b)[\w'-]+){0,5} to (?:the )?"
                               r"(left|right|top|bottom)\b(?:(?: [\w'-]+){0,2} and back\b)?"),
+        "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
+                                                                       if "bounce" in motions else []))),
+        # where it comes from ("enters from the left", "in from the left") is the other way; where it exits, the way
+        "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from )(?:the )?"
+                             r"(left|right|top|bottom)\b(?: side| edge)?"),
+        "exit": re.compile(r"\b(?:exit\w*|leav\w*|left) (?:the )?(?:frame |screen |picture )?(?:at |on |through |by )?"
+                           r"(?:the )?(left|right|top|bottom)\b"),
+        "still_words": re.compile(r"\bno (?:motion|movement|animation)\b|\bvelocity (?:= ?|of |is )?(?:0|zero)\b|"
+                                  r"\bzero velocity\b|\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
+        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?\bfrom (\d+(?:\.\d+)?)x? to (\d+(?:\.\d+)?)x?"),
+        "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
+                         for m, words in lex.get("size_general", {}).items() if words},
+        "speck": re.compile(r"\b(?:down |up )?to (?:a |an )?(?:\w+ )?(?:speck|pinpoint|point|dot)\b|\bto nothing\b"),
         "intensifier": re.compile(r"\bright (?=(?:where|there|here|now|away|beside|next to|below|above|under|behind|"
                                   r"inside|in the (?:middle|centre|center))\b)"),
         "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
@@ -159,8 +187,15 @@ def read(text: str) -> str:
         text = pat.sub(name, text)
     t = p["intensifier"].sub("", text)
     t = p["from_to"].sub(_from_to, t)
+    t = p["exit"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(1), m.group(1))] + " ", t)
+    t = p["origin"].sub(lambda m: " " + CANONICAL[_OPPOSITE[m.group(1)]] + " ", t)
+    t = p["size_numbers"].sub(lambda m: " " + CANONICAL["growing" if float(m.group(2)) > float(m.group(1))
+                                                         else "shrinking"] + " ", t)
+    t = p["speck"].sub(" " + CANONICAL["shrinking"] + " ", t)
+    t = p["still_words"].sub(" " + CANONICAL["still"] + " ", t)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
-    for motion, pat in (*p["from_size"].items(), *p["become"].items(), *p["in_size"].items()):
+    for motion, pat in (*p["from_size"].items(), *p["become"].items(), *p["in_size"].items(),
+                        *p["size_subject"].items()):
         t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)
@@ -170,20 +205,42 @@ def read(text: str) -> str:
     t = p["loop"].sub(" " + CANONICAL["circling"] + " ", t)
     t = p["circular_path"].sub(" " + CANONICAL["circling"] + " ", t)
     t = _nominal(t)
-    bounce = p["motions"].get("bounce")
-    if bounce is not None and bounce.search(t):
-        ends = {e for e in ("left", "right", "top", "bottom") if re.search(rf"\b{e}\b", t)}
-        h = p["horizontal"].search(t) or ends >= {"left", "right"}
-        v = p["vertical"].search(t) or ends >= {"top", "bottom"}
-        if bool(h) != bool(v):
-            t = bounce.sub(" " + ("bounce_lr" if h else "bounce_ud") + " ", t)
-            # the walls it bounces between are where it goes, not a direction of its own
-            t = re.sub(r"\b(?:left|right|leftward|rightward)\b" if h else r"\b(?:top|bottom|up|down)\b", "", t)
+    t = " ".join(_bounce_axis(part, p) for part in _object_spans(t))
     for motion, pat in p["motions"].items():
         if motion != "bounce":
             t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
+
+
+_OPPOSITE = {"left": "right", "right": "left", "top": "down", "bottom": "up"}
+
+
+def _object_spans(t: str) -> list:
+    """``t`` cut before each object after the first (at the last "and", comma, semicolon or "while" before its
+    noun), so a rule that reads a whole phrase reads one object's."""
+    nouns = [m.start() for m in re.finditer(rf"\b(?:{_alternation(lexicon()['subject_nouns'])})\b", t)]
+    cuts = [0]
+    for a, b in zip(nouns, nouns[1:]):
+        seps = [m.start() for m in re.finditer(r"\band\b|,|;|\bwhile\b", t[a:b])]
+        if seps:
+            cuts.append(a + seps[-1])
+    return [t[i:j] for i, j in zip(cuts, cuts[1:] + [len(t)])]
+
+
+def _bounce_axis(t: str, p: dict) -> str:
+    """One object's phrase with a bounce, or a motion that keeps reversing, read along the one axis it names
+    (module docstring); the ends it bounces between are then no directions of their own."""
+    bounce = p["bounce_any"]
+    if not bounce.search(t):
+        return t
+    ends = {e for e in ("left", "right", "top", "bottom", "upper", "lower") if re.search(rf"\b{e}\b", t)}
+    h = p["horizontal"].search(t) or ends >= {"left", "right"}
+    v = p["vertical"].search(t) or ends >= {"top", "bottom"} or ends >= {"upper", "lower"}
+    if bool(h) == bool(v):
+        return t
+    t = bounce.sub(" " + ("bounce_lr" if h else "bounce_ud") + " ", t)
+    return re.sub(r"\b(?:left|right|leftward|rightward)\b" if h else r"\b(?:top|bottom|up|down)\b", "", t)
 
 
 def _from_to(m) -> str:
