@@ -18,7 +18,10 @@
 * ``paraphrase5``: a fifth (28 prompts, the same mix), written blind by a second helper, read only after those
   rules were committed: their test set. From then on a dev set.
 * ``paraphrase6``: a sixth (28 prompts, the same mix, seven imagined writers of four prompts each), written blind
-  by a third helper, read only after the rules widened from the fifth set were committed: their test set.
+  by a third helper, read only after the rules widened from the fifth set were committed: their test set. From
+  then on a dev set.
+* ``paraphrase7``: a seventh (28 prompts, seven other imagined writers), written blind by a fourth helper, read
+  only after the rules widened from the sixth set were committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -29,8 +32,9 @@ from typing import NamedTuple
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6")
+        "paraphrase6", "paraphrase7")
+PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
+                   "paraphrase7")
 
 
 class BenchCase(NamedTuple):
@@ -227,6 +231,40 @@ _PARAPHRASES_6 = (
     (("white", "square", "bounce_ud"), "Specification: one white square; motion: periodic vertical oscillation, reversing direction upon contact with the upper and lower frame boundaries."),
 )
 
+# the seventh set (paraphrase7): 28 prompts written on 2026-12-05 by a fourth helper, blind the same way (seven
+# imagined writers, four prompts each); committed after the rules widened from the sixth set's misses (4bbc14f)
+# were frozen: their test set
+_PARAPHRASES_7 = (
+    (("red", "circle", "left"), "yo can u make a red ball zoom off to the left lol"),
+    (("cyan", "square", "growing"), "ok so like an aqua square that keeps swelling up more n more?? dark bg pls"),
+    (("purple", "triangle", "bounce_lr"), "purple triangle ping-ponging wall to wall, left edge then right edge, forever"),
+    (("yellow", "circle", "down"), "need a yellow dot that just drops to the bottom, nothing else"),
+    (("blue", "square", "right"), "Static wide shot, pitch-black backdrop: a navy blue square tracks across the frame from left to right at an even pace."),
+    (("white", "triangle", "still"), "Locked-off frame, single white triangle dead center, zero movement for the full duration of the shot."),
+    (("green", "circle", "circling"), "Overhead angle on a black set: an emerald disc traces a smooth circular orbit around the center of frame."),
+    (("red", "triangle", "shrinking"), "Hold the camera static; a crimson triangle scales down in place, dwindling toward a point in the middle of frame."),
+    (("green", "triangle", "up"), "Please make green triangle, it go to the top of screen slowly, background is dark."),
+    (("yellow", "square", "growing"), "I want yellow square which become more big and more big, stay in same place."),
+    (("blue", "circle", "bounce_ud"), "a blue circle jump from floor to ceiling and come back, again and again, on dark background"),
+    (("white", "square", "left"), "White square is travel to left side of the screen, please."),
+    (("purple", "circle", "down"), "purple circle; linear translation from top edge to bottom edge; constant velocity; bg #000"),
+    (("red", "square", "bounce_lr"), "Spec: one red square. x position oscillates between the left and right frame bounds, reflecting off each wall. y fixed."),
+    (("cyan", "triangle", "shrinking"), "cyan triangle, scale factor animates 1.0 -> 0.2 over the clip, anchor at center, no translation"),
+    (("green", "square", "right"), "green square, translate +x (rightward) at constant speed across the viewport"),
+    (("white", "circle", "up"), "A little white circle floats up, up, up into the dark night sky, like a lost balloon."),
+    (("purple", "square", "still"), "Once upon a time, a small violet square sat very quietly in the dark and did not move one bit."),
+    (("blue", "triangle", "circling"), "Round and round the blue triangle goes, tracing a big ring through the darkness, like a merry-go-round."),
+    (("red", "circle", "growing"), "The tiny red ball puffed up bigger and bigger, like a balloon filling with air, without ever leaving its spot."),
+    (("cyan", "circle", "right"), "cyan circle, heads right, fast"),
+    (("white", "triangle", "down"), "white triangle top to bottom. go"),
+    (("green", "triangle", "shrinking"), "green triangle, make it smaller & smaller"),
+    (("yellow", "square", "bounce_lr"), "yellow box side-to-side bounce, edge to edge, loop"),
+    (("red", "square", "up"), "Demonstrate uniform vertical motion: a red square travels upward at constant velocity from the bottom of the frame to the top."),
+    (("blue", "circle", "still"), "A blue circle at rest: zero velocity, zero acceleration, its position unchanged throughout the clip."),
+    (("cyan", "square", "bounce_ud"), "Model repeated elastic collisions: a cyan square rebounds off the floor, hits the ceiling, and returns, oscillating vertically."),
+    (("purple", "triangle", "left"), "Show a purple triangle undergoing constant-velocity displacement in the negative x direction, toward the left edge."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -240,7 +278,8 @@ def two_object_cases() -> list:
 # each paraphrase set's prompts: paraphrase (14 single objects, 8 seen and 6 held-out combinations), paraphrase2
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
-                      "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6}
+                      "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
+                      "paraphrase7": _PARAPHRASES_7}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
