@@ -11,8 +11,9 @@ world's own reader instead of an LLM:
             toward the left edge"), written in the world's canonical caption ("a red square moving to the left";
             two objects joined by "and"). A prompt of one object whose motion it reads but whose color or shape
             is a word outside the world keeps that word in the canonical caption ("a golden ball ping-ponging
-            between the walls" -> "a golden circle bouncing left and right"; the warning names the word); any
-            other prompt it cannot read whole is left as it is. Each part of a prompt
+            between the walls" -> "a golden circle bouncing left and right"; the warning names the word); one
+            whose color and shape it reads but not one motion is given those two ("a red circle"); any other
+            prompt it cannot read whole is left as it is. Each part of a prompt
             schedule ("A | B") is extended alone. With a picture (a reference image, or the first frame) the
             extender also looks at it, as the reference's extender does with a vision-language model for
             image-to-video: a prompt that says what the object does but not what it looks like ("the object
@@ -74,7 +75,10 @@ def _extend_part(part: str, read_look) -> Optional[str]:
         return out
     attrs, problems = understand(part, 1)
     if attrs.motion is None:
-        return None
+        # its color and shape read, its motion not (none, or several): those two in the world's words, so the
+        # model gets at least them right (the warning says what it did not read)
+        read_both = attrs.color is not None and attrs.shape is not None
+        return f"a {attrs.color} {attrs.shape}" if read_both and not _several_objects(problems) else None
     words = {}
     for k, kind in enumerate(("color", "shape")):
         if attrs[k] is not None:
@@ -93,8 +97,13 @@ def _extend_part(part: str, read_look) -> Optional[str]:
         if look is None:
             return None
         words = {"color": look[0], "shape": look[1], **words}
-    return (f"a {attrs.color or words['color']} {attrs.shape or words['shape']} "
-            f"{CANONICAL_PHRASE[attrs.motion]}")
+    color = attrs.color or words["color"]
+    return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {attrs.shape or words['shape']} " \
+           f"{CANONICAL_PHRASE[attrs.motion]}"
+
+
+def _several_objects(problems) -> bool:
+    return any("objects named" in p for p in problems)
 
 
 def picture_look(picture) -> Optional[tuple]:

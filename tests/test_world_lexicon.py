@@ -59,6 +59,12 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle, its size increases while its position stays fixed", "growing"),
     ("a static shot: a red circle drifting to the left", "left"),        # a still camera, a moving object
     ("a static shot of a red circle", "still"),                  # ... and where the object does nothing else
+    ("a red circle hops from floor to ceiling and comes back", "bounce_ud"),
+    ("a red circle bounces side-to-side, loop", "bounce_lr"),    # a bare "loop": "repeat" where more is read
+    ("a red circle loops around", "circling"),                   # ... circling where nothing else is
+    ("a red circle scales down", "shrinking"),
+    ("a red circle, scale 1.0 -> 0.2, zero translation", "shrinking"),
+    ("a red circle puffed up bigger and bigger", "growing"),     # a verb's particle, not a direction
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -130,6 +136,7 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     ("an azure disk that has frozen in place", ("blue", "circle", "still")),
     ("a lavender globe increasing in size", ("purple", "circle", "growing")),
     ("an emerald circle heading west", ("green", "circle", "left")),    # a rarer color sense, before a shape
+    ("a jade disc heading west", ("green", "circle", "left")),
 ])
 def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
     assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)

@@ -211,7 +211,8 @@ _LOOPING_PHRASES = (
                    "down and up", "bobbing")),
     ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
 )
-_LOOPING_RE = tuple((token, _word_pattern(words)) for token, words in _LOOPING_PHRASES)
+_LOOPING_RE = tuple((token, re.compile(_word_pattern(words).pattern.replace(r"\ ", "[ -]")))
+                    for token, words in _LOOPING_PHRASES)        # "side-to-side" too
 _COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
 _SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
 _MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
@@ -235,13 +236,18 @@ def _found(patterns: dict, text: str) -> list:
 
 def _motions(text: str) -> list:
     """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
-    change, as the world's growing and shrinking always are; a still camera ("a static shot") is no still object
+    change, as the world's growing and shrinking always are, and so is one with a particle ("puffed up bigger");
+    a bare "loop" is circling only where nothing else is read; a still camera ("a static shot") is no still object
     where the object does something else."""
     found = _found(_MOTION_RE, text)
+    if not found and re.search(r"\bloop(?:s|ed|ing)?\b", text):    # "loop": circling where nothing else is read
+        found = ["circling"]
     if len(found) > 1 and "still" in found:              # "a static shot of ...": the camera's, if it does more
         from openwan.demo.world_lexicon import CAMERA
         found = _found(_MOTION_RE, re.sub(CAMERA, " ", text)) or found
     sizes = [m for m in found if m in ("growing", "shrinking")]
+    if len(sizes) == 1 and set(found) - set(sizes) <= {"up", "down"} and re.search(r"\w(?:ed|s|ing) (?:up|down)\b", text):
+        return sizes                                       # a verb's particle ("puffed up bigger"), not a direction
     return sizes if len(sizes) == 1 and set(found) - set(sizes) == {"still"} else found
 
 

@@ -35,15 +35,18 @@ package, which carries WordNet's data); at run time the file is read with no dep
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
   "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
 * counterclockwise or anticlockwise is circling, as clockwise is;
-* "from the right to the left" (a few words between: "from the right side of the frame over to the left"): the
-  destination; "from the top to the bottom and back": the bounce along that axis;
+* "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
+  floor to ceiling"): the destination; "from the top to the bottom and back" ("and come back"): the bounce along
+  that axis;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
 * where it comes from alone ("enters from the left", "in from the top") is the other way; where it exits ("exits
   frame right", "leaves at the top"), the way;
 * words of the camera ("a static shot") are not the object's where it does something else (world_captions);
 * "no motion", "velocity 0", "position fixed" are staying still;
-* the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1") is growing or shrinking, and
-  so is going "down to a speck" or "to nothing";
+* the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 1.0 -> 0.2", "scales
+  down") is growing or shrinking, and so is going "down to a speck", "toward a point" or "to nothing";
+* a bare "loop" may mean "repeat" ("bouncing side to side, loop"): it is circling only where nothing else is
+  (world_captions);
 * a negated move ("does not move", "never moves") is staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
@@ -137,7 +140,7 @@ def _patterns() -> dict:
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
                   for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
-                 + [(re.compile(rf"\b({_alternation(words)})(?= (?:circle|square|triangle)s?\b)"), name)
+                 + [(re.compile(rf"\b({_alternation(words)})(?= (?:{_alternation(lex['subject_nouns'])})\b)"), name)
                     for name, words in lex.get("colors_before_shape", {}).items() if words],
         "from_size": {m: re.compile(rf"\bfrom (?:a |an )?(?:\w+ )?({size[a]})\b(?: (?!to\b)[\w'-]+){{0,3}} to "
                                     rf"(?:a |an )?(?:\w+ )?({size[b]})\b")
@@ -149,8 +152,8 @@ def _patterns() -> dict:
         "compass": re.compile(rf"\b({_alternation(COMPASS)})(?:ward|wards|bound)?\b"),
         "placeward": re.compile(rf"\b({places}|heaven|earth)(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
-        "from_to": re.compile(r"\bfrom (?:the )?(left|right|top|bottom)\b(?: (?!to\b)[\w'-]+){0,5} to (?:the )?"
-                              r"(left|right|top|bottom)\b(?:(?: [\w'-]+){0,2} and back\b)?"),
+        "from_to": re.compile(rf"\bfrom (?:the )?(left|right|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to (?:the )?"
+                              rf"(left|right|{places})\b(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"),
         "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
                                                                        if "bounce" in motions else []))),
         # where it comes from ("enters from the left", "in from the left") is the other way; where it exits, the way
@@ -158,12 +161,15 @@ def _patterns() -> dict:
                              r"(left|right|top|bottom)\b(?: side| edge)?"),
         "exit": re.compile(r"\b(?:exit\w*|leav\w*|left) (?:the )?(?:frame |screen |picture )?(?:at |on |through |by )?"
                            r"(?:the )?(left|right|top|bottom)\b"),
-        "still_words": re.compile(r"\bno (?:motion|movement|animation)\b|\bvelocity (?:= ?|of |is )?(?:0|zero)\b|"
+        "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|\bvelocity (?:= ?|of |is )?(?:0|zero)\b|"
                                   r"\bzero velocity\b|\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
-        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?\bfrom (\d+(?:\.\d+)?)x? to (\d+(?:\.\d+)?)x?"),
+        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)x? ?(?:\bto\b|->|→) ?"
+                                   r"(\d+(?:\.\d+)?)x?"),
+        "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing) (up|down)\b"),
         "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
                          for m, words in lex.get("size_general", {}).items() if words},
-        "speck": re.compile(r"\b(?:down |up )?to (?:a |an )?(?:\w+ )?(?:speck|pinpoint|point|dot)\b|\bto nothing\b"),
+        "speck": re.compile(r"\b(?:down |up )?(?:to|toward|towards|into) (?:a |an )?(?:\w+ )?(?:speck|pinpoint|point|dot)\b"
+                            r"|\bto nothing\b"),
         "intensifier": re.compile(r"\bright (?=(?:where|there|here|now|away|beside|next to|below|above|under|behind|"
                                   r"inside|in the (?:middle|centre|center))\b)"),
         "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
@@ -192,6 +198,7 @@ def read(text: str) -> str:
     t = p["size_numbers"].sub(lambda m: " " + CANONICAL["growing" if float(m.group(2)) > float(m.group(1))
                                                          else "shrinking"] + " ", t)
     t = p["speck"].sub(" " + CANONICAL["shrinking"] + " ", t)
+    t = p["scale_particle"].sub(lambda m: " " + CANONICAL["growing" if m.group(1) == "up" else "shrinking"] + " ", t)
     t = p["still_words"].sub(" " + CANONICAL["still"] + " ", t)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
     for motion, pat in (*p["from_size"].items(), *p["become"].items(), *p["in_size"].items(),
@@ -207,8 +214,8 @@ def read(text: str) -> str:
     t = _nominal(t)
     t = " ".join(_bounce_axis(part, p) for part in _object_spans(t))
     for motion, pat in p["motions"].items():
-        if motion != "bounce":
-            t = pat.sub(" " + CANONICAL[motion] + " ", t)
+        if motion != "bounce":    # (a bare "loop" may mean "repeat": world_captions reads it only as a last resort)
+            t = pat.sub(lambda m: m.group(0) if m.group(1).startswith("loop") else " " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
 
