@@ -21,7 +21,9 @@
   by a third helper, read only after the rules widened from the fifth set were committed: their test set. From
   then on a dev set.
 * ``paraphrase7``: a seventh (28 prompts, seven other imagined writers), written blind by a fourth helper, read
-  only after the rules widened from the sixth set were committed: their test set.
+  only after the rules widened from the sixth set were committed: their test set. From then on a dev set.
+* ``paraphrase8``: an eighth (28 prompts, seven writers of the helper's choosing), written blind by a fifth
+  helper, read only after the rules widened from the seventh set were committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -32,9 +34,9 @@ from typing import NamedTuple
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6", "paraphrase7")
+        "paraphrase6", "paraphrase7", "paraphrase8")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7")
+                   "paraphrase7", "paraphrase8")
 
 
 class BenchCase(NamedTuple):
@@ -265,6 +267,40 @@ _PARAPHRASES_7 = (
     (("purple", "triangle", "left"), "Show a purple triangle undergoing constant-velocity displacement in the negative x direction, toward the left edge."),
 )
 
+# the eighth set (paraphrase8): 28 prompts written on 2026-12-05 by a fifth helper, blind the same way (seven
+# writers of its own choosing); committed after the rules widened from the seventh set's misses (d4b7e40) were
+# frozen: their test set
+_PARAPHRASES_8 = (
+    (("red", "circle", "left"), "red ball zooming off to the left side of the screen pls"),
+    (("yellow", "square", "right"), "Could you please make a short clip of a yellow square that travels from the left side of the picture over to the right side? Thank you."),
+    (("green", "triangle", "up"), "green triangle, translate vertically toward top edge, constant velocity"),
+    (("cyan", "circle", "down"), "A cyan circle which goes from above to below in the picture."),
+    (("blue", "square", "still"), "For my little ones: a big blue square that just sits there quietly, no moving at all"),
+    (("purple", "triangle", "growing"), "Violet triangle, locked position, scale-up animation from tiny to filling most of the frame"),
+    (("white", "circle", "shrinking"), "White disc, centered, scales down to a single point, no translation"),
+    (("red", "square", "bounce_lr"), "red square ricocheting off the left and right sides of the screen nonstop"),
+    (("yellow", "triangle", "bounce_ud"), "yellow triangle pinging off the ceiling and the floor of the frame over and over"),
+    (("green", "circle", "circling"), "object: green circle; motion: circular orbit around frame center, loop"),
+    (("cyan", "square", "left"), "Please a cyan square, it should wander to the left side, starting at the right edge."),
+    (("blue", "triangle", "right"), "Can I get a blue triangle taking a little walk across to the right for story time?"),
+    (("purple", "circle", "up"), "I would like to see a purple circle slowly making its way from the bottom of the picture to the top."),
+    (("white", "square", "down"), "White square, linear downward move, enters frame top and exits bottom, dark bg"),
+    (("red", "circle", "still"), "A red circle, kindly, that stays exactly where it is for the whole clip, with no movement whatsoever."),
+    (("yellow", "circle", "growing"), "yellow dot that swells up bigger n bigger"),
+    (("cyan", "triangle", "bounce_lr"), "Cyan triangle what springs from the left wall to the right wall and back again, always repeat."),
+    (("green", "square", "shrinking"), "green box gets tinier and tinier till its basically gone"),
+    (("blue", "circle", "bounce_ud"), "blue circle, vertical oscillation, reflects off top and bottom boundaries"),
+    (("purple", "square", "circling"), "Please show a violet square that keeps travelling along a circular track, lap after lap."),
+    (("white", "triangle", "left"), "a snow-white triangle that tiptoes over to the left, nice and gentle"),
+    (("red", "triangle", "right"), "crimson triangle, horizontal track left-to-right, ease-in-out, black backdrop"),
+    (("yellow", "square", "up"), "yellow square block floating up to the top"),
+    (("green", "triangle", "down"), "Green triangle. It comes down from top until the bottom, like a stone in water."),
+    (("cyan", "circle", "still"), "cyan circle frozen in the middle, doesnt move at all"),
+    (("blue", "square", "growing"), "blue square that just keeps getting huger lol"),
+    (("purple", "triangle", "shrinking"), "purple triangle, fixed position, scale decreasing from 100% to about 20%"),
+    (("white", "circle", "bounce_lr"), "a white ball that bonks off the left wall, then the right wall, again and again like ping-pong"),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -279,7 +315,7 @@ def two_object_cases() -> list:
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
                       "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
-                      "paraphrase7": _PARAPHRASES_7}
+                      "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
