@@ -65,6 +65,11 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle scales down", "shrinking"),
     ("a red circle, scale 1.0 -> 0.2, zero translation", "shrinking"),
     ("a red circle puffed up bigger and bigger", "growing"),     # a verb's particle, not a direction
+    ("a red circle that goes from above to below", "down"),
+    ("a red circle, horizontal track left-to-right", "right"),
+    ("a red circle wandering off, starting at the right edge", "left"),
+    ("a red circle, no moving at all", "still"),
+    ("a red circle, scale-up animation", "growing"),
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)

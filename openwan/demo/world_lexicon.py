@@ -36,10 +36,11 @@ package, which carries WordNet's data); at run time the file is read with no dep
   "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
 * counterclockwise or anticlockwise is circling, as clockwise is;
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
-  floor to ceiling"): the destination; "from the top to the bottom and back" ("and come back"): the bounce along
+  floor to ceiling", "from above to below", "left-to-right"): the destination; "from the top to the bottom and back" ("and come back"): the bounce along
   that axis;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
-* where it comes from alone ("enters from the left", "in from the top") is the other way; where it exits ("exits
+* where it comes from or starts alone ("enters from the left", "in from the top", "starting at the right edge")
+  is the other way; where it exits ("exits
   frame right", "leaves at the top"), the way;
 * words of the camera ("a static shot") are not the object's where it does something else (world_captions);
 * "no motion", "velocity 0", "position fixed" are staying still;
@@ -47,7 +48,7 @@ package, which carries WordNet's data); at run time the file is read with no dep
   down") is growing or shrinking, and so is going "down to a speck", "toward a point" or "to nothing";
 * a bare "loop" may mean "repeat" ("bouncing side to side, loop"): it is circling only where nothing else is
   (world_captions);
-* a negated move ("does not move", "never moves") is staying still;
+* a negated move ("does not move", "never moves", "no moving") is staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
@@ -152,12 +153,14 @@ def _patterns() -> dict:
         "compass": re.compile(rf"\b({_alternation(COMPASS)})(?:ward|wards|bound)?\b"),
         "placeward": re.compile(rf"\b({places}|heaven|earth)(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
-        "from_to": re.compile(rf"\bfrom (?:the )?(left|right|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to (?:the )?"
-                              rf"(left|right|{places})\b(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"),
+        "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
+                              rf"(?:the )?(left|right|above|below|{places})\b(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
+                              rf"|\b(left|right|top|bottom)[ -]to[ -](left|right|top|bottom)\b"),
         "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
                                                                        if "bounce" in motions else []))),
         # where it comes from ("enters from the left", "in from the left") is the other way; where it exits, the way
-        "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from )(?:the )?"
+        "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from |"
+                             r"start\w* (?:out )?(?:at |from |on |in )|begin\w* (?:at |from |on |in ))(?:the )?"
                              r"(left|right|top|bottom)\b(?: side| edge)?"),
         "exit": re.compile(r"\b(?:exit\w*|leav\w*|left) (?:the )?(?:frame |screen |picture )?(?:at |on |through |by )?"
                            r"(?:the )?(left|right|top|bottom)\b"),
@@ -165,7 +168,7 @@ def _patterns() -> dict:
                                   r"\bzero velocity\b|\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)x? ?(?:\bto\b|->|→) ?"
                                    r"(\d+(?:\.\d+)?)x?"),
-        "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing) (up|down)\b"),
+        "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing)[ -](up|down)\b"),
         "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
                          for m, words in lex.get("size_general", {}).items() if words},
         "speck": re.compile(r"\b(?:down |up )?(?:to|toward|towards|into) (?:a |an )?(?:\w+ )?(?:speck|pinpoint|point|dot)\b"
@@ -174,7 +177,8 @@ def _patterns() -> dict:
                                   r"inside|in the (?:middle|centre|center))\b)"),
         "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
                                     r"trajectory|circuit)s?\b"),
-        "negated": re.compile(rf"(?:\bnot|n't|\bnever|\bno longer)(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"),
+        "negated": re.compile(rf"(?:\bnot|n't|\bnever|\bno longer)(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"
+                              rf"|\bno ({_alternation(lex['move'])})\b"),
         "in_size": {m: re.compile(rf"\b({_alternation(words)}) in (?:size|scale|area|diameter)\b")
                     for m, words in lex.get("size_general", {}).items() if words},
         "particle": re.compile(rf"\b({CANONICAL['growing']}|{CANONICAL['shrinking']}) (?:up|down|out)\b"),
@@ -252,9 +256,10 @@ def _bounce_axis(t: str, p: dict) -> str:
 
 def _from_to(m) -> str:
     """ "from the left to the right": the destination; "... and back": the bounce along that axis."""
+    to = m.group(2) or m.group(4)
     if m.group(0).endswith("back"):
-        return " " + ("bounce_lr" if m.group(2) in ("left", "right") else "bounce_ud") + " "
-    return " " + CANONICAL[DIRECTION_NOUNS.get(m.group(2), m.group(2))] + " "
+        return " " + ("bounce_lr" if to in ("left", "right") else "bounce_ud") + " "
+    return " " + CANONICAL[{"above": "up", "below": "down", **DIRECTION_NOUNS}.get(to, to)] + " "
 
 
 # (not "that": in prompts it mostly opens a relative clause, "a circle that stays put")
