@@ -23,7 +23,10 @@
 * ``paraphrase7``: a seventh (28 prompts, seven other imagined writers), written blind by a fourth helper, read
   only after the rules widened from the sixth set were committed: their test set. From then on a dev set.
 * ``paraphrase8``: an eighth (28 prompts, seven writers of the helper's choosing), written blind by a fifth
-  helper, read only after the rules widened from the seventh set were committed: their test set.
+  helper, read only after the rules widened from the seventh set were committed: their test set. From then on a
+  dev set.
+* ``paraphrase9``: a ninth (28 prompts), written blind by a sixth helper, read only after the rules widened from
+  the eighth set were committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -34,9 +37,9 @@ from typing import NamedTuple
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6", "paraphrase7", "paraphrase8")
+        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7", "paraphrase8")
+                   "paraphrase7", "paraphrase8", "paraphrase9")
 
 
 class BenchCase(NamedTuple):
@@ -301,6 +304,39 @@ _PARAPHRASES_8 = (
     (("white", "circle", "bounce_lr"), "a white ball that bonks off the left wall, then the right wall, again and again like ping-pong"),
 )
 
+# the ninth set (paraphrase9): 28 prompts written on 2026-12-05 by a sixth helper, blind the same way; committed
+# after the rules widened from the eighth set's misses (0f06e0f) were frozen: their test set
+_PARAPHRASES_9 = (
+    (("red", "circle", "left"), "Good afternoon. Could you please make a short clip of a red ball that travels slowly from the right-hand side of the screen over to the left-hand side? A plain dark background would be lovely. Thank you kindly."),
+    (("yellow", "square", "left"), "yellow square go to left side, slowly please"),
+    (("cyan", "triangle", "left"), "cyan triangle, linear tween along X from right edge to left edge, dark bg, 2s loop"),
+    (("green", "triangle", "right"), "green triangle speeding over to the right side lol"),
+    (("blue", "circle", "right"), "Concept: blue circle enters frame left, exits frame right. Clean dark background, single object, smooth horizontal travel."),
+    (("purple", "square", "right"), "A violet square shall translate horizontally from the left border to the right border at constant speed. Background: dark, uniform."),
+    (("white", "circle", "up"), "white circle floating up to the top thats it"),
+    (("red", "triangle", "up"), "for my little girl: a red triangle that climbs up to the sky of the screen, slow please"),
+    (("green", "square", "up"), "Green square, vertical displacement upward from bottom edge to top edge, no change of size."),
+    (("purple", "triangle", "down"), "one purple triangle, it come down from top to bottom of screen"),
+    (("white", "square", "down"), "White square on black, animate Y position top to bottom, constant velocity, no rotation."),
+    (("cyan", "circle", "down"), "a aqua colored ball that comes down slowly from the top to the bottom, is for my son"),
+    (("yellow", "circle", "still"), "I would like to see a single yellow disc sitting perfectly motionless in the middle of a dark screen for the whole video, please. No movement at all, if you would be so kind."),
+    (("blue", "square", "still"), "Need a static hero shot: one blue square, centered, completely stationary, dark backdrop, no animation on the object."),
+    (("white", "triangle", "still"), "White triangle, position fixed, size fixed, zero velocity during entire sequence."),
+    (("green", "circle", "growing"), "green circle become big and big, stay in center"),
+    (("red", "square", "growing"), "Red square centered, keyframe scale from 20% to 100%, ease-in-out, no translation. Dark backdrop."),
+    (("cyan", "square", "growing"), "cyan square that start small and then get big big big, for kids video"),
+    (("blue", "triangle", "shrinking"), "blue triangle going from big to super tiny ngl"),
+    (("yellow", "triangle", "shrinking"), "Yellow triangle scaling down over the duration of the clip, ending small. Minimal dark background."),
+    (("purple", "circle", "shrinking"), "Please show me one purple circle, rather large at first, which gradually becomes tinier and tinier until it is just a little dot. Dark background, nothing else in the picture. Many thanks."),
+    (("green", "square", "bounce_lr"), "Green square oscillates horizontally, reflecting at the left and right frame boundaries. Periodic motion."),
+    (("white", "triangle", "bounce_lr"), "white triangle that hit the left wall and the right wall and come back every time, like ping pong"),
+    (("red", "circle", "bounce_lr"), "red circle ping-ponging horizontally between the left and right frame edges, looping, flat dark bg"),
+    (("yellow", "square", "bounce_ud"), "yellow square boinging off the top n bottom over and over"),
+    (("blue", "circle", "bounce_ud"), "Could you animate a blue ball bouncing between the ceiling and the floor of the frame, over and over, like a child's rubber ball? Just the one ball on a dark background, please."),
+    (("purple", "square", "circling"), "purple square make round orbit path, like planet around sun"),
+    (("cyan", "triangle", "circling"), "Cyan triangle tracing a loop around the centre of the frame, continuous circular motion, dark bg."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -315,7 +351,7 @@ def two_object_cases() -> list:
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
                       "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
-                      "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8}
+                      "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
