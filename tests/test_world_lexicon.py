@@ -70,6 +70,8 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle wandering off, starting at the right edge", "left"),
     ("a red circle, no moving at all", "still"),
     ("a red circle, scale-up animation", "growing"),
+    ("a red circle moving left, right away", "left"),            # "right" as emphasis
+    ("a red circle that left the frame at the top", "up"),       # the past of "leave"
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -95,6 +97,7 @@ def test_a_participle_before_the_object_still_says_what_it_does():
     "a red circle moving",                            # no motion named
     "a red circle increasing",                        # a general change not said of the size: not guessed
     "an emerald found by a circle moving left",       # a rarer color sense not before a shape: no color
+    "a red circle moves up and gets bigger",          # a direction and a size change: not one motion
 ])
 def test_wording_without_one_motion_is_not_guessed(prompt):
     assert parse_prompt(prompt) is None

@@ -246,7 +246,8 @@ def _motions(text: str) -> list:
         from openwan.demo.world_lexicon import CAMERA
         found = _found(_MOTION_RE, re.sub(CAMERA, " ", text)) or found
     sizes = [m for m in found if m in ("growing", "shrinking")]
-    if len(sizes) == 1 and set(found) - set(sizes) <= {"up", "down"} and re.search(r"\w(?:ed|s|ing) (?:up|down)\b", text):
+    if len(sizes) == 1 and set(found) - set(sizes) <= {"up", "down"} and \
+            re.search(rf"\w(?:ed|s|ing) (?:up|down) (?:\w+ )?{_MOTION_RE[sizes[0]].pattern}", text):
         return sizes                                       # a verb's particle ("puffed up bigger"), not a direction
     return sizes if len(sizes) == 1 and set(found) - set(sizes) == {"still"} else found
 

@@ -162,8 +162,8 @@ def _patterns() -> dict:
         "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from |"
                              r"start\w* (?:out )?(?:at |from |on |in )|begin\w* (?:at |from |on |in ))(?:the )?"
                              r"(left|right|top|bottom)\b(?: side| edge)?"),
-        "exit": re.compile(r"\b(?:exit\w*|leav\w*|left) (?:the )?(?:frame |screen |picture )?(?:at |on |through |by )?"
-                           r"(?:the )?(left|right|top|bottom)\b"),
+        "exit": re.compile(r"\b(?:(?:exit\w*|leav\w*) (?:the )?(?:frame |screen |picture )?|left (?:the )?(?:frame|screen|"
+                           r"picture) )(?:at |on |through |by )?(?:the )?(left|right|top|bottom)\b"),
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|\bvelocity (?:= ?|of |is )?(?:0|zero)\b|"
                                   r"\bzero velocity\b|\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)x? ?(?:\bto\b|->|→) ?"
