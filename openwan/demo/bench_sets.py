@@ -140,7 +140,8 @@ _PARAPHRASES_3 = (
 _PARAPHRASES_4 = (
     (("red", "circle", "left"), "A crimson ball rolls toward the left edge of the screen."),
     (("cyan", "square", "left"), "teal box heading west"),
-    (("purple", "triangle", "left"), "Video of a violet triangle that glides from the right side of the frame over to the left."),
+    (("purple", "triangle", "left"), "Video of a violet triangle that glides from the right side of the frame over "
+                                     "to the left."),
     (("yellow", "triangle", "right"), "The yellow triangle drifts eastward across the dark background."),
     (("white", "circle", "right"), "a small white dot scooting off toward the right-hand side"),
     (("green", "square", "right"), "Watch as a green tile makes its way from left to right."),
@@ -148,7 +149,8 @@ _PARAPHRASES_4 = (
     (("red", "triangle", "up"), "red triangle climbing skyward"),
     (("green", "circle", "up"), "Clip: a green disc lifts off and heads north until it leaves the top edge."),
     (("yellow", "circle", "down"), "A yellow ball drops toward the ground."),
-    (("purple", "square", "down"), "The purple square slowly travels downward, from the top of the screen to the bottom."),
+    (("purple", "square", "down"), "The purple square slowly travels downward, from the top of the screen to the "
+                                   "bottom."),
     (("cyan", "triangle", "down"), "Southbound cyan triangle, headed for the bottom edge."),
     (("white", "square", "still"), "A white square sits motionless in the middle of the frame."),
     (("blue", "triangle", "still"), "Just a blue triangle, perfectly stationary, nothing happening."),
@@ -161,11 +163,14 @@ _PARAPHRASES_4 = (
     (("blue", "circle", "shrinking"), "blue dot reducing in size while staying centered"),
     (("red", "circle", "bounce_lr"), "A red ball ricochets between the left and right walls."),
     (("purple", "triangle", "bounce_lr"), "violet triangle ping-ponging side to side"),
-    (("white", "square", "bounce_lr"), "The white tile keeps bouncing off the left edge and then the right edge, over and over."),
+    (("white", "square", "bounce_lr"), "The white tile keeps bouncing off the left edge and then the right edge, "
+                                       "over and over."),
     (("cyan", "circle", "bounce_ud"), "A cyan ball bounces off the floor and the ceiling repeatedly."),
-    (("yellow", "triangle", "bounce_ud"), "Here's a yellow triangle rebounding from the top edge to the bottom edge and back again."),
+    (("yellow", "triangle", "bounce_ud"), "Here's a yellow triangle rebounding from the top edge to the bottom edge "
+                                          "and back again."),
     (("green", "square", "circling"), "A green square traces a circular orbit around the center of the screen."),
-    (("blue", "triangle", "circling"), "In this clip, a blue triangle revolves around the middle of the frame along a round path."),
+    (("blue", "triangle", "circling"), "In this clip, a blue triangle revolves around the middle of the frame along "
+                                       "a round path."),
 )
 
 # the fifth set (paraphrase5): 28 prompts written on 2026-12-05 by a second helper, blind the same way (no example
@@ -183,7 +188,8 @@ _PARAPHRASES_5 = (
     (("white", "triangle", "up"), "Animate a white triangle that lifts off from the bottom and heads for the ceiling."),
     (("yellow", "circle", "down"), "yellow disc dropping toward the bottom edge like a stone"),
     (("purple", "square", "down"), "Purple square travelling south."),
-    (("cyan", "triangle", "down"), "Show an aqua triangle gradually coming down from the top of the frame to the bottom."),
+    (("cyan", "triangle", "down"), "Show an aqua triangle gradually coming down from the top of the frame to the "
+                                   "bottom."),
     (("green", "triangle", "still"), "green triangle, totally motionless, dead center"),
     (("blue", "square", "still"), "A blue square just sits there in the middle, perfectly stationary."),
     (("red", "circle", "still"), "static shot of a red dot that never moves"),
@@ -195,11 +201,13 @@ _PARAPHRASES_5 = (
     (("blue", "triangle", "shrinking"), "Start with a big blue triangle and have it diminish in place."),
     (("yellow", "circle", "bounce_lr"), "a golden ball ping-ponging between the left and right walls"),
     (("white", "square", "bounce_lr"), "White box ricochets side to side across the frame."),
-    (("red", "triangle", "bounce_lr"), "red triangle oscillating horizontally, rebounding whenever it hits a side edge"),
+    (("red", "triangle", "bounce_lr"), "red triangle oscillating horizontally, rebounding whenever it hits a side "
+                                       "edge"),
     (("cyan", "circle", "bounce_ud"), "A cyan orb that keeps bouncing off the floor and the ceiling of the frame."),
     (("blue", "triangle", "bounce_ud"), "blue triangle yo-yoing vertically between the top and bottom edges"),
     (("purple", "square", "circling"), "purple square orbiting around the center of the frame"),
-    (("green", "circle", "circling"), "A green circle travels in a big loop around the screen, like a moon around a planet."),
+    (("green", "circle", "circling"), "A green circle travels in a big loop around the screen, like a moon around a "
+                                      "planet."),
 )
 
 # the sixth set (paraphrase6): 28 prompts written on 2026-12-05 by a third helper, blind the same way (seven
@@ -208,32 +216,45 @@ _PARAPHRASES_5 = (
 _PARAPHRASES_6 = (
     (("red", "circle", "left"), "a red ball rolls all the way over to the left side pleeease"),
     (("yellow", "triangle", "up"), "make the yellow triangle fly up up up to the sky!!"),
-    (("green", "square", "bounce_lr"), "green box boings from the left wall to the right wall and back again lots and lots of times"),
+    (("green", "square", "bounce_lr"), "green box boings from the left wall to the right wall and back again lots "
+                                       "and lots of times"),
     (("purple", "circle", "growing"), "i want a purple ball that gets big big BIGGER"),
-    (("blue", "square", "right"), "Wide static shot: a blue square enters frame left and tracks steadily across to exit frame right. Black backdrop."),
-    (("white", "triangle", "still"), "Locked-off shot, white triangle centered on black, held motionless for the entire take. No camera move, no subject move."),
-    (("cyan", "circle", "shrinking"), "Camera locked. A cyan disc dwindles where it sits, down to a pinpoint over the course of the shot."),
-    (("red", "triangle", "bounce_ud"), "Close on a red triangle against darkness; it ricochets off the top of frame, then the bottom, repeating, vertical axis only."),
+    (("blue", "square", "right"), "Wide static shot: a blue square enters frame left and tracks steadily across to "
+                                  "exit frame right. Black backdrop."),
+    (("white", "triangle", "still"), "Locked-off shot, white triangle centered on black, held motionless for the "
+                                     "entire take. No camera move, no subject move."),
+    (("cyan", "circle", "shrinking"), "Camera locked. A cyan disc dwindles where it sits, down to a pinpoint over "
+                                      "the course of the shot."),
+    (("red", "triangle", "bounce_ud"), "Close on a red triangle against darkness; it ricochets off the top of frame, "
+                                       "then the bottom, repeating, vertical axis only."),
     (("green", "circle", "down"), "please make video where green circle go to down, from top of screen until bottom"),
     (("purple", "square", "left"), "I want purple square which is go to left direction slowly, background is dark"),
-    (("yellow", "circle", "circling"), "yellow circle is travel on a round path around middle of screen, again and again"),
+    (("yellow", "circle", "circling"), "yellow circle is travel on a round path around middle of screen, again and "
+                                       "again"),
     (("white", "square", "growing"), "white square become more and more big but stay in same place"),
     (("cyan", "triangle", "right"), "obj=triangle, color=cyan, dx>0 (heading toward the right edge), dy=0, bg=black"),
     (("blue", "circle", "still"), "render a blue circle at center, velocity = 0, no animation on position or scale"),
     (("red", "square", "shrinking"), "red square, scale animates from 1.0 to 0.1 over the clip, position fixed"),
-    (("purple", "triangle", "bounce_lr"), "purple triangle; x oscillates between xmin and xmax, reflecting at the left/right bounds; y constant"),
+    (("purple", "triangle", "bounce_lr"), "purple triangle; x oscillates between xmin and xmax, reflecting at the "
+                                          "left/right bounds; y constant"),
     (("white", "circle", "up"), "a white disc climbs through the dark toward the upper edge of the night"),
     (("blue", "triangle", "down"), "a blue triangle descends like a slow tear through the black"),
-    (("yellow", "square", "shrinking"), "a yellow square wanes, smaller and smaller where it stands, until only a point of it remains"),
-    (("green", "triangle", "circling"), "a green triangle traces a slow loop, orbit after orbit, about the center of the void"),
+    (("yellow", "square", "shrinking"), "a yellow square wanes, smaller and smaller where it stands, until only a "
+                                        "point of it remains"),
+    (("green", "triangle", "circling"), "a green triangle traces a slow loop, orbit after orbit, about the center of "
+                                        "the void"),
     (("cyan", "square", "left"), "cyan square to the left edge, quick"),
     (("red", "circle", "right"), "red circle slide to right"),
     (("green", "square", "still"), "green square, no motion"),
     (("blue", "circle", "bounce_lr"), "blue dot ping pong horizontally"),
-    (("purple", "circle", "down"), "A purple circle translates vertically downward from the top edge to the bottom edge of the frame at constant speed."),
-    (("yellow", "triangle", "growing"), "A yellow triangle remains centered while its size increases uniformly throughout the clip."),
-    (("cyan", "triangle", "up"), "A cyan triangle travels vertically from the bottom of the frame to the top, entering low and exiting high."),
-    (("white", "square", "bounce_ud"), "Specification: one white square; motion: periodic vertical oscillation, reversing direction upon contact with the upper and lower frame boundaries."),
+    (("purple", "circle", "down"), "A purple circle translates vertically downward from the top edge to the bottom "
+                                   "edge of the frame at constant speed."),
+    (("yellow", "triangle", "growing"), "A yellow triangle remains centered while its size increases uniformly "
+                                        "throughout the clip."),
+    (("cyan", "triangle", "up"), "A cyan triangle travels vertically from the bottom of the frame to the top, "
+                                 "entering low and exiting high."),
+    (("white", "square", "bounce_ud"), "Specification: one white square; motion: periodic vertical oscillation, "
+                                       "reversing direction upon contact with the upper and lower frame boundaries."),
 )
 
 # the seventh set (paraphrase7): 28 prompts written on 2026-12-05 by a fourth helper, blind the same way (seven
@@ -242,32 +263,49 @@ _PARAPHRASES_6 = (
 _PARAPHRASES_7 = (
     (("red", "circle", "left"), "yo can u make a red ball zoom off to the left lol"),
     (("cyan", "square", "growing"), "ok so like an aqua square that keeps swelling up more n more?? dark bg pls"),
-    (("purple", "triangle", "bounce_lr"), "purple triangle ping-ponging wall to wall, left edge then right edge, forever"),
+    (("purple", "triangle", "bounce_lr"), "purple triangle ping-ponging wall to wall, left edge then right edge, "
+                                          "forever"),
     (("yellow", "circle", "down"), "need a yellow dot that just drops to the bottom, nothing else"),
-    (("blue", "square", "right"), "Static wide shot, pitch-black backdrop: a navy blue square tracks across the frame from left to right at an even pace."),
-    (("white", "triangle", "still"), "Locked-off frame, single white triangle dead center, zero movement for the full duration of the shot."),
-    (("green", "circle", "circling"), "Overhead angle on a black set: an emerald disc traces a smooth circular orbit around the center of frame."),
-    (("red", "triangle", "shrinking"), "Hold the camera static; a crimson triangle scales down in place, dwindling toward a point in the middle of frame."),
+    (("blue", "square", "right"), "Static wide shot, pitch-black backdrop: a navy blue square tracks across the "
+                                  "frame from left to right at an even pace."),
+    (("white", "triangle", "still"), "Locked-off frame, single white triangle dead center, zero movement for the "
+                                     "full duration of the shot."),
+    (("green", "circle", "circling"), "Overhead angle on a black set: an emerald disc traces a smooth circular orbit "
+                                      "around the center of frame."),
+    (("red", "triangle", "shrinking"), "Hold the camera static; a crimson triangle scales down in place, dwindling "
+                                       "toward a point in the middle of frame."),
     (("green", "triangle", "up"), "Please make green triangle, it go to the top of screen slowly, background is dark."),
     (("yellow", "square", "growing"), "I want yellow square which become more big and more big, stay in same place."),
-    (("blue", "circle", "bounce_ud"), "a blue circle jump from floor to ceiling and come back, again and again, on dark background"),
+    (("blue", "circle", "bounce_ud"), "a blue circle jump from floor to ceiling and come back, again and again, on "
+                                      "dark background"),
     (("white", "square", "left"), "White square is travel to left side of the screen, please."),
-    (("purple", "circle", "down"), "purple circle; linear translation from top edge to bottom edge; constant velocity; bg #000"),
-    (("red", "square", "bounce_lr"), "Spec: one red square. x position oscillates between the left and right frame bounds, reflecting off each wall. y fixed."),
-    (("cyan", "triangle", "shrinking"), "cyan triangle, scale factor animates 1.0 -> 0.2 over the clip, anchor at center, no translation"),
+    (("purple", "circle", "down"), "purple circle; linear translation from top edge to bottom edge; constant "
+                                   "velocity; bg #000"),
+    (("red", "square", "bounce_lr"), "Spec: one red square. x position oscillates between the left and right frame "
+                                     "bounds, reflecting off each wall. y fixed."),
+    (("cyan", "triangle", "shrinking"), "cyan triangle, scale factor animates 1.0 -> 0.2 over the clip, anchor at "
+                                        "center, no translation"),
     (("green", "square", "right"), "green square, translate +x (rightward) at constant speed across the viewport"),
-    (("white", "circle", "up"), "A little white circle floats up, up, up into the dark night sky, like a lost balloon."),
-    (("purple", "square", "still"), "Once upon a time, a small violet square sat very quietly in the dark and did not move one bit."),
-    (("blue", "triangle", "circling"), "Round and round the blue triangle goes, tracing a big ring through the darkness, like a merry-go-round."),
-    (("red", "circle", "growing"), "The tiny red ball puffed up bigger and bigger, like a balloon filling with air, without ever leaving its spot."),
+    (("white", "circle", "up"), "A little white circle floats up, up, up into the dark night sky, like a lost "
+                                "balloon."),
+    (("purple", "square", "still"), "Once upon a time, a small violet square sat very quietly in the dark and did "
+                                    "not move one bit."),
+    (("blue", "triangle", "circling"), "Round and round the blue triangle goes, tracing a big ring through the "
+                                       "darkness, like a merry-go-round."),
+    (("red", "circle", "growing"), "The tiny red ball puffed up bigger and bigger, like a balloon filling with air, "
+                                   "without ever leaving its spot."),
     (("cyan", "circle", "right"), "cyan circle, heads right, fast"),
     (("white", "triangle", "down"), "white triangle top to bottom. go"),
     (("green", "triangle", "shrinking"), "green triangle, make it smaller & smaller"),
     (("yellow", "square", "bounce_lr"), "yellow box side-to-side bounce, edge to edge, loop"),
-    (("red", "square", "up"), "Demonstrate uniform vertical motion: a red square travels upward at constant velocity from the bottom of the frame to the top."),
-    (("blue", "circle", "still"), "A blue circle at rest: zero velocity, zero acceleration, its position unchanged throughout the clip."),
-    (("cyan", "square", "bounce_ud"), "Model repeated elastic collisions: a cyan square rebounds off the floor, hits the ceiling, and returns, oscillating vertically."),
-    (("purple", "triangle", "left"), "Show a purple triangle undergoing constant-velocity displacement in the negative x direction, toward the left edge."),
+    (("red", "square", "up"), "Demonstrate uniform vertical motion: a red square travels upward at constant velocity "
+                              "from the bottom of the frame to the top."),
+    (("blue", "circle", "still"), "A blue circle at rest: zero velocity, zero acceleration, its position unchanged "
+                                  "throughout the clip."),
+    (("cyan", "square", "bounce_ud"), "Model repeated elastic collisions: a cyan square rebounds off the floor, hits "
+                                      "the ceiling, and returns, oscillating vertically."),
+    (("purple", "triangle", "left"), "Show a purple triangle undergoing constant-velocity displacement in the "
+                                     "negative x direction, toward the left edge."),
 )
 
 # the eighth set (paraphrase8): 28 prompts written on 2026-12-05 by a fifth helper, blind the same way (seven
@@ -275,25 +313,35 @@ _PARAPHRASES_7 = (
 # frozen: their test set
 _PARAPHRASES_8 = (
     (("red", "circle", "left"), "red ball zooming off to the left side of the screen pls"),
-    (("yellow", "square", "right"), "Could you please make a short clip of a yellow square that travels from the left side of the picture over to the right side? Thank you."),
+    (("yellow", "square", "right"), "Could you please make a short clip of a yellow square that travels from the "
+                                    "left side of the picture over to the right side? Thank you."),
     (("green", "triangle", "up"), "green triangle, translate vertically toward top edge, constant velocity"),
     (("cyan", "circle", "down"), "A cyan circle which goes from above to below in the picture."),
-    (("blue", "square", "still"), "For my little ones: a big blue square that just sits there quietly, no moving at all"),
-    (("purple", "triangle", "growing"), "Violet triangle, locked position, scale-up animation from tiny to filling most of the frame"),
+    (("blue", "square", "still"), "For my little ones: a big blue square that just sits there quietly, no moving at "
+                                  "all"),
+    (("purple", "triangle", "growing"), "Violet triangle, locked position, scale-up animation from tiny to filling "
+                                        "most of the frame"),
     (("white", "circle", "shrinking"), "White disc, centered, scales down to a single point, no translation"),
     (("red", "square", "bounce_lr"), "red square ricocheting off the left and right sides of the screen nonstop"),
-    (("yellow", "triangle", "bounce_ud"), "yellow triangle pinging off the ceiling and the floor of the frame over and over"),
+    (("yellow", "triangle", "bounce_ud"), "yellow triangle pinging off the ceiling and the floor of the frame over "
+                                          "and over"),
     (("green", "circle", "circling"), "object: green circle; motion: circular orbit around frame center, loop"),
-    (("cyan", "square", "left"), "Please a cyan square, it should wander to the left side, starting at the right edge."),
-    (("blue", "triangle", "right"), "Can I get a blue triangle taking a little walk across to the right for story time?"),
-    (("purple", "circle", "up"), "I would like to see a purple circle slowly making its way from the bottom of the picture to the top."),
+    (("cyan", "square", "left"), "Please a cyan square, it should wander to the left side, starting at the right "
+                                 "edge."),
+    (("blue", "triangle", "right"), "Can I get a blue triangle taking a little walk across to the right for story "
+                                    "time?"),
+    (("purple", "circle", "up"), "I would like to see a purple circle slowly making its way from the bottom of the "
+                                 "picture to the top."),
     (("white", "square", "down"), "White square, linear downward move, enters frame top and exits bottom, dark bg"),
-    (("red", "circle", "still"), "A red circle, kindly, that stays exactly where it is for the whole clip, with no movement whatsoever."),
+    (("red", "circle", "still"), "A red circle, kindly, that stays exactly where it is for the whole clip, with no "
+                                 "movement whatsoever."),
     (("yellow", "circle", "growing"), "yellow dot that swells up bigger n bigger"),
-    (("cyan", "triangle", "bounce_lr"), "Cyan triangle what springs from the left wall to the right wall and back again, always repeat."),
+    (("cyan", "triangle", "bounce_lr"), "Cyan triangle what springs from the left wall to the right wall and back "
+                                        "again, always repeat."),
     (("green", "square", "shrinking"), "green box gets tinier and tinier till its basically gone"),
     (("blue", "circle", "bounce_ud"), "blue circle, vertical oscillation, reflects off top and bottom boundaries"),
-    (("purple", "square", "circling"), "Please show a violet square that keeps travelling along a circular track, lap after lap."),
+    (("purple", "square", "circling"), "Please show a violet square that keeps travelling along a circular track, "
+                                       "lap after lap."),
     (("white", "triangle", "left"), "a snow-white triangle that tiptoes over to the left, nice and gentle"),
     (("red", "triangle", "right"), "crimson triangle, horizontal track left-to-right, ease-in-out, black backdrop"),
     (("yellow", "square", "up"), "yellow square block floating up to the top"),
@@ -301,40 +349,64 @@ _PARAPHRASES_8 = (
     (("cyan", "circle", "still"), "cyan circle frozen in the middle, doesnt move at all"),
     (("blue", "square", "growing"), "blue square that just keeps getting huger lol"),
     (("purple", "triangle", "shrinking"), "purple triangle, fixed position, scale decreasing from 100% to about 20%"),
-    (("white", "circle", "bounce_lr"), "a white ball that bonks off the left wall, then the right wall, again and again like ping-pong"),
+    (("white", "circle", "bounce_lr"), "a white ball that bonks off the left wall, then the right wall, again and "
+                                       "again like ping-pong"),
 )
 
 # the ninth set (paraphrase9): 28 prompts written on 2026-12-05 by a sixth helper, blind the same way; committed
 # after the rules widened from the eighth set's misses (0f06e0f) were frozen: their test set
 _PARAPHRASES_9 = (
-    (("red", "circle", "left"), "Good afternoon. Could you please make a short clip of a red ball that travels slowly from the right-hand side of the screen over to the left-hand side? A plain dark background would be lovely. Thank you kindly."),
+    (("red", "circle", "left"), "Good afternoon. Could you please make a short clip of a red ball that travels "
+                                "slowly from the right-hand side of the screen over to the left-hand side? A plain "
+                                "dark background would be lovely. Thank you kindly."),
     (("yellow", "square", "left"), "yellow square go to left side, slowly please"),
-    (("cyan", "triangle", "left"), "cyan triangle, linear tween along X from right edge to left edge, dark bg, 2s loop"),
+    (("cyan", "triangle", "left"), "cyan triangle, linear tween along X from right edge to left edge, dark bg, 2s "
+                                   "loop"),
     (("green", "triangle", "right"), "green triangle speeding over to the right side lol"),
-    (("blue", "circle", "right"), "Concept: blue circle enters frame left, exits frame right. Clean dark background, single object, smooth horizontal travel."),
-    (("purple", "square", "right"), "A violet square shall translate horizontally from the left border to the right border at constant speed. Background: dark, uniform."),
+    (("blue", "circle", "right"), "Concept: blue circle enters frame left, exits frame right. Clean dark background, "
+                                  "single object, smooth horizontal travel."),
+    (("purple", "square", "right"), "A violet square shall translate horizontally from the left border to the right "
+                                    "border at constant speed. Background: dark, uniform."),
     (("white", "circle", "up"), "white circle floating up to the top thats it"),
-    (("red", "triangle", "up"), "for my little girl: a red triangle that climbs up to the sky of the screen, slow please"),
-    (("green", "square", "up"), "Green square, vertical displacement upward from bottom edge to top edge, no change of size."),
+    (("red", "triangle", "up"), "for my little girl: a red triangle that climbs up to the sky of the screen, slow "
+                                "please"),
+    (("green", "square", "up"), "Green square, vertical displacement upward from bottom edge to top edge, no change "
+                                "of size."),
     (("purple", "triangle", "down"), "one purple triangle, it come down from top to bottom of screen"),
-    (("white", "square", "down"), "White square on black, animate Y position top to bottom, constant velocity, no rotation."),
-    (("cyan", "circle", "down"), "a aqua colored ball that comes down slowly from the top to the bottom, is for my son"),
-    (("yellow", "circle", "still"), "I would like to see a single yellow disc sitting perfectly motionless in the middle of a dark screen for the whole video, please. No movement at all, if you would be so kind."),
-    (("blue", "square", "still"), "Need a static hero shot: one blue square, centered, completely stationary, dark backdrop, no animation on the object."),
-    (("white", "triangle", "still"), "White triangle, position fixed, size fixed, zero velocity during entire sequence."),
+    (("white", "square", "down"), "White square on black, animate Y position top to bottom, constant velocity, no "
+                                  "rotation."),
+    (("cyan", "circle", "down"), "a aqua colored ball that comes down slowly from the top to the bottom, is for my "
+                                 "son"),
+    (("yellow", "circle", "still"), "I would like to see a single yellow disc sitting perfectly motionless in the "
+                                    "middle of a dark screen for the whole video, please. No movement at all, if you "
+                                    "would be so kind."),
+    (("blue", "square", "still"), "Need a static hero shot: one blue square, centered, completely stationary, dark "
+                                  "backdrop, no animation on the object."),
+    (("white", "triangle", "still"), "White triangle, position fixed, size fixed, zero velocity during entire "
+                                     "sequence."),
     (("green", "circle", "growing"), "green circle become big and big, stay in center"),
-    (("red", "square", "growing"), "Red square centered, keyframe scale from 20% to 100%, ease-in-out, no translation. Dark backdrop."),
+    (("red", "square", "growing"), "Red square centered, keyframe scale from 20% to 100%, ease-in-out, no "
+                                   "translation. Dark backdrop."),
     (("cyan", "square", "growing"), "cyan square that start small and then get big big big, for kids video"),
     (("blue", "triangle", "shrinking"), "blue triangle going from big to super tiny ngl"),
-    (("yellow", "triangle", "shrinking"), "Yellow triangle scaling down over the duration of the clip, ending small. Minimal dark background."),
-    (("purple", "circle", "shrinking"), "Please show me one purple circle, rather large at first, which gradually becomes tinier and tinier until it is just a little dot. Dark background, nothing else in the picture. Many thanks."),
-    (("green", "square", "bounce_lr"), "Green square oscillates horizontally, reflecting at the left and right frame boundaries. Periodic motion."),
-    (("white", "triangle", "bounce_lr"), "white triangle that hit the left wall and the right wall and come back every time, like ping pong"),
-    (("red", "circle", "bounce_lr"), "red circle ping-ponging horizontally between the left and right frame edges, looping, flat dark bg"),
+    (("yellow", "triangle", "shrinking"), "Yellow triangle scaling down over the duration of the clip, ending small. "
+                                          "Minimal dark background."),
+    (("purple", "circle", "shrinking"), "Please show me one purple circle, rather large at first, which gradually "
+                                        "becomes tinier and tinier until it is just a little dot. Dark background, "
+                                        "nothing else in the picture. Many thanks."),
+    (("green", "square", "bounce_lr"), "Green square oscillates horizontally, reflecting at the left and right frame "
+                                       "boundaries. Periodic motion."),
+    (("white", "triangle", "bounce_lr"), "white triangle that hit the left wall and the right wall and come back "
+                                         "every time, like ping pong"),
+    (("red", "circle", "bounce_lr"), "red circle ping-ponging horizontally between the left and right frame edges, "
+                                     "looping, flat dark bg"),
     (("yellow", "square", "bounce_ud"), "yellow square boinging off the top n bottom over and over"),
-    (("blue", "circle", "bounce_ud"), "Could you animate a blue ball bouncing between the ceiling and the floor of the frame, over and over, like a child's rubber ball? Just the one ball on a dark background, please."),
+    (("blue", "circle", "bounce_ud"), "Could you animate a blue ball bouncing between the ceiling and the floor of "
+                                      "the frame, over and over, like a child's rubber ball? Just the one ball on a "
+                                      "dark background, please."),
     (("purple", "square", "circling"), "purple square make round orbit path, like planet around sun"),
-    (("cyan", "triangle", "circling"), "Cyan triangle tracing a loop around the centre of the frame, continuous circular motion, dark bg."),
+    (("cyan", "triangle", "circling"), "Cyan triangle tracing a loop around the centre of the frame, continuous "
+                                       "circular motion, dark bg."),
 )
 
 

