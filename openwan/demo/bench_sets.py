@@ -27,6 +27,8 @@
   dev set.
 * ``paraphrase9``: a ninth (28 prompts), written blind by a sixth helper, read only after the rules widened from
   the eighth set were committed: their test set.
+* ``paraphrase10``: a tenth (28 prompts), written blind by a seventh helper, read only after the shipped rules
+  (two review fixes after the ninth's) were committed: their second test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -37,9 +39,9 @@ from typing import NamedTuple
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9")
+        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7", "paraphrase8", "paraphrase9")
+                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10")
 
 
 class BenchCase(NamedTuple):
@@ -409,6 +411,49 @@ _PARAPHRASES_9 = (
                                        "circular motion, dark bg."),
 )
 
+# the tenth set (paraphrase10): 28 prompts written on 2026-12-05 by a seventh helper, blind the same way; committed
+# after the shipped rules (1640717) were frozen: their second test set
+_PARAPHRASES_10 = (
+    (("red", "circle", "left"), "red ball zooms off to the left"),
+    (("cyan", "triangle", "growing"), "cyan triangle swells up bigger n bigger, stays in the middle"),
+    (("yellow", "square", "bounce_ud"), "yellow box bouncin off the top and bottom over n over"),
+    (("purple", "circle", "still"), "purple dot just chillin, no movement"),
+    (("green", "square", "up"), "Could you please make a short clip of a green square that travels slowly from the "
+                                "bottom of the screen to the top? Thank you."),
+    (("white", "triangle", "shrinking"), "I would like to see a white triangle in the centre that gradually becomes "
+                                         "tinier until it is quite small."),
+    (("blue", "circle", "bounce_lr"), "Please show a blue circle that bounces off the left wall, then the right "
+                                      "wall, again and again."),
+    (("red", "triangle", "down"), "A red triangle, if you please, descending gently from the top of the picture to "
+                                  "the bottom."),
+    (("yellow", "triangle", "right"), "a yellow triangle what is traveling to right side of the screen"),
+    (("cyan", "circle", "shrinking"), "I want the circle in cyan colour become more and more small, it stay in the "
+                                      "middle"),
+    (("purple", "square", "circling"), "violet square follow a round path around the center of the image"),
+    (("green", "triangle", "still"), "green triangle, no motion please, only stay on same place whole video"),
+    (("white", "square", "left"), "white square, linear translate on X axis from right edge to left edge, 3s, dark "
+                                  "bg"),
+    (("red", "circle", "growing"), "red circle, centered, scale keyframed 20% -> 100%, no position change"),
+    (("blue", "triangle", "up"), "blue triangle, tween position Y from bottom of frame to top, ease in-out"),
+    (("yellow", "circle", "bounce_lr"), "yellow circle ping-pong on the horizontal axis, rebounding off both side "
+                                        "edges, loopable"),
+    (("green", "circle", "right"), "can the green ball roll over to the right side pls"),
+    (("purple", "triangle", "down"), "a purple triangle fell from the sky! it goes all the way to the bottom"),
+    (("red", "square", "shrinking"), "make the red square get teeny tiny, smaller and smaller till its almost gone"),
+    (("cyan", "triangle", "bounce_ud"), "an aqua triangle that bounces from the floor to the ceiling and back again, "
+                                        "over and over"),
+    (("blue", "square", "still"), "obj=blue square; motion: none; position fixed for full duration"),
+    (("white", "circle", "up"), "white circle. direction: upward. start bottom, end top."),
+    (("yellow", "triangle", "growing"), "Yellow triangle scaling up in place, no translation."),
+    (("green", "square", "bounce_lr"), "green square oscillating horizontally between the left and right borders"),
+    (("cyan", "square", "down"), "a lone cyan square descends through the darkness, top to bottom"),
+    (("blue", "circle", "circling"), "a blue orb tracing a wide circular orbit in the darkness"),
+    (("white", "triangle", "left"), "a pale white triangle glides across the dark, from the right margin toward the "
+                                    "left"),
+    (("purple", "square", "right"), "a plum-coloured square wandering slowly across to the right, like a thought "
+                                    "passing"),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -423,7 +468,8 @@ def two_object_cases() -> list:
 # and paraphrase3 (20 each, every motion; the third the widened vocabulary's test set)
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
                       "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
-                      "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9}
+                      "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9,
+                      "paraphrase10": _PARAPHRASES_10}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
