@@ -11,9 +11,10 @@ world's own reader instead of an LLM:
             toward the left edge"), written in the world's canonical caption ("a red square moving to the left";
             two objects joined by "and"). A prompt of one object whose motion it reads but whose color or shape
             is a word outside the world keeps that word in the canonical caption ("a golden ball ping-ponging
-            between the walls" -> "a golden circle bouncing left and right"; the warning names the word); one
-            whose color and shape it reads but not one motion is given those two ("a red circle"); any other
-            prompt it cannot read whole is left as it is. Each part of a prompt
+            between the walls" -> "a golden circle bouncing left and right"; the warning names the word), and
+            one that names no color keeps none ("a plum-coloured square heading right" -> "a square moving to
+            the right"); one whose color and shape it reads but not one motion is given those two ("a red
+            circle"); any other prompt it cannot read whole is left as it is. Each part of a prompt
             schedule ("A | B") is extended alone. With a picture (a reference image, or the first frame) the
             extender also looks at it, as the reference's extender does with a vision-language model for
             image-to-video: a prompt that says what the object does but not what it looks like ("the object
@@ -90,16 +91,16 @@ def _extend_part(part: str, read_look) -> Optional[str]:
             return None
     if any(not p.startswith(("unknown color ", "unknown shape ", "no color", "no shape")) for p in problems):
         return None
-    if len(words) < sum(a is None for a in attrs[:2]):          # a color or shape named nowhere: the picture's,
-        if words:                                                # unless the prompt is outside the world anyway
-            return None
-        look = read_look()
-        if look is None:
-            return None
-        words = {"color": look[0], "shape": look[1], **words}
-    color = attrs.color or words["color"]
-    return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {attrs.shape or words['shape']} " \
-           f"{CANONICAL_PHRASE[attrs.motion]}"
+    if len(words) < sum(a is None for a in attrs[:2]) and not words:   # a color or shape named nowhere: the
+        look = read_look()                                               # picture's (not for a prompt outside
+        if look is not None:                                             # the world anyway)
+            words = {"color": look[0], "shape": look[1]}
+    shape = attrs.shape or words.get("shape")
+    if shape is None:
+        return None
+    color = attrs.color or words.get("color")          # no color named nor seen: none (the model picks one)
+    thing = f"{color} {shape}" if color else shape
+    return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing} {CANONICAL_PHRASE[attrs.motion]}"
 
 
 def _several_objects(problems) -> bool:

@@ -64,6 +64,7 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle loops around", "circling"),                   # ... circling where nothing else is
     ("a red circle scales down", "shrinking"),
     ("a red circle, scale 1.0 -> 0.2, zero translation", "shrinking"),
+    ("a red circle, scale keyframed 20% -> 100%", "growing"),
     ("a red circle puffed up bigger and bigger", "growing"),     # a verb's particle, not a direction
     ("a red circle that goes from above to below", "down"),
     ("a red circle, horizontal track left-to-right", "right"),

@@ -38,7 +38,7 @@ order they apply:
   back" ("and come back"): the bounce along that axis;
 * where it exits ("exits frame right", "leaves at the top"): the way; where it comes from or starts alone
   ("enters from the left", "in from the top", "starting at the right edge"): the other way;
-* the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 1.0 -> 0.2", "scales
+* the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
 * "no motion", "velocity 0", "position fixed", a negated move ("does not move", "never moves", "no moving") are
@@ -171,8 +171,8 @@ def _patterns() -> dict:
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
-        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)x? ?(?:\bto\b|->|→) ?"
-                                   r"(\d+(?:\.\d+)?)x?"),
+        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
+                                   r"(?:\bto\b|->|→) ?(\d+(?:\.\d+)?)(?:x|%)?"),
         "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing)[ -](up|down)\b"),
         "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
                          for m, words in lex.get("size_general", {}).items() if words},
