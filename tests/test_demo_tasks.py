@@ -429,7 +429,7 @@ def test_object_mask_covers_the_object_and_keeps_the_rest():
     video = world.render_clip(clip, size=(64, 64), frames=9)
     mask = bench_tasks.object_mask(video, clip.background)
     bg = np.asarray(clip.background).round()
-    obj = np.abs(video.astype(np.int16) - bg).max(-1) > 24
+    obj = np.abs(video.astype(np.int16) - bg).max(-1) > 0
     assert obj.any() and (mask[..., 0][obj] == 255).all()             # every object pixel is to be generated
     assert 0 < (mask[..., 0] == 255).mean() < 0.5                      # a box around it, not the frame
     assert (mask[..., 0] == 0).any(axis=(1, 2)).all()
@@ -488,7 +488,7 @@ def _all_captions(attrs):
                                                    world.caption_phrases(attrs.motion, wide=True), sizes)}
 
 
-@pytest.mark.parametrize("name", ["paraphrase"] + [f"paraphrase{k}" for k in range(2, 11)])
+@pytest.mark.parametrize("name", ["paraphrase"] + [f"paraphrase{k}" for k in range(2, 13)])
 def test_paraphrases_are_never_training_captions(name):
     from openwan.demo import bench_sets, world
     cases = bench_sets.cases([name])

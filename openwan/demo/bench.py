@@ -233,7 +233,7 @@ def main(argv=None) -> int:
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
     ap.add_argument("--prompts", default="single", metavar="SETS",
                     help="prompt sets, comma separated: single (the fixed benchmark, default), two_objects, "
-                         "paraphrase, paraphrase2 ... paraphrase10, or all")
+                         "paraphrase, paraphrase2 ... paraphrase12, or all")
     ap.add_argument("--strength", type=float, default=None, help="v2v: the noise level the source is pushed to "
                                                                  "(default 0.7)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
 
 def summarize_all(records: Sequence[dict]) -> dict:
     """:func:`summarize` of the fixed single-object benchmark's records, plus each paraphrase set's (``paraphrase``,
-    ``paraphrase2`` ... ``paraphrase10``: the same summary, with ``classic`` and ``looping``: the
+    ``paraphrase2`` ... ``paraphrase12``: the same summary, with ``classic`` and ``looping``: the
     totals of the videos of each kind of motion, where a set has both), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR
     of given frames, v2v's measures) when the records hold them."""
     from openwan.demo.bench_tasks import summarize_objects, summarize_task

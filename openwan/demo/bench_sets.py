@@ -28,7 +28,10 @@
 * ``paraphrase9``: a ninth (28 prompts), written blind by a sixth helper, read only after the rules widened from
   the eighth set were committed: their test set.
 * ``paraphrase10``: a tenth (28 prompts), written blind by a seventh helper, read only after the shipped rules
-  (two review fixes after the ninth's) were committed: their second test set.
+  (two review fixes after the ninth's) were committed: their second test set. From then on a dev set.
+* ``paraphrase11``, ``paraphrase12``: 28 prompts each, written blind by two more helpers (the second asked for
+  writers unlike the usual ones), read only after the rules widened from the ninth and tenth sets were committed
+  (787f0f6): their test sets.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -39,9 +42,10 @@ from typing import NamedTuple
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10")
+        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
+        "paraphrase11", "paraphrase12")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10")
+                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12")
 
 
 class BenchCase(NamedTuple):
@@ -454,6 +458,112 @@ _PARAPHRASES_10 = (
                                     "passing"),
 )
 
+# the eleventh set (paraphrase11): 28 prompts written on 2026-12-05 by helper 8 of its kind, blind the same
+# way; committed after the shipped rules (787f0f6) were frozen: their test set
+_PARAPHRASES_11 = (
+    (("red", "triangle", "left"), "red triangle speeding off toward the left pls"),
+    (("cyan", "circle", "growing"), "cyan circle that slowly gets huge lol"),
+    (("green", "square", "bounce_ud"), "green box bouncin off the top n bottom of the screen nonstop"),
+    (("white", "circle", "still"), "white circle just chillin in the middle, no movement"),
+    (("blue", "square", "up"), "Could you please make a short video of a blue square that travels slowly from the "
+                               "bottom of the screen to the top? Thank you."),
+    (("yellow", "triangle", "shrinking"), "I would like to see a yellow triangle which gradually becomes tinier and "
+                                          "tinier until it is almost gone."),
+    (("purple", "circle", "circling"), "Please show a purple circle travelling along a circular route, the way a "
+                                       "planet goes round the sun."),
+    (("red", "square", "right"), "A red square, please, that makes its way across the picture from the left-hand "
+                                 "side to the right-hand side."),
+    (("cyan", "triangle", "down"), "cyan triangle, linear Y translate top edge -> bottom edge, flat dark bg, no "
+                                   "scale or rotation"),
+    (("white", "square", "bounce_lr"), "white square ping-ponging horizontally between frame edges, ease in/out on "
+                                       "each hit"),
+    (("green", "circle", "growing"), "green circle, scale keyframes 20% to 100%, anchored center, no position change"),
+    (("purple", "triangle", "still"), "static shot: purple triangle, locked off, zero animation, hold for the full "
+                                      "duration"),
+    (("yellow", "circle", "left"), "A yellow circle which goes from right side to the left side of the picture."),
+    (("blue", "triangle", "bounce_ud"), "Blue triangle is jumping up and jumping down between upper and lower "
+                                        "border, again and again."),
+    (("red", "circle", "shrinking"), "Please make red circle become more small, more small, until it is only little "
+                                     "point."),
+    (("white", "triangle", "up"), "White triangle, it climbs to the top of the image from under."),
+    (("yellow", "square", "down"), "A sunny yellow square that drops from the sky all the way to the ground!"),
+    (("purple", "square", "growing"), "Make the violet square puff up like a balloon, bigger every second!"),
+    (("green", "triangle", "bounce_lr"), "A little green triangle that boings off the left wall, then the right "
+                                         "wall, then the left wall again!"),
+    (("blue", "circle", "still"), "A blue circle sitting quietly in one spot, not going anywhere."),
+    (("white", "circle", "right"), "obj=circle color=white motion: translate +x (left to right), constant speed"),
+    (("cyan", "square", "shrinking"), "cyan square; scale decreases monotonically from 1.0 to ~0.1; position fixed"),
+    (("yellow", "triangle", "circling"), "yellow triangle following a circular trajectory around the frame center, "
+                                         "constant angular velocity"),
+    (("green", "square", "left"), "green square, x decreasing over time (right->left), y constant"),
+    (("purple", "circle", "down"), "a lonely purple disc drifting downward through the darkness to the bottom of the "
+                                   "frame"),
+    (("blue", "square", "right"), "One blue square crossing the dark from the left edge towards the right, "
+                                  "unhurried."),
+    (("red", "square", "bounce_lr"), "A crimson square bouncing like a tennis ball from one side wall to the other, "
+                                     "without ever stopping"),
+    (("cyan", "triangle", "up"), "a cyan triangle, light as a feather, floating from the floor of the frame up to "
+                                 "its ceiling"),
+)
+
+# the twelfth set (paraphrase12): 28 prompts written on 2026-12-05 by helper 9 of its kind, blind the same
+# way; committed after the shipped rules (787f0f6) were frozen: their test set
+_PARAPHRASES_12 = (
+    (("red", "circle", "left"), "Could you please make a short film of a red ball rolling across from the right-hand "
+                                "side of the screen over to the left-hand side. Thank you kindly."),
+    (("white", "square", "still"), "I would like a white square on a dark background that just sits there in the "
+                                   "middle and does not budge at all, please."),
+    (("blue", "triangle", "up"), "A blue triangle that slowly climbs from the bottom of the picture all the way to "
+                                 "the top, if you would be so kind."),
+    (("purple", "circle", "bounce_ud"), "Please show me a purple ball that keeps hitting the bottom edge, springing "
+                                        "off to the top edge and coming back again, over and over."),
+    (("green", "square", "right"), "Green square sprite on a dark bg, it travels from the left edge of the screen to "
+                                   "the right edge at constant speed."),
+    (("cyan", "triangle", "shrinking"), "Power-down effect: a cyan triangle scales down in place until it is tiny. "
+                                        "No position change, just the scale tween."),
+    (("yellow", "circle", "bounce_lr"), "yellow orb, ping-pong it horizontally between the left wall and the right "
+                                        "wall of the frame, loop it"),
+    (("red", "triangle", "circling"), "Red triangle on a patrol path: it should loop around a circular orbit in the "
+                                      "middle of the screen, repeating."),
+    (("yellow", "square", "down"), "Please make video where a yellow square go from the top of screen to the bottom "
+                                   "of screen."),
+    (("green", "circle", "growing"), "I want a green circle which become more and more big, but it stay in the same "
+                                     "place."),
+    (("white", "triangle", "left"), "the white triangle is travel to left side of the screen, the background is dark"),
+    (("blue", "square", "bounce_lr"), "One blue square, it hit the left wall and then bounce to the right wall, and "
+                                      "again, many times."),
+    (("purple", "triangle", "right"), "Violet triangle enters frame left and exits frame right, linear timing, plain "
+                                      "dark backdrop."),
+    (("red", "square", "shrinking"), "Scarlet square on black, scale keyframes from 100% down to about 10%, anchored "
+                                     "at center, no translation."),
+    (("cyan", "circle", "up"), "Aqua circle, vertical travel from bottom of frame to top of frame, ease in-out, dark "
+                               "plate."),
+    (("green", "triangle", "still"), "Hold shot: lime-green triangle centered on a dark background, zero motion for "
+                                     "the entire duration."),
+    (("blue", "circle", "down"), "a blue ball that drops from the sky all the way to the ground!!"),
+    (("yellow", "triangle", "growing"), "make the yellow triangle get super duper huge like somebody is pumping it "
+                                        "up with air"),
+    (("red", "circle", "bounce_ud"), "red bouncy ball going boing boing, hitting the top and then the bottom and "
+                                     "then the top again"),
+    (("purple", "square", "left"), "a purple box racing over to the left side of the screen really fast"),
+    (("white", "square", "growing"), "Clean brand reveal: a crisp white square that scales up smoothly right in the "
+                                     "centre of a dark canvas."),
+    (("green", "circle", "right"), "Hero shot: an emerald green dot glides across the dark canvas from left to "
+                                   "right, sleek and minimal."),
+    (("blue", "triangle", "still"), "Minimalist static visual: a bold blue triangle, perfectly stationary, against a "
+                                    "deep dark background."),
+    (("cyan", "square", "bounce_lr"), "Energetic loop: a cyan square ricocheting off the left and right edges of the "
+                                      "frame, nonstop."),
+    (("purple", "circle", "shrinking"), "A purple disc of monotonically decreasing radius, centroid fixed, on a dark "
+                                        "field."),
+    (("yellow", "triangle", "up"), "Yellow triangle subject to upward translation at constant velocity from the "
+                                   "lower boundary of the frame to the upper boundary."),
+    (("cyan", "triangle", "down"), "Cyan triangle, uniform downward displacement along the vertical axis, dark "
+                                   "background."),
+    (("white", "square", "circling"), "White square tracing a circular trajectory of fixed radius about the frame "
+                                      "centre."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -469,7 +579,8 @@ def two_object_cases() -> list:
 _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2, "paraphrase3": _PARAPHRASES_3,
                       "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
                       "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9,
-                      "paraphrase10": _PARAPHRASES_10}
+                      "paraphrase10": _PARAPHRASES_10, "paraphrase11": _PARAPHRASES_11,
+                      "paraphrase12": _PARAPHRASES_12}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:

@@ -110,10 +110,11 @@ def task_inputs(task: str, case, index: int, seed: int, size: tuple, frames: int
 
 
 def object_mask(video: np.ndarray, background, grow: float = VACE_MASK_GROW) -> np.ndarray:
-    """uint8 [F, H, W, 3]: white over each frame's objects' bounding box grown by ``grow`` of the frame size (the
-    pixels that differ from the flat ``background`` by more than 24 levels), black elsewhere."""
+    """uint8 [F, H, W, 3]: white over each frame's objects' bounding box grown by ``grow`` of the frame size (every
+    pixel that differs from the flat ``background`` of the world's render, the objects' faint anti-aliased edges
+    too: a triangle's tip can trail them past the grown box of its solid pixels), black elsewhere."""
     f, h, w, _ = video.shape
-    on = np.abs(video.astype(np.int16) - np.asarray(background, np.float32).round().astype(np.int16)).max(-1) > 24
+    on = np.abs(video.astype(np.int16) - np.asarray(background, np.float32).round().astype(np.int16)).max(-1) > 0
     out = np.zeros((f, h, w, 3), np.uint8)
     gy, gx = int(round(grow * h)), int(round(grow * w))
     for i in range(f):
