@@ -73,6 +73,12 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle, scale-up animation", "growing"),
     ("a red circle moving left, right away", "left"),            # "right" as emphasis
     ("a red circle that left the frame at the top", "up"),       # the past of "leave"
+    ("a red circle, y translate top edge -> bottom edge", "down"),        # an arrow from one end to the other
+    ("a red circle, x decreasing (right->left)", "left"),
+    ("a red circle that does not budge", "still"),               # a kind of moving, negated
+    ("power-down: a red circle scales down, no position change", "shrinking"),   # a compound is no direction
+    ("a red circle, scale keyframes from 100% down to about 10%", "shrinking"),
+    ("make the red circle puff up", "growing"),                  # a making sense of the world's size words
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)

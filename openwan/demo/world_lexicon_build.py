@@ -136,6 +136,11 @@ def build() -> dict:
     size_general = {m: sorted({f for lemma, owners in size_general.items() if owners == {m}
                                for f in _verb_forms(lemma, verb_exc)}) for m in SIZE_GENERAL_SEEDS}
     move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
+    # and the kinds of moving at all (move.v.03's direct troponyms: "budge", "stir"), for "does not budge", leaving
+    # out the world's motions' own words ("does not shrink" is no staying still)
+    motion_words = known | {x for v in motions.values() for x in v}
+    move |= {f for h in w.synset(MOVE_SEEDS[1]).hyponyms() for lemma in h.lemma_names() if frequent(lemma, h)
+             for f in _verb_forms(lemma, verb_exc) if not set(f.split()) & motion_words and f not in motion_words}
     from openwan.demo.world_captions import OTHER_SHAPES
     subject_nouns = sorted(world_names - {c for words in _COLOR_WORDS.values() for c in words}
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
