@@ -370,9 +370,9 @@ def main(argv=None) -> int:
 
 def summarize_all(records: Sequence[dict]) -> dict:
     """:func:`summarize` of the fixed single-object benchmark's records, plus each paraphrase set's (``paraphrase``,
-    ``paraphrase2`` ... ``paraphrase12``: the same summary, with ``classic`` and ``looping``: the
-    totals of the videos of each kind of motion, where a set has both), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR
-    of given frames, v2v's measures) when the records hold them."""
+    ``paraphrase2`` ... : the same summary, with ``classic`` and ``looping``: the totals of the videos of each kind
+    of motion, where a set has both), ``two_objects`` (per-object accuracy) and ``fidelity`` (PSNR of given frames,
+    v2v's measures) when the records hold them."""
     from openwan.demo.bench_tasks import summarize_objects, summarize_task
     summary = summarize([r for r in records if r.get("set", "single") == "single"])
     from openwan.demo.bench_sets import PARAPHRASE_SETS

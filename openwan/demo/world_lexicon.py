@@ -36,16 +36,16 @@ order they apply:
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
   compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
-  floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from the top to the bottom and
-  back" ("and come back"): the bounce along that axis;
+  floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
+  the top to the bottom and back" ("and come back"): the bounce along that axis;
 * where it exits ("exits frame right", "leaves at the top"): the way; where it comes from or starts alone
   ("enters from the left", "in from the top", "starting at the right edge"): the other way;
 * a coordinate changing ("x decreasing") is no size change: x increasing is rightward (y is not guessed);
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
-* "no motion", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never moves", "no moving") are
-  staying still;
+* "no motion", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never
+  moves", "no moving") are staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",

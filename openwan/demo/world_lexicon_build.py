@@ -116,7 +116,8 @@ def build() -> dict:
     others = set(OTHER_COLORS) | set(OTHER_SHAPES)
     colors = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x})
     colors_rare = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x}, rare=True)
-    shapes = _names(w, frequent, SHAPE_SEEDS, known | others, lambda x: {x, x + ("es" if x.endswith(("s", "x")) else "s")})
+    shapes = _names(w, frequent, SHAPE_SEEDS, known | others,
+                    lambda x: {x, x + ("es" if x.endswith(("s", "x")) else "s")})
     sizes = {}
     for key, name in SIZE_SEEDS.items():
         seed = w.synset(name)
@@ -146,7 +147,8 @@ def build() -> dict:
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
     return {"source": "WordNet 3.0 (Princeton University, https://wordnet.princeton.edu; WordNet 3.0 Copyright "
                       "2006 by Princeton University, used under its license), via openwan.demo.world_lexicon_build",
-            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors, "colors_before_shape": colors_rare, "shapes": shapes,
+            "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors,
+            "colors_before_shape": colors_rare, "shapes": shapes,
             "sizes": sizes, "size_general": size_general, "move": sorted(move),
             "subject_nouns": subject_nouns}
 
