@@ -31,7 +31,9 @@
   (two review fixes after the ninth's) were committed: their second test set. From then on a dev set.
 * ``paraphrase11``, ``paraphrase12``: 28 prompts each, written blind by two more helpers (the second asked for
   writers unlike the usual ones), read only after the rules widened from the ninth and tenth sets were committed
-  (787f0f6): their test sets.
+  (787f0f6): their test sets. From then on dev sets.
+* ``paraphrase13``, ``paraphrase14``: 28 prompts each, written blind by two more helpers, read only after the
+  rules widened from the eleventh and twelfth sets were committed (2b25fc5, the shipped rules): their test sets.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -43,9 +45,10 @@ from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
-        "paraphrase11", "paraphrase12")
+        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12")
+                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12",
+                   "paraphrase13", "paraphrase14")
 
 
 class BenchCase(NamedTuple):
@@ -564,6 +567,107 @@ _PARAPHRASES_12 = (
                                       "centre."),
 )
 
+# the thirteenth set (paraphrase13): 28 prompts written on 2026-12-05 by helper 10 of its kind, blind the same
+# way; committed after the shipped rules (2b25fc5) were frozen: their test set
+_PARAPHRASES_13 = (
+    (("red", "circle", "left"), "Could you please make a short video of a red ball that travels slowly from the "
+                                "right side of the screen over to the left side? Plain dark background, nothing else "
+                                "in the picture."),
+    (("yellow", "square", "growing"), "I would like to see a yellow square in the middle of a dark screen that "
+                                      "gradually swells until it is much larger than when it started."),
+    (("purple", "triangle", "bounce_ud"), "Please show a purple triangle that bounces off the top of the frame, then "
+                                          "off the bottom, and keeps doing that over and over again."),
+    (("white", "circle", "still"), "A simple white circle sitting quietly in the centre of a black background. It "
+                                   "should not go anywhere at all, just stay exactly where it is for the whole clip."),
+    (("blue", "square", "up"), "Blue square go to upper side of screen, from bottom to top please."),
+    (("green", "triangle", "shrinking"), "Green triangle, size become small little by little. Dark background."),
+    (("cyan", "circle", "bounce_lr"), "Please make cyan ball. It hit left wall and right wall, repeat many times."),
+    (("red", "triangle", "down"), "red color triangle, it move from top of screen to the bottom"),
+    (("cyan", "square", "right"), "obj=square color=cyan motion=translate along +x until it exits the right side "
+                                  "bg=dark n_objects=1"),
+    (("white", "triangle", "circling"), "white triangle, circular orbit around frame center, constant angular "
+                                        "velocity, dark bg"),
+    (("purple", "circle", "shrinking"), "purple circle, fixed position, scale 1.0 -> 0.2 over the clip"),
+    (("yellow", "triangle", "up"), "yellow triangle; trajectory: bottom edge to top edge, vertical, constant speed; "
+                                   "no other objects"),
+    (("green", "circle", "right"), "lime green ball just cruising over to the right side lol"),
+    (("red", "square", "still"), "red box that just chills there and doesnt move at all"),
+    (("blue", "circle", "bounce_ud"), "a blue ball boinging off the floor and the ceiling forever"),
+    (("white", "square", "growing"), "white square getting HUGE, bigger and bigger till it fills the screen"),
+    (("yellow", "circle", "left"), "Need a yellow dot crossing the screen toward the left edge. Dark bg. Thx"),
+    (("cyan", "triangle", "down"), "cyan triangle dropping from top to bottom, dark background, asap"),
+    (("purple", "square", "bounce_lr"), "Purple square ping-ponging between the side walls, dark bg pls"),
+    (("green", "square", "still"), "green square, totally static, center frame. that's it."),
+    (("white", "circle", "up"), "A white disc ascends vertically from the lower edge of the frame to the upper edge, "
+                                "linear easing."),
+    (("blue", "triangle", "right"), "The blue triangular shape should travel across the frame in the direction of "
+                                    "the right edge, constant speed, no rotation."),
+    (("red", "circle", "shrinking"), "Scarlet circle in the centre with a scale-down animation, it ends as a tiny "
+                                     "point. Position is locked."),
+    (("cyan", "square", "bounce_lr"), "Aqua-coloured square, horizontal oscillation with a rebound at the left and "
+                                      "right borders of the frame."),
+    (("purple", "triangle", "left"), "a violet triangle that go to the left side of the screen slowly"),
+    (("yellow", "square", "down"), "Yellow square come down from the top until the bottom"),
+    (("green", "circle", "circling"), "a green ball that make a big circle, turning around and around the center"),
+    (("blue", "triangle", "growing"), "blue triangle that become more and more big, in the middle"),
+)
+
+# the fourteenth set (paraphrase14): 28 prompts written on 2026-12-05 by helper 11 of its kind, blind the same
+# way; committed after the shipped rules (2b25fc5) were frozen: their test set
+_PARAPHRASES_14 = (
+    (("red", "circle", "right"), "And the red disc breaks away, charging all the way across to the right-hand side "
+                                 "of the screen!"),
+    (("blue", "triangle", "bounce_lr"), "Blue triangle smashes into the left wall, rebounds off the right wall, back "
+                                        "and forth like a tennis rally!"),
+    (("green", "triangle", "up"), "Green triangle launches off the bottom and climbs straight to the top of the "
+                                  "frame, what a lift!"),
+    (("purple", "circle", "circling"), "Purple circle doing laps now, tracing a big loop round the middle of the "
+                                       "screen, lap after lap!"),
+    (("yellow", "square", "still"), "Dear, could you make a little film of a yellow square just sitting there "
+                                    "quietly on a dark background, no moving about at all."),
+    (("white", "circle", "growing"), "I would like a white circle that slowly swells up bigger and bigger, like a "
+                                     "balloon being blown up."),
+    (("cyan", "triangle", "down"), "An aqua coloured triangle, the colour of a swimming pool, that slowly drops from "
+                                   "the top of the picture to the bottom."),
+    (("red", "square", "shrinking"), "Please show a red box that gets littler and littler until it is nearly gone."),
+    (("cyan", "circle", "left"), "Cyan circular element, translateX from the right edge to the left edge, dark "
+                                 "background, linear easing."),
+    (("purple", "triangle", "bounce_ud"), "Micro-animation: violet triangle icon, vertical ping-pong between top and "
+                                          "bottom bounds, dark canvas."),
+    (("white", "square", "shrinking"), "White square tile on a dark UI, scale transform from 100% to 20%, anchored "
+                                       "at center, no translation."),
+    (("green", "circle", "still"), "Static state: green circle centered on a dark background, zero motion, hold for "
+                                   "the full duration."),
+    (("yellow", "triangle", "right"), "I want see a yellow triangle what go from left side to right side of the "
+                                      "video please."),
+    (("blue", "circle", "growing"), "Blue circle become more big and more big, it stay in same place."),
+    (("red", "triangle", "bounce_lr"), "Red triangle hit the left wall and come back to the right wall, hit it, and "
+                                       "return, many many times."),
+    (("cyan", "square", "up"), "Make video: cyan square go to top from bottom, slowly."),
+    (("purple", "square", "down"), "Behold, a purple square that descends from the heavens at the top of the frame "
+                                   "to the floor below!"),
+    (("white", "triangle", "left"), "Watch closely: the white triangle glides away from the right edge and vanishes "
+                                    "off the left side."),
+    (("green", "square", "growing"), "Abracadabra! A tiny green square magically balloons to an enormous size right "
+                                     "where it stands."),
+    (("yellow", "circle", "shrinking"), "Keep your eyes on the yellow coin as it dwindles to nothing before your "
+                                        "very eyes."),
+    (("blue", "square", "still"), "Blue square, position constant, velocity zero, size constant over the full clip."),
+    (("red", "circle", "up"), "Red circle trajectory: starts near the bottom edge, ends near the top edge, straight "
+                              "vertical path, constant speed."),
+    (("cyan", "triangle", "circling"), "Cyan triangle following a circular trajectory around the frame center, "
+                                       "constant radius, several revolutions."),
+    (("white", "circle", "bounce_ud"), "White circle oscillating vertically between the top and bottom boundaries, "
+                                       "reversing direction at each edge."),
+    (("green", "triangle", "right"), "A green triangle wandering east across the darkness, from the left shore to "
+                                     "the right."),
+    (("yellow", "square", "down"), "A yellow square slips from the ceiling of the night sky to the ground below, "
+                                   "slow like a sigh."),
+    (("purple", "circle", "left"), "A purple full moon sailing westward, right to left across the dark."),
+    (("blue", "square", "bounce_lr"), "A sapphire square, ricochet song: kiss the left wall, kiss the right wall, "
+                                      "over and over again."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -580,7 +684,8 @@ _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2,
                       "paraphrase4": _PARAPHRASES_4, "paraphrase5": _PARAPHRASES_5, "paraphrase6": _PARAPHRASES_6,
                       "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9,
                       "paraphrase10": _PARAPHRASES_10, "paraphrase11": _PARAPHRASES_11,
-                      "paraphrase12": _PARAPHRASES_12}
+                      "paraphrase12": _PARAPHRASES_12, "paraphrase13": _PARAPHRASES_13,
+                      "paraphrase14": _PARAPHRASES_14}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
