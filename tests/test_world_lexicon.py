@@ -79,6 +79,7 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("power-down: a red circle scales down, no position change", "shrinking"),   # a compound is no direction
     ("a red circle, scale keyframes from 100% down to about 10%", "shrinking"),
     ("make the red circle puff up", "growing"),                  # a making sense of the world's size words
+    ("a red circle that doesnt move at all", "still"),           # a contraction without its apostrophe
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -152,6 +153,8 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     ("a lavender globe increasing in size", ("purple", "circle", "growing")),
     ("an emerald circle heading west", ("green", "circle", "left")),    # a rarer color sense, before a shape
     ("a jade disc heading west", ("green", "circle", "left")),
+    ("the blue triangular shape travels west", ("blue", "triangle", "left")),   # a shape's adjective, no shape
+    ("a cyan circular element heading west", ("cyan", "circle", "left")),
 ])
 def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
     assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)

@@ -32,7 +32,8 @@ package, which carries WordNet's data); at run time the file is read with no dep
 order they apply:
 
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
-  rarer sense ("emerald", "jade") only right before a shape ("an emerald circle");
+  rarer sense ("emerald", "jade") only right before a shape ("an emerald circle"); a shape's adjective before a
+  noun of no shape ("a triangular shape", "a circular element") is that shape;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
   compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
@@ -45,7 +46,7 @@ order they apply:
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
 * "no motion", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never
-  moves", "no moving") are staying still;
+  moves", "no moving", "doesnt move") are staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
@@ -118,6 +119,9 @@ VERTICAL_CUES = ("floor", "ceiling", "top", "bottom", "vertical", "vertically", 
 # Words of a motion that keeps reversing, read as a bounce when they name an axis (as bounce words do).
 REVERSAL = (r"oscillat\w*|revers\w* (?:its |their |the )?direction\w*|ping[- ]?pong\w*|yo-?yo\w*|to and fro|"
             r"zig-?zag\w*|back and forth")
+# A shape's adjective before a noun of no shape ("a triangular shape", "a circular element") is that shape.
+SHAPE_ADJECTIVES = {"circular": "circle", "round": "circle", "triangular": "triangle"}
+GENERIC_NOUNS = "shape|element|object|thing|figure|form|item|sprite|icon|blob|piece"
 # Words of the camera, not the object ("a static shot", "camera locked").
 CAMERA = (r"\b(?:static|still|locked|locked-off|fixed|stationary|steady) (?:wide |close |medium )?(?:shot|camera|"
           r"frame|view|background|backdrop)\b|\bcamera (?:is |stays |remains )?(?:locked|static|still|fixed|"
@@ -149,7 +153,8 @@ def _patterns() -> dict:
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
                   for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
                  + [(re.compile(rf"\b({_alternation(words)})(?= (?:{nouns})\b)"), name)
-                    for name, words in lex.get("colors_before_shape", {}).items() if words],
+                    for name, words in lex.get("colors_before_shape", {}).items() if words]
+                 + [(re.compile(rf"\b{adj} (?:{GENERIC_NOUNS})\b"), name) for adj, name in SHAPE_ADJECTIVES.items()],
         "from_size": {m: re.compile(rf"\bfrom (?:a |an )?(?:\w+ )?({size[a]})\b(?: (?!to\b)[\w'-]+){{0,3}} to "
                                     rf"(?:a |an )?(?:\w+ )?({size[b]})\b")
                       for m, a, b in (("growing", "small", "big"), ("shrinking", "big", "small"))},
@@ -193,7 +198,8 @@ def _patterns() -> dict:
                                   r"inside|in the (?:middle|centre|center))\b)"),
         "circular_path": re.compile(r"\b(?:circular|round|elliptical|oval) (?:path|track|route|course|orbit|loop|"
                                     r"trajectory|circuit)s?\b"),
-        "negated": re.compile(rf"(?:\bnot|n't|\bnever|\bno longer)(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"
+        "negated": re.compile(rf"(?:\bnot|n't|\b(?:do|does|did|is|are|wo|ca|should|would)nt|\bnever|\bno longer)"
+                              rf"(?: \w+){{0,2}} ({_alternation(lex['move'])})\b"
                               rf"|\bno ({_alternation(lex['move'])})\b"),
         "in_size": {m: re.compile(rf"\b({_alternation(words)}) in (?:size|scale|area|diameter)\b")
                     for m, words in lex.get("size_general", {}).items() if words},
