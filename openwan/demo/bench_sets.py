@@ -33,7 +33,10 @@
   writers unlike the usual ones), read only after the rules widened from the ninth and tenth sets were committed
   (787f0f6): their test sets. From then on dev sets.
 * ``paraphrase13``, ``paraphrase14``: 28 prompts each, written blind by two more helpers, read only after the
-  rules widened from the eleventh and twelfth sets were committed (2b25fc5, the shipped rules): their test sets.
+  rules widened from the eleventh and twelfth sets were committed (2b25fc5): their test sets. From then on dev
+  sets.
+* ``paraphrase15``: 28 prompts, written blind by one more helper, read only after the shipped rules (c635f69) were
+  committed: their test set.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -45,10 +48,10 @@ from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
-        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14")
+        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14", "paraphrase15")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
                    "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12",
-                   "paraphrase13", "paraphrase14")
+                   "paraphrase13", "paraphrase14", "paraphrase15")
 
 
 class BenchCase(NamedTuple):
@@ -668,6 +671,46 @@ _PARAPHRASES_14 = (
                                       "over and over again."),
 )
 
+# the fifteenth set (paraphrase15): 28 prompts written on 2026-12-05 by a twelfth helper, blind the same way;
+# committed after the shipped rules (c635f69) were frozen: their test set
+_PARAPHRASES_15 = (
+    (("red", "circle", "right"), "a red ball that rolls over to the right side"),
+    (("yellow", "triangle", "growing"), "yelow triangle get bigger and bigger"),
+    (("blue", "square", "bounce_ud"), "blue box jumping up and down like on a trampoline"),
+    (("green", "circle", "still"), "green dot that just stays there and doesnt move at all"),
+    (("cyan", "triangle", "left"), "Cyan triangle, linear translation from the right edge to the left edge, dark bg, "
+                                   "no scaling."),
+    (("purple", "square", "shrinking"), "Purple square centered, scale keyframed from 100% to 20%, position locked."),
+    (("white", "circle", "circling"), "White circle on black, animate position along a circular motion path, "
+                                      "constant speed, seamless loop."),
+    (("red", "triangle", "up"), "Red triangle, tween Y position from bottom of frame to top, ease in-out."),
+    (("green", "square", "left"), "I want a green square which is travelling to the left side of the screen"),
+    (("blue", "triangle", "down"), "please a video of blue triangle who goes from the top until the bottom"),
+    (("yellow", "circle", "bounce_lr"), "yellow circle make rebound between the wall of left and the wall of right"),
+    (("white", "square", "growing"), "white square, it becomes more big and more big in the center"),
+    (("purple", "circle", "up"), "purple circle, drifting upward, quick"),
+    (("cyan", "square", "still"), "cyan square. static. no motion."),
+    (("red", "square", "shrinking"), "red square scales down to nothing"),
+    (("green", "triangle", "bounce_lr"), "green triangle ping-pong left/right"),
+    (("blue", "circle", "left"), "Could you please make a short film of a navy blue disc that glides slowly across "
+                                 "from the right-hand side over to the left-hand side of the picture? Thank you "
+                                 "kindly."),
+    (("white", "triangle", "down"), "I would like to see a snow-white triangle descend gently from the top of the "
+                                    "frame to the bottom, if that is possible."),
+    (("yellow", "square", "circling"), "I'd love a little clip where a yellow square travels round and round a big "
+                                       "loop, like a horse on a carousel."),
+    (("purple", "triangle", "still"), "A violet triangle resting in the middle of a dark background, remaining "
+                                      "perfectly motionless throughout, please."),
+    (("cyan", "circle", "down"), "obj=circle color=cyan; anim: translate downward toward bottom edge; bg dark"),
+    (("red", "circle", "growing"), "Render: single red circle, radius increases linearly over time, center fixed."),
+    (("white", "square", "bounce_lr"), "white square: horizontal oscillation, reflect off left and right bounds"),
+    (("green", "square", "up"), "test case: green square, start at bottom, end at top, vertical translation only"),
+    (("blue", "triangle", "shrinking"), "a sapphire triangle dwindling in the darkness until it is barely a speck"),
+    (("cyan", "triangle", "right"), "an aqua triangle drifting toward the right edge, slow as breath"),
+    (("purple", "square", "bounce_ud"), "a purple block leaping from floor to ceiling and back, over and over"),
+    (("yellow", "circle", "right"), "a lemon-yellow orb sailing from left to right through the dark"),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -685,7 +728,7 @@ _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2,
                       "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9,
                       "paraphrase10": _PARAPHRASES_10, "paraphrase11": _PARAPHRASES_11,
                       "paraphrase12": _PARAPHRASES_12, "paraphrase13": _PARAPHRASES_13,
-                      "paraphrase14": _PARAPHRASES_14}
+                      "paraphrase14": _PARAPHRASES_14, "paraphrase15": _PARAPHRASES_15}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
