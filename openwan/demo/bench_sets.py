@@ -35,8 +35,9 @@
 * ``paraphrase13``, ``paraphrase14``: 28 prompts each, written blind by two more helpers, read only after the
   rules widened from the eleventh and twelfth sets were committed (2b25fc5): their test sets. From then on dev
   sets.
-* ``paraphrase15``: 28 prompts, written blind by one more helper, read only after the shipped rules (c635f69) were
-  committed: their test set.
+* ``paraphrase15``, ``paraphrase16``, ``paraphrase17``: 28 prompts each, written blind by three more helpers, read
+  only after the shipped rules (c635f69) were committed, which were not changed in between: their test sets (the
+  decision rule of docs/demo.md fixed before the last two were written).
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -48,10 +49,11 @@ from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
-        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14", "paraphrase15")
+        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16",
+        "paraphrase17")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
                    "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12",
-                   "paraphrase13", "paraphrase14", "paraphrase15")
+                   "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16", "paraphrase17")
 
 
 class BenchCase(NamedTuple):
@@ -711,6 +713,95 @@ _PARAPHRASES_15 = (
     (("yellow", "circle", "right"), "a lemon-yellow orb sailing from left to right through the dark"),
 )
 
+# the sixteenth set (paraphrase16): 28 prompts written on 2026-12-05 by one more helper, blind the same way;
+# committed with the shipped rules (c635f69) unchanged: their second and third test sets with paraphrase15
+_PARAPHRASES_16 = (
+    (("blue", "square", "left"), "blue square zooms off toward the left edge pls"),
+    (("red", "circle", "bounce_lr"), "red dot ping-ponging between the left wall and the right wall lol"),
+    (("yellow", "triangle", "growing"), "yellow triangle starts tiny and just keeps getting huger"),
+    (("cyan", "square", "still"), "cyan square just sitting there doing nothing"),
+    (("green", "circle", "up"), "Could you please make a short clip of a green circle that slowly travels from the "
+                                "bottom of the screen toward the top? Thank you kindly."),
+    (("purple", "triangle", "shrinking"), "I would like to see a purple triangle that gradually dwindles in size "
+                                          "until it is quite tiny, if that is possible."),
+    (("white", "square", "bounce_ud"), "A white square, please, that keeps bouncing off the ceiling and the floor of "
+                                       "the picture, over and over."),
+    (("red", "triangle", "circling"), "Please show a red triangle travelling round a circular path, as a planet "
+                                      "might go round the sun."),
+    (("yellow", "circle", "right"), "A yellow circle which is wandering from left side to right side of the picture."),
+    (("blue", "triangle", "down"), "Blue triangle, it comes from above and goes to the bottom of image."),
+    (("green", "square", "growing"), "Please a green square which becomes bigger and bigger in the middle, same "
+                                     "place."),
+    (("cyan", "circle", "bounce_lr"), "Cyan circle jumps from the one side to the other side and back, always "
+                                      "horizontal, like ping pong."),
+    (("purple", "square", "right"), "purple square, linear translate on X, positive direction (screen-left to "
+                                    "screen-right), dark bg, 24fps"),
+    (("white", "circle", "shrinking"), "white circle, scale keyframed 100% to 10%, anchored center, no position "
+                                       "change"),
+    (("red", "square", "up"), "red square, Y translation upward across full frame height, constant velocity"),
+    (("green", "triangle", "still"), "green triangle, static hold, zero motion, locked position for whole duration"),
+    (("yellow", "square", "down"), "for my little one: a sunny yellow square that slowly drops from the top to the "
+                                   "bottom"),
+    (("blue", "circle", "growing"), "make a blue ball that puffs up bigger and bigger like a balloon being blown up"),
+    (("purple", "circle", "bounce_ud"), "purple ball going boing boing, hopping to the top and back to the bottom "
+                                        "again and again"),
+    (("white", "triangle", "left"), "a white triangle that scoots over to the left, nice and slow please"),
+    (("cyan", "triangle", "up"), "I want a triangle color cyan that climbs to the top of the screen"),
+    (("red", "circle", "still"), "one red circle without movement, quiet in the center all the video"),
+    (("green", "triangle", "left"), "green triangle that go to the left side all the time"),
+    (("white", "square", "shrinking"), "white square that is reducing little by little until almost disappear"),
+    (("blue", "square", "bounce_lr"), "blue square; horizontal oscillation, rebounds off left and right bounds"),
+    (("cyan", "square", "circling"), "cyan square; path: circle around frame center, constant angular speed, loop"),
+    (("purple", "triangle", "down"), "purple triangle; motion=downward, start at top edge, end at bottom edge"),
+    (("yellow", "triangle", "right"), "yellow triangle, translate x: 0 -> frame width (heads right), y fixed"),
+)
+
+# the seventeenth set (paraphrase17): 28 prompts written on 2026-12-05 by one more helper, blind the same way;
+# committed with the shipped rules (c635f69) unchanged: their second and third test sets with paraphrase15
+_PARAPHRASES_17 = (
+    (("red", "circle", "left"), "Could you please make a short clip of a red ball travelling slowly from the "
+                                "right-hand side of the screen over to the left-hand side, against a dark "
+                                "background?"),
+    (("blue", "triangle", "still"), "I should like to see a blue triangle that simply stays put in the middle of the "
+                                    "picture the whole time, please."),
+    (("green", "square", "growing"), "A green square, small at first, which gradually swells until it takes up much "
+                                     "more of the frame. Thank you kindly."),
+    (("purple", "circle", "bounce_ud"), "Please show a purple disc bouncing off the floor and the ceiling of the "
+                                        "frame, over and over."),
+    (("yellow", "triangle", "right"), "yelow triangle speeding across to the right side lol"),
+    (("cyan", "circle", "shrinking"), "cyan bubble that gets tinier and tinier till its almost gone"),
+    (("red", "square", "bounce_lr"), "red sqaure ping ponging wall to wall left right left right nonstop"),
+    (("white", "circle", "up"), "white dot floating up to the top of the screen pls"),
+    (("blue", "square", "down"), "Blue square. Motion: top to bottom, linear, constant speed. BG dark."),
+    (("white", "triangle", "growing"), "White triangle, scale 20% -> 100%, anchored center, no translation."),
+    (("green", "circle", "circling"), "Green circle. Path: circular orbit around frame center, 1 loop, seamless."),
+    (("purple", "triangle", "left"), "Purple triangle / translate X negative (right edge to left edge) / ease in-out"),
+    (("cyan", "square", "right"), "Kindly generate video: cyan colour square should travel from left edge to right "
+                                  "edge of frame."),
+    (("red", "triangle", "shrinking"), "Need one red triangle which reduces in size gradually, position fixed only."),
+    (("yellow", "circle", "still"), "Please create yellow circle, completely stationary, no animation of position or "
+                                    "size."),
+    (("blue", "circle", "bounce_lr"), "Requirement: blue circle to bounce horizontally between left wall and right "
+                                      "wall continuously."),
+    (("green", "triangle", "up"), "For my kids: a green triangle which climbs from the bottom to the top of the "
+                                  "picture."),
+    (("white", "square", "shrinking"), "A white square becomes little and littler, it stays on the same place."),
+    (("purple", "square", "right"), "Please a violet square that wanders from the left over to the right."),
+    (("cyan", "triangle", "bounce_ud"), "An aqua triangle hops between the top and the bottom edge of the picture "
+                                        "again and again."),
+    (("yellow", "square", "down"), "yellow square dropping from top of screen to bottom"),
+    (("red", "circle", "growing"), "red circle that starts tiny and gets huge"),
+    (("blue", "triangle", "up"), "blue triangle that goes from the bottom of the screen to the top thats it"),
+    (("green", "square", "still"), "just a green square sitting there dont move it at all"),
+    (("white", "circle", "left"), "Render a white circular body undergoing uniform translation toward the left "
+                                  "boundary of the frame."),
+    (("cyan", "circle", "down"), "A cyan disc in free fall from the upper edge to the lower edge of the frame."),
+    (("purple", "square", "circling"), "A purple square executing uniform circular motion about the centre of the "
+                                       "frame."),
+    (("yellow", "triangle", "bounce_lr"), "Yellow triangle oscillating horizontally, reflecting elastically off the "
+                                          "left and right edges."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -728,7 +819,8 @@ _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2,
                       "paraphrase7": _PARAPHRASES_7, "paraphrase8": _PARAPHRASES_8, "paraphrase9": _PARAPHRASES_9,
                       "paraphrase10": _PARAPHRASES_10, "paraphrase11": _PARAPHRASES_11,
                       "paraphrase12": _PARAPHRASES_12, "paraphrase13": _PARAPHRASES_13,
-                      "paraphrase14": _PARAPHRASES_14, "paraphrase15": _PARAPHRASES_15}
+                      "paraphrase14": _PARAPHRASES_14, "paraphrase15": _PARAPHRASES_15,
+                      "paraphrase16": _PARAPHRASES_16, "paraphrase17": _PARAPHRASES_17}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
