@@ -80,6 +80,7 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle, scale keyframes from 100% down to about 10%", "shrinking"),
     ("make the red circle puff up", "growing"),                  # a making sense of the world's size words
     ("a red circle that doesnt move at all", "still"),           # a contraction without its apostrophe
+    ("a red circle that scoots over to the left, nice and slow", "left"),  # "slow" is no shrinking
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -134,6 +135,7 @@ def test_the_word_lists_are_apart_from_the_world_names_and_each_word_has_one_mot
             assert seen.setdefault(w, motion) == motion, (w, seen[w], motion)
     assert {"plummet", "soaring", "dwindling", "stays put", "ricocheting", "orbited"} <= set(seen)
     assert "set" not in seen and "slowly" not in seen      # a rare sense is not a word for the motion
+    assert "slow" not in seen and "weaken" not in seen     # a kind of decreasing speed or strength is no shrinking
     assert {"tiny", "tinier", "huge"} <= set(lex["sizes"]["small"]) | set(lex["sizes"]["big"])
     assert "wordnet" in lex["source"].lower()
 

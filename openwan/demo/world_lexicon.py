@@ -9,7 +9,8 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   read off their WordNet definitions ("rise": rise.v.01 "move upward"; not rise.v.02 "increase in value").
 * A motion's words are the lemmas of its seed senses and of their direct troponyms (kinds of that motion: "soar" of
   rising, "plummet" of dropping), each kept only where that sense is among the word's two most frequent in WordNet
-  (so "set", whose sense of sinking below the horizon is far down its list, is not a word for falling), and not
+  (so "set", whose sense of sinking below the horizon is far down its list, is not a word for falling), not a
+  troponym of a size motion whose definition is of another quantity ("slow": "lose velocity"), and not
   where it names a color, shape or motion of the world's parser already. A word reached from two motions at the
   same distance belongs to neither.
 * The words of a change of amount in general (:data:`SIZE_GENERAL_SEEDS`: increase and decrease, becoming or

@@ -12,6 +12,13 @@ from openwan.demo.world_lexicon import (COLOR_SEEDS, LEXICON_PATH, MOVE_SEEDS, S
                                         SIZE_SEEDS, TOP_SENSES)
 
 
+SIZE_MOTIONS = ("growing", "shrinking")
+# A definition of another quantity than size: its troponym of a size seed ("decrease": "slow", "lose velocity")
+# is no word for the size motion.
+OTHER_QUANTITY = re.compile(r"\b(?:velocity|speed|slowly|faster|quieter|louder|intensity|intense|value|weaker|"
+                            r"stronger|sparser|denser|liquid|price|amount or intensity)\b")
+
+
 def _verb_forms(lemma: str, exceptions: dict) -> set:
     """A verb lemma ("stay_put") and its inflections, as words ("stay put", "stays put", "staying put", ...)."""
     head, _, rest = lemma.partition("_")
@@ -99,6 +106,8 @@ def build() -> dict:
         for name in names:
             seed = w.synset(name)
             for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
+                if dist and motion in SIZE_MOTIONS and OTHER_QUANTITY.search(synset.definition()):
+                    continue            # a kind of decreasing in speed, loudness, ... is no size change ("slow")
                 for lemma in synset.lemma_names():
                     if frequent(lemma, synset):
                         d = reached.setdefault(lemma.lower(), {})
