@@ -78,8 +78,8 @@ def _extend_part(part: str, read_look) -> Optional[str]:
     if attrs.motion is None:
         # its color and shape read, its motion not (none, or several): those two in the world's words, so the
         # model gets at least them right (the warning says what it did not read)
-        read_both = attrs.color is not None and attrs.shape is not None
-        return f"a {attrs.color} {attrs.shape}" if read_both and not _several_objects(problems) else None
+        several = any("objects named" in p for p in problems)
+        return f"a {attrs.color} {attrs.shape}" if None not in attrs[:2] and not several else None
     words = {}
     for k, kind in enumerate(("color", "shape")):
         if attrs[k] is not None:
@@ -91,9 +91,9 @@ def _extend_part(part: str, read_look) -> Optional[str]:
             return None
     if any(not p.startswith(("unknown color ", "unknown shape ", "no color", "no shape")) for p in problems):
         return None
-    if len(words) < sum(a is None for a in attrs[:2]) and not words:   # a color or shape named nowhere: the
-        look = read_look()                                               # picture's (not for a prompt outside
-        if look is not None:                                             # the world anyway)
+    if not words and None in (attrs.color, attrs.shape):   # a color or shape named nowhere: the picture's (not
+        look = read_look()                                   # for a prompt naming one outside the world)
+        if look is not None:
             words = {"color": look[0], "shape": look[1]}
     shape = attrs.shape or words.get("shape")
     if shape is None:
@@ -101,10 +101,6 @@ def _extend_part(part: str, read_look) -> Optional[str]:
     color = attrs.color or words.get("color")          # no color named nor seen: none (the model picks one)
     thing = f"{color} {shape}" if color else shape
     return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing} {CANONICAL_PHRASE[attrs.motion]}"
-
-
-def _several_objects(problems) -> bool:
-    return any("objects named" in p for p in problems)
 
 
 def picture_look(picture) -> Optional[tuple]:
