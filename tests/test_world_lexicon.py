@@ -81,6 +81,10 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("make the red circle puff up", "growing"),                  # a making sense of the world's size words
     ("a red circle that doesnt move at all", "still"),           # a contraction without its apostrophe
     ("a red circle that scoots over to the left, nice and slow", "left"),  # "slow" is no shrinking
+    ("one red circle without movement", "still"),
+    ("a red circle reducing little by little until almost gone", "shrinking"),   # weak cues, nothing else read
+    ("a red circle moving left until it disappears", "left"),    # ... but only where nothing else is
+    ("a red circle increasing", "growing"),                      # (the only amount an object here has is size)
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -104,7 +108,7 @@ def test_a_participle_before_the_object_still_says_what_it_does():
     "a red circle bouncing",                          # a bounce without an axis: not guessed
     "a red circle bouncing between the floor and the side walls",      # both axes: not guessed
     "a red circle moving",                            # no motion named
-    "a red circle increasing",                        # a general change not said of the size: not guessed
+    "a red circle increasing, then reducing",         # two weak cues at odds: not guessed
     "an emerald found by a circle moving left",       # a rarer color sense not before a shape: no color
     "a red circle moves up and gets bigger",          # a direction and a size change: not one motion
 ])

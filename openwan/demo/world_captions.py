@@ -234,14 +234,26 @@ def _found(patterns: dict, text: str) -> list:
     return [name for name, pat in patterns.items() if pat.search(text)]
 
 
+def _weak_motion(text: str) -> list:
+    """What a text with no motion word says at most: a bare "loop" (which may mean "repeat") is circling, a change
+    of amount alone ("reducing little by little") the size change, vanishing ("until it is almost gone")
+    shrinking; [] where none or several."""
+    from openwan.demo.world_lexicon import lexicon
+    general = lexicon().get("size_general", {})
+    cues = {"circling": re.search(r"\bloop(?:s|ed|ing)?\b", text),
+            "shrinking": re.search(r"\b(?:vanish\w*|disappear\w*|almost gone|nearly gone|gone)\b", text)
+            or any(re.search(rf"\b{re.escape(w)}\b", text) for w in general.get("shrinking", ())),
+            "growing": any(re.search(rf"\b{re.escape(w)}\b", text) for w in general.get("growing", ()))}
+    found = [m for m, hit in cues.items() if hit]
+    return found if len(found) == 1 else []
+
+
 def _motions(text: str) -> list:
     """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
     change, as the world's growing and shrinking always are, and so is one with a particle ("puffed up bigger");
-    a bare "loop" is circling only where nothing else is read; a still camera ("a static shot") is no still object
+    where nothing else is read, what :func:`_weak_motion` reads; a still camera ("a static shot") is no still object
     where the object does something else."""
-    found = _found(_MOTION_RE, text)
-    if not found and re.search(r"\bloop(?:s|ed|ing)?\b", text):    # "loop": circling where nothing else is read
-        found = ["circling"]
+    found = _found(_MOTION_RE, text) or _weak_motion(text)
     if len(found) > 1 and "still" in found:              # "a static shot of ...": the camera's, if it does more
         from openwan.demo.world_lexicon import CAMERA
         found = _found(_MOTION_RE, re.sub(CAMERA, " ", text)) or found

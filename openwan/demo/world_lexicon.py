@@ -46,7 +46,7 @@ order they apply:
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
-* "no motion", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never
+* "no motion", "without movement", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never
   moves", "no moving", "doesnt move") are staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
@@ -64,7 +64,9 @@ order they apply:
 
 The parser (world_captions) then weighs what is left: a size change said to happen in place, or with a particle
 ("puffed up bigger"), is the size change; a still camera ("a static shot") is no still object where the object
-does more; a bare "loop" (which may mean "repeat") is circling only where nothing else is read.
+does more; a bare "loop" (which may mean "repeat") is circling only where nothing else is read, and so, where
+nothing else is read, a change of amount alone ("reducing little by little") is the size change and vanishing
+("until it is almost gone") is shrinking.
 """
 from __future__ import annotations
 
@@ -181,7 +183,7 @@ def _patterns() -> dict:
                            r"left (?:the )?(?:frame|screen|picture) )(?:at |on |through |by )?(?:the )?"
                            r"(left|right|top|bottom)\b"),
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
-                                  r"\bno (?:position|location) change\b|"
+                                  r"\bno (?:position|location) change\b|\bwithout (?:any )?(?:movement|motion|moving)\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
