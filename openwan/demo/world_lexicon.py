@@ -46,8 +46,8 @@ order they apply:
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
-* "no motion", "without movement", "velocity 0", "position fixed", "no position change", a negated move ("does not move", "never
-  moves", "no moving", "doesnt move") are staying still;
+* "no motion", "without movement", "velocity 0", "position fixed", "no position change", a negated move ("does
+  not move", "never moves", "no moving", "doesnt move") are staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
@@ -183,7 +183,8 @@ def _patterns() -> dict:
                            r"left (?:the )?(?:frame|screen|picture) )(?:at |on |through |by )?(?:the )?"
                            r"(left|right|top|bottom)\b"),
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
-                                  r"\bno (?:position|location) change\b|\bwithout (?:any )?(?:movement|motion|moving)\b|"
+                                  r"\bno (?:position|location) change\b|"
+                                  r"\bwithout (?:any )?(?:movement|motion|moving)\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
