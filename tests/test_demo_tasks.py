@@ -488,7 +488,7 @@ def _all_captions(attrs):
                                                    world.caption_phrases(attrs.motion, wide=True), sizes)}
 
 
-@pytest.mark.parametrize("name", ["paraphrase"] + [f"paraphrase{k}" for k in range(2, 18)])
+@pytest.mark.parametrize("name", ["paraphrase"] + [f"paraphrase{k}" for k in range(2, 20)])
 def test_paraphrases_are_never_training_captions(name):
     from openwan.demo import bench_sets, world
     cases = bench_sets.cases([name])

@@ -233,7 +233,7 @@ def main(argv=None) -> int:
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
     ap.add_argument("--prompts", default="single", metavar="SETS",
                     help="prompt sets, comma separated: single (the fixed benchmark, default), two_objects, "
-                         "paraphrase, paraphrase2 ... paraphrase17, or all")
+                         "paraphrase, paraphrase2 ... paraphrase19, or all")
     ap.add_argument("--strength", type=float, default=None, help="v2v: the noise level the source is pushed to "
                                                                  "(default 0.7)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")

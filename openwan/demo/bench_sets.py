@@ -37,7 +37,9 @@
   sets.
 * ``paraphrase15``, ``paraphrase16``, ``paraphrase17``: 28 prompts each, written blind by three more helpers, read
   only after the shipped rules (c635f69) were committed, which were not changed in between: their test sets (the
-  decision rule of docs/demo.md fixed before the last two were written).
+  decision rule of docs/demo.md fixed before the last two were written). From then on dev sets.
+* ``paraphrase18``, ``paraphrase19``: 28 prompts each, written blind after the rules were widened once more and a
+  second decision rule was committed (1b3f9e2), read with those rules unchanged: their test sets.
 
 Each case is a :class:`BenchCase` (prompt, the objects' Attributes, split "seen"/"heldout", set name).
 """
@@ -50,10 +52,11 @@ from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
         "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16",
-        "paraphrase17")
+        "paraphrase17", "paraphrase18", "paraphrase19")
 PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
                    "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12",
-                   "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16", "paraphrase17")
+                   "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16", "paraphrase17", "paraphrase18",
+                   "paraphrase19")
 
 
 class BenchCase(NamedTuple):
@@ -802,6 +805,107 @@ _PARAPHRASES_17 = (
                                           "left and right edges."),
 )
 
+# the eighteenth set (paraphrase18): 28 prompts written on 2026-12-05 by one more helper, blind the same way;
+# written after the second decision rule and read with the rules of 1b3f9e2 unchanged: their test set
+_PARAPHRASES_18 = (
+    (("red", "circle", "up"), "can u make a red ball float up up up to the top like a balloon"),
+    (("green", "triangle", "bounce_lr"), "a green triangle that boings off the left wall then the right wall over "
+                                         "and over and over"),
+    (("purple", "square", "shrinking"), "purple box gets teeny tiny, smaller and smaller til its almost gone"),
+    (("yellow", "circle", "still"), "just a yellow dot that sits there and doesnt do anything"),
+    (("blue", "square", "right"), "Please generate an animation in which a blue square translates horizontally from "
+                                  "the left border to the right border of the frame."),
+    (("white", "triangle", "down"), "A white triangle shall descend vertically from the upper edge to the lower edge "
+                                    "of the image, with constant velocity."),
+    (("cyan", "circle", "growing"), "A cyan disc whose radius increases monotonically over time, while its centre "
+                                    "remains fixed."),
+    (("red", "square", "bounce_ud"), "Requested: a red square performing a vertical oscillation, reflecting "
+                                     "elastically at the top and bottom boundaries of the frame."),
+    (("green", "circle", "left"), "green circle, right to left, fast"),
+    (("purple", "triangle", "still"), "purple triangle. static. no motion."),
+    (("yellow", "square", "growing"), "yellow square scaling up in place, centered"),
+    (("blue", "circle", "circling"), "blue circle orbiting around frame center, loop"),
+    (("white", "square", "up"), "Please, white square is going to the top of screen slowly."),
+    (("cyan", "triangle", "shrinking"), "I want cyan triangle which become more and more small until disappear."),
+    (("red", "triangle", "left"), "Red triangle walks to left side from right side, please."),
+    (("green", "square", "bounce_ud"), "Green square go to top and come back to bottom repeatedly, like ball jumping "
+                                       "on floor."),
+    (("yellow", "triangle", "right"), "yellow triangle sprite, tween along +x from left edge -> right edge, linear "
+                                      "easing"),
+    (("blue", "square", "down"), "blue square sprite, spawn at top, drop to the bottom at constant speed, no gravity "
+                                 "accel"),
+    (("purple", "circle", "bounce_lr"), "purple circle ping-ponging horizontally between the screen edges, 60fps "
+                                        "loop"),
+    (("white", "circle", "shrinking"), "white circle, scale tween 1.0 -> 0.1, pivot at center, no translation"),
+    (("cyan", "square", "still"), "Hello, I would like a short film of a pretty aqua-coloured square, please, just "
+                                  "sitting quietly in the middle of the picture without any movement at all. Thank "
+                                  "you kindly."),
+    (("red", "circle", "down"), "Could you please show a little red ball gently coming down from the top of the "
+                                "screen to the bottom, the way an apple drops from a tree?"),
+    (("blue", "triangle", "growing"), "My grandson says this machine makes videos. I would like a navy blue triangle "
+                                      "that starts out small and slowly becomes big, staying right where it is."),
+    (("green", "triangle", "up"), "I would love to see an emerald green triangle slowly climbing from the bottom of "
+                                  "the screen all the way to the top, like a little kite on the breeze. Many thanks, "
+                                  "dear."),
+    (("white", "triangle", "left"), "white triangle crossing the frame toward the left edge pls"),
+    (("cyan", "square", "circling"), "cyan square travelling round a circular track, continuous loop, smooth"),
+    (("yellow", "circle", "bounce_lr"), "yellow circle ricocheting off the left & right walls forever"),
+    (("purple", "square", "right"), "violet square sliding across from the left side over to the right side, clean "
+                                    "minimal bg"),
+)
+
+# the nineteenth set (paraphrase19): 28 prompts written on 2026-12-05 by one more helper, blind the same way;
+# written after the second decision rule and read with the rules of 1b3f9e2 unchanged: their test set
+_PARAPHRASES_19 = (
+    (("red", "circle", "left"), "Good day. Kindly generate a short clip of a red circle that travels from the right "
+                                "side of the screen across to the left side, on a dark background. Thank you."),
+    (("green", "triangle", "still"), "Please produce a video of a green triangle which remains completely motionless "
+                                     "at the centre of a black screen for the entire duration."),
+    (("blue", "square", "growing"), "I would like a blue square that steadily increases in size where it is placed, "
+                                    "without changing its position at all."),
+    (("yellow", "circle", "bounce_ud"), "Kindly show a yellow ball that keeps bouncing off the top edge and the "
+                                        "bottom edge of the frame, over and over."),
+    (("purple", "triangle", "right"), "purpel triangle dashing over to the right side of the screen lol"),
+    (("cyan", "square", "shrinking"), "cyan box that gets tinier and tinier til it basically disappears, stays in "
+                                      "the same spot tho"),
+    (("white", "circle", "circling"), "white ball running laps on a round path around the middle of the screen, "
+                                      "nonstop"),
+    (("red", "square", "up"), "red block flying straight up to the top kinda slow, black bg"),
+    (("yellow", "triangle", "down"), "Yellow triangle. Travels vertically from top of frame to bottom. Constant "
+                                     "speed."),
+    (("blue", "circle", "bounce_lr"), "Blue disc, oscillating horizontally between the left and right boundaries, "
+                                      "rebounding at each edge."),
+    (("white", "square", "still"), "White square, fixed position, zero motion. Hold for full clip."),
+    (("purple", "circle", "growing"), "Purple circle. Radius increases linearly over time; centre remains fixed."),
+    (("green", "circle", "left"), "Please make green round dot, it goes toward the left edge slowly."),
+    (("cyan", "triangle", "up"), "cyan color triangle climb to upper side of screen, simple and minimal design"),
+    (("red", "triangle", "shrinking"), "red triangle become small little by little, same place, dark background "
+                                       "please"),
+    (("white", "triangle", "bounce_lr"), "white triangle go to right wall, hit, come back to left wall, repeat many "
+                                         "times"),
+    (("blue", "triangle", "right"), "Need a 5 sec clip: blue triangle, enters from left, exits on right. Dark bg."),
+    (("yellow", "square", "shrinking"), "Requirement - yellow square scaling down to a point, centred, no "
+                                        "translation."),
+    (("purple", "square", "down"), "Purple square should descend from the top edge towards the bottom edge, smooth "
+                                   "easing."),
+    (("green", "square", "circling"), "Green square to follow a circular orbit around the frame centre, continuous "
+                                      "loop."),
+    (("cyan", "circle", "still"), "just a cyan dot sitting there, not going anywhere, my toddler likes that kind of "
+                                  "thing"),
+    (("white", "circle", "up"), "can u make a plain white circle, like a bubble, float up to the top of the screen? "
+                                "nice and slow for bedtime"),
+    (("red", "circle", "right"), "a red ball rolling over to the right side, for my kid's learning video"),
+    (("green", "triangle", "growing"), "green triangle that swells bigger and bigger but stays put"),
+    (("purple", "circle", "bounce_ud"), "Locked-off shot: a violet orb ricochets vertically off the upper and lower "
+                                        "frame edges in an endless loop."),
+    (("cyan", "square", "left"), "Static camera. An aqua square crosses the frame from right to left, exiting screen "
+                                 "left."),
+    (("blue", "square", "down"), "No camera movement - a cobalt square drops from the top of frame and leaves "
+                                 "through the bottom."),
+    (("yellow", "triangle", "bounce_lr"), "Wide shot, dark void: a lemon-yellow triangle ping-pongs horizontally, "
+                                          "striking the left and right borders again and again."),
+)
+
 
 def two_object_cases() -> list:
     """The two-object scenes (12): the world's two-object caption with each object's canonical phrase."""
@@ -820,7 +924,8 @@ _PARAPHRASE_TABLES = {"paraphrase": _PARAPHRASES, "paraphrase2": _PARAPHRASES_2,
                       "paraphrase10": _PARAPHRASES_10, "paraphrase11": _PARAPHRASES_11,
                       "paraphrase12": _PARAPHRASES_12, "paraphrase13": _PARAPHRASES_13,
                       "paraphrase14": _PARAPHRASES_14, "paraphrase15": _PARAPHRASES_15,
-                      "paraphrase16": _PARAPHRASES_16, "paraphrase17": _PARAPHRASES_17}
+                      "paraphrase16": _PARAPHRASES_16, "paraphrase17": _PARAPHRASES_17,
+                      "paraphrase18": _PARAPHRASES_18, "paraphrase19": _PARAPHRASES_19}
 
 
 def paraphrase_cases(name: str = "paraphrase") -> list:
