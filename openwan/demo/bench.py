@@ -32,6 +32,11 @@ ATTRIBUTES = ("color", "shape", "motion")
 TARGETS = {"seen": 0.90, "heldout": 0.75}
 
 
+def _last_paraphrase_set() -> str:
+    from openwan.demo.bench_sets import PARAPHRASE_SETS
+    return PARAPHRASE_SETS[-1]
+
+
 def run_benchmark(pipe, prompts: Optional[Sequence] = None, seeds: Sequence[int] = (0, 1),
                   out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list[dict]:
     """Generate and score one text-to-video video per (prompt, seed). ``prompts``: BenchmarkPrompts (default: all
@@ -233,7 +238,7 @@ def main(argv=None) -> int:
                     help="the demo variant: demo (the 30-step CFG model) or demo-4step (its distilled student)")
     ap.add_argument("--prompts", default="single", metavar="SETS",
                     help="prompt sets, comma separated: single (the fixed benchmark, default), two_objects, "
-                         "paraphrase, paraphrase2 ... paraphrase19, or all")
+                         f"paraphrase, paraphrase2 ... {_last_paraphrase_set()}, or all")
     ap.add_argument("--strength", type=float, default=None, help="v2v: the noise level the source is pushed to "
                                                                  "(default 0.7)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt (seeds 0..N-1; default 2)")

@@ -49,14 +49,8 @@ from typing import NamedTuple
 
 from openwan.demo.world import HELD_OUT, Attributes, prompt_for
 
-SETS = ("single", "two_objects", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-        "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10",
-        "paraphrase11", "paraphrase12", "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16",
-        "paraphrase17", "paraphrase18", "paraphrase19")
-PARAPHRASE_SETS = ("paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5", "paraphrase6",
-                   "paraphrase7", "paraphrase8", "paraphrase9", "paraphrase10", "paraphrase11", "paraphrase12",
-                   "paraphrase13", "paraphrase14", "paraphrase15", "paraphrase16", "paraphrase17", "paraphrase18",
-                   "paraphrase19")
+PARAPHRASE_SETS = ("paraphrase",) + tuple(f"paraphrase{k}" for k in range(2, 20))
+SETS = ("single", "two_objects") + PARAPHRASE_SETS
 
 
 class BenchCase(NamedTuple):

@@ -180,9 +180,10 @@ def reference_prompt(motion: str) -> str:
     return f"{REFERENCE_SUBJECTS[0]} {CANONICAL_PHRASE[motion]}"
 
 
-def _word_pattern(words) -> re.Pattern:
+def _word_pattern(words, space: str = " ") -> re.Pattern:
+    """Any of ``words`` as whole words, longest first; ``space``: what may stand between a phrase's words."""
     alts = sorted(set(words), key=len, reverse=True)
-    return re.compile(r"\b(" + "|".join(re.escape(w) for w in alts) + r")\b")
+    return re.compile(r"\b(" + "|".join(space.join(map(re.escape, w.split(" "))) for w in alts) + r")\b")
 
 
 _COLOR_WORDS = {c: (c,) + COLOR_SYNONYMS.get(c, ()) for c in COLOR_NAMES}
@@ -211,8 +212,7 @@ _LOOPING_PHRASES = (
                    "down and up", "bobbing")),
     ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
 )
-_LOOPING_RE = tuple((token, re.compile(_word_pattern(words).pattern.replace(r"\ ", "[ -]")))
-                    for token, words in _LOOPING_PHRASES)        # "side-to-side" too
+_LOOPING_RE = tuple((token, _word_pattern(words, space="[ -]")) for token, words in _LOOPING_PHRASES)  # "side-to-side"
 _COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
 _SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
 _MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
@@ -234,29 +234,15 @@ def _found(patterns: dict, text: str) -> list:
     return [name for name, pat in patterns.items() if pat.search(text)]
 
 
-def _weak_motion(text: str) -> list:
-    """What a text with no motion word says at most: a bare "loop" (which may mean "repeat") is circling, a change
-    of amount alone ("reducing little by little") the size change, vanishing ("until it is almost gone")
-    shrinking; [] where none or several."""
-    from openwan.demo.world_lexicon import lexicon
-    general = lexicon().get("size_general", {})
-    cues = {"circling": re.search(r"\bloop(?:s|ed|ing)?\b", text),
-            "shrinking": re.search(r"\b(?:vanish\w*|disappear\w*|almost gone|nearly gone|gone)\b", text)
-            or any(re.search(rf"\b{re.escape(w)}\b", text) for w in general.get("shrinking", ())),
-            "growing": any(re.search(rf"\b{re.escape(w)}\b", text) for w in general.get("growing", ()))}
-    found = [m for m, hit in cues.items() if hit]
-    return found if len(found) == 1 else []
-
-
 def _motions(text: str) -> list:
     """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
     change, as the world's growing and shrinking always are, and so is one with a particle ("puffed up bigger");
-    where nothing else is read, what :func:`_weak_motion` reads; a still camera ("a static shot") is no still object
-    where the object does something else."""
-    found = _found(_MOTION_RE, text) or _weak_motion(text)
+    where nothing else is read, what :func:`~openwan.demo.world_lexicon.weak_motions` reads; a still camera ("a
+    static shot") is no still object where the object does something else."""
+    from openwan.demo.world_lexicon import weak_motions, without_camera
+    found = _found(_MOTION_RE, text) or weak_motions(text)
     if len(found) > 1 and "still" in found:              # "a static shot of ...": the camera's, if it does more
-        from openwan.demo.world_lexicon import CAMERA
-        found = _found(_MOTION_RE, re.sub(CAMERA, " ", text)) or found
+        found = _found(_MOTION_RE, without_camera(text)) or found
     sizes = [m for m in found if m in ("growing", "shrinking")]
     if len(sizes) == 1 and set(found) - set(sizes) <= {"up", "down"} and \
             re.search(rf"\w(?:ed|s|ing) (?:up|down) (?:\w+ )?{_MOTION_RE[sizes[0]].pattern}", text):

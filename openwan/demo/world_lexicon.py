@@ -207,6 +207,14 @@ def _patterns() -> dict:
                               rf"|\bno ({_alternation(lex['move'])})\b"),
         "in_size": {m: re.compile(rf"\b({_alternation(words)}) in (?:size|scale|area|diameter)\b")
                     for m, words in lex.get("size_general", {}).items() if words},
+        # the weak cues (:func:`weak_motions`), the camera's words and the objects' nouns
+        "weak": {"circling": re.compile(r"\bloop(?:s|ed|ing)?\b"),
+                 "shrinking": re.compile(r"\b(?:vanish\w*|disappear\w*|almost gone|nearly gone|gone"
+                                         + "".join(f"|{re.escape(w)}" for w in lex.get("size_general", {})
+                                                   .get("shrinking", ())) + r")\b"),
+                 "growing": re.compile(rf"\b(?:{_alternation(lex.get('size_general', {}).get('growing', ()))})\b")},
+        "camera": re.compile(CAMERA),
+        "nouns": re.compile(rf"\b(?:{nouns})\b"),
         "particle": re.compile(rf"\b({CANONICAL['growing']}|{CANONICAL['shrinking']}) (?:up|down|out)\b"),
         "loop": re.compile(r"\b(?:in|around|round|along|on|through|following) (?:a |an |the )?(?:\w+ )?"
                            r"(?:loop|orbit|circular \w+)\b"),
@@ -251,6 +259,19 @@ def read(text: str) -> str:
     return re.sub(r"\s+", " ", t).strip()
 
 
+def weak_motions(text: str) -> list:
+    """What a text with no motion word says at most (the parser's last resort): a bare "loop" (which may mean
+    "repeat") is circling, a change of amount alone ("reducing little by little") the size change, vanishing
+    ("until it is almost gone") shrinking; [] where none or several."""
+    found = [m for m, pat in _patterns()["weak"].items() if pat.search(text)]
+    return found if len(found) == 1 else []
+
+
+def without_camera(text: str) -> str:
+    """``text`` without the camera's words ("a static shot"), which are not the object's."""
+    return _patterns()["camera"].sub(" ", text)
+
+
 _OPPOSITE = {"left": "right", "right": "left", "top": "down", "bottom": "up"}
 
 
@@ -265,7 +286,7 @@ def _coordinate(m) -> str:
 def _object_spans(t: str) -> list:
     """``t`` cut before each object after the first (at the last "and", comma, semicolon or "while" before its
     noun), so a rule that reads a whole phrase reads one object's."""
-    nouns = [m.start() for m in re.finditer(rf"\b(?:{_alternation(lexicon()['subject_nouns'])})\b", t)]
+    nouns = [m.start() for m in _patterns()["nouns"].finditer(t)]
     cuts = [0]
     for a, b in zip(nouns, nouns[1:]):
         seps = [m.start() for m in re.finditer(r"\band\b|,|;|\bwhile\b", t[a:b])]
