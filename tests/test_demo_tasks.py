@@ -499,6 +499,22 @@ def test_paraphrases_are_never_training_captions(name):
         assert c.prompt not in _all_captions(c.objects[0]), c.prompt
         assert not [p for p in phrases if p in c.prompt.lower()], c.prompt
     assert {a for c in cases for a in (c.objects[0].color,)} == set(world.COLOR_NAMES)
+    assert all(a.shape in world.SHAPES and a.motion in world.MOTIONS for c in cases for a in c.objects)
+
+
+def test_paraphrase_sets_file_is_well_formed():
+    """Each set of assets/paraphrase_sets.json says how it was written; its names are in order, prompts unique."""
+    import json
+
+    from openwan.demo import bench_sets
+    sets = json.loads(bench_sets._PARAPHRASE_FILE.read_text(encoding="utf-8"))
+    assert list(sets) == ["paraphrase"] + [f"paraphrase{k}" for k in range(2, len(sets) + 1)]
+    assert PARAPHRASE_SETS == tuple(sets)
+    for name, entry in sets.items():
+        assert set(entry) == {"about", "prompts"} and f"({name})" in entry["about"], name
+        assert all(len(p) == 4 and all(isinstance(x, str) and x for x in p) for p in entry["prompts"]), name
+    prompts = [p[3] for entry in sets.values() for p in entry["prompts"]]
+    assert len(set(prompts)) == len(prompts)
 
 
 def test_two_object_scenes_parse_and_split():

@@ -13,7 +13,7 @@ for, and whether translating objects start on the side their motion needs (:func
     openwan bench demo --json -                 # results as JSON on stdout
     openwan bench demo --check                  # exit 1 when a target is missed (CI)
     openwan bench demo --task i2v               # every task: t2v (default), i2v, flf2v, v2v, vace, r2v, swap
-    openwan bench demo --prompts all            # + two-object scenes and paraphrased prompts (bench_sets.py)
+    openwan bench demo --prompts all            # + two-object scenes and paraphrased prompts (bench_sets.py, assets/paraphrase_sets.json)
 
 Targets (issue 7): attribute accuracy >= 90% on seen combinations, >= 75% on held-out ones. With the tasks and
 sets beyond it (issue 22): PSNR of the given first / last frames >= 25 dB, two-object scenes >= 85% per object
