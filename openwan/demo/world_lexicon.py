@@ -22,7 +22,10 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
   does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube"); and the nouns that name a shade in
   WordNet's two-word names of a color's kinds ("cobalt" of "cobalt blue", "canary" of "canary yellow"), where
-  the word is no adjective of another quality ("pale", "deep"), as rarer color senses.
+  the word is no adjective of another quality ("pale", "deep"), as rarer color senses. A seed sense's own lemmas
+  are kept even where they hold a world word ("blue-green" of cyan's sense).
+* The English words one letter from a word the reader mends misspellings of (``near_words``: "fellow", "greet"),
+  which are never read as misspellings (:mod:`openwan.demo.world_spelling`).
 * Size adjectives (:data:`SIZE_SEEDS`: large.a.01, small.a.01 and the senses WordNet lists as similar) for the rule
   "becoming tiny" below; "move" words (:data:`MOVE_SEEDS` and the
   kinds of moving at all, "budge", "stir", but no word of the world's motions) for "does not move".
@@ -34,14 +37,16 @@ package, which carries WordNet's data); at run time the file is read with no dep
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them, in the
 order they apply:
 
-* two slips of informal writing: a world color or shape name of five letters or more misspelt by one letter
-  ("purpel", "yelow", "sqaure"), read as that name where it stands next to the other attribute (a color right
-  before a shape's noun, a shape right after a color), and a verb with its final g dropped ("bouncin");
+* slips of informal writing (:mod:`openwan.demo.world_spelling`): a world word misspelt by one letter ("purpel",
+  "sqaure", "biger"; a color or shape only next to the other attribute) and a verb with its final g dropped
+  ("bouncin");
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
   rarer sense ("emerald", "jade") only right before a shape ("an emerald circle"); a shape's adjective before a
   noun of no shape ("a triangular shape", "a circular element") is that shape;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
   compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
+* "L to R" (the sides' initials) is the way to the second; a shape's noun in a comparison after the object's
+  ("bounces like a ping pong ball") is no second object;
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
   floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
   the top to the bottom and back" ("and come back"): the bounce along that axis;
@@ -177,6 +182,8 @@ def _patterns() -> dict:
         "compass": re.compile(rf"\b({_alternation(COMPASS)})(?:ward|wards|bound)?\b"),
         "placeward": re.compile(rf"\b({_alternation(PLACEWARD)})(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
+        "sides": re.compile(r"\b([lr]) ?(?:to|->|→|2) ?([lr])\b"),       # "L to R": the sides' initials
+        "simile": re.compile(rf"\blike (?:a|an|the|some) (?:[\w-]+ ){{0,3}}?({nouns})\b"),
         "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
                               rf"(?:the )?(left|right|above|below|{places})\b"
                               rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
@@ -239,8 +246,9 @@ def _patterns() -> dict:
 def read(text: str) -> str:
     """``text`` (lower case, the looping motions' phrases already tokens) with the wider vocabulary and the rules
     (module docstring) rewritten into the world's own words; wording it does not know is left as it is."""
+    from openwan.demo.world_spelling import mend
     p = _patterns()
-    text = _spelling(text)
+    text = mend(text)
     for pat, name in p["names"]:
         text = pat.sub(name, text)
     t = p["intensifier"].sub("", text)
@@ -248,6 +256,9 @@ def read(text: str) -> str:
     t = p["compound"].sub(" ", t)
     t = p["coordinate"].sub(_coordinate, t)
     t = p["from_to"].sub(_from_to, t)
+    t = p["sides"].sub(lambda m: " " + CANONICAL["left" if m.group(2) == "l" else "right"] + " "
+                       if m.group(1) != m.group(2) else m.group(0), t)
+    t = _simile(t, p)
     t = p["exit"].sub(lambda m: " " + CANONICAL[DIRECTION_NOUNS.get(m.group(1), m.group(1))] + " ", t)
     t = p["origin"].sub(lambda m: " " + CANONICAL[_OPPOSITE[m.group(1)]] + " ", t)
     t = p["size_numbers"].sub(lambda m: " " + CANONICAL["growing" if float(m.group(2)) > float(m.group(1))
@@ -271,55 +282,6 @@ def read(text: str) -> str:
             t = pat.sub(lambda m: m.group(0) if m.group(1).startswith("loop") else " " + CANONICAL[motion] + " ", t)
     t = p["particle"].sub(lambda m: m.group(1), t).replace(_NOMINAL, "")
     return re.sub(r"\s+", " ", t).strip()
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """Whether ``a`` is ``b`` with one letter changed, added, dropped, or two neighbours swapped."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
-                                  and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
-
-
-@functools.lru_cache(maxsize=1)
-def _spelling_words() -> tuple:
-    from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS
-    lex = lexicon()
-    colors = {w for words in _COLOR_WORDS.values() for w in words} | {
-        w for kind in ("colors", "colors_before_shape") for words in lex[kind].values() for w in words}
-    nouns = set(lex["subject_nouns"]) | {w for words in _SHAPE_WORDS.values() for w in words}
-    targets = {w: "color" for words in _COLOR_WORDS.values() for w in words if len(w) >= 5}
-    targets.update({w: "shape" for words in _SHAPE_WORDS.values() for w in words if len(w) >= 5})
-    verbs = {w for words in lex["motions"].values() for w in words if " " not in w}
-    return frozenset(colors), frozenset(nouns), targets, frozenset(verbs)
-
-
-def _spelling(t: str) -> str:
-    """Two slips of informal writing: a world color or shape word of five letters or more misspelt by one letter
-    ("purpel", "yelow", "sqaure"), read as that word where it stands next to the other (a color right before a
-    shape's noun, a shape right after a color); and a verb of the vocabulary with its final g dropped
-    ("bouncin", "movin'")."""
-    colors, nouns, targets, verbs = _spelling_words()
-    words = t.split(" ")
-    bare = [w.strip(",.;:!?()\"") for w in words]
-    for i, w in enumerate(bare):
-        if w.endswith(("in", "in'")) and w.rstrip("'") + "g" in verbs:
-            words[i] = words[i].replace(w, w.rstrip("'") + "g")
-            continue
-        if len(w) < 4 or not w.isalpha() or w in colors or w in nouns or w in verbs:
-            continue
-        fixes = [x for x in targets if _one_edit(w, x)]
-        if len(fixes) != 1:
-            continue
-        fix = fixes[0]
-        if targets[fix] == "color" and i + 1 < len(bare) and bare[i + 1] in nouns or \
-                targets[fix] == "shape" and i > 0 and bare[i - 1] in colors:
-            words[i] = words[i].replace(w, fix)
-    return " ".join(words)
 
 
 def weak_motions(text: str) -> list:
@@ -356,6 +318,15 @@ def _object_spans(t: str) -> list:
         if seps:
             cuts.append(a + seps[-1])
     return [t[i:j] for i, j in zip(cuts, cuts[1:] + [len(t)])]
+
+
+def _simile(t: str, p: dict) -> str:
+    """A shape's noun in a comparison after the object's noun ("a blue square that bounces like a ping pong ball")
+    is no second object: dropped."""
+    first = p["nouns"].search(t)
+    if first is None:
+        return t
+    return t[:first.end()] + p["simile"].sub(lambda m: m.group(0)[:m.start(1) - m.start(0)], t[first.end():])
 
 
 def _bounce_axis(t: str, p: dict) -> str:

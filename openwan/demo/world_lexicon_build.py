@@ -68,7 +68,8 @@ def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> d
     """Color or shape words: each name's seed senses' lemmas (distance 0) and their direct hyponyms' (1), kept
     where the sense is frequent for the word (``rare``: only those where it is not, "emerald", whose green is its
     third sense), owned by the one name reaching it nearest (ties dropped), leaving out words the world knows
-    already and words holding one of them ("navy blue")."""
+    already and the hyponyms' words holding one of them ("navy blue"; a seed sense's own, "blue-green" of cyan's,
+    are kept)."""
     reached: dict = {}
     for name, senses in seeds.items():
         for sense in senses:
@@ -83,7 +84,9 @@ def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> d
     out: dict = {name: set() for name in seeds}
     for word, dists in reached.items():
         owners = [n for n, d in dists.items() if d == min(dists.values())]
-        if len(owners) == 1 and owners[0] and word not in known and not set(re.split(r"[ -]", word)) & known:
+        own_sense = min(dists.values()) == 0         # a lemma of the seed sense itself ("blue-green" of cyan's)
+        if len(owners) == 1 and owners[0] and word not in known and (
+                own_sense or not set(re.split(r"[ -]", word)) & known):
             out[owners[0]] |= forms(word)
     return {name: sorted(v) for name, v in out.items()}
 
@@ -109,6 +112,26 @@ def _color_modifiers(w, seeds: dict, known: set) -> dict:
         if len(names) == 1 and word not in known:
             out[next(iter(names))].add(word)
     return out
+
+
+def _near_words(w, motions: dict, verb_exc: dict, adj_exc: dict) -> list:
+    """English words one letter from a word the reader mends misspellings of (world_spelling.targets): WordNet's
+    one-word lemmas, a noun's plural, a verb's and an adjective's inflections ("fellow", "greet", "raising")."""
+    from openwan.demo.world_spelling import targets, variants
+    near = set().union(*(variants(x) for x in targets({"motions": {m: sorted(v) for m, v in motions.items()}})))
+    english: set = set()
+    for pos in ("n", "v", "a", "s", "r"):
+        for synset in w.all_synsets(pos=pos):
+            if re.search(r"\b(?:offensive|slur|obscene|vulgar|derogatory)\b", synset.definition()):
+                continue               # (not shipped in the package's word list; such a word is read as mended)
+            for lemma in synset.lemma_names():
+                word = lemma.lower()
+                if not word.isalpha():
+                    continue
+                english |= {word, word + "s", word + "es"} if pos == "n" else \
+                    _verb_forms(word, verb_exc) if pos == "v" else \
+                    _adjective_forms(word, adj_exc) if pos in ("a", "s") else {word}
+    return sorted(near & english)
 
 
 def build() -> dict:
@@ -177,6 +200,7 @@ def build() -> dict:
     motion_words = known | {x for v in motions.values() for x in v}
     move |= {f for h in w.synset(MOVE_SEEDS[1]).hyponyms() for lemma in h.lemma_names() if frequent(lemma, h)
              for f in _verb_forms(lemma, verb_exc) if not set(f.split()) & motion_words and f not in motion_words}
+    near_words = _near_words(w, motions, verb_exc, adj_exc)
     from openwan.demo.world_captions import OTHER_SHAPES
     subject_nouns = sorted(world_names - {c for words in _COLOR_WORDS.values() for c in words}
                            | set(OTHER_SHAPES) | {x + "s" for x in OTHER_SHAPES})
@@ -185,7 +209,7 @@ def build() -> dict:
             "motions": {m: sorted(v) for m, v in motions.items()}, "colors": colors,
             "colors_before_shape": colors_rare, "shapes": shapes,
             "sizes": sizes, "size_general": size_general, "move": sorted(move),
-            "subject_nouns": subject_nouns}
+            "subject_nouns": subject_nouns, "near_words": near_words}
 
 
 def main() -> int:
