@@ -14,7 +14,10 @@ world's own reader instead of an LLM:
             between the walls" -> "a golden circle bouncing left and right"; the warning names the word), and
             one that names no color keeps none ("a plum-coloured square heading right" -> "a square moving to
             the right"); one whose color and shape it reads but not one motion is given those two ("a red
-            circle"); any other prompt it cannot read whole is left as it is. Each part of a prompt
+            circle"); where its rules leave a color, shape or motion unread (none, or several at odds), the
+            world's learned reader (openwan.demo.world_reader, trained on the world's captions and the
+            benchmark's paraphrase sets) fills it when it is at least half sure; any other prompt it cannot
+            read whole is left as it is. Each part of a prompt
             schedule ("A | B") is extended alone. With a picture (a reference image, or the first frame) the
             extender also looks at it, as the reference's extender does with a vision-language model for
             image-to-video: a prompt that says what the object does but not what it looks like ("the object
@@ -29,6 +32,7 @@ extender for the published models is not implemented: write the prompt in full.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 METHODS = ("world",)
@@ -53,28 +57,31 @@ def resolve(value, default: Optional[str], model: str, demo: bool) -> Optional[s
     return value
 
 
-def extend(prompt: str, method: Optional[str], look=None) -> str:
+def extend(prompt: str, method: Optional[str], look=None, reader=None) -> str:
     """``prompt`` extended by ``method`` (None: unchanged); each part of a schedule ("A | B") alone. ``look``:
     (color, shape) of the object in the call's picture (:func:`picture_look`), for a part that names neither or
     one of them and nothing outside the world; or a function that returns it, called at most once and only when
-    a part needs it (reading a picture is a detector pass)."""
+    a part needs it (reading a picture is a detector pass). ``reader``: the learned reader's model for what the
+    rules leave unread (None: the shipped one; False: none)."""
     if method is None or not isinstance(prompt, str):
         return prompt
     import functools
     read = functools.cache(look) if callable(look) else (lambda: look)
     parts = prompt.split("|")
-    out = [_extend_part(p, read) or p.strip() if p.strip() else p for p in parts]
+    out = [_extend_part(p, read, reader) or p.strip() if p.strip() else p for p in parts]
     if all(o == p.strip() for o, p in zip(out, parts)):
         return prompt            # nothing read differently: the prompt as given, spacing and all
     return " | ".join(out)
 
 
-def _extend_part(part: str, read_look) -> Optional[str]:
+def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
     from openwan.demo.world_captions import CANONICAL_PHRASE, canonical_prompt, understand
     out = canonical_prompt(part)
     if out is not None:
         return out
     attrs, problems = understand(part, 1)
+    if reader is not False and not any("objects named" in p for p in problems):
+        attrs, problems = _learned(part, attrs, problems, reader)
     if attrs.motion is None:
         # its color and shape read, its motion not (none, or several): those two in the world's words, so the
         # model gets at least them right (the warning says what it did not read)
@@ -101,6 +108,23 @@ def _extend_part(part: str, read_look) -> Optional[str]:
     color = attrs.color or words.get("color")          # no color named nor seen: none (the model picks one)
     thing = f"{color} {shape}" if color else shape
     return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing} {CANONICAL_PHRASE[attrs.motion]}"
+
+
+def _learned(part: str, attrs, problems: list, model) -> tuple:
+    """``attrs`` with each field the rules left unread ("no motion", "2 motions for one object") filled by the
+    learned reader (openwan.demo.world_reader) where it is at least ``MIN_PROBABILITY`` sure, and its problem
+    dropped; a color or shape named outside the world ("unknown color 'teal'") stays the rules' word."""
+    from openwan.demo import world_reader
+    fields = attrs._asdict()
+    for kind in world_reader.ATTRIBUTES:
+        unread = [p for p in problems if p == f"no {kind}" or re.match(rf"\d+ {kind}s for one object ", p)]
+        if fields[kind] is not None or not unread:
+            continue
+        value, probability = world_reader.guess(part, kind, model)
+        if value is not None and probability >= world_reader.MIN_PROBABILITY:
+            fields[kind] = value
+            problems = [p for p in problems if p not in unread]
+    return type(attrs)(**fields), problems
 
 
 def picture_look(picture) -> Optional[tuple]:

@@ -1,0 +1,80 @@
+"""A learned reader of the demo world's prompts: the prompt extension's fallback where the rules
+(:mod:`openwan.demo.world_lexicon`) leave an attribute unread.
+
+The rules read what they were written for and nothing else; each new set of prompts written by others brings
+wording none of them has met ("scale-out animation", "from YOUR left ... to YOUR right"). This reader guesses from
+the words as a whole: one multinomial logistic regression per attribute (color, shape, motion) over the prompt's
+words and word pairs, as written and as the rules rewrite them (``n:`` features: "climbing" is "rising" there),
+and the 3- and 4-letter pieces of its words (``c:``, for misspellings the rules do not mend: "sian", "dosnt"),
+trained by :mod:`openwan.demo.world_reader_build` on the world's own captions and the benchmark's paraphrase sets
+(prompts that people, imagined by helpers, wrote to ask for the world's videos). Its weights ship in
+``assets/world_reader.json`` (read with plain Python).
+
+It is used only where the rules fail: :func:`guess` gives an attribute's class and probability, and
+:mod:`openwan.prompt_extend` takes it for an attribute the rules left unread (none, or several at odds) when the
+probability is at least :data:`MIN_PROBABILITY`; a color or shape the prompt names outside the world ("teal",
+"cube") stays as written.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Optional
+
+READER_PATH = Path(__file__).parent / "assets" / "world_reader.json"
+ATTRIBUTES = ("color", "shape", "motion")
+MIN_PROBABILITY = 0.5
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?|->|→")
+
+
+def features(text: str) -> list:
+    """The words and word pairs of ``text`` as written (lower case) and as the rules rewrite them (``n:``), and the
+    3- and 4-letter pieces of its words as written, ends marked (``c:<sq``)."""
+    from openwan.demo.world_captions import _normalize
+    out = []
+    for prefix, t in (("", text.lower()), ("n:", _normalize(text))):
+        words = _WORD.findall(t)
+        out += [prefix + w for w in words] + [f"{prefix}{a}_{b}" for a, b in zip(words, words[1:])]
+    out += [f"c:{g}" for w in _WORD.findall(text.lower()) for n in (3, 4) for g in
+            (f"<{w}>"[i:i + n] for i in range(len(w) + 3 - n))]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _model() -> Optional[dict]:
+    if not READER_PATH.exists():
+        return None
+    data = json.loads(READER_PATH.read_text())
+    index = {f: i for i, f in enumerate(data["features"])}
+    return {"index": index, "heads": data["heads"]}
+
+
+def probabilities(text: str, model: Optional[dict] = None) -> dict:
+    """{attribute: {class: probability}} for ``text``; {} where no reader ships."""
+    model = model or _model()
+    if model is None:
+        return {}
+    rows = [model["index"][f] for f in features(text) if f in model["index"]]
+    out = {}
+    for attr, head in model["heads"].items():
+        logits = list(head["bias"])
+        for r in rows:
+            for k, w in enumerate(head["weights"][r]):
+                logits[k] += w
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        out[attr] = {c: e / total for c, e in zip(head["classes"], exps)}
+    return out
+
+
+def guess(text: str, attribute: str, model: Optional[dict] = None) -> tuple[Optional[str], float]:
+    """The reader's class for ``attribute`` of ``text`` and its probability; (None, 0.0) where no reader ships."""
+    probs = probabilities(text, model).get(attribute)
+    if not probs:
+        return None, 0.0
+    best = max(probs, key=probs.get)
+    return best, probs[best]

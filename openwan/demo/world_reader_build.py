@@ -1,0 +1,126 @@
+"""Trains the demo world's learned prompt reader (:mod:`openwan.demo.world_reader`) and writes
+``assets/world_reader.json``: ``python -m openwan.demo.world_reader_build``. A developer's tool (torch, which the
+package needs anyway). ``--holdout SETS`` leaves paraphrase sets out of training and reports how the extension reads
+them with and without the reader (the way to judge it on wording it has not seen).
+
+Data: the world's captions (every color, shape and motion, :data:`CAPTIONS_PER_COMBINATION` captions each in its
+wide templates) and the paraphrase sets of ``assets/paraphrase_sets.json`` (one object each). Model: per attribute,
+a multinomial logistic regression over :func:`~openwan.demo.world_reader.features` seen at least
+:data:`MIN_COUNT` times, L2-regularised, fit by full-batch L-BFGS from zeros (deterministic).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from openwan.demo.world_reader import ATTRIBUTES, READER_PATH, features
+
+CAPTIONS_PER_COMBINATION = 4
+MIN_COUNT = 2
+L2 = 1e-3
+DECIMALS = 3
+
+
+def examples(holdout=()) -> list:
+    """(text, {attribute: class}) pairs: the world's captions and the paraphrase sets not held out."""
+    from openwan.demo import bench_sets, world
+    rng = np.random.default_rng(0)
+    out = []
+    for color in world.COLOR_NAMES:
+        for shape in world.SHAPES:
+            for motion in world.MOTIONS:
+                a = world.Attributes(color, shape, motion)
+                for _ in range(CAPTIONS_PER_COMBINATION):
+                    out.append((world.make_caption([a], rng, wide=True), a._asdict()))
+    for name in bench_sets.PARAPHRASE_SETS:
+        if name not in holdout:
+            out += [(c.prompt, c.objects[0]._asdict()) for c in bench_sets.cases([name])]
+    return out
+
+
+def train(data: list) -> dict:
+    import torch
+    feats = [features(text) for text, _ in data]
+    counts = Counter(f for fs in feats for f in set(fs))
+    vocab = sorted(f for f, n in counts.items() if n >= MIN_COUNT)
+    index = {f: i for i, f in enumerate(vocab)}
+    x = torch.zeros(len(data), len(vocab), dtype=torch.float64)
+    for r, fs in enumerate(feats):
+        for f in fs:
+            if f in index:
+                x[r, index[f]] += 1.0
+    heads = {}
+    for attr in ATTRIBUTES:
+        classes = sorted({labels[attr] for _, labels in data})
+        y = torch.tensor([classes.index(labels[attr]) for _, labels in data])
+        w = torch.zeros(len(vocab), len(classes), dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+        def loss_fn():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x @ w + b, y) + L2 * (w * w).sum()
+            loss.backward()
+            return loss
+        opt.step(loss_fn)
+        heads[attr] = {"classes": classes, "bias": [round(v, DECIMALS) for v in b.detach().tolist()],
+                       "weights": [[round(v, DECIMALS) for v in row] for row in w.detach().tolist()]}
+    return {"features": vocab, "heads": heads}
+
+
+def _model(data: dict) -> dict:
+    return {"index": {f: i for i, f in enumerate(data["features"])}, "heads": data["heads"]}
+
+
+def holdout_report(holdout: list) -> dict:
+    """Train without ``holdout`` and read its classic-motion prompts with the rules alone and with the reader."""
+    from openwan import prompt_extend
+    from openwan.demo import bench_sets, world
+    from openwan.demo.world_captions import CANONICAL_PHRASE
+    model = _model(train(examples(holdout)))
+    rows = {"rules": 0, "rules + reader": 0, "prompts": 0}
+    misses = []
+    for name in holdout:
+        for c in bench_sets.cases([name]):
+            a = c.objects[0]
+            if a.motion in world.LOOPING_MOTIONS:
+                continue
+            want = f"a {a.color} {a.shape} {CANONICAL_PHRASE[a.motion]}"
+            rows["prompts"] += 1
+            rows["rules"] += prompt_extend.extend(c.prompt, "world", reader=False).endswith(want[2:])
+            got = prompt_extend.extend(c.prompt, "world", reader=model)
+            rows["rules + reader"] += got.endswith(want[2:])
+            if not got.endswith(want[2:]):
+                misses.append((c.prompt, got))
+    return {"counts": rows, "misses": misses}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m openwan.demo.world_reader_build", description=__doc__.split("\n")[0])
+    ap.add_argument("--holdout", default="", help="paraphrase sets to leave out and report on (comma separated); "
+                                                   "each is left out alone in turn")
+    args = ap.parse_args(argv)
+    if args.holdout:
+        total = Counter()
+        for name in args.holdout.split(","):
+            r = holdout_report([name])
+            total.update(r["counts"])
+            print(f"{name}: {r['counts']}")
+            for prompt, got in r["misses"]:
+                print(f"   {prompt[:90]!r} -> {got!r}")
+        print(f"all: {dict(total)}")
+        return 0
+    from openwan.fileio import atomic_write
+    data = train(examples())
+    text = json.dumps(data, separators=(",", ":")) + "\n"
+    atomic_write(READER_PATH, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {READER_PATH}: {len(data['features'])} features, {len(text) // 1024} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
