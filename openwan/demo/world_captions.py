@@ -217,17 +217,21 @@ _COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
 _SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
 _MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
 _SPLIT_RE = re.compile(r"\band\b|,|;|\bwhile\b")
+_SPELLING_NAMES = tuple(tuple(w for words in d.values() for w in words)        # what misspellings are mended to
+                        for d in (_COLOR_WORDS, _SHAPE_WORDS, _MOTION_WORDS))
 
 
 def _normalize(text: str) -> str:
-    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), then
-    the wider vocabulary and wording rules of :mod:`openwan.demo.world_lexicon` rewritten into the world's words
+    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), the
+    slips of informal writing mended (:mod:`openwan.demo.world_spelling`: "purpel" -> purple), then the wider
+    vocabulary and wording rules of :mod:`openwan.demo.world_lexicon` rewritten into the world's words
     ("climbing" -> rising, "does not move" -> motionless)."""
     from openwan.demo.world_lexicon import read
+    from openwan.demo.world_spelling import mend
     t = text.lower()
     for token, pat in _LOOPING_RE:
         t = pat.sub(f" {token} ", t)
-    return read(t)
+    return read(mend(t, _SPELLING_NAMES))
 
 
 def _found(patterns: dict, text: str) -> list:

@@ -35,11 +35,10 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
 package, which carries WordNet's data); at run time the file is read with no dependency.
 
 **The rules** (:func:`read`), each a rewrite into the world's own words before the parser matches them, in the
-order they apply:
+order they apply, after the slips of informal writing are mended (:mod:`openwan.demo.world_spelling`: a world word
+misspelt by one letter, "purpel", "sqaure", "biger", a color or shape only next to the other attribute; a verb
+with its final g dropped, "bouncin"):
 
-* slips of informal writing (:mod:`openwan.demo.world_spelling`): a world word misspelt by one letter ("purpel",
-  "sqaure", "biger"; a color or shape only next to the other attribute) and a verb with its final g dropped
-  ("bouncin");
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
   rarer sense ("emerald", "jade") only right before a shape ("an emerald circle"); a shape's adjective before a
   noun of no shape ("a triangular shape", "a circular element") is that shape;
@@ -246,9 +245,7 @@ def _patterns() -> dict:
 def read(text: str) -> str:
     """``text`` (lower case, the looping motions' phrases already tokens) with the wider vocabulary and the rules
     (module docstring) rewritten into the world's own words; wording it does not know is left as it is."""
-    from openwan.demo.world_spelling import mend
     p = _patterns()
-    text = mend(text)
     for pat, name in p["names"]:
         text = pat.sub(name, text)
     t = p["intensifier"].sub("", text)

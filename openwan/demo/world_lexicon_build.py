@@ -118,7 +118,9 @@ def _near_words(w, motions: dict, verb_exc: dict, adj_exc: dict) -> list:
     """English words one letter from a word the reader mends misspellings of (world_spelling.targets): WordNet's
     one-word lemmas, a noun's plural, a verb's and an adjective's inflections ("fellow", "greet", "raising")."""
     from openwan.demo.world_spelling import targets, variants
-    near = set().union(*(variants(x) for x in targets({"motions": {m: sorted(v) for m, v in motions.items()}})))
+    from openwan.demo.world_captions import _SPELLING_NAMES
+    lex = {"motions": {m: sorted(v) for m, v in motions.items()}}
+    near = set().union(*(variants(x) for x in targets(lex, _SPELLING_NAMES)))
     english: set = set()
     for pos in ("n", "v", "a", "s", "r"):
         for synset in w.all_synsets(pos=pos):

@@ -39,28 +39,29 @@ def variants(word: str) -> set:
             ) - {word}
 
 
-def targets(lex: dict) -> dict:
+def targets(lex: dict, names: tuple) -> dict:
     """The words read through a misspelling, each with its kind ("color", "shape", "motion"): the world's own
-    color, shape and motion words, and the vocabulary's bounce words, of :data:`MIN_LENGTH` letters or more."""
-    from openwan.demo.world_captions import _COLOR_WORDS, _MOTION_WORDS, _SHAPE_WORDS
-    out = {w: "motion" for words in _MOTION_WORDS.values() for w in words}
+    color, shape and motion words (``names``: the words of each, as world_captions passes them) and the
+    vocabulary's bounce words, of :data:`MIN_LENGTH` letters or more."""
+    colors, shapes, motions = names
+    out = {w: "motion" for w in motions}
     out.update({w: "motion" for w in lex["motions"].get("bounce", ())})
-    out.update({w: "shape" for words in _SHAPE_WORDS.values() for w in words})
-    out.update({w: "color" for words in _COLOR_WORDS.values() for w in words})
+    out.update({w: "shape" for w in shapes})
+    out.update({w: "color" for w in colors})
     return {w: kind for w, kind in out.items() if len(w) >= MIN_LENGTH and w.isalpha()}
 
 
-@functools.lru_cache(maxsize=1)
-def _words() -> tuple:
-    from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS
+@functools.lru_cache(maxsize=2)
+def _words(names: tuple) -> tuple:
     from openwan.demo.world_lexicon import lexicon
     lex = lexicon()
-    colors = {w for words in _COLOR_WORDS.values() for w in words} | {
+    world_colors, world_shapes, _ = names
+    colors = set(world_colors) | {
         w for kind in ("colors", "colors_before_shape") for words in lex[kind].values() for w in words}
-    nouns = set(lex["subject_nouns"]) | {w for words in _SHAPE_WORDS.values() for w in words}
+    nouns = set(lex["subject_nouns"]) | set(world_shapes)
     verbs = {w for words in (*lex["motions"].values(), lex["move"], _STATE_VERBS) for w in words if " " not in w}
     known = colors | nouns | verbs | set(lex.get("near_words", ()))
-    return frozenset(colors), frozenset(nouns), frozenset(verbs), targets(lex), frozenset(known)
+    return frozenset(colors), frozenset(nouns), frozenset(verbs), targets(lex, names), frozenset(known)
 
 
 def _fix(word: str, tg: dict, known: frozenset):
@@ -71,9 +72,10 @@ def _fix(word: str, tg: dict, known: frozenset):
     return fixes[0] if len(fixes) == 1 else None
 
 
-def mend(t: str) -> str:
-    """``t`` (lower case) with the slips of the module docstring mended."""
-    colors, nouns, verbs, tg, known = _words()
+def mend(t: str, names: tuple) -> str:
+    """``t`` (lower case) with the slips of the module docstring mended; ``names``: the world's (color words,
+    shape words, motion words), each a tuple (world_captions' own, passed in: the world's words are its)."""
+    colors, nouns, verbs, tg, known = _words(names)
     words = t.split(" ")
     bare = [w.strip(",.;:!?()\"") for w in words]
     fixes = []
