@@ -80,8 +80,15 @@ def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
     if out is not None:
         return out
     attrs, problems = understand(part, 1)
-    if reader is not False and not any("objects named" in p for p in problems):
-        attrs, problems = _learned(part, attrs, problems, reader)
+    learn = reader is not False and not any("objects named" in p for p in problems)
+    if learn:                    # the motion first: a picture never says it
+        attrs, problems = _learned(part, attrs, problems, reader, ("motion",))
+    if attrs.motion is not None and problems and all(p in ("no color", "no shape") for p in problems):
+        look = read_look()       # a color or shape named nowhere (nor outside the world): the picture's, before
+        if look is not None:     # any guess
+            attrs, problems = attrs._replace(color=attrs.color or look[0], shape=attrs.shape or look[1]), []
+    if learn:
+        attrs, problems = _learned(part, attrs, problems, reader, ("color", "shape"))
     if attrs.motion is None:
         # its color and shape read, its motion not (none, or several): those two in the world's words, so the
         # model gets at least them right (the warning says what it did not read)
@@ -98,10 +105,6 @@ def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
             return None
     if any(not p.startswith(("unknown color ", "unknown shape ", "no color", "no shape")) for p in problems):
         return None
-    if not words and None in (attrs.color, attrs.shape):   # a color or shape named nowhere: the picture's (not
-        look = read_look()                                   # for a prompt naming one outside the world)
-        if look is not None:
-            words = {"color": look[0], "shape": look[1]}
     shape = attrs.shape or words.get("shape")
     if shape is None:
         return None
@@ -110,13 +113,14 @@ def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
     return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing} {CANONICAL_PHRASE[attrs.motion]}"
 
 
-def _learned(part: str, attrs, problems: list, model) -> tuple:
-    """``attrs`` with each field the rules left unread ("no motion", "2 motions for one object") filled by the
-    learned reader (openwan.demo.world_reader) where it is at least ``MIN_PROBABILITY`` sure, and its problem
-    dropped; a color or shape named outside the world ("unknown color 'teal'") stays the rules' word."""
+def _learned(part: str, attrs, problems: list, model, kinds) -> tuple:
+    """``attrs`` with each field of ``kinds`` the rules left unread ("no motion", "2 motions for one object")
+    filled by the learned reader (openwan.demo.world_reader) where it is at least ``MIN_PROBABILITY`` sure, and
+    its problem dropped; a color or shape named outside the world ("unknown color 'teal'") stays the rules'
+    word."""
     from openwan.demo import world_reader
     fields = attrs._asdict()
-    for kind in world_reader.ATTRIBUTES:
+    for kind in kinds:
         unread = [p for p in problems if p == f"no {kind}" or re.match(rf"\d+ {kind}s for one object ", p)]
         if fields[kind] is not None or not unread:
             continue

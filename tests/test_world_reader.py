@@ -7,9 +7,15 @@ from openwan.prompt_extend import extend
 
 
 def test_the_reader_fills_what_the_rules_leave_unread():
-    # "sian" and "dosnt" are no words the rules know: colour and motion unread by them
-    assert extend("a sian circle that dosnt move at all", "world", reader=False) == "a sian circle that dosnt move at all"
-    assert extend("a sian circle that dosnt move at all", "world") == "a cyan circle staying still"
+    # "dosnt" is no word the rules know (two letters from "doesnt"): the motion unread by them
+    assert extend("a cyan circle that dosnt move at all", "world", reader=False) == "a cyan circle"
+    assert extend("a cyan circle that dosnt move at all", "world") == "a cyan circle staying still"
+
+
+def test_the_reader_says_when_a_prompt_names_no_color_or_shape():
+    assert world_reader.guess("the object moving to the right", "color")[0] is None
+    assert world_reader.guess("the object moving to the right", "shape")[0] is None
+    assert extend("the object moving to the right", "world") == "the object moving to the right"
 
 
 def test_the_reader_never_overrides_a_whole_reading_nor_a_word_outside_the_world():
@@ -28,7 +34,9 @@ def test_the_reader_is_sure_only_where_the_words_say_so():
     assert all(abs(sum(p.values()) - 1.0) < 1e-9 for p in probs.values())
     assert max(probs["color"], key=probs["color"].get) == "red" and probs["color"]["red"] > 0.9
     assert max(probs["motion"], key=probs["motion"].get) == "left"
-    assert world_reader.guess("", "motion")[1] < 0.5                           # no words: not sure of anything
+    for a in world_reader.ATTRIBUTES:                                          # no words: nothing it is sure of
+        value, p = world_reader.guess("", a)
+        assert value is None or p < world_reader.MIN_PROBABILITY
 
 
 def test_the_shipped_reader_reads_its_training_sets():

@@ -6,8 +6,9 @@ wording none of them has met ("scale-out animation", "from YOUR left ... to YOUR
 the words as a whole: one multinomial logistic regression per attribute (color, shape, motion) over the prompt's
 words and word pairs, as written and as the rules rewrite them (``n:`` features: "climbing" is "rising" there),
 and the 3- and 4-letter pieces of its words (``c:``, for misspellings the rules do not mend: "sian", "dosnt"),
-trained by :mod:`openwan.demo.world_reader_build` on the world's own captions and the benchmark's paraphrase sets
-(prompts that people, imagined by helpers, wrote to ask for the world's videos). Its weights ship in
+trained by :mod:`openwan.demo.world_reader_build` on the world's own captions, captions that leave an attribute out
+(its class :data:`NONE`: the reader says so rather than guess the common case), and the benchmark's paraphrase
+sets (prompts that people, imagined by helpers, wrote to ask for the world's videos). Its weights ship in
 ``assets/world_reader.json`` (read with plain Python).
 
 It is used only where the rules fail: :func:`guess` gives an attribute's class and probability, and
@@ -27,6 +28,7 @@ from typing import Optional
 READER_PATH = Path(__file__).parent / "assets" / "world_reader.json"
 ATTRIBUTES = ("color", "shape", "motion")
 MIN_PROBABILITY = 0.5
+NONE = "none"           # the class of an attribute the prompt does not name
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?|->|→")
 
 
@@ -72,9 +74,10 @@ def probabilities(text: str, model: Optional[dict] = None) -> dict:
 
 
 def guess(text: str, attribute: str, model: Optional[dict] = None) -> tuple[Optional[str], float]:
-    """The reader's class for ``attribute`` of ``text`` and its probability; (None, 0.0) where no reader ships."""
+    """The reader's class for ``attribute`` of ``text`` and its probability; (None, p) where its best guess is
+    that the text does not name it (:data:`NONE`), (None, 0.0) where no reader ships."""
     probs = probabilities(text, model).get(attribute)
     if not probs:
         return None, 0.0
     best = max(probs, key=probs.get)
-    return best, probs[best]
+    return (None if best == NONE else best), probs[best]
