@@ -423,6 +423,30 @@ def test_bench_tasks_grade_a_perfect_model_perfect(task):
     assert all(met.values()) and ("psnr_first" in met) == (task in ("i2v", "flf2v"))
 
 
+def test_a_prompt_the_call_refuses_is_a_wrong_video_not_the_end_of_the_run():
+    from openwan.demo import bench_sets, bench_tasks
+    from openwan.demo.bench import format_report, summarize_all
+    cases = bench_sets.cases(["paraphrase"])[:2] + bench_sets.two_object_cases()[:1]
+    cases[0] = cases[0]._replace(prompt="a red square | heading left")
+    fake = WorldPipe("t2v", cases)
+    calls = fake.__call__
+
+    def pipe(prompt, **kw):
+        if "|" in prompt:
+            raise ValueError("a prompt schedule ('|') needs a video longer than the model's 9 frames")
+        return calls(prompt, **kw)
+    pipe.defaults = fake.defaults
+    records = bench_tasks.run_cases(pipe, "t2v", cases, seeds=(0, 1), progress=False)
+    assert len(records) == 6 and [r.get("refused") is not None for r in records] == [True, True] + [False] * 4
+    assert records[0]["correct"] == {"color": False, "shape": False, "motion": False, "all": False}
+    assert records[2]["correct"]["all"] and records[4]["correct"]["all"]
+    s = summarize_all(records)
+    assert s["paraphrase"]["total"]["accuracy"]["all"] == 0.5 and s["refused"]["videos"] == 2
+    assert "refused: 2 videos, counted wrong" in format_report(s, {})
+    two = bench_tasks.refused(cases[2], cases[2].prompt, 0, "no")
+    assert two["correct"]["all"] is False and len(two["objects"]) == 2
+
+
 def test_object_mask_covers_the_object_and_keeps_the_rest():
     from openwan.demo import bench_sets, bench_tasks, world
     case = bench_sets.cases(["single"])[0]

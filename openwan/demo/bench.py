@@ -153,6 +153,9 @@ def format_report(summary: dict, settings: dict) -> str:
                      f"move away from the nearer border {t['move_away_from_nearer_border']}")
     from openwan.demo.bench_tasks import format_extra, task_targets
     lines += format_extra(summary)
+    if "refused" in summary:
+        lines.append(f"refused: {summary['refused']['videos']} videos, counted wrong ("
+                     + "; ".join(summary["refused"]["errors"]) + ")")
     ok = meets_targets(summary)
     extra = task_targets(summary)
     if extra:
@@ -397,6 +400,9 @@ def summarize_all(records: Sequence[dict]) -> dict:
     fid = summarize_task(records)
     if fid:
         summary["fidelity"] = fid
+    refused = sorted({r["refused"] for r in records if "refused" in r})
+    if refused:                  # videos the call would not make (counted wrong above)
+        summary["refused"] = {"videos": sum("refused" in r for r in records), "errors": refused}
     return summary
 
 

@@ -161,6 +161,20 @@ def grade(video: np.ndarray, case) -> dict:
     return {"objects": objects, "correct": {"all": all(o["correct"]["all"] for o in objects)}}
 
 
+def refused(case, prompt: str, seed: int, error: str) -> dict:
+    """The record of a video the call refused to make (a prompt it raises a clear error for, "a prompt schedule
+    ('|') needs a video longer ..."): nothing drawn, every attribute wrong, the error kept."""
+    none = {k: None for k in ATTRIBUTES}
+    wrong = {k: False for k in ATTRIBUTES + ("all",)}
+    objects = [{"expected": dict(o._asdict()), "detected": dict(none), "found": False, "correct": dict(wrong)}
+               for o in case.objects]
+    rec = {"prompt": prompt, "split": case.split, "seed": seed, "refused": error}
+    if case.set != "single":
+        rec["set"] = case.set
+    rec.update(objects[0] if len(objects) == 1 else {"objects": objects, "correct": dict(wrong)})
+    return {**rec, "seconds": 0.0, "dit_forwards": 0}
+
+
 def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), out_dir: Optional[Path] = None,
               progress: bool = True, strength: float = V2V_STRENGTH, **sample_kw) -> list[dict]:
     """Generate and grade one video per (case, seed) for ``task``; one record per video (see the module
@@ -180,7 +194,14 @@ def run_cases(pipe, task: str, cases: Sequence, seeds: Sequence[int] = (0, 1), o
             inputs, source = task_inputs(task, case, i, int(seed), (h, w), frames, strength)
             prompt = inputs.pop("prompt", case.prompt)
             t0 = time.perf_counter()
-            out = pipe(prompt, seed=int(seed), output_path=path, overwrite=True, **inputs, **sample_kw)
+            try:
+                out = pipe(prompt, seed=int(seed), output_path=path, overwrite=True, **inputs, **sample_kw)
+            except ValueError as e:          # the call refused the prompt, as it would a user's: a wrong video
+                records.append(refused(case, prompt, int(seed), str(e)))
+                if progress:
+                    print(f"  [{len(records):3d}] REFUSED {case.split:7s} {prompt!r} seed {seed}: {e}",
+                          file=sys.stderr, flush=True)
+                continue
             dt = time.perf_counter() - t0
             video = out.frames[0]
             rec = {"prompt": prompt, "split": case.split, "seed": int(seed)}
