@@ -93,6 +93,8 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle, starts near the bottom edge, ends near the top edge", "up"),  # where it ends: the way
     ("a red circle, translate on x (screen-left to screen-right)", "right"),
     ("a red circle, L to R across screen", "right"),              # the sides' initials
+    ("a red circle, scale factor goes from ~0.3 to ~1.5", "growing"),    # "~": about
+    ("a red circle, scale keyframed from 100% down to ~10%", "shrinking"),
     ("a red circle bouncing from one side to the other like a ping pong ball", "bounce_lr"),  # a simile's noun
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):

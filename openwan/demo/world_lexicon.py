@@ -206,9 +206,9 @@ def _patterns() -> dict:
                                   r"(?:\bnot|n't|nt|\bnever)(?: \w+)? (?:do|does|doing|did) anything\b|"
                                   r"\bvelocity (?:= ?|of |is )?(?:0|zero)\b|\bzero velocity\b|"
                                   r"\b(?:position|location) (?:is )?(?:fixed|constant|unchanged)\b"),
-        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?(\d+(?:\.\d+)?)(?:x|%)? ?"
+        "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?[~≈]?(\d+(?:\.\d+)?)(?:x|%)? ?"
                                    r"(?:(?:down |up )?to (?:about |around |roughly |approximately |nearly )?|->|→) ?"
-                                   r"(\d+(?:\.\d+)?)(?:x|%)?"),
+                                   r"[~≈]?(\d+(?:\.\d+)?)(?:x|%)?"),     # ("~10%": about 10%)
         "coordinate": re.compile(r"\b([xy])(?: position| coordinate| value)? (?:is )?(increas\w*|decreas\w*|grow\w*|"
                                  r"shrink\w*)"),
         "compound": re.compile(r"\b(?!scal)[a-z]+-(?:up|down)\b"),     # "power-down", "close-up": no direction
