@@ -183,7 +183,8 @@ def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = 
     if method == "none" or total <= window:
         if schedule:
             raise LongVideoError(f"a prompt schedule ('|') needs a video longer than the model's {native_frames} "
-                                 f"frames (give --frame_num > {native_frames})")
+                                 f"frames (give --frame_num > {native_frames}; or, if the prompt is one scene, "
+                                 f"write it without '|')")
         return None
     plan = plan_windows(total, window, default_overlap(window) if overlap is None else overlap)
     prompts = tuple(split_prompts(prompt, len(plan.spans))) if schedule else None

@@ -83,7 +83,7 @@ def test_prompt_schedule_spreads_over_windows(pipe):
     out = pipe("a red circle moving to the right | a blue square moving up", frame_num=97, long_overlap=1, **FAST)
     assert out.settings["long_video"]["prompts"] == ["a red circle moving to the right"] * 2 + \
         ["a blue square moving up"]
-    with pytest.raises(ValueError, match="prompt schedule .* needs a video longer"):
+    with pytest.raises(ValueError, match="prompt schedule .* needs a video longer.*without '\|'"):
         pipe("a red circle | a blue square", **FAST)
 
 
