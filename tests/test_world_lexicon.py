@@ -110,6 +110,13 @@ def test_a_word_after_a_determiner_is_a_noun_or_an_adjective(prompt):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", "left"), L.read(prompt)
 
 
+def test_a_simile_or_a_count_of_the_object_names_no_second_object():
+    from openwan.demo.world_captions import understand
+    for prompt in ("a red circle that goes to the bottom, only one circle please",
+                   "a red circle that drops to the bottom, like a ball in a cup"):
+        assert understand(prompt, 1) == (world.Attributes("red", "circle", "down"), []), L.read(prompt)
+
+
 def test_a_participle_before_the_object_still_says_what_it_does():
     assert parse_prompt("a soaring red circle") == world.Attributes("red", "circle", "up")
     assert parse_prompt("the red circle plunging") == world.Attributes("red", "circle", "down")

@@ -45,7 +45,7 @@ with its final g dropped, "bouncin"):
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
   compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
 * "L to R" (the sides' initials) is the way to the second; a shape's noun in a comparison after the object's
-  ("bounces like a ping pong ball") is no second object;
+  ("bounces like a ping pong ball"), or in a count of it ("only one square"), is no second object;
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
   floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
   the top to the bottom and back" ("and come back"): the bounce along that axis;
@@ -182,7 +182,8 @@ def _patterns() -> dict:
         "placeward": re.compile(rf"\b({_alternation(PLACEWARD)})(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
         "sides": re.compile(r"\b([lr]) ?(?:to|->|→|2) ?([lr])\b"),       # "L to R": the sides' initials
-        "simile": re.compile(rf"\blike (?:a|an|the|some) (?:[\w-]+ ){{0,3}}?({nouns})\b"),
+        "simile": re.compile(rf"\blike (?:a|an|the|some) (?:[\w-]+ ){{0,3}}?({nouns})\b"
+                             rf"|\b(?:only|just) (?:one|a single|1) ({nouns})\b"),   # ... or a count of it
         "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
                               rf"(?:the )?(left|right|above|below|{places})\b"
                               rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
@@ -318,12 +319,13 @@ def _object_spans(t: str) -> list:
 
 
 def _simile(t: str, p: dict) -> str:
-    """A shape's noun in a comparison after the object's noun ("a blue square that bounces like a ping pong ball")
-    is no second object: dropped."""
+    """A shape's noun in a comparison after the object's noun ("a blue square that bounces like a ping pong ball"),
+    or in a count of it ("... only one square please"), is no second object: dropped."""
     first = p["nouns"].search(t)
     if first is None:
         return t
-    return t[:first.end()] + p["simile"].sub(lambda m: m.group(0)[:m.start(1) - m.start(0)], t[first.end():])
+    return t[:first.end()] + p["simile"].sub(lambda m: m.group(0)[:m.start(m.lastindex) - m.start(0)],
+                                             t[first.end():])
 
 
 def _bounce_axis(t: str, p: dict) -> str:
