@@ -64,6 +64,17 @@ def _exceptions(path: Path) -> dict:
     return out
 
 
+def _walk(w, seeds: dict):
+    """(owner, seed synset, synset, distance, lemma) for each lemma of each owner's seed senses (distance 0) and
+    of their direct hyponyms (distance 1): the walk every word list of the module docstring starts from."""
+    for owner, senses in seeds.items():
+        for sense in senses:
+            seed = w.synset(sense)
+            for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
+                for lemma in synset.lemma_names():
+                    yield owner, seed, synset, dist, lemma
+
+
 def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> dict:
     """Color or shape words: each name's seed senses' lemmas (distance 0) and their direct hyponyms' (1), kept
     where the sense is frequent for the word (``rare``: only those where it is not, "emerald", whose green is its
@@ -71,16 +82,12 @@ def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> d
     already and the hyponyms' words holding one of them ("navy blue"; a seed sense's own, "blue-green" of cyan's,
     are kept)."""
     reached: dict = {}
-    for name, senses in seeds.items():
-        for sense in senses:
-            seed = w.synset(sense)
-            for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
-                for lemma in synset.lemma_names():
-                    d = reached.setdefault(lemma.lower().replace("_", " "), {})
-                    if frequent(lemma, synset) != rare:
-                        d[name] = min(d.get(name, dist), dist)
-                    else:             # reached, but not in this list: it still takes part in the ties
-                        d.setdefault("", dist)
+    for name, _, synset, dist, lemma in _walk(w, seeds):
+        d = reached.setdefault(lemma.lower().replace("_", " "), {})
+        if frequent(lemma, synset) != rare:
+            d[name] = min(d.get(name, dist), dist)
+        else:                         # reached, but not in this list: it still takes part in the ties
+            d.setdefault("", dist)
     out: dict = {name: set() for name in seeds}
     for word, dists in reached.items():
         owners = [n for n, d in dists.items() if d == min(dists.values())]
@@ -97,16 +104,11 @@ def _color_modifiers(w, seeds: dict, known: set) -> dict:
     the color's own, where that first word is a noun, or an adjective only of that color ("canary": "of a light to
     moderate greenish yellow"; not "pale", "deep", "royal"), owned by one color, and not a word the world knows."""
     owners: dict = {}
-    for name, senses in seeds.items():
-        for sense in senses:
-            seed = w.synset(sense)
-            for synset in [seed] + seed.hyponyms():
-                for lemma in synset.lemma_names():
-                    first, _, rest = lemma.lower().partition("_")
-                    adjectives = w.synsets(first, pos="a") + w.synsets(first, pos="s")
-                    if rest == name and first.isalpha() and all(
-                            re.search(rf"\b{name}", a.definition()) for a in adjectives):
-                        owners.setdefault(first, set()).add(name)
+    for name, _, _, _, lemma in _walk(w, seeds):
+        first, _, rest = lemma.lower().partition("_")
+        adjectives = w.synsets(first, pos="a") + w.synsets(first, pos="s")
+        if rest == name and first.isalpha() and all(re.search(rf"\b{name}", a.definition()) for a in adjectives):
+            owners.setdefault(first, set()).add(name)
     out: dict = {name: set() for name in seeds}
     for word, names in owners.items():
         if len(names) == 1 and word not in known:
@@ -150,16 +152,12 @@ def build() -> dict:
             lemma, pos="s" if synset.pos() == "a" else "a")[:TOP_SENSES]
 
     reached: dict = {}                 # lemma -> {motion: distance}
-    for motion, names in SEEDS.items():
-        for name in names:
-            seed = w.synset(name)
-            for synset, dist in [(seed, 0)] + [(h, 1) for h in seed.hyponyms()]:
-                if dist and motion in SIZE_MOTIONS and OTHER_QUANTITY.search(synset.definition()):
-                    continue            # a kind of decreasing in speed, loudness, ... is no size change ("slow")
-                for lemma in synset.lemma_names():
-                    if frequent(lemma, synset):
-                        d = reached.setdefault(lemma.lower(), {})
-                        d[motion] = min(d.get(motion, dist), dist)
+    for motion, _, synset, dist, lemma in _walk(w, SEEDS):
+        if dist and motion in SIZE_MOTIONS and OTHER_QUANTITY.search(synset.definition()):
+            continue                    # a kind of decreasing in speed, loudness, ... is no size change ("slow")
+        if frequent(lemma, synset):
+            d = reached.setdefault(lemma.lower(), {})
+            d[motion] = min(d.get(motion, dist), dist)
     motions: dict = {m: set() for m in SEEDS}
     for lemma, dists in sorted(reached.items()):
         best = min(dists.values())
@@ -184,16 +182,12 @@ def build() -> dict:
         lemmas = set(seed.lemma_names()) | {x for s in seed.similar_tos() for x in s.lemma_names()}
         sizes[key] = sorted({f for lemma in lemmas for f in _adjective_forms(lemma.lower(), adj_exc)})
     size_general: dict = {}
-    for motion, senses in SIZE_GENERAL_SEEDS.items():
-        for name in senses:
-            root = w.synset(name)
-            for synset in [root] + root.hyponyms():
-                for lemma in synset.lemma_names():
-                    if frequent(lemma, synset):
-                        size_general.setdefault(lemma.lower(), set()).add(motion)
-                        # a kind of the change whose definition says it is of the size: a word of the motion itself
-                        if synset != root and re.match(rf"{root.lemma_names()[0]} in size\b", synset.definition()):
-                            motions[motion] |= {f for f in _verb_forms(lemma.lower(), verb_exc) if f not in known}
+    for motion, root, synset, dist, lemma in _walk(w, SIZE_GENERAL_SEEDS):
+        if frequent(lemma, synset):
+            size_general.setdefault(lemma.lower(), set()).add(motion)
+            # a kind of the change whose definition says it is of the size: a word of the motion itself
+            if dist and re.match(rf"{root.lemma_names()[0]} in size\b", synset.definition()):
+                motions[motion] |= {f for f in _verb_forms(lemma.lower(), verb_exc) if f not in known}
     size_general = {m: sorted({f for lemma, owners in size_general.items() if owners == {m}
                                for f in _verb_forms(lemma, verb_exc)}) for m in SIZE_GENERAL_SEEDS}
     move = {f for name in MOVE_SEEDS for lemma in w.synset(name).lemma_names() for f in _verb_forms(lemma, verb_exc)}
