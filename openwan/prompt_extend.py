@@ -82,13 +82,17 @@ def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
     attrs, problems = understand(part, 1)
     learn = reader is not False and not any("objects named" in p for p in problems)
     if learn:                    # the motion first: a picture never says it
-        attrs, problems = _learned(part, attrs, problems, reader, ("motion",))
+        import functools
+
+        from openwan.demo import world_reader
+        guesses = functools.cache(lambda: world_reader.guesses(part, reader))     # one reading of the part
+        attrs, problems = _learned(attrs, problems, guesses, ("motion",))
     if attrs.motion is not None and problems and all(p in ("no color", "no shape") for p in problems):
         look = read_look()       # a color or shape named nowhere (nor outside the world): the picture's, before
         if look is not None:     # any guess
             attrs, problems = attrs._replace(color=attrs.color or look[0], shape=attrs.shape or look[1]), []
     if learn:
-        attrs, problems = _learned(part, attrs, problems, reader, ("color", "shape"))
+        attrs, problems = _learned(attrs, problems, guesses, ("color", "shape"))
     if attrs.motion is None:
         # its color and shape read, its motion not (none, or several): those two in the world's words, so the
         # model gets at least them right (the warning says what it did not read)
@@ -113,18 +117,18 @@ def _extend_part(part: str, read_look, reader=None) -> Optional[str]:
     return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing} {CANONICAL_PHRASE[attrs.motion]}"
 
 
-def _learned(part: str, attrs, problems: list, model, kinds) -> tuple:
+def _learned(attrs, problems: list, guesses, kinds) -> tuple:
     """``attrs`` with each field of ``kinds`` the rules left unread ("no motion", "2 motions for one object")
-    filled by the learned reader (openwan.demo.world_reader) where it is at least ``MIN_PROBABILITY`` sure, and
-    its problem dropped; a color or shape named outside the world ("unknown color 'teal'") stays the rules'
-    word."""
+    filled by the learned reader (``guesses()``: openwan.demo.world_reader.guesses of the part) where it is at
+    least ``MIN_PROBABILITY`` sure, and its problem dropped; a color or shape named outside the world ("unknown
+    color 'teal'") stays the rules' word."""
     from openwan.demo import world_reader
     fields = attrs._asdict()
     for kind in kinds:
         unread = [p for p in problems if p == f"no {kind}" or re.match(rf"\d+ {kind}s for one object ", p)]
         if fields[kind] is not None or not unread:
             continue
-        value, probability = world_reader.guess(part, kind, model)
+        value, probability = guesses().get(kind, (None, 0.0))
         if value is not None and probability >= world_reader.MIN_PROBABILITY:
             fields[kind] = value
             problems = [p for p in problems if p not in unread]

@@ -73,11 +73,16 @@ def probabilities(text: str, model: Optional[dict] = None) -> dict:
     return out
 
 
+def guesses(text: str, model: Optional[dict] = None) -> dict:
+    """{attribute: (the reader's class, its probability)} for ``text``, the class None where its best guess is
+    that the text does not name the attribute (:data:`NONE`); {} where no reader ships."""
+    out = {}
+    for attr, probs in probabilities(text, model).items():
+        best = max(probs, key=probs.get)
+        out[attr] = (None if best == NONE else best), probs[best]
+    return out
+
+
 def guess(text: str, attribute: str, model: Optional[dict] = None) -> tuple[Optional[str], float]:
-    """The reader's class for ``attribute`` of ``text`` and its probability; (None, p) where its best guess is
-    that the text does not name it (:data:`NONE`), (None, 0.0) where no reader ships."""
-    probs = probabilities(text, model).get(attribute)
-    if not probs:
-        return None, 0.0
-    best = max(probs, key=probs.get)
-    return (None if best == NONE else best), probs[best]
+    """:func:`guesses` of one attribute; (None, 0.0) where no reader ships."""
+    return guesses(text, model).get(attribute, (None, 0.0))
