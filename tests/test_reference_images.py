@@ -488,10 +488,10 @@ def test_the_picture_is_read_only_when_the_prompt_needs_it():
 
 def test_a_word_outside_the_world_is_kept_in_the_canonical_caption():
     from openwan import prompt_extend
-    assert prompt_extend.extend("a golden ball ping-ponging between the left and right walls", "world") == \
-        "a golden circle bouncing left and right"
+    assert prompt_extend.extend("a silver ball ping-ponging between the left and right walls", "world") == \
+        "a silver circle bouncing left and right"
     assert prompt_extend.extend("a red star heading west", "world") == "a red star moving to the left"
-    assert prompt_extend.extend("a golden star drifting west", "world") == "a golden star moving to the left"
+    assert prompt_extend.extend("a silver star drifting west", "world") == "a silver star moving to the left"
     assert prompt_extend.extend("an indigo ball heading west", "world") == "an indigo circle moving to the left"
     # no color the rules read: none (the model picks one), unless the learned reader is sure of one
     assert prompt_extend.extend("a plum-coloured box heading west", "world", reader=False) == \
@@ -503,7 +503,7 @@ def test_a_word_outside_the_world_is_kept_in_the_canonical_caption():
         "a red circle", "a red circle moving to the left", "a red circle moving up")
     for unread in ("an orange hexagon spinning",                       # no motion, nothing of the world: as it is
                    "the object moving right",                          # no shape, and no picture to see one
-                   "a gold orange star moving left"):                  # two colors outside the world for one
+                   "a pink orange star moving left"):                  # two colors outside the world for one
         assert prompt_extend.extend(unread, "world") == unread
     assert prompt_extend.extend("a green tile moving right", "world", reader=False) == \
         "a green tile moving right"                                     # a shape the rules cannot tell is one ...

@@ -113,7 +113,8 @@ def test_a_word_after_a_determiner_is_a_noun_or_an_adjective(prompt):
 def test_a_simile_or_a_count_of_the_object_names_no_second_object():
     from openwan.demo.world_captions import understand
     for prompt in ("a red circle that goes to the bottom, only one circle please",
-                   "a red circle that drops to the bottom, like a ball in a cup"):
+                   "a red circle that drops to the bottom, like a ball in a cup",
+                   "a red circle, pale as a glacier's heart, that drops to the bottom"):   # "as a": a comparison
         assert understand(prompt, 1) == (world.Attributes("red", "circle", "down"), []), L.read(prompt)
 
 
@@ -184,6 +185,17 @@ def test_the_shipped_word_lists_are_what_the_rule_builds():
     ("a blue-green square heading west", ("cyan", "square", "left")),   # a lemma of cyan's own sense
     ("a cobalt square heading west", ("blue", "square", "left")),       # "cobalt blue": a shade's noun, before a
     ("a canary disc heading west", ("yellow", "circle", "left")),       # ... shape (an adjective only of yellow)
+    ("a navy square heading west", ("blue", "square", "left")),         # WordNet's dark blue
+    ("a gold disc heading west", ("yellow", "circle", "left")),         # a deep yellow
+    ("a golden disc heading west", ("yellow", "circle", "left")),       # an adjective of that color, with "gold"
+    ("a square of sapphire heading west", ("blue", "square", "left")),  # a rarer color sense after "<shape> of"
+    ("a greenish blue square heading west", ("cyan", "square", "left")),   # green and blue as one: cyan
+    ("a greeny blue square heading west", ("cyan", "square", "left")),
+    ("a green-blue square heading west", ("cyan", "square", "left")),
+    ("a reddish purple square heading west", ("purple", "square", "left")),   # else the second, tinted
+    ("obj=square color=#00FFFF heading west", ("cyan", "square", "left")),  # a hex code: the nearest world color
+    ("square, fill=#f00, heading west", ("red", "square", "left")),
+    ("square, fill 0x2d4beb, heading west", ("blue", "square", "left")),
 ])
 def test_wider_color_and_shape_words_are_read_as_the_world_names(prompt, attrs):
     assert parse_prompt(prompt) == world.Attributes(*attrs), L.read(prompt)
@@ -196,3 +208,23 @@ def test_colors_and_shapes_the_world_does_not_draw_stay_unknown():
     assert words and not words & (set(OTHER_COLORS) | set(OTHER_SHAPES))
     _, problems = understand("a teal cube moving left")
     assert any("teal" in p for p in problems) and any("cube" in p for p in problems)
+    # a hex code nearer a color the world does not draw (black, gray, orange, ...) is not read as a world color
+    for code in ("#000000", "#ffa500", "#808080"):
+        assert understand(f"a square {code} moving left", 1)[0].color is None, code
+
+
+def test_a_size_or_scale_word_joined_by_an_underscore_is_read_as_words():
+    assert parse_prompt("shape=square color=green anim=scale_down (in place, anchor=center)") == \
+        world.Attributes("green", "square", "shrinking")
+    assert parse_prompt("a red square, anim=translate_x (right->left)") == world.Attributes("red", "square", "left")
+    # the looping motions' own tokens are not split
+    assert parse_prompt("a red square bouncing up and down") == world.Attributes("red", "square", "bounce_ud")
+
+
+def test_a_change_of_another_quantity_is_no_size_change_even_alone():
+    from openwan.demo.world_lexicon import weak_motions
+    lex = L.lexicon()
+    assert not {"slow", "slows", "weaken", "intensify"} & set(lex["size_general"]["shrinking"] +
+                                                               lex["size_general"]["growing"])
+    assert weak_motions("a cyan square lifting slow toward the upper dark") == []
+    assert weak_motions("a cyan square reducing little by little") == ["shrinking"]

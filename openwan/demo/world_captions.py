@@ -213,6 +213,7 @@ _LOOPING_PHRASES = (
     ("circles_path", ("around in circles", "round in circles", "in circles", "in a circle", "round and round")),
 )
 _LOOPING_RE = tuple((token, _word_pattern(words, space="[ -]")) for token, words in _LOOPING_PHRASES)  # "side-to-side"
+_LOOPING_TOKENS = frozenset(token for token, _ in _LOOPING_PHRASES)
 _COLOR_RE = {c: _word_pattern(w) for c, w in _COLOR_WORDS.items()}
 _SHAPE_RE = {s: _word_pattern(w) for s, w in _SHAPE_WORDS.items()}
 _MOTION_RE = {m: _word_pattern(w) for m, w in _MOTION_WORDS.items()}
@@ -222,13 +223,14 @@ _SPELLING_NAMES = tuple(tuple(w for words in d.values() for w in words)        #
 
 
 def _normalize(text: str) -> str:
-    """Lower case, with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), the
+    """Lower case, an underscore between letters a space ("scale_down"), with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), the
     slips of informal writing mended (:mod:`openwan.demo.world_spelling`: "purpel" -> purple), then the wider
     vocabulary and wording rules of :mod:`openwan.demo.world_lexicon` rewritten into the world's words
     ("climbing" -> rising, "does not move" -> motionless)."""
     from openwan.demo.world_lexicon import read
     from openwan.demo.world_spelling import mend
-    t = text.lower()
+    t = re.sub(r"[a-z]+(?:_[a-z]+)+", lambda m: m.group(0) if m.group(0) in _LOOPING_TOKENS
+               else m.group(0).replace("_", " "), text.lower())     # "anim=scale_down", "translate_y": words
     for token, pat in _LOOPING_RE:
         t = pat.sub(f" {token} ", t)
     return read(mend(t, _SPELLING_NAMES))
@@ -306,8 +308,8 @@ def canonical_prompt(text: str) -> Optional[str]:
 
 
 # Common words outside the world, so a warning can name them ("orange" is not a color the demo knows).
-OTHER_COLORS = ("orange", "pink", "brown", "black", "gray", "grey", "gold", "golden", "silver", "beige", "navy",
-                "maroon", "lime", "teal", "indigo", "rainbow")
+OTHER_COLORS = ("orange", "pink", "brown", "black", "gray", "grey", "silver", "beige", "maroon", "lime", "teal",
+                "indigo", "rainbow")
 OTHER_SHAPES = ("star", "heart", "rectangle", "oval", "ellipse", "hexagon", "pentagon", "octagon", "diamond",
                 "cross", "line", "cube", "sphere", "cone", "cylinder", "ring", "arrow", "rhombus", "polygon")
 _OTHER_COLOR_RE = _word_pattern(OTHER_COLORS)

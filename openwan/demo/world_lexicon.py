@@ -15,15 +15,17 @@ notice), by one fixed rule, in ``assets/world_lexicon.json``:
   same distance belongs to neither.
 * The words of a change of amount in general (:data:`SIZE_GENERAL_SEEDS`: increase and decrease, becoming or
   making, and their direct troponyms), read as growing or shrinking only when said of the size ("increasing in
-  size", "reducing in size", rule below); a troponym whose definition itself says "increase in size" ("swell") is
-  a word of the motion.
+  size", "reducing in size", rule below), leaving out the kinds of change of another quantity ("slow": lose
+  velocity); a troponym whose definition itself says "increase in size" ("swell") is a word of the motion.
 * Color and shape words the same way (:data:`COLOR_SEEDS`, :data:`SHAPE_SEEDS`): the lemmas of the senses of
   the world's color and shape words and of their direct hyponyms ("crimson", "scarlet" of red; "orb" of the
   ball), by the same frequency and conflict rules, leaving out the words the world names as colors or shapes it
   does not draw (world_captions.OTHER_COLORS / OTHER_SHAPES: "teal", "cube"); and the nouns that name a shade in
   WordNet's two-word names of a color's kinds ("cobalt" of "cobalt blue", "canary" of "canary yellow"), where
   the word is no adjective of another quality ("pale", "deep"), as rarer color senses. A seed sense's own lemmas
-  are kept even where they hold a world word ("blue-green" of cyan's sense).
+  are kept even where they hold a world word ("blue-green" of cyan's sense). And the adjectives of a color named
+  by a word of one world color ("golden": "having the deep slightly brownish color of gold", a sense that also
+  holds "gold", a deep yellow).
 * The English words one letter from a word the reader mends misspellings of (``near_words``: "fellow", "greet"),
   which are never read as misspellings (:mod:`openwan.demo.world_spelling`).
 * Size adjectives (:data:`SIZE_SEEDS`: large.a.01, small.a.01 and the senses WordNet lists as similar) for the rule
@@ -39,13 +41,19 @@ order they apply, after the slips of informal writing are mended (:mod:`openwan.
 misspelt by one letter, "purpel", "sqaure", "biger", a color or shape only next to the other attribute; a verb
 with its final g dropped, "bouncin"):
 
+* a hex color code ("#00ffff", "#0ff", "0x00ffff") is the world color nearest to it, unless a color the world does
+  not draw (black, gray, orange, pink, brown) is nearer;
+* two world colors as one ("greenish blue", "greeny blue", "blue green") are cyan where they are green and blue
+  (WordNet's "blue-green" is cyan's own sense), else the second, which the first only tints ("reddish purple");
 * a color or shape word of the wider vocabulary is the world's color or shape; a color word whose color is a
-  rarer sense ("emerald", "jade") only right before a shape ("an emerald circle"); a shape's adjective before a
-  noun of no shape ("a triangular shape", "a circular element") is that shape;
+  rarer sense ("emerald", "jade") only right before a shape ("an emerald circle") or after a shape and "of" ("a
+  square of sapphire"); a shape's adjective before a noun of no shape ("a triangular shape", "a circular
+  element") is that shape;
 * "right" before "where", "there", "here", "in the middle", ... is a word of emphasis, not a direction, and a
   compound with "-up" or "-down" ("power-down", "close-up") is none either ("scale-up" is the size);
 * "L to R" (the sides' initials) is the way to the second; a shape's noun in a comparison after the object's
-  ("bounces like a ping pong ball"), or in a count of it ("only one square"), is no second object;
+  ("bounces like a ping pong ball", "pale as a glacier's heart"), or in a count of it ("only one square"), is no
+  second object;
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
   floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
   the top to the bottom and back" ("and come back"): the bounce along that axis;
@@ -165,12 +173,18 @@ def _patterns() -> dict:
     adverbs = r"(?:\w+ly |very |ever |even |much |more and more |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
     nouns = _alternation(lex["subject_nouns"])
+    world_colors = _alternation(_REFERENCE_RGB_WORLD())
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
                   for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
                  + [(re.compile(rf"\b({_alternation(words)})(?= (?:{nouns})\b)"), name)
                     for name, words in lex.get("colors_before_shape", {}).items() if words]
+                 + [(re.compile(rf"\b((?:{nouns}) of )(?:{_alternation(words)})\b"), rf"\g<1>{name}")
+                    for name, words in lex.get("colors_before_shape", {}).items() if words]   # "a square of sapphire"
                  + [(re.compile(rf"\b{adj} (?:{GENERIC_NOUNS})\b"), name) for adj, name in SHAPE_ADJECTIVES.items()],
+        "hex": re.compile(r"(?:#|\b0x)([0-9a-f]{6}|[0-9a-f]{3})\b"),
+        "blend": re.compile(rf"\b({world_colors})(?:dish|ish|y|ey)[ -]+({world_colors})\b"),
+        "blend_names": re.compile(r"\b(green|blue)[ -]+(blue|green)\b"),
         "from_size": {m: re.compile(rf"\bfrom (?:a |an )?(?:\w+ )?({size[a]})\b(?: (?!to\b)[\w'-]+){{0,3}} to "
                                     rf"(?:a |an )?(?:\w+ )?({size[b]})\b")
                       for m, a, b in (("growing", "small", "big"), ("shrinking", "big", "small"))},
@@ -182,7 +196,7 @@ def _patterns() -> dict:
         "placeward": re.compile(rf"\b({_alternation(PLACEWARD)})(?:ward|wards)\b"),
         "anticlockwise": re.compile(r"\b(?:counter|anti)-?clockwise\b"),
         "sides": re.compile(r"\b([lr]) ?(?:to|->|→|2) ?([lr])\b"),       # "L to R": the sides' initials
-        "simile": re.compile(rf"\blike (?:a|an|the|some) (?:[\w-]+ ){{0,3}}?({nouns})\b"
+        "simile": re.compile(rf"\b(?:like|as) (?:a|an|the|some) (?:[\w'-]+ ){{0,3}}?({nouns})\b"
                              rf"|\b(?:only|just) (?:one|a single|1) ({nouns})\b"),   # ... or a count of it
         "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
                               rf"(?:the )?(left|right|above|below|{places})\b"
@@ -247,8 +261,11 @@ def read(text: str) -> str:
     """``text`` (lower case, the looping motions' phrases already tokens) with the wider vocabulary and the rules
     (module docstring) rewritten into the world's own words; wording it does not know is left as it is."""
     p = _patterns()
+    text = p["hex"].sub(_hex_color, text)
+    text = p["blend"].sub(_blend, text)
     for pat, name in p["names"]:
         text = pat.sub(name, text)
+    text = p["blend_names"].sub(_blend, text)
     t = p["intensifier"].sub("", text)
     t = p["scale_particle"].sub(lambda m: " " + CANONICAL["growing" if m.group(1) == "up" else "shrinking"] + " ", t)
     t = p["compound"].sub(" ", t)
@@ -296,6 +313,39 @@ def without_camera(text: str) -> str:
 
 
 _OPPOSITE = {"left": "right", "right": "left", "top": "down", "bottom": "up"}
+
+
+def _REFERENCE_RGB_WORLD() -> dict:
+    from openwan.demo.world_scene import COLORS
+    return COLORS
+
+
+# Colours outside the world, for the nearest-colour reading of a hex code (CSS's values): "#000000" is black, which
+# the world does not draw, not its nearest world colour.
+_OUTSIDE_RGB = {"black": (0, 0, 0), "gray": (128, 128, 128), "orange": (255, 165, 0), "pink": (255, 192, 203),
+                "brown": (139, 69, 19)}
+
+
+def _hex_color(m) -> str:
+    """A hex color code ("#00ffff", "#0ff", "0x00ffff") is the world color nearest to it (RGB distance), or the
+    outside color nearest where that is nearer (left as the code)."""
+    code = m.group(1)
+    if len(code) == 3:
+        code = "".join(c * 2 for c in code)
+    rgb = [int(code[i:i + 2], 16) for i in (0, 2, 4)]
+    colors = {**_REFERENCE_RGB_WORLD(), **_OUTSIDE_RGB}
+    best = min(colors, key=lambda c: sum((a - b) ** 2 for a, b in zip(rgb, colors[c])))
+    return f" {best} " if best not in _OUTSIDE_RGB else m.group(0)
+
+
+def _blend(m) -> str:
+    """Two world colors as one ("greenish blue", "greeny blue", "blue green"): green and blue together are cyan
+    (WordNet's "blue-green" is cyan's own sense); otherwise the second, which the first only tints ("reddish
+    purple")."""
+    a, b = m.group(1), m.group(2)
+    if a == b:
+        return m.group(0)
+    return "cyan" if {a, b} == {"green", "blue"} else b
 
 
 def _coordinate(m) -> str:

@@ -98,6 +98,25 @@ def _names(w, frequent, seeds: dict, known: set, forms, rare: bool = False) -> d
     return {name: sorted(v) for name, v in out.items()}
 
 
+def _color_adjectives(w, frequent, colors: dict, known: set) -> dict:
+    """The adjectives of a color named by a word of one world color ("golden": "having the deep slightly brownish
+    color of gold", whose sense also holds "gold", a deep yellow): the lemmas of an adjective sense whose definition
+    is of a color and whose lemmas hold the words of one world color alone, where the sense is frequent for the
+    lemma, one word, and not a word the world knows."""
+    words = {name: set(v) | {name} for name, v in colors.items()}
+    out: dict = {name: set() for name in colors}
+    for pos in ("a", "s"):
+        for synset in w.all_synsets(pos=pos):
+            if not re.search(r"\bcolou?r\b", synset.definition()):
+                continue
+            lemmas = {x.lower() for x in synset.lemma_names()}
+            owners = [name for name, v in words.items() if lemmas & v]
+            if len(owners) == 1:
+                out[owners[0]] |= {x for x in lemmas if x.isalpha() and x not in known and x not in words[owners[0]]
+                                   and frequent(x, synset)}
+    return out
+
+
 def _color_modifiers(w, seeds: dict, known: set) -> dict:
     """The nouns that name a shade of a color in WordNet's two-word names of its kinds ("cobalt" of "cobalt blue",
     "lemon" of "lemon yellow"): the first word of a lemma of a seed sense or its direct hyponym whose second word is
@@ -171,6 +190,8 @@ def build() -> dict:
     others = set(OTHER_COLORS) | set(OTHER_SHAPES)
     colors = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x})
     colors_rare = _names(w, frequent, COLOR_SEEDS, known | others, lambda x: {x}, rare=True)
+    for name, words in _color_adjectives(w, frequent, colors, known | others).items():
+        colors[name] = sorted(set(colors[name]) | words)
     taken = {x for v in (*colors.values(), *colors_rare.values()) for x in v}
     for name, words in _color_modifiers(w, COLOR_SEEDS, known | others | taken).items():
         colors_rare[name] = sorted(set(colors_rare[name]) | words)
@@ -184,7 +205,9 @@ def build() -> dict:
     size_general: dict = {}
     for motion, root, synset, dist, lemma in _walk(w, SIZE_GENERAL_SEEDS):
         if frequent(lemma, synset):
-            size_general.setdefault(lemma.lower(), set()).add(motion)
+            # a kind of change of another quantity, not of the size ("slow": lose velocity), is none of the size's
+            if not (dist and OTHER_QUANTITY.search(synset.definition()) and "size" not in synset.definition()):
+                size_general.setdefault(lemma.lower(), set()).add(motion)
             # a kind of the change whose definition says it is of the size: a word of the motion itself
             if dist and re.match(rf"{root.lemma_names()[0]} in size\b", synset.definition()):
                 motions[motion] |= {f for f in _verb_forms(lemma.lower(), verb_exc) if f not in known}
