@@ -223,10 +223,11 @@ _SPELLING_NAMES = tuple(tuple(w for words in d.values() for w in words)        #
 
 
 def _normalize(text: str) -> str:
-    """Lower case, an underscore between letters a space ("scale_down"), with each looping motion's phrase replaced by its token ("left and right" -> bounce_lr), the
-    slips of informal writing mended (:mod:`openwan.demo.world_spelling`: "purpel" -> purple), then the wider
-    vocabulary and wording rules of :mod:`openwan.demo.world_lexicon` rewritten into the world's words
-    ("climbing" -> rising, "does not move" -> motionless)."""
+    """Lower case, an underscore inside a word a space ("scale_down"), with each looping motion's phrase replaced
+    by its token ("left and right" -> bounce_lr), the slips of informal writing mended
+    (:mod:`openwan.demo.world_spelling`: "purpel" -> purple), then the wider vocabulary and wording rules of
+    :mod:`openwan.demo.world_lexicon` rewritten into the world's words ("climbing" -> rising, "does not move" ->
+    motionless)."""
     from openwan.demo.world_lexicon import read
     from openwan.demo.world_spelling import mend
     t = re.sub(r"[a-z]+(?:_[a-z]+)+", lambda m: m.group(0) if m.group(0) in _LOOPING_TOKENS

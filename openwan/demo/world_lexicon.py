@@ -95,6 +95,8 @@ import json
 import re
 from pathlib import Path
 
+from openwan.demo.world_scene import COLORS as _WORLD_RGB      # the world's colors as drawn: name -> (r, g, b)
+
 LEXICON_PATH = Path(__file__).parent / "assets" / "world_lexicon.json"
 
 # The motion senses of the world's own motion words (world_captions._MOTION_WORDS, MOTION_PHRASES), by definition.
@@ -173,7 +175,7 @@ def _patterns() -> dict:
     adverbs = r"(?:\w+ly |very |ever |even |much |more and more |more |so |quite |rather |really )*"
     places = _alternation(DIRECTION_NOUNS)
     nouns = _alternation(lex["subject_nouns"])
-    world_colors = _alternation(_REFERENCE_RGB_WORLD())
+    world_colors = _alternation(_WORLD_RGB)
     return {
         "names": [(re.compile(rf"\b({_alternation(words)})\b"), name)
                   for kind in ("shapes", "colors") for name, words in lex.get(kind, {}).items() if words]
@@ -315,11 +317,6 @@ def without_camera(text: str) -> str:
 _OPPOSITE = {"left": "right", "right": "left", "top": "down", "bottom": "up"}
 
 
-def _REFERENCE_RGB_WORLD() -> dict:
-    from openwan.demo.world_scene import COLORS
-    return COLORS
-
-
 # Colours outside the world, for the nearest-colour reading of a hex code (CSS's values): "#000000" is black, which
 # the world does not draw, not its nearest world colour.
 _OUTSIDE_RGB = {"black": (0, 0, 0), "gray": (128, 128, 128), "orange": (255, 165, 0), "pink": (255, 192, 203),
@@ -333,7 +330,7 @@ def _hex_color(m) -> str:
     if len(code) == 3:
         code = "".join(c * 2 for c in code)
     rgb = [int(code[i:i + 2], 16) for i in (0, 2, 4)]
-    colors = {**_REFERENCE_RGB_WORLD(), **_OUTSIDE_RGB}
+    colors = {**_WORLD_RGB, **_OUTSIDE_RGB}
     best = min(colors, key=lambda c: sum((a - b) ** 2 for a, b in zip(rgb, colors[c])))
     return f" {best} " if best not in _OUTSIDE_RGB else m.group(0)
 
