@@ -96,6 +96,13 @@ from openwan.demo.world_captions import _COLOR_WORDS, _SHAPE_WORDS, parse_prompt
     ("a red circle, scale factor goes from ~0.3 to ~1.5", "growing"),    # "~": about
     ("a red circle, scale keyframed from 100% down to ~10%", "shrinking"),
     ("a red circle bouncing from one side to the other like a ping pong ball", "bounce_lr"),  # a simile's noun
+    ("a red circle, go from up of the screen to the bottom", "down"),     # "from up ... to": from the top
+    ("a red circle coming from down to up", "up"),
+    ("render(shape='circle', color='red') with vx > 0, vy = 0", "right"),  # a horizontal velocity's sign
+    ("a red circle, dx < 0", "left"),
+    ("a red circle, vx = -2", "left"),
+    ("a red circle, translate +x only", "right"),                        # a signed axis
+    ("a red circle moving along -x", "left"),
 ])
 def test_wider_wording_is_read_as_the_world_motion(prompt, motion):
     assert parse_prompt(prompt) == world.Attributes("red", "circle", motion), L.read(prompt)
@@ -219,6 +226,12 @@ def test_a_size_or_scale_word_joined_by_an_underscore_is_read_as_words():
     assert parse_prompt("a red square, anim=translate_x (right->left)") == world.Attributes("red", "square", "left")
     # the looping motions' own tokens are not split
     assert parse_prompt("a red square bouncing up and down") == world.Attributes("red", "square", "bounce_ud")
+
+
+def test_a_velocity_that_does_not_fix_the_way_is_not_guessed():
+    for prompt in ("a red circle, vx > -1", "a red circle, vx = 0, vy = 0", "a red circle, vy > 0"):
+        assert parse_prompt(prompt) is None or parse_prompt(prompt).motion is None, L.read(prompt)
+    assert parse_prompt("a red circle moving up, vx = 0") == world.Attributes("red", "circle", "up")
 
 
 def test_a_change_of_another_quantity_is_no_size_change_even_alone():

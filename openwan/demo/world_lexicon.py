@@ -55,12 +55,14 @@ with its final g dropped, "bouncin"):
   ("bounces like a ping pong ball", "pale as a glacier's heart"), or in a count of it ("only one square"), is no
   second object;
 * "from the right to the left" (a few words between: "from the right side of the frame over to the left"; "from
-  floor to ceiling", "from above to below", "left-to-right", "top edge -> bottom edge"): the destination; "from
-  the top to the bottom and back" ("and come back"): the bounce along that axis;
+  floor to ceiling", "from above to below", "from up of the screen to the bottom", "left-to-right", "top edge ->
+  bottom edge"): the destination; "from the top to the bottom and back" ("and come back"): the bounce along that
+  axis;
 * where it exits or ends ("exits frame right", "leaves at the top", "ends near the top edge"): the way; where it
   comes from or starts alone ("enters from the left", "in from the top", "starting near the right edge"): the
   other way;
-* a coordinate changing ("x decreasing") is no size change: x increasing is rightward (y is not guessed);
+* a coordinate changing ("x decreasing") is no size change: x increasing is rightward (y is not guessed); so is a
+  horizontal velocity's sign ("vx > 0", "dx < 0") and a signed axis ("translate +x", "along -x");
 * the size or scale changing ("its size increases", "scale goes from 1.0 to 0.1", "scale 20% -> 100%", "scales
   down", "increasing in size") is growing or shrinking, and so is going "down to a speck", "toward a point" or
   "to nothing";
@@ -200,8 +202,8 @@ def _patterns() -> dict:
         "sides": re.compile(r"\b([lr]) ?(?:to|->|→|2) ?([lr])\b"),       # "L to R": the sides' initials
         "simile": re.compile(rf"\b(?:like|as) (?:a|an|the|some) (?:[\w'-]+ ){{0,3}}?({nouns})\b"
                              rf"|\b(?:only|just) (?:one|a single|1) ({nouns})\b"),   # ... or a count of it
-        "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|{places})\b(?: (?!to\b)[\w'-]+){{0,5}} to "
-                              rf"(?:the )?(left|right|above|below|{places})\b"
+        "from_to": re.compile(rf"\bfrom (?:the )?(left|right|above|below|up|down|{places})\b"
+                              rf"(?: (?!to\b)[\w'-]+){{0,5}} to (?:the )?(left|right|above|below|up|down|{places})\b"
                               rf"(?:(?: [\w'-]+){{0,2}} and (?:\w+ )?back\b)?"
                               rf"|\b(left|right|top|bottom)(?: edge| side)? ?(?:[ -]to[ -]|->|→) ?(?:the )?"
                               rf"(?:screen-|frame-)?(left|right|top|bottom)\b"),
@@ -226,6 +228,8 @@ def _patterns() -> dict:
         "size_numbers": re.compile(r"\b(?:size|scale)\b[^.;]{0,30}?(?:\bfrom )?[~≈]?(\d+(?:\.\d+)?)(?:x|%)? ?"
                                    r"(?:(?:down |up )?to (?:about |around |roughly |approximately |nearly )?|->|→) ?"
                                    r"[~≈]?(\d+(?:\.\d+)?)(?:x|%)?"),     # ("~10%": about 10%)
+        "x_velocity": re.compile(r"\b(?:v_?x|dx)\s*(>|<|=)\s*([+-]?)\s*(\d+(?:\.\d+)?)"),
+        "x_sign": re.compile(r"(?<![\w.+-])([+-])x\b"),
         "coordinate": re.compile(r"\b([xy])(?: position| coordinate| value)? (?:is )?(increas\w*|decreas\w*|grow\w*|"
                                  r"shrink\w*)"),
         "compound": re.compile(r"\b(?!scal)[a-z]+-(?:up|down)\b"),     # "power-down", "close-up": no direction
@@ -272,6 +276,8 @@ def read(text: str) -> str:
     t = p["scale_particle"].sub(lambda m: " " + CANONICAL["growing" if m.group(1) == "up" else "shrinking"] + " ", t)
     t = p["compound"].sub(" ", t)
     t = p["coordinate"].sub(_coordinate, t)
+    t = p["x_velocity"].sub(_x_velocity, t)
+    t = p["x_sign"].sub(lambda m: " " + CANONICAL["right" if m.group(1) == "+" else "left"] + " ", t)
     t = p["from_to"].sub(_from_to, t)
     t = p["sides"].sub(lambda m: " " + CANONICAL["left" if m.group(2) == "l" else "right"] + " "
                        if m.group(1) != m.group(2) else m.group(0), t)
@@ -388,6 +394,19 @@ def _bounce_axis(t: str, p: dict) -> str:
         return t
     t = bounce.sub(" " + ("bounce_lr" if h else "bounce_ud") + " ", t)
     return re.sub(r"\b(?:left|right|leftward|rightward)\b" if h else r"\b(?:top|bottom|up|down)\b", "", t)
+
+
+def _x_velocity(m) -> str:
+    """A horizontal velocity's sign ("vx > 0", "dx < 0", "vx = -2") is the way: positive rightward, negative
+    leftward; zero, or a bound that does not fix the sign ("vx > -1"), is left as written (y is not guessed, as
+    for a coordinate)."""
+    value = float(m.group(3)) * (-1 if m.group(2) == "-" else 1)
+    op = m.group(1)
+    if (op == ">" and value >= 0) or (op == "=" and value > 0):
+        return " " + CANONICAL["right"] + " "
+    if (op == "<" and value <= 0) or (op == "=" and value < 0):
+        return " " + CANONICAL["left"] + " "
+    return m.group(0)
 
 
 def _from_to(m) -> str:
