@@ -1,5 +1,6 @@
 """The demo world's learned prompt reader (openwan.demo.world_reader): the prompt extension's fallback where the
 rules leave an attribute unread."""
+import numpy as np
 import pytest
 
 from openwan.demo import world, world_reader
@@ -19,7 +20,7 @@ def test_the_reader_says_when_a_prompt_names_no_color_or_shape():
 
 
 def test_the_reader_never_overrides_a_whole_reading_nor_a_word_outside_the_world():
-    rng = __import__("numpy").random.default_rng(5)
+    rng = np.random.default_rng(5)
     for color in world.COLOR_NAMES:
         for motion in world.MOTIONS:
             caption = world.make_caption([world.Attributes(color, "square", motion)], rng, wide=True)

@@ -45,13 +45,17 @@ def features(text: str) -> list:
     return out
 
 
+def model_from(data: dict) -> dict:
+    """The model :func:`probabilities` reads, from the weights' data (``{"features": [...], "heads": {...}}``, as
+    the builder writes them)."""
+    return {"index": {f: i for i, f in enumerate(data["features"])}, "heads": data["heads"]}
+
+
 @functools.lru_cache(maxsize=1)
 def _model() -> Optional[dict]:
     if not READER_PATH.exists():
         return None
-    data = json.loads(READER_PATH.read_text())
-    index = {f: i for i, f in enumerate(data["features"])}
-    return {"index": index, "heads": data["heads"]}
+    return model_from(json.loads(READER_PATH.read_text()))
 
 
 def probabilities(text: str, model: Optional[dict] = None) -> dict:

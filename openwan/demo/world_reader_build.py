@@ -17,11 +17,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from typing import Optional
 
-from openwan.demo.world_reader import ATTRIBUTES, NONE, READER_PATH, features
+import numpy as np
+
+from openwan.demo.world_reader import ATTRIBUTES, NONE, READER_PATH, features, model_from
 
 CAPTIONS_PER_COMBINATION = 4
 MIN_COUNT = 2
@@ -93,16 +93,12 @@ def train(data: list) -> dict:
     return {"features": vocab, "heads": heads}
 
 
-def _model(data: dict) -> dict:
-    return {"index": {f: i for i, f in enumerate(data["features"])}, "heads": data["heads"]}
-
-
 def holdout_report(holdout: list) -> dict:
     """Train without ``holdout`` and read its classic-motion prompts with the rules alone and with the reader."""
     from openwan import prompt_extend
     from openwan.demo import bench_sets, world
     from openwan.demo.world_captions import CANONICAL_PHRASE
-    model = _model(train(examples(holdout)))
+    model = model_from(train(examples(holdout)))
     rows = {"rules": 0, "rules + reader": 0, "prompts": 0}
     misses = []
     for name in holdout:
@@ -110,12 +106,12 @@ def holdout_report(holdout: list) -> dict:
             a = c.objects[0]
             if a.motion in world.LOOPING_MOTIONS:
                 continue
-            want = f"a {a.color} {a.shape} {CANONICAL_PHRASE[a.motion]}"
+            want = f"{a.color} {a.shape} {CANONICAL_PHRASE[a.motion]}"
             rows["prompts"] += 1
-            rows["rules"] += prompt_extend.extend(c.prompt, "world", reader=False).endswith(want[2:])
+            rows["rules"] += prompt_extend.extend(c.prompt, "world", reader=False).endswith(want)
             got = prompt_extend.extend(c.prompt, "world", reader=model)
-            rows["rules + reader"] += got.endswith(want[2:])
-            if not got.endswith(want[2:]):
+            rows["rules + reader"] += got.endswith(want)
+            if not got.endswith(want):
                 misses.append((c.prompt, got))
     return {"counts": rows, "misses": misses}
 
