@@ -1,7 +1,8 @@
 """Trains the demo world's learned prompt reader (:mod:`openwan.demo.world_reader`) and writes
 ``assets/world_reader.json``: ``python -m openwan.demo.world_reader_build``. A developer's tool (torch, which the
 package needs anyway). ``--holdout SETS`` leaves paraphrase sets out of training and reports how the extension reads
-them with and without the reader (the way to judge it on wording it has not seen).
+them with and without the reader (the way to judge it on wording it has not seen); ``--read SETS`` counts the
+prompts of each set the extension reads whole.
 
 Data: the world's captions (every color, shape and motion, :data:`CAPTIONS_PER_COMBINATION` captions each in its
 wide templates), captions that leave one attribute out ("a square moving left", "the red one moving left", "a red
@@ -116,11 +117,29 @@ def holdout_report(holdout: list) -> dict:
     return {"counts": rows, "misses": misses}
 
 
+def read_whole(name: str) -> int:
+    """How many of a paraphrase set's prompts the extension (rules, then the shipped reader) reads whole: into the
+    canonical caption of the colour, shape and motion the set asks for."""
+    from openwan import prompt_extend
+    from openwan.demo import bench_sets
+    from openwan.demo.world_captions import CANONICAL_PHRASE
+    return sum(prompt_extend.extend(c.prompt, "world").endswith(
+        f"{c.objects[0].color} {c.objects[0].shape} {CANONICAL_PHRASE[c.objects[0].motion]}")
+        for c in bench_sets.cases([name]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m openwan.demo.world_reader_build", description=__doc__.split("\n")[0])
     ap.add_argument("--holdout", default="", help="paraphrase sets to leave out and report on (comma separated); "
                                                    "each is left out alone in turn")
+    ap.add_argument("--read", default="", help="paraphrase sets to count the prompts read whole of (comma "
+                                               "separated), with the shipped rules and reader")
     args = ap.parse_args(argv)
+    if args.read:
+        from openwan.demo import bench_sets
+        for name in args.read.split(","):
+            print(f"{name}: {read_whole(name)} / {len(bench_sets.cases([name]))} read whole")
+        return 0
     if args.holdout:
         total = Counter()
         for name in args.holdout.split(","):

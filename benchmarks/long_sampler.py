@@ -1,0 +1,86 @@
+"""Long video on the demo with a stochastic sampler in place of UniPC: a flow-matching Euler ancestral step,
+x0 and the noise predicted from the velocity, the next sample ``(1 - t) x0 + t (sqrt(1 - eta^2) noise_pred +
+eta fresh)`` (eta 0: plain Euler; eta 1: the "consistency" solver's full re-noising). An experiment, not a
+solver of the package: docs/long_video.md, "A stochastic sampler", reports it beside the shipped UniPC.
+
+    python benchmarks/long_sampler.py --eta 0.5 --prompts bounce --seeds 2 --first_seed 0
+    python benchmarks/long_sampler.py --eta 0.5 --where high --prompts classic     # noise only at sigma > 0.5
+
+Each run: ``openwan bench long``'s measurement (openwan.demo.long_bench) of the default method at 161 frames, 20
+steps, one thread; prints the videos meeting each target and writes ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from openwan import sampling
+from openwan.sampling import _Solver, euler_sigmas
+
+NAME = "euler_a_experiment"
+
+
+def ancestral(eta: float, where: str):
+    """The stepper class: ``where`` "all" steps, "later" (not the first window's solve), or "high" (sigma > 0.5)."""
+    class EulerAncestral(_Solver):
+        count = 0               # solves in the current call (the first is the first window's)
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.index = EulerAncestral.count
+            EulerAncestral.count += 1
+
+        def step(self, v, x, i):
+            v32, x32, s, t = self._begin(v, x, i)
+            x0 = x32 - s * v32
+            if float(t) == 0:
+                return x0.to(x.dtype)
+            e = (where == "later" and self.index == 0) or (where == "high" and float(self.sigmas[i]) <= 0.5)
+            k = 0.0 if e else eta
+            noise = x32 + (1 - s) * v32
+            dev = self.generator.device if self.generator is not None else torch.device("cpu")
+            n = torch.randn(tuple(x.shape), generator=self.generator, dtype=torch.float32, device=dev).to(x.device)
+            return ((1 - t) * x0 + t * ((1 - k ** 2) ** 0.5 * noise + k * n)).to(x.dtype)
+    return EulerAncestral
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--eta", type=float, default=0.5)
+    ap.add_argument("--where", choices=["all", "later", "high"], default="all")
+    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first_seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    from openwan.demo import long_bench
+    from openwan.pipelines import load_pipeline
+    cls = ancestral(a.eta, a.where)
+    sampling.SOLVERS[NAME] = (cls, euler_sigmas)
+    torch.set_num_threads(1)
+    pipe = load_pipeline("demo", progress=False)
+    call = type(pipe).__call__
+
+    def counted(self, *args, **kw):
+        cls.count = 0
+        return call(self, *args, **kw)
+    type(pipe).__call__ = counted
+    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
+    with torch.inference_mode():
+        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
+                                                ["continue"], 161, sample_steps=20, sample_solver=NAME)
+    s = long_bench.summarize(records)["continue"]
+    print(json.dumps({"eta": a.eta, "where": a.where, "meets": s["meets"], "judged": s["judged"],
+                      "targets met": sum(s["meets"].values())}))
+    if a.json:
+        from pathlib import Path
+
+        from openwan.fileio import write_json
+        write_json({"settings": vars(a), "summary": s, "videos": records}, Path(a.json))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
