@@ -134,6 +134,10 @@ def _generate_parser(sub):
                    help="with --long_method continue on a TI2V model: give each window the frames it carries over "
                         "at noise level SIGMA (0-1), their timestep saying so (Diffusion Forcing). Default: the "
                         "continuation expert's own level when it runs, else 0")
+    p.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
+                   help="with --long_method continue: afterwards noise the whole latent to SIGMA (0-1) and denoise it "
+                        "again with the windows method, so every seam is redrawn inside a window (0: off). Default: "
+                        "the model's (the demo: 0.7; others: 0)")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
@@ -289,7 +293,7 @@ def cmd_generate(a) -> int:
         kw["long_expert"] = a.long_expert == "on"
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
-                 "guide_boundary", "long_context_noise", "prompt_extend", "two_objects"):
+                 "guide_boundary", "long_context_noise", "long_refine", "prompt_extend", "two_objects"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}

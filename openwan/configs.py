@@ -181,6 +181,7 @@ class SampleDefaults(ConfigMixin):
     long_method: Optional[str] = None
     long_overlap: Optional[int] = None
     long_context_noise: float = 0.0     # with a continuation expert: its carried frames' noise level (long_video)
+    long_refine: float = 0.0            # continue: the noise level of the windows pass that redraws the seams (0: none)
     # Prompt extension (openwan.prompt_extend) a call that names none uses: None (off), or "world" (the demo's:
     # prompts rewritten into the world's canonical caption by the world's parser).
     prompt_extend: Optional[str] = None
@@ -354,7 +355,8 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
 # did; docs/demo.md, "Video-to-video's guidance interval").
 DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
                                         task_guidance=(("v2v", 2.0, 7.0, 0.5),), step_cache="plan:0.5",
-                                        long_method="continue", long_overlap=2, prompt_extend="world")
+                                        long_method="continue", long_overlap=2, long_refine=0.7,
+                                        prompt_extend="world")
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.
 DEMO_DIT, DEMO_VAE, DEMO_SAMPLE, DEMO_VARIANT = DEMO_V2_DIT, DEMO_V2_VAE, DEMO_V2_SAMPLE, DEMO_V2_VARIANT

@@ -150,6 +150,7 @@ class LongVideo:
     prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
     expert: bool = False                 # continue: windows after the first run the continuation expert
     context_noise: float = 0.0           # continue (TI2V): the carried frames' noise level and timestep
+    refine: float = 0.0                  # continue: the windows pass over the whole latent from this noise level
 
     def settings(self) -> dict:
         d = {"method": self.method, **self.plan.settings()}
@@ -159,7 +160,28 @@ class LongVideo:
             d["expert"] = True
         if self.context_noise:
             d["context_noise"] = self.context_noise
+        if self.refine:
+            d["refine"] = self.refine
         return d
+
+
+def refine_from(sigmas: torch.Tensor, level: float) -> int:
+    """The step a refinement pass from noise level ``level`` starts at: the first of the grid's steps whose sigma is
+    at most ``level`` (its last step, to 0, when none is)."""
+    n = len(sigmas) - 1
+    return next((i for i in range(n) if float(sigmas[i]) <= level), n - 1)
+
+
+def refine_plan(plan: WindowPlan) -> WindowPlan:
+    """The ``windows`` plan a ``continue`` video's refinement pass runs: the same window length at the
+    ``windows`` method's overlap (half the window), so every seam of ``plan`` lies inside a window."""
+    return plan_windows(plan.total, plan.length, default_overlap(plan.length))
+
+
+def owners(plan: WindowPlan, of: WindowPlan) -> list[int]:
+    """For each window of ``of``, the index of the window of ``plan`` its middle latent frame belongs to (the
+    first that holds it): whose prompt a refinement window takes under a prompt schedule."""
+    return [next(k for k, (s, e) in enumerate(plan.spans) if s <= (a + b) // 2 < e) for a, b in of.spans]
 
 
 def default_overlap(window: int) -> int:

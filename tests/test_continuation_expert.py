@@ -12,7 +12,7 @@ from openwan.pipelines import load_pipeline
 from openwan.pipelines.components import CONTINUATION_DIR
 from openwan.testing import make_tiny_demo_with_expert
 
-KW = dict(sample_steps=2, seed=4, output_type="latent")
+KW = dict(sample_steps=2, seed=4, output_type="latent", long_refine=0)     # the windows as made (no refinement pass)
 VARIANT = None          # the stand-in's variant (5 frames native), set by the fixture
 PROMPT = "a red circle moving to the right"
 

@@ -244,10 +244,11 @@ def test_picture_arguments_checked(pipe):
         pipe(PROMPT, first_frame=pic, last_frame=pic, frame_num=1)
 
 
-@pytest.mark.parametrize("method", ["windows", "continue"])
-def test_first_last_frame_past_the_native_length(pipe, method):
+@pytest.mark.parametrize("method,refine", [("windows", 0), ("continue", 0), ("continue", 0.7)])
+def test_first_last_frame_past_the_native_length(pipe, method, refine):
     """17 frames = 5 latent frames over windows of 3: the first picture conditions the first window, the last
-    picture the last window (timestep 0 on its last frame's tokens there only); the ends are exact."""
+    picture the last window (timestep 0 on its last frame's tokens there only); the ends are exact, also through
+    the refinement pass of ``continue``."""
     from openwan.pipelines.ti2v import crop_to, still_latent
     video = clip_frames(frames=17)
     z0 = encode(pipe, video[0])
@@ -257,14 +258,17 @@ def test_first_last_frame_past_the_native_length(pipe, method):
     undo = spy(pipe, calls)
     try:
         out = pipe(PROMPT, first_frame=video[0], last_frame=video[-1], frame_num=17, long_method=method, seed=1,
-                   output_type="latent")
+                   output_type="latent", long_refine=refine)
     finally:
         undo()
     lat = out.latents
     assert lat.shape[1] == 5 and torch.equal(lat[:, :1], z0) and torch.equal(lat[:, -1:], zl)
-    assert out.settings["long_video"]["windows"] >= 2
-    assert len(calls) == 4 * out.settings["long_video"]["windows"]
-    assert sum(t.dim() == 2 and bool((t[:, -16:] == 0).all()) for _, t in calls) == 4   # the last window, 4 steps
+    windows = out.settings["long_video"]["windows"]
+    assert windows >= 2 and out.settings["long_video"].get("refine") == (refine or None)
+    tail = (len(calls) - 4 * windows) // 3      # the refinement pass: its 3 windows (of 3 sharing 2) x its steps
+    assert len(calls) == 4 * windows + 3 * tail and (tail > 0) == bool(refine)
+    # the last window, 4 steps (and the pass's last window, its steps)
+    assert sum(t.dim() == 2 and bool((t[:, -16:] == 0).all()) for _, t in calls) == 4 + tail
 
 
 def test_v2v_on_a_ti2v_dit(demo):

@@ -47,7 +47,7 @@ METHODS = ("windows", "continue", "none")
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
            "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
-CONTINUE_ONLY = ("long_expert", "long_context_noise")      # options of the continue method (not given to the others)
+CONTINUE_ONLY = ("long_expert", "long_context_noise", "long_refine")      # options of the continue method (not given to the others)
 BOUNCE_PROMPTS = ("a red square bouncing left and right", "a green circle bouncing up and down",
                   "a purple circle circling")
 
@@ -329,6 +329,9 @@ def main(argv=None) -> int:
     ap.add_argument("--long_context_noise", type=float, default=None, metavar="SIGMA",
                     help="continue on a TI2V model: the carried frames at noise level SIGMA, told by their timestep "
                          "(default: the continuation expert's own when it runs, else 0)")
+    ap.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
+                    help="continue: the windows pass from noise level SIGMA that redraws the seams (0: off; default: "
+                         "the model's, the demo's 0.7)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
@@ -358,9 +361,12 @@ def main(argv=None) -> int:
         kw["long_expert"] = a.long_expert == "on"
     if a.long_context_noise is not None:
         kw["long_context_noise"] = a.long_context_noise
+    if a.long_refine is not None:
+        kw["long_refine"] = a.long_refine
     settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "first_seed": a.first_seed,
                 "threads": a.threads, "long_expert": a.long_expert or "default",
                 "long_context_noise": "default" if a.long_context_noise is None else a.long_context_noise,
+                "long_refine": "default" if a.long_refine is None else a.long_refine,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
     out_dir = Path(a.out) if a.out else None

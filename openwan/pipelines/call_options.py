@@ -23,14 +23,17 @@ if TYPE_CHECKING:
 # frames): frame_num beyond the model's native length (openwan.long_video); long_expert (True / False; default:
 # True where the checkpoint has a continuation expert): the expert on the later windows of ``continue``;
 # long_context_noise (0 <= sigma < 1; default: the variant's with the expert, else 0): ``continue`` on a TI2V model
-# gives the carried frames at noise level sigma and says so in their timestep (Diffusion Forcing); prompt_extend
+# gives the carried frames at noise level sigma and says so in their timestep (Diffusion Forcing); long_refine
+# (0 <= sigma < 1; default: the variant's under ``continue``, else 0): after ``continue``, the whole latent noised to
+# sigma and denoised again by the ``windows`` method, redrawing the seams (openwan.pipelines.long.refine); prompt_extend
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
 # guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
 # num_inference_steps/guidance_scale/generator: diffusers' names; two_objects ("compose" / "expert"; default
 # compose): how the embedded demo draws a prompt naming two objects, up to 4 (openwan.pipelines.compose), or two
 # with its two-object expert.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "prompt_extend",
+CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
+                "prompt_extend",
                 "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps", "guidance_scale",
                 "generator", "two_objects")
 TWO_OBJECT_METHODS = ("compose", "expert")
@@ -180,16 +183,17 @@ class CallOptions:
         if expert and not has:
             raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
                              f"(a continuation_model/ folder); leave long_expert unset")
-        noise = opts.get("context_noise")
-        if noise is not None:           # as validate checks guide_boundary: [0, 1] by number(), then the open end
-            from openwan import validate
-            expect = "a number in [0, 1) (the carried frames' noise level)"
-            noise = validate.number(noise, "long_context_noise", 0.0, 1.0, expect=expect)
-            if noise >= 1.0:
-                raise validate.InvalidArgument("long_context_noise", f"long_context_noise must be {expect}, "
-                                                                     f"got {opts['context_noise']!r}")
+        noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
+        refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
         if long is None:
             return
+        if refine and long.method != "continue":
+            raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
+                             f"is {long.method!r}: use long_method='continue' or leave long_refine unset")
+        if refine is None and long.method == "continue":
+            refine = self.defaults().long_refine
+        if refine:
+            long = dataclasses.replace(long, refine=float(refine))
         if noise and (long.method != "continue" or not hasattr(self, "continued_window")):
             raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise level "
                              "a TI2V-style model is told of: it needs long_method='continue' and a TI2V model (task "
@@ -213,6 +217,19 @@ class CallOptions:
             contexts = [feats[p] for p in long.prompts]
         job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
         job.settings["long_video"] = long.settings()
+
+    @staticmethod
+    def _noise_level(opts: dict, key: str, what: str):
+        """``opts[key]`` checked as a noise level in [0, 1) (None when not given)."""
+        value = opts.get(key)
+        if value is None:
+            return None
+        from openwan import validate          # as validate checks guide_boundary: [0, 1] by number(), then the open end
+        expect = f"a number in [0, 1) ({what})"
+        level = validate.number(value, f"long_{key}", 0.0, 1.0, expect=expect)
+        if level >= 1.0:
+            raise validate.InvalidArgument(f"long_{key}", f"long_{key} must be {expect}, got {value!r}")
+        return level
 
     @staticmethod
     def _diffusers_names(kwargs: dict) -> None:
@@ -251,7 +268,7 @@ class CallOptions:
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)
-        for key in ("long_method", "long_overlap", "long_expert", "long_context_noise"):
+        for key in ("long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine"):
             if key in kwargs:
                 value = kwargs.pop(key)
                 if value is not None:

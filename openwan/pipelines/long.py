@@ -9,6 +9,11 @@ with its own way (``pipe.continued_window``, TI2V: clean frames with timestep 0)
 (``Components.dit_continue``: the same DiT fine-tuned on continuing), the first the main DiT. A window
 writes only its new frames: the ones it shares keep the previous window's latents (TI2V windows may be given
 them noised, ``job.long.context_noise``).
+
+With ``job.long.refine`` (a noise level in (0, 1)) the finished latent is then moved back to that noise level
+(with noise of its own, drawn from the call's seed) and denoised to the end again by the ``windows`` method
+(the main DiT on overlapping windows, predictions blended): the last part of the trajectory is one for the whole
+video, so every seam of the continued windows is redrawn inside a window that straddles it (:func:`refine`).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-from openwan.long_video import reimpose
+from openwan.long_video import owners, refine_from, refine_plan, reimpose
 
 
 def run_continued(pipe, job, on_step: Optional[Callable] = None,
@@ -44,8 +49,39 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         out[:, s + shared:e] = pipe.run(sub, on_step, cancelled)[:, shared:].float()   # the shared frames stay
         for key, v in sub.settings["stats"].items():
             totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
+    if job.long.refine:
+        out, stats = refine(pipe, job, out, on_step, cancelled)
+        for key, v in stats.items():
+            totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
     job.stats.update(totals)
     return out.to(noise.dtype)
+
+
+def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
+           cancelled: Optional[Callable[[], bool]] = None) -> tuple:
+    """The refinement pass of a ``continue`` long video: ``latent`` (the finished windows) noised to the grid's first
+    step at or below ``job.long.refine`` and denoised from there with the ``windows`` method over
+    :func:`openwan.long_video.refine_plan` (each window with the prompt of the continued window its middle frame
+    belongs to; the task's own per-step conditioning, e.g. TI2V's picture, kept). Every step is computed (no step
+    cache on a grid's tail). Returns the new clean latent (float32) and the pass's stats."""
+    from openwan.long_video import noised, window_conditions
+    from openwan.pipelines.job import make_noise
+    from openwan.sampling import Step, timesteps_from_sigmas
+    long = job.long
+    i0 = refine_from(job.sigmas, long.refine)
+    sigmas = job.sigmas[i0:]
+    s0 = float(sigmas[0])
+    seed = int(job.settings.get("seed", 0))
+    fresh = make_noise(latent.shape, (seed * 2862933555777941757 + 3037000493) % 2**63, latent.device)
+    start = noised(latent.float(), fresh, s0).to(job.start.dtype)
+    if job.post_step is not None:               # the task's clean frames (TI2V's picture) as they stay
+        t = timesteps_from_sigmas([s0]).to(start.device)
+        start = job.post_step(Step(-1, len(sigmas) - 1, t, s0, s0), start, latent.to(start.dtype))
+    plan = refine_plan(long.plan)
+    conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
+    sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, step_cache=None, dit=None,
+                  window_conds=conds, long=replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0))
+    return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 
 def compose_steps(first: Callable, then: Optional[Callable]) -> Callable:

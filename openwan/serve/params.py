@@ -28,7 +28,7 @@ KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num":
          "seed": "int",
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
          "model": "str", "lora": "any", "step_cache": "any", "long_expert": "bool",
-         "long_context_noise": "float", "prompt_extend": "str", "two_objects": "str"}
+         "long_context_noise": "float", "long_refine": "float", "prompt_extend": "str", "two_objects": "str"}
 
 
 class RequestError(ValueError):
