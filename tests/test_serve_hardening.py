@@ -187,3 +187,8 @@ def test_fields_come_from_the_pipeline_signature():
     assert check_request({"prompt": "p", "long_expert": False}, i2v, fps=16) == {"prompt": "p", "long_expert": False}
     with pytest.raises(RequestError, match="long_expert"):
         check_request({"prompt": "p", "long_expert": "off"}, i2v, fps=16)
+    # the refinement pass's noise level: a number (the pipeline checks its range)
+    assert i2v["long_refine"] == "float"
+    assert check_request({"prompt": "p", "long_refine": 0.5}, i2v, fps=16) == {"prompt": "p", "long_refine": 0.5}
+    with pytest.raises(RequestError, match="long_refine"):
+        check_request({"prompt": "p", "long_refine": "high"}, i2v, fps=16)
