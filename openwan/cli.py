@@ -137,7 +137,7 @@ def _generate_parser(sub):
     p.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
                    help="with --long_method continue: afterwards noise the whole latent to SIGMA (0-1) and denoise it "
                         "again with the windows method, so every seam is redrawn inside a window (0: off). Default: "
-                        "the model's (the demo: 0.7; others: 0)")
+                        "the model's (the demo: 0.85; others: 0)")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")

@@ -355,7 +355,7 @@ DEMO_V2_VAE = DEMO_V1_VAE.replace(
 # did; docs/demo.md, "Video-to-video's guidance interval").
 DEMO_V2_SAMPLE = DEMO_V1_SAMPLE.replace(frame_num=33, sizes=("128*128",), size="128*128", fps=16, guide_scale=2.0,
                                         task_guidance=(("v2v", 2.0, 7.0, 0.5),), step_cache="plan:0.5",
-                                        long_method="continue", long_overlap=2, long_refine=0.7,
+                                        long_method="continue", long_overlap=2, long_refine=0.85,
                                         prompt_extend="world")
 DEMO_V2_VARIANT = Variant("demo", "ti2v", DEMO_V2_DIT, DEMO_V2_VAE, DEMO_TEXT_ENCODER, sample=DEMO_V2_SAMPLE)
 # The embedded default ("demo", openwan/demo/assets/demo_checkpoint): v2.

@@ -1,6 +1,6 @@
 """``long_refine``: after the ``continue`` windows, the whole latent moved back to a noise level and denoised again by
 the ``windows`` method (openwan.pipelines.long.refine), so every seam is redrawn inside a window that straddles it.
-The embedded demo's default is 0.7 (docs/long_video.md, "Seams redrawn")."""
+The embedded demo's default is 0.85 (docs/long_video.md, "Seams redrawn")."""
 import json
 
 import pytest
@@ -79,9 +79,9 @@ def test_refine_noises_the_continued_latent_and_runs_the_windows_pass(pipe, monk
 
 
 def test_refine_off_is_the_continued_windows_and_is_not_recorded(pipe):
-    on = pipe(PROMPT, **FAST)                            # the demo's default: 0.7
+    on = pipe(PROMPT, **FAST)                            # the demo's default: 0.85
     off = pipe(PROMPT, long_refine=0, **FAST)
-    assert on.settings["long_video"]["refine"] == 0.7 and "refine" not in off.settings["long_video"]
+    assert on.settings["long_video"]["refine"] == 0.85 and "refine" not in off.settings["long_video"]
     assert on.settings["stats"]["dit_forwards"] > off.settings["stats"]["dit_forwards"]
     assert not torch.equal(on.latents, off.latents)
     again = pipe(PROMPT, **FAST)
@@ -125,7 +125,7 @@ def test_cli_records_and_replays_the_refine(tmp_path):
         args = ["generate", PROMPT, "--frame_num", "65", "--sample_steps", "3", "--seed", "1", "-o", str(out), "--quiet"]
         assert main(args + ([] if level is None else ["--long_refine", level])) == 0
         rec = json.loads(out.with_suffix(".json").read_text())["openwan"]["long_video"]
-        assert rec.get("refine") == (0.7 if level is None else None)
+        assert rec.get("refine") == (0.85 if level is None else None)
         again = tmp_path / f"{name}_again.mp4"
         assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
         assert again.read_bytes() == out.read_bytes()

@@ -331,7 +331,7 @@ def main(argv=None) -> int:
                          "(default: the continuation expert's own when it runs, else 0)")
     ap.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
                     help="continue: the windows pass from noise level SIGMA that redraws the seams (0: off; default: "
-                         "the model's, the demo's 0.7)")
+                         "the model's, the demo's 0.85)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
