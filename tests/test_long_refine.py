@@ -122,7 +122,8 @@ def test_cli_records_and_replays_the_refine(tmp_path):
     from openwan.cli import main
     for level, name in ((None, "default"), ("0", "off")):
         out = tmp_path / f"{name}.mp4"
-        args = ["generate", PROMPT, "--frame_num", "65", "--sample_steps", "3", "--seed", "1", "-o", str(out), "--quiet"]
+        args = ["generate", PROMPT, "--frame_num", "65", "--sample_steps", "3", "--seed", "1", "-o", str(out),
+                "--quiet"]
         assert main(args + ([] if level is None else ["--long_refine", level])) == 0
         rec = json.loads(out.with_suffix(".json").read_text())["openwan"]["long_video"]
         assert rec.get("refine") == (0.85 if level is None else None)

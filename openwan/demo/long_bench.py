@@ -47,7 +47,8 @@ METHODS = ("windows", "continue", "none")
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
            "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
-CONTINUE_ONLY = ("long_expert", "long_context_noise", "long_refine")      # options of the continue method (not given to the others)
+# options of the continue method (not given to the others)
+CONTINUE_ONLY = ("long_expert", "long_context_noise", "long_refine")
 BOUNCE_PROMPTS = ("a red square bouncing left and right", "a green circle bouncing up and down",
                   "a purple circle circling")
 

@@ -79,8 +79,9 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
         start = job.post_step(Step(-1, len(sigmas) - 1, t, s0, s0), start, latent.to(start.dtype))
     plan = refine_plan(long.plan)
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
+    windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, step_cache=None, dit=None,
-                  window_conds=conds, long=replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0))
+                  window_conds=conds, long=windows)
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 
