@@ -42,7 +42,7 @@ def test_refine_plan_straddles_every_seam_and_owners_follow_the_middle_frame():
 
 def test_refine_noises_the_continued_latent_and_runs_the_windows_pass(pipe, monkeypatch):
     """The pass starts from exactly the continued latent at the grid's first sigma <= the level (with its own noise,
-    from the seed), runs the windows method over refine_plan from there with every step computed, and is the
+    from the seed), runs the windows method over refine_plan from there with the call's step cache, and is the
     output; the DiT forwards are the continued windows' plus the pass's."""
     runs = []
     run = type(pipe).run
@@ -60,7 +60,7 @@ def test_refine_noises_the_continued_latent_and_runs_the_windows_pass(pipe, monk
     assert len(passes) == 1 and top.long.method == "continue" and top.long.refine == level
     job, result = passes[0]
     plan = top.long.plan
-    assert job.long.plan == refine_plan(plan) and job.step_cache is None and job.dit is None
+    assert job.long.plan == refine_plan(plan) and job.step_cache is top.step_cache and job.dit is None
     i0 = refine_from(top.sigmas, level)
     assert 0 < i0 < len(top.sigmas) - 1 and float(top.sigmas[i0]) <= level < float(top.sigmas[i0 - 1])
     assert torch.equal(job.sigmas, top.sigmas[i0:])
@@ -130,3 +130,17 @@ def test_cli_records_and_replays_the_refine(tmp_path):
         again = tmp_path / f"{name}_again.mp4"
         assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
         assert again.read_bytes() == out.read_bytes()
+
+
+def test_refine_runs_with_the_calls_step_cache(pipe, monkeypatch):
+    seen = []
+    run = type(pipe).run
+
+    def spy(self, job, *a, **kw):
+        seen.append((job.long.method if job.long is not None else None, job.step_cache))
+        return run(self, job, *a, **kw)
+    monkeypatch.setattr(type(pipe), "run", spy)
+    out = pipe(PROMPT, long_refine=0.5, step_cache="plan:0.5", **FAST)
+    caches = {m: c for m, c in seen}
+    assert caches["windows"] is not None and caches["windows"] is caches["continue"]
+    assert out.settings["step_cache"] == str(caches["windows"]) and out.settings["stats"]["dit_forwards_skipped"] > 0
