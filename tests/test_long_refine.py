@@ -8,7 +8,7 @@ import torch
 
 from openwan.long_video import noised, owners, plan_windows, refine_from, refine_plan
 from openwan.pipelines import load_pipeline
-from openwan.pipelines.job import make_noise
+from openwan.pipelines.job import make_noise, refine_noise
 
 FAST = dict(sample_steps=4, seed=5, output_type="latent", frame_num=97)
 PROMPT = "a red circle moving to the right"
@@ -65,11 +65,12 @@ def test_refine_noises_the_continued_latent_and_runs_the_windows_pass(pipe, monk
     assert 0 < i0 < len(top.sigmas) - 1 and float(top.sigmas[i0]) <= level < float(top.sigmas[i0 - 1])
     assert torch.equal(job.sigmas, top.sigmas[i0:])
     whole = torch.zeros_like(result)                    # the continued latent, window by window
-    for (s, e), (_, o) in zip(plan.spans, continued):
-        shared = 0 if s == 0 else next(pe for ps, pe in plan.spans if pe > s and ps < s) - s
+    for k, ((s, e), (_, o)) in enumerate(zip(plan.spans, continued)):
+        shared = plan.spans[k - 1][1] - s if k else 0
         whole[:, s + shared:e] = o[:, shared:].float()
     assert len(continued) == len(plan.spans)
-    fresh = make_noise(whole.shape, (FAST["seed"] * 2862933555777941757 + 3037000493) % 2**63, "cpu")
+    fresh = refine_noise(whole.shape, FAST["seed"], "cpu")
+    assert not torch.equal(fresh, make_noise(whole.shape, FAST["seed"], "cpu"))      # apart from the call's noise
     assert torch.equal(job.start, noised(whole, fresh, float(top.sigmas[i0])).to(job.start.dtype))
     assert torch.equal(out.latents, result.to(out.latents.dtype))
     steps = len(top.sigmas) - 1

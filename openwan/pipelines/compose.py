@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from openwan.models.vae_protocol import latent_cells
+from openwan.pipelines.job import add_stats
 
 CONTRAST = 40.0     # uint8 RGB distance from the background at or above which a pixel is an object's
 GAP = 1             # tokens kept free around each placed object
@@ -151,9 +152,7 @@ def run_composed(pipe, job, on_step: Optional[Callable] = None, cancelled: Optio
         latents.append(pipe.run(part, hook, cancelled))
         videos.append(np.concatenate(list(pipe.decode_frames(latents[-1], part.stats))))
         masks.append(object_tokens(videos[-1], vae.temporal_ratio, vae.spatial_ratio))
-        for key, value in part.stats.items():
-            if isinstance(value, (int, float)):
-                job.stats[key] = round(job.stats.get(key, 0) + value, 4)
+        add_stats(job.stats, part.stats)
     out, moves = compose(latents, masks, move=not job.keep_places)
     job.pixels = compose_frames(videos, moves, vae.spatial_ratio)
     occupied = masks[0]

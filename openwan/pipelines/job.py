@@ -96,6 +96,19 @@ def make_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=g, dtype=torch.float32).to(device)
 
 
+def refine_noise(shape: Sequence[int], seed: int, device) -> torch.Tensor:
+    """The noise a long video's refinement pass re-noises with (openwan.pipelines.long.refine): derived from the call's
+    seed, apart from its initial noise and the re-noising solvers' stream."""
+    return make_noise(shape, (seed * 2862933555777941757 + 3037000493) % 2**63, device)
+
+
+def add_stats(into: dict, stats: dict) -> None:
+    """Add one denoising run's numeric ``stats`` (seconds, DiT forward counts) into ``into``, seconds to 4 decimals."""
+    for key, value in stats.items():
+        if isinstance(value, (int, float)):
+            into[key] = round(into.get(key, 0) + value, 4)
+
+
 @dataclass
 class GenerationOutput:
     """diffusers-style result: ``frames[0]`` is the first video ([F, H, W, 3] or as requested); for uint8 and

@@ -22,7 +22,16 @@ from typing import Callable, Optional
 
 import torch
 
-from openwan.long_video import owners, refine_from, refine_plan, reimpose
+from openwan.long_video import (
+    noised,
+    owners,
+    refine_from,
+    refine_plan,
+    reimpose,
+    window_conditions,
+)
+from openwan.pipelines.job import add_stats, refine_noise
+from openwan.sampling import Step, timesteps_from_sigmas
 
 
 def run_continued(pipe, job, on_step: Optional[Callable] = None,
@@ -47,12 +56,10 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
                       long=None, window_conds=None, dit=expert if k > 0 else None)
         out[:, s + shared:e] = pipe.run(sub, on_step, cancelled)[:, shared:].float()   # the shared frames stay
-        for key, v in sub.settings["stats"].items():
-            totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
+        add_stats(totals, sub.settings["stats"])
     if job.long.refine:
         out, stats = refine(pipe, job, out, on_step, cancelled)
-        for key, v in stats.items():
-            totals[key] = round(totals.get(key, 0) + v, 4) if isinstance(v, float) else totals.get(key, 0) + v
+        add_stats(totals, stats)
     job.stats.update(totals)
     return out.to(noise.dtype)
 
@@ -65,15 +72,11 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     belongs to; the task's own per-step conditioning, e.g. TI2V's picture, kept), with the call's step cache (on the
     demo's default 30 steps it met the same targets as computing every step: docs/long_video.md). Returns the new
     clean latent (float32) and the pass's stats."""
-    from openwan.long_video import noised, window_conditions
-    from openwan.pipelines.job import make_noise
-    from openwan.sampling import Step, timesteps_from_sigmas
     long = job.long
     i0 = refine_from(job.sigmas, long.refine)
     sigmas = job.sigmas[i0:]
     s0 = float(sigmas[0])
-    seed = int(job.settings.get("seed", 0))
-    fresh = make_noise(latent.shape, (seed * 2862933555777941757 + 3037000493) % 2**63, latent.device)
+    fresh = refine_noise(latent.shape, int(job.settings.get("seed", 0)), latent.device)
     start = noised(latent.float(), fresh, s0).to(job.start.dtype)
     if job.post_step is not None:               # the task's clean frames (TI2V's picture) as they stay
         t = timesteps_from_sigmas([s0]).to(start.device)
