@@ -123,3 +123,29 @@ def test_the_variants_long_video_default_is_continue_at_overlap_2(pipe):
     assert (lv["method"], lv["overlap"]) == ("windows", 5)
     lv = pipe("a red circle moving to the right", long_overlap=3, **fast).settings["long_video"]
     assert (lv["method"], lv["overlap"]) == ("continue", 3)
+
+
+def test_one_call_past_the_native_length_is_recorded_and_replayed(pipe, tmp_path):
+    """long_method='none' past the native length is one DiT call over every frame (the naive baseline): its record
+    says so, so --from replays it that way rather than with the variant's default method."""
+    from openwan.cli import main
+    seen, handle = _frames_seen(pipe)
+    try:
+        out = pipe("a red circle moving to the right", frame_num=49, long_method="none", **FAST)
+    finally:
+        handle.remove()
+    assert {s[2] for s in seen} == {13}                                # every latent frame at once
+    assert out.settings["long_video"] == {"method": "none", "latent_frames": 13, "window": 9}
+    video = tmp_path / "none.mp4"
+    assert main(["generate", "a red circle moving to the right", "--frame_num", "49", "--sample_steps", "2",
+                 "--seed", "3", "--long_method", "none", "-o", str(video), "--quiet"]) == 0
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from", str(video.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
+    assert json.loads(again.with_suffix(".json").read_text())["openwan"]["long_video"]["method"] == "none"
+    assert again.read_bytes() == video.read_bytes()
+
+
+@pytest.mark.parametrize("kw", [dict(long_refine=0.5), dict(long_expert=True), dict(long_context_noise=0.1)])
+def test_continue_only_settings_with_one_call_are_clear_errors(pipe, kw):
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} is for long_method='continue'; this call is 'none'"):
+        pipe("a red circle moving to the right", frame_num=49, long_method="none", **dict(FAST, **kw))

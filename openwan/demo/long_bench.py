@@ -205,7 +205,7 @@ def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int]
     is measured at the same seams."""
     from openwan.long_video import latent_frames, plan_long_video, plan_windows
     lv = settings.get("long_video")
-    if lv:
+    if lv and lv.get("method") != "none":
         return [list(s) for s in plan_windows(lv["latent_frames"], lv["window"], lv["overlap"]).spans]
     long = plan_long_video(frame_num, native, method or "windows", overlap)
     return [[0, latent_frames(frame_num)]] if long is None else [list(s) for s in long.plan.spans]

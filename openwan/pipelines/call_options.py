@@ -185,6 +185,15 @@ class CallOptions:
         noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
         refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
         if long is None:
+            from openwan.long_video import latent_frames
+            total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
+            window = latent_frames(native, self.vae.temporal_ratio)
+            if method == "none" and total > window:     # past the native length in one call: said, so replayed so
+                for name, v in (("long_refine", refine), ("long_expert", expert), ("long_context_noise", noise)):
+                    if v:
+                        raise ValueError(f"{name} is for long_method='continue'; this call is 'none' (one DiT call "
+                                         f"over every frame): use long_method='continue' or leave {name} unset")
+                job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
             return
         if refine and long.method != "continue":
             raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
