@@ -88,6 +88,15 @@ def test_prompt_schedule_spreads_over_windows(pipe):
         pipe("a red circle | a blue square", **FAST)
 
 
+def test_an_empty_schedule_segment_is_the_error_alone(pipe, caplog, monkeypatch):
+    """An empty part of a schedule is named by the error, not also warned about as a prompt outside the world."""
+    from openwan.demo import world_captions
+    monkeypatch.setattr(world_captions, "_warned", set())        # each warning is logged once a process
+    with caplog.at_level("WARNING", logger="openwan.demo"), pytest.raises(ValueError, match="empty prompt segment"):
+        pipe("a red circle moving to the right |  ", frame_num=97, **FAST)
+    assert not [r for r in caplog.records if "outside its world" in r.getMessage()]
+
+
 @pytest.mark.parametrize("kw,match", [(dict(long_overlap=9), "overlap \\(9\\) must be smaller than the window"),
                                       (dict(long_method="zigzag"), "unknown long-video method 'zigzag'"),
                                       (dict(long_overlap=-1), "overlap must be an integer >= 0")])

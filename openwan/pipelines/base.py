@@ -156,7 +156,8 @@ class WanPipeline(CallOptions):
         if is_demo(self.variant.name):
             from openwan.demo.world_captions import warn_outside_world
             for part in prompt.split("|"):
-                warn_outside_world(part.strip(), self.scene_objects(), look_given)
+                if part.strip():        # an empty part of a schedule is an error, named by the long-video plan
+                    warn_outside_world(part.strip(), self.scene_objects(), look_given)
 
     def scene_objects(self) -> int:
         """How many objects this demo model draws in one video (the warnings' measure)."""
