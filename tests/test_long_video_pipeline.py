@@ -158,3 +158,16 @@ def test_one_call_past_the_native_length_is_recorded_and_replayed(pipe, tmp_path
 def test_continue_only_settings_with_one_call_are_clear_errors(pipe, kw):
     with pytest.raises(ValueError, match=f"{next(iter(kw))} is for long_method='continue'; this call is 'none'"):
         pipe("a red circle moving to the right", frame_num=49, long_method="none", **dict(FAST, **kw))
+
+
+@pytest.mark.parametrize("kw", [dict(long_method="continue", long_refine=0.5), dict(long_method="continue"),
+                                dict(long_method="windows")])
+def test_a_long_videos_progress_runs_once_from_start_to_end(pipe, kw):
+    """callback(i, t, x) counts the call's steps across every window (and the refinement pass), as the server's
+    progress reads it: it never goes back and ends at the last step."""
+    seen = []
+    pipe("a red circle moving to the right", frame_num=97, callback=lambda i, t, x: seen.append(i),
+         **dict(FAST, **kw))
+    runs = 1 if kw["long_method"] == "windows" else 4       # 25 latent frames: continue's 4 windows (overlap 2)
+    assert len(seen) >= runs * FAST["sample_steps"] and seen == sorted(seen)
+    assert seen[0] == 0 and seen[-1] == FAST["sample_steps"] - 1

@@ -335,7 +335,7 @@ class WanPipeline(CallOptions):
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=n_steps, desc="denoising", unit="step", leave=False)
+            bar = tqdm(total=n_steps, desc=job.label, unit="step", leave=False)
         t0 = time.perf_counter()
 
         def check():

@@ -158,6 +158,7 @@ class Job:
     parts: Optional[list] = None
     keep_places: bool = False        # a composed scene's objects stay where drawn (their pictures placed them)
     pixels: Any = None               # the video as uint8 [F, H, W, 3] when the run made it (a composed scene)
+    label: str = "denoising"         # the progress bar's name (a long video's: which window)
 
     @property
     def stats(self) -> dict:

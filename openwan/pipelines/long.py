@@ -48,17 +48,20 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
                          "conditioning: use long_method='windows'")
     expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
+    n = len(job.sigmas) - 1
+    n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
+    progress = overall(on_step, len(plan.spans) * n + n_pass)
     for k, (s, e) in enumerate(plan.spans):
         shared = plan.spans[k - 1][1] - s if k > 0 else 0
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
-        sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step,
-                      long=None, window_conds=None, dit=expert if k > 0 else None)
-        out[:, s + shared:e] = pipe.run(sub, on_step, cancelled)[:, shared:].float()   # the shared frames stay
+        sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
+                      window_conds=None, dit=expert if k > 0 else None, label=f"window {k + 1}/{len(plan.spans)}")
+        out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
     if job.long.refine:
-        out, stats = refine(pipe, job, out, on_step, cancelled)
+        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled)
         add_stats(totals, stats)
     job.stats.update(totals)
     return out.to(noise.dtype)
@@ -85,8 +88,19 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
     windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None,
-                  window_conds=conds, long=windows)
+                  window_conds=conds, long=windows, label="refining")
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
+
+
+def overall(on_step: Optional[Callable], total: int) -> Callable:
+    """``progress(offset)``: ``on_step`` for one denoising run of several (a long video's windows, its refinement
+    pass), its steps counted from ``offset`` in one count of ``total`` steps, so progress read from them runs once
+    from start to end; None without ``on_step``."""
+    def progress(offset: int) -> Optional[Callable]:
+        if on_step is None:
+            return None
+        return lambda step, x, x0: on_step(replace(step, i=offset + step.i, n=total), x, x0)
+    return progress
 
 
 def compose_steps(first: Callable, then: Optional[Callable]) -> Callable:
