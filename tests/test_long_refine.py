@@ -89,6 +89,23 @@ def test_refine_off_is_the_continued_windows_and_is_not_recorded(pipe):
     assert torch.equal(on.latents, again.latents)        # the pass's noise comes from the seed
 
 
+def test_video_to_video_runs_no_pass_by_default(tmp_path):
+    """A long video-to-video re-render keeps its source's layout across the seams: the variant's pass is for videos
+    drawn from noise, so there it runs only when named (it would re-render the whole video a second time)."""
+    import numpy as np
+
+    from openwan.video import write_video
+    rng = np.random.default_rng(0)
+    src = write_video(rng.integers(0, 255, (49, 128, 128, 3), dtype=np.uint8), tmp_path / "src.mp4", fps=16)
+    v2v = load_pipeline("demo", task="v2v", progress=False)
+    kw = dict(src_video=str(src), sample_steps=4, seed=1, output_type="latent")
+    plain = v2v(PROMPT, **kw)
+    assert plain.settings["long_video"]["method"] == "continue" and "refine" not in plain.settings["long_video"]
+    named = v2v(PROMPT, long_refine=0.5, **kw)
+    assert named.settings["long_video"]["refine"] == 0.5
+    assert named.settings["stats"]["dit_forwards"] > plain.settings["stats"]["dit_forwards"]
+
+
 def test_refine_keeps_the_prompt_schedule_per_window(pipe, monkeypatch):
     conds = []
     run = type(pipe).run

@@ -198,8 +198,8 @@ class CallOptions:
         if refine and long.method != "continue":
             raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
                              f"is {long.method!r}: use long_method='continue' or leave long_refine unset")
-        if refine is None and long.method == "continue":
-            refine = self.defaults().long_refine
+        if refine is None and long.method == "continue" and self.task != "v2v":    # v2v: its source holds the
+            refine = self.defaults().long_refine       # layout across the seams; a pass would re-render it again
         if refine:
             long = dataclasses.replace(long, refine=float(refine))
         if noise and (long.method != "continue" or not hasattr(self, "continued_window")):
