@@ -82,6 +82,25 @@ def blend_weights(plan: WindowPlan) -> torch.Tensor:
     return (w / w.sum(0, keepdim=True)).float()
 
 
+def schedule_text(prompts: Sequence) -> str:
+    """A prompt schedule given as a list (the API's and the server's form) as the ``"A | B"`` text the pipeline
+    reads and records, each part checked: a non-empty string without ``|`` of its own."""
+    if isinstance(prompts, str):
+        return prompts
+    parts = list(prompts)
+    if not parts:
+        raise LongVideoError("the prompt is an empty list: give a string, or a list of one prompt per part of the "
+                             "video (a schedule)")
+    for i, p in enumerate(parts):
+        if not isinstance(p, str) or not p.strip():
+            raise LongVideoError(f"prompt part {i} is {p!r:.40}: every part of a prompt schedule must be a "
+                                 f"non-empty string")
+        if "|" in p:
+            raise LongVideoError(f"prompt part {i} ({p!r:.60}) holds a '|': give each part as its own list item, "
+                                 f"or the whole schedule as one string \"A | B\"")
+    return " | ".join(p.strip() for p in parts)
+
+
 def split_prompts(prompt: Union[str, Sequence[str]], windows: int) -> list[str]:
     """A prompt schedule -> one prompt per window. ``"a | b"`` (or a list) spreads the segments evenly over the
     windows in order (with more segments than windows, the extra ones are refused)."""

@@ -88,6 +88,18 @@ def test_prompt_schedule_spreads_over_windows(pipe):
         pipe("a red circle | a blue square", **FAST)
 
 
+def test_a_prompt_schedule_as_a_list_is_the_same_call(pipe):
+    """The API's list form of a schedule is its "A | B" text: the same video, recorded as that text."""
+    parts = ["a red circle moving to the right", "a blue square moving up"]
+    listed = pipe(parts, frame_num=97, long_overlap=1, **FAST)
+    text = pipe(" | ".join(parts), frame_num=97, long_overlap=1, **FAST)
+    assert torch.equal(listed.latents, text.latents) and listed.settings["prompt"] == " | ".join(parts)
+    for bad, match in (([], "empty list"), ([parts[0], " "], "part 1 is ' '"), (["a | b"], "holds a '\\|'"),
+                       ([parts[0], 3], "part 1 is 3")):
+        with pytest.raises(ValueError, match=match):
+            pipe(bad, frame_num=97, **FAST)
+
+
 def test_an_empty_schedule_segment_is_the_error_alone(pipe, caplog, monkeypatch):
     """An empty part of a schedule is named by the error, not also warned about as a prompt outside the world."""
     from openwan.demo import world_captions

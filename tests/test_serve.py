@@ -76,6 +76,24 @@ def test_bad_requests_are_400_with_the_reason(server, raw, body, code, msg):
     assert set(out.iterdir()) == before                              # nothing written
 
 
+def test_a_prompt_schedule_as_a_list(server):
+    """A long video's prompt schedule as a JSON list, one prompt per part: the pipeline's "A | B", recorded so."""
+    base, pipe, _ = server
+    req = {"prompt": [PROMPT, "a blue square moving up"], "seed": 3, "sample_steps": 2, "frame_num": 13}
+    status, body, _ = call(base + "/generate", req)
+    r = json.loads(body)
+    assert status == 200, r
+    assert r["settings"]["prompt"] == PROMPT + " | a blue square moving up"
+    assert r["settings"]["long_video"]["prompts"][0] == PROMPT
+    assert r["settings"]["long_video"]["prompts"][-1] == "a blue square moving up"
+    for bad, msg in (([], "one non-empty string per part"), ([PROMPT, " "], "one non-empty string per part"),
+                     ([PROMPT, 3], "one non-empty string per part")):
+        status, body, _ = call(base + "/generate", dict(req, prompt=bad))
+        assert status == 400 and msg in json.loads(body)["error"], body
+    status, body, _ = call(base + "/generate", dict(req, frame_num=5))       # one window: no schedule
+    assert status == 400 and "needs a video longer" in json.loads(body)["error"], body
+
+
 def test_paths_outside_the_output_folder_are_not_served(server):
     base, _, _ = server
     for path in ("/outputs/../ck/config.json", "/outputs/.hidden", "/outputs/nothing.mp4", "/nowhere"):

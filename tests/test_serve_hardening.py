@@ -187,6 +187,12 @@ def test_fields_come_from_the_pipeline_signature():
     assert check_request({"prompt": "p", "long_expert": False}, i2v, fps=16) == {"prompt": "p", "long_expert": False}
     with pytest.raises(RequestError, match="long_expert"):
         check_request({"prompt": "p", "long_expert": "off"}, i2v, fps=16)
+    # the long-video method by name, its overlap in latent frames (the pipeline checks their values)
+    assert (i2v["long_method"], i2v["long_overlap"]) == ("str", "int")
+    assert check_request({"prompt": "p", "long_method": "continue", "long_overlap": 2}, i2v, fps=16) == \
+        {"prompt": "p", "long_method": "continue", "long_overlap": 2}
+    with pytest.raises(RequestError, match="long_overlap"):
+        check_request({"prompt": "p", "long_overlap": "2"}, i2v, fps=16)
     # the refinement pass's noise level: a number (the pipeline checks its range)
     assert i2v["long_refine"] == "float"
     assert check_request({"prompt": "p", "long_refine": 0.5}, i2v, fps=16) == {"prompt": "p", "long_refine": 0.5}

@@ -56,6 +56,9 @@ class CallOptions:
             @functools.wraps(prepare)
             def checked(self, prompt, *args, **kwargs):
                 from openwan import validate
+                if isinstance(prompt, (list, tuple)):       # a prompt schedule as a list: its "A | B" text
+                    from openwan.long_video import schedule_text
+                    prompt = schedule_text(prompt)
                 self._call_options(kwargs)
                 pending, self._pending = self._pending, {}
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})

@@ -27,7 +27,8 @@ KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num":
          "sample_shift": "float", "guide_scale": "scale", "guide_boundary": "float", "sample_solver": "str",
          "seed": "int",
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
-         "model": "str", "lora": "any", "step_cache": "any", "long_expert": "bool",
+         "model": "str", "lora": "any", "step_cache": "any", "long_method": "str", "long_overlap": "int",
+         "long_expert": "bool",
          "long_context_noise": "float", "long_refine": "float", "prompt_extend": "str", "two_objects": "str"}
 
 
@@ -97,6 +98,14 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
         kind = kinds.get(name) or KNOWN.get(name) or "file"
         if v is None and name != "prompt":
             continue                                                 # null = the default
+        if name == "prompt" and isinstance(v, list):      # a long video's prompt schedule, one item per part
+            if not v or not all(isinstance(x, str) and x.strip() for x in v):
+                raise RequestError("'prompt' as a list is a schedule: one non-empty string per part of the video")
+            from openwan.long_video import LongVideoError, schedule_text
+            try:
+                v = schedule_text(v)                         # the "A | B" text the pipeline reads and records
+            except LongVideoError as e:
+                raise RequestError(f"'prompt': {e}") from None
         if kind == "str":
             if not isinstance(v, str):
                 raise RequestError(f"{name!r} must be a string, got {type(v).__name__} {v!r:.40}")
@@ -128,7 +137,7 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
                 raise RequestError(f"{name!r} must be a path on the server (a string) or an uploaded file")
         out[name] = v
     if not isinstance(out.get("prompt"), str) or not out["prompt"].strip():
-        raise RequestError("\"prompt\" (a non-empty string) is required")
+        raise RequestError("\"prompt\" (a non-empty string, or a list of them: a long video's schedule) is required")
     if "model" in out:
         out.pop("model")                                             # one model per server; the reply names it
     if "input_reference" in out:
