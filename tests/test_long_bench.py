@@ -123,9 +123,20 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
     assert "openwan bench long" in list_benchmarks()
 
 
+def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
+    out = tmp_path / "s.json"
+    assert lb.main(["--model", "demo-4step", "--frames", "49", "--seeds", "1", "--quiet", "--methods", "continue",
+                    "--prompts", "a red circle moving to the right", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["settings"]["checkpoint"], r["settings"]["steps"]) == ("demo-4step", 4)
+    assert r["videos"][0]["metrics"]["frames"] == 49
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         lb.main(["--seeds", "0"])
+    with pytest.raises(ValueError, match="--ckpt_dir measures a demo checkpoint folder"):
+        lb.main(["--model", "demo-4step", "--ckpt_dir", "somewhere"])
     with pytest.raises(ValueError, match="--first_seed must be >= 0"):
         lb.main(["--first_seed", "-1"])
 

@@ -42,6 +42,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from openwan.demo import DEMO_STUDENTS
+
 DEFAULT_PROMPTS = ("a red circle moving to the right", "a green circle staying still", "a blue square moving up")
 METHODS = ("windows", "continue", "none")
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
@@ -319,9 +321,11 @@ def main(argv=None) -> int:
                     help="prompts (default: three classic ones); 'bounce' = the looping-motion prompts "
                          f"{list(BOUNCE_PROMPTS)}")
     ap.add_argument("--ckpt_dir", default=None, help="a demo checkpoint folder instead of the shipped one")
+    ap.add_argument("--model", default="demo", choices=["demo", *DEMO_STUDENTS],
+                    help="the shipped demo, or its distilled student (demo-4step: 4 steps by default)")
     ap.add_argument("--seeds", type=int, default=2, help="videos per prompt and method (seeds 0..N-1)")
     ap.add_argument("--first_seed", type=int, default=0, help="start the seeds here (seeds F..F+N-1)")
-    ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; a student: its own)")
     ap.add_argument("--overlap", type=int, default=None, help="long_overlap in latent frames (default: the "
                                                                   "method's)")
     ap.add_argument("--long_expert", choices=["on", "off"], default=None,
@@ -340,7 +344,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no per-video lines")
     a = ap.parse_args(argv)
     for name in ("seeds", "steps", "threads"):
-        if getattr(a, name) < 1:
+        if getattr(a, name) is not None and getattr(a, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(a, name)}")
     if a.first_seed < 0:
         raise ValueError(f"--first_seed must be >= 0, got {a.first_seed}")
@@ -350,10 +354,13 @@ def main(argv=None) -> int:
     import torch
     from openwan.pipelines import load_pipeline
     torch.set_num_threads(a.threads)
+    if a.ckpt_dir and a.model != "demo":
+        raise ValueError("--ckpt_dir measures a demo checkpoint folder; --model names a shipped one: give one")
     if a.ckpt_dir:
         pipe = load_pipeline(a.ckpt_dir, task="t2v", variant="demo", progress=False)
     else:
-        pipe = load_pipeline("demo", progress=False)
+        pipe = load_pipeline(a.model, progress=False)
+    a.steps = a.steps or (20 if a.model == "demo" else pipe.defaults().steps)
     prompts = [p for q in a.prompts for p in (BOUNCE_PROMPTS if q == "bounce" else (q,))]
     kw = {"sample_steps": a.steps}
     if a.overlap is not None:
@@ -369,7 +376,8 @@ def main(argv=None) -> int:
                 "long_context_noise": "default" if a.long_context_noise is None else a.long_context_noise,
                 "long_refine": "default" if a.long_refine is None else a.long_refine,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
-                "overlap": a.overlap if a.overlap is not None else "default", "checkpoint": a.ckpt_dir or "demo"}
+                "overlap": a.overlap if a.overlap is not None else "default",
+                "checkpoint": a.ckpt_dir or a.model}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
