@@ -86,8 +86,8 @@ def test_a_prompt_schedule_as_a_list(server):
     assert r["settings"]["prompt"] == PROMPT + " | a blue square moving up"
     assert r["settings"]["long_video"]["prompts"][0] == PROMPT
     assert r["settings"]["long_video"]["prompts"][-1] == "a blue square moving up"
-    for bad, msg in (([], "one non-empty string per part"), ([PROMPT, " "], "one non-empty string per part"),
-                     ([PROMPT, 3], "one non-empty string per part")):
+    for bad, msg in (([], "the prompt is an empty list"), ([PROMPT, " "], "part 1 is ' '"),
+                     ([PROMPT, 3], "part 1 is 3"), (["a | b"], "holds a '|'")):
         status, body, _ = call(base + "/generate", dict(req, prompt=bad))
         assert status == 400 and msg in json.loads(body)["error"], body
     status, body, _ = call(base + "/generate", dict(req, frame_num=5))       # one window: no schedule

@@ -99,8 +99,6 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
         if v is None and name != "prompt":
             continue                                                 # null = the default
         if name == "prompt" and isinstance(v, list):      # a long video's prompt schedule, one item per part
-            if not v or not all(isinstance(x, str) and x.strip() for x in v):
-                raise RequestError("'prompt' as a list is a schedule: one non-empty string per part of the video")
             from openwan.long_video import LongVideoError, schedule_text
             try:
                 v = schedule_text(v)                         # the "A | B" text the pipeline reads and records
