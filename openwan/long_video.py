@@ -85,8 +85,6 @@ def blend_weights(plan: WindowPlan) -> torch.Tensor:
 def schedule_text(prompts: Sequence) -> str:
     """A prompt schedule given as a list (the API's and the server's form) as the ``"A | B"`` text the pipeline
     reads and records, each part checked: a non-empty string without ``|`` of its own."""
-    if isinstance(prompts, str):
-        return prompts
     parts = list(prompts)
     if not parts:
         raise LongVideoError("the prompt is an empty list: give a string, or a list of one prompt per part of the "

@@ -170,7 +170,7 @@ class CallOptions:
 
     def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
         """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
-        from openwan.long_video import plan_long_video, window_conditions
+        from openwan.long_video import latent_frames, plan_long_video, window_conditions
         method = opts.get("method")
         if method in (None, "auto") and job.post_step is not None and not hasattr(self, "continued_window"):
             method = "windows"    # a task with its own per-step conditioning (masked v2v): one trajectory over its
@@ -187,31 +187,28 @@ class CallOptions:
                              f"(a continuation_model/ folder); leave long_expert unset")
         noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
         refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
-        if long is None:
-            from openwan.long_video import latent_frames
-            total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
-            window = latent_frames(native, self.vae.temporal_ratio)
-            if method == "none" and total > window:     # past the native length in one call: said, so replayed so
-                for name, v in (("long_refine", refine), ("long_expert", expert), ("long_context_noise", noise)):
-                    if v:
-                        raise ValueError(f"{name} is for long_method='continue'; this call is 'none' (one DiT call "
-                                         f"over every frame): use long_method='continue' or leave {name} unset")
-                job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
-            return
-        if refine and long.method != "continue":
+        total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
+        window = latent_frames(native, self.vae.temporal_ratio)
+        if long is None and not (method == "none" and total > window):
+            return                                    # the native length: today's single pass
+        name = "none" if long is None else long.method   # none: past the native length in one call
+        if refine and name != "continue":
             raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
-                             f"is {long.method!r}: use long_method='continue' or leave long_refine unset")
+                             f"is {name!r}: use long_method='continue' or leave long_refine unset")
+        if noise and (name != "continue" or not hasattr(self, "continued_window")):
+            raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise level "
+                             "a TI2V-style model is told of: it needs long_method='continue' and a TI2V model (task "
+                             f"ti2v); this call is {name!r} on the {self.task} task: leave it unset")
+        if expert and name != "continue":
+            raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
+                             f"long_method='continue', not {name!r}: use long_method='continue'")
+        if long is None:                              # recorded, so that --from replays it as one call
+            job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
+            return
         if refine is None and long.method == "continue" and self.task != "v2v":    # v2v: its source holds the
             refine = self.defaults().long_refine       # layout across the seams; a pass would re-render it again
         if refine:
             long = dataclasses.replace(long, refine=float(refine))
-        if noise and (long.method != "continue" or not hasattr(self, "continued_window")):
-            raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise level "
-                             "a TI2V-style model is told of: it needs long_method='continue' and a TI2V model (task "
-                             f"ti2v); this call is {long.method!r} on the {self.task} task: leave it unset")
-        if expert and long.method != "continue":
-            raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
-                             f"long_method='continue', not {long.method!r}: use long_method='continue'")
         if long.method == "continue" and has and expert is not False:
             if self._loras:     # adapters are applied to the main DiT: its windows all run it
                 warnings.warn("a LoRA is in use: the long video's windows all run the main DiT, not the "
