@@ -17,13 +17,14 @@ import json
 import torch
 
 from openwan import sampling
-from openwan.sampling import _Solver, euler_sigmas
+from openwan.sampling import UniPCSolver, _Solver, euler_sigmas, unipc_sigmas
 
 NAME = "euler_a_experiment"
 
 
-def ancestral(eta: float, where: str):
-    """The stepper class: ``where`` "all" steps, "later" (not the first window's solve), or "high" (sigma > 0.5)."""
+def ancestral(eta: float, where: str, pass_unipc: bool = False):
+    """The stepper class: ``where`` "all" steps, "later" (not the first window's solve), or "high" (sigma > 0.5);
+    ``pass_unipc``: the refinement pass (a solve whose grid starts below sigma 0.99) runs the shipped UniPC."""
     class EulerAncestral(_Solver):
         count = 0               # solves in the current call (the first is the first window's)
 
@@ -31,8 +32,11 @@ def ancestral(eta: float, where: str):
             super().__init__(*a, **k)
             self.index = EulerAncestral.count
             EulerAncestral.count += 1
+            self.unipc = UniPCSolver(*a, **k) if pass_unipc and float(self.sigmas[0]) < 0.99 else None
 
         def step(self, v, x, i):
+            if self.unipc is not None:
+                return self.unipc.step(v, x, i)
             v32, x32, s, t = self._begin(v, x, i)
             x0 = x32 - s * v32
             if float(t) == 0:
@@ -53,12 +57,14 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--first_seed", type=int, default=0)
+    ap.add_argument("--pass_solver", choices=["same", "unipc"], default="same",
+                    help="the refinement pass's solver: this one, or the shipped UniPC (on UniPC's grid)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     from openwan.demo import long_bench
     from openwan.pipelines import load_pipeline
-    cls = ancestral(a.eta, a.where)
-    sampling.SOLVERS[NAME] = (cls, euler_sigmas)
+    cls = ancestral(a.eta, a.where, a.pass_solver == "unipc")
+    sampling.SOLVERS[NAME] = (cls, unipc_sigmas if a.pass_solver == "unipc" else euler_sigmas)
     torch.set_num_threads(1)
     pipe = load_pipeline("demo", progress=False)
     call = type(pipe).__call__
@@ -72,7 +78,7 @@ def main(argv=None) -> int:
         records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
                                                 ["continue"], 161, sample_steps=20, sample_solver=NAME)
     s = long_bench.summarize(records)["continue"]
-    print(json.dumps({"eta": a.eta, "where": a.where, "meets": s["meets"], "judged": s["judged"],
+    print(json.dumps({"eta": a.eta, "where": a.where, "pass": a.pass_solver, "meets": s["meets"], "judged": s["judged"],
                       "targets met": sum(s["meets"].values())}))
     if a.json:
         from pathlib import Path

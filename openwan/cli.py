@@ -155,6 +155,9 @@ def _generate_parser(sub):
     p.add_argument("--last_frame", default=None, help="flf2v / ti2v: the last frame")
     p.add_argument("--src_video", default=None,
                    help="vace / v2v: source video (without --task, alone on a t2v or ti2v model: v2v)")
+    p.add_argument("--extend", default=None, metavar="VIDEO",
+                   help="continue this video (t2v / ti2v): --frame_num is the whole length, its frames included "
+                        "(default: one native length more); its frames are kept as they are (docs/long_video.md)")
     p.add_argument("--src_mask", default=None, help="mask video or image (white = generate, black = keep): VACE's; "
                         "with a T2V/TI2V model (the demo) masked video-to-video of --src_video")
     p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated; the "
@@ -292,7 +295,7 @@ def cmd_generate(a) -> int:
     if a.long_expert is not None:
         kw["long_expert"] = a.long_expert == "on"
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
-                 "context_scale", "src_fps", "step_cache", "lora", "fps", "long_method", "long_overlap", "tile",
+                 "context_scale", "src_fps", "step_cache", "lora", "fps", "extend", "long_method", "long_overlap", "tile",
                  "guide_boundary", "long_context_noise", "long_refine", "prompt_extend", "two_objects"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)

@@ -132,6 +132,30 @@ def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
     assert r["videos"][0]["metrics"]["frames"] == 49
 
 
+def test_extending_the_worlds_clip_both_ways(tmp_path):
+    """--extend: the world's own clip of the prompt (the native length) is the first window of both methods' videos,
+    exactly; openwan's extension and the i2v chain are measured at their own seams."""
+    from openwan.demo.long_bench import world_source
+    out = tmp_path / "e.json"
+    assert lb.main(["--extend", "--frames", "65", "--steps", "2", "--seeds", "1", "--quiet", "--long_refine", "0",
+                    "--prompts", "a red square bouncing left and right", "--json", str(out),
+                    "--out", str(tmp_path / "v")]) == 0
+    r = json.loads(out.read_text())
+    assert [v["method"] for v in r["videos"]] == ["extend", "i2v-chain"] and r["settings"]["extend"]
+    ext, chain = r["videos"]
+    assert ext["spans"] == [[0, 9], [7, 16], [8, 17]] and chain["spans"] == [[0, 9], [8, 17]]
+    source = world_source("a red square bouncing left and right", 0, 33, 128)
+    from openwan.video import read_video
+    for v in r["videos"]:
+        assert v["metrics"]["frames"] == 65 and v["motion"] == "bounce_lr" and "bouncing" in v["meets"]
+        frames, _ = read_video(v["video"])
+        assert frames.shape[0] == 65
+    from openwan.demo import detect
+    first = r["videos"][0]["metrics"]["windows"][0]       # measured on the source's frames as rendered
+    track = detect.track(source)
+    assert first["frames"] == [0, 33] and first["found"] == float(track["found"].mean())
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         lb.main(["--seeds", "0"])
@@ -139,6 +163,11 @@ def test_bad_options_are_clear_errors():
         lb.main(["--model", "demo-4step", "--ckpt_dir", "somewhere"])
     with pytest.raises(ValueError, match="--first_seed must be >= 0"):
         lb.main(["--first_seed", "-1"])
+    with pytest.raises(ValueError, match="with --extend the methods are extend, i2v-chain"):
+        lb.main(["--extend", "--methods", "windows"])
+    with pytest.raises(ValueError, match="i2v-chain extends by clips of 32 new frames: give --frames 65"):
+        lb.main(["--extend", "--methods", "i2v-chain", "--frames", "61", "--steps", "1", "--seeds", "1", "--quiet",
+                 "--prompts", "a red square bouncing left and right"])
 
 
 def test_a_world_bounce_keeps_bouncing_and_one_that_stops_does_not():

@@ -216,7 +216,6 @@ def spans_of(settings: dict, frame_num: int, native: int, overlap: Optional[int]
 def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
                        frame_num: int, out_dir: Optional[Path] = None, progress: bool = True, **sample_kw) -> list:
     """Generate and measure one video per (prompt, seed, method); one record each."""
-    from openwan.demo import detect, world
     native = pipe.defaults().frame_num
     base_method, base_overlap = pipe.long_video_defaults(None, sample_kw.get("long_overlap"))   # the baseline's seams
     records = []
@@ -232,17 +231,94 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                            overwrite=True, **kw)
                 dt = time.perf_counter() - t0
                 spans = spans_of(out.settings, frame_num, native, base_overlap, base_method)
-                m = video_metrics(detect.track(out.frames[0]), spans)
-                attrs = world.parse_prompt(prompt)
-                motion = attrs.motion if attrs is not None else None
-                rec = {"prompt": prompt, "seed": int(seed), "method": method, "seconds": round(dt, 2),
-                       "spans": spans, "motion": motion, "metrics": m, "meets": meets(m, motion, native)}
-                if path is not None:
-                    rec["video"] = str(path)
-                records.append(rec)
+                records.append(measure(out.frames[0], spans, prompt, seed, method, dt, native, path))
                 if progress:
-                    print(f"  [{len(records):3d}] {method:8s} {prompt!r} seed {seed}: " + _line(m) +
-                          f" ({dt:.1f}s)", file=sys.stderr, flush=True)
+                    _report(records)
+    return records
+
+
+def measure(video: np.ndarray, spans: Sequence, prompt: str, seed: int, method: str, seconds: float, native: int,
+            path: Optional[Path] = None) -> dict:
+    """The record of one video: its tracked metrics over the window ``spans``, the targets it meets."""
+    from openwan.demo import detect, world
+    m = video_metrics(detect.track(video), spans)
+    attrs = world.parse_prompt(prompt)
+    motion = attrs.motion if attrs is not None else None
+    rec = {"prompt": prompt, "seed": int(seed), "method": method, "seconds": round(seconds, 2),
+           "spans": spans, "motion": motion, "metrics": m, "meets": meets(m, motion, native)}
+    if path is not None:
+        rec["video"] = str(path)
+    return rec
+
+
+def _report(records: list) -> None:
+    r = records[-1]
+    print(f"  [{len(records):3d}] {r['method']:9s} {r['prompt']!r} seed {r['seed']}: " + _line(r["metrics"]) +
+          f" ({r['seconds']:.1f}s)", file=sys.stderr, flush=True)
+
+
+EXTEND_METHODS = ("extend", "i2v-chain")
+EXTEND_PROMPTS = BOUNCE_PROMPTS + ("a green circle staying still",)
+
+
+def world_source(prompt: str, seed: int, frames: int, size: int) -> np.ndarray:
+    """The world's own clip of a one-object ``prompt`` (uint8 [frames, size, size, 3]): a video to extend."""
+    from openwan.demo import world
+    attrs = world.parse_prompt(prompt)
+    if attrs is None:
+        raise ValueError(f"--extend needs prompts of one object of the demo's world, got {prompt!r}")
+    clip = world.make_clip(int(seed), attributes=[tuple(attrs)])
+    return world.render_clip(clip, size=size, frames=frames)
+
+
+def extend_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int, seed: int, **kw):
+    """``source`` extended to ``frame_num`` frames: (video, latent window spans). ``extend``: openwan's (the source's
+    latents carried, openwan.pipelines.extend); ``i2v-chain``: the way other tools extend, each clip of the native
+    length started from the last frame so far as its picture (decoded and re-encoded at every join)."""
+    native = source.shape[0]
+    if method == "extend":
+        out = pipe(prompt, extend=source, frame_num=frame_num, seed=seed, **kw)
+        ext = out.settings["long_video"]["extend"]
+        a = ext["windows_from"]
+        lv = out.settings["long_video"]
+        from openwan.long_video import plan_windows
+        plan = plan_windows(lv["latent_frames"], lv["window"], lv["overlap"])
+        return out.frames[0], [[0, ext["latent_frames"]]] + [[a + s, a + e] for s, e in plan.spans]
+    if (frame_num - 1) % (native - 1):
+        raise ValueError(f"i2v-chain extends by clips of {native - 1} new frames: give --frames "
+                         f"{native + (native - 1) * max(1, round((frame_num - native) / (native - 1)))}")
+    video, spans, w = source, [[0, (native - 1) // 4 + 1]], (native - 1) // 4
+    kw = {k: v for k, v in kw.items() if k not in CONTINUE_ONLY}
+    for k in range((frame_num - native) // (native - 1)):
+        clip = pipe(prompt, image=video[-1], frame_num=native, seed=seed + k, **kw).frames[0]
+        video = np.concatenate([video, clip[1:]])
+        spans.append([spans[-1][1] - 1, spans[-1][1] - 1 + w + 1])
+    return video, spans
+
+
+def run_extension_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
+                            frame_num: int, out_dir: Optional[Path] = None, progress: bool = True,
+                            **sample_kw) -> list:
+    """For each prompt and seed, the world's clip of the prompt at the native length, extended to ``frame_num``
+    frames by each method and measured as a long video (its first window: the source)."""
+    from openwan.video import write_video
+    native = pipe.defaults().frame_num
+    size = int(pipe.defaults().size.split("*")[0])
+    records = []
+    for prompt in prompts:
+        for seed in seeds:
+            source = world_source(prompt, seed, native, size)
+            for method in methods:
+                t0 = time.perf_counter()
+                video, spans = extend_video(pipe, method, prompt, source, frame_num, int(seed), **sample_kw)
+                dt = time.perf_counter() - t0
+                path = None
+                if out_dir is not None:
+                    path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
+                    write_video(iter([video]), path, fps=pipe.variant.sample.fps, overwrite=True)
+                records.append(measure(video, spans, prompt, seed, method, dt, native, path))
+                if progress:
+                    _report(records)
     return records
 
 
@@ -315,8 +391,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench long", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native "
                                                             "frames, ~5x v2's 33; 321 is 10x v2's)")
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                    help="long-video methods ('none' = the naive one-call baseline)")
+    ap.add_argument("--methods", nargs="+", choices=METHODS + EXTEND_METHODS, default=None,
+                    help="long-video methods ('none' = the naive one-call baseline; default all three); with "
+                         "--extend: extend (openwan's) and i2v-chain (each clip from the last frame), default both")
+    ap.add_argument("--extend", action="store_true",
+                    help="extend the world's own clip of each prompt (the native length) to --frames instead of "
+                         "generating from nothing (default prompts: the looping ones and a still one)")
     ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS),
                     help="prompts (default: three classic ones); 'bounce' = the looping-motion prompts "
                          f"{list(BOUNCE_PROMPTS)}")
@@ -350,6 +430,14 @@ def main(argv=None) -> int:
         raise ValueError(f"--first_seed must be >= 0, got {a.first_seed}")
     if a.frames < 2:
         raise ValueError(f"--frames must be >= 2, got {a.frames}")
+    allowed = EXTEND_METHODS if a.extend else METHODS
+    a.methods = a.methods or list(allowed)
+    wrong = [m for m in a.methods if m not in allowed]
+    if wrong:
+        raise ValueError(f"--methods {' '.join(wrong)}: {'with' if a.extend else 'without'} --extend the methods are "
+                         f"{', '.join(allowed)}")
+    if a.extend and a.prompts == list(DEFAULT_PROMPTS):
+        a.prompts = list(EXTEND_PROMPTS)
 
     import torch
     from openwan.pipelines import load_pipeline
@@ -377,14 +465,14 @@ def main(argv=None) -> int:
                 "long_refine": "default" if a.long_refine is None else a.long_refine,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default",
-                "checkpoint": a.ckpt_dir or a.model}
+                "checkpoint": a.ckpt_dir or a.model, **({"extend": "the world's clip"} if a.extend else {})}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         seeds = range(a.first_seed, a.first_seed + a.seeds)
-        records = run_long_benchmark(pipe, prompts, seeds, a.methods, a.frames, out_dir=out_dir,
-                                     progress=not a.quiet, **kw)
+        run = run_extension_benchmark if a.extend else run_long_benchmark
+        records = run(pipe, prompts, seeds, a.methods, a.frames, out_dir=out_dir, progress=not a.quiet, **kw)
     summary = summarize(records)
     result = {"settings": settings, "targets": TARGETS, "summary": summary, "videos": records}
     from openwan.fileio import write_json

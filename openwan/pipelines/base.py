@@ -379,7 +379,7 @@ class WanPipeline(CallOptions):
         """Decode and write the result of a run (the job's output options)."""
         return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
                            job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
-                           pixels=job.pixels)
+                           pixels=job.pixels, prefix=job.prefix)
 
     # -------------------------------------------------------------- decoding
     def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None, tile=None):
@@ -411,10 +411,11 @@ class WanPipeline(CallOptions):
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
                fps: Optional[float] = None, return_frames: bool = True, tile=None,
-               pixels: Optional[np.ndarray] = None) -> GenerationOutput:
+               pixels: Optional[np.ndarray] = None, prefix: Optional[np.ndarray] = None) -> GenerationOutput:
         """Decode, optionally write the file (frames streamed straight into the writer), and return. ``pixels``
         (uint8 [F, H, W, 3]): the video made already (a composed scene, merged in pixels), written instead of
-        decoding ``latent``.
+        decoding ``latent``; ``prefix`` (uint8 [P, H, W, 3]): the video's first P frames as given (an extended
+        video's source), written in place of the decoded ones.
 
         ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
         The file's record (tag and .json) keeps only the deterministic stats (:data:`FILE_STATS`): wall
@@ -431,7 +432,8 @@ class WanPipeline(CallOptions):
         t0 = time.perf_counter()
 
         def frames():
-            for chunk in (self.decode_frames(latent, stats, tile) if pixels is None else (pixels,)):
+            chunks = self.decode_frames(latent, stats, tile) if pixels is None else iter((pixels,))
+            for chunk in (chunks if prefix is None else with_prefix(chunks, prefix)):
                 if return_frames:
                     kept.append(chunk)
                 yield chunk
@@ -478,3 +480,15 @@ class WanPipeline(CallOptions):
              "dtype": dtype_name(dit_dtype)}
         d.update({k: v for k, v in kw.items() if v is not None})
         return d
+
+
+def with_prefix(chunks, prefix: np.ndarray):
+    """The frame chunks of a decoded video with its first ``len(prefix)`` frames replaced by ``prefix``'s (as
+    the chunks come: the stream stays a stream)."""
+    done = 0
+    for chunk in chunks:
+        n = min(max(len(prefix) - done, 0), len(chunk))
+        if n:
+            chunk = np.concatenate([prefix[done:done + n], chunk[n:]])
+        done += len(chunk)
+        yield chunk

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # Options every task's call takes besides its own arguments (handled in one place: WanPipeline._call_options).
 # lora: "FILE[:STRENGTH]" or a list of them (openwan.pipelines.adapters); fps: the written video's frame rate;
+# extend (a video file, uint8 [F, H, W, 3] array or list of frames): the video continued to frame_num frames in all
+# (openwan.pipelines.extend; default frame_num: the source's and one native length more);
 # long_method ("windows", "continue", "none"; default: the variant's, else windows) and long_overlap (latent
 # frames): frame_num beyond the model's native length (openwan.long_video); long_expert (True / False; default:
 # True where the checkpoint has a continuation expert): the expert on the later windows of ``continue``;
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 # num_inference_steps/guidance_scale/generator: diffusers' names; two_objects ("compose" / "expert"; default
 # compose): how the embedded demo draws a prompt naming two objects, up to 4 (openwan.pipelines.compose), or two
 # with its two-object expert.
-CALL_OPTIONS = ("lora", "fps", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
+CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
                 "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps",
                 "guidance_scale", "generator", "two_objects")
 TWO_OBJECT_METHODS = ("compose", "expert")
@@ -64,12 +66,18 @@ class CallOptions:
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
                 outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
+                source = None
+                if pending.get("extend") is not None and outer:     # a video to continue: read before any work
+                    from openwan.pipelines import extend
+                    source = extend.read_source(pending["extend"], self.variant.sample.fps)
+                    if kwargs.get("frame_num") is None:
+                        kwargs["frame_num"] = extend.default_frames(source, native)
                 picture = next((kwargs[k] for k in ("src_ref_images", "image", "first_frame")
                                 if kwargs.get(k) is not None), None)          # what a picture shows, for the extender
                 original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"), picture)
                                                       if outer else (prompt, None))    # (the outer's, extended)
                 frames = kwargs.get("frame_num") or native
-                long_on = frames > native and long_opts.get("method") != "none"
+                long_on = source is not None or (frames > native and long_opts.get("method") != "none")
                 boundary = pending.get("guide_boundary") if outer else self._guide_boundary
                 kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt, guide_boundary=boundary),
                                                dit_frames=native if long_on else None)
@@ -83,7 +91,11 @@ class CallOptions:
                 finally:
                     if outer:
                         self._preparing = False
-                self._plan_long_video(job, prompt, native, long_opts)
+                if source is not None:
+                    from openwan.pipelines import extend
+                    extend.plan(self, job, source, prompt, long_opts)
+                else:
+                    self._plan_long_video(job, prompt, native, long_opts)
                 for part in job.parts or ():       # a composed scene's objects: each its own long video
                     self._plan_long_video(part, part.settings["prompt"], native, long_opts)
                 if record is not None:
@@ -273,6 +285,8 @@ class CallOptions:
             self._pending["prompt_extend"] = kwargs.pop("prompt_extend")
         if "two_objects" in kwargs:
             self._pending["two_objects"] = kwargs.pop("two_objects")
+        if "extend" in kwargs:
+            self._pending["extend"] = kwargs.pop("extend")
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)

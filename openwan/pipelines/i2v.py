@@ -11,13 +11,12 @@ latent side = floor(sqrt(area * aspect) / 8 / 2) * 2, pixels = latent side * 8. 
 (area 399360) with a square image gives 624*624, with a 4:3 landscape image 720*544, with an
 832x480 image 832*480 (see :func:`i2v_size`).
 
-This module also holds the small input helpers the other task pipelines share (image loading,
-aspect-preserving fits, the frame mask).
+This module also holds input helpers the other task pipelines share (the frame mask, VACE's reference fit); the
+image loading and aspect-preserving fits are :mod:`openwan.pipelines.inputs`' (importable from here too).
 """
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -29,8 +28,9 @@ from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
 from openwan.denoiser import Conditioning
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
+from openwan.pipelines.inputs import (ImageLike, _array_to_rgb, _is_path, fit_cover, image_to_tensor,  # noqa: F401
+                                      load_image, source_name)
 
-ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 
 # The reference's shift for i2v depends on the chosen size, not on the checkpoint (generate.py).
 SHIFT_480P, SHIFT_720P = 3.0, 5.0
@@ -39,102 +39,6 @@ SIZES_720P = ("1280*720", "720*1280")
 
 
 # ============================================================================ input helpers (shared)
-
-def _is_path(x) -> bool:
-    return isinstance(x, (str, os.PathLike))
-
-
-def _array_to_rgb(a: np.ndarray, what: str) -> np.ndarray:
-    """uint8/uint16 [H, W], [H, W, 1|3|4] -> RGB uint8 [H, W, 3] (alpha composited on white)."""
-    if a.dtype == np.bool_ or not (a.dtype == np.uint8 or a.dtype == np.uint16):
-        raise ValueError(f"{what}: an image array must be uint8 (0..255) or uint16, got {a.dtype}; convert float "
-                         f"images in [0, 1] with (x * 255).round().astype(np.uint8)")
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"{what}: an image array must be [H, W, 3] (RGB, channels last), [H, W, 4] (RGBA) or "
-                         f"[H, W] (grayscale), got shape {tuple(a.shape)}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"{what}: the image is empty (shape {tuple(a.shape)})")
-    x = a.astype(np.float64)
-    if a.dtype == np.uint16:
-        x = x / 257.0                                 # 0..65535 -> 0..255
-    if a.shape[-1] == 4:                              # alpha over white, as read_image does
-        alpha = x[..., 3:] / 255.0
-        x = x[..., :3] * alpha + 255.0 * (1 - alpha)
-    if a.dtype == np.uint8 and a.shape[-1] == 3:
-        return np.ascontiguousarray(a)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def load_image(image: ImageLike, what: str = "image") -> np.ndarray:
-    """Any image input -> RGB uint8 [H, W, 3].
-
-    Accepts a file path (read with :func:`openwan.video.read_image`: EXIF rotation, alpha on white,
-    grayscale and 16-bit converted), a PIL image (same conversions), or a uint8/uint16 array or
-    tensor [H, W, 3], [H, W, 4] or [H, W]. A missing file raises FileNotFoundError, a corrupt one or
-    a wrong array ValueError; both messages name ``what`` (e.g. "first_frame").
-    """
-    from openwan.video import to_rgb_array, read_image
-    if image is None:
-        raise ValueError(f"{what} is required (a file path, a PIL image or a uint8 [H, W, 3] array)")
-    if _is_path(image):
-        if str(image).strip() == "":
-            raise ValueError(f"{what}: empty path")
-        try:
-            return read_image(image)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{what}: no such file: {image}") from None
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:  # pragma: no cover
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"{what}: the image is empty ({image.width}x{image.height})")
-        return to_rgb_array(ImageOps.exif_transpose(image) or image)
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, what)
-    raise ValueError(f"{what} must be a file path, a PIL image or a uint8 [H, W, 3] array, got "
-                     f"{type(image).__name__}")
-
-
-def image_to_tensor(img: np.ndarray, device=None) -> torch.Tensor:
-    """RGB uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1] ((x/255 - 0.5) / 0.5, as the reference)."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float()
-    return t.div(255.0).sub(0.5).div(0.5)
-
-
-def fit_cover(x: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
-    """Aspect-preserving resize so ``x`` covers height x width, then a centre crop to exactly that.
-
-    ``x``: [C, H, W] or [N, C, H, W]. Smooth modes (bicubic, bilinear) antialias when shrinking and the
-    result is clamped to the input's range, so [-1, 1] images stay in [-1, 1]; use
-    ``mode="nearest-exact"`` for masks. An input already of the target size is returned unchanged.
-    """
-    single = x.ndim == 3
-    xb = x[None] if single else x
-    h0, w0 = xb.shape[-2:]
-    if (h0, w0) == (height, width):
-        return x
-    scale = max(height / h0, width / w0)
-    nh, nw = max(height, round(h0 * scale)), max(width, round(w0 * scale))
-    if mode in ("bicubic", "bilinear"):
-        lo, hi = xb.min(), xb.max()
-        y = F.interpolate(xb.float(), size=(nh, nw), mode=mode, align_corners=False, antialias=True)
-        y = y.clamp(lo, hi)
-    else:
-        y = F.interpolate(xb.float(), size=(nh, nw), mode=mode)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    y = y[..., top:top + height, left:left + width].to(x.dtype)
-    return y[0] if single else y
-
 
 def fit_contain(x: torch.Tensor, height: int, width: int, fill: float = 1.0) -> torch.Tensor:
     """The reference's placement of a VACE reference image: scale [3, H, W] to fit inside
@@ -226,11 +130,6 @@ def image_condition(vae, images: dict[int, torch.Tensor], frame_num: int, height
     latent = condition_latent(vae, images, frame_num, height, width)
     mask = frame_mask(frame_num, height // s, width // s, sorted(images), vae.temporal_ratio).to(latent)
     return torch.cat([mask, latent])
-
-
-def source_name(x) -> Optional[str]:
-    """What to record in the settings for an input: its path, or None for in-memory data."""
-    return str(x) if _is_path(x) else None
 
 
 def check_output_free(output_path: Optional[PathLike], overwrite: bool) -> None:

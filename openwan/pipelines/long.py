@@ -38,32 +38,38 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
                   cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """``pipe.run`` for a job whose long-video method is ``continue``: returns the whole clean latent."""
     plan = job.long.plan
-    noise = job.start
-    out = torch.zeros_like(noise, dtype=torch.float32)
-    totals: dict = {}
     own = getattr(pipe, "continued_window", None)       # a task's own way (TI2V's: it places its pictures too)
     window = own or reimposed_window
     task_step = None if own else job.post_step          # the task's per-step conditioning (masked v2v), windowed
     if task_step is not None and not hasattr(task_step, "window"):
         raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
                          "conditioning: use long_method='windows'")
+    given = job.given                   # extending a video: the plan starts at its carried latent frames
+    noise = job.start if given is None else job.start[:, given.start:]
+    out = torch.zeros_like(noise, dtype=torch.float32)
+    if given is not None:
+        out[:, :job.long.given] = given.latents[:, given.start:].float()
+    totals: dict = {}
     expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
     n = len(job.sigmas) - 1
     n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
     progress = overall(on_step, len(plan.spans) * n + n_pass)
     for k, (s, e) in enumerate(plan.spans):
-        shared = plan.spans[k - 1][1] - s if k > 0 else 0
+        shared = plan.spans[k - 1][1] - s if k > 0 else job.long.given
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
-                      window_conds=None, dit=expert if k > 0 else None, label=f"window {k + 1}/{len(plan.spans)}")
+                      window_conds=None, dit=expert if k > 0 or shared else None, given=None,
+                      label=f"window {k + 1}/{len(plan.spans)}")
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
     if job.long.refine:
         out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled)
         add_stats(totals, stats)
     job.stats.update(totals)
+    if given is not None:
+        out = torch.cat([given.latents[:, :given.start].float(), out], dim=1)
     return out.to(noise.dtype)
 
 
@@ -81,14 +87,18 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     s0 = float(sigmas[0])
     fresh = refine_noise(latent.shape, int(job.settings.get("seed", 0)), latent.device)
     start = noised(latent.float(), fresh, s0).to(job.start.dtype)
-    if job.post_step is not None:               # the task's clean frames (TI2V's picture) as they stay
+    post_step, carried = job.post_step, long.given
+    if carried:                                 # an extension's source frames: re-imposed, ending exactly them
+        known = latent[:, :carried].to(start.dtype)
+        post_step = lambda step, x, x0: reimpose(x, known, fresh, step.sigma_next, carried)   # noqa: E731
+    if post_step is not None:                   # the task's clean frames (TI2V's picture) as they stay
         t = timesteps_from_sigmas([s0]).to(start.device)
-        start = job.post_step(Step(-1, len(sigmas) - 1, t, s0, s0), start, latent.to(start.dtype))
+        start = post_step(Step(-1, len(sigmas) - 1, t, s0, s0), start, latent.to(start.dtype))
     plan = refine_plan(long.plan)
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
-    windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
-    sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None,
-                  window_conds=conds, long=windows, label="refining")
+    windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0, given=0)
+    sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None, post_step=post_step,
+                  window_conds=conds, long=windows, given=None, label="refining")
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 

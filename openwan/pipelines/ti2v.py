@@ -423,20 +423,21 @@ class TextImageToVideo(WanPipeline):
 
     def continued_window(self, job: Job, k: int, known: torch.Tensor, window_noise: torch.Tensor):
         """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
-        clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any); later windows:
-        the frames shared with the previous window, clean (not re-noised as for the other models; with
+        clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any; an extended video's
+        first window: the source's frames it carries); later windows: the frames shared with the previous window, clean (not re-noised as for the other models; with
         ``job.long.context_noise`` sigma > 0 moved to noise level sigma with the window's own noise, their
         tokens at timestep floor(1000 sigma): Diffusion Forcing's noisy history, for a model so trained); the last
         window also the last picture's latent (first-last-frame), all set before the loop and after every step.
         Returns (start, conditioning, post_step)."""
         cond = job.window_conds[k]
-        clean = cond.first_frame if k == 0 else (known if known.shape[1] else None)
+        carried = known.shape[1] > 0          # a later window's shared frames (or an extended video's source's)
+        clean = known if carried else (cond.first_frame if k == 0 else None)
         last = cond.last_frame
         if clean is None and last is None:
             return window_noise, cond, None
         first_t = 0
         sigma = job.long.context_noise if job.long is not None else 0.0
-        if k > 0 and clean is not None and sigma > 0:     # Diffusion Forcing: the carried frames noised, and said so
+        if carried and sigma > 0:     # Diffusion Forcing: the carried frames noised, and said so
             from openwan.sampling import add_noise, timesteps_from_sigmas
             clean = add_noise(clean.float(), window_noise[:, :clean.shape[1]].float(), sigma).to(clean.dtype)
             first_t = int(timesteps_from_sigmas([sigma])[0])     # floor(1000 sigma), as training gives it

@@ -7,7 +7,7 @@
 
 ``strength`` is the noise level the source is pushed to (0 keeps it, 1 ignores it); see
 :func:`openwan.sampling.sigmas_for_strength` for how it maps to steps (with shift > 1 fewer than
-``strength * steps`` steps run). This module also holds the video-loading helpers VACE shares.
+``strength * steps`` steps run). This module re-exports the video-loading helpers (:mod:`openwan.pipelines.inputs`) VACE shares.
 
 **Masked** (``src_mask``: VACE's inpainting input, white = generate, on a model without VACE layers): the mask is
 taken to the latent grid (a latent cell is generated when any of its pixels is: :func:`latent_mask`); outside it
@@ -24,8 +24,6 @@ picture's object (where and as the mask's region moves) and the rest stays the s
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -36,84 +34,15 @@ from openwan.denoiser import Conditioning
 from openwan.models.vae_protocol import latent_cells
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.i2v import (_is_path, check_output_free, fit_cover, load_image, parse_ref_images,
-                                   source_name)
+from openwan.pipelines.i2v import check_output_free, parse_ref_images
+from openwan.pipelines.inputs import (IMAGE_SUFFIXES, VideoLike, fit_video, load_video,  # noqa: F401
+                                      source_name, video_to_tensor)
 
-VideoLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, list]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_STRENGTH = 0.8
 MASKED_STRENGTH = 1.0       # with a mask: the masked region is generated from noise (VACE's inpainting)
 
 
 # ============================================================================ input helpers (shared with VACE)
-
-def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = False,
-               target_fps: Optional[float] = None) -> np.ndarray:
-    """A video input -> RGB uint8 [F, H, W, 3].
-
-    Accepts a video file path (any format PyAV reads), a uint8 array/tensor [F, H, W, 3], or a list
-    of frames (paths, PIL images or [H, W, 3] arrays). With ``allow_image`` a still-image path or a
-    single [H, W, 3] frame is a one-frame video. A video file whose frame rate differs from
-    ``target_fps`` (when given) is resampled to it by nearest-frame selection
-    (:func:`openwan.video.frame_indices`); arrays and frame lists carry no rate and are used as they
-    are. Errors (ValueError; FileNotFoundError for a missing file) name ``what``.
-    """
-    from openwan.video import frame_indices, read_video
-    if video is None:
-        raise ValueError(f"{what} is required (a video file path or a uint8 [F, H, W, 3] array)")
-    if _is_path(video):
-        if str(video).strip() == "":
-            raise ValueError(f"{what}: empty path")
-        if Path(video).suffix.lower() in IMAGE_SUFFIXES:
-            if not allow_image:
-                raise ValueError(f"{what}: {video} is an image; give a video file (or a list of frames)")
-            return load_image(video, what)[None]
-        try:
-            frames, fps = read_video(video)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{what}: no such file: {video}") from None
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
-        if target_fps and fps and abs(fps - target_fps) > 1e-3 * target_fps:
-            frames = frames[frame_indices(len(frames), fps, target_fps)]
-        return frames
-    if isinstance(video, (list, tuple)):
-        if not video:
-            raise ValueError(f"{what}: the list of frames is empty")
-        frames = [load_image(f, f"{what} frame {i}") for i, f in enumerate(video)]
-        if any(f.shape != frames[0].shape for f in frames):
-            sizes = sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames})
-            raise ValueError(f"{what}: all frames must have the same size, got {', '.join(sizes)}")
-        return np.stack(frames)
-    if isinstance(video, torch.Tensor):
-        video = video.detach().cpu().numpy()
-    if isinstance(video, np.ndarray):
-        if video.ndim == 3 and allow_image:
-            return load_image(video, what)[None]
-        if video.ndim != 4 or video.shape[-1] != 3:
-            raise ValueError(f"{what}: a video array must be uint8 [F, H, W, 3] (RGB, channels last), got shape "
-                             f"{tuple(video.shape)}")
-        if video.dtype != np.uint8:
-            raise ValueError(f"{what}: a video array must be uint8 (0..255), got {video.dtype}")
-        if video.shape[0] == 0:
-            raise ValueError(f"{what}: the video has no frames")
-        if video.shape[1] == 0 or video.shape[2] == 0:
-            raise ValueError(f"{what}: the video frames are empty (shape {tuple(video.shape)})")
-        return np.ascontiguousarray(video)
-    raise ValueError(f"{what} must be a video file path, a uint8 [F, H, W, 3] array or a list of frames, got "
-                     f"{type(video).__name__}")
-
-
-def video_to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> float32 [3, F, H, W] in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(3, 0, 1, 2).float()
-    return t.div(255.0).sub(0.5).div(0.5)
-
-
-def fit_video(video: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
-    """[C, F, H, W] -> [C, F, height, width] by :func:`fit_cover` on every frame (aspect kept, centre crop)."""
-    return fit_cover(video.transpose(0, 1), height, width, mode=mode).transpose(0, 1)
-
 
 def latent_mask(mask: np.ndarray, height: int, width: int, temporal: int, spatial: int) -> torch.Tensor:
     """A mask video uint8 [F, H, W, 3] (white = generate; F a 4n+1 for the Wan VAEs) -> [1, T', h, w] float 0/1

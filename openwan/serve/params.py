@@ -18,7 +18,8 @@ from typing import Any
 # Arguments the server sets itself (clients cannot).
 RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self"}
 # Image/video arguments: server-side paths in JSON, or uploaded files in a multipart form.
-FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "input_reference"}
+FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "input_reference",
+               "extend"}
 # Ranges of the server's own fields (the pipeline's are openwan.validate's).
 LIMITS = {"seconds": (0.0, 600.0)}
 MAX_SIDE = 4096                           # pixels, per side of 'size'

@@ -1,0 +1,155 @@
+"""Extending a video (``extend=``, ``--extend``): the source encoded once, its last latent frames carried into the
+first continued window, its frames written as given (openwan.pipelines.extend)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from openwan.pipelines import load_pipeline
+from openwan.pipelines.base import with_prefix
+
+FAST = dict(sample_steps=3, seed=4)
+PROMPT = "a red circle moving to the right"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("demo", progress=False)
+
+
+@pytest.fixture(scope="module")
+def source(pipe):
+    """A 33-frame demo video (the demo's native length) as uint8 frames."""
+    return pipe(PROMPT, sample_steps=3, seed=1).frames[0]
+
+
+def _encoded(pipe, frames):
+    from openwan.pipelines.v2v import video_to_tensor
+    with torch.inference_mode():
+        return pipe.vae.encode(video_to_tensor(frames)[None].to(pipe.vae.dtype))[0].float()
+
+
+def test_the_output_starts_with_the_source_and_carries_its_latents(pipe, source, monkeypatch):
+    """frame_num frames in all, the first 33 the source's own pixels; the whole latent's first 9 frames are the
+    source's encoding exactly (the carried ones re-imposed to the end, through the refinement pass too); every
+    window is a continued one: the first carries the source's last 2 latent frames, all run the expert."""
+    windows = []
+    run = type(pipe).run
+
+    def spy(self, job, *a, **kw):
+        out = run(self, job, *a, **kw)
+        if job.long is None:
+            windows.append((job, out.clone()))
+        return out
+    monkeypatch.setattr(type(pipe), "run", spy)
+    out = pipe(PROMPT, extend=source, frame_num=65, output_type="latent", **FAST)
+    z = _encoded(pipe, source)
+    assert z.shape[1] == 9 and out.latents.shape[1] == 17
+    assert torch.equal(out.latents[:, :9].float(), z)
+    long = out.settings["long_video"]
+    assert long["method"] == "continue" and long["carried"] == 2 and long["expert"] and long["refine"] == 0.85
+    assert long["extend"] == {"source": None, "source_frames": 33, "kept": 33, "latent_frames": 9, "windows_from": 7}
+    assert long["latent_frames"] == 10 and long["windows"] == len(windows) == 2
+    first = windows[0][0]
+    assert first.dit is pipe.c.dit_continue and all(j.dit is pipe.c.dit_continue for j, _ in windows)
+    assert torch.equal(first.cond.first_frame.float(), z[:, 7:9])      # clean, timestep 0 (TI2V's way)
+    assert torch.equal(windows[0][1][:, :2].float(), z[:, 7:9])
+    video = pipe(PROMPT, extend=source, frame_num=65, **FAST).frames[0]
+    assert video.shape == (65, 128, 128, 3) and np.array_equal(video[:33], source)
+    assert "extend" not in out.settings                      # in-memory frames: no path to record
+
+
+def test_a_source_not_4n_plus_1_keeps_its_last_frames_and_the_default_adds_one_native_length(pipe, source):
+    longer = np.concatenate([source[:2], source])            # 35 frames: the last 33 are kept
+    out = pipe(PROMPT, extend=longer, long_refine=0, **FAST)
+    video = out.frames[0]
+    assert video.shape[0] == 33 + 32 and np.array_equal(video[:33], source)
+    assert out.settings["frame_num"] == 65
+    assert out.settings["long_video"]["extend"]["dropped"] == 2
+    assert "refine" not in out.settings["long_video"]
+
+
+def test_a_prompt_schedule_spreads_over_the_new_windows(pipe, source, monkeypatch):
+    seen = []
+    run = type(pipe).run
+
+    def spy(self, job, *a, **kw):
+        if job.long is None:
+            seen.append(job.cond.context)
+        return run(self, job, *a, **kw)
+    monkeypatch.setattr(type(pipe), "run", spy)
+    out = pipe(f"{PROMPT} | a red circle moving up", extend=source, frame_num=97, long_refine=0,
+               output_type="latent", **FAST)
+    assert out.settings["long_video"]["prompts"] == [PROMPT, PROMPT, "a red circle moving up"] and len(seen) == 3
+    right, up = pipe.encode_prompts([PROMPT, "a red circle moving up"])
+    assert torch.equal(seen[0], right) and torch.equal(seen[-1], up)
+
+
+def test_the_main_dit_without_expert_and_the_other_models_reimpose(tmp_path):
+    """A text-to-video model without the TI2V way: the carried frames re-imposed at every step (inpainting), so
+    they end exactly the source's latents."""
+    from openwan.testing import make_tiny_checkpoint
+    t2v = load_pipeline(make_tiny_checkpoint(tmp_path / "t"), variant="tiny-t2v", progress=False)
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 64, 3), dtype=np.uint8)
+    out = t2v("a cat", extend=frames, frame_num=17, output_type="latent", **FAST)
+    z = _encoded(t2v, frames)
+    assert out.latents.shape[1] == 5 and torch.equal(out.latents[:, :3].float(), z)
+    assert out.settings["long_video"]["carried"] == 1 and "expert" not in out.settings["long_video"]
+    video = t2v("a cat", extend=frames, frame_num=17, **FAST).frames[0]
+    assert video.shape == (17, 32, 64, 3) and np.array_equal(video[:9], frames)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(frame_num=33), "frame_num 33: extending a 33-frame video needs a longer frame_num"),
+    (dict(frame_num=65, long_method="windows"), "long_method='windows' does not take a source"),
+    (dict(frame_num=65, long_overlap=9), r"long_overlap \(9\): an extension carries 1 to 8"),
+    (dict(frame_num=65, long_overlap=0), r"long_overlap \(0\)"),
+])
+def test_bad_extension_settings_are_clear_errors(pipe, source, kw, match):
+    with pytest.raises(ValueError, match=match):
+        pipe(PROMPT, extend=source, **dict(FAST, **kw))
+
+
+def test_an_extension_with_a_picture_or_of_a_missing_file_is_refused(pipe, source, tmp_path):
+    with pytest.raises(ValueError, match="does not combine with a picture"):
+        pipe(PROMPT, extend=source, image=source[0], frame_num=65, **FAST)
+    with pytest.raises(FileNotFoundError, match="extend: no such file"):
+        pipe(PROMPT, extend=str(tmp_path / "missing.mp4"), frame_num=65, **FAST)
+    with pytest.raises(ValueError, match="extend: a video array must be uint8"):
+        pipe(PROMPT, extend=source.astype(np.float32), frame_num=65, **FAST)
+
+
+def test_with_prefix_replaces_the_first_frames_across_chunks():
+    chunks = [np.full((1, 2, 2, 3), 9, np.uint8), np.full((4, 2, 2, 3), 9, np.uint8),
+              np.full((4, 2, 2, 3), 9, np.uint8)]
+    prefix = np.arange(7, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3)
+    out = np.concatenate(list(with_prefix(iter(chunks), prefix)))
+    assert out.shape[0] == 9 and np.array_equal(out[:7], prefix) and (out[7:] == 9).all()
+
+
+def test_cli_extends_a_file_and_from_replays_it(tmp_path, source):
+    from openwan.cli import main
+    from openwan.video import write_video
+    src = tmp_path / "clip.mp4"
+    write_video(iter([source]), src, fps=16)
+    out = tmp_path / "longer.mp4"
+    assert main(["generate", PROMPT, "--extend", str(src), "--frame_num", "49", "--sample_steps", "3", "--seed", "2",
+                 "--long_refine", "0", "-o", str(out), "--quiet"]) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())["openwan"]
+    assert rec["extend"] == str(src) and rec["frame_num"] == 49 and rec["long_video"]["extend"]["kept"] == 33
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    assert src.exists()                                     # the source is read, never touched
+
+
+def test_the_server_takes_extend_as_a_path(pipe):
+    from openwan.serve.params import check_request, parameter_kinds
+    kinds = parameter_kinds(pipe)
+    assert kinds["extend"] == "file"
+    assert check_request({"prompt": PROMPT, "extend": "/data/clip.mp4", "frame_num": 65}, kinds, fps=16) == \
+        {"prompt": PROMPT, "extend": "/data/clip.mp4", "frame_num": 65}
+    from openwan.serve.params import RequestError
+    with pytest.raises(RequestError, match="'extend' must be a path on the server"):
+        check_request({"prompt": PROMPT, "extend": 3}, kinds, fps=16)
