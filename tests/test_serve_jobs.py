@@ -157,6 +157,7 @@ def test_i2v_takes_the_image_as_a_multipart_upload(tmp_path):
         done = wait_done(r.base, v["id"])
         assert done["status"] == "completed" and done["settings"]["seed"] == 3, done
         assert done["request"]["image"].endswith(f"uploads/{v['id']}_input_reference.png")
+        assert jcall(r.base + "/health")[1]["video_fields"] == []        # image-to-video extends nothing
         # a broken image, a non-number in a number field: 400 naming the field, nothing queued
         for fields, files, msg in [({"prompt": PROMPT}, {"input_reference": ("x.png", b"not a png")},
                                     "'input_reference' is not a readable image"),
@@ -170,6 +171,35 @@ def test_i2v_takes_the_image_as_a_multipart_upload(tmp_path):
         assert d["deleted"] and not list((tmp_path / "out" / "uploads").iterdir())
     finally:
         r.close()
+
+
+def test_a_video_to_extend_uploads_with_the_form(server, tmp_path):
+    """A multipart "extend" file: kept under uploads/ once PyAV reads it, the job continues it to frame_num frames
+    (its frames first, as sent), deleting the job deletes the upload; a file that is not a video is a 400."""
+    from openwan.video import write_video
+    src = tmp_path / "clip.mp4"
+    ramp = np.linspace(0, 255, 64)[None, None, :, None] + 20 * np.arange(9)[:, None, None, None]
+    frames = np.broadcast_to(ramp % 256, (9, 32, 64, 3)).astype(np.uint8)    # smooth: the MP4 keeps it closely
+    write_video(iter([frames]), src, fps=16)
+    body, ctype = multipart({"prompt": PROMPT, "frame_num": "17", "sample_steps": "2", "seed": "3"},
+                            {"extend": ("clip.mp4", src.read_bytes())})
+    s, v = jcall(server.base + "/v1/videos", raw=body, headers={"Content-Type": ctype})
+    assert s == 200, v
+    done = wait_done(server.base, v["id"])
+    assert done["status"] == "completed", done
+    upload = done["request"]["extend"]
+    assert upload.endswith(f"uploads/{v['id']}_extend.mp4")
+    assert done["settings"]["long_video"]["extend"]["kept"] == 9
+    out, _ = read_video(tmp_path / "out" / f"{v['id']}.mp4")
+    sent, _ = read_video(src)
+    assert out.shape[0] == 17 and np.abs(out[:9].astype(int) - sent.astype(int)).mean() < 8   # its frames, re-encoded
+    # (a decoded copy through the tiny random VAE would be noise, tens of levels away)
+    assert jcall(server.base + "/health")[1]["video_fields"] == ["extend"]
+    body, ctype = multipart({"prompt": PROMPT}, {"extend": ("x.mp4", b"not a video")})
+    s, e = jcall(server.base + "/v1/videos", raw=body, headers={"Content-Type": ctype})
+    assert s == 400 and "'extend' is not a readable video" in e["error"], e
+    s, d = jcall(server.base + f"/v1/videos/{v['id']}", method="DELETE")
+    assert d["deleted"] and not list((tmp_path / "out" / "uploads").iterdir())
 
 
 def test_the_page_is_served(server):

@@ -25,6 +25,9 @@ import torch
 from openwan.long_video import LongVideoError, latent_frames
 
 
+EXTEND_TASKS = ("t2v", "ti2v")          # the tasks that take a video to extend
+
+
 @dataclass(frozen=True)
 class Extension:
     """A call's source to extend, read and fitted: ``pixels`` uint8 [F, H, W, 3], the frames the output starts
@@ -79,7 +82,7 @@ def check_frames(ext: Extension, frame_num: int) -> None:
 
 def check_task(pipe, job, long_opts: dict) -> None:
     """Extension is text-to-video's ``continue``: refuse what it does not combine with, naming the fix."""
-    if pipe.task not in ("t2v", "ti2v"):
+    if pipe.task not in EXTEND_TASKS:
         raise ValueError(f"extend continues a video with a text-to-video model; the {pipe.task} task does not take "
                          f"it (use the t2v task of this checkpoint, or a T2V / TI2V checkpoint)")
     pictures = [n for n in ("first_frame", "last_frame") if getattr(job.cond, n, None) is not None]

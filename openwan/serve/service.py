@@ -17,6 +17,7 @@ from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
 IMAGE_FIELDS = ("image", "first_frame", "last_frame")     # uploadable in a multipart form
+VIDEO_FIELDS = ("extend", "src_video")                     # ... as video files (a video to extend, v2v's source)
 
 
 class FolderInUse(RuntimeError):
@@ -67,7 +68,7 @@ class VideoService:
                 p.unlink(missing_ok=True)
                 gone.append(p.name)
         # uploads saved for a request the kill stopped before its job was stored
-        for p in (self.folder / "uploads").glob("video_*_*.png") if (self.folder / "uploads").is_dir() else []:
+        for p in (self.folder / "uploads").glob("video_*_*.*") if (self.folder / "uploads").is_dir() else []:
             if self.store.get(p.name[:30]) is None:
                 p.unlink(missing_ok=True)
                 gone.append(p.name)
@@ -98,7 +99,8 @@ class VideoService:
                 "defaults": {"size": d.size, "frame_num": d.frame_num, "sample_steps": d.steps,
                              "guide_scale": guide, "sample_shift": d.shift, "sample_solver": d.solver,
                              **({"guide_boundary": d.boundary} if isinstance(guide, list) else {})},
-                "image_fields": [f for f in IMAGE_FIELDS if f in self.kinds]}
+                "image_fields": [f for f in IMAGE_FIELDS if f in self.kinds],
+                "video_fields": self.video_fields()}
 
     def video(self, j: dict) -> dict:
         """A job as the OpenAI video object (plus ``settings``, ``request``, timings)."""
@@ -134,13 +136,16 @@ class VideoService:
         saved = []
         try:
             for field, (_, data) in (uploads or {}).items():
-                if field not in ("input_reference", *IMAGE_FIELDS) or (field != "input_reference" and
-                                                                        field not in self.kinds):
+                videos = self.video_fields()
+                if field not in ("input_reference", *IMAGE_FIELDS, *videos) or (field != "input_reference" and
+                                                                                  field not in self.kinds):
                     raise RequestError(f"unexpected file field {field!r}; this {self.pipe.task} server takes "
                                        f"uploaded images as {[f for f in IMAGE_FIELDS if f in self.kinds] or 'none'}"
-                                       f"{' (or input_reference)' if 'image' in self.kinds else ''}")
+                                       f"{' (or input_reference)' if 'image' in self.kinds else ''} and videos as "
+                                       f"{videos or 'none'}")
                 if isinstance(req, dict):
-                    path = self._save_image(job_id, field, data)
+                    save = self._save_video if field in VIDEO_FIELDS else self._save_image
+                    path = save(job_id, field, data)
                     saved.append(path)
                     req[field] = str(path)
             kw = check_request(req, self.kinds, fps=self.fps, sizes=self.pipe.variant.sample.sizes)
@@ -174,6 +179,36 @@ class VideoService:
         path = self.folder / "uploads" / f"{job_id}_{field}.png"
         return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
+    def video_fields(self) -> list:
+        """The video arguments this server's task takes (uploadable): ``extend`` on a text-to-video task, ``src_video``
+        on video-to-video."""
+        from openwan.pipelines.extend import EXTEND_TASKS
+        return [f for f in VIDEO_FIELDS if f in self.kinds and (f != "extend" or self.pipe.task in EXTEND_TASKS)]
+
+    def _save_video(self, job_id: str, field: str, data: bytes) -> Path:
+        """An uploaded video, kept as sent once PyAV reads a video stream of an allowed frame size from it."""
+        import io
+
+        import av
+        from openwan.fileio import atomic_write
+        try:
+            with av.open(io.BytesIO(data)) as container:
+                if not container.streams.video:
+                    raise ValueError("it has no video stream")
+                stream = container.streams.video[0]
+                try:
+                    validate.image_size(stream.width, stream.height, what=field)
+                except validate.InvalidArgument as e:
+                    raise RequestError(str(e)) from None
+                next(container.decode(stream))                       # at least one frame decodes
+        except RequestError:
+            raise
+        except Exception as e:  # noqa: BLE001 - PyAV raises many kinds for bad data
+            raise RequestError(f"{field!r} is not a readable video ({type(e).__name__}); upload an MP4 (or another "
+                               f"format FFmpeg reads)") from None
+        path = self.folder / "uploads" / f"{job_id}_{field}.mp4"
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
     def get(self, job_id: str) -> Optional[dict]:
         return self.store.get(job_id) if valid_id(job_id) else None
 
@@ -193,7 +228,7 @@ class VideoService:
 
     def _files(self, j: dict) -> list[Path]:
         files = [self.folder / f"{j['id']}{ext}" for ext in (".mp4", ".png", ".json")]
-        return files + list((self.folder / "uploads").glob(f"{j['id']}_*.png"))
+        return files + list((self.folder / "uploads").glob(f"{j['id']}_*.*"))
 
     def content(self, job_id: str) -> Optional[Path]:
         j = self.get(job_id)
