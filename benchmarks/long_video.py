@@ -11,6 +11,11 @@ allocator arenas (as benchmarks/dit.py does for its memory runs); the times are 
 
     python benchmarks/long_video.py                         # 33 vs 161 frames, 3 methods, 20 steps, 1 thread
     python benchmarks/long_video.py --frames 17 33 161 --methods windows --steps 10
+    python benchmarks/long_video.py --extend 33 321 --steps 20   # extending a 33- and a 321-frame file by 128 frames
+
+With ``--extend N ...`` each case extends an N-frame mp4 (the world's own clip of a bouncing square, rendered at
+its pace) by ``--add`` frames (default 128) with the demo's default (openwan.pipelines.extend): the file is read in
+chunks and only its tail encoded, so the peak should not grow with N.
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ with torch.inference_mode():
     base = status("VmRSS")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        kw = {"extend": args["extend"]} if args.get("extend") else {"long_method": args["method"]}
         out = pipe(prompt, frame_num=args["frames"], sample_steps=args["steps"], seed=0,
-                   long_method=args["method"], output_path=os.path.join(tmp, "v.mp4"), return_frames=False)
+                   output_path=os.path.join(tmp, "v.mp4"), return_frames=False, **kw)
         dt = time.perf_counter() - t0
 peak = status("VmHWM")
 print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak - base,
@@ -49,10 +55,10 @@ print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak -
 """
 
 
-def run_case(method: str, frames: int, steps: int, threads: int, prompt: str) -> dict:
+def run_case(method: str, frames: int, steps: int, threads: int, prompt: str, extend=None) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"),
                OMP_NUM_THREADS=str(threads))
-    args = dict(method=method, frames=frames, steps=steps, threads=threads, prompt=prompt)
+    args = dict(method=method, frames=frames, steps=steps, threads=threads, prompt=prompt, extend=extend)
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{method} {frames} frames failed: {out.stderr.strip()[-2000:]}")
@@ -66,8 +72,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--prompt", default="a red circle moving to the right")
+    ap.add_argument("--extend", type=int, nargs="+", default=None, metavar="N",
+                    help="extend N-frame source files instead (4n+1 each; first = reference)")
+    ap.add_argument("--add", type=int, default=128, help="--extend: frames added (a multiple of 4)")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
     a = ap.parse_args(argv)
+    if a.extend:
+        return extend_cases(a)
     mb = 2 ** 20
     print(f"demo pipeline, {a.steps} steps, {a.threads} thread(s); peak RSS of the generation in a fresh process")
     print(f"{'method':9} {'frames':>6} {'windows':>7} {'forwards':>8} {'time s':>8} {'peak MB':>8} "
@@ -94,6 +105,41 @@ def main(argv=None) -> int:
                       f"time {ratio['time']:.2f}x")
     if a.json:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from openwan.fileio import write_json
+        write_json({"settings": vars(a), "cases": results, "ratios": ratios}, a.json)
+    return 0
+
+
+def extend_cases(a) -> int:
+    """The peak of extending sources of each length in ``a.extend`` by ``a.add`` frames, and the ratios to the first."""
+    import tempfile
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from openwan.demo import world
+    from openwan.video import write_video
+    mb, results = 2 ** 20, []
+    prompt = "a red square bouncing left and right"
+    print(f"demo pipeline, {a.steps} steps, {a.threads} thread(s); extending an N-frame file by {a.add} frames; "
+          f"peak RSS of the generation in a fresh process")
+    print(f"{'source':>6} {'frames':>6} {'forwards':>8} {'time s':>8} {'peak MB':>8} {'over base MB':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = world.make_clip(0, attributes=[("red", "square", "bounce_lr")])
+        for n in a.extend:
+            path = os.path.join(tmp, f"source{n}.mp4")
+            write_video(iter([world.render_clip(clip, size=128, frames=n, native_frames=33)]), path, fps=16, overwrite=True)
+            r = dict(run_case("extend", n + a.add, a.steps, a.threads, prompt, extend=path), source=n,
+                     frames=n + a.add)
+            results.append(r)
+            print(f"{n:6d} {n + a.add:6d} {r['dit_forwards']:8d} {r['seconds']:8.1f} {r['peak'] / mb:8.1f} "
+                  f"{r['over_base'] / mb:12.1f}", flush=True)
+    ref, ratios = results[0], []
+    print(f"\nratio to the {ref['source']}-frame source")
+    for r in results[1:]:
+        ratio = {"source": r["source"], "reference": ref["source"], "peak": r["peak"] / ref["peak"],
+                 "over_base": r["over_base"] / max(ref["over_base"], 1), "time": r["seconds"] / ref["seconds"]}
+        ratios.append(ratio)
+        print(f"{r['source']:6d}: peak {ratio['peak']:.3f}x, over base {ratio['over_base']:.2f}x, "
+              f"time {ratio['time']:.2f}x")
+    if a.json:
         from openwan.fileio import write_json
         write_json({"settings": vars(a), "cases": results, "ratios": ratios}, a.json)
     return 0

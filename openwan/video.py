@@ -30,7 +30,7 @@ from openwan import validate
 from openwan.fileio import OutputPathError, check_free, ensure_dir, write_files  # noqa: F401 - OutputPathError re-exported
 
 __all__ = [
-    "OutputPathError", "to_uint8", "write_video", "write_image", "read_video", "read_video_metadata",
+    "OutputPathError", "to_uint8", "write_video", "write_image", "read_video", "iter_video", "read_video_metadata",
     "read_image", "read_image_metadata", "export_to_video", "sidecar_path",
 ]
 
@@ -341,6 +341,54 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float]:
     if not frames:
         raise ValueError(f"cannot read video {path}: it holds no decodable frames")
     return np.stack(frames), float(rate) if rate else 0.0
+
+
+def iter_video(path: PathLike, target_fps: Optional[float] = None, chunk: int = 16) -> Iterator[np.ndarray]:
+    """Decode a video file a chunk at a time: uint8 [<= chunk, H, W, 3] RGB frames, resampled to ``target_fps`` by
+    the rule of :func:`frame_indices` (the same frames as ``read_video`` then ``frame_indices``), in bounded memory:
+    a long video to extend is read twice this way rather than held whole (openwan.pipelines.extend)."""
+    import av
+    path = _check_exists(path)
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # noqa: BLE001 - PyAV raises many error types for bad files
+        raise _open_error(path, "video", e) from None
+    with container:
+        if not container.streams.video:
+            raise _open_error(path, "video", ValueError("it has no video stream"))
+        stream = container.streams.video[0]
+        validate.image_size(stream.width, stream.height, what=f"video {path}")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        step = fps / float(target_fps) if target_fps and fps > 0 else None
+        frames = container.decode(stream)
+        out, k, i, seen = [], 0, 0, False
+
+        def decoded():
+            try:
+                for f in frames:
+                    yield f.to_ndarray(format="rgb24")
+            except Exception as e:  # noqa: BLE001
+                raise _open_error(path, "video", e) from None
+        it = decoded()
+        cur = next(it, None)
+        while cur is not None:
+            nxt = next(it, None)                  # one frame ahead: the last frame's rule is frame_indices' end
+            seen = True
+            if step is None:
+                out.append(cur)
+            else:
+                while int(np.round(k * step)) == i and (nxt is not None or k * step <= i + 1e-9 * step):
+                    out.append(cur)
+                    k += 1
+            if len(out) >= chunk:
+                yield np.stack(out[:chunk])
+                out = out[chunk:]
+            cur, i = nxt, i + 1
+        if not seen:
+            raise ValueError(f"cannot read video {path}: it holds no decodable frames")
+        if out:
+            yield np.stack(out)
 
 
 def read_video_metadata(path: PathLike) -> dict:

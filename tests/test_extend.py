@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openwan.pipelines import load_pipeline
-from openwan.pipelines.base import with_prefix
+from openwan.pipelines.base import source_then_decoded
 
 FAST = dict(sample_steps=3, seed=4)
 PROMPT = "a red circle moving to the right"
@@ -93,8 +93,8 @@ def test_the_main_dit_without_expert_and_the_other_models_reimpose(tmp_path):
     t2v = load_pipeline(make_tiny_checkpoint(tmp_path / "t"), variant="tiny-t2v", progress=False)
     frames = np.random.default_rng(0).integers(0, 256, (9, 32, 64, 3), dtype=np.uint8)
     out = t2v("a cat", extend=frames, frame_num=17, output_type="latent", **FAST)
-    z = _encoded(t2v, frames)
-    assert out.latents.shape[1] == 5 and torch.equal(out.latents[:, :3].float(), z)
+    z = _encoded(t2v, frames[4:])                             # its tail: the native 5 frames
+    assert out.latents.shape[1] == 2 + 2 and torch.equal(out.latents[:, :2].float(), z)
     assert out.settings["long_video"]["carried"] == 1 and "expert" not in out.settings["long_video"]
     video = t2v("a cat", extend=frames, frame_num=17, **FAST).frames[0]
     assert video.shape == (17, 32, 64, 3) and np.array_equal(video[:9], frames)
@@ -120,12 +120,56 @@ def test_an_extension_with_a_picture_or_of_a_missing_file_is_refused(pipe, sourc
         pipe(PROMPT, extend=source.astype(np.float32), frame_num=65, **FAST)
 
 
-def test_with_prefix_replaces_the_first_frames_across_chunks():
-    chunks = [np.full((1, 2, 2, 3), 9, np.uint8), np.full((4, 2, 2, 3), 9, np.uint8),
-              np.full((4, 2, 2, 3), 9, np.uint8)]
-    prefix = np.arange(7, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3)
-    out = np.concatenate(list(with_prefix(iter(chunks), prefix)))
-    assert out.shape[0] == 9 and np.array_equal(out[:7], prefix) and (out[7:] == 9).all()
+def test_the_source_then_the_decoded_frames_after_its_part():
+    decoded = [np.full((1, 2, 2, 3), 9, np.uint8), np.full((4, 2, 2, 3), 9, np.uint8),
+               np.arange(4, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(2, 2).repeat(3, 3)]
+    source = [np.full((3, 2, 2, 3), 1, np.uint8), np.full((4, 2, 2, 3), 2, np.uint8)]
+    out = np.concatenate(list(source_then_decoded(iter(decoded), iter(source), 7)))
+    assert out.shape[0] == 9 and (out[:3] == 1).all() and (out[3:7] == 2).all()
+    assert (out[7:, 0, 0, 0] == [2, 3]).all()                # the decoded frames after the first 7
+
+
+def test_a_long_source_is_encoded_by_its_tail_only(pipe, source, monkeypatch):
+    """Past one native length only the source's last 33 frames are encoded (bounded work and memory); the output is
+    the source's 65 frames exactly, then the new ones; the latents start at the tail; the same as extending the
+    tail alone, after the frames before it."""
+    longer = np.concatenate([source[::-1][:32], source])              # 65 frames: the tail is `source`
+    encoded = []
+    encode = type(pipe.vae).encode
+
+    def spy(self, x, *a, **kw):
+        encoded.append(tuple(x.shape))
+        return encode(self, x, *a, **kw)
+    monkeypatch.setattr(type(pipe.vae), "encode", spy)
+    out = pipe(PROMPT, extend=longer, frame_num=97, **FAST)
+    assert [s[2] for s in encoded] == [33]
+    video = out.frames[0]
+    assert video.shape[0] == 97 and np.array_equal(video[:65], longer)
+    assert out.settings["long_video"]["extend"] == {"source": None, "source_frames": 65, "kept": 65,
+                                                    "latent_frames": 9, "windows_from": 7}
+    lat = pipe(PROMPT, extend=longer, frame_num=97, output_type="latent", **FAST).latents
+    assert lat.shape[1] == 9 + 8 and torch.equal(lat[:, :9].float(), _encoded(pipe, source))
+
+
+def test_a_file_is_read_in_chunks_as_its_frames_would_be(pipe, source, tmp_path):
+    """A file source (resampled to the model's rate while read a chunk at a time, never whole) gives the video its
+    frames read whole and resampled give."""
+    from openwan.pipelines.extend import read_source
+    from openwan.video import frame_indices, read_video, write_video
+    clip = tmp_path / "clip30.mp4"
+    write_video(iter([np.concatenate([source, source[::-1]])]), clip, fps=30)      # 66 frames at 30 fps
+    frames, fps = read_video(clip)
+    same = frames[frame_indices(len(frames), fps, pipe.variant.sample.fps)]
+    ext = read_source(str(clip), pipe.variant.sample.fps, 33)
+    assert ext.source is None and ext.frames == len(same) and ext.tail.shape[0] == 33
+    kept = 1 + 4 * ((len(same) - 1) // 4)
+    assert np.array_equal(ext.tail, same[len(same) - 33:]) and ext.dropped == len(same) - kept
+    assert np.array_equal(np.concatenate(list(ext.chunks(chunk=5))), same[len(same) - kept:])
+    a = pipe(PROMPT, extend=str(clip), frame_num=kept + 16, long_refine=0, **FAST).frames[0]
+    b = pipe(PROMPT, extend=same, frame_num=kept + 16, long_refine=0, **FAST).frames[0]
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="is an image; give a video file"):
+        pipe(PROMPT, extend=str(tmp_path / "x.png"), frame_num=65, **FAST)
 
 
 def test_cli_extends_a_file_and_from_replays_it(tmp_path, source):

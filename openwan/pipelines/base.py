@@ -411,11 +411,11 @@ class WanPipeline(CallOptions):
     def finish(self, latent: torch.Tensor, settings: dict, output_type: str = "uint8",
                output_path: Optional[PathLike] = None, overwrite: bool = False,
                fps: Optional[float] = None, return_frames: bool = True, tile=None,
-               pixels: Optional[np.ndarray] = None, prefix: Optional[np.ndarray] = None) -> GenerationOutput:
+               pixels: Optional[np.ndarray] = None, prefix=None) -> GenerationOutput:
         """Decode, optionally write the file (frames streamed straight into the writer), and return. ``pixels``
         (uint8 [F, H, W, 3]): the video made already (a composed scene, merged in pixels), written instead of
-        decoding ``latent``; ``prefix`` (uint8 [P, H, W, 3]): the video's first P frames as given (an extended
-        video's source), written in place of the decoded ones.
+        decoding ``latent``; ``prefix`` (openwan.pipelines.extend.Prefix): an extended video's source, its frames
+        written first, in place of the decoded ones of its tail.
 
         ``settings["stats"]`` (when present) gets ``decode`` and ``write`` seconds in the returned record.
         The file's record (tag and .json) keeps only the deterministic stats (:data:`FILE_STATS`): wall
@@ -433,7 +433,7 @@ class WanPipeline(CallOptions):
 
         def frames():
             chunks = self.decode_frames(latent, stats, tile) if pixels is None else iter((pixels,))
-            for chunk in (chunks if prefix is None else with_prefix(chunks, prefix)):
+            for chunk in (chunks if prefix is None else source_then_decoded(chunks, prefix.chunks(), prefix.skip)):
                 if return_frames:
                     kept.append(chunk)
                 yield chunk
@@ -482,13 +482,14 @@ class WanPipeline(CallOptions):
         return d
 
 
-def with_prefix(chunks, prefix: np.ndarray):
-    """The frame chunks of a decoded video with its first ``len(prefix)`` frames replaced by ``prefix``'s (as
-    the chunks come: the stream stays a stream)."""
-    done = 0
+def source_then_decoded(chunks, prefix, skip: int):
+    """A video's frame chunks as written: every chunk of ``prefix`` (an iterable of uint8 [n, H, W, 3]: an extended
+    video's source, as given), then the decoded ``chunks`` without their first ``skip`` frames (the source's part of
+    the decode). Streamed: neither is held whole."""
+    yield from prefix
     for chunk in chunks:
-        n = min(max(len(prefix) - done, 0), len(chunk))
-        if n:
-            chunk = np.concatenate([prefix[done:done + n], chunk[n:]])
-        done += len(chunk)
-        yield chunk
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        yield chunk[skip:]
+        skip = 0

@@ -69,7 +69,7 @@ class CallOptions:
                 source = None
                 if pending.get("extend") is not None and outer:     # a video to continue: read before any work
                     from openwan.pipelines import extend
-                    source = extend.read_source(pending["extend"], self.variant.sample.fps)
+                    source = extend.read_source(pending["extend"], self.variant.sample.fps, native)
                     if kwargs.get("frame_num") is None:
                         kwargs["frame_num"] = extend.default_frames(source, native)
                 picture = next((kwargs[k] for k in ("src_ref_images", "image", "first_frame")

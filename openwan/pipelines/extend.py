@@ -2,22 +2,25 @@
 all, by the ``continue`` long-video method (:mod:`openwan.pipelines.long`) with the source's latents as the first
 window's carried frames.
 
-    source --resampled to the model's rate, fitted to size--> its last 4m+1 frames --VAE, once--> Ts latent frames
-    the last ``overlap`` of them carried (clean on a TI2V model, re-imposed otherwise) --> continued windows to N
-    --> the whole latent decoded once; the output's first 4m+1 frames are the source's own pixels
+    source --resampled to the model's rate--> its last 4m+1 frames; of them the last native length (its tail)
+    --fitted to size, VAE once--> Tt latent frames; the last ``overlap`` carried (clean on a TI2V model, re-imposed
+    otherwise) --> continued windows to N --> decoded once from the tail on; the output is the source's 4m+1 frames
+    as given (fitted to size), then the new frames
 
 The source is encoded once and never decoded and re-encoded (the colour creep other tools' extensions show), and
-its frames are written as they were given (fitted to the size): only the new frames come from the decoder, which
-runs over the source's latents first so that its causal state at the join is the source's. Every window is a
-continued one, so a checkpoint's continuation expert runs them all; the refinement pass (where the variant has one)
-redraws the new part from its level, the carried source frames re-imposed at every step.
+its frames are written as they were given: only the new frames come from the decoder, which runs over the tail's
+latents first so that its causal state at the join is the source's. Memory is bounded whatever the source's length:
+a file is read twice, a chunk at a time (once for its length and tail, once into the writer), and only the tail (one
+native length) is encoded and held. Every window is a continued one, so a checkpoint's continuation expert runs them
+all; the refinement pass (where the variant has one) redraws the new part, the carried frames re-imposed at every
+step. ``output_type="latent"`` returns the latents from the tail on.
 
 Text-to-video models only (t2v, and a TI2V-style model without a picture); the method is ``continue``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -30,17 +33,20 @@ EXTEND_TASKS = ("t2v", "ti2v")          # the tasks that take a video to extend
 
 @dataclass(frozen=True)
 class Extension:
-    """A call's source to extend, read and fitted: ``pixels`` uint8 [F, H, W, 3], the frames the output starts
-    with (its last 4m+1 frames); ``name`` its path (None for in-memory frames); ``dropped`` frames of the source
-    before them (not in the output: the latent grid takes 4m+1)."""
-    pixels: np.ndarray
+    """A call's source to extend, read: its last ``kept`` (4m+1) frames are the output's first; ``dropped`` frames
+    before them are not in it (the latent grid takes 4m+1). ``tail``: uint8 [<= native, H, W, 3], the last frames,
+    the ones encoded; ``source`` the file (read again, in chunks, into the writer) or the in-memory frames; ``name``
+    the path (None for in-memory frames)."""
+    source: Any
     name: Optional[str]
+    fps: Optional[float]
     frames: int                    # as read (after resampling)
     dropped: int
+    tail: np.ndarray
 
     @property
     def kept(self) -> int:
-        return self.pixels.shape[0]
+        return self.frames - self.dropped
 
     def settings(self) -> dict:
         d = {"source": self.name, "source_frames": self.frames, "kept": self.kept}
@@ -48,23 +54,70 @@ class Extension:
             d["dropped"] = self.dropped
         return d
 
+    def chunks(self, chunk: int = 16) -> Iterator[np.ndarray]:
+        """The kept frames, uint8 [<= chunk, H, W, 3] at a time, as read."""
+        if self.name is None:
+            for a in range(self.dropped, self.frames, chunk):
+                yield self.source[a:min(a + chunk, self.frames)]
+            return
+        from openwan.video import iter_video
+        skip = self.dropped
+        for c in iter_video(self.name, self.fps, chunk):
+            if skip >= len(c):
+                skip -= len(c)
+                continue
+            yield c[skip:]
+            skip = 0
+
 
 @dataclass
 class Given:
-    """What a running extension holds: the source's latents [C, Ts, h, w] and ``start``, the latent frame the
-    continued windows begin at (Ts minus the frames the first window carries)."""
+    """What a running extension holds: the tail's latents [C, Tt, h, w] and ``start``, the latent frame the
+    continued windows begin at (Tt minus the frames the first window carries)."""
     latents: torch.Tensor
     start: int
 
 
-def read_source(source, fps: Optional[float]) -> Extension:
-    """The source to extend (a video file, uint8 [F, H, W, 3] array or list of frames; a file resampled to
-    ``fps``), its last 4m+1 frames kept; not yet fitted to a size."""
-    from openwan.pipelines.inputs import load_video, source_name
-    frames = load_video(source, "extend", target_fps=fps)
-    kept = 1 + 4 * ((frames.shape[0] - 1) // 4)
-    return Extension(frames[frames.shape[0] - kept:], source_name(source), frames.shape[0],
-                     frames.shape[0] - kept)
+@dataclass(frozen=True)
+class Prefix:
+    """The output's first frames as given: ``chunks()`` yields them (uint8 [n, H, W, 3], fitted); the decoded video's
+    first ``skip`` frames (the tail's) are dropped after them."""
+    chunks: Any
+    skip: int
+
+
+def read_source(source, fps: Optional[float], native: int) -> Extension:
+    """The source to extend (a video file, uint8 [F, H, W, 3] array or list of frames; a file resampled to ``fps``
+    and read a chunk at a time), with its last ``native`` (kept) frames in memory."""
+    from collections import deque
+
+    from openwan.pipelines.inputs import _is_path, load_video, source_name
+    if _is_path(source) and str(source).strip():
+        from pathlib import Path
+
+        from openwan.pipelines.inputs import IMAGE_SUFFIXES
+        if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"extend: {source} is an image; give a video file (to start a video from a picture: "
+                             f"image=, --image)")
+        if not Path(source).exists():
+            raise FileNotFoundError(f"extend: no such file: {source}")
+        from openwan.video import iter_video
+        tail: deque = deque(maxlen=native)
+        n = 0
+        try:
+            for c in iter_video(source, fps):
+                n += len(c)
+                tail.extend(c)
+        except ValueError as e:
+            raise ValueError(f"extend: {e}") from None
+        frames, kept = None, 1 + 4 * ((n - 1) // 4)
+        last = np.stack(list(tail)[-min(kept, native):])
+    else:
+        frames = load_video(source, "extend")
+        n = frames.shape[0]
+        kept = 1 + 4 * ((n - 1) // 4)
+        last = frames[n - min(kept, native):]
+    return Extension(frames, source_name(source), fps, n, n - kept, last)
 
 
 def default_frames(ext: Extension, native: int) -> int:
@@ -98,15 +151,27 @@ def check_task(pipe, job, long_opts: dict) -> None:
                          f"{method!r} does not take a source: leave long_method unset")
 
 
-def encode(pipe, ext: Extension, width: int, height: int) -> tuple:
-    """(the source's latents [C, Ts, h, w] on the pipeline's device, its pixels fitted to width x height: uint8
-    [F, H, W, 3], the source's own values where no resize was needed)."""
+def encode(pipe, frames: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """The latents [C, T, h, w] (on the pipeline's device) of ``frames`` fitted to width x height."""
     from openwan.pipelines.inputs import fit_video, video_to_tensor
     with torch.inference_mode(), pipe.resident(pipe.vae) as vae:
-        video = fit_video(video_to_tensor(ext.pixels, vae.device), height, width)
-        z = vae.encode(video[None].to(vae.dtype))[0].float().to(pipe.device)
-    pixels = ((video.float().cpu().clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8)
-    return z, pixels.permute(1, 2, 3, 0).contiguous().numpy()
+        video = fit_video(video_to_tensor(frames, vae.device), height, width)
+        return vae.encode(video[None].to(vae.dtype))[0].float().to(pipe.device)
+
+
+def fitted_chunks(ext: Extension, width: int, height: int):
+    """``chunks()`` of the kept frames fitted to width x height, uint8 (the source's own values where no resize is
+    needed: the fit's [-1, 1] values rounded back)."""
+    from openwan.pipelines.inputs import fit_video, video_to_tensor
+
+    def chunks():
+        for c in ext.chunks():
+            if c.shape[1:3] == (height, width):
+                yield np.ascontiguousarray(c)
+                continue
+            v = fit_video(video_to_tensor(c), height, width)
+            yield ((v.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+    return chunks
 
 
 def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict) -> None:
@@ -125,12 +190,12 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict) -> None:
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
         raise LongVideoError(f"long_overlap ({overlap!r}): an extension carries 1 to {window - 1} of the source's "
                              f"latent frames into its first window (the window is {window}); give one in that range")
-    latents, pixels = encode(pipe, ext, width, height)
-    given = latents.shape[1]
+    latents = encode(pipe, ext.tail, width, height)
+    given = latents.shape[1]                        # the tail's latent frames: the last of the source's
     carried = min(overlap, given)
     start = given - carried
-    total = latent_frames(frame_num, ratio)
-    windows = plan_windows(total - start, window, overlap)
+    new = latent_frames(frame_num, ratio) - latent_frames(ext.kept, ratio)
+    windows = plan_windows(carried + new, window, overlap)
     if len(windows.spans) == 1:         # one window holds it: still recorded with the overlap asked (for --from)
         windows = _replace(windows, overlap=overlap)
     prompts = None
@@ -160,8 +225,10 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict) -> None:
         feats = dict(zip(unique, pipe.encode_prompts(unique)))
         contexts = [feats[p] for p in long.prompts]
     job.long, job.window_conds = long, window_conditions(job.cond, windows, contexts)
+    skipped = latent_frames(ext.kept, ratio) - given              # the source's latent frames not encoded
     job.given = Given(latents.to(job.start.dtype), start)
-    job.prefix = pixels
+    job.start = job.start[:, skipped:]                            # the noise of the latent from the tail on
+    job.prefix = Prefix(fitted_chunks(ext, width, height), 4 * (given - 1) + 1)
     job.settings["long_video"] = {**long.settings(),      # the plan's frames count from the carried ones on
                                   "extend": {**ext.settings(), "latent_frames": given, "windows_from": start}}
     if ext.name is not None:            # the source's path, for --from (in-memory frames have none)

@@ -134,8 +134,8 @@ class Job:
     ``generator`` feeds re-noising solvers (seeded from the call's seed, so "consistency" is reproducible);
     ``dit`` a DiT to run instead of the pipeline's (a continuation expert's window of a long video); ``parts``
     jobs of their own whose latents are merged into this one's (a scene composed of objects drawn one at a time:
-    openwan.pipelines.compose); ``given`` and ``prefix`` the source of an extended video (its latents, carried into
-    the first window, and its pixels, written as the output's first frames: openwan.pipelines.extend).
+    openwan.pipelines.compose); ``given`` and ``prefix`` the source of an extended video (its tail's latents, carried
+    into the first window, and its frames, written as the output's first: openwan.pipelines.extend).
     """
     settings: dict
     start: torch.Tensor
@@ -161,7 +161,7 @@ class Job:
     pixels: Any = None               # the video as uint8 [F, H, W, 3] when the run made it (a composed scene)
     label: str = "denoising"         # the progress bar's name (a long video's: which window)
     given: Any = None                # an extended video's source latents (openwan.pipelines.extend.Given)
-    prefix: Any = None               # ... and its pixels, uint8 [F, H, W, 3]: the output's first frames
+    prefix: Any = None               # ... and its frames, the output's first (openwan.pipelines.extend.Prefix)
 
     @property
     def stats(self) -> dict:
