@@ -66,12 +66,12 @@ class CallOptions:
                 fps, tile, long_opts = pending.get("fps"), pending.get("tile"), pending.get("long", {})
                 native = self.defaults().frame_num
                 outer = not getattr(self, "_preparing", False)     # t2i's prepare calls t2v's: keep the outer's
-                source = None
+                source = whole = None
                 if pending.get("extend") is not None and outer:     # a video to continue: read before any work
                     from openwan.pipelines import extend
                     source = extend.read_source(pending["extend"], self.variant.sample.fps, native)
-                    if kwargs.get("frame_num") is None:
-                        kwargs["frame_num"] = extend.default_frames(source, native)
+                    whole = kwargs.get("frame_num") or extend.default_frames(source, native)
+                    kwargs["frame_num"] = extend.made_frames(source, whole)    # the job: from its tail on
                 picture = next((kwargs[k] for k in ("src_ref_images", "image", "first_frame")
                                 if kwargs.get(k) is not None), None)          # what a picture shows, for the extender
                 original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"), picture)
@@ -93,7 +93,7 @@ class CallOptions:
                         self._preparing = False
                 if source is not None:
                     from openwan.pipelines import extend
-                    extend.plan(self, job, source, prompt, long_opts)
+                    extend.plan(self, job, source, prompt, long_opts, whole)
                 else:
                     self._plan_long_video(job, prompt, native, long_opts)
                 for part in job.parts or ():       # a composed scene's objects: each its own long video

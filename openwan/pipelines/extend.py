@@ -125,6 +125,15 @@ def default_frames(ext: Extension, native: int) -> int:
     return ext.kept + native - 1
 
 
+def made_frames(ext: Extension, frame_num) -> int:
+    """The frames the job itself makes: the source's tail and the new ones (so its noise, latents and resource checks
+    scale with them, not with the source); ``frame_num`` checked first."""
+    from openwan.pipelines.job import check_frames as check_4n1
+    check_4n1(frame_num)
+    check_frames(ext, frame_num)
+    return frame_num - ext.kept + ext.tail.shape[0]
+
+
 def check_frames(ext: Extension, frame_num: int) -> None:
     if frame_num <= ext.kept:
         more = ext.kept + 4
@@ -174,13 +183,12 @@ def fitted_chunks(ext: Extension, width: int, height: int):
     return chunks
 
 
-def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict) -> None:
+def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int) -> None:
     """Make ``job`` an extension of ``ext``: its source encoded, the continued windows planned over the latent frames
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
     from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts, window_conditions
     check_task(pipe, job, long_opts)
-    frame_num = job.settings["frame_num"]
-    check_frames(ext, frame_num)
+    job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
     native = pipe.defaults().frame_num
     ratio = pipe.vae.temporal_ratio
@@ -225,9 +233,9 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict) -> None:
         feats = dict(zip(unique, pipe.encode_prompts(unique)))
         contexts = [feats[p] for p in long.prompts]
     job.long, job.window_conds = long, window_conditions(job.cond, windows, contexts)
-    skipped = latent_frames(ext.kept, ratio) - given              # the source's latent frames not encoded
+    if job.start.shape[1] != given + new:               # the job's latent is the tail's and the new frames'
+        raise RuntimeError(f"extend: the job holds {job.start.shape[1]} latent frames, expected {given} + {new}")
     job.given = Given(latents.to(job.start.dtype), start)
-    job.start = job.start[:, skipped:]                            # the noise of the latent from the tail on
     job.prefix = Prefix(fitted_chunks(ext, width, height), 4 * (given - 1) + 1)
     job.settings["long_video"] = {**long.settings(),      # the plan's frames count from the carried ones on
                                   "extend": {**ext.settings(), "latent_frames": given, "windows_from": start}}
