@@ -105,6 +105,9 @@ def test_the_main_dit_without_expert_and_the_other_models_reimpose(tmp_path):
     (dict(frame_num=65, long_method="windows"), "long_method='windows' does not take a source"),
     (dict(frame_num=65, long_overlap=9), r"long_overlap \(9\): an extension carries 1 to 8"),
     (dict(frame_num=65, long_overlap=0), r"long_overlap \(0\)"),
+    (dict(frame_num=65, long_expert="yes"), "long_expert must be True or False"),
+    (dict(frame_num=65, long_refine=1.5), "long_refine must be a number in"),
+    (dict(frame_num=63), "frame_num must be of the form 4n"),
 ])
 def test_bad_extension_settings_are_clear_errors(pipe, source, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -182,7 +182,7 @@ class CallOptions:
 
     def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
         """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
-        from openwan.long_video import latent_frames, plan_long_video, window_conditions
+        from openwan.long_video import latent_frames, plan_long_video
         method = opts.get("method")
         if method in (None, "auto") and job.post_step is not None and not hasattr(self, "continued_window"):
             method = "windows"    # a task with its own per-step conditioning (masked v2v): one trajectory over its
@@ -190,15 +190,7 @@ class CallOptions:
         method, overlap = self.long_video_defaults(method, opts.get("overlap"))
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)
-        expert = opts.get("expert")
-        if expert is not None and not isinstance(expert, bool):
-            raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
-        has = self.c.dit_continue is not None
-        if expert and not has:
-            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
-                             f"(a continuation_model/ folder); leave long_expert unset")
-        noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
-        refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
+        expert, noise, refine = self._continue_options(opts)
         total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
         window = latent_frames(native, self.vae.temporal_ratio)
         if long is None and not (method == "none" and total > window):
@@ -217,23 +209,53 @@ class CallOptions:
         if long is None:                              # recorded, so that --from replays it as one call
             job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
             return
-        if refine is None and long.method == "continue" and self.task != "v2v":    # v2v: its source holds the
-            refine = self.defaults().long_refine       # layout across the seams; a pass would re-render it again
+        if long.method == "continue":
+            if refine is None and self.task != "v2v":     # v2v: its source holds the layout across the seams; a
+                refine = self.defaults().long_refine      # pass would re-render it again
+            long = self._with_continue_options(long, expert, noise, refine)
+        self._attach_long_video(job, long)
+
+    def _continue_options(self, opts: dict) -> tuple:
+        """The call's (long_expert, long_context_noise, long_refine), each checked (None where not given)."""
+        expert = opts.get("expert")
+        if expert is not None and not isinstance(expert, bool):
+            raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
+        if expert and self.c.dit_continue is None:
+            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
+                             f"(a continuation_model/ folder); leave long_expert unset")
+        noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
+        refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
+        return expert, noise, refine
+
+    def _with_continue_options(self, long, expert, noise, refine):
+        """A ``continue`` plan with its options: the refinement pass from ``refine`` (0 / None: none), the checkpoint's
+        continuation expert unless ``expert`` is False (with a LoRA in use: the main DiT, with a warning), the carried
+        frames' noise level (default: the expert's own)."""
         if refine:
             long = dataclasses.replace(long, refine=float(refine))
-        if long.method == "continue" and has and expert is not False:
+        if self.c.dit_continue is not None and expert is not False:
             if self._loras:     # adapters are applied to the main DiT: its windows all run it
                 warnings.warn("a LoRA is in use: the long video's windows all run the main DiT, not the "
-                              "continuation expert", stacklevel=4)
+                              "continuation expert", stacklevel=5)
             else:
                 long = dataclasses.replace(long, expert=True)
         if noise is None and long.expert:     # the expert's own: what it was trained to be given
             noise = self.defaults().long_context_noise
         if noise:
+            if not hasattr(self, "continued_window"):
+                raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise "
+                                 "level a TI2V-style model is told of: it needs a TI2V model (task ti2v); leave it "
+                                 "unset")
             long = dataclasses.replace(long, context_noise=float(noise))
+        return long
+
+    def _attach_long_video(self, job: "Job", long) -> None:
+        """``job`` runs ``long``: each window's conditioning (its prompt's features under a schedule), recorded."""
+        from openwan.long_video import window_conditions
         contexts = None
         if long.prompts:
-            feats = dict(zip(dict.fromkeys(long.prompts), self.encode_prompts(list(dict.fromkeys(long.prompts)))))
+            unique = list(dict.fromkeys(long.prompts))
+            feats = dict(zip(unique, self.encode_prompts(unique)))
             contexts = [feats[p] for p in long.prompts]
         job.long, job.window_conds = long, window_conditions(job.cond, long.plan, contexts)
         job.settings["long_video"] = long.settings()

@@ -186,14 +186,14 @@ def fitted_chunks(ext: Extension, width: int, height: int):
 def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int) -> None:
     """Make ``job`` an extension of ``ext``: its source encoded, the continued windows planned over the latent frames
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
-    from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts, window_conditions
+    from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
     check_task(pipe, job, long_opts)
     job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
     native = pipe.defaults().frame_num
     ratio = pipe.vae.temporal_ratio
     window = latent_frames(native, ratio)
-    method, overlap = pipe.long_video_defaults("continue", long_opts.get("overlap"))
+    _, overlap = pipe.long_video_defaults("continue", long_opts.get("overlap"))
     overlap = default_overlap(window) if overlap is None else overlap
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
         raise LongVideoError(f"long_overlap ({overlap!r}): an extension carries 1 to {window - 1} of the source's "
@@ -209,36 +209,16 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     prompts = None
     if "|" in prompt:
         prompts = tuple(split_prompts(prompt, len(windows.spans)))
-    long = LongVideo("continue", windows, prompts, given=carried)
-    expert = long_opts.get("expert")
-    if expert and pipe.c.dit_continue is None:
-        raise ValueError(f"long_expert=True: {pipe.c.source or 'this checkpoint'} has no continuation expert "
-                         f"(a continuation_model/ folder); leave long_expert unset")
-    if pipe.c.dit_continue is not None and expert is not False and not pipe._loras:
-        long = _replace(long, expert=True)
-    refine = pipe._noise_level(long_opts, "refine", "the noise level the refinement pass starts from")
+    expert, noise, refine = pipe._continue_options(long_opts)
     refine = pipe.defaults().long_refine if refine is None else refine
-    if refine:
-        long = _replace(long, refine=float(refine))
-    noise = pipe._noise_level(long_opts, "context_noise", "the carried frames' noise level")
-    if noise is None and long.expert:
-        noise = pipe.defaults().long_context_noise
-    if noise:
-        if not hasattr(pipe, "continued_window"):
-            raise ValueError("long_context_noise needs a TI2V model (task ti2v): leave it unset")
-        long = _replace(long, context_noise=float(noise))
-    contexts = None
-    if long.prompts:
-        unique = list(dict.fromkeys(long.prompts))
-        feats = dict(zip(unique, pipe.encode_prompts(unique)))
-        contexts = [feats[p] for p in long.prompts]
-    job.long, job.window_conds = long, window_conditions(job.cond, windows, contexts)
+    pipe._attach_long_video(job, pipe._with_continue_options(LongVideo("continue", windows, prompts, given=carried),
+                                                             expert, noise, refine))
     if job.start.shape[1] != given + new:               # the job's latent is the tail's and the new frames'
         raise RuntimeError(f"extend: the job holds {job.start.shape[1]} latent frames, expected {given} + {new}")
     job.given = Given(latents.to(job.start.dtype), start)
     job.prefix = Prefix(fitted_chunks(ext, width, height), 4 * (given - 1) + 1)
-    job.settings["long_video"] = {**long.settings(),      # the plan's frames count from the carried ones on
-                                  "extend": {**ext.settings(), "latent_frames": given, "windows_from": start}}
+    job.settings["long_video"]["extend"] = {**ext.settings(), "latent_frames": given,   # the plan counts from the
+                                            "windows_from": start}                      # carried frames on
     if ext.name is not None:            # the source's path, for --from (in-memory frames have none)
         job.settings["extend"] = ext.name
 
