@@ -156,6 +156,25 @@ def test_extending_the_worlds_clip_both_ways(tmp_path):
     assert first["frames"] == [0, 33] and first["found"] == float(track["found"].mean())
 
 
+def test_video_to_video_of_the_worlds_long_clip(tmp_path):
+    """--v2v: the world's own long clip (at its native clip's pace) re-rendered by each long-video method of v2v,
+    measured at each call's own windows; continue+pass runs the refinement pass, continue (v2v's default) does not."""
+    out = tmp_path / "v.json"
+    assert lb.main(["--v2v", "--frames", "65", "--steps", "2", "--seeds", "1", "--quiet",
+                    "--prompts", "a red square bouncing left and right", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [v["method"] for v in r["videos"]] == ["continue", "continue+pass", "windows"] and r["settings"]["v2v"]
+    cont, passed, win = r["videos"]
+    assert cont["spans"] == passed["spans"] == [[0, 9], [7, 16], [8, 17]] and win["spans"] == [[0, 9], [4, 13], [8, 17]]
+    assert all(v["metrics"]["frames"] == 65 and "bouncing" in v["meets"] for v in r["videos"])
+    assert passed["metrics"]["windows"] != cont["metrics"]["windows"]       # the pass redrew the video
+    from openwan.demo.long_bench import world_source
+    src = world_source("a red square bouncing left and right", 0, 65, 128, 33)
+    assert src.shape == (65, 128, 128, 3)
+    with pytest.raises(ValueError, match="with --v2v the methods are continue, continue\\+pass, windows"):
+        lb.main(["--v2v", "--methods", "extend"])
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         lb.main(["--seeds", "0"])

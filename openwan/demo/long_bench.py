@@ -258,17 +258,31 @@ def _report(records: list) -> None:
 
 
 EXTEND_METHODS = ("extend", "i2v-chain")
-EXTEND_PROMPTS = BOUNCE_PROMPTS + ("a green circle staying still",)
+V2V_METHODS = ("continue", "continue+pass", "windows")
+EXTEND_PROMPTS = BOUNCE_PROMPTS + ("a green circle staying still",)     # motions that go on past a clip
 
 
-def world_source(prompt: str, seed: int, frames: int, size: int) -> np.ndarray:
-    """The world's own clip of a one-object ``prompt`` (uint8 [frames, size, size, 3]): a video to extend."""
+def world_source(prompt: str, seed: int, frames: int, size: int, native: Optional[int] = None) -> np.ndarray:
+    """The world's own clip of a one-object ``prompt`` (uint8 [frames, size, size, 3]) at the pace of a
+    ``native``-frame clip (default ``frames``): a video to extend, or to re-render."""
     from openwan.demo import world
     attrs = world.parse_prompt(prompt)
     if attrs is None:
-        raise ValueError(f"--extend needs prompts of one object of the demo's world, got {prompt!r}")
+        raise ValueError(f"--extend / --v2v need prompts of one object of the demo's world, got {prompt!r}")
     clip = world.make_clip(int(seed), attributes=[tuple(attrs)])
-    return world.render_clip(clip, size=size, frames=frames)
+    return world.render_clip(clip, size=size, frames=frames, native_frames=native or frames)
+
+
+def v2v_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int, seed: int, **kw):
+    """``source`` (``frame_num`` frames) re-rendered by video-to-video as a long video: (video, latent window spans).
+    ``continue`` (the demo's method; no refinement pass, v2v's default), ``continue+pass`` (with the pass, the
+    variant's level), ``windows``."""
+    name = method.split("+")[0]
+    kw = {k: v for k, v in kw.items() if name == "continue" or k not in CONTINUE_ONLY}
+    if method == "continue+pass" and not kw.get("long_refine"):
+        kw["long_refine"] = pipe.defaults().long_refine or 0.85
+    out = pipe(prompt, src_video=source, frame_num=frame_num, seed=seed, long_method=name, **kw)
+    return out.frames[0], spans_of(out.settings, frame_num, pipe.defaults().frame_num)
 
 
 def extend_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int, seed: int, **kw):
@@ -296,21 +310,23 @@ def extend_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: 
     return video, spans
 
 
-def run_extension_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
-                            frame_num: int, out_dir: Optional[Path] = None, progress: bool = True,
-                            **sample_kw) -> list:
-    """For each prompt and seed, the world's clip of the prompt at the native length, extended to ``frame_num``
-    frames by each method and measured as a long video (its first window: the source)."""
+def run_source_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], methods: Sequence[str],
+                         frame_num: int, out_dir: Optional[Path] = None, progress: bool = True, mode: str = "extend",
+                         **sample_kw) -> list:
+    """For each prompt and seed, the world's clip of the prompt made into a long video of ``frame_num`` frames by
+    each method and measured: ``mode`` "extend", the native-length clip extended (its first window: the source);
+    "v2v", the whole ``frame_num``-frame clip (at the native clip's pace) re-rendered by video-to-video."""
     from openwan.video import write_video
     native = pipe.defaults().frame_num
     size = int(pipe.defaults().size.split("*")[0])
     records = []
     for prompt in prompts:
         for seed in seeds:
-            source = world_source(prompt, seed, native, size)
+            source = world_source(prompt, seed, native if mode == "extend" else frame_num, size, native)
+            make = extend_video if mode == "extend" else v2v_video
             for method in methods:
                 t0 = time.perf_counter()
-                video, spans = extend_video(pipe, method, prompt, source, frame_num, int(seed), **sample_kw)
+                video, spans = make(pipe, method, prompt, source, frame_num, int(seed), **sample_kw)
                 dt = time.perf_counter() - t0
                 path = None
                 if out_dir is not None:
@@ -370,11 +386,12 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
                              f"{str(w['color']):>7} {rgb:>17} {w['area']:7.1f} {w['speed']:6.2f} "
                              f"{'' if j is None else f'{j:9.2f}'}")
         lines.append("")
-    lines.append(f"{'method':9s} {'videos':>6s} {'found':>7s} {'color drift':>11s} {'kept':>5s} {'size x':>7s} "
+    w = max([9] + [len(m) for m in summary])
+    lines.append(f"{'method':{w}s} {'videos':>6s} {'found':>7s} {'color drift':>11s} {'kept':>5s} {'size x':>7s} "
                  f"{'seam px':>8s} {'within px':>9s} {'seam/within':>11s} {'speed x':>8s} {'reversals':>9s} "
                  f"{'s/video':>8s}")
     for method, s in summary.items():
-        lines.append(f"{method:9s} {s['videos']:6d} {100 * s['found']:6.1f}% {s['color_drift']:11.1f} "
+        lines.append(f"{method:{w}s} {s['videos']:6d} {100 * s['found']:6.1f}% {s['color_drift']:11.1f} "
                      f"{s['color_kept']:2d}/{s['videos']:<2d} {s['size_ratio']:7.2f} {s['seam_max']:8.2f} "
                      f"{s['within_max']:9.2f} {s['seam_over_within']:11.2f} {s['speed_ratio']:8.2f} "
                      f"{s['reversals']:9.1f} {s['seconds_per_video']:8.1f}")
@@ -382,7 +399,7 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
                   "seam jump <= in-window motion, speed 0.5-2x; bouncing: looping prompts, reversals every "
                   "0.5-2 native lengths to the end):"]
     for method, s in summary.items():
-        lines.append(f"  {method:9s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items())
+        lines.append(f"  {method:{w}s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items())
                      + f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets")
     return "\n".join(lines)
 
@@ -391,12 +408,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="openwan bench long", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native "
                                                             "frames, ~5x v2's 33; 321 is 10x v2's)")
-    ap.add_argument("--methods", nargs="+", choices=METHODS + EXTEND_METHODS, default=None,
-                    help="long-video methods ('none' = the naive one-call baseline; default all three); with "
-                         "--extend: extend (openwan's) and i2v-chain (each clip from the last frame), default both")
-    ap.add_argument("--extend", action="store_true",
-                    help="extend the world's own clip of each prompt (the native length) to --frames instead of "
-                         "generating from nothing (default prompts: the looping ones and a still one)")
+    ap.add_argument("--methods", nargs="+", choices=sorted(set(METHODS + EXTEND_METHODS + V2V_METHODS)),
+                    default=None, help="long-video methods ('none' = the naive one-call baseline; default all three); "
+                    "with --extend: extend (openwan's) and i2v-chain (each clip from the last frame); with --v2v: "
+                    "continue, continue+pass, windows; default all of them")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--extend", action="store_true",
+                        help="extend the world's own clip of each prompt (the native length) to --frames instead of "
+                             "generating from nothing (default prompts: the looping ones and a still one)")
+    source.add_argument("--v2v", action="store_true",
+                        help="re-render the world's own --frames-frame clip of each prompt by video-to-video (default "
+                             "prompts: the looping ones and a still one)")
     ap.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS),
                     help="prompts (default: three classic ones); 'bounce' = the looping-motion prompts "
                          f"{list(BOUNCE_PROMPTS)}")
@@ -430,13 +452,14 @@ def main(argv=None) -> int:
         raise ValueError(f"--first_seed must be >= 0, got {a.first_seed}")
     if a.frames < 2:
         raise ValueError(f"--frames must be >= 2, got {a.frames}")
-    allowed = EXTEND_METHODS if a.extend else METHODS
+    mode = "extend" if a.extend else "v2v" if a.v2v else None
+    allowed = {"extend": EXTEND_METHODS, "v2v": V2V_METHODS}.get(mode, METHODS)
     a.methods = a.methods or list(allowed)
     wrong = [m for m in a.methods if m not in allowed]
     if wrong:
-        raise ValueError(f"--methods {' '.join(wrong)}: {'with' if a.extend else 'without'} --extend the methods are "
-                         f"{', '.join(allowed)}")
-    if a.extend and a.prompts == list(DEFAULT_PROMPTS):
+        raise ValueError(f"--methods {' '.join(wrong)}: {f'with --{mode}' if mode else 'without --extend or --v2v'} "
+                         f"the methods are {', '.join(allowed)}")
+    if mode and a.prompts == list(DEFAULT_PROMPTS):
         a.prompts = list(EXTEND_PROMPTS)
 
     import torch
@@ -444,10 +467,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     if a.ckpt_dir and a.model != "demo":
         raise ValueError("--ckpt_dir measures a demo checkpoint folder; --model names a shipped one: give one")
+    task = "v2v" if mode == "v2v" else "t2v"
     if a.ckpt_dir:
-        pipe = load_pipeline(a.ckpt_dir, task="t2v", variant="demo", progress=False)
+        pipe = load_pipeline(a.ckpt_dir, task=task, variant="demo", progress=False)
     else:
-        pipe = load_pipeline(a.model, progress=False)
+        pipe = load_pipeline(a.model, progress=False, **({"task": task} if mode == "v2v" else {}))
     a.steps = a.steps or (20 if a.model == "demo" else pipe.defaults().steps)
     prompts = [p for q in a.prompts for p in (BOUNCE_PROMPTS if q == "bounce" else (q,))]
     kw = {"sample_steps": a.steps}
@@ -465,13 +489,15 @@ def main(argv=None) -> int:
                 "long_refine": "default" if a.long_refine is None else a.long_refine,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default",
-                "checkpoint": a.ckpt_dir or a.model, **({"extend": "the world's clip"} if a.extend else {})}
+                "checkpoint": a.ckpt_dir or a.model, **({mode: "the world's clip"} if mode else {})}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         seeds = range(a.first_seed, a.first_seed + a.seeds)
-        run = run_extension_benchmark if a.extend else run_long_benchmark
+        if mode:
+            kw["mode"] = mode
+        run = run_source_benchmark if mode else run_long_benchmark
         records = run(pipe, prompts, seeds, a.methods, a.frames, out_dir=out_dir, progress=not a.quiet, **kw)
     summary = summarize(records)
     result = {"settings": settings, "targets": TARGETS, "summary": summary, "videos": records}
