@@ -158,7 +158,7 @@ def test_extending_the_worlds_clip_both_ways(tmp_path):
 
 def test_video_to_video_of_the_worlds_long_clip(tmp_path):
     """--v2v: the world's own long clip (at its native clip's pace) re-rendered by each long-video method of v2v,
-    measured at each call's own windows; continue+pass runs the refinement pass, continue (v2v's default) does not."""
+    measured at each call's own windows; continue+pass runs the refinement pass (v2v's default), continue does not."""
     out = tmp_path / "v.json"
     assert lb.main(["--v2v", "--frames", "65", "--steps", "2", "--seeds", "1", "--quiet",
                     "--prompts", "a red square bouncing left and right", "--json", str(out)]) == 0

@@ -275,11 +275,13 @@ def world_source(prompt: str, seed: int, frames: int, size: int, native: Optiona
 
 def v2v_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int, seed: int, **kw):
     """``source`` (``frame_num`` frames) re-rendered by video-to-video as a long video: (video, latent window spans).
-    ``continue`` (the demo's method; no refinement pass, v2v's default), ``continue+pass`` (with the pass, the
-    variant's level), ``windows``."""
+    ``continue`` (the demo's method) without the refinement pass, ``continue+pass`` with it (the default: the
+    variant's level, or ``long_refine``'s), ``windows``."""
     name = method.split("+")[0]
     kw = {k: v for k, v in kw.items() if name == "continue" or k not in CONTINUE_ONLY}
-    if method == "continue+pass" and not kw.get("long_refine"):
+    if method == "continue":
+        kw["long_refine"] = 0
+    elif method == "continue+pass" and not kw.get("long_refine"):
         kw["long_refine"] = pipe.defaults().long_refine or 0.85
     out = pipe(prompt, src_video=source, frame_num=frame_num, seed=seed, long_method=name, **kw)
     return out.frames[0], spans_of(out.settings, frame_num, pipe.defaults().frame_num)

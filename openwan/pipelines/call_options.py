@@ -210,8 +210,8 @@ class CallOptions:
             job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
             return
         if long.method == "continue":
-            if refine is None and self.task != "v2v":     # v2v: its source holds the layout across the seams; a
-                refine = self.defaults().long_refine      # pass would re-render it again
+            if refine is None:              # the variant's pass (v2v too: without it every long v2v measured had a
+                refine = self.defaults().long_refine      # seam jump above its motion, docs/long_video.md)
             long = self._with_continue_options(long, expert, noise, refine)
         self._attach_long_video(job, long)
 
