@@ -175,6 +175,19 @@ def test_a_file_is_read_in_chunks_as_its_frames_would_be(pipe, source, tmp_path)
         pipe(PROMPT, extend=str(tmp_path / "x.png"), frame_num=65, **FAST)
 
 
+@pytest.mark.parametrize("n, fps, target", [(37, 16, None), (37, 30, 16), (50, 24, 16), (10, 8, 16), (61, 25, 12),
+                                             (10, 8, 20), (33, 16, 16)])      # (10, 8, 20): the last frame's rule
+def test_iter_video_gives_read_videos_frames_resampled(tmp_path, n, fps, target):
+    """The chunked reader's frames are read_video's, resampled by frame_indices (down, up, the same rate, none)."""
+    from openwan.video import frame_indices, iter_video, read_video, write_video
+    frames = np.random.default_rng(n).integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
+    path = write_video(iter([frames]), tmp_path / "v.mp4", fps=fps)
+    whole, rate = read_video(path)
+    chunks = list(iter_video(path, target, chunk=5))
+    assert all(len(c) <= 5 for c in chunks)
+    assert np.array_equal(np.concatenate(chunks), whole[frame_indices(len(whole), rate, target)])
+
+
 def test_cli_extends_a_file_and_from_replays_it(tmp_path, source):
     from openwan.cli import main
     from openwan.video import write_video
