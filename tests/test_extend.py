@@ -121,6 +121,11 @@ def test_an_extension_with_a_picture_or_of_a_missing_file_is_refused(pipe, sourc
         pipe(PROMPT, extend=str(tmp_path / "missing.mp4"), frame_num=65, **FAST)
     with pytest.raises(ValueError, match="extend: a video array must be uint8"):
         pipe(PROMPT, extend=source.astype(np.float32), frame_num=65, **FAST)
+    with pytest.raises(ValueError, match="does not combine with a prompt of two objects drawn as a composed scene"):
+        pipe("a red circle and a blue square moving up", extend=source, frame_num=65, **FAST)
+    v2v = load_pipeline("demo", task="v2v", progress=False)
+    with pytest.raises(ValueError, match="the v2v task does not take it.*--extend and --src_video exclude each other"):
+        v2v(PROMPT, src_video=source, extend=source, **FAST)
 
 
 def test_the_source_then_the_decoded_frames_after_its_part():

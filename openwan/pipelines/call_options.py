@@ -69,6 +69,7 @@ class CallOptions:
                 source = whole = None
                 if pending.get("extend") is not None and outer:     # a video to continue: read before any work
                     from openwan.pipelines import extend
+                    extend.check_pipeline(self)
                     source = extend.read_source(pending["extend"], self.variant.sample.fps, native)
                     whole = kwargs.get("frame_num") or extend.default_frames(source, native)
                     kwargs["frame_num"] = extend.made_frames(source, whole)    # the job: from its tail on

@@ -142,11 +142,17 @@ def check_frames(ext: Extension, frame_num: int) -> None:
                              f"(4n+1)")
 
 
+def check_pipeline(pipe) -> None:
+    """Before any work: extension is a text-to-video task's."""
+    if pipe.task not in EXTEND_TASKS:
+        extra = " (--extend and --src_video exclude each other: give one)" if pipe.task == "v2v" else ""
+        raise ValueError(f"extend continues a video with a text-to-video model; the {pipe.task} task does not take "
+                         f"it (use the t2v task of this checkpoint, or a T2V / TI2V checkpoint){extra}")
+
+
 def check_task(pipe, job, long_opts: dict) -> None:
     """Extension is text-to-video's ``continue``: refuse what it does not combine with, naming the fix."""
-    if pipe.task not in EXTEND_TASKS:
-        raise ValueError(f"extend continues a video with a text-to-video model; the {pipe.task} task does not take "
-                         f"it (use the t2v task of this checkpoint, or a T2V / TI2V checkpoint)")
+    check_pipeline(pipe)
     pictures = [n for n in ("first_frame", "last_frame") if getattr(job.cond, n, None) is not None]
     if pictures or job.post_step is not None or job.drop_frames:
         raise ValueError("extend continues the source video from its last frames: it does not combine with a "
