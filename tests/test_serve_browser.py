@@ -122,6 +122,17 @@ def test_the_page_submits_a_prompt_and_plays_the_video(tmp_path):
         wait_for(lambda: len(jcall(srv.base + "/v1/videos")[1]["data"]) == 1, 30, what="the delete")
         wait_for(lambda: len(wd.js("return document.querySelectorAll('.job')")) == 1, 30, what="the card to go")
         assert len(list((tmp_path / "out").glob("video_*.mp4"))) == 1
+        # a video to extend, chosen in the page's file input (the remaining video): the job continues it
+        src = next((tmp_path / "out").glob("video_*.mp4"))
+        wd.type("#prompt", PROMPT)
+        wd.type("#frame_num", "49")
+        wd.type("#sample_steps", "3")
+        wd.cmd("POST", f"/element/{wd.find('#extend')}/value", {"text": str(src)})
+        wd.click("#submit")
+        done = wait_for(lambda: next((j for j in jcall(srv.base + "/v1/videos")[1]["data"]
+                                      if j["status"] == "completed" and (j["settings"] or {}).get("long_video")),
+                                     None), 120, 0.2, "the extension to complete")
+        assert done["settings"]["frame_num"] == 49 and done["settings"]["long_video"]["extend"]["kept"] == 33
     finally:
         wd.quit()
         srv.close()
