@@ -26,6 +26,12 @@ Latent frame ``l`` holds pixel frames ``4l-3 .. 4l`` (``l`` >= 1; latent frame 0
     openwan bench long                                   # 3 prompts x 2 seeds x 3 methods, 161 frames
     openwan bench long --frames 49 --steps 4 --seeds 1   # a quick look
     openwan bench long --methods windows none --json out.json
+    openwan bench long --extend                          # the world's own clips extended: openwan's and an i2v chain
+    openwan bench long --v2v                             # the world's own long clips re-rendered by long v2v
+
+``--extend`` starts each video from the world's own native-length clip of the prompt (so colour, size and pace are
+judged against the world's), ``--v2v`` re-renders the world's own ``--frames``-frame clip; both measure the result
+the same way.
 
 Targets (issue 18): found >= 95% of frames, color drift <= 30 levels with the same color name, size ratio
 0.75-1.33, no seam jump above the in-window motion, speed in the last window 0.5-2x the first; a bouncing
