@@ -126,6 +126,26 @@ def _run(cmd, cwd):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_cli_torchrun_extends_a_video_as_one_process(tmp_path):
+    """--extend under torchrun (sequence parallel): the source read on every process, one writer, the same video as
+    one process makes (the tolerance: test_cli_torchrun_ulysses_and_sharded_dit_equal_one_process's, H.264's)."""
+    from openwan.video import read_video, write_video
+    ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
+    ramp = np.linspace(0, 255, 64)[None, None, :, None] + 20 * np.arange(9)[:, None, None, None]
+    write_video(iter([np.broadcast_to(ramp % 256, (9, 32, 64, 3)).astype(np.uint8)]), tmp_path / "src.mp4", fps=16)
+    common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
+              "--extend", "src.mp4", "--frame_num", "17", "--size", "64*32", "--seed", "4", "--quiet"]
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port()), "-m", "openwan.cli", *common, "--ulysses_size", "2", "-o", "two.mp4"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _run([sys.executable, "-m", "openwan.cli", *common, "-o", "one.mp4"], tmp_path)
+    assert one.returncode == 0, one.stderr
+    a, b = read_video(tmp_path / "one.mp4")[0].astype(int), read_video(tmp_path / "two.mp4")[0].astype(int)
+    assert a.shape == (17, 32, 64, 3) and np.abs(a - b).mean() <= 3.0, np.abs(a - b).mean()
+    rec = json.loads((tmp_path / "two.json").read_text())["openwan"]
+    assert rec["extend"] == "src.mp4" and rec["long_video"]["extend"]["kept"] == 9
+
+
 def test_cli_torchrun_ulysses_and_sharded_dit_equal_one_process(tmp_path):
     from openwan.video import read_video
     ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
