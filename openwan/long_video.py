@@ -168,8 +168,6 @@ class LongVideo:
     expert: bool = False                 # continue: windows after the first run the continuation expert
     context_noise: float = 0.0           # continue (TI2V): the carried frames' noise level and timestep
     refine: float = 0.0                  # continue: the windows pass over the whole latent from this noise level
-    given: int = 0                       # continue, extending a video: latent frames of the source the first window
-    #                                      carries (openwan.pipelines.extend); the plan then starts at them
 
     def settings(self) -> dict:
         d = {"method": self.method, **self.plan.settings()}
@@ -181,8 +179,6 @@ class LongVideo:
             d["context_noise"] = self.context_noise
         if self.refine:
             d["refine"] = self.refine
-        if self.given:
-            d["carried"] = self.given
         return d
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -322,33 +323,12 @@ def frame_indices(num_frames: int, fps: float, target_fps: Optional[float]) -> n
     return np.minimum(np.round(np.arange(n) * step).astype(np.int64), num_frames - 1)
 
 
-def read_video(path: PathLike) -> tuple[np.ndarray, float]:
-    """Decode a video file -> (uint8 [F, H, W, 3] RGB frames, fps)."""
+@contextmanager
+def _video_frames(path: Path):
+    """``(fps, frames)`` of a video file while in the block: ``frames`` an iterator of its RGB uint8 frames as decoded.
+    A file PyAV cannot open or decode, or one with no video stream, is a ValueError naming it; a frame size past the
+    limit a ResourceLimit (checked from the header)."""
     import av
-    path = _check_exists(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("it has no video stream")
-            stream = container.streams.video[0]
-            validate.image_size(stream.width, stream.height, what=f"video {path}")
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except validate.ResourceLimit:
-        raise
-    except Exception as e:  # noqa: BLE001 - PyAV raises many error types for bad files
-        raise _open_error(path, "video", e) from None
-    if not frames:
-        raise ValueError(f"cannot read video {path}: it holds no decodable frames")
-    return np.stack(frames), float(rate) if rate else 0.0
-
-
-def iter_video(path: PathLike, target_fps: Optional[float] = None, chunk: int = 16) -> Iterator[np.ndarray]:
-    """Decode a video file a chunk at a time: uint8 [<= chunk, H, W, 3] RGB frames, resampled to ``target_fps`` by
-    the rule of :func:`frame_indices` (the same frames as ``read_video`` then ``frame_indices``), in bounded memory:
-    a long video to extend is read twice this way rather than held whole (openwan.pipelines.extend)."""
-    import av
-    path = _check_exists(path)
     try:
         container = av.open(str(path))
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for bad files
@@ -359,22 +339,39 @@ def iter_video(path: PathLike, target_fps: Optional[float] = None, chunk: int = 
         stream = container.streams.video[0]
         validate.image_size(stream.width, stream.height, what=f"video {path}")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
-        step = fps / float(target_fps) if target_fps and fps > 0 else None
-        frames = container.decode(stream)
-        out, k, i, seen = [], 0, 0, False
 
-        def decoded():
+        def frames():
             try:
-                for f in frames:
+                for f in container.decode(stream):
                     yield f.to_ndarray(format="rgb24")
             except Exception as e:  # noqa: BLE001
                 raise _open_error(path, "video", e) from None
-        it = decoded()
+        yield (float(rate) if rate else 0.0), frames()
+
+
+def read_video(path: PathLike) -> tuple[np.ndarray, float]:
+    """Decode a video file -> (uint8 [F, H, W, 3] RGB frames, fps)."""
+    path = _check_exists(path)
+    with _video_frames(path) as (fps, frames):
+        frames = list(frames)
+    if not frames:
+        raise ValueError(f"cannot read video {path}: it holds no decodable frames")
+    return np.stack(frames), fps
+
+
+def iter_video(path: PathLike, target_fps: Optional[float] = None, chunk: int = 16) -> Iterator[np.ndarray]:
+    """Decode a video file a chunk at a time: uint8 [<= chunk, H, W, 3] RGB frames, resampled to ``target_fps`` by
+    the rule of :func:`frame_indices` (the same frames as ``read_video`` then ``frame_indices``), in bounded memory:
+    a long video to extend is read twice this way rather than held whole (openwan.pipelines.extend)."""
+    path = _check_exists(path)
+    with _video_frames(path) as (fps, it):
+        step = fps / float(target_fps) if target_fps and fps > 0 else None
+        out, k, i = [], 0, 0
         cur = next(it, None)
+        if cur is None:
+            raise ValueError(f"cannot read video {path}: it holds no decodable frames")
         while cur is not None:
             nxt = next(it, None)                  # one frame ahead: the last frame's rule is frame_indices' end
-            seen = True
             if step is None:
                 out.append(cur)
             else:
@@ -385,8 +382,6 @@ def iter_video(path: PathLike, target_fps: Optional[float] = None, chunk: int = 
                 yield np.stack(out[:chunk])
                 out = out[chunk:]
             cur, i = nxt, i + 1
-        if not seen:
-            raise ValueError(f"cannot read video {path}: it holds no decodable frames")
         if out:
             yield np.stack(out)
 

@@ -300,12 +300,10 @@ def extend_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: 
     native = source.shape[0]
     if method == "extend":
         out = pipe(prompt, extend=source, frame_num=frame_num, seed=seed, **kw)
-        ext = out.settings["long_video"]["extend"]
+        ext = out.settings["long_video"]["extend"]              # the plan counts from the carried frames on
         a = ext["windows_from"]
-        lv = out.settings["long_video"]
-        from openwan.long_video import plan_windows
-        plan = plan_windows(lv["latent_frames"], lv["window"], lv["overlap"])
-        return out.frames[0], [[0, ext["latent_frames"]]] + [[a + s, a + e] for s, e in plan.spans]
+        spans = spans_of(out.settings, frame_num, native)
+        return out.frames[0], [[0, ext["latent_frames"]]] + [[a + s, a + e] for s, e in spans]
     if (frame_num - 1) % (native - 1):
         raise ValueError(f"i2v-chain extends by clips of {native - 1} new frames: give --frames "
                          f"{native + (native - 1) * max(1, round((frame_num - native) / (native - 1)))}")

@@ -432,7 +432,7 @@ class WanPipeline(CallOptions):
         t0 = time.perf_counter()
 
         def frames():
-            chunks = self.decode_frames(latent, stats, tile) if pixels is None else iter((pixels,))
+            chunks = self.decode_frames(latent, stats, tile) if pixels is None else (pixels,)
             for chunk in (chunks if prefix is None else source_then_decoded(chunks, prefix.chunks(), prefix.skip)):
                 if return_frames:
                     kept.append(chunk)

@@ -72,10 +72,14 @@ class Extension:
 
 @dataclass
 class Given:
-    """What a running extension holds: the tail's latents [C, Tt, h, w] and ``start``, the latent frame the
-    continued windows begin at (Tt minus the frames the first window carries)."""
+    """What a running extension holds: the tail's latents [C, Tt, h, w] and how many of the last of them the first
+    window carries; ``start``, the latent frame the continued windows begin at."""
     latents: torch.Tensor
-    start: int
+    carried: int
+
+    @property
+    def start(self) -> int:
+        return self.latents.shape[1] - self.carried
 
 
 @dataclass(frozen=True)
@@ -99,17 +103,14 @@ def read_source(source, fps: Optional[float], native: int) -> Extension:
         if Path(source).suffix.lower() in IMAGE_SUFFIXES:
             raise ValueError(f"extend: {source} is an image; give a video file (to start a video from a picture: "
                              f"image=, --image)")
-        if not Path(source).exists():
-            raise FileNotFoundError(f"extend: no such file: {source}")
+        from openwan.pipelines.inputs import reading
         from openwan.video import iter_video
         tail: deque = deque(maxlen=native)
         n = 0
-        try:
+        with reading("extend", source):
             for c in iter_video(source, fps):
                 n += len(c)
                 tail.extend(c)
-        except ValueError as e:
-            raise ValueError(f"extend: {e}") from None
         frames, kept = None, 1 + 4 * ((n - 1) // 4)
         last = np.stack(list(tail)[-min(kept, native):])
     else:
@@ -151,8 +152,8 @@ def check_pipeline(pipe) -> None:
 
 
 def check_task(pipe, job, long_opts: dict) -> None:
-    """Extension is text-to-video's ``continue``: refuse what it does not combine with, naming the fix."""
-    check_pipeline(pipe)
+    """Extension is text-to-video's ``continue`` (the task checked before: :func:`check_pipeline`): refuse what it
+    does not combine with, naming the fix."""
     pictures = [n for n in ("first_frame", "last_frame") if getattr(job.cond, n, None) is not None]
     if pictures or job.post_step is not None or job.drop_frames:
         raise ValueError("extend continues the source video from its last frames: it does not combine with a "
@@ -164,14 +165,6 @@ def check_task(pipe, job, long_opts: dict) -> None:
     if method not in (None, "auto", "continue"):
         raise ValueError(f"extend continues the video window by window (long_method='continue'); long_method="
                          f"{method!r} does not take a source: leave long_method unset")
-
-
-def encode(pipe, frames: np.ndarray, width: int, height: int) -> torch.Tensor:
-    """The latents [C, T, h, w] (on the pipeline's device) of ``frames`` fitted to width x height."""
-    from openwan.pipelines.inputs import fit_video, video_to_tensor
-    with torch.inference_mode(), pipe.resident(pipe.vae) as vae:
-        video = fit_video(video_to_tensor(frames, vae.device), height, width)
-        return vae.encode(video[None].to(vae.dtype))[0].float().to(pipe.device)
 
 
 def fitted_chunks(ext: Extension, width: int, height: int):
@@ -193,6 +186,7 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     """Make ``job`` an extension of ``ext``: its source encoded, the continued windows planned over the latent frames
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
     from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
+    from openwan.pipelines.inputs import encode_fitted
     check_task(pipe, job, long_opts)
     job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
@@ -204,7 +198,7 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
         raise LongVideoError(f"long_overlap ({overlap!r}): an extension carries 1 to {window - 1} of the source's "
                              f"latent frames into its first window (the window is {window}); give one in that range")
-    latents = encode(pipe, ext.tail, width, height)
+    latents = encode_fitted(pipe, ext.tail, width, height)
     given = latents.shape[1]                        # the tail's latent frames: the last of the source's
     carried = min(overlap, given)
     start = given - carried
@@ -217,12 +211,13 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
         prompts = tuple(split_prompts(prompt, len(windows.spans)))
     expert, noise, refine = pipe._continue_options(long_opts)
     refine = pipe.defaults().long_refine if refine is None else refine
-    pipe._attach_long_video(job, pipe._with_continue_options(LongVideo("continue", windows, prompts, given=carried),
-                                                             expert, noise, refine))
+    pipe._attach_long_video(job, pipe._with_continue_options(LongVideo("continue", windows, prompts), expert, noise,
+                                                             refine))
     if job.start.shape[1] != given + new:               # the job's latent is the tail's and the new frames'
         raise RuntimeError(f"extend: the job holds {job.start.shape[1]} latent frames, expected {given} + {new}")
-    job.given = Given(latents.to(job.start.dtype), start)
+    job.given = Given(latents.to(job.start.dtype), carried)
     job.prefix = Prefix(fitted_chunks(ext, width, height), 4 * (given - 1) + 1)
+    job.settings["long_video"]["carried"] = carried
     job.settings["long_video"]["extend"] = {**ext.settings(), "latent_frames": given,   # the plan counts from the
                                             "windows_from": start}                      # carried frames on
     if ext.name is not None:            # the source's path, for --from (in-memory frames have none)

@@ -6,6 +6,7 @@ options (openwan.pipelines.call_options: a video to extend) read inputs without 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Union
 
@@ -140,12 +141,8 @@ def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = Fa
             if not allow_image:
                 raise ValueError(f"{what}: {video} is an image; give a video file (or a list of frames)")
             return load_image(video, what)[None]
-        try:
+        with reading(what, video):
             frames, fps = read_video(video)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{what}: no such file: {video}") from None
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
         if target_fps and fps and abs(fps - target_fps) > 1e-3 * target_fps:
             frames = frames[frame_indices(len(frames), fps, target_fps)]
         return frames
@@ -176,6 +173,17 @@ def load_video(video: VideoLike, what: str = "src_video", allow_image: bool = Fa
                      f"{type(video).__name__}")
 
 
+@contextmanager
+def reading(what: str, path):
+    """A file input's read errors as ``what``'s: a missing file FileNotFoundError, any other ValueError, both named."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what}: no such file: {path}") from None
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
 def video_to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
     """uint8 [F, H, W, 3] -> float32 [3, F, H, W] in [-1, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(3, 0, 1, 2).float()
@@ -185,3 +193,11 @@ def video_to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
 def fit_video(video: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
     """[C, F, H, W] -> [C, F, height, width] by :func:`fit_cover` on every frame (aspect kept, centre crop)."""
     return fit_cover(video.transpose(0, 1), height, width, mode=mode).transpose(0, 1)
+
+
+def encode_fitted(pipe, frames: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """The latents [C, T, h, w] (on ``pipe``'s device) of uint8 ``frames`` [F, H, W, 3] fitted to width x height by
+    ``pipe``'s VAE (resident while it runs)."""
+    with torch.inference_mode(), pipe.resident(pipe.vae) as vae:
+        video = fit_video(video_to_tensor(frames, vae.device), height, width)
+        return vae.encode(video[None].to(vae.dtype))[0].float().to(pipe.device)

@@ -45,17 +45,18 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         raise ValueError("the 'continue' long-video method does not combine with this task's own per-step "
                          "conditioning: use long_method='windows'")
     given = job.given                   # extending a video: the plan starts at its carried latent frames
+    carried = 0 if given is None else given.carried
     noise = job.start if given is None else job.start[:, given.start:]
     out = torch.zeros_like(noise, dtype=torch.float32)
     if given is not None:
-        out[:, :job.long.given] = given.latents[:, given.start:].float()
+        out[:, :carried] = given.latents[:, given.start:].float()
     totals: dict = {}
     expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
     n = len(job.sigmas) - 1
-    n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
+    n_pass = n - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
     progress = overall(on_step, len(plan.spans) * n + n_pass)
     for k, (s, e) in enumerate(plan.spans):
-        shared = plan.spans[k - 1][1] - s if k > 0 else job.long.given
+        shared = plan.spans[k - 1][1] - s if k > 0 else carried
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
@@ -87,7 +88,7 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     s0 = float(sigmas[0])
     fresh = refine_noise(latent.shape, int(job.settings.get("seed", 0)), latent.device)
     start = noised(latent.float(), fresh, s0).to(job.start.dtype)
-    post_step, carried = job.post_step, long.given
+    post_step, carried = job.post_step, 0 if job.given is None else job.given.carried
     if carried:                                 # an extension's source frames: re-imposed, ending exactly them
         known = latent[:, :carried].to(start.dtype)
         post_step = lambda step, x, x0: reimpose(x, known, fresh, step.sigma_next, carried)   # noqa: E731
@@ -96,7 +97,7 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
         start = post_step(Step(-1, len(sigmas) - 1, t, s0, s0), start, latent.to(start.dtype))
     plan = refine_plan(long.plan)
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
-    windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0, given=0)
+    windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None, post_step=post_step,
                   window_conds=conds, long=windows, given=None, label="refining")
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]

@@ -35,8 +35,8 @@ from openwan.models.vae_protocol import latent_cells
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
 from openwan.pipelines.i2v import check_output_free, parse_ref_images
-from openwan.pipelines.inputs import (IMAGE_SUFFIXES, VideoLike, fit_video, load_video,  # noqa: F401
-                                      source_name, video_to_tensor)
+from openwan.pipelines.inputs import (IMAGE_SUFFIXES, VideoLike, encode_fitted, fit_video,  # noqa: F401
+                                      load_video, source_name, video_to_tensor)
 
 DEFAULT_STRENGTH = 0.8
 MASKED_STRENGTH = 1.0       # with a mask: the masked region is generated from noise (VACE's inpainting)
@@ -171,9 +171,7 @@ class VideoToVideo(WanPipeline):
         check_output_free(output_path, overwrite)
 
         ctx, ctx_null = self.encode_prompts([prompt, sp.negative_prompt], settings["stats"])
-        with torch.inference_mode(), self.resident(self.vae) as vae:
-            video = fit_video(video_to_tensor(frames[:frame_num], vae.device), height, width)
-            x0 = vae.encode(video[None].to(vae.dtype))[0].float().to(self.device)
+        x0 = encode_fitted(self, frames[:frame_num], width, height)
         cond, z_ref = Conditioning(ctx, ctx_null), None
         if refs:                # the reference's latent stands first, clean, timestep 0 on its tokens
             from openwan.pipelines.ti2v import FirstFrameConditioning, encode_reference, replace_clean_frames
