@@ -133,17 +133,18 @@ def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
 
 
 def test_extending_the_worlds_clip_both_ways(tmp_path):
-    """--extend: the world's own clip of the prompt (the native length) is the first window of both methods' videos,
-    exactly; openwan's extension and the i2v chain are measured at their own seams."""
+    """--extend: the world's own clip of the prompt (the native length) is the first window of every method's videos,
+    exactly; openwan's extension, the i2v chain and the long video from the last frame are measured at their own
+    seams."""
     from openwan.demo.long_bench import world_source
     out = tmp_path / "e.json"
     assert lb.main(["--extend", "--frames", "65", "--steps", "2", "--seeds", "1", "--quiet", "--long_refine", "0",
                     "--prompts", "a red square bouncing left and right", "--json", str(out),
                     "--out", str(tmp_path / "v")]) == 0
     r = json.loads(out.read_text())
-    assert [v["method"] for v in r["videos"]] == ["extend", "i2v-chain"] and r["settings"]["extend"]
-    ext, chain = r["videos"]
-    assert ext["spans"] == [[0, 9], [7, 16], [8, 17]] and chain["spans"] == [[0, 9], [8, 17]]
+    assert [v["method"] for v in r["videos"]] == ["extend", "i2v-chain", "last-frame"] and r["settings"]["extend"]
+    ext, chain, last = r["videos"]
+    assert ext["spans"] == [[0, 9], [7, 16], [8, 17]] and chain["spans"] == last["spans"] == [[0, 9], [8, 17]]
     source = world_source("a red square bouncing left and right", 0, 33, 128)
     from openwan.video import read_video
     for v in r["videos"]:

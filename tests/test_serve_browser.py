@@ -85,6 +85,15 @@ class WebDriver:
             self.proc.wait(30)
 
 
+def submit_extension(wd, video, frame_num: int, steps: int) -> None:
+    """Fill the page's form with the prompt, a length, steps and ``video`` in its "Video to extend" input; submit."""
+    wd.type("#prompt", PROMPT)
+    wd.type("#frame_num", str(frame_num))
+    wd.type("#sample_steps", str(steps))
+    wd.cmd("POST", f"/element/{wd.find('#extend')}/value", {"text": str(video)})
+    wd.click("#submit")
+
+
 PLAYING = """const v = document.querySelectorAll('video');
 return [...v].map(x => [x.currentTime > 0 && !x.paused && x.readyState >= 2, x.videoWidth]);"""
 
@@ -124,15 +133,39 @@ def test_the_page_submits_a_prompt_and_plays_the_video(tmp_path):
         assert len(list((tmp_path / "out").glob("video_*.mp4"))) == 1
         # a video to extend, chosen in the page's file input (the remaining video): the job continues it
         src = next((tmp_path / "out").glob("video_*.mp4"))
-        wd.type("#prompt", PROMPT)
-        wd.type("#frame_num", "49")
-        wd.type("#sample_steps", "3")
-        wd.cmd("POST", f"/element/{wd.find('#extend')}/value", {"text": str(src)})
-        wd.click("#submit")
+        submit_extension(wd, src, frame_num=49, steps=3)
         done = wait_for(lambda: next((j for j in jcall(srv.base + "/v1/videos")[1]["data"]
                                       if j["status"] == "completed" and (j["settings"] or {}).get("long_video")),
                                      None), 120, 0.2, "the extension to complete")
         assert done["settings"]["frame_num"] == 49 and done["settings"]["long_video"]["extend"]["kept"] == 33
+    finally:
+        wd.quit()
+        srv.close()
+
+
+def test_an_i2v_page_extends_a_video_without_an_image(tmp_path):
+    """On an image-to-video server the picture is not required where a video to extend can be given: the page
+    submits the video alone and the job continues it from its last frame."""
+    import numpy as np
+
+    from openwan.pipelines import load_pipeline
+    from openwan.testing import make_tiny_checkpoint
+    from openwan.video import write_video
+    ck = make_tiny_checkpoint(tmp_path / "i2v", "tiny-i2v")
+    srv = Running(load_pipeline(ck, variant="tiny-i2v", progress=False), tmp_path / "out")
+    src = write_video(iter([np.full((5, 32, 64, 3), 90, np.uint8)]), tmp_path / "clip.mp4", fps=16)
+    wd = WebDriver(tmp_path)
+    try:
+        wd.get(srv.base + "/")
+        wait_for(lambda: "i2v" in wd.js("return document.getElementById('info').textContent"), 60,
+                 what="the page to read /health")
+        assert wd.js("return [document.getElementById('image').required, document.getElementById('extend').required]"
+                     ) == [False, False]
+        assert "or a video to extend" in wd.js("return document.getElementById('imagebox').textContent")
+        submit_extension(wd, src, frame_num=9, steps=2)
+        done = wait_for(lambda: next((j for j in jcall(srv.base + "/v1/videos")[1]["data"]
+                                      if j["status"] in ("completed", "failed")), None), 120, 0.2, "the job to end")
+        assert done["status"] == "completed" and done["settings"]["extension"]["kept"] == 5, done
     finally:
         wd.quit()
         srv.close()

@@ -157,7 +157,7 @@ def test_i2v_takes_the_image_as_a_multipart_upload(tmp_path):
         done = wait_done(r.base, v["id"])
         assert done["status"] == "completed" and done["settings"]["seed"] == 3, done
         assert done["request"]["image"].endswith(f"uploads/{v['id']}_input_reference.png")
-        assert jcall(r.base + "/health")[1]["video_fields"] == []        # image-to-video extends nothing
+        assert jcall(r.base + "/health")[1]["video_fields"] == ["extend"]   # from a video's last frame
         # a broken image, a non-number in a number field: 400 naming the field, nothing queued
         for fields, files, msg in [({"prompt": PROMPT}, {"input_reference": ("x.png", b"not a png")},
                                     "'input_reference' is not a readable image"),
@@ -169,6 +169,17 @@ def test_i2v_takes_the_image_as_a_multipart_upload(tmp_path):
         assert len(list((tmp_path / "out" / "uploads").iterdir())) == 1  # the refused uploads were not kept
         s, d = jcall(r.base + f"/v1/videos/{v['id']}", method="DELETE")
         assert d["deleted"] and not list((tmp_path / "out" / "uploads").iterdir())
+        # a video to extend instead of the image: its last frame is the picture, its frames the output's first
+        from openwan.video import write_video
+        src = tmp_path / "clip.mp4"
+        write_video(iter([np.full((5, 32, 64, 3), 90, np.uint8)]), src, fps=16)
+        body, ctype = multipart({"prompt": PROMPT, "frame_num": "9", "size": "64x32", "sample_steps": "2"},
+                                {"extend": ("clip.mp4", src.read_bytes())})
+        s, v = jcall(r.base + "/v1/videos", raw=body, headers={"Content-Type": ctype})
+        assert s == 200, v
+        done = wait_done(r.base, v["id"])
+        assert done["status"] == "completed" and done["settings"]["extension"]["kept"] == 5, done
+        assert done["settings"]["frame_num"] == 9 and "image" not in done["request"]
     finally:
         r.close()
 

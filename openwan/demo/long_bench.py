@@ -263,7 +263,7 @@ def _report(records: list) -> None:
           f" ({r['seconds']:.1f}s)", file=sys.stderr, flush=True)
 
 
-EXTEND_METHODS = ("extend", "i2v-chain")
+EXTEND_METHODS = ("extend", "i2v-chain", "last-frame")
 V2V_METHODS = ("continue", "continue+pass", "windows")
 EXTEND_PROMPTS = BOUNCE_PROMPTS + ("a green circle staying still",)     # motions that go on past a clip
 
@@ -296,8 +296,15 @@ def v2v_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int
 def extend_video(pipe, method: str, prompt: str, source: np.ndarray, frame_num: int, seed: int, **kw):
     """``source`` extended to ``frame_num`` frames: (video, latent window spans). ``extend``: openwan's (the source's
     latents carried, openwan.pipelines.extend); ``i2v-chain``: the way other tools extend, each clip of the native
-    length started from the last frame so far as its picture (decoded and re-encoded at every join)."""
+    length started from the last frame so far as its picture (decoded and re-encoded at every join); ``last-frame``:
+    one long video from the source's last frame as its picture, by the model's own long-video method (what
+    ``extend`` does on an image-to-video model, the i2v and flf2v tasks)."""
     native = source.shape[0]
+    if method == "last-frame":
+        out = pipe(prompt, image=source[-1], frame_num=frame_num - native + 1, seed=seed, **kw)
+        w = (native - 1) // 4                          # its latent frame 0, the picture: the source's last
+        spans = spans_of(out.settings, frame_num - native + 1, native)
+        return np.concatenate([source, out.frames[0][1:]]), [[0, w + 1]] + [[w + s, w + e] for s, e in spans]
     if method == "extend":
         out = pipe(prompt, extend=source, frame_num=frame_num, seed=seed, **kw)
         ext = out.settings["long_video"]["extend"]              # the plan counts from the carried frames on
@@ -416,7 +423,8 @@ def main(argv=None) -> int:
                                                             "frames, ~5x v2's 33; 321 is 10x v2's)")
     ap.add_argument("--methods", nargs="+", choices=sorted(set(METHODS + EXTEND_METHODS + V2V_METHODS)),
                     default=None, help="long-video methods ('none' = the naive one-call baseline; default all three); "
-                    "with --extend: extend (openwan's) and i2v-chain (each clip from the last frame); with --v2v: "
+                    "with --extend: extend (openwan's: the latents carried), i2v-chain (each clip from the last "
+                    "frame), last-frame (one long video from the last frame: extend on an i2v model); with --v2v: "
                     "continue, continue+pass, windows; default all of them")
     source = ap.add_mutually_exclusive_group()
     source.add_argument("--extend", action="store_true",

@@ -15,7 +15,11 @@ native length) is encoded and held. Every window is a continued one, so a checkp
 all; the refinement pass (where the variant has one) redraws the new part, the carried frames re-imposed at every
 step. ``output_type="latent"`` returns the latents from the tail on.
 
-Text-to-video models only (t2v, and a TI2V-style model without a picture); the method is ``continue``.
+Text-to-video models (t2v, and a TI2V-style model without a picture) carry latents; the method is ``continue``.
+Image-to-video models (i2v, flf2v: :data:`PICTURE_TASKS`) are extended the way they were trained to start a video:
+from a picture, the source's last frame (fitted to the size the task's own rule gives), the new frames made by the
+task's own long-video method; the output is the source's frames, then the new ones (the picture's decode dropped).
+On flf2v ``last_frame`` is where the extension ends.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ import torch
 from openwan.long_video import LongVideoError, latent_frames
 
 
-EXTEND_TASKS = ("t2v", "ti2v")          # the tasks that take a video to extend
+PICTURE_TASKS = {"i2v": "image", "flf2v": "first_frame"}    # extended from the source's last frame as this argument
+EXTEND_TASKS = ("t2v", "ti2v", *PICTURE_TASKS)                 # the tasks that take a video to extend
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,39 @@ def default_frames(ext: Extension, native: int) -> int:
     return ext.kept + native - 1
 
 
-def made_frames(ext: Extension, frame_num) -> int:
+def made_frames(ext: Extension, frame_num, task: str = "t2v") -> int:
     """The frames the job itself makes: the source's tail and the new ones (so its noise, latents and resource checks
-    scale with them, not with the source); ``frame_num`` checked first."""
+    scale with them, not with the source), or on a picture task the picture (the source's last frame) and the new
+    ones; ``frame_num`` checked first."""
     from openwan.pipelines.job import check_frames as check_4n1
     check_4n1(frame_num)
     check_frames(ext, frame_num)
-    return frame_num - ext.kept + ext.tail.shape[0]
+    return frame_num - ext.kept + (1 if task in PICTURE_TASKS else ext.tail.shape[0])
+
+
+def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int) -> dict:
+    """The task's arguments for the job of extending ``ext`` to ``frame_num`` frames: its own frame_num
+    (:func:`made_frames`) and, on a picture task, the source's last frame, fitted to the video size the task's rule
+    gives (so the task's own resize of it is the identity and the join is the source's frame), as its picture."""
+    kwargs = dict(kwargs, frame_num=made_frames(ext, frame_num, pipe.task))
+    key = PICTURE_TASKS.get(pipe.task)
+    if key is None:
+        return kwargs
+    given = [k for k in ("image", "first_frame") if kwargs.get(k) is not None]
+    if given:
+        end = " (last_frame, where the extension ends, is taken)" if pipe.task == "flf2v" else ""
+        raise ValueError(f"extend on the {pipe.task} task starts the new frames from the source's last frame, its "
+                         f"picture: leave {given[0]} unset{end}")
+    if pipe.task == "flf2v" and kwargs.get("last_frame") is None:
+        raise ValueError("extend on the flf2v task makes the new frames from the source's last frame to last_frame: "
+                         "give last_frame (to extend without an end picture use an i2v or t2v checkpoint)")
+    from openwan.pipelines.i2v import i2v_size
+    from openwan.pipelines.job import parse_size
+    width, height = parse_size(kwargs.get("size"), pipe.defaults().size)
+    h, w = ext.tail.shape[1:3]
+    out_h, out_w = i2v_size(h, w, width * height, pipe.vae.spatial_ratio, pipe.dit.patch_size[1])
+    kwargs[key] = fit_frames(ext.tail[-1:], out_w, out_h)[0]
+    return kwargs
 
 
 def check_frames(ext: Extension, frame_num: int) -> None:
@@ -144,11 +175,12 @@ def check_frames(ext: Extension, frame_num: int) -> None:
 
 
 def check_pipeline(pipe) -> None:
-    """Before any work: extension is a text-to-video task's."""
+    """Before any work: extension is a text-, image- or first-last-frame-to-video task's."""
     if pipe.task not in EXTEND_TASKS:
         extra = " (--extend and --src_video exclude each other: give one)" if pipe.task == "v2v" else ""
-        raise ValueError(f"extend continues a video with a text-to-video model; the {pipe.task} task does not take "
-                         f"it (use the t2v task of this checkpoint, or a T2V / TI2V checkpoint){extra}")
+        raise ValueError(f"extend continues a video with a text-to-video or image-to-video model; the {pipe.task} "
+                         f"task does not take it (use the t2v task of this checkpoint, or a T2V, TI2V, I2V or FLF2V "
+                         f"checkpoint){extra}")
 
 
 def check_task(pipe, job, long_opts: dict) -> None:
@@ -167,18 +199,26 @@ def check_task(pipe, job, long_opts: dict) -> None:
                          f"{method!r} does not take a source: leave long_method unset")
 
 
-def fitted_chunks(ext: Extension, width: int, height: int):
-    """``chunks()`` of the kept frames fitted to width x height, uint8 (the source's own values where no resize is
-    needed: the fit's [-1, 1] values rounded back)."""
+def fit_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [F, H, W, 3] fitted to width x height (aspect kept, centre crop; the frames themselves where no resize
+    is needed: the fit's [-1, 1] values rounded back). Frame by frame, so a frame comes out the same whatever chunk
+    it is read in (a batched resize may round differently): the picture an image-to-video extension starts from is
+    exactly the output's frame before the new ones."""
     from openwan.pipelines.inputs import fit_video, video_to_tensor
+    if frames.shape[1:3] == (height, width):
+        return np.ascontiguousarray(frames)
+    out = []
+    for f in frames:
+        v = fit_video(video_to_tensor(f[None]), height, width)
+        out.append(((v.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+    return np.ascontiguousarray(np.concatenate(out))
 
+
+def fitted_chunks(ext: Extension, width: int, height: int):
+    """``chunks()`` of the kept frames fitted to width x height (:func:`fit_frames`), uint8."""
     def chunks():
         for c in ext.chunks():
-            if c.shape[1:3] == (height, width):
-                yield np.ascontiguousarray(c)
-                continue
-            v = fit_video(video_to_tensor(c), height, width)
-            yield ((v.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+            yield fit_frames(c, width, height)
     return chunks
 
 
@@ -187,6 +227,9 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
     from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
     from openwan.pipelines.inputs import encode_fitted
+    if pipe.task in PICTURE_TASKS:
+        pipe._plan_long_video(job, prompt, pipe.defaults().frame_num, long_opts)     # the task's own, as it runs
+        return plan_picture(pipe, job, ext, frame_num)
     check_task(pipe, job, long_opts)
     job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
@@ -220,6 +263,19 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     job.settings["long_video"]["carried"] = carried
     job.settings["long_video"]["extend"] = {**ext.settings(), "latent_frames": given,   # the plan counts from the
                                             "windows_from": start}                      # carried frames on
+    if ext.name is not None:            # the source's path, for --from (in-memory frames have none)
+        job.settings["extend"] = ext.name
+
+
+def plan_picture(pipe, job, ext: Extension, frame_num: int) -> None:
+    """Make ``job`` (a picture task's, started from the source's last frame: :func:`job_arguments`; its long-video
+    plan, where it is longer than one window, the task's own) an extension of ``ext``: the output is the source's
+    frames, then the decoded ones after the picture's; recorded (``"extension"``)."""
+    job.settings["frame_num"] = frame_num             # the whole video's (the job's: the picture and the new frames)
+    job.settings.pop(PICTURE_TASKS[pipe.task], None)  # the picture is the source's (None: in-memory frames)
+    width, height = (int(v) for v in job.settings["video_size"].split("*"))
+    job.prefix = Prefix(fitted_chunks(ext, width, height), 1)
+    job.settings["extension"] = {**ext.settings(), "from": "last frame"}
     if ext.name is not None:            # the source's path, for --from (in-memory frames have none)
         job.settings["extend"] = ext.name
 

@@ -180,8 +180,8 @@ class VideoService:
         return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
     def video_fields(self) -> list:
-        """The video arguments this server's task takes (uploadable): ``extend`` on a text-to-video task, ``src_video``
-        on video-to-video."""
+        """The video arguments this server's task takes (uploadable): ``extend`` on a text- or image-to-video task,
+        ``src_video`` on video-to-video."""
         from openwan.pipelines.extend import EXTEND_TASKS
         return [f for f in VIDEO_FIELDS if f in self.kinds and (f != "extend" or self.pipe.task in EXTEND_TASKS)]
 
