@@ -143,25 +143,27 @@ def test_the_page_submits_a_prompt_and_plays_the_video(tmp_path):
         srv.close()
 
 
-def test_an_i2v_page_extends_a_video_without_an_image(tmp_path):
-    """On an image-to-video server the picture is not required where a video to extend can be given: the page
-    submits the video alone and the job continues it from its last frame."""
+@pytest.mark.parametrize("task, field", [("i2v", "image"), ("vace", "src_video")])
+def test_an_i2v_or_vace_page_extends_a_video_alone(tmp_path, task, field):
+    """On an image-to-video or VACE server the picture / source video is not required where a video to extend can
+    be given: the page submits the video alone and the job continues it."""
     import numpy as np
 
     from openwan.pipelines import load_pipeline
     from openwan.testing import make_tiny_checkpoint
     from openwan.video import write_video
-    ck = make_tiny_checkpoint(tmp_path / "i2v", "tiny-i2v")
-    srv = Running(load_pipeline(ck, variant="tiny-i2v", progress=False), tmp_path / "out")
+    ck = make_tiny_checkpoint(tmp_path / task, f"tiny-{task}")
+    srv = Running(load_pipeline(ck, variant=f"tiny-{task}", progress=False), tmp_path / "out")
     src = write_video(iter([np.full((5, 32, 64, 3), 90, np.uint8)]), tmp_path / "clip.mp4", fps=16)
     wd = WebDriver(tmp_path)
     try:
         wd.get(srv.base + "/")
-        wait_for(lambda: "i2v" in wd.js("return document.getElementById('info').textContent"), 60,
+        wait_for(lambda: task in wd.js("return document.getElementById('info').textContent"), 60,
                  what="the page to read /health")
-        assert wd.js("return [document.getElementById('image').required, document.getElementById('extend').required]"
-                     ) == [False, False]
-        assert "or a video to extend" in wd.js("return document.getElementById('imagebox').textContent")
+        assert wd.js(f"return [document.getElementById('{field}').required, "
+                     f"document.getElementById('extend').required]") == [False, False]
+        box = wd.js("return document.getElementById('imagebox').textContent")
+        assert ("or a video to extend" if task == "i2v" else "Source video (optional)") in box
         submit_extension(wd, src, frame_num=9, steps=2)
         done = wait_for(lambda: next((j for j in jcall(srv.base + "/v1/videos")[1]["data"]
                                       if j["status"] in ("completed", "failed")), None), 120, 0.2, "the job to end")

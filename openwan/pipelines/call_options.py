@@ -72,7 +72,7 @@ class CallOptions:
                     extend.check_pipeline(self)
                     source = extend.read_source(pending["extend"], self.variant.sample.fps, native)
                     whole = kwargs.get("frame_num") or extend.default_frames(source, native)
-                    kwargs = extend.job_arguments(self, source, kwargs, whole)   # the job: its tail / picture on
+                    kwargs = extend.job_arguments(self, source, kwargs, whole, long_opts)    # the job's own
                 picture = next((kwargs[k] for k in ("src_ref_images", "image", "first_frame")
                                 if kwargs.get(k) is not None), None)          # what a picture shows, for the extender
                 original, (prompt, record) = prompt, (self._extend_prompt(prompt, pending.get("prompt_extend"), picture)

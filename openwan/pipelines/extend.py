@@ -19,7 +19,10 @@ Text-to-video models (t2v, and a TI2V-style model without a picture) carry laten
 Image-to-video models (i2v, flf2v: :data:`PICTURE_TASKS`) are extended the way they were trained to start a video:
 from a picture, the source's last frame (fitted to the size the task's own rule gives), the new frames made by the
 task's own long-video method; the output is the source's frames, then the new ones (the picture's decode dropped).
-On flf2v ``last_frame`` is where the extension ends.
+On flf2v ``last_frame`` is where the extension ends. VACE is extended the way it was trained to extend: its source
+video is the source's last frames (the first ``long_overlap`` latent frames' worth, kept: mask 0) and grey frames to
+generate (mask 1), the job past one window run by the task's long-video method; the output is the source's frames,
+then the job's after its known ones.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from openwan.long_video import LongVideoError, latent_frames
 
 
 PICTURE_TASKS = {"i2v": "image", "flf2v": "first_frame"}    # extended from the source's last frame as this argument
-EXTEND_TASKS = ("t2v", "ti2v", *PICTURE_TASKS)                 # the tasks that take a video to extend
+EXTEND_TASKS = ("t2v", "ti2v", *PICTURE_TASKS, "vace")         # the tasks that take a video to extend
 
 
 @dataclass(frozen=True)
@@ -131,24 +134,27 @@ def default_frames(ext: Extension, native: int) -> int:
     return ext.kept + native - 1
 
 
-def made_frames(ext: Extension, frame_num, task: str = "t2v") -> int:
-    """The frames the job itself makes: the source's tail and the new ones (so its noise, latents and resource checks
-    scale with them, not with the source), or on a picture task the picture (the source's last frame) and the new
-    ones; ``frame_num`` checked first."""
+def new_frames(ext: Extension, frame_num) -> int:
+    """The frames an extension to ``frame_num`` adds to the source's kept ones; ``frame_num`` checked first."""
     from openwan.pipelines.job import check_frames as check_4n1
     check_4n1(frame_num)
     check_frames(ext, frame_num)
-    return frame_num - ext.kept + (1 if task in PICTURE_TASKS else ext.tail.shape[0])
+    return frame_num - ext.kept
 
 
-def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int) -> dict:
-    """The task's arguments for the job of extending ``ext`` to ``frame_num`` frames: its own frame_num
-    (:func:`made_frames`) and, on a picture task, the source's last frame, fitted to the video size the task's rule
-    gives (so the task's own resize of it is the identity and the join is the source's frame), as its picture."""
-    kwargs = dict(kwargs, frame_num=made_frames(ext, frame_num, pipe.task))
+def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int, long_opts: dict) -> dict:
+    """The task's arguments for the job of extending ``ext`` to ``frame_num`` frames. The job makes the new frames
+    after some of the source's (so its noise, latents and resource checks scale with them, not with the source): on
+    a text-to-video task after the source's tail; on a picture task after the source's last frame, fitted to the
+    video size the task's rule gives (so the task's own resize of it is the identity and the join is the source's
+    frame), its picture; on VACE after the source's known last frames (:func:`vace_arguments`)."""
+    new = new_frames(ext, frame_num)
+    if pipe.task == "vace":
+        return vace_arguments(pipe, ext, kwargs, new, long_opts)
     key = PICTURE_TASKS.get(pipe.task)
     if key is None:
-        return kwargs
+        return dict(kwargs, frame_num=ext.tail.shape[0] + new)
+    kwargs = dict(kwargs, frame_num=1 + new)
     given = [k for k in ("image", "first_frame") if kwargs.get(k) is not None]
     if given:
         end = " (last_frame, where the extension ends, is taken)" if pipe.task == "flf2v" else ""
@@ -166,6 +172,38 @@ def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int) -> dict:
     return kwargs
 
 
+def vace_known(pipe, ext: Extension, long_opts: dict) -> int:
+    """The source's last frames a VACE extension keeps as its known frames: the first ``long_overlap`` latent
+    frames' worth (4c - 3 frames for c latent frames; default half the window, as for continuing), at most the
+    source's."""
+    from openwan.long_video import default_overlap
+    window = latent_frames(pipe.defaults().frame_num, pipe.vae.temporal_ratio)
+    overlap = long_opts.get("overlap")
+    overlap = default_overlap(window) if overlap is None else overlap
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
+        raise LongVideoError(f"long_overlap ({overlap!r}): a VACE extension keeps the source's last 1 to {window - 1} "
+                             f"latent frames' worth of frames as known (the window is {window}); give one in that "
+                             f"range")
+    return min(4 * (overlap - 1) + 1, ext.kept)
+
+
+def vace_arguments(pipe, ext: Extension, kwargs: dict, new: int, long_opts: dict) -> dict:
+    """VACE's own extension: ``src_video`` the source's :func:`vace_known` last frames (fitted to the size) then
+    ``new`` grey frames, ``src_mask`` 0 (keep) on the known frames and 1 (generate) on the rest."""
+    given = [k for k in ("src_video", "src_mask") if kwargs.get(k) is not None]
+    if given:
+        raise ValueError(f"extend on the vace task makes its source video and mask from the video to extend (its "
+                         f"last frames kept, the new ones generated): leave {given[0]} unset")
+    from openwan.pipelines.job import parse_size
+    width, height = parse_size(kwargs.get("size"), pipe.defaults().size)
+    known = vace_known(pipe, ext, long_opts)
+    video = np.full((known + new, height, width, 3), 128, np.uint8)      # grey: 0 in [-1, 1], to generate
+    video[:known] = fit_frames(ext.tail[-known:], width, height)
+    mask = np.ones((known + new, height, width), np.float32)
+    mask[:known] = 0.0
+    return dict(kwargs, src_video=video, src_mask=mask, frame_num=known + new)
+
+
 def check_frames(ext: Extension, frame_num: int) -> None:
     if frame_num <= ext.kept:
         more = ext.kept + 4
@@ -175,12 +213,12 @@ def check_frames(ext: Extension, frame_num: int) -> None:
 
 
 def check_pipeline(pipe) -> None:
-    """Before any work: extension is a text-, image- or first-last-frame-to-video task's."""
+    """Before any work: extension is a text-, image-, first-last-frame-to-video or VACE task's."""
     if pipe.task not in EXTEND_TASKS:
         extra = " (--extend and --src_video exclude each other: give one)" if pipe.task == "v2v" else ""
-        raise ValueError(f"extend continues a video with a text-to-video or image-to-video model; the {pipe.task} "
-                         f"task does not take it (use the t2v task of this checkpoint, or a T2V, TI2V, I2V or FLF2V "
-                         f"checkpoint){extra}")
+        raise ValueError(f"extend continues a video with a text-to-video, image-to-video or VACE model; the "
+                         f"{pipe.task} task does not take it (use the t2v task of this checkpoint, or a T2V, TI2V, "
+                         f"I2V, FLF2V or VACE checkpoint){extra}")
 
 
 def check_task(pipe, job, long_opts: dict) -> None:
@@ -227,9 +265,9 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
     from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
     from openwan.pipelines.inputs import encode_fitted
-    if pipe.task in PICTURE_TASKS:
+    if pipe.task in PICTURE_TASKS or pipe.task == "vace":
         pipe._plan_long_video(job, prompt, pipe.defaults().frame_num, long_opts)     # the task's own, as it runs
-        return plan_picture(pipe, job, ext, frame_num)
+        return plan_given(pipe, job, ext, frame_num)
     check_task(pipe, job, long_opts)
     job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
@@ -267,15 +305,18 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
         job.settings["extend"] = ext.name
 
 
-def plan_picture(pipe, job, ext: Extension, frame_num: int) -> None:
-    """Make ``job`` (a picture task's, started from the source's last frame: :func:`job_arguments`; its long-video
-    plan, where it is longer than one window, the task's own) an extension of ``ext``: the output is the source's
-    frames, then the decoded ones after the picture's; recorded (``"extension"``)."""
-    job.settings["frame_num"] = frame_num             # the whole video's (the job's: the picture and the new frames)
-    job.settings.pop(PICTURE_TASKS[pipe.task], None)  # the picture is the source's (None: in-memory frames)
-    width, height = (int(v) for v in job.settings["video_size"].split("*"))
-    job.prefix = Prefix(fitted_chunks(ext, width, height), 1)
-    job.settings["extension"] = {**ext.settings(), "from": "last frame"}
+def plan_given(pipe, job, ext: Extension, frame_num: int) -> None:
+    """Make ``job`` (a picture task's, started from the source's last frame, or VACE's, from its known last frames:
+    :func:`job_arguments`; its long-video plan, where it is longer than one window, the task's own) an extension of
+    ``ext``: the output is the source's frames, then the decoded ones after the source's part; recorded
+    (``"extension"``, with ``from_last``: how many of the source's frames the job starts from)."""
+    given = job.settings["frame_num"] - (frame_num - ext.kept)      # the job's frames: the source's, then the new
+    job.settings["frame_num"] = frame_num             # the whole video's
+    for key in (PICTURE_TASKS.get(pipe.task), "src_video", "src_mask", "src_fps"):
+        job.settings.pop(key, None)                   # made from the source (None: in-memory frames)
+    width, height = (int(v) for v in job.settings.get("video_size", job.settings["size"]).split("*"))
+    job.prefix = Prefix(fitted_chunks(ext, width, height), given)
+    job.settings["extension"] = {**ext.settings(), "from_last": given}
     if ext.name is not None:            # the source's path, for --from (in-memory frames have none)
         job.settings["extend"] = ext.name
 

@@ -17,7 +17,7 @@ from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
 IMAGE_FIELDS = ("image", "first_frame", "last_frame")     # uploadable in a multipart form
-VIDEO_FIELDS = ("extend", "src_video")                     # ... as video files (a video to extend, v2v's source)
+VIDEO_FIELDS = ("extend", "src_video")                     # ... as video files (a video to extend, a source)
 
 
 class FolderInUse(RuntimeError):
@@ -180,8 +180,8 @@ class VideoService:
         return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
     def video_fields(self) -> list:
-        """The video arguments this server's task takes (uploadable): ``extend`` on a text- or image-to-video task,
-        ``src_video`` on video-to-video."""
+        """The video arguments this server's task takes (uploadable): ``extend`` on a text-, image-to-video or VACE
+        task, ``src_video`` on video-to-video and VACE."""
         from openwan.pipelines.extend import EXTEND_TASKS
         return [f for f in VIDEO_FIELDS if f in self.kinds and (f != "extend" or self.pipe.task in EXTEND_TASKS)]
 

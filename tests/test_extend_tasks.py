@@ -1,6 +1,7 @@
 """Extending a video with an image-to-video model (``extend=`` on the i2v and flf2v tasks, Wan 2.1 and Wan 2.2
 I2V-A14B): the new frames are the task's own video from the source's last frame (fitted to the task's size), the
-output the source's frames then those after the picture (openwan.pipelines.extend)."""
+output the source's frames then those after the picture; with VACE, its own extension: the source's last frames kept
+(mask 0), the new ones generated (openwan.pipelines.extend)."""
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ PROMPT = "a red ball rolls"
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("extend_picture")
-    out = {v: make_tiny_checkpoint(root / v, f"tiny-{v}") for v in ("i2v", "flf2v")}
+    out = {v: make_tiny_checkpoint(root / v, f"tiny-{v}") for v in ("i2v", "flf2v", "vace")}
     out["i2v-A14B"] = make_tiny_wan22_checkpoint(root / "a14b", "i2v-A14B")
     return out
 
@@ -60,7 +61,7 @@ def test_the_new_frames_are_the_tasks_video_from_the_sources_last_frame(pipes, n
     assert np.array_equal(video[:9], kept)
     assert np.array_equal(video[9:], plain.frames[0][1:])
     assert st["frame_num"] == frame_num and st["extension"] == {"source": None, "source_frames": 11, "kept": 9,
-                                                                "dropped": 2, "from": "last frame"}
+                                                                "dropped": 2, "from_last": 1}
     assert "image" not in st and "first_frame" not in st and "extend" not in st     # in-memory: nothing to record
     assert st.get("long_video") == plain.settings.get("long_video")                # the task's own plan
     assert (st.get("long_video") is not None) == (frame_num - 8 > pipe.defaults().frame_num)
@@ -114,3 +115,56 @@ def test_cli_extends_with_an_i2v_model_and_from_replays_it(ckpts, tmp_path):
     again = tmp_path / "again.mp4"
     assert main(["generate", "--from", str(out.with_suffix(".json")), "-o", str(again), "--quiet"]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+@pytest.fixture
+def vace9(pipes, monkeypatch):
+    """The tiny VACE pipeline with a native length of 9 frames (3 latent frames: the default overlap 2 keeps 5)."""
+    pipe = pipes("vace")
+    defaults = pipe.defaults()
+    monkeypatch.setattr(pipe, "defaults", lambda: defaults.replace(frame_num=9))
+    return pipe
+
+
+@pytest.mark.parametrize("overlap, known", [(None, 5), (1, 1)])
+def test_vace_extends_with_the_sources_last_frames_kept(vace9, monkeypatch, overlap, known):
+    """VACE's source video is the source's known last frames (fitted) then grey frames, its mask 0 on the known ones
+    and 1 after; the output is the source's frames, then exactly the plain VACE call's frames after its known ones."""
+    pipe, src = vace9, _source()
+    seen = []
+    encode = type(pipe).encode_context
+
+    def spy(self, frames, mask, refs=()):
+        seen.append((frames.clone(), mask.clone()))
+        return encode(self, frames, mask, refs)
+    monkeypatch.setattr(type(pipe), "encode_context", spy)
+    out = pipe(PROMPT, extend=src, frame_num=25, long_overlap=overlap, **FAST)
+    video, st = out.frames[0], out.settings
+    w, h = (int(v) for v in st["size"].split("*"))
+    kept = fit_frames(src[2:], w, h)
+    frames, mask = seen[0]
+    assert frames.shape[1] == mask.shape[0] == known + 16
+    assert (mask[:known] == 0).all() and (mask[known:] == 1).all()
+    as_uint8 = ((frames.clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(1, 2, 3, 0).numpy()
+    assert np.array_equal(as_uint8[:known], kept[-known:]) and (as_uint8[known:] == 128).all()
+    plain_mask = np.ones((known + 16, h, w), np.float32)
+    plain_mask[:known] = 0
+    grey = np.full((16, h, w, 3), 128, np.uint8)
+    plain = pipe(PROMPT, src_video=np.concatenate([kept[-known:], grey]), src_mask=plain_mask,
+                 frame_num=known + 16, long_overlap=overlap, **FAST)
+    assert video.shape == (25, h, w, 3) and np.array_equal(video[:9], kept)
+    assert np.array_equal(video[9:], plain.frames[0][known:])
+    assert st["extension"]["from_last"] == known and st["frame_num"] == 25
+    assert not {"src_video", "src_mask", "src_fps"} & set(st)
+    assert st["long_video"] == plain.settings["long_video"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(src_video=np.zeros((5, 32, 64, 3), np.uint8)), "makes its source video and mask from the video to extend"
+                                                         r".*leave src_video unset"),
+    (dict(src_mask=np.zeros((5, 32, 64), np.float32)), "leave src_mask unset"),
+    (dict(long_overlap=3), r"long_overlap \(3\): a VACE extension keeps the source's last 1 to 2 latent frames"),
+])
+def test_bad_vace_extensions_are_clear_errors(vace9, kw, match):
+    with pytest.raises(ValueError, match=match):
+        vace9(PROMPT, extend=_source(), frame_num=17, **kw, **FAST)
