@@ -22,7 +22,8 @@ task's own long-video method; the output is the source's frames, then the new on
 On flf2v ``last_frame`` is where the extension ends. VACE is extended the way it was trained to extend: its source
 video is the source's last frames (the first ``long_overlap`` latent frames' worth, kept: mask 0) and grey frames to
 generate (mask 1), the job past one window run by the task's long-video method; the output is the source's frames,
-then the job's after its known ones.
+then the job's after its known ones. There ``output_type="latent"`` returns the job's latents (from the picture / the
+known frames on).
 """
 from __future__ import annotations
 
