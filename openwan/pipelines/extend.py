@@ -164,7 +164,7 @@ def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int, long_opts:
     if pipe.task == "flf2v" and kwargs.get("last_frame") is None:
         raise ValueError("extend on the flf2v task makes the new frames from the source's last frame to last_frame: "
                          "give last_frame (to extend without an end picture use an i2v or t2v checkpoint)")
-    from openwan.pipelines.i2v import i2v_size
+    from openwan.pipelines.inputs import i2v_size
     from openwan.pipelines.job import parse_size
     width, height = parse_size(kwargs.get("size"), pipe.defaults().size)
     h, w = ext.tail.shape[1:3]

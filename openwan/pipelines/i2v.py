@@ -16,7 +16,6 @@ image loading and aspect-preserving fits are :mod:`openwan.pipelines.inputs`' (i
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -28,7 +27,7 @@ from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
 from openwan.denoiser import Conditioning
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.inputs import (ImageLike, _array_to_rgb, _is_path, fit_cover, image_to_tensor,  # noqa: F401
+from openwan.pipelines.inputs import (ImageLike, _array_to_rgb, _is_path, fit_cover, i2v_size, image_to_tensor,  # noqa: F401
                                       load_image, source_name)
 
 
@@ -54,28 +53,6 @@ def fit_contain(x: torch.Tensor, height: int, width: int, fill: float = 1.0) -> 
     top, left = (height - nh) // 2, (width - nw) // 2
     canvas[:, top:top + nh, left:left + nw] = y
     return canvas.to(x.dtype)
-
-
-def i2v_size(image_h: int, image_w: int, area: int, stride: int = 8, patch: int = 2) -> tuple[int, int]:
-    """Output (height, width) for an image of image_h x image_w at ``area`` pixels.
-
-    latent h = round(sqrt(area * image_h / image_w)) // stride // patch * patch (likewise w with the
-    inverse ratio); pixels = latent * stride, so both sides are multiples of stride * patch = 16.
-
-    The reference code floors sqrt(...) instead of rounding it. Mathematically the two agree except
-    within half a pixel below a multiple of 16, but in float arithmetic the floor loses a whole
-    block exactly when the image already has the target aspect: an 832x480 image at area 832*480
-    gives sqrt(...) = 479.99999999999994 and the reference makes a 832x464 video. Rounding first
-    (as diffusers' Wan I2V example does) gives 832x480.
-    """
-    ratio = image_h / image_w
-    lat_h = round(math.sqrt(area * ratio)) // stride // patch * patch
-    lat_w = round(math.sqrt(area / ratio)) // stride // patch * patch
-    if lat_h < patch or lat_w < patch:
-        raise ValueError(f"an image of {image_w}x{image_h} (aspect {image_w / image_h:.3g}) is too elongated for "
-                         f"an area of {area} pixels: the video would be {lat_w * stride}x{lat_h * stride}; "
-                         f"crop the image or choose a larger size")
-    return lat_h * stride, lat_w * stride
 
 
 def frame_mask(frame_num: int, lat_h: int, lat_w: int, known: Sequence[int] = (0,),

@@ -1,10 +1,12 @@
 """The inputs every pipeline reads: pictures and videos given as files, arrays, tensors or frame lists, turned into
-RGB uint8 arrays and fitted to a size. A leaf of the pipelines package (it imports none of them), so the call
-options (openwan.pipelines.call_options: a video to extend) read inputs without an import cycle; the task modules
+RGB uint8 arrays and fitted to a size, and the image-to-video size rule. A leaf of the pipelines package (it imports none of them), so the call
+options (openwan.pipelines.call_options: a video to extend) read inputs and size an image-to-video extension's picture
+without an import cycle; the task modules
 (i2v, v2v) re-export these names where they were first defined.
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,3 +203,25 @@ def encode_fitted(pipe, frames: np.ndarray, width: int, height: int) -> torch.Te
     with torch.inference_mode(), pipe.resident(pipe.vae) as vae:
         video = fit_video(video_to_tensor(frames, vae.device), height, width)
         return vae.encode(video[None].to(vae.dtype))[0].float().to(pipe.device)
+
+
+def i2v_size(image_h: int, image_w: int, area: int, stride: int = 8, patch: int = 2) -> tuple[int, int]:
+    """Output (height, width) for an image of image_h x image_w at ``area`` pixels.
+
+    latent h = round(sqrt(area * image_h / image_w)) // stride // patch * patch (likewise w with the
+    inverse ratio); pixels = latent * stride, so both sides are multiples of stride * patch = 16.
+
+    The reference code floors sqrt(...) instead of rounding it. Mathematically the two agree except
+    within half a pixel below a multiple of 16, but in float arithmetic the floor loses a whole
+    block exactly when the image already has the target aspect: an 832x480 image at area 832*480
+    gives sqrt(...) = 479.99999999999994 and the reference makes a 832x464 video. Rounding first
+    (as diffusers' Wan I2V example does) gives 832x480.
+    """
+    ratio = image_h / image_w
+    lat_h = round(math.sqrt(area * ratio)) // stride // patch * patch
+    lat_w = round(math.sqrt(area / ratio)) // stride // patch * patch
+    if lat_h < patch or lat_w < patch:
+        raise ValueError(f"an image of {image_w}x{image_h} (aspect {image_w / image_h:.3g}) is too elongated for "
+                         f"an area of {area} pixels: the video would be {lat_w * stride}x{lat_h * stride}; "
+                         f"crop the image or choose a larger size")
+    return lat_h * stride, lat_w * stride
