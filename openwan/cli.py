@@ -156,7 +156,8 @@ def _generate_parser(sub):
     p.add_argument("--src_video", default=None,
                    help="vace / v2v: source video (without --task, alone on a t2v or ti2v model: v2v)")
     p.add_argument("--extend", default=None, metavar="VIDEO",
-                   help="continue this video (t2v / ti2v: its latents carried; i2v / flf2v: from its last frame, "
+                   help="continue this video (without a prompt: the one its openwan record holds) (t2v / ti2v: its "
+                        "latents carried; i2v / flf2v: from its last frame, "
                         "instead of --image / --first_frame; vace: its last frames kept, instead of --src_video / "
                         "--src_mask): --frame_num is the whole length, its frames included "
                         "(default: one native length more); its frames are kept as they are (docs/long_video.md)")
@@ -212,6 +213,11 @@ def cmd_generate(a) -> int:
     if a.lora is not None and a.lora and isinstance(a.lora[0], dict):   # from a --from settings record
         a.lora = [(f"{d['expert']}:" if d.get("expert") else "") + f"{d['path']}:{d['strength']}" for d in a.lora]
     prompt = a.prompt_pos or a.prompt
+    if not prompt and a.extend:                 # extending an openwan video: the prompt it was made with
+        from openwan.cli_record import recorded_prompt
+        prompt = a.prompt = recorded_prompt(a.extend)
+        if not a.quiet:
+            print(f"prompt from {a.extend}'s record: {prompt!r}")
     if not prompt:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
     _check_args(a, prompt)

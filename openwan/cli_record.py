@@ -69,3 +69,19 @@ def apply_record(a, s: dict) -> None:
             a.task = s["variant"]
     if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
         a.ckpt_dir = s["checkpoint"]
+
+
+def recorded_prompt(video: str) -> str:
+    """The prompt an openwan video was made with (its record: the mp4's metadata or the .json beside it), for
+    ``--extend VIDEO`` without a prompt; a clear error where the video holds none."""
+    from openwan.video import read_video_metadata
+    try:
+        meta = read_video_metadata(video)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"no prompt given and {video}'s settings cannot be read ({e}): give the prompt") from None
+    settings = meta.get("openwan", meta) if isinstance(meta, dict) else None
+    prompt = settings.get("prompt") if isinstance(settings, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"no prompt: {video} holds no openwan record to take it from; give the prompt "
+                         f"(openwan generate \"...\" --extend {video})")
+    return prompt

@@ -209,6 +209,28 @@ def test_cli_extends_a_file_and_from_replays_it(tmp_path, source):
     assert src.exists()                                     # the source is read, never touched
 
 
+def test_cli_extends_an_openwan_video_with_its_own_prompt(tmp_path, source, capsys):
+    """--extend without a prompt takes the one the video's openwan record holds; a video without one is a clear
+    error (exit 2, nothing written)."""
+    from openwan.cli import main
+    from openwan.video import write_video
+    first = tmp_path / "first.mp4"
+    assert main(["generate", "a blue square moving up", "--sample_steps", "2", "--seed", "1", "-o", str(first),
+                 "--quiet"]) == 0
+    first.with_suffix(".json").unlink()                     # the mp4's own metadata holds the record too
+    longer = tmp_path / "longer.mp4"
+    assert main(["generate", "--extend", str(first), "--frame_num", "49", "--sample_steps", "2", "--long_refine", "0",
+                 "-o", str(longer)]) == 0
+    assert "prompt from" in capsys.readouterr().out
+    rec = json.loads(longer.with_suffix(".json").read_text())["openwan"]
+    assert rec["prompt"] == "a blue square moving up" and rec["extend"] == str(first)
+    bare = tmp_path / "bare.mp4"
+    write_video(iter([source[:9]]), bare, fps=16)
+    assert main(["generate", "--extend", str(bare), "-o", str(tmp_path / "x.mp4"), "--quiet"]) == 2
+    assert f"no prompt: {bare} holds no openwan record" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_the_server_takes_extend_as_a_path(pipe):
     from openwan.serve.params import check_request, parameter_kinds
     kinds = parameter_kinds(pipe)

@@ -1,0 +1,92 @@
+"""Long video and extension on the demo with history guidance on the continued windows (after Song et al. 2025,
+"History-guided video diffusion"): each continued window's velocity pushed away from what the model draws without
+the carried frames, ``v = v_free + w (v_history - v_free)`` on the window's new frames. ``v_history`` is the shipped
+call (the continuation expert, the carried frames clean at timestep 0); ``v_free`` the main DiT on the new frames
+alone, plain text-to-video (the mode it was trained in; the expert never saw a window without carried frames).
+w = 1 is the shipped sampler. An experiment, not part of the package: docs/long_video.md reports it.
+
+    python benchmarks/history_guidance.py --w 1.5 --mode extend --seeds 2 --first_seed 0
+    python benchmarks/history_guidance.py --w 1.5 --mode t2v --prompts bounce --seeds 2
+
+Each run: ``openwan bench long``'s measurement (openwan.demo.long_bench) at 161 frames, 20 steps, one thread, the
+default method (continue, the expert, the refinement pass: the pass is not guided so); prints the videos meeting
+each target and writes ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+
+class HistoryGuided:
+    """``inner`` (the continued window's guided denoiser: carried frames clean, timestep 0) combined with ``free``
+    (the main DiT's guided denoiser, text-to-video) run on the new frames alone."""
+
+    def __init__(self, inner, free, carried: int, w: float, above: float = 0.0):
+        self.inner, self.free, self.carried, self.w, self.above = inner, free, carried, w, above
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, x, step):
+        v = self.inner(x, step)
+        if float(step.sigma) <= self.above:
+            return v
+        c = self.carried
+        v_free = self.free(x[:, c:], step)
+        out = v.clone()
+        out[:, c:] = v_free + self.w * (v[:, c:] - v_free)
+        return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--w", type=float, default=1.5, help="history guidance (1: the shipped sampler)")
+    ap.add_argument("--above", type=float, default=0.0, help="guide only the steps whose noise level is above this "
+                                                             "(0: every step)")
+    ap.add_argument("--mode", choices=["t2v", "extend"], default="extend")
+    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce", help="t2v: which prompts")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first_seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    from openwan.demo import long_bench
+    from openwan.denoiser import Denoiser
+    from openwan.pipelines import load_pipeline
+    torch.set_num_threads(1)
+    pipe = load_pipeline("demo", progress=False)
+    cls = type(pipe)
+    plain = cls.denoiser
+
+    def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
+        d = plain(self, cond, guidance, step_cache, windows, dit)
+        first = getattr(cond, "first_frame", None)
+        if dit is None or dit is self.dit or first is None or windows is not None or a.w == 1:
+            return d                        # not a continued window (the first window, the pass, a native video)
+        free = Denoiser(self.dit, cond, guidance)       # the main DiT, no clean frames: text-to-video
+        return HistoryGuided(d, free, first.shape[1], a.w, a.above)
+    cls.denoiser = denoiser
+    seeds = range(a.first_seed, a.first_seed + a.seeds)
+    with torch.inference_mode():
+        if a.mode == "extend":
+            records = long_bench.run_source_benchmark(pipe, long_bench.EXTEND_PROMPTS, seeds, ["extend"], 161,
+                                                      progress=False, sample_steps=20)
+        else:
+            prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
+            records = long_bench.run_long_benchmark(pipe, prompts, seeds, ["continue"], 161, progress=False,
+                                                    sample_steps=20)
+    s = next(iter(long_bench.summarize(records).values()))
+    print(f"w {a.w} above {a.above} {a.mode} seeds {list(seeds)}: " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in
+                                                                 s["meets"].items())
+          + f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets; speed x{s['speed_ratio']:.2f}, "
+            f"size x{s['size_ratio']:.2f}, {s['seconds_per_video']:.1f} s/video")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"w": a.w, "above": a.above, "mode": a.mode, "summary": s, "videos": records}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
