@@ -156,11 +156,11 @@ def _generate_parser(sub):
     p.add_argument("--src_video", default=None,
                    help="vace / v2v: source video (without --task, alone on a t2v or ti2v model: v2v)")
     p.add_argument("--extend", default=None, metavar="VIDEO",
-                   help="continue this video (without a prompt: the one its openwan record holds) (t2v / ti2v: its "
-                        "latents carried; i2v / flf2v: from its last frame, "
-                        "instead of --image / --first_frame; vace: its last frames kept, instead of --src_video / "
-                        "--src_mask): --frame_num is the whole length, its frames included "
-                        "(default: one native length more); its frames are kept as they are (docs/long_video.md)")
+                   help="continue this video: --frame_num is the whole length, its frames included (default: one "
+                        "native length more), kept as they are; t2v / ti2v carry its latents, i2v / flf2v start from "
+                        "its last frame (instead of --image / --first_frame), vace keeps its last frames (instead of "
+                        "--src_video / --src_mask); without a prompt, the one its openwan record holds "
+                        "(docs/long_video.md)")
     p.add_argument("--src_mask", default=None, help="mask video or image (white = generate, black = keep): VACE's; "
                         "with a T2V/TI2V model (the demo) masked video-to-video of --src_video")
     p.add_argument("--src_ref_images", default=None, help="vace: reference images, comma separated; the "

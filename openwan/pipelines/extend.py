@@ -263,7 +263,8 @@ def fitted_chunks(ext: Extension, width: int, height: int):
 
 def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int) -> None:
     """Make ``job`` an extension of ``ext``: its source encoded, the continued windows planned over the latent frames
-    from the carried ones to the end, recorded (``long_video`` with ``"extend"``)."""
+    from the carried ones to the end, recorded (``long_video`` with ``"extend"``). On an image-to-video or VACE task
+    the job is the task's own call (:func:`job_arguments`), planned as such and recorded by :func:`plan_given`."""
     from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
     from openwan.pipelines.inputs import encode_fitted
     if pipe.task in PICTURE_TASKS or pipe.task == "vace":
