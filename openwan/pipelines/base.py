@@ -376,10 +376,15 @@ class WanPipeline(CallOptions):
         return self.complete(job, self.run(job, None if callback is None else on_step, cancelled))
 
     def complete(self, job: Job, latent: torch.Tensor) -> GenerationOutput:
-        """Decode and write the result of a run (the job's output options)."""
-        return self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
-                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
-                           pixels=job.pixels, prefix=job.prefix)
+        """Decode and write the result of a run (the job's output options); a long video's progress file
+        (openwan.pipelines.resume) is removed once the output is written."""
+        out = self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
+                          job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
+                          pixels=job.pixels, prefix=job.prefix)
+        if job.output_path is not None and job.long is not None:
+            from openwan.pipelines.resume import resume_path
+            resume_path(job.output_path).unlink(missing_ok=True)
+        return out
 
     # -------------------------------------------------------------- decoding
     def decode_frames(self, latent: torch.Tensor, stats: Optional[dict] = None, tile=None):

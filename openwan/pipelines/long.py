@@ -50,12 +50,20 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     out = torch.zeros_like(noise, dtype=torch.float32)
     if given is not None:
         out[:, :carried] = given.latents[:, given.start:].float()
-    totals: dict = {}
+    from openwan.pipelines.resume import Progress
+    kept = Progress.of(pipe, job)               # an earlier run's finished windows (writing an output)
+    done = kept.load(out) if kept is not None else {"windows": 0}
+    if done["windows"]:
+        out[:, :done["latent"].shape[1]] = done["latent"]
+        job.stats["resumed_windows"] = done["windows"]
+    totals: dict = dict(done.get("stats", {}))
     expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
     n = len(job.sigmas) - 1
     n_pass = n - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
     progress = overall(on_step, len(plan.spans) * n + n_pass)
     for k, (s, e) in enumerate(plan.spans):
+        if k < done["windows"]:
+            continue
         shared = plan.spans[k - 1][1] - s if k > 0 else carried
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
@@ -65,13 +73,26 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
                       label=f"window {k + 1}/{len(plan.spans)}")
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
-    if job.long.refine:
+        if kept is not None:
+            kept.save(k + 1, out[:, :e], _counts(totals))
+    if job.long.refine and done.get("refined"):
+        out = done["latent"].float()
+    elif job.long.refine:
         out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled)
         add_stats(totals, stats)
+        if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say
+            kept.save(len(plan.spans), out, _counts(totals), refined=True)
     job.stats.update(totals)
     if given is not None:
         out = torch.cat([given.latents[:, :given.start].float(), out], dim=1)
     return out.to(noise.dtype)
+
+
+def _counts(stats: dict) -> dict:
+    """The deterministic part of a run's stats (its DiT forward counts: what the output's record keeps), for a
+    progress file; seconds are the resumed run's own."""
+    from openwan.pipelines.job import FILE_STATS
+    return {k: v for k, v in stats.items() if k in FILE_STATS}
 
 
 def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,

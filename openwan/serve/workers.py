@@ -100,12 +100,22 @@ class Worker(threading.Thread):
         except Cancelled:
             self.store.fail(job_id, "cancelled by request", status="cancelled")
             self.log(f"{job_id}: cancelled")
+            forget_progress(path)
         except (ValueError, TypeError, FileNotFoundError) as e:
             self.store.fail(job_id, str(e))
             self.log(f"{job_id}: failed: {e}")
+            forget_progress(path)
         except Exception as e:  # noqa: BLE001 - one bad job must not end the worker
             self.store.fail(job_id, f"{type(e).__name__}: {e}")
             self.log(f"{job_id}: failed:\n{traceback.format_exc()}")
+            forget_progress(path)
         else:
             self.store.complete(job_id, str(result.path), result.settings)
             self.log(f"{job_id}: completed -> {result.path}")
+
+
+def forget_progress(path) -> None:
+    """A job that will not run again: its long video's finished windows (kept for a requeued run to go on from,
+    openwan.pipelines.resume) are removed."""
+    from openwan.pipelines.resume import resume_path
+    resume_path(path).unlink(missing_ok=True)

@@ -1,0 +1,148 @@
+"""A long video stopped part way goes on from its finished windows (openwan.pipelines.resume): the result and its
+record are the uninterrupted run's; another call, or a damaged file, starts over; the file goes once the output is
+written."""
+import json
+
+import numpy as np
+import pytest
+
+from openwan.pipelines import load_pipeline
+from openwan.pipelines.resume import resume_path
+from openwan.video import read_video
+
+PROMPT = "a red square bouncing left and right"
+CALL = dict(frame_num=65, sample_steps=3, seed=2)          # 3 continued windows, then the refinement pass
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("demo", progress=False)
+
+
+def _windows_run(pipe, monkeypatch) -> list:
+    """The labels of the denoising runs the pipeline makes from now on (windows, the pass)."""
+    ran = []
+    run = type(pipe).run
+
+    def spy(self, job, *a, **kw):
+        if job.label != "denoising":        # a window, or the refinement pass
+            ran.append(job.label)
+        return run(self, job, *a, **kw)
+    monkeypatch.setattr(type(pipe), "run", spy)
+    return ran
+
+
+def _stop_after(steps: int):
+    count = [0]
+
+    def callback(i, t, x):
+        count[0] += 1
+        if count[0] == steps:
+            raise Stop()
+    return callback
+
+
+@pytest.mark.parametrize("stop_at, resumed", [(5, 1), (7, 2), (10, 3)])
+def test_a_stopped_long_video_goes_on_from_its_finished_windows(pipe, tmp_path, monkeypatch, stop_at, resumed):
+    whole = tmp_path / "whole.mp4"
+    pipe(PROMPT, output_path=whole, **CALL)
+    assert not resume_path(whole).exists()                       # removed once the output is written
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):                                    # 3 steps a window: stopped in window 2, 3 / the pass
+        pipe(PROMPT, output_path=out, callback=_stop_after(stop_at), **CALL)
+    assert resume_path(out).is_file() and not out.exists()
+    ran = _windows_run(pipe, monkeypatch)
+    again = pipe(PROMPT, output_path=out, **CALL)
+    assert ran == ["window 1/3", "window 2/3", "window 3/3", "refining"][resumed:]
+    assert again.settings["stats"]["resumed_windows"] == resumed
+    assert np.array_equal(read_video(out)[0], read_video(whole)[0])
+    rec, ref = (json.loads(p.with_suffix(".json").read_text()) for p in (out, whole))
+    assert rec == ref                                            # the record too (the forward counts included)
+    assert not resume_path(out).exists()
+
+
+def test_another_call_or_a_damaged_file_starts_over(pipe, tmp_path, monkeypatch):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):
+        pipe(PROMPT, output_path=out, callback=_stop_after(7), **CALL)
+    ran = _windows_run(pipe, monkeypatch)
+    other = pipe(PROMPT, output_path=out, **dict(CALL, seed=3))      # another seed: another call
+    assert ran[0] == "window 1/3" and "resumed_windows" not in other.settings["stats"]
+    with pytest.raises(Stop):
+        pipe(PROMPT, output_path=tmp_path / "b.mp4", callback=_stop_after(7), **CALL)
+    resume_path(tmp_path / "b.mp4").write_bytes(b"not a checkpoint")
+    ran.clear()
+    pipe(PROMPT, output_path=tmp_path / "b.mp4", **CALL)
+    assert ran[0] == "window 1/3"
+
+
+def test_decode_only_settings_keep_the_windows(pipe, tmp_path, monkeypatch):
+    """A run stopped after its denoising (say a decode out of memory) goes on with another tile or fps."""
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):
+        pipe(PROMPT, output_path=out, callback=_stop_after(10), **CALL)   # the pass's first step: windows kept
+    ran = _windows_run(pipe, monkeypatch)
+    pipe(PROMPT, output_path=out, tile=64, fps=8, **CALL)
+    assert ran == ["refining"]
+
+
+def test_a_failed_decode_goes_on_from_the_finished_pass(pipe, tmp_path, monkeypatch):
+    """The pass's result is kept too: a run whose decode fails redraws nothing when it goes on (here with tiles)."""
+    whole = tmp_path / "whole.mp4"
+    pipe(PROMPT, output_path=whole, tile=64, **CALL)
+    finish = type(pipe).finish
+
+    def failing(self, *a, **kw):
+        raise MemoryError("decode")
+    monkeypatch.setattr(type(pipe), "finish", failing)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(MemoryError):
+        pipe(PROMPT, output_path=out, **CALL)
+    monkeypatch.setattr(type(pipe), "finish", finish)
+    ran = _windows_run(pipe, monkeypatch)
+    again = pipe(PROMPT, output_path=out, tile=64, **CALL)
+    assert ran == [] and again.settings["stats"]["resumed_windows"] == 3
+    assert np.array_equal(read_video(out)[0], read_video(whole)[0])
+
+
+def test_a_server_stopped_mid_video_goes_on_after_its_restart(pipe, tmp_path):
+    """The server's job back in the queue (stopped, or killed and restarted) goes on from its kept windows; the file
+    goes with the completed job."""
+    import threading
+
+    from serve_helpers import Running, jcall, wait_done, wait_for
+    out = tmp_path / "out"
+    r = Running(pipe, out)
+    v = jcall(r.base + "/v1/videos", {"prompt": PROMPT, "frame_num": 65, "sample_steps": 6, "seed": 1})[1]
+    kept = resume_path(out / f"{v['id']}.mp4")
+    try:
+        wait_for(kept.exists, 120, every=0.01, what="a finished window kept")
+    finally:
+        threading.Thread(target=r.srv.stop, daemon=True).start()      # what SIGTERM does
+        r.thread.join(60)
+        r.srv.server_close()
+    r = Running(pipe, out)
+    try:
+        done = wait_done(r.base, v["id"], timeout=240)
+        assert done["status"] == "completed" and done["attempts"] == 2, done
+        assert done["settings"]["stats"]["resumed_windows"] >= 1 and not kept.exists()
+    finally:
+        r.close()
+
+
+def test_a_cancelled_job_leaves_no_kept_windows(pipe, tmp_path):
+    from serve_helpers import Running, jcall, wait_done, wait_for
+    out = tmp_path / "out"
+    r = Running(pipe, out)
+    try:
+        v = jcall(r.base + "/v1/videos", {"prompt": PROMPT, "frame_num": 65, "sample_steps": 6, "seed": 1})[1]
+        kept = resume_path(out / f"{v['id']}.mp4")
+        wait_for(kept.exists, 120, every=0.01, what="a finished window kept")
+        jcall(r.base + f"/v1/videos/{v['id']}", method="DELETE")
+        assert wait_done(r.base, v["id"])["status"] == "cancelled" and not kept.exists()
+    finally:
+        r.close()
