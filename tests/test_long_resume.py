@@ -146,3 +146,17 @@ def test_a_cancelled_job_leaves_no_kept_windows(pipe, tmp_path):
         assert wait_done(r.base, v["id"])["status"] == "cancelled" and not kept.exists()
     finally:
         r.close()
+
+
+def test_not_under_torchrun(pipe, tmp_path, monkeypatch):
+    """Under torchrun only the first process writes an output, and every process must run every window (their
+    forwards exchange activations): no process keeps or skips windows."""
+    import torch.distributed as dist
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):
+        pipe(PROMPT, output_path=out, callback=_stop_after(7), **CALL)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    ran = _windows_run(pipe, monkeypatch)
+    pipe(PROMPT, output_path=out, **CALL)
+    assert ran[0] == "window 1/3"

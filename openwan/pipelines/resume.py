@@ -53,6 +53,11 @@ def fingerprint(pipe, job) -> str:
     return h.hexdigest()
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class Progress:
     """The finished windows of one call, kept at ``path`` under ``key``."""
 
@@ -61,8 +66,9 @@ class Progress:
 
     @classmethod
     def of(cls, pipe, job) -> Optional["Progress"]:
-        """The call's progress file, where it writes an output (None otherwise)."""
-        if job.output_path is None:
+        """The call's progress file, where it writes an output (None otherwise, and under torchrun: there only the
+        first process writes, and every process must run the same windows)."""
+        if job.output_path is None or _distributed():
             return None
         return cls(resume_path(job.output_path), fingerprint(pipe, job))
 
