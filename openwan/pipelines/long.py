@@ -14,6 +14,9 @@ With ``job.long.refine`` (a noise level in (0, 1)) the finished latent is then m
 (with noise of its own, drawn from the call's seed) and denoised to the end again by the ``windows`` method
 (the main DiT on overlapping windows, predictions blended): the last part of the trajectory is one for the whole
 video, so every seam of the continued windows is redrawn inside a window that straddles it (:func:`refine`).
+
+Writing an output, the latent made so far is kept after each window and after the pass, so the same call stopped
+part way goes on from there (:mod:`openwan.pipelines.resume`).
 """
 from __future__ import annotations
 
