@@ -202,6 +202,34 @@ class _Solver:
         self.generator = generator      # used by re-noising solvers only
         self._next = 0
 
+    STATE = ("_next", "_x0_prev", "_x0", "_last_sample", "_last_order")    # what a solve carries from step to step
+
+    def state(self) -> dict:
+        """What the next steps depend on besides the sample (the step counter, the x0 history, the re-noising
+        generator's state), as CPU tensors and numbers: :meth:`load` puts it back, so a solve stopped after any step
+        goes on exactly."""
+        def cpu(v):
+            if isinstance(v, torch.Tensor):
+                return v.detach().cpu().clone()
+            return [cpu(u) for u in v] if isinstance(v, list) else v
+        d = {k: cpu(v) for k, v in vars(self).items() if k in self.STATE}
+        if self.generator is not None:
+            d["generator"] = self.generator.get_state()
+        return d
+
+    def load(self, state: dict, device) -> None:
+        """The state :meth:`state` returned (its tensors moved to ``device``)."""
+        def dev(v):
+            if isinstance(v, torch.Tensor):
+                return v.to(device)
+            return [dev(u) for u in v] if isinstance(v, list) else v
+        for k, v in state.items():
+            if k == "generator":
+                if self.generator is not None:
+                    self.generator.set_state(v)
+            elif k in self.STATE:
+                setattr(self, k, dev(v))
+
     def _check_step(self, v: torch.Tensor, x: torch.Tensor, i: int) -> None:
         if i != self._next:
             raise ValueError(f"{type(self).__name__}.step called with step {i}, expected {self._next}: "
@@ -421,20 +449,29 @@ StepHook = Callable[[Step, torch.Tensor, torch.Tensor], Optional[torch.Tensor]]
 @torch.no_grad()
 def run(denoiser: Denoise, x: torch.Tensor, sigmas: ArrayLike, solver: str = "unipc", *,
         on_step: Optional[StepHook] = None, post_step: Optional[StepHook] = None,
-        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        generator: Optional[torch.Generator] = None, resume: Optional[tuple] = None,
+        keep: Optional[Callable[[int, torch.Tensor, "_Solver"], None]] = None) -> torch.Tensor:
     """Integrate the flow from ``sigmas[0]`` to ``sigmas[-1]`` starting at the sample ``x``.
 
     Each step: ``v = denoiser(x, step)``; ``x = stepper.step(v, x, i)``; then, with the model's x0
     prediction ``x0 = x_in - sigma * v`` (float32), ``post_step(step, x, x0)`` may return a modified
     sample (None keeps it; e.g. re-imposing known frames), and ``on_step(step, x, x0)`` observes the
     result. ``generator`` feeds re-noising solvers ("consistency"). Returns ``x``'s dtype.
+
+    A solve stopped part way goes on: ``keep(i, x, stepper)`` is called after every step with the number of steps
+    done and the sample then (``stepper.state()`` holds the rest); ``resume=(i, x, state)`` from it starts at step
+    i, and the result is the uninterrupted solve's.
     """
     grid = _check_grid(sigmas)
     stepper = make_solver(solver, grid, generator)
     timesteps = timesteps_from_sigmas(grid[:-1]).to(x.device)
     n = stepper.num_steps
     sig = stepper.sigmas.tolist()
-    for i in range(n):
+    first = 0
+    if resume is not None:
+        first, x, state = resume
+        stepper.load(state, x.device)
+    for i in range(first, n):
         step = Step(i, n, timesteps[i: i + 1], sig[i], sig[i + 1])
         v = denoiser(x, step)
         x_next = stepper.step(v, x, i)
@@ -446,6 +483,8 @@ def run(denoiser: Denoise, x: torch.Tensor, sigmas: ArrayLike, solver: str = "un
             if on_step is not None:
                 on_step(step, x_next, x0)
         x = x_next
+        if keep is not None:
+            keep(i + 1, x, stepper)
     return x
 
 

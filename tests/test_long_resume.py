@@ -160,3 +160,48 @@ def test_not_under_torchrun(pipe, tmp_path, monkeypatch):
     ran = _windows_run(pipe, monkeypatch)
     pipe(PROMPT, output_path=out, **CALL)
     assert ran[0] == "window 1/3"
+
+
+# ---------------------------------------------------------------------------- a solve's steps (any run, windows)
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from openwan.testing import make_tiny_checkpoint
+    ck = make_tiny_checkpoint(tmp_path_factory.mktemp("resume") / "t2v", "tiny-t2v")
+    return load_pipeline(ck, variant="tiny-t2v", progress=False)
+
+
+@pytest.mark.parametrize("solver, frame_num", [("unipc", 5), ("dpm++", 5), ("euler", 5), ("consistency", 5),
+                                               ("unipc", 13)])          # 13: past the native 5, windows
+def test_a_stopped_solve_goes_on_from_its_last_kept_step(tiny, tmp_path, monkeypatch, solver, frame_num):
+    """Stopped at step 4 of 6 (its sample and solver state kept after step 3), the same call goes on from step 3 to
+    the uninterrupted video and record; the file goes with the written output."""
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    call = dict(frame_num=frame_num, sample_steps=6, seed=3, sample_solver=solver)
+    whole = tmp_path / "whole.mp4"
+    tiny("a cat", output_path=whole, **call)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):
+        tiny("a cat", output_path=out, callback=_stop_after(4), **call)
+    assert resume_path(out).is_file() and not out.exists()
+    again = tiny("a cat", output_path=out, **call)
+    assert again.settings["stats"]["resumed_steps"] == 3 and not resume_path(out).exists()
+    assert np.array_equal(read_video(out)[0], read_video(whole)[0])
+    rec, ref = (json.loads(p.with_suffix(".json").read_text()) for p in (out, whole))
+    assert rec == ref and rec["openwan"]["stats"]["dit_forwards"] == 6 * (1 if frame_num == 5 else 3)
+
+
+def test_steps_are_kept_at_most_every_interval(tiny, tmp_path, monkeypatch):
+    """The default interval (30 s) writes nothing in a run of a second; a step cache keeps no steps at all."""
+    monkeypatch.delenv("OPENWAN_RESUME_EVERY", raising=False)
+    with pytest.raises(Stop):
+        tiny("a cat", output_path=tmp_path / "a.mp4", callback=_stop_after(4), sample_steps=6, seed=3)
+    assert not resume_path(tmp_path / "a.mp4").exists()
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    with pytest.raises(Stop):
+        tiny("a cat", output_path=tmp_path / "b.mp4", callback=_stop_after(4), sample_steps=6, seed=3,
+             step_cache="fbcache")
+    assert not resume_path(tmp_path / "b.mp4").exists()
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "soon")
+    with pytest.raises(ValueError, match="OPENWAN_RESUME_EVERY must be a number of seconds"):
+        tiny("a cat", output_path=tmp_path / "c.mp4", sample_steps=2, seed=3)

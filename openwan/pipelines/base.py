@@ -41,6 +41,7 @@ from openwan.pipelines.job import (  # noqa: F401
     Job,
     PathLike,
     Sampling,
+    add_stats,
     check_frames,
     check_prompt,
     check_size,
@@ -351,18 +352,45 @@ class WanPipeline(CallOptions):
             if step.i + 1 < step.n:
                 check()
 
+        resume, keep, before = self._kept_steps(job, d)
         try:
             check()
             with self.resident(model), torch.inference_mode():
                 needed = bar is not None or on_step is not None or cancelled is not None
                 out = sampling.run(d, job.start, job.sigmas, job.solver, on_step=hook if needed else None,
-                                   post_step=job.post_step, generator=job.generator)
+                                   post_step=job.post_step, generator=job.generator, resume=resume, keep=keep)
         finally:
             if bar is not None:
                 bar.close()
             job.stats["denoise"] = round(time.perf_counter() - t0, 4)
             job.stats.update(d.stats)
+            add_stats(job.stats, before)            # the steps an earlier run made (none: {})
+            if resume is not None:
+                job.stats["resumed_steps"] = resume[0]
         return out
+
+    def _kept_steps(self, job: Job, d) -> tuple:
+        """(resume, keep, the kept counts) of a solve writing an output (openwan.pipelines.resume):
+        what an earlier run of the call kept, and the hook keeping this one's; nothing for a sub-run (a long video's
+        window or pass), a run with a step cache (its state is not kept) or under torchrun."""
+        from openwan.cache import step_cache_wrapper
+        if not job.keeps_progress or job.output_path is None or step_cache_wrapper(job.step_cache) is not None:
+            return None, None, {}
+        from openwan.pipelines.resume import Progress
+        kept = Progress.of(self, job)
+        if kept is None:
+            return None, None, {}
+        found = kept.load_steps(job.start)
+        before = {} if found is None else found[3]
+        resume = None if found is None else found[:3]
+
+        def counts():
+            total = dict(before)
+            for k, v in d.stats.items():
+                if k in FILE_STATS:
+                    total[k] = total.get(k, 0) + v
+            return total
+        return resume, kept.keeper(counts), before
 
     def generate(self, job: Job, callback: Optional[Callable] = None,
                  cancelled: Optional[Callable[[], bool]] = None) -> GenerationOutput:
@@ -381,7 +409,7 @@ class WanPipeline(CallOptions):
         out = self.finish(latent[:, job.drop_frames:], job.settings, job.output_type, job.output_path,
                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
                           pixels=job.pixels, prefix=job.prefix)
-        if job.output_path is not None and job.long is not None:
+        if job.output_path is not None:
             from openwan.pipelines.resume import resume_path
             resume_path(job.output_path).unlink(missing_ok=True)
         return out

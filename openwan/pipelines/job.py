@@ -162,6 +162,7 @@ class Job:
     label: str = "denoising"         # the progress bar's name (a long video's: which window)
     given: Any = None                # an extended video's source latents (openwan.pipelines.extend.Given)
     prefix: Any = None               # ... and its frames, the output's first (openwan.pipelines.extend.Prefix)
+    keeps_progress: bool = True      # writing an output, keep its progress to go on from (openwan.pipelines.resume)
 
     @property
     def stats(self) -> dict:

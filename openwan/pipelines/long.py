@@ -72,7 +72,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
-                      window_conds=None, dit=expert if k > 0 or shared else None, given=None,
+                      window_conds=None, dit=expert if k > 0 or shared else None, given=None, keeps_progress=False,
                       label=f"window {k + 1}/{len(plan.spans)}")
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
@@ -123,7 +123,7 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
     windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None, post_step=post_step,
-                  window_conds=conds, long=windows, given=None, label="refining")
+                  window_conds=conds, long=windows, given=None, label="refining", keeps_progress=False)
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 

@@ -1,16 +1,21 @@
-"""A long video that stops part way goes on from where it stopped: the ``continue`` method's finished windows (and
-then its refinement pass's result) are kept beside the output, in ``.<name>.resume.pt``, after each one; a run of the
-same call (the same settings, noise, prompt features and weights: :func:`fingerprint`) with the same output path
-starts after the last one kept, and the file is removed once the output is written. Window k depends only on the
-call and the windows before it, so the video is the one an uninterrupted run makes, bit for bit (its record too: the
-skipped windows' DiT forward counts are kept in the file).
+"""A generation that stops part way goes on from where it stopped. Writing an output, a run keeps its progress beside
+it, in ``.<name>.resume.pt``: a ``continue`` long video its finished windows (and then its refinement pass's result),
+after each one; any other run (one window, or the ``windows`` method's whole latent) its solve after a step, at most
+every :func:`step_interval` seconds (the sample and the solver's state). A run of the same call (the same settings,
+noise, prompt features and weights: :func:`fingerprint`) with the same output path starts after what was kept, and
+the file is removed once the output is written. What comes after depends only on the call and what was kept, so the
+video is the one an uninterrupted run makes, bit for bit (its record too: the skipped DiT forward counts are kept in
+the file). A run with a step cache keeps no steps (the cache's own state is not kept); its long windows are kept.
 
     .clip.mp4.resume.pt = {"key": fingerprint, "windows": n done, "refined": bool, "latent": [C, T, h, w], "stats"}
+                        | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats"}
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -30,10 +35,13 @@ def _update(h, t: Optional[torch.Tensor], limit: Optional[int] = None) -> None:
     if t is None:
         h.update(b"-")
         return
-    flat = t.detach().reshape(-1)
-    flat = flat if limit is None else flat[:limit]
     h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    try:
+        flat = t.detach().reshape(-1)
+        flat = flat if limit is None else flat[:limit]
+        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    except (RuntimeError, TypeError, NotImplementedError):     # a packed / quantized tensor type: its shape only
+        h.update(b"?")
 
 
 def fingerprint(pipe, job) -> str:
@@ -46,7 +54,7 @@ def fingerprint(pipe, job) -> str:
     _update(h, job.start)
     _update(h, job.cond.context)
     _update(h, None if job.given is None else job.given.latents)
-    for dit in (pipe.dit, getattr(pipe.c, "dit_continue", None)):
+    for dit in (pipe.dit, getattr(pipe.c, "dit_low", None), getattr(pipe.c, "dit_continue", None)):
         params = [] if dit is None else list(dit.parameters())
         for p in (params[:1] + params[-1:]):
             _update(h, p, 4096)
@@ -99,3 +107,48 @@ class Progress:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ a solve's steps
+    def load_steps(self, like: torch.Tensor) -> Optional[tuple]:
+        """``(steps done, sample, solver state, stats)`` an earlier run of this call kept, or None."""
+        if not self.path.is_file():
+            return None
+        try:
+            d = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged file is started over, never an error
+            return None
+        if not (isinstance(d, dict) and d.get("key") == self.key and isinstance(d.get("step"), int)
+                and isinstance(d.get("x"), torch.Tensor) and d["x"].shape == like.shape
+                and isinstance(d.get("solver"), dict)):
+            return None
+        return d["step"], d["x"].to(like.device, like.dtype), d["solver"], dict(d.get("stats") or {})
+
+    def keeper(self, stats) -> "callable":
+        """``keep(i, x, stepper)`` for :func:`openwan.sampling.run`: the solve after step i, written when
+        :func:`step_interval` seconds have passed since the last write (or the run began); ``stats()`` the run's
+        deterministic counts so far."""
+        every = step_interval()
+        last = [time.monotonic()]
+
+        def keep(i, x, stepper):
+            if i == stepper.num_steps or time.monotonic() - last[0] < every:
+                return
+            from openwan.fileio import atomic_write
+            obj = {"version": VERSION, "key": self.key, "step": i, "x": x.detach().cpu().clone(),
+                   "solver": stepper.state(), "stats": dict(stats())}
+            atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+            last[0] = time.monotonic()
+        return keep
+
+
+def step_interval() -> float:
+    """Seconds between two writes of a solve's progress: ``OPENWAN_RESUME_EVERY`` (default 30; 0: after every
+    step). A step costs more than a write at the published sizes; the interval bounds the writes where it does not."""
+    value = os.environ.get("OPENWAN_RESUME_EVERY", "30")
+    try:
+        every = float(value)
+    except ValueError:
+        raise ValueError(f"OPENWAN_RESUME_EVERY must be a number of seconds (0: every step), got {value!r}") from None
+    if not every >= 0:
+        raise ValueError(f"OPENWAN_RESUME_EVERY must be >= 0 seconds, got {value!r}")
+    return every
