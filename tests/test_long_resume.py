@@ -205,3 +205,28 @@ def test_steps_are_kept_at_most_every_interval(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENWAN_RESUME_EVERY", "soon")
     with pytest.raises(ValueError, match="OPENWAN_RESUME_EVERY must be a number of seconds"):
         tiny("a cat", output_path=tmp_path / "c.mp4", sample_steps=2, seed=3)
+
+
+def test_a_two_expert_solve_goes_on_and_a_changed_checkpoint_starts_over(tmp_path, monkeypatch):
+    """Wan 2.2 A14B (the idle expert released to its file on a CPU between runs: the fingerprint reads the weight
+    files' stamps, not the weights); touching a weight file makes it another call."""
+    import os
+
+    from openwan.testing import make_tiny_wan22_checkpoint
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    ck = make_tiny_wan22_checkpoint(tmp_path / "a14b", "t2v-A14B")
+    moe = load_pipeline(ck, progress=False)
+    call = dict(sample_steps=6, seed=1, size="64*32", strict_size=False, frame_num=5)
+    moe("a cat", output_path=tmp_path / "whole.mp4", **call)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stop):
+        moe("a cat", output_path=out, callback=_stop_after(5), **call)      # in the low-noise expert's steps
+    again = moe("a cat", output_path=out, **call)
+    assert again.settings["stats"]["resumed_steps"] == 4
+    assert np.array_equal(read_video(out)[0], read_video(tmp_path / "whole.mp4")[0])
+    with pytest.raises(Stop):
+        moe("a cat", output_path=tmp_path / "b.mp4", callback=_stop_after(5), **call)
+    weights = sorted(p for p in ck.rglob("*.safetensors"))[0]
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    other = moe("a cat", output_path=tmp_path / "b.mp4", **call)
+    assert "resumed_steps" not in other.settings["stats"]

@@ -2,7 +2,7 @@
 it, in ``.<name>.resume.pt``: a ``continue`` long video its finished windows (and then its refinement pass's result),
 after each one; any other run (one window, or the ``windows`` method's whole latent) its solve after a step, at most
 every :func:`step_interval` seconds (the sample and the solver's state). A run of the same call (the same settings,
-noise, prompt features and weights: :func:`fingerprint`) with the same output path starts after what was kept, and
+noise, prompt features and weight files: :func:`fingerprint`) with the same output path starts after what was kept, and
 the file is removed once the output is written. What comes after depends only on the call and what was kept, so the
 video is the one an uninterrupted run makes, bit for bit (its record too: the skipped DiT forward counts are kept in
 the file). A run with a step cache keeps no steps (the cache's own state is not kept); its long windows are kept.
@@ -31,33 +31,44 @@ def resume_path(output_path) -> Path:
     return p.with_name(f".{p.name}.resume.pt")
 
 
-def _update(h, t: Optional[torch.Tensor], limit: Optional[int] = None) -> None:
+def _update(h, t: Optional[torch.Tensor]) -> None:
     if t is None:
         h.update(b"-")
         return
     h.update(str((tuple(t.shape), str(t.dtype))).encode())
-    try:
-        flat = t.detach().reshape(-1)
-        flat = flat if limit is None else flat[:limit]
-        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    except (RuntimeError, TypeError, NotImplementedError):     # a packed / quantized tensor type: its shape only
-        h.update(b"?")
+    h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".gguf")
+
+
+def _weight_files(settings: dict) -> list:
+    """(path, size, mtime) of the weight files the call read: its checkpoint's (a folder, or one file) and its
+    LoRAs'. Their stamps, not their values: an expert released to its file or offloaded reads the same."""
+    paths = [settings.get("checkpoint")] + [d.get("path") for d in settings.get("lora") or [] if isinstance(d, dict)]
+    out = []
+    for p in (Path(str(p)) for p in paths if p):
+        files = sorted(f for f in p.rglob("*") if f.suffix in WEIGHT_SUFFIXES) if p.is_dir() else [p]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def fingerprint(pipe, job) -> str:
-    """What the windows depend on: the call's settings (but for :data:`DECODE_ONLY`), its starting noise, the prompt's features, an
-    extended video's source latents, and a sample of every DiT's weights (the first 4096 values of its first and
-    last parameters: a changed checkpoint at the same path)."""
+    """What the run depends on: the call's settings (but for :data:`DECODE_ONLY`), its starting noise, the prompt's
+    features, an extended video's source latents, and the stamps of the weight files read (a changed checkpoint at
+    the same path)."""
     h = hashlib.sha256(str(VERSION).encode())
     settings = {k: v for k, v in job.settings.items() if k not in DECODE_ONLY}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     _update(h, job.start)
     _update(h, job.cond.context)
     _update(h, None if job.given is None else job.given.latents)
-    for dit in (pipe.dit, getattr(pipe.c, "dit_low", None), getattr(pipe.c, "dit_continue", None)):
-        params = [] if dit is None else list(dit.parameters())
-        for p in (params[:1] + params[-1:]):
-            _update(h, p, 4096)
+    h.update(json.dumps(_weight_files(job.settings)).encode())
     return h.hexdigest()
 
 
