@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -26,7 +26,7 @@ DECODE_ONLY = ("stats", "tile", "fps")     # settings the latent does not depend
 
 
 def resume_path(output_path) -> Path:
-    """Where a run writing ``output_path`` keeps its finished windows."""
+    """Where a run writing ``output_path`` keeps its progress."""
     p = Path(output_path)
     return p.with_name(f".{p.name}.resume.pt")
 
@@ -48,7 +48,8 @@ def _weight_files(settings: dict) -> list:
     paths = [settings.get("checkpoint")] + [d.get("path") for d in settings.get("lora") or [] if isinstance(d, dict)]
     out = []
     for p in (Path(str(p)) for p in paths if p):
-        files = sorted(f for f in p.rglob("*") if f.suffix in WEIGHT_SUFFIXES) if p.is_dir() else [p]
+        files = sorted(f for f in p.rglob("*") if f.suffix in WEIGHT_SUFFIXES
+                       and not f.name.endswith(".resume.pt")) if p.is_dir() else [p]    # (outputs written there)
         for f in files:
             try:
                 st = f.stat()
@@ -78,7 +79,8 @@ def _distributed() -> bool:
 
 
 class Progress:
-    """The finished windows of one call, kept at ``path`` under ``key``."""
+    """The progress of one call (a long video's finished windows, or a solve's last kept step), kept at ``path``
+    under ``key``."""
 
     def __init__(self, path: Path, key: str):
         self.path, self.key = path, key
@@ -95,13 +97,8 @@ class Progress:
         """What an earlier run of this call kept: ``windows`` (done), ``latent`` (their latent frames, on ``like``'s
         device and dtype), ``refined``, ``stats``; ``{"windows": 0}`` where there is nothing of this call's (no file,
         another call's, unreadable)."""
-        if not self.path.is_file():
-            return {"windows": 0}
-        try:
-            d = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged file is started over, never an error
-            return {"windows": 0}
-        ok = (isinstance(d, dict) and d.get("key") == self.key and isinstance(d.get("latent"), torch.Tensor)
+        d = self._read()
+        ok = (d is not None and isinstance(d.get("latent"), torch.Tensor)
               and d["latent"].shape[0] == like.shape[0] and d["latent"].shape[2:] == like.shape[2:]
               and d["latent"].shape[1] <= like.shape[1] and isinstance(d.get("windows"), int))
         if not ok:
@@ -110,31 +107,37 @@ class Progress:
                 "refined": bool(d.get("refined")), "stats": dict(d.get("stats") or {})}
 
     def save(self, windows: int, latent: torch.Tensor, stats: dict, refined: bool = False) -> None:
-        """Keep ``windows`` finished windows (``latent``: the latent frames they made), written atomically."""
-        from openwan.fileio import atomic_write
-        obj = {"version": VERSION, "key": self.key, "windows": windows, "refined": refined,
-               "latent": latent.detach().float().cpu().clone(), "stats": dict(stats)}
-        atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+        """Keep ``windows`` finished windows (``latent``: the latent frames they made)."""
+        self._write({"windows": windows, "refined": refined, "latent": latent.detach().float().cpu().clone(),
+                     "stats": dict(stats)})
 
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    # ------------------------------------------------------------------ a solve's steps
-    def load_steps(self, like: torch.Tensor) -> Optional[tuple]:
-        """``(steps done, sample, solver state, stats)`` an earlier run of this call kept, or None."""
+    def _read(self) -> Optional[dict]:
+        """The file's content where it is this call's (None: no file, another call's, unreadable)."""
         if not self.path.is_file():
             return None
         try:
             d = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged file is started over, never an error
             return None
-        if not (isinstance(d, dict) and d.get("key") == self.key and isinstance(d.get("step"), int)
+        return d if isinstance(d, dict) and d.get("key") == self.key else None
+
+    def _write(self, content: dict) -> None:
+        """``content`` under this call's key, written atomically (temp file, then rename)."""
+        from openwan.fileio import atomic_write
+        obj = {"version": VERSION, "key": self.key, **content}
+        atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+
+    # ------------------------------------------------------------------ a solve's steps
+    def load_steps(self, like: torch.Tensor) -> Optional[tuple]:
+        """``(steps done, sample, solver state, stats)`` an earlier run of this call kept, or None."""
+        d = self._read()
+        if not (d is not None and isinstance(d.get("step"), int)
                 and isinstance(d.get("x"), torch.Tensor) and d["x"].shape == like.shape
                 and isinstance(d.get("solver"), dict)):
             return None
         return d["step"], d["x"].to(like.device, like.dtype), d["solver"], dict(d.get("stats") or {})
 
-    def keeper(self, stats) -> "callable":
+    def keeper(self, stats: Callable[[], dict]) -> Callable:
         """``keep(i, x, stepper)`` for :func:`openwan.sampling.run`: the solve after step i, written when
         :func:`step_interval` seconds have passed since the last write (or the run began); ``stats()`` the run's
         deterministic counts so far."""
@@ -144,10 +147,7 @@ class Progress:
         def keep(i, x, stepper):
             if i == stepper.num_steps or time.monotonic() - last[0] < every:
                 return
-            from openwan.fileio import atomic_write
-            obj = {"version": VERSION, "key": self.key, "step": i, "x": x.detach().cpu().clone(),
-                   "solver": stepper.state(), "stats": dict(stats())}
-            atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+            self._write({"step": i, "x": x.detach().cpu().clone(), "solver": stepper.state(), "stats": dict(stats())})
             last[0] = time.monotonic()
         return keep
 
