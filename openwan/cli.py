@@ -337,6 +337,11 @@ def cmd_generate(a) -> int:
         extended = result.settings.get("prompt_extend")
         if isinstance(extended, dict):          # the reference logs its extended prompt too
             print(f"prompt extended ({extended['method']}): {result.settings['prompt']!r}")
+        stats = result.settings.get("stats") or {}
+        if stats.get("resumed_windows") or stats.get("resumed_steps"):    # an earlier run's progress (resume.py)
+            what = (f"{stats['resumed_windows']} finished window(s)" if stats.get("resumed_windows")
+                    else f"step {stats['resumed_steps']}")
+            print(f"went on from {what} an earlier run of this command kept")
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
     return 0

@@ -230,3 +230,27 @@ def test_a_two_expert_solve_goes_on_and_a_changed_checkpoint_starts_over(tmp_pat
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     other = moe("a cat", output_path=tmp_path / "b.mp4", **call)
     assert "resumed_steps" not in other.settings["stats"]
+
+
+def test_the_cli_goes_on_and_says_so(tmp_path, monkeypatch, capsys):
+    """The same command after a stop (here: in the refinement pass) goes on from the kept windows and says so."""
+    from openwan.cli import main
+    from openwan.pipelines import long
+    refine = long.refine
+    calls = [0]
+
+    def stopping(*a, **kw):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise Stop()
+        return refine(*a, **kw)
+    monkeypatch.setattr(long, "refine", stopping)
+    cmd = ["generate", PROMPT, "--frame_num", "65", "--sample_steps", "3", "--seed", "2", "-o",
+           str(tmp_path / "v.mp4"), "--quiet"]
+    with pytest.raises(Stop):
+        main(cmd)
+    assert resume_path(tmp_path / "v.mp4").is_file()
+    capsys.readouterr()
+    assert main(cmd) == 0
+    assert "went on from 3 finished window(s) an earlier run of this command kept" in capsys.readouterr().out
+    assert not resume_path(tmp_path / "v.mp4").exists()
