@@ -46,6 +46,7 @@ from openwan.pipelines.job import (  # noqa: F401
     check_prompt,
     check_size,
     file_record,
+    file_stats,
     make_noise,
     parse_size,
     renoise_generator,
@@ -386,9 +387,7 @@ class WanPipeline(CallOptions):
 
         def counts():
             total = dict(before)
-            for k, v in d.stats.items():
-                if k in FILE_STATS:
-                    total[k] = total.get(k, 0) + v
+            add_stats(total, file_stats(d.stats))
             return total
         return resume, kept.keeper(counts), before
 

@@ -173,18 +173,25 @@ def job_arguments(pipe, ext: Extension, kwargs: dict, frame_num: int, long_opts:
     return kwargs
 
 
-def vace_known(pipe, ext: Extension, long_opts: dict) -> int:
-    """The source's last frames a VACE extension keeps as its known frames: the first ``long_overlap`` latent
-    frames' worth (4c - 3 frames for c latent frames; default half the window, as for continuing), at most the
-    source's."""
+def carried_overlap(pipe, long_opts: dict, rule: str) -> int:
+    """The source's latent frames an extension starts its first window from: the call's ``long_overlap``, else the
+    model's ``continue`` overlap, else half the window; checked against the window (``rule``, with ``{range}``, says
+    what the number means in the error)."""
     from openwan.long_video import default_overlap
     window = latent_frames(pipe.defaults().frame_num, pipe.vae.temporal_ratio)
-    overlap = long_opts.get("overlap")
+    _, overlap = pipe.long_video_defaults("continue", long_opts.get("overlap"))
     overlap = default_overlap(window) if overlap is None else overlap
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
-        raise LongVideoError(f"long_overlap ({overlap!r}): a VACE extension keeps the source's last 1 to {window - 1} "
-                             f"latent frames' worth of frames as known (the window is {window}); give one in that "
-                             f"range")
+        raise LongVideoError(f"long_overlap ({overlap!r}): {rule.format(range=f'1 to {window - 1}')} (the window is "
+                             f"{window}); give one in that range")
+    return overlap
+
+
+def vace_known(pipe, ext: Extension, long_opts: dict) -> int:
+    """The source's last frames a VACE extension keeps as its known frames: the first :func:`carried_overlap` latent
+    frames' worth (4c - 3 frames for c latent frames), at most the source's."""
+    overlap = carried_overlap(pipe, long_opts, "a VACE extension keeps the source's last {range} latent frames' worth "
+                                               "of frames as known")
     return min(4 * (overlap - 1) + 1, ext.kept)
 
 
@@ -265,7 +272,7 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     """Make ``job`` an extension of ``ext``: its source encoded, the continued windows planned over the latent frames
     from the carried ones to the end, recorded (``long_video`` with ``"extend"``). On an image-to-video or VACE task
     the job is the task's own call (:func:`job_arguments`), planned as such and recorded by :func:`plan_given`."""
-    from openwan.long_video import LongVideo, default_overlap, plan_windows, split_prompts
+    from openwan.long_video import LongVideo, plan_windows, split_prompts
     from openwan.pipelines.inputs import encode_fitted
     if pipe.task in PICTURE_TASKS or pipe.task == "vace":
         pipe._plan_long_video(job, prompt, pipe.defaults().frame_num, long_opts)     # the task's own, as it runs
@@ -273,14 +280,10 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
     check_task(pipe, job, long_opts)
     job.settings["frame_num"] = frame_num             # the whole video's (the job was prepared from the tail on)
     width, height = (int(v) for v in job.settings["size"].split("*"))
-    native = pipe.defaults().frame_num
     ratio = pipe.vae.temporal_ratio
-    window = latent_frames(native, ratio)
-    _, overlap = pipe.long_video_defaults("continue", long_opts.get("overlap"))
-    overlap = default_overlap(window) if overlap is None else overlap
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < window:
-        raise LongVideoError(f"long_overlap ({overlap!r}): an extension carries 1 to {window - 1} of the source's "
-                             f"latent frames into its first window (the window is {window}); give one in that range")
+    window = latent_frames(pipe.defaults().frame_num, ratio)
+    overlap = carried_overlap(pipe, long_opts, "an extension carries {range} of the source's latent frames into its "
+                                               "first window")
     latents = encode_fitted(pipe, ext.tail, width, height)
     given = latents.shape[1]                        # the tail's latent frames: the last of the source's
     carried = min(overlap, given)

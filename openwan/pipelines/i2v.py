@@ -27,8 +27,8 @@ from openwan.configs import I2V_NEGATIVE_PREFIX, NEGATIVE_PROMPT
 from openwan.denoiser import Conditioning
 from openwan.pipelines.base import (GenerationOutput, Job, PathLike, WanPipeline, check_frames, check_prompt,
                                     check_size, make_noise, parse_size)
-from openwan.pipelines.inputs import (ImageLike, _array_to_rgb, _is_path, fit_cover, i2v_size, image_to_tensor,  # noqa: F401
-                                      load_image, source_name)
+from openwan.pipelines.inputs import (ImageLike, _array_to_rgb, _is_path, fit_cover, i2v_size,  # noqa: F401
+                                      image_to_tensor, load_image, source_name)
 
 
 # The reference's shift for i2v depends on the chosen size, not on the checkpoint (generate.py).

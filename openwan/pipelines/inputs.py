@@ -1,8 +1,8 @@
 """The inputs every pipeline reads: pictures and videos given as files, arrays, tensors or frame lists, turned into
-RGB uint8 arrays and fitted to a size, and the image-to-video size rule. A leaf of the pipelines package (it imports none of them), so the call
-options (openwan.pipelines.call_options: a video to extend) read inputs and size an image-to-video extension's picture
-without an import cycle; the task modules
-(i2v, v2v) re-export these names where they were first defined.
+RGB uint8 arrays and fitted to a size, and the image-to-video size rule. A leaf of the pipelines package (it imports
+none of them), so the call options (openwan.pipelines.call_options: a video to extend) read inputs and size an
+image-to-video extension's picture without an import cycle; the task modules (i2v, v2v) re-export these names where
+they were first defined.
 """
 from __future__ import annotations
 

@@ -172,9 +172,15 @@ class Job:
 FILE_STATS = ("dit_forwards", "dit_forwards_skipped", "dit_forwards_high", "dit_forwards_low")   # written into outputs
 
 
+def file_stats(stats: dict) -> dict:
+    """The deterministic part of a run's stats (:data:`FILE_STATS`: its DiT forward counts), as an output's record
+    keeps them; seconds differ between runs."""
+    return {k: v for k, v in stats.items() if k in FILE_STATS}
+
+
 def file_record(settings: dict) -> dict:
     """The metadata written with an output: the settings, with only the deterministic stats."""
     rec = copy.deepcopy(settings)
     if isinstance(rec.get("stats"), dict):
-        rec["stats"] = {k: v for k, v in rec["stats"].items() if k in FILE_STATS}
+        rec["stats"] = file_stats(rec["stats"])
     return {"openwan": rec}

@@ -33,7 +33,7 @@ from openwan.long_video import (
     reimpose,
     window_conditions,
 )
-from openwan.pipelines.job import add_stats, refine_noise
+from openwan.pipelines.job import add_stats, file_stats, refine_noise
 from openwan.sampling import Step, timesteps_from_sigmas
 
 
@@ -77,25 +77,18 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
         if kept is not None:
-            kept.save(k + 1, out[:, :e], _counts(totals))
+            kept.save(k + 1, out[:, :e], file_stats(totals))
     if job.long.refine and done.get("refined"):
         out = done["latent"].float()
     elif job.long.refine:
         out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled)
         add_stats(totals, stats)
         if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say
-            kept.save(len(plan.spans), out, _counts(totals), refined=True)
+            kept.save(len(plan.spans), out, file_stats(totals), refined=True)
     job.stats.update(totals)
     if given is not None:
         out = torch.cat([given.latents[:, :given.start].float(), out], dim=1)
     return out.to(noise.dtype)
-
-
-def _counts(stats: dict) -> dict:
-    """The deterministic part of a run's stats (its DiT forward counts: what the output's record keeps), for a
-    progress file; seconds are the resumed run's own."""
-    from openwan.pipelines.job import FILE_STATS
-    return {k: v for k, v in stats.items() if k in FILE_STATS}
 
 
 def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,

@@ -425,8 +425,9 @@ class TextImageToVideo(WanPipeline):
         """The ``continue`` long-video method's window ``k`` (openwan.pipelines.long) the way TI2V is trained:
         clean frames with timestep 0 on their tokens. Window 0: the image's latent (if any; an extended video's
         first window: the source's frames it carries); later windows: the frames shared with the previous window,
-        clean (not re-noised as for the other models; with ``job.long.context_noise`` sigma > 0 moved to noise level sigma with the window's own noise, their
-        tokens at timestep floor(1000 sigma): Diffusion Forcing's noisy history, for a model so trained); the last
+        clean (not re-noised as for the other models; with ``job.long.context_noise`` sigma > 0 moved to noise level
+        sigma with the window's own noise, their tokens at timestep floor(1000 sigma): Diffusion Forcing's noisy
+        history, for a model so trained); the last
         window also the last picture's latent (first-last-frame), all set before the loop and after every step.
         Returns (start, conditioning, post_step)."""
         cond = job.window_conds[k]
