@@ -191,17 +191,41 @@ def test_a_stopped_solve_goes_on_from_its_last_kept_step(tiny, tmp_path, monkeyp
     assert rec == ref and rec["openwan"]["stats"]["dit_forwards"] == 6 * (1 if frame_num == 5 else 3)
 
 
-def test_steps_are_kept_at_most_every_interval(tiny, tmp_path, monkeypatch):
-    """The default interval (30 s) writes nothing in a run of a second; a step cache keeps no steps at all."""
-    monkeypatch.delenv("OPENWAN_RESUME_EVERY", raising=False)
-    with pytest.raises(Stop):
-        tiny("a cat", output_path=tmp_path / "a.mp4", callback=_stop_after(4), sample_steps=6, seed=3)
-    assert not resume_path(tmp_path / "a.mp4").exists()
+@pytest.mark.parametrize("cache, frame_num", [("plan:0.5", 5), ("fbcache:0.15", 5), ("easycache:1", 5),
+                                              ("plan:0.5", 13)])
+def test_a_stopped_solve_with_a_step_cache_goes_on_from_before_a_computed_step(tiny, tmp_path, monkeypatch, cache,
+                                                                               frame_num):
+    """With a step cache the solve is kept from before a step whose DiT calls all ran (a fresh cache makes that step
+    anew too): stopped after any step, the same call goes on to the uninterrupted video and record (its skipped
+    forwards counted alike); where no such step came after the start, it starts over."""
     monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
-    with pytest.raises(Stop):
-        tiny("a cat", output_path=tmp_path / "b.mp4", callback=_stop_after(4), sample_steps=6, seed=3,
-             step_cache="fbcache")
-    assert not resume_path(tmp_path / "b.mp4").exists()
+    n = 12
+    call = dict(frame_num=frame_num, sample_steps=n, seed=3, step_cache=cache)
+    whole = tmp_path / "whole.mp4"
+    ref = tiny("a cat", output_path=whole, **call)
+    assert ref.settings["stats"]["dit_forwards_skipped"] > 0             # the cache did reuse steps
+    rec = json.loads(whole.with_suffix(".json").read_text())
+    resumed = set()
+    for stop in range(2, n + 1):
+        out = tmp_path / f"out{stop}.mp4"
+        with pytest.raises(Stop):
+            tiny("a cat", output_path=out, callback=_stop_after(stop), **call)
+        assert not out.exists()
+        again = tiny("a cat", output_path=out, **call)
+        resumed.add(again.settings["stats"].get("resumed_steps", 0))
+        assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
+        assert json.loads(out.with_suffix(".json").read_text()) == rec and not resume_path(out).exists()
+    assert len(resumed - {0}) >= 2                                      # went on from several kept steps
+
+
+def test_steps_are_kept_at_most_every_interval(tiny, tmp_path, monkeypatch):
+    """The default interval (30 s) writes nothing in a run of a second, with a step cache or not."""
+    monkeypatch.delenv("OPENWAN_RESUME_EVERY", raising=False)
+    for name, cache in (("a", None), ("b", "plan:0.5")):
+        with pytest.raises(Stop):
+            tiny("a cat", output_path=tmp_path / f"{name}.mp4", callback=_stop_after(4), sample_steps=6, seed=3,
+                 step_cache=cache)
+        assert not resume_path(tmp_path / f"{name}.mp4").exists()
     monkeypatch.setenv("OPENWAN_RESUME_EVERY", "soon")
     with pytest.raises(ValueError, match="OPENWAN_RESUME_EVERY must be a number of seconds"):
         tiny("a cat", output_path=tmp_path / "c.mp4", sample_steps=2, seed=3)
@@ -230,6 +254,18 @@ def test_a_two_expert_solve_goes_on_and_a_changed_checkpoint_starts_over(tmp_pat
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     other = moe("a cat", output_path=tmp_path / "b.mp4", **call)
     assert "resumed_steps" not in other.settings["stats"]
+    # with a step cache (a state per expert; the low-noise one's starts afresh at the switch), stopped after each step
+    call = dict(call, sample_steps=10, step_cache="plan:0.5")
+    whole = moe("a cat", output_path=tmp_path / "cached.mp4", **call)
+    assert whole.settings["stats"]["dit_forwards_skipped"] > 0
+    resumed = set()
+    for stop in range(2, 11):
+        out = tmp_path / f"c{stop}.mp4"
+        with pytest.raises(Stop):
+            moe("a cat", output_path=out, callback=_stop_after(stop), **call)
+        resumed.add(moe("a cat", output_path=out, **call).settings["stats"].get("resumed_steps", 0))
+        assert np.array_equal(read_video(out)[0], read_video(tmp_path / "cached.mp4")[0]), stop
+    assert len(resumed - {0}) >= 2
 
 
 def test_the_cli_goes_on_and_says_so(tmp_path, monkeypatch, capsys):

@@ -59,6 +59,21 @@ class EasyCache(Wrapper):
         self._prev: Optional[tuple[torch.Tensor, torch.Tensor]] = None       # (x_{j-1}, v_{j-1})
         self._acc = 0.0
 
+    # a stopped run goes on (openwan.pipelines.resume): from before a step that computed
+    def restartable(self) -> bool:
+        """Whether the last step was computed. A fresh cache started at that step computes it too (it has no rate
+        yet) and, given :meth:`resume_state` of before it (the last computed step's input and output, which the rate
+        is refreshed from), then holds what this one holds."""
+        return bool(self.decisions) and self.decisions[-1]
+
+    def resume_state(self) -> dict:
+        """The cache's state a computed step reads: the last computed step's (x, v), as CPU copies."""
+        return {"computed": None if self._computed is None else [t.detach().cpu().clone() for t in self._computed]}
+
+    def load_resume_state(self, state: dict, device) -> None:
+        computed = state.get("computed")
+        self._computed = None if computed is None else tuple(t.to(device) for t in computed)
+
     def warmup_steps(self, n: int) -> int:
         return max(2, math.ceil(self.warmup * n))
 

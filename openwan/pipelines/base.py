@@ -372,24 +372,27 @@ class WanPipeline(CallOptions):
 
     def _kept_steps(self, job: Job, d) -> tuple:
         """(resume, keep, the kept counts) of a solve writing an output (openwan.pipelines.resume):
-        what an earlier run of the call kept, and the hook keeping this one's; nothing for a sub-run (a long video's
-        window or pass), a run with a step cache (its state is not kept) or under torchrun."""
-        from openwan.cache import step_cache_wrapper
-        if not job.keeps_progress or job.output_path is None or step_cache_wrapper(job.step_cache) is not None:
+        what an earlier run of the call kept, and the hook keeping this one's (with a step cache, ``d``, its state
+        put back); nothing for a sub-run (a long video's window or pass) or under torchrun."""
+        if not job.keeps_progress or job.output_path is None:
             return None, None, {}
+        from openwan.cache import step_cache_wrapper
         from openwan.pipelines.resume import Progress
         kept = Progress.of(self, job)
         if kept is None:
             return None, None, {}
-        found = kept.load_steps(job.start)
+        cache = d if step_cache_wrapper(job.step_cache) is not None else None
+        found = kept.load_steps(job.start, cached=cache is not None)
         before = {} if found is None else found[3]
         resume = None if found is None else found[:3]
+        if found is not None and cache is not None:
+            cache.load_resume_state(found[4], job.start.device)
 
         def counts():
             total = dict(before)
             add_stats(total, file_stats(d.stats))
             return total
-        return resume, kept.keeper(counts), before
+        return resume, kept.keeper(counts, cache), before
 
     def generate(self, job: Job, callback: Optional[Callable] = None,
                  cancelled: Optional[Callable[[], bool]] = None) -> GenerationOutput:

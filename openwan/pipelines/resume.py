@@ -5,10 +5,12 @@ every :func:`step_interval` seconds (the sample and the solver's state). A run o
 noise, prompt features and weight files: :func:`fingerprint`) with the same output path starts after what was kept, and
 the file is removed once the output is written. What comes after depends only on the call and what was kept, so the
 video is the one an uninterrupted run makes, bit for bit (its record too: the skipped DiT forward counts are kept in
-the file). A run with a step cache keeps no steps (the cache's own state is not kept); its long windows are kept.
+the file). A run with a step cache keeps its solve from before a step whose DiT calls all ran (not reused): a fresh
+cache makes that step anew too, and holds what the first one held after it (with what EasyCache's computed step reads,
+``restartable`` / ``resume_state`` on the caches: openwan.caches), so it goes on exactly.
 
     .clip.mp4.resume.pt = {"key": fingerprint, "windows": n done, "refined": bool, "latent": [C, T, h, w], "stats"}
-                        | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats"}
+                        | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats", "cache"}
 """
 from __future__ import annotations
 
@@ -128,27 +130,43 @@ class Progress:
         atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
 
     # ------------------------------------------------------------------ a solve's steps
-    def load_steps(self, like: torch.Tensor) -> Optional[tuple]:
-        """``(steps done, sample, solver state, stats)`` an earlier run of this call kept, or None."""
+    def load_steps(self, like: torch.Tensor, cached: bool = False) -> Optional[tuple]:
+        """``(steps done, sample, solver state, stats, step cache state)`` an earlier run of this call kept, or None;
+        ``cached``: the run has a step cache (whose state the file must hold)."""
         d = self._read()
         if not (d is not None and isinstance(d.get("step"), int)
                 and isinstance(d.get("x"), torch.Tensor) and d["x"].shape == like.shape
-                and isinstance(d.get("solver"), dict)):
+                and isinstance(d.get("solver"), dict) and (not cached or isinstance(d.get("cache"), dict))):
             return None
-        return d["step"], d["x"].to(like.device, like.dtype), d["solver"], dict(d.get("stats") or {})
+        return (d["step"], d["x"].to(like.device, like.dtype), d["solver"], dict(d.get("stats") or {}),
+                d.get("cache"))
 
-    def keeper(self, stats: Callable[[], dict]) -> Callable:
+    def keeper(self, stats: Callable[[], dict], cache=None) -> Callable:
         """``keep(i, x, stepper)`` for :func:`openwan.sampling.run`: the solve after step i, written when
         :func:`step_interval` seconds have passed since the last write (or the run began); ``stats()`` the run's
-        deterministic counts so far."""
+        deterministic counts so far. With a step cache (``cache``: the wrapper) the solve as it was before the step
+        just made, once that step turns out :meth:`restartable <openwan.caches.BlockCache.restartable>` (the
+        snapshot taken only when a write is due)."""
         every = step_interval()
         last = [time.monotonic()]
+        before = [None]                 # with a step cache: (i, x, solver, stats, cache state) before the last step
+
+        def write(i, x, solver, counts, cache_state):
+            self._write({"step": i, "x": x, "solver": solver, "stats": counts, "cache": cache_state})
+            last[0] = time.monotonic()
 
         def keep(i, x, stepper):
-            if i == stepper.num_steps or time.monotonic() - last[0] < every:
+            if i == stepper.num_steps:
                 return
-            self._write({"step": i, "x": x.detach().cpu().clone(), "solver": stepper.state(), "stats": dict(stats())})
-            last[0] = time.monotonic()
+            if cache is None:
+                if time.monotonic() - last[0] >= every:
+                    write(i, x.detach().cpu().clone(), stepper.state(), dict(stats()), None)
+                return
+            if before[0] is not None and cache.restartable():
+                write(*before[0])
+            due = time.monotonic() - last[0] >= every
+            before[0] = (i, x.detach().cpu().clone(), stepper.state(), dict(stats()), cache.resume_state()) if due \
+                else None
         return keep
 
 
