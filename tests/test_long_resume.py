@@ -65,6 +65,53 @@ def test_a_stopped_long_video_goes_on_from_its_finished_windows(pipe, tmp_path, 
     assert not resume_path(out).exists()
 
 
+def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, tmp_path, monkeypatch):
+    """The steps of the window (or the pass) in progress are kept too, beside the finished windows: stopped after any
+    step, the same call goes on from the last step it made, to the uninterrupted video and record."""
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    call = dict(CALL, sample_steps=4)          # 3 windows of 4 steps, then the pass: 2 steps of 3 windows each
+    whole = tmp_path / "whole.mp4"
+    ref = pipe(PROMPT, output_path=whole, **call)
+    rec = json.loads(whole.with_suffix(".json").read_text())
+    assert ref.settings["stats"]["dit_forwards"] == 3 * 4 + 2 * 3
+    for stop in (2, 4, 6, 7, 13, 14):          # stopped in step `stop`: the steps before it done
+        out = tmp_path / f"out{stop}.mp4"
+        with pytest.raises(Stop):
+            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+        forwards = []
+        hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1)) for d in (pipe.dit, pipe.c.dit_continue)]
+        try:
+            again = pipe(PROMPT, output_path=out, **call)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
+        assert json.loads(out.with_suffix(".json").read_text()) == rec and not resume_path(out).exists()
+        done = stop - 1
+        windows, steps = min(done // 4, 3), done - 4 * min(done // 4, 3)       # in a window, or in the pass
+        st = again.settings["stats"]
+        assert (st.get("resumed_windows", 0), st.get("resumed_steps", 0)) == (windows, steps), stop
+        assert len(forwards) == 18 - 4 * windows - steps * (3 if windows == 3 else 1), stop
+
+
+def test_an_extension_stopped_part_way_goes_on(pipe, tmp_path, monkeypatch):
+    """Extending a video (its first window carries the source's last latent frames): stopped inside the first window,
+    inside the second and in the pass, it goes on to the uninterrupted video."""
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    source = tmp_path / "source.mp4"
+    pipe(PROMPT, output_path=source, frame_num=33, sample_steps=3, seed=5)
+    call = dict(extend=str(source), frame_num=89, sample_steps=4, seed=2)     # 2 windows of 4 steps, a pass of 2
+    whole = tmp_path / "whole.mp4"
+    pipe(PROMPT, output_path=whole, **call)
+    for stop in (3, 6, 10):
+        out = tmp_path / f"out{stop}.mp4"
+        with pytest.raises(Stop):
+            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+        st = pipe(PROMPT, output_path=out, **call).settings["stats"]
+        assert st.get("resumed_windows", 0) * 4 + st.get("resumed_steps", 0) == stop - 1, (stop, st)
+        assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
+
+
 def test_another_call_or_a_damaged_file_starts_over(pipe, tmp_path, monkeypatch):
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):

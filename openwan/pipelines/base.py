@@ -373,12 +373,14 @@ class WanPipeline(CallOptions):
     def _kept_steps(self, job: Job, d) -> tuple:
         """(resume, keep, the kept counts) of a solve writing an output (openwan.pipelines.resume):
         what an earlier run of the call kept, and the hook keeping this one's (with a step cache, ``d``, its state
-        put back); nothing for a sub-run (a long video's window or pass) or under torchrun."""
-        if not job.keeps_progress or job.output_path is None:
+        put back); a sub-run's (a ``continue`` long video's window or pass) in its call's file, ``job.steps_kept``;
+        nothing under torchrun."""
+        kept = job.steps_kept
+        if kept is None and (not job.keeps_progress or job.output_path is None):
             return None, None, {}
         from openwan.cache import step_cache_wrapper
         from openwan.pipelines.resume import Progress
-        kept = Progress.of(self, job)
+        kept = kept if kept is not None else Progress.of(self, job)
         if kept is None:
             return None, None, {}
         cache = d if step_cache_wrapper(job.step_cache) is not None else None

@@ -163,6 +163,7 @@ class Job:
     given: Any = None                # an extended video's source latents (openwan.pipelines.extend.Given)
     prefix: Any = None               # ... and its frames, the output's first (openwan.pipelines.extend.Prefix)
     keeps_progress: bool = True      # writing an output, keep its progress to go on from (openwan.pipelines.resume)
+    steps_kept: Any = None           # a sub-run's steps, kept in its call's progress file (resume.Partial)
 
     @property
     def stats(self) -> dict:

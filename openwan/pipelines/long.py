@@ -15,8 +15,8 @@ With ``job.long.refine`` (a noise level in (0, 1)) the finished latent is then m
 (the main DiT on overlapping windows, predictions blended): the last part of the trajectory is one for the whole
 video, so every seam of the continued windows is redrawn inside a window that straddles it (:func:`refine`).
 
-Writing an output, the latent made so far is kept after each window and after the pass, so the same call stopped
-part way goes on from there (:mod:`openwan.pipelines.resume`).
+Writing an output, the latent made so far is kept after each window and after the pass, and the steps of the window
+or pass in progress, so the same call stopped part way goes on from there (:mod:`openwan.pipelines.resume`).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     out = torch.zeros_like(noise, dtype=torch.float32)
     if given is not None:
         out[:, :carried] = given.latents[:, given.start:].float()
-    from openwan.pipelines.resume import Progress
+    from openwan.pipelines.resume import Partial, Progress
     kept = Progress.of(pipe, job)               # an earlier run's finished windows (writing an output)
     done = kept.load(out) if kept is not None else {"windows": 0}
     if done["windows"]:
@@ -71,9 +71,10 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
+        steps = None if kept is None else Partial(kept, k, out[:, :s + shared], file_stats(totals))
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
                       window_conds=None, dit=expert if k > 0 or shared else None, given=None, keeps_progress=False,
-                      label=f"window {k + 1}/{len(plan.spans)}")
+                      steps_kept=steps, label=f"window {k + 1}/{len(plan.spans)}")
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
         if kept is not None:
@@ -81,7 +82,8 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     if job.long.refine and done.get("refined"):
         out = done["latent"].float()
     elif job.long.refine:
-        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled)
+        steps = None if kept is None else Partial(kept, len(plan.spans), out, file_stats(totals))
+        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled, steps)
         add_stats(totals, stats)
         if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say
             kept.save(len(plan.spans), out, file_stats(totals), refined=True)
@@ -92,13 +94,13 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
 
 
 def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
-           cancelled: Optional[Callable[[], bool]] = None) -> tuple:
+           cancelled: Optional[Callable[[], bool]] = None, steps_kept=None) -> tuple:
     """The refinement pass of a ``continue`` long video: ``latent`` (the finished windows) noised to the grid's first
     step at or below ``job.long.refine`` and denoised from there with the ``windows`` method over
     :func:`openwan.long_video.refine_plan` (each window with the prompt of the continued window its middle frame
     belongs to; the task's own per-step conditioning, e.g. TI2V's picture, kept), with the call's step cache (on the
     demo's default 30 steps it met the same targets as computing every step: docs/long_video.md). Returns the new
-    clean latent (float32) and the pass's stats."""
+    clean latent (float32) and the pass's stats. ``steps_kept``: where its steps are kept (resume.Partial)."""
     long = job.long
     i0 = refine_from(job.sigmas, long.refine)
     sigmas = job.sigmas[i0:]
@@ -116,7 +118,8 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     conds = window_conditions(job.cond, plan, [job.window_conds[k].context for k in owners(long.plan, plan)])
     windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None, post_step=post_step,
-                  window_conds=conds, long=windows, given=None, label="refining", keeps_progress=False)
+                  window_conds=conds, long=windows, given=None, label="refining", keeps_progress=False,
+                  steps_kept=steps_kept)
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 

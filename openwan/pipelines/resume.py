@@ -1,7 +1,7 @@
 """A generation that stops part way goes on from where it stopped. Writing an output, a run keeps its progress beside
 it, in ``.<name>.resume.pt``: a ``continue`` long video its finished windows (and then its refinement pass's result),
-after each one; any other run (one window, or the ``windows`` method's whole latent) its solve after a step, at most
-every :func:`step_interval` seconds (the sample and the solver's state). A run of the same call (the same settings,
+after each one, and the steps of the one in progress; any other run (one window, or the ``windows`` method's whole
+latent) its solve after a step, at most every :func:`step_interval` seconds (the sample and the solver's state). A run of the same call (the same settings,
 noise, prompt features and weight files: :func:`fingerprint`) with the same output path starts after what was kept, and
 the file is removed once the output is written. What comes after depends only on the call and what was kept, so the
 video is the one an uninterrupted run makes, bit for bit (its record too: the skipped DiT forward counts are kept in
@@ -11,6 +11,9 @@ cache makes that step anew too, and holds what the first one held after it (with
 
     .clip.mp4.resume.pt = {"key": fingerprint, "windows": n done, "refined": bool, "latent": [C, T, h, w], "stats"}
                         | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats", "cache"}
+
+A ``continue`` video's file may also hold the steps of the window (or the pass) after its finished ones, under
+``"partial"`` (the second form): :class:`Partial`.
 """
 from __future__ import annotations
 
@@ -168,6 +171,27 @@ class Progress:
             before[0] = (i, x.detach().cpu().clone(), stepper.state(), dict(stats()), cache.resume_state()) if due \
                 else None
         return keep
+
+
+class Partial(Progress):
+    """One run inside a ``continue`` long video (window ``windows``, or the refinement pass once every window is done):
+    its solve's steps kept in the call's file beside the finished windows (``latent``, ``stats``: what
+    :meth:`Progress.save` keeps), so a stop inside a window loses only the steps since the last kept one."""
+
+    def __init__(self, whole: Progress, windows: int, latent: torch.Tensor, stats: dict):
+        super().__init__(whole.path, whole.key)
+        self.windows, self.stats = windows, dict(stats)
+        self.latent = latent.detach().float().cpu().clone()
+
+    def _read(self) -> Optional[dict]:
+        d = super()._read()
+        if d is None or d.get("windows") != self.windows or d.get("refined") or not isinstance(d.get("partial"), dict):
+            return None
+        return d["partial"]
+
+    def _write(self, content: dict) -> None:
+        super()._write({"windows": self.windows, "refined": False, "latent": self.latent, "stats": self.stats,
+                        "partial": content})
 
 
 def step_interval() -> float:
