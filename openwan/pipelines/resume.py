@@ -1,11 +1,11 @@
 """A generation that stops part way goes on from where it stopped. Writing an output, a run keeps its progress beside
 it, in ``.<name>.resume.pt``: a ``continue`` long video its finished windows (and then its refinement pass's result),
 after each one, and the steps of the one in progress; any other run (one window, or the ``windows`` method's whole
-latent) its solve after a step, at most every :func:`step_interval` seconds (the sample and the solver's state). A run of the same call (the same settings,
-noise, prompt features and weight files: :func:`fingerprint`) with the same output path starts after what was kept, and
-the file is removed once the output is written. What comes after depends only on the call and what was kept, so the
-video is the one an uninterrupted run makes, bit for bit (its record too: the skipped DiT forward counts are kept in
-the file). A run with a step cache keeps its solve from before a step whose DiT calls all ran (not reused): a fresh
+latent) its solve after a step, at most every :func:`step_interval` seconds (the sample and the solver's state). A run
+of the same call (the same settings, noise, prompt features and weight files: :func:`fingerprint`) with the same
+output path starts after what was kept, and the file is removed once the output is written. What comes after depends
+only on the call and what was kept, so the video is the one an uninterrupted run makes, bit for bit (its record too:
+the skipped DiT forward counts are kept in the file). A run with a step cache keeps its solve from before a step whose DiT calls all ran (not reused): a fresh
 cache makes that step anew too, and holds what the first one held after it (with what EasyCache's computed step reads,
 ``restartable`` / ``resume_state`` on the caches: openwan.caches), so it goes on exactly.
 
@@ -181,7 +181,7 @@ class Partial(Progress):
     def __init__(self, whole: Progress, windows: int, latent: torch.Tensor, stats: dict):
         super().__init__(whole.path, whole.key)
         self.windows, self.stats = windows, dict(stats)
-        self.latent = latent.detach().float().cpu().clone()
+        self.latent = latent            # the finished frames (unchanged while the run goes: copied when written)
 
     def _read(self) -> Optional[dict]:
         d = super()._read()
@@ -190,8 +190,8 @@ class Partial(Progress):
         return d["partial"]
 
     def _write(self, content: dict) -> None:
-        super()._write({"windows": self.windows, "refined": False, "latent": self.latent, "stats": self.stats,
-                        "partial": content})
+        super()._write({"windows": self.windows, "refined": False, "latent": self.latent.detach().float().cpu().clone(),
+                        "stats": self.stats, "partial": content})
 
 
 def step_interval() -> float:
