@@ -5,9 +5,10 @@ latent) its solve after a step, at most every :func:`step_interval` seconds (the
 of the same call (the same settings, noise, prompt features and weight files: :func:`fingerprint`) with the same
 output path starts after what was kept, and the file is removed once the output is written. What comes after depends
 only on the call and what was kept, so the video is the one an uninterrupted run makes, bit for bit (its record too:
-the skipped DiT forward counts are kept in the file). A run with a step cache keeps its solve from before a step whose DiT calls all ran (not reused): a fresh
-cache makes that step anew too, and holds what the first one held after it (with what EasyCache's computed step reads,
-``restartable`` / ``resume_state`` on the caches: openwan.caches), so it goes on exactly.
+the skipped DiT forward counts are kept in the file). A run with a step cache keeps its solve from before a step whose
+DiT calls all ran (not reused): a fresh cache makes that step anew too, and holds what the first one held after it
+(with what EasyCache's computed step reads, ``restartable`` / ``resume_state`` on the caches: openwan.caches), so it
+goes on exactly.
 
     .clip.mp4.resume.pt = {"key": fingerprint, "windows": n done, "refined": bool, "latent": [C, T, h, w], "stats"}
                         | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats", "cache"}
