@@ -112,6 +112,28 @@ def test_an_extension_stopped_part_way_goes_on(pipe, tmp_path, monkeypatch):
         assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
 
 
+def test_a_progress_file_that_cannot_be_written_does_not_stop_the_run(pipe, tmp_path, monkeypatch):
+    """A full disk at a progress write: the run goes on to the same video, with one warning."""
+    import errno
+
+    from openwan import fileio
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    whole = tmp_path / "whole.mp4"
+    pipe(PROMPT, output_path=whole, **CALL)
+    real = fileio.atomic_write
+
+    def full(path, *a, **kw):
+        if str(path).endswith(".resume.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *a, **kw)
+    monkeypatch.setattr(fileio, "atomic_write", full)
+    out = tmp_path / "out.mp4"
+    with pytest.warns(UserWarning, match="could not keep this run's progress") as caught:
+        pipe(PROMPT, output_path=out, **CALL)
+    assert sum("could not keep" in str(w.message) for w in caught) == 1
+    assert np.array_equal(read_video(out)[0], read_video(whole)[0]) and not resume_path(out).exists()
+
+
 def test_another_call_or_a_damaged_file_starts_over(pipe, tmp_path, monkeypatch):
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):

@@ -22,12 +22,14 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 VERSION = 1
+_UNWRITABLE: set = set()                   # progress files a write failed on (warned once)
 DECODE_ONLY = ("stats", "tile", "fps")     # settings the latent does not depend on (a rerun may change them)
 
 
@@ -128,10 +130,17 @@ class Progress:
         return d if isinstance(d, dict) and d.get("key") == self.key else None
 
     def _write(self, content: dict) -> None:
-        """``content`` under this call's key, written atomically (temp file, then rename)."""
+        """``content`` under this call's key, written atomically (temp file, then rename). Best effort: a write that
+        fails (a full disk) leaves the last one in place and the run goes on, with a warning (once per file)."""
         from openwan.fileio import atomic_write
         obj = {"version": VERSION, "key": self.key, **content}
-        atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+        try:
+            atomic_write(self.path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+        except (OSError, RuntimeError) as e:        # (torch.save reports a failed write as a RuntimeError)
+            if self.path not in _UNWRITABLE:
+                _UNWRITABLE.add(self.path)
+                warnings.warn(f"could not keep this run's progress in {self.path} ({e}); the run goes on, but if it "
+                              f"stops it will start over (or from the progress kept before)", stacklevel=2)
 
     # ------------------------------------------------------------------ a solve's steps
     def load_steps(self, like: torch.Tensor, cached: bool = False) -> Optional[tuple]:
