@@ -92,6 +92,21 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
         st = again.settings["stats"]
         assert (st.get("resumed_windows", 0), st.get("resumed_steps", 0)) == (windows, steps), stop
         assert len(forwards) == 18 - 4 * windows - steps * (3 if windows == 3 else 1), stop
+    # with a step cache (the demo's default one): kept from before a computed step, the same video and record
+    call = dict(CALL, sample_steps=8, step_cache="plan:0.5")
+    ref = pipe(PROMPT, output_path=tmp_path / "cached.mp4", **call)
+    assert ref.settings["stats"]["dit_forwards_skipped"] > 0
+    rec = json.loads((tmp_path / "cached.json").read_text())
+    resumed = set()
+    for stop in (7, 15, 27):
+        out = tmp_path / f"cached{stop}.mp4"
+        with pytest.raises(Stop):
+            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+        st = pipe(PROMPT, output_path=out, **call).settings["stats"]
+        resumed.add(st.get("resumed_steps", 0))
+        assert np.array_equal(read_video(out)[0], read_video(tmp_path / "cached.mp4")[0]), stop
+        assert json.loads(out.with_suffix(".json").read_text()) == rec, stop
+    assert len(resumed - {0}) >= 2
 
 
 def test_an_extension_stopped_part_way_goes_on(pipe, tmp_path, monkeypatch):
