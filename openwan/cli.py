@@ -339,9 +339,11 @@ def cmd_generate(a) -> int:
             print(f"prompt extended ({extended['method']}): {result.settings['prompt']!r}")
         stats = result.settings.get("stats") or {}
         if stats.get("resumed_windows") or stats.get("resumed_steps"):    # an earlier run's progress (resume.py)
-            what = (f"{stats['resumed_windows']} finished window(s)" if stats.get("resumed_windows")
-                    else f"step {stats['resumed_steps']}")
-            print(f"went on from {what} an earlier run of this command kept")
+            parts = [f"{stats['resumed_windows']} finished window(s)"] if stats.get("resumed_windows") else []
+            if stats.get("resumed_steps"):          # a solve's step (with windows: of the window or pass after them)
+                parts.append(f"step {stats['resumed_steps']}" + (" of the next" if parts else ""))
+            what = " and ".join(parts)
+            print(f"went on from {what}, kept by an earlier run of this command")
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
     return 0

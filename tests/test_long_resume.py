@@ -372,5 +372,23 @@ def test_the_cli_goes_on_and_says_so(tmp_path, monkeypatch, capsys):
     assert resume_path(tmp_path / "v.mp4").is_file()
     capsys.readouterr()
     assert main(cmd) == 0
-    assert "went on from 3 finished window(s) an earlier run of this command kept" in capsys.readouterr().out
+    assert "went on from 3 finished window(s), kept by an earlier run of this command" in capsys.readouterr().out
     assert not resume_path(tmp_path / "v.mp4").exists()
+    # stopped in the second window's last step (its first two kept): it says so
+    from openwan.models.dit import WanModel
+    monkeypatch.setattr(long, "refine", refine)
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    forward, count = WanModel.forward, [0]
+
+    def stop_at_sixth(self, *a, **kw):
+        count[0] += 1
+        if count[0] == 6:
+            raise Stop()
+        return forward(self, *a, **kw)
+    monkeypatch.setattr(WanModel, "forward", stop_at_sixth)
+    cmd[cmd.index("-o") + 1] = str(tmp_path / "w.mp4")
+    with pytest.raises(Stop):
+        main(cmd)
+    capsys.readouterr()
+    assert main(cmd) == 0
+    assert "went on from 1 finished window(s) and step 2 of the next, kept by an earlier run" in capsys.readouterr().out
