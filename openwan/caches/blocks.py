@@ -98,7 +98,6 @@ class BlockCache(Wrapper):
         self._states: dict = {}
         self._step: Optional[Step] = None
         self._calls = 0
-        self._step_first = 0                     # where the current step's decisions start
         dens = list(find_denoisers(inner))
         if not dens:
             raise TypeError(f"{type(self).__name__} needs a Denoiser (a DiT) under it")
@@ -119,7 +118,7 @@ class BlockCache(Wrapper):
         return max(self.min_warmup, math.ceil(self.warmup * n))
 
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
-        self._step, self._calls, self._step_first = step, 0, len(self.decisions)
+        self._step, self._calls = step, 0
         return self.inner(x, step)
 
     # a stopped run goes on (openwan.pipelines.resume): from before a step that ran every call's blocks
@@ -127,8 +126,7 @@ class BlockCache(Wrapper):
         """Whether the last step ran the blocks of every DiT call it made. A fresh cache started at that step makes
         every call anew (its states are new) and then holds the states this one holds, so a solve kept from before
         that step goes on exactly with nothing of the cache kept."""
-        made = self.decisions[self._step_first:]
-        return bool(made) and all(made)
+        return self._calls > 0 and all(self.decisions[-self._calls:])     # one decision per call of the step
 
     def resume_state(self) -> dict:
         return {}

@@ -162,10 +162,14 @@ class Progress:
         snapshot taken only when a write is due)."""
         every = step_interval()
         last = [time.monotonic()]
-        before = [None]                 # with a step cache: (i, x, solver, stats, cache state) before the last step
+        before = [None]                 # with a step cache: the snapshot of the solve before the last step
 
-        def write(i, x, solver, counts, cache_state):
-            self._write({"step": i, "x": x, "solver": solver, "stats": counts, "cache": cache_state})
+        def snapshot(i, x, stepper) -> dict:
+            return {"step": i, "x": x.detach().cpu().clone(), "solver": stepper.state(), "stats": dict(stats()),
+                    "cache": None if cache is None else cache.resume_state()}
+
+        def write(content: dict) -> None:
+            self._write(content)
             last[0] = time.monotonic()
 
         def keep(i, x, stepper):
@@ -173,13 +177,11 @@ class Progress:
                 return
             if cache is None:
                 if time.monotonic() - last[0] >= every:
-                    write(i, x.detach().cpu().clone(), stepper.state(), dict(stats()), None)
+                    write(snapshot(i, x, stepper))
                 return
             if before[0] is not None and cache.restartable():
-                write(*before[0])
-            due = time.monotonic() - last[0] >= every
-            before[0] = (i, x.detach().cpu().clone(), stepper.state(), dict(stats()), cache.resume_state()) if due \
-                else None
+                write(before[0])
+            before[0] = snapshot(i, x, stepper) if time.monotonic() - last[0] >= every else None
         return keep
 
 
