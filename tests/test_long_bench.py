@@ -132,6 +132,23 @@ def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
     assert r["videos"][0]["metrics"]["frames"] == 49
 
 
+def test_negative_prompt_and_guidance_reach_every_video(tmp_path, monkeypatch):
+    seen, real = [], lb.run_long_benchmark
+
+    def run(pipe, prompts, seeds, methods, frames, **kw):
+        seen.append({k: kw.get(k) for k in ("negative_prompt", "guide_scale")})
+        return real(pipe, prompts, seeds, methods, frames, **kw)
+    monkeypatch.setattr(lb, "run_long_benchmark", run)
+    out = tmp_path / "n.json"
+    assert lb.main(["--frames", "49", "--steps", "2", "--seeds", "1", "--quiet", "--methods", "continue",
+                    "--prompts", "a purple circle circling", "--negative_prompt", "a purple circle shrinking",
+                    "--guide_scale", "3", "--json", str(out)]) == 0
+    assert seen == [{"negative_prompt": "a purple circle shrinking", "guide_scale": 3.0}]
+    r = json.loads(out.read_text())
+    assert (r["settings"]["negative_prompt"], r["settings"]["guide_scale"]) == ("a purple circle shrinking", 3.0)
+    assert r["videos"][0]["metrics"]["frames"] == 49
+
+
 def test_extending_the_worlds_clip_both_ways(tmp_path):
     """--extend: the world's own clip of the prompt (the native length) is the first window of every method's videos,
     exactly; openwan's extension, the i2v chain and the long video from the last frame are measured at their own

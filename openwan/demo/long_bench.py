@@ -453,6 +453,10 @@ def main(argv=None) -> int:
     ap.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
                     help="continue: the windows pass from noise level SIGMA that redraws the seams (0: off; default: "
                          "the model's, the demo's 0.85)")
+    ap.add_argument("--negative_prompt", default=None,
+                    help="the negative prompt of every video (default: the model's)")
+    ap.add_argument("--guide_scale", type=float, default=None,
+                    help="classifier-free guidance scale on every step (default: the model's, the demo's 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
@@ -497,12 +501,18 @@ def main(argv=None) -> int:
         kw["long_context_noise"] = a.long_context_noise
     if a.long_refine is not None:
         kw["long_refine"] = a.long_refine
+    if a.negative_prompt is not None:
+        kw["negative_prompt"] = a.negative_prompt
+    if a.guide_scale is not None:
+        kw["guide_scale"] = a.guide_scale
     settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "first_seed": a.first_seed,
                 "threads": a.threads, "long_expert": a.long_expert or "default",
                 "long_context_noise": "default" if a.long_context_noise is None else a.long_context_noise,
                 "long_refine": "default" if a.long_refine is None else a.long_refine,
                 "native_frames": pipe.defaults().frame_num, "size": pipe.defaults().size,
                 "overlap": a.overlap if a.overlap is not None else "default",
+                "negative_prompt": "default" if a.negative_prompt is None else a.negative_prompt,
+                "guide_scale": "default" if a.guide_scale is None else a.guide_scale,
                 "checkpoint": a.ckpt_dir or a.model, **({mode: "the world's clip"} if mode else {})}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
