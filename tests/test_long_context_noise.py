@@ -86,7 +86,8 @@ def test_the_variants_level_goes_with_the_expert_only(folders):
     named = pipe(PROMPT, **KW, long_context_noise=0.0).settings["long_video"]
     assert named["expert"] is True and "context_noise" not in named
     assert "context_noise" not in _load(plain, long_context_noise=0.2)(PROMPT, **KW).settings["long_video"]
-    native = pipe(PROMPT, **{**KW, "frame_num": 5})
+    with pytest.warns(UserWarning, match="had no effect"):
+        native = pipe(PROMPT, **{**KW, "frame_num": 5})
     assert "long_video" not in native.settings
 
 

@@ -1,6 +1,8 @@
 """Long video through the pipeline: past the native length the DiT sees one window at a time."""
 import json
 
+import warnings
+
 import pytest
 import torch
 
@@ -31,8 +33,13 @@ def _frames_seen(pipe):
 
 def test_native_length_is_todays_single_pass(pipe):
     a = pipe("a red circle moving to the right", **FAST)
-    b = pipe("a red circle moving to the right", long_method="continue", long_overlap=2, **FAST)
+    with pytest.warns(UserWarning, match=r"long_method, long_overlap had no effect: 33 frames fit the model.s native"):
+        b = pipe("a red circle moving to the right", long_method="continue", long_overlap=2, **FAST)
     assert torch.equal(a.latents, b.latents) and "long_video" not in b.settings
+    with warnings.catch_warnings():                     # options turned off, or none: nothing to say
+        warnings.simplefilter("error")
+        c = pipe("a red circle moving to the right", long_method="none", long_refine=0, long_expert=False, **FAST)
+    assert torch.equal(a.latents, c.latents)
 
 
 @pytest.mark.parametrize("method", ["windows", "continue"])

@@ -195,7 +195,14 @@ class CallOptions:
         total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
         window = latent_frames(native, self.vae.temporal_ratio)
         if long is None and not (method == "none" and total > window):
-            return                                    # the native length: today's single pass
+            given = [f"long_{k}" for k, v in (("method", method not in (None, "auto", "none") and opts.get("method")),
+                                                ("overlap", opts.get("overlap") is not None), ("expert", expert),
+                                                ("context_noise", noise), ("refine", refine)) if v]
+            if given:                   # the native length: today's single pass, which these (set, not off) never touch
+                warnings.warn(f"{', '.join(given)} had no effect: {job.settings.get('frame_num', native)} frames fit "
+                              f"the model's native length ({native} frames), which is made in one pass; the long-video "
+                              f"options apply to a longer frame_num")
+            return
         name = "none" if long is None else long.method   # none: past the native length in one call
         if refine and name != "continue":
             raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
