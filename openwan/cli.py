@@ -576,9 +576,24 @@ DELEGATED = {"train": "openwan.training.trainer", "cache-latents": "openwan.trai
              "serve": "openwan.serve"}
 
 
+def _plain_warnings(python_format):
+    """``warnings.formatwarning`` that prints openwan's own warnings as one line, ``openwan: warning: ...``."""
+    root = str(Path(__file__).resolve().parent)
+
+    def fmt(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(root):
+            return f"openwan: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+    return fmt
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
     from openwan.checkpoints import CheckpointError
+    python_format = warnings.formatwarning
+    warnings.formatwarning = _plain_warnings(python_format)
     try:
         if argv and argv[0] in DELEGATED:
             return _delegate(DELEGATED[argv[0]], argv[1:])
@@ -595,6 +610,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("openwan: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":

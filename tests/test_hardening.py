@@ -301,3 +301,21 @@ def test_two_cli_runs_to_one_output_one_wins_and_its_files_match(tmp_path):
     assert read_video_metadata(tmp_path / "same.mp4") == sidecar
     winner_seed = (1, 2)[[r.returncode for r in runs].index(0)]
     assert sidecar["openwan"]["seed"] == winner_seed
+
+
+def test_cli_prints_openwan_warnings_as_one_line(tmp_path):
+    """A warning of openwan's own reaches the command line as `openwan: warning: ...`, not Python's file:line form;
+    anyone else's keeps Python's."""
+    import warnings
+
+    import openwan.pipelines.call_options as ours
+    from openwan.cli import _plain_warnings
+    fmt = _plain_warnings(warnings.formatwarning)
+    assert fmt(UserWarning("x had no effect"), UserWarning, ours.__file__, 3) == "openwan: warning: x had no effect\n"
+    assert "DeprecationWarning" in fmt(DeprecationWarning("old"), DeprecationWarning, ours.__file__, 3)
+    assert "UserWarning" in fmt(UserWarning("theirs"), UserWarning, np.__file__, 3)
+    run = subprocess.run([sys.executable, "-m", "openwan.cli", "generate", PROMPT, "--quiet", "--sample_steps", "1",
+                          "--long_refine", "0.5", "-o", str(tmp_path / "v.mp4")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "openwan: warning: long_refine had no effect: 33 frames fit the model's native length" in run.stderr
+    assert "UserWarning" not in run.stderr and "warnings.warn" not in run.stderr
