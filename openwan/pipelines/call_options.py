@@ -195,7 +195,7 @@ class CallOptions:
         total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
         window = latent_frames(native, self.vae.temporal_ratio)
         if long is None and not (method == "none" and total > window):
-            given = [f"long_{k}" for k, v in (("method", method not in (None, "auto", "none") and opts.get("method")),
+            given = [f"long_{k}" for k, v in (("method", opts.get("method") not in (None, "auto", "none")),
                                                 ("overlap", opts.get("overlap") is not None), ("expert", expert),
                                                 ("context_noise", noise), ("refine", refine)) if v]
             if given:                   # the native length: today's single pass, which these (set, not off) never touch
