@@ -76,10 +76,12 @@ def diffusers_config(spec: str, steps: int, mag_ratios):
 class AttentionCount:
     """Counts the blocks' self-attention passes (the q projection runs only when the block computes)."""
 
-    def __init__(self, blocks, attr):
+    def __init__(self, blocks, attr, *more):
+        """``blocks`` of one DiT, and ``more`` block lists of other DiTs the pipeline runs (a long video's
+        continuation expert), all counted."""
         self.n, self.last = 0, 0
-        self.hooks = [getattr(getattr(b, attr[0]), attr[1]).register_forward_hook(self._hook(i == len(blocks) - 1))
-                      for i, b in enumerate(blocks)]
+        self.hooks = [getattr(getattr(b, attr[0]), attr[1]).register_forward_hook(self._hook(i == len(bs) - 1))
+                      for bs in (blocks, *more) for i, b in enumerate(bs)]
 
     def _hook(self, last):
         def fn(*a):
@@ -143,7 +145,10 @@ def main(argv=None) -> int:
                 store.save_calibration(cal)
     ours = ["none"] + [c.strip() for c in a.caches.split(",") if c.strip()]
     theirs = [] if a.diffusers.strip() in ("", "none") else ["none"] + [c.strip() for c in a.diffusers.split(",")]
-    ours_count = AttentionCount(pipe.dit.blocks, ("self_attn", "q"))
+    expert = getattr(pipe.c, "dit_continue", None)      # a long video's later windows run it: counted too
+    if expert is not None and len(expert.blocks) != len(pipe.dit.blocks):
+        raise SystemExit("the continuation expert's depth differs from the main DiT's: block work is not one share")
+    ours_count = AttentionCount(pipe.dit.blocks, ("self_attn", "q"), *([expert.blocks] if expert is not None else []))
     mag_ratios = store.find_calibration(pipe.dit)["mag_ratios"]
     adapter = None
     if theirs:
