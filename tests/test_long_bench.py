@@ -123,6 +123,15 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
     assert "openwan bench long" in list_benchmarks()
 
 
+def test_the_report_names_each_videos_missed_targets():
+    rec = [{"method": "continue", "prompt": "a purple circle circling", "seed": 1,
+            "meets": {"found": True, "size": False, "speed": False}},
+           {"method": "continue", "prompt": "a red circle moving to the right", "seed": 0, "meets": {"found": True}}]
+    text = lb.format_report({}, {}, rec)
+    assert text.endswith("targets missed:\n  continue  'a purple circle circling' seed 1: size, speed")
+    assert "targets missed" not in lb.format_report({}, {}, rec[1:])
+
+
 def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
     out = tmp_path / "s.json"
     assert lb.main(["--model", "demo-4step", "--frames", "49", "--seeds", "1", "--quiet", "--methods", "continue",

@@ -414,6 +414,10 @@ def format_report(summary: dict, settings: dict, records: Sequence[dict] = (), p
     for method, s in summary.items():
         lines.append(f"  {method:{w}s} " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in s["meets"].items())
                      + f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets")
+    missed = [(r["method"], r["prompt"], r["seed"], [k for k, ok in r["meets"].items() if not ok]) for r in records]
+    if any(m for *_, m in missed):
+        lines += ["", "targets missed:"]
+        lines += [f"  {method:{w}s} {prompt!r} seed {seed}: {', '.join(m)}" for method, prompt, seed, m in missed if m]
     return "\n".join(lines)
 
 
