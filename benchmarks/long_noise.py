@@ -14,10 +14,14 @@ expert and refinement pass) at 161 frames, 20 steps, one thread; prints the vide
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sys
 from dataclasses import replace
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from long_experiment import add_options, run  # noqa: E402
 
 
 def rescheduled(start: torch.Tensor, spans, mode: str, seed: int) -> torch.Tensor:
@@ -39,36 +43,19 @@ def rescheduled(start: torch.Tensor, spans, mode: str, seed: int) -> torch.Tenso
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=["repeat", "shuffle", "off"], default="repeat")
-    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--first_seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.demo import long_bench
     from openwan.pipelines import load_pipeline, long
     shipped = long.run_continued
 
-    def run(pipe, job, *args, **kw):
+    def run_continued(pipe, job, *args, **kw):
         if a.mode != "off" and job.given is None:
             seed = int(job.settings.get("seed", 0))
             job = replace(job, start=rescheduled(job.start, job.long.plan.spans, a.mode, seed))
         return shipped(pipe, job, *args, **kw)
-    long.run_continued = run
+    long.run_continued = run_continued
     torch.set_num_threads(1)
-    pipe = load_pipeline("demo", progress=False)
-    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
-    with torch.inference_mode():
-        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
-                                                ["continue"], 161, sample_steps=20)
-    s = long_bench.summarize(records)["continue"]
-    print(json.dumps({"mode": a.mode, "meets": s["meets"], "judged": s["judged"],
-                      "targets met": sum(s["meets"].values())}))
-    if a.json:
-        from pathlib import Path
-
-        from openwan.fileio import write_json
-        write_json({"settings": vars(a), "summary": s, "videos": records}, Path(a.json))
-    return 0
+    return run(load_pipeline("demo", progress=False), a, {"mode": a.mode})
 
 
 if __name__ == "__main__":

@@ -12,12 +12,16 @@ steps, one thread; prints the videos meeting each target and writes ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sys
 
 import torch
 
 from openwan import sampling
 from openwan.sampling import UniPCSolver, _Solver, euler_sigmas, unipc_sigmas
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from long_experiment import add_options, run  # noqa: E402
 
 NAME = "euler_a_experiment"
 
@@ -54,14 +58,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--eta", type=float, default=0.5)
     ap.add_argument("--where", choices=["all", "later", "high"], default="all")
-    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--first_seed", type=int, default=0)
     ap.add_argument("--pass_solver", choices=["same", "unipc"], default="same",
                     help="the refinement pass's solver: this one, or the shipped UniPC (on UniPC's grid)")
-    ap.add_argument("--json", default=None)
+    add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.demo import long_bench
     from openwan.pipelines import load_pipeline
     cls = ancestral(a.eta, a.where, a.pass_solver == "unipc")
     sampling.SOLVERS[NAME] = (cls, unipc_sigmas if a.pass_solver == "unipc" else euler_sigmas)
@@ -73,19 +73,7 @@ def main(argv=None) -> int:
         cls.count = 0
         return call(self, *args, **kw)
     type(pipe).__call__ = counted
-    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
-    with torch.inference_mode():
-        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
-                                                ["continue"], 161, sample_steps=20, sample_solver=NAME)
-    s = long_bench.summarize(records)["continue"]
-    print(json.dumps({"eta": a.eta, "where": a.where, "pass": a.pass_solver, "meets": s["meets"], "judged": s["judged"],
-                      "targets met": sum(s["meets"].values())}))
-    if a.json:
-        from pathlib import Path
-
-        from openwan.fileio import write_json
-        write_json({"settings": vars(a), "summary": s, "videos": records}, Path(a.json))
-    return 0
+    return run(pipe, a, {"eta": a.eta, "where": a.where, "pass": a.pass_solver}, sample_solver=NAME)
 
 
 if __name__ == "__main__":

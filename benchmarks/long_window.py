@@ -13,20 +13,20 @@ meeting each target and writes ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from long_experiment import add_options, run  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--extra", type=int, default=4, help="latent frames added to the native window")
-    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--first_seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.demo import long_bench
     from openwan.pipelines import load_pipeline
     torch.set_num_threads(1)
     pipe = load_pipeline("demo", progress=False)
@@ -37,19 +37,7 @@ def main(argv=None) -> int:
     def plan(self, job, prompt, native, opts):
         return shipped(self, job, prompt, native + ratio * a.extra, opts)
     cls._plan_long_video = plan
-    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
-    with torch.inference_mode():
-        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
-                                                ["continue"], 161, sample_steps=20)
-    s = long_bench.summarize(records)["continue"]
-    print(json.dumps({"extra": a.extra, "windows": len(records[0]["spans"]), "meets": s["meets"],
-                      "judged": s["judged"], "targets met": sum(s["meets"].values())}))
-    if a.json:
-        from pathlib import Path
-
-        from openwan.fileio import write_json
-        write_json({"settings": vars(a), "summary": s, "videos": records}, Path(a.json))
-    return 0
+    return run(pipe, a, {"extra": a.extra})
 
 
 if __name__ == "__main__":

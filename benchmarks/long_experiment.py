@@ -1,0 +1,35 @@
+"""What the long-video experiments in benchmarks/ share (long_noise.py, long_window.py, long_sampler.py): their
+common options and the run of ``openwan bench long``'s measurement (openwan.demo.long_bench) of the default method
+over the looping or the classic prompts, printed as one JSON line and written whole with ``--json``."""
+from __future__ import annotations
+
+import json
+
+
+def add_options(ap) -> None:
+    """The options every experiment takes: the prompts, seeds, length, steps and a JSON file."""
+    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first_seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, default=161)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--json", default=None)
+
+
+def run(pipe, a, label: dict, **sample_kw) -> int:
+    """``continue`` videos of ``a``'s prompts and seeds measured; prints ``label`` with the targets met."""
+    import torch
+
+    from openwan.demo import long_bench
+    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
+    with torch.inference_mode():
+        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
+                                                ["continue"], a.frames, sample_steps=a.steps, **sample_kw)
+    s = long_bench.summarize(records)["continue"]
+    print(json.dumps({**label, "meets": s["meets"], "judged": s["judged"], "targets met": sum(s["meets"].values())}))
+    if a.json:
+        from pathlib import Path
+
+        from openwan.fileio import write_json
+        write_json({"settings": vars(a), "summary": s, "videos": records}, Path(a.json))
+    return 0
