@@ -3,11 +3,13 @@ record are the uninterrupted run's; another call, or a damaged file, starts over
 written."""
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from openwan.pipelines import load_pipeline
-from openwan.pipelines.resume import resume_path
+from openwan.pipelines.resume import resume_path, steps_path
 from openwan.video import read_video
 
 PROMPT = "a red square bouncing left and right"
@@ -87,6 +89,7 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
                 h.remove()
         assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
         assert json.loads(out.with_suffix(".json").read_text()) == rec and not resume_path(out).exists()
+        assert not steps_path(out).exists()
         done = stop - 1
         windows, steps = min(done // 4, 3), done - 4 * min(done // 4, 3)       # in a window, or in the pass
         st = again.settings["stats"]
@@ -107,6 +110,34 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
         assert np.array_equal(read_video(out)[0], read_video(tmp_path / "cached.mp4")[0]), stop
         assert json.loads(out.with_suffix(".json").read_text()) == rec, stop
     assert len(resumed - {0}) >= 2
+
+
+def test_a_step_writes_one_windows_solve_and_finished_windows_are_written_once(pipe, tmp_path, monkeypatch):
+    """The steps of the window in progress go to a file of their own: a step's write holds that window's solve only
+    (not the video made so far), and the file of finished windows is written once a window (and once for the pass)."""
+    import torch
+
+    from openwan import fileio
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    writes = []
+    real = fileio.atomic_write
+
+    def spy(path, write, *a, **kw):
+        def saving(tmp):
+            write(tmp)
+            writes.append((Path(path).name, torch.load(tmp, weights_only=True)))
+        return real(path, saving, *a, **kw)
+    monkeypatch.setattr(fileio, "atomic_write", spy)
+    out = tmp_path / "out.mp4"
+    pipe(PROMPT, output_path=out, **dict(CALL, sample_steps=4))      # 3 windows of 4 steps, a pass of 2
+    main = [d for name, d in writes if name == resume_path(out).name]
+    steps = [d for name, d in writes if name == steps_path(out).name]
+    assert [d["windows"] for d in main] == [1, 2, 3, 3] and [d["refined"] for d in main] == [False] * 3 + [True]
+    assert [d["windows"] for d in steps] == [0] * 3 + [1] * 3 + [2] * 3 + [3]     # after every step but a run's last
+    for d in steps:
+        assert set(d) == {"version", "key", "windows", "partial"}
+        assert d["partial"]["x"].shape[1] == (9 if d["windows"] < 3 else 17)       # a window (the pass: the latent)
+    assert not resume_path(out).exists() and not steps_path(out).exists()
 
 
 def test_an_extension_stopped_part_way_goes_on(pipe, tmp_path, monkeypatch):
@@ -228,6 +259,7 @@ def test_a_cancelled_job_leaves_no_kept_windows(pipe, tmp_path):
         wait_for(kept.exists, 120, every=0.01, what="a finished window kept")
         jcall(r.base + f"/v1/videos/{v['id']}", method="DELETE")
         assert wait_done(r.base, v["id"])["status"] == "cancelled" and not kept.exists()
+        assert not steps_path(out / f"{v['id']}.mp4").exists()
     finally:
         r.close()
 

@@ -414,8 +414,8 @@ class WanPipeline(CallOptions):
                           job.overwrite, fps=job.fps, return_frames=job.return_frames, tile=job.tile,
                           pixels=job.pixels, prefix=job.prefix)
         if job.output_path is not None:
-            from openwan.pipelines.resume import resume_path
-            resume_path(job.output_path).unlink(missing_ok=True)
+            from openwan.pipelines.resume import forget
+            forget(job.output_path)
         return out
 
     # -------------------------------------------------------------- decoding

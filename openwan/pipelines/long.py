@@ -71,7 +71,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         start, cond, post_step = window(job, k, out[:, s:s + shared].clone(), noise[:, s:e])
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
-        steps = None if kept is None else Partial(kept, k, out[:, :s + shared], file_stats(totals))
+        steps = None if kept is None else Partial(kept, k)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
                       window_conds=None, dit=expert if k > 0 or shared else None, given=None, keeps_progress=False,
                       steps_kept=steps, label=f"window {k + 1}/{len(plan.spans)}")
@@ -82,7 +82,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     if job.long.refine and done.get("refined"):
         out = done["latent"].float()
     elif job.long.refine:
-        steps = None if kept is None else Partial(kept, len(plan.spans), out, file_stats(totals))
+        steps = None if kept is None else Partial(kept, len(plan.spans))
         out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled, steps)
         add_stats(totals, stats)
         if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say

@@ -13,8 +13,9 @@ goes on exactly.
     .clip.mp4.resume.pt = {"key": fingerprint, "windows": n done, "refined": bool, "latent": [C, T, h, w], "stats"}
                         | {"key": fingerprint, "step": i done, "x": sample, "solver": its state, "stats", "cache"}
 
-A ``continue`` video's file may also hold the steps of the window (or the pass) after its finished ones, under
-``"partial"`` (the second form): :class:`Partial`.
+A ``continue`` video keeps the steps of the window (or the pass) after its finished ones in a second file,
+``.clip.mp4.resume.steps.pt`` = {"key", "windows": which window, "partial": the second form} (:class:`Partial`), so
+a step's write is one window's solve, not the whole video made so far.
 """
 from __future__ import annotations
 
@@ -37,6 +38,19 @@ def resume_path(output_path) -> Path:
     """Where a run writing ``output_path`` keeps its progress."""
     p = Path(output_path)
     return p.with_name(f".{p.name}.resume.pt")
+
+
+def steps_path(path, kept: bool = False) -> Path:
+    """Where a ``continue`` long video writing ``path`` (with ``kept``: its progress file's path) keeps the steps of
+    the window in progress (:class:`Partial`)."""
+    p = Path(path) if kept else resume_path(path)
+    return p.with_name(p.name[:-len(".pt")] + ".steps.pt")
+
+
+def forget(output_path) -> None:
+    """Remove what a run writing ``output_path`` kept (its written output, or a job that will not run again)."""
+    for p in (resume_path(output_path), steps_path(output_path)):
+        p.unlink(missing_ok=True)
 
 
 def _update(h, t: Optional[torch.Tensor]) -> None:
@@ -187,23 +201,22 @@ class Progress:
 
 class Partial(Progress):
     """One run inside a ``continue`` long video (window ``windows``, or the refinement pass once every window is done):
-    its solve's steps kept in the call's file beside the finished windows (``latent``, ``stats``: what
-    :meth:`Progress.save` keeps), so a stop inside a window loses only the steps since the last kept one."""
+    its solve's steps kept beside the call's file of finished windows, in a file of their own (:func:`steps_path`),
+    so a stop inside a window loses only the steps since the last kept one, and a step's write is the size of one
+    window's solve, whatever the length of the video made so far (the finished windows are written once each)."""
 
-    def __init__(self, whole: Progress, windows: int, latent: torch.Tensor, stats: dict):
-        super().__init__(whole.path, whole.key)
-        self.windows, self.stats = windows, dict(stats)
-        self.latent = latent            # the finished frames (unchanged while the run goes: copied when written)
+    def __init__(self, whole: Progress, windows: int):
+        super().__init__(steps_path(whole.path, kept=True), whole.key)
+        self.windows = windows
 
     def _read(self) -> Optional[dict]:
         d = super()._read()
-        if d is None or d.get("windows") != self.windows or d.get("refined") or not isinstance(d.get("partial"), dict):
+        if d is None or d.get("windows") != self.windows or not isinstance(d.get("partial"), dict):
             return None
         return d["partial"]
 
     def _write(self, content: dict) -> None:
-        super()._write({"windows": self.windows, "refined": False, "latent": self.latent.detach().float().cpu().clone(),
-                        "stats": self.stats, "partial": content})
+        super()._write({"windows": self.windows, "partial": content})
 
 
 def step_interval() -> float:

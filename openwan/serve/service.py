@@ -227,9 +227,9 @@ class VideoService:
         return {"id": job_id, "object": "video.deleted", "deleted": True}
 
     def _files(self, j: dict) -> list[Path]:
-        from openwan.pipelines.resume import resume_path
+        from openwan.pipelines.resume import resume_path, steps_path
         files = [self.folder / f"{j['id']}{ext}" for ext in (".mp4", ".png", ".json")]
-        return files + [resume_path(files[0])] + list((self.folder / "uploads").glob(f"{j['id']}_*.*"))
+        return files + [resume_path(files[0]), steps_path(files[0])] + list((self.folder / "uploads").glob(f"{j['id']}_*.*"))
 
     def content(self, job_id: str) -> Optional[Path]:
         j = self.get(job_id)

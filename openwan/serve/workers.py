@@ -117,5 +117,5 @@ class Worker(threading.Thread):
 def forget_progress(path) -> None:
     """A job that will not run again: its long video's finished windows (kept for a requeued run to go on from,
     openwan.pipelines.resume) are removed."""
-    from openwan.pipelines.resume import resume_path
-    resume_path(path).unlink(missing_ok=True)
+    from openwan.pipelines.resume import forget
+    forget(path)
