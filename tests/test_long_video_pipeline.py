@@ -176,7 +176,8 @@ def test_one_call_past_the_native_length_is_recorded_and_replayed(pipe, tmp_path
 @pytest.mark.parametrize("kw, match", [
     (dict(long_refine=0.5), "long_refine redraws the seams .* this call is 'none'"),
     (dict(long_expert=True), "long_expert=True runs the continuation expert .* not 'none'"),
-    (dict(long_context_noise=0.1), "long_context_noise gives .* this call is 'none' on the ti2v task")])
+    (dict(long_context_noise=0.1), "long_context_noise gives .* this call is 'none' on the ti2v task"),
+    (dict(long_overlap=2), "long_overlap is the latent frames neighbouring windows share; long_method='none'")])
 def test_continue_only_settings_with_one_call_are_clear_errors(pipe, kw, match):
     """The continue-only settings are refused with a one-call video past the native length, by the same checks
     (and words) that refuse them with windows."""

@@ -232,7 +232,8 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 if out_dir is not None:
                     path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
                 t0 = time.perf_counter()
-                kw = {k: v for k, v in sample_kw.items() if method == "continue" or k not in CONTINUE_ONLY}
+                kw = {k: v for k, v in sample_kw.items() if (method == "continue" or k not in CONTINUE_ONLY)
+                      and (method != "none" or k != "long_overlap")}        # one call: no windows to overlap
                 out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
                            overwrite=True, **kw)
                 dt = time.perf_counter() - t0

@@ -214,6 +214,9 @@ class CallOptions:
         if expert and name != "continue":
             raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
                              f"long_method='continue', not {name!r}: use long_method='continue'")
+        if long is None and opts.get("overlap") is not None:
+            raise ValueError("long_overlap is the latent frames neighbouring windows share; long_method='none' makes "
+                             "the video in one call, without windows: leave long_overlap unset")
         if long is None:                              # recorded, so that --from replays it as one call
             job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
             return
