@@ -147,6 +147,10 @@ def _generate_parser(sub):
                         "torchrun --nproc_per_node 2 -m openwan.cli generate ... --ulysses_size 2")
     p.add_argument("--dit_fsdp", action="store_true",
                    help="under torchrun: shard the DiT's weights over the processes (FSDP2), ~1/N of them each")
+    p.add_argument("--window_parallel", action="store_true",
+                   help="under torchrun: share a long video's windows over the processes, each running whole "
+                        "windows on its own DiT (the windows method and the continue method's refinement pass): "
+                        "torchrun --nproc_per_node 2 -m openwan.cli generate ... --frame_num 321 --window_parallel")
     p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
@@ -285,7 +289,7 @@ def cmd_generate(a) -> int:
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
         from openwan.parallel import parallelize
-        parallelize(pipe, a.ulysses_size, a.dit_fsdp)        # every DiT (Wan 2.2 A14B: both experts)
+        parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel)     # every DiT (A14B: both experts)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
@@ -414,13 +418,21 @@ def _refuse_if_too_big(a, variant, offload: str) -> None:
 
 
 def _setup_distributed(a):
-    """Under torchrun with --ulysses_size N (N = the process count) and/or --dit_fsdp: join the group,
-    pick this process's device. Returns (rank, created the group) or None for a single-process run."""
+    """Under torchrun with --ulysses_size N (N = the process count) and/or --dit_fsdp, or --window_parallel: join the
+    group, pick this process's device. Returns (rank, created the group) or None for a single-process run."""
     import os
     world = int(os.environ.get("WORLD_SIZE", "1"))
     size = a.ulysses_size or 1
     if size < 1:
         raise CLIError(f"--ulysses_size must be >= 1, got {size}")
+    if getattr(a, "window_parallel", False):
+        if size > 1 or a.dit_fsdp:
+            raise CLIError("--window_parallel gives each process whole windows to run on its own DiT; it does not "
+                           "combine with --ulysses_size or --dit_fsdp: give one of them")
+        if world == 1:
+            raise CLIError("--window_parallel shares a long video's windows over several processes: start with "
+                           "torchrun --nproc_per_node N -m openwan.cli generate ... --window_parallel")
+        size = world
     if size == 1 and world == 1 and not a.dit_fsdp:
         return None
     if size not in (1, world):
@@ -431,7 +443,8 @@ def _setup_distributed(a):
                        "-m openwan.cli generate ... --dit_fsdp (with --ulysses_size N to split the work too)")
     if size == 1 and not a.dit_fsdp:
         raise CLIError(f"running as {world} processes needs --ulysses_size {world} (split each video's tokens) "
-                       f"and/or --dit_fsdp (shard the DiT's weights)")
+                       f"and/or --dit_fsdp (shard the DiT's weights), or --window_parallel (share a long video's "
+                       f"windows)")
     if a.dit_fsdp and a.offload_model != "none":
         raise CLIError("--dit_fsdp keeps the sharded DiT in place: use it without --offload_model sequential")
     import torch

@@ -147,13 +147,27 @@ def latent_frames(frame_num: int, temporal_ratio: int = 4) -> int:
 
 
 def windowed_velocity(model, x: torch.Tensor, plan: WindowPlan, weights: Optional[torch.Tensor] = None,
-                      window_model=None) -> torch.Tensor:
-    """Blend ``model(window_index, x[:, s:e]) -> v`` over the plan's windows into one velocity for all of x."""
+                      window_model=None, share=None) -> torch.Tensor:
+    """Blend ``model(window_index, x[:, s:e]) -> v`` over the plan's windows into one velocity for all of x. With
+    ``share`` (openwan.parallel.windows.WindowShare: several processes) this process runs the windows it ``owns``,
+    ``share.gather`` brings every window's weighted velocity, and they are added in the same order."""
     weights = blend_weights(plan) if weights is None else weights
     v = torch.zeros_like(x, dtype=torch.float32)
-    for i, (s, e) in enumerate(plan.spans):
+
+    def weighted(i, s, e):
         vi = model(i, x[:, s:e]).float()
-        v[:, s:e] += vi * weights[i, s:e].to(vi.device).view(1, -1, *([1] * (x.dim() - 2)))
+        return vi * weights[i, s:e].to(vi.device).view(1, -1, *([1] * (x.dim() - 2)))
+    if share is None:
+        for i, (s, e) in enumerate(plan.spans):
+            v[:, s:e] += weighted(i, s, e)
+        return v
+    if len({e - s for s, e in plan.spans}) != 1:
+        raise ValueError(f"window parallel needs windows of one length, got the spans {plan.spans}")
+    mine = {i: weighted(i, s, e) for i, (s, e) in enumerate(plan.spans) if share.owns(i)}
+    s0, e0 = plan.spans[0]
+    terms = share.gather(mine, len(plan.spans), v[:, s0:e0])
+    for (s, e), term in zip(plan.spans, terms):
+        v[:, s:e] += term
     return v
 
 
@@ -234,11 +248,12 @@ class Windowed(Wrapper):
     """The ``windows`` method over a denoiser: each step, the velocity of the whole long latent is the blend
     of the inner denoiser's velocities on each window (with that window's conditioning)."""
 
-    def __init__(self, inner, plan: WindowPlan, conds: Optional[Sequence] = None):
+    def __init__(self, inner, plan: WindowPlan, conds: Optional[Sequence] = None, share=None):
         super().__init__(inner)
         self.plan = plan
         self.weights = blend_weights(plan)
         self.conds = conds           # per-window Conditioning (sliced in time, with its prompt), or None
+        self.share = share           # several processes: the windows this one runs (openwan.parallel.windows)
 
     def __call__(self, x, step):
         base = self.inner.cond
@@ -250,7 +265,15 @@ class Windowed(Wrapper):
                 return self.inner(xi, step)
             finally:
                 self.inner.cond = base
-        return windowed_velocity(one, x, self.plan, self.weights)
+        if self.share is None:
+            return windowed_velocity(one, x, self.plan, self.weights)
+        stats = self.inner.stats                # counts of the forwards run (a dict the inner denoiser adds to)
+        before = {k: n for k, n in stats.items() if isinstance(n, (int, float))}
+        v = windowed_velocity(one, x, self.plan, self.weights, share=self.share)
+        mine = {k: stats[k] - n for k, n in before.items()}
+        for k, n in self.share.others(mine).items():    # the forwards the other processes ran: the call's counts
+            stats[k] += n
+        return v
 
 
 def window_conditions(cond, plan: WindowPlan, contexts: Optional[Sequence[torch.Tensor]] = None) -> list:

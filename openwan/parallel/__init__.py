@@ -3,6 +3,7 @@ from openwan.parallel.sequence import (SequenceParallel, enable_sequence_paralle
                                        set_sequence_parallel)
 from openwan.parallel.pipeline import parallelize, pipeline_dits
 from openwan.parallel.shard import shard_dit
+from openwan.parallel.windows import WindowShare, enable_window_parallel
 
-__all__ = ["SequenceParallel", "enable_sequence_parallel", "init_process_group", "parallelize", "pipeline_dits",
-           "set_sequence_parallel", "shard_dit"]
+__all__ = ["SequenceParallel", "WindowShare", "enable_sequence_parallel", "enable_window_parallel", "init_process_group",
+           "parallelize", "pipeline_dits", "set_sequence_parallel", "shard_dit"]

@@ -23,11 +23,19 @@ def pipeline_dits(pipe) -> dict:
     return dict(getattr(pipe, "experts", None) or {"dit": pipe.dit})
 
 
-def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False) -> None:
+def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False, window_parallel: bool = False) -> None:
     """Shard every DiT of ``pipe`` (``dit_fsdp``) and/or split its tokens over the processes (``ulysses_size`` >
-    1, the process count); needs the process group (:func:`openwan.parallel.init_process_group`)."""
+    1, the process count), or share a long video's windows over them (``window_parallel``, alone:
+    openwan.parallel.windows); needs the process group (:func:`openwan.parallel.init_process_group`)."""
     from openwan.parallel.sequence import enable_sequence_parallel
     from openwan.parallel.shard import shard_dit
+    if window_parallel:
+        if dit_fsdp or (ulysses_size or 1) > 1:
+            raise ValueError("window parallel gives each process whole windows to run on its own; it does not "
+                             "combine with ulysses_size or dit_fsdp (every process must then run every forward)")
+        from openwan.parallel.windows import enable_window_parallel
+        enable_window_parallel(pipe)
+        return
     if dit_fsdp:
         pin = getattr(pipe, "pin_experts", None)
         if pin is not None:

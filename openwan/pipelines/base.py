@@ -87,6 +87,7 @@ class WanPipeline(CallOptions):
 
     task = "t2v"
     two_experts = False          # True for the Wan 2.2 A14B pipelines (openwan.pipelines.moe)
+    window_share = None          # under torchrun: the windows this process runs (openwan.parallel.windows)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential", "blocks"):
@@ -330,7 +331,7 @@ class WanPipeline(CallOptions):
         if job.long is not None and job.long.method == "continue":
             from openwan.pipelines.long import run_continued
             return run_continued(self, job, on_step, cancelled)
-        windows = None if job.long is None else (job.long.plan, job.window_conds)
+        windows = None if job.long is None else (job.long.plan, job.window_conds, self.window_share)
         model = self.dit if job.dit is None else job.dit
         d = self.denoiser(job.cond, job.guidance, job.step_cache, windows, dit=job.dit)
         n_steps = len(job.sigmas) - 1

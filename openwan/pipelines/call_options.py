@@ -202,6 +202,7 @@ class CallOptions:
                 warnings.warn(f"{', '.join(given)} had no effect: {job.settings.get('frame_num', native)} frames fit "
                               f"the model's native length ({native} frames), which is made in one pass; the long-video "
                               f"options apply to a longer frame_num")
+            self._warn_unshared(None)
             return
         name = "none" if long is None else long.method   # none: past the native length in one call
         if refine and name != "continue":
@@ -219,12 +220,24 @@ class CallOptions:
                              "the video in one call, without windows: leave long_overlap unset")
         if long is None:                              # recorded, so that --from replays it as one call
             job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
+            self._warn_unshared(None)
             return
         if long.method == "continue":
             if refine is None:              # the variant's pass (v2v too: without it every long v2v measured had a
                 refine = self.defaults().long_refine      # seam jump above its motion, docs/long_video.md)
             long = self._with_continue_options(long, expert, noise, refine)
+        self._warn_unshared(long)
         self._attach_long_video(job, long)
+
+    def _warn_unshared(self, long) -> None:
+        """Under window parallel (openwan.parallel.windows), a warning where the call runs no windows to share: one
+        DiT call (``long`` None), or ``continue`` windows without the refinement pass."""
+        if getattr(self, "window_share", None) is None or (long is not None and (long.method == "windows"
+                                                                                 or long.refine)):
+            return
+        what = "one DiT call" if long is None else "continue windows, one after another, without a refinement pass"
+        warnings.warn(f"window parallel shares the windows of long_method='windows' and of the 'continue' method's "
+                      f"refinement pass; this call is {what}, so every process runs all of it", stacklevel=6)
 
     def _continue_options(self, opts: dict) -> tuple:
         """The call's (long_expert, long_context_noise, long_refine), each checked (None where not given)."""

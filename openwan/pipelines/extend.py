@@ -297,8 +297,9 @@ def plan(pipe, job, ext: Extension, prompt: str, long_opts: dict, frame_num: int
         prompts = tuple(split_prompts(prompt, len(windows.spans)))
     expert, noise, refine = pipe._continue_options(long_opts)
     refine = pipe.defaults().long_refine if refine is None else refine
-    pipe._attach_long_video(job, pipe._with_continue_options(LongVideo("continue", windows, prompts), expert, noise,
-                                                             refine))
+    long = pipe._with_continue_options(LongVideo("continue", windows, prompts), expert, noise, refine)
+    pipe._warn_unshared(long)
+    pipe._attach_long_video(job, long)
     if job.start.shape[1] != given + new:               # the job's latent is the tail's and the new frames'
         raise RuntimeError(f"extend: the job holds {job.start.shape[1]} latent frames, expected {given} + {new}")
     job.given = Given(latents.to(job.start.dtype), carried)

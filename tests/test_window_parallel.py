@@ -1,0 +1,152 @@
+"""Window parallel (openwan.parallel.windows): a long video's windows shared over processes, each process running
+whole windows; the video is one process's, bit for bit. 2 CPU processes on gloo against one process."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from openwan.long_video import blend_weights, plan_windows, windowed_velocity
+from openwan.parallel.windows import WindowShare
+from openwan.runtime import free_port
+from openwan.testing import make_tiny_checkpoint
+
+PROMPT = "a red circle moving to the right"
+
+
+class LocalShare(WindowShare):
+    """A share whose gather reads every process's windows from a dict the test fills (no process group)."""
+
+    def __init__(self, rank, world, pool):
+        super().__init__(None, rank, world)
+        object.__setattr__(self, "pool", pool)
+
+    def others(self, counts):
+        return {k: 0 for k in counts}
+
+    def gather(self, mine, count, like):
+        self.pool.update(mine)
+        return [self.pool.get(i, torch.zeros_like(like)) for i in range(count)]     # (missing: not yet run)
+
+
+@pytest.mark.parametrize("overlap", [1, 2, 3])      # 3 of 4: a frame in up to 4 windows
+def test_shared_windows_blend_to_the_one_process_velocity_bit_for_bit(overlap):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 13, 3, 5, generator=g)
+    plan = plan_windows(13, 4, overlap)
+    runs = []
+
+    def model(i, xi):
+        runs.append(i)
+        return torch.sin(xi * (i + 1)) * 3.7 + i
+
+    one = windowed_velocity(model, x, plan)
+    assert runs == list(range(len(plan.spans)))
+    pool, ran = {}, {}
+    for rank in (1, 0):         # rank 1 first: its windows are in the pool when rank 0 gathers (its v is checked)
+        runs.clear()
+        v = windowed_velocity(model, x, plan, blend_weights(plan), share=LocalShare(rank, 2, pool))
+        ran[rank] = list(runs)
+    assert ran == {0: list(range(0, len(plan.spans), 2)), 1: list(range(1, len(plan.spans), 2))}
+    assert torch.equal(v, one)
+
+
+def _worker(rank, world, port, out_dir, ckpt):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from openwan.parallel import enable_window_parallel
+        from openwan.pipelines import load_pipeline
+        tiny = load_pipeline(ckpt, variant="tiny-t2v", progress=False)
+        demo = load_pipeline("demo", progress=False)
+        calls = {"tiny windows": (tiny, dict(frame_num=17, long_method="windows", sample_steps=3, seed=4)),
+                 "demo continue + pass": (demo, dict(frame_num=65, sample_steps=4, seed=1, long_refine=0.5))}
+        results = {}
+        for name, (pipe, kw) in calls.items():
+            one = pipe(PROMPT, output_type="latent", **kw)
+            share = enable_window_parallel(pipe)
+            assert pipe.window_share is share and (share.rank, share.world) == (rank, world)
+            forwards = []
+            hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1))
+                     for d in (pipe.dit, pipe.c.dit_continue) if d is not None]
+            try:
+                shared = pipe(PROMPT, output_type="latent", **kw)
+            finally:
+                for h in hooks:
+                    h.remove()
+            pipe.window_share = None
+            results[name] = (one.latents, shared.latents, one.settings["stats"]["dit_forwards"],
+                             shared.settings["stats"]["dit_forwards"], len(forwards))
+        torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_window_parallel_pipelines_equal_one_process(tmp_path):
+    """The windows method (tiny t2v) and the demo's continue with its refinement pass (the pass's windows shared, a
+    frame in up to three of them): the same latents as one process, bit for bit, on both processes, the windows'
+    forwards split between them."""
+    import torch.multiprocessing as mp
+    ckpt = str(make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v"))
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path), ckpt), nprocs=2, join=True, start_method="fork")
+    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    for name in r0:
+        one, shared0, forwards_one, forwards0, _ = r0[name]
+        _, shared1, _, forwards1, _ = r1[name]
+        assert torch.equal(shared0, one) and torch.equal(shared1, one), name
+        assert forwards0 == forwards1 == forwards_one, name     # the call's forwards, counted over the processes
+    for name, ran in (("tiny windows", (6, 6)), ("demo continue + pass", None)):
+        own = [r[name][4] for r in (r0, r1)]            # the forwards each process ran itself
+        if ran is not None:                             # 4 windows of 3 steps: 2 each
+            assert tuple(own) == ran
+        else:               # 3 continue windows of 4 steps each, on both; the pass's 3 windows: 2 on one, 1 on the other
+            steps = own[0] - own[1]
+            assert steps > 0 and own == [3 * 4 + 2 * steps, 3 * 4 + steps] and r0[name][2] == 3 * 4 + 3 * steps
+
+
+def test_a_call_with_no_windows_to_share_warns(tmp_path):
+    from openwan.pipelines import load_pipeline
+    pipe = load_pipeline("demo", progress=False)
+    pipe.window_share = WindowShare(None, 0, 2)          # what enable_window_parallel sets (no windows run here)
+    with pytest.warns(UserWarning, match="this call is one DiT call, so every process runs all of it"):
+        pipe(PROMPT, sample_steps=1, output_type="latent")
+    with pytest.warns(UserWarning, match="continue windows, one after another, without a refinement pass"):
+        pipe(PROMPT, sample_steps=1, frame_num=49, long_refine=0, output_type="latent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        job = pipe.prepare(PROMPT, frame_num=49, sample_steps=1)       # continue with the pass: shared, no warning
+        assert job.long.refine > 0
+        job = pipe.prepare(PROMPT, frame_num=49, sample_steps=1, long_method="windows")
+        assert job.long.method == "windows"
+
+
+def _run(cmd, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_torchrun_window_parallel_equals_one_process(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
+    common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
+              "--frame_num", "17", "--size", "64*32", "--seed", "4", "--quiet"]
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port()), "-m", "openwan.cli", *common, "--window_parallel", "-o", "two.mp4"], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("saved ") == 1                          # only the first process writes / reports
+    one = _run([sys.executable, "-m", "openwan.cli", *common, "-o", "one.mp4"], tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()    # the same latents, encoded
+    rec = json.loads((tmp_path / "two.json").read_text())["openwan"]
+    assert rec["long_video"]["method"] == "windows" and rec["long_video"]["windows"] == 4
+    for extra, says in ((["--window_parallel"], "--window_parallel shares a long video's windows over several "
+                                                "processes: start with torchrun"),
+                        (["--window_parallel", "--ulysses_size", "2"], "does not combine with --ulysses_size or "
+                                                                        "--dit_fsdp")):
+        bad = _run([sys.executable, "-m", "openwan.cli", *common, *extra, "-o", "x.mp4"], tmp_path)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()
