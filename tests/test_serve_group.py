@@ -1,4 +1,5 @@
-"""`openwan serve` from a torchrun group (2 CPU processes on gloo, --ulysses_size 2) serving as one worker."""
+"""`openwan serve` from a torchrun group (2 CPU processes on gloo, --ulysses_size 2 or --window_parallel) serving as
+one worker."""
 import re
 import signal
 import subprocess
@@ -14,11 +15,12 @@ from openwan.video import read_video
 
 
 @pytest.mark.slow
-def test_a_torchrun_group_serves_cancels_and_stops(tmp_path):
+@pytest.mark.parametrize("split", [["--ulysses_size", "2"], ["--window_parallel"]])
+def test_a_torchrun_group_serves_cancels_and_stops(tmp_path, split):
     master = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(master), "-m", "openwan.cli", "serve",
-                             "--port", "0", "--quiet", "--ulysses_size", "2", "--output_dir", str(tmp_path / "out")],
+                             "--port", "0", "--quiet", *split, "--output_dir", str(tmp_path / "out")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         box = {}
@@ -35,13 +37,15 @@ def test_a_torchrun_group_serves_cancels_and_stops(tmp_path):
         # ... so the next jobs still run in step
         ids = [jcall(base + "/v1/videos", {"prompt": PROMPT, "sample_steps": 3, "frame_num": 5})[1]["id"]
                for _ in range(2)]
-        for i in ids:
+        ids.append(jcall(base + "/v1/videos", {"prompt": PROMPT, "sample_steps": 2, "frame_num": 49,
+                                               "long_method": "windows"})[1]["id"])      # windows to share
+        for i, frames in zip(ids, (5, 5, 49)):
             v = wait_done(base, i, 240)
             assert v["status"] == "completed", v
             status, data, _ = call(base + v["url"])
             (tmp_path / "v.mp4").write_bytes(data)
             w, h = (int(v) for v in DEMO_VARIANT.sample.size.split("*"))      # the embedded demo's size
-            assert read_video(tmp_path / "v.mp4")[0].shape == (5, h, w, 3)
+            assert read_video(tmp_path / "v.mp4")[0].shape == (frames, h, w, 3)
         proc.send_signal(signal.SIGTERM)                              # torchrun passes it on; all processes end
         proc.wait(120)
     finally:

@@ -1,6 +1,7 @@
 """Serving from a torchrun group: N processes that split one model act as one worker.
 
     torchrun --nproc_per_node 4 -m openwan.cli serve --ckpt_dir ./Wan2.1-T2V-14B --ulysses_size 4 --dit_fsdp
+    torchrun --nproc_per_node 2 -m openwan.cli serve --ckpt_dir ./Wan2.1-T2V-1.3B --window_parallel   # long videos
 
 Process 0 runs the HTTP server and the queue with one ``GroupWorker``; the other processes run
 ``follow()``. For each job process 0 sends (job id, arguments, with the seed drawn once) to all; at
@@ -29,26 +30,35 @@ def _broadcast(obj):
     return box[0]
 
 
-def setup_group(ulysses_size: int, dit_fsdp: bool):
+def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False):
     """Join torchrun's group; (rank, world) or None when not started by torchrun with a group option."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     size = ulysses_size or 1
+    if window_parallel:
+        if size > 1 or dit_fsdp:
+            raise ValueError("--window_parallel gives each process whole windows to run on its own DiT; it does not "
+                             "combine with --ulysses_size or --dit_fsdp: give one of them")
+        if world == 1:
+            raise ValueError("--window_parallel shares long videos' windows over several processes: torchrun "
+                             "--nproc_per_node N -m openwan.cli serve ... --window_parallel")
+        size = world
     if world == 1 and size == 1 and not dit_fsdp:
         return None
     if world == 1 or size not in (1, world):
         raise ValueError(f"--ulysses_size {size} / --dit_fsdp need torchrun with as many processes: "
                          f"torchrun --nproc_per_node N -m openwan.cli serve ... --ulysses_size N")
     if size == 1 and not dit_fsdp:
-        raise ValueError(f"running as {world} processes needs --ulysses_size {world} and/or --dit_fsdp")
+        raise ValueError(f"running as {world} processes needs --ulysses_size {world} and/or --dit_fsdp, or "
+                         f"--window_parallel")
     import torch.distributed as dist
     from openwan.parallel import init_process_group
     init_process_group()
     return dist.get_rank(), world
 
 
-def parallelize(pipe, ulysses_size: int, dit_fsdp: bool) -> None:
+def parallelize(pipe, ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False) -> None:
     from openwan.parallel import parallelize as parallelize_pipeline
-    parallelize_pipeline(pipe, ulysses_size, dit_fsdp)     # every DiT (Wan 2.2 A14B: both experts)
+    parallelize_pipeline(pipe, ulysses_size, dit_fsdp, window_parallel)     # every DiT (A14B: both experts)
 
 
 class GroupWorker(Worker):
