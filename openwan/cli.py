@@ -151,6 +151,10 @@ def _generate_parser(sub):
                    help="under torchrun: share a long video's windows over the processes, each running whole "
                         "windows on its own DiT (the windows method and the continue method's refinement pass): "
                         "torchrun --nproc_per_node 2 -m openwan.cli generate ... --frame_num 321 --window_parallel")
+    p.add_argument("--cfg_parallel", action="store_true",
+                   help="under torchrun with 2 processes: one runs the prompt's pass of classifier-free guidance, the "
+                        "other the negative prompt's, each on its own DiT: torchrun --nproc_per_node 2 -m openwan.cli "
+                        "generate ... --cfg_parallel")
     p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
@@ -289,7 +293,7 @@ def cmd_generate(a) -> int:
         print(f"dtype {pipe.settings()['dtype']} ({pipe.c.dtype_reason})", file=sys.stderr)
     if dist_run:
         from openwan.parallel import parallelize
-        parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel)     # every DiT (A14B: both experts)
+        parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)   # every DiT (A14B: both)
     out = a.save_file
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
@@ -425,13 +429,17 @@ def _setup_distributed(a):
     size = a.ulysses_size or 1
     if size < 1:
         raise CLIError(f"--ulysses_size must be >= 1, got {size}")
-    if getattr(a, "window_parallel", False):
-        if size > 1 or a.dit_fsdp:
-            raise CLIError("--window_parallel gives each process whole windows to run on its own DiT; it does not "
-                           "combine with --ulysses_size or --dit_fsdp: give one of them")
-        if world == 1:
-            raise CLIError("--window_parallel shares a long video's windows over several processes: start with "
-                           "torchrun --nproc_per_node N -m openwan.cli generate ... --window_parallel")
+    whole = [f for f in ("window_parallel", "cfg_parallel") if getattr(a, f, False)]
+    if whole:
+        flag = f"--{whole[0]}"
+        if size > 1 or a.dit_fsdp or len(whole) > 1:
+            raise CLIError(f"{flag} gives each process whole DiT passes to run on its own DiT; it goes alone, not with "
+                           f"{'--window_parallel' if len(whole) > 1 else '--ulysses_size or --dit_fsdp'}: give one "
+                           f"of them")
+        if world == 1 or (whole[0] == "cfg_parallel" and world != 2):
+            n = "2" if whole[0] == "cfg_parallel" else "N"
+            raise CLIError(f"{flag} shares the work over {'two' if n == '2' else 'several'} processes (this is "
+                           f"{world}): start with torchrun --nproc_per_node {n} -m openwan.cli generate ... {flag}")
         size = world
     if size == 1 and world == 1 and not a.dit_fsdp:
         return None
@@ -444,7 +452,7 @@ def _setup_distributed(a):
     if size == 1 and not a.dit_fsdp:
         raise CLIError(f"running as {world} processes needs --ulysses_size {world} (split each video's tokens) "
                        f"and/or --dit_fsdp (shard the DiT's weights), or --window_parallel (share a long video's "
-                       f"windows)")
+                       f"windows), or with 2 processes --cfg_parallel (one guidance pass each)")
     if a.dit_fsdp and a.offload_model != "none":
         raise CLIError("--dit_fsdp keeps the sharded DiT in place: use it without --offload_model sequential")
     import torch

@@ -97,6 +97,7 @@ class Guidance:
     scale: object = 1.0                 # float, or (low, high) with boundary
     cfg_batch: bool = True
     boundary: Optional[float] = None
+    share: Optional[object] = None      # two processes: one pass each (openwan.parallel.cfg.CfgShare)
 
     def scale_at(self, step: Optional[Step] = None) -> float:
         """The scale at ``step`` (the largest over ``step``'s timesteps, for per-token t); without a step, the
@@ -160,6 +161,13 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         c, t, dt = self.cond, step.t, self.dtype
         guided, scale = self.guided_at(step), self.guidance.scale_at(step)
+        share = self.guidance.share
+        if guided and share is not None:        # this process's pass; the other's gathered (openwan.parallel.cfg)
+            from openwan.parallel.share import counted
+            context = c.context if share.rank == 0 else c.context_null
+            cond, uncond = counted(self.stats, share, lambda: share.pair(
+                self._forward(x[None].to(dt), t, [context], c.batch(1))[0].float()))
+            return cfg(cond, uncond, scale)
         if guided and self.guidance.cfg_batch:
             # [x, x] as a view (batch stride 0): the DiT patch-embeds it once
             out = self._forward(x.to(dt)[None].expand(2, *x.shape), t.expand(2, *t.shape[1:]), c.contexts(True),

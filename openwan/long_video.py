@@ -267,13 +267,9 @@ class Windowed(Wrapper):
                 self.inner.cond = base
         if self.share is None:
             return windowed_velocity(one, x, self.plan, self.weights)
-        stats = self.inner.stats                # counts of the forwards run (a dict the inner denoiser adds to)
-        before = {k: n for k, n in stats.items() if isinstance(n, (int, float))}
-        v = windowed_velocity(one, x, self.plan, self.weights, share=self.share)
-        mine = {k: stats[k] - n for k, n in before.items()}
-        for k, n in self.share.others(mine).items():    # the forwards the other processes ran: the call's counts
-            stats[k] += n
-        return v
+        from openwan.parallel.share import counted          # the forwards the other processes ran counted too
+        return counted(self.inner.stats, self.share,
+                       lambda: windowed_velocity(one, x, self.plan, self.weights, share=self.share))
 
 
 def window_conditions(cond, plan: WindowPlan, contexts: Optional[Sequence[torch.Tensor]] = None) -> list:

@@ -1,5 +1,5 @@
-"""`openwan serve` from a torchrun group (2 CPU processes on gloo, --ulysses_size 2 or --window_parallel) serving as
-one worker."""
+"""`openwan serve` from a torchrun group (2 CPU processes on gloo: --ulysses_size 2, --window_parallel or
+--cfg_parallel) serving as one worker."""
 import re
 import signal
 import subprocess
@@ -15,7 +15,7 @@ from openwan.video import read_video
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("split", [["--ulysses_size", "2"], ["--window_parallel"]])
+@pytest.mark.parametrize("split", [["--ulysses_size", "2"], ["--window_parallel"], ["--cfg_parallel"]])
 def test_a_torchrun_group_serves_cancels_and_stops(tmp_path, split):
     master = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

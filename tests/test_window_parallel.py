@@ -1,21 +1,14 @@
 """Window parallel (openwan.parallel.windows): a long video's windows shared over processes, each process running
 whole windows; the video is one process's, bit for bit. 2 CPU processes on gloo against one process."""
 import json
-import os
-import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
-import torch.distributed as dist
+from share_helpers import PROMPT, run_cli, run_two, tiny_video_shared
 
 from openwan.long_video import blend_weights, plan_windows, windowed_velocity
 from openwan.parallel.windows import WindowShare
-from openwan.runtime import free_port
-from openwan.testing import make_tiny_checkpoint
-
-PROMPT = "a red circle moving to the right"
 
 
 class LocalShare(WindowShare):
@@ -55,46 +48,14 @@ def test_shared_windows_blend_to_the_one_process_velocity_bit_for_bit(overlap):
     assert torch.equal(v, one)
 
 
-def _worker(rank, world, port, out_dir, ckpt):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        from openwan.parallel import enable_window_parallel
-        from openwan.pipelines import load_pipeline
-        tiny = load_pipeline(ckpt, variant="tiny-t2v", progress=False)
-        demo = load_pipeline("demo", progress=False)
-        calls = {"tiny windows": (tiny, dict(frame_num=17, long_method="windows", sample_steps=3, seed=4)),
-                 "demo continue + pass": (demo, dict(frame_num=65, sample_steps=4, seed=1, long_refine=0.5))}
-        results = {}
-        for name, (pipe, kw) in calls.items():
-            one = pipe(PROMPT, output_type="latent", **kw)
-            share = enable_window_parallel(pipe)
-            assert pipe.window_share is share and (share.rank, share.world) == (rank, world)
-            forwards = []
-            hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1))
-                     for d in (pipe.dit, pipe.c.dit_continue) if d is not None]
-            try:
-                shared = pipe(PROMPT, output_type="latent", **kw)
-            finally:
-                for h in hooks:
-                    h.remove()
-            pipe.window_share = None
-            results[name] = (one.latents, shared.latents, one.settings["stats"]["dit_forwards"],
-                             shared.settings["stats"]["dit_forwards"], len(forwards))
-        torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
 def test_window_parallel_pipelines_equal_one_process(tmp_path):
     """The windows method (tiny t2v) and the demo's continue with its refinement pass (the pass's windows shared, a
     frame in up to three of them): the same latents as one process, bit for bit, on both processes, the windows'
     forwards split between them."""
-    import torch.multiprocessing as mp
-    ckpt = str(make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v"))
-    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path), ckpt), nprocs=2, join=True, start_method="fork")
-    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    from openwan.parallel import enable_window_parallel
+    calls = {"tiny windows": ("tiny", dict(frame_num=17, long_method="windows", sample_steps=3, seed=4)),
+             "demo continue + pass": ("demo", dict(frame_num=65, sample_steps=4, seed=1, long_refine=0.5))}
+    r0, r1 = run_two(tmp_path, enable_window_parallel, "window_share", calls)
     for name in r0:
         one, shared0, forwards_one, forwards0, _ = r0[name]
         _, shared1, _, forwards1, _ = r1[name]
@@ -125,28 +86,18 @@ def test_a_call_with_no_windows_to_share_warns(tmp_path):
         assert job.long.method == "windows"
 
 
-def _run(cmd, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_cli_torchrun_window_parallel_equals_one_process(tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v")
-    common = ["generate", PROMPT, "--ckpt_dir", str(ckpt), "--task", "tiny-t2v", "--sample_steps", "3",
-              "--frame_num", "17", "--size", "64*32", "--seed", "4", "--quiet"]
-    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(free_port()), "-m", "openwan.cli", *common, "--window_parallel", "-o", "two.mp4"], tmp_path)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("saved ") == 1                          # only the first process writes / reports
-    one = _run([sys.executable, "-m", "openwan.cli", *common, "-o", "one.mp4"], tmp_path)
+    common = tiny_video_shared(tmp_path, 17, "--window_parallel")
+    one = run_cli(tmp_path, [*common, "-o", "one.mp4"])
     assert one.returncode == 0, one.stderr
     assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()    # the same latents, encoded
     rec = json.loads((tmp_path / "two.json").read_text())["openwan"]
     assert rec["long_video"]["method"] == "windows" and rec["long_video"]["windows"] == 4
-    for extra, says in ((["--window_parallel"], "--window_parallel shares a long video's windows over several "
-                                                "processes: start with torchrun"),
-                        (["--window_parallel", "--ulysses_size", "2"], "does not combine with --ulysses_size or "
-                                                                        "--dit_fsdp")):
-        bad = _run([sys.executable, "-m", "openwan.cli", *common, *extra, "-o", "x.mp4"], tmp_path)
+    for extra, says in ((["--window_parallel"], "--window_parallel shares the work over several processes (this "
+                                                "is 1): start with torchrun"),
+                        (["--window_parallel", "--ulysses_size", "2"], "it goes alone, not with --ulysses_size or "
+                                                                        "--dit_fsdp"),
+                        (["--window_parallel", "--cfg_parallel"], "it goes alone, not with --window_parallel")):
+        bad = run_cli(tmp_path, [*common, *extra, "-o", "x.mp4"])
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr[-2000:]
         assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()

@@ -23,18 +23,25 @@ def pipeline_dits(pipe) -> dict:
     return dict(getattr(pipe, "experts", None) or {"dit": pipe.dit})
 
 
-def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False, window_parallel: bool = False) -> None:
+def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False, window_parallel: bool = False,
+                cfg_parallel: bool = False) -> None:
     """Shard every DiT of ``pipe`` (``dit_fsdp``) and/or split its tokens over the processes (``ulysses_size`` >
-    1, the process count), or share a long video's windows over them (``window_parallel``, alone:
-    openwan.parallel.windows); needs the process group (:func:`openwan.parallel.init_process_group`)."""
+    1, the process count), or share a long video's windows over them (``window_parallel``: openwan.parallel.windows),
+    or the two passes of guidance over two (``cfg_parallel``: openwan.parallel.cfg), each alone; needs the process
+    group (:func:`openwan.parallel.init_process_group`)."""
     from openwan.parallel.sequence import enable_sequence_parallel
     from openwan.parallel.shard import shard_dit
-    if window_parallel:
-        if dit_fsdp or (ulysses_size or 1) > 1:
-            raise ValueError("window parallel gives each process whole windows to run on its own; it does not "
-                             "combine with ulysses_size or dit_fsdp (every process must then run every forward)")
-        from openwan.parallel.windows import enable_window_parallel
-        enable_window_parallel(pipe)
+    if window_parallel or cfg_parallel:
+        if dit_fsdp or (ulysses_size or 1) > 1 or (window_parallel and cfg_parallel):
+            raise ValueError("window parallel and CFG parallel give each process whole DiT passes to run on its own; "
+                             "each goes alone, not with the other, ulysses_size or dit_fsdp (which need every "
+                             "process in every forward)")
+        if window_parallel:
+            from openwan.parallel.windows import enable_window_parallel
+            enable_window_parallel(pipe)
+        else:
+            from openwan.parallel.cfg import enable_cfg_parallel
+            enable_cfg_parallel(pipe)
         return
     if dit_fsdp:
         pin = getattr(pipe, "pin_experts", None)

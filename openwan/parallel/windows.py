@@ -30,14 +30,12 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from openwan.parallel.share import Share, process_group_needed
+
 
 @dataclass(frozen=True)
-class WindowShare:
+class WindowShare(Share):
     """The process group the windows are shared over, and this process's place in it."""
-
-    group: Optional[dist.ProcessGroup]
-    rank: int
-    world: int
 
     def owns(self, window: int) -> bool:
         """Whether this process runs window ``window`` (round robin)."""
@@ -54,23 +52,12 @@ class WindowShare:
         dist.all_gather(parts, buf, group=self.group)
         return [parts[i % self.world][i // self.world] for i in range(count)]
 
-    def others(self, counts: dict) -> dict:
-        """What the other processes counted (their forwards of a step, under the same keys as ``counts``, this
-        process's), so that every process's record counts the call's forwards, as one process's does."""
-        keys = sorted(counts)
-        t = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64)
-        if dist.get_backend(self.group) == "nccl":
-            t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-        return {k: type(counts[k])(round(float(total) - float(counts[k]))) for k, total in zip(keys, t.cpu())}
-
 
 def enable_window_parallel(pipe, group: Optional[dist.ProcessGroup] = None) -> Optional[WindowShare]:
     """Share the windows of ``pipe``'s long videos over the processes of ``group`` (default: all): sets and returns
     ``pipe.window_share`` (None with one process)."""
     if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("window parallel needs torch.distributed: start with torchrun --nproc_per_node N and call "
-                           "openwan.parallel.init_process_group() first")
+        raise process_group_needed("window parallel", "--window_parallel")
     world = dist.get_world_size(group)
     pipe.window_share = WindowShare(group, dist.get_rank(group), world) if world > 1 else None
     return pipe.window_share

@@ -88,6 +88,7 @@ class WanPipeline(CallOptions):
     task = "t2v"
     two_experts = False          # True for the Wan 2.2 A14B pipelines (openwan.pipelines.moe)
     window_share = None          # under torchrun: the windows this process runs (openwan.parallel.windows)
+    cfg_share = None             # under torchrun: the guidance pass this process runs (openwan.parallel.cfg)
 
     def __init__(self, components: Components, offload: str = "none", progress: bool = True):
         if offload not in ("none", "sequential", "blocks"):
@@ -313,7 +314,11 @@ class WanPipeline(CallOptions):
         boundary = None
         if isinstance(sp.guide_scale, tuple) and not self.two_experts:      # a guidance interval
             boundary = settings["guide_boundary"] = self.guide_boundary()
-        return Job(settings, start, cond, Guidance(sp.guide_scale, cfg_batch, boundary), sigmas, sp.solver, step_cache,
+        guidance = Guidance(sp.guide_scale, cfg_batch, boundary, share=self.cfg_share)
+        if self.cfg_share is not None and (guidance.scale_at(None) == 1.0 or cond.context_null is None):
+            warnings.warn("CFG parallel splits the two passes of guidance; this call is not guided (guide scale 1), "
+                          "so both processes run all of it", stacklevel=4)
+        return Job(settings, start, cond, guidance, sigmas, sp.solver, step_cache,
                    generator=generator, **output)
 
     def run(self, job: Job, on_step: Optional[Callable] = None,

@@ -221,7 +221,7 @@ class MixtureOfExperts:
         low_s, high_s = guidance.scale if isinstance(guidance.scale, tuple) else (guidance.scale,) * 2
 
         def expert(name, scale):
-            d = Denoiser(self.experts[name], cond, Guidance(scale, guidance.cfg_batch))
+            d = Denoiser(self.experts[name], cond, Guidance(scale, guidance.cfg_batch, share=guidance.share))
             if windows is not None:
                 from openwan.long_video import Windowed
                 d = Windowed(d, *windows)

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "processes")
     ap.add_argument("--window_parallel", action="store_true", help="under torchrun: share a long video's windows "
                     "over the processes, each running whole windows (docs/parallel.md)")
+    ap.add_argument("--cfg_parallel", action="store_true", help="under torchrun with 2 processes: one runs the "
+                    "prompt's pass of guidance, the other the negative prompt's (docs/parallel.md)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 for the demo "
                                                               "model, else torch's)")
     ap.add_argument("--max_queue", type=int, default=100, help="queued jobs before POST answers 429")
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(max(1, threads))
     from openwan.serve.group import GroupWorker, follow, parallelize, setup_group
     try:
-        group = setup_group(a.ulysses_size, a.dit_fsdp, a.window_parallel)
+        group = setup_group(a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)
     except ValueError as e:
         print(f"openwan serve: error: {e}", file=sys.stderr)
         return 2
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
             return 2
         pipe = load_pipeline(a.ckpt_dir or "demo", task=a.task, device=device, progress=False,
                              **_load_options(a, device))
-        parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel)
+        parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)
         if group[0] != 0:
             follow(pipe)
             return _end_group()

@@ -30,17 +30,18 @@ def _broadcast(obj):
     return box[0]
 
 
-def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False):
+def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False, cfg_parallel: bool = False):
     """Join torchrun's group; (rank, world) or None when not started by torchrun with a group option."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     size = ulysses_size or 1
-    if window_parallel:
-        if size > 1 or dit_fsdp:
-            raise ValueError("--window_parallel gives each process whole windows to run on its own DiT; it does not "
-                             "combine with --ulysses_size or --dit_fsdp: give one of them")
-        if world == 1:
-            raise ValueError("--window_parallel shares long videos' windows over several processes: torchrun "
-                             "--nproc_per_node N -m openwan.cli serve ... --window_parallel")
+    if window_parallel or cfg_parallel:
+        flag = "--window_parallel" if window_parallel else "--cfg_parallel"
+        if size > 1 or dit_fsdp or (window_parallel and cfg_parallel):
+            raise ValueError(f"{flag} gives each process whole DiT passes to run on its own DiT; it goes alone, not "
+                             f"with --window_parallel / --cfg_parallel, --ulysses_size or --dit_fsdp: give one of them")
+        if world == 1 or (cfg_parallel and world != 2):
+            raise ValueError(f"{flag} shares the work over {'two' if cfg_parallel else 'several'} processes: torchrun "
+                             f"--nproc_per_node {2 if cfg_parallel else 'N'} -m openwan.cli serve ... {flag}")
         size = world
     if world == 1 and size == 1 and not dit_fsdp:
         return None
@@ -49,16 +50,17 @@ def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False
                          f"torchrun --nproc_per_node N -m openwan.cli serve ... --ulysses_size N")
     if size == 1 and not dit_fsdp:
         raise ValueError(f"running as {world} processes needs --ulysses_size {world} and/or --dit_fsdp, or "
-                         f"--window_parallel")
+                         f"--window_parallel, or with 2 processes --cfg_parallel")
     import torch.distributed as dist
     from openwan.parallel import init_process_group
     init_process_group()
     return dist.get_rank(), world
 
 
-def parallelize(pipe, ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False) -> None:
+def parallelize(pipe, ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False,
+                cfg_parallel: bool = False) -> None:
     from openwan.parallel import parallelize as parallelize_pipeline
-    parallelize_pipeline(pipe, ulysses_size, dit_fsdp, window_parallel)     # every DiT (A14B: both experts)
+    parallelize_pipeline(pipe, ulysses_size, dit_fsdp, window_parallel, cfg_parallel)    # every DiT (A14B: both)
 
 
 class GroupWorker(Worker):
