@@ -17,9 +17,13 @@ def compare_calls(rank, world, port, out_dir, ckpt, enable, attr, calls, referen
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        from openwan.parallel import pipeline_dits
         from openwan.pipelines import load_pipeline
+        from openwan.pipelines.moe import TextToVideoA14B
+        from openwan.testing import tiny_wan22_components
         pipes = {"tiny": load_pipeline(ckpt, variant="tiny-t2v", progress=False),
-                 "demo": load_pipeline("demo", progress=False)}
+                 "demo": load_pipeline("demo", progress=False),
+                 "a14b": TextToVideoA14B(tiny_wan22_components("t2v-A14B"), progress=False)}
         results = {}
         for name, (which, kw) in calls.items():
             pipe = pipes[which]
@@ -27,19 +31,26 @@ def compare_calls(rank, world, port, out_dir, ckpt, enable, attr, calls, referen
             share = enable(pipe)
             assert getattr(pipe, attr) is share and (share.rank, share.world) == (rank, world)
             forwards = []
-            hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1))
-                     for d in (pipe.dit, pipe.c.dit_continue) if d is not None]
+            dits = list(pipeline_dits(pipe).values()) + ([pipe.c.dit_continue] if pipe.c.dit_continue else [])
+            hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1)) for d in dits]
             try:
                 shared = pipe(PROMPT, output_type="latent", **kw)
             finally:
                 for h in hooks:
                     h.remove()
                 setattr(pipe, attr, None)
-            results[name] = (one.latents, shared.latents, one.settings["stats"]["dit_forwards"],
-                             shared.settings["stats"]["dit_forwards"], len(forwards))
+            results[name] = (one.latents, shared.latents, counts(one.settings["stats"]),
+                             counts(shared.settings["stats"]), len(forwards))
         torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def counts(stats: dict):
+    """A record's forward count (Wan 2.2 A14B: each expert's too, as a tuple)."""
+    if "dit_forwards_high" in stats:
+        return stats["dit_forwards_high"], stats["dit_forwards_low"]
+    return stats["dit_forwards"]
 
 
 def run_two(tmp_path, *args):

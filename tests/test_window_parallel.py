@@ -49,18 +49,22 @@ def test_shared_windows_blend_to_the_one_process_velocity_bit_for_bit(overlap):
 
 
 def test_window_parallel_pipelines_equal_one_process(tmp_path):
-    """The windows method (tiny t2v) and the demo's continue with its refinement pass (the pass's windows shared, a
-    frame in up to three of them): the same latents as one process, bit for bit, on both processes, the windows'
-    forwards split between them."""
+    """The windows method (tiny t2v, Wan 2.2 A14B's two experts) and the demo's continue with its refinement pass (the
+    pass's windows shared, a frame in up to three of them): the same latents as one process, bit for bit, on both
+    processes, the windows' forwards split between them."""
     from openwan.parallel import enable_window_parallel
     calls = {"tiny windows": ("tiny", dict(frame_num=17, long_method="windows", sample_steps=3, seed=4)),
-             "demo continue + pass": ("demo", dict(frame_num=65, sample_steps=4, seed=1, long_refine=0.5))}
+             "demo continue + pass": ("demo", dict(frame_num=65, sample_steps=4, seed=1, long_refine=0.5)),
+             "Wan 2.2 A14B windows": ("a14b", dict(size="64*32", frame_num=161, long_method="windows", sample_steps=3,
+                                                   seed=3, strict_size=False))}
     r0, r1 = run_two(tmp_path, enable_window_parallel, "window_share", calls)
     for name in r0:
         one, shared0, forwards_one, forwards0, _ = r0[name]
         _, shared1, _, forwards1, _ = r1[name]
         assert torch.equal(shared0, one) and torch.equal(shared1, one), name
         assert forwards0 == forwards1 == forwards_one, name     # the call's forwards, counted over the processes
+    high, low = r0["Wan 2.2 A14B windows"][2]                   # both experts ran, their windows shared
+    assert high > 0 and low > 0 and r0["Wan 2.2 A14B windows"][4] + r1["Wan 2.2 A14B windows"][4] == high + low
     for name, ran in (("tiny windows", (6, 6)), ("demo continue + pass", None)):
         own = [r[name][4] for r in (r0, r1)]            # the forwards each process ran itself
         if ran is not None:                             # 4 windows of 3 steps: 2 each
