@@ -145,8 +145,9 @@ class Denoiser:
         return self.passes_at(None)
 
     def passes_at(self, step: Optional[Step]) -> int:
-        """DiT forward passes the call at ``step`` makes."""
-        return 2 if self.guided_at(step) and not self.guidance.cfg_batch else 1
+        """DiT forward passes the call at ``step`` makes (under CFG parallel: the two processes' together)."""
+        unbatched = not self.guidance.cfg_batch or self.guidance.share is not None
+        return 2 if self.guided_at(step) and unbatched else 1
 
     def _forward(self, x, t, contexts, kw):
         if self.ctx_cache is not None:

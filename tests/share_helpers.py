@@ -40,7 +40,9 @@ def compare_calls(rank, world, port, out_dir, ckpt, enable, attr, calls, referen
                     h.remove()
                 setattr(pipe, attr, None)
             results[name] = (one.latents, shared.latents, counts(one.settings["stats"]),
-                             counts(shared.settings["stats"]), len(forwards))
+                             counts(shared.settings["stats"]), len(forwards),
+                             [{k: v for k, v in o.settings["stats"].items() if k.startswith("dit_")}
+                              for o in (one, shared)])
         torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -21,13 +21,15 @@ def test_cfg_parallel_pipelines_equal_one_process_with_unbatched_guidance(tmp_pa
              "demo guidance interval": ("demo", dict(sample_steps=4, seed=2, guide_scale=(1.0, 3.0),
                                                      guide_boundary=0.5)),
              "Wan 2.2 A14B, two experts": ("a14b", dict(size="64*32", frame_num=5, sample_steps=4, seed=3,
-                                                        strict_size=False))}
+                                                        strict_size=False)),
+             "demo easycache": ("demo", dict(sample_steps=12, seed=5, step_cache="easycache:0.2"))}
     r0, r1 = run_two(tmp_path, enable_cfg_parallel, "cfg_share", calls, {"cfg_batch": False})
     for name in r0:
-        one, shared0, forwards_one, counted0, ran0 = r0[name]
-        _, shared1, _, counted1, ran1 = r1[name]
+        one, shared0, forwards_one, counted0, ran0, (stats_one, stats0) = r0[name]
+        _, shared1, _, counted1, ran1, (_, stats1) = r1[name]
         assert torch.equal(shared0, one) and torch.equal(shared1, one), name
         assert counted0 == counted1 == forwards_one, name          # the call's forwards, counted over the processes
+        assert stats0 == stats1 == stats_one, name                  # and skipped, per expert: the record's counts
         total = sum(forwards_one) if isinstance(forwards_one, tuple) else forwards_one
         if name == "demo guidance interval":      # 4 steps: the guided ones split, the others on both
             assert ran0 == ran1 and total > ran0 > total // 2, (name, total, ran0)
@@ -35,6 +37,7 @@ def test_cfg_parallel_pipelines_equal_one_process_with_unbatched_guidance(tmp_pa
             assert ran0 == ran1 == total // 2, (name, total, ran0, ran1)
     high, low = r0["Wan 2.2 A14B, two experts"][2]
     assert high > 0 and low > 0                                     # both experts ran (and were split)
+    assert r0["demo easycache"][5][0]["dit_forwards_skipped"] > 0   # steps the cache skipped, counted alike
 
 
 def test_an_unguided_call_warns():

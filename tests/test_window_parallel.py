@@ -59,8 +59,8 @@ def test_window_parallel_pipelines_equal_one_process(tmp_path):
                                                    seed=3, strict_size=False))}
     r0, r1 = run_two(tmp_path, enable_window_parallel, "window_share", calls)
     for name in r0:
-        one, shared0, forwards_one, forwards0, _ = r0[name]
-        _, shared1, _, forwards1, _ = r1[name]
+        one, shared0, forwards_one, forwards0, _, _ = r0[name]
+        _, shared1, _, forwards1, _, _ = r1[name]
         assert torch.equal(shared0, one) and torch.equal(shared1, one), name
         assert forwards0 == forwards1 == forwards_one, name     # the call's forwards, counted over the processes
     high, low = r0["Wan 2.2 A14B windows"][2]                   # both experts ran, their windows shared
