@@ -10,7 +10,8 @@ video is one process's, byte for byte (under CFG parallel: one process's with cf
     python benchmarks/process_share.py --split cfg --method default       # CFG parallel (2 processes)
     python benchmarks/process_share.py --split cfg --frames 33            # CFG parallel, the native length
 
-diffusers has no long-video method to set beside it (its pipelines make one call of any length).
+diffusers has nothing to set beside it: its ParallelConfig offers context (Ulysses / ring) and tensor parallelism, no
+CFG or window parallel, and its pipelines make one call of any length.
 """
 from __future__ import annotations
 
