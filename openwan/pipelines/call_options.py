@@ -237,7 +237,8 @@ class CallOptions:
             return
         what = "one DiT call" if long is None else "continue windows, one after another, without a refinement pass"
         warnings.warn(f"window parallel shares the windows of long_method='windows' and of the 'continue' method's "
-                      f"refinement pass; this call is {what}, so every process runs all of it", stacklevel=6)
+                      f"refinement pass; this call is {what}, so every process runs all of it (with 2 processes, "
+                      f"--cfg_parallel splits every guided pass instead)", stacklevel=6)
 
     def _continue_options(self, opts: dict) -> tuple:
         """The call's (long_expert, long_context_noise, long_refine), each checked (None where not given)."""
