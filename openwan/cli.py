@@ -429,17 +429,12 @@ def _setup_distributed(a):
     size = a.ulysses_size or 1
     if size < 1:
         raise CLIError(f"--ulysses_size must be >= 1, got {size}")
-    whole = [f for f in ("window_parallel", "cfg_parallel") if getattr(a, f, False)]
-    if whole:
-        flag = f"--{whole[0]}"
-        if size > 1 or a.dit_fsdp or len(whole) > 1:
-            raise CLIError(f"{flag} gives each process whole DiT passes to run on its own DiT; it goes alone, not with "
-                           f"{'--window_parallel' if len(whole) > 1 else '--ulysses_size or --dit_fsdp'}: give one "
-                           f"of them")
-        if world == 1 or (whole[0] == "cfg_parallel" and world != 2):
-            n = "2" if whole[0] == "cfg_parallel" else "N"
-            raise CLIError(f"{flag} shares the work over {'two' if n == '2' else 'several'} processes (this is "
-                           f"{world}): start with torchrun --nproc_per_node {n} -m openwan.cli generate ... {flag}")
+    if a.window_parallel or a.cfg_parallel:
+        from openwan.parallel.pipeline import check_whole_pass_mode
+        try:
+            check_whole_pass_mode(world, size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
         size = world
     if size == 1 and world == 1 and not a.dit_fsdp:
         return None

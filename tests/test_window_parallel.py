@@ -101,7 +101,7 @@ def test_cli_torchrun_window_parallel_equals_one_process(tmp_path):
                                                 "is 1): start with torchrun"),
                         (["--window_parallel", "--ulysses_size", "2"], "it goes alone, not with --ulysses_size or "
                                                                         "--dit_fsdp"),
-                        (["--window_parallel", "--cfg_parallel"], "it goes alone, not with --window_parallel")):
+                        (["--window_parallel", "--cfg_parallel"], "it goes alone, not with --cfg_parallel")):
         bad = run_cli(tmp_path, [*common, *extra, "-o", "x.mp4"])
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr[-2000:]
         assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()

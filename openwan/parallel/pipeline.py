@@ -23,6 +23,25 @@ def pipeline_dits(pipe) -> dict:
     return dict(getattr(pipe, "experts", None) or {"dit": pipe.dit})
 
 
+def check_whole_pass_mode(world: Optional[int], ulysses_size: Optional[int], dit_fsdp: bool, window_parallel: bool,
+                          cfg_parallel: bool, command: str = "generate") -> None:
+    """The checks of window / CFG parallel against the process count ``world`` and the other modes (the CLI's, the
+    server's and :func:`parallelize`'s): each gives every process whole DiT passes on its own DiT, so it goes alone;
+    CFG parallel takes exactly two processes, window parallel several (``world`` None: not checked). A ``ValueError``
+    naming the fix otherwise."""
+    if not (window_parallel or cfg_parallel):
+        return
+    flag = "--window_parallel" if window_parallel else "--cfg_parallel"
+    if (ulysses_size or 1) > 1 or dit_fsdp or (window_parallel and cfg_parallel):
+        other = "--cfg_parallel" if window_parallel and cfg_parallel else "--ulysses_size or --dit_fsdp"
+        raise ValueError(f"{flag} gives each process whole DiT passes to run on its own DiT; it goes alone, not with "
+                         f"{other}: give one of them")
+    if world is not None and (world == 1 or (cfg_parallel and world != 2)):
+        n = "2" if cfg_parallel else "N"
+        raise ValueError(f"{flag} shares the work over {'two' if cfg_parallel else 'several'} processes (this is "
+                         f"{world}): start with torchrun --nproc_per_node {n} -m openwan.cli {command} ... {flag}")
+
+
 def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False, window_parallel: bool = False,
                 cfg_parallel: bool = False) -> None:
     """Shard every DiT of ``pipe`` (``dit_fsdp``) and/or split its tokens over the processes (``ulysses_size`` >
@@ -32,10 +51,9 @@ def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False
     from openwan.parallel.sequence import enable_sequence_parallel
     from openwan.parallel.shard import shard_dit
     if window_parallel or cfg_parallel:
-        if dit_fsdp or (ulysses_size or 1) > 1 or (window_parallel and cfg_parallel):
-            raise ValueError("window parallel and CFG parallel give each process whole DiT passes to run on its own; "
-                             "each goes alone, not with the other, ulysses_size or dit_fsdp (which need every "
-                             "process in every forward)")
+        import torch.distributed as dist
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else None   # (enable_*: no
+        check_whole_pass_mode(world, ulysses_size, dit_fsdp, window_parallel, cfg_parallel)      # group, an error)
         if window_parallel:
             from openwan.parallel.windows import enable_window_parallel
             enable_window_parallel(pipe)
@@ -54,4 +72,4 @@ def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False
             enable_sequence_parallel(dit)
 
 
-__all__ = ["parallelize", "pipeline_dits"]
+__all__ = ["check_whole_pass_mode", "parallelize", "pipeline_dits"]

@@ -35,13 +35,8 @@ def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False
     world = int(os.environ.get("WORLD_SIZE", "1"))
     size = ulysses_size or 1
     if window_parallel or cfg_parallel:
-        flag = "--window_parallel" if window_parallel else "--cfg_parallel"
-        if size > 1 or dit_fsdp or (window_parallel and cfg_parallel):
-            raise ValueError(f"{flag} gives each process whole DiT passes to run on its own DiT; it goes alone, not "
-                             f"with --window_parallel / --cfg_parallel, --ulysses_size or --dit_fsdp: give one of them")
-        if world == 1 or (cfg_parallel and world != 2):
-            raise ValueError(f"{flag} shares the work over {'two' if cfg_parallel else 'several'} processes: torchrun "
-                             f"--nproc_per_node {2 if cfg_parallel else 'N'} -m openwan.cli serve ... {flag}")
+        from openwan.parallel.pipeline import check_whole_pass_mode
+        check_whole_pass_mode(world, size, dit_fsdp, window_parallel, cfg_parallel, command="serve")
         size = world
     if world == 1 and size == 1 and not dit_fsdp:
         return None
