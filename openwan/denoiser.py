@@ -99,6 +99,10 @@ class Guidance:
     boundary: Optional[float] = None
     share: Optional[object] = None      # two processes: one pass each (openwan.parallel.cfg.CfgShare)
 
+    def guides(self, cond: "Conditioning", step: Optional[Step] = None) -> bool:
+        """Whether ``step`` (None: any step) is guided: its scale is not 1 and ``cond`` has a negative context."""
+        return self.scale_at(step) != 1.0 and cond.context_null is not None
+
     def scale_at(self, step: Optional[Step] = None) -> float:
         """The scale at ``step`` (the largest over ``step``'s timesteps, for per-token t); without a step, the
         largest scale used anywhere."""
@@ -137,7 +141,7 @@ class Denoiser:
         return self.guided_at(None)
 
     def guided_at(self, step: Optional[Step]) -> bool:
-        return self.guidance.scale_at(step) != 1.0 and self.cond.context_null is not None
+        return self.guidance.guides(self.cond, step)
 
     @property
     def passes(self) -> int:

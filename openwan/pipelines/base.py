@@ -315,7 +315,7 @@ class WanPipeline(CallOptions):
         if isinstance(sp.guide_scale, tuple) and not self.two_experts:      # a guidance interval
             boundary = settings["guide_boundary"] = self.guide_boundary()
         guidance = Guidance(sp.guide_scale, cfg_batch, boundary, share=self.cfg_share)
-        if self.cfg_share is not None and (guidance.scale_at(None) == 1.0 or cond.context_null is None):
+        if self.cfg_share is not None and not guidance.guides(cond):
             warnings.warn("CFG parallel splits the two passes of guidance; this call is not guided (guide scale 1), "
                           "so both processes run all of it", stacklevel=4)
         return Job(settings, start, cond, guidance, sigmas, sp.solver, step_cache,
