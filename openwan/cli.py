@@ -425,29 +425,13 @@ def _setup_distributed(a):
     """Under torchrun with --ulysses_size N (N = the process count) and/or --dit_fsdp, or --window_parallel: join the
     group, pick this process's device. Returns (rank, created the group) or None for a single-process run."""
     import os
+    from openwan.parallel.pipeline import check_group_modes
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    size = a.ulysses_size or 1
-    if size < 1:
-        raise CLIError(f"--ulysses_size must be >= 1, got {size}")
-    if a.window_parallel or a.cfg_parallel:
-        from openwan.parallel.pipeline import check_whole_pass_mode
-        try:
-            check_whole_pass_mode(world, size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        size = world
-    if size == 1 and world == 1 and not a.dit_fsdp:
-        return None
-    if size not in (1, world):
-        raise CLIError(f"--ulysses_size {size} must equal the number of processes ({world}); start with "
-                       f"torchrun --nproc_per_node {size} -m openwan.cli generate ... --ulysses_size {size}")
-    if world == 1:
-        raise CLIError("--dit_fsdp shards the DiT over several processes: start with torchrun --nproc_per_node N "
-                       "-m openwan.cli generate ... --dit_fsdp (with --ulysses_size N to split the work too)")
-    if size == 1 and not a.dit_fsdp:
-        raise CLIError(f"running as {world} processes needs --ulysses_size {world} (split each video's tokens) "
-                       f"and/or --dit_fsdp (shard the DiT's weights), or --window_parallel (share a long video's "
-                       f"windows), or with 2 processes --cfg_parallel (one guidance pass each)")
+    try:
+        if not check_group_modes(world, a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel):
+            return None
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     if a.dit_fsdp and a.offload_model != "none":
         raise CLIError("--dit_fsdp keeps the sharded DiT in place: use it without --offload_model sequential")
     import torch

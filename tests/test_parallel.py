@@ -14,6 +14,7 @@ from openwan.models.context_cache import ContextCache
 from openwan.models.dit import WanModel
 from openwan.parallel import enable_sequence_parallel, set_sequence_parallel, shard_dit
 from openwan.parallel.sequence import SequenceParallel, split_tokens
+from openwan.parallel.pipeline import check_group_modes
 from openwan.runtime import free_port
 from openwan.testing import make_tiny_checkpoint, randomize_
 
@@ -119,6 +120,34 @@ def test_needs_a_process_group_and_divisible_heads(monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     with pytest.raises(ValueError, match=r"head count \(3\) to divide by it; use one of \[1, 3\]"):
         enable_sequence_parallel(model)
+
+
+@pytest.mark.parametrize("world, kw, says", [
+    (1, dict(ulysses_size=0), "--ulysses_size must be >= 1, got 0"),
+    (1, dict(ulysses_size=2), "--ulysses_size 2 must equal the number of processes (1)"),
+    (4, dict(ulysses_size=2), "--ulysses_size 2 must equal the number of processes (4)"),
+    (1, dict(dit_fsdp=True), "--dit_fsdp shards the DiT over several processes"),
+    (2, dict(), "running as 2 processes needs --ulysses_size 2"),
+    (1, dict(window_parallel=True), "--window_parallel shares the work over several processes (this is 1)"),
+    (2, dict(ulysses_size=2, cfg_parallel=True), "it goes alone, not with --ulysses_size or --dit_fsdp"),
+])
+def test_group_mode_checks_name_the_fix(world, kw, says):
+    """The one check of the process-group options, the CLI's and the server's: its messages name the command."""
+    kw = {"ulysses_size": None, "dit_fsdp": False, **kw}
+    for command in ("generate", "serve"):
+        with pytest.raises(ValueError) as e:
+            check_group_modes(world, command=command, **kw)
+        assert says in str(e.value)
+        assert "torchrun" not in str(e.value) or f"-m openwan.cli {command}" in str(e.value)
+
+
+def test_group_mode_checks_say_when_to_join():
+    assert check_group_modes(1, None, False) is False                      # one process, no group
+    assert check_group_modes(1, 1, False) is False
+    assert check_group_modes(2, 2, False) is True and check_group_modes(3, None, True) is True
+    assert check_group_modes(2, 2, True) is True
+    assert check_group_modes(3, None, False, window_parallel=True) is True
+    assert check_group_modes(2, None, False, cfg_parallel=True) is True
 
 
 def _run(cmd, cwd):

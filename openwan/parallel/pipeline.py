@@ -42,6 +42,32 @@ def check_whole_pass_mode(world: Optional[int], ulysses_size: Optional[int], dit
                          f"{world}): start with torchrun --nproc_per_node {n} -m openwan.cli {command} ... {flag}")
 
 
+def check_group_modes(world: int, ulysses_size: Optional[int], dit_fsdp: bool, window_parallel: bool = False,
+                      cfg_parallel: bool = False, command: str = "generate") -> bool:
+    """The checks of the process-group options against the process count ``world`` (torchrun's), the CLI's and the
+    server's: True when the run is a group (join it), False for one process. A ``ValueError`` naming the fix for
+    a size that is not the process count, sharding without processes to shard over, or processes without a mode."""
+    size = 1 if ulysses_size is None else ulysses_size
+    if size < 1:
+        raise ValueError(f"--ulysses_size must be >= 1, got {size}")
+    if window_parallel or cfg_parallel:
+        check_whole_pass_mode(world, size, dit_fsdp, window_parallel, cfg_parallel, command)
+        return True
+    if size == 1 and world == 1 and not dit_fsdp:
+        return False
+    if size not in (1, world):
+        raise ValueError(f"--ulysses_size {size} must equal the number of processes ({world}); start with "
+                         f"torchrun --nproc_per_node {size} -m openwan.cli {command} ... --ulysses_size {size}")
+    if world == 1:
+        raise ValueError(f"--dit_fsdp shards the DiT over several processes: start with torchrun --nproc_per_node N "
+                         f"-m openwan.cli {command} ... --dit_fsdp (with --ulysses_size N to split the work too)")
+    if size == 1 and not dit_fsdp:
+        raise ValueError(f"running as {world} processes needs --ulysses_size {world} (split each video's tokens) "
+                         f"and/or --dit_fsdp (shard the DiT's weights), or --window_parallel (share a long video's "
+                         f"windows), or with 2 processes --cfg_parallel (one guidance pass each)")
+    return True
+
+
 def parallelize(pipe, ulysses_size: Optional[int] = None, dit_fsdp: bool = False, window_parallel: bool = False,
                 cfg_parallel: bool = False) -> None:
     """Shard every DiT of ``pipe`` (``dit_fsdp``) and/or split its tokens over the processes (``ulysses_size`` >

@@ -36,7 +36,7 @@ def parse_size(size: Union[str, Sequence[int], None], default: str) -> tuple[int
 def check_frames(frame_num: int) -> None:
     if not isinstance(frame_num, int) or frame_num < 1 or (frame_num - 1) % 4:
         lo = max(1, 1 + 4 * ((max(frame_num, 1) - 1) // 4)) if isinstance(frame_num, int) else 81
-        raise ValueError(f"frame_num must be of the form 4n+1 (1, 5, 9, ..., 81); got {frame_num!r}, "
+        raise ValueError(f"frame_num must be of the form 4n+1 (1, 5, 9, 13, ...); got {frame_num!r}, "
                          f"use {lo} or {lo + 4}")
 
 

@@ -32,20 +32,10 @@ def _broadcast(obj):
 
 def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False, cfg_parallel: bool = False):
     """Join torchrun's group; (rank, world) or None when not started by torchrun with a group option."""
+    from openwan.parallel.pipeline import check_group_modes
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    size = ulysses_size or 1
-    if window_parallel or cfg_parallel:
-        from openwan.parallel.pipeline import check_whole_pass_mode
-        check_whole_pass_mode(world, size, dit_fsdp, window_parallel, cfg_parallel, command="serve")
-        size = world
-    if world == 1 and size == 1 and not dit_fsdp:
+    if not check_group_modes(world, ulysses_size, dit_fsdp, window_parallel, cfg_parallel, command="serve"):
         return None
-    if world == 1 or size not in (1, world):
-        raise ValueError(f"--ulysses_size {size} / --dit_fsdp need torchrun with as many processes: "
-                         f"torchrun --nproc_per_node N -m openwan.cli serve ... --ulysses_size N")
-    if size == 1 and not dit_fsdp:
-        raise ValueError(f"running as {world} processes needs --ulysses_size {world} and/or --dit_fsdp, or "
-                         f"--window_parallel, or with 2 processes --cfg_parallel")
     import torch.distributed as dist
     from openwan.parallel import init_process_group
     init_process_group()

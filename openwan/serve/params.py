@@ -151,5 +151,5 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
     n = out.get("frame_num")
     if n is not None and (n - 1) % 4:
         lo = 1 + 4 * ((n - 1) // 4)
-        raise RequestError(f"'frame_num' must be of the form 4n+1 (1, 5, 9, ..., 81); got {n}, use {lo} or {lo + 4}")
+        raise RequestError(f"'frame_num' must be of the form 4n+1 (1, 5, 9, 13, ...); got {n}, use {lo} or {lo + 4}")
     return out
