@@ -33,6 +33,7 @@ def _cases():
     vace = randomize_(WanModel(TINY_VARIANTS["tiny-vace"].dit), 3).eval()
     return {
         "t2v_15_tokens": (t2v, (r(1, 16, 1, 6, 10), torch.tensor([700]), [r(7, 32)]), {}),
+        "t2v_per_token_15": (t2v, (r(1, 16, 1, 6, 10), torch.tensor([[0] * 5 + [700] * 10]), [r(7, 32)]), {}),
         "t2v_batch_15_and_36": (t2v, ([r(16, 1, 6, 10), r(16, 3, 6, 8)], torch.tensor([900, 100]),
                                       [r(5, 32), r(11, 32)]), {}),
         "i2v": (i2v, (r(1, 16, 2, 4, 6), torch.tensor([500]), [r(7, 32)]),

@@ -28,6 +28,7 @@ from typing import Optional
 
 import torch
 
+from openwan.models.dit_layers import token_mod
 from openwan.caches.store import find_calibration
 from openwan.denoiser import Denoiser, Step, Wrapper
 
@@ -76,7 +77,7 @@ def modulated_input(dit, s) -> torch.Tensor:
     """Block 0's self-attention input: ``norm1(x) * (1 + scale1) + shift1`` [B, L, dim] (TeaCache's indicator)."""
     b0 = dit.blocks[0]
     m = b0.modulation.float()                                   # [1, 6, dim]; e0 [B, 1 or L, 6, dim]
-    return b0.norm1(s.x) * (1 + m[:, None, 1] + s.e0[:, :, 1]) + (m[:, None, 0] + s.e0[:, :, 0])
+    return b0.norm1(s.x) * (1 + token_mod(m, s.e0, 1)) + token_mod(m, s.e0, 0)
 
 
 class BlockCache(Wrapper):

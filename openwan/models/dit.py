@@ -2,7 +2,8 @@
 
     video latent x [B, C, F, H, W]  --patch_embedding (Conv3d, stride (1,2,2))-->  tokens [B, L, dim]
     timestep t [B] (or [B, L]: one per token, Wan 2.2 TI2V)  --sinusoid(256, float64)--> time_embedding
-        --> e [B, 1 or L, dim] --> time_projection --> e0 [B, 1 or L, 6, dim]
+        --> e [B, 1 or L, dim] --> time_projection --> e0 [B, 1 or L, 6, dim]   (per token at inference:
+        computed on its distinct timesteps only, one row each, and taken per token where a block uses it)
     text  [B, <=512, 4096] --zero-pad to 512--> text_embedding --> context [B, 512, dim]
     (2.1 i2v / flf2v) CLIP features [B, 257 or 514, 1280] --img_emb--> prepended to the context
     N x block:  x += gate1 * self_attn(mod(norm1(x), shift1, scale1))      (q/k RMSNorm, 3D RoPE)
@@ -41,8 +42,8 @@ from openwan.checkpoints import load_dit, save_dit
 from openwan.configs import DiTConfig
 from openwan.models.context_cache import ContextCache, Entry
 from openwan.models.dit_layers import (  # noqa: F401  (the pieces, importable from here as before)
-    CrossAttention, FeedForward, Head, ImageEmbedding, LayerNorm32, RMSNorm, SelfAttention, VaceBlock, WanBlock,
-    WanLinear, apply_rope, as_dtype, modulate, rope_angles, rope_axis_dims, sinusoid)
+    CrossAttention, FeedForward, Head, ImageEmbedding, LayerNorm32, RMSNorm, SelfAttention, TokenRows, VaceBlock,
+    WanBlock, WanLinear, apply_rope, as_dtype, modulate, rope_angles, rope_axis_dims, sinusoid)
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -56,8 +57,8 @@ class State:
     Under sequence parallel, token tensors hold this process's slice (L/P tokens, padded).
     """
     x: torch.Tensor                      # tokens [B, L, dim], fp32 residual stream
-    e: torch.Tensor                      # time embedding [B, 1 or L, dim] (head modulation)
-    e0: torch.Tensor                     # time projection [B, 1 or L, 6, dim] (block modulation)
+    e: torch.Tensor                      # time embedding [B, 1 or L, dim] (head modulation); TokenRows per token
+    e0: torch.Tensor                     # time projection [B, 1 or L, 6, dim] (block modulation); TokenRows per token
     ctx: torch.Tensor                    # (image +) text context [B, Lc, dim], text rows folded (see _context)
     rope: tuple                          # (cos, sin) [B, L, 1, head_dim/2]
     seq_lens: Optional[torch.Tensor]     # [B] real tokens per sample (keys past them are masked); None: no padding
@@ -75,6 +76,19 @@ class State:
         new.__dict__.update(self.__dict__)
         new.x = x
         return new
+
+
+def distinct_rows(t: torch.Tensor, *per_token: torch.Tensor) -> tuple:
+    """Per-token embeddings ([B*L, ...] rows, computed one per token as the reference does) kept as
+    :class:`TokenRows`: the row of each distinct timestep's first token, and every token's row. A timestep takes
+    one or two values (Wan 2.2 TI2V: 0 on the given frames), so the blocks' e0 is a few rows instead of
+    [B, L, 6, dim]; the rows are the computed ones, so every token's values are exactly as before."""
+    _, index = torch.unique(t, return_inverse=True)                        # [B, L] -> row of its value
+    flat = index.flatten()
+    order = torch.arange(flat.numel(), device=flat.device)
+    first = torch.full((int(flat.max()) + 1,), flat.numel(), dtype=torch.long, device=flat.device)
+    first = first.scatter_reduce(0, flat, order, reduce="amin")           # each value's first token
+    return tuple(TokenRows(v[first], index) for v in per_token)
 
 
 class WanModel(nn.Module):
@@ -265,10 +279,13 @@ class WanModel(nn.Module):
         f = sinusoid(t.flatten(), self.config.freq_dim, self.sinusoid_dtype)  # [B*Lt, freq_dim] (Lt = 1 or L)
         e = te[2](F.silu(te[0](f)))                                        # [B*Lt, dim]
         e0 = self.time_projection[1](F.silu(e))                            # [B*Lt, 6*dim]
-        e = e.unflatten(0, t.shape)                                        # [B, Lt, dim]
-        e0 = e0.unflatten(0, t.shape).unflatten(-1, (6, -1))               # [B, Lt, 6, dim]
-        if self.sp is not None and t.shape[1] > 1:  # per-token modulation travels with its tokens
-            e, e0 = self.sp.split(e), self.sp.split(e0)                    # [B, L/P, dim], [B, L/P, 6, dim]
+        if t.shape[1] > 1 and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            e, e0 = distinct_rows(t, e, e0.unflatten(-1, (6, -1)))         # TokenRows [B, L, dim], [B, L, 6, dim]
+        else:
+            e = e.unflatten(0, t.shape)                                    # [B, Lt, dim]
+            e0 = e0.unflatten(0, t.shape).unflatten(-1, (6, -1))           # [B, Lt, 6, dim]
+        if self.sp is not None and e0.shape[1] > 1:  # per-token modulation travels with its tokens
+            e, e0 = (v.split(self.sp) if isinstance(v, TokenRows) else self.sp.split(v) for v in (e, e0))
 
         entry = None   # the context cache: inference only, not traced by torch.compile
         if ctx_cache is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():

@@ -308,6 +308,36 @@ class FeedForward(nn.Sequential):
 
 # ----------------------------------------------------------------------------- the block
 
+class TokenRows:
+    """A per-token tensor [B, L, *rest] kept as its distinct rows: ``rows`` [U, *rest] and each token's row, ``index``
+    [B, L] (long). Per-token timesteps take a few values (Wan 2.2 TI2V: 0 on the given frames, t on the rest), so
+    the per-token modulation e0 [B, L, 6, dim] (six times the residual stream, fp32) is U rows; a block makes each
+    [B, L, dim] it needs where it uses it (:func:`token_mod`). Inference only: training keeps the full tensor."""
+    __slots__ = ("rows", "index")
+
+    def __init__(self, rows: torch.Tensor, index: torch.Tensor):
+        self.rows, self.index = rows, index
+
+    @property
+    def shape(self) -> tuple:
+        return (*self.index.shape, *self.rows.shape[1:])
+
+    def full(self) -> torch.Tensor:
+        return self.rows[self.index]                                  # [B, L, *rest]
+
+    def split(self, sp) -> "TokenRows":
+        """This process's tokens under sequence parallel (padding tokens take row 0; they are dropped)."""
+        return TokenRows(self.rows, sp.split(self.index[..., None])[..., 0])
+
+
+def token_mod(m: torch.Tensor, e0, i: int) -> torch.Tensor:
+    """Modulation component ``i`` [B, 1 or L, dim]: the table's ``m[:, i]`` ([1, K, dim]) plus e0's ([B, 1 or L, K,
+    dim], or :class:`TokenRows` of [U, K, dim]: the same sums, made on the U rows, then one per token)."""
+    if isinstance(e0, TokenRows):
+        return (m[0, i] + e0.rows[:, i])[e0.index]
+    return m[:, None, i] + e0[:, :, i]
+
+
 class WanBlock(nn.Module):
     """One DiT block: modulated self-attention, text (+image) cross-attention, modulated FFN."""
 
@@ -329,6 +359,8 @@ class WanBlock(nn.Module):
         # is used, so two [B, L, dim] live at a time, not six (the same sums either way); in training backward
         # needs all six anyway, and e0[:, :, i]'s backward would fill a zero e0-sized gradient per use
         m = as_dtype(self.modulation, torch.float32)
+        if isinstance(e0, TokenRows) and torch.is_grad_enabled():
+            e0 = e0.full()
         if e0.shape[1] == 1 or torch.is_grad_enabled():  # training keeps all six for backward anyway
             six = (m[:, None] + e0).unbind(2)
 
@@ -336,7 +368,7 @@ class WanBlock(nn.Module):
                 return six[i]
         else:
             def mod(i):
-                return m[:, None, i] + e0[:, :, i]
+                return token_mod(m, e0, i)
 
         y = self.self_attn(modulate(self.norm1(x), mod(0), mod(1)), seq_lens, rope)
         x = torch.addcmul(x, as_dtype(y, torch.float32), mod(2))          # x + y * gate1, one pass
@@ -375,6 +407,9 @@ class Head(nn.Module):
 
     def forward(self, x, e):
         m = as_dtype(self.modulation, torch.float32)
+        if isinstance(e, TokenRows):                                # per token, as distinct rows [U, dim]
+            shift, scale = ((m[0, i] + e.rows)[e.index] for i in (0, 1))
+            return self.head(modulate(self.norm(x), shift, scale))
         shift, scale = (m[:, None] + e[:, :, None]).unbind(2)      # [B, 1 or L, dim] each
         return self.head(modulate(self.norm(x), shift, scale))
 
