@@ -269,6 +269,52 @@ def test_long_video_windows_keep_one_state_each(tiny_ckpt, tmp_path, monkeypatch
     assert st["dit_forwards"] == 2 * calls and st["dit_forwards_skipped"] == 2 * calls
 
 
+@pytest.mark.parametrize("cls", [TeaCache, MagCache, FirstBlockCache, PlannedCache])
+def test_a_cache_and_its_states_go_when_the_run_does(cls):
+    """The cache puts its call in the denoiser under it: no reference cycle may keep the cache (and its states, a
+    residual per window) alive after the run until a gc pass, or a long video's continued windows pile them up."""
+    import gc
+    import weakref
+    cal = {"teacache_poly": [0.0, 1.0], "mag_ratios": [1.0] * STEPS}
+    gc.disable()
+    try:
+        d, _ = run(cls, tiny_dit(), 0.5, calibration=cal)
+        assert any(st.residual is not None for st in d._states.values())
+        gone, den = weakref.ref(d), weakref.ref(d.inner)
+        del d
+        assert gone() is None and den() is None
+    finally:
+        gc.enable()
+
+
+def test_long_video_window_states_wait_on_the_host_off_the_cpu(tiny_ckpt, monkeypatch):
+    """A cache over a long video's windows keeps one state per window: on an accelerator they wait on the host
+    between their windows' calls (so the device holds one window's, not the video's); on the CPU, and for a call
+    that is not windowed, they stay. The round trip keeps every state as it was: the same video."""
+    from types import SimpleNamespace
+
+    import openwan.caches.blocks as blocks
+    from openwan.long_video import Windowed, plan_windows
+    x0, cond = setup()
+    den = Denoiser(tiny_dit(), cond, Guidance())
+    windowed = PlannedCache(Windowed(Denoiser(tiny_dit(), cond, Guidance()), plan_windows(9, 5, 2)), 0.5)
+    cuda = SimpleNamespace(type="cuda")
+    assert windowed.host_for(cuda) == torch.device("cpu")
+    assert windowed.host_for(torch.device("cpu")) is None and PlannedCache(den, 0.5).host_for(cuda) is None
+    pipe = load_pipeline(tiny_ckpt, variant="tiny-t2v", progress=False)
+    kw = dict(frame_num=17, long_method="windows", long_overlap=1, sample_steps=6, seed=5, output_type="latent",
+              step_cache="plan:0.5")
+    kept = pipe("a red circle moving to the right", **kw)
+    moves = []
+    real = blocks._move
+    monkeypatch.setattr(blocks, "_move", lambda st, device: (moves.append(device), real(st, device)))
+    monkeypatch.setattr(blocks.BlockCache, "host_for", lambda self, device: torch.device("cpu"))
+    spilled = pipe("a red circle moving to the right", **kw)
+    assert torch.equal(spilled.latents, kept.latents)
+    calls = spilled.settings["stats"]["dit_forwards"] + spilled.settings["stats"]["dit_forwards_skipped"]
+    assert len(moves) == 2 * calls > 0                         # back for each call, out after it
+
+
 @pytest.mark.parametrize("kind", ["i2v", "vace"])
 @pytest.mark.parametrize("cls", [TeaCache, MagCache, FirstBlockCache, PlannedCache])
 def test_image_and_vace_conditioning_pass_through_the_cache(kind, cls):

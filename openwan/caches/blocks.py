@@ -23,6 +23,7 @@ and the last step too when ``last`` is set; a threshold of 0 computes every step
 from __future__ import annotations
 
 import math
+import weakref
 from types import SimpleNamespace
 from typing import Optional
 
@@ -113,7 +114,16 @@ class BlockCache(Wrapper):
             d.dit_call = self._bind(d, cal)
 
     def _bind(self, den, cal):
-        return lambda dit, x, t, contexts, kw: self._call(den, cal, dit, x, t, contexts, kw)
+        # the denoiser holds this call; it reaches the cache and names the denoiser by weak reference and id, so
+        # no reference cycle keeps the states (a residual per window) alive after the run, until a gc pass
+        me, key = weakref.ref(self), id(den)
+
+        def call(dit, x, t, contexts, kw):
+            cache = me()
+            if cache is None:
+                raise RuntimeError("this denoiser's step cache is gone: run the wrapper, not the denoiser under it")
+            return cache._call(key, cal, dit, x, t, contexts, kw)
+        return call
 
     def warmup_steps(self, n: int) -> int:
         return max(self.min_warmup, math.ceil(self.warmup * n))
@@ -138,8 +148,8 @@ class BlockCache(Wrapper):
     def new_state(self) -> SimpleNamespace:
         return SimpleNamespace(residual=None)
 
-    def _call(self, den, cal, dit, x, t, contexts, kw):
-        key = (id(den), self._calls)
+    def _call(self, den_id: int, cal, dit, x, t, contexts, kw):
+        key = (den_id, self._calls)
         self._calls += 1
         s = dit.embed(x, t, contexts, **kw)
         st = self._states.get(key)
@@ -149,9 +159,22 @@ class BlockCache(Wrapper):
         step = self._step
         forced = (step is None or step.i < self.warmup_steps(step.n) or (self.last and step.i == step.n - 1)
                   or st.residual is None)
+        host = self.host_for(s.x.device)
+        if host is not None:                    # a window's state waited on the host: back for its call
+            _move(st, s.x.device)
         out, computed = self.blocks(dit, s, st, step, forced, cal)
+        if host is not None:
+            _move(st, host)
         self.decisions.append(computed)
         return dit.run_head(s.with_x(out)), computed
+
+    def host_for(self, device) -> Optional[torch.device]:
+        """Where the states wait between their calls: the host when the DiT runs on an accelerator and the calls
+        are a long video's windows (one state per window, each a residual of the window's tokens: held on the
+        device they would grow with the video), else None (they stay where they are made)."""
+        if getattr(device, "type", "cpu") == "cpu" or getattr(self.inner, "plan", None) is None:
+            return None
+        return torch.device("cpu")
 
     def blocks(self, dit, s, st, step, forced: bool, cal) -> tuple[torch.Tensor, bool]:
         raise NotImplementedError
@@ -162,6 +185,13 @@ class BlockCache(Wrapper):
         out = dit.run_blocks(s, start).x
         st.residual = out - s.x
         return out
+
+
+def _move(state: SimpleNamespace, device) -> None:
+    """Every tensor of a cache state to ``device``."""
+    for k, v in vars(state).items():
+        if torch.is_tensor(v):
+            setattr(state, k, v.to(device))
 
 
 def _poly(coeffs, x: float) -> float:

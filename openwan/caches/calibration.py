@@ -40,9 +40,9 @@ class Recorder(BlockCache):
     def new_state(self):
         return SimpleNamespace(residual=None, ind=None, out=None)
 
-    def _call(self, den, cal, dit, x, t, contexts, kw):
-        out, computed = super()._call(den, cal, dit, x, t, contexts, kw)
-        st = self._states[(id(den), self._calls - 1)]
+    def _call(self, den_id, cal, dit, x, t, contexts, kw):
+        out, computed = super()._call(den_id, cal, dit, x, t, contexts, kw)
+        st = self._states[(den_id, self._calls - 1)]
         o = out.float()
         st.rec["out"] = float("nan") if st.out is None else rel_l1(o, st.out)
         st.out = o
