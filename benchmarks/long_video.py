@@ -12,6 +12,11 @@ allocator arenas (as benchmarks/dit.py does for its memory runs); the times are 
     python benchmarks/long_video.py                         # 33 vs 161 frames, 3 methods, 20 steps, 1 thread
     python benchmarks/long_video.py --frames 17 33 161 --methods windows --steps 10
     python benchmarks/long_video.py --extend 33 321 --steps 20   # extending a 33- and a 321-frame file by 128 frames
+    python benchmarks/long_video.py --wide 2 --steps 2           # a DiT of 1.3B's width at 256x256 (random weights)
+
+The demo's DiT is so small that the libraries and the writer set its peak; ``--wide LAYERS`` runs a random DiT of
+Wan 2.1 1.3B's width on the demo's VAE and text encoder instead, where the DiT's activations set it (``--ckpt DIR``:
+any checkpoint folder; ``--step_cache SPEC``: the calls' step cache).
 
 With ``--extend N ...`` each case extends an N-frame mp4 (the world's own clip of a bouncing square, rendered at
 its pace) by ``--add`` frames (default 128) with the demo's default (openwan.pipelines.extend): the file is read in
@@ -35,10 +40,12 @@ def status(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-pipe = load_pipeline("demo", progress=False)
+pipe = load_pipeline(args["ckpt"], progress=False)
 prompt = args["prompt"]
+size = {"size": args["size"]} if args.get("size") else {}
+cache = {"step_cache": args["step_cache"]} if args.get("step_cache") else {}
 with torch.inference_mode():
-    pipe(prompt, sample_steps=1, seed=0, output_type="latent")            # warm-up at the native length
+    pipe(prompt, sample_steps=1, seed=0, output_type="latent", **size)    # warm-up at the native length
     gc.collect()
     open("/proc/self/clear_refs", "w").write("5")                          # peak (VmHWM) := current RSS
     base = status("VmRSS")
@@ -46,7 +53,7 @@ with torch.inference_mode():
         t0 = time.perf_counter()
         kw = {"extend": args["extend"]} if args.get("extend") else {"long_method": args["method"]}
         out = pipe(prompt, frame_num=args["frames"], sample_steps=args["steps"], seed=0,
-                   output_path=os.path.join(tmp, "v.mp4"), return_frames=False, **kw)
+                   output_path=os.path.join(tmp, "v.mp4"), return_frames=False, **size, **cache, **kw)
         dt = time.perf_counter() - t0
 peak = status("VmHWM")
 print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak - base,
@@ -55,10 +62,12 @@ print(json.dumps({"seconds": dt, "peak": peak, "base": base, "over_base": peak -
 """
 
 
-def run_case(method: str, frames: int, steps: int, threads: int, prompt: str, extend=None) -> dict:
+def run_case(method: str, frames: int, steps: int, threads: int, prompt: str, extend=None, ckpt: str = "demo",
+             size=None, step_cache=None) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"),
                OMP_NUM_THREADS=str(threads))
-    args = dict(method=method, frames=frames, steps=steps, threads=threads, prompt=prompt, extend=extend)
+    args = dict(method=method, frames=frames, steps=steps, threads=threads, prompt=prompt, extend=extend, ckpt=ckpt,
+                size=size, step_cache=step_cache)
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{method} {frames} frames failed: {out.stderr.strip()[-2000:]}")
@@ -76,17 +85,63 @@ def main(argv=None) -> int:
                     help="extend N-frame source files instead (4n+1 each; first = reference)")
     ap.add_argument("--add", type=int, default=128, help="--extend: frames added (a multiple of 4)")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    ap.add_argument("--ckpt", default="demo", help="the checkpoint folder to run (default: the embedded demo)")
+    ap.add_argument("--wide", type=int, default=0, metavar="LAYERS",
+                    help="run a random DiT of Wan 2.1 1.3B's width (dim 1536, FFN 8960, 12 heads) and LAYERS blocks "
+                         "on the demo's VAE and text encoder, written to a temporary folder: a model whose activations, "
+                         "not the libraries, set the peak")
+    ap.add_argument("--size", default=None, help="W*H (default: the checkpoint's; --wide: 256*256)")
+    ap.add_argument("--step_cache", default=None,
+                    help="the calls' step cache, e.g. plan:0.5 (default: the checkpoint's at its default steps)")
     a = ap.parse_args(argv)
     if a.extend:
         return extend_cases(a)
+    if a.wide:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            a.size = a.size or "256*256"
+            a.ckpt = wide_checkpoint(os.path.join(tmp, "wide"), a.wide, a.size)
+            return measure_cases(a)
+    return measure_cases(a)
+
+
+def wide_checkpoint(path: str, layers: int, size: str) -> str:
+    """The embedded demo's folder with its DiT replaced by random weights of Wan 2.1 1.3B's width and ``layers``
+    blocks (no experts), ``size`` among its sizes: at 256x256 a 161-frame one-call forward holds hundreds of MB of
+    activations, where the demo's own DiT holds a few."""
+    import shutil
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import torch
+    from openwan.configs import DEMO_V2_DIT
+    from openwan.demo import demo_checkpoint_dir
+    from openwan.fileio import write_json
+    from openwan.models.dit import WanModel
+    from openwan.testing import randomize_
+    shutil.copytree(demo_checkpoint_dir(), path, ignore=shutil.ignore_patterns("*_model"))
+    cfg = DEMO_V2_DIT.replace(dim=1536, ffn_dim=8960, num_heads=12, num_layers=layers)
+    torch.manual_seed(0)
+    randomize_(WanModel(cfg), seed=0, std=0.02).save_pretrained(path)
+    with open(os.path.join(path, "openwan.json")) as f:
+        meta = json.load(f)
+    meta["dit"].update(dim=1536, ffn_dim=8960, num_heads=12, num_layers=layers)
+    meta["sample"].update(sizes=[size], size=size)
+    write_json(meta, os.path.join(path, "openwan.json"))
+    return path
+
+
+def measure_cases(a) -> int:
+    """Each method at each frame count in its own process; the peaks and their ratios to the first count."""
     mb = 2 ** 20
-    print(f"demo pipeline, {a.steps} steps, {a.threads} thread(s); peak RSS of the generation in a fresh process")
+    model = "demo" if a.ckpt == "demo" else (f"random {a.wide}-block DiT of 1.3B's width" if a.wide else a.ckpt)
+    print(f"{model} pipeline{f' at {a.size}' if a.size else ''}, {a.steps} steps, {a.threads} thread(s)"
+          f"{f', step cache {a.step_cache}' if a.step_cache else ''}; peak RSS of the generation in a fresh process")
     print(f"{'method':9} {'frames':>6} {'windows':>7} {'forwards':>8} {'time s':>8} {'peak MB':>8} "
           f"{'over base MB':>12}")
     results = []
     for method in a.methods:
         for frames in a.frames:
-            r = dict(run_case(method, frames, a.steps, a.threads, a.prompt), method=method, frames=frames)
+            r = dict(run_case(method, frames, a.steps, a.threads, a.prompt, ckpt=a.ckpt, size=a.size,
+                              step_cache=a.step_cache), method=method, frames=frames)
             results.append(r)
             lv = r["long_video"] or {}
             print(f"{method:9} {frames:6d} {lv.get('windows', 1):7d} {r['dit_forwards']:8d} {r['seconds']:8.1f} "
