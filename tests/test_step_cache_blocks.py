@@ -301,6 +301,9 @@ def test_long_video_window_states_wait_on_the_host_off_the_cpu(tiny_ckpt, monkey
     cuda = SimpleNamespace(type="cuda")
     assert windowed.host_for(cuda) == torch.device("cpu")
     assert windowed.host_for(torch.device("cpu")) is None and PlannedCache(den, 0.5).host_for(cuda) is None
+    from openwan.pipelines.moe import ExpertSwitch
+    two = ExpertSwitch(Windowed(Denoiser(tiny_dit(), cond, Guidance()), plan_windows(9, 5, 2)), den, 0.9)
+    assert PlannedCache(two, 0.5).host_for(cuda) == torch.device("cpu")          # Wan 2.2 A14B's experts, windowed
     pipe = load_pipeline(tiny_ckpt, variant="tiny-t2v", progress=False)
     kw = dict(frame_num=17, long_method="windows", long_overlap=1, sample_steps=6, seed=5, output_type="latent",
               step_cache="plan:0.5")

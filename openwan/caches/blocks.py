@@ -29,9 +29,9 @@ from typing import Optional
 
 import torch
 
-from openwan.models.dit_layers import token_mod
 from openwan.caches.store import find_calibration
 from openwan.denoiser import Denoiser, Step, Wrapper
+from openwan.models.dit_layers import token_mod
 
 __all__ = ["BlockCache", "TeaCache", "MagCache", "FirstBlockCache", "PlannedCache", "even_plan", "find_denoisers",
            "rel_l1", "modulated_input"]
@@ -48,6 +48,17 @@ def find_denoisers(d):
             yield from find_denoisers(e)
     elif own.get("inner") is not None:
         yield from find_denoisers(own["inner"])
+
+
+def windowed(d) -> bool:
+    """Whether a wrapper chain runs a long video's windows (a ``Windowed`` in it, under either expert too): its DiT
+    calls of a step are one per window."""
+    own = getattr(d, "__dict__", {})
+    if own.get("plan") is not None:
+        return True
+    if own.get("experts"):
+        return any(windowed(e) for e in own["experts"].values())
+    return own.get("inner") is not None and windowed(own["inner"])
 
 
 def _reduce(v: torch.Tensor, dit) -> torch.Tensor:
@@ -100,6 +111,7 @@ class BlockCache(Wrapper):
         self._states: dict = {}
         self._step: Optional[Step] = None
         self._calls = 0
+        self._windowed = windowed(inner)
         dens = list(find_denoisers(inner))
         if not dens:
             raise TypeError(f"{type(self).__name__} needs a Denoiser (a DiT) under it")
@@ -172,7 +184,7 @@ class BlockCache(Wrapper):
         """Where the states wait between their calls: the host when the DiT runs on an accelerator and the calls
         are a long video's windows (one state per window, each a residual of the window's tokens: held on the
         device they would grow with the video), else None (they stay where they are made)."""
-        if getattr(device, "type", "cpu") == "cpu" or getattr(self.inner, "plan", None) is None:
+        if getattr(device, "type", "cpu") == "cpu" or not self._windowed:
             return None
         return torch.device("cpu")
 

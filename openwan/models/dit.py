@@ -3,7 +3,7 @@
     video latent x [B, C, F, H, W]  --patch_embedding (Conv3d, stride (1,2,2))-->  tokens [B, L, dim]
     timestep t [B] (or [B, L]: one per token, Wan 2.2 TI2V)  --sinusoid(256, float64)--> time_embedding
         --> e [B, 1 or L, dim] --> time_projection --> e0 [B, 1 or L, 6, dim]   (per token at inference:
-        computed on its distinct timesteps only, one row each, and taken per token where a block uses it)
+        kept as one row per distinct timestep, taken per token where a block uses it: TokenRows)
     text  [B, <=512, 4096] --zero-pad to 512--> text_embedding --> context [B, 512, dim]
     (2.1 i2v / flf2v) CLIP features [B, 257 or 514, 1280] --img_emb--> prepended to the context
     N x block:  x += gate1 * self_attn(mod(norm1(x), shift1, scale1))      (q/k RMSNorm, 3D RoPE)
