@@ -165,3 +165,23 @@ def test_refine_runs_with_the_calls_step_cache(pipe, monkeypatch):
     caches = {m: c for m, c in seen}
     assert caches["windows"] is not None and caches["windows"] is caches["continue"]
     assert out.settings["step_cache"] == str(caches["windows"]) and out.settings["stats"]["dit_forwards_skipped"] > 0
+
+
+def test_a_long_video_leaves_no_tensor_to_the_garbage_collector(pipe, tmp_path):
+    """A long video's runs (each continued window, the pass, a step cache's states, the progress kept beside a file)
+    free what they hold when they end: no reference cycle leaves tensors for a gc pass to find, so a window's memory
+    goes with its window (a cache tied to its denoiser in a cycle once held every window's residual)."""
+    import gc
+    for kw in (dict(output_type="latent"), dict(output_path=tmp_path / "v.mp4", return_frames=False)):
+        gc.collect()
+        gc.disable()
+        try:
+            pipe(PROMPT, **{**FAST, "sample_steps": 6, "step_cache": "plan:0.5", **kw})
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            held = [o for o in gc.garbage if isinstance(o, torch.Tensor)]
+            assert not held, [tuple(t.shape) for t in held]
+        finally:
+            gc.garbage.clear()
+            gc.set_debug(0)
+            gc.enable()
