@@ -206,13 +206,22 @@ def test_calibration_round_trip_and_lookup(tiny_ckpt, tmp_path, monkeypatch):
         pipe("a red circle", step_cache="teacache", **kw)
 
 
-def test_the_demo_calibration_ships_with_the_package():
+def test_the_demo_calibration_ships_with_the_package(monkeypatch, tmp_path):
+    """Both DiTs a demo video runs through a calibrated cache have their file in the package: the main one and the
+    continuation expert of a long video's later windows (a long video with TeaCache / MagCache runs)."""
     import openwan
+    monkeypatch.setenv("OPENWAN_STEP_CACHE_DIR", str(tmp_path))            # nothing of the user's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     pipe = openwan.load_pipeline("demo", progress=False)
-    key = store.model_key(pipe.dit)
-    assert (store.PACKAGE_DIR / f"{key}.json").is_file()
-    cal = store.load_calibration(store.PACKAGE_DIR / f"{key}.json")
-    assert cal["model"] == key and len(cal["mag_ratios"]) == cal["steps"]
+    for dit in (pipe.dit, pipe.c.dit_continue):
+        key = store.model_key(dit)
+        assert (store.PACKAGE_DIR / f"{key}.json").is_file()
+        cal = store.load_calibration(store.PACKAGE_DIR / f"{key}.json")
+        assert cal["model"] == key and len(cal["mag_ratios"]) == cal["steps"]
+    for cache in ("magcache:0.5", "teacache:0.5"):
+        out = pipe("a red square bouncing left and right", frame_num=65, sample_steps=10, seed=0,
+                   output_type="latent", step_cache=cache)
+        assert out.settings["long_video"]["expert"] and out.settings["stats"]["dit_forwards_skipped"] > 0
 
 
 def test_names_and_thresholds():

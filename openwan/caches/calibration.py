@@ -2,6 +2,8 @@
 
     python -m openwan.caches calibrate --model demo --out openwan/caches/calibration   # the shipped demo file
     python -m openwan.caches calibrate --ckpt_dir Wan2.1-T2V-1.3B --steps 50              # -> the user cache
+    python -m openwan.caches calibrate --model demo --frame_num 161 --keep --out openwan/caches/calibration
+                                            # + the demo's continuation expert (long videos' later windows)
 
 Runs ``--prompts`` uncached generations (every block computed) and records, per DiT call and step:
 TeaCache's indicator change ``rel_l1(I_j, I_{j-1})`` and the DiT output's change, and MagCache's
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -117,6 +120,11 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", default=None, help="folder to write <model_key>.json to (default: the user cache)")
     c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--frame_num", type=int, default=None,
+                   help="frames per run (default: the model's); past the native length the runs are long videos, "
+                        "so a continuation expert that draws their later windows is calibrated too")
+    c.add_argument("--keep", action="store_true",
+                   help="leave the calibrations already in the output folder as they are (write the new DiTs' only)")
     a = ap.parse_args(argv)
     if (a.model is None) == (a.ckpt_dir is None):
         ap.error("give --model demo or --ckpt_dir DIR")
@@ -134,10 +142,15 @@ def main(argv=None) -> int:
         prompts = a.prompt or ["a cat walking on grass, cinematic", "waves breaking on a rocky shore at sunset",
                                "a person riding a bicycle through a city street"]
     prompts = prompts[: a.prompts]
+    call = {} if a.frame_num is None else {"frame_num": a.frame_num}
     with torch.inference_mode():
-        cals = calibrate(pipe, prompts, a.steps, a.seed)
+        cals = calibrate(pipe, prompts, a.steps, a.seed, **call)
     cmd = "python -m openwan.caches " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = a.out if a.out is not None else store.calibration_dirs()[0]
     for key, cal in cals.items():
-        path = store.save_calibration(dict(cal, command=cmd), a.out)
+        if a.keep and (Path(out) / f"{key}.json").exists():
+            print(f"{Path(out) / f'{key}.json'}: kept (--keep)")
+            continue
+        path = store.save_calibration(dict(cal, command=cmd), out)
         print(f"{path}: {cal['steps']} steps, {cal['points']} points, teacache_poly {cal['teacache_poly']}")
     return 0
