@@ -350,3 +350,28 @@ def test_image_and_vace_conditioning_pass_through_the_cache(kind, cls):
         d = cls(Denoiser(dit, cond), 0.5 if cls is PlannedCache else 10.0, calibration=cal)   # plan: a fraction
         sampling.run(d, x0, grid, "euler")
     assert d.stats["dit_forwards_skipped"] > 0
+
+
+def test_calibrate_long_runs_cover_the_continuation_expert_and_keep_files(tmp_path, monkeypatch):
+    """`python -m openwan.caches calibrate --frame_num N` past the native length runs long videos, so the
+    continuation expert of their later windows gets its file too; --keep leaves a file already there as it is."""
+    from openwan.caches.calibration import main
+    from openwan.testing import make_tiny_demo_with_expert, use_demo
+    _, with_expert, variant = make_tiny_demo_with_expert(tmp_path / "ck")
+    variant = variant.replace(sample=variant.sample.replace(frame_num=13))   # 4 latent frames: room for the overlap
+    use_demo(monkeypatch, with_expert, variant)
+    pipe = load_pipeline("demo", progress=False)
+    main_key, expert_key = store.model_key(pipe.dit), store.model_key(pipe.c.dit_continue)
+    out = tmp_path / "cal"
+    out.mkdir()
+    (out / f"{main_key}.json").write_text("mine")
+    args = ["calibrate", "--model", "demo", "--prompt", "a red circle moving to the right", "--steps", "3",
+            "--out", str(out)]
+    assert main(args + ["--frame_num", "25", "--keep"]) == 0
+    assert (out / f"{main_key}.json").read_text() == "mine"                 # kept
+    cal = store.load_calibration(out / f"{expert_key}.json")
+    assert cal["model"] == expert_key and cal["steps"] == 3 and len(cal["mag_ratios"]) == 3
+    (out / f"{expert_key}.json").unlink()
+    assert main(args) == 0                                                  # native length: the main DiT only
+    assert not (out / f"{expert_key}.json").exists()
+    assert store.load_calibration(out / f"{main_key}.json")["model"] == main_key   # without --keep: replaced
