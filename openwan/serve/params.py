@@ -148,8 +148,10 @@ def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> d
             raise RequestError("give 'seconds' or 'frame_num', not both")
         n = max(1, round(out.pop("seconds") * fps))
         out["frame_num"] = 4 * round((n - 1) / 4) + 1               # Wan takes 4n+1 frames
-    n = out.get("frame_num")
-    if n is not None and (n - 1) % 4:
-        lo = 1 + 4 * ((n - 1) // 4)
-        raise RequestError(f"'frame_num' must be of the form 4n+1 (1, 5, 9, 13, ...); got {n}, use {lo} or {lo + 4}")
+    if out.get("frame_num") is not None:
+        from openwan.pipelines.job import check_frames
+        try:
+            check_frames(out["frame_num"])
+        except ValueError as e:
+            raise RequestError(str(e)) from None
     return out
