@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     threads = a.threads if a.threads is not None else (1 if a.ckpt_dir in (None, "demo") else None)
     if threads is not None:
         torch.set_num_threads(max(1, threads))
-    from openwan.serve.group import GroupWorker, follow, parallelize, setup_group
+    from openwan.serve.group import GroupWorker, follow, setup_group
     try:
         group = setup_group(a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)
     except ValueError as e:
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
         return 2
     if group is not None:
         import os
+
+        from openwan.parallel import parallelize
         if a.devices:
             print("openwan serve: error: a torchrun group is one worker: use --devices without torchrun",
                   file=sys.stderr)

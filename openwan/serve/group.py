@@ -42,12 +42,6 @@ def setup_group(ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False
     return dist.get_rank(), world
 
 
-def parallelize(pipe, ulysses_size: int, dit_fsdp: bool, window_parallel: bool = False,
-                cfg_parallel: bool = False) -> None:
-    from openwan.parallel import parallelize as parallelize_pipeline
-    parallelize_pipeline(pipe, ulysses_size, dit_fsdp, window_parallel, cfg_parallel)    # every DiT (A14B: both)
-
-
 class GroupWorker(Worker):
     """Process 0's worker: every job and every step decision is mirrored to the followers."""
 
