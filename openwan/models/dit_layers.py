@@ -327,7 +327,7 @@ class TokenRows:
 
     def split(self, sp) -> "TokenRows":
         """This process's tokens under sequence parallel (padding tokens take row 0; they are dropped)."""
-        return TokenRows(self.rows, sp.split(self.index[..., None])[..., 0])
+        return TokenRows(self.rows, sp.split(self.index))
 
 
 def token_mod(m: torch.Tensor, e0, i: int) -> torch.Tensor:
@@ -409,8 +409,8 @@ class Head(nn.Module):
         m = as_dtype(self.modulation, torch.float32)
         if isinstance(e, TokenRows):                                # per token, as distinct rows [U, dim]
             shift, scale = ((m[0, i] + e.rows)[e.index] for i in (0, 1))
-            return self.head(modulate(self.norm(x), shift, scale))
-        shift, scale = (m[:, None] + e[:, :, None]).unbind(2)      # [B, 1 or L, dim] each
+        else:
+            shift, scale = (m[:, None] + e[:, :, None]).unbind(2)  # [B, 1 or L, dim] each
         return self.head(modulate(self.norm(x), shift, scale))
 
 

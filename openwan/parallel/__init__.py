@@ -6,5 +6,6 @@ from openwan.parallel.shard import shard_dit
 from openwan.parallel.windows import WindowShare, enable_window_parallel
 from openwan.parallel.cfg import CfgShare, enable_cfg_parallel
 
-__all__ = ["CfgShare", "SequenceParallel", "WindowShare", "enable_cfg_parallel", "enable_sequence_parallel", "enable_window_parallel", "init_process_group",
-           "parallelize", "pipeline_dits", "set_sequence_parallel", "shard_dit"]
+__all__ = ["CfgShare", "SequenceParallel", "WindowShare", "enable_cfg_parallel", "enable_sequence_parallel",
+           "enable_window_parallel", "init_process_group", "parallelize", "pipeline_dits", "set_sequence_parallel",
+           "shard_dit"]
