@@ -63,3 +63,19 @@ def test_cli_torchrun_cfg_parallel(tmp_path):
     bad = run_cli(tmp_path, [*common, "--cfg_parallel", "-o", "x.mp4"])
     assert bad.returncode == 2 and "--cfg_parallel shares the work over two processes (this is 1)" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x.mp4").exists()
+
+
+def test_the_collectives_device_follows_the_backend(monkeypatch):
+    """Share.others' count tensor: on the host under gloo; on the current accelerator under any other backend
+    (nccl, xccl, ...), and a clear error where the process has no accelerator (no hard-coded CUDA)."""
+    import torch.distributed as dist
+
+    from openwan.parallel import share
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    assert share.collective_device(None) == torch.device("cpu")
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    if torch.accelerator.current_accelerator() is None:
+        with pytest.raises(RuntimeError, match="backend 'nccl' needs an accelerator"):
+            share.collective_device(None)
+    else:
+        assert share.collective_device(None).type == torch.accelerator.current_accelerator().type

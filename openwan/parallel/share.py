@@ -23,11 +23,21 @@ class Share:
         """What the other processes counted (their forwards of a step, under the same keys as ``counts``, this
         process's), so that every process's record counts the call's forwards, as one process's does."""
         keys = sorted(counts)
-        t = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64)
-        if dist.get_backend(self.group) == "nccl":
-            t = t.cuda()
+        t = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64, device=collective_device(self.group))
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
         return {k: type(counts[k])(round(float(total) - float(counts[k]))) for k, total in zip(keys, t.cpu())}
+
+
+def collective_device(group: Optional[dist.ProcessGroup]) -> torch.device:
+    """Where a tensor for a collective of ``group`` has to be: the host for gloo, otherwise (nccl and the other
+    accelerators' backends) this process's current accelerator device."""
+    if dist.get_backend(group) == "gloo":
+        return torch.device("cpu")
+    acc = torch.accelerator.current_accelerator()
+    if acc is None:
+        raise RuntimeError(f"the process group's backend {dist.get_backend(group)!r} needs an accelerator and this "
+                           f"process has none: start it with --backend gloo (CPU) or on a machine with one")
+    return torch.device(acc.type, torch.accelerator.current_device_index())
 
 
 def counted(stats: dict, share: Share, run):
