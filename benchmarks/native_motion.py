@@ -8,6 +8,7 @@ world does (docs/long_video.md, "The continuation expert on every window").
 
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8 --dit continuation
+    python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8 --ckpt_dir runs/CAND   # a candidate
 """
 from __future__ import annotations
 
@@ -33,10 +34,8 @@ def motion_stats(video: np.ndarray) -> dict:
             "found": float(t["found"].mean())}
 
 
-def with_dit(folder: str, tmp: str) -> str:
-    """The demo's folder with the expert in ``folder`` as its main DiT (experts dropped)."""
-    from openwan.demo import demo_checkpoint_dir
-    src = demo_checkpoint_dir()
+def with_dit(folder: str, tmp: str, src: str) -> str:
+    """The demo folder ``src`` with its expert in ``folder`` as its main DiT (experts dropped)."""
     out = os.path.join(tmp, "demo")
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("*_model"))
     shutil.copy(os.path.join(src, folder, "diffusion_pytorch_model.safetensors"), out)
@@ -51,13 +50,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dit", choices=("main", "continuation"), default="main",
                     help="the DiT that draws the videos: the demo's main one or its continuation expert")
+    ap.add_argument("--ckpt_dir", help="a demo checkpoint folder (a candidate's export) instead of the shipped demo")
     a = ap.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
     from openwan.demo.long_bench import world_source
     from openwan.pipelines import load_pipeline
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = "demo" if a.dit == "main" else with_dit("continuation_model", tmp)
+        from openwan.demo import demo_checkpoint_dir
+        src = a.ckpt_dir or str(demo_checkpoint_dir())
+        ckpt = src if a.dit == "main" else with_dit("continuation_model", tmp, src)
         pipe = load_pipeline(ckpt, progress=False)
         native = pipe.defaults().frame_num
         size = int(pipe.defaults().size.split("*")[0])

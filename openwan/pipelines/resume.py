@@ -40,11 +40,15 @@ def resume_path(output_path) -> Path:
     return p.with_name(f".{p.name}.resume.pt")
 
 
-def steps_path(path, kept: bool = False) -> Path:
-    """Where a ``continue`` long video writing ``path`` (with ``kept``: its progress file's path) keeps the steps of
-    the window in progress (:class:`Partial`)."""
-    p = Path(path) if kept else resume_path(path)
-    return p.with_name(p.name[:-len(".pt")] + ".steps.pt")
+def steps_path(output_path) -> Path:
+    """Where a ``continue`` long video writing ``output_path`` keeps the steps of the window in progress
+    (:class:`Partial`): beside its progress file."""
+    return steps_beside(resume_path(output_path))
+
+
+def steps_beside(progress: Path) -> Path:
+    """The steps file that goes with the progress file ``progress`` (``NAME.pt`` -> ``NAME.steps.pt``)."""
+    return progress.with_name(progress.name[:-len(".pt")] + ".steps.pt")
 
 
 def forget(output_path) -> None:
@@ -206,7 +210,7 @@ class Partial(Progress):
     window's solve, whatever the length of the video made so far (the finished windows are written once each)."""
 
     def __init__(self, whole: Progress, windows: int):
-        super().__init__(steps_path(whole.path, kept=True), whole.key)
+        super().__init__(steps_beside(Path(whole.path)), whole.key)
         self.windows = windows
 
     def _read(self) -> Optional[dict]:
