@@ -15,9 +15,9 @@ each target and writes ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from long_experiment import add_options, run
 
 
 class HistoryGuided:
@@ -47,12 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--above", type=float, default=0.0, help="guide only the steps whose noise level is above this "
                                                              "(0: every step)")
     ap.add_argument("--mode", choices=["t2v", "extend"], default="extend")
-    ap.add_argument("--prompts", choices=["classic", "bounce"], default="bounce", help="t2v: which prompts")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--first_seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.demo import long_bench
     from openwan.denoiser import Denoiser
     from openwan.pipelines import load_pipeline
     torch.set_num_threads(1)
@@ -68,24 +64,7 @@ def main(argv=None) -> int:
         free = Denoiser(self.dit, cond, guidance)       # the main DiT, no clean frames: text-to-video
         return HistoryGuided(d, free, first.shape[1], a.w, a.above)
     cls.denoiser = denoiser
-    seeds = range(a.first_seed, a.first_seed + a.seeds)
-    with torch.inference_mode():
-        if a.mode == "extend":
-            records = long_bench.run_source_benchmark(pipe, long_bench.EXTEND_PROMPTS, seeds, ["extend"], 161,
-                                                      progress=False, sample_steps=20)
-        else:
-            prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
-            records = long_bench.run_long_benchmark(pipe, prompts, seeds, ["continue"], 161, progress=False,
-                                                    sample_steps=20)
-    s = next(iter(long_bench.summarize(records).values()))
-    print(f"w {a.w} above {a.above} {a.mode} seeds {list(seeds)}: " + ", ".join(f"{k} {v}/{s['judged'][k]}" for k, v in
-                                                                 s["meets"].items())
-          + f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets; speed x{s['speed_ratio']:.2f}, "
-            f"size x{s['size_ratio']:.2f}, {s['seconds_per_video']:.1f} s/video")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"w": a.w, "above": a.above, "mode": a.mode, "summary": s, "videos": records}, f, indent=1)
-    return 0
+    return run(pipe, a, {"w": a.w, "above": a.above, "mode": a.mode}, extend=a.mode == "extend")
 
 
 if __name__ == "__main__":

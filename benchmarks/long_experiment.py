@@ -1,6 +1,7 @@
-"""What the long-video experiments in benchmarks/ share (long_noise.py, long_window.py, long_sampler.py): their
-common options and the run of ``openwan bench long``'s measurement (openwan.demo.long_bench) of the default method
-over the looping or the classic prompts, printed as one JSON line and written whole with ``--json``."""
+"""What the long-video experiments in benchmarks/ share (long_noise.py, long_window.py, long_sampler.py,
+long_select.py, history_guidance.py): their common options and the run of ``openwan bench long``'s measurement
+(openwan.demo.long_bench) of the default method over the looping or the classic prompts (or, ``extend``, of the
+world's own clips extended), printed as one JSON line and written whole with ``--json``."""
 from __future__ import annotations
 
 import json
@@ -16,16 +17,22 @@ def add_options(ap) -> None:
     ap.add_argument("--json", default=None)
 
 
-def run(pipe, a, label: dict, **sample_kw) -> int:
-    """``continue`` videos of ``a``'s prompts and seeds measured; prints ``label`` with the targets met."""
+def run(pipe, a, label: dict, extend: bool = False, **sample_kw) -> int:
+    """``continue`` videos of ``a``'s prompts and seeds measured (``extend``: the world's clips of the extension
+    prompts extended instead); prints ``label`` with the targets met."""
     import torch
 
     from openwan.demo import long_bench
-    prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
+    seeds = range(a.first_seed, a.first_seed + a.seeds)
     with torch.inference_mode():
-        records = long_bench.run_long_benchmark(pipe, prompts, range(a.first_seed, a.first_seed + a.seeds),
-                                                ["continue"], a.frames, sample_steps=a.steps, **sample_kw)
-    s = long_bench.summarize(records)["continue"]
+        if extend:
+            records = long_bench.run_source_benchmark(pipe, long_bench.EXTEND_PROMPTS, seeds, ["extend"], a.frames,
+                                                      progress=False, sample_steps=a.steps, **sample_kw)
+        else:
+            prompts = list(long_bench.BOUNCE_PROMPTS if a.prompts == "bounce" else long_bench.DEFAULT_PROMPTS)
+            records = long_bench.run_long_benchmark(pipe, prompts, seeds, ["continue"], a.frames, progress=False,
+                                                    sample_steps=a.steps, **sample_kw)
+    s = long_bench.summarize(records)["extend" if extend else "continue"]
     print(json.dumps({**label, "meets": s["meets"], "judged": s["judged"], "targets met": sum(s["meets"].values())}))
     if a.json:
         from pathlib import Path
