@@ -606,3 +606,30 @@ def test_wide_captions_parse_back_and_cover_the_parsers_words():
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     obj = W.sample_clip(np.random.default_rng(1), attributes=[("cyan", "square", "left")]).objects[0]
     assert [W.make_caption([obj], a) for _ in range(50)] == [W.describe(obj, b) for _ in range(50)]
+
+
+def test_paced_clips_keep_their_path_at_a_pace_of_their_own():
+    """latents.paced: a looping object's period divided by one factor in [1/s, s] (log-uniform: both ends reached),
+    its path otherwise the same (the same frames at the scaled times); a classic object untouched; a bad spread is
+    a clear error."""
+    from openwan.demo.latents import encode_latents, paced
+    rng, spread, factors = np.random.default_rng(3), 1.6, []
+    for i in range(300):
+        motion = W.MOTIONS[i % len(W.MOTIONS)]
+        clip = W.sample_clip(np.random.default_rng([9, i]), split="train", attributes=[("red", "square", motion)])
+        out = paced(clip, rng, spread)
+        o, p = clip.objects[0], out.objects[0]
+        assert out.caption == clip.caption
+        if motion not in W.LOOPING_MOTIONS:
+            assert p == o
+            continue
+        f = o.period / p.period
+        assert 1 / spread - 1e-12 <= f <= spread + 1e-12
+        factors.append(f)
+        t = np.linspace(0, 3, 49)
+        np.testing.assert_allclose(np.stack(p.center(t)), np.stack(o.center(t * f)), rtol=0, atol=1e-12)
+        assert dataclasses.replace(p, period=o.period) == o
+    logs = np.log(factors) / np.log(spread)                 # uniform in [-1, 1]
+    assert logs.min() < -0.8 and logs.max() > 0.8 and abs(logs.mean()) < 0.2
+    with pytest.raises(ValueError, match="pace_spread must be >= 1"):
+        encode_latents(None, pace_spread=0.5)

@@ -128,11 +128,25 @@ def load_trained_vae(work_dir: Path):
     return round_to_half_(WanVAE.from_pretrained(path))
 
 
+def paced(clip, rng: np.random.Generator, spread: float):
+    """``clip`` with each looping object's pace the world's times one factor drawn log-uniform in [1/spread, spread]
+    (its period divided by it), so a model trained on such clips has to read a motion's pace from the frames it is
+    given rather than keep one of its own; classic motions are left as they are."""
+    from dataclasses import replace
+
+    from openwan.demo import world
+    factor = float(np.exp(rng.uniform(-np.log(spread), np.log(spread))))
+    objects = tuple(replace(o, period=o.period / factor) if o.motion in world.LOOPING_MOTIONS else o
+                    for o in clip.objects)
+    return replace(clip, objects=objects)
+
+
 @torch.no_grad()
 def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_object_prob: float = 0.0,
                    seed: int = 0, batch: int = 16, motions=None, looping_share: Optional[float] = None,
                    size: int = 64, frames: int = 17, extend: int = 0, still: bool = False,
-                   extend_classic: bool = False, ref: int = 0, two_object_order: str = "any") -> Path:
+                   extend_classic: bool = False, ref: int = 0, two_object_order: str = "any",
+                   pace_spread: float = 1.0) -> Path:
     """Render + encode ``n_clips`` training clips and their captions once (see the module docstring); resumable.
 
     Writes ``work_dir/latents.pt``: {"latents": [N, z, T, h, w] fp32 (normalized; a list when ``extend`` makes
@@ -145,13 +159,17 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
     motions with that probability, else from the classic ones. The defaults are the first recipe's (64 px, 17
     frames, nothing extended), whose clips they reproduce. ``two_object_order="reading"`` names a two-object clip's
     objects in reading order (``world.reading_order``: the left or top one first) in every caption and in
-    "attributes"; "any" (the default) keeps the draw's order. Only captions change: the latents are the same."""
+    "attributes"; "any" (the default) keeps the draw's order. Only captions change: the latents are the same.
+    ``pace_spread`` s > 1 gives each looping clip a pace of its own, the world's times a factor drawn log-uniform in
+    [1/s, s] (:func:`paced`; from ``[seed, 7, i]``, so the clips' other draws are the same as without it)."""
     from openwan.demo import world
     if two_object_order not in ("any", "reading"):
         raise ValueError(f"two_object_order must be 'any' or 'reading', got {two_object_order!r}")
     motions = world.CLASSIC_MOTIONS if motions is None else tuple(motions)
     if looping_share is not None and not 0.0 <= looping_share <= 1.0:
         raise ValueError(f"looping_share must be in [0, 1], got {looping_share}")
+    if not pace_spread >= 1.0:
+        raise ValueError(f"pace_spread must be >= 1 (1: the world's own pace), got {pace_spread}")
     if extend % 4 or extend < 0:
         raise ValueError(f"extend must be a non-negative multiple of the VAE's 4 frames, got {extend}")
     out = work_dir / "latents.pt"
@@ -181,6 +199,8 @@ def encode_latents(work_dir: Path, n_clips: int = 4000, captions: int = 3, two_o
             ms = motions if looping_share is None else (
                 world.LOOPING_MOTIONS if rng.random() < looping_share else world.CLASSIC_MOTIONS)
             clip = world.sample_clip(rng, split="train", n_objects=k, motions=ms)
+            if pace_spread > 1.0:
+                clip = paced(clip, np.random.default_rng([seed, 7, i]), pace_spread)
             looping = clip.objects[0].motion in world.LOOPING_MOTIONS
             longer = extend if looping or extend_classic else 0
             video = world.to_tensor(world.render_clip(clip, size=size, frames=frames + longer,

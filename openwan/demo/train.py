@@ -420,6 +420,9 @@ def main(argv=None) -> int:
     g.add_argument("--motions", default="classic",
                    help="the world's motions to encode: classic (default, the seven of the first run), looping, "
                         "all, or a comma-separated list")
+    g.add_argument("--pace_spread", type=float, default=1.0,
+                   help="each looping clip at the world's pace times a factor log-uniform in [1/S, S] (a model that "
+                        "reads the pace from its given frames; 1: the world's own)")
     g.add_argument("--looping_share", type=float,
                    help="instead of --motions: draw this fraction of the clips from the looping motions, the rest "
                         "from the classic ones")
@@ -526,7 +529,7 @@ def main(argv=None) -> int:
                 adopt_vae(work, Path(a.init_vae), stats=stats)
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
-                           frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
+                           pace_spread=a.pace_spread, frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
                            extend_classic=a.extend_classic, ref=a.ref, two_object_order=a.two_object_order)
         elif stage == "merge-latents":
             if not a.merge:
