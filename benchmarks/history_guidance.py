@@ -15,9 +15,13 @@ each target and writes ``--json``.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import torch
-from long_experiment import add_options, run
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from long_experiment import add_options, run  # noqa: E402
 
 
 class HistoryGuided:

@@ -529,8 +529,9 @@ def main(argv=None) -> int:
                 adopt_vae(work, Path(a.init_vae), stats=stats)
             encode_latents(work, n_clips=a.n_clips, captions=a.captions, seed=a.seed,
                            motions=world_motions(a.motions), looping_share=a.looping_share, size=a.size,
-                           pace_spread=a.pace_spread, frames=a.frames, extend=a.extend, still=a.still, two_object_prob=a.two_object_prob,
-                           extend_classic=a.extend_classic, ref=a.ref, two_object_order=a.two_object_order)
+                           pace_spread=a.pace_spread, frames=a.frames, extend=a.extend, still=a.still,
+                           two_object_prob=a.two_object_prob, extend_classic=a.extend_classic, ref=a.ref,
+                           two_object_order=a.two_object_order)
         elif stage == "merge-latents":
             if not a.merge:
                 raise ValueError("--stage merge-latents needs --merge FILE FILE ... (latents files to merge)")

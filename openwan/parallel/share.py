@@ -36,7 +36,8 @@ def collective_device(group: Optional[dist.ProcessGroup]) -> torch.device:
     acc = torch.accelerator.current_accelerator()
     if acc is None:
         raise RuntimeError(f"the process group's backend {dist.get_backend(group)!r} needs an accelerator and this "
-                           f"process has none: start it with --backend gloo (CPU) or on a machine with one")
+                           f"process has none: create the group with gloo (openwan.parallel.init_process_group() "
+                           f"does where there is no GPU)")
     return torch.device(acc.type, torch.accelerator.current_device_index())
 
 
