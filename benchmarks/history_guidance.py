@@ -18,10 +18,9 @@ import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 
 class HistoryGuided:
@@ -54,9 +53,7 @@ def main(argv=None) -> int:
     add_options(ap)
     a = ap.parse_args(argv)
     from openwan.denoiser import Denoiser
-    from openwan.pipelines import load_pipeline
-    torch.set_num_threads(1)
-    pipe = load_pipeline("demo", progress=False)
+    pipe = demo_pipeline()
     cls = type(pipe)
     plain = cls.denoiser
 

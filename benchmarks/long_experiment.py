@@ -17,6 +17,15 @@ def add_options(ap) -> None:
     ap.add_argument("--json", default=None)
 
 
+def demo_pipeline():
+    """The shipped demo's pipeline, on the one thread every experiment measures with."""
+    import torch
+
+    from openwan.pipelines import load_pipeline
+    torch.set_num_threads(1)
+    return load_pipeline("demo", progress=False)
+
+
 def run(pipe, a, label: dict, extend: bool = False, **sample_kw) -> int:
     """``continue`` videos of ``a``'s prompts and seeds measured (``extend``: the world's clips of the extension
     prompts extended instead); prints ``label`` with the targets met."""

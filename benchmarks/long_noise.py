@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 
 def rescheduled(start: torch.Tensor, spans, mode: str, seed: int) -> torch.Tensor:
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=["repeat", "shuffle", "off"], default="repeat")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.pipelines import load_pipeline, long
+    from openwan.pipelines import long
     shipped = long.run_continued
 
     def run_continued(pipe, job, *args, **kw):
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
             job = replace(job, start=rescheduled(job.start, job.long.plan.spans, a.mode, seed))
         return shipped(pipe, job, *args, **kw)
     long.run_continued = run_continued
-    torch.set_num_threads(1)
-    return run(load_pipeline("demo", progress=False), a, {"mode": a.mode})
+    return run(demo_pipeline(), a, {"mode": a.mode})
 
 
 if __name__ == "__main__":

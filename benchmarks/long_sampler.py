@@ -21,7 +21,7 @@ from openwan import sampling
 from openwan.sampling import UniPCSolver, _Solver, euler_sigmas, unipc_sigmas
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 NAME = "euler_a_experiment"
 
@@ -62,11 +62,9 @@ def main(argv=None) -> int:
                     help="the refinement pass's solver: this one, or the shipped UniPC (on UniPC's grid)")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.pipelines import load_pipeline
     cls = ancestral(a.eta, a.where, a.pass_solver == "unipc")
     sampling.SOLVERS[NAME] = (cls, unipc_sigmas if a.pass_solver == "unipc" else euler_sigmas)
-    torch.set_num_threads(1)
-    pipe = load_pipeline("demo", progress=False)
+    pipe = demo_pipeline()
     call = type(pipe).__call__
 
     def counted(self, *args, **kw):

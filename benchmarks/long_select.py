@@ -25,7 +25,7 @@ from dataclasses import replace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 
 def steps(z: torch.Tensor) -> torch.Tensor:
@@ -59,8 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--verbose", action="store_true")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.pipelines import load_pipeline
-    pipe = load_pipeline("demo", progress=False)
+    pipe = demo_pipeline()
     shipped = pipe.run
     first = {}
 
@@ -98,7 +97,6 @@ def main(argv=None) -> int:
         first["seed"] = kw.get("seed", 0)
         return shipped_call(self, *args, **kw)
     type(pipe).__call__ = call
-    torch.set_num_threads(1)
     return run(pipe, a, {"candidates": a.candidates, "weights": a.weights})
 
 

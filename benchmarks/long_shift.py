@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,10 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shift", type=float, default=5.0, help="the sampling shift (the demo's: 3)")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.pipelines import load_pipeline
-    torch.set_num_threads(1)
-    pipe = load_pipeline("demo", progress=False)
-    return run(pipe, a, {"shift": a.shift}, sample_shift=a.shift)
+    return run(demo_pipeline(), a, {"shift": a.shift}, sample_shift=a.shift)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,9 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", type=int, default=4, help="latent frames added to the native window")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.pipelines import load_pipeline
-    torch.set_num_threads(1)
-    pipe = load_pipeline("demo", progress=False)
+    pipe = demo_pipeline()
     cls = type(pipe)
     shipped = cls._plan_long_video
     ratio = pipe.vae.temporal_ratio
