@@ -100,7 +100,8 @@ def test_fps_per_call_is_written_and_recorded(pipe, tmp_path):
 
 
 def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
-    from openwan.cli import SOLVER_CHOICES, main
+    from openwan.cli import main
+    from openwan.cli_args import SOLVER_CHOICES
     from openwan.sampling import SOLVERS
     assert set(SOLVER_CHOICES) == set(SOLVERS)
     out = tmp_path / "v.mp4"
