@@ -18,20 +18,19 @@ import argparse
 import os
 import sys
 
+from openwan.denoiser import Wrapper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from long_experiment import add_options, demo_pipeline, run  # noqa: E402
+from long_experiment import add_options, demo_pipeline, run, wrap_denoisers  # noqa: E402
 
 
-class HistoryGuided:
+class HistoryGuided(Wrapper):
     """``inner`` (the continued window's guided denoiser: carried frames clean, timestep 0) combined with ``free``
     (the main DiT's guided denoiser, text-to-video) run on the new frames alone."""
 
     def __init__(self, inner, free, carried: int, w: float, above: float = 0.0):
-        self.inner, self.free, self.carried, self.w, self.above = inner, free, carried, w, above
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.free, self.carried, self.w, self.above = free, carried, w, above
 
     def __call__(self, x, step):
         v = self.inner(x, step)
@@ -54,17 +53,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from openwan.denoiser import Denoiser
     pipe = demo_pipeline()
-    cls = type(pipe)
-    plain = cls.denoiser
 
-    def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
-        d = plain(self, cond, guidance, step_cache, windows, dit)
+    def guided(self, d, cond, guidance, windows, dit):
         first = getattr(cond, "first_frame", None)
         if dit is None or dit is self.dit or first is None or windows is not None or a.w == 1:
             return d                        # not a continued window (the first window, the pass, a native video)
         free = Denoiser(self.dit, cond, guidance)       # the main DiT, no clean frames: text-to-video
         return HistoryGuided(d, free, first.shape[1], a.w, a.above)
-    cls.denoiser = denoiser
+    wrap_denoisers(pipe, guided)
     return run(pipe, a, {"w": a.w, "above": a.above, "mode": a.mode}, extend=a.mode == "extend")
 
 

@@ -1,7 +1,7 @@
 """What the long-video experiments in benchmarks/ share (long_noise.py, long_window.py, long_sampler.py,
-long_select.py, history_guidance.py): their common options and the run of ``openwan bench long``'s measurement
-(openwan.demo.long_bench) of the default method over the looping or the classic prompts (or, ``extend``, of the
-world's own clips extended), printed as one JSON line and written whole with ``--json``."""
+long_select.py, long_shift.py, history_guidance.py, autoguidance.py): their common options and the run of
+``openwan bench long``'s measurement (openwan.demo.long_bench) of the default method over the looping or the classic
+prompts (or, ``extend``, of the world's own clips extended), printed as one JSON line and written whole with ``--json``."""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,18 @@ def demo_pipeline():
     from openwan.pipelines import load_pipeline
     torch.set_num_threads(1)
     return load_pipeline("demo", progress=False)
+
+
+def wrap_denoisers(pipe, wrap) -> None:
+    """Every denoiser ``pipe`` makes from now on passed through ``wrap(pipe, d, cond, guidance, windows, dit)`` (an
+    experiment's change to some windows' velocity: ``dit`` None or the main DiT for a first window or a native video,
+    ``windows`` set for the refinement pass)."""
+    cls = type(pipe)
+    plain = cls.denoiser
+
+    def denoiser(self, cond, guidance, step_cache=None, windows=None, dit=None):
+        return wrap(self, plain(self, cond, guidance, step_cache, windows, dit), cond, guidance, windows, dit)
+    cls.denoiser = denoiser
 
 
 def run(pipe, a, label: dict, extend: bool = False, **sample_kw) -> int:
