@@ -5,6 +5,7 @@ at every continued window, so fewer windows should wander less, if the DiT holds
 experiment, not an option of the package: docs/long_video.md reports it beside the shipped way.
 
     python benchmarks/long_window.py --extra 4 --prompts bounce --seeds 2 --first_seed 0
+    python benchmarks/long_window.py --extra -2 --prompts bounce       # shorter: less of the future per window
 
 Each run: ``openwan bench long``'s measurement (openwan.demo.long_bench, over the windows the run used) of the
 default method (``continue``, its expert and refinement pass) at 161 frames, 20 steps, one thread; prints the videos
@@ -23,7 +24,8 @@ from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--extra", type=int, default=4, help="latent frames added to the native window")
+    ap.add_argument("--extra", type=int, default=4, help="latent frames added to the native window (negative: "
+                                                           "taken from it)")
     add_options(ap)
     a = ap.parse_args(argv)
     pipe = demo_pipeline()
