@@ -104,8 +104,8 @@ def generate_parser(sub, func):
                         "the model's (the demo: continue; published models: windows). A prompt 'A | B' spreads "
                         "its parts over the windows")
     p.add_argument("--long_overlap", type=int, default=None, metavar="LATENT_FRAMES",
-                   help="latent frames shared by neighbouring windows (default: the model's for its default "
-                        "method, the demo's continue: 2; else half a window)")
+                   help="latent frames shared by neighbouring windows, at least 1 (default: the model's for its "
+                        "default method, the demo's continue: 2; else half a window)")
     p.add_argument("--long_expert", choices=["on", "off"], default=None,
                    help="with --long_method continue: run the windows after the first on the checkpoint's "
                         "continuation expert (its continuation_model/ folder; the demo has one). Default: on "

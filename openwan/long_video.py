@@ -239,6 +239,10 @@ def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = 
                                  f"frames (give --frame_num > {native_frames}; or, if the prompt is one scene, "
                                  f"write it without '|')")
         return None
+    if type(overlap) is int and overlap < 1:
+        raise LongVideoError(f"long_overlap must be at least 1 latent frame, got {overlap}: windows that share no "
+                             f"frame are clips of their own, cut onto each other at every seam (--long_overlap; "
+                             f"default: the method's)")
     plan = plan_windows(total, window, default_overlap(window) if overlap is None else overlap)
     prompts = tuple(split_prompts(prompt, len(plan.spans))) if schedule else None
     return LongVideo(method, plan, prompts)

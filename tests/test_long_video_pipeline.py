@@ -118,7 +118,10 @@ def test_an_empty_schedule_segment_is_the_error_alone(pipe, caplog, monkeypatch)
 
 @pytest.mark.parametrize("kw,match", [(dict(long_overlap=9), "overlap \\(9\\) must be smaller than the window"),
                                       (dict(long_method="zigzag"), "unknown long-video method 'zigzag'"),
-                                      (dict(long_overlap=-1), "overlap must be an integer >= 0")])
+                                      (dict(long_overlap=-1), "long_overlap must be at least 1 latent frame, got -1"),
+                                      (dict(long_overlap=0), "long_overlap must be at least 1 latent frame, got 0"),
+                                      (dict(long_overlap=0, long_method="windows"), "at least 1 latent frame, got 0"),
+                                      (dict(long_overlap=1.5), "overlap must be an integer")])
 def test_bad_long_video_settings_are_clear_errors(pipe, kw, match):
     with pytest.raises(ValueError, match=match):
         pipe("a red circle moving to the right", frame_num=97, **dict(FAST, **kw))
