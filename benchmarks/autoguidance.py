@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from openwan.denoiser import Wrapper
+from openwan.denoiser import Denoiser, Wrapper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from long_experiment import add_options, demo_pipeline, run, wrap_denoisers  # noqa: E402
@@ -55,7 +55,6 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=["t2v", "extend"], default="t2v")
     add_options(ap)
     a = ap.parse_args(argv)
-    from openwan.denoiser import Denoiser
     pipe = demo_pipeline()
     first_bad = None
     if a.first != 1:

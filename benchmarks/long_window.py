@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from long_experiment import add_options, demo_pipeline, run  # noqa: E402
 
