@@ -143,7 +143,7 @@ def generate_parser(sub, func):
                    help="under torchrun with 2 processes: one runs the prompt's pass of classifier-free guidance, the "
                         "other the negative prompt's, each on its own DiT: torchrun --nproc_per_node 2 -m openwan.cli "
                         "generate ... --cfg_parallel")
-    p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output .mp4 / .png")
+    p.add_argument("--save_file", "--output", "-o", dest="save_file", default=None, help="output file: .mp4 (a video) or .png (one frame, with --frame_num 1); default outputs/<task>_<prompt>_<time>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="from_json", default=None, help="reproduce a run from its .json (or .mp4)")
     p.add_argument("--image", default=None, help="i2v / ti2v: the first frame")

@@ -145,21 +145,38 @@ def size(value, name: str = "size") -> str:
     return f"{w}*{h}"
 
 
+OUTPUT_SUFFIXES = (".mp4", ".png")     # what a generation writes: a video, or one frame as a picture
+
+
 def output_path(value, name: str = "output_path", overwrite: bool = False, check_exists: bool = True):
-    """None, or a path that is not a .json (the settings file beside it would collide) and that is free
-    (together with its .json sidecar) unless ``overwrite``."""
+    """None, or a file path ending in .mp4 or .png (the name says the format: the writer never puts one format
+    under another's name), not a folder, and free (together with its .json sidecar) unless ``overwrite``."""
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or str(value).strip() == "":
         raise InvalidArgument(name, f"{name} must be a file path such as out.mp4, got {value!r}")
     path = Path(value)
+    if str(value).endswith(("/", os.sep)):
+        raise InvalidArgument(name, f"{name} {value} names a folder; give a file name such as {path / 'out.mp4'}")
     if path.suffix.lower() == ".json":
         raise InvalidArgument(name, f"{name} {path}: a .json name collides with the settings file written beside "
                                     f"the output; name it {path.with_suffix('.mp4')} (or .png for an image)")
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InvalidArgument(name, f"{name} {path}: openwan writes a video as .mp4 and one frame as .png; name it "
+                                    f"{path.with_suffix('.mp4')}")
     if check_exists:
         from openwan.fileio import check_free
         check_free([path, path.with_suffix(".json")], overwrite)
     return path
+
+
+def output_frames(path, frame_num: int, name: str = "output_path") -> None:
+    """A .png output holds one frame: refuse a longer video under that name before any work (writing only
+    its first frame would lose the rest)."""
+    if path is not None and Path(path).suffix.lower() == ".png" and frame_num != 1:
+        raise InvalidArgument(name, f"{name} {path} is a picture name (.png) but the video has {frame_num} frames; "
+                                    f"name it {Path(path).with_suffix('.mp4')}, or ask for one frame "
+                                    f"(frame_num=1 / --frame_num 1)")
 
 
 def output_fps(value, name: str = "fps"):
@@ -323,6 +340,7 @@ def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
                                              f"e.g. 0.9; or give one number")
     w, h = (int(v) for v in (out.get("size") or d.size).split("*"))
     frames = out.get("frame_num") or (1 if getattr(pipe, "task", "") == "t2i" else d.frame_num)
+    output_frames(out.get("output_path"), frames)
     if out.get("output_type") == "latent":
         frames_kept = False
     else:

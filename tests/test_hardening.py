@@ -46,6 +46,10 @@ def pipe():
     (["--threads", "0"], "--threads must be >= 1"),
     (["-o", "clip.json"], "collides with the settings file"),
     (["-o", "clip.JSON"], "collides with the settings file"),
+    (["-o", "clip.txt"], "openwan writes a video as .mp4 and one frame as .png; name it clip.mp4"),
+    (["-o", "clip"], "name it clip.mp4"),
+    (["-o", "clips/"], "--output clips/ names a folder; give a file name such as clips/out.mp4"),
+    (["-o", "clip.png"], "--output clip.png is a picture name (.png) but the video has 33 frames"),
 ])
 def test_cli_refuses_bad_values_before_any_work(tmp_path, monkeypatch, capsys, flags, says):
     monkeypatch.chdir(tmp_path)
@@ -77,6 +81,26 @@ def test_api_refuses_bad_values_before_any_work(pipe, tmp_path, kw, says):
         pipe(PROMPT, output_path=out, **kw)
     assert says in str(e.value)
     assert _files(tmp_path) == []
+
+
+def test_output_name_says_the_format(pipe, tmp_path):
+    """The output's name decides what is written: .mp4 a video (one frame too), .png one frame as a picture; a
+    video under a .png name (only its first frame would be kept) or a name of another kind is refused up front."""
+    from openwan.video import read_image, read_video
+    for name, says in [("v.png", "output_path v.png is a picture name (.png) but the video has 33 frames"),
+                       ("v.avi", "name it v.mp4"), ("v", "name it v.mp4")]:
+        with pytest.raises(validate.InvalidArgument) as e:
+            pipe(PROMPT, output_path=tmp_path / name, sample_steps=2)
+        assert says in str(e.value).replace(str(tmp_path) + os.sep, "")
+    assert _files(tmp_path) == []
+    pipe(PROMPT, output_path=tmp_path / "one.mp4", frame_num=1, sample_steps=2, seed=3)
+    pipe(PROMPT, output_path=tmp_path / "pic.png", frame_num=1, sample_steps=2, seed=3)
+    frames, _ = read_video(tmp_path / "one.mp4")           # a real one-frame video, not a picture under its name
+    picture = read_image(tmp_path / "pic.png")
+    assert frames.shape == (1, *picture.shape) and (tmp_path / "one.mp4").read_bytes()[4:8] == b"ftyp"
+    # the same frame: a 128x128 video is stored near-lossless, off only by the RGB -> YCbCr -> RGB rounding
+    # (at most 3 levels, derived in test_video.test_small_video_is_near_lossless)
+    assert np.abs(frames[0].astype(int) - picture.astype(int)).max() <= 3
 
 
 def test_memory_estimate_refuses_with_the_way_past_it(pipe, tmp_path, monkeypatch):

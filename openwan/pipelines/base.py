@@ -484,7 +484,7 @@ class WanPipeline(CallOptions):
         path = None
         if output_path is not None:
             output_path = Path(output_path)
-            if settings.get("frame_num", 2) == 1 or output_path.suffix.lower() == ".png":
+            if output_path.suffix.lower() == ".png":       # (a video under a .png name is refused up front)
                 chunk = np.concatenate(list(frames()))
                 path = write_image(chunk[0], output_path, metadata=file_record(settings),
                                    overwrite=overwrite)
