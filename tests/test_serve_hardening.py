@@ -198,3 +198,31 @@ def test_fields_come_from_the_pipeline_signature():
     assert check_request({"prompt": "p", "long_refine": 0.5}, i2v, fps=16) == {"prompt": "p", "long_refine": 0.5}
     with pytest.raises(RequestError, match="long_refine"):
         check_request({"prompt": "p", "long_refine": "high"}, i2v, fps=16)
+
+
+def test_a_port_that_cannot_be_listened_on_is_a_clear_error(tmp_path, capsys):
+    """A port out of range, in use, or a host that does not resolve: one line that says so and what to change,
+    before any model is loaded; make_server raises the socket's error (no secondary error from its cleanup) and
+    leaves the output folder free for the next server."""
+    from openwan.serve import main, make_server
+    for bad in ("-1", "65536", "http"):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(["--port", bad])
+        assert e.value.code == 2
+        assert "a port number in 0..65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port), "--output_dir", str(tmp_path / "cli")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "choose another --port" in err
+        assert "Traceback" not in err and not (tmp_path / "cli").exists()        # refused before loading
+        pipe = load_pipeline(make_tiny_checkpoint(tmp_path / "ck", "tiny-t2v"), variant="tiny-t2v", progress=False)
+        with pytest.raises(OSError) as e:
+            make_server(pipe, "127.0.0.1", port, tmp_path / "out", quiet=True)
+        assert e.value.errno is not None                            # the bind's own error
+    assert main(["--host", "no-such-host.invalid", "--port", "0", "--output_dir", str(tmp_path / "cli")]) == 2
+    assert "cannot listen on no-such-host.invalid:0" in capsys.readouterr().err
+    server = make_server(pipe, "127.0.0.1", 0, tmp_path / "out", quiet=True)     # the folder's lock was let go
+    server.server_close()

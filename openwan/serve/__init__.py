@@ -69,6 +69,36 @@ def _load_options(a, device) -> dict:
     return {"offload": spec, "quantize": quantize, "t5_cpu": t5_cpu}
 
 
+def _port_arg(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port number in 0..65535 (0 picks a free one), got {value!r}")
+    return port
+
+
+def listen_problem(host: str, port: int):
+    """Why the server could not listen on host:port (a name that does not resolve, a port in use or not allowed),
+    or None: tried with a socket bound and closed at once, as the server would bind it (address reuse on), so the
+    error comes before minutes of loading a model rather than after."""
+    import socket
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _listen_error(host: str, port: int, why) -> str:
+    return (f"openwan serve: error: cannot listen on {host}:{port}: {why}; choose another --port (0 picks a free "
+            f"one) or --host (127.0.0.1: this machine only, 0.0.0.0: every interface)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openwan serve", description="Serve video generation jobs over HTTP "
                                  "(OpenAI /v1/videos, a durable queue, a web page at /).")
@@ -77,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "checkpoint's own")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                                                        "use --api_key when binding others)")
-    ap.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    ap.add_argument("--port", type=_port_arg, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     ap.add_argument("--output_dir", default="outputs/serve", help="videos and the job queue (jobs.sqlite3; default outputs/serve)")
     ap.add_argument("--devices", default=None, help="one worker per device, comma-separated: cuda:0,cuda:1 or "
                                                     "cpu,cpu (default: one worker on --device)")
@@ -114,6 +144,10 @@ def main(argv=None) -> int:
         if getattr(a, name) < 1:
             print(f"openwan serve: error: --{name} must be >= 1", file=sys.stderr)
             return 2
+    why = listen_problem(a.host, a.port)
+    if why is not None:
+        print(_listen_error(a.host, a.port, why), file=sys.stderr)
+        return 2
     import torch
     from openwan.pipelines import load_pipeline
     threads = a.threads if a.threads is not None else (1 if a.ckpt_dir in (None, "demo") else None)
@@ -159,8 +193,9 @@ def main(argv=None) -> int:
         server = make_server(pipes, a.host, a.port, a.output_dir, quiet=a.quiet, max_queue=a.max_queue,
                              api_key=a.api_key, read_timeout=a.read_timeout, max_connections=a.max_connections,
                              log=log, worker_class=GroupWorker if group else None)
-    except FolderInUse as e:
-        print(f"openwan serve: error: {e}", file=sys.stderr)
+    except (FolderInUse, OSError) as e:              # (OSError: the port taken while the model loaded)
+        print(_listen_error(a.host, a.port, e.strerror or e) if not isinstance(e, FolderInUse)
+              else f"openwan serve: error: {e}", file=sys.stderr)
         if group:
             from openwan.serve.group import _broadcast
             _broadcast(None)                                         # release the followers

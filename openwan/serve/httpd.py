@@ -297,9 +297,11 @@ class Server(ThreadingHTTPServer):
     quiet = False
 
     def __init__(self, addr, handler, service: VideoService, max_connections: int = 64):
-        super().__init__(addr, handler)
         self.service = service
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.bound = False
+        super().__init__(addr, handler)   # a failed bind closes the socket and raises: the caller closes the service
+        self.bound = True
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
@@ -333,6 +335,8 @@ class Server(ThreadingHTTPServer):
         self.shutdown()
 
     def server_close(self):
+        if not self.bound:
+            return super().server_close()
         self.service.stopping = True
         with self.service.store.changed:
             self.service.store.changed.notify_all()
