@@ -228,7 +228,8 @@ def _memory_plan(a, variant) -> str:
     if spec == "auto":
         from openwan import plan as planner
         try:
-            chosen = planner.resolve_auto(variant, a.size, a.frame_num, a.device, quantize=a.quantize)
+            chosen = planner.resolve_auto(variant, a.size, a.frame_num, a.device, quantize=a.quantize,
+                                          long_method=a.long_method)
         except ValueError as e:                      # even the most frugal plan does not fit
             raise CLIError(str(e)) from None
         spec = chosen["offload"]
@@ -256,7 +257,7 @@ def _refuse_if_too_big(a, variant, offload: str) -> None:
     try:
         planner.fits_or_raise(variant, a.size or variant.sample.size, a.frame_num or variant.sample.frame_num, budget,
                               dtype=dtype, quantize=a.quantize, offload=offload, device=device.type,
-                              t5_cpu=a.t5_cpu)
+                              t5_cpu=a.t5_cpu, long_method=a.long_method)
     except MemoryError as e:
         raise CLIError(str(e)) from None
 
@@ -371,6 +372,9 @@ def _plan_parser(sub):
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="compute dtype (default bf16)")
     p.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
     p.add_argument("--offload_model", type=offload_choice, default="none", metavar="{none,sequential,blocks[:N]}")
+    p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
+                   help="past the model's native length: the long-video method (default: the model's; the DiT "
+                        "holds one window), or none (one DiT call over every frame)")
     p.set_defaults(func=cmd_plan)
 
 
@@ -385,13 +389,14 @@ def cmd_plan(a) -> int:
         raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(VARIANT_NAMES())}") from None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     size, frames = a.size or variant.sample.size, a.frame_num or variant.sample.frame_num
-    est = planner.estimate(variant, size, frames, dtype=dtype, quantize=a.quantize, offload=a.offload_model)
+    est = planner.estimate(variant, size, frames, dtype=dtype, quantize=a.quantize, offload=a.offload_model,
+                           long_method=a.long_method)
     print(f"{variant.name} {size} {frames} frames, {a.dtype}, quantize {a.quantize}, offload {a.offload_model}:")
     print(est)
     budget = a.device_memory or planner.device_memory_of("cuda")
     if budget is not None:
         print()
-        print(planner.plan(variant, size, frames, budget, dtype=dtype))
+        print(planner.plan(variant, size, frames, budget, dtype=dtype, long_method=a.long_method))
     return 0
 
 

@@ -26,6 +26,11 @@ What is counted (bytes on the compute device):
 * VAE decode: the streaming decode's peak grows with the pixels of one frame, not with the frame
   count (docs/vae.md: ~1400 MB over the model at 256x256 in fp32); 21.4 KB per output pixel in fp32,
   half in bf16; tiled decode (``vae_tile``) bounds it by the tile (256 px tiles: ~0.35x at 256x256).
+* long video (past the model's native length, unless ``long_method="none"``): the DiT's activations are one
+  native-length window's, plus the whole video's latent in fp32 ``LONG_LATENT_COPIES`` times (the sample, the
+  solver's history, the blended velocity); the VAE decode streams, so it does not grow with the length.
+* Wan 2.2 TI2V-5B: its VAE (openwan.models.vae22: z 48, 16x16 pixels a latent), the decode scaled by its width
+  160: 36.5 KiB an output pixel in fp32, against 35.3 measured (565 MiB over the weights at 128x128, docs/wan22.md).
 * phases: encode (text encoder + its activations), denoise (DiT weights + activations), decode (VAE);
   what stays loaded across phases follows the offload setting ("none": everything stays;
   "sequential" / "blocks:N": the text encoder is released after encoding and the DiT is off the
@@ -44,6 +49,7 @@ GB = 2**30
 MB = 2**20
 VAE_DECODE_BYTES_PER_PIXEL_FP32 = 1400 * MB / (256 * 256)   # docs/vae.md: stream decode, op peak at 256x256
 VAE_TILE_FACTOR = 0.35                                      # docs/vae.md: tiled (128 px) / stream, 256x256
+LONG_LATENT_COPIES = 6    # a long video's whole latent (fp32): the sample, the solver's history, the blended velocity
 CUDA_OVERHEAD = 1 * GB                                      # context + allocator slack, a round number
 RUNTIME_OVERHEAD = {"cuda": CUDA_OVERHEAD, "cpu": 0}
 
@@ -99,12 +105,25 @@ def image_encoder_weight_bytes(cfg, dtype=torch.bfloat16) -> int:
 @functools.lru_cache(maxsize=16)
 def vae_weight_bytes(vae_cfg, dtype=torch.float32) -> int:
     from openwan.models.vae import WanVAE
+    from openwan.models.vae22 import VAE22Config, WanVAE22
     with torch.device("meta"):
-        try:
-            m = WanVAE(vae_cfg)
-        except TypeError:
-            m = WanVAE(config=vae_cfg)
+        if isinstance(vae_cfg, VAE22Config):
+            m = WanVAE22(vae_cfg)
+        else:
+            try:
+                m = WanVAE(vae_cfg)
+            except TypeError:
+                m = WanVAE(config=vae_cfg)
     return sum(p.numel() for p in m.parameters()) * _dtype_bytes(dtype)
+
+
+def vae_of(v) -> tuple:
+    """(config, (temporal, spatial, spatial) stride) of a variant's VAE: its own config, or for Wan 2.2 TI2V-5B
+    (``vae=None`` in openwan.configs) the Wan 2.2 VAE (z 48, 16x16x4)."""
+    if v.vae is not None:
+        return v.vae, (4, 8, 8)
+    from openwan.models.vae22 import VAE22Config
+    return VAE22Config(), (4, 16, 16)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -200,16 +219,24 @@ def _variant(task_or_variant):
 
 def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, quantize: Optional[str] = None,
              offload: str = "none", device: str = "cuda", cfg_batch: bool = True, t5_cpu: bool = False,
-             vae_tile: bool = False, dit_config=None, include_encoders: bool = True) -> Estimate:
+             vae_tile: bool = False, dit_config=None, include_encoders: bool = True,
+             long_method: Optional[str] = None) -> Estimate:
     """Peak device memory of one generation (bytes, with the parts), see the module docstring.
 
     ``dit_config`` overrides the variant's DiT (e.g. fewer layers for a measurement);
-    ``include_encoders=False`` counts the DiT alone (weights + activations).
+    ``include_encoders=False`` counts the DiT alone (weights + activations). Past the model's native length a
+    video is a long video (openwan.long_video, ``long_method``: default the model's, ``"none"`` one DiT call over
+    every frame): the DiT's activations are then one window's, plus the whole video's latent a few times over.
     """
+    from openwan.long_video import DEFAULT_METHOD
     from openwan.offload import parse_offload
     v = _variant(task_or_variant)
     cfg = dit_config or v.dit
-    f, h, w = latent_grid(size, frame_num, cfg.patch_size)
+    vae_cfg, stride = vae_of(v)
+    native = v.sample.frame_num
+    method = long_method or v.sample.long_method or DEFAULT_METHOD
+    long = method != "none" and native > 1 and frame_num > native
+    f, h, w = latent_grid(size, native if long else frame_num, cfg.patch_size, stride)
     tokens = f * h * w
     wb = dit_weight_bytes(cfg, dtype, quantize)
     n_res = parse_offload(offload, cfg.num_layers)
@@ -219,24 +246,30 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
         dit_w = wb["other"] + sum(sorted(wb["blocks"], reverse=True)[: min(cfg.num_layers, n_res + 1)])
     act = dit_activation_bytes(cfg, tokens, 2 if cfg_batch else 1, dtype)
     parts = {"dit weights": dit_w, "dit activations": act}
-    phases = {"denoise": dit_w + act}
+    if long:
+        lf, lh, lw = latent_grid(size, frame_num, (1, 1, 1), stride)
+        parts["long video latents"] = LONG_LATENT_COPIES * vae_cfg.z_dim * lf * lh * lw * 4
+    phases = {"denoise": dit_w + act + parts.get("long video latents", 0)}
     if include_encoders:
         te = 0 if t5_cpu else text_encoder_weight_bytes(v.text_encoder, dtype)
         clip = image_encoder_weight_bytes(v.image_encoder, dtype) if v.image_encoder is not None else 0
-        vae_w = vae_weight_bytes(v.vae, dtype)
-        dec = vae_decode_bytes(size, dtype, vae_tile, getattr(v.vae, "dim", 96))
+        vae_w = vae_weight_bytes(vae_cfg, dtype)
+        dec = vae_decode_bytes(size, dtype, vae_tile, getattr(vae_cfg, "dim", 96))
         released = offload != "none"
         parts.update({"text encoder weights": te, "image encoder weights": clip, "vae weights": vae_w,
                       "vae decode": dec})
         te_act = 4 * v.text_encoder.text_len * v.text_encoder.dim_ffn * 2
         phases["encode"] = te + clip + te_act + (0 if released else dit_w + vae_w)
         phases["denoise"] += vae_w + (0 if released else te + clip)
-        phases["decode"] = vae_w + dec + (0 if released else dit_w + te + clip)
+        phases["decode"] = vae_w + dec + (0 if released else dit_w + te + clip) \
+            + parts.get("long video latents", 0) // LONG_LATENT_COPIES   # the finished latent it decodes from
     over = RUNTIME_OVERHEAD.get(device, 0)
     parts["runtime overhead"] = over
     total = max(phases.values()) + over
     settings = {"quantize": quantize or "none", "offload": offload, "dtype": str(dtype).replace("torch.", ""),
                 "t5_cpu": t5_cpu, "vae_tile": vae_tile, "tokens": tokens}
+    if long:
+        settings["long_video"] = f"{method}, windows of {native} frames"
     return Estimate(total, phases, parts, settings)
 
 
@@ -276,10 +309,13 @@ def plan(task_or_variant, size: str, frame_num: int, device_memory, dtype=torch.
         if e.total <= budget:
             return Plan(s, e)
         last = e
+    one_call = kw.get("long_method") == "none" and frame_num > v.sample.frame_num > 1
     raise ValueError(f"{v.name} at {size}, {frame_num} frames does not fit in {_fmt(budget)}: even with int8 "
                      f"weights, every block streamed, the text encoder on the CPU and a tiled VAE decode it "
                      f"needs about {_fmt(last.total)}; use a smaller size or fewer frames "
-                     f"(tokens: {last.settings['tokens']}), or a device with more memory.\n{last}")
+                     f"(tokens: {last.settings['tokens']}), "
+                     + ("make it a long video, one window of the DiT at a time (--long_method windows or continue), "
+                        if one_call else "") + f"or a device with more memory.\n{last}")
 
 
 def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **kw) -> Estimate:
@@ -287,8 +323,11 @@ def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **k
     e = estimate(task_or_variant, size, frame_num, **kw)
     budget = parse_bytes(device_memory)
     if e.total > budget:
+        one_call = kw.get("long_method") == "none" and frame_num > _variant(task_or_variant).sample.frame_num > 1
         raise MemoryError(f"this generation needs about {_fmt(e.total)} of device memory, {_fmt(budget)} are "
-                          f"available: try --offload_model auto, --quantize int8, --t5_cpu, or a smaller "
+                          f"available: try " + ("a long video, one window of the DiT at a time (--long_method "
+                                                "windows or continue), " if one_call else "")
+                          + f"--offload_model auto, --quantize int8, --t5_cpu, or a smaller "
                           f"--size / --frame_num (`openwan plan` lists the options).\n{e}")
     return e
 

@@ -68,3 +68,79 @@ def test_estimate_within_15_percent_of_measured_dit_forward():
                  include_encoders=False)
     est = e.parts["dit weights"] + e.parts["dit activations"]
     assert abs(est - measured) <= 0.15 * measured, (est, measured)
+
+
+def test_long_video_plans_one_window_of_the_dit():
+    """Past the native length the DiT holds one window (openwan.long_video): its activations are the native
+    length's, plus the whole latent (fp32) a few times over; ``long_method="none"`` is one call over every frame.
+    So openwan generate's check before loading does not refuse a long video that fits."""
+    from openwan.plan import LONG_LATENT_COPIES
+    v = get_variant("t2v-1.3B")
+    native, long, one_call = (estimate(v, "832*480", n, long_method=m)
+                              for n, m in ((81, None), (961, None), (961, "none")))
+    assert long.settings["tokens"] == native.settings["tokens"] == 21 * 30 * 52
+    assert long.parts["dit activations"] == native.parts["dit activations"]
+    assert long.parts["long video latents"] == LONG_LATENT_COPIES * 16 * 241 * 60 * 104 * 4   # z 16, 241 latent frames
+    assert long.settings["long_video"] == "windows, windows of 81 frames"
+    assert one_call.settings["tokens"] == 241 * 30 * 52 and "long video latents" not in one_call.parts
+    latents = long.parts["long video latents"]
+    assert long.phases["denoise"] == native.phases["denoise"] + latents
+    assert long.phases["decode"] == native.phases["decode"] + latents // LONG_LATENT_COPIES   # the finished latent
+    assert native.total < long.total < 1.1 * native.total < one_call.total
+    fits_or_raise(v, "832*480", 961, "24GB")                            # 18.6 GB: fits
+    with pytest.raises(MemoryError):
+        fits_or_raise(v, "832*480", 961, "24GB", long_method="none")  # 42.8 GB as one call
+    with pytest.raises(ValueError, match="--long_method windows or continue"):
+        plan(v, "832*480", 961, "24GB", long_method="none")
+
+
+def test_wan22_ti2v_5b_is_planned_on_its_own_vae():
+    """TI2V-5B's VAE is Wan 2.2's (z 48, 16x16 pixels a latent; WAN22_REFERENCE.md): the planner counts its
+    tokens and weights (was: an AttributeError on the missing 2.1 VAE config)."""
+    from diffusers import AutoencoderKLWan
+
+    from openwan.configs import WAN22_VARIANTS
+    from openwan.models.vae22 import VAE22Config
+    v, c = WAN22_VARIANTS["ti2v-5B"], VAE22Config()
+    e = estimate(v, "1280*704", 121)
+    assert e.settings["tokens"] == 31 * (704 // 32) * (1280 // 32)
+    with torch.device("meta"):
+        ref = AutoencoderKLWan(base_dim=c.dim, decoder_base_dim=c.dec_dim, z_dim=c.z_dim, dim_mult=list(c.dim_mult),
+                               num_res_blocks=c.num_res_blocks, attn_scales=list(c.attn_scales),
+                               temperal_downsample=list(c.temporal_downsample), is_residual=True, in_channels=12,
+                               out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4)
+    assert e.parts["vae weights"] == 2 * sum(p.numel() for p in ref.parameters())    # bf16
+    longer = estimate(v, "1280*704", 721)
+    assert longer.parts["dit activations"] == e.parts["dit activations"]
+    assert longer.parts["long video latents"] > 0
+
+
+def test_plan_command(capsys):
+    from openwan.cli import main as cli
+    assert cli(["plan", "--task", "ti2v-5B"]) == 0
+    assert "tokens=27280" in capsys.readouterr().out
+    assert cli(["plan", "--task", "t2v-1.3B", "--frame_num", "961", "--size", "832*480"]) == 0
+    out = capsys.readouterr().out
+    assert "tokens=32760" in out and "long_video=windows" in out and "long video latents" in out
+    assert cli(["plan", "--task", "t2v-1.3B", "--frame_num", "961", "--size", "832*480", "--long_method", "none"]) == 0
+    assert "tokens=375960" in capsys.readouterr().out
+
+
+def test_generate_plans_a_long_video_by_its_window(tmp_path, monkeypatch, capsys):
+    """openwan generate's check before loading (a device of known memory, faked: 24 GB): a 961-frame 1.3B video
+    is a long video that fits (refused only as one call), and TI2V-5B is planned on its own VAE; past the check
+    the empty checkpoint folder is what stops them."""
+    from openwan import plan as planner
+    from openwan.cli import main
+    monkeypatch.setattr(planner, "device_memory_of", lambda device: 24 * planner.GB)
+    args = ["generate", "a cat", "--task", "t2v-1.3B", "--size", "832*480", "--frame_num", "961",
+            "--ckpt_dir", str(tmp_path), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "this generation needs about" not in err and "is missing" in err
+    assert main(args + ["--long_method", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "this generation needs about" in err and "--long_method windows or continue" in err
+    assert main(["generate", "a cat", "--task", "ti2v-5B", "--ckpt_dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "AttributeError" not in err and ("is missing" in err or "needs about" in err)
