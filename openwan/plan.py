@@ -309,13 +309,18 @@ def plan(task_or_variant, size: str, frame_num: int, device_memory, dtype=torch.
         if e.total <= budget:
             return Plan(s, e)
         last = e
-    one_call = kw.get("long_method") == "none" and frame_num > v.sample.frame_num > 1
     raise ValueError(f"{v.name} at {size}, {frame_num} frames does not fit in {_fmt(budget)}: even with int8 "
                      f"weights, every block streamed, the text encoder on the CPU and a tiled VAE decode it "
                      f"needs about {_fmt(last.total)}; use a smaller size or fewer frames "
-                     f"(tokens: {last.settings['tokens']}), "
-                     + ("make it a long video, one window of the DiT at a time (--long_method windows or continue), "
-                        if one_call else "") + f"or a device with more memory.\n{last}")
+                     f"(tokens: {last.settings['tokens']}), {_long_video_hint(v, frame_num, kw.get('long_method'))}"
+                     f"or a device with more memory.\n{last}")
+
+
+def _long_video_hint(v, frame_num: int, long_method: Optional[str]) -> str:
+    """For a refusal: a video past the native length asked for as one DiT call fits better as a long video."""
+    if long_method == "none" and frame_num > v.sample.frame_num > 1:
+        return "make it a long video, one window of the DiT at a time (--long_method windows or continue), "
+    return ""
 
 
 def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **kw) -> Estimate:
@@ -323,11 +328,9 @@ def fits_or_raise(task_or_variant, size: str, frame_num: int, device_memory, **k
     e = estimate(task_or_variant, size, frame_num, **kw)
     budget = parse_bytes(device_memory)
     if e.total > budget:
-        one_call = kw.get("long_method") == "none" and frame_num > _variant(task_or_variant).sample.frame_num > 1
+        hint = _long_video_hint(_variant(task_or_variant), frame_num, kw.get("long_method"))
         raise MemoryError(f"this generation needs about {_fmt(e.total)} of device memory, {_fmt(budget)} are "
-                          f"available: try " + ("a long video, one window of the DiT at a time (--long_method "
-                                                "windows or continue), " if one_call else "")
-                          + f"--offload_model auto, --quantize int8, --t5_cpu, or a smaller "
+                          f"available: {hint}try --offload_model auto, --quantize int8, --t5_cpu, or a smaller "
                           f"--size / --frame_num (`openwan plan` lists the options).\n{e}")
     return e
 

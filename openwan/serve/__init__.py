@@ -16,6 +16,7 @@ checks), ``httpd`` (routes and the hardened server), ``page.html`` (the page at 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         if getattr(a, name) < 1:
             print(f"openwan serve: error: --{name} must be >= 1", file=sys.stderr)
             return 2
-    why = listen_problem(a.host, a.port)
+    why = listen_problem(a.host, a.port) if os.environ.get("RANK", "0") == "0" else None   # (followers never bind)
     if why is not None:
         print(_listen_error(a.host, a.port, why), file=sys.stderr)
         return 2
@@ -160,8 +161,6 @@ def main(argv=None) -> int:
         print(f"openwan serve: error: {e}", file=sys.stderr)
         return 2
     if group is not None:
-        import os
-
         from openwan.parallel import parallelize
         if a.devices:
             print("openwan serve: error: a torchrun group is one worker: use --devices without torchrun",
