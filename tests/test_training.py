@@ -1,5 +1,5 @@
-"""Training: the loss, data (captions, buckets, media, latent cache, batching), the trainer
-(resume, multi-process, overfitting, accumulation, checkpointing) and the command line."""
+"""Training: the loss, the trainer (resume, multi-process, overfitting, accumulation, checkpointing), injectable
+objectives and the command line (the data: test_training_data.py)."""
 import csv
 import json
 import math
@@ -9,40 +9,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import TINY, config, latents, rand_model, write_clip
 
-from openwan.configs import DiTConfig
 from openwan.models.dit import WanModel
-from openwan.training.data import (BucketBatchSampler, CachedLatentDataset, InMemoryLatentDataset, MediaDataset,
-                                   parse_buckets, prepare_media, read_captions, resize_center_crop,
-                                   select_bucket, shard_batch)
-from openwan.training.loss import (TimestepSampling, draw_noise, flow_matching_loss, sample_seed,
-                                   sigma_to_timestep)
+from openwan.training.data import InMemoryLatentDataset
+from openwan.training.loss import TimestepSampling, draw_noise, flow_matching_loss, sample_seed, sigma_to_timestep
 from openwan.training.trainer import Trainer, TrainConfig, launch_local, lr_multiplier, main
-
-TINY = dict(dim=24, ffn_dim=32, num_heads=2, num_layers=2, text_dim=32)
-
-
-def rand_model(seed=0, **kw):
-    torch.manual_seed(seed)
-    m = WanModel(DiTConfig(**{**TINY, **kw}))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return m
-
-
-def latents(n=6, shape=(16, 1, 4, 4), seed=0, text=5):
-    g = torch.Generator().manual_seed(seed)
-    return InMemoryLatentDataset([(torch.randn(*shape, generator=g), torch.randn(text + i % 3, 32, generator=g))
-                                  for i in range(n)])
-
-
-def config(out, **kw):
-    base = dict(model={"dit": TINY}, steps=6, batch_size=2, checkpoint_every=0, output_dir=str(out), progress=False,
-                optimizer={"lr": 1e-3}, save_final=False)
-    base.update(kw)
-    return base
 
 
 # =========================================================================== loss
@@ -99,214 +71,6 @@ def test_lr_schedules():
     cos = [lr_multiplier(s, "cosine", 2, 12, 0.1) for s in range(13)]
     assert cos[:3] == [0.5, 1.0, 1.0] and abs(cos[7] - 0.55) < 1e-9 and abs(cos[12] - 0.1) < 1e-9
     assert abs(lr_multiplier(6, "linear", 0, 12) - 0.5) < 1e-9
-
-
-# =========================================================================== data
-
-def test_read_captions_csv_jsonl_folder(tmp_path):
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "c.csv").write_text('File,Caption\nsub/a.mp4,"a cat, walking"\n\n/abs/b.png,dog\n')
-    s = read_captions(tmp_path / "c.csv")
-    assert [(str(x.path), x.caption) for x in s] == [(str(tmp_path / "sub/a.mp4"), "a cat, walking"),
-                                                     ("/abs/b.png", "dog")]
-    (tmp_path / "c.jsonl").write_text('{"video": "a.mp4", "prompt": "p1"}\n\n{"path": "b.jpg", "text": "p2"}\n')
-    assert [x.caption for x in read_captions(tmp_path / "c.jsonl")] == ["p1", "p2"]
-    (tmp_path / "bad.jsonl").write_text('{"path": "a.mp4", "caption": "x"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        read_captions(tmp_path / "bad.jsonl")
-    (tmp_path / "nocap.csv").write_text("path,label\na.mp4,x\n")
-    with pytest.raises(ValueError, match="no caption column"):
-        read_captions(tmp_path / "nocap.csv")
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "x.png").write_bytes(b"")
-    (media / "x.txt").write_text("  a red ball \n")
-    assert [(p.path.name, p.caption) for p in read_captions(media)] == [("x.png", "a red ball")]
-
-
-def test_buckets():
-    b = parse_buckets([[33, 480, 832], "17x480x832", [1, 480, 832], [33, 832, 480], [1, 512, 512]])
-    assert b[1] == (17, 480, 832)
-    for bad, msg in (([[32, 480, 832]], "4n\\+1"), ([[33, 480, 830]], "multiples of 16"), ([], "no buckets")):
-        with pytest.raises(ValueError, match=msg):
-            parse_buckets(bad)
-    assert select_bucket(100, 720, 1280, b) == (33, 480, 832)   # landscape, enough frames: the longest
-    assert select_bucket(20, 720, 1280, b) == (17, 480, 832)    # fewer frames: the longest that fits
-    assert select_bucket(40, 1280, 720, b) == (33, 832, 480)    # portrait
-    assert select_bucket(1, 600, 600, b) == (1, 512, 512)       # an image: square bucket
-    assert select_bucket(1, 720, 1280, b) == (1, 480, 832)
-    assert select_bucket(1, 100, 100, [(5, 16, 16)]) is None
-
-
-def test_resize_center_crop_keeps_aspect_and_centers():
-    # 40x80 frame: left half black, right half white, a 2-pixel red column in the exact middle
-    f = np.zeros((1, 40, 80, 3), np.uint8)
-    f[:, :, 40:] = 255
-    f[:, :, 39:41] = (255, 0, 0)
-    x = resize_center_crop(f, 32, 32)   # scale 0.8 -> 32x64, crop columns 16..48
-    assert x.shape == (3, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
-    assert torch.allclose(x[:, 0, :, :12], torch.tensor(-1.0))
-    assert torch.allclose(x[:, 0, :, -12:], torch.tensor(1.0))
-    assert x[0, 0, :, 15:17].mean() > x[1, 0, :, 15:17].mean() + 0.5  # red stays in the middle
-
-
-def _write_clip(path, frames=9, h=48, w=64, fps=16):
-    from openwan.video import write_video
-    t = np.arange(frames)[:, None, None, None]
-    video = np.broadcast_to((t * 20 % 255).astype(np.uint8), (frames, h, w, 3)).copy()
-    write_video(video, path, fps=fps, overwrite=True)
-    return path
-
-
-def test_media_and_corrupt_files_are_skipped_with_a_warning(tmp_path):
-    from PIL import Image
-    _write_clip(tmp_path / "good.mp4", frames=9)
-    (tmp_path / "bad.mp4").write_bytes(b"\x00\x01 not a video" * 50)
-    Image.new("RGB", (64, 48), (255, 0, 0)).save(tmp_path / "img.png")
-    (tmp_path / "data.csv").write_text("path,caption\ngood.mp4,a clip\nbad.mp4,broken\nimg.png,an image\n")
-    ds = MediaDataset(tmp_path / "data.csv", [[5, 32, 48], [1, 32, 48]])
-    item = ds[0]
-    assert item["video"].shape == (3, 5, 32, 48) and item["bucket"] == (5, 32, 48)
-    with pytest.warns(UserWarning, match="bad.mp4"):
-        assert ds[1] is None
-    img = ds[2]
-    assert img["video"].shape == (3, 1, 32, 48)
-    assert torch.allclose(img["video"][0], torch.tensor(1.0)) and torch.allclose(img["video"][1], torch.tensor(-1.0))
-    # fps resampling: a 32 fps clip at 16 fps uses every other frame
-    _write_clip(tmp_path / "fast.mp4", frames=17, fps=32)
-    v, b = prepare_media(tmp_path / "fast.mp4", [(9, 32, 48)], target_fps=16)
-    v_all, _ = prepare_media(tmp_path / "fast.mp4", [(17, 32, 48)])
-    assert b == (9, 32, 48) and torch.allclose(v, v_all[:, ::2], atol=1e-6)
-
-
-class _Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *a):
-        self.calls += 1
-        return self.fn(*a)
-
-
-def test_cache_latents_resumable_with_stand_ins(tmp_path):
-    from openwan.training.cache import MANIFEST, cache_latents
-    for i in range(3):
-        _write_clip(tmp_path / f"c{i}.mp4", frames=9 + 4 * i)
-    (tmp_path / "bad.mp4").write_bytes(b"garbage" * 100)
-    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"path": p, "caption": c}) + "\n" for p, c in
-                                              [("c0.mp4", "zero"), ("bad.mp4", "x"), ("c1.mp4", "one"),
-                                               ("c2.mp4", "two")]))
-    enc_v = _Counting(lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16])   # [1,16,T,h,w]
-    enc_t = _Counting(lambda ps: [torch.full((len(p), 32), float(len(p))) for p in ps])
-    with pytest.warns(UserWarning, match="bad.mp4"):
-        s = cache_latents(tmp_path / "d.jsonl", tmp_path / "cache", enc_v, enc_t, [[9, 32, 48], [5, 32, 48]],
-                          progress=False)
-    assert (s["written"], s["skipped"], len(s["failed"])) == (3, 0, 1) and enc_v.calls == 3
-    ds = CachedLatentDataset(tmp_path / "cache")
-    assert len(ds) == 3 and ds.bucket(0) == (16, 3, 4, 6)
-    assert torch.equal(ds[1]["context"], torch.full((3, 32), 3.0))
-    # a second run skips what is done; a changed caption is re-encoded; stale files are not listed
-    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"path": p, "caption": c}) + "\n" for p, c in
-                                              [("c0.mp4", "zero"), ("c1.mp4", "uno"), ("c2.mp4", "two")]))
-    s = cache_latents(tmp_path / "d.jsonl", tmp_path / "cache", enc_v, enc_t, [[9, 32, 48], [5, 32, 48]],
-                      progress=False)
-    assert (s["written"], s["skipped"]) == (1, 2) and enc_v.calls == 4
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
-    assert len(json.loads((tmp_path / "cache" / MANIFEST).read_text())["files"]) == 3
-    assert len(CachedLatentDataset(tmp_path / "cache")) == 3
-    assert not list((tmp_path / "cache").glob(".*"))  # no temp files left
-
-
-def test_cache_latents_with_the_real_tiny_vae_and_text_encoder(tmp_path):
-    from openwan.configs import TINY_TEXT_ENCODER, TINY_VAE
-    from openwan.models.text_encoder import TINY_TOKENIZER_VOCAB, TextEncoder
-    from openwan.models.vae import WanVAE
-    from openwan.training.cache import cache_latents
-    torch.manual_seed(0)
-    vae = WanVAE(TINY_VAE).eval()
-    te = TextEncoder(TINY_TEXT_ENCODER.replace(vocab=TINY_TOKENIZER_VOCAB), seed=0, cache_dir=False)
-    _write_clip(tmp_path / "a.mp4", frames=5, h=32, w=32)
-    (tmp_path / "d.csv").write_text("path,caption\na.mp4,a red ball\n")
-    cache_latents(tmp_path / "d.csv", tmp_path / "cache", vae, te, [[5, 16, 16]], progress=False)
-    item = CachedLatentDataset(tmp_path / "cache")[0]
-    video, _ = prepare_media(tmp_path / "a.mp4", [(5, 16, 16)])
-    assert torch.allclose(item["latent"], vae.encode(video[None])[0], atol=1e-6)
-    assert item["latent"].shape == (16, 2, 2, 2)
-    assert torch.allclose(item["context"], te.encode(["a red ball"])[0], atol=1e-6)
-
-
-@pytest.mark.parametrize("task", ["i2v", "flf2v"])
-def test_cache_latents_image_condition_for_i2v_and_flf2v_training(tmp_path, task):
-    """--task i2v / flf2v stores y (mask + latent of the clip's first / last frame with zeros between)
-    and clip_fea, built by hand here; an I2V / FLF2V DiT trains on it; mismatched model/cache is a clear error."""
-    from openwan.configs import TINY_VARIANTS
-    from openwan.models.image_encoder import ImageEncoder
-    from openwan.models.text_encoder import TextEncoder
-    from openwan.models.vae import WanVAE
-    from openwan.training.cache import cache_latents
-    var = TINY_VARIANTS[f"tiny-{task}"]
-    torch.manual_seed(0)
-    vae = WanVAE(var.vae).eval()
-    te = TextEncoder(var.text_encoder, seed=0, cache_dir=False)
-    ie = ImageEncoder(var.image_encoder, seed=0)
-    _write_clip(tmp_path / "a.mp4", frames=9, h=32, w=32)
-    (tmp_path / "d.csv").write_text("path,caption\na.mp4,a grey fade\n")
-    with pytest.raises(ValueError, match="needs an image encoder"):
-        cache_latents(tmp_path / "d.csv", tmp_path / "x", vae, te, [[9, 32, 32]], progress=False, task=task)
-    cache_latents(tmp_path / "d.csv", tmp_path / "cache", vae, te, [[9, 32, 32]], progress=False, task=task,
-                  image_encoder=ie)
-    item = CachedLatentDataset(tmp_path / "cache")[0]
-    video, _ = prepare_media(tmp_path / "a.mp4", [(9, 32, 32)])
-    cond = torch.zeros_like(video)
-    cond[:, 0] = video[:, 0]
-    if task == "flf2v":
-        cond[:, -1] = video[:, -1]
-    mask = torch.zeros(4, 3, 4, 4)
-    mask[:, 0] = 1          # latent frame 0 <- pixel frame 0 (repeated 4x)
-    if task == "flf2v":
-        mask[3, 2] = 1      # channel 3 of latent frame 2 <- pixel frame 8 = 4*2 + 3 - 3
-    assert torch.equal(item["y"][:4], mask)
-    assert torch.allclose(item["y"][4:], vae.encode(cond[None])[0], atol=1e-6)
-    frames = video[:, [0]] if task == "i2v" else video[:, [0, -1]]
-    assert torch.allclose(item["clip_fea"], ie.encode(frames.transpose(0, 1)), atol=1e-6)
-    assert torch.allclose(item["latent"], vae.encode(video[None])[0], atol=1e-6)
-
-    ds = CachedLatentDataset(tmp_path / "cache")
-    torch.manual_seed(0)
-    model = WanModel(var.dit)
-    summary = Trainer(config(tmp_path / "run", steps=2, batch_size=1), model=model, dataset=ds).train()
-    assert summary["step"] == 2 and math.isfinite(summary["loss"]) and summary["loss"] > 0, summary
-    with pytest.raises(ValueError, match="image condition"):
-        Trainer(config(tmp_path / "run2", steps=1, batch_size=1), dataset=ds)  # the config's t2v DiT
-    t2v_cache = tmp_path / "t2v"
-    cache_latents(tmp_path / "d.csv", t2v_cache, vae, te, [[9, 32, 32]], progress=False)
-    with pytest.raises(ValueError, match=f"--task {task}"):
-        Trainer(config(tmp_path / "run3", steps=1, batch_size=1), model=WanModel(var.dit),
-                dataset=CachedLatentDataset(t2v_cache))
-
-    # the trainer builds the same cache itself from a checkpoint directory (data.file + data.task)
-    from openwan.testing import make_tiny_checkpoint
-    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", f"tiny-{task}")
-    summary = Trainer(config(tmp_path / "run4", steps=1, batch_size=1, model={"path": str(ckpt)},
-                             data={"file": str(tmp_path / "d.csv"), "buckets": [[9, 32, 32]], "task": task})).train()
-    cached = CachedLatentDataset(tmp_path / "run4" / "latent_cache")
-    assert summary["step"] == 1 and set(cached[0]) == {"latent", "context", "y", "clip_fea"}
-
-
-def test_bucket_batches_deterministic_grouped_and_sharded():
-    items = [(torch.zeros(16, 1, 2, 2), torch.zeros(3, 32))] * 7 + [(torch.zeros(16, 1, 2, 4), torch.zeros(3, 32))] * 5
-    ds = InMemoryLatentDataset(items)
-    s = BucketBatchSampler(ds, 2, seed=3)
-    e0, e1 = s.batches(0), s.batches(1)
-    assert len(e0) == 3 + 2  # leftovers dropped
-    for b in e0:
-        assert len(b) == 2 and len({ds.bucket(i) for i in b}) == 1
-    flat = [i for b in e0 for i in b]
-    assert len(set(flat)) == len(flat)
-    assert e0 != e1 and BucketBatchSampler(ds, 2, seed=3).batches(1) == e1
-    assert shard_batch([5, 6, 7, 8], 1, 2) == ([7, 8], 2)
-    with pytest.raises(ValueError, match="no bucket holds a full global batch"):
-        BucketBatchSampler(InMemoryLatentDataset(items[:1]), 2)
 
 
 # =========================================================================== the trainer
@@ -475,9 +239,10 @@ def test_overfits_one_tiny_clip(tmp_path):
 
 def test_yaml_config_command_line_and_final_export(tmp_path):
     import yaml
+
     from openwan.training.cache import cache_latents
     for i in range(2):
-        _write_clip(tmp_path / f"c{i}.mp4", frames=5, h=32, w=32)
+        write_clip(tmp_path / f"c{i}.mp4", frames=5, h=32, w=32)
     (tmp_path / "d.csv").write_text("path,caption\nc0.mp4,zero\nc1.mp4,one\n")
     cache_latents(tmp_path / "d.csv", tmp_path / "cache", lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16],
                   lambda ps: [torch.ones(3, 32)] * len(ps), [[5, 32, 32]], progress=False)
@@ -636,7 +401,7 @@ def test_a_finished_run_says_so_instead_of_loss_none(tmp_path, capsys):
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
     cache = tmp_path / "cache"
     from openwan.training.cache import cache_latents
-    _write_clip(tmp_path / "c0.mp4", frames=5, h=32, w=32)
+    write_clip(tmp_path / "c0.mp4", frames=5, h=32, w=32)
     (tmp_path / "d.csv").write_text("path,caption\nc0.mp4,zero\n")
     cache_latents(tmp_path / "d.csv", cache, lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16],
                   lambda ps: [torch.ones(3, 32)] * len(ps), [[5, 32, 32]], progress=False)
