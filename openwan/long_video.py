@@ -235,9 +235,10 @@ def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = 
     schedule = isinstance(prompt, str) and "|" in prompt
     if method == "none" or total <= window:
         if schedule:
-            raise LongVideoError(f"a prompt schedule ('|') needs a video longer than the model's {native_frames} "
-                                 f"frames (give --frame_num > {native_frames}; or, if the prompt is one scene, "
-                                 f"write it without '|')")
+            raise LongVideoError(f"a prompt schedule ('|', or a list of prompts: one per stretch of a long video) needs "
+                                 f"a video longer than the model's {native_frames} frames (frame_num / --frame_num above "
+                                 f"{native_frames}); for one scene, give one prompt without '|'. A list of prompts is "
+                                 f"no batch (as it is in diffusers): for several videos, call once per prompt")
         return None
     if type(overlap) is int and overlap < 1:
         raise LongVideoError(f"long_overlap must be at least 1 latent frame, got {overlap}: windows that share no "

@@ -107,6 +107,17 @@ def test_a_prompt_schedule_as_a_list_is_the_same_call(pipe):
             pipe(bad, frame_num=97, **FAST)
 
 
+def test_a_list_of_prompts_at_the_native_length_says_it_is_no_batch(pipe):
+    """diffusers reads a list of prompts as a batch; openwan as a schedule over a long video's stretches. A list of
+    several at the native length (no schedule possible) is refused with what to do; a list of one is that prompt."""
+    parts = ["a red circle moving to the right", "a blue square moving up"]
+    with pytest.raises(ValueError, match=r"a prompt schedule \('\|', or a list of prompts: .* A list of prompts is no "
+                                         r"batch \(as it is in diffusers\): for several videos, call once per prompt"):
+        pipe(parts, **FAST)
+    one = pipe(parts[:1], frame_num=5, **FAST)
+    assert torch.equal(one.latents, pipe(parts[0], frame_num=5, **FAST).latents) and one.settings["prompt"] == parts[0]
+
+
 def test_an_empty_schedule_segment_is_the_error_alone(pipe, caplog, monkeypatch):
     """An empty part of a schedule is named by the error, not also warned about as a prompt outside the world."""
     from openwan.demo import world_captions

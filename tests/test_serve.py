@@ -91,7 +91,7 @@ def test_a_prompt_schedule_as_a_list(server):
         status, body, _ = call(base + "/generate", dict(req, prompt=bad))
         assert status == 400 and msg in json.loads(body)["error"], body
     status, body, _ = call(base + "/generate", dict(req, frame_num=5))       # one window: no schedule
-    assert status == 400 and "needs a video longer" in json.loads(body)["error"], body
+    assert status == 400 and "A list of prompts is no batch" in json.loads(body)["error"], body
 
 
 def test_paths_outside_the_output_folder_are_not_served(server):
