@@ -159,6 +159,15 @@ def test_diffusers_names_give_the_same_call(pipe):
         pipe("a red circle", num_frames=9, frame_num=9)
     with pytest.raises(ValueError, match="height and width go together"):
         pipe("a red circle", height=64)
+    # diffusers' return_dict=False: the frames in a tuple, as its pipelines return them
+    (frames,) = pipe("a red circle moving to the right", height=128, width=128, num_frames=9, num_inference_steps=3,
+                     guidance_scale=4.0, generator=torch.Generator().manual_seed(7), output_type="np",
+                     return_dict=False, num_videos_per_prompt=1)
+    assert np.array_equal(frames, ours.frames)
+    with pytest.raises(ValueError, match="num_videos_per_prompt=2: a call makes one video"):
+        pipe("a red circle", num_videos_per_prompt=2)
+    with pytest.raises(ValueError, match="return_dict must be True or False"):
+        pipe("a red circle", return_dict="no")
 
 
 def test_tiled_decode_is_recorded_and_is_the_vaes_tiled_decode(pipe):

@@ -171,6 +171,7 @@ def test_fields_come_from_the_pipeline_signature():
     from openwan.serve.params import RequestError, check_request, parameter_kinds
     t2i = parameter_kinds(object.__new__(P.TextToImage))              # **kw: the parent's arguments, no frame_num
     assert t2i["seed"] == "int" and t2i["size"] == "size" and "frame_num" not in t2i
+    assert not {"generator", "return_dict", "num_videos_per_prompt", "callback"} & set(t2i)   # the Python call's own
     with pytest.raises(RequestError, match="unknown field"):
         check_request({"prompt": "p", "seconds": 2}, t2i, fps=16)
     flf = parameter_kinds(object.__new__(P.FirstLastFrameToVideo))

@@ -31,15 +31,29 @@ if TYPE_CHECKING:
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
 # guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
-# num_inference_steps/guidance_scale/generator: diffusers' names; two_objects ("compose" / "expert"; default
+# num_inference_steps/guidance_scale/generator: diffusers' names (and its return_dict; num_videos_per_prompt 1 only);
+# two_objects ("compose" / "expert"; default
 # compose): how the embedded demo draws a prompt naming two objects, up to 4 (openwan.pipelines.compose), or two
 # with its two-object expert.
 CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
                 "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps",
-                "guidance_scale", "generator", "two_objects")
+                "guidance_scale", "generator", "two_objects", "return_dict", "num_videos_per_prompt")
 TWO_OBJECT_METHODS = ("compose", "expert")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}
+
+
+def _diffusers_output(kwargs: dict) -> bool:
+    """diffusers' output arguments, removed from kwargs: ``return_dict`` (False: the call returns ``(frames,)``, as
+    diffusers' pipelines do) is returned; ``num_videos_per_prompt`` is 1 (or unset): a call makes one video."""
+    return_dict = kwargs.pop("return_dict", None)
+    if return_dict is not None and not isinstance(return_dict, bool):
+        raise ValueError(f"return_dict must be True or False, got {return_dict!r}")
+    n = kwargs.pop("num_videos_per_prompt", None)
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise ValueError(f"num_videos_per_prompt={n!r}: a call makes one video; for several, call once per video "
+                         f"with seeds of their own (seed=0, seed=1, ...)")
+    return return_dict is not False
 
 
 class CallOptions:
@@ -114,11 +128,13 @@ class CallOptions:
             @functools.wraps(call)
             def with_options(self, prompt, *args, **kwargs):
                 outer = not getattr(self, "_calling", False)     # t2i's __call__ calls t2v's: keep its options
+                return_dict = _diffusers_output(kwargs)
                 if outer:
                     self._pending, self._calling = {}, True
                 try:
                     self._call_options(kwargs)
-                    return call(self, prompt, *args, **kwargs)
+                    out = call(self, prompt, *args, **kwargs)
+                    return out if return_dict else (out.frames,)
                 finally:
                     if outer:
                         self._calling = False

@@ -16,7 +16,9 @@ import re
 from typing import Any
 
 # Arguments the server sets itself (clients cannot).
-RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self"}
+# (and the Python call's own: a torch.Generator, diffusers' return_dict and num_videos_per_prompt, not request fields)
+RESERVED = {"output_path", "overwrite", "return_frames", "callback", "output_type", "self", "generator", "return_dict",
+            "num_videos_per_prompt"}
 # Image/video arguments: server-side paths in JSON, or uploaded files in a multipart form.
 FILE_FIELDS = {"image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "input_reference",
                "extend"}
