@@ -95,8 +95,9 @@ def _resolve_source(src: PathLike) -> tuple[Path, Optional[Variant]]:
         return demo_checkpoint_dir(), get_variant("demo")
     path = Path(src)
     if not path.is_dir():
-        raise CheckpointError(f"source checkpoint folder not found: {path} (give an official or diffusers "
-                              f"checkpoint folder, or 'demo')")
+        what = f"{path} is a file, not a folder" if path.exists() else f"folder not found: {path}"
+        raise CheckpointError(f"source checkpoint {what} (give an official or diffusers checkpoint folder, or "
+                              f"'demo')")
     return path, read_variant(path)
 
 

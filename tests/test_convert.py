@@ -162,6 +162,9 @@ def test_flf2v_and_vace_folders_load_and_run_in_diffusers(tmp_path, variant, cls
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(Exception, match="not found"):
         to_diffusers(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(Exception, match="weights.safetensors is a file, not a folder"):
+        to_diffusers(tmp_path / "weights.safetensors", tmp_path / "out")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
