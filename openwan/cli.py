@@ -87,7 +87,9 @@ def cmd_generate(a) -> int:
     else:
         ckpt = a.ckpt_dir
         if not Path(ckpt).is_dir():
-            raise CLIError(f"--ckpt_dir {ckpt}: directory not found")
+            raise CLIError(f"--ckpt_dir {ckpt}: " + ("a file, not a folder: give the checkpoint folder (the one "
+                                                      "holding config.json, or diffusers' model_index.json)"
+                                                      if Path(ckpt).exists() else "directory not found"))
 
     if task is None or task in DEMO_NAMES:           # the inputs choose the pipeline (v2v), or are refused early
         pipe_task = _route(a, ckpt, variant) or pipe_task

@@ -66,8 +66,16 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """torch.load with weights_only=True: tensors only, never code."""
     path = Path(path)
     _check_file(path)
+    head = b"PK\x03\x04"
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":      # torch.save's zip archive, or a legacy pickle
+        raise CheckpointError(f"{path} is not a weights file: neither a torch file (.pt / .pth / .bin, a zip archive) "
+                              f"nor safetensors; give the LoRA's or checkpoint's .safetensors or torch file")
     try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        # (torch's pre-zip format cannot be memory-mapped: read whole)
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=head[:4] == b"PK\x03\x04")
     except Exception as e:  # noqa: BLE001 - torch raises many types here
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(

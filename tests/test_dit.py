@@ -333,6 +333,15 @@ def test_never_unpickles(tmp_path):
     torch.save({"a": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="weights-only"):
         read_torch_file(tmp_path / "evil.pth")
+    (tmp_path / "notes.pth").write_text("# not weights\n")       # a text file under a weights name
+    with pytest.raises(CheckpointError, match="notes.pth is not a weights file: neither a torch file"):
+        read_torch_file(tmp_path / "notes.pth")
+    legacy = tmp_path / "legacy.pth"                                # torch's pre-zip format reads too (whole)
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:1] == b"\x80" and torch.equal(read_torch_file(legacy)["w"], torch.ones(2))
+    torch.save({"a": Evil()}, legacy, _use_new_zipfile_serialization=False)   # and is refused code all the same
+    with pytest.raises(CheckpointError, match="weights-only"):
+        read_torch_file(legacy)
 
 
 def test_sharded_load_peak_memory(tmp_path):
