@@ -166,6 +166,7 @@ def test_cli_threads(ckpts, tmp_path, monkeypatch, capsys):
     (["--task", "t2v-99B"], "unknown task 't2v-99B'"),
     (["--task", "t2v-14B"], "needs --ckpt_dir"),
     (["--ckpt_dir", "/nonexistent/dir"], "directory not found"),
+    (["--ckpt_dir", __file__], "a file, not a folder: give the checkpoint folder"),
 ])
 def test_cli_errors(args, message, capsys):
     rc = cli(["generate", "a prompt"] + args)
