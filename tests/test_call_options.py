@@ -57,6 +57,8 @@ def test_lora_spec_errors_name_the_problem(tmp_path):
                                                         {"path": str(f), "strength": 0.25}]
     with pytest.raises(FileNotFoundError, match="lora nope.safetensors: file not found"):
         parse_lora_specs("nope.safetensors")
+    with pytest.raises(ValueError, match="the strength after ':' must be a number \\(FILE:0.8\\), got 'abc'"):
+        parse_lora_specs(f"{f}:abc")
     with pytest.raises(ValueError, match="strength must be a finite number"):
         parse_lora_specs({"path": str(f), "strength": float("nan")})
     with pytest.raises(ValueError, match="expected 'FILE\\[:STRENGTH\\]'"):

@@ -49,6 +49,9 @@ def parse_lora_specs(specs: Union[None, LoraSpec, Sequence[LoraSpec]]) -> list[d
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
             raise ValueError(f"lora {path}: strength must be a finite number, got {strength!r}")
         if not Path(path).is_file():
+            head, sep, tail = str(path).rpartition(":")
+            if sep and head and Path(head).is_file():      # FILE:STRENGTH whose strength is no number
+                raise ValueError(f"lora {path}: the strength after ':' must be a number (FILE:0.8), got {tail!r}")
             raise FileNotFoundError(f"lora {path}: file not found")
         if expert not in (None,) + EXPERTS:
             raise ValueError(f"lora {path}: expert must be 'high' or 'low', got {expert!r}")
