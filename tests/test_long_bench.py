@@ -121,6 +121,9 @@ def test_short_run_through_the_pipeline_and_the_cli(tmp_path, capsys):
         assert f"; {sum(s['meets'].values())} of {sum(s['judged'].values())} targets" in text
     assert r["settings"]["long_expert"] == "default" and r["settings"]["first_seed"] == 0
     assert "openwan bench long" in list_benchmarks()
+    # a video of the native length has no windows to measure: refused, with a length to use
+    assert main(["bench", "long", "--frames", "33", "--seeds", "1", "--quiet"]) == 2
+    assert "--frames 33 is not past the model's native 33 frames" in capsys.readouterr().err
 
 
 def test_the_report_names_each_videos_missed_targets():

@@ -495,6 +495,10 @@ def main(argv=None) -> int:
         pipe = load_pipeline(a.ckpt_dir, task=task, variant="demo", progress=False)
     else:
         pipe = load_pipeline(a.model, progress=False, **({"task": task} if mode == "v2v" else {}))
+    native = pipe.defaults().frame_num
+    if not mode and a.frames <= native:
+        raise ValueError(f"--frames {a.frames} is not past the model's native {native} frames: a one-pass video has no "
+                         f"windows or seams to measure; give more, e.g. --frames {5 * native - 4}")
     a.steps = a.steps or (20 if a.model == "demo" else pipe.defaults().steps)
     prompts = [p for q in a.prompts for p in (BOUNCE_PROMPTS if q == "bounce" else (q,))]
     kw = {"sample_steps": a.steps}
