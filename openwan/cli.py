@@ -43,6 +43,8 @@ def _check_args(a, prompt: str) -> None:
                              strength=a.strength, context_scale=a.context_scale, src_fps=a.src_fps, threads=a.threads)
     if a.save_file is not None:
         validate.output_path(a.save_file, "--output", overwrite=a.overwrite)
+    if a.device is not None:
+        validate.device(a.device, "--device")
 
 
 def cmd_generate(a) -> int:

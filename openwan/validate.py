@@ -179,6 +179,29 @@ def output_frames(path, frame_num: int, name: str = "output_path") -> None:
                                     f"(frame_num=1 / --frame_num 1)")
 
 
+def device(value, name: str = "device"):
+    """A torch.device this machine has: "cpu", "cuda", "cuda:N" (a GPU torch can use), "mps", ...; anything else is
+    an InvalidArgument that says what there is (rather than torch's assertion from deep inside a load)."""
+    import torch
+    try:
+        d = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgument(name, f"{name} {value!r} is not a device: use cpu, cuda or cuda:N") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgument(name, f"{name} {value}: torch sees no CUDA GPU here (a CPU build of torch "
+                                        f"({torch.__version__}), or no GPU or driver); use cpu, or leave it unset")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise InvalidArgument(name, f"{name} {value}: this machine has {torch.cuda.device_count()} CUDA "
+                                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif d.type not in ("cpu", "meta"):
+        backend = getattr(torch.backends, d.type, None) or getattr(torch, d.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise InvalidArgument(name, f"{name} {value}: torch has no {d.type} device here; use cpu"
+                                        + (" or cuda" if torch.cuda.is_available() else ""))
+    return d
+
+
 def output_fps(value, name: str = "fps"):
     """The frame rate of a written video: a number in (0, 240]; an int when whole (12, 16.0 -> 16),
     else a float such as 23.976 (written as a rational). The one rule for the CLI, the Python call and

@@ -343,3 +343,28 @@ def test_cli_prints_openwan_warnings_as_one_line(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "openwan: warning: long_refine had no effect: 33 frames fit the model's native length" in run.stderr
     assert "UserWarning" not in run.stderr and "warnings.warn" not in run.stderr
+
+
+def test_a_device_this_machine_lacks_is_named_before_loading(tmp_path, monkeypatch, capsys):
+    """--device / device= that torch cannot use here: one line saying what there is (was torch's AssertionError
+    from inside the load); the same for the API and openwan serve."""
+    import torch
+
+    import openwan
+    from openwan.serve import main as serve
+    monkeypatch.chdir(tmp_path)
+    cases = [("gpu", "'gpu' is not a device: use cpu, cuda or cuda:N"),
+             ("cuda:99", "torch sees no CUDA GPU here" if not torch.cuda.is_available()
+              else "this machine has"),
+             ("mps", "torch has no mps device here")]
+    if torch.backends.mps.is_available():                 # (a Mac has one)
+        cases.pop()
+    for dev, says in cases:
+        assert cli(["generate", PROMPT, "--quiet", "--device", dev]) == 2
+        err = capsys.readouterr().err
+        assert f"--device {dev}" in err.replace(f"'{dev}'", dev) and says in err and "Traceback" not in err
+        with pytest.raises(validate.InvalidArgument, match=says.replace("(", "\\(")):
+            openwan.load_pipeline("demo", device=dev, progress=False)
+        assert serve(["--device", dev, "--port", "0", "--output_dir", str(tmp_path / "srv")]) == 2
+        assert says in capsys.readouterr().err
+    assert _files(tmp_path) == []

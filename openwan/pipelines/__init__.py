@@ -83,7 +83,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
         if mode not in ("none", "blocks"):
             raise ValueError("block_swap streams the DiT's blocks itself: use it with offload='none'")
         mode, offload = "blocks", f"blocks:{block_swap}"
-    target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from openwan.pipelines.components import resolve_device
+    target = resolve_device(device or None)
     if student is not None and quantize not in (None, "none"):
         raise ValueError(f"{variant} with quantize: quantize the student's own checkpoint instead")
     # a student: its own DiT (its variant's config) and VAE statistics, the demo folder's VAE and text encoder

@@ -28,10 +28,10 @@ from openwan.denoiser import Conditioning, Denoiser, Guidance
 from openwan.pipelines.call_options import CALL_OPTIONS, DIFFUSERS_NAMES, CallOptions  # noqa: F401
 from openwan.pipelines.components import (  # noqa: F401
     Components,
-    _device,
     check_checkpoint_dir,
     load_components,
     lookup_variant,
+    resolve_device,
 )
 from openwan.pipelines.job import (  # noqa: F401
     FILE_STATS,
@@ -128,7 +128,7 @@ class WanPipeline(CallOptions):
             from openwan.demo import demo_checkpoint_dir
             path, variant = demo_checkpoint_dir(), variant or "demo"
         t0 = time.perf_counter()
-        release = cls.two_experts and kw.get("experts", "one") == "one" and _device(device).type == "cpu"
+        release = cls.two_experts and kw.get("experts", "one") == "one" and resolve_device(device).type == "cpu"
         comps = load_components(path, variant=variant, device=device, dtype=dtype, t5_cpu=t5_cpu,
                                 release_low=release)    # the CPU's plan: the idle expert read when needed
         if comps.dit_low is not None and not cls.two_experts:

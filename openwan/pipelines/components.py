@@ -46,10 +46,11 @@ class Components:
         return [(folder, getattr(self, field)) for _, folder, field in EXPERTS if getattr(self, field) is not None]
 
 
-def _device(device) -> torch.device:
+def resolve_device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from openwan import validate
+    return validate.device(device)
 
 
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
@@ -87,7 +88,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         raise ValueError("dit_weights needs the variant whose DiT they are (its DiT config and VAE statistics)")
     from openwan.variant_io import read_variant
     stored = read_variant(path)   # openwan.json, written by `openwan convert`: the variant's own defaults
-    device = _device(device)
+    device = resolve_device(device)
     dit_dtype, dtype_reason = _dit_dtype(dtype, device)
     on_device = device
     home = torch.device(stage) if stage is not None else device   # where the weights are put

@@ -145,6 +145,13 @@ def main(argv=None) -> int:
         if getattr(a, name) < 1:
             print(f"openwan serve: error: --{name} must be >= 1", file=sys.stderr)
             return 2
+    from openwan import validate
+    try:
+        for d in ([x.strip() for x in a.devices.split(",")] if a.devices else [a.device] if a.device else []):
+            validate.device(d, "--devices" if a.devices else "--device")
+    except validate.InvalidArgument as e:
+        print(f"openwan serve: error: {e}", file=sys.stderr)
+        return 2
     why = listen_problem(a.host, a.port) if os.environ.get("RANK", "0") == "0" else None   # (followers never bind)
     if why is not None:
         print(_listen_error(a.host, a.port, why), file=sys.stderr)
