@@ -32,9 +32,8 @@ if TYPE_CHECKING:
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
 # guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
 # num_inference_steps/guidance_scale/generator: diffusers' names (and its return_dict; num_videos_per_prompt 1 only);
-# two_objects ("compose" / "expert"; default
-# compose): how the embedded demo draws a prompt naming two objects, up to 4 (openwan.pipelines.compose), or two
-# with its two-object expert.
+# two_objects ("compose" / "expert"; default compose): how the embedded demo draws a prompt naming two objects, up to
+# 4 (openwan.pipelines.compose), or two with its two-object expert.
 CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
                 "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps",
                 "guidance_scale", "generator", "two_objects", "return_dict", "num_videos_per_prompt")
