@@ -117,6 +117,11 @@ def test_connections_are_bounded(tmp_path):
     ('{"prompt": "p", "seconds": 1, "frame_num": 5}', "seconds", "not both"),
     ('{"prompt": "p", "sample_solver": 3}', "sample_solver", "must be a string"),
     ('{"prompt": "p", "input_reference": "x.png"}', "input_reference", "unknown field"),   # t2v takes no image
+    # what the pipeline refuses before any work is refused at submission too, not when the job's turn comes
+    ('{"prompt": "p", "size": "100x100", "strict_size": false}', "size", "multiples of 16"),
+    ('{"prompt": "p", "frame_num": 21, "long_overlap": 0}', "long_overlap", "at least 1 latent frame"),
+    ('{"prompt": "p", "frame_num": 21, "long_overlap": 9}', "overlap", "must be smaller than the window"),
+    ('{"prompt": "a red circle | a blue square"}', "prompt schedule", "needs a video longer"),
     ('[' * 100000, None, "not JSON"),
 ])
 def test_every_value_is_type_checked(server, body, field, msg):

@@ -151,13 +151,30 @@ class VideoService:
             kw = check_request(req, self.kinds, fps=self.fps, sizes=self.pipe.variant.sample.sizes)
             try:   # ranges and resource limits: the checks the CLI and the Python API make
                 validate.for_pipeline(self.pipe, {**kw, "return_frames": False})
-            except validate.InvalidArgument as e:
+                self._check_now(kw)
+            except ValueError as e:           # (InvalidArgument, LongVideoError, the size rule: all ValueErrors)
                 raise RequestError(str(e)) from None
             return self.store.add(kw, job_id=job_id)
         except BaseException:
             for p in saved:
                 p.unlink(missing_ok=True)
             raise
+
+    def _check_now(self, kw: dict) -> None:
+        """What the pipeline refuses before any work and can be told at submission rather than when the job's turn
+        comes (it checks again then): a given size's multiples, and a long video's plan (method, overlap, prompt
+        schedule) where frame_num sets the length (no source video: its own length would)."""
+        from openwan.long_video import plan_long_video
+        from openwan.pipelines.job import check_size
+        pipe = self.pipe
+        if kw.get("size") is not None:
+            w, h = (int(v) for v in kw["size"].split("*"))
+            check_size(w, h, pipe.variant, False, vae=pipe.vae)
+        if not any(kw.get(k) is not None for k in ("src_video", "extend")) and isinstance(kw.get("prompt"), str):
+            native = pipe.defaults().frame_num
+            method, overlap = pipe.long_video_defaults(kw.get("long_method"), kw.get("long_overlap"))
+            plan_long_video(kw.get("frame_num") or native, native, method, overlap, kw["prompt"],
+                            pipe.vae.temporal_ratio)
 
     def _save_image(self, job_id: str, field: str, data: bytes) -> Path:
         import io
