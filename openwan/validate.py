@@ -156,7 +156,7 @@ def output_path(value, name: str = "output_path", overwrite: bool = False, check
     if not isinstance(value, (str, os.PathLike)) or str(value).strip() == "":
         raise InvalidArgument(name, f"{name} must be a file path such as out.mp4, got {value!r}")
     path = Path(value)
-    if str(value).endswith(("/", os.sep)):
+    if str(value).endswith(("/", os.sep)) or path.is_dir():
         raise InvalidArgument(name, f"{name} {value} names a folder; give a file name such as {path / 'out.mp4'}")
     if path.suffix.lower() == ".json":
         raise InvalidArgument(name, f"{name} {path}: a .json name collides with the settings file written beside "

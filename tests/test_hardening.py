@@ -92,6 +92,10 @@ def test_output_name_says_the_format(pipe, tmp_path):
         with pytest.raises(validate.InvalidArgument) as e:
             pipe(PROMPT, output_path=tmp_path / name, sample_steps=2)
         assert says in str(e.value).replace(str(tmp_path) + os.sep, "")
+    (tmp_path / "clips.mp4").mkdir()                                  # an existing folder, whatever its name
+    with pytest.raises(validate.InvalidArgument, match="names a folder; give a file name such as"):
+        pipe(PROMPT, output_path=tmp_path / "clips.mp4", sample_steps=2)
+    (tmp_path / "clips.mp4").rmdir()
     assert _files(tmp_path) == []
     pipe(PROMPT, output_path=tmp_path / "one.mp4", frame_num=1, sample_steps=2, seed=3)
     pipe(PROMPT, output_path=tmp_path / "pic.png", frame_num=1, sample_steps=2, seed=3)
