@@ -269,7 +269,11 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
     settings = {"quantize": quantize or "none", "offload": offload, "dtype": str(dtype).replace("torch.", ""),
                 "t5_cpu": t5_cpu, "vae_tile": vae_tile, "tokens": tokens}
     if long:
-        settings["long_video"] = f"{method}, windows of {native} frames"
+        from openwan.long_video import plan_long_video
+        overlap = v.sample.long_overlap if method == v.sample.long_method else None   # (a variant's: its method's)
+        lv = plan_long_video(frame_num, native, method, overlap, temporal_ratio=stride[0])
+        settings["long_video"] = (f"{method}, {len(lv.plan.spans)} windows of {native} frames, overlap "
+                                  f"{lv.plan.overlap} latent frames")
     return Estimate(total, phases, parts, settings)
 
 

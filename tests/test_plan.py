@@ -81,7 +81,7 @@ def test_long_video_plans_one_window_of_the_dit():
     assert long.settings["tokens"] == native.settings["tokens"] == 21 * 30 * 52
     assert long.parts["dit activations"] == native.parts["dit activations"]
     assert long.parts["long video latents"] == LONG_LATENT_COPIES * 16 * 241 * 60 * 104 * 4   # z 16, 241 latent frames
-    assert long.settings["long_video"] == "windows, windows of 81 frames"
+    assert long.settings["long_video"] == "windows, 23 windows of 81 frames, overlap 11 latent frames"   # (241 - 21) / 10
     assert one_call.settings["tokens"] == 241 * 30 * 52 and "long video latents" not in one_call.parts
     latents = long.parts["long video latents"]
     assert long.phases["denoise"] == native.phases["denoise"] + latents
