@@ -122,6 +122,7 @@ def test_connections_are_bounded(tmp_path):
     ('{"prompt": "p", "frame_num": 21, "long_overlap": 0}', "long_overlap", "at least 1 latent frame"),
     ('{"prompt": "p", "frame_num": 21, "long_overlap": 9}', "overlap", "must be smaller than the window"),
     ('{"prompt": "a red circle | a blue square"}', "prompt schedule", "needs a video longer"),
+    ('{"prompt": "p", "extend": "/no/such/clip.mp4", "frame_num": 21}', "extend", "no such file on the server"),
     ('[' * 100000, None, "not JSON"),
 ])
 def test_every_value_is_type_checked(server, body, field, msg):

@@ -162,11 +162,20 @@ class VideoService:
 
     def _check_now(self, kw: dict) -> None:
         """What the pipeline refuses before any work and can be told at submission rather than when the job's turn
-        comes (it checks again then): a given size's multiples, and a long video's plan (method, overlap, prompt
-        schedule) where frame_num sets the length (no source video: its own length would)."""
+        comes (it checks again then): a server-side input file that is not there, a given size's multiples, and a
+        long video's plan (method, overlap, prompt schedule) where frame_num sets the length (no source video: its
+        own length would)."""
         from openwan.long_video import plan_long_video
         from openwan.pipelines.job import check_size
+        from openwan.serve.params import FILE_FIELDS
         pipe = self.pipe
+        for field in sorted(FILE_FIELDS & set(kw)):          # a server-side path (an upload was saved already)
+            value = kw[field]
+            paths = value.split(",") if field == "src_ref_images" and isinstance(value, str) else value
+            for path in ([paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []):
+                if isinstance(path, str) and not Path(path.strip()).is_file():
+                    raise ValueError(f"'{field}': no such file on the server: {path.strip()} (give a path the server "
+                                     f"can read, or upload the file in a multipart form)")
         if kw.get("size") is not None:
             w, h = (int(v) for v in kw["size"].split("*"))
             check_size(w, h, pipe.variant, False, vae=pipe.vae)
