@@ -222,6 +222,17 @@ def default_overlap(window: int) -> int:
     return max(1, (window + 1) // 2)
 
 
+def model_defaults(sample, method: Optional[str] = None, overlap: Optional[int] = None) -> tuple:
+    """(method, overlap) of a long video: what the call named, else the model's (``sample``, its SampleDefaults:
+    ``long_method``; its ``long_overlap`` goes with that method only), else None (the library's: windows, half the
+    window)."""
+    if method in (None, "auto"):
+        method = sample.long_method
+    if overlap is None and method is not None and method == sample.long_method:
+        overlap = sample.long_overlap
+    return method, overlap
+
+
 def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = None,
                     overlap: Optional[int] = None, prompt: Optional[str] = None,
                     temporal_ratio: int = 4) -> Optional[LongVideo]:

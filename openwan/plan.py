@@ -228,14 +228,16 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
     video is a long video (openwan.long_video, ``long_method``: default the model's, ``"none"`` one DiT call over
     every frame): the DiT's activations are then one window's, plus the whole video's latent a few times over.
     """
-    from openwan.long_video import DEFAULT_METHOD
+    from openwan.long_video import model_defaults, plan_long_video
     from openwan.offload import parse_offload
     v = _variant(task_or_variant)
     cfg = dit_config or v.dit
     vae_cfg, stride = vae_of(v)
     native = v.sample.frame_num
-    method = long_method or v.sample.long_method or DEFAULT_METHOD
-    long = method != "none" and native > 1 and frame_num > native
+    long = None            # the pipeline's own window plan (None: one DiT call over every frame)
+    if native > 1:
+        method, overlap = model_defaults(v.sample, long_method)
+        long = plan_long_video(frame_num, native, method, overlap, temporal_ratio=stride[0])
     f, h, w = latent_grid(size, native if long else frame_num, cfg.patch_size, stride)
     tokens = f * h * w
     wb = dit_weight_bytes(cfg, dtype, quantize)
@@ -269,11 +271,8 @@ def estimate(task_or_variant, size: str, frame_num: int, dtype=torch.bfloat16, q
     settings = {"quantize": quantize or "none", "offload": offload, "dtype": str(dtype).replace("torch.", ""),
                 "t5_cpu": t5_cpu, "vae_tile": vae_tile, "tokens": tokens}
     if long:
-        from openwan.long_video import plan_long_video
-        overlap = v.sample.long_overlap if method == v.sample.long_method else None   # (a variant's: its method's)
-        lv = plan_long_video(frame_num, native, method, overlap, temporal_ratio=stride[0])
-        settings["long_video"] = (f"{method}, {len(lv.plan.spans)} windows of {native} frames, overlap "
-                                  f"{lv.plan.overlap} latent frames")
+        settings["long_video"] = (f"{long.method}, {len(long.plan.spans)} windows of {native} frames, overlap "
+                                  f"{long.plan.overlap} latent frames")
     return Estimate(total, phases, parts, settings)
 
 

@@ -187,14 +187,9 @@ class CallOptions:
         return out, (None if out == prompt else {"method": method, "original": prompt})
 
     def long_video_defaults(self, method=None, overlap=None) -> tuple:
-        """(method, overlap) of a long video: what the call named, else the variant's (``long_method``; its
-        ``long_overlap`` goes with that method only), else None (the library's: windows, half the window)."""
-        d = self.defaults()
-        if method in (None, "auto"):
-            method = d.long_method
-        if overlap is None and method is not None and method == d.long_method:
-            overlap = d.long_overlap
-        return method, overlap
+        """(method, overlap) of a long video on this pipeline's model: openwan.long_video.model_defaults."""
+        from openwan.long_video import model_defaults
+        return model_defaults(self.defaults(), method, overlap)
 
     def _plan_long_video(self, job: "Job", prompt: str, native: int, opts: dict) -> None:
         """Past the native length: the window plan, each window's conditioning (and prompt of a schedule)."""
