@@ -137,8 +137,7 @@ def cmd_generate(a) -> int:
     out = a.save_file
     if out is not None:       # a .png name holds one frame (the model's default length known only now)
         from openwan import validate
-        validate.output_frames(out, a.frame_num or (1 if pipe.task == "t2i" else pipe.defaults().frame_num),
-                               "--output")
+        validate.output_frames(out, validate.call_frames(pipe, a.frame_num), "--output")
     if out is None:
         ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")

@@ -349,6 +349,11 @@ def image_size(width: int, height: int, what: str = "image") -> None:
                                   f"{mx}; downscale it first, or {_raise_hint('image_pixels', width * height)}")
 
 
+def call_frames(pipe, frame_num: Optional[int]) -> int:
+    """The frames a call on ``pipe`` makes: ``frame_num``, else the model's (one for text-to-image)."""
+    return frame_num or (1 if getattr(pipe, "task", "") == "t2i" else pipe.defaults().frame_num)
+
+
 def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
     """generation_args + the output check + resources, with the pipeline's defaults filled in for the
     estimate (the returned dict keeps None where the caller left the default). ``dit_frames``: the frames
@@ -362,7 +367,7 @@ def for_pipeline(pipe, kw: dict, dit_frames: Optional[int] = None) -> dict:
                                              f"(--guide_boundary B): HIGH applies while the timestep t >= B x 1000, "
                                              f"e.g. 0.9; or give one number")
     w, h = (int(v) for v in (out.get("size") or d.size).split("*"))
-    frames = out.get("frame_num") or (1 if getattr(pipe, "task", "") == "t2i" else d.frame_num)
+    frames = call_frames(pipe, out.get("frame_num"))
     output_frames(out.get("output_path"), frames)
     if out.get("output_type") == "latent":
         frames_kept = False
