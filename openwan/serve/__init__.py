@@ -146,9 +146,11 @@ def main(argv=None) -> int:
             print(f"openwan serve: error: --{name} must be >= 1", file=sys.stderr)
             return 2
     from openwan import validate
+    devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]   # one worker each
     try:
-        for d in ([x.strip() for x in a.devices.split(",")] if a.devices else [a.device] if a.device else []):
-            validate.device(d, "--devices" if a.devices else "--device")
+        for d in devices:
+            if d is not None:                                    # (None: cuda if there is one, else the CPU)
+                validate.device(d, "--devices" if a.devices else "--device")
     except validate.InvalidArgument as e:
         print(f"openwan serve: error: {e}", file=sys.stderr)
         return 2
@@ -186,7 +188,6 @@ def main(argv=None) -> int:
             return _end_group()
         pipes = [pipe]
     else:
-        devices = [d.strip() for d in a.devices.split(",")] if a.devices else [a.device]
         try:
             options = [_load_options(a, d) for d in devices]
         except ValueError as e:                                   # auto: even the most frugal plan does not fit

@@ -170,10 +170,10 @@ class VideoService:
         from openwan.serve.params import FILE_FIELDS
         pipe = self.pipe
         for field in sorted(FILE_FIELDS & set(kw)):          # a server-side path (an upload was saved already)
-            value = kw[field]
-            paths = value.split(",") if field == "src_ref_images" and isinstance(value, str) else value
-            for path in ([paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []):
-                if isinstance(path, str) and not Path(path.strip()).is_file():
+            value = kw[field]      # one path or a list of them (check_request), or "a.png,b.png" (the refs)
+            paths = value.split(",") if isinstance(value, str) and field == "src_ref_images" else value
+            for path in [paths] if isinstance(paths, str) else paths:
+                if not Path(path.strip()).is_file():
                     raise ValueError(f"'{field}': no such file on the server: {path.strip()} (give a path the server "
                                      f"can read, or upload the file in a multipart form)")
         if kw.get("size") is not None:
