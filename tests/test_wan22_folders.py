@@ -284,7 +284,9 @@ def test_convert_both_ways_keeps_both_experts(folders, tmp_path):
         assert torch.equal(lat[src], lat[dst])
 
 
-def test_lora_per_expert(meta, tmp_path):
+def _moe_with_a_lora_file(meta, path):
+    """The golden A14B t2v pipeline, a random rank-2 LoRA of its expert architecture saved at ``path``, and a step's
+    input (x, t) to run the experts on."""
     from openwan.training.lora import add_lora, lora_parameters, save_lora
     sd = load_file(str(REF22 / "moe_t2v_unipc.safetensors"))
     pipe = with_prompts(moe_pipe("moe_t2v_unipc", meta, sd, vae21(load_file(str(REF22 / "moe_i2v.safetensors")))),
@@ -294,8 +296,12 @@ def test_lora_per_expert(meta, tmp_path):
     with torch.no_grad():
         for prm in lora_parameters(donor):
             prm.normal_(0, 0.5)
-    save_lora(donor, tmp_path / "l.safetensors")
-    x, t = sd["step0.latent_in"][None], torch.tensor([500])
+    save_lora(donor, path)
+    return pipe, sd, sd["step0.latent_in"][None], torch.tensor([500])
+
+
+def test_lora_per_expert(meta, tmp_path):
+    pipe, sd, x, t = _moe_with_a_lora_file(meta, tmp_path / "l.safetensors")
     before = {k: e(x, t, [sd["in.context"]]) for k, e in pipe.experts.items()}
     pipe.load_lora(tmp_path / "l.safetensors", expert="low")
     after = {k: e(x, t, [sd["in.context"]]) for k, e in pipe.experts.items()}
@@ -390,17 +396,7 @@ def test_class_from_pretrained(folders):
 def test_lora_per_expert_per_call(meta, tmp_path):
     """pipe(..., lora="low:FILE") adapts only the low-noise expert; a plain file both; the next call without it
     turns them off again; the record names the expert."""
-    from openwan.training.lora import add_lora, lora_parameters, save_lora
-    sd = load_file(str(REF22 / "moe_t2v_unipc.safetensors"))
-    pipe = with_prompts(moe_pipe("moe_t2v_unipc", meta, sd, vae21(load_file(str(REF22 / "moe_i2v.safetensors")))),
-                        sd)
-    donor = expert(sd, "high.", meta["moe_t2v_unipc"]["expert_config"])
-    add_lora(donor, rank=2)
-    with torch.no_grad():
-        for prm in lora_parameters(donor):
-            prm.normal_(0, 0.5)
-    save_lora(donor, tmp_path / "l.safetensors")
-    x, t = sd["step0.latent_in"][None], torch.tensor([500])
+    pipe, sd, x, t = _moe_with_a_lora_file(meta, tmp_path / "l.safetensors")
     out = lambda: {k: e(x, t, [sd["in.context"]]) for k, e in pipe.experts.items()}  # noqa: E731
     before = out()
     pipe._call_options({"lora": f"low:{tmp_path / 'l.safetensors'}"})
