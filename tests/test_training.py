@@ -443,15 +443,18 @@ def test_the_example_yamls_run_as_their_headers_say(tmp_path, monkeypatch, name,
     monkeypatch.chdir(tmp_path)
     prep = scripts[0].replace("range(16)", "range(2)") if name == "train_demo_lora" else "\n".join(scripts[:2])
     exec(compile(prep, f"{name} prep", "exec"), {})  # (the demo example's 16 clips cut to 2 for time)
+    fast = ["--set", "validation.sample_steps=2"] if name == "train_demo_lora" else []
     assert main(["--config", str(example), "--set", f"steps={steps}", "--set", "progress=false",
-                 "--set", "batch_size=1"]) == 0
+                 "--set", "batch_size=1", *fast]) == 0
     out = tmp_path / yaml_output_dir(example)
+    if name == "train_demo_lora":   # its validation prompts, sampled at the (last) step
+        assert sorted(p.name for p in (out / "samples" / f"step-{steps:08d}").glob("*.mp4")) == ["00.mp4", "01.mp4"]
     assert (out / "lora.safetensors").is_file() and (out / "lora_comfyui.safetensors").is_file()
     if name == "train_demo_lora":
         sampling = scripts[1].replace("seed=0,", "seed=0, sample_steps=2,")  # the code runs; not the video's quality
         assert sampling != scripts[1]
         exec(compile(sampling, f"{name} sampling", "exec"), {})
-        assert (tmp_path / "runs/demo-lora.mp4").stat().st_size > 0
+        assert (tmp_path / "runs/demo-lora-1.mp4").stat().st_size > 0
 
 
 def yaml_output_dir(example: Path) -> str:

@@ -1,12 +1,13 @@
 """Training data: captions (csv, jsonl, a folder), buckets, resizing, media with corrupt files skipped, the latent
-cache (resumable, real tiny encoders, the image condition of i2v / flf2v) and bucketed, sharded batches."""
+cache (resumable, real tiny encoders, the image condition of i2v / flf2v, the empty prompt), bucketed, sharded
+batches and caption dropout."""
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from training_helpers import config, write_clip
+from training_helpers import config, rand_model, write_clip
 
 from openwan.models.dit import WanModel
 from openwan.training.data import (BucketBatchSampler, CachedLatentDataset, InMemoryLatentDataset, MediaDataset,
@@ -117,7 +118,7 @@ def test_cache_latents_resumable_with_stand_ins(tmp_path):
     s = cache_latents(tmp_path / "d.jsonl", tmp_path / "cache", enc_v, enc_t, [[9, 32, 48], [5, 32, 48]],
                       progress=False)
     assert (s["written"], s["skipped"]) == (1, 2) and enc_v.calls == 4
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4 + 1  # + the empty prompt's features
     assert len(json.loads((tmp_path / "cache" / MANIFEST).read_text())["files"]) == 3
     assert len(CachedLatentDataset(tmp_path / "cache")) == 3
     assert not list((tmp_path / "cache").glob(".*"))  # no temp files left
@@ -213,3 +214,68 @@ def test_bucket_batches_deterministic_grouped_and_sharded():
     assert shard_batch([5, 6, 7, 8], 1, 2) == ([7, 8], 2)
     with pytest.raises(ValueError, match="no bucket holds a full global batch"):
         BucketBatchSampler(InMemoryLatentDataset(items[:1]), 2)
+
+
+# =========================================================================== caption dropout
+
+def test_the_cache_holds_the_empty_prompt_apart_from_the_samples(tmp_path):
+    from openwan.training.cache import cache_latents
+    from openwan.training.data import EMPTY_PROMPT
+    write_clip(tmp_path / "a.mp4", frames=5, h=32, w=32)
+    (tmp_path / "d.csv").write_text("path,caption\na.mp4,a red ball\n")
+    enc_t = lambda ps: [torch.full((len(p) + 1, 32), float(len(p) + 7)) for p in ps]  # noqa: E731
+    enc_v = lambda v: v[:, :, ::4, ::8, ::8].repeat(1, 6, 1, 1, 1)[:, :16]  # noqa: E731
+    cache_latents(tmp_path / "d.csv", tmp_path / "cache", enc_v, enc_t, [[5, 16, 16]], progress=False)
+    ds = CachedLatentDataset(tmp_path / "cache")
+    assert len(ds) == 1 and torch.equal(ds.empty_context, torch.full((1, 32), 7.0))  # enc_t([""])
+    (tmp_path / "cache" / "manifest.json").unlink()  # without the manifest (globbed) it is no sample either
+    assert len(CachedLatentDataset(tmp_path / "cache")) == 1
+    (tmp_path / "cache" / EMPTY_PROMPT).unlink()  # a cache from before: None, and training with dropout says so
+    assert CachedLatentDataset(tmp_path / "cache").empty_context is None
+    cfg = config(tmp_path / "run", batch_size=1, data={"cache_dir": str(tmp_path / "cache"), "caption_dropout": 0.1})
+    with pytest.raises(ValueError, match="run `openwan cache-latents` on it again"):
+        Trainer(cfg)
+    with pytest.raises(ValueError, match=r"data.caption_dropout must be in \[0, 1\)"):
+        Trainer(config(tmp_path / "run", data={"cache_dir": str(tmp_path / "cache"), "caption_dropout": 1}))
+
+
+class _Contexts:
+    """An objective that records each sample's context (by step and index) and returns a loss of the model."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def __call__(self, model, batch, rng):
+        for i, c in zip(batch.index, batch.context):
+            self.seen[(batch.step, i)] = c.detach().clone()
+        return sum(p.sum() for p in model.parameters()) * 0.0, {}
+
+
+def _dropout_run(out, ds, p, **kw):
+    obj = _Contexts()
+    Trainer(config(out, data={"caption_dropout": p}, **kw), model=rand_model(), dataset=ds, objective=obj).train()
+    return obj.seen
+
+
+def test_caption_dropout_swaps_in_the_empty_prompt_for_its_share_of_samples(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randn(16, 1, 4, 4, generator=g), torch.randn(5, 32, generator=g)) for _ in range(8)]
+    empty = torch.randn(2, 32, generator=g)
+    ds = InMemoryLatentDataset(items, empty_context=empty)
+    p, steps, batch = 0.3, 25, 8
+    seen = _dropout_run(tmp_path / "a", ds, p, steps=steps, batch_size=batch)
+    dropped = {k for k, c in seen.items() if c.shape == empty.shape and torch.equal(c, empty)}
+    kept = set(seen) - dropped
+    # every other context is one of the samples' own captions, unchanged
+    assert all(any(torch.equal(seen[k], c) for _, c in items) for k in kept)
+    # the share: binomial(200, 0.3), mean 60, sd 6.5; 5 sd either side
+    n = steps * batch
+    sd = math.sqrt(n * p * (1 - p))
+    assert abs(len(dropped) - n * p) <= 5 * sd and len(seen) == n
+    # the same samples are dropped however the step is split (micro-batches), and none at 0
+    split = _dropout_run(tmp_path / "b", ds, p, steps=steps, batch_size=batch // 2, grad_accum=2)
+    assert {k for k, c in split.items() if c.shape == empty.shape and torch.equal(c, empty)} == dropped
+    none = _dropout_run(tmp_path / "c", ds, 0.0, steps=3, batch_size=batch)
+    assert not any(c.shape == empty.shape and torch.equal(c, empty) for c in none.values())
+    with pytest.raises(ValueError, match="empty prompt"):  # an in-memory set without one
+        _dropout_run(tmp_path / "d", InMemoryLatentDataset(items), p, steps=1, batch_size=2)

@@ -5,6 +5,9 @@
     caption                                                     --encode_text-->   context [L, D]
     -> <out_dir>/<name>-<hash>.safetensors  {latent, context}  (metadata: path, caption, bucket)
     -> <out_dir>/manifest.json            (the files of this run, read by CachedLatentDataset)
+    ""                                                          --encode_text-->   <out_dir>/empty_prompt.safetensors
+                                          (the empty prompt's features: what training's caption dropout puts
+                                          in place of a caption, for classifier-free guidance)
 
 Each file is written atomically (temp file + rename). The file name hashes (path, caption, bucket
 list, fps, task), so re-running skips the samples already done (resumable) and a changed caption is
@@ -34,7 +37,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from openwan.training.data import Sample, parse_buckets, prepare_media, read_captions
+from openwan.training.data import EMPTY_PROMPT, Sample, parse_buckets, prepare_media, read_captions
 
 MANIFEST = "manifest.json"
 
@@ -150,6 +153,11 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
             bar.set_postfix(done=written + skipped, failed=len(failed))
     if bar is not None:
         bar.close()
+    if not (out_dir / EMPTY_PROMPT).exists():
+        with torch.no_grad():
+            empty = encode_text([""])[0]
+        save_safetensors({"context": empty.detach().to("cpu", dtype).contiguous()}, out_dir / EMPTY_PROMPT,
+                         metadata={"caption": ""})
     if failed:
         warnings.warn(f"cache-latents: {len(failed)} unreadable/unfit file(s) skipped: {failed[:5]}"
                       + (" ..." if len(failed) > 5 else ""), stacklevel=2)

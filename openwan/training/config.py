@@ -2,13 +2,15 @@
 
     TrainConfig                      top-level fields (steps, batch_size, ...) and the sections:
       model:      ModelConfig        variant | path | dit (inline DiTConfig fields), dtype
-      data:       DataConfig         cache_dir | file + buckets (+ ckpt_dir, vae, text_encoder, ...), fps
+      data:       DataConfig         cache_dir | file + buckets (+ ckpt_dir, vae, text_encoder, ...), fps,
+                                     caption_dropout
       optimizer:  OptimizerConfig    lr, betas, weight_decay, eps
       schedule:   ScheduleConfig     type constant|cosine|linear, warmup_steps, min_lr_ratio
       timesteps:  TimestepSampling   distribution uniform|shift|logit_normal, shift, mean, std
       lora:       LoRAConfig | None  rank, alpha, targets, seed (None: full fine-tuning)
       ema:        EMAConfig | None   decay (None: no EMA)
       objective:  ObjectiveConfig    name (flow_matching, a registered name or "module:Class") + options
+      validation: ValidationConfig | None   prompts (+ seed, sample_steps, size, ...): videos every validate_every
 
 A value of the wrong type, an unknown field, or a YAML file that does not parse gives a one-line
 ValueError naming the field (``optimizer.lr: expected a number, got 'fast'``). YAML 1.1 reads ``1e-4``
@@ -192,6 +194,12 @@ class DataConfig:
     task: str = "t2v"                    # t2v | i2v | flf2v (what the cache stores)
     fps: Optional[float] = None
     shuffle: bool = True
+    caption_dropout: float = 0.0         # share of samples trained on the empty prompt (for guidance), [0, 1)
+
+    def __post_init__(self):
+        if not (0.0 <= self.caption_dropout < 1.0):
+            raise ValueError(f"data.caption_dropout must be in [0, 1) (a share of the samples, e.g. 0.1), "
+                             f"got {self.caption_dropout!r}")
 
 
 @dataclass
@@ -239,6 +247,28 @@ class EMAConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Videos sampled with the model being trained (openwan.training.validation): every ``validate_every`` steps
+    (0: at the end only), written to ``<output_dir>/samples/step-<N>/``. Unset fields take the model's defaults."""
+    prompts: tuple[str, ...] = ()
+    seed: int = 0
+    sample_steps: Optional[int] = None
+    guide_scale: Optional[float] = None
+    size: Optional[str] = None           # "W*H"
+    frame_num: Optional[int] = None
+    negative_prompt: Optional[str] = None
+
+    def __post_init__(self):
+        if not self.prompts or any(not p.strip() for p in self.prompts):
+            raise ValueError("validation.prompts: give one or more prompts, none empty (e.g. prompts: [\"a red "
+                             "circle moving to the right\"])")
+        if self.sample_steps is not None:
+            _check_int("validation.sample_steps", self.sample_steps)
+        if self.frame_num is not None:
+            _check_int("validation.frame_num", self.frame_num)
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = "flow_matching"          # a registered objective, or "package.module:Factory"
     options: dict = field(default_factory=dict)   # keyword arguments for the objective's factory
@@ -272,6 +302,7 @@ class TrainConfig:
     lora: Optional[LoRAConfig] = None                # None: full fine-tuning
     ema: Optional[EMAConfig] = None                  # None: no EMA
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    validation: Optional[ValidationConfig] = None    # None: no sampled videos
     steps: int = 1000
     stop_at: Optional[int] = None                    # end this run here (checkpoint); schedule still spans `steps`
     batch_size: int = 1                              # per process

@@ -16,6 +16,7 @@ returns None), so one corrupt clip never stops a long run.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import warnings
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from openwan.video import frame_indices
+
+EMPTY_PROMPT = "empty_prompt.safetensors"  # in a latent cache: {"context": [L, D]}, the text features of ""
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -253,7 +256,11 @@ class MediaDataset(torch.utils.data.Dataset):
 
 class LatentDataset:
     """Items are dicts: ``latent`` [16, T, h, w], ``context`` [L, D], optional model extras
-    (``y`` [C, T, h, w], ``clip_fea`` [N, D']). ``bucket(i)`` groups items of equal latent shape."""
+    (``y`` [C, T, h, w], ``clip_fea`` [N, D']). ``bucket(i)`` groups items of equal latent shape.
+    ``empty_context`` [L, D]: the text features of the empty prompt, which caption dropout puts in place of
+    a caption (None where the dataset has none)."""
+
+    empty_context: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -271,7 +278,10 @@ class InMemoryLatentDataset(LatentDataset):
     ``items``: a list of ``(latent, context)`` tuples or of dicts with those keys (+ extras).
     """
 
-    def __init__(self, items: Sequence):
+    def __init__(self, items: Sequence, empty_context: Optional[torch.Tensor] = None):
+        if empty_context is not None and empty_context.ndim != 2:
+            raise ValueError(f"empty_context must be [L, D], got shape {tuple(empty_context.shape)}")
+        self.empty_context = empty_context
         self.items = []
         for i, it in enumerate(items):
             d = dict(it) if isinstance(it, dict) else {"latent": it[0], "context": it[1]}
@@ -312,7 +322,7 @@ class CachedLatentDataset(LatentDataset):
                                  f"(e.g. {missing[0]}); re-run `openwan cache-latents`")
             self.files = [self.dir / n for n in names]
         else:
-            self.files = sorted(self.dir.glob("*.safetensors"))
+            self.files = sorted(f for f in self.dir.glob("*.safetensors") if f.name != EMPTY_PROMPT)
         if not self.files:
             raise ValueError(f"{self.dir} holds no cached samples (*.safetensors); run `openwan cache-latents`")
         self._buckets = []
@@ -321,6 +331,13 @@ class CachedLatentDataset(LatentDataset):
                 if "latent" not in fh.keys() or "context" not in fh.keys():
                     raise ValueError(f"{f}: not a latent cache file (needs 'latent' and 'context' tensors)")
                 self._buckets.append(tuple(fh.get_slice("latent").get_shape()))
+
+    @functools.cached_property
+    def empty_context(self) -> Optional[torch.Tensor]:
+        """The empty prompt's features cached beside the samples (None in a cache written before they were)."""
+        from openwan.checkpoints import read_safetensors
+        path = self.dir / EMPTY_PROMPT
+        return read_safetensors(path)["context"] if path.is_file() else None
 
     def __len__(self):
         return len(self.files)

@@ -135,6 +135,24 @@ def build_dataset(cfg: TrainConfig, out: Path, device: torch.device) -> LatentDa
     return CachedLatentDataset(cache_dir)
 
 
+_CAPTION_STREAM = 1  # caption dropout's draws: sample_seed(seed, step, index, 1), apart from the objective's
+
+
+def empty_context_for(caption_dropout: float, dataset: LatentDataset) -> Optional[torch.Tensor]:
+    """The empty prompt's features that ``data.caption_dropout`` trains on (None when it is 0), or an error
+    saying how to get them."""
+    if caption_dropout <= 0:
+        return None
+    empty = getattr(dataset, "empty_context", None)
+    if empty is None:
+        where = f" {dataset.dir}" if hasattr(dataset, "dir") else ""
+        raise ValueError(f"data.caption_dropout needs the empty prompt's text features, which the latent "
+                         f"cache{where} lacks (caches written before openwan cached them): run `openwan "
+                         f"cache-latents` on it again (cached samples are skipped; it adds "
+                         f"empty_prompt.safetensors), or set data.caption_dropout: 0")
+    return empty.float()
+
+
 def check_conditioning(module: nn.Module, dataset: LatentDataset) -> None:
     """The samples carry the image condition exactly when the DiT takes one (i2v / flf2v)."""
     cfg = getattr(module, "config", None)
@@ -159,7 +177,8 @@ class Trainer:
 
     model: a WanModel to train (else built from ``config.model``); dataset: a LatentDataset (else from
     ``config.data``); on_validate(model, step): called every ``validate_every`` steps (and at the end)
-    with the model in eval mode under no_grad, on every process; objective: an objective instance
+    with the model in eval mode under no_grad, on every process (else, with a ``validation`` section in the
+    config, the sampler of training/validation.py, also at the end when validate_every is 0); objective: an objective instance
     (else built from ``config.objective``, see training/objectives.py).
     """
 
@@ -184,6 +203,7 @@ class Trainer:
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.out, self.device)
         self.sampler = BucketBatchSampler(self.dataset, cfg.batch_size * self.world, seed=cfg.seed,
                                           shuffle=cfg.data.shuffle)
+        self.empty_context = empty_context_for(cfg.data.caption_dropout, self.dataset)
 
         # model (+ LoRA), then parallel wrapping, then the optimizer over the trainable parameters
         self.module = model if model is not None else build_model(cfg.model, cfg.seed)
@@ -219,6 +239,9 @@ class Trainer:
                                            weight_decay=oc.weight_decay, eps=oc.eps, foreach=True)
         self.ema_decay = cfg.ema.decay if cfg.ema is not None else None
         self.ema = [p.detach().clone().float() for p in self.params] if self.ema_decay else None
+        if self.on_validate is None and cfg.validation is not None:   # sampled videos (training/validation.py)
+            from openwan.training.validation import sampler_for
+            self.on_validate = sampler_for(self)
         self.objective = objective if objective is not None else build_objective(cfg)
         if hasattr(self.objective, "setup"):
             self.objective.setup(ObjectiveContext(cfg, self.module, self.device, self.rank, self.world))
@@ -254,12 +277,22 @@ class Trainer:
         items = collate([self.dataset[i] for i in local])
         first = micro * len(global_batch) + offset  # index in the step's samples, however split
         index = list(range(first, first + len(local)))
-        batch = Batch(latent=items["latent"].to(self.device), context=[c.to(self.device) for c in items["context"]],
+        context = [self.empty_context if self._caption_dropped(i) else c for c, i in zip(items["context"], index)]
+        batch = Batch(latent=items["latent"].to(self.device), context=[c.to(self.device) for c in context],
                       cond={k: items[k].to(self.device) for k in ("y", "clip_fea") if k in items},
                       step=self.step, index=index,
                       extra={k: v.to(self.device) for k, v in items.get("extra", {}).items()})
         rng = [torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.step, i)) for i in index]
         return batch, rng
+
+    def _caption_dropped(self, index: int) -> bool:
+        """Whether the step's sample ``index`` trains on the empty prompt: a draw of its own stream, so the
+        same samples are dropped however the step is split over processes and after a resume."""
+        p = self.cfg.data.caption_dropout
+        if p <= 0:
+            return False
+        g = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.step, index, _CAPTION_STREAM))
+        return bool(torch.rand((), generator=g) < p)
 
     def _context(self, last: bool):
         """Gradient sync only on the last micro-batch (DDP no_sync / FSDP2), and autocast."""
@@ -377,8 +410,8 @@ class Trainer:
         if self.step != self.last_saved:
             self.save_checkpoint()
         if self.step >= cfg.steps:
-            if cfg.validate_every and self.step % cfg.validate_every:
-                self.validate()
+            if (self.step % cfg.validate_every) if cfg.validate_every else cfg.validation is not None:
+                self.validate()   # the last step's, unless it had its turn (validate_every 0: only here)
             if cfg.save_final:
                 self.export()
         summary = {"step": self.step, "loss": self.history[-1] if self.history else None,

@@ -1,0 +1,68 @@
+"""Videos sampled during training (the config's ``validation`` section, openwan/training/validation.py): they are
+the trained model's, written where the docs say, and leave the training itself unchanged."""
+import csv
+
+import numpy as np
+import pytest
+from training_helpers import config, write_clip
+
+from openwan.training.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def ckpt_and_data(tmp_path_factory):
+    from openwan.testing import make_tiny_checkpoint
+    root = tmp_path_factory.mktemp("val")
+    ckpt = make_tiny_checkpoint(root / "ckpt")
+    for i in range(2):
+        write_clip(root / f"c{i}.mp4", frames=5, h=32, w=32)
+    (root / "d.csv").write_text("path,caption\nc0.mp4,a square\nc1.mp4,a moving square\n")
+    return ckpt, root
+
+
+def _cfg(root, ckpt, out, **kw):
+    data = {"file": str(root / "d.csv"), "buckets": [[5, 32, 32]], "cache_dir": str(root / "cache")}
+    return config(out, model={"path": str(ckpt)}, data=data, steps=4, batch_size=1,
+                  optimizer={"lr": 5e-2}, lora={"rank": 2}, save_final=True, **kw)
+
+
+VALIDATION = {"prompts": ["a square", "a moving square"], "seed": 3, "sample_steps": 2, "size": "32*32",
+              "frame_num": 5}
+
+
+def test_samples_are_the_trained_models_and_leave_training_unchanged(ckpt_and_data, tmp_path):
+    from openwan import load_pipeline
+    from openwan.training.lora import load_lora
+    from openwan.video import read_video
+    ckpt, root = ckpt_and_data
+    Trainer(_cfg(root, ckpt, tmp_path / "plain")).train()
+    Trainer(_cfg(root, ckpt, tmp_path / "val", validate_every=2, validation=VALIDATION)).train()
+    rows = lambda d: list(csv.reader(open(tmp_path / d / "loss.csv")))  # noqa: E731
+    # sampling draws from its own seeded generator: the run's losses are the same, bit for bit
+    assert [r[:2] for r in rows("val")] == [r[:2] for r in rows("plain")]
+    for step in (2, 4):
+        folder = tmp_path / "val" / "samples" / f"step-{step:08d}"
+        assert sorted(p.name for p in folder.iterdir()) == ["00.json", "00.mp4", "01.json", "01.mp4"]
+    # the last samples are those of the exported LoRA on the checkpoint (same seed and settings), and differ from
+    # the checkpoint without it: the trained model sampled them
+    pipe = load_pipeline(str(ckpt), progress=False)
+    kw = {k: VALIDATION[k] for k in ("seed", "sample_steps", "size", "frame_num")}
+    base = pipe("a moving square", **kw).frames
+    load_lora(pipe.dit, tmp_path / "val" / "lora.safetensors")
+    tuned = pipe("a moving square", **kw).frames
+    written, _ = read_video(tmp_path / "val" / "samples" / "step-00000004" / "01.mp4")
+    assert np.abs(tuned.astype(int) - base.astype(int)).max() > 10
+    ref = tmp_path / "ref.mp4"
+    pipe("a moving square", output_path=ref, **kw)  # the same encoder: the same file when the frames are equal
+    assert np.array_equal(written, read_video(ref)[0])
+
+
+def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(ckpt_and_data, tmp_path):
+    ckpt, root = ckpt_and_data
+    Trainer(_cfg(root, ckpt, tmp_path / "end", validation={**VALIDATION, "prompts": ["a square"]})).train()
+    assert [p.name for p in (tmp_path / "end" / "samples").iterdir()] == ["step-00000004"]
+    with pytest.raises(ValueError, match="validation.prompts: give one or more prompts"):
+        Trainer(_cfg(root, ckpt, tmp_path / "x", validation={"prompts": []}))
+    with pytest.raises(ValueError, match="need a checkpoint folder"):  # a random-init model has no VAE to sample
+        Trainer(config(tmp_path / "y", data={"cache_dir": str(root / "cache")}, batch_size=1,
+                       validation=VALIDATION))
