@@ -20,9 +20,9 @@ def ckpt_and_data(tmp_path_factory):
     return ckpt, root
 
 
-def _cfg(root, ckpt, out, **kw):
+def _cfg(root, ckpt, out, steps=4, **kw):
     data = {"file": str(root / "d.csv"), "buckets": [[5, 32, 32]], "cache_dir": str(root / "cache")}
-    return config(out, model={"path": str(ckpt)}, data=data, steps=4, batch_size=1,
+    return config(out, model={"path": str(ckpt)}, data=data, steps=steps, batch_size=1,
                   optimizer={"lr": 5e-2}, lora={"rank": 2}, save_final=True, **kw)
 
 
@@ -66,3 +66,27 @@ def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(
     with pytest.raises(ValueError, match="need a checkpoint folder"):  # a random-init model has no VAE to sample
         Trainer(config(tmp_path / "y", data={"cache_dir": str(root / "cache")}, batch_size=1,
                        validation=VALIDATION))
+
+
+@pytest.mark.slow
+def test_two_processes_sample_their_model_under_ddp_and_fsdp(ckpt_and_data, tmp_path):
+    """Every process runs the sampler (FSDP2's forward gathers the shards from all), process 0 writes: the last
+    step's videos are those of the run's exported LoRA on the checkpoint."""
+    from openwan import load_pipeline
+    from openwan.training.lora import load_lora
+    from openwan.training.trainer import launch_local
+    from openwan.video import read_video
+    ckpt, root = ckpt_and_data
+    Trainer(_cfg(root, ckpt, tmp_path / "cache_run", steps=1)).train()   # the cache, built once here
+    runs = {par: config(tmp_path / par, model={"path": str(ckpt)}, data={"cache_dir": str(root / "cache")},
+                        steps=2, batch_size=1, optimizer={"lr": 5e-2}, lora={"rank": 2}, parallel=par,
+                        save_final=True, validate_every=1, validation=VALIDATION) for par in ("ddp", "fsdp")}
+    launch_local(list(runs.values()), 2, start_method="fork")
+    kw = {k: VALIDATION[k] for k in ("seed", "sample_steps", "size", "frame_num")}
+    for par in runs:
+        assert (tmp_path / par / "samples" / "step-00000001" / "00.mp4").is_file()
+        pipe = load_pipeline(str(ckpt), progress=False)
+        load_lora(pipe.dit, tmp_path / par / "lora.safetensors")
+        pipe("a moving square", output_path=tmp_path / f"{par}.mp4", **kw)
+        written, _ = read_video(tmp_path / par / "samples" / "step-00000002" / "01.mp4")
+        assert np.array_equal(written, read_video(tmp_path / f"{par}.mp4")[0]), par
