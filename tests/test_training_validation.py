@@ -63,6 +63,8 @@ def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(
     assert [p.name for p in (tmp_path / "end" / "samples").iterdir()] == ["step-00000004"]
     with pytest.raises(ValueError, match="validation.prompts: give one or more prompts"):
         Trainer(_cfg(root, ckpt, tmp_path / "x", validation={"prompts": []}))
+    with pytest.raises(ValueError, match="validation.prompts: expected a list"):   # not split at its commas
+        Trainer(_cfg(root, ckpt, tmp_path / "x", validation={"prompts": "a square, moving"}))
     with pytest.raises(ValueError, match="need a checkpoint folder"):  # a random-init model has no VAE to sample
         Trainer(config(tmp_path / "y", data={"cache_dir": str(root / "cache")}, batch_size=1,
                        validation=VALIDATION))

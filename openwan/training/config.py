@@ -250,7 +250,7 @@ class EMAConfig:
 class ValidationConfig:
     """Videos sampled with the model being trained (openwan.training.validation): every ``validate_every`` steps
     (0: at the end only), written to ``<output_dir>/samples/step-<N>/``. Unset fields take the model's defaults."""
-    prompts: tuple[str, ...] = ()
+    prompts: list = field(default_factory=list)   # a list, never split on commas (prompts have them)
     seed: int = 0
     sample_steps: Optional[int] = None
     guide_scale: Optional[float] = None
@@ -259,7 +259,7 @@ class ValidationConfig:
     negative_prompt: Optional[str] = None
 
     def __post_init__(self):
-        if not self.prompts or any(not p.strip() for p in self.prompts):
+        if not self.prompts or any(not isinstance(p, str) or not p.strip() for p in self.prompts):
             raise ValueError("validation.prompts: give one or more prompts, none empty (e.g. prompts: [\"a red "
                              "circle moving to the right\"])")
         if self.sample_steps is not None:
