@@ -331,10 +331,17 @@ def _convert_parser(sub):
     p.add_argument("--quantize", choices=["int8", "fp8"], default=None,
                    help="write only the DiT, weight-only quantized (DST: a .safetensors file; loads with "
                         "--ckpt_dir holding it, docs/memory.md)")
+    p.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
+                   help="merge a LoRA file (any format --lora of generate reads) into the DiT's weights at "
+                        "STRENGTH (default 1.0); repeat for several; Wan 2.2 A14B: high:FILE / low:FILE for one "
+                        "expert. The output then samples as SRC with --lora does")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(a) -> int:
+    if a.quantize and a.lora:
+        raise CLIError("--lora and --quantize together: merge first (openwan convert SRC MERGED --to official "
+                       "--lora FILE), then quantize MERGED")
     if a.quantize:
         from openwan.models.dit import WanModel
         from openwan.quant import convert_checkpoint
@@ -346,8 +353,9 @@ def cmd_convert(a) -> int:
     from openwan.convert import (
         convert,  # Wan 2.1, Wan 2.2 (both experts, TI2V), the demo
     )
-    dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype)
-    print(f"wrote the {a.to} layout to {dst}")
+    dst = convert(a.src, a.dst, to=a.to, dtype=a.dtype, lora=a.lora)
+    merged = f", {len(a.lora)} LoRA file(s) merged into the DiT" if a.lora else ""
+    print(f"wrote the {a.to} layout to {dst}{merged}")
     return 0
 
 

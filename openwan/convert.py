@@ -16,6 +16,10 @@ VAE (``vae/`` AutoencoderKLWan with is_residual, officially ``Wan2.2_VAE.pth``).
 Both directions also write ``openwan.json`` (:mod:`openwan.variant_io`): the variant's name, task, sampling
 defaults and component configs, which diffusers and the official ``generate.py`` ignore and openwan reads back.
 
+``lora=`` (``openwan convert ... --lora FILE[:STRENGTH]``) merges LoRA files into the DiT on the way
+(:func:`bake_loras`): the output samples as the source with ``--lora`` does, in tools that read no LoRA and
+without the per-step cost of applying one.
+
 The output folder is built beside ``dst`` and renamed into place at the end: a failed conversion leaves nothing.
 Weights keep their stored dtype per component (``dtype=`` casts the DiT only, the large part).
 """
@@ -45,21 +49,43 @@ _ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32
 
 # ----------------------------------------------------------------------------- public API
 
-def to_diffusers(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype, None] = None) -> Path:
-    """Write ``src`` (official or diffusers folder, or "demo") as a complete diffusers pipeline folder ``dst``."""
-    return _convert(src, dst, "diffusers", dtype)
+def to_diffusers(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype, None] = None, lora=None) -> Path:
+    """Write ``src`` (official or diffusers folder, or "demo") as a complete diffusers pipeline folder ``dst``
+    (``lora``: LoRA files merged into the DiT first, :func:`bake_loras`)."""
+    return _convert(src, dst, "diffusers", dtype, lora)
 
 
-def to_official(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype, None] = None) -> Path:
+def to_official(src: PathLike, dst: PathLike, *, dtype: Union[str, torch.dtype, None] = None, lora=None) -> Path:
     """Write ``src`` (diffusers or official folder, or "demo") in the official Wan 2.1 / 2.2 layout."""
-    return _convert(src, dst, "official", dtype)
+    return _convert(src, dst, "official", dtype, lora)
 
 
-def convert(src: PathLike, dst: PathLike, to: str, dtype: Union[str, torch.dtype, None] = "keep") -> Path:
-    """``openwan convert SRC DST --to diffusers|official [--dtype keep|bf16|fp16|fp32]``."""
+def convert(src: PathLike, dst: PathLike, to: str, dtype: Union[str, torch.dtype, None] = "keep",
+            lora=None) -> Path:
+    """``openwan convert SRC DST --to diffusers|official [--dtype keep|bf16|fp16|fp32] [--lora FILE[:S]]``."""
     if to not in ("diffusers", "official"):
         raise ValueError(f"--to must be 'diffusers' or 'official', got {to!r}")
-    return _convert(src, dst, to, dtype)
+    return _convert(src, dst, to, dtype, lora)
+
+
+def bake_loras(c, lora) -> list[dict]:
+    """Merge LoRA files (``"FILE[:STRENGTH]"``, a list of them; Wan 2.2 A14B: ``"high:FILE"`` / ``"low:FILE"``
+    for one expert, a plain file for both) into the loaded components' DiT(s), as ``openwan generate --lora``
+    applies them: the main DiT (and both A14B experts), not a checkpoint's other experts (the demo's long-video
+    ones). The weights then hold W + delta, computed as the on-the-fly path computes it in the DiT's dtype, so
+    the converted checkpoint samples exactly what the source with ``--lora`` samples. Returns the parsed specs."""
+    from openwan.pipelines.adapters import parse_lora_specs, use_loras, use_loras_on_experts
+    from openwan.training.lora import adapter_names, merge_lora
+    if not parse_lora_specs(lora):
+        return []
+    if c.dit_low is not None:
+        parsed = use_loras_on_experts({"high": c.dit, "low": c.dit_low}, lora)
+    else:
+        parsed = use_loras(c.dit, lora)
+    for model in (c.dit, c.dit_low):
+        if model is not None and adapter_names(model):
+            merge_lora(model, keep_original=False)
+    return parsed
 
 
 def pipeline_class(task: str) -> str:
@@ -108,7 +134,7 @@ def _check_destination(dst: Path, src: Path) -> None:
         raise ValueError("the output folder must differ from the source folder")
 
 
-def _convert(src: PathLike, dst: PathLike, to: str, dtype) -> Path:
+def _convert(src: PathLike, dst: PathLike, to: str, dtype, lora=None) -> Path:
     from openwan.pipelines import load_components
     src_dir, variant = _resolve_source(src)
     dst = Path(dst)
@@ -117,10 +143,13 @@ def _convert(src: PathLike, dst: PathLike, to: str, dtype) -> Path:
         if (dtype or "keep") not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype or "keep"]
+    from openwan.pipelines.adapters import parse_lora_specs
+    parse_lora_specs(lora)                 # a missing LoRA file is named before the models load
     stored = _stored_dtypes(src_dir)
     dit_dtype = dtype or stored["dit"] or torch.float32
     c = load_components(src_dir, variant=variant, device="cpu", dtype=dit_dtype)
     _adopt_text_len(c, c.variant)
+    bake_loras(c, lora)
 
     staging = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     if staging.exists():
