@@ -92,3 +92,4 @@ def test_two_processes_sample_their_model_under_ddp_and_fsdp(ckpt_and_data, tmp_
         pipe("a moving square", output_path=tmp_path / f"{par}.mp4", **kw)
         written, _ = read_video(tmp_path / par / "samples" / "step-00000002" / "01.mp4")
         assert np.array_equal(written, read_video(tmp_path / f"{par}.mp4")[0]), par
+

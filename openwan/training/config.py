@@ -7,7 +7,7 @@
       optimizer:  OptimizerConfig    lr, betas, weight_decay, eps
       schedule:   ScheduleConfig     type constant|cosine|linear, warmup_steps, min_lr_ratio
       timesteps:  TimestepSampling   distribution uniform|shift|logit_normal, shift, mean, std
-      lora:       LoRAConfig | None  rank, alpha, targets, seed (None: full fine-tuning)
+      lora:       LoRAConfig | None  rank, alpha, targets, seed, weights (None: full fine-tuning)
       ema:        EMAConfig | None   decay (None: no EMA)
       objective:  ObjectiveConfig    name (flow_matching, a registered name or "module:Class") + options
       validation: ValidationConfig | None   prompts (+ seed, sample_steps, size, ...): videos every validate_every
@@ -232,6 +232,7 @@ class LoRAConfig:
     alpha: Optional[float] = None        # default: rank (scale 1)
     targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     seed: Optional[int] = None           # A's init; default: the run's seed
+    weights: Optional[str] = None        # a LoRA file to start from (training/lora_init.py); rank = its rank
 
     def __post_init__(self):
         _check_int("lora.rank", self.rank)

@@ -200,6 +200,8 @@ class Trainer:
         # data first (building a latent cache needs the VAE and text encoder in memory for a while)
         if model is None and cfg.model.path:
             resolve_model_path(cfg.model.path)  # a missing checkpoint is named before any encoding starts
+        if cfg.lora is not None and cfg.lora.weights and not Path(cfg.lora.weights).is_file():
+            raise FileNotFoundError(f"lora.weights {cfg.lora.weights}: file not found (a LoRA file to start from)")
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.out, self.device)
         self.sampler = BucketBatchSampler(self.dataset, cfg.batch_size * self.world, seed=cfg.seed,
                                           shuffle=cfg.data.shuffle)
@@ -216,6 +218,9 @@ class Trainer:
             lc = cfg.lora
             add_lora(self.module, rank=lc.rank, alpha=lc.alpha, targets=lc.targets,
                      seed=lc.seed if lc.seed is not None else cfg.seed)
+            if lc.weights:       # start from a LoRA file (a resumed checkpoint then sets the weights anyway)
+                from openwan.training.lora_init import init_lora_from
+                init_lora_from(self.module, lc.weights)
         else:
             if any(p.dtype != torch.float32 for p in self.module.parameters()):
                 warnings.warn("full fine-tuning with non-fp32 weights: AdamW updates will be rounded away; "
