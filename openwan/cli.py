@@ -64,9 +64,11 @@ def cmd_generate(a) -> int:
         prompt = a.prompt = recorded_prompt(a.extend)
         if not a.quiet:
             print(f"prompt from {a.extend}'s record: {prompt!r}")
-    if not prompt:
+    prompts = _prompt_file(a, prompt) if a.prompt_file else [prompt]
+    if not prompts[0]:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
-    _check_args(a, prompt)
+    for prompt in prompts:
+        _check_args(a, prompt)
 
     task = TASK_ALIASES.get(a.task, a.task)
     variant = None
@@ -134,6 +136,55 @@ def cmd_generate(a) -> int:
     if dist_run:
         from openwan.parallel import parallelize
         parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)   # every DiT (A14B: both)
+    done = False
+    try:
+        for i, prompt in enumerate(prompts):
+            if len(prompts) > 1 and not a.quiet and rank == 0:
+                print(f"[{i + 1}/{len(prompts)}] {prompt}", file=sys.stderr)
+            _generate_one(a, pipe, prompt, dist_run, t0 if i == 0 else time.perf_counter())
+        done = True
+    finally:
+        if dist_run and dist_run[1]:
+            import torch.distributed as dist
+            if done:            # every process past its work (the first one's decode and write) before the group
+                dist.barrier()  # goes: one leaving early could abort at teardown while the other still used it
+            dist.destroy_process_group()
+    return 0
+
+
+def _prompt_file(a, given) -> list:
+    """The prompts of --prompt_file: one per line, blank lines and # comments skipped."""
+    from openwan import validate
+    if a.from_json or a.extend:
+        raise CLIError("--prompt_file makes one video per prompt from nothing; --from / --extend take one video")
+    if given:
+        raise CLIError("a prompt and --prompt_file: give one of them")
+    if a.save_file is not None:
+        raise CLIError("--output with --prompt_file: each video is named from its prompt in outputs/ (leave out "
+                       "--output)")
+    path = Path(a.prompt_file)
+    if not path.is_file():
+        raise CLIError(f"--prompt_file {path}: " + ("a folder, not a file" if path.exists() else "file not found"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CLIError(f"--prompt_file {path}: not a UTF-8 text file (one prompt per line)") from None
+    prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not prompts:
+        raise CLIError(f"--prompt_file {path} holds no prompt (one per line; blank lines and # comments are "
+                       f"skipped)")
+    for n, p in enumerate(prompts, 1):
+        try:
+            validate.generation_args(names=CLI_NAMES, prompt=p)
+        except ValueError as e:
+            raise CLIError(f"--prompt_file {path}, prompt {n}: {e}") from None
+    return prompts
+
+
+def _generate_one(a, pipe, prompt: str, dist_run, t0: float) -> None:
+    """One video of ``prompt`` with the loaded pipeline: its output name, the call, the report."""
+    import torch
+    rank = dist_run[0] if dist_run else 0
     out = a.save_file
     if out is not None:       # a .png name holds one frame (the model's default length known only now)
         from openwan import validate
@@ -172,17 +223,8 @@ def cmd_generate(a) -> int:
             kw["seed"] = _broadcast(random.randint(0, 2**31 - 1))
         if rank != 0:                                # only the first process decodes and writes
             kw.update(output_path=None, output_type="latent")
-    done = False
-    try:
-        with torch.inference_mode():
-            result = pipe(prompt, **kw)
-        done = True
-    finally:
-        if dist_run and dist_run[1]:
-            import torch.distributed as dist
-            if done:            # every process past its work (the first one's decode and write) before the group
-                dist.barrier()  # goes: one leaving early could abort at teardown while the other still used it
-            dist.destroy_process_group()
+    with torch.inference_mode():
+        result = pipe(prompt, **kw)
     dt = time.perf_counter() - t0
     if rank == 0:
         extended = result.settings.get("prompt_extend")
@@ -197,7 +239,6 @@ def cmd_generate(a) -> int:
             print(f"went on from {what}, kept by an earlier run of this command")
         print(f"saved {result.path} ({dt:.1f}s, seed {result.settings['seed']}); settings in "
               f"{Path(result.path).with_suffix('.json')}")
-    return 0
 
 
 ROUTED_INPUTS = ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "context_scale")

@@ -42,6 +42,10 @@ def generate_parser(sub, func):
                        description="Generate a video. With no --ckpt_dir the embedded demo model is used.")
     p.add_argument("prompt_pos", nargs="?", metavar="PROMPT", help="the prompt (or use --prompt)")
     p.add_argument("--prompt", default=None)
+    p.add_argument("--prompt_file", default=None, metavar="FILE",
+                   help="a text file of prompts, one per line (blank lines and # comments skipped): one video each, "
+                        "the model loaded once, each named from its prompt in outputs/; --base_seed: the same seed "
+                        "for every prompt (default: a random one each, recorded)")
     p.add_argument("--neg_prompt", "--negative_prompt", dest="neg_prompt", default=None,
                    help="negative prompt (default: the reference's)")
     p.add_argument("--task", default=None,

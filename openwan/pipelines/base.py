@@ -252,8 +252,10 @@ class WanPipeline(CallOptions):
                 raise RuntimeError("the text encoder was released (offload='sequential'); only prompts encoded "
                                    "before can be reused. Load the pipeline again for new prompts.")
             with self.resident(te):
-                for p, e in zip(todo, te.encode(todo)):
-                    self._prompt_memo[p] = e.float()
+                for p in todo:    # one at a time, as the reference encodes the prompt and the negative prompt:
+                    # a batch's padding and GEMM shapes move the features by ulps, which would make a video
+                    # depend on which prompts were encoded with it (an earlier call's memo, the partner prompt)
+                    self._prompt_memo[p] = te.encode([p])[0].float()
         if self.offload == "sequential" and self.c.text_encoder is not None:
             self.c.text_encoder.release()
         out = []
