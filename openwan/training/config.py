@@ -390,6 +390,24 @@ def lr_multiplier(step: int, kind: str = "constant", warmup: int = 0, total: int
     raise ValueError(f"unknown schedule {kind!r}")
 
 
+# ============================================================================ paths
+
+def resolve_model_path(path: Optional[str], field: str = "model.path") -> Optional[str]:
+    """A checkpoint path of the config as a folder or file: "demo" is the embedded demo checkpoint; a missing
+    path is an error that names ``field`` and says what to prepare."""
+    if path is None:
+        return None
+    if str(path) == "demo":
+        from openwan.demo import demo_checkpoint_dir
+        return str(demo_checkpoint_dir())
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{field} {path} does not exist: download or prepare the checkpoint first "
+                                f"(a tiny one: python -c \"from openwan.testing import make_tiny_checkpoint as m; "
+                                f"m('{path}')\"), or use model.path=demo for the embedded demo model")
+    return str(path)
+
+
+
 # ============================================================================ YAML and --set
 
 def read_yaml(path: Union[str, Path]) -> dict:

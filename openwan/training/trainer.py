@@ -35,7 +35,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from openwan.training import checkpoint as ckpt
-from openwan.training.config import TrainConfig, apply_overrides, lr_multiplier, read_yaml  # noqa: F401
+from openwan.training.config import (TrainConfig, apply_overrides, lr_multiplier, read_yaml,  # noqa: F401
+                                     resolve_model_path)
 from openwan.training.data import BucketBatchSampler, CachedLatentDataset, LatentDataset, collate, shard_batch
 from openwan.training.launch import barrier, default_device, init_distributed, rank, spawn, world, wrap_model
 from openwan.training.loss import sample_seed
@@ -57,21 +58,6 @@ def _dtype(name) -> torch.dtype:
 
 def _to_tuple(v):
     return tuple(_to_tuple(x) for x in v) if isinstance(v, list) else v
-
-
-def resolve_model_path(path: Optional[str], field: str = "model.path") -> Optional[str]:
-    """A checkpoint path of the config as a folder or file: "demo" is the embedded demo checkpoint; a missing
-    path is an error that names ``field`` and says what to prepare."""
-    if path is None:
-        return None
-    if str(path) == "demo":
-        from openwan.demo import demo_checkpoint_dir
-        return str(demo_checkpoint_dir())
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{field} {path} does not exist: download or prepare the checkpoint first "
-                                f"(a tiny one: python -c \"from openwan.testing import make_tiny_checkpoint as m; "
-                                f"m('{path}')\"), or use model.path=demo for the embedded demo model")
-    return str(path)
 
 
 def build_model(spec, seed: int = 0) -> nn.Module:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 def _source(cfg) -> str:
     """Where the VAE, text encoder and sampling defaults come from: data.ckpt_dir, else model.path (a folder)."""
-    from openwan.training.trainer import resolve_model_path
+    from openwan.training.config import resolve_model_path
     for field, path in (("data.ckpt_dir", cfg.data.ckpt_dir), ("model.path", cfg.model.path)):
         if path is None:
             continue
