@@ -1,7 +1,7 @@
 """The training configuration: one typed dataclass per YAML section, checked field by field.
 
     TrainConfig                      top-level fields (steps, batch_size, ...) and the sections:
-      model:      ModelConfig        variant | path | dit (inline DiTConfig fields), dtype
+      model:      ModelConfig        variant | path | dit (inline DiTConfig fields), dtype, expert (A14B)
       data:       DataConfig         cache_dir | file + buckets (+ ckpt_dir, vae, text_encoder, ...), fps,
                                      caption_dropout
       optimizer:  OptimizerConfig    lr, betas, weight_decay, eps
@@ -176,8 +176,11 @@ class ModelConfig:
     path: Optional[str] = None           # a checkpoint dir / .safetensors, or "demo" (the embedded demo model)
     dit: Optional[dict] = None           # inline DiTConfig fields (random init)
     dtype: str = "fp32"                  # storage dtype of the weights: fp32 | bf16 | fp16
+    expert: Optional[str] = None         # Wan 2.2 A14B: high | low, the expert to train (training/experts.py)
 
     def __post_init__(self):
+        if self.expert is not None and self.expert not in ("high", "low"):
+            raise ValueError(f"model.expert must be high or low (a Wan 2.2 A14B expert), got {self.expert!r}")
         if self.dtype not in ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
             raise ValueError(f"model.dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
 

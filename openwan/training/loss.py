@@ -42,6 +42,8 @@ class TimestepSampling:
     shift: float = 1.0
     mean: float = 0.0               # logit_normal only
     std: float = 1.0                # logit_normal only
+    sigma_min: float = 0.0          # the distribution truncated to [sigma_min, sigma_max) (after the shift),
+    sigma_max: float = 1.0          # e.g. a Wan 2.2 A14B expert's noise range (training/experts.py)
 
     def __post_init__(self):
         dist = self.distribution.replace("-", "_").lower()
@@ -55,19 +57,47 @@ class TimestepSampling:
             raise ValueError(f"timestep shift must be a positive number (1 = no shift), got {self.shift!r}")
         if not (math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"logit_normal std must be positive, got {self.std!r}")
+        if not (0.0 <= self.sigma_min < self.sigma_max <= 1.0):
+            raise ValueError(f"timesteps sigma_min / sigma_max must satisfy 0 <= min < max <= 1, got "
+                             f"{self.sigma_min!r} / {self.sigma_max!r}")
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "TimestepSampling":
         d = dict(d or {})
         if "type" in d and "distribution" not in d:
             d["distribution"] = d.pop("type")
-        unknown = sorted(set(d) - {"distribution", "shift", "mean", "std"})
+        unknown = sorted(set(d) - {"distribution", "shift", "mean", "std", "sigma_min", "sigma_max"})
         if unknown:
-            raise ValueError(f"unknown timestep sampling fields {unknown}; use distribution, shift, mean, std")
+            raise ValueError(f"unknown timestep sampling fields {unknown}; use distribution, shift, mean, std, "
+                             f"sigma_min, sigma_max")
         return cls(**d)
 
+    def _unshift(self, sigma: float) -> float:
+        """The pre-shift value that the shift maps to ``sigma`` (the shift's inverse)."""
+        return sigma / (self.shift - (self.shift - 1) * sigma)
+
+    def _cdf(self, sigma: float) -> float:
+        """P(drawn sigma < ``sigma``) under the whole distribution."""
+        u = self._unshift(sigma)
+        if self.distribution == "uniform":
+            return u
+        if u <= 0.0 or u >= 1.0:
+            return float(u >= 1.0)
+        z = (math.log(u / (1 - u)) - self.mean) / self.std
+        return 0.5 * math.erfc(-z / math.sqrt(2))
+
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """n noise levels in (0, 1), float64 on the CPU."""
+        """n noise levels in (0, 1), float64 on the CPU; within [sigma_min, sigma_max) when a range is set (the
+        distribution truncated: one uniform draw per sample, through the inverse of its CDF)."""
+        if (self.sigma_min, self.sigma_max) != (0.0, 1.0):
+            lo, hi = self._cdf(self.sigma_min), self._cdf(self.sigma_max)
+            q = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+            if self.distribution == "uniform":
+                u = q
+            else:
+                u = torch.sigmoid(torch.special.ndtri(q) * self.std + self.mean)
+            sigma = self.shift * u / (1 + (self.shift - 1) * u)
+            return sigma.clamp(self.sigma_min, math.nextafter(self.sigma_max, 0.0))
         if self.distribution == "uniform":
             sigma = torch.rand(n, generator=generator, dtype=torch.float64)
         else:

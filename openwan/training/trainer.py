@@ -80,8 +80,14 @@ def build_model(spec, seed: int = 0) -> nn.Module:
     elif spec.variant:
         cfg = get_variant(spec.variant).dit
     if spec.path:
-        return WanModel.from_pretrained(resolve_model_path(spec.path), dtype=dtype,
-                                        config=cfg if spec.dit is not None else None)
+        path = resolve_model_path(spec.path)
+        from openwan.training.experts import check_expert, expert_folder
+        check_expert(path, spec.expert)
+        if spec.expert is not None:          # one expert of a Wan 2.2 A14B folder
+            path = str(expert_folder(Path(path), spec.expert))
+        return WanModel.from_pretrained(path, dtype=dtype, config=cfg if spec.dit is not None else None)
+    if spec.expert is not None:
+        raise ValueError("model.expert picks an expert of a Wan 2.2 A14B checkpoint: it needs model.path")
     if cfg is not None:
         torch.manual_seed(seed)
         return init_weights(WanModel(cfg)).to(dtype)
@@ -185,7 +191,11 @@ class Trainer:
 
         # data first (building a latent cache needs the VAE and text encoder in memory for a while)
         if model is None and cfg.model.path:
-            resolve_model_path(cfg.model.path)  # a missing checkpoint is named before any encoding starts
+            path = resolve_model_path(cfg.model.path)  # a missing checkpoint is named before any encoding starts
+            from openwan.training.experts import check_expert, expert_timesteps
+            check_expert(path, cfg.model.expert)
+            if cfg.model.expert is not None:     # the expert trains on its own noise range only
+                cfg.timesteps = expert_timesteps(cfg.timesteps, Path(path), cfg.model.expert)
         if cfg.lora is not None and cfg.lora.weights and not Path(cfg.lora.weights).is_file():
             raise FileNotFoundError(f"lora.weights {cfg.lora.weights}: file not found (a LoRA file to start from)")
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.out, self.device)

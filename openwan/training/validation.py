@@ -40,15 +40,21 @@ def make_sampler(cfg, module: nn.Module, device: torch.device, out: Path,
     from openwan.pipelines import load_pipeline
     from openwan.pipelines.base import PROMPT_MEMO_MAX
     vc = cfg.validation
-    pipe = load_pipeline(_source(cfg), device=device, progress=False, t5_cpu=device.type == "cuda")
-    loaded = pipe.dit.config
+    expert = cfg.model.expert          # Wan 2.2 A14B: the trained expert samples beside the other, as loaded
+    pipe = load_pipeline(_source(cfg), device=device, progress=False, t5_cpu=device.type == "cuda",
+                         **({"experts": "both"} if expert else {}))
+    loaded = (pipe.experts[expert] if expert else pipe.dit).config
     if (loaded.dim, loaded.num_layers, loaded.in_dim) != (module.config.dim, module.config.num_layers,
                                                           module.config.in_dim):
         raise ValueError(f"validation: the model being trained (dim {module.config.dim}, "
                          f"{module.config.num_layers} layers) is not the architecture of {_source(cfg)} "
                          f"(dim {loaded.dim}, {loaded.num_layers} layers), whose VAE and text encoder sample it; "
                          f"point data.ckpt_dir at a checkpoint of the same model")
-    pipe.c.dit = module   # the loaded DiT goes; the trained one (and its LoRA) samples
+    if expert is None:
+        pipe.c.dit = module   # the loaded DiT goes; the trained one (and its LoRA) samples
+    else:
+        setattr(pipe.c, "dit" if expert == "high" else "dit_low", module)
+        pipe.experts[expert] = module
     negative = pipe.default_negative_prompt() if vc.negative_prompt is None else vc.negative_prompt
     prompts = list(vc.prompts)
     pipe.encode_prompts([*prompts, negative])
