@@ -57,6 +57,21 @@ def test_samples_are_the_trained_models_and_leave_training_unchanged(ckpt_and_da
     assert np.array_equal(written, read_video(ref)[0])
 
 
+def test_a_failed_sample_warns_and_training_goes_on(ckpt_and_data, tmp_path, monkeypatch):
+    from openwan.pipelines.base import WanPipeline
+    ckpt, root = ckpt_and_data
+    tr = Trainer(_cfg(root, ckpt, tmp_path / "run", validation=VALIDATION))
+
+    def out_of_memory(self, *a, **k):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(WanPipeline, "generate", out_of_memory)
+    with pytest.warns(UserWarning) as caught:
+        summary = tr.train()
+    assert [str(w.message) for w in caught] == [f"validation at step 4, prompt {i}: RuntimeError: out of memory; "
+                                                f"training goes on" for i in (1, 2)]
+    assert summary["step"] == 4 and (tmp_path / "run" / "lora.safetensors").is_file()
+
+
 def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(ckpt_and_data, tmp_path):
     ckpt, root = ckpt_and_data
     Trainer(_cfg(root, ckpt, tmp_path / "end", validation={**VALIDATION, "prompts": ["a square"]})).train()
@@ -65,6 +80,8 @@ def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(
         Trainer(_cfg(root, ckpt, tmp_path / "x", validation={"prompts": []}))
     with pytest.raises(ValueError, match="validation.prompts: expected a list"):   # not split at its commas
         Trainer(_cfg(root, ckpt, tmp_path / "x", validation={"prompts": "a square, moving"}))
+    with pytest.raises(ValueError, match=r"validation prompt 1 \('a square'\): size 100\*100: width and height"):
+        Trainer(_cfg(root, ckpt, tmp_path / "x", validation={**VALIDATION, "size": "100*100"}))   # at the start
     with pytest.raises(ValueError, match="need a checkpoint folder"):  # a random-init model has no VAE to sample
         Trainer(config(tmp_path / "y", data={"cache_dir": str(root / "cache")}, batch_size=1,
                        validation=VALIDATION))

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -37,6 +38,7 @@ def _source(cfg) -> str:
 def make_sampler(cfg, module: nn.Module, device: torch.device, out: Path,
                  rank: int = 0) -> Callable[[nn.Module, int], None]:
     """The Trainer's ``on_validate`` hook for ``cfg.validation`` (see the module docstring)."""
+    from openwan import validate
     from openwan.pipelines import load_pipeline
     from openwan.pipelines.base import PROMPT_MEMO_MAX
     vc = cfg.validation
@@ -57,20 +59,29 @@ def make_sampler(cfg, module: nn.Module, device: torch.device, out: Path,
         pipe.experts[expert] = module
     negative = pipe.default_negative_prompt() if vc.negative_prompt is None else vc.negative_prompt
     prompts = list(vc.prompts)
-    pipe.encode_prompts([*prompts, negative])
+    settings = dict(negative_prompt=negative, seed=vc.seed, sample_steps=vc.sample_steps, guide_scale=vc.guide_scale,
+                    size=vc.size, frame_num=vc.frame_num)
+    for i, prompt in enumerate(prompts):     # the pipeline's own checks (and the prompts encoded) now, not at step N
+        try:
+            pipe.prepare(prompt, **settings)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"validation prompt {i + 1} ({prompt!r}): {e}") from None
     te = pipe.c.text_encoder
     if len({*prompts, negative}) <= PROMPT_MEMO_MAX and hasattr(te, "release"):
         te.release()      # every prompt's features stay in the pipeline's memo
 
     def sample(model: nn.Module, step: int) -> None:
         folder = Path(out) / "samples" / f"step-{step:08d}"
-        one = vc.frame_num == 1 or pipe.defaults().frame_num == 1
+        ext = "png" if validate.call_frames(pipe, vc.frame_num) == 1 else "mp4"
         for i, prompt in enumerate(prompts):
-            path = folder / f"{i:02d}.{'png' if one else 'mp4'}" if rank == 0 else None
+            path = folder / f"{i:02d}.{ext}" if rank == 0 else None
             if path is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-            pipe(prompt, negative_prompt=negative, seed=vc.seed, sample_steps=vc.sample_steps,
-                 guide_scale=vc.guide_scale, size=vc.size, frame_num=vc.frame_num, output_path=path, overwrite=True)
+            try:
+                pipe(prompt, output_path=path, overwrite=True, **settings)
+            except Exception as e:  # noqa: BLE001 - a failed sample (out of memory, a full disk) ends no training
+                warnings.warn(f"validation at step {step}, prompt {i + 1}: {type(e).__name__}: {e}; training goes "
+                              f"on", stacklevel=2)
         if rank == 0:
             print(f"validation: step {step}'s samples in {folder}", flush=True)
     return sample
