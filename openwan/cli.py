@@ -69,6 +69,8 @@ def cmd_generate(a) -> int:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
     for prompt in prompts:
         _check_args(a, prompt)
+    if a.dit is not None and not Path(a.dit).exists():
+        raise CLIError(f"--dit {a.dit}: not found (a DiT folder or a .safetensors file)")
 
     task = TASK_ALIASES.get(a.task, a.task)
     variant = None
@@ -119,7 +121,7 @@ def cmd_generate(a) -> int:
     pipe = load_pipeline(ckpt, task=pipe_task, variant=variant.name if variant and ckpt not in DEMO_NAMES else None,
                          device=a.device, offload=offload, t5_cpu=a.t5_cpu, quantize=a.quantize,
                          progress=not a.quiet and rank == 0, dtype=a.dtype or "auto", threads=a.threads,
-                         compile=a.compile)
+                         compile=a.compile, dit=a.dit)
     if a.lora:                        # a distill LoRA (LightX2V ...) brings its sampler: timesteps, no CFG
         from openwan.distill import apply_preset, preset_for
         from openwan.pipelines.adapters import parse_lora_specs

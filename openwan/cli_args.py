@@ -53,8 +53,11 @@ def generate_parser(sub, func):
                         "Wan 2.2: t2v-A14B, i2v-A14B, ti2v-5B; demo; default: the checkpoint's own (demo without "
                         "--ckpt_dir)")
     p.add_argument("--ckpt_dir", default=None, help="checkpoint directory (official or diffusers layout)")
+    p.add_argument("--dit", default=None, metavar="PATH",
+                   help="DiT weights to use in place of the checkpoint's: a folder or .safetensors file of the same "
+                        "architecture (a full fine-tune: openwan train's final/); the rest comes from --ckpt_dir")
     p.add_argument("--size", default=None, help="W*H, e.g. 832*480 (default: the variant's: 1280*720 for the 14B "
-                                                "models, 832*480 for 1.3B, 64*64 for the demo)")
+                                                "models, 832*480 for 1.3B, 128*128 for the demo)")
     p.add_argument("--frame_num", type=int, default=None,
                    help="number of frames, 4n+1 (default: the variant's: 81; 33 for the demo; past it: --long_method)")
     p.add_argument("--sample_steps", type=int, default=None,

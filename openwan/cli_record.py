@@ -69,6 +69,8 @@ def apply_record(a, s: dict) -> None:
             a.task = s["variant"]
     if a.ckpt_dir is None and s.get("checkpoint") and not str(s["checkpoint"]).endswith("demo_checkpoint"):
         a.ckpt_dir = s["checkpoint"]
+    if a.dit is None and s.get("dit"):
+        a.dit = s["dit"]
 
 
 def recorded_prompt(video: str) -> str:

@@ -41,7 +41,7 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
                   device=None, dtype: Union[None, str, torch.dtype] = None, offload: str = "none",
                   t5_cpu: bool = False, progress: bool = True, threads: Optional[int] = None,
                   lora=None, compile: bool = False, experts: str = "one", quantize: Optional[str] = None,
-                  block_swap: Optional[int] = None) -> WanPipeline:
+                  block_swap: Optional[int] = None, dit=None) -> WanPipeline:
     """Load a pipeline from a checkpoint directory (official or diffusers layout), "demo", or a distilled demo
     variant ("demo-4step": the demo checkpoint with the student's DiT weights and sampling preset).
 
@@ -59,6 +59,8 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     "blocks[:N]": keep N DiT blocks on the device (default 2) and stream the rest from CPU memory for each
     forward (openwan.offload), the text encoder, image encoder and VAE on the device only while they run
     (``block_swap=N`` is the same as offload="blocks:N").
+    ``dit``: DiT weights to use in place of the checkpoint's (a folder or a .safetensors file of the same
+    architecture: a full fine-tune, e.g. ``openwan train``'s final/); recorded in every call's settings.
     Wan 2.2: task "t2v-A14B", "i2v-A14B" or "ti2v-5B" (or
     the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
     its memory plan ("one": only the active expert on the device; "both").
@@ -91,7 +93,7 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     comps = load_components(ckpt, variant=variant, device=target, dtype=dtype, t5_cpu=t5_cpu, quantize=quantize,
                             stage="cpu" if mode == "blocks" else None,   # streamed: everything starts on the CPU
                             release_low=experts == "one" and target.type == "cpu" and mode != "blocks",
-                            dit_weights=student)
+                            dit_weights=student, dit=dit)
     if mode == "blocks":        # N checked against the loaded DiT's blocks; VAE and encoders visit the device
         comps.dit_sources = ()                           # streamed blocks: the experts stay loaded
         from openwan.offload import enable_block_swap

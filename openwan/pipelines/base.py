@@ -523,6 +523,8 @@ class WanPipeline(CallOptions):
         dit_dtype = next(self.dit.parameters()).dtype
         d = {"task": self.task, "variant": self.variant.name, "checkpoint": self.c.source,
              "dtype": dtype_name(dit_dtype)}
+        if getattr(self.c, "dit_path", ""):
+            d["dit"] = self.c.dit_path          # the DiT weights used in place of the checkpoint's
         d.update({k: v for k, v in kw.items() if v is not None})
         return d
 

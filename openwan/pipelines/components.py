@@ -40,6 +40,7 @@ class Components:
     dit_continue: Any = None
     dit_reference: Any = None
     dit_two_objects: Any = None
+    dit_path: str = ""            # DiT weights loaded in place of the folder's (load_components' ``dit``)
 
     def experts(self) -> list:
         """[(folder, DiT)] of the checkpoint's experts beside the main DiT (:data:`EXPERTS`), those it has."""
@@ -56,7 +57,8 @@ def resolve_device(device) -> torch.device:
 def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = None, device=None,
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
                     need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None,
-                    release_low: bool = False, stage=None, dit_weights: Optional[PathLike] = None) -> Components:
+                    release_low: bool = False, stage=None, dit_weights: Optional[PathLike] = None,
+                    dit: Optional[PathLike] = None) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -72,6 +74,9 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     ``dit_weights``: a DiT weights file to load instead of the folder's, as ``variant``'s DiT config, with the
     folder's VAE weights under ``variant``'s latent mean/std (a distilled demo student: its own DiT and the
     normalization it was trained with, whatever the folder's DiT and vae_config.json are).
+    ``dit``: DiT weights (a folder, official or diffusers, or a .safetensors file) to load in place of the folder's,
+    of the folder's DiT architecture (checked from the headers): a full fine-tune (``openwan train``'s final/), a
+    merge, a community checkpoint of the same model; everything else is the folder's.
     """
     from openwan.checkpoints import CheckpointError, matching_variants
     from openwan.models.dit import WanModel
@@ -84,6 +89,13 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     lay = check_checkpoint_dir(path)
     if isinstance(variant, str):
         variant = lookup_variant(variant)
+    if dit is not None and (dit_weights is not None or len(lay.dits) == 2):
+        raise ValueError("dit= replaces the DiT of a one-DiT checkpoint: " + (
+            "not with a distilled student's weights" if dit_weights is not None else
+            f"{path} holds Wan 2.2 A14B's two experts; put the expert's weights in its folder (high_noise_model/ or "
+            f"low_noise_model/) of a copy of the checkpoint instead"))
+    if dit is not None and not Path(dit).exists():
+        raise CheckpointError(f"DiT weights not found: {dit} (a DiT folder or a .safetensors file)")
     if dit_weights is not None and variant is None:
         raise ValueError("dit_weights needs the variant whose DiT they are (its DiT config and VAE statistics)")
     from openwan.variant_io import read_variant
@@ -108,8 +120,16 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         from openwan.checkpoints import dit_numel
         if dit_numel(dit_weights or lay.dits[0]) < AUTO_BF16_MIN_PARAMS:
             dit_dtype, dtype_reason, auto_bf16_cpu = torch.float32, small, False
+    dit_path = dit
     if dit_weights is not None:
         dit = load_dit(dit_weights, dit_dtype, home, variant.dit)
+    elif dit_path is not None:          # the folder's architecture (its DiT checked on meta: headers only)
+        ref = load_dit(lay.dits[0], dit_dtype, torch.device("meta"), stored.dit if stored else None).config
+        try:
+            dit = load_dit(dit_path, dit_dtype, home, ref)
+        except CheckpointError as e:
+            raise CheckpointError(f"dit {dit_path}: not a DiT of {path}'s architecture ({ref.model_type}, dim "
+                                  f"{ref.dim}, {ref.num_layers} layers): {e}") from None
     else:
         dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
     if auto_bf16_cpu and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
@@ -165,8 +185,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         image_encoder = ImageEncoder.from_pretrained(path, device=home, dtype=torch.float16
                                                      if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
-                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain else (), t5_cpu=t5_cpu,
-                      **experts)
+                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain and dit_path is None else (),
+                      t5_cpu=t5_cpu, dit_path="" if dit_path is None else str(dit_path), **experts)
 
 
 # A checkpoint folder's continuation expert (Components.dit_continue): a DiT folder (the layout of the main DiT's)

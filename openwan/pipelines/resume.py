@@ -71,7 +71,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".gguf")
 def _weight_files(settings: dict) -> list:
     """(path, size, mtime) of the weight files the call read: its checkpoint's (a folder, or one file) and its
     LoRAs'. Their stamps, not their values: an expert released to its file or offloaded reads the same."""
-    paths = [settings.get("checkpoint")] + [d.get("path") for d in settings.get("lora") or [] if isinstance(d, dict)]
+    paths = [settings.get("checkpoint"), settings.get("dit")] + [d.get("path") for d in settings.get("lora") or []
+                                                                 if isinstance(d, dict)]
     out = []
     for p in (Path(str(p)) for p in paths if p):
         files = sorted(f for f in p.rglob("*") if f.suffix in WEIGHT_SUFFIXES
