@@ -65,3 +65,17 @@ def test_another_architecture_and_two_experts_are_refused(tuned, tmp_path):
     a14b = make_tiny_wan22_checkpoint(tmp_path / "a14b", "t2v-A14B", "official")
     with pytest.raises(ValueError, match="holds Wan 2.2 A14B's two experts"):
         load_pipeline(str(a14b), progress=False, dit=str(root / "final"))
+
+
+def test_serve_loads_its_workers_with_the_dit(tuned, tmp_path, capsys):
+    from openwan.serve import _load_options, build_parser, main
+    ckpt, root, _ = tuned
+    a = build_parser().parse_args(["--ckpt_dir", str(ckpt), "--dit", str(root / "final")])
+    options = _load_options(a, None)
+    assert options["dit"] == str(root / "final")
+    pipe = load_pipeline(str(ckpt), progress=False, **options)      # what each worker loads
+    assert pipe.settings()["dit"] == str(root / "final")
+    assert main(["--ckpt_dir", str(ckpt), "--dit", str(tmp_path / "nowhere"), "--port", "0",
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"--dit {tmp_path / 'nowhere'}: not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                           # refused before loading

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from openwan.serve.httpd import Server, make_handler
 from openwan.serve.params import RequestError
@@ -67,7 +68,7 @@ def _load_options(a, device) -> dict:
         if not a.quiet:
             print(f"openwan serve: --offload_model auto on {device or 'the default device'}: {spec}, quantize "
                   f"{quantize or 'none'}, t5_cpu {t5_cpu}", file=sys.stderr)
-    return {"offload": spec, "quantize": quantize, "t5_cpu": t5_cpu}
+    return {"offload": spec, "quantize": quantize, "t5_cpu": t5_cpu, **({"dit": a.dit} if a.dit else {})}
 
 
 def _port_arg(value: str) -> int:
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openwan serve", description="Serve video generation jobs over HTTP "
                                  "(OpenAI /v1/videos, a durable queue, a web page at /).")
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint directory (default: the embedded demo model)")
+    ap.add_argument("--dit", default=None, metavar="PATH", help="DiT weights in place of the checkpoint's (a "
+                    "folder or .safetensors of the same architecture: a full fine-tune), as openwan generate --dit")
     ap.add_argument("--task", default=None, help="pipeline task (t2v, t2i, i2v, flf2v, vace, v2v); default: the "
                                                  "checkpoint's own")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
@@ -153,6 +156,9 @@ def main(argv=None) -> int:
                 validate.device(d, "--devices" if a.devices else "--device")
     except validate.InvalidArgument as e:
         print(f"openwan serve: error: {e}", file=sys.stderr)
+        return 2
+    if a.dit is not None and not Path(a.dit).exists():
+        print(f"openwan serve: error: --dit {a.dit}: not found (a DiT folder or a .safetensors file)", file=sys.stderr)
         return 2
     why = listen_problem(a.host, a.port) if os.environ.get("RANK", "0") == "0" else None   # (followers never bind)
     if why is not None:
