@@ -124,7 +124,8 @@ def test_blocks_plan_moves_text_encoder_and_vae_only_while_they_run(tmp_path, mo
     place, events, seen = _fake_moves(p, monkeypatch)
     out = p("a red circle", seed=1, sample_steps=2).frames[0]
     assert events == [("te", "device"), ("te", "off"), ("vae", "device"), ("vae", "off")]
-    assert seen == [("te", "device"), ("vae", "device")]            # each ran on the device
+    # each ran on the device (the text encoder once per prompt: the prompt, the negative one)
+    assert seen == [("te", "device"), ("te", "device"), ("vae", "device")]
     assert place == {"te": "off", "vae": "off", "dit": "device"}
     assert torch.equal(torch.as_tensor(out), torch.as_tensor(ref))
     p("a blue square", seed=1, sample_steps=2)                      # a new prompt: the encoder was kept
@@ -142,7 +143,7 @@ def test_sequential_plan_releases_text_encoder_and_vae_leaves_after_decode(tmp_p
     p("a red circle", seed=1, sample_steps=2)
     assert p.c.text_encoder.released                                # the reference's: freed after encoding
     assert events == [("dit", "off"), ("vae", "off")]               # DiT out before decoding, VAE out after
-    assert seen == [("te", "device"), ("vae", "device")]
+    assert seen == [("te", "device"), ("te", "device"), ("vae", "device")]
 
 
 def test_offload_values_parsed_once():
