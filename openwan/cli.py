@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from openwan.cli_args import DEMO_NAMES, TASK_ALIASES, UNSUPPORTED_OFFICIAL_FLAGS, generate_parser, offload_choice
 from openwan.cli_record import apply_record, load_record
@@ -64,11 +66,12 @@ def cmd_generate(a) -> int:
         prompt = a.prompt = recorded_prompt(a.extend)
         if not a.quiet:
             print(f"prompt from {a.extend}'s record: {prompt!r}")
-    prompts = _prompt_file(a, prompt) if a.prompt_file else [prompt]
+    lines = _prompt_file(a, prompt) if a.prompt_file else [{"prompt": prompt}]   # one request per video
+    prompts = [line["prompt"] for line in lines]
     if not prompts[0]:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
     for prompt in prompts:
-        _check_args(a, prompt)
+        _check_args(a, prompt if isinstance(prompt, str) else "x")
     if a.dit is not None and not Path(a.dit).exists():
         raise CLIError(f"--dit {a.dit}: not found (a DiT folder or a .safetensors file)")
 
@@ -138,12 +141,14 @@ def cmd_generate(a) -> int:
     if dist_run:
         from openwan.parallel import parallelize
         parallelize(pipe, a.ulysses_size, a.dit_fsdp, a.window_parallel, a.cfg_parallel)   # every DiT (A14B: both)
+    if a.prompt_file:                # every line checked as the server checks a request, before the first video
+        lines = _line_requests(a, pipe, lines)
     done = False
     try:
-        for i, prompt in enumerate(prompts):
-            if len(prompts) > 1 and not a.quiet and rank == 0:
-                print(f"[{i + 1}/{len(prompts)}] {prompt}", file=sys.stderr)
-            _generate_one(a, pipe, prompt, dist_run, t0 if i == 0 else time.perf_counter())
+        for i, line in enumerate(lines):
+            if len(lines) > 1 and not a.quiet and rank == 0:
+                print(f"[{i + 1}/{len(lines)}] {line['prompt']}", file=sys.stderr)
+            _generate_one(a, pipe, line.pop("prompt"), dist_run, t0 if i == 0 else time.perf_counter(), line)
         done = True
     finally:
         if dist_run and dist_run[1]:
@@ -155,7 +160,9 @@ def cmd_generate(a) -> int:
 
 
 def _prompt_file(a, given) -> list:
-    """The prompts of --prompt_file: one per line, blank lines and # comments skipped."""
+    """The requests of --prompt_file: a text file, one prompt per line (blank lines and # comments skipped), or a
+    .jsonl file, one JSON object per line with the fields `openwan serve` takes ({"prompt": ..., "seed": 3,
+    "image": "a.png", ...}; relative paths from the file's folder): [{"prompt": ..., other fields}]."""
     from openwan import validate
     if a.from_json or a.extend:
         raise CLIError("--prompt_file makes one video per prompt from nothing; --from / --extend take one video")
@@ -171,20 +178,58 @@ def _prompt_file(a, given) -> list:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise CLIError(f"--prompt_file {path}: not a UTF-8 text file (one prompt per line)") from None
-    prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not prompts:
+    rows = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1)
+            if ln.strip() and not ln.lstrip().startswith("#")]
+    if not rows:
         raise CLIError(f"--prompt_file {path} holds no prompt (one per line; blank lines and # comments are "
                        f"skipped)")
-    for n, p in enumerate(prompts, 1):
+    if path.suffix.lower() == ".jsonl":
+        lines = []
+        for n, ln in rows:
+            try:
+                obj = json.loads(ln)
+            except json.JSONDecodeError as e:
+                raise CLIError(f"--prompt_file {path}, line {n}: not JSON ({e.msg}); one object per line, e.g. "
+                               f'{{"prompt": "a red circle moving to the right", "seed": 3}}') from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), (str, list)):
+                raise CLIError(f"--prompt_file {path}, line {n}: an object with a \"prompt\" is needed, got "
+                               f"{ln[:60]}")
+            lines.append({**obj, "_line": n})
+        return lines
+    for n, p in rows:
         try:
             validate.generation_args(names=CLI_NAMES, prompt=p)
         except ValueError as e:
-            raise CLIError(f"--prompt_file {path}, prompt {n}: {e}") from None
-    return prompts
+            raise CLIError(f"--prompt_file {path}, line {n}: {e}") from None
+    return [{"prompt": p} for _, p in rows]
 
 
-def _generate_one(a, pipe, prompt: str, dist_run, t0: float) -> None:
-    """One video of ``prompt`` with the loaded pipeline: its output name, the call, the report."""
+def _line_requests(a, pipe, lines: list) -> list:
+    """Each line's fields as the pipeline's keyword arguments (the server's request check, openwan.serve.params),
+    file paths taken from the prompt file's folder; a bad line is named before any video is made."""
+    from openwan.serve.params import FILE_FIELDS, RequestError, check_request, parameter_kinds
+    kinds, folder, out = parameter_kinds(pipe), Path(a.prompt_file).parent, []
+    for line in lines:
+        n = line.pop("_line", None)
+        try:
+            kw = check_request(line, kinds, fps=pipe.defaults().fps, taker="a line")
+        except RequestError as e:
+            raise CLIError(f"--prompt_file {a.prompt_file}, line {n}: {e}") from None
+        for field in FILE_FIELDS & set(kw):
+            value = kw[field]
+            paths = [value] if isinstance(value, str) else value
+            paths = [str(folder / p) if not Path(p).is_absolute() else p for p in paths]
+            missing = [p for p in paths if not Path(p).is_file()]
+            if missing:
+                raise CLIError(f"--prompt_file {a.prompt_file}, line {n}: {field} {missing[0]}: file not found")
+            kw[field] = paths[0] if isinstance(value, str) else paths
+        out.append(kw)
+    return out
+
+
+def _generate_one(a, pipe, prompt: str, dist_run, t0: float, line: Optional[dict] = None) -> None:
+    """One video of ``prompt`` with the loaded pipeline: its output name, the call, the report. ``line``: a prompt
+    file line's own settings, over the command line's."""
     import torch
     rank = dist_run[0] if dist_run else 0
     out = a.save_file
@@ -192,7 +237,8 @@ def _generate_one(a, pipe, prompt: str, dist_run, t0: float) -> None:
         from openwan import validate
         validate.output_frames(out, validate.call_frames(pipe, a.frame_num), "--output")
     if out is None:
-        ext = ".png" if (a.frame_num == 1 or pipe.task == "t2i") else ".mp4"
+        frame_num = (line or {}).get("frame_num", a.frame_num)
+        ext = ".png" if (frame_num == 1 or pipe.task == "t2i") else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")
         out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
         n = 1
@@ -212,6 +258,7 @@ def _generate_one(a, pipe, prompt: str, dist_run, t0: float) -> None:
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}
+    kw.update(line or {})
     import inspect
     params = inspect.signature(pipe.__call__).parameters
     from openwan.pipelines.call_options import CALL_OPTIONS

@@ -167,6 +167,40 @@ def test_cli_prompt_file_makes_one_video_per_prompt_with_the_model_loaded_once(t
         assert says in capsys.readouterr().err
 
 
+def test_cli_jsonl_prompt_file_lines_carry_their_own_settings(tmp_path, monkeypatch, capsys):
+    """A .jsonl prompt file: one request per line with the fields `openwan serve` takes (checked the same way, file
+    paths from the file's folder), each line's settings over the command line's."""
+    import json
+
+    from PIL import Image
+
+    from openwan.cli import main
+    from openwan.video import read_video
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    picture = np.full((128, 128, 3), 32, np.uint8)
+    picture[50:78, 20:48] = (230, 40, 40)
+    Image.fromarray(picture).save(tmp_path / "in" / "red.png")
+    (tmp_path / "in" / "p.jsonl").write_text(
+        '{"prompt": "a red circle moving to the right", "seed": 5}\n# a comment\n'
+        '{"prompt": "a red square moving up", "image": "red.png", "seed": 6, "sample_steps": 2}\n')
+    assert main(["generate", "--prompt_file", "in/p.jsonl", "--sample_steps", "3", "--quiet"]) == 0
+    records = {json.loads(f.read_text())["openwan"]["prompt"]: f for f in (tmp_path / "outputs").glob("*.json")}
+    singles = {"a red circle moving to the right": ["--seed", "5", "--sample_steps", "3"],
+               "a red square moving up": ["--seed", "6", "--sample_steps", "2", "--image", "in/red.png"]}
+    assert sorted(records) == sorted(singles)
+    for prompt, flags in singles.items():
+        assert main(["generate", prompt, *flags, "-o", "one.mp4", "--overwrite", "--quiet"]) == 0
+        assert np.array_equal(read_video(records[prompt].with_suffix(".mp4"))[0], read_video("one.mp4")[0])
+    capsys.readouterr()
+    for text, says in (('{"prompt": "x", "colour": 3}', "line 1: unknown field(s) ['colour']; a line takes"),
+                       ('{"prompt": "x"', "line 1: not JSON"), ('{"seed": 3}', 'line 1: an object with a "prompt"'),
+                       ('{"prompt": "x", "image": "nope.png"}', "line 1: image in/nope.png: file not found")):
+        (tmp_path / "in" / "bad.jsonl").write_text(text + "\n")
+        assert main(["generate", "--prompt_file", "in/bad.jsonl", "--quiet"]) == 2
+        assert says in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_compiled_pipeline_equals_eager_within_rounding():
     """inductor fuses and reorders float ops: the compiled DiT's latents stay within a few ulps per step."""

@@ -87,15 +87,16 @@ def _size(v: Any, sizes) -> str:
     return f"{w}*{h}"
 
 
-def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=()) -> dict:
-    """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError."""
+def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=(), taker: str = "this server") -> dict:
+    """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError (``taker``: what
+    the unknown-field message says takes the fields)."""
     if not isinstance(req, dict):
         raise RequestError("the body must be a JSON object, e.g. {\"prompt\": \"a red circle moving to the right\"}")
     allowed = set(kinds) | {"model"} | ({"seconds"} if "frame_num" in kinds else set()) | \
         ({"input_reference"} if "image" in kinds else set())
     unknown = sorted(set(req) - allowed)
     if unknown:
-        raise RequestError(f"unknown field(s) {unknown}; this server takes {sorted(allowed)}")
+        raise RequestError(f"unknown field(s) {unknown}; {taker} takes {sorted(allowed)}")
     out: dict[str, Any] = {}
     for name, v in req.items():
         kind = kinds.get(name) or KNOWN.get(name) or "file"
