@@ -36,8 +36,9 @@ CLI_NAMES = {"prompt": "the prompt", "negative_prompt": "--neg_prompt", "size": 
              "threads": "--threads"}
 
 
-def _check_args(a, prompt: str) -> None:
-    """Every value checked (openwan.validate) before a model is loaded."""
+def _check_args(a, prompt: Optional[str]) -> None:
+    """Every value checked (openwan.validate) before a model is loaded (``prompt`` None: a prompt file's, line by
+    line)."""
     from openwan import validate
     validate.generation_args(names=CLI_NAMES, prompt=prompt, negative_prompt=a.neg_prompt, size=a.size,
                              frame_num=a.frame_num, sample_steps=a.sample_steps, sample_shift=a.sample_shift,
@@ -67,11 +68,9 @@ def cmd_generate(a) -> int:
         if not a.quiet:
             print(f"prompt from {a.extend}'s record: {prompt!r}")
     lines = _prompt_file(a, prompt) if a.prompt_file else [{"prompt": prompt}]   # one request per video
-    prompts = [line["prompt"] for line in lines]
-    if not prompts[0]:
+    if not lines[0]["prompt"]:
         raise CLIError("no prompt: openwan generate \"a red circle moving to the right\" (or --prompt TEXT)")
-    for prompt in prompts:
-        _check_args(a, prompt if isinstance(prompt, str) else "x")
+    _check_args(a, None if a.prompt_file else prompt)    # a file's prompts: checked line by line
     if a.dit is not None and not Path(a.dit).exists():
         raise CLIError(f"--dit {a.dit}: not found (a DiT folder or a .safetensors file)")
 
@@ -201,7 +200,7 @@ def _prompt_file(a, given) -> list:
             validate.generation_args(names=CLI_NAMES, prompt=p)
         except ValueError as e:
             raise CLIError(f"--prompt_file {path}, line {n}: {e}") from None
-    return [{"prompt": p} for _, p in rows]
+    return [{"prompt": p, "_line": n} for n, p in rows]
 
 
 def _line_requests(a, pipe, lines: list) -> list:
