@@ -410,7 +410,6 @@ def resolve_model_path(path: Optional[str], field: str = "model.path") -> Option
     return str(path)
 
 
-
 # ============================================================================ YAML and --set
 
 def read_yaml(path: Union[str, Path]) -> dict:

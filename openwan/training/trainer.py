@@ -170,8 +170,8 @@ class Trainer:
     model: a WanModel to train (else built from ``config.model``); dataset: a LatentDataset (else from
     ``config.data``); on_validate(model, step): called every ``validate_every`` steps (and at the end)
     with the model in eval mode under no_grad, on every process (else, with a ``validation`` section in the
-    config, the sampler of training/validation.py, also at the end when validate_every is 0); objective: an objective instance
-    (else built from ``config.objective``, see training/objectives.py).
+    config, the sampler of training/validation.py, also at the end when validate_every is 0); objective: an
+    objective instance (else built from ``config.objective``, see training/objectives.py).
     """
 
     def __init__(self, config: Union[TrainConfig, dict], model: Optional[nn.Module] = None,
@@ -411,8 +411,10 @@ class Trainer:
         if self.step != self.last_saved:
             self.save_checkpoint()
         if self.step >= cfg.steps:
-            if (self.step % cfg.validate_every) if cfg.validate_every else cfg.validation is not None:
-                self.validate()   # the last step's, unless it had its turn (validate_every 0: only here)
+            had_its_turn = bool(cfg.validate_every) and self.step % cfg.validate_every == 0
+            wanted = bool(cfg.validate_every) or cfg.validation is not None    # (validate_every 0: only here)
+            if wanted and not had_its_turn:
+                self.validate()
             if cfg.save_final:
                 self.export()
         summary = {"step": self.step, "loss": self.history[-1] if self.history else None,
