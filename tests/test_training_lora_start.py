@@ -30,7 +30,7 @@ def test_a_lora_run_starts_from_a_lora_file(tmp_path):
     before = [p.detach().clone() for p in lora_parameters(tr.module)]
     tr.train()
     assert any(not torch.equal(a, p) for a, p in zip(before, lora_parameters(tr.module)))
-    bad = [({"rank": 4}, "set lora.rank to it"), ({"targets": ["q"]}, "which lora.targets leaves out")]
+    bad = [({"rank": 4}, "set lora.rank to it"), ({"targets": ["q"]}, "lora.targets leaves out: add 'ffn.0' to")]
     for change, message in bad:
         lora = {**cont["lora"], **change}
         with pytest.raises(CheckpointError, match=message):

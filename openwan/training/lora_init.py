@@ -37,8 +37,10 @@ def init_lora_from(model: nn.Module, path: Union[str, Path], name: str = "defaul
         p = _param_lora(modules[off], pname, create=False)
         ad = p.adapters[_key(name)] if p is not None and _key(name) in p.adapters else None
         if not isinstance(ad, LowRank):
-            raise CheckpointError(f"lora.weights {path} adapts {off}, which lora.targets leaves out: add its "
-                                  f"layer to lora.targets (e.g. {off.split('.')[-1]!r})")
+            parts = off.split(".")
+            target = ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]      # ffn.0, q, ...
+            raise CheckpointError(f"lora.weights {path} adapts {off}, which lora.targets leaves out: add "
+                                  f"{target!r} to lora.targets")
         if e["down"].shape[0] != ad.rank:
             raise CheckpointError(f"lora.weights {path} has rank {e['down'].shape[0]} ({off}); set lora.rank to it "
                                   f"(the run's is {ad.rank})")
