@@ -279,3 +279,18 @@ def test_caption_dropout_swaps_in_the_empty_prompt_for_its_share_of_samples(tmp_
     assert not any(c.shape == empty.shape and torch.equal(c, empty) for c in none.values())
     with pytest.raises(ValueError, match="empty prompt"):  # an in-memory set without one
         _dropout_run(tmp_path / "d", InMemoryLatentDataset(items), p, steps=1, batch_size=2)
+
+
+def test_cache_latents_command_takes_demo_as_the_checkpoint(tmp_path):
+    """`openwan cache-latents --ckpt_dir demo` (as a training config's model.path: demo): the demo's VAE and text
+    encoder, the same files as with the demo's folder spelled out."""
+    from openwan.demo import demo_checkpoint_dir
+    from openwan.training.cache import cache_latents_from_checkpoint, main
+    write_clip(tmp_path / "a.mp4", frames=5, h=32, w=32)
+    (tmp_path / "d.csv").write_text("path,caption\na.mp4,a red circle moving to the right\n")
+    assert main(["--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "named"), "--ckpt_dir", "demo",
+                 "--bucket", "5x32x32"]) == 0
+    cache_latents_from_checkpoint(tmp_path / "d.csv", tmp_path / "folder", demo_checkpoint_dir(), [[5, 32, 32]],
+                                  progress=False)
+    a, b = CachedLatentDataset(tmp_path / "named"), CachedLatentDataset(tmp_path / "folder")
+    assert torch.equal(a[0]["latent"], b[0]["latent"]) and torch.equal(a.empty_context, b.empty_context)

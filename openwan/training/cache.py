@@ -180,6 +180,9 @@ def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path,
         raise ValueError("give ckpt_dir, or both vae_path and text_encoder_path")
     if task != "t2v" and ckpt_dir is None and image_encoder_path is None:
         raise ValueError(f"task {task!r} needs the CLIP image encoder: give ckpt_dir or image_encoder_path")
+    if ckpt_dir is not None and str(ckpt_dir) == "demo":   # the embedded demo model, as model.path: demo
+        from openwan.demo import demo_checkpoint_dir
+        ckpt_dir = demo_checkpoint_dir()
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae = WanVAE.from_pretrained(vae_path or ckpt_dir, device=dev)
     te = TextEncoder.from_pretrained(text_encoder_path or ckpt_dir, device=dev)
@@ -197,7 +200,8 @@ def main(argv: Optional[list] = None) -> int:
                                              "once, for training (resumable: done samples are skipped).")
     ap.add_argument("--data", required=True, help="captions .csv / .jsonl / .json, or a folder of media + .txt")
     ap.add_argument("--out", required=True, help="output folder for the cached samples")
-    ap.add_argument("--ckpt_dir", default=None, help="checkpoint directory holding the VAE and text encoder")
+    ap.add_argument("--ckpt_dir", default=None, help="checkpoint directory holding the VAE and text encoder (or "
+                                                     "'demo': the embedded demo model's)")
     ap.add_argument("--vae", default=None, help="VAE weights (overrides --ckpt_dir)")
     ap.add_argument("--text_encoder", default=None, help="text encoder weights (overrides --ckpt_dir)")
     ap.add_argument("--task", choices=TASKS, default="t2v",
