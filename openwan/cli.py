@@ -167,9 +167,12 @@ def _prompt_file(a, given) -> list:
         raise CLIError("--prompt_file makes one video per prompt from nothing; --from / --extend take one video")
     if given:
         raise CLIError("a prompt and --prompt_file: give one of them")
-    if a.save_file is not None:
-        raise CLIError("--output with --prompt_file: each video is named from its prompt in outputs/ (leave out "
-                       "--output)")
+    if a.save_file is not None:      # a folder for the videos, each named from its prompt (default outputs/)
+        folder = Path(a.save_file)
+        if folder.exists() and not folder.is_dir():
+            raise CLIError(f"--output {folder} with --prompt_file: a file; give a folder for the videos (each is "
+                           f"named from its prompt), or leave out --output for outputs/")
+        a.output_folder, a.save_file = folder, None
     path = Path(a.prompt_file)
     if not path.is_file():
         raise CLIError(f"--prompt_file {path}: " + ("a folder, not a file" if path.exists() else "file not found"))
@@ -239,11 +242,12 @@ def _generate_one(a, pipe, prompt: str, dist_run, t0: float, line: Optional[dict
         frame_num = (line or {}).get("frame_num", a.frame_num)
         ext = ".png" if (frame_num == 1 or pipe.task == "t2i") else ".mp4"
         stamp = time.strftime("%Y%m%d_%H%M%S")
-        out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
+        folder = getattr(a, "output_folder", None) or Path("outputs")
+        out = folder / f"{pipe.task}_{_slug(prompt)}_{stamp}{ext}"
         n = 1
         while out.exists() or out.with_suffix(".json").exists():   # a run in the same second: next free name
             n += 1
-            out = Path("outputs") / f"{pipe.task}_{_slug(prompt)}_{stamp}_{n}{ext}"
+            out = folder / f"{pipe.task}_{_slug(prompt)}_{stamp}_{n}{ext}"
         if dist_run:  # one name for every process (their clocks may tick apart)
             out = _broadcast(str(out))
     kw = dict(negative_prompt=a.neg_prompt, size=a.size, frame_num=a.frame_num, sample_steps=a.sample_steps,

@@ -44,7 +44,7 @@ def generate_parser(sub, func):
     p.add_argument("--prompt", default=None)
     p.add_argument("--prompt_file", default=None, metavar="FILE",
                    help="a text file of prompts, one per line (blank lines and # comments skipped): one video each, "
-                        "the model loaded once, each named from its prompt in outputs/; --base_seed: the same seed "
+                        "the model loaded once, each named from its prompt in outputs/ (or -o DIR); --base_seed: the same seed "
                         "for every prompt (default: a random one each, recorded). A .jsonl file: one request per "
                         "line with its own settings, as openwan serve takes them ({\"prompt\": ..., \"seed\": 3})")
     p.add_argument("--neg_prompt", "--negative_prompt", dest="neg_prompt", default=None,

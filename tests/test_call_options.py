@@ -151,6 +151,10 @@ def test_cli_prompt_file_makes_one_video_per_prompt_with_the_model_loaded_once(t
     assert main(["generate", "--prompt_file", "p.txt", "--sample_steps", "3", "--base_seed", "4", "--quiet"]) == 0
     assert len(loads) == 1
     records = {json.loads(f.read_text())["openwan"]["prompt"]: f for f in sorted((tmp_path / "outputs").glob("*.json"))}
+    assert main(["generate", "--prompt_file", "p.txt", "--sample_steps", "3", "--base_seed", "4", "--quiet",
+                 "-o", "renders"]) == 0                                   # -o: the videos' folder
+    rendered = sorted(json.loads(f.read_text())["openwan"]["prompt"] for f in (tmp_path / "renders").glob("*.json"))
+    assert rendered == sorted(records) and len(list((tmp_path / "renders").glob("*.mp4"))) == 2
     assert sorted(records) == ["a red circle moving to the right", "a small blue square moving up"]
     for prompt, rec in records.items():
         assert json.loads(rec.read_text())["openwan"]["seed"] == 4       # --base_seed: the same seed for each
@@ -160,7 +164,7 @@ def test_cli_prompt_file_makes_one_video_per_prompt_with_the_model_loaded_once(t
     capsys.readouterr()
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     for argv, says in ((["--prompt_file", "empty.txt"], "holds no prompt"),
-                       (["--prompt_file", "p.txt", "-o", "x.mp4"], "leave out --output"),
+                       (["--prompt_file", "p.txt", "-o", "p.txt"], "--output p.txt with --prompt_file: a file"),
                        (["x", "--prompt_file", "p.txt"], "a prompt and --prompt_file: give one of them"),
                        (["--prompt_file", "missing.txt"], "--prompt_file missing.txt: file not found")):
         assert main(["generate", *argv]) == 2
