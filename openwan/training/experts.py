@@ -13,34 +13,34 @@ range). Its LoRA then loads with ``--lora high:FILE`` / ``low:FILE`` (openwan ge
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
-EXPERT_FOLDERS = {"high": ("high_noise_model", "transformer"), "low": ("low_noise_model", "transformer_2")}
+EXPERTS = ("high", "low")        # in the order of the checkpoint layout's DiT folders
+
+
+def _layout(path: Path):
+    from openwan.dit_format import checkpoint_layout
+    return checkpoint_layout(path)
 
 
 def two_experts(path: Path) -> bool:
-    """Whether the folder holds an A14B model's two experts (either layout)."""
-    return (path / "high_noise_model").is_dir() or (path / "transformer_2").is_dir()
+    """Whether the folder holds an A14B model's two experts (either layout; openwan.dit_format's reading)."""
+    return len(_layout(path).dits) == 2
 
 
 def expert_folder(path: Path, expert: str) -> Path:
     """The expert's DiT folder inside an A14B checkpoint folder."""
-    official, diffusers = EXPERT_FOLDERS[expert]
-    return path / (official if (path / official).is_dir() else diffusers)
+    return _layout(path).dits[EXPERTS.index(expert)]
 
 
 def boundary(path: Path) -> float:
     """The noise level where the experts switch: a diffusers folder's boundary_ratio, else the variant's."""
-    index = path / "model_index.json"
-    if index.is_file():
-        ratio = json.loads(index.read_text(encoding="utf-8")).get("boundary_ratio")
-        if ratio is not None:
-            return float(ratio)
+    b = _layout(path).boundary
+    if b is not None:
+        return b
     from openwan.pipelines.components import checkpoint_variant
-    variant = checkpoint_variant(path)
-    b = getattr(getattr(variant, "sample", None), "boundary", None)
+    b = getattr(getattr(checkpoint_variant(path), "sample", None), "boundary", None)
     if b is None:
         raise ValueError(f"{path}: two experts but no switch point known (no boundary_ratio in model_index.json, "
                          f"no A14B variant recognised)")
@@ -49,7 +49,7 @@ def boundary(path: Path) -> float:
 
 def check_expert(path: Optional[str], expert: Optional[str]) -> None:
     """An A14B folder needs model.expert; model.expert needs an A14B folder (one-line errors)."""
-    if expert is not None and expert not in EXPERT_FOLDERS:
+    if expert is not None and expert not in EXPERTS:
         raise ValueError(f"model.expert must be high or low, got {expert!r}")
     folder = Path(path) if path is not None and Path(path).is_dir() else None
     if expert is None and folder is not None and two_experts(folder):
