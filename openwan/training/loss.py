@@ -89,22 +89,19 @@ class TimestepSampling:
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """n noise levels in (0, 1), float64 on the CPU; within [sigma_min, sigma_max) when a range is set (the
         distribution truncated: one uniform draw per sample, through the inverse of its CDF)."""
-        if (self.sigma_min, self.sigma_max) != (0.0, 1.0):
+        truncated = (self.sigma_min, self.sigma_max) != (0.0, 1.0)
+        if truncated:               # a standard normal (logit_normal) or uniform draw restricted to the range
             lo, hi = self._cdf(self.sigma_min), self._cdf(self.sigma_max)
             q = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
-            if self.distribution == "uniform":
-                u = q
-            else:
-                u = torch.sigmoid(torch.special.ndtri(q) * self.std + self.mean)
-            sigma = self.shift * u / (1 + (self.shift - 1) * u)
-            return sigma.clamp(self.sigma_min, math.nextafter(self.sigma_max, 0.0))
-        if self.distribution == "uniform":
-            sigma = torch.rand(n, generator=generator, dtype=torch.float64)
+            draw = q if self.distribution == "uniform" else torch.special.ndtri(q)
+        elif self.distribution == "uniform":
+            draw = torch.rand(n, generator=generator, dtype=torch.float64)
         else:
-            sigma = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64) * self.std + self.mean)
+            draw = torch.randn(n, generator=generator, dtype=torch.float64)
+        sigma = draw if self.distribution == "uniform" else torch.sigmoid(draw * self.std + self.mean)
         if self.shift != 1.0:
             sigma = self.shift * sigma / (1 + (self.shift - 1) * sigma)
-        return sigma
+        return sigma.clamp(self.sigma_min, math.nextafter(self.sigma_max, 0.0)) if truncated else sigma
 
 
 def sigma_to_timestep(sigma: torch.Tensor) -> torch.Tensor:
