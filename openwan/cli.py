@@ -209,7 +209,7 @@ def _prompt_file(a, given) -> list:
 def _line_requests(a, pipe, lines: list) -> list:
     """Each line's fields as the pipeline's keyword arguments (the server's request check, openwan.serve.params),
     file paths taken from the prompt file's folder; a bad line is named before any video is made."""
-    from openwan.serve.params import FILE_FIELDS, RequestError, check_request, parameter_kinds
+    from openwan.serve.params import FILE_FIELDS, RequestError, check_request, field_paths, parameter_kinds
     kinds, folder, out = parameter_kinds(pipe), Path(a.prompt_file).parent, []
     for line in lines:
         n = line.pop("_line", None)
@@ -218,13 +218,11 @@ def _line_requests(a, pipe, lines: list) -> list:
         except RequestError as e:
             raise CLIError(f"--prompt_file {a.prompt_file}, line {n}: {e}") from None
         for field in FILE_FIELDS & set(kw):
-            value = kw[field]
-            paths = [value] if isinstance(value, str) else value
-            paths = [str(folder / p) if not Path(p).is_absolute() else p for p in paths]
+            paths = [str(folder / p) for p in field_paths(field, kw[field])]     # (an absolute p stays itself)
             missing = [p for p in paths if not Path(p).is_file()]
             if missing:
                 raise CLIError(f"--prompt_file {a.prompt_file}, line {n}: {field} {missing[0]}: file not found")
-            kw[field] = paths[0] if isinstance(value, str) else paths
+            kw[field] = paths[0] if isinstance(kw[field], str) and field != "src_ref_images" else paths
         out.append(kw)
     return out
 

@@ -199,7 +199,9 @@ def test_cli_jsonl_prompt_file_lines_carry_their_own_settings(tmp_path, monkeypa
     capsys.readouterr()
     for text, says in (('{"prompt": "x", "colour": 3}', "line 1: unknown field(s) ['colour']; a line takes"),
                        ('{"prompt": "x"', "line 1: not JSON"), ('{"seed": 3}', 'line 1: an object with a "prompt"'),
-                       ('{"prompt": "x", "image": "nope.png"}', "line 1: image in/nope.png: file not found")):
+                       ('{"prompt": "x", "image": "nope.png"}', "line 1: image in/nope.png: file not found"),
+                       ('{"prompt": "x", "src_ref_images": "red.png, nope.png"}',   # the comma-separated form
+                        "line 1: src_ref_images in/nope.png: file not found")):
         (tmp_path / "in" / "bad.jsonl").write_text(text + "\n")
         assert main(["generate", "--prompt_file", "in/bad.jsonl", "--quiet"]) == 2
         assert says in capsys.readouterr().err

@@ -87,6 +87,14 @@ def _size(v: Any, sizes) -> str:
     return f"{w}*{h}"
 
 
+def field_paths(field: str, value) -> list:
+    """The paths a checked file field names (check_request: one path or a list of them); ``src_ref_images`` as a
+    string is the comma-separated form."""
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",")] if field == "src_ref_images" else [value.strip()]
+    return list(value)
+
+
 def check_request(req: Any, kinds: dict[str, str], *, fps: float, sizes=(), taker: str = "this server") -> dict:
     """The request as pipeline keyword arguments (``seconds`` -> ``frame_num``), or RequestError (``taker``: what
     the unknown-field message says takes the fields)."""

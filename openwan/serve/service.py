@@ -167,14 +167,12 @@ class VideoService:
         own length would)."""
         from openwan.long_video import plan_long_video
         from openwan.pipelines.job import check_size
-        from openwan.serve.params import FILE_FIELDS
+        from openwan.serve.params import FILE_FIELDS, field_paths
         pipe = self.pipe
         for field in sorted(FILE_FIELDS & set(kw)):          # a server-side path (an upload was saved already)
-            value = kw[field]      # one path or a list of them (check_request), or "a.png,b.png" (the refs)
-            paths = value.split(",") if isinstance(value, str) and field == "src_ref_images" else value
-            for path in [paths] if isinstance(paths, str) else paths:
-                if not Path(path.strip()).is_file():
-                    raise ValueError(f"'{field}': no such file on the server: {path.strip()} (give a path the server "
+            for path in field_paths(field, kw[field]):
+                if not Path(path).is_file():
+                    raise ValueError(f"'{field}': no such file on the server: {path} (give a path the server "
                                      f"can read, or upload the file in a multipart form)")
         if kw.get("size") is not None:
             w, h = (int(v) for v in kw["size"].split("*"))
