@@ -74,10 +74,10 @@ def bake_loras(c, lora) -> list[dict]:
     applies them: the main DiT (and both A14B experts), not a checkpoint's other experts (the demo's long-video
     ones). The weights then hold W + delta, computed as the on-the-fly path computes it in the DiT's dtype, so
     the converted checkpoint samples exactly what the source with ``--lora`` samples. Returns the parsed specs."""
-    from openwan.pipelines.adapters import parse_lora_specs, use_loras, use_loras_on_experts
+    from openwan.pipelines.adapters import use_loras, use_loras_on_experts
     from openwan.training.lora import adapter_names, merge_lora
-    if not parse_lora_specs(lora):
-        return []
+    if not lora:
+        return []               # (use_loras parses and checks the specs, once)
     if c.dit_low is not None:
         parsed = use_loras_on_experts({"high": c.dit, "low": c.dit_low}, lora)
     else:
