@@ -126,27 +126,25 @@ def test_folder_errors_name_what_is_missing(folders, tmp_path):
 
     from openwan.checkpoints import CheckpointError
     from openwan.pipelines import load_pipeline
+    def copy(name, kind, layout):
+        return Path(shutil.copytree(folders[kind, layout], tmp_path / name))
+
     cases = []
-    a = tmp_path / "no_low"
-    shutil.copytree(folders["moe", "official"], a)
+    a = copy("no_low", "moe", "official")
     shutil.rmtree(a / "low_noise_model")
     cases.append((a, "low_noise_model/ is missing"))
-    b = tmp_path / "no_boundary"
-    shutil.copytree(folders["moe", "diffusers"], b)
+    b = copy("no_boundary", "moe", "diffusers")
     (b / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
     cases.append((b, "no boundary_ratio"))
-    c = tmp_path / "no_t2"
-    shutil.copytree(folders["moe", "diffusers"], c)
+    c = copy("no_t2", "moe", "diffusers")
     shutil.rmtree(c / "transformer_2")
     cases.append((c, "transformer_2/ (the low-noise expert) is missing"))
-    d = tmp_path / "ti2v_vae21"
-    shutil.copytree(folders["ti2v", "official"], d)
+    d = copy("ti2v_vae21", "ti2v", "official")
     (d / "Wan2.2_VAE.pth").unlink()
     for f in ("Wan2.1_VAE.pth", "vae_config.json"):     # the tiny 2.1 VAE with its config
         shutil.copy(folders["moe", "official"] / f, d / f)
     cases.append((d, "Wan2.2_VAE.pth (z 48)"))
-    e = tmp_path / "no_low_weights"
-    shutil.copytree(folders["moe", "official"], e)
+    e = copy("no_low_weights", "moe", "official")
     for f in (e / "low_noise_model").glob("diffusion_pytorch_model*"):
         f.unlink()
     cases.append((e, "DiT weights in low_noise_model/"))
