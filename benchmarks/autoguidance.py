@@ -6,7 +6,7 @@ main DiT, the expert's starting point before its continuation training, given ex
 continuation mode in a tenth of its last phase's samples). w = 1 is the shipped sampler. Why: both DiTs draw the
 world's motions at about half its pace, with a larger, softer object, the look of a model averaging the futures it
 cannot tell apart; guiding away from a worse model of the same task is what autoguidance offers against that. An
-experiment, not part of the package: docs/long_video.md reports it.
+experiment, not part of the package: docs/long_video_log.md reports it.
 
     python benchmarks/autoguidance.py --w 1.5 --prompts bounce --seeds 2 --first_seed 0
     python benchmarks/autoguidance.py --w 1.5 --mode extend --seeds 2

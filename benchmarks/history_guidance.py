@@ -3,7 +3,7 @@
 the carried frames, ``v = v_free + w (v_history - v_free)`` on the window's new frames. ``v_history`` is the shipped
 call (the continuation expert, the carried frames clean at timestep 0); ``v_free`` the main DiT on the new frames
 alone, plain text-to-video (the mode it was trained in; the expert never saw a window without carried frames).
-w = 1 is the shipped sampler. An experiment, not part of the package: docs/long_video.md reports it.
+w = 1 is the shipped sampler. An experiment, not part of the package: docs/long_video_log.md reports it.
 
     python benchmarks/history_guidance.py --w 1.5 --mode extend --seeds 2 --first_seed 0
     python benchmarks/history_guidance.py --w 1.5 --mode t2v --prompts bounce --seeds 2

@@ -3,7 +3,7 @@ Qiu et al. 2023, "noise rescheduling"): each continued window's new latent frame
 noise at the same places in the window (``repeat``), or from those frames in an order of their own (``shuffle``,
 FreeNoise's local shuffle), instead of fresh noise. The idea: a window's layout and pace come mostly from its noise,
 so windows that share noise should draw the object at one size and pace. An experiment, not an option of the
-package: docs/long_video.md reports it beside the shipped way.
+package: docs/long_video_log.md reports it beside the shipped way.
 
     python benchmarks/long_noise.py --mode repeat --prompts bounce --seeds 2 --first_seed 0
 

@@ -1,7 +1,7 @@
 """Long video on the demo with a stochastic sampler in place of UniPC: a flow-matching Euler ancestral step,
 x0 and the noise predicted from the velocity, the next sample ``(1 - t) x0 + t (sqrt(1 - eta^2) noise_pred +
 eta fresh)`` (eta 0: plain Euler; eta 1: the "consistency" solver's full re-noising). An experiment, not a
-solver of the package: docs/long_video.md, "A stochastic sampler", reports it beside the shipped UniPC.
+solver of the package: docs/long_video_log.md, "A stochastic sampler", reports it beside the shipped UniPC.
 
     python benchmarks/long_sampler.py --eta 0.5 --prompts bounce --seeds 2 --first_seed 0
     python benchmarks/long_sampler.py --eta 0.5 --where high --prompts classic     # noise only at sigma > 0.5

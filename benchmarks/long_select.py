@@ -5,7 +5,7 @@ space, by nothing the benchmark measures: how far its motion (the mean step betw
 channel's spread over the picture) are from the first window's, and how far its first step (the seam) is above its
 largest step inside. The idea: a window's size and pace come mostly from its noise, so choosing among draws the one
 closest to the first window should hold them over the video. An experiment, not an option of the package:
-docs/long_video.md reports it beside the shipped way (best of 3 met as many of the targets as one draw, not kept).
+docs/long_video_log.md reports it beside the shipped way (best of 3 met as many of the targets as one draw, not kept).
 
     python benchmarks/long_select.py --candidates 3 --prompts bounce --seeds 2 --first_seed 0
     python benchmarks/long_select.py --candidates 1 ...          # one draw: the shipped way, for the baseline

@@ -1,7 +1,7 @@
 """Long video on the demo at another sampling shift: every window (and the refinement pass) sampled with
 ``sample_shift`` ``--shift`` instead of the demo's 3, which moves the steps toward the high noise levels (a larger
 shift), where a window's layout and motion are decided, or toward the low ones (a smaller). An experiment, not an
-option of the package (``--sample_shift`` is one of ``openwan generate``): docs/long_video.md reports it.
+option of the package (``--sample_shift`` is one of ``openwan generate``): docs/long_video_log.md reports it.
 
     python benchmarks/long_shift.py --shift 5 --prompts bounce --seeds 2
 

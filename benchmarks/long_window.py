@@ -2,7 +2,7 @@
 refinement pass's) ``--extra`` latent frames longer (4 frames each), so a 161-frame video has fewer windows and
 seams, each DiT call past the length it was trained on by that much. The idea: the size and pace wander a little
 at every continued window, so fewer windows should wander less, if the DiT holds up at the longer window. An
-experiment, not an option of the package: docs/long_video.md reports it beside the shipped way.
+experiment, not an option of the package: docs/long_video_log.md reports it beside the shipped way.
 
     python benchmarks/long_window.py --extra 4 --prompts bounce --seeds 2 --first_seed 0
     python benchmarks/long_window.py --extra -2 --prompts bounce       # shorter: less of the future per window

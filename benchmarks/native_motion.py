@@ -4,7 +4,7 @@ Per seed: the mean step of the object's centroid (pixels a frame), its mean and 
 frames it is found in (``openwan.demo.detect.track``, what ``openwan bench long`` measures long videos with), for the
 world's clip and for the model's video of the same prompt. ``--dit continuation`` draws the video with the demo's
 continuation expert in place of its main DiT (from noise: no carried frames), to see which DiT draws a motion as the
-world does (docs/long_video.md, "The continuation expert on every window").
+world does (docs/long_video_log.md, "The continuation expert on every window").
 
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8 --dit continuation

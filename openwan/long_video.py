@@ -217,7 +217,7 @@ def owners(plan: WindowPlan, of: WindowPlan) -> list[int]:
 
 def default_overlap(window: int) -> int:
     """Half the window, rounded up (11 of Wan's 21 latent frames, 3 of the demo's 5). Measured on the demo
-    (docs/long_video.md, `openwan bench long`): with 1 shared frame of 5 the moving object snapped back at every
+    (docs/long_video_log.md, v1): with 1 shared frame of 5 the moving object snapped back at every
     seam (largest seam jump 29.9 px), with 3 it travelled on (4.0 px), at ~1.9x the DiT forwards."""
     return max(1, (window + 1) // 2)
 

@@ -1,6 +1,6 @@
 """``long_refine``: after the ``continue`` windows, the whole latent moved back to a noise level and denoised again by
 the ``windows`` method (openwan.pipelines.long.refine), so every seam is redrawn inside a window that straddles it.
-The embedded demo's default is 0.85 (docs/long_video.md, "Seams redrawn")."""
+The embedded demo's default is 0.85 (docs/long_video_log.md, "Seams redrawn")."""
 import json
 
 import pytest

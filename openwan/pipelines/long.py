@@ -99,7 +99,7 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     step at or below ``job.long.refine`` and denoised from there with the ``windows`` method over
     :func:`openwan.long_video.refine_plan` (each window with the prompt of the continued window its middle frame
     belongs to; the task's own per-step conditioning, e.g. TI2V's picture, kept), with the call's step cache (on the
-    demo's default 30 steps it met the same targets as computing every step: docs/long_video.md). Returns the new
+    demo's default 30 steps it met the same targets as computing every step: docs/long_video_log.md). Returns the new
     clean latent (float32) and the pass's stats. ``steps_kept``: where its steps are kept (resume.Partial)."""
     long = job.long
     i0 = refine_from(job.sigmas, long.refine)
