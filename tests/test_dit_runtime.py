@@ -224,6 +224,27 @@ def test_wan_linear_carries_its_compute_dtype():
     assert isinstance(m.blocks[0].ffn[0], torch.nn.Linear) and m.head.head.fp32 and not m.blocks[0].self_attn.q.fp32
 
 
+def test_fp32_islands_hold_under_training_autocast():
+    """Under the trainer's bf16 autocast (grad on), the reference's fp32 islands stay fp32: the time embedding
+    and projection equal their values without autocast bit for bit, the residual stream is fp32, and the head
+    projects in fp32 (the head's input taken from the autocast run, so only the head's own arithmetic is compared)."""
+    cfg = tiny("t2v")
+    m = rand_model(cfg)
+    x, ctx, kw = inputs(cfg, b=2, f=3, h=6, w=8)
+    t = torch.tensor([700.0, 120.0])
+    plain = m.embed(x, t, ctx, **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = m.embed(x, t, ctx, **kw)
+        assert s.e.dtype == s.e0.dtype == torch.float32 and s.x.dtype == torch.float32
+        assert torch.equal(s.e, plain.e) and torch.equal(s.e0, plain.e0)
+        s = m.run_blocks(s)
+        assert s.x.dtype == torch.float32
+        head_amp = m.head(s.x, s.e)
+        assert m.blocks[0].self_attn.q(s.x).dtype == torch.bfloat16      # while the other linears run in bf16
+    assert head_amp.dtype == torch.float32
+    assert torch.equal(head_amp, m.head(s.x, s.e))
+
+
 def test_text_padding_folded_by_hand():
     """_context pads the prompts only to the longest + 1 row and weighs the zero rows by the padding they stand for."""
     m = rand_model(tiny("t2v", text_len=16))
