@@ -67,6 +67,32 @@ def test_another_architecture_and_two_experts_are_refused(tuned, tmp_path):
         load_pipeline(str(a14b), progress=False, dit=str(root / "final"))
 
 
+def test_a_built_dit_is_used_as_it_is_and_the_checkpoints_is_never_read(tuned, monkeypatch):
+    """dit=<a WanModel> (diffusers' transformer=model): that very module samples, its dtype untouched, and the
+    checkpoint's DiT is read only on the meta device (its config, to check the architecture); another one is
+    refused with the fields that differ."""
+    from openwan.checkpoints import CheckpointError
+    from openwan.models.dit import WanModel
+    ckpt, root, weights = tuned
+    model = WanModel.from_pretrained(root / "final")
+    plain = WanModel.from_pretrained.__func__
+    devices = []
+
+    def spy(cls, path, *a, device=None, **k):
+        devices.append((str(path), str(device)))
+        return plain(cls, path, *a, device=device, **k)
+    monkeypatch.setattr(WanModel, "from_pretrained", classmethod(spy))
+    pipe = load_pipeline(str(ckpt), progress=False, dit=model)
+    assert pipe.dit is model and devices and all(d == "meta" for _, d in devices)
+    monkeypatch.undo()
+    by_path = load_pipeline(str(ckpt), progress=False, dit=str(root / "final"))
+    out = pipe("a red ball", **KW)
+    assert torch.equal(out.latents, by_path("a red ball", **KW).latents) and "dit" not in out.settings
+    other = WanModel(model.config.replace(num_layers=model.config.num_layers + 1))
+    with pytest.raises(CheckpointError, match=r"dit: the given model is not a DiT of .*num_layers 2 vs 3"):
+        load_pipeline(str(ckpt), progress=False, dit=other)
+
+
 def test_serve_loads_its_workers_with_the_dit(tuned, tmp_path, capsys):
     from openwan.serve import _load_options, build_parser, main
     ckpt, root, _ = tuned

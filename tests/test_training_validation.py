@@ -87,6 +87,26 @@ def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(
                        validation=VALIDATION))
 
 
+def test_the_checkpoints_dit_is_not_loaded_a_second_time(ckpt_and_data, tmp_path, monkeypatch):
+    """The validation pipeline is built around the model being trained: of the checkpoint's DiT it reads the config
+    (on the meta device), not a second copy of the weights (a 14B model's 28 GB)."""
+    from openwan.models.dit import WanModel
+    ckpt, root = ckpt_and_data
+    plain = WanModel.from_pretrained.__func__
+    loads = []
+
+    def spy(cls, path, *a, device=None, **k):
+        loads.append(str(device))
+        return plain(cls, path, *a, device=device, **k)
+    monkeypatch.setattr(WanModel, "from_pretrained", classmethod(spy))
+    Trainer(_cfg(root, ckpt, tmp_path / "plain"))
+    without = list(loads)
+    loads.clear()
+    tr = Trainer(_cfg(root, ckpt, tmp_path / "val", validation=VALIDATION))
+    assert without.count("meta") < len(without) and tr.on_validate is not None
+    assert [d for d in loads if d != "meta"] == [d for d in without if d != "meta"]    # the trainer's own load only
+
+
 @pytest.mark.slow
 def test_two_processes_sample_their_model_under_ddp_and_fsdp(ckpt_and_data, tmp_path):
     """Every process runs the sampler (FSDP2's forward gathers the shards from all), process 0 writes: the last

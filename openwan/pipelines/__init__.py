@@ -60,7 +60,9 @@ def load_pipeline(ckpt: Union[str, Path, None] = "demo", task: Optional[str] = N
     forward (openwan.offload), the text encoder, image encoder and VAE on the device only while they run
     (``block_swap=N`` is the same as offload="blocks:N").
     ``dit``: DiT weights to use in place of the checkpoint's (a folder or a .safetensors file of the same
-    architecture: a full fine-tune, e.g. ``openwan train``'s final/); recorded in every call's settings.
+    architecture: a full fine-tune, e.g. ``openwan train``'s final/); recorded in every call's settings. Or a
+    DiT already built (a ``WanModel`` of the checkpoint's architecture, e.g. the model being trained): used as
+    it is, the checkpoint's DiT weights never read (diffusers' ``transformer=``).
     Wan 2.2: task "t2v-A14B", "i2v-A14B" or "ti2v-5B" (or
     the plain task of such a checkpoint); a two-expert folder gives a two-expert pipeline, ``experts``
     its memory plan ("one": only the active expert on the device; "both").

@@ -58,7 +58,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                     dtype: Optional[torch.dtype] = None, t5_cpu: bool = False,
                     need_image_encoder: Optional[bool] = None, quantize: Optional[str] = None,
                     release_low: bool = False, stage=None, dit_weights: Optional[PathLike] = None,
-                    dit: Optional[PathLike] = None) -> Components:
+                    dit: Union[PathLike, torch.nn.Module, None] = None) -> Components:
     """Load every model of a checkpoint directory, official or diffusers layout, Wan 2.1 or 2.2.
 
     Official: config.json + diffusion_pytorch_model*.safetensors (Wan 2.2 A14B: in high_noise_model/ and
@@ -76,7 +76,10 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     normalization it was trained with, whatever the folder's DiT and vae_config.json are).
     ``dit``: DiT weights (a folder, official or diffusers, or a .safetensors file) to load in place of the folder's,
     of the folder's DiT architecture (checked from the headers): a full fine-tune (``openwan train``'s final/), a
-    merge, a community checkpoint of the same model; everything else is the folder's.
+    merge, a community checkpoint of the same model; everything else is the folder's. Or a DiT already built
+    (a :class:`~openwan.models.dit.WanModel`, e.g. the model being trained): used as it is (its dtype and device
+    untouched), nothing read for it but the folder's config, which its architecture must match (as diffusers'
+    ``from_pretrained(..., transformer=model)``).
     """
     from openwan.checkpoints import CheckpointError, matching_variants
     from openwan.models.dit import WanModel
@@ -94,7 +97,10 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
             "not with a distilled student's weights" if dit_weights is not None else
             f"{path} holds Wan 2.2 A14B's two experts; put the expert's weights in its folder (high_noise_model/ or "
             f"low_noise_model/) of a copy of the checkpoint instead"))
-    if dit is not None and not Path(dit).exists():
+    given = dit if isinstance(dit, torch.nn.Module) else None     # a DiT already built: nothing to read
+    if given is not None:
+        dit = None
+    elif dit is not None and not Path(dit).exists():
         raise CheckpointError(f"DiT weights not found: {dit} (a DiT folder or a .safetensors file)")
     if dit_weights is not None and variant is None:
         raise ValueError("dit_weights needs the variant whose DiT they are (its DiT config and VAE statistics)")
@@ -130,9 +136,18 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         except CheckpointError as e:
             raise CheckpointError(f"dit {dit_path}: not a DiT of {path}'s architecture ({ref.model_type}, dim "
                                   f"{ref.dim}, {ref.num_layers} layers): {e}") from None
+    elif given is not None:             # checked against the folder's config (headers only, on meta)
+        ref = load_dit(lay.dits[0], dit_dtype, torch.device("meta"), stored.dit if stored else None).config
+        cfg = getattr(given, "config", None)
+        differ = [f"{k} {getattr(ref, k)} vs {getattr(cfg, k, None)}" for k in ARCHITECTURE if
+                  getattr(ref, k) != getattr(cfg, k, None)]
+        if differ:
+            raise CheckpointError(f"dit: the given model is not a DiT of {path}'s architecture (the folder's vs "
+                                  f"the model's: {', '.join(differ)})")
+        dit = given
     else:
         dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
-    if auto_bf16_cpu and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
+    if auto_bf16_cpu and given is None and sum(p.numel() for p in dit.parameters()) < AUTO_BF16_MIN_PARAMS:
         dit_dtype = torch.float32           # a GGUF DiT: its dequantized weights computed in fp32
         dit = dit.to(dit_dtype)
         dtype_reason = small
@@ -185,7 +200,8 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
         image_encoder = ImageEncoder.from_pretrained(path, device=home, dtype=torch.float16
                                                      if staged and on_device.type != "cpu" else None)
     return Components(dit, vae, text_encoder, image_encoder, variant, str(path), dtype_reason, dit_low=dit_low,
-                      boundary=lay.boundary, dit_sources=tuple(lay.dits) if plain and dit_path is None else (),
+                      boundary=lay.boundary,
+                      dit_sources=tuple(lay.dits) if plain and dit_path is None and given is None else (),
                       t5_cpu=t5_cpu, dit_path="" if dit_path is None else str(dit_path), **experts)
 
 
@@ -206,6 +222,8 @@ EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REF
 # which is its own (a two-object expert may be deeper: openwan.demo.grow.deepen).
 EXPERT_INTERFACE = ("patch_size", "in_dim", "out_dim", "text_dim")
 EXPERT_SIZE = ("dim", "ffn_dim", "num_heads", "num_layers")
+# What a DiT given to load_components(dit=module) must share with the folder's: every field that shapes a weight.
+ARCHITECTURE = ("model_type", *EXPERT_INTERFACE, *EXPERT_SIZE, "freq_dim", "vace_layers", "vace_in_dim")
 
 
 def expert_mismatch(main, expert) -> str:

@@ -3,7 +3,8 @@
     validation: {prompts: [...], seed: 0, sample_steps: 20, ...}   (validate_every: N; 0: at the end only)
 
     setup (once):  the pipeline of the checkpoint the run starts from (model.path, or data.ckpt_dir: its VAE,
-                   text encoder and sampling defaults), its DiT replaced by the one being trained (with its LoRA)
+                   text encoder and sampling defaults) built around the DiT being trained (with its LoRA): the
+                   checkpoint's own DiT is never read (an A14B expert's run: the other expert loaded beside it)
                    -> the prompts encoded once; the text encoder freed when they all stay in its memo
     each time:     every prompt, seed ``seed`` -> <output_dir>/samples/step-<N>/<i>.mp4 (.png for one frame)
                    and its settings <i>.json (prompt, seed, steps, ...), written atomically by the pipeline on
@@ -39,23 +40,27 @@ def make_sampler(cfg, module: nn.Module, device: torch.device, out: Path,
                  rank: int = 0) -> Callable[[nn.Module, int], None]:
     """The Trainer's ``on_validate`` hook for ``cfg.validation`` (see the module docstring)."""
     from openwan import validate
+    from openwan.checkpoints import CheckpointError
     from openwan.pipelines import load_pipeline
     from openwan.pipelines.base import PROMPT_MEMO_MAX
     vc = cfg.validation
     expert = cfg.model.expert          # Wan 2.2 A14B: the trained expert samples beside the other, as loaded
-    pipe = load_pipeline(_source(cfg), device=device, progress=False, t5_cpu=device.type == "cuda",
-                         **({"experts": "both"} if expert else {}))
-    loaded = (pipe.experts[expert] if expert else pipe.dit).config
-    if (loaded.dim, loaded.num_layers, loaded.in_dim) != (module.config.dim, module.config.num_layers,
-                                                          module.config.in_dim):
-        raise ValueError(f"validation: the model being trained (dim {module.config.dim}, "
-                         f"{module.config.num_layers} layers) is not the architecture of {_source(cfg)} "
-                         f"(dim {loaded.dim}, {loaded.num_layers} layers), whose VAE and text encoder sample it; "
-                         f"point data.ckpt_dir at a checkpoint of the same model")
-    if expert is None:
-        pipe.c.dit = module   # the loaded DiT goes; the trained one (and its LoRA) samples
-    else:
-        setattr(pipe.c, "dit" if expert == "high" else "dit_low", module)
+    mismatch = (f"validation: the model being trained (dim {module.config.dim}, {module.config.num_layers} layers) "
+                f"is not the architecture of {_source(cfg)}, whose VAE and text encoder sample it; point "
+                f"data.ckpt_dir at a checkpoint of the same model")
+    try:            # one DiT: the trained one (and its LoRA) is the pipeline's, the checkpoint's never read
+        pipe = load_pipeline(_source(cfg), device=device, progress=False, t5_cpu=device.type == "cuda",
+                             **({"experts": "both"} if expert else {"dit": module}))
+    except CheckpointError as e:
+        if expert is None and str(e).startswith("dit: "):
+            raise ValueError(f"{mismatch} ({str(e).split('(', 1)[-1]}") from None
+        raise
+    if expert is not None:
+        loaded = pipe.experts[expert].config
+        if (loaded.dim, loaded.num_layers, loaded.in_dim) != (module.config.dim, module.config.num_layers,
+                                                              module.config.in_dim):
+            raise ValueError(f"{mismatch} (dim {loaded.dim}, {loaded.num_layers} layers)")
+        setattr(pipe.c, "dit" if expert == "high" else "dit_low", module)   # the loaded expert goes
         pipe.experts[expert] = module
     negative = pipe.default_negative_prompt() if vc.negative_prompt is None else vc.negative_prompt
     prompts = list(vc.prompts)
