@@ -89,6 +89,34 @@ def fold_mask(mask: torch.Tensor, num_refs: int = 0, spatial: int = 8, temporal:
     return m
 
 
+def vace_context(vae, frames: torch.Tensor, mask: torch.Tensor, refs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """The 96-channel VACE context [96, R + T', H/8, W/8]: what the pipeline feeds the DiT, and what training caches
+    (openwan.training.cache, task "vace") so that training sees the same.
+
+    ``frames`` [3, F, H, W] in [-1, 1]; ``mask`` [F, H, W] in [0, 1]; ``refs``: [3, H, W] images
+    in [-1, 1] of the video's size. The source is split by the binarised mask (> 0.5) into
+    inactive (kept) and reactive (to generate) parts, each VAE-encoded; the folded mask keeps the
+    mask's own values, as the reference does.
+    """
+    frames = frames.to(vae.device, torch.float32)
+    mask = mask.to(vae.device, torch.float32)
+    binary = (mask > 0.5).float()[None]
+
+    def enc(x):
+        return vae.encode(x[None].to(vae.dtype))[0].float()
+
+    inactive = enc(frames * (1 - binary))
+    # without a source the frames are zeros: both halves are the same latent, encode it once
+    reactive = inactive if not frames.any() else enc(frames * binary)
+    z = torch.cat([inactive, reactive])
+    if refs:
+        ref_z = [enc(r.to(vae.device, torch.float32)[:, None]) for r in refs]
+        ref_z = [torch.cat([u, torch.zeros_like(u)]) for u in ref_z]
+        z = torch.cat([*ref_z, z], dim=1)
+    m = fold_mask(mask, len(refs), vae.spatial_ratio, vae.temporal_ratio).to(z)
+    return torch.cat([z, m])
+
+
 # ============================================================================ the pipeline
 
 class VACE(WanPipeline):
@@ -122,31 +150,8 @@ class VACE(WanPipeline):
     # -------------------------------------------------------------- conditioning
     def encode_context(self, frames: torch.Tensor, mask: torch.Tensor,
                        refs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        """The 96-channel VACE context [96, R + T', H/8, W/8].
-
-        ``frames`` [3, F, H, W] in [-1, 1]; ``mask`` [F, H, W] in [0, 1]; ``refs``: [3, H, W] images
-        in [-1, 1] of the video's size. The source is split by the binarised mask (> 0.5) into
-        inactive (kept) and reactive (to generate) parts, each VAE-encoded; the folded mask keeps the
-        mask's own values, as the reference does.
-        """
-        vae = self.vae
-        frames = frames.to(vae.device, torch.float32)
-        mask = mask.to(vae.device, torch.float32)
-        binary = (mask > 0.5).float()[None]
-
-        def enc(x):
-            return vae.encode(x[None].to(vae.dtype))[0].float()
-
-        inactive = enc(frames * (1 - binary))
-        # without a source the frames are zeros: both halves are the same latent, encode it once
-        reactive = inactive if not frames.any() else enc(frames * binary)
-        z = torch.cat([inactive, reactive])
-        if refs:
-            ref_z = [enc(r.to(vae.device, torch.float32)[:, None]) for r in refs]
-            ref_z = [torch.cat([u, torch.zeros_like(u)]) for u in ref_z]
-            z = torch.cat([*ref_z, z], dim=1)
-        m = fold_mask(mask, len(refs), vae.spatial_ratio, vae.temporal_ratio).to(z)
-        return torch.cat([z, m])
+        """The 96-channel VACE context [96, R + T', H/8, W/8] (:func:`vace_context` with this pipeline's VAE)."""
+        return vace_context(self.vae, frames, mask, refs)
 
     def prepare_inputs(self, src_video, src_mask, src_ref_images, frame_num: Optional[int], width: int,
                        height: int, src_fps: Optional[float] = None
