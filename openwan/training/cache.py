@@ -18,6 +18,12 @@ first (and last) frame exactly as the I2V / FLF2V pipelines build it from the us
 ``y`` [20, T, h, w] (frame mask + VAE latent of the frame(s) with zeros elsewhere) and
 ``clip_fea`` [1 or 2, 257, 1280] (CLIP features of the frame(s)).
 
+``task="vace"`` adds ``vace_context`` [96, T, h, w], built by the VACE pipeline's own function
+(:func:`openwan.pipelines.vace.vace_context`) from the sample's ``control`` video and ``mask`` (columns of the
+captions file), each fitted to the clip's bucket exactly as the clip is: a control alone is the signal to follow
+(mask all ones); a mask alone makes the clip its own source (inpainting, outpainting, extension: the white pixels
+are generated, the rest given); neither is text-to-video through VACE (no source, mask all ones).
+
 ``encode_video`` / ``encode_text`` may be any callables (``video [1,3,F,H,W] -> latent`` and
 ``list[str] -> list[Tensor [L, D]]``), or the real :class:`~openwan.models.vae.WanVAE` /
 :class:`~openwan.models.text_encoder.TextEncoder` objects (their ``encode`` is used).
@@ -37,7 +43,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from openwan.training.data import EMPTY_PROMPT, Sample, parse_buckets, prepare_media, read_captions
+from openwan.training.data import EMPTY_PROMPT, Sample, parse_buckets, prepare_clip, read_captions
 
 MANIFEST = "manifest.json"
 
@@ -64,12 +70,14 @@ def _as_text_encoder(text_encoder) -> Callable[[list], list]:
                     f"got {type(text_encoder).__name__}")
 
 
-TASKS = ("t2v", "i2v", "flf2v")
+TASKS = ("t2v", "i2v", "flf2v", "vace")
 
 
 def sample_name(sample: Sample, buckets: Sequence, target_fps: Optional[float], task: str = "t2v") -> str:
     """A stable file name for a sample: readable stem + hash of everything that changes its content."""
     parts = [str(Path(sample.path).resolve()), sample.caption, [list(b) for b in buckets], target_fps]
+    if task == "vace":
+        parts += [None if p is None else str(Path(p).resolve()) for p in (sample.control, sample.mask)]
     key = json.dumps(parts if task == "t2v" else parts + [task])
     h = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(sample.path).stem)[:40] or "sample"
@@ -77,10 +85,10 @@ def sample_name(sample: Sample, buckets: Sequence, target_fps: Optional[float], 
 
 
 def _image_conditioner(task: str, vae, image_encoder) -> Optional[Callable[[torch.Tensor], dict]]:
-    """video [3, F, H, W] -> {"y", "clip_fea"} for i2v / flf2v (None for t2v)."""
+    """video [3, F, H, W] -> {"y", "clip_fea"} for i2v / flf2v (None for t2v and vace)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    if task == "t2v":
+    if task in ("t2v", "vace"):
         return None
     if not (hasattr(vae, "encode") and hasattr(vae, "temporal_ratio")):
         raise TypeError(f"task {task!r} builds the image condition with the VAE: give a WanVAE, not a callable")
@@ -100,12 +108,33 @@ def _image_conditioner(task: str, vae, image_encoder) -> Optional[Callable[[torc
     return condition
 
 
+def _vace_conditioner(vae, buckets, target_fps):
+    """(sample, video [3, F, H, W], bucket, clip size) -> {"vace_context"}: the sample's control and mask fitted to
+    its clip (:func:`openwan.training.data.prepare_aligned`), encoded as the VACE pipeline encodes them."""
+    if not (hasattr(vae, "encode") and hasattr(vae, "spatial_ratio")):
+        raise TypeError("task 'vace' builds the VACE context with the VAE: give a WanVAE, not a callable")
+    from openwan.pipelines.vace import vace_context
+    from openwan.training.data import prepare_aligned
+
+    def condition(sample, video, bucket, size):
+        frames = video if sample.mask is not None else torch.zeros_like(video)     # a mask alone: the clip's own
+        if sample.control is not None:
+            frames = prepare_aligned(sample.control, size, bucket, target_fps, "control")
+        mask = (prepare_aligned(sample.mask, size, bucket, target_fps, "mask", mask=True) if sample.mask is not None
+                else torch.ones(video.shape[1:]))
+        return {"vace_context": vace_context(vae, frames, mask)}
+
+    return condition
+
+
 def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[str, Path], vae, text_encoder,
                   buckets, *, target_fps: Optional[float] = None, dtype: torch.dtype = torch.float32,
                   progress: bool = True, task: str = "t2v", image_encoder=None) -> dict:
     """Encode every sample of ``data_file`` into ``out_dir`` (skipping those already there).
 
-    ``task`` "i2v" / "flf2v" also stores ``y`` and ``clip_fea`` (needs a WanVAE and ``image_encoder``).
+    ``task`` "i2v" / "flf2v" also stores ``y`` and ``clip_fea`` (needs a WanVAE and ``image_encoder``); "vace"
+    ``vace_context`` from each sample's ``control`` and ``mask`` (needs a WanVAE; a sample whose control or mask
+    cannot line up with its clip is skipped with a warning that says why, like an unreadable file).
     Returns a summary: ``{"written": n, "skipped": n (already cached), "failed": [paths], "files": [...]}``.
     """
     from openwan.checkpoints import save_safetensors, write_json
@@ -114,6 +143,10 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
     encode_video = _as_video_encoder(vae)
     encode_text = _as_text_encoder(text_encoder)
     image_cond = _image_conditioner(task, vae, image_encoder)
+    vace_cond = _vace_conditioner(vae, buckets, target_fps) if task == "vace" else None
+    if task != "vace" and any(s.control is not None or s.mask is not None for s in samples):
+        raise ValueError(f"the captions give control videos or masks, which only VACE training reads: cache with "
+                         f"task 'vace' (--task vace), or remove those columns for task {task!r}")
     if task == "flf2v" and any(b[0] == 1 for b in buckets):
         raise ValueError("flf2v samples need a first and a last frame: use buckets of 5 or more frames")
     out_dir = Path(out_dir)
@@ -131,16 +164,24 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
             skipped += 1
             files.append(name)
         else:
-            prepared = prepare_media(s.path, buckets, target_fps)
+            prepared = prepare_clip(s.path, buckets, target_fps)
+            extra = {}
+            if prepared is not None and vace_cond is not None:
+                try:
+                    with torch.no_grad():
+                        extra = vace_cond(s, *prepared)
+                except ValueError as e:
+                    warnings.warn(f"skipping {s.path}: {e}", stacklevel=2)
+                    prepared = None
             if prepared is None:
                 failed.append(str(s.path))
             else:
-                video, bucket = prepared
+                video, bucket, _ = prepared
                 with torch.no_grad():
                     latent = encode_video(video[None])
                     latent = latent[0] if latent.ndim == 5 else latent
                     context = encode_text([s.caption])[0]
-                    tensors = {"latent": latent, "context": context}
+                    tensors = {"latent": latent, "context": context, **extra}
                     if image_cond is not None:
                         tensors.update(image_cond(video))
                 meta = {"path": str(s.path), "caption": s.caption, "bucket": json.dumps(list(bucket)), "task": task}
@@ -178,7 +219,7 @@ def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path,
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if ckpt_dir is None and (vae_path is None or text_encoder_path is None):
         raise ValueError("give ckpt_dir, or both vae_path and text_encoder_path")
-    if task != "t2v" and ckpt_dir is None and image_encoder_path is None:
+    if task in ("i2v", "flf2v") and ckpt_dir is None and image_encoder_path is None:
         raise ValueError(f"task {task!r} needs the CLIP image encoder: give ckpt_dir or image_encoder_path")
     if ckpt_dir is not None and str(ckpt_dir) == "demo":   # the embedded demo model, as model.path: demo
         from openwan.demo import demo_checkpoint_dir
@@ -187,7 +228,7 @@ def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path,
     vae = WanVAE.from_pretrained(vae_path or ckpt_dir, device=dev)
     te = TextEncoder.from_pretrained(text_encoder_path or ckpt_dir, device=dev)
     ie = None
-    if task != "t2v":
+    if task in ("i2v", "flf2v"):
         from openwan.models.image_encoder import ImageEncoder
         ie = ImageEncoder.from_pretrained(image_encoder_path or ckpt_dir, device=dev)
     return cache_latents(data_file, out_dir, vae, te, buckets, target_fps=target_fps, dtype=dtype, progress=progress,
@@ -206,7 +247,8 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--text_encoder", default=None, help="text encoder weights (overrides --ckpt_dir)")
     ap.add_argument("--task", choices=TASKS, default="t2v",
                     help="i2v / flf2v also store the image condition (y, clip_fea) from each clip's first "
-                         "(and last) frame, for training the I2V / FLF2V models")
+                         "(and last) frame, for training the I2V / FLF2V models; vace the VACE context from "
+                         "each sample's control video and mask (the captions' control / mask columns)")
     ap.add_argument("--image_encoder", default=None, help="CLIP image encoder weights (i2v/flf2v; overrides "
                                                           "--ckpt_dir)")
     ap.add_argument("--bucket", action="append", required=True,

@@ -194,7 +194,7 @@ class DataConfig:
     vae: Optional[str] = None
     text_encoder: Optional[str] = None
     image_encoder: Optional[str] = None
-    task: str = "t2v"                    # t2v | i2v | flf2v (what the cache stores)
+    task: str = "t2v"                    # t2v | i2v | flf2v | vace (what the cache stores)
     fps: Optional[float] = None
     shuffle: bool = True
     caption_dropout: float = 0.0         # share of samples trained on the empty prompt (for guidance), [0, 1)

@@ -36,6 +36,8 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
 PATH_COLUMNS = ("path", "file", "video", "image", "media", "filename", "file_name")
 CAPTION_COLUMNS = ("caption", "text", "prompt")
+CONTROL_COLUMNS = ("control", "control_video", "src_video")   # VACE: the video to follow (optional)
+MASK_COLUMNS = ("mask", "src_mask")                             # VACE: white = generate (optional)
 
 Bucket = tuple  # (frames, height, width)
 
@@ -44,16 +46,20 @@ Bucket = tuple  # (frames, height, width)
 
 @dataclass(frozen=True)
 class Sample:
-    """One training item: a media file and its caption."""
+    """One training item: a media file and its caption (for VACE, optionally its control video and mask)."""
     path: Path
     caption: str
+    control: Optional[Path] = None
+    mask: Optional[Path] = None
 
 
-def _pick(row: dict, names: Sequence[str], what: str, where: str) -> str:
+def _pick(row: dict, names: Sequence[str], what: str, where: str, optional: bool = False) -> Optional[str]:
     lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
     for n in names:
         if n in lowered and lowered[n] is not None:
             return str(lowered[n])
+    if optional:
+        return None
     raise ValueError(f"{where}: no {what} column; name it one of {', '.join(names)} "
                      f"(found: {', '.join(map(str, row.keys()))})")
 
@@ -65,7 +71,9 @@ def read_captions(file: Union[str, Path], root: Union[str, Path, None] = None) -
     and text/prompt), a JSONL file (one ``{"path": ..., "caption": ...}`` per line), a JSON list of
     such objects, or a folder: every media file in it (recursively) paired with the ``.txt`` of the
     same name (a missing .txt gives an empty caption, with a warning). Relative paths are taken
-    from ``root`` (default: the captions file's folder).
+    from ``root`` (default: the captions file's folder). Optional columns for VACE training: ``control`` (a
+    control video the clip follows: depth, pose, ...; aliases control_video, src_video) and ``mask`` (a mask video
+    or image, white = generate; alias src_mask); an empty cell is none.
     """
     file = Path(file)
     if not file.exists():
@@ -108,7 +116,12 @@ def read_captions(file: Union[str, Path], root: Union[str, Path, None] = None) -
             raise ValueError(f"{where}: expected an object with path and caption, got {type(row).__name__}")
         path = Path(_pick(row, PATH_COLUMNS, "path", where).strip())
         caption = _pick(row, CAPTION_COLUMNS, "caption", where).strip()
-        out.append(Sample(path if path.is_absolute() else base / path, caption))
+        extra = {}
+        for field, names in (("control", CONTROL_COLUMNS), ("mask", MASK_COLUMNS)):
+            value = (_pick(row, names, field, where, optional=True) or "").strip()
+            if value:
+                extra[field] = Path(value) if Path(value).is_absolute() else base / value
+        out.append(Sample(path if path.is_absolute() else base / path, caption, **extra))
     if not out:
         raise ValueError(f"{file}: no samples")
     return out
@@ -218,6 +231,12 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Ten
 def prepare_media(path: Union[str, Path], buckets: Sequence[Bucket], target_fps: Optional[float] = None):
     """(video [3, F, H, W] in [-1, 1], bucket) for one media file, or None (with a warning) when the
     file cannot be read or no bucket fits it."""
+    r = prepare_clip(path, buckets, target_fps)
+    return None if r is None else r[:2]
+
+
+def prepare_clip(path: Union[str, Path], buckets: Sequence[Bucket], target_fps: Optional[float] = None):
+    """:func:`prepare_media` plus the file's own frame size: (video, bucket, (height, width)), or None."""
     path = Path(path)
     try:
         frames, fps = load_media(path)
@@ -230,7 +249,42 @@ def prepare_media(path: Union[str, Path], buckets: Sequence[Bucket], target_fps:
         warnings.warn(f"skipping {path}: {len(idx)} frame(s), and no bucket has that few "
                       f"(buckets: {list(buckets)}; add a 1-frame bucket for images)", stacklevel=2)
         return None
-    return resize_center_crop(frames[idx[:bucket[0]]], bucket[1], bucket[2]), bucket
+    return resize_center_crop(frames[idx[:bucket[0]]], bucket[1], bucket[2]), bucket, frames.shape[1:3]
+
+
+def prepare_aligned(path: Union[str, Path], clip_size: tuple, bucket: Bucket, target_fps: Optional[float],
+                    what: str, mask: bool = False) -> torch.Tensor:
+    """A clip's companion file (a VACE control video, or a mask video / image) in the clip's ``bucket``: the same
+    frame resampling, resize and crop as the clip (of ``clip_size``: its height, width), so every pixel lines up.
+    A control gives [3, F, H, W] in [-1, 1]; a mask (``mask=True``, its first channel, white = generate; one image for every frame; resized by
+    nearest neighbour) [F, H, W] in [0, 1]. Raises ValueError naming the file when it cannot line up: another
+    aspect ratio than the clip's, or fewer frames than the bucket (a mask may be one image)."""
+    path = Path(path)
+    h0, w0 = clip_size
+    try:
+        frames, fps = load_media(path)
+    except Exception as e:  # noqa: BLE001 - any decoder error: this sample is skipped
+        raise ValueError(f"{what} {path}: unreadable ({e})") from None
+    if abs(math.log((frames.shape[2] / frames.shape[1]) / (w0 / h0))) > 0.01:
+        raise ValueError(f"{what} {path} is {frames.shape[2]}x{frames.shape[1]} but its clip is {w0}x{h0}: give it "
+                         f"the clip's aspect ratio so the two line up")
+    if mask and len(frames) == 1:
+        idx = [0] * bucket[0]
+    else:
+        idx = frame_indices(len(frames), fps, target_fps)
+        if len(idx) < bucket[0]:
+            raise ValueError(f"{what} {path} has {len(idx)} frame(s) (after resampling to the training fps), its "
+                             f"clip's bucket {bucket[0]}: give it one frame per frame of the clip")
+        idx = idx[:bucket[0]]
+    if not mask:
+        return resize_center_crop(frames[idx], bucket[1], bucket[2])
+    m = torch.from_numpy(np.ascontiguousarray(frames[idx][..., 0])).float() / 255.0      # [F, H0, W0]
+    h1, w1 = m.shape[-2:]
+    scale = max(bucket[1] / h1, bucket[2] / w1)
+    nh, nw = max(bucket[1], round(h1 * scale)), max(bucket[2], round(w1 * scale))
+    m = F.interpolate(m[None], size=(nh, nw), mode="nearest-exact")[0]
+    top, left = (nh - bucket[1]) // 2, (nw - bucket[2]) // 2
+    return m[:, top:top + bucket[1], left:left + bucket[2]].contiguous()
 
 
 class MediaDataset(torch.utils.data.Dataset):
@@ -351,20 +405,21 @@ class CachedLatentDataset(LatentDataset):
 
 
 def collate(items: Sequence[dict]) -> dict:
-    """Stack latents (and y) of one bucket; contexts stay a list (prompts differ in length). Any other tensor
+    """Stack latents (and y, vace_context) of one bucket; contexts stay a list (prompts differ in length). Any other tensor
     an item carries (per-sample data for an objective, e.g. a flag or an extra latent) is stacked under
     ``out["extra"][name]``; every item of a batch must carry the same ones."""
     out = {"latent": torch.stack([it["latent"].float() for it in items]),
            "context": [it["context"].float() for it in items]}
     names = sorted(k for k, v in items[0].items() if torch.is_tensor(v) and k not in ("latent", "context", "y",
-                                                                                          "clip_fea"))
+                                                                                          "clip_fea", "vace_context"))
     if names:
         missing = [i for i, it in enumerate(items) if any(k not in it for k in names)]
         if missing:
             raise ValueError(f"items {missing} lack some of the per-sample tensors {names} the first item has")
         out["extra"] = {k: torch.stack([it[k] for it in items]) for k in names}
-    if "y" in items[0]:
-        out["y"] = torch.stack([it["y"].float() for it in items])
+    for k in ("y", "vace_context"):
+        if k in items[0]:
+            out[k] = torch.stack([it[k].float() for it in items])
     if "clip_fea" in items[0]:
         out["clip_fea"] = torch.cat([it["clip_fea"].float()[None] if it["clip_fea"].ndim == 2
                                      else it["clip_fea"].float() for it in items])

@@ -38,7 +38,7 @@ class Batch:
     """One micro-batch on the training device."""
     latent: torch.Tensor                       # [B, C, F, H, W] clean latents
     context: list                              # B text embeddings [L_i, D]
-    cond: dict = field(default_factory=dict)   # y [B, C', F, H, W] and clip_fea (i2v / flf2v samples)
+    cond: dict = field(default_factory=dict)   # y [B, C', F, H, W] and clip_fea (i2v / flf2v); vace_context
     step: int = 0                              # the optimizer step being computed (0-based)
     index: list = field(default_factory=list)  # each sample's index among this step's samples
     extra: dict = field(default_factory=dict)  # other per-sample tensors of the items, stacked [B, ...]

@@ -146,7 +146,8 @@ def empty_context_for(caption_dropout: float, dataset: LatentDataset) -> Optiona
 
 
 def check_conditioning(module: nn.Module, dataset: LatentDataset) -> None:
-    """The samples carry the image condition exactly when the DiT takes one (i2v / flf2v)."""
+    """The samples carry the image condition exactly when the DiT takes one (i2v / flf2v), and the VACE context
+    exactly when it has VACE blocks."""
     cfg = getattr(module, "config", None)
     if cfg is None or not len(dataset):
         return
@@ -160,6 +161,15 @@ def check_conditioning(module: nn.Module, dataset: LatentDataset) -> None:
     if not cfg.has_image_input and ("y" in item or "clip_fea" in item):
         raise ValueError(f"the training samples carry an image condition (y / clip_fea, an i2v/flf2v cache) "
                          f"but the model is a {kind} DiT: use an I2V/FLF2V model, or cache with --task t2v")
+    vace = bool(getattr(cfg, "is_vace", False))
+    if vace and "vace_context" not in item:
+        raise ValueError("the model is a VACE DiT but the training samples have no VACE context: cache them with "
+                         "`openwan cache-latents --task vace` (or data.task: vace), the captions' control / mask "
+                         "columns giving each clip's control video and mask")
+    if not vace and "vace_context" in item:
+        raise ValueError(f"the training samples carry a VACE context (a vace cache) but the model is a {kind} DiT "
+                         f"without VACE blocks: train a VACE model (Wan2.1-VACE-1.3B / 14B), or cache with --task "
+                         f"t2v")
 
 
 # ============================================================================ the trainer
@@ -280,7 +290,7 @@ class Trainer:
         index = list(range(first, first + len(local)))
         context = [self.empty_context if self._caption_dropped(i) else c for c, i in zip(items["context"], index)]
         batch = Batch(latent=items["latent"].to(self.device), context=[c.to(self.device) for c in context],
-                      cond={k: items[k].to(self.device) for k in ("y", "clip_fea") if k in items},
+                      cond={k: items[k].to(self.device) for k in ("y", "clip_fea", "vace_context") if k in items},
                       step=self.step, index=index,
                       extra={k: v.to(self.device) for k, v in items.get("extra", {}).items()})
         rng = [torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.step, i)) for i in index]
