@@ -253,6 +253,8 @@ def _generate_one(a, pipe, prompt: str, dist_run, t0: float, line: Optional[dict
               seed=a.base_seed, output_path=out, overwrite=a.overwrite, return_frames=False)
     if a.long_expert is not None:
         kw["long_expert"] = a.long_expert == "on"
+    if a.long_riflex is not None:
+        kw["long_riflex"] = a.long_riflex
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "extend", "long_method", "long_overlap", "tile",
                  "guide_boundary", "long_context_noise", "long_refine", "prompt_extend", "two_objects"):

@@ -35,6 +35,17 @@ def offload_choice(value: str) -> str:
                                          f"blocks[:N] or auto)") from None
 
 
+def riflex_value(text):
+    """``--long_riflex``'s value: "auto" (or no value) the model's frequency, "off", or the frequency's index."""
+    if text is True or str(text).lower() in ("auto", "on"):
+        return True
+    if str(text).lower() in ("off", "none"):
+        return False
+    if str(text).isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a frequency index (1, 2, ...), auto or off, got {text!r}")
+
+
 def generate_parser(sub, func):
     """The `openwan generate` subcommand's arguments (flags of the reference generate.py, and openwan's own);
     ``func`` runs it."""
@@ -134,6 +145,10 @@ def generate_parser(sub, func):
                    help="with --long_method continue: afterwards noise the whole latent to SIGMA (0-1) and denoise it "
                         "again with the windows method, so every seam is redrawn inside a window (0: off). Default: "
                         "the model's (the demo: 0.85; others: 0)")
+    p.add_argument("--long_riflex", nargs="?", const=True, default=None, metavar="K", type=riflex_value,
+                   help="with --long_method none (one DiT call over every frame): RIFLEx on the DiT's RoPE, the frame "
+                        "axis's frequency K lowered to stay within one period over the whole video; without K the "
+                        "model's own (Wan: 6; the demo: 2). Off by default")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")

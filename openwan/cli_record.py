@@ -57,6 +57,8 @@ def apply_record(a, s: dict) -> None:
             a.long_context_noise = float(long.get("context_noise", 0.0))
         if a.long_refine is None and long.get("method") == "continue":     # recorded when > 0
             a.long_refine = float(long.get("refine", 0.0))
+        if a.long_riflex is None and long.get("method") == "none":        # recorded when on
+            a.long_riflex = long.get("riflex", False)
     if (a.two_objects is None and "two_objects" not in s and str(s.get("variant", "")).startswith("demo")
             and s.get("task") == "ti2v"):         # a demo record from before composed scenes: its two-object
         from openwan.demo.world_captions import objects_named        # prompts ran the two-object expert

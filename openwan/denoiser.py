@@ -44,7 +44,8 @@ class Conditioning:
 
     context, context_null: text features [L, text_dim] of the prompt and the negative prompt (None: no CFG);
     clip_fea: CLIP image features [N_img, 257, image_dim] (it carries its own leading dim: flf2v has 2);
-    y: i2v/flf2v mask + image latent [4 + 16, F, H, W]; vace_context: [96, F, H, W], vace_scale its weight.
+    y: i2v/flf2v mask + image latent [4 + 16, F, H, W]; vace_context: [96, F, H, W], vace_scale its weight;
+    riflex: (k, latent frames) for one call past the native length (the DiT's RoPE, dit_layers.rope_angles).
     """
     context: torch.Tensor
     context_null: Optional[torch.Tensor] = None
@@ -52,6 +53,7 @@ class Conditioning:
     y: Optional[torch.Tensor] = None
     vace_context: Optional[torch.Tensor] = None
     vace_scale: float = 1.0
+    riflex: Optional[tuple] = None
 
     def batch(self, n: int) -> dict:
         """The DiT's keyword arguments for a batch of ``n`` samples with this conditioning (text apart:
@@ -64,6 +66,8 @@ class Conditioning:
         if self.vace_context is not None:
             kw["vace_context"] = _repeat(self.vace_context, n)
             kw["vace_context_scale"] = self.vace_scale
+        if self.riflex is not None:
+            kw["riflex"] = self.riflex
         return kw
 
     def contexts(self, guided: bool) -> list[torch.Tensor]:
@@ -72,10 +76,10 @@ class Conditioning:
 
     def frames(self, a: int, b: int) -> "Conditioning":
         """The latent frames ``a:b`` of the per-frame conditionings (y, vace_context); text and CLIP
-        features are global and kept."""
+        features are global and kept (a window is the native length: no RIFLEx)."""
         def cut(v):
             return None if v is None else v[:, a:b]
-        return replace(self, y=cut(self.y), vace_context=cut(self.vace_context))
+        return replace(self, y=cut(self.y), vace_context=cut(self.vace_context), riflex=None)   # windows: native
 
     def to(self, device) -> "Conditioning":
         def mv(v):

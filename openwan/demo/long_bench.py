@@ -51,7 +51,7 @@ import numpy as np
 from openwan.demo import DEMO_STUDENTS
 
 DEFAULT_PROMPTS = ("a red circle moving to the right", "a green circle staying still", "a blue square moving up")
-METHODS = ("windows", "continue", "none")
+METHODS = ("windows", "continue", "none", "none+riflex")     # none+riflex: one call with RIFLEx on its RoPE
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
            "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
@@ -232,9 +232,12 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                 if out_dir is not None:
                     path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
                 t0 = time.perf_counter()
+                name = method.split("+")[0]
                 kw = {k: v for k, v in sample_kw.items() if (method == "continue" or k not in CONTINUE_ONLY)
-                      and (method != "none" or k != "long_overlap")}        # one call: no windows to overlap
-                out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=method, output_path=path,
+                      and (name != "none" or k != "long_overlap")}        # one call: no windows to overlap
+                if method == "none+riflex":
+                    kw["long_riflex"] = True
+                out = pipe(prompt, frame_num=frame_num, seed=int(seed), long_method=name, output_path=path,
                            overwrite=True, **kw)
                 dt = time.perf_counter() - t0
                 spans = spans_of(out.settings, frame_num, native, base_overlap, base_method)
@@ -427,7 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native "
                                                             "frames, ~5x v2's 33; 321 is 10x v2's)")
     ap.add_argument("--methods", nargs="+", choices=sorted(set(METHODS + EXTEND_METHODS + V2V_METHODS)),
-                    default=None, help="long-video methods ('none' = the naive one-call baseline; default all three); "
+                    default=None, help="long-video methods ('none' = the naive one-call baseline, 'none+riflex' the same "
+                         "with RIFLEx on its RoPE; default windows, continue and none); "
                     "with --extend: extend (openwan's: the latents carried), i2v-chain (each clip from the last "
                     "frame), last-frame (one long video from the last frame: extend on an i2v model); with --v2v: "
                     "continue, continue+pass, windows; default all of them")
@@ -477,7 +481,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--frames must be >= 2, got {a.frames}")
     mode = "extend" if a.extend else "v2v" if a.v2v else None
     allowed = {"extend": EXTEND_METHODS, "v2v": V2V_METHODS}.get(mode, METHODS)
-    a.methods = a.methods or list(allowed)
+    a.methods = a.methods or list(METHODS[:3] if mode is None else allowed)
     wrong = [m for m in a.methods if m not in allowed]
     if wrong:
         raise ValueError(f"--methods {' '.join(wrong)}: {f'with --{mode}' if mode else 'without --extend or --v2v'} "

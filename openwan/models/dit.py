@@ -43,7 +43,7 @@ from openwan.configs import DiTConfig
 from openwan.models.context_cache import ContextCache, Entry
 from openwan.models.dit_layers import (  # noqa: F401  (the pieces, importable from here as before)
     CrossAttention, FeedForward, Head, ImageEmbedding, LayerNorm32, RMSNorm, SelfAttention, TokenRows, VaceBlock,
-    WanBlock, WanLinear, apply_rope, as_dtype, modulate, rope_angles, rope_axis_dims, sinusoid)
+    WanBlock, WanLinear, apply_rope, as_dtype, modulate, riflex_index, rope_angles, rope_axis_dims, sinusoid)
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -148,30 +148,30 @@ class WanModel(nn.Module):
         x = torch.stack([t if t.shape[0] == n else F.pad(t, (0, 0, 0, n - t.shape[0])) for t in toks])
         return x, lens, grids
 
-    def _rope_table(self, grid, device):
+    def _rope_table(self, grid, device, riflex=None):
         """cos, sin [f*h*w, 1, head_dim/2] for one token grid: computed in float64 once, then cached."""
         if torch.compiler.is_compiling():
-            return self._make_rope_table(grid, device)
-        key = (tuple(grid), self.config.head_dim, str(device), self.rope_dtype)
+            return self._make_rope_table(grid, device, riflex)
+        key = (tuple(grid), self.config.head_dim, str(device), self.rope_dtype, riflex)
         table = self._rope_cache.get(key)
         if table is None:
             with torch.inference_mode(False):   # plain tensors: a table made while sampling serves training too
-                table = self._make_rope_table(grid, device)
+                table = self._make_rope_table(grid, device, riflex)
             if len(self._rope_cache) >= 8:      # a server sees few sizes; bound it anyway
                 self._rope_cache.pop(next(iter(self._rope_cache)))
             self._rope_cache[key] = table
         return table
 
-    def _make_rope_table(self, grid, device):
-        ang = rope_angles(grid, self.config.head_dim, device=device)[:, None, :]
+    def _make_rope_table(self, grid, device, riflex=None):
+        ang = rope_angles(grid, self.config.head_dim, device=device, riflex=riflex)[:, None, :]
         return ang.cos().to(self.rope_dtype), ang.sin().to(self.rope_dtype)
 
-    def _rope(self, grids, n, device):
+    def _rope(self, grids, n, device, riflex=None):
         """cos/sin [B, n, 1, head_dim/2]; zero angle (cos 1, sin 0: identity) on padding tokens."""
         if all(g == grids[0] for g in grids) and math.prod(grids[0]) == n:
-            cos, sin = self._rope_table(grids[0], device)
+            cos, sin = self._rope_table(grids[0], device, riflex)
             return cos.expand(len(grids), *cos.shape), sin.expand(len(grids), *sin.shape)
-        tables = [self._rope_table(g, device) for g in grids]
+        tables = [self._rope_table(g, device, riflex) for g in grids]
         pad = [(0, 0, 0, 0, 0, n - c.shape[0]) for c, _ in tables]
         return (torch.stack([F.pad(c, p, value=1.0) for (c, _), p in zip(tables, pad)]),
                 torch.stack([F.pad(s, p) for (_, s), p in zip(tables, pad)]))
@@ -229,7 +229,7 @@ class WanModel(nn.Module):
     def forward(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
                 clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
                 vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0,
-                ctx_cache: Optional[ContextCache] = None):
+                ctx_cache: Optional[ContextCache] = None, riflex: Optional[tuple] = None):
         """Predict the flow v for latents x at integer timesteps t.
 
         x: [B, C, F, H, W] or a list of [C, F_i, H_i, W_i]; t: [B] (or a scalar), or [B, L] with one
@@ -241,16 +241,19 @@ class WanModel(nn.Module):
         ctx_cache: a :class:`~openwan.models.context_cache.ContextCache` kept over the steps of one generation:
         the context's embedding and the blocks' cross-attention keys/values are computed once (inference
         only; the output is bit-identical).
+        riflex: (k, latent frames) for one call over more latent frames than the model was trained on: the RoPE's
+        frame-axis frequency k lowered so the whole length stays within one period of it (dit_layers.rope_angles).
         """
         s = self.embed(x, t, context, clip_fea=clip_fea, y=y,  # s.x [B, L, dim], s.e0 [B, 1 or L, 6, dim]
-                       vace_context=vace_context, vace_context_scale=vace_context_scale, ctx_cache=ctx_cache)
+                       vace_context=vace_context, vace_context_scale=vace_context_scale, ctx_cache=ctx_cache,
+                       riflex=riflex)
         s = self.run_blocks(s)                                 # s.x [B, L, dim] after every block (+ VACE hints)
         return self.run_head(s)                                # [B, out_dim, F, H, W] (a list for list input)
 
     def embed(self, x: TensorOrList, t: torch.Tensor, context: TensorOrList, *,
               clip_fea: Optional[torch.Tensor] = None, y: Optional[TensorOrList] = None,
               vace_context: Optional[TensorOrList] = None, vace_context_scale: float = 1.0,
-              ctx_cache: Optional[ContextCache] = None) -> "State":
+              ctx_cache: Optional[ContextCache] = None, riflex: Optional[tuple] = None) -> "State":
         """Inputs to a :class:`State`: tokens, time embeddings, text (+image) context, RoPE, hints."""
         as_list = not torch.is_tensor(x)
         if as_list:
@@ -267,7 +270,7 @@ class WanModel(nn.Module):
 
         tokens, lens, grids = self._embed(self.patch_embedding, x)         # [B, L, dim], B ints, B x (f, h, w)
         n = tokens.shape[1]
-        rope = self._rope(grids, n, device)                                # cos, sin [B, L, 1, head_dim/2]
+        rope = self._rope(grids, n, device, None if riflex is None else tuple(riflex))   # [B, L, 1, head_dim/2]
         padded = n * b != sum(lens) or (self.sp is not None and n % self.sp.world != 0)
         seq_lens = torch.tensor(lens, dtype=torch.long, device=device) if padded else None   # [B] or None
         if self.sp is not None:  # sequence parallel: keep this process's slice of the tokens

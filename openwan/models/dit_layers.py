@@ -153,18 +153,39 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_angles(grid: Sequence[int], head_dim: int, theta: float = 10000.0,
-                device=None) -> torch.Tensor:
-    """Angles [f*h*w, head_dim/2] (float64) for a token grid, frame slowest (f, h, w row-major)."""
+                device=None, riflex: Optional[tuple] = None) -> torch.Tensor:
+    """Angles [f*h*w, head_dim/2] (float64) for a token grid, frame slowest (f, h, w row-major).
+
+    ``riflex`` = (k, frames): RIFLEx (Zhao et al. 2025, "A free lunch for length extrapolation in video diffusion
+    transformers"): the frame axis's k-th frequency (1-based), the one whose period the model learned as a clip's
+    length, lowered to 0.9 x 2 pi / frames, so that one call over ``frames`` latent frames stays within one
+    period of it (no repetition) while every other frequency is as trained."""
     f, h, w = grid
     out = []
-    for n, a in zip((f, h, w), rope_axis_dims(head_dim)):
+    for i, (n, a) in enumerate(zip((f, h, w), rope_axis_dims(head_dim))):
         freqs = 1.0 / torch.pow(theta, torch.arange(0, a, 2, dtype=torch.float64, device=device) / a)
+        if i == 0 and riflex is not None:
+            k, frames = riflex
+            freqs[k - 1] = 0.9 * 2 * math.pi / frames
         out.append(torch.outer(torch.arange(n, dtype=torch.float64, device=device), freqs))
     af, ah, aw = out
     angles = torch.cat([af[:, None, None, :].expand(f, h, w, -1),
                         ah[None, :, None, :].expand(f, h, w, -1),
                         aw[None, None, :, :].expand(f, h, w, -1)], dim=-1)
     return angles.reshape(f * h * w, -1)
+
+
+def riflex_index(head_dim: int, native_frames: int, theta: float = 10000.0) -> int:
+    """RIFLEx's frequency (1-based, on the frame axis) for a model trained on clips of ``native_frames`` latent
+    frames: the first whose period exceeds twice that length, where a one-call video starts to repeat (Wan 2.1 /
+    2.2: 6, the index the Wan ports use, period 51 latent frames against their 21; the embedded demo: 2, period 29
+    against its 9)."""
+    a = rope_axis_dims(head_dim)[0]
+    periods = [2 * math.pi * theta ** (j / a) for j in range(0, a, 2)]
+    for k, period in enumerate(periods, start=1):
+        if period > 2 * native_frames:
+            return k
+    return len(periods)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

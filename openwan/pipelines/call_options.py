@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 # long_context_noise (0 <= sigma < 1; default: the variant's with the expert, else 0): ``continue`` on a TI2V model
 # gives the carried frames at noise level sigma and says so in their timestep (Diffusion Forcing); long_refine
 # (0 <= sigma < 1; default: the variant's under ``continue``, else 0): after ``continue``, the whole latent noised to
-# sigma and denoised again by the ``windows`` method, redrawing the seams (openwan.pipelines.long.refine); prompt_extend
+# sigma and denoised again by the ``windows`` method, redrawing the seams (openwan.pipelines.long.refine); long_riflex
+# (True: the model's frequency; an int k; default off): with long_method="none", RIFLEx on the DiT's RoPE for the one
+# call over every latent frame (openwan.models.dit_layers.rope_angles); prompt_extend
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
 # guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 # two_objects ("compose" / "expert"; default compose): how the embedded demo draws a prompt naming two objects, up to
 # 4 (openwan.pipelines.compose), or two with its two-object expert.
 CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
-                "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps",
+                "long_riflex", "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames", "num_inference_steps",
                 "guidance_scale", "generator", "two_objects", "return_dict", "num_videos_per_prompt")
 TWO_OBJECT_METHODS = ("compose", "expert")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
@@ -202,12 +204,13 @@ class CallOptions:
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)
         expert, noise, refine = self._continue_options(opts)
+        riflex = self._riflex_option(opts)
         total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
         window = latent_frames(native, self.vae.temporal_ratio)
         if long is None and not (method == "none" and total > window):
             given = [f"long_{k}" for k, v in (("method", opts.get("method") not in (None, "auto", "none")),
                                                 ("overlap", opts.get("overlap") is not None), ("expert", expert),
-                                                ("context_noise", noise), ("refine", refine)) if v]
+                                                ("context_noise", noise), ("refine", refine), ("riflex", riflex)) if v]
             if given:                   # the native length: today's single pass, which these (set, not off) never touch
                 warnings.warn(f"{', '.join(given)} had no effect: {job.settings.get('frame_num', native)} frames fit "
                               f"the model's native length ({native} frames), which is made in one pass; the long-video "
@@ -225,11 +228,19 @@ class CallOptions:
         if expert and name != "continue":
             raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
                              f"long_method='continue', not {name!r}: use long_method='continue'")
+        if riflex and long is not None:
+            raise ValueError(f"long_riflex changes the DiT's RoPE for one call over more latent frames than it was "
+                             f"trained on (long_method='none'); the {name!r} method runs windows of the native length, "
+                             f"which need none: use long_method='none' or leave long_riflex unset")
         if long is None and opts.get("overlap") is not None:
             raise ValueError("long_overlap is the latent frames neighbouring windows share; long_method='none' makes "
                              "the video in one call, without windows: leave long_overlap unset")
         if long is None:                              # recorded, so that --from replays it as one call
             job.settings["long_video"] = {"method": "none", "latent_frames": total, "window": window}
+            if riflex:
+                k = self._riflex_index(riflex, window)
+                job.cond = dataclasses.replace(job.cond, riflex=(k, total))
+                job.settings["long_video"]["riflex"] = k
             self._warn_unshared(None)
             return
         if long.method == "continue":
@@ -261,6 +272,28 @@ class CallOptions:
         noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
         refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
         return expert, noise, refine
+
+    @staticmethod
+    def _riflex_option(opts: dict):
+        """The call's ``long_riflex``: None / False (off), True (the model's frequency) or a frequency index >= 1."""
+        value = opts.get("riflex")
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value >= 1:
+            return value
+        raise ValueError(f"long_riflex must be True (the model's RoPE frequency), False, or the frequency's index "
+                         f"(an integer >= 1, 1 the fastest), got {value!r}")
+
+    def _riflex_index(self, riflex, window: int) -> int:
+        """The frame-axis RoPE frequency RIFLEx lowers: the model's (``True``) or the one given, checked."""
+        from openwan.models.dit_layers import riflex_index, rope_axis_dims
+        head_dim = self.dit.config.head_dim
+        n = rope_axis_dims(head_dim)[0] // 2
+        k = riflex_index(head_dim, window) if riflex is True else riflex
+        if k > n:
+            raise ValueError(f"long_riflex={k}: the DiT's frame axis has {n} RoPE frequencies (1 the fastest); give "
+                             f"one of 1-{n}, or True for the model's own ({riflex_index(head_dim, window)})")
+        return k
 
     def _with_continue_options(self, long, expert, noise, refine):
         """A ``continue`` plan with its options: the refinement pass from ``refine`` (0 / None: none), the checkpoint's
@@ -347,7 +380,7 @@ class CallOptions:
         if "fps" in kwargs:
             fps = kwargs.pop("fps")
             self._pending["fps"] = None if fps is None else output_fps(fps)
-        for key in ("long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine"):
+        for key in ("long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine", "long_riflex"):
             if key in kwargs:
                 value = kwargs.pop(key)
                 if value is not None:

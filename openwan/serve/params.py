@@ -32,7 +32,8 @@ KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num":
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
          "model": "str", "lora": "any", "step_cache": "any", "long_method": "str", "long_overlap": "int",
          "long_expert": "bool",
-         "long_context_noise": "float", "long_refine": "float", "prompt_extend": "str", "two_objects": "str"}
+         "long_context_noise": "float", "long_refine": "float", "long_riflex": "any", "prompt_extend": "str",
+         "two_objects": "str"}
 
 
 class RequestError(ValueError):
