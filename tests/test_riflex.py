@@ -3,6 +3,7 @@ frequency lowered to stay within one period over the whole video; every other an
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from dit_helpers import inputs, rand_model, tiny
@@ -81,6 +82,9 @@ def test_where_it_does_not_apply_it_says_so(demo):
         demo(p, long_riflex=9, **KW)
     with pytest.raises(ValueError, match="long_riflex must be True"):
         demo(p, long_riflex="yes", **KW)
+    with pytest.raises(ValueError, match="long_riflex is for one DiT call over a whole video .* extend continues"):
+        demo(p, extend=np.zeros((33, 128, 128, 3), np.uint8), frame_num=65, sample_steps=1, output_type="latent",
+             long_riflex=True)
     with pytest.warns(UserWarning, match="long_riflex had no effect: 33 frames fit the model's native length"):
         demo(p, frame_num=33, sample_steps=1, output_type="latent", long_riflex=True)
 

@@ -243,6 +243,9 @@ def check_task(pipe, job, long_opts: dict) -> None:
     if method not in (None, "auto", "continue"):
         raise ValueError(f"extend continues the video window by window (long_method='continue'); long_method="
                          f"{method!r} does not take a source: leave long_method unset")
+    if pipe._riflex_option(long_opts):
+        raise ValueError("long_riflex is for one DiT call over a whole video (long_method='none'); extend continues "
+                         "the video window by window at the native length: leave long_riflex unset")
 
 
 def fit_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
