@@ -257,7 +257,8 @@ def _generate_one(a, pipe, prompt: str, dist_run, t0: float, line: Optional[dict
         kw["long_riflex"] = a.long_riflex
     for name in ("image", "first_frame", "last_frame", "src_video", "src_mask", "src_ref_images", "strength",
                  "context_scale", "src_fps", "step_cache", "lora", "fps", "extend", "long_method", "long_overlap", "tile",
-                 "guide_boundary", "long_context_noise", "long_refine", "prompt_extend", "two_objects"):
+                 "guide_boundary", "guide_method", "long_context_noise", "long_refine", "prompt_extend",
+                 "two_objects"):
         if getattr(a, name) is not None:
             kw[name] = getattr(a, name)
     kw = {k: v for k, v in kw.items() if v is not None or k in ("negative_prompt",)}

@@ -80,6 +80,10 @@ def generate_parser(sub, func):
                    help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v); Wan 2.2 "
                         "A14B: one value for both experts or LOW,HIGH (low-noise, high-noise expert; 3.0,4.0 for "
                         "t2v-A14B); one-DiT models: LOW,HIGH with --guide_boundary is a guidance interval")
+    p.add_argument("--guide_method", choices=["cfg", "cfg-zero-star"], default=None,
+                   help="how a guided step combines its two passes: cfg (classifier-free guidance, the default) or "
+                        "cfg-zero-star (CFG-Zero*: the unconditional velocity scaled by its projection first, and "
+                        "zero velocity on the first step from pure noise)")
     p.add_argument("--guide_boundary", type=float, default=None, metavar="B",
                    help="with --sample_guide_scale LOW,HIGH on a one-DiT model: HIGH guides the steps whose "
                         "timestep t >= B x 1000 (the high-noise ones), LOW the rest (a guidance interval; LOW 1 "

@@ -14,7 +14,8 @@ SETTING_FLAGS = {"prompt": "prompt", "neg_prompt": "negative_prompt", "size": "s
                  "src_ref_images": "src_ref_images", "strength": "strength", "context_scale": "context_scale",
                  "src_fps": "src_fps", "step_cache": "step_cache", "lora": "lora", "fps": "fps", "dtype": "dtype",
                  "long_method": "long_method", "long_overlap": "long_overlap", "tile": "tile",
-                 "guide_boundary": "guide_boundary", "two_objects": "two_objects", "extend": "extend"}
+                 "guide_boundary": "guide_boundary", "guide_method": "guide_method", "two_objects": "two_objects",
+                 "extend": "extend"}
 
 
 def load_record(path: str) -> dict:

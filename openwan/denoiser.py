@@ -28,9 +28,12 @@ from typing import Callable, Optional
 import torch
 
 from openwan.models.context_cache import ContextCache
-from openwan.sampling import Step, cfg
+from openwan.sampling import Step, cfg, cfg_zero_star
 
-__all__ = ["Conditioning", "Guidance", "Denoiser", "Wrapper", "Step"]
+__all__ = ["Conditioning", "Guidance", "Denoiser", "Wrapper", "Step", "GUIDE_METHODS"]
+
+# How a guided step combines its two passes (Guidance.method): classifier-free guidance, or CFG-Zero*.
+GUIDE_METHODS = ("cfg", "cfg-zero-star")
 
 
 def _repeat(v: torch.Tensor, n: int) -> torch.Tensor:
@@ -102,6 +105,18 @@ class Guidance:
     cfg_batch: bool = True
     boundary: Optional[float] = None
     share: Optional[object] = None      # two processes: one pass each (openwan.parallel.cfg.CfgShare)
+    method: str = "cfg"                 # or "cfg-zero-star" (GUIDE_METHODS)
+
+    def combine(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float, step: Step) -> torch.Tensor:
+        """The guided velocity of a guided step: classifier-free guidance, or CFG-Zero* (its optimized scale, and
+        zero velocity on the first step of a run from pure noise: its "zero-init", where the model's first estimate
+        is least accurate; every solver's grid from noise starts above sigma 0.99, UniPC's at 0.9997; a
+        video-to-video or refinement start below has none)."""
+        if self.method == "cfg":
+            return cfg(cond, uncond, scale)
+        if step.i == 0 and float(step.sigma) > 0.99:
+            return torch.zeros_like(cond)
+        return cfg_zero_star(cond, uncond, scale)
 
     def guides(self, cond: "Conditioning", step: Optional[Step] = None) -> bool:
         """Whether ``step`` (None: any step) is guided: its scale is not 1 and ``cond`` has a negative context."""
@@ -176,18 +191,18 @@ class Denoiser:
             context = c.context if share.rank == 0 else c.context_null
             cond, uncond = counted(self.stats, share, lambda: share.pair(
                 self._forward(x[None].to(dt), t, [context], c.batch(1))[0].float()))
-            return cfg(cond, uncond, scale)
+            return self.guidance.combine(cond, uncond, scale, step)
         if guided and self.guidance.cfg_batch:
             # [x, x] as a view (batch stride 0): the DiT patch-embeds it once
             out = self._forward(x.to(dt)[None].expand(2, *x.shape), t.expand(2, *t.shape[1:]), c.contexts(True),
                                 c.batch(2))   # t [1] or per token [1, L]
-            return cfg(out[0].float(), out[1].float(), scale)
+            return self.guidance.combine(out[0].float(), out[1].float(), scale, step)
         kw = c.batch(1)
         cond = self._forward(x[None].to(dt), t, [c.context], kw)[0].float()
         if not guided:
             return cond
         uncond = self._forward(x[None].to(dt), t, [c.context_null], kw)[0].float()
-        return cfg(cond, uncond, scale)
+        return self.guidance.combine(cond, uncond, scale, step)
 
 
 class Wrapper:

@@ -525,6 +525,16 @@ def cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
+def cfg_zero_star(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """CFG-Zero*'s optimized scale (Fan et al. 2025, "CFG-Zero*: improved classifier-free guidance for flow
+    matching models"): the unconditional velocity first scaled by ``s = <cond, uncond> / |uncond|^2`` (over the
+    whole sample: the projection of ``cond`` on it), then ``s uncond + scale * (cond - s uncond)``; scale 1 gives
+    ``cond``. (Its other half, zero velocity on the first step from pure noise, is the Denoiser's:
+    ``Guidance(method="cfg-zero-star")``.)"""
+    s = (cond * uncond).sum() / ((uncond * uncond).sum() + 1e-8)
+    return s * uncond + scale * (cond - s * uncond)
+
+
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma) -> torch.Tensor:
     """Forward process ``(1 - sigma) * x0 + sigma * noise``.
 

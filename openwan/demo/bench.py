@@ -255,6 +255,8 @@ def main(argv=None) -> int:
                     help="guidance (default: the model's); LOW,HIGH with --guide_boundary: a guidance interval")
     ap.add_argument("--guide_boundary", type=float, default=None, metavar="B",
                     help="with LOW,HIGH: HIGH guides the steps at timestep >= B x 1000")
+    ap.add_argument("--guide_method", choices=["cfg", "cfg-zero-star"], default=None,
+                    help="how a guided step combines its passes (the pipeline's guide_method; default cfg)")
     ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
     ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",
                     help="step cache for every video (e.g. easycache, easycache:0.1; default none)")
@@ -320,7 +322,7 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t0
     kw = {k: v for k, v in dict(sample_steps=a.sample_steps, sample_shift=a.sample_shift,
                                 guide_scale=a.sample_guide_scale, guide_boundary=a.guide_boundary,
-                                sample_solver=a.sample_solver, step_cache=a.step_cache,
+                                guide_method=a.guide_method, sample_solver=a.sample_solver, step_cache=a.step_cache,
                                 prompt_extend=a.prompt_extend, two_objects=a.two_objects).items()
           if v is not None}
     d = pipe.defaults()
@@ -337,6 +339,8 @@ def main(argv=None) -> int:
         settings["two_objects"] = a.two_objects or "compose"
     if isinstance(settings["guide_scale"], (tuple, list)):
         settings["guide_boundary"] = kw.get("guide_boundary", d.boundary)
+    if a.guide_method not in (None, "cfg"):
+        settings["guide_method"] = a.guide_method
     if d.timesteps and steps == len(d.timesteps):
         settings["timesteps"] = list(d.timesteps)
     if task != "t2v":

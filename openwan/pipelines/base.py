@@ -316,7 +316,10 @@ class WanPipeline(CallOptions):
         boundary = None
         if isinstance(sp.guide_scale, tuple) and not self.two_experts:      # a guidance interval
             boundary = settings["guide_boundary"] = self.guide_boundary()
-        guidance = Guidance(sp.guide_scale, cfg_batch, boundary, share=self.cfg_share)
+        method = getattr(self, "_guide_method", None) or "cfg"
+        if method != "cfg":
+            settings["guide_method"] = method
+        guidance = Guidance(sp.guide_scale, cfg_batch, boundary, share=self.cfg_share, method=method)
         if self.cfg_share is not None and not guidance.guides(cond):
             warnings.warn("CFG parallel splits the two passes of guidance; this call is not guided (guide scale 1), "
                           "so both processes run all of it", stacklevel=4)

@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 # call over every latent frame (openwan.models.dit_layers.rope_angles); prompt_extend
 # ("world" / "off"; default: the variant's): the prompt rewritten into the model's training wording
 # (openwan.prompt_extend); tile: VAE decode in spatial tiles (pixels, or True for 256); guide_boundary: with
-# guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); height/width/num_frames/
+# guide_scale=(low, high), the guidance interval's switch (openwan.denoiser.Guidance); guide_method ("cfg" or
+# "cfg-zero-star"; default cfg): how a guided step combines its two passes (Guidance.method); height/width/num_frames/
 # num_inference_steps/guidance_scale/generator: diffusers' names (and its return_dict; num_videos_per_prompt 1 only);
 # two_objects ("compose" / "expert"; default compose): how the embedded demo draws a prompt naming two objects, up to
 # 4 (openwan.pipelines.compose), or two with its two-object expert.
 CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
-                "long_riflex", "prompt_extend", "tile", "guide_boundary", "height", "width", "num_frames",
+                "long_riflex", "prompt_extend", "tile", "guide_boundary", "guide_method", "height", "width", "num_frames",
                 "num_inference_steps", "guidance_scale", "generator", "two_objects", "return_dict", "num_videos_per_prompt")
 TWO_OBJECT_METHODS = ("compose", "expert")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
@@ -98,7 +99,9 @@ class CallOptions:
                 kwargs = validate.for_pipeline(self, dict(kwargs, prompt=prompt, guide_boundary=boundary),
                                                dit_frames=native if long_on else None)
                 boundary = kwargs.pop("guide_boundary")
+                method = self._guide_method_option(pending.get("guide_method")) if outer else self._guide_method
                 if outer:
+                    self._guide_method = method
                     self._two_objects = self._two_object_method(pending.get("two_objects"))
                     self.warn_outside_world(original, look_given=bool(kwargs.get("src_ref_images")))   # as written
                     self._guide_boundary, self._preparing = boundary, True
@@ -274,6 +277,17 @@ class CallOptions:
         return expert, noise, refine
 
     @staticmethod
+    def _guide_method_option(value):
+        """The call's ``guide_method`` (None: "cfg"), checked against :data:`openwan.denoiser.GUIDE_METHODS`."""
+        from openwan.denoiser import GUIDE_METHODS
+        if value is None:
+            return "cfg"
+        if value not in GUIDE_METHODS:
+            raise ValueError(f"guide_method must be one of {list(GUIDE_METHODS)} (cfg: classifier-free guidance; "
+                             f"cfg-zero-star: CFG-Zero*'s optimized scale and zero first step), got {value!r}")
+        return value
+
+    @staticmethod
     def _riflex_option(opts: dict):
         """The call's ``long_riflex``: None / False (off), True (the model's frequency) or a frequency index >= 1."""
         value = opts.get("riflex")
@@ -371,6 +385,8 @@ class CallOptions:
             self._pending["tile"] = kwargs.pop("tile")
         if "guide_boundary" in kwargs:
             self._pending["guide_boundary"] = kwargs.pop("guide_boundary")
+        if "guide_method" in kwargs:
+            self._pending["guide_method"] = kwargs.pop("guide_method")
         if "prompt_extend" in kwargs:
             self._pending["prompt_extend"] = kwargs.pop("prompt_extend")
         if "two_objects" in kwargs:

@@ -221,7 +221,8 @@ class MixtureOfExperts:
         low_s, high_s = guidance.scale if isinstance(guidance.scale, tuple) else (guidance.scale,) * 2
 
         def expert(name, scale):
-            d = Denoiser(self.experts[name], cond, Guidance(scale, guidance.cfg_batch, share=guidance.share))
+            d = Denoiser(self.experts[name], cond, Guidance(scale, guidance.cfg_batch, share=guidance.share,
+                                                        method=guidance.method))
             if windows is not None:
                 from openwan.long_video import Windowed
                 d = Windowed(d, *windows)
