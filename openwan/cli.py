@@ -59,6 +59,8 @@ def cmd_generate(a) -> int:
         value = getattr(a, flag.lstrip("-"), None)
         if value is not None and str(value).lower() not in ("false", "0", "none"):
             raise CLIError(f"{flag} (from the reference generate.py) is not supported: {why}")
+    if a.convert_model_dtype and a.dtype is None:     # the reference's flag: its models in bf16 (param_dtype)
+        a.dtype = "bf16"
     if a.lora is not None and a.lora and isinstance(a.lora[0], dict):   # from a --from settings record
         a.lora = [(f"{d['expert']}:" if d.get("expert") else "") + f"{d['path']}:{d['strength']}" for d in a.lora]
     prompt = a.prompt_pos or a.prompt

@@ -21,7 +21,6 @@ UNSUPPORTED_OFFICIAL_FLAGS = {
     "--prompt_extend_method": "LLM prompt extension is not implemented (see --use_prompt_extend)",
     "--prompt_extend_model": "LLM prompt extension is not implemented (see --use_prompt_extend)",
     "--prompt_extend_target_lang": "LLM prompt extension is not implemented (see --use_prompt_extend)",
-    "--convert_model_dtype": "openwan picks the dtype with --dtype (auto, fp32, bf16)",
 }
 
 
@@ -33,6 +32,15 @@ def offload_choice(value: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose none, sequential, True, False, "
                                          f"blocks[:N] or auto)") from None
+
+
+def _flag_value(text) -> bool:
+    """A reference-style boolean flag's value: given bare (True) or as true / false."""
+    if text is True or str(text).lower() in ("true", "1", "yes"):
+        return True
+    if str(text).lower() in ("false", "0", "no", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def riflex_value(text):
@@ -155,6 +163,9 @@ def generate_parser(sub, func):
                         "model's own (Wan: 6; the demo: 2). Off by default")
     for flag, why in UNSUPPORTED_OFFICIAL_FLAGS.items():
         p.add_argument(flag, default=None, nargs="?", const=True, help=argparse.SUPPRESS)
+    p.add_argument("--convert_model_dtype", nargs="?", const=True, default=None, type=_flag_value,
+                   help="the reference's (Wan 2.2): the models in bf16, as its config's param_dtype; the same as "
+                        "--dtype bf16 (an explicit --dtype wins)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--ulysses_size", type=int, default=None,

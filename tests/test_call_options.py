@@ -120,6 +120,10 @@ def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
     capsys.readouterr()
     assert main(["generate", "x", "--ring_size", "2"]) == 2
     assert "--ring_size (from the reference generate.py) is not supported: ring attention" in capsys.readouterr().err
+    bf16 = tmp_path / "bf16.mp4"                      # the reference's --convert_model_dtype: bf16, as --dtype bf16
+    assert main(["generate", "a red circle moving to the right", "--sample_steps", "2", "--convert_model_dtype",
+                 "-o", str(bf16), "--quiet"]) == 0
+    assert json.loads(bf16.with_suffix(".json").read_text())["openwan"]["dtype"] == "bf16"
     with pytest.raises(SystemExit):                                       # argparse: invalid choice
         main(["generate", "x", "--offload_model", "maybe"])
     assert "invalid choice 'maybe' (choose none, sequential, True, False, blocks[:N] or auto)" in capsys.readouterr().err
