@@ -71,6 +71,7 @@ def _as_text_encoder(text_encoder) -> Callable[[list], list]:
 
 
 TASKS = ("t2v", "i2v", "flf2v", "vace")
+IMAGE_TASKS = ("i2v", "flf2v")          # the tasks whose cache holds an image condition (CLIP features too)
 
 
 def sample_name(sample: Sample, buckets: Sequence, target_fps: Optional[float], task: str = "t2v") -> str:
@@ -88,7 +89,7 @@ def _image_conditioner(task: str, vae, image_encoder) -> Optional[Callable[[torc
     """video [3, F, H, W] -> {"y", "clip_fea"} for i2v / flf2v (None for t2v and vace)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    if task in ("t2v", "vace"):
+    if task not in IMAGE_TASKS:
         return None
     if not (hasattr(vae, "encode") and hasattr(vae, "temporal_ratio")):
         raise TypeError(f"task {task!r} builds the image condition with the VAE: give a WanVAE, not a callable")
@@ -108,7 +109,7 @@ def _image_conditioner(task: str, vae, image_encoder) -> Optional[Callable[[torc
     return condition
 
 
-def _vace_conditioner(vae, buckets, target_fps):
+def _vace_conditioner(vae, target_fps):
     """(sample, video [3, F, H, W], bucket, clip size) -> {"vace_context"}: the sample's control and mask fitted to
     its clip (:func:`openwan.training.data.prepare_aligned`), encoded as the VACE pipeline encodes them."""
     if not (hasattr(vae, "encode") and hasattr(vae, "spatial_ratio")):
@@ -143,7 +144,7 @@ def cache_latents(data_file: Union[str, Path, Sequence[Sample]], out_dir: Union[
     encode_video = _as_video_encoder(vae)
     encode_text = _as_text_encoder(text_encoder)
     image_cond = _image_conditioner(task, vae, image_encoder)
-    vace_cond = _vace_conditioner(vae, buckets, target_fps) if task == "vace" else None
+    vace_cond = _vace_conditioner(vae, target_fps) if task == "vace" else None
     if task != "vace" and any(s.control is not None or s.mask is not None for s in samples):
         raise ValueError(f"the captions give control videos or masks, which only VACE training reads: cache with "
                          f"task 'vace' (--task vace), or remove those columns for task {task!r}")
@@ -219,7 +220,7 @@ def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path,
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if ckpt_dir is None and (vae_path is None or text_encoder_path is None):
         raise ValueError("give ckpt_dir, or both vae_path and text_encoder_path")
-    if task in ("i2v", "flf2v") and ckpt_dir is None and image_encoder_path is None:
+    if task in IMAGE_TASKS and ckpt_dir is None and image_encoder_path is None:
         raise ValueError(f"task {task!r} needs the CLIP image encoder: give ckpt_dir or image_encoder_path")
     if ckpt_dir is not None and str(ckpt_dir) == "demo":   # the embedded demo model, as model.path: demo
         from openwan.demo import demo_checkpoint_dir
@@ -228,7 +229,7 @@ def cache_latents_from_checkpoint(data_file, out_dir, ckpt_dir: Union[str, Path,
     vae = WanVAE.from_pretrained(vae_path or ckpt_dir, device=dev)
     te = TextEncoder.from_pretrained(text_encoder_path or ckpt_dir, device=dev)
     ie = None
-    if task in ("i2v", "flf2v"):
+    if task in IMAGE_TASKS:
         from openwan.models.image_encoder import ImageEncoder
         ie = ImageEncoder.from_pretrained(image_encoder_path or ckpt_dir, device=dev)
     return cache_latents(data_file, out_dir, vae, te, buckets, target_fps=target_fps, dtype=dtype, progress=progress,

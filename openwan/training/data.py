@@ -211,6 +211,18 @@ def load_media(path: Union[str, Path]) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
+def _cover_crop(x: torch.Tensor, height: int, width: int, **interpolation) -> torch.Tensor:
+    """float [N, C, H0, W0] scaled (aspect kept) so it covers height x width (``F.interpolate`` with
+    ``interpolation``), then its center cropped: the geometry every frame of a sample shares (clip, control, mask)."""
+    h0, w0 = x.shape[-2:]
+    scale = max(height / h0, width / w0)
+    nh, nw = max(height, round(h0 * scale)), max(width, round(w0 * scale))
+    if (nh, nw) != (h0, w0):
+        x = F.interpolate(x, size=(nh, nw), **interpolation)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return x[:, :, top:top + height, left:left + width]
+
+
 def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
     """uint8 [F, H0, W0, 3] -> float [3, F, height, width] in [-1, 1].
 
@@ -218,13 +230,7 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Ten
     crops the center.
     """
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # [F, 3, H0, W0]
-    h0, w0 = x.shape[-2:]
-    scale = max(height / h0, width / w0)
-    nh, nw = max(height, round(h0 * scale)), max(width, round(w0 * scale))
-    if (nh, nw) != (h0, w0):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    x = x[:, :, top:top + height, left:left + width]
+    x = _cover_crop(x, height, width, mode="bilinear", align_corners=False, antialias=True)
     return (x / 127.5 - 1.0).clamp_(-1, 1).permute(1, 0, 2, 3).contiguous()
 
 
@@ -256,8 +262,8 @@ def prepare_aligned(path: Union[str, Path], clip_size: tuple, bucket: Bucket, ta
                     what: str, mask: bool = False) -> torch.Tensor:
     """A clip's companion file (a VACE control video, or a mask video / image) in the clip's ``bucket``: the same
     frame resampling, resize and crop as the clip (of ``clip_size``: its height, width), so every pixel lines up.
-    A control gives [3, F, H, W] in [-1, 1]; a mask (``mask=True``, its first channel, white = generate; one image for every frame; resized by
-    nearest neighbour) [F, H, W] in [0, 1]. Raises ValueError naming the file when it cannot line up: another
+    A control gives [3, F, H, W] in [-1, 1]; a mask (``mask=True``, its first channel, white = generate; one image
+    for every frame; resized by nearest neighbour) [F, H, W] in [0, 1]. Raises ValueError naming the file when it cannot line up: another
     aspect ratio than the clip's, or fewer frames than the bucket (a mask may be one image)."""
     path = Path(path)
     h0, w0 = clip_size
@@ -279,12 +285,7 @@ def prepare_aligned(path: Union[str, Path], clip_size: tuple, bucket: Bucket, ta
     if not mask:
         return resize_center_crop(frames[idx], bucket[1], bucket[2])
     m = torch.from_numpy(np.ascontiguousarray(frames[idx][..., 0])).float() / 255.0      # [F, H0, W0]
-    h1, w1 = m.shape[-2:]
-    scale = max(bucket[1] / h1, bucket[2] / w1)
-    nh, nw = max(bucket[1], round(h1 * scale)), max(bucket[2], round(w1 * scale))
-    m = F.interpolate(m[None], size=(nh, nw), mode="nearest-exact")[0]
-    top, left = (nh - bucket[1]) // 2, (nw - bucket[2]) // 2
-    return m[:, top:top + bucket[1], left:left + bucket[2]].contiguous()
+    return _cover_crop(m[:, None], bucket[1], bucket[2], mode="nearest-exact")[:, 0].contiguous()
 
 
 class MediaDataset(torch.utils.data.Dataset):
@@ -405,8 +406,8 @@ class CachedLatentDataset(LatentDataset):
 
 
 def collate(items: Sequence[dict]) -> dict:
-    """Stack latents (and y, vace_context) of one bucket; contexts stay a list (prompts differ in length). Any other tensor
-    an item carries (per-sample data for an objective, e.g. a flag or an extra latent) is stacked under
+    """Stack latents (and y, vace_context) of one bucket; contexts stay a list (prompts differ in length). Any other
+    tensor an item carries (per-sample data for an objective, e.g. a flag or an extra latent) is stacked under
     ``out["extra"][name]``; every item of a batch must carry the same ones."""
     out = {"latent": torch.stack([it["latent"].float() for it in items]),
            "context": [it["context"].float() for it in items]}
