@@ -87,6 +87,18 @@ def test_validate_every_zero_samples_at_the_end_only_and_bad_settings_are_named(
                        validation=VALIDATION))
 
 
+def test_a_model_of_another_architecture_is_named_before_training(ckpt_and_data, tmp_path):
+    """The model being trained must be the checkpoint's architecture (its VAE and text encoder sample it): another
+    depth is refused at the start with the fields that differ."""
+    from openwan.models.dit import WanModel
+    ckpt, root = ckpt_and_data
+    other = WanModel.from_pretrained(ckpt)
+    other = WanModel(other.config.replace(num_layers=other.config.num_layers + 1))
+    with pytest.raises(ValueError, match=r"validation: the model being trained is not the architecture of .* "
+                                         r"\(the checkpoint's vs the model's: num_layers 2 vs 3\)"):
+        Trainer(_cfg(root, ckpt, tmp_path / "x", validation=VALIDATION), model=other)
+
+
 def test_the_checkpoints_dit_is_not_loaded_a_second_time(ckpt_and_data, tmp_path, monkeypatch):
     """The validation pipeline is built around the model being trained: of the checkpoint's DiT it reads the config
     (on the meta device), not a second copy of the weights (a 14B model's 28 GB)."""

@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import torch
 
 from openwan.configs import SampleDefaults, Variant, get_variant
+from openwan.weight_files import CheckpointError
 
 PathLike = Union[str, Path]
 
@@ -81,7 +82,7 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
     untouched), nothing read for it but the folder's config, which its architecture must match (as diffusers'
     ``from_pretrained(..., transformer=model)``).
     """
-    from openwan.checkpoints import CheckpointError, matching_variants
+    from openwan.checkpoints import matching_variants
     from openwan.models.dit import WanModel
     from openwan.models.text_encoder import TextEncoder
     from openwan.models.vaes import load_vae
@@ -138,12 +139,10 @@ def load_components(path: PathLike, *, variant: Optional[Union[str, Variant]] = 
                                   f"{ref.dim}, {ref.num_layers} layers): {e}") from None
     elif given is not None:             # checked against the folder's config (headers only, on meta)
         ref = load_dit(lay.dits[0], dit_dtype, torch.device("meta"), stored.dit if stored else None).config
-        cfg = getattr(given, "config", None)
-        differ = [f"{k} {getattr(ref, k)} vs {getattr(cfg, k, None)}" for k in ARCHITECTURE if
-                  getattr(ref, k) != getattr(cfg, k, None)]
+        differ = config_mismatch(ref, getattr(given, "config", None), ARCHITECTURE)
         if differ:
-            raise CheckpointError(f"dit: the given model is not a DiT of {path}'s architecture (the folder's vs "
-                                  f"the model's: {', '.join(differ)})")
+            raise ArchitectureMismatch(f"dit: the given model is not a DiT of {path}'s architecture (the folder's "
+                                       f"vs the model's: {differ})", differ)
         dit = given
     else:
         dit = load_dit(lay.dits[0], dit_dtype, home, stored.dit if stored else None)
@@ -226,11 +225,26 @@ EXPERT_SIZE = ("dim", "ffn_dim", "num_heads", "num_layers")
 ARCHITECTURE = ("model_type", *EXPERT_INTERFACE, *EXPERT_SIZE, "freq_dim", "vace_layers", "vace_in_dim")
 
 
+def config_mismatch(ref, other, fields) -> str:
+    """The ``fields`` in which DiT config ``other`` differs from ``ref``, as "field ref vs other" ('' where it
+    fits)."""
+    return ", ".join(f"{k} {getattr(ref, k)} vs {getattr(other, k, None)}" for k in fields
+                     if getattr(ref, k) != getattr(other, k, None))
+
+
 def expert_mismatch(main, expert) -> str:
     """The :data:`EXPERT_INTERFACE` fields in which an expert's DiT config differs from the main DiT's, as
     "field main vs expert" ('' where it fits)."""
-    return ", ".join(f"{k} {getattr(main, k)} vs {getattr(expert, k)}" for k in EXPERT_INTERFACE
-                     if getattr(main, k) != getattr(expert, k))
+    return config_mismatch(main, expert, EXPERT_INTERFACE)
+
+
+class ArchitectureMismatch(CheckpointError):
+    """A DiT given to ``load_components(dit=model)`` that is not of the checkpoint's architecture; ``differ``: where
+    (:func:`config_mismatch` over :data:`ARCHITECTURE`, the checkpoint's vs the model's)."""
+
+    def __init__(self, message: str, differ: str):
+        super().__init__(message)
+        self.differ = differ
 
 
 # With dtype="auto", a CPU model smaller than this computes in fp32 even where bf16 is fast: its matrices are

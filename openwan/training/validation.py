@@ -40,26 +40,25 @@ def make_sampler(cfg, module: nn.Module, device: torch.device, out: Path,
                  rank: int = 0) -> Callable[[nn.Module, int], None]:
     """The Trainer's ``on_validate`` hook for ``cfg.validation`` (see the module docstring)."""
     from openwan import validate
-    from openwan.checkpoints import CheckpointError
     from openwan.pipelines import load_pipeline
     from openwan.pipelines.base import PROMPT_MEMO_MAX
+    from openwan.pipelines.components import ARCHITECTURE, ArchitectureMismatch, config_mismatch
     vc = cfg.validation
     expert = cfg.model.expert          # Wan 2.2 A14B: the trained expert samples beside the other, as loaded
-    mismatch = (f"validation: the model being trained (dim {module.config.dim}, {module.config.num_layers} layers) "
-                f"is not the architecture of {_source(cfg)}, whose VAE and text encoder sample it; point "
-                f"data.ckpt_dir at a checkpoint of the same model")
+
+    def mismatch(differ: str) -> ValueError:
+        return ValueError(f"validation: the model being trained is not the architecture of {_source(cfg)}, whose VAE "
+                          f"and text encoder sample it (the checkpoint's vs the model's: {differ}); point "
+                          f"data.ckpt_dir at a checkpoint of the same model")
     try:            # one DiT: the trained one (and its LoRA) is the pipeline's, the checkpoint's never read
         pipe = load_pipeline(_source(cfg), device=device, progress=False, t5_cpu=device.type == "cuda",
                              **({"experts": "both"} if expert else {"dit": module}))
-    except CheckpointError as e:
-        if expert is None and str(e).startswith("dit: "):
-            raise ValueError(f"{mismatch} ({str(e).split('(', 1)[-1]}") from None
-        raise
+    except ArchitectureMismatch as e:
+        raise mismatch(e.differ) from None
     if expert is not None:
-        loaded = pipe.experts[expert].config
-        if (loaded.dim, loaded.num_layers, loaded.in_dim) != (module.config.dim, module.config.num_layers,
-                                                              module.config.in_dim):
-            raise ValueError(f"{mismatch} (dim {loaded.dim}, {loaded.num_layers} layers)")
+        differ = config_mismatch(pipe.experts[expert].config, module.config, ARCHITECTURE)
+        if differ:
+            raise mismatch(differ)
         setattr(pipe.c, "dit" if expert == "high" else "dit_low", module)   # the loaded expert goes
         pipe.experts[expert] = module
     negative = pipe.default_negative_prompt() if vc.negative_prompt is None else vc.negative_prompt
