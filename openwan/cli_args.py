@@ -9,6 +9,7 @@ from openwan.validate import guide_scale_arg
 TASK_ALIASES = {"i2v-14B": "i2v-14B-480P"}
 DEMO_NAMES = ("demo", "demo-4step")     # the embedded models: the demo and its distilled 4-step student
 SOLVER_CHOICES = ("unipc", "dpm++", "euler", "consistency")   # openwan.sampling.SOLVERS (a test keeps them equal)
+GUIDE_METHOD_CHOICES = ("cfg", "cfg-zero-star")   # openwan.denoiser.GUIDE_METHODS (a test keeps them equal)
 
 # Flags of the reference generate.py that openwan accepts only to say what to do instead.
 UNSUPPORTED_OFFICIAL_FLAGS = {
@@ -63,9 +64,9 @@ def generate_parser(sub, func):
     p.add_argument("--prompt", default=None)
     p.add_argument("--prompt_file", default=None, metavar="FILE",
                    help="a text file of prompts, one per line (blank lines and # comments skipped): one video each, "
-                        "the model loaded once, each named from its prompt in outputs/ (or -o DIR); --base_seed: the same seed "
-                        "for every prompt (default: a random one each, recorded). A .jsonl file: one request per "
-                        "line with its own settings, as openwan serve takes them ({\"prompt\": ..., \"seed\": 3})")
+                        "the model loaded once, each named from its prompt in outputs/ (or -o DIR); --base_seed: "
+                        "the same seed for every prompt (default: a random one each, recorded). A .jsonl file: one "
+                        "request per line with its own settings, as openwan serve takes them ({\"prompt\": ..., \"seed\": 3})")
     p.add_argument("--neg_prompt", "--negative_prompt", dest="neg_prompt", default=None,
                    help="negative prompt (default: the reference's)")
     p.add_argument("--task", default=None,
@@ -88,7 +89,7 @@ def generate_parser(sub, func):
                    help="classifier-free guidance scale, 1 = none (default: the variant's, 5.0 for t2v); Wan 2.2 "
                         "A14B: one value for both experts or LOW,HIGH (low-noise, high-noise expert; 3.0,4.0 for "
                         "t2v-A14B); one-DiT models: LOW,HIGH with --guide_boundary is a guidance interval")
-    p.add_argument("--guide_method", choices=["cfg", "cfg-zero-star"], default=None,
+    p.add_argument("--guide_method", choices=GUIDE_METHOD_CHOICES, default=None,
                    help="how a guided step combines its two passes: cfg (classifier-free guidance, the default) or "
                         "cfg-zero-star (CFG-Zero*: the unconditional velocity scaled by its projection first, and "
                         "zero velocity on the first step from pure noise)")

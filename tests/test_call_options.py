@@ -103,9 +103,10 @@ def test_fps_per_call_is_written_and_recorded(pipe, tmp_path):
 
 def test_cli_takes_the_new_flags(tmp_path, capsys, lora_file):
     from openwan.cli import main
-    from openwan.cli_args import SOLVER_CHOICES
+    from openwan.cli_args import GUIDE_METHOD_CHOICES, SOLVER_CHOICES
+    from openwan.denoiser import GUIDE_METHODS
     from openwan.sampling import SOLVERS
-    assert set(SOLVER_CHOICES) == set(SOLVERS)
+    assert set(SOLVER_CHOICES) == set(SOLVERS) and GUIDE_METHOD_CHOICES == GUIDE_METHODS
     out = tmp_path / "v.mp4"
     assert main(["generate", "a red circle moving to the right", "--sample_steps", "4", "--seed", "2", "-o", str(out),
                  "--step_cache", "--lora", f"{lora_file}:0.5", "--fps", "10", "--offload_model", "False",

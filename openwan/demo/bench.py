@@ -225,6 +225,7 @@ def _ckpt_variant(ckpt_dir):
 
 
 def main(argv=None) -> int:
+    from openwan.cli_args import GUIDE_METHOD_CHOICES
     from openwan.validate import guide_scale_arg
     ap = argparse.ArgumentParser(prog="openwan bench demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt_dir", default=None, help="checkpoint to benchmark (default: the embedded demo model)")
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
                     help="guidance (default: the model's); LOW,HIGH with --guide_boundary: a guidance interval")
     ap.add_argument("--guide_boundary", type=float, default=None, metavar="B",
                     help="with LOW,HIGH: HIGH guides the steps at timestep >= B x 1000")
-    ap.add_argument("--guide_method", choices=["cfg", "cfg-zero-star"], default=None,
+    ap.add_argument("--guide_method", choices=GUIDE_METHOD_CHOICES, default=None,
                     help="how a guided step combines its passes (the pipeline's guide_method; default cfg)")
     ap.add_argument("--sample_solver", choices=["unipc", "dpm++", "euler", "consistency"], default=None)
     ap.add_argument("--step_cache", default=None, metavar="NAME[:THRESHOLD]",

@@ -430,8 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=161, help="frames per video (default 161: ~10x v1's 17 native "
                                                             "frames, ~5x v2's 33; 321 is 10x v2's)")
     ap.add_argument("--methods", nargs="+", choices=sorted(set(METHODS + EXTEND_METHODS + V2V_METHODS)),
-                    default=None, help="long-video methods ('none' = the naive one-call baseline, 'none+riflex' the same "
-                         "with RIFLEx on its RoPE; default windows, continue and none); "
+                    default=None, help="long-video methods ('none' = the naive one-call baseline, 'none+riflex' the "
+                    "same with RIFLEx on its RoPE; default windows, continue and none); "
                     "with --extend: extend (openwan's: the latents carried), i2v-chain (each clip from the last "
                     "frame), last-frame (one long video from the last frame: extend on an i2v model); with --v2v: "
                     "continue, continue+pass, windows; default all of them")

@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 # num_inference_steps/guidance_scale/generator: diffusers' names (and its return_dict; num_videos_per_prompt 1 only);
 # two_objects ("compose" / "expert"; default compose): how the embedded demo draws a prompt naming two objects, up to
 # 4 (openwan.pipelines.compose), or two with its two-object expert.
-CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise", "long_refine",
-                "long_riflex", "prompt_extend", "tile", "guide_boundary", "guide_method", "height", "width", "num_frames",
-                "num_inference_steps", "guidance_scale", "generator", "two_objects", "return_dict", "num_videos_per_prompt")
+CALL_OPTIONS = ("lora", "fps", "extend", "long_method", "long_overlap", "long_expert", "long_context_noise",
+                "long_refine", "long_riflex", "prompt_extend", "tile", "guide_boundary", "guide_method", "height",
+                "width", "num_frames", "num_inference_steps", "guidance_scale", "generator", "two_objects",
+                "return_dict", "num_videos_per_prompt")
 TWO_OBJECT_METHODS = ("compose", "expert")
 # diffusers' names for openwan's arguments (pipe(prompt, height=480, width=832, num_frames=81, ...))
 DIFFUSERS_NAMES = {"num_frames": "frame_num", "num_inference_steps": "sample_steps", "guidance_scale": "guide_scale"}

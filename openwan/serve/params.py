@@ -27,7 +27,8 @@ LIMITS = {"seconds": (0.0, 600.0)}
 MAX_SIDE = 4096                           # pixels, per side of 'size'
 # Types of the usual arguments (others are read from the pipeline's signature).
 KNOWN = {"prompt": "str", "negative_prompt": "str", "size": "size", "frame_num": "int", "sample_steps": "int",
-         "sample_shift": "float", "guide_scale": "scale", "guide_boundary": "float", "guide_method": "str", "sample_solver": "str",
+         "sample_shift": "float", "guide_scale": "scale", "guide_boundary": "float", "guide_method": "str",
+         "sample_solver": "str",
          "seed": "int",
          "cfg_batch": "bool", "strict_size": "bool", "strength": "float", "src_fps": "float", "seconds": "seconds",
          "model": "str", "lora": "any", "step_cache": "any", "long_method": "str", "long_overlap": "int",

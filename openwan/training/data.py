@@ -263,8 +263,8 @@ def prepare_aligned(path: Union[str, Path], clip_size: tuple, bucket: Bucket, ta
     """A clip's companion file (a VACE control video, or a mask video / image) in the clip's ``bucket``: the same
     frame resampling, resize and crop as the clip (of ``clip_size``: its height, width), so every pixel lines up.
     A control gives [3, F, H, W] in [-1, 1]; a mask (``mask=True``, its first channel, white = generate; one image
-    for every frame; resized by nearest neighbour) [F, H, W] in [0, 1]. Raises ValueError naming the file when it cannot line up: another
-    aspect ratio than the clip's, or fewer frames than the bucket (a mask may be one image)."""
+    for every frame; resized by nearest neighbour) [F, H, W] in [0, 1]. Raises ValueError naming the file when it
+    cannot line up: another aspect ratio than the clip's, or fewer frames than the bucket (a mask may be one image)."""
     path = Path(path)
     h0, w0 = clip_size
     try:
