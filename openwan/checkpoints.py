@@ -93,6 +93,11 @@ def load_dit(path, *, build: Callable, dtype=None, device=None, config=None, hoo
     if config is None:
         if cfg_json is not None:
             from openwan import validate
+            from openwan.configs import NOT_IMPLEMENTED_TYPES, not_implemented
+            kind = cfg_json.get("model_type") if isinstance(cfg_json, dict) else None
+            if isinstance(kind, str) and kind in NOT_IMPLEMENTED_TYPES:
+                raise CheckpointError(f"{path}: a DiT of model_type {kind!r}: "
+                                      + not_implemented(NOT_IMPLEMENTED_TYPES[kind]))
             try:
                 config = (dit_config_from_diffusers_json(cfg_json) if diffusers
                           else dit_config_from_official_json(cfg_json))

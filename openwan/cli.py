@@ -51,7 +51,7 @@ def _check_args(a, prompt: Optional[str]) -> None:
 
 
 def cmd_generate(a) -> int:
-    from openwan.configs import VARIANTS, WAN22_VARIANTS
+    from openwan.configs import VARIANTS, WAN22_VARIANTS, not_implemented
     from openwan.pipelines.base import lookup_variant as get_variant
     if a.from_json:
         apply_record(a, load_record(a.from_json))
@@ -86,6 +86,8 @@ def cmd_generate(a) -> int:
             try:
                 variant = get_variant(task)
             except ValueError:
+                if not_implemented(task):
+                    raise CLIError(f"--task {not_implemented(task)}") from None
                 raise CLIError(f"unknown task {a.task!r}; choose one of: "
                                f"{', '.join(list(VARIANTS) + list(WAN22_VARIANTS) + ['v2v', 'demo'])}")
             pipe_task = variant.task
@@ -493,6 +495,9 @@ def cmd_plan(a) -> int:
     try:
         variant = lookup_variant(TASK_ALIASES.get(a.task, a.task))
     except (KeyError, ValueError):
+        from openwan.configs import not_implemented
+        if not_implemented(a.task):
+            raise CLIError(f"--task {not_implemented(a.task)}") from None
         raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(VARIANT_NAMES())}") from None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     size, frames = a.size or variant.sample.size, a.frame_num or variant.sample.frame_num

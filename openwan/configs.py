@@ -11,6 +11,27 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+# Published Wan 2.2 tasks that openwan does not run: model classes of their own beside the DiT here
+# (WAN22_REFERENCE.md, section 1). Named so that a user of the official generate.py is told so, not "unknown task".
+NOT_IMPLEMENTED = {
+    "s2v-14B": "Wan 2.2's speech-to-video model (WanModel_S2V: audio injection, frame packing, a wav2vec audio "
+               "encoder)",
+    "animate-14B": "Wan 2.2's character animation model (WanAnimateModel: pose and face conditioning, CLIP, a "
+                   "relighting LoRA)",
+}
+NOT_IMPLEMENTED_TYPES = {"s2v": "s2v-14B"}      # a DiT config's model_type -> the task above
+
+
+def not_implemented(task: str) -> Optional[str]:
+    """Why the published task ``task`` is refused (one of :data:`NOT_IMPLEMENTED`), else None."""
+    what = NOT_IMPLEMENTED.get(task)
+    if what is None:
+        return None
+    return (f"{task} is {what}, a model class of its own that openwan does not implement; openwan runs Wan 2.1's "
+            f"t2v, i2v, flf2v, vace and t2i models and Wan 2.2's t2v-A14B, i2v-A14B and ti2v-5B (the official "
+            f"Wan2.2 generate.py runs {task})")
+
+
 # The reference's default negative prompt (t2v); i2v and flf2v add a prefix.
 NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
@@ -83,6 +104,9 @@ class DiTConfig(ConfigMixin):
     clip_input: Optional[bool] = None
 
     def __post_init__(self):
+        if self.model_type in NOT_IMPLEMENTED_TYPES:
+            raise ValueError(f"model_type {self.model_type!r}: "
+                             + not_implemented(NOT_IMPLEMENTED_TYPES[self.model_type]))
         if self.model_type not in ("t2v", "i2v", "flf2v", "vace", "ti2v"):
             raise ValueError(f"model_type must be t2v, i2v, flf2v, ti2v or vace, got {self.model_type!r}")
         if self.clip_input and self.model_type not in ("i2v", "flf2v"):
@@ -374,5 +398,7 @@ def get_variant(name: str) -> Variant:
     table = {**VARIANTS, **TINY_VARIANTS, "demo": DEMO_VARIANT, "demo-4step": DEMO_4STEP_VARIANT}
     if name in table:
         return table[name]
+    if not_implemented(name):
+        raise ValueError(not_implemented(name))
     known = ", ".join(sorted(table))
     raise ValueError(f"unknown variant/task {name!r}; choose one of: {known}")

@@ -164,6 +164,8 @@ def test_cli_threads(ckpts, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--task", "t2v-99B"], "unknown task 't2v-99B'"),
+    (["--task", "s2v-14B"], "speech-to-video model (WanModel_S2V"),
+    (["--task", "animate-14B"], "openwan does not implement"),
     (["--task", "t2v-14B"], "needs --ckpt_dir"),
     (["--ckpt_dir", "/nonexistent/dir"], "directory not found"),
     (["--ckpt_dir", __file__], "a file, not a folder: give the checkpoint folder"),
@@ -173,6 +175,36 @@ def test_cli_errors(args, message, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("task", ["s2v-14B", "animate-14B"])
+def test_published_tasks_openwan_does_not_run_are_named(task, capsys, tmp_path):
+    """Wan 2.2's speech-to-video and animation models are refused as such (what they are, that openwan does
+    not implement them, what it runs), by the API, `openwan plan` and a folder whose DiT config says s2v."""
+    from openwan.configs import DiTConfig, get_variant
+    with pytest.raises(ValueError, match=f"{task} is Wan 2.2's .*openwan does not implement"):
+        get_variant(task)
+    assert cli(["plan", "--task", task]) == 2
+    err = capsys.readouterr().err
+    assert "openwan does not implement" in err and "t2v-A14B" in err and "Traceback" not in err
+    if task == "s2v-14B":
+        with pytest.raises(ValueError, match="model_type 's2v': s2v-14B is Wan 2.2's speech-to-video"):
+            DiTConfig(model_type="s2v")
+        import json
+
+        import torch
+        from safetensors.torch import save_file
+        folder = tmp_path / "Wan2.2-S2V-14B"          # its files as the official folder names them (stubs)
+        (folder / "google" / "umt5-xxl").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"model_type": "s2v", "dim": 64, "num_heads": 2}))
+        save_file({"patch_embedding.weight": torch.zeros(64, 16, 1, 2, 2)},
+                  str(folder / "diffusion_pytorch_model.safetensors"))
+        for name in ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
+            (folder / name).write_bytes(b"")
+        assert cli(["generate", "a prompt", "--ckpt_dir", str(folder), "-o", str(tmp_path / "x.mp4")]) == 2
+        err = capsys.readouterr().err
+        assert "a DiT of model_type 's2v': s2v-14B is Wan 2.2's speech-to-video" in err and "Traceback" not in err
+        assert not (tmp_path / "x.mp4").exists()
 
 
 def test_cli_errors_with_checkpoint(ckpts, tmp_path, capsys):
