@@ -358,13 +358,19 @@ class WanPipeline(CallOptions):
         def hook(step, x, x0):
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"{(time.perf_counter() - t0) / (step.i + 1):.2f}s/step")
+                post = f"{(time.perf_counter() - t0) / (step.i + 1):.2f}s/step"
+                if job.time_left is not None:
+                    job.time_left.add(job.step_units)
+                    post += job.time_left.text()
+                bar.set_postfix_str(post)
             if on_step is not None:
                 on_step(step, x, x0)
             if step.i + 1 < step.n:
                 check()
 
         resume, keep, before = self._kept_steps(job, d)
+        if resume is not None and job.time_left is not None:
+            job.time_left.skip(resume[0] * job.step_units)          # the steps an earlier run kept
         try:
             check()
             with self.resident(model), torch.inference_mode():

@@ -119,6 +119,42 @@ class GenerationOutput:
     latents: Optional[torch.Tensor] = None
 
 
+class TimeLeft:
+    """How long a call of several denoising runs (a ``continue`` long video's windows, then its refinement pass) has
+    left to denoise, for its progress bars: work counted in window forwards (a step of the pass runs every window of
+    its plan, a step of a window one), at the rate of the work this process has done so far (what an earlier run
+    kept is counted done, not timed). ``clock``: seconds (time.perf_counter)."""
+
+    def __init__(self, total: int, clock: Callable[[], float] = None):
+        import time
+        self.clock = clock or time.perf_counter
+        self.total, self.done, self.here, self.start = total, 0, 0, self.clock()
+
+    def skip(self, units: int) -> None:
+        """Work an earlier run finished (its kept windows and steps)."""
+        self.done += units
+
+    def add(self, units: int) -> None:
+        """Work this process just did."""
+        self.done += units
+        self.here += units
+
+    def seconds(self) -> Optional[float]:
+        """The seconds left at the rate so far (None before any work here)."""
+        if self.here == 0:
+            return None
+        return max(0, self.total - self.done) * (self.clock() - self.start) / self.here
+
+    def text(self) -> str:
+        """", ~1m05s of denoising left" for a bar's postfix ('' before any work)."""
+        left = self.seconds()
+        if left is None:
+            return ""
+        s = int(round(left))
+        when = f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+        return f", ~{when} of denoising left"
+
+
 class Cancelled(RuntimeError):
     """Raised by :meth:`WanPipeline.run` when its ``cancelled()`` check returns True."""
 
@@ -164,6 +200,8 @@ class Job:
     prefix: Any = None               # ... and its frames, the output's first (openwan.pipelines.extend.Prefix)
     keeps_progress: bool = True      # writing an output, keep its progress to go on from (openwan.pipelines.resume)
     steps_kept: Any = None           # a sub-run's steps, kept in its call's progress file (resume.Partial)
+    time_left: Optional[TimeLeft] = None   # a sub-run's call's time left, shown on its bar (a long video's windows)
+    step_units: int = 1              # ... and the work of one of its steps in window forwards (the pass: its windows)
 
     @property
     def stats(self) -> dict:

@@ -33,7 +33,7 @@ from openwan.long_video import (
     reimpose,
     window_conditions,
 )
-from openwan.pipelines.job import add_stats, file_stats, refine_noise
+from openwan.pipelines.job import TimeLeft, add_stats, file_stats, refine_noise
 from openwan.sampling import Step, timesteps_from_sigmas
 
 
@@ -64,6 +64,11 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     n = len(job.sigmas) - 1
     n_pass = n - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
     progress = overall(on_step, len(plan.spans) * n + n_pass)
+    time_left = None
+    if getattr(pipe, "progress", False):            # the bars' time left, over the windows and the pass
+        pass_units = len(refine_plan(plan).spans) if n_pass else 0
+        time_left = TimeLeft(len(plan.spans) * n + n_pass * pass_units)
+        time_left.skip(done["windows"] * n + (n_pass * pass_units if done.get("refined") else 0))
     for k, (s, e) in enumerate(plan.spans):
         if k < done["windows"]:
             continue
@@ -74,7 +79,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         steps = None if kept is None else Partial(kept, k)
         sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
                       window_conds=None, dit=expert if k > 0 or shared else None, given=None, keeps_progress=False,
-                      steps_kept=steps, label=f"window {k + 1}/{len(plan.spans)}")
+                      steps_kept=steps, label=f"window {k + 1}/{len(plan.spans)}", time_left=time_left, step_units=1)
         out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
         add_stats(totals, sub.settings["stats"])
         if kept is not None:
@@ -83,7 +88,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         out = done["latent"].float()
     elif job.long.refine:
         steps = None if kept is None else Partial(kept, len(plan.spans))
-        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled, steps)
+        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled, steps, time_left)
         add_stats(totals, stats)
         if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say
             kept.save(len(plan.spans), out, file_stats(totals), refined=True)
@@ -94,13 +99,14 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
 
 
 def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
-           cancelled: Optional[Callable[[], bool]] = None, steps_kept=None) -> tuple:
+           cancelled: Optional[Callable[[], bool]] = None, steps_kept=None, time_left=None) -> tuple:
     """The refinement pass of a ``continue`` long video: ``latent`` (the finished windows) noised to the grid's first
     step at or below ``job.long.refine`` and denoised from there with the ``windows`` method over
     :func:`openwan.long_video.refine_plan` (each window with the prompt of the continued window its middle frame
     belongs to; the task's own per-step conditioning, e.g. TI2V's picture, kept), with the call's step cache (on the
     demo's default 30 steps it met the same targets as computing every step: docs/long_video_log.md). Returns the new
-    clean latent (float32) and the pass's stats. ``steps_kept``: where its steps are kept (resume.Partial)."""
+    clean latent (float32) and the pass's stats. ``steps_kept``: where its steps are kept (resume.Partial);
+    ``time_left``: the call's (job.TimeLeft), counting each step of the pass as its plan's windows."""
     long = job.long
     i0 = refine_from(job.sigmas, long.refine)
     sigmas = job.sigmas[i0:]
@@ -119,7 +125,7 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
     windows = replace(long, method="windows", plan=plan, prompts=None, expert=False, refine=0.0)
     sub = replace(job, settings={"stats": {}}, start=start, sigmas=sigmas, dit=None, post_step=post_step,
                   window_conds=conds, long=windows, given=None, label="refining", keeps_progress=False,
-                  steps_kept=steps_kept)
+                  steps_kept=steps_kept, time_left=time_left, step_units=len(plan.spans))
     return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
 
 
