@@ -74,12 +74,25 @@ def test_submit_poll_fetch_list_and_delete(server, tmp_path):
     assert call(base + f"/v1/videos/{v['id']}/content")[0] == 404
 
 
+def test_eta_seconds_is_the_time_left_at_the_rate_so_far():
+    from openwan.serve.service import eta_seconds
+    job = {"status": "in_progress", "started_at": 1000.0, "progress": 25}
+    assert eta_seconds(job, 1030.0) == 90                               # 25% in 30 s: 75% in 90 s more
+    assert eta_seconds(dict(job, progress=0), 1030.0) is None           # before its first step
+    assert eta_seconds(dict(job, status="completed", progress=100), 1030.0) is None
+    assert eta_seconds(dict(job, status="queued", started_at=None, progress=0), 1030.0) is None
+    assert eta_seconds(job, 990.0) == 0                                 # a clock set back: never negative
+
+
 def test_cancel_a_running_and_a_queued_job(server):
     base = server.base
     long = {"prompt": PROMPT, "sample_steps": 1000, "size": "32x32", "frame_num": 5}
     a = jcall(base + "/v1/videos", long)[1]
     b = jcall(base + "/v1/videos", long)[1]
     wait_for(lambda: jcall(base + f"/v1/videos/{a['id']}")[1]["progress"] > 0, what="progress")
+    running, queued = (jcall(base + f"/v1/videos/{x['id']}")[1] for x in (a, b))
+    assert isinstance(running["eta_seconds"], int) and running["eta_seconds"] >= 0, running   # time left to denoise
+    assert queued["eta_seconds"] is None, queued
     s, ca = jcall(base + f"/v1/videos/{a['id']}", method="DELETE")      # stops at the next step
     assert s == 200 and ca["status"] == "cancelled" and ca["deleted"] is False, ca
     assert 0 < ca["progress"] < 100 and ca["error"]["code"] == "cancelled"

@@ -109,3 +109,19 @@ def test_a_resumed_long_video_counts_what_was_kept_as_done(recorded, tmp_path, m
     kept_steps = again.settings["stats"]["resumed_steps"]          # of window 2 (the stopped step itself not kept)
     assert kept_steps >= 1 and adds[0][1] == 3 + kept_steps + 1     # window 1 and those counted done, then one
     assert adds[-1][1] == left.total                               # the whole call's work, no more
+
+
+def test_progress_counts_a_pass_step_as_the_windows_it_runs():
+    """The API's callback and the server's progress (openwan.pipelines.long.overall) move with the work: a window's
+    step by one, a step of the pass by the windows of its plan, each step at the last unit it finishes."""
+    from openwan.pipelines.long import overall
+    from openwan.sampling import Step
+    seen = []
+    progress = overall(lambda step, x, x0: seen.append((step.i, step.n)), 3 * 3 + 2 * 4)   # 3 windows, 2 x 4
+    for k in range(3):
+        for i in range(3):
+            progress(k * 3)(Step(i, 3, None, 0.5, 0.4), None, None)
+    for i in range(2):
+        progress(9, 4)(Step(i, 2, None, 0.5, 0.4), None, None)
+    assert seen == [(i, 17) for i in range(9)] + [(12, 17), (16, 17)]      # ends at the last unit, 17 - 1
+    assert overall(None, 5)(0) is None

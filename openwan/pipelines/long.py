@@ -63,11 +63,12 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
     n = len(job.sigmas) - 1
     n_pass = n - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
-    progress = overall(on_step, len(plan.spans) * n + n_pass)
+    pass_units = len(refine_plan(plan).spans) if n_pass else 0      # a step of the pass: one forward per window
+    work = len(plan.spans) * n + n_pass * pass_units                 # in window forwards
+    progress = overall(on_step, work)
     time_left = None
     if getattr(pipe, "progress", False):            # the bars' time left, over the windows and the pass
-        pass_units = len(refine_plan(plan).spans) if n_pass else 0
-        time_left = TimeLeft(len(plan.spans) * n + n_pass * pass_units)
+        time_left = TimeLeft(work)
         time_left.skip(done["windows"] * n + (n_pass * pass_units if done.get("refined") else 0))
     for k, (s, e) in enumerate(plan.spans):
         if k < done["windows"]:
@@ -88,7 +89,7 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         out = done["latent"].float()
     elif job.long.refine:
         steps = None if kept is None else Partial(kept, len(plan.spans))
-        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n), cancelled, steps, time_left)
+        out, stats = refine(pipe, job, out, progress(len(plan.spans) * n, pass_units), cancelled, steps, time_left)
         add_stats(totals, stats)
         if kept is not None:            # a decode that fails (memory) is retried from here, with --tile say
             kept.save(len(plan.spans), out, file_stats(totals), refined=True)
@@ -130,13 +131,14 @@ def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,
 
 
 def overall(on_step: Optional[Callable], total: int) -> Callable:
-    """``progress(offset)``: ``on_step`` for one denoising run of several (a long video's windows, its refinement
-    pass), its steps counted from ``offset`` in one count of ``total`` steps, so progress read from them runs once
-    from start to end; None without ``on_step``."""
-    def progress(offset: int) -> Optional[Callable]:
+    """``progress(offset, units=1)``: ``on_step`` for one denoising run of several (a long video's windows, its
+    refinement pass), its steps counted from ``offset`` in one count of ``total`` units of work, ``units`` a step
+    (window forwards: a step of the pass runs all its windows), each step at the last unit it finishes, so progress
+    read from them runs once from start to end, in step with the work; None without ``on_step``."""
+    def progress(offset: int, units: int = 1) -> Optional[Callable]:
         if on_step is None:
             return None
-        return lambda step, x, x0: on_step(replace(step, i=offset + step.i, n=total), x, x0)
+        return lambda step, x, x0: on_step(replace(step, i=offset + (step.i + 1) * units - 1, n=total), x, x0)
     return progress
 
 

@@ -16,6 +16,18 @@ from openwan.serve.jobs import FINISHED, JobStore, new_id
 from openwan.serve.params import RequestError, check_request, parameter_kinds
 from openwan.serve.workers import Worker
 
+
+def eta_seconds(j: dict, now: float) -> Optional[int]:
+    """A running job's seconds left to denoise, from its progress so far at its rate since it started (a long
+    video's progress counts its work: docs/long_video.md, "Progress"); None before its first step and when it is not
+    running. The decode and write after the last step are not counted; a job that goes on from an earlier attempt's
+    kept work is estimated low at first (its progress starts where the kept work ends)."""
+    p = j["progress"]
+    if j["status"] != "in_progress" or not j["started_at"] or not 0 < p < 100:
+        return None
+    return int(round(max(0.0, now - j["started_at"]) * (100 - p) / p))
+
+
 IMAGE_FIELDS = ("image", "first_frame", "last_frame")     # uploadable in a multipart form
 VIDEO_FIELDS = ("extend", "src_video")                     # ... as video files (a video to extend, a source)
 
@@ -119,6 +131,7 @@ class VideoService:
                 "queue_seconds": round(j["started_at"] - j["created_at"], 3) if j["started_at"] else None,
                 "run_seconds": (round(j["completed_at"] - j["started_at"], 3)
                                 if j["completed_at"] and j["started_at"] else None),
+                "eta_seconds": eta_seconds(j, time.time()),
                 "url": f"/v1/videos/{j['id']}/content" if j["status"] == "completed" else None}
 
     def retry_after(self) -> int:
