@@ -1,6 +1,7 @@
 """LoRA: training hooks, the file formats (diffusers' loader as the reference), stacking, merge/unmerge."""
 import pytest
 import torch
+from bounds import fp32_bound
 from safetensors.torch import load_file, save_file
 
 from openwan.checkpoints import CheckpointError
@@ -30,6 +31,13 @@ def inputs(cfg, b=2, f=3, h=6, w=8, seed=1):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(b, 16, f, h, w, generator=g), torch.tensor([500, 200][:b]),
             torch.randn(b, 7, cfg.text_dim, generator=g))
+
+
+def delta_terms(module, name="weight"):
+    """sum |strength scale| |B| |A| over a layer's low-rank adapters: the magnitudes of the products its delta sums
+    (a delta's rounding is relative to these; a full delta's is relative to itself)."""
+    adapters = module.parametrizations[name][0].adapters.values()
+    return sum(abs(a.scale * a.strength) * (a.B.abs() @ a.A.abs()) for a in adapters if hasattr(a, "B"))
 
 
 def randomize_lora(model, seed=3, std=0.3):
@@ -82,10 +90,14 @@ def test_effective_weight_is_hand_computed():
     W = m.blocks[1].ffn[2].weight.clone()
     add_lora(m, rank=3, alpha=6, targets=["ffn.2"])
     randomize_lora(m)
-    a = m.blocks[1].ffn[2].parametrizations.weight[0].adapters["default"]
-    assert torch.allclose(m.blocks[1].ffn[2].weight, W + 2.0 * a.B @ a.A, atol=1e-7)
-    set_lora_strength(m, "default", 0.5)
-    assert torch.allclose(m.blocks[1].ffn[2].weight, W + 1.0 * a.B @ a.A, atol=1e-7)
+    mod = m.blocks[1].ffn[2]
+    a = mod.parametrizations.weight[0].adapters["default"]
+    # W + s B A: both sides round the rank-3 sums and the add, 2 ulps each (both sides) of the terms' magnitudes
+    # (|W|, s |B| |A|): 6e-7..1.3e-6 here; a wrong scale (alpha / rank) or strength is off by up to |B A| ~ 0.6
+    for strength, scale in ((1.0, 2.0), (0.5, 1.0)):
+        set_lora_strength(m, "default", strength)
+        bound = fp32_bound(W, delta_terms(mod), terms=4, ulps=2)
+        assert (mod.weight - (W + scale * a.B @ a.A)).abs().max().item() <= bound, strength
 
 
 def _train_pass(m, x, t, ctx):
@@ -243,7 +255,10 @@ def test_every_community_format_loads_with_the_same_deltas(tmp_path):
         mods = dict(m.named_modules())
         for n, d in expected.items():
             got = mods[n].weight - base[n]
-            assert torch.allclose(got, 0.5 * d, atol=1e-6), (name, n)
+            # the rank-4 sums, the add to W and the subtraction of W here, 2 ulps each (both sides) of |W| and
+            # the products' terms (~1e-6); a format read with the wrong scale is off by up to |0.5 d| >= 0.15
+            bound = fp32_bound(base[n], delta_terms(mods[n]), terms=6, ulps=2)
+            assert (got - 0.5 * d).abs().max().item() <= bound, (name, n)
         outs.append(fwd(m, x, t, ctx))
         remove_lora(m, key)
         assert lora_summary(m) == {}
@@ -257,8 +272,9 @@ def test_diff_and_bias_delta_keys(tmp_path):
     D = torch.randn_like(W)
     db = torch.randn_like(b)
     load_lora(m, {"diffusion_model.head.head.diff": D, "diffusion_model.blocks.0.self_attn.q.diff_b": db}, strength=2.0)
-    assert torch.allclose(m.head.head.weight, W + 2 * D, atol=1e-6)
-    assert torch.allclose(m.blocks[0].self_attn.q.bias, b + 2 * db, atol=1e-6)
+    # 2 D is exact (a power of two), so each side is W + 2 D rounded once: equal bit for bit on any CPU
+    assert torch.equal(m.head.head.weight, W + 2 * D)
+    assert torch.equal(m.blocks[0].self_attn.q.bias, b + 2 * db)
     remove_lora(m)
     assert torch.equal(m.head.head.weight, W) and torch.equal(m.blocks[0].self_attn.q.bias, b)
 
@@ -301,13 +317,17 @@ def test_stacking_two_loras_sums_their_deltas(tmp_path):
     load_lora(m, second, strength=-1.5, name="detail")
     assert set(lora_summary(m)) == {"style", "detail"}
     mods = dict(m.named_modules())
+    # the rank-4 and rank-2 sums, the scalings and the two adds (in another order here), 2 ulps each (both sides)
+    # of |W| and the products' terms (1e-6..2.7e-6); a lost or wrongly scaled LoRA is off by ~|delta| ~ 0.2
     for n in expected:
         want = base[n] + 0.7 * expected[n] + (-1.5 * d2[n] if n in d2 else 0)
-        assert torch.allclose(mods[n].weight, want, atol=1e-6), n
+        bound = fp32_bound(base[n], delta_terms(mods[n]), terms=8, ulps=2)
+        assert (mods[n].weight - want).abs().max().item() <= bound, n
     remove_lora(m, "style")
     for n in expected:
         want = base[n] + (-1.5 * d2[n] if n in d2 else 0)
-        assert torch.allclose(mods[n].weight, want, atol=1e-6), n
+        bound = fp32_bound(base[n], delta_terms(mods[n]) if n in d2 else 0, terms=4, ulps=2)
+        assert (mods[n].weight - want).abs().max().item() <= bound, n
 
 
 def test_merge_and_unmerge_are_exact(tmp_path):
@@ -363,7 +383,11 @@ def test_saved_comfyui_file_roundtrip_keys(tmp_path):
     assert sd["diffusion_model.blocks.0.ffn.2.alpha"].item() == 1.0
     m2 = rand_model()
     load_lora(m2, p)
-    assert torch.allclose(m2.blocks[1].ffn[2].weight, m.blocks[1].ffn[2].weight, atol=1e-7)
+    # the same W + 0.5 B A from the same W, A, B (the file stores them as they are): equal but for the rank-2 sums'
+    # and the add's rounding (2 ulps each, both sides, of |W| and the terms: 4.2e-7); a wrong alpha is off by ~0.3
+    got, want = m2.blocks[1].ffn[2].weight, m.blocks[1].ffn[2].weight
+    bound = fp32_bound(want, delta_terms(m.blocks[1].ffn[2]), terms=3, ulps=2)
+    assert (got - want).abs().max().item() <= bound
 
 
 # --------------------------------------------------------------------------- distill LoRAs (LightX2V layout)
@@ -427,9 +451,12 @@ def test_lightx2v_layout_with_diff_diff_b_diff_m_gives_the_hand_applied_weights(
     merge_lora(m)
     got = m.state_dict()
     assert set(got) == set(want)
+    # the same deltas applied by hand to |W| and |A|, |B|, |diffs|: the magnitudes of the terms each weight sums
+    terms = by_hand({k: v.abs() for k, v in original.items()}, {k: v.abs() for k, v in sd.items()}, 0.7)
     for k in want:
-        # values O(1) (weights ~0.2, deltas up to ~1): a few fp32 roundings (eps 1.2e-7) apart at most
-        assert torch.allclose(got[k], want[k], rtol=0, atol=1e-6), k
+        # the rank-4 sums and the add (or a full delta's scaling and add), 2 ulps each (both sides) of the terms'
+        # magnitudes (4e-7..1.1e-6 here); a delta applied to the wrong key, or scaled wrongly, is off by ~0.1
+        assert (got[k] - want[k]).abs().max().item() <= fp32_bound(terms[k], terms=5, ulps=2), k
     m2 = rand_model()
     m2.load_state_dict(want)
     assert (fwd(m2, x, t, ctx) - dynamic).abs().max().item() <= 1e-5 * max(1.0, dynamic.abs().max().item())

@@ -1,0 +1,23 @@
+"""Bounds for comparing fp32 results, derived from the magnitudes compared and fp32's epsilon (or measured on this
+machine), never tuned to one machine's observed difference: fp32 rounding differs between CPUs (AVX2, AVX-512,
+AMX) by a few ulps (as tests/wan22_helpers.py, tests/test_dit22.py, tests/test_training.py)."""
+import torch
+
+EPS = torch.finfo(torch.float32).eps   # 2^-23: one ulp of a value in [1, 2)
+
+
+def magnitude(*values) -> float:
+    """The largest |value| among tensors and numbers."""
+    return max(float(v.detach().abs().max()) if torch.is_tensor(v) else abs(float(v)) for v in values)
+
+
+def fp32_bound(*values, terms: int = 1, ulps: int = 8) -> float:
+    """``ulps`` fp32 ulps (eps each) of the largest |value| given, per term: ``terms`` is the number of terms
+    accumulated or of rounding steps chained, each of which may round differently on another CPU."""
+    return ulps * terms * EPS * magnitude(*values)
+
+
+def noise_floor(*pairs) -> float:
+    """This machine's fp32 rounding of a computation, measured: the largest distance of an fp32 result to the
+    same computation in float64 (``pairs`` of (fp32, float64) tensors), plus one ulp of the fp32 values."""
+    return max((a.double() - b.double()).abs().max().item() + EPS * magnitude(a) for a, b in pairs)
