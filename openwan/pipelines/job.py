@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -125,8 +126,7 @@ class TimeLeft:
     its plan, a step of a window one), at the rate of the work this process has done so far (what an earlier run
     kept is counted done, not timed). ``clock``: seconds (time.perf_counter)."""
 
-    def __init__(self, total: int, clock: Callable[[], float] = None):
-        import time
+    def __init__(self, total: int, clock: Optional[Callable[[], float]] = None):
         self.clock = clock or time.perf_counter
         self.total, self.done, self.here, self.start = total, 0, 0, self.clock()
 
