@@ -147,10 +147,16 @@ def cmd_generate(a) -> int:
     if a.prompt_file:                # every line checked as the server checks a request, before the first video
         lines = _line_requests(a, pipe, lines)
     done = False
+    started = time.perf_counter()
     try:
         for i, line in enumerate(lines):
             if len(lines) > 1 and not a.quiet and rank == 0:
-                print(f"[{i + 1}/{len(lines)}] {line['prompt']}", file=sys.stderr)
+                left = ""
+                if i:                   # the videos so far at their mean time (a .jsonl's lines may differ in size)
+                    from openwan.pipelines.job import duration_text
+                    left = (f" (~{duration_text((time.perf_counter() - started) / i * (len(lines) - i))} left for "
+                            f"the file)")
+                print(f"[{i + 1}/{len(lines)}] {line['prompt']}{left}", file=sys.stderr)
             _generate_one(a, pipe, line.pop("prompt"), dist_run, t0 if i == 0 else time.perf_counter(), line)
         done = True
     finally:

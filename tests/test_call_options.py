@@ -1,6 +1,7 @@
 """Options every pipeline call takes (LoRA per call) and the load-time compute dtype."""
 import copy
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -156,8 +157,12 @@ def test_cli_prompt_file_makes_one_video_per_prompt_with_the_model_loaded_once(t
     assert main(["generate", "--prompt_file", "p.txt", "--sample_steps", "3", "--base_seed", "4", "--quiet"]) == 0
     assert len(loads) == 1
     records = {json.loads(f.read_text())["openwan"]["prompt"]: f for f in sorted((tmp_path / "outputs").glob("*.json"))}
-    assert main(["generate", "--prompt_file", "p.txt", "--sample_steps", "3", "--base_seed", "4", "--quiet",
+    capsys.readouterr()
+    assert main(["generate", "--prompt_file", "p.txt", "--sample_steps", "3", "--base_seed", "4",
                  "-o", "renders"]) == 0                                   # -o: the videos' folder
+    err = capsys.readouterr().err                      # each video named, from the second with the file's time left
+    assert "[1/2] a red circle moving to the right\n" in err
+    assert re.search(r"\[2/2\] a small blue square moving up \(~\d+s left for the file\)", err), err[-500:]
     rendered = sorted(json.loads(f.read_text())["openwan"]["prompt"] for f in (tmp_path / "renders").glob("*.json"))
     assert rendered == sorted(records) and len(list((tmp_path / "renders").glob("*.mp4"))) == 2
     assert sorted(records) == ["a red circle moving to the right", "a small blue square moving up"]

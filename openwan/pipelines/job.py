@@ -120,6 +120,12 @@ class GenerationOutput:
     latents: Optional[torch.Tensor] = None
 
 
+def duration_text(seconds: float) -> str:
+    """A time left, as a person reads it: 42s, 3m05s, 2h10m."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class TimeLeft:
     """How long a call of several denoising runs (a ``continue`` long video's windows, then its refinement pass) has
     left to denoise, for its progress bars: work counted in window forwards (a step of the pass runs every window of
@@ -150,9 +156,7 @@ class TimeLeft:
         left = self.seconds()
         if left is None:
             return ""
-        s = int(round(left))
-        when = f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
-        return f", ~{when} of denoising left"
+        return f", ~{duration_text(left)} of denoising left"
 
 
 class Cancelled(RuntimeError):
