@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from bounds import fp32_bound
 
 from openwan.configs import TINY_VARIANTS
 from openwan.models.context_cache import ContextCache
@@ -103,7 +104,11 @@ def test_sequence_parallel_dit_equals_one_process(tmp_path):
             assert got.shape == ref.shape, name
             assert torch.equal(got, got1), name                      # every process ends with the same output
             err = (got - ref).abs().max().item()
-            assert err <= 1e-5 * ref.abs().max().item(), (name, err)
+            # split tokens: attention's sums over the keys in another order and other matmul shapes, the sharded
+            # weights gathered whole (exact): as any layout change of a tiny DiT forward, 16 ulps of the largest
+            # output (as test_dit.forward_bound): 3.2e-6..4.3e-6 here (measured <= 2.4e-7); a token lost or attended
+            # twice across the split is O(1) off
+            assert err <= fp32_bound(ref, terms=8, ulps=2), (name, err)
 
 
 def test_split_tokens_pads_and_slices():

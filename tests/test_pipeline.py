@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from task_helpers import LargestVelocity, guided_run_bound
 
 from openwan.checkpoints import CheckpointError
 from openwan.cli import main as cli
@@ -62,9 +63,13 @@ def test_same_seed_same_video_other_seed_differs(pipe):
 
 def test_batched_cfg_equals_separate_passes(pipe):
     kw = dict(seed=2, sample_steps=3, guide_scale=4.0, output_type="latent")
-    a = pipe("a green triangle", cfg_batch=True, **kw).latents
-    b = pipe("a green triangle", cfg_batch=False, **kw).latents
-    assert (a - b).abs().max().item() <= 1e-5
+    with LargestVelocity(pipe) as vmax:
+        a = pipe("a green triangle", cfg_batch=True, **kw).latents
+        b = pipe("a green triangle", cfg_batch=False, **kw).latents
+    # batch 2 vs 1 may pick other kernels: each DiT pass within 16 ulps of max |v|, the guided v within 2g + 1 times
+    # that, over the run (task_helpers.guided_run_bound): 3e-5 here (measured 1.4e-6); a guidance scale of 3.9 is
+    # 2.3e-3 off, none (the uncond pass fed the prompt) 0.07
+    assert (a - b).abs().max().item() <= guided_run_bound(vmax.value, 4.0)
 
 
 def test_guidance_skipped_at_scale_one(pipe, monkeypatch):
@@ -237,8 +242,9 @@ def test_t2v_run_matches_diffusers_wan_pipeline(ckpts):
 
     Both get the same initial noise, prompts and the reference's UniPC grid (diffusers' own default grid
     is 0.001 higher before the shift, so it is fed our unshifted sigmas). Remaining differences: the
-    DiT's time sinusoid and RoPE (float64 here, fp32 in diffusers, ~1e-5 per step), and the final
-    uint8 conversion (the reference truncates; diffusers returns floats).
+    DiT's time sinusoid and RoPE (float64 here, fp32 in diffusers: the latents are compared with ours
+    switched to fp32, so that only float rounding remains; test_dit measures the sinusoid's effect per
+    forward), and the final uint8 conversion (the reference truncates; diffusers returns floats).
     """
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
@@ -268,8 +274,15 @@ def test_t2v_run_matches_diffusers_wan_pipeline(ckpts):
                max_sequence_length=512).frames[0]
     assert torch.allclose(torch.tensor(sched.timesteps[:steps].numpy(), dtype=torch.int64),
                           sampling.timesteps_from_sigmas(sampling.unipc_sigmas(steps, shift)[:-1]))
-    diff = (res.latents - lat.float()).abs().max().item()
-    assert diff <= 1e-4, diff  # measured 3.7e-6
+    # ours with diffusers' fp32 sinusoid and RoPE: the DiT passes differ by rounding only, guided_run_bound (16 ulps
+    # of max |v| x (2g + 1) over the run): 3.7e-5 here (measured 2.9e-6); the default run (float64 sinusoid) is
+    # 3.7e-6 from it, inside the uint8 comparison below
+    ours.dit.sinusoid_dtype = ours.dit.rope_dtype = torch.float32
+    with LargestVelocity(ours) as vmax:
+        res32 = ours("a red circle moving right", negative_prompt="blurry", seed=seed, sample_steps=steps,
+                     sample_shift=shift, guide_scale=scale, frame_num=5, size="64*32", output_type="latent")
+    diff = (res32.latents - lat.float()).abs().max().item()
+    assert diff <= guided_run_bound(vmax.value, scale), diff
     # decoded through each side's VAE: within one uint8 level plus the truncation step
     video = pipe.vae.decode(lat * torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
                             + torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1),

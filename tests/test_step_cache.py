@@ -1,8 +1,11 @@
 """Step caching (openwan.cache): the skip rule against hand computation, exact forward counts, cache off
 (and threshold 0) bit-identical to no cache, every pipeline takes ``step_cache``."""
+import math
+
 import numpy as np
 import pytest
 import torch
+from task_helpers import LargestVelocity, guided_run_bound
 
 from openwan import sampling
 from openwan.cache import EasyCache, parse_step_cache
@@ -206,10 +209,15 @@ def test_step_cache_under_sequence_parallel_equals_one_process(ckpts, tmp_path):
     mp.start_processes(_sp_worker, args=(2, free_port(), str(ckpts["t2v"]), str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
     (l0, s0), (l1, s1) = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
-    one = load_pipeline(ckpts["t2v"], variant="tiny-t2v", progress=False)(
-        "a red circle", seed=5, sample_steps=8, frame_num=9, step_cache="easycache:1.75", output_type="latent")
+    pipe = load_pipeline(ckpts["t2v"], variant="tiny-t2v", progress=False)
+    with LargestVelocity(pipe) as vmax:
+        one = pipe("a red circle", seed=5, sample_steps=8, frame_num=9, step_cache="easycache:1.75",
+                   output_type="latent")
     assert torch.equal(l0, l1) and s0["dit_forwards"] == s1["dit_forwards"] == one.settings["stats"]["dit_forwards"]
     assert s0["dit_forwards_skipped"] == 4      # decisions C C . . C . . C (the same at 1.5 and 2: not on an edge)
-    # sequence-parallel attention sums in another order: fp32 rounding, amplified over 8 steps (the DiT alone
-    # is within 1e-5 relative in tests/test_parallel.py)
-    assert (l0 - one.latents).abs().max() <= 1e-4 * one.latents.abs().max()
+    # sequence-parallel attention sums in another order: each DiT pass within 16 ulps of max |v| (as
+    # tests/test_parallel.py), the run within guided_run_bound of that; a skipped step reuses the last computed
+    # v - x on the current x, so an error carried in x comes back in v at gain 1, which over sum |dsigma| <= 1
+    # grows it by at most e (Gronwall): 1.2e-4 here (equal here); the run without the cache is 0.36 off
+    bound = math.e * guided_run_bound(vmax.value, pipe.defaults().guide_scale)
+    assert (l0 - one.latents).abs().max().item() <= bound

@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from bounds import fp32_bound
 
 from openwan.checkpoints import CheckpointError, read_safetensors
 from openwan.configs import TINY_TEXT_ENCODER, TextEncoderConfig
@@ -160,9 +161,13 @@ def test_one_layer_by_hand():
     gate = F.gelu(F.linear(h, w["blocks.0.ffn.gate.0.weight"]), approximate="tanh")
     x = x + F.linear(F.linear(h, w["blocks.0.ffn.fc1.weight"]) * gate, w["blocks.0.ffn.fc2.weight"])
     want = _rms(x, w["norm.weight"], cfg.eps)
+    # the same math in another order (fused attention, library norms and GELU): ~16 chained roundings (2 norms' mean
+    # of squares and rsqrt, q/k/v, scores + bias, softmax, values, o, gate, GELU, fc1, the product, fc2, the final norm,
+    # the residuals), 2 ulps each of the largest residual value (6.0): 2.3e-5 (measured 1.4e-6); the exact GELU for
+    # the tanh one is 6.6e-4 off, a bucket off by one 0.38
     for b, n in enumerate(n_real):
         diff = (got[b, :n] - want[b, :n]).abs().max().item()
-        assert diff <= 1e-5, diff
+        assert diff <= fp32_bound(got[b, :n], want[b, :n], x, terms=16, ulps=2), diff
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -182,7 +187,10 @@ def test_encode_real_tokens_with_eos_and_batch_independence():
     assert both[0].shape == (len(ids), CFG.dim)
     assert both[1].shape[0] > both[0].shape[0]
     alone = enc.encode(PROMPTS[0])[0]  # no padding at all
-    assert (alone - both[0]).abs().max() <= 1e-6
+    # batch 2 padded to the longer prompt vs batch 1 unpadded: other shapes, so other kernels may round differently
+    # (equal here); 2 layers of ~8 chained reductions, 2 ulps each of the largest value (3.3): 1.3e-5; attending to
+    # the padding moves the values by 1.35
+    assert (alone - both[0]).abs().max().item() <= fp32_bound(alone, terms=16, ulps=2)
     assert enc.encode("  A red   cube bounces on the table.")[0].shape == alone.shape  # cleaned first
 
 
