@@ -2,7 +2,6 @@
 for the task pipeline tests (test_tasks.py, test_tasks_vace_v2v.py)."""
 import numpy as np
 import torch
-from bounds import fp32_bound
 from PIL import Image
 
 from openwan import sampling
@@ -81,7 +80,7 @@ def fp32_numerics(pipe):
 
 class LargestVelocity:
     """``with LargestVelocity(pipe) as v:`` the largest |v| the pipeline's DiT returns inside the block
-    (``v.value``), for :func:`guided_run_bound`."""
+    (``v.value``), for :func:`bounds.guided_run_bound`."""
 
     def __init__(self, pipe):
         self.dit, self.value = pipe.dit, 0.0
@@ -100,13 +99,6 @@ class LargestVelocity:
     def __exit__(self, *exc):
         del self.dit.forward
 
-
-def guided_run_bound(vmax: float, scale: float) -> float:
-    """The bound on the latent of a whole run whose DiT passes differ by rounding only (as wan22_helpers.run_bound):
-    each pass by 16 ulps of max |v| (a tiny DiT forward: test_dit.forward_bound), the guided v_u + g (v_c - v_u) by
-    2g + 1 times that, and the solvers move the latent by combinations of past velocities whose weights sum to the
-    step size, so over the run by sum |dsigma| <= 1 times that."""
-    return (2 * scale + 1) * fp32_bound(vmax, ulps=16)
 
 
 def last_latent(store):

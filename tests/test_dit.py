@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from bounds import fp32_bound
+from bounds import forward_bound, fp32_bound
 from dit_helpers import TS, inputs, rand_model, randomize, tiny
 from safetensors.torch import load_file, save_file
 
@@ -71,13 +71,6 @@ def diffusers_forward(ref, cfg, x, t, ctx, kw):
         args.update(control_hidden_states=kw["vace_context"],
                     control_hidden_states_scale=torch.full((len(cfg.vace_layers),), kw["vace_context_scale"]))
     return ref(**args)[0]
-
-
-def forward_bound(out):
-    """16 fp32 ulps of the largest output: a tiny DiT forward chains ~8 fp32 reductions (2 blocks x self-attention,
-    cross-attention, FFN, plus the head), 2 ulps each, whose rounding depends on the CPU's SIMD width and on the
-    kernels a shape or memory layout selects (as ulp_bound in tests/test_dit22.py)."""
-    return fp32_bound(out, terms=8, ulps=2)
 
 
 def sinusoid_effect(model, x, t, ctx, kw):

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bounds import EPS, fp32_bound
 from safetensors.torch import load_file
 
 from openwan.configs import DiTConfig
 from openwan.models.dit import WanModel
 
 REF22 = Path(__file__).resolve().parents[1].parent / "shared" / "reference22"
-EPS = torch.finfo(torch.float32).eps
 
 
 def tiny22(model_type="ti2v", **kw):
@@ -35,7 +35,7 @@ def ulp_bound(ref: torch.Tensor, ulps: int = 16) -> float:
     """16 fp32 ulps of the largest output: the tiny DiTs chain ~8 fp32 reductions (2 blocks x self-attention,
     cross-attention, FFN, plus the head) whose rounding depends on the CPU's SIMD width and the matmul shape;
     a few ulps each. For the golden outputs (max |v| ~ 5) this is 9e-6, inside reference22's stated 1e-5."""
-    return ulps * EPS * ref.abs().max().item()
+    return fp32_bound(ref, ulps=ulps)
 
 
 # --------------------------------------------------------------------------- golden vectors (Wan 2.2 reference)

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from task_helpers import LargestVelocity, guided_run_bound
+from bounds import guided_run_bound
+from task_helpers import LargestVelocity
 
 from openwan.checkpoints import CheckpointError
 from openwan.cli import main as cli

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from task_helpers import LargestVelocity, guided_run_bound
+from bounds import guided_run_bound
+from task_helpers import LargestVelocity
 
 from openwan import sampling
 from openwan.cache import EasyCache, parse_step_cache

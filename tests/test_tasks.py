@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from bounds import EPS, fp32_bound, noise_floor
+from bounds import EPS, fp32_bound, guided_run_bound, noise_floor
 from PIL import Image
-from task_helpers import (NEG, PROMPT, LargestVelocity, diffusers_scheduler, fp32_numerics, guided_run_bound,
+from task_helpers import (NEG, PROMPT, LargestVelocity, diffusers_scheduler, fp32_numerics,
                           last_latent, make_ckpts, pipe_getter, random_video, save_png, smooth_image)
 
 from openwan.cli import main as cli

@@ -178,8 +178,7 @@ ROUNDING_OPTIMIZER = {"lr": 1e-3, "eps": 1e-3}
 
 def _rounding_bound(weights, steps):
     """Two fp32 roundings of the largest weight per optimizer step, doubled for headroom."""
-    largest = max(w.abs().max().item() for w in weights.values())
-    return 4 * steps * torch.finfo(torch.float32).eps * largest
+    return fp32_bound(*weights.values(), terms=steps, ulps=4)
 
 
 def test_grad_accumulation_and_checkpointing_match_the_plain_batch(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bounds import fp32_bound, guided_run_bound
 from safetensors.torch import load_file
 
 from openwan.configs import DiTConfig, VAEConfig
@@ -12,7 +13,6 @@ from openwan.models.dit import WanModel
 from openwan.pipelines.base import Components, lookup_variant
 
 REF22 = Path(__file__).resolve().parents[1].parent / "shared" / "reference22"
-EPS = torch.finfo(torch.float32).eps
 PROMPT, NEG = "a prompt", "a negative prompt"
 
 
@@ -20,7 +20,7 @@ def ulps(ref: torch.Tensor, n: int = 16) -> float:
     """n fp32 ulps of the largest value compared: a tiny DiT forward chains ~8 fp32 reductions (2 blocks x
     self-attention, cross-attention, FFN, plus the head) whose rounding depends on the CPU's SIMD width;
     a few ulps each (as tests/test_dit22.py). For the golden v's (|v| <= ~5) 16 ulps are < 1e-5."""
-    return n * EPS * ref.abs().max().item()
+    return fp32_bound(ref, ulps=n)
 
 
 def run_bound(sd, steps: int, scale: float) -> float:
@@ -30,7 +30,7 @@ def run_bound(sd, steps: int, scale: float) -> float:
     velocities whose weights sum to the step size, so the flow integrates it over sum |dsigma| = 1 at most.
     For these runs (g <= 5, |v| <= 5) it is <= 1.05e-4, i.e. the README's whole-run 1e-4."""
     v = max(sd[f"step{i}.{k}"].abs().max().item() for i in range(steps) for k in ("v_cond", "v_uncond"))
-    return (2 * scale + 1) * 16 * EPS * v
+    return guided_run_bound(v, scale)
 
 
 def reference22_meta() -> dict:
