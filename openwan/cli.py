@@ -85,9 +85,9 @@ def cmd_generate(a) -> int:
         else:
             try:
                 variant = get_variant(task)
-            except ValueError:
-                if not_implemented(task):
-                    raise CLIError(f"--task {not_implemented(task)}") from None
+            except ValueError as e:
+                if not_implemented(task):           # get_variant's message says what the model is
+                    raise CLIError(f"--task {e}") from None
                 raise CLIError(f"unknown task {a.task!r}; choose one of: "
                                f"{', '.join(list(VARIANTS) + list(WAN22_VARIANTS) + ['v2v', 'demo'])}")
             pipe_task = variant.task
@@ -500,10 +500,10 @@ def cmd_plan(a) -> int:
     from openwan.pipelines.base import lookup_variant
     try:
         variant = lookup_variant(TASK_ALIASES.get(a.task, a.task))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError) as e:
         from openwan.configs import not_implemented
-        if not_implemented(a.task):
-            raise CLIError(f"--task {not_implemented(a.task)}") from None
+        if not_implemented(a.task):                 # get_variant's message says what the model is
+            raise CLIError(f"--task {e}") from None
         raise CLIError(f"unknown task {a.task!r}; choose one of: {', '.join(VARIANT_NAMES())}") from None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     size, frames = a.size or variant.sample.size, a.frame_num or variant.sample.frame_num
