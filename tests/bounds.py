@@ -1,6 +1,8 @@
 """Bounds for comparing fp32 results, derived from the magnitudes compared and fp32's epsilon (or measured on this
 machine), never tuned to one machine's observed difference: fp32 rounding differs between CPUs (AVX2, AVX-512,
 AMX) by a few ulps (as tests/wan22_helpers.py, tests/test_dit22.py, tests/test_training.py)."""
+import copy
+
 import torch
 
 EPS = torch.finfo(torch.float32).eps   # 2^-23: one ulp of a value in [1, 2)
@@ -15,6 +17,11 @@ def fp32_bound(*values, terms: int = 1, ulps: int = 8) -> float:
     """``ulps`` fp32 ulps (eps each) of the largest |value| given, per term: ``terms`` is the number of terms
     accumulated or of rounding steps chained, each of which may round differently on another CPU."""
     return ulps * terms * EPS * magnitude(*values)
+
+
+def float64_twin(module):
+    """A float64 copy of ``module``, to run the same path as the fp32 one for :func:`noise_floor`."""
+    return copy.deepcopy(module).double()
 
 
 def noise_floor(*pairs) -> float:

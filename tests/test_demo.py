@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from bounds import noise_floor
+from bounds import float64_twin, noise_floor
 
 from openwan.demo import (
     DEMO_DIR,
@@ -166,8 +166,6 @@ def small_vae():
 
 def test_differentiable_vae_passes_match_encode_and_decode(small_vae):
     """The training loop's encode/decode (with gradients) are the inference passes exactly."""
-    import copy
-
     from openwan.demo.train import vae_posterior, vae_reconstruct
     vae = small_vae
     video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
@@ -185,7 +183,7 @@ def test_differentiable_vae_passes_match_encode_and_decode(small_vae):
     # differ by at most about twice that (triangle inequality through the float64 values, which agree but for
     # the latent's rounding to fp32, ~1 ulp). Typically 5.6e-7 (|z| <= 0.53) and 9.2e-6 (|pixels| <= 1.1);
     # a wrong mean or std is off by >= 0.1.
-    wide = copy.deepcopy(vae).double()
+    wide = float64_twin(vae)
     mu64, _ = vae_posterior(wide, video.double())
     z64 = wide.encode(video.double())
     lat, lat64 = (mu - mean) / std, (mu64 - mean.double()) / std.double()
@@ -207,8 +205,6 @@ def test_differentiable_vae_passes_match_encode_and_decode(small_vae):
 def test_inflated_vae_is_a_per_frame_autoencoder():
     """After inflate_init_, a still video reconstructs to identical frames (every causal conv sees only the
     current frame, temporal down/upsampling picks/repeats frames); a plain random VAE mixes frames."""
-    import copy
-
     from openwan.configs import VAEConfig
     from openwan.demo.train import inflate_init_
     from openwan.models.vae import WanVAE
@@ -231,7 +227,7 @@ def test_inflated_vae_is_a_per_frame_autoencoder():
     # compute in fp32, elementwise, so alike in every frame) has far less rounding, and fp32's distance to it is
     # this machine's rounding. Frames equal in exact arithmetic differ in fp32 by at most about twice that
     # (triangle inequality through the float64 values); a model that mixes frames differs by ~`mixing`.
-    wide = copy.deepcopy(inflated).double()
+    wide = float64_twin(inflated)
     out64 = wide.decode(wide.encode(still.double()))[0]
     image64 = wide.decode(wide.encode(frame.double()))[0, :, 0]
     floor = max((out - out64).abs().max().item(), (image - image64).abs().max().item())

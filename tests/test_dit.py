@@ -1,5 +1,4 @@
 """The Wan DiT: golden vectors from the reference, parity with diffusers, keys/shapes/counts, batching."""
-import copy
 import json
 import math
 import os
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from bounds import forward_bound, fp32_bound
+from bounds import float64_twin, forward_bound, fp32_bound
 from dit_helpers import TS, inputs, rand_model, randomize, tiny
 from safetensors.torch import load_file, save_file
 
@@ -78,7 +77,7 @@ def sinusoid_effect(model, x, t, ctx, kw):
     measured on a float64 copy of the model (RoPE in float64) run with either sinusoid. The copy keeps the DiT's fp32
     islands (the residual stream, the norms, the head), whose rounding may differ between the two runs: at most a
     forward's rounding (forward_bound), which the callers add."""
-    wide = copy.deepcopy(model).double()
+    wide = float64_twin(model)
     wide.rope_dtype = torch.float64
     d = lambda v: v.double() if torch.is_tensor(v) and v.is_floating_point() else v  # noqa: E731
     args = (d(x), t, [d(c) for c in ctx] if isinstance(ctx, list) else d(ctx))

@@ -4,13 +4,12 @@ End to end (mp4 written and read back), parity with diffusers' WanImageToVideoPi
 WanVACEPipeline on the same weights, the conditioning tensors against hand-built expectations,
 and bad inputs (clear ValueError, nothing written). VACE's and video-to-video's own tests: test_tasks_vace_v2v.py.
 """
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
-from bounds import EPS, fp32_bound, guided_run_bound, noise_floor
+from bounds import EPS, float64_twin, fp32_bound, guided_run_bound, noise_floor
 from PIL import Image
 from task_helpers import (NEG, PROMPT, LargestVelocity, diffusers_scheduler, fp32_numerics,
                           last_latent, make_ckpts, pipe_getter, random_video, save_png, smooth_image)
@@ -182,7 +181,7 @@ def vae_floor(vae, images, frame_num, y_latent, video, latent):
     """The noise floor of a pipeline's condition latent ``y_latent`` (image_condition: the clip of ``images``
     streamed to the encoder) and of the whole-clip encode ``latent`` of ``video``, each against the same code run
     with the VAE in float64."""
-    wide = copy.deepcopy(vae).double()
+    wide = float64_twin(vae)
     height, width = video.shape[-2:]
     return noise_floor((y_latent, image_condition(wide, images, frame_num, height, width)[4:]),
                        (latent, wide.encode(video.double())[0]))
@@ -237,12 +236,12 @@ def test_i2v_parity_with_diffusers(pipes, ckpts):
         # here); a wrong frame, mean or std is O(0.1) off
         assert torch.equal(cond["y"][:4], ref_y[:4])
         vae32 = theirs.vae
-        theirs.vae = copy.deepcopy(vae32).double()
+        theirs.vae = float64_twin(vae32)
         try:
             ref_y64 = theirs.prepare_latents(pixels, 1, 16, 32, 64, frames, torch.float32, "cpu")[1][0]
         finally:
             theirs.vae = vae32
-        ours_y64 = image_condition(copy.deepcopy(ours.vae).double(), {0: image_to_tensor(img)}, frames, 32, 64)
+        ours_y64 = image_condition(float64_twin(ours.vae), {0: image_to_tensor(img)}, frames, 32, 64)
         floor = noise_floor((cond["y"][4:], ours_y64[4:]), (ref_y[4:], ref_y64[4:]))
         assert (cond["y"][4:] - ref_y[4:]).abs().max().item() <= 2 * floor
         # the same pixels (x / 255 * 2 - 1 there, (x / 255 - 0.5) / 0.5 here: equal, the 2 is exact) and resize into

@@ -1,11 +1,10 @@
 """VACE (inpainting from files, conditioning by hand, parity with diffusers' WanVACEPipeline) and video-to-video
 (end to end, strength, parity) on tiny random weights; the other tasks: test_tasks.py."""
-import copy
 
 import numpy as np
 import pytest
 import torch
-from bounds import guided_run_bound, noise_floor
+from bounds import float64_twin, guided_run_bound, noise_floor
 from PIL import Image
 from task_helpers import (NEG, PROMPT, LargestVelocity, diffusers_scheduler, fp32_numerics,
                           last_latent, make_ckpts, pipe_getter, random_video, save_png, smooth_image)
@@ -132,12 +131,12 @@ def test_vace_parity_with_diffusers(pipes, ckpts):
         # float64 (diffusers' normalizes in fp32 as ours does: the twins agree), twice the larger floor (6.6e-7
         # here); a latent of the wrong part of the frame, or out of order, is O(0.1) off
         vae32 = theirs.vae
-        theirs.vae = copy.deepcopy(vae32).double()
+        theirs.vae = float64_twin(vae32)
         try:
             ref64 = theirs.prepare_video_latents(v, m, refs, None, "cpu")[0].float()
         finally:
             theirs.vae = vae32
-        floor = noise_floor((got_ctx[:32], vace_context(copy.deepcopy(ours.vae).double(), frames, msk, ref_t)[:32]),
+        floor = noise_floor((got_ctx[:32], vace_context(float64_twin(ours.vae), frames, msk, ref_t)[:32]),
                             (ref_ctx[0, :32], ref64))
         assert (got_ctx[:32] - ref_ctx[0, :32]).abs().max().item() <= 2 * floor
 

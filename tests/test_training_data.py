@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from bounds import fp32_bound, noise_floor
+from bounds import float64_twin, fp32_bound, noise_floor
 from training_helpers import config, rand_model, write_clip
 
 from openwan.models.dit import WanModel
@@ -152,8 +152,6 @@ def test_cache_latents_with_the_real_tiny_vae_and_text_encoder(tmp_path):
 def test_cache_latents_image_condition_for_i2v_and_flf2v_training(tmp_path, task):
     """--task i2v / flf2v stores y (mask + latent of the clip's first / last frame with zeros between)
     and clip_fea, built by hand here; an I2V / FLF2V DiT trains on it; mismatched model/cache is a clear error."""
-    import copy
-
     from openwan.configs import TINY_VARIANTS
     from openwan.models.image_encoder import ImageEncoder
     from openwan.models.text_encoder import TextEncoder
@@ -186,7 +184,7 @@ def test_cache_latents_image_condition_for_i2v_and_flf2v_training(tmp_path, task
     # shapes of the final 1x1 projection (per latent frame vs all at once). Noise floor measured: each fp32 latent
     # against the same path in float64; the two differ by at most about twice that (~8e-7 here); a wrong frame or
     # position is off by ~0.1
-    wide = copy.deepcopy(vae).double()
+    wide = float64_twin(vae)
     f = video.shape[1]
     images = {0: video[:, 0]} if task == "i2v" else {0: video[:, 0], f - 1: video[:, -1]}
     whole = vae.encode(cond[None])[0]

@@ -1,11 +1,10 @@
 """Wan-VAE: golden vectors of the reference, parity with diffusers, streaming, tiling, checkpoints."""
-import copy
 import json
 import math
 
 import pytest
 import torch
-from bounds import fp32_bound, noise_floor
+from bounds import float64_twin, fp32_bound, noise_floor
 
 import openwan.models.vae as vae_mod
 import openwan.models.vae_stream as vae_stream
@@ -67,7 +66,7 @@ def golden(reference_dir):
 @pytest.mark.parametrize("n", [1, 5, 17])
 def test_golden_encode_decode(golden, n):
     model, d = golden
-    exact = copy.deepcopy(model).double()
+    exact = float64_twin(model)
     lat = model.encode(d[f"in.video_f{n}"])
     assert lat.shape == d[f"out.latent_f{n}"].shape
     err = (lat.double() - exact.encode(d[f"in.video_f{n}"].double())).abs().max().item()
@@ -136,7 +135,7 @@ def pair(tiny):
 @pytest.fixture(scope="module")
 def wide_pair(pair):
     """float64 copies of ours and diffusers' VAE: the twins that measure each side's own fp32 rounding."""
-    return tuple(copy.deepcopy(m).double() for m in pair)
+    return tuple(float64_twin(m) for m in pair)
 
 
 def encode_floor(ours, wide, x, lat, mu, mu64):
@@ -196,7 +195,7 @@ def test_encode_stream_equals_encode(tiny):
     # the same math on other chunk shapes (1 frame vs the encoder's 1 + 4 + 4 + 4), which may pick other conv kernels
     # (equal here): each within its noise floor of the same code run in float64, so within twice the larger of each
     # other (8e-7 here); a dropped or repeated frame, or a lost causal cache, changes the latent by O(0.1)
-    wide, x64 = copy.deepcopy(tiny).double(), x.double()
+    wide, x64 = float64_twin(tiny), x.double()
     floor = noise_floor((whole, wide.encode(x64)),
                         (one_by_one, torch.cat(list(wide.encode_stream(x64[:, :, i] for i in range(13))), 2)))
     assert (one_by_one - whole).abs().max().item() <= 2 * floor
@@ -282,7 +281,7 @@ def test_tiled_encode_close_to_untiled(tiny, big_input):
     # the same tiles and blend, frame by frame: as in test_encode_stream_equals_encode, twice the larger noise floor
     # of the two against the same code run in float64 (9e-7 here; equal here); a misplaced tile or blend weight is
     # off by O(0.1)
-    wide, x64 = copy.deepcopy(tiny).double(), x.double()
+    wide, x64 = float64_twin(tiny), x.double()
     floor = noise_floor((tiled, wide.encode(x64, tile=32, overlap=16)),
                         (streamed, torch.cat(list(wide.encode_stream(iter(x64.unbind(2)), tile=32, overlap=16)), 2)))
     assert (streamed - tiled).abs().max().item() <= 2 * floor
@@ -370,10 +369,10 @@ def test_save_load_diffusers(tiny, tmp_path):
     mean, inv_std = tiny._stats("cpu")
     with torch.no_grad():
         mu = ref.encode(x).latent_dist.mean
-        mu64 = copy.deepcopy(ref).double().encode(x.double()).latent_dist.mean
+        mu64 = float64_twin(ref).encode(x.double()).latent_dist.mean
     # as test_parity_with_diffusers: twice the larger noise floor (5.3e-7 here); a weight lost in the layout is O(1) off
     lat = tiny.encode(x)
-    floor = encode_floor(tiny, copy.deepcopy(tiny).double(), x, lat, mu, mu64)
+    floor = encode_floor(tiny, float64_twin(tiny), x, lat, mu, mu64)
     assert (lat - (mu - mean) * inv_std).abs().max().item() <= 2 * floor
     # diffusers' own save -> our loader
     ref.save_pretrained(tmp_path / "theirs")
