@@ -487,7 +487,7 @@ def _plan_parser(sub):
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="compute dtype (default bf16)")
     p.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
     p.add_argument("--offload_model", type=offload_choice, default="none", metavar="{none,sequential,blocks[:N]}")
-    p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
+    p.add_argument("--long_method", choices=["windows", "continue", "rolling", "none"], default=None,
                    help="past the model's native length: the long-video method (default: the model's; the DiT "
                         "holds one window), or none (one DiT call over every frame)")
     p.set_defaults(func=cmd_plan)

@@ -129,19 +129,20 @@ def generate_parser(sub, func):
     p.add_argument("--tile", type=int, nargs="?", const=256, default=None, metavar="PIXELS",
                    help="decode with the VAE in overlapping spatial tiles of this size (default 256): bounded "
                         "decode memory for large frames, seams blended (not bit-identical to untiled)")
-    p.add_argument("--long_method", choices=["windows", "continue", "none"], default=None,
+    p.add_argument("--long_method", choices=["windows", "continue", "rolling", "none"], default=None,
                    help="--frame_num past the model's native length (81; the demo's 33): windows (overlapping "
                         "windows denoised together, one trajectory), continue (window after window, each "
-                        "continuing the last one's latent frames) or none (one pass over every frame). Default: "
-                        "the model's (the demo: continue; published models: windows). A prompt 'A | B' spreads "
-                        "its parts over the windows")
+                        "continuing the last one's latent frames), rolling (after the first window, frames on a "
+                        "ladder of noise levels, one finished at a time: no seams; TI2V models trained for it, "
+                        "the demo) or none (one pass over every frame). Default: the model's (the demo: continue; "
+                        "published models: windows). A prompt 'A | B' spreads its parts over the windows")
     p.add_argument("--long_overlap", type=int, default=None, metavar="LATENT_FRAMES",
                    help="latent frames shared by neighbouring windows, at least 1 (default: the model's for its "
                         "default method, the demo's continue: 2; else half a window)")
     p.add_argument("--long_expert", choices=["on", "off"], default=None,
                    help="with --long_method continue: run the windows after the first on the checkpoint's "
-                        "continuation expert (its continuation_model/ folder; the demo has one). Default: on "
-                        "where there is one")
+                        "continuation expert (its continuation_model/ folder; the demo has one); with rolling, the "
+                        "ladder on its rolling expert (rolling_model/). Default: on where there is one")
     p.add_argument("--prompt_extend", choices=["world", "off"], default=None,
                    help="rewrite the prompt into the wording the model was trained on before encoding it: world "
                         "(the embedded demo's: the demo world's parser reads the objects, in any wording it knows, "
@@ -155,9 +156,9 @@ def generate_parser(sub, func):
                         "at noise level SIGMA (0-1), their timestep saying so (Diffusion Forcing). Default: the "
                         "continuation expert's own level when it runs, else 0")
     p.add_argument("--long_refine", type=float, default=None, metavar="SIGMA",
-                   help="with --long_method continue: afterwards noise the whole latent to SIGMA (0-1) and denoise it "
-                        "again with the windows method, so every seam is redrawn inside a window (0: off). Default: "
-                        "the model's (the demo: 0.85; others: 0)")
+                   help="with --long_method continue or rolling: afterwards noise the whole latent to SIGMA (0-1) "
+                        "and denoise it again with the windows method, so every seam is redrawn inside a window "
+                        "(0: off). Default: the model's (the demo: 0.85; others: 0)")
     p.add_argument("--long_riflex", nargs="?", const=True, default=None, metavar="K", type=riflex_value,
                    help="with --long_method none (one DiT call over every frame): RIFLEx on the DiT's RoPE, the frame "
                         "axis's frequency K lowered to stay within one period over the whole video; without K the "

@@ -52,11 +52,11 @@ def apply_record(a, s: dict) -> None:
     if isinstance(long, dict):
         a.long_method = a.long_method if a.long_method is not None else long.get("method")
         a.long_overlap = a.long_overlap if a.long_overlap is not None else long.get("overlap")
-        if a.long_expert is None and long.get("method") == "continue":   # recorded when used
+        if a.long_expert is None and long.get("method") in ("continue", "rolling"):   # recorded when used
             a.long_expert = "on" if long.get("expert") else "off"
         if a.long_context_noise is None and long.get("method") == "continue":     # recorded when > 0
             a.long_context_noise = float(long.get("context_noise", 0.0))
-        if a.long_refine is None and long.get("method") == "continue":     # recorded when > 0
+        if a.long_refine is None and long.get("method") in ("continue", "rolling"):     # recorded when > 0
             a.long_refine = float(long.get("refine", 0.0))
         if a.long_riflex is None and long.get("method") == "none":        # recorded when on
             a.long_riflex = long.get("riflex", False)

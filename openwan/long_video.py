@@ -1,6 +1,6 @@
 """Long video: videos past the model's native length, in bounded memory.
 
-Two ways, both in latent space (no decode / re-encode between windows, the cause of colour drift elsewhere):
+Three ways, all in latent space (no decode / re-encode between windows, the cause of colour drift elsewhere):
 
 - ``windows``: one long latent, denoised by overlapping windows of the native length at every step. The DiT
   sees one window at a time; where windows overlap their velocity predictions are blended with weights that
@@ -9,6 +9,8 @@ Two ways, both in latent space (no decode / re-encode between windows, the cause
 - ``continue``: window after window; each new window's first ``overlap`` latent frames are the last ones of
   the previous window, re-imposed at the current noise level after every solver step (inpainting style:
   ``(1 - sigma) * known + sigma * noise``, the flow-matching forward process with a fixed noise draw).
+- ``rolling``: the first window as ``continue`` makes it, then the frames on a ladder of noise levels, one finished
+  at a time (openwan.pipelines.rolling; TI2V-style models trained for it).
 
 Everything here is a pure function of tensors and counts; the pipelines wire it into the model call.
 Counts are latent frames: ``(frame_num - 1) // 4 + 1`` for the Wan VAEs.
@@ -23,7 +25,7 @@ import torch
 from openwan.denoiser import Wrapper
 from openwan.sampling import add_noise
 
-METHODS = ("windows", "continue")
+METHODS = ("windows", "continue", "rolling")
 DEFAULT_METHOD = "windows"
 
 
@@ -179,9 +181,9 @@ class LongVideo:
     method: str
     plan: WindowPlan
     prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
-    expert: bool = False                 # continue: windows after the first run the continuation expert
+    expert: bool = False                 # continue / rolling: after the first window, the continuation expert
     context_noise: float = 0.0           # continue (TI2V): the carried frames' noise level and timestep
-    refine: float = 0.0                  # continue: the windows pass over the whole latent from this noise level
+    refine: float = 0.0                  # continue / rolling: a windows pass over the whole latent from this level
 
     def settings(self) -> dict:
         d = {"method": self.method, **self.plan.settings()}
@@ -224,12 +226,14 @@ def default_overlap(window: int) -> int:
 
 def model_defaults(sample, method: Optional[str] = None, overlap: Optional[int] = None) -> tuple:
     """(method, overlap) of a long video: what the call named, else the model's (``sample``, its SampleDefaults:
-    ``long_method``; its ``long_overlap`` goes with that method only), else None (the library's: windows, half the
-    window)."""
+    ``long_method``; its ``long_overlap`` goes with that method only, and with ``rolling`` where its method is
+    ``continue``: the frames its continuation carries), else None (the library's: windows, half the window)."""
     if method in (None, "auto"):
         method = sample.long_method
     if overlap is None and method is not None and method == sample.long_method:
         overlap = sample.long_overlap
+    if overlap is None and method == "rolling" and sample.long_method == "continue":
+        overlap = sample.long_overlap           # the frames the model's continuation was trained to be given
     return method, overlap
 
 
@@ -255,7 +259,9 @@ def plan_long_video(frame_num: int, native_frames: int, method: Optional[str] = 
         raise LongVideoError(f"long_overlap must be at least 1 latent frame, got {overlap}: windows that share no "
                              f"frame are clips of their own, cut onto each other at every seam (--long_overlap; "
                              f"default: the method's)")
-    plan = plan_windows(total, window, default_overlap(window) if overlap is None else overlap)
+    if overlap is None:     # rolling: a quarter of the window carried (the ladder the rest), else half the window
+        overlap = max(1, window // 4) if method == "rolling" else default_overlap(window)
+    plan = plan_windows(total, window, overlap)
     prompts = tuple(split_prompts(prompt, len(plan.spans))) if schedule else None
     return LongVideo(method, plan, prompts)
 

@@ -234,3 +234,42 @@ def test_context_timestep_tells_the_model_the_given_frames_noise_level():
         make(context_timestep=True)
     with pytest.raises(ValueError, match="true or false"):
         make(context_noise=0.1, context_timestep=1)
+
+
+def test_rolling_puts_the_frames_to_make_on_the_samplers_ladder():
+    """rolling: a continuation sample's frames to make on the noise ladder a rolling long video gives them (the
+    oldest nearly clean, one rung of the shifted grid apart, each frame's tokens at its own timestep), x_t each
+    frame's own (1 - s) x0 + s eps; ramp caps the ladder; rolling 0 changes no draw."""
+    b = batch()
+    shares = dict(t2v=0, i2v=0, flf2v=0, continue_=1, max_prefix=2)
+    plain, rolled = Spy(), Spy()
+    make(**shares)(plain, b, gens(5))
+    obj = make(**shares, rolling=1.0, ramp=0.0, rolling_shift=3.0)
+    obj(rolled, b, gens(5))
+    (xa, _), (xb, tb) = plain.calls[0], rolled.calls[0]
+    for i, g in enumerate(gens(5)):                 # replay: sigma, noise, mode and k, then the ladder
+        TimestepSampling().sample(1, g)
+        noise = torch.randn((C, F, H, W), generator=g)
+        _, given = obj.mode(g, False, F)
+        m = F - len(given)
+        ladder = obj.ladder(g, m)
+        u = ladder / (3 - 2 * ladder)                           # the shift undone: (j + 1 - q) / m, oldest first
+        steps = (u - u[0]) * m - torch.arange(m, dtype=torch.float64)
+        assert float(steps.abs().max()) <= 1e-9 and 0 < float(u[0]) <= 1 / m
+        rest = [f for f in range(F) if f not in given]
+        tt = tb[i].reshape(F, PER_FRAME)
+        assert bool((tt[given] == 0).all())
+        x0 = b.latent[i].double()
+        for j, f in enumerate(rest):
+            assert bool((tt[f] == sigma_to_timestep(ladder[j:j + 1])[0]).all())
+            expect = (1 - ladder[j]) * x0[:, f] + ladder[j] * noise[:, f].double()
+            assert (xb[i][:, f].double() - expect).abs().max() <= 4 * EPS * expect.abs().max()
+        assert torch.equal(xb[i][:, given], xa[i][:, given])      # the given frames as without it
+    capped = make(**shares, rolling=1.0, ramp=1.0)              # the ramp: the ladder capped, still in order
+    for k in range(20):
+        lv = capped.ladder(torch.Generator().manual_seed(k), 4)
+        assert bool((lv[1:] >= lv[:-1]).all()) and 0 <= float(lv.min()) and float(lv.max()) <= 1
+    off = make(**shares, rolling=0.0)
+    assert all(off.ladder(torch.Generator().manual_seed(k), 4) is None for k in range(5))
+    with pytest.raises(ValueError, match="rolling"):
+        make(rolling=1.5)

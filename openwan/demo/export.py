@@ -55,7 +55,7 @@ def load_demo_dit(path: Path):
 
 def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path] = None,
            continuation: Optional[Path] = None, reference: Optional[Path] = None,
-           two_objects: Optional[Path] = None) -> Path:
+           two_objects: Optional[Path] = None, rolling: Optional[Path] = None) -> Path:
     """Write a checkpoint folder: official layout (config.json + diffusion_pytorch_model.safetensors, Wan2.1_VAE +
     vae_config.json, models_t5_umt5-xxl-enc-bf16 + t5_config.json, google/umt5-xxl/, openwan.json), every tensor in
     half precision. The DiT is v1's (``DEMO_V1_DIT``) or v2's (``DEMO_V2_DIT``), the variant written its version's
@@ -67,7 +67,9 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     ``continuation_model/``, run on the later windows of a ``continue`` long video. ``reference``: a reference
     expert's weights (the DiT fine-tuned on drawing a reference picture's object), the folder's ``reference_model/``,
     run when a call gives ``src_ref_images``. ``two_objects``: a two-object expert's weights (the DiT fine-tuned on
-    scenes of two objects), the folder's ``two_object_model/``, run when a prompt names two objects."""
+    scenes of two objects), the folder's ``two_object_model/``, run when a prompt names two objects. ``rolling``: a
+    rolling expert's weights (the DiT fine-tuned on frames at a ladder of noise levels), the folder's
+    ``rolling_model/``, run on the ladder of a ``rolling`` long video."""
     from openwan.checkpoints import CheckpointError
     from openwan.configs import (
         DEMO_V1_DIT,
@@ -81,7 +83,7 @@ def export(work_dir: Path, export_dir: Path = DEMO_DIR, dit_path: Optional[Path]
     versions = {DEMO_V1_DIT: DEMO_V1_VARIANT, DEMO_V2_DIT: DEMO_V2_VARIANT}
     dit = load_demo_dit(dit_path)
     experts = {}
-    given = {"continuation": continuation, "reference": reference, "two-object": two_objects}
+    given = {"continuation": continuation, "reference": reference, "two-object": two_objects, "rolling": rolling}
     for what, folder, _ in EXPERTS:
         weights = given[what]
         if weights is None:

@@ -485,6 +485,10 @@ def main(argv=None) -> int:
     g.add_argument("--context_timestep", action="store_true",
                    help="clean_frames, with --context_noise: the given frames' tokens see their noise level as "
                         "timestep (not 0): a continuation expert for long_context_noise (Diffusion Forcing)")
+    g.add_argument("--rolling", type=float, default=0.0,
+                   help="clean_frames, continuation: this share of the continuation samples with their frames on "
+                        "the noise ladder of a rolling long video (long_method='rolling'; the ladder on the "
+                        "--timestep_shift grid)")
     g.add_argument("--clean_focus", type=float, default=0.0,
                    help="clean_frames: weight the loss by up to 1+F on the latent positions away from the background")
     g.add_argument("--dit_stop_at", type=int, help="stop at this step (checkpoint; resumable), the learning-rate "
@@ -505,6 +509,8 @@ def main(argv=None) -> int:
                    "folder's reference expert (reference_model/)")
     g.add_argument("--two_object_weights", help="also write these DiT weights (fine-tuned on two-object scenes) as "
                    "the folder's two-object expert (two_object_model/)")
+    g.add_argument("--rolling_weights", help="also write these DiT weights (fine-tuned with --rolling) as the "
+                   "folder's rolling expert (rolling_model/), run on the ladder of long_method='rolling'")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir)
@@ -564,6 +570,8 @@ def main(argv=None) -> int:
                     options["context_noise"] = a.context_noise
                 if a.context_timestep:
                     options["context_timestep"] = True
+                if a.rolling:
+                    options.update(rolling=a.rolling, rolling_shift=a.timestep_shift)
                 objective = {"name": "clean_frames", "options": options}
             train_dit(work, steps=a.dit_steps, batch=a.dit_batch, lr=a.dit_lr, caption_dropout=a.caption_dropout,
                       ema=a.ema or None, seed=a.seed, timestep_shift=a.timestep_shift, dit_config=cfg, init=init,
@@ -573,7 +581,8 @@ def main(argv=None) -> int:
             export(work, Path(a.export_dir), dit_path=Path(a.dit_weights) if a.dit_weights else None,
                    continuation=Path(a.continuation_weights) if a.continuation_weights else None,
                    reference=Path(a.reference_weights) if a.reference_weights else None,
-                   two_objects=Path(a.two_object_weights) if a.two_object_weights else None)
+                   two_objects=Path(a.two_object_weights) if a.two_object_weights else None,
+                   rolling=Path(a.rolling_weights) if a.rolling_weights else None)
         log(f"stage {stage} took {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -341,6 +341,9 @@ class WanPipeline(CallOptions):
         if job.long is not None and job.long.method == "continue":
             from openwan.pipelines.long import run_continued
             return run_continued(self, job, on_step, cancelled)
+        if job.long is not None and job.long.method == "rolling":
+            from openwan.pipelines.rolling import run_rolling
+            return run_rolling(self, job, on_step, cancelled)
         windows = None if job.long is None else (job.long.plan, job.window_conds, self.window_share)
         model = self.dit if job.dit is None else job.dit
         d = self.denoiser(job.cond, job.guidance, job.step_cache, windows, dit=job.dit)

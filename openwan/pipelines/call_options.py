@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import inspect
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -207,7 +207,7 @@ class CallOptions:
         method, overlap = self.long_video_defaults(method, opts.get("overlap"))
         long = plan_long_video(job.settings.get("frame_num", native), native, method, overlap, prompt,
                                self.vae.temporal_ratio)
-        expert, noise, refine = self._continue_options(opts)
+        expert, noise, refine = self._continue_options(opts, method)
         riflex = self._riflex_option(opts)
         total = latent_frames(job.settings.get("frame_num", native), self.vae.temporal_ratio)
         window = latent_frames(native, self.vae.temporal_ratio)
@@ -222,16 +222,25 @@ class CallOptions:
             self._warn_unshared(None)
             return
         name = "none" if long is None else long.method   # none: past the native length in one call
-        if refine and name != "continue":
-            raise ValueError(f"long_refine redraws the seams of long_method='continue' with a windows pass; this call "
-                             f"is {name!r}: use long_method='continue' or leave long_refine unset")
+        if refine and name not in ("continue", "rolling"):
+            raise ValueError(f"long_refine redraws the seams of long_method='continue' (or 'rolling') with a windows "
+                             f"pass; this call is {name!r}: use long_method='continue' or leave long_refine unset")
+        if name == "rolling" and not hasattr(self, "continued_window"):
+            raise ValueError(f"long_method='rolling' gives each frame its own noise level (timestep per token): it "
+                             f"needs a TI2V-style model (task ti2v: the embedded demo, Wan 2.2 TI2V-5B); this call is "
+                             f"the {self.task} task: use long_method='continue' or 'windows'")
+        if name == "rolling" and getattr(job.cond, "last_frame", None) is not None:
+            raise ValueError("long_method='rolling' makes the video one frame at a time after its first window and has "
+                             "no window that ends at a last picture: for first-last-frame-to-video past the native "
+                             "length use long_method='continue'")
         if noise and (name != "continue" or not hasattr(self, "continued_window")):
             raise ValueError("long_context_noise gives the frames a 'continue' window carries over at a noise level "
                              "a TI2V-style model is told of: it needs long_method='continue' and a TI2V model (task "
                              f"ti2v); this call is {name!r} on the {self.task} task: leave it unset")
-        if expert and name != "continue":
+        if expert and name not in ("continue", "rolling"):
             raise ValueError(f"long_expert=True runs the continuation expert on the later windows of "
-                             f"long_method='continue', not {name!r}: use long_method='continue'")
+                             f"long_method='continue' (or the ladder of 'rolling'), not {name!r}: use "
+                             f"long_method='continue'")
         if riflex and long is not None:
             raise ValueError(f"long_riflex changes the DiT's RoPE for one call over more latent frames than it was "
                              f"trained on (long_method='none'); the {name!r} method runs windows of the native length, "
@@ -247,7 +256,12 @@ class CallOptions:
                 job.settings["long_video"]["riflex"] = k
             self._warn_unshared(None)
             return
-        if long.method == "continue":
+        if long.method == "rolling" and self.c.dit_rolling is None:
+            warnings.warn(f"long_method='rolling': {self.c.source or 'this checkpoint'} has no rolling expert (a "
+                          f"rolling_model/ folder, a DiT trained on frames at a ladder of noise levels: "
+                          f"docs/long_video.md, 'Rolling'); its main DiT runs the ladder, which it was not trained for",
+                          stacklevel=5)
+        if long.method in ("continue", "rolling"):
             if refine is None:              # the variant's pass (v2v too: without it every long v2v measured had a
                 refine = self.defaults().long_refine      # seam jump above its motion, docs/long_video.md)
             long = self._with_continue_options(long, expert, noise, refine)
@@ -265,14 +279,21 @@ class CallOptions:
                       f"refinement pass; this call is {what}, so every process runs all of it (with 2 processes, "
                       f"--cfg_parallel splits every guided pass instead)", stacklevel=6)
 
-    def _continue_options(self, opts: dict) -> tuple:
+    def long_expert_dit(self, method: Optional[str]):
+        """The expert a long video of ``method`` runs after its first window: the checkpoint's rolling expert for
+        ``rolling``, else its continuation expert (None where it has none)."""
+        return self.c.dit_rolling if method == "rolling" else self.c.dit_continue
+
+    def _continue_options(self, opts: dict, method: Optional[str] = "continue") -> tuple:
         """The call's (long_expert, long_context_noise, long_refine), each checked (None where not given)."""
         expert = opts.get("expert")
         if expert is not None and not isinstance(expert, bool):
             raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
-        if expert and self.c.dit_continue is None:
-            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no continuation expert "
-                             f"(a continuation_model/ folder); leave long_expert unset")
+        if expert and self.long_expert_dit(method) is None:
+            what = ("rolling expert (a rolling_model/ folder)" if method == "rolling" else
+                    "continuation expert (a continuation_model/ folder)")
+            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no {what}; leave "
+                             f"long_expert unset")
         noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
         refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
         return expert, noise, refine
@@ -311,18 +332,18 @@ class CallOptions:
         return k
 
     def _with_continue_options(self, long, expert, noise, refine):
-        """A ``continue`` plan with its options: the refinement pass from ``refine`` (0 / None: none), the checkpoint's
-        continuation expert unless ``expert`` is False (with a LoRA in use: the main DiT, with a warning), the carried
-        frames' noise level (default: the expert's own)."""
+        """A ``continue`` (or ``rolling``) plan with its options: the refinement pass from ``refine`` (0 / None: none),
+        the checkpoint's continuation (rolling) expert unless ``expert`` is False (with a LoRA in use: the main DiT,
+        with a warning), the carried frames' noise level (default: the continuation expert's own)."""
         if refine:
             long = dataclasses.replace(long, refine=float(refine))
-        if self.c.dit_continue is not None and expert is not False:
+        if self.long_expert_dit(long.method) is not None and expert is not False:
             if self._loras:     # adapters are applied to the main DiT: its windows all run it
                 warnings.warn("a LoRA is in use: the long video's windows all run the main DiT, not the "
-                              "continuation expert", stacklevel=5)
+                              f"{'rolling' if long.method == 'rolling' else 'continuation'} expert", stacklevel=5)
             else:
                 long = dataclasses.replace(long, expert=True)
-        if noise is None and long.expert:     # the expert's own: what it was trained to be given
+        if noise is None and long.expert and long.method == "continue":   # the expert's own: what it was trained for
             noise = self.defaults().long_context_noise
         if noise:
             if not hasattr(self, "continued_window"):

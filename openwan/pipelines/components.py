@@ -26,7 +26,10 @@ class Components:
     clean latent frame before the video (VACE's reference images on a TI2V-style model, openwan.pipelines.ti2v);
     ``dit_two_objects`` a two-object expert (``two_object_model/``, :data:`TWO_OBJECT_DIR`): the same architecture
     fine-tuned on scenes of two objects, run when a demo prompt names two and is not composed
-    (openwan.pipelines.ti2v: ``two_objects="expert"``, or a picture that does not show the colours it names)."""
+    (openwan.pipelines.ti2v: ``two_objects="expert"``, or a picture that does not show the colours it names);
+    ``dit_rolling`` a rolling expert (``rolling_model/``, :data:`ROLLING_DIR`): the same architecture fine-tuned on
+    frames at a ladder of noise levels, run on the ladder of the ``rolling`` long-video method
+    (openwan.pipelines.rolling)."""
     dit: Any
     vae: Any
     text_encoder: Any
@@ -41,6 +44,7 @@ class Components:
     dit_continue: Any = None
     dit_reference: Any = None
     dit_two_objects: Any = None
+    dit_rolling: Any = None
     dit_path: str = ""            # DiT weights loaded in place of the folder's (load_components' ``dit``)
 
     def experts(self) -> list:
@@ -211,9 +215,11 @@ CONTINUATION_DIR = "continuation_model"
 REFERENCE_DIR = "reference_model"
 # ... and its two-object expert (Components.dit_two_objects).
 TWO_OBJECT_DIR = "two_object_model"
+# ... and its rolling expert (Components.dit_rolling).
+ROLLING_DIR = "rolling_model"
 # Every expert a checkpoint folder may hold beside its main DiT: (what it is, its folder, its Components field).
 EXPERTS = (("continuation", CONTINUATION_DIR, "dit_continue"), ("reference", REFERENCE_DIR, "dit_reference"),
-           ("two-object", TWO_OBJECT_DIR, "dit_two_objects"))
+           ("two-object", TWO_OBJECT_DIR, "dit_two_objects"), ("rolling", ROLLING_DIR, "dit_rolling"))
 
 
 # What an expert's DiT shares with the main one, so that the same latents and text features go in and the same

@@ -25,6 +25,13 @@ no draw. With ``context_timestep`` the model is told how far: the given frames' 
 floor(1000 x fraction) instead of 0 (Diffusion Forcing's noisy history; at inference ``long_context_noise`` gives
 the carried frames that noise level and timestep).
 
+``rolling`` > 0 (continuation only): that share of the continuation samples have their frames to make on a ladder
+of noise levels, as a ``rolling`` long video denoises them (openwan.pipelines.rolling): of the m frames after the
+given ones, frame j (0 the oldest) at progress p_j = (m - 1 - j + q) / m along the sampler's shifted grid, q ~ U[0, 1)
+per sample, sigma_j = shift(1 - p_j) with the sampling shift ``rolling_shift``; and in ``ramp`` of those, the
+ladder's start as the sampler builds it, every p_j capped at a level drawn uniformly in [0, 1). Each frame's tokens see
+its own timestep. Drawn after everything above, so 0 changes no draw.
+
 ``focus`` > 0 weights the error by where the picture is: each latent position's weight is
 1 + focus * min(1, d / focus_scale), d the RMS over channels of its distance from its frame's background (the
 per-channel median over the frame); the loss is then the weighted mean. A small object on a flat background
@@ -52,8 +59,13 @@ class CleanFrames(FlowMatching):
 
     def __init__(self, sampling: Optional[TimestepSampling] = None, t2v: float = 0.4, i2v: float = 0.3,
                  flf2v: float = 0.1, continue_: float = 0.2, max_prefix: int = 3, focus: float = 0.0,
-                 focus_scale: float = 1.0, context_noise: float = 0.0, context_timestep: bool = False):
+                 focus_scale: float = 1.0, context_noise: float = 0.0, context_timestep: bool = False,
+                 rolling: float = 0.0, rolling_shift: float = 3.0, ramp: float = 0.25):
         super().__init__(sampling)
+        if not (0.0 <= float(rolling) <= 1.0 and 0.0 <= float(ramp) <= 1.0 and float(rolling_shift) > 0):
+            raise ValueError(f"clean_frames: rolling and ramp must be in [0, 1] and rolling_shift > 0, got "
+                             f"{rolling}, {ramp}, {rolling_shift}")
+        self.rolling, self.rolling_shift, self.ramp = float(rolling), float(rolling_shift), float(ramp)
         if not isinstance(context_timestep, bool):
             raise ValueError(f"clean_frames: context_timestep must be true or false, got {context_timestep!r}")
         if context_timestep and not float(context_noise) > 0:
@@ -118,8 +130,17 @@ class CleanFrames(FlowMatching):
                     x_t[i][:, cols] = add_noise(x0[i][:, cols], eps[:, cols], torch.tensor(frac)).to(x_t.dtype)
                     if self.context_timestep:
                         given_t[i, cols] = int(sigma_to_timestep(torch.tensor([frac]))[0])
+        frame_sigma = sigma.to(x0.device, torch.float64)[:, None].expand(b, f).clone()
+        if self.rolling > 0:
+            for i, g in enumerate(rng):
+                ladder = self.ladder(g, int((~given[i]).sum())) if names[i] == "continue" else None
+                if ladder is not None:
+                    cols = ~given[i]
+                    frame_sigma[i, cols] = ladder.to(x0.device)
+                    lv = ladder.to(x0.device, x0.dtype)[None, :, None, None]        # [1, m, 1, 1]
+                    x_t[i][:, cols] = ((1 - lv) * x0[i][:, cols] + lv * noise[i][:, cols].to(x0)).to(x_t.dtype)
         per_frame = (h // self.patch[1]) * (w // self.patch[2])
-        frame_t = torch.where(given, given_t, sigma_to_timestep(sigma).to(x0.device)[:, None].expand(b, f))
+        frame_t = torch.where(given, given_t, sigma_to_timestep(frame_sigma))
         t = frame_t.repeat_interleave(per_frame, dim=1)
         pred = model(x_t, t, batch.context, **batch.cond).float()
         if self.focus == 0:
@@ -130,6 +151,18 @@ class CleanFrames(FlowMatching):
         err = (pred - (noise - x0)).pow(2) * weight
         per_sample = err.flatten(1).sum(1) / (weight.flatten(1).sum(1) * x0.shape[1])
         return per_sample.mean(), {}
+
+    def ladder(self, g: torch.Generator, m: int) -> Optional[torch.Tensor]:
+        """The m frames' noise levels (float64, oldest first) when this sample is drawn rolling, else None (draws
+        the choice, then q, then whether and where the ramp caps it, from ``g``)."""
+        if float(torch.rand(1, generator=g, dtype=torch.float64)) >= self.rolling or m < 1:
+            return None
+        q = float(torch.rand(1, generator=g, dtype=torch.float64))
+        p = (m - 1 - torch.arange(m, dtype=torch.float64) + q) / m
+        if float(torch.rand(1, generator=g, dtype=torch.float64)) < self.ramp:
+            p = p.clamp(max=float(torch.rand(1, generator=g, dtype=torch.float64)))
+        u, s = 1 - p, self.rolling_shift
+        return s * u / (1 + (s - 1) * u)
 
     def weights(self, x0: torch.Tensor) -> torch.Tensor:
         """[B, 1, F, H, W]: 1 + focus * min(1, d / focus_scale), d a position's RMS distance over channels from

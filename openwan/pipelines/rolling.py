@@ -1,0 +1,191 @@
+"""The ``rolling`` long-video method: after the first window, the video's frames go through the DiT on a ladder of
+noise levels (Rolling Diffusion, FIFO-Diffusion, Diffusion Forcing's pyramid), one latent frame finished at a time.
+
+The first window is made as the ``continue`` method makes it (the main DiT, the task's pictures). From then on the
+DiT sees windows of the native length: ``c`` finished latent frames (clean, timestep 0 on their tokens, as a
+continued window's shared frames) and ``m`` = window - ``c`` frames still being made, the oldest nearly clean,
+the newest nearly noise. Each frame goes down one grid of ``m * r`` Euler steps (the sampler's shift): frame j
+of the ladder (0 the oldest) at step (m - 1 - j) * r + q of it, q = 0 .. r - 1. Every ``r`` steps the oldest
+frame reaches 0 and joins the finished frames, and the next frame (its slice of the call's noise) joins the
+ladder's end. So no frame is
+drawn after a seam from frames that are already fixed: each is made beside its neighbours, a little further along
+than the next, and the video has no seams at all. The ladder starts with its frames all at noise, each taken down
+to its rung (``ramp``), and ends by running on past the video's last frame with frames of noise that are dropped.
+
+The DiT must have learned per-frame noise levels (openwan.training.clean_frames ``rolling``; a checkpoint's rolling
+expert, ``rolling_model/``); any TI2V-style model (timestep per token) runs it. Each step is one guided forward of one
+window: the video's ``F - window`` frames after the first window cost about ``r`` forwards each, plus the ramp's
+``(m - 1) r``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import replace
+from typing import Callable, Optional
+
+import torch
+
+from openwan.denoiser import Denoiser
+from openwan.sampling import Step, euler_sigmas, timesteps_from_sigmas
+
+
+def ladder_grid(m: int, r: int, shift: float) -> torch.Tensor:
+    """The grid every frame goes down: ``m * r`` Euler steps at ``shift`` (float64, ``m * r + 1`` values, 1 to 0)."""
+    return euler_sigmas(m * r, shift).double()
+
+
+def rungs(m: int, r: int) -> list[int]:
+    """The grid step each ladder position holds once the ladder is built (oldest first): (m - 1 - j) * r."""
+    return [(m - 1 - j) * r for j in range(m)]
+
+
+def substeps_for(steps: int, m: int) -> int:
+    """Steps per rung for a call of ``steps`` sampling steps: each frame then goes down about as many steps."""
+    return max(1, round(steps / m))
+
+
+class Ladder:
+    """The frames being made: their latents ([C, 1, H, W] each, oldest first) and their step on the grid."""
+
+    def __init__(self, grid: torch.Tensor):
+        self.grid, self.frames, self.at = grid, [], []
+
+    def push(self, frame: torch.Tensor) -> None:
+        self.frames.append(frame.float())
+        self.at.append(0)
+
+    def pop(self) -> torch.Tensor:
+        self.at.pop(0)
+        return self.frames.pop(0)
+
+    def sigmas(self) -> torch.Tensor:
+        return self.grid[torch.tensor(self.at)]
+
+    def step(self, v: torch.Tensor, move: list) -> None:
+        """One Euler step of each frame with ``move[j]`` (v: [C, len, H, W], the ladder's velocities)."""
+        for j, go in enumerate(move):
+            if go:
+                i = self.at[j]
+                self.frames[j] = self.frames[j] + float(self.grid[i + 1] - self.grid[i]) * v[:, j:j + 1].float()
+                self.at[j] = i + 1
+
+
+def forwards(job) -> tuple:
+    """(the first window's steps, the ladder's forwards) of a ``rolling`` job: ``F - window`` frames of ``r``
+    forwards each, after a ramp of ``(m - 1) r``."""
+    plan, steps = job.long.plan, len(job.sigmas) - 1
+    m = plan.length - plan.overlap
+    r = substeps_for(steps, m)
+    return steps, (m - 1) * r + (plan.total - plan.length) * r
+
+
+def run_rolling(pipe, job, on_step: Optional[Callable] = None,
+                cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+    """``pipe.run`` for a job whose long-video method is ``rolling``: the whole clean latent (float32 values in the
+    start's dtype), with the refinement pass after it where ``job.long.refine`` asks for one."""
+    from openwan.long_video import refine_from, refine_plan
+    from openwan.pipelines.job import TimeLeft, add_stats
+    from openwan.pipelines.long import overall, refine
+    long = job.long
+    first, ladder_steps = forwards(job)
+    n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, long.refine) if long.refine else 0
+    pass_units = len(refine_plan(long.plan).spans) if n_pass else 0
+    work = first + ladder_steps + n_pass * pass_units
+    progress = overall(on_step, work)
+    time_left = TimeLeft(work) if getattr(pipe, "progress", False) else None
+    totals: dict = {}
+    out = roll(pipe, job, pipe.long_expert_dit("rolling") if long.expert else None,
+               progress=progress, cancelled=cancelled, time_left=time_left, stats=totals)
+    if long.refine:
+        out, stats = refine(pipe, job, out, progress(first + ladder_steps, pass_units), cancelled, None, time_left)
+        add_stats(totals, stats)
+    job.stats.update(totals)
+    return out.to(job.start.dtype)
+
+
+def roll(pipe, job, dit=None, substeps: Optional[int] = None, shift: Optional[float] = None, progress=None,
+         cancelled=None, time_left=None, stats: Optional[dict] = None) -> torch.Tensor:
+    """The first window and the ladder (no refinement pass): the clean latent, float32. ``dit``: the ladder's
+    DiT (default the main); ``substeps`` (r) steps per rung (default from the call's steps); ``shift`` the
+    grid's (default the call's); ``progress``: :func:`openwan.pipelines.long.overall`'s; ``stats`` gets the DiT
+    forwards and the time."""
+    from openwan.pipelines.job import Cancelled, add_stats
+    plan = job.long.plan
+    window, c = plan.length, plan.overlap
+    m = window - c
+    noise = job.start
+    C, F, H, W = noise.shape
+    steps = len(job.sigmas) - 1
+    r = substeps or substeps_for(steps, m)
+    grid = ladder_grid(m, r, float(job.settings["sample_shift"]) if shift is None else shift)
+    out = torch.zeros_like(noise, dtype=torch.float32)
+    stats = {} if stats is None else stats
+    start, cond, post = pipe.continued_window(job, 0, noise[:, :0].clone(), noise[:, :window])
+    sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post, long=None, window_conds=None,
+                  dit=None, given=None, keeps_progress=False, label=f"window 1 ({F} latent frames)",
+                  time_left=time_left, step_units=1)
+    out[:, :window] = pipe.run(sub, None if progress is None else progress(0), cancelled).float()
+    add_stats(stats, sub.settings["stats"])
+    dit = pipe.dit if dit is None else dit
+    pt, ph, pw = dit.patch_size
+    per_frame = (H // ph) * (W // pw)
+    gen = torch.Generator().manual_seed(int(job.settings.get("seed", 0)) + 7919)    # the frames past the end
+    ladder, nxt, done = Ladder(grid), window, window
+    d = Denoiser(dit, job.window_conds[0], job.guidance)
+    total = (m - 1) * r + (F - window) * r
+    on_step = None if progress is None else progress(steps)
+    bar = None
+    if getattr(pipe, "progress", False):
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, desc="rolling", unit="step", leave=False)
+    count, t0 = 0, time.perf_counter()
+
+    def enter():
+        nonlocal nxt
+        ladder.push(noise[:, nxt:nxt + 1] if nxt < F else torch.randn(C, 1, H, W, generator=gen).to(noise))
+        nxt += 1
+
+    def forward(move):
+        nonlocal count
+        if cancelled is not None and cancelled():
+            raise Cancelled("generation cancelled")
+        sig = torch.cat([torch.zeros(c, dtype=torch.float64), ladder.sigmas()])
+        frame_t = timesteps_from_sigmas(sig).clamp(max=999)       # as training draws them: [0, 999]
+        t = frame_t.repeat_interleave(per_frame)[None].to(noise.device)
+        k = next(i for i, (s, e) in enumerate(plan.spans) if s <= done < e or i == len(plan.spans) - 1)
+        d.cond = dataclasses.replace(job.window_conds[k], first_frame=None, last_frame=None)
+        x = torch.cat([out[:, done - c:done]] + ladder.frames, dim=1).to(noise.dtype)
+        v = d(x, Step(count, total, t, float(sig.max()), float(sig.min())))[:, c:]
+        ladder.step(v, move)
+        count += 1
+        if bar is not None:
+            bar.update(1)
+            post = f"{(time.perf_counter() - t0) / count:.2f}s/step"
+            if time_left is not None:
+                time_left.add(1)
+                post += time_left.text()
+            bar.set_postfix_str(post)
+        if on_step is not None:             # the progress of the ladder, at its newest frame's timestep
+            on_step(Step(count - 1, total, frame_t[-1:].to(noise.device), float(sig.max()), float(sig.min())), x, x)
+
+    t1 = time.perf_counter()
+    try:
+        with pipe.resident(dit), torch.inference_mode():
+            for _ in range(m):
+                enter()
+            target = rungs(m, r)
+            for _ in range(target[0]):                        # the ramp: each frame down to its rung
+                forward([a < b for a, b in zip(ladder.at, target)])
+            while done < F:
+                while ladder.at[0] < m * r:
+                    forward([True] * m)
+                out[:, done:done + 1] = ladder.pop()
+                done += 1
+                enter()
+    finally:
+        if bar is not None:
+            bar.close()
+    add_stats(stats, {"denoise": round(time.perf_counter() - t1, 4), **d.stats})
+    stats["rolling_substeps"] = r
+    return out
