@@ -181,7 +181,7 @@ class LongVideo:
     method: str
     plan: WindowPlan
     prompts: Optional[tuple] = None      # one per window when the prompt is a schedule ("a | b")
-    expert: bool = False                 # continue / rolling: after the first window, the continuation expert
+    expert: bool = False                 # after the first window, the continuation (rolling: rolling) expert
     context_noise: float = 0.0           # continue (TI2V): the carried frames' noise level and timestep
     refine: float = 0.0                  # continue / rolling: a windows pass over the whole latent from this level
 
