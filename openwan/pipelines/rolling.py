@@ -71,13 +71,16 @@ class Ladder:
                 self.at[j] = i + 1
 
 
+def ladder_forwards(m: int, r: int, frames: int, window: int) -> int:
+    """The ladder's DiT forwards: ``frames - window`` frames of ``r`` forwards each, after a ramp of ``(m - 1) r``."""
+    return (m - 1) * r + (frames - window) * r
+
+
 def forwards(job) -> tuple:
-    """(the first window's steps, the ladder's forwards) of a ``rolling`` job: ``F - window`` frames of ``r``
-    forwards each, after a ramp of ``(m - 1) r``."""
+    """(the first window's steps, the ladder's forwards) of a ``rolling`` job."""
     plan, steps = job.long.plan, len(job.sigmas) - 1
     m = plan.length - plan.overlap
-    r = substeps_for(steps, m)
-    return steps, (m - 1) * r + (plan.total - plan.length) * r
+    return steps, ladder_forwards(m, substeps_for(steps, m), plan.total, plan.length)
 
 
 def run_rolling(pipe, job, on_step: Optional[Callable] = None,
@@ -133,7 +136,7 @@ def roll(pipe, job, dit=None, substeps: Optional[int] = None, shift: Optional[fl
     gen = torch.Generator().manual_seed(int(job.settings.get("seed", 0)) + 7919)    # the frames past the end
     ladder, nxt, done = Ladder(grid), window, window
     d = Denoiser(dit, job.window_conds[0], job.guidance)
-    total = (m - 1) * r + (F - window) * r
+    total = ladder_forwards(m, r, F, window)
     on_step = None if progress is None else progress(steps)
     bar = None
     if getattr(pipe, "progress", False):
