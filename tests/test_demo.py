@@ -41,9 +41,10 @@ def test_shipped_checkpoint_is_small_half_precision_official_layout():
     total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     # (issue 22: "a few tens of MB at most"; four DiTs of 3.4 MiB, the VAE and the text encoder: 18.3 MiB)
     assert total < 20 * 2 ** 20, f"demo checkpoint is {total / 2 ** 20:.1f} MiB"
-    from openwan.pipelines.components import EXPERTS
-    experts = [d / folder for _, folder, _ in EXPERTS]
+    from openwan.pipelines.components import EXPERTS, ROLLING_DIR
+    experts = [d / folder for _, folder, _ in EXPERTS if folder != ROLLING_DIR]
     assert all(e.is_dir() for e in experts)              # continuation, reference and two-object experts ship
+    assert not (d / ROLLING_DIR).exists()                 # a rolling expert does not (docs/long_video.md, "Rolling")
     for dit in [d] + experts:                              # the main DiT and every expert in half precision
         with safe_open(str(dit / "diffusion_pytorch_model.safetensors"), "pt") as fh:
             dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
