@@ -41,6 +41,7 @@ from openwan.pipelines.job import (  # noqa: F401
     Job,
     PathLike,
     Sampling,
+    StepBar,
     add_stats,
     check_frames,
     check_prompt,
@@ -348,10 +349,7 @@ class WanPipeline(CallOptions):
         model = self.dit if job.dit is None else job.dit
         d = self.denoiser(job.cond, job.guidance, job.step_cache, windows, dit=job.dit)
         n_steps = len(job.sigmas) - 1
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=n_steps, desc=job.label, unit="step", leave=False)
+        bar = StepBar(n_steps, job.label, job.time_left, job.step_units) if self.progress else None
         t0 = time.perf_counter()
 
         def check():
@@ -360,12 +358,7 @@ class WanPipeline(CallOptions):
 
         def hook(step, x, x0):
             if bar is not None:
-                bar.update(1)
-                post = f"{(time.perf_counter() - t0) / (step.i + 1):.2f}s/step"
-                if job.time_left is not None:
-                    job.time_left.add(job.step_units)
-                    post += job.time_left.text()
-                bar.set_postfix_str(post)
+                bar.update(step.i + 1)
             if on_step is not None:
                 on_step(step, x, x0)
             if step.i + 1 < step.n:

@@ -159,6 +159,28 @@ class TimeLeft:
         return f", ~{duration_text(left)} of denoising left"
 
 
+class StepBar:
+    """A run's progress bar (tqdm): a step of ``total``, its postfix the mean seconds a step so far and, with a
+    :class:`TimeLeft`, the call's time left (``units`` of its work a step)."""
+
+    def __init__(self, total: int, label: str, time_left: Optional[TimeLeft] = None, units: int = 1):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, desc=label, unit="step", leave=False)
+        self.time_left, self.units, self.t0 = time_left, units, time.perf_counter()
+
+    def update(self, steps: int) -> None:
+        """One more step done, ``steps`` the run's steps so far (the mean is over them)."""
+        self.bar.update(1)
+        post = f"{(time.perf_counter() - self.t0) / steps:.2f}s/step"
+        if self.time_left is not None:
+            self.time_left.add(self.units)
+            post += self.time_left.text()
+        self.bar.set_postfix_str(post)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Cancelled(RuntimeError):
     """Raised by :meth:`WanPipeline.run` when its ``cancelled()`` check returns True."""
 

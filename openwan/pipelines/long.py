@@ -60,10 +60,9 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         out[:, :done["latent"].shape[1]] = done["latent"]
         job.stats["resumed_windows"] = done["windows"]
     totals: dict = dict(done.get("stats", {}))
-    expert = pipe.c.dit_continue if job.long.expert else None       # the later windows' DiT (None: the main)
+    expert = pipe.long_expert_dit("continue") if job.long.expert else None     # the later windows' DiT (None: main)
     n = len(job.sigmas) - 1
-    n_pass = n - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
-    pass_units = len(refine_plan(plan).spans) if n_pass else 0      # a step of the pass: one forward per window
+    n_pass, pass_units = pass_work(job)
     work = len(plan.spans) * n + n_pass * pass_units                 # in window forwards
     progress = overall(on_step, work)
     time_left = None
@@ -78,11 +77,10 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
         if task_step is not None:
             post_step = compose_steps(task_step.window(s, e), post_step)
         steps = None if kept is None else Partial(kept, k)
-        sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
-                      window_conds=None, dit=expert if k > 0 or shared else None, given=None, keeps_progress=False,
-                      steps_kept=steps, label=f"window {k + 1}/{len(plan.spans)}", time_left=time_left, step_units=1)
-        out[:, s + shared:e] = pipe.run(sub, progress(k * n), cancelled)[:, shared:].float()   # shared frames stay
-        add_stats(totals, sub.settings["stats"])
+        latent, stats = run_window(pipe, job, start, cond, post_step, f"window {k + 1}/{len(plan.spans)}",
+                                   expert if k > 0 or shared else None, progress(k * n), cancelled, time_left, steps)
+        out[:, s + shared:e] = latent[:, shared:]                   # the shared frames stay
+        add_stats(totals, stats)
         if kept is not None:
             kept.save(k + 1, out[:, :e], file_stats(totals))
     if job.long.refine and done.get("refined"):
@@ -97,6 +95,25 @@ def run_continued(pipe, job, on_step: Optional[Callable] = None,
     if given is not None:
         out = torch.cat([given.latents[:, :given.start].float(), out], dim=1)
     return out.to(noise.dtype)
+
+
+def run_window(pipe, job, start: torch.Tensor, cond, post_step, label: str, dit=None,
+               on_step: Optional[Callable] = None, cancelled: Optional[Callable[[], bool]] = None, time_left=None,
+               steps_kept=None) -> tuple:
+    """One window of a long video as a denoising run of its own: ``job``'s sampling from ``start`` with the window's
+    conditioning and per-step conditioning, on ``dit`` (None: the main DiT). Returns (its clean latent, float32, its
+    stats)."""
+    sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post_step, long=None,
+                  window_conds=None, dit=dit, given=None, keeps_progress=False, steps_kept=steps_kept, label=label,
+                  time_left=time_left, step_units=1)
+    return pipe.run(sub, on_step, cancelled).float(), sub.settings["stats"]
+
+
+def pass_work(job) -> tuple:
+    """(the refinement pass's steps, the window forwards of one of its steps) of a long-video job; (0, 0) without
+    a pass."""
+    n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, job.long.refine) if job.long.refine else 0
+    return n_pass, (len(refine_plan(job.long.plan).spans) if n_pass else 0)
 
 
 def refine(pipe, job, latent: torch.Tensor, on_step: Optional[Callable] = None,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import replace
 from typing import Callable, Optional
 
 import torch
@@ -76,60 +75,59 @@ def ladder_forwards(m: int, r: int, frames: int, window: int) -> int:
     return (m - 1) * r + (frames - window) * r
 
 
-def forwards(job) -> tuple:
-    """(the first window's steps, the ladder's forwards) of a ``rolling`` job."""
-    plan, steps = job.long.plan, len(job.sigmas) - 1
+def ladder_shape(job) -> tuple:
+    """(c, m, r) of a ``rolling`` job: the finished frames a window carries (the plan's overlap), the ladder's
+    frames (the rest of the window) and its steps a rung (from the call's steps)."""
+    plan = job.long.plan
     m = plan.length - plan.overlap
-    return steps, ladder_forwards(m, substeps_for(steps, m), plan.total, plan.length)
+    return plan.overlap, m, substeps_for(len(job.sigmas) - 1, m)
 
 
 def run_rolling(pipe, job, on_step: Optional[Callable] = None,
                 cancelled: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """``pipe.run`` for a job whose long-video method is ``rolling``: the whole clean latent (float32 values in the
     start's dtype), with the refinement pass after it where ``job.long.refine`` asks for one."""
-    from openwan.long_video import refine_from, refine_plan
     from openwan.pipelines.job import TimeLeft, add_stats
-    from openwan.pipelines.long import overall, refine
-    long = job.long
-    first, ladder_steps = forwards(job)
-    n_pass = len(job.sigmas) - 1 - refine_from(job.sigmas, long.refine) if long.refine else 0
-    pass_units = len(refine_plan(long.plan).spans) if n_pass else 0
+    from openwan.pipelines.long import overall, pass_work, refine
+    plan = job.long.plan
+    _, m, r = ladder_shape(job)
+    first = len(job.sigmas) - 1
+    ladder_steps = ladder_forwards(m, r, plan.total, plan.length)
+    n_pass, pass_units = pass_work(job)
     work = first + ladder_steps + n_pass * pass_units
     progress = overall(on_step, work)
     time_left = TimeLeft(work) if getattr(pipe, "progress", False) else None
     totals: dict = {}
-    out = roll(pipe, job, pipe.long_expert_dit("rolling") if long.expert else None,
+    out = roll(pipe, job, pipe.long_expert_dit("rolling") if job.long.expert else None,
                progress=progress, cancelled=cancelled, time_left=time_left, stats=totals)
-    if long.refine:
+    if job.long.refine:
         out, stats = refine(pipe, job, out, progress(first + ladder_steps, pass_units), cancelled, None, time_left)
         add_stats(totals, stats)
     job.stats.update(totals)
     return out.to(job.start.dtype)
 
 
-def roll(pipe, job, dit=None, substeps: Optional[int] = None, shift: Optional[float] = None, progress=None,
-         cancelled=None, time_left=None, stats: Optional[dict] = None) -> torch.Tensor:
+def roll(pipe, job, dit=None, progress=None, cancelled=None, time_left=None,
+         stats: Optional[dict] = None) -> torch.Tensor:
     """The first window and the ladder (no refinement pass): the clean latent, float32. ``dit``: the ladder's
-    DiT (default the main); ``substeps`` (r) steps per rung (default from the call's steps); ``shift`` the
-    grid's (default the call's); ``progress``: :func:`openwan.pipelines.long.overall`'s; ``stats`` gets the DiT
+    DiT (default the main); ``progress``: :func:`openwan.pipelines.long.overall`'s; ``stats`` gets the DiT
     forwards and the time."""
-    from openwan.pipelines.job import Cancelled, add_stats
+    from openwan.pipelines.job import Cancelled, StepBar, add_stats
+    from openwan.pipelines.long import run_window
     plan = job.long.plan
-    window, c = plan.length, plan.overlap
-    m = window - c
+    window = plan.length
+    c, m, r = ladder_shape(job)
     noise = job.start
     C, F, H, W = noise.shape
     steps = len(job.sigmas) - 1
-    r = substeps or substeps_for(steps, m)
-    grid = ladder_grid(m, r, float(job.settings["sample_shift"]) if shift is None else shift)
+    grid = ladder_grid(m, r, float(job.settings["sample_shift"]))
     out = torch.zeros_like(noise, dtype=torch.float32)
     stats = {} if stats is None else stats
     start, cond, post = pipe.continued_window(job, 0, noise[:, :0].clone(), noise[:, :window])
-    sub = replace(job, settings={"stats": {}}, start=start, cond=cond, post_step=post, long=None, window_conds=None,
-                  dit=None, given=None, keeps_progress=False, label=f"window 1 ({F} latent frames)",
-                  time_left=time_left, step_units=1)
-    out[:, :window] = pipe.run(sub, None if progress is None else progress(0), cancelled).float()
-    add_stats(stats, sub.settings["stats"])
+    out[:, :window], first_stats = run_window(pipe, job, start, cond, post, f"window 1 ({F} latent frames)",
+                                              on_step=None if progress is None else progress(0),
+                                              cancelled=cancelled, time_left=time_left)
+    add_stats(stats, first_stats)
     dit = pipe.dit if dit is None else dit
     pt, ph, pw = dit.patch_size
     per_frame = (H // ph) * (W // pw)
@@ -138,11 +136,8 @@ def roll(pipe, job, dit=None, substeps: Optional[int] = None, shift: Optional[fl
     d = Denoiser(dit, job.window_conds[0], job.guidance)
     total = ladder_forwards(m, r, F, window)
     on_step = None if progress is None else progress(steps)
-    bar = None
-    if getattr(pipe, "progress", False):
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc="rolling", unit="step", leave=False)
-    count, t0 = 0, time.perf_counter()
+    bar = StepBar(total, "rolling", time_left) if getattr(pipe, "progress", False) else None
+    count = 0
 
     def enter():
         nonlocal nxt
@@ -163,12 +158,7 @@ def roll(pipe, job, dit=None, substeps: Optional[int] = None, shift: Optional[fl
         ladder.step(v, move)
         count += 1
         if bar is not None:
-            bar.update(1)
-            post = f"{(time.perf_counter() - t0) / count:.2f}s/step"
-            if time_left is not None:
-                time_left.add(1)
-                post += time_left.text()
-            bar.set_postfix_str(post)
+            bar.update(count)
         if on_step is not None:             # the progress of the ladder, at its newest frame's timestep
             on_step(Step(count - 1, total, frame_t[-1:].to(noise.device), float(sig.max()), float(sig.min())), x, x)
 
