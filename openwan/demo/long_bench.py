@@ -55,9 +55,9 @@ METHODS = ("windows", "continue", "none", "none+riflex", "rolling")   # none+rif
 REVERSAL_SWING = 0.1            # a turn counts once the object has come back this fraction of the frame
 TARGETS = {"found": 0.95, "color_drift": 30.0, "size_ratio": (0.75, 1.33), "seam_over_within": 1.0,
            "speed_ratio": (0.5, 2.0), "reversal_interval": (0.5, 2.0), "largest_gap": 2.0}   # last two: native lengths
-# options of the continue method (not given to the others; rolling takes the expert and the pass)
+# options of the continue method, given to the others only as METHOD_TAKES says (rolling: the expert and the pass)
 CONTINUE_ONLY = ("long_expert", "long_context_noise", "long_refine")
-ROLLING_TAKES = ("long_expert", "long_refine")
+METHOD_TAKES = {"continue": CONTINUE_ONLY, "rolling": ("long_expert", "long_refine")}
 BOUNCE_PROMPTS = ("a red square bouncing left and right", "a green circle bouncing up and down",
                   "a purple circle circling")
 
@@ -234,8 +234,8 @@ def run_long_benchmark(pipe, prompts: Sequence[str], seeds: Sequence[int], metho
                     path = Path(out_dir) / f"{prompt.replace(' ', '_')}_seed{seed}_{method}.mp4"
                 t0 = time.perf_counter()
                 name = method.split("+")[0]
-                kw = {k: v for k, v in sample_kw.items() if (method == "continue" or k not in CONTINUE_ONLY
-                                                              or (method == "rolling" and k in ROLLING_TAKES))
+                takes = METHOD_TAKES.get(method, ())
+                kw = {k: v for k, v in sample_kw.items() if (k not in CONTINUE_ONLY or k in takes)
                       and (name != "none" or k != "long_overlap")}        # one call: no windows to overlap
                 if method == "none+riflex":
                     kw["long_riflex"] = True
