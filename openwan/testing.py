@@ -125,6 +125,39 @@ def make_tiny_demo_with_expert(root: Union[str, Path], folder: Optional[str] = N
     return plain, with_expert, variant
 
 
+class Stop(Exception):
+    """Raised by :func:`stop_after`'s callback: a run stopped part way (as by Ctrl-C), in a test."""
+
+
+def stop_after(steps: int):
+    """A generation callback that raises :class:`Stop` in the ``steps``-th step reported (the steps before it made)."""
+    count = [0]
+
+    def callback(i, t, x):
+        count[0] += 1
+        if count[0] == steps:
+            raise Stop()
+    return callback
+
+
+def fail_decode(pipe, *args, **kwargs) -> None:
+    """Run ``pipe(*args, **kwargs)`` with its decode failing (a MemoryError from ``finish``, as a decode out of memory
+    raises it, caught here): what a test of a run going on after a failed decode starts from."""
+    cls = type(pipe)
+    finish = cls.finish
+
+    def failing(self, *a, **kw):
+        raise MemoryError("decode")
+    cls.finish = failing
+    try:
+        pipe(*args, **kwargs)
+    except MemoryError:
+        return
+    finally:
+        cls.finish = finish
+    raise AssertionError("the call did not reach its decode")
+
+
 def use_demo(monkeypatch, path: Union[str, Path], variant) -> None:
     """Make ``path`` (a checkpoint folder) and ``variant`` the embedded default ("demo") for a test, through
     pytest's ``monkeypatch``: load_pipeline("demo"), the CLI and the benchmark then load it."""

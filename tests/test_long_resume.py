@@ -10,14 +10,11 @@ import pytest
 
 from openwan.pipelines import load_pipeline
 from openwan.pipelines.resume import resume_path, steps_path
+from openwan.testing import Stop, fail_decode, stop_after
 from openwan.video import read_video
 
 PROMPT = "a red square bouncing left and right"
 CALL = dict(frame_num=65, sample_steps=3, seed=2)          # 3 continued windows, then the refinement pass
-
-
-class Stop(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +35,6 @@ def _windows_run(pipe, monkeypatch) -> list:
     return ran
 
 
-def _stop_after(steps: int):
-    count = [0]
-
-    def callback(i, t, x):
-        count[0] += 1
-        if count[0] == steps:
-            raise Stop()
-    return callback
-
-
 @pytest.mark.parametrize("stop_at, resumed", [(5, 1), (7, 2), (10, 3)])
 def test_a_stopped_long_video_goes_on_from_its_finished_windows(pipe, tmp_path, monkeypatch, stop_at, resumed):
     whole = tmp_path / "whole.mp4"
@@ -55,7 +42,7 @@ def test_a_stopped_long_video_goes_on_from_its_finished_windows(pipe, tmp_path, 
     assert not resume_path(whole).exists()                       # removed once the output is written
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):                                    # 3 steps a window: stopped in window 2, 3 / the pass
-        pipe(PROMPT, output_path=out, callback=_stop_after(stop_at), **CALL)
+        pipe(PROMPT, output_path=out, callback=stop_after(stop_at), **CALL)
     assert resume_path(out).is_file() and not out.exists()
     ran = _windows_run(pipe, monkeypatch)
     again = pipe(PROMPT, output_path=out, **CALL)
@@ -79,7 +66,7 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
     for stop in (2, 4, 6, 7, 13, 14):          # stopped in step `stop`: the steps before it done
         out = tmp_path / f"out{stop}.mp4"
         with pytest.raises(Stop):
-            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+            pipe(PROMPT, output_path=out, callback=stop_after(stop), **call)
         forwards = []
         hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1)) for d in (pipe.dit, pipe.c.dit_continue)]
         try:
@@ -104,7 +91,7 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
     for stop in (7, 15, 27):
         out = tmp_path / f"cached{stop}.mp4"
         with pytest.raises(Stop):
-            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+            pipe(PROMPT, output_path=out, callback=stop_after(stop), **call)
         st = pipe(PROMPT, output_path=out, **call).settings["stats"]
         resumed.add(st.get("resumed_steps", 0))
         assert np.array_equal(read_video(out)[0], read_video(tmp_path / "cached.mp4")[0]), stop
@@ -152,7 +139,7 @@ def test_an_extension_stopped_part_way_goes_on(pipe, tmp_path, monkeypatch):
     for stop in (3, 6, 10):
         out = tmp_path / f"out{stop}.mp4"
         with pytest.raises(Stop):
-            pipe(PROMPT, output_path=out, callback=_stop_after(stop), **call)
+            pipe(PROMPT, output_path=out, callback=stop_after(stop), **call)
         st = pipe(PROMPT, output_path=out, **call).settings["stats"]
         assert st.get("resumed_windows", 0) * 4 + st.get("resumed_steps", 0) == stop - 1, (stop, st)
         assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
@@ -183,12 +170,12 @@ def test_a_progress_file_that_cannot_be_written_does_not_stop_the_run(pipe, tmp_
 def test_another_call_or_a_damaged_file_starts_over(pipe, tmp_path, monkeypatch):
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):
-        pipe(PROMPT, output_path=out, callback=_stop_after(7), **CALL)
+        pipe(PROMPT, output_path=out, callback=stop_after(7), **CALL)
     ran = _windows_run(pipe, monkeypatch)
     other = pipe(PROMPT, output_path=out, **dict(CALL, seed=3))      # another seed: another call
     assert ran[0] == "window 1/3" and "resumed_windows" not in other.settings["stats"]
     with pytest.raises(Stop):
-        pipe(PROMPT, output_path=tmp_path / "b.mp4", callback=_stop_after(7), **CALL)
+        pipe(PROMPT, output_path=tmp_path / "b.mp4", callback=stop_after(7), **CALL)
     resume_path(tmp_path / "b.mp4").write_bytes(b"not a checkpoint")
     ran.clear()
     pipe(PROMPT, output_path=tmp_path / "b.mp4", **CALL)
@@ -199,7 +186,7 @@ def test_decode_only_settings_keep_the_windows(pipe, tmp_path, monkeypatch):
     """A run stopped after its denoising (say a decode out of memory) goes on with another tile or fps."""
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):
-        pipe(PROMPT, output_path=out, callback=_stop_after(10), **CALL)   # the pass's first step: windows kept
+        pipe(PROMPT, output_path=out, callback=stop_after(10), **CALL)   # the pass's first step: windows kept
     ran = _windows_run(pipe, monkeypatch)
     pipe(PROMPT, output_path=out, tile=64, fps=8, **CALL)
     assert ran == ["refining"]
@@ -209,15 +196,8 @@ def test_a_failed_decode_goes_on_from_the_finished_pass(pipe, tmp_path, monkeypa
     """The pass's result is kept too: a run whose decode fails redraws nothing when it goes on (here with tiles)."""
     whole = tmp_path / "whole.mp4"
     pipe(PROMPT, output_path=whole, tile=64, **CALL)
-    finish = type(pipe).finish
-
-    def failing(self, *a, **kw):
-        raise MemoryError("decode")
-    monkeypatch.setattr(type(pipe), "finish", failing)
     out = tmp_path / "out.mp4"
-    with pytest.raises(MemoryError):
-        pipe(PROMPT, output_path=out, **CALL)
-    monkeypatch.setattr(type(pipe), "finish", finish)
+    fail_decode(pipe, PROMPT, output_path=out, **CALL)
     ran = _windows_run(pipe, monkeypatch)
     again = pipe(PROMPT, output_path=out, tile=64, **CALL)
     assert ran == [] and again.settings["stats"]["resumed_windows"] == 3
@@ -270,7 +250,7 @@ def test_not_under_torchrun(pipe, tmp_path, monkeypatch):
     import torch.distributed as dist
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):
-        pipe(PROMPT, output_path=out, callback=_stop_after(7), **CALL)
+        pipe(PROMPT, output_path=out, callback=stop_after(7), **CALL)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
     ran = _windows_run(pipe, monkeypatch)
@@ -298,7 +278,7 @@ def test_a_stopped_solve_goes_on_from_its_last_kept_step(tiny, tmp_path, monkeyp
     tiny("a cat", output_path=whole, **call)
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):
-        tiny("a cat", output_path=out, callback=_stop_after(4), **call)
+        tiny("a cat", output_path=out, callback=stop_after(4), **call)
     assert resume_path(out).is_file() and not out.exists()
     again = tiny("a cat", output_path=out, **call)
     assert again.settings["stats"]["resumed_steps"] == 3 and not resume_path(out).exists()
@@ -325,7 +305,7 @@ def test_a_stopped_solve_with_a_step_cache_goes_on_from_before_a_computed_step(t
     for stop in range(2, n + 1):
         out = tmp_path / f"out{stop}.mp4"
         with pytest.raises(Stop):
-            tiny("a cat", output_path=out, callback=_stop_after(stop), **call)
+            tiny("a cat", output_path=out, callback=stop_after(stop), **call)
         assert not out.exists()
         again = tiny("a cat", output_path=out, **call)
         resumed.add(again.settings["stats"].get("resumed_steps", 0))
@@ -339,7 +319,7 @@ def test_steps_are_kept_at_most_every_interval(tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENWAN_RESUME_EVERY", raising=False)
     for name, cache in (("a", None), ("b", "plan:0.5")):
         with pytest.raises(Stop):
-            tiny("a cat", output_path=tmp_path / f"{name}.mp4", callback=_stop_after(4), sample_steps=6, seed=3,
+            tiny("a cat", output_path=tmp_path / f"{name}.mp4", callback=stop_after(4), sample_steps=6, seed=3,
                  step_cache=cache)
         assert not resume_path(tmp_path / f"{name}.mp4").exists()
     monkeypatch.setenv("OPENWAN_RESUME_EVERY", "soon")
@@ -360,12 +340,12 @@ def test_a_two_expert_solve_goes_on_and_a_changed_checkpoint_starts_over(tmp_pat
     moe("a cat", output_path=tmp_path / "whole.mp4", **call)
     out = tmp_path / "out.mp4"
     with pytest.raises(Stop):
-        moe("a cat", output_path=out, callback=_stop_after(5), **call)      # in the low-noise expert's steps
+        moe("a cat", output_path=out, callback=stop_after(5), **call)      # in the low-noise expert's steps
     again = moe("a cat", output_path=out, **call)
     assert again.settings["stats"]["resumed_steps"] == 4
     assert np.array_equal(read_video(out)[0], read_video(tmp_path / "whole.mp4")[0])
     with pytest.raises(Stop):
-        moe("a cat", output_path=tmp_path / "b.mp4", callback=_stop_after(5), **call)
+        moe("a cat", output_path=tmp_path / "b.mp4", callback=stop_after(5), **call)
     weights = sorted(p for p in ck.rglob("*.safetensors"))[0]
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     other = moe("a cat", output_path=tmp_path / "b.mp4", **call)
@@ -378,7 +358,7 @@ def test_a_two_expert_solve_goes_on_and_a_changed_checkpoint_starts_over(tmp_pat
     for stop in range(2, 11):
         out = tmp_path / f"c{stop}.mp4"
         with pytest.raises(Stop):
-            moe("a cat", output_path=out, callback=_stop_after(stop), **call)
+            moe("a cat", output_path=out, callback=stop_after(stop), **call)
         resumed.add(moe("a cat", output_path=out, **call).settings["stats"].get("resumed_steps", 0))
         assert np.array_equal(read_video(out)[0], read_video(tmp_path / "cached.mp4")[0]), stop
     assert len(resumed - {0}) >= 2

@@ -11,7 +11,7 @@ from openwan.pipelines import load_pipeline
 from openwan.pipelines.components import ROLLING_DIR
 from openwan.pipelines.job import make_noise
 from openwan.pipelines.rolling import ladder_grid, rungs, substeps_for
-from openwan.testing import make_tiny_demo_with_expert
+from openwan.testing import Stop, fail_decode, make_tiny_demo_with_expert, stop_after
 
 pytestmark = pytest.mark.filterwarnings("ignore:long_method='rolling'.*has no rolling expert")
 PROMPT = "a red circle moving to the right"
@@ -180,3 +180,70 @@ def test_bench_long_gives_rolling_the_expert_and_the_pass_but_not_continues_own(
     assert calls[0]["long_method"] == "rolling" and calls[0]["long_expert"] is False
     assert calls[0]["long_refine"] == 0.5 and "long_context_noise" not in calls[0]
     assert recs[0]["method"] == "rolling" and recs[0]["spans"] == [[0, 5], [3, 8], [4, 9]]
+
+
+def test_a_stopped_rolling_video_goes_on_from_what_it_kept(folders, tmp_path, monkeypatch):
+    """Writing an output, a rolling video keeps its first window, the ladder's state and the pass's steps: stopped
+    after any step, the same call goes on from the last kept one to the uninterrupted video and record (the frames
+    finished on the ladder written to the progress file once a window's worth, the ladder's own write holding fewer
+    than a window of them); with the ladder's state lost it goes on from the first window, to the same video."""
+    from openwan.pipelines.resume import resume_path, steps_path
+    from openwan.video import read_video
+    monkeypatch.setenv("OPENWAN_RESUME_EVERY", "0")
+    pipe = _load(folders[1])
+    call = dict(KW, output_type="np", frame_num=49, long_refine=0.8)      # 13 latent frames: 8 made on the ladder
+    ladder = (M - 1) * R + (13 - WINDOW) * R
+    seen = []
+    whole = pipe(PROMPT, output_path=tmp_path / "whole.mp4", callback=lambda i, t, x: seen.append(i), **call)
+    total = whole.settings["stats"]["dit_forwards"]
+    n_pass = len(seen) - 6 - ladder
+    units = (total - 6 - ladder) // n_pass
+    assert n_pass > 1 and units > 1 and total == 6 + ladder + n_pass * units
+    video, rec = read_video(tmp_path / "whole.mp4")[0], json.loads((tmp_path / "whole.json").read_text())
+
+    lost = 6 + (M - 1) * R + WINDOW * R + 1    # stopped there (2 windows' frames kept), its ladder state lost
+    # lost + 2: after the first frame drawn past the end (the generator of those frames kept too)
+    for stop in sorted({3, 7, 8, 12, lost, lost + 2, 6 + ladder - 1, 6 + ladder + 1, len(seen)}):
+        out = tmp_path / f"out{stop}.mp4"
+        with pytest.raises(Stop):
+            pipe(PROMPT, output_path=out, callback=stop_after(stop), **call)
+        done = stop - 1                         # the steps made before the one stopped in
+        assert resume_path(out).exists() == (done >= 6) and steps_path(out).exists()
+        if 6 < done < 6 + ladder:
+            kept = torch.load(resume_path(out), weights_only=True)
+            chunk = torch.load(steps_path(out), weights_only=True)["partial"]["ladder"]["chunk"]
+            made = WINDOW + max(0, done - 6 - (M - 1) * R) // R                 # latent frames finished
+            assert kept["latent"].shape[1] == WINDOW * (made // WINDOW) and chunk.shape[1] == made % WINDOW
+        if stop == lost:
+            steps_path(out).unlink()            # the ladder's state lost: it goes on from the first window
+        forwards = []
+        hooks = [dit.register_forward_pre_hook(lambda mod, a: forwards.append(1))
+                 for dit in (pipe.dit, pipe.c.dit_rolling)]
+        try:
+            again = pipe(PROMPT, output_path=out, **call)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert (read_video(out)[0] == video).all(), stop
+        assert json.loads(out.with_suffix(".json").read_text()) == rec, stop
+        assert not resume_path(out).exists() and not steps_path(out).exists()
+        skipped = done if done <= 6 + ladder else 6 + ladder + (done - 6 - ladder) * units
+        if stop == lost:
+            skipped = 6
+        assert len(forwards) == total - skipped, stop
+        st = again.settings["stats"]
+        assert st.get("resumed_windows", 0) == (1 if done >= 6 else 0), stop
+        assert st.get("resumed_steps", 0) == (done if done < 6 else 0 if stop == lost
+                                              else done - 6 if done < 6 + ladder else done - 6 - ladder), stop
+    # the decode fails after the pass: the same call goes on from the finished latent, and draws nothing
+    out = tmp_path / "decode.mp4"
+    fail_decode(pipe, PROMPT, output_path=out, **call)
+    forwards = []
+    hooks = [dit.register_forward_pre_hook(lambda mod, a: forwards.append(1)) for dit in (pipe.dit, pipe.c.dit_rolling)]
+    try:
+        pipe(PROMPT, output_path=out, **call)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert forwards == [] and (read_video(out)[0] == video).all()
+    assert json.loads(out.with_suffix(".json").read_text()) == rec

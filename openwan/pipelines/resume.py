@@ -15,7 +15,9 @@ goes on exactly.
 
 A ``continue`` video keeps the steps of the window (or the pass) after its finished ones in a second file,
 ``.clip.mp4.resume.steps.pt`` = {"key", "windows": which window, "partial": the second form} (:class:`Partial`), so
-a step's write is one window's solve, not the whole video made so far.
+a step's write is one window's solve, not the whole video made so far. A ``rolling`` video keeps its stages the same
+way (openwan.pipelines.rolling.Kept: its finished frames in the first file, the ladder's state or a solve's steps
+in the second).
 """
 from __future__ import annotations
 
