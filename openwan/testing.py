@@ -1,6 +1,7 @@
 """Tiny random checkpoints in the published layouts, for tests, examples and smoke runs."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Union
 
@@ -123,6 +124,22 @@ def make_tiny_demo_with_expert(root: Union[str, Path], folder: Optional[str] = N
     dit = WanModel.from_pretrained(plain, dtype=torch.float32)
     randomize_(dit, seed=7).save_pretrained(with_expert / folder)
     return plain, with_expert, variant
+
+
+@contextmanager
+def forwards(*modules, inputs: bool = False):
+    """Record the forwards of ``modules`` (DiTs) while the context runs: the list it gives gets one entry a forward,
+    its (x, t) inputs cloned where ``inputs``, else 1."""
+    seen: list = []
+
+    def hook(module, args):
+        seen.append((args[0].clone(), args[1].clone()) if inputs else 1)
+    handles = [m.register_forward_pre_hook(hook) for m in modules]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class Stop(Exception):

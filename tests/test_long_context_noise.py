@@ -10,7 +10,7 @@ import torch
 
 from openwan.pipelines import load_pipeline
 from openwan.pipelines.job import make_noise
-from openwan.testing import make_tiny_demo_with_expert
+from openwan.testing import forwards, make_tiny_demo_with_expert
 
 KW = dict(sample_steps=2, seed=4, output_type="latent", frame_num=17, long_method="continue", long_overlap=1,
           long_refine=0)         # the carried frames as the windows left them (no refinement pass after)
@@ -35,12 +35,8 @@ def _load(folder, **defaults):
 
 def _inputs(pipe, **kw):
     """The call's output and every DiT forward's (x, t), in order."""
-    seen = []
-    h = pipe.dit.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
-    try:
+    with forwards(pipe.dit, inputs=True) as seen:
         out = pipe(PROMPT, **{**KW, **kw})
-    finally:
-        h.remove()
     return out, seen
 
 

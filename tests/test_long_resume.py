@@ -10,7 +10,7 @@ import pytest
 
 from openwan.pipelines import load_pipeline
 from openwan.pipelines.resume import resume_path, steps_path
-from openwan.testing import Stop, fail_decode, stop_after
+from openwan.testing import Stop, fail_decode, forwards, stop_after
 from openwan.video import read_video
 
 PROMPT = "a red square bouncing left and right"
@@ -67,13 +67,8 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
         out = tmp_path / f"out{stop}.mp4"
         with pytest.raises(Stop):
             pipe(PROMPT, output_path=out, callback=stop_after(stop), **call)
-        forwards = []
-        hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1)) for d in (pipe.dit, pipe.c.dit_continue)]
-        try:
+        with forwards(pipe.dit, pipe.c.dit_continue) as ran:
             again = pipe(PROMPT, output_path=out, **call)
-        finally:
-            for h in hooks:
-                h.remove()
         assert np.array_equal(read_video(out)[0], read_video(whole)[0]), stop
         assert json.loads(out.with_suffix(".json").read_text()) == rec and not resume_path(out).exists()
         assert not steps_path(out).exists()
@@ -81,7 +76,7 @@ def test_a_long_video_stopped_inside_a_window_goes_on_from_its_kept_step(pipe, t
         windows, steps = min(done // 4, 3), done - 4 * min(done // 4, 3)       # in a window, or in the pass
         st = again.settings["stats"]
         assert (st.get("resumed_windows", 0), st.get("resumed_steps", 0)) == (windows, steps), stop
-        assert len(forwards) == 18 - 4 * windows - steps * (3 if windows == 3 else 1), stop
+        assert len(ran) == 18 - 4 * windows - steps * (3 if windows == 3 else 1), stop
     # with a step cache (the demo's default one): kept from before a computed step, the same video and record
     call = dict(CALL, sample_steps=8, step_cache="plan:0.5")
     ref = pipe(PROMPT, output_path=tmp_path / "cached.mp4", **call)
