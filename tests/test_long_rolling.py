@@ -11,7 +11,7 @@ from openwan.pipelines import load_pipeline
 from openwan.pipelines.components import ROLLING_DIR
 from openwan.pipelines.job import make_noise
 from openwan.pipelines.rolling import ladder_grid, rungs, substeps_for
-from openwan.testing import Stop, fail_decode, make_tiny_demo_with_expert, stop_after
+from openwan.testing import Stop, fail_decode, forwards, make_tiny_demo_with_expert, stop_after
 
 pytestmark = pytest.mark.filterwarnings("ignore:long_method='rolling'.*has no rolling expert")
 PROMPT = "a red circle moving to the right"
@@ -39,12 +39,8 @@ def _load(folder):
 
 def _calls(module, pipe, **kw):
     """The call's output and every forward of ``module``'s (x, t), in order."""
-    seen = []
-    h = module.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
-    try:
+    with forwards(module, inputs=True) as seen:
         out = pipe(PROMPT, **{**KW, **kw})
-    finally:
-        h.remove()
     return out, seen
 
 
@@ -84,6 +80,41 @@ def test_the_first_window_is_the_continue_methods_and_every_frame_goes_down_the_
         assert torch.equal(x[:, :C].float(), z[:, done - C:done])             # the finished frames, exactly
 
 
+@pytest.mark.parametrize("solver", ["unipc", "dpm++", "euler"])
+def test_each_frame_goes_down_the_ladder_with_its_own_stepper_of_the_calls_solver(folders, monkeypatch, solver):
+    """Replayed from the ladder's (input, velocity) pairs: every frame's input at every forward is what a stepper of
+    the call's solver of its own (a multistep solver's history the frame's) made of its noise and its velocities, and
+    the finished frames are the video's."""
+    from openwan.pipelines import rolling
+    from openwan.sampling import make_solver
+    seen = []
+
+    class Recording(rolling.Denoiser):
+        def __call__(self, x, step):
+            v = super().__call__(x, step)
+            seen.append((x.float().clone(), v.float().clone()))
+            return v
+    monkeypatch.setattr(rolling, "Denoiser", Recording)
+    out = _load(folders[0])(PROMPT, **KW, sample_solver=solver)
+    z = out.latents.float()
+    noise = make_noise(z.shape, KW["seed"], "cpu")
+    grid, target = ladder_grid(M, R, float(out.settings["sample_shift"])), rungs(M, R)
+    sim, steppers, at, done = {}, {}, {}, WINDOW
+    for i, (x, v) in enumerate(seen):
+        for j, f in enumerate(range(done, done + M)):
+            if f not in sim:                # a frame joins: its slice of the noise (past the end: as drawn)
+                sim[f] = noise[:, f:f + 1] if f < F else x[:, C + j:C + j + 1]
+                steppers[f], at[f] = make_solver(solver, grid), 0
+            assert torch.equal(x[:, C + j:C + j + 1], sim[f]), (i, f)
+            if i >= target[0] or at[f] < target[j]:             # on the ramp each frame stops at its rung
+                sim[f] = steppers[f].step(v[:, C + j:C + j + 1], sim[f], at[f])
+                at[f] += 1
+        if at[done] == M * R:
+            assert torch.equal(z[:, done:done + 1], sim[done]), done
+            done += 1
+    assert done == F and len(seen) == (M - 1) * R + (F - WINDOW) * R
+
+
 def test_a_still_ladder_keeps_each_frames_own_noise(folders, monkeypatch):
     """With a DiT whose velocity is 0 on the ladder, each frame after the first window ends as the call's noise of
     that frame: the frames are made in order, each from its own slice of the noise."""
@@ -96,7 +127,7 @@ def test_a_still_ladder_keeps_each_frames_own_noise(folders, monkeypatch):
         out = real(x, t, *a, **kw)
         return out if count["n"] <= KW["sample_steps"] else [o * 0 for o in out] if isinstance(out, list) else out * 0
     monkeypatch.setattr(pipe.dit, "forward", still)
-    out = pipe(PROMPT, **KW)
+    out = pipe(PROMPT, **KW, sample_solver="euler")           # (Euler: a still velocity leaves x as it is, exactly)
     noise = make_noise(out.latents.shape, KW["seed"], "cpu")
     assert torch.equal(out.latents[:, WINDOW:].float(), noise[:, WINDOW:].float())
 
@@ -216,21 +247,15 @@ def test_a_stopped_rolling_video_goes_on_from_what_it_kept(folders, tmp_path, mo
             assert kept["latent"].shape[1] == WINDOW * (made // WINDOW) and chunk.shape[1] == made % WINDOW
         if stop == lost:
             steps_path(out).unlink()            # the ladder's state lost: it goes on from the first window
-        forwards = []
-        hooks = [dit.register_forward_pre_hook(lambda mod, a: forwards.append(1))
-                 for dit in (pipe.dit, pipe.c.dit_rolling)]
-        try:
+        with forwards(pipe.dit, pipe.c.dit_rolling) as ran:
             again = pipe(PROMPT, output_path=out, **call)
-        finally:
-            for h in hooks:
-                h.remove()
         assert (read_video(out)[0] == video).all(), stop
         assert json.loads(out.with_suffix(".json").read_text()) == rec, stop
         assert not resume_path(out).exists() and not steps_path(out).exists()
         skipped = done if done <= 6 + ladder else 6 + ladder + (done - 6 - ladder) * units
         if stop == lost:
             skipped = 6
-        assert len(forwards) == total - skipped, stop
+        assert len(ran) == total - skipped, stop
         st = again.settings["stats"]
         assert st.get("resumed_windows", 0) == (1 if done >= 6 else 0), stop
         assert st.get("resumed_steps", 0) == (done if done < 6 else 0 if stop == lost
@@ -238,12 +263,7 @@ def test_a_stopped_rolling_video_goes_on_from_what_it_kept(folders, tmp_path, mo
     # the decode fails after the pass: the same call goes on from the finished latent, and draws nothing
     out = tmp_path / "decode.mp4"
     fail_decode(pipe, PROMPT, output_path=out, **call)
-    forwards = []
-    hooks = [dit.register_forward_pre_hook(lambda mod, a: forwards.append(1)) for dit in (pipe.dit, pipe.c.dit_rolling)]
-    try:
+    with forwards(pipe.dit, pipe.c.dit_rolling) as ran:
         pipe(PROMPT, output_path=out, **call)
-    finally:
-        for h in hooks:
-            h.remove()
-    assert forwards == [] and (read_video(out)[0] == video).all()
+    assert ran == [] and (read_video(out)[0] == video).all()
     assert json.loads(out.with_suffix(".json").read_text()) == rec

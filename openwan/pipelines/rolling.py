@@ -4,8 +4,10 @@ noise levels (Rolling Diffusion, FIFO-Diffusion, Diffusion Forcing's pyramid), o
 The first window is made as the ``continue`` method makes it (the main DiT, the task's pictures). From then on the
 DiT sees windows of the native length: ``c`` finished latent frames (clean, timestep 0 on their tokens, as a
 continued window's shared frames) and ``m`` = window - ``c`` frames still being made, the oldest nearly clean,
-the newest nearly noise. Each frame goes down one grid of ``m * r`` Euler steps (the sampler's shift): frame j
-of the ladder (0 the oldest) at step (m - 1 - j) * r + q of it, q = 0 .. r - 1. Every ``r`` steps the oldest
+the newest nearly noise. Each frame goes down one grid of ``m * r`` steps (the sampler's shift) with a stepper of
+the call's solver of its own (a multistep solver's history is the frame's: UniPC and DPM++ reuse the frame's earlier
+x0 predictions, made beside other neighbours): frame j of the ladder (0 the oldest) at step (m - 1 - j) * r + q of
+it, q = 0 .. r - 1. Every ``r`` steps the oldest
 frame reaches 0 and joins the finished frames, and the next frame (its slice of the call's noise) joins the
 ladder's end. So no frame is
 drawn after a seam from frames that are already fixed: each is made beside its neighbours, a little further along
@@ -30,11 +32,12 @@ from typing import Callable, Optional
 import torch
 
 from openwan.denoiser import Denoiser
-from openwan.sampling import Step, euler_sigmas, timesteps_from_sigmas
+from openwan.sampling import Step, euler_sigmas, make_solver, timesteps_from_sigmas
 
 
 def ladder_grid(m: int, r: int, shift: float) -> torch.Tensor:
-    """The grid every frame goes down: ``m * r`` Euler steps at ``shift`` (float64, ``m * r + 1`` values, 1 to 0)."""
+    """The grid every frame goes down: ``m * r`` steps evenly spaced before ``shift`` (the Euler grid; float64,
+    ``m * r + 1`` values, 1 to 0)."""
     return euler_sigmas(m * r, shift).double()
 
 
@@ -49,29 +52,46 @@ def substeps_for(steps: int, m: int) -> int:
 
 
 class Ladder:
-    """The frames being made: their latents ([C, 1, H, W] each, oldest first) and their step on the grid."""
+    """The frames being made: their latents ([C, 1, H, W] each, oldest first), their step on the grid and each its
+    own stepper of the call's solver over the grid (a multistep solver's history is the frame's own)."""
 
-    def __init__(self, grid: torch.Tensor):
-        self.grid, self.frames, self.at = grid, [], []
+    def __init__(self, grid: torch.Tensor, solver: str = "euler", generator: Optional[torch.Generator] = None):
+        self.grid, self.solver, self.generator = grid, solver, generator
+        self.frames, self.at, self.steppers = [], [], []
 
     def push(self, frame: torch.Tensor) -> None:
         self.frames.append(frame.float())
         self.at.append(0)
+        self.steppers.append(make_solver(self.solver, self.grid, self.generator))
 
     def pop(self) -> torch.Tensor:
         self.at.pop(0)
+        self.steppers.pop(0)
         return self.frames.pop(0)
 
     def sigmas(self) -> torch.Tensor:
         return self.grid[torch.tensor(self.at)]
 
     def step(self, v: torch.Tensor, move: list) -> None:
-        """One Euler step of each frame with ``move[j]`` (v: [C, len, H, W], the ladder's velocities)."""
+        """One step of each frame with ``move[j]`` (v: [C, len, H, W], the ladder's velocities)."""
         for j, go in enumerate(move):
             if go:
-                i = self.at[j]
-                self.frames[j] = self.frames[j] + float(self.grid[i + 1] - self.grid[i]) * v[:, j:j + 1].float()
-                self.at[j] = i + 1
+                self.frames[j] = self.steppers[j].step(v[:, j:j + 1].float(), self.frames[j], self.at[j])
+                self.at[j] += 1
+
+    def state(self) -> dict:
+        """What the next steps depend on (the frames, their steps, their steppers' states), on the CPU."""
+        return {"frames": torch.cat(self.frames, dim=1).detach().cpu().clone(), "at": list(self.at),
+                "steppers": [st.state() for st in self.steppers]}
+
+    def load(self, state: dict, device) -> None:
+        """The ladder :meth:`state` returned."""
+        self.frames = [f[:, None].to(device) for f in state["frames"].float().unbind(1)]
+        self.at = list(state["at"])
+        self.steppers = []
+        for kept in state["steppers"]:
+            self.steppers.append(make_solver(self.solver, self.grid, self.generator))
+            self.steppers[-1].load(kept, device)
 
 
 def ladder_forwards(m: int, r: int, frames: int, window: int) -> int:
@@ -159,7 +179,8 @@ class Kept:
         try:
             ok = (isinstance(s, dict) and s["chunk_from"] <= saved and s["done"] <= F
                   and tuple(s["chunk"].shape) == (C, s["done"] - s["chunk_from"], H, W)
-                  and tuple(s["frames"].shape) == (C, m, H, W) and len(s["at"]) == m)
+                  and tuple(s["ladder"]["frames"].shape) == (C, m, H, W) and len(s["ladder"]["at"]) == m
+                  and len(s["ladder"]["steppers"]) == m)
         except (KeyError, TypeError, AttributeError):
             ok = False
         return s if ok else None
@@ -206,7 +227,7 @@ def roll(pipe, job, dit=None, progress=None, cancelled=None, time_left=None,
     pt, ph, pw = dit.patch_size
     per_frame = (H // ph) * (W // pw)
     gen = torch.Generator().manual_seed(int(job.settings.get("seed", 0)) + 7919)    # the frames past the end
-    ladder, nxt, done, count, saved = Ladder(grid), window, window, 0, window
+    ladder, nxt, done, count, saved = Ladder(grid, job.solver, gen), window, window, 0, window
     d = Denoiser(dit, job.window_conds[0], job.guidance)
     target = rungs(m, r)
 
@@ -222,8 +243,7 @@ def roll(pipe, job, dit=None, progress=None, cancelled=None, time_left=None,
     else:                                                   # the ladder as an earlier run kept it
         done, nxt, count, saved = state["done"], state["nxt"], state["count"], state["chunk_from"]
         out[:, saved:done] = state["chunk"].to(out)
-        ladder.frames = [f[:, None] for f in state["frames"].float().unbind(1)]
-        ladder.at = list(state["at"])
+        ladder.load(state["ladder"], noise.device)
         gen.set_state(state["gen"])
         d.stats.update(state["stats"])
         job.stats["resumed_steps"] = count
@@ -256,8 +276,7 @@ def roll(pipe, job, dit=None, progress=None, cancelled=None, time_left=None,
         nonlocal last
         if kept is None or done >= F or not (now or time.monotonic() - last >= every):
             return
-        kept.keep_ladder({"done": done, "nxt": nxt, "count": count, "at": list(ladder.at),
-                          "frames": torch.cat(ladder.frames, dim=1).detach().cpu().clone(), "chunk_from": saved,
+        kept.keep_ladder({"done": done, "nxt": nxt, "count": count, "ladder": ladder.state(), "chunk_from": saved,
                           "chunk": out[:, saved:done].cpu().clone(), "gen": gen.get_state(),
                           "stats": file_stats(d.stats)})
         last = time.monotonic()
