@@ -144,20 +144,21 @@ def test_the_distilled_student_runs_at_its_own_steps(tmp_path):
     assert r["videos"][0]["metrics"]["frames"] == 49
 
 
-def test_negative_prompt_and_guidance_reach_every_video(tmp_path, monkeypatch):
+def test_negative_prompt_guidance_and_solver_reach_every_video(tmp_path, monkeypatch):
     seen, real = [], lb.run_long_benchmark
 
     def run(pipe, prompts, seeds, methods, frames, **kw):
-        seen.append({k: kw.get(k) for k in ("negative_prompt", "guide_scale")})
+        seen.append({k: kw.get(k) for k in ("negative_prompt", "guide_scale", "sample_solver")})
         return real(pipe, prompts, seeds, methods, frames, **kw)
     monkeypatch.setattr(lb, "run_long_benchmark", run)
     out = tmp_path / "n.json"
     assert lb.main(["--frames", "49", "--steps", "2", "--seeds", "1", "--quiet", "--methods", "continue",
                     "--prompts", "a purple circle circling", "--negative_prompt", "a purple circle shrinking",
-                    "--guide_scale", "3", "--json", str(out)]) == 0
-    assert seen == [{"negative_prompt": "a purple circle shrinking", "guide_scale": 3.0}]
+                    "--guide_scale", "3", "--solver", "euler", "--json", str(out)]) == 0
+    assert seen == [{"negative_prompt": "a purple circle shrinking", "guide_scale": 3.0, "sample_solver": "euler"}]
     r = json.loads(out.read_text())
     assert (r["settings"]["negative_prompt"], r["settings"]["guide_scale"]) == ("a purple circle shrinking", 3.0)
+    assert r["settings"]["solver"] == "euler"
     assert r["videos"][0]["metrics"]["frames"] == 49
 
 

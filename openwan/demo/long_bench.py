@@ -49,6 +49,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from openwan.demo import DEMO_STUDENTS
+from openwan.sampling import SOLVERS
 
 DEFAULT_PROMPTS = ("a red circle moving to the right", "a green circle staying still", "a blue square moving up")
 METHODS = ("windows", "continue", "none", "none+riflex", "rolling")   # none+riflex: one call with RIFLEx on its RoPE
@@ -468,6 +469,9 @@ def main(argv=None) -> int:
                     help="the negative prompt of every video (default: the model's)")
     ap.add_argument("--guide_scale", type=float, default=None,
                     help="classifier-free guidance scale on every step (default: the model's, the demo's 2)")
+    ap.add_argument("--solver", default=None, choices=sorted(SOLVERS),
+                    help="the sampler of every video (default: the model's, the demo's unipc; the rolling ladder "
+                         "steps each frame with it)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default=None, help="folder for the videos (mp4)")
     ap.add_argument("--json", default=None, help="write the results as JSON to this file ('-' = stdout)")
@@ -520,6 +524,8 @@ def main(argv=None) -> int:
         kw["negative_prompt"] = a.negative_prompt
     if a.guide_scale is not None:
         kw["guide_scale"] = a.guide_scale
+    if a.solver is not None:
+        kw["sample_solver"] = a.solver
     settings = {"frames": a.frames, "steps": a.steps, "seeds": a.seeds, "first_seed": a.first_seed,
                 "threads": a.threads, "long_expert": a.long_expert or "default",
                 "long_context_noise": "default" if a.long_context_noise is None else a.long_context_noise,
@@ -528,6 +534,7 @@ def main(argv=None) -> int:
                 "overlap": a.overlap if a.overlap is not None else "default",
                 "negative_prompt": "default" if a.negative_prompt is None else a.negative_prompt,
                 "guide_scale": "default" if a.guide_scale is None else a.guide_scale,
+                "solver": a.solver or "default",
                 "checkpoint": a.ckpt_dir or a.model, **({mode: "the world's clip"} if mode else {})}
     out_dir = Path(a.out) if a.out else None
     if out_dir is not None:
