@@ -7,6 +7,7 @@ import pytest
 from serve_helpers import PROMPT, Running, call, jcall, multipart, png_bytes, wait_done, wait_for
 
 from openwan.pipelines import load_pipeline
+from openwan.pipelines.job import duration_text
 from openwan.testing import make_tiny_checkpoint
 from openwan.video import read_video
 
@@ -92,7 +93,8 @@ def test_cancel_a_running_and_a_queued_job(server):
     wait_for(lambda: jcall(base + f"/v1/videos/{a['id']}")[1]["progress"] > 0, what="progress")
     running, queued = (jcall(base + f"/v1/videos/{x['id']}")[1] for x in (a, b))
     assert isinstance(running["eta_seconds"], int) and running["eta_seconds"] >= 0, running   # time left to denoise
-    assert queued["eta_seconds"] is None, queued
+    assert running["eta_text"] == duration_text(running["eta_seconds"]), running                # as the CLI writes it
+    assert queued["eta_seconds"] is None and queued["eta_text"] is None, queued
     s, ca = jcall(base + f"/v1/videos/{a['id']}", method="DELETE")      # stops at the next step
     assert s == 200 and ca["status"] == "cancelled" and ca["deleted"] is False, ca
     assert 0 < ca["progress"] < 100 and ca["error"]["code"] == "cancelled"

@@ -122,6 +122,8 @@ class VideoService:
         err = None
         if j["status"] in ("failed", "cancelled"):
             err = {"code": j["status"], "message": j["error"] or j["status"]}
+        from openwan.pipelines.job import duration_text
+        eta = eta_seconds(j, time.time())
         return {"id": j["id"], "object": "video", "status": j["status"], "progress": j["progress"],
                 "created_at": int(j["created_at"]),
                 "completed_at": int(j["completed_at"]) if j["completed_at"] else None,
@@ -131,7 +133,7 @@ class VideoService:
                 "queue_seconds": round(j["started_at"] - j["created_at"], 3) if j["started_at"] else None,
                 "run_seconds": (round(j["completed_at"] - j["started_at"], 3)
                                 if j["completed_at"] and j["started_at"] else None),
-                "eta_seconds": eta_seconds(j, time.time()),
+                "eta_seconds": eta, "eta_text": None if eta is None else duration_text(eta),
                 "url": f"/v1/videos/{j['id']}/content" if j["status"] == "completed" else None}
 
     def retry_after(self) -> int:
