@@ -212,9 +212,18 @@ class Partial(Progress):
     so a stop inside a window loses only the steps since the last kept one, and a step's write is the size of one
     window's solve, whatever the length of the video made so far (the finished windows are written once each)."""
 
-    def __init__(self, whole: Progress, windows: int):
+    def __init__(self, whole: Progress, windows):
         super().__init__(steps_beside(Path(whole.path)), whole.key)
-        self.windows = windows
+        self.windows = windows          # which run: a window's index, or a name (a rolling video's "ladder")
+
+    def keep(self, content: dict) -> None:
+        """Keep ``content`` as this run's steps: a run's own state where it is not one solve's (the rolling ladder's:
+        openwan.pipelines.rolling)."""
+        self._write(content)
+
+    def kept(self) -> Optional[dict]:
+        """What :meth:`keep` kept for this run of this call (None: nothing, another run's or call's, unreadable)."""
+        return self._read()
 
     def _read(self) -> Optional[dict]:
         d = super()._read()

@@ -169,11 +169,11 @@ class Kept:
         self.whole.save(stage, latent, stats, refined=stage == REFINED)
 
     def keep_ladder(self, state: dict) -> None:
-        self.steps("ladder")._write({"ladder": state})
+        self.steps("ladder").keep({"ladder": state})
 
     def ladder(self, m: int, saved: int) -> Optional[dict]:
         """The kept ladder state that goes on from this file's finished frames (None: none, or not this one's)."""
-        d = self.steps("ladder")._read()
+        d = self.steps("ladder").kept()
         s = None if d is None else d.get("ladder")
         C, F, H, W = self.like.shape
         try:
