@@ -20,7 +20,7 @@ def compare_calls(rank, world, port, out_dir, ckpt, enable, attr, calls, referen
         from openwan.parallel import pipeline_dits
         from openwan.pipelines import load_pipeline
         from openwan.pipelines.moe import TextToVideoA14B
-        from openwan.testing import tiny_wan22_components
+        from openwan.testing import forwards, tiny_wan22_components
         pipes = {"tiny": load_pipeline(ckpt, variant="tiny-t2v", progress=False),
                  "demo": load_pipeline("demo", progress=False),
                  "a14b": TextToVideoA14B(tiny_wan22_components("t2v-A14B"), progress=False)}
@@ -30,17 +30,14 @@ def compare_calls(rank, world, port, out_dir, ckpt, enable, attr, calls, referen
             one = pipe(PROMPT, output_type="latent", **kw, **(reference or {}))
             share = enable(pipe)
             assert getattr(pipe, attr) is share and (share.rank, share.world) == (rank, world)
-            forwards = []
             dits = list(pipeline_dits(pipe).values()) + ([pipe.c.dit_continue] if pipe.c.dit_continue else [])
-            hooks = [d.register_forward_pre_hook(lambda m, a: forwards.append(1)) for d in dits]
             try:
-                shared = pipe(PROMPT, output_type="latent", **kw)
+                with forwards(*dits) as ran:
+                    shared = pipe(PROMPT, output_type="latent", **kw)
             finally:
-                for h in hooks:
-                    h.remove()
                 setattr(pipe, attr, None)
             results[name] = (one.latents, shared.latents, counts(one.settings["stats"]),
-                             counts(shared.settings["stats"]), len(forwards),
+                             counts(shared.settings["stats"]), len(ran),
                              [{k: v for k, v in o.settings["stats"].items() if k.startswith("dit_")}
                               for o in (one, shared)])
         torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
