@@ -279,21 +279,28 @@ class CallOptions:
                       f"refinement pass; this call is {what}, so every process runs all of it (with 2 processes, "
                       f"--cfg_parallel splits every guided pass instead)", stacklevel=6)
 
+    def long_expert(self, method: Optional[str]) -> tuple:
+        """(name, folder, DiT) of the expert a long video of ``method`` runs after its first window: the checkpoint's
+        rolling expert for ``rolling``, else its continuation expert (components.EXPERTS; the DiT None where the
+        checkpoint has none)."""
+        from openwan.pipelines.components import EXPERTS
+        name = "rolling" if method == "rolling" else "continuation"
+        _, folder, field = next(e for e in EXPERTS if e[0] == name)
+        return name, folder, getattr(self.c, field)
+
     def long_expert_dit(self, method: Optional[str]):
-        """The expert a long video of ``method`` runs after its first window: the checkpoint's rolling expert for
-        ``rolling``, else its continuation expert (None where it has none)."""
-        return self.c.dit_rolling if method == "rolling" else self.c.dit_continue
+        """The DiT of :meth:`long_expert` (None where the checkpoint has none)."""
+        return self.long_expert(method)[2]
 
     def _continue_options(self, opts: dict, method: Optional[str] = "continue") -> tuple:
         """The call's (long_expert, long_context_noise, long_refine), each checked (None where not given)."""
         expert = opts.get("expert")
         if expert is not None and not isinstance(expert, bool):
             raise ValueError(f"long_expert must be True or False (or None: the checkpoint's default), got {expert!r}")
-        if expert and self.long_expert_dit(method) is None:
-            what = ("rolling expert (a rolling_model/ folder)" if method == "rolling" else
-                    "continuation expert (a continuation_model/ folder)")
-            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no {what}; leave "
-                             f"long_expert unset")
+        name, folder, dit = self.long_expert(method)
+        if expert and dit is None:
+            raise ValueError(f"long_expert=True: {self.c.source or 'this checkpoint'} has no {name} expert (a "
+                             f"{folder}/ folder); leave long_expert unset")
         noise = self._noise_level(opts, "context_noise", "the carried frames' noise level")
         refine = self._noise_level(opts, "refine", "the noise level the refinement pass starts from")
         return expert, noise, refine
@@ -337,10 +344,11 @@ class CallOptions:
         with a warning), the carried frames' noise level (default: the continuation expert's own)."""
         if refine:
             long = dataclasses.replace(long, refine=float(refine))
-        if self.long_expert_dit(long.method) is not None and expert is not False:
+        name, _, dit = self.long_expert(long.method)
+        if dit is not None and expert is not False:
             if self._loras:     # adapters are applied to the main DiT: its windows all run it
-                warnings.warn("a LoRA is in use: the long video's windows all run the main DiT, not the "
-                              f"{'rolling' if long.method == 'rolling' else 'continuation'} expert", stacklevel=5)
+                warnings.warn(f"a LoRA is in use: the long video's windows all run the main DiT, not the {name} "
+                              f"expert", stacklevel=5)
             else:
                 long = dataclasses.replace(long, expert=True)
         if noise is None and long.expert and long.method == "continue":   # the expert's own: what it was trained for
