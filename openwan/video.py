@@ -14,6 +14,7 @@ Existing files are never overwritten unless ``overwrite=True``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -45,6 +46,23 @@ PIX_FMTS = ("yuv420p", "yuv444p")
 # Repeatable x264: one thread, and no MB-tree rate control (its float propagation made repeated encodes of
 # the same frames differ, up to tens of levels after decoding, even on one thread).
 ENCODER_OPTIONS = {"threads": "1", "x264-params": "mbtree=0"}
+
+
+@functools.lru_cache(maxsize=None)
+def _one_scale_thread() -> dict:
+    """``threads=1`` for PyAV's pixel-format conversions, where the installed PyAV takes it (17 and later).
+
+    From PyAV 17 a conversion (``reformat``, ``to_ndarray``) runs on a pool of swscale threads, one per CPU, that
+    the conversion context keeps between frames. A process forked after one (``launch_local(...,
+    start_method="fork")``, a DataLoader worker) inherits the context without its threads, and its first
+    conversion waits on them for ever (seen with PyAV 18.1.1). One thread has no pool; our frames are small.
+    """
+    import av
+    try:
+        av.VideoFrame(2, 2, "rgb24").reformat(format="yuv444p", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
 
 
 # ============================================================================ tensors -> uint8
@@ -225,6 +243,7 @@ def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: fl
             if comment is not None:
                 container.metadata[METADATA_KEY] = comment
             stream = fmt = None
+            scale = _one_scale_thread()
             for chunk in chunks:
                 if size is None:
                     size = chunk.shape[1:3]
@@ -238,7 +257,7 @@ def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: fl
                     raise ValueError(f"frame chunk of size {chunk.shape[1:3]} after frames of size {size}: "
                                      f"all frames of a video must have the same height and width")
                 for frame in _even_pad(chunk):
-                    vf = av.VideoFrame.from_ndarray(np.array(frame, order="C"), format="rgb24").reformat(format=fmt)
+                    vf = av.VideoFrame.from_ndarray(np.array(frame, order="C"), format="rgb24").reformat(format=fmt, **scale)
                     vf.pts = count
                     vf.time_base = Fraction(1) / Fraction(rate)
                     container.mux(stream.encode(vf))
@@ -343,7 +362,7 @@ def _video_frames(path: Path):
         def frames():
             try:
                 for f in container.decode(stream):
-                    yield f.to_ndarray(format="rgb24")
+                    yield f.to_ndarray(format="rgb24", **_one_scale_thread())
             except Exception as e:  # noqa: BLE001
                 raise _open_error(path, "video", e) from None
         yield (float(rate) if rate else 0.0), frames()

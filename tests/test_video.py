@@ -324,3 +324,31 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="directory"):
         read_image(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_process_writes_and_reads_videos_after_its_parent_did(tmp_path):
+    """PyAV 17+ converts pixel formats on a pool of threads that its conversion context keeps between frames; a
+    child forked after the parent converted once inherited the context without the threads and waited for them for
+    ever (PyAV 18.1.1; launch_local(start_method="fork") after a training run hung so). openwan asks for one thread."""
+    import time
+    clip = smooth_clip(frames=3)
+    read_video(write_video(clip, tmp_path / "parent.mp4"))
+    pid = os.fork()
+    if pid == 0:                                        # the child: exit 0 once it has written and read one
+        code = 1
+        try:
+            code = int(not np.array_equal(read_video(write_video(clip, tmp_path / "child.mp4"))[0],
+                                          read_video(tmp_path / "parent.mp4")[0]))
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60                    # the child needs well under a second; a hang never ends
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, "the forked child's video differs or it failed"
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("a process forked after a video was written hung writing its own (PyAV's conversion threads)")

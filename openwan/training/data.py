@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from openwan.video import frame_indices
+from openwan.video import frame_indices, read_image, read_video
 
 EMPTY_PROMPT = "empty_prompt.safetensors"  # in a latent cache: {"context": [L, D]}, the text features of ""
 
@@ -188,27 +188,9 @@ def select_bucket(num_frames: int, height: int, width: int, buckets: Sequence[Bu
 def load_media(path: Union[str, Path]) -> tuple[np.ndarray, float]:
     """uint8 frames [F, H, W, 3] and fps (0 for images) of a video or image file."""
     path = Path(path)
-    is_image = path.suffix.lower() in IMAGE_EXTS
-    try:
-        import openwan.video as ov
-    except ImportError:  # fallback when openwan.video is not installed
-        ov = None
-    if is_image:
-        if ov is not None:
-            return ov.read_image(path)[None], 0.0
-        from PIL import Image
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))[None], 0.0
-    if ov is not None:
-        return ov.read_video(path)
-    import av
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
-        fps = float(s.average_rate or 0)
-    if not frames:
-        raise ValueError(f"{path}: no decodable frames")
-    return np.stack(frames), fps
+    if path.suffix.lower() in IMAGE_EXTS:
+        return read_image(path)[None], 0.0
+    return read_video(path)
 
 
 def _cover_crop(x: torch.Tensor, height: int, width: int, **interpolation) -> torch.Tensor:
