@@ -215,7 +215,8 @@ def roll(pipe, job, dit=None, progress=None, cancelled=None, time_left=None,
             return out
     else:
         start, cond, post = pipe.continued_window(job, 0, noise[:, :0].clone(), noise[:, :window])
-        out[:, :window], first_stats = run_window(pipe, job, start, cond, post, f"window 1 ({F} latent frames)",
+        label = f"first window ({window} of {F} latent frames)"
+        out[:, :window], first_stats = run_window(pipe, job, start, cond, post, label,
                                                   on_step=None if progress is None else progress(0),
                                                   cancelled=cancelled, time_left=time_left,
                                                   steps_kept=None if kept is None else kept.steps("first"))
