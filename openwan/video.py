@@ -257,7 +257,8 @@ def write_video(frames: Union[Frames, Iterable[Frames]], path: PathLike, fps: fl
                     raise ValueError(f"frame chunk of size {chunk.shape[1:3]} after frames of size {size}: "
                                      f"all frames of a video must have the same height and width")
                 for frame in _even_pad(chunk):
-                    vf = av.VideoFrame.from_ndarray(np.array(frame, order="C"), format="rgb24").reformat(format=fmt, **scale)
+                    vf = av.VideoFrame.from_ndarray(np.array(frame, order="C"), format="rgb24")
+                    vf = vf.reformat(format=fmt, **scale)
                     vf.pts = count
                     vf.time_base = Fraction(1) / Fraction(rate)
                     container.mux(stream.encode(vf))
