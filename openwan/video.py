@@ -359,11 +359,12 @@ def _video_frames(path: Path):
         stream = container.streams.video[0]
         validate.image_size(stream.width, stream.height, what=f"video {path}")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        scale = _one_scale_thread()
 
         def frames():
             try:
                 for f in container.decode(stream):
-                    yield f.to_ndarray(format="rgb24", **_one_scale_thread())
+                    yield f.to_ndarray(format="rgb24", **scale)
             except Exception as e:  # noqa: BLE001
                 raise _open_error(path, "video", e) from None
         yield (float(rate) if rate else 0.0), frames()

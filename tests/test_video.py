@@ -331,7 +331,7 @@ def test_a_forked_process_writes_and_reads_videos_after_its_parent_did(tmp_path)
     """PyAV 17+ converts pixel formats on a pool of threads that its conversion context keeps between frames; a
     child forked after the parent converted once inherited the context without the threads and waited for them for
     ever (PyAV 18.1.1; launch_local(start_method="fork") after a training run hung so). openwan asks for one thread."""
-    import time
+    from serve_helpers import wait_for
     clip = smooth_clip(frames=3)
     read_video(write_video(clip, tmp_path / "parent.mp4"))
     pid = os.fork()
@@ -342,13 +342,16 @@ def test_a_forked_process_writes_and_reads_videos_after_its_parent_did(tmp_path)
                                           read_video(tmp_path / "parent.mp4")[0]))
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 60                    # the child needs well under a second; a hang never ends
-    while time.monotonic() < deadline:
+
+    def finished():
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0, "the forked child's video differs or it failed"
-            return
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("a process forked after a video was written hung writing its own (PyAV's conversion threads)")
+        return (status,) if done else None
+
+    try:                                                # the child needs well under a second; a hang never ends
+        (status,) = wait_for(finished, 60, what="a process forked after a video was written to write its own "
+                                                "(it hangs on PyAV's conversion threads)")
+    except AssertionError:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child's video differs or it failed"
