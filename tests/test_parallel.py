@@ -111,6 +111,37 @@ def test_sequence_parallel_dit_equals_one_process(tmp_path):
             assert err <= fp32_bound(ref, terms=8, ulps=2), (name, err)
 
 
+def _end_group(rank, world, port, out_dir):
+    import time
+
+    from openwan.parallel import end_process_group
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+    def no_gloo_barrier(*a, **k):
+        raise AssertionError("dist.barrier on gloo: its completion frees earlier collectives' tensors on a worker "
+                             "thread, which aborts a process already exiting")
+    dist.barrier = no_gloo_barrier
+    parts = [torch.empty(4) for _ in range(world)]
+    dist.all_gather(parts, torch.full((4,), float(rank)))      # a collective just before, its outputs dropped
+    del parts
+    if rank == 0:
+        time.sleep(1.0)                                          # the first process still writing its video
+    start = time.perf_counter()
+    end_process_group()
+    waited = time.perf_counter() - start
+    end_process_group()                                          # no group left: nothing to do
+    torch.save({"waited": waited, "initialized": dist.is_initialized()}, os.path.join(out_dir, f"{rank}.pt"))
+
+
+def test_end_process_group_waits_for_every_process_then_destroys_the_group(tmp_path):
+    import torch.multiprocessing as mp
+    mp.start_processes(_end_group, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    assert not r0["initialized"] and not r1["initialized"]
+    assert r1["waited"] >= 0.5, r1          # the second process waited for the first's 1 s of work
+
+
 def test_split_tokens_pads_and_slices():
     x = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
     parts = [split_tokens(x, SequenceParallel(None, r, 2)) for r in range(2)]
