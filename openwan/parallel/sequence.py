@@ -79,12 +79,19 @@ def end_process_group(wait_for_all: bool = True) -> None:
     and holds nothing of earlier collectives."""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if wait_for_all and dist.get_world_size() > 1:
+    if wait_for_all:
+        barrier()
+    dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait until every process of the default group gets here: ``monitored_barrier`` on gloo (why:
+    :func:`end_process_group`), ``barrier`` on other backends."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         if dist.get_backend() == "gloo":
             dist.monitored_barrier()
         else:
             dist.barrier()
-    dist.destroy_process_group()
 
 
 def enable_sequence_parallel(model, group: Optional[dist.ProcessGroup] = None) -> SequenceParallel:
