@@ -57,9 +57,8 @@ def child(a) -> int:
         Path(a.out + ".time").write_text(json.dumps({"seconds": seconds, "long_video": out.settings.get("long_video"),
                                                      "steps": out.settings["sample_steps"]}))
     if shared:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
+        from openwan.parallel import end_process_group
+        end_process_group()
     return 0
 
 
