@@ -1,5 +1,5 @@
 """What the long-video experiments in benchmarks/ share (long_noise.py, long_window.py, long_sampler.py,
-long_select.py, long_shift.py, history_guidance.py, autoguidance.py): their common options and the run of
+long_select.py, long_shift.py, long_pace.py, history_guidance.py, autoguidance.py): their common options and the run of
 ``openwan bench long``'s measurement (openwan.demo.long_bench) of the default method over the looping or the classic
 prompts (or, ``extend``, of the world's own clips extended), printed as one JSON line and written whole with ``--json``."""
 from __future__ import annotations
