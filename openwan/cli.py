@@ -160,9 +160,11 @@ def cmd_generate(a) -> int:
             _generate_one(a, pipe, line.pop("prompt"), dist_run, t0 if i == 0 else time.perf_counter(), line)
         done = True
     finally:
-        if dist_run and dist_run[1]:     # every process past its work (the first one's decode and write) before
-            from openwan.parallel import end_process_group      # the group goes: one leaving early could abort at
-            end_process_group(wait_for_all=done)                # teardown while the other still used it
+        if dist_run and dist_run[1]:
+            # every process past its work (the first one's decode and write) before the group goes: one leaving
+            # early could abort at teardown while the other still used it
+            from openwan.parallel import end_process_group
+            end_process_group(wait_for_all=done)
     return 0
 
 
