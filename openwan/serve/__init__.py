@@ -233,7 +233,6 @@ def main(argv=None) -> int:
 
 
 def _end_group() -> int:
-    import torch.distributed as dist
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    from openwan.parallel import end_process_group
+    end_process_group(wait_for_all=False)
     return 0

@@ -15,6 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+# the group is joined, waited on and left as inference does it (gloo waits with monitored_barrier: sequence.barrier)
+from openwan.parallel.sequence import barrier, end_process_group, init_process_group as init_distributed  # noqa: F401
+
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -22,27 +25,6 @@ def rank() -> int:
 
 def world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def barrier() -> None:
-    """Every process waits for the others (gloo: ``monitored_barrier``, openwan.parallel.sequence.barrier says why)."""
-    from openwan.parallel.sequence import barrier as wait_for_all
-    wait_for_all()
-
-
-def init_distributed() -> bool:
-    """Join the process group described by RANK / WORLD_SIZE (torchrun) if not done yet.
-
-    Returns True when this call created the group (the caller then destroys it)."""
-    if not dist.is_available() or dist.is_initialized():
-        return False
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return True
 
 
 def default_device() -> torch.device:
@@ -76,8 +58,7 @@ def _worker(local_rank: int, nprocs: int, port: int, fn: Callable, args: tuple):
     try:
         fn(*args)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_process_group(wait_for_all=False)
 
 
 def spawn(fn: Callable, args: tuple, nprocs: int, start_method: str = "spawn") -> None:

@@ -38,7 +38,8 @@ from openwan.training import checkpoint as ckpt
 from openwan.training.config import (TrainConfig, apply_overrides, lr_multiplier, read_yaml,  # noqa: F401
                                      resolve_model_path)
 from openwan.training.data import BucketBatchSampler, CachedLatentDataset, LatentDataset, collate, shard_batch
-from openwan.training.launch import barrier, default_device, init_distributed, rank, spawn, world, wrap_model
+from openwan.training.launch import (barrier, default_device, end_process_group, init_distributed, rank, spawn, world,
+                                     wrap_model)
 from openwan.training.loss import sample_seed
 from openwan.training.objectives import Batch, ObjectiveContext, build_objective
 
@@ -434,8 +435,8 @@ class Trainer:
         return summary
 
     def close(self):
-        if self._own_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if self._own_group:
+            end_process_group(wait_for_all=False)
             self._own_group = False
 
     def _on_signal(self, signum, frame):
