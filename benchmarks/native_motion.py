@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dit", choices=("main", "continuation"), default="main",
                     help="the DiT that draws the videos: the demo's main one or its continuation expert")
+    ap.add_argument("--prompt_extend", choices=("world", "off"),
+                    help="the prompt extension (default: the model's, the demo's world, which writes a motion's "
+                         "phrase the canonical way); off: the prompt as given")
     ap.add_argument("--ckpt_dir", help="a demo checkpoint folder (a candidate's export) instead of the shipped demo")
     a = ap.parse_args(argv)
     import torch
@@ -69,7 +72,8 @@ def main(argv=None) -> int:
         rows = []
         for seed in range(a.seeds):
             w = motion_stats(world_source(a.prompt, seed, native, size))
-            m = motion_stats(pipe(a.prompt, frame_num=native, seed=seed, sample_steps=a.steps).frames[0])
+            m = motion_stats(pipe(a.prompt, frame_num=native, seed=seed, sample_steps=a.steps,
+                                   prompt_extend=a.prompt_extend).frames[0])
             rows.append((w, m))
             print(f"{seed:4d}  {w['speed']:12.2f} {w['area']:6.0f} {w['min_area']:6.0f} {w['found']:6.2f}   "
                   f"{m['speed']:12.2f} {m['area']:6.0f} {m['min_area']:6.0f} {m['found']:6.2f}", flush=True)
