@@ -9,6 +9,7 @@ world does (docs/long_video_log.md, "The continuation expert on every window").
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8 --dit continuation
     python benchmarks/native_motion.py --prompt "a purple circle circling" --seeds 8 --ckpt_dir runs/CAND   # a candidate
+    python benchmarks/native_motion.py --prompt "a red circle bouncing sideways" --prompt_extend off   # as written
 """
 from __future__ import annotations
 
