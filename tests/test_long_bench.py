@@ -240,3 +240,25 @@ def test_a_world_bounce_keeps_bouncing_and_one_that_stops_does_not():
     s = lb.summarize(recs)["windows"]
     assert s["meets"]["bouncing"] == 1 and s["judged"]["bouncing"] == 2 and s["judged"]["found"] == 3
     assert lb.reversal_gaps([10], 50) == (pytest.approx(float("nan"), nan_ok=True), 39.0)
+
+
+def test_reword_looping_replaces_only_the_bounces_phrases_with_ones_sharing_no_direction_word():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reword_looping.py"
+    spec = importlib.util.spec_from_file_location("reword_looping", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    caps = ["a red square bouncing left and right", "a video of a red box bouncing between the left and right edges"]
+    out = mod.reword(caps, "bounce_lr", rng)
+    for old, new in zip(caps, out):
+        assert new != old and new.startswith(old.split(" bouncing")[0])
+        assert not {"left", "right", "up", "down"} & set(new.split())
+        assert any(new.endswith(p) for p in mod.REWORDED["bounce_lr"])
+    ud = mod.reword(["a green circle bobbing up and down on a dark background"], "bounce_ud", rng)[0]
+    assert ud.endswith("on a dark background") and not {"up", "down"} & set(ud.split())
+    classic = ["a red circle moving to the right"]
+    assert mod.reword(classic, "right", rng) == classic and mod.reword(["a purple circle circling"], "circling", rng)
+    with pytest.raises(ValueError, match="no bounce_lr phrase"):
+        mod.reword(["a red square moving to the right"], "bounce_lr", rng)
