@@ -258,7 +258,7 @@ def test_reword_looping_replaces_only_the_bounces_phrases_with_ones_sharing_no_d
         assert any(new.endswith(p) for p in mod.REWORDED["bounce_lr"])
     ud = mod.reword(["a green circle bobbing up and down on a dark background"], "bounce_ud", rng)[0]
     assert ud.endswith("on a dark background") and not {"up", "down"} & set(ud.split())
-    classic = ["a red circle moving to the right"]
-    assert mod.reword(classic, "right", rng) == classic and mod.reword(["a purple circle circling"], "circling", rng)
+    for caps, motion in ((["a red circle moving to the right"], "right"), (["a purple circle circling"], "circling")):
+        assert mod.reword(caps, motion, rng) == caps
     with pytest.raises(ValueError, match="no bounce_lr phrase"):
         mod.reword(["a red square moving to the right"], "bounce_lr", rng)
